@@ -1,0 +1,216 @@
+/* celeryc task ABI: how a C function becomes a Celery task.
+ *
+ * Adding a task is one table row plus its function:
+ *
+ *     // tasks/demo.c
+ *     static int demo_add(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+ *                         json_t **result)
+ *     {
+ *         const json_t *x = cc_task_arg(ctx, 0), *y = cc_task_arg(ctx, 1);
+ *         if (!json_is_integer(x) || !json_is_integer(y))
+ *             return cc_task_raise(ctx, "builtins", "TypeError", "add() needs two integers");
+ *         *result = json_integer(json_integer_value(x) + json_integer_value(y));
+ *         return CC_OK;
+ *     }
+ *     const struct cc_task_entry cc_task_demo_add = {
+ *         .name = "demo.add", .run = demo_add, .signature = "x, y",
+ *     };
+ *
+ *     // tasks/table.c: add &cc_task_demo_add to cc_task_table[].
+ *
+ * The worker decodes the Celery message, binds args/kwargs against `signature` exactly as
+ * Python binds a call (raising TypeError with Python's wording on wrong arity or unknown
+ * keywords), calls `run` in an executor (a forked child by default), and stores what it
+ * returns the way Python Celery's result backend does.
+ *
+ * Outcomes. `run` returns one of:
+ *   CC_OK            success; *result is the return value (owned by the worker from then on;
+ *                    leave it NULL to return None).
+ *   CC_TASK_FAILED   via cc_task_raise*(): the task raised an exception. Python's
+ *                    AsyncResult.get() re-raises exc_module.exc_type(*exc_args).
+ *   CC_TASK_RETRY    via cc_task_retry(): republish with retries+1 (see cc_task_retry).
+ *   CC_TASK_REJECT   via cc_task_reject(): like celery.exceptions.Reject.
+ *   CC_TASK_IGNORE   via cc_task_ignore(): like celery.exceptions.Ignore.
+ * Any other negative code is reported as a FAILURE with exc_type "RuntimeError" and the
+ * status name as message, so a bug in a task never takes the worker down silently.
+ *
+ * Memory. Arguments and the request are borrowed and valid during `run` only. Use
+ * cc_task_alloc() for scratch memory: it is released when `run` returns. jansson values a
+ * task creates follow jansson's rules (json_object_set_new steals, json_object_get borrows).
+ *
+ * Threads and fork. `run` executes in a forked child of the worker (default pool), with its
+ * own connections; a task may block, but must not fork without exec or install signal
+ * handlers. Time limits (when configured) interrupt it from outside.
+ */
+#ifndef CELERYC_TASK_H
+#define CELERYC_TASK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "celeryc/status.h"
+
+/* Tri-state for per-task options that fall back to the worker-wide setting when unset.
+ * Zero means unset so a designated initializer leaves them at the global default. */
+enum cc_tristate {
+    CC_DEFAULT = 0,
+    CC_NO = 1,
+    CC_YES = 2,
+};
+
+/* max_retries special values (Celery: default 3, None = forever). */
+#define CC_MAX_RETRIES_DEFAULT 0  /* 3, as Celery */
+#define CC_MAX_RETRIES_NONE    -1 /* no retries at all */
+#define CC_MAX_RETRIES_FOREVER -2 /* Celery's max_retries=None */
+
+/* Everything the worker knows about the message being executed. All pointers are borrowed
+ * and valid during `run` only; absent optional fields are NULL (strings), -1 (group_index)
+ * or 0 (time limits). */
+struct cc_task_request {
+    const char *id;        /* task id (uuid) */
+    const char *task;      /* registered task name */
+    const char *shadow;    /* display name override, or NULL */
+    const char *root_id;   /* first task of the workflow (own id when none) */
+    const char *parent_id; /* task that published this one, or NULL */
+    const char *group;     /* group id for group/chord members, or NULL */
+    int group_index;       /* position in a chord header, -1 if none */
+    int retries;           /* 0 on the first delivery */
+    const char *eta;       /* ISO-8601 as sent, or NULL */
+    const char *expires;   /* ISO-8601 as sent, or NULL */
+    double time_limit_s;   /* hard limit in seconds, 0 = none */
+    double soft_time_limit_s;
+    const char *hostname;  /* this worker's nodename, e.g. "celery@host" */
+    const char *origin;    /* publisher, e.g. "gen1234@host", or NULL */
+    const char *reply_to;  /* AMQP reply_to property, or NULL */
+    const char *correlation_id;
+    int protocol;          /* 1 or 2: the Celery message protocol it arrived in */
+    struct {
+        const char *exchange;
+        const char *routing_key;
+        int priority;
+        bool redelivered;
+    } delivery_info;
+    const json_t *headers; /* every application header as a JSON object (v1: {}) */
+    const json_t *embed;   /* {"callbacks", "errbacks", "chain", "chord"} (may be {}) */
+};
+
+struct cc_task_ctx;
+
+/* A task function. `args` is a JSON array and `kwargs` a JSON object, both borrowed. */
+typedef int (*cc_task_fn)(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                          json_t **result);
+
+/* One row of the task table. Zero-initialised fields take the worker-wide default. */
+struct cc_task_entry {
+    const char *name; /* registered name, as the Python app names it: "proj.tasks.add" */
+    cc_task_fn run;
+
+    /* Python-style parameter list used to bind args/kwargs before `run`, e.g. "x, y",
+     * "a, b=None, *, c=1", "*args, **kwargs", "x, *args". NULL: no binding, `run` sees the
+     * raw args/kwargs and cc_task_arg() returns NULL. Defaults are JSON literals (None,
+     * True and False are accepted too). */
+    const char *signature;
+
+    enum cc_tristate ignore_result; /* Task.ignore_result */
+    enum cc_tristate acks_late;     /* Task.acks_late */
+    enum cc_tristate track_started; /* Task.track_started */
+    int max_retries;                /* CC_MAX_RETRIES_* or a positive count */
+    double default_retry_delay_s;   /* 0 = Celery's 180 s */
+    double time_limit_s;            /* 0 = worker default */
+    double soft_time_limit_s;
+    const char *rate_limit;         /* "10/s", "100/m", NULL = none */
+
+    /* autoretry_for, as exception type names ("builtins.ValueError"; "*" = any); NULL
+     * terminated, or NULL. retry_backoff_s > 0 enables exponential backoff. */
+    const char *const *autoretry_for;
+    double retry_backoff_s;
+    double retry_backoff_max_s; /* 0 = Celery's 600 s */
+    enum cc_tristate retry_jitter; /* default: on, as Celery */
+};
+
+/* The execution context handed to `run`. Fields are read-only for tasks. */
+struct cc_task_ctx {
+    const struct cc_task_request *req;
+    const struct cc_task_entry *entry;
+    void *priv; /* the worker's; tasks never touch it */
+};
+
+/* ---- Arguments ------------------------------------------------------------------------ */
+
+/* Bound argument number `i` of the entry's signature (in declaration order, keyword-only
+ * parameters included, then *args as an array and **kwargs as an object). Borrowed.
+ * Returns NULL when the entry has no signature or `i` is out of range. A missing optional
+ * parameter yields its default. */
+const json_t *cc_task_arg(struct cc_task_ctx *ctx, size_t i);
+
+/* ---- Outcomes ------------------------------------------------------------------------- */
+
+/* Raise exc_module.exc_type with a single formatted message argument:
+ *     return cc_task_raise(ctx, "builtins", "ValueError", "bad value %d", v);
+ * Python sees ValueError('bad value 3'). Returns CC_TASK_FAILED. */
+int cc_task_raise(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
+                  const char *fmt, ...) CC_PRINTF(4, 5);
+
+/* Raise with an explicit exception args list (any JSON values): Python sees
+ * exc_type(*exc_args). Takes ownership of `exc_args` (a JSON array; NULL = no args).
+ * Returns CC_TASK_FAILED. */
+int cc_task_raise_args(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
+                       json_t *exc_args);
+
+/* Attach a traceback text to the pending exception (shown by Python, never parsed). When a
+ * task sets none the worker writes a short Python-style one naming the task. */
+void cc_task_set_traceback(struct cc_task_ctx *ctx, const char *text);
+
+/* Retry request, like Task.retry(). Fields at zero take the task's defaults. */
+struct cc_task_retry_opts {
+    double countdown_s;      /* seconds from now; 0 and no eta -> default_retry_delay */
+    const char *eta;         /* absolute ISO-8601 instead of a countdown, or NULL */
+    int max_retries;         /* CC_MAX_RETRIES_* or a count; 0 = the entry's */
+    const char *exc_module;  /* the exception to record (and raise past max_retries), or NULL */
+    const char *exc_type;
+    json_t *exc_args;        /* owned by the call, may be NULL */
+};
+
+/* Ask the worker to retry this task. Returns CC_TASK_RETRY, or CC_TASK_FAILED when
+ * max_retries is exhausted (with the given exception, or
+ * celery.exceptions.MaxRetriesExceededError as Celery words it). Always return its value. */
+int cc_task_retry(struct cc_task_ctx *ctx, const struct cc_task_retry_opts *opts);
+
+/* celery.exceptions.Reject(reason, requeue): no result stored; the message is rejected
+ * (requeued when `requeue`). Returns CC_TASK_REJECT. */
+int cc_task_reject(struct cc_task_ctx *ctx, const char *reason, bool requeue);
+
+/* celery.exceptions.Ignore: ack, store nothing. Returns CC_TASK_IGNORE. */
+int cc_task_ignore(struct cc_task_ctx *ctx);
+
+/* ---- Memory and logging --------------------------------------------------------------- */
+
+/* Scratch memory released when `run` returns. Never NULL (the executor exits on OOM, the
+ * message goes back to the queue unacked or is marked failed as the ack policy says). */
+void *cc_task_alloc(struct cc_task_ctx *ctx, size_t size);
+
+enum cc_task_log_level {
+    CC_TASK_LOG_DEBUG = 10,
+    CC_TASK_LOG_INFO = 20,
+    CC_TASK_LOG_WARNING = 30,
+    CC_TASK_LOG_ERROR = 40,
+};
+
+/* Log a line tagged with the task name and id, like Celery's task logger:
+ *   [2026-11-23 10:00:00,123: INFO/ForkPoolWorker-1] demo.add[<id>]: message */
+void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...) CC_PRINTF(3, 4);
+
+#define cc_task_debug(ctx, ...) cc_task_log((ctx), CC_TASK_LOG_DEBUG, __VA_ARGS__)
+#define cc_task_info(ctx, ...)  cc_task_log((ctx), CC_TASK_LOG_INFO, __VA_ARGS__)
+#define cc_task_warn(ctx, ...)  cc_task_log((ctx), CC_TASK_LOG_WARNING, __VA_ARGS__)
+#define cc_task_error(ctx, ...) cc_task_log((ctx), CC_TASK_LOG_ERROR, __VA_ARGS__)
+
+/* ---- The table ------------------------------------------------------------------------ */
+
+/* tasks/table.c defines these: every task this binary can run, NULL-terminated. */
+extern const struct cc_task_entry *const cc_task_table[];
+
+#endif

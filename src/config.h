@@ -1,0 +1,88 @@
+/* Worker configuration: one table row per option (name, type, default, env var, CLI flags,
+ * check, help), loaded with precedence  file < environment < command line.
+ *
+ * Option names are Celery's setting names (broker_url, worker_concurrency, task_acks_late,
+ * ...) so a Celery user recognises them in the config file; the command-line flags are the
+ * ones `celery worker` takes (-b, -Q, -n, -c, -l, --prefetch-multiplier, ...).
+ *
+ * Config file format: one `name = value` per line, `#` comments, blank lines ignored; values
+ * may be quoted with "..." (backslash escapes \" and \\). Booleans: true/false/yes/no/on/off/1/0.
+ * Unknown names are an error (names the line), so a typo never silently does nothing.
+ */
+#ifndef CELERYC_CONFIG_H
+#define CELERYC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "celeryc/status.h"
+
+enum cc_pool_kind {
+    CC_POOL_PREFORK = 0,
+    CC_POOL_THREADS = 1,
+    CC_POOL_SOLO = 2,
+};
+
+/* All worker options, resolved. Strings are owned (free with cc_cfg_deinit). */
+struct cc_config {
+    char *config_file;     /* --config FILE (also CELERYC_CONFIG) */
+    char *broker_url;      /* -b/--broker, CELERY_BROKER_URL; default amqp://guest:guest@localhost:5672// */
+    char *result_backend;  /* --result-backend, CELERY_RESULT_BACKEND; default "none" */
+    char **queues;         /* -Q/--queues a,b (NULL-terminated); default {task_default_queue} */
+    size_t n_queues;
+    char *hostname;        /* -n/--hostname, expanded; default celery@%h */
+    int concurrency;       /* -c/--concurrency; default: number of CPUs */
+    int loglevel;          /* -l/--loglevel; CC_LOG_*; default WARNING as Celery */
+    int log_format;        /* --log-format human|json */
+    int prefetch_multiplier; /* --prefetch-multiplier; default 4; 0 = unlimited */
+    enum cc_pool_kind pool; /* --pool prefork|threads|solo */
+
+    char *default_queue;   /* task_default_queue; default "celery" */
+    bool create_missing_queues; /* task_create_missing_queues; default true */
+    int queue_max_priority;     /* task_queue_max_priority; 0 = none (no x-max-priority) */
+
+    bool acks_late;        /* task_acks_late; default false */
+    bool track_started;    /* task_track_started; default false */
+    bool result_extended;  /* result_extended; default false */
+    int64_t result_expires_s;   /* result_expires; default 86400; 0 = never */
+    bool store_errors_even_if_ignored; /* task_store_errors_even_if_ignored; default false */
+
+    size_t max_message_bytes;   /* worker_max_message_bytes; default 16 MiB */
+    double heartbeat_s;         /* broker_heartbeat; default 120 (AMQP heartbeat) */
+    double connect_timeout_s;   /* broker_connection_timeout; default 4 */
+};
+
+/* Which command the options are for: the table marks options per command. */
+enum cc_cfg_cmd {
+    CC_CMD_WORKER = 1,
+};
+
+/* Fill `cfg` from defaults, then the config file (--config / CELERYC_CONFIG), then the
+ * environment (CELERY_BROKER_URL, CELERY_RESULT_BACKEND, and CELERYC_<NAME> for every
+ * option), then argv (argv[0] is the subcommand name, e.g. "worker").
+ * Returns CC_OK; CC_EUSAGE (bad/unknown flag, missing value), CC_ECONFIG (bad value or file
+ * line; the message names the option and the source) or CC_ENOMEM. `--help` is reported as
+ * CC_EAGAIN with cfg untouched beyond defaults so the caller prints cc_cfg_usage() and
+ * exits 0. `env` is the environment to read (NULL-terminated "K=V" strings), usually
+ * `environ`; tests pass their own. */
+int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv,
+                char **env, struct cc_err *err) CC_MUST_USE;
+
+void cc_cfg_deinit(struct cc_config *cfg);
+
+/* Print `celeryc <cmd> --help`: every option with its flags, env var, default and help. */
+void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd);
+
+/* Expand Celery's nodename templates: "%h" full host name, "%n" name before the first dot,
+ * "%d" domain after it, "%%" a percent sign; a name without '@' gets "celery@" prepended.
+ * `host` is the machine's host name (passed in for testability). Returns an owned string. */
+char *cc_cfg_expand_hostname(const char *tmpl, const char *host);
+
+/* Introspection for tests and `inspect conf`: number of options and the i-th one's names. */
+size_t cc_cfg_option_count(void);
+const char *cc_cfg_option_name(size_t i);
+const char *cc_cfg_option_help(size_t i);
+
+#endif

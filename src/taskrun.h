@@ -1,0 +1,51 @@
+/* Running one task from the table: argument binding, the task API behind
+ * include/celeryc/task.h, and the outcome the worker turns into a result and events.
+ *
+ * Executors call cc_task_invoke() (in the forked child for the prefork pool). It never
+ * touches the broker or the backend: what to store or publish is decided by the caller from
+ * the returned outcome.
+ */
+#ifndef CELERYC_TASKRUN_H
+#define CELERYC_TASKRUN_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "celeryc/task.h"
+
+struct cc_task_outcome {
+    int status;       /* CC_OK, CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT, CC_TASK_IGNORE */
+    json_t *result;   /* owned; the return value on CC_OK (JSON null when the task gave none) */
+    json_t *exc;      /* owned; {"exc_type","exc_message","exc_module"} on FAILED/RETRY */
+    char *exc_repr;   /* owned; "ValueError('boom')" on FAILED/RETRY */
+    char *traceback;  /* owned; Python-style traceback text on FAILED/RETRY */
+    /* CC_TASK_RETRY */
+    double retry_countdown_s; /* resolved countdown when no eta */
+    char *retry_eta;          /* owned, or NULL */
+    /* CC_TASK_REJECT */
+    bool reject_requeue;
+    double runtime_s; /* wall time spent in run(), monotonic */
+};
+
+/* Find a task by registered name in cc_task_table. Borrowed; NULL if unknown.
+ * The first call builds a hash index (not thread-safe; call once before threads start). */
+const struct cc_task_entry *cc_task_lookup(const char *name);
+
+/* Number of entries in cc_task_table. */
+size_t cc_task_count(void);
+
+/* Bind args/kwargs against e->signature (TypeError with Python's wording on mismatch, e.g.
+ * "add() takes 2 positional arguments but 3 were given", "add() missing 1 required
+ * positional argument: 'y'", "add() got an unexpected keyword argument 'z'"), run the task,
+ * and fill `out` (caller's storage, fully overwritten). Returns out->status. */
+int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
+                   const json_t *args, const json_t *kwargs, struct cc_task_outcome *out);
+
+void cc_task_outcome_deinit(struct cc_task_outcome *o);
+
+/* Validate every entry's signature once at start-up (unit tests walk the whole table).
+ * Returns CC_OK or CC_EINVAL naming the first bad entry in err. */
+int cc_task_table_check(struct cc_err *err);
+
+#endif

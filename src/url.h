@@ -1,0 +1,43 @@
+/* Broker and backend URLs, parsed the way kombu and Celery read them. Pure. */
+#ifndef CELERYC_URL_H
+#define CELERYC_URL_H
+
+#include <stdbool.h>
+
+#include "celeryc/status.h"
+
+/* amqp://user:pass@host:port/vhost, amqps://... Defaults as kombu: guest/guest, localhost,
+ * 5672 (5671 for amqps), vhost "/". The vhost is the URL-decoded path without its leading
+ * slash ("amqp://h//" and "amqp://h/" both mean "/"; "amqp://h/%2F" means "/"; "amqp://h/v"
+ * means "v"). User and password are URL-decoded. Also accepts "pyamqp://". */
+struct cc_amqp_url {
+    char *host;
+    int port;
+    char *user;
+    char *password;
+    char *vhost;
+    bool tls;
+};
+
+/* redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path?db=N (socket).
+ * Defaults: localhost, 6379, db 0. A "?ssl_cert_reqs=..." query is ignored. */
+struct cc_redis_url {
+    char *host;     /* NULL for unix sockets */
+    int port;
+    char *socket_path; /* unix:// only */
+    char *username; /* NULL unless given (Redis 6 ACL) */
+    char *password; /* NULL unless given */
+    int db;
+    bool tls;
+};
+
+int cc_url_parse_amqp(const char *url, struct cc_amqp_url *out, struct cc_err *err) CC_MUST_USE;
+void cc_url_amqp_deinit(struct cc_amqp_url *u);
+
+int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err *err) CC_MUST_USE;
+void cc_url_redis_deinit(struct cc_redis_url *u);
+
+/* The URL with any password replaced by "**", as Celery prints it in its banner. Owned. */
+char *cc_url_redact(const char *url);
+
+#endif
