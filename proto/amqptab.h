@@ -11,7 +11,17 @@
 #ifndef CELERYC_PROTO_AMQPTAB_H
 #define CELERYC_PROTO_AMQPTAB_H
 
+/* Debian 12's librabbitmq-dev 0.11.0 ships only the pre-0.11 path <amqp.h>; upstream 0.11
+ * installs <rabbitmq-c/amqp.h>. Take whichever exists. */
+#if defined(__has_include)
+#if __has_include(<rabbitmq-c/amqp.h>)
 #include <rabbitmq-c/amqp.h>
+#else
+#include <amqp.h>
+#endif
+#else
+#include <rabbitmq-c/amqp.h>
+#endif
 #include <jansson.h>
 
 #include "celeryc/status.h"

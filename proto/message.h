@@ -26,18 +26,19 @@ struct cc_msg_raw {
     cc_bytes_t correlation_id;
     cc_bytes_t reply_to;
     cc_bytes_t expiration;
-    int delivery_mode; /* 0 = absent */
-    int priority;      /* -1 = absent */
+    int delivery_mode;     /* 0 = absent */
+    int priority;          /* -1 = absent */
     const json_t *headers; /* borrowed JSON object, NULL = no header table */
     cc_bytes_t body;
 };
 
 /* Limits applied while decoding untrusted bytes. Zero fields take the defaults below. */
 struct cc_msg_limits {
-    size_t max_body_bytes;    /* default CC_MSG_MAX_BODY_DEFAULT; larger -> CC_ETOOBIG */
+    size_t max_body_bytes;     /* default CC_MSG_MAX_BODY_DEFAULT; larger -> CC_ETOOBIG */
     size_t max_inflated_bytes; /* cap for compressed bodies after inflating */
 };
-#define CC_MSG_MAX_BODY_DEFAULT (16u * 1024u * 1024u)
+#define CC_MSG_MAX_BODY_DEFAULT     (16u * 1024u * 1024u)
+#define CC_MSG_MAX_INFLATED_DEFAULT (64u * 1024u * 1024u) /* max_inflated_bytes when 0 */
 
 /* A validated task message. Every string is owned (NUL-terminated) or NULL when absent;
  * JSON values are owned references. Free with cc_msg_deinit(). */
@@ -51,10 +52,10 @@ struct cc_msg {
     char *group;
     int group_index; /* -1 absent */
     int retries;
-    char *eta;     /* as sent (ISO-8601), NULL absent */
-    char *expires; /* as sent, NULL absent */
-    int64_t eta_us;     /* parsed eta, microseconds since the epoch UTC; 0 when absent */
-    int64_t expires_us; /* parsed expires; 0 when absent */
+    char *eta;                /* as sent (ISO-8601), NULL absent */
+    char *expires;            /* as sent, NULL absent */
+    int64_t eta_us;           /* parsed eta, microseconds since the epoch UTC; 0 when absent */
+    int64_t expires_us;       /* parsed expires; 0 when absent */
     double time_limit_s;      /* timelimit[0], 0 = none */
     double soft_time_limit_s; /* timelimit[1], 0 = none */
     bool ignore_result;
@@ -68,10 +69,10 @@ struct cc_msg {
     char *reply_to;
     int priority;      /* AMQP property, 0 when absent */
     int delivery_mode; /* AMQP property, 2 when absent */
-    json_t *headers; /* full header table (v2) or {} (v1) */
-    json_t *args;    /* JSON array */
-    json_t *kwargs;  /* JSON object */
-    json_t *embed;   /* JSON object, {} when null/absent */
+    json_t *headers;   /* full header table (v2) or {} (v1) */
+    json_t *args;      /* JSON array */
+    json_t *kwargs;    /* JSON object */
+    json_t *embed;     /* JSON object, {} when null/absent */
     /* Borrowed from `embed`: NULL when absent or JSON null. */
     json_t *callbacks;
     json_t *errbacks;

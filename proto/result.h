@@ -14,14 +14,14 @@
 /* One stored state. Borrowed inputs; NULL means "absent" as documented per field. */
 struct cc_result {
     const char *task_id;
-    const char *status;      /* "SUCCESS", "FAILURE", "RETRY", "STARTED", "REVOKED" */
-    const json_t *result;    /* value or exception dict; NULL -> null */
-    const char *traceback;   /* NULL -> null */
-    const json_t *children;  /* NULL -> [] */
-    int64_t date_done_us;    /* 0 -> null (non-ready states) */
+    const char *status;         /* "SUCCESS", "FAILURE", "RETRY", "STARTED", "REVOKED" */
+    const json_t *result;       /* value or exception dict; NULL -> null */
+    const char *traceback;      /* NULL -> null */
+    const json_t *children;     /* NULL -> [] */
+    int64_t date_done_us;       /* 0 -> null (non-ready states) */
     bool date_done_with_offset; /* "+00:00" suffix (Celery >= 5.3 style); off = 5.2 style */
-    const char *group_id;    /* key present iff non-NULL */
-    const char *parent_id;   /* key present iff non-NULL */
+    const char *group_id;       /* key present iff non-NULL */
+    const char *parent_id;      /* key present iff non-NULL */
     /* result_extended */
     bool extended;
     const char *name;

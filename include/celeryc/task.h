@@ -95,6 +95,11 @@ struct cc_task_request {
     } delivery_info;
     const json_t *headers; /* every application header as a JSON object (v1: {}) */
     const json_t *embed;   /* {"callbacks", "errbacks", "chain", "chord"} (may be {}) */
+    /* The AMQP basic properties as Python's task sees them in self.request.properties
+     * (kombu's message.properties: content_type, content_encoding, delivery_mode, priority,
+     * correlation_id, reply_to, app_id, application_headers, ...), or NULL if the worker does
+     * not provide them. */
+    const json_t *properties;
 };
 
 struct cc_task_ctx;

@@ -1,0 +1,205 @@
+/* Python repr() of JSON values (proto/pyrepr.h), for argsrepr / kwargsrepr headers, events
+ * and logs (celery-wire.md §2.2, §4.3).
+ *
+ * Design: one recursive pass into a cc_sbuf whose growth is capped at max_chars + 1, so the
+ * repr of a 100 MB argument costs O(max_chars). Python semantics matched: str quoting
+ * (single quotes unless the text holds ' and no "), escapes \\ \' \n \r \t and \xNN for other
+ * C0 controls and DEL, non-ASCII left as is when printable; None/True/False; float repr via
+ * cc_float_repr(); dicts in insertion order; tuples "(1,)".
+ *
+ * Deliberate simplifications (documented in the header contract's spirit):
+ *  - Printability of non-ASCII uses a small table (C1 controls, NBSP, soft hyphen, the
+ *    Zs/Zl/Zp/Cf blocks below U+3001, BOM, U+FFF9..U+FFFB) rather than the full Unicode
+ *    database; rare characters outside it print raw where Python would escape them.
+ *  - Truncation is a plain cut: when the repr exceeds max_chars bytes it is cut at a UTF-8
+ *    boundary to at most max_chars - 3 bytes and "..." is appended. Celery's saferepr
+ *    truncates per element instead, so long reprs differ in their tails (informational only).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pyrepr.h"
+#include "strbuf.h"
+
+static int py_printable(uint32_t cp)
+{
+    if (cp < 0x20 || cp == 0x7f)
+        return 0;
+    if (cp < 0x7f)
+        return 1;
+    if (cp <= 0xa0 || cp == 0xad)
+        return 0;
+    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+        (cp >= 0x205f && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206f) || cp == 0x3000 ||
+        cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0xe000 && cp <= 0xf8ff))
+        return 0;
+    return 1;
+}
+
+static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    char quote = '\'';
+    char esc[12];
+
+    if (memchr(s, '\'', n) != NULL && memchr(s, '"', n) == NULL)
+        quote = '"';
+    cc_sbuf_putc(b, quote);
+    for (size_t i = 0; i < n && !b->truncated;) {
+        size_t run = i;
+
+        while (run < n && u[run] >= 0x20 && u[run] < 0x7f && u[run] != '\\' &&
+               u[run] != (uint8_t)quote)
+            run++;
+        if (run > i) {
+            cc_sbuf_putn(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        if (u[i] == '\\' || u[i] == (uint8_t)quote) {
+            esc[0] = '\\';
+            esc[1] = (char)u[i];
+            cc_sbuf_putn(b, esc, 2);
+            i++;
+        } else if (u[i] < 0x80) {
+            if (u[i] == '\n')
+                cc_sbuf_putn(b, "\\n", 2);
+            else if (u[i] == '\r')
+                cc_sbuf_putn(b, "\\r", 2);
+            else if (u[i] == '\t')
+                cc_sbuf_putn(b, "\\t", 2);
+            else
+                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", u[i]));
+            i++;
+        } else {
+            size_t k = u[i] >= 0xf0 ? 3 : u[i] >= 0xe0 ? 2 : 1;
+            uint32_t cp;
+
+            if (k >= n - i)
+                break; /* cannot happen for jansson strings (valid UTF-8) */
+            cp = u[i] & (0x3fu >> k);
+            for (size_t j = 1; j <= k; j++)
+                cp = (cp << 6) | (u[i + j] & 0x3f);
+            if (py_printable(cp))
+                cc_sbuf_putn(b, s + i, k + 1);
+            else if (cp <= 0xff)
+                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", cp));
+            else if (cp <= 0xffff)
+                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\u%04x", cp));
+            else
+                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\U%08x", cp));
+            i += k + 1;
+        }
+    }
+    cc_sbuf_putc(b, quote);
+}
+
+void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple)
+{
+    char tmp[40];
+
+    if (b->oom || b->truncated)
+        return;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *val;
+        int first = 1;
+
+        cc_sbuf_putc(b, '{');
+        json_object_foreach((json_t *)v, key, val)
+        {
+            if (b->truncated)
+                break;
+            if (!first)
+                cc_sbuf_putn(b, ", ", 2);
+            first = 0;
+            repr_str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
+            cc_sbuf_putn(b, ": ", 2);
+            cc_sbuf_pyrepr(b, val, 0);
+        }
+        cc_sbuf_putc(b, '}');
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+
+        cc_sbuf_putc(b, as_tuple ? '(' : '[');
+        for (size_t i = 0; i < n && !b->truncated; i++) {
+            if (i)
+                cc_sbuf_putn(b, ", ", 2);
+            cc_sbuf_pyrepr(b, json_array_get(v, i), 0);
+        }
+        if (as_tuple && n == 1)
+            cc_sbuf_putc(b, ',');
+        cc_sbuf_putc(b, as_tuple ? ')' : ']');
+        break;
+    }
+    case JSON_STRING:
+        repr_str(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        cc_sbuf_int(b, (long long)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        cc_sbuf_putn(b, tmp, cc_float_repr(json_real_value(v), tmp));
+        break;
+    case JSON_TRUE:
+        cc_sbuf_putn(b, "True", 4);
+        break;
+    case JSON_FALSE:
+        cc_sbuf_putn(b, "False", 5);
+        break;
+    case JSON_NULL:
+        cc_sbuf_putn(b, "None", 4);
+        break;
+    }
+}
+
+char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)
+{
+    struct cc_sbuf b;
+
+    /* One byte over the cap tells "exactly max_chars" from "longer". */
+    cc_sbuf_init(&b, max_chars ? max_chars + 1 : 0);
+    if (v == NULL)
+        cc_sbuf_putn(&b, "None", 4);
+    else
+        cc_sbuf_pyrepr(&b, v, as_tuple);
+    if (!b.oom && max_chars != 0 && b.len > max_chars) {
+        size_t keep = max_chars > 3 ? max_chars - 3 : max_chars;
+
+        /* Back up to a UTF-8 lead byte so the cut never splits a character. */
+        while (keep > 0 && ((uint8_t)b.p[keep] & 0xc0) == 0x80)
+            keep--;
+        b.len = keep;
+        b.p[keep] = '\0';
+        if (max_chars > 3) {
+            b.limit = 0;
+            cc_sbuf_putn(&b, "...", 3);
+        }
+    }
+    return cc_sbuf_take(&b, NULL);
+}
+
+char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args)
+{
+    struct cc_sbuf b;
+
+    cc_sbuf_init(&b, 0);
+    cc_sbuf_puts(&b, exc_type ? exc_type : "Exception");
+    cc_sbuf_putc(&b, '(');
+    /* BaseException.__repr__: the args tuple without the one-element trailing comma. */
+    if (json_is_array(exc_args)) {
+        for (size_t i = 0; i < json_array_size(exc_args); i++) {
+            if (i)
+                cc_sbuf_putn(&b, ", ", 2);
+            cc_sbuf_pyrepr(&b, json_array_get(exc_args, i), 0);
+        }
+    } else if (exc_args != NULL) {
+        cc_sbuf_pyrepr(&b, exc_args, 0);
+    }
+    cc_sbuf_putc(&b, ')');
+    return cc_sbuf_take(&b, NULL);
+}

@@ -1,0 +1,55 @@
+/* Internal to cc_proto: a growable byte buffer and the Python-compatible writers built on it
+ * (json.dumps with the default separators and ensure_ascii, repr() of JSON values, float
+ * repr). Not part of the public contract; other directories use result.h / pyrepr.h.
+ */
+#ifndef CELERYC_PROTO_STRBUF_H
+#define CELERYC_PROTO_STRBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* Caller's storage, zero-initialise (or use cc_sbuf_init). `limit` (0 = none) stops growth:
+ * once len would exceed it, further appends are dropped and `truncated` is set, so a repr of
+ * a huge value costs O(limit), not O(value). After an allocation failure `oom` is set and
+ * every later append is a no-op. */
+struct cc_sbuf {
+    char *p;
+    size_t len;
+    size_t cap;
+    size_t limit;
+    bool oom;
+    bool truncated;
+};
+
+void cc_sbuf_init(struct cc_sbuf *b, size_t limit);
+void cc_sbuf_deinit(struct cc_sbuf *b);
+/* Reserve room for `n` more bytes (plus a NUL). False on OOM. */
+bool cc_sbuf_reserve(struct cc_sbuf *b, size_t n);
+void cc_sbuf_putn(struct cc_sbuf *b, const char *s, size_t n);
+void cc_sbuf_puts(struct cc_sbuf *b, const char *s);
+void cc_sbuf_putc(struct cc_sbuf *b, char c);
+void cc_sbuf_int(struct cc_sbuf *b, long long v);
+/* Take the NUL-terminated contents (owned, free()), leaving `b` empty. NULL if oom. */
+char *cc_sbuf_take(struct cc_sbuf *b, size_t *len);
+
+/* Python float.__repr__ of `d` (shortest round-trip digits, "1e+16", "5.0", "inf", "nan")
+ * into `out` (needs 32 bytes). Returns the length. */
+size_t cc_float_repr(double d, char *out);
+
+/* json.dumps(v) with separators (", ", ": ") and ensure_ascii=True, keys in insertion order. */
+void cc_sbuf_json(struct cc_sbuf *b, const json_t *v);
+/* A JSON string literal of the UTF-8 bytes s[0..n) as json.dumps writes it. */
+void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n);
+
+/* repr(v) of the Python value json.loads would build; `as_tuple` renders a top-level array
+ * as a tuple. */
+void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple);
+
+/* Length of the valid UTF-8 prefix of s[0..n): n when it is all valid (no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+size_t cc_utf8_valid_prefix(const uint8_t *s, size_t n);
+
+#endif
