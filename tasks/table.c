@@ -1,0 +1,52 @@
+/* The task table: every task this binary can run, in one NULL-terminated array.
+ *
+ * Adding a task is adding its entry to its family's file (declared in tasks/tasks.h) and one
+ * line here. src/taskrun.c indexes the table by name on first lookup and checks every entry
+ * at start-up (cc_task_table_check): names unique, signatures valid.
+ */
+#include <stddef.h>
+
+#include "tasks.h"
+
+const struct cc_task_entry *const cc_task_table[] = {
+    &cc_task_celery_ping,
+    &cc_task_demo_add,
+    &cc_task_demo_mul,
+    &cc_task_demo_xsum,
+    &cc_task_demo_noop,
+    &cc_task_demo_wordcount,
+    &cc_task_demo_fib,
+    &cc_task_demo_thumbnail,
+    &cc_task_demo_fail,
+    &cc_task_demo_sleep,
+    &cc_task_conf_identity,
+    &cc_task_conf_add,
+    &cc_task_conf_add_not_typed,
+    &cc_task_conf_add_ignore_result,
+    &cc_task_conf_raise_error,
+    &cc_task_conf_fail,
+    &cc_task_conf_delayed_sum,
+    &cc_task_conf_delayed_sum_with_soft_guard,
+    &cc_task_conf_tsum,
+    &cc_task_conf_sleeping,
+    &cc_task_conf_print_unicode,
+    &cc_task_conf_return_exception,
+    &cc_task_conf_write_to_file_and_return_int,
+    &cc_task_conf_redis_echo,
+    &cc_task_conf_redis_count,
+    &cc_task_conf_errback_old_style,
+    &cc_task_conf_errback_new_style,
+    &cc_task_conf_retry,
+    &cc_task_conf_retry_once,
+    &cc_task_conf_retry_once_priority,
+    &cc_task_conf_auto_retry_class_task,
+    &cc_task_conf_ids,
+    &cc_task_conf_collect_ids,
+    &cc_task_conf_return_priority,
+    &cc_task_conf_return_properties,
+    &cc_task_conf_chord_error,
+    &cc_task_conf_build_chain_inside_task,
+    &cc_task_conf_chain_add,
+    &cc_task_conf_chord_add,
+    NULL,
+};

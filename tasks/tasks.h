@@ -1,0 +1,53 @@
+/* Every task entry this binary registers, declared once for tasks/table.c and the unit tests.
+ * Each family's file defines its entries; table.c lists them in cc_task_table[]. */
+#ifndef CELERYC_TASKS_TASKS_H
+#define CELERYC_TASKS_TASKS_H
+
+#include "celeryc/task.h"
+
+/* tasks/celery.c: Celery's own built-in tasks. */
+extern const struct cc_task_entry cc_task_celery_ping;
+
+/* tasks/demo.c: the README's demo family. */
+extern const struct cc_task_entry cc_task_demo_add;
+extern const struct cc_task_entry cc_task_demo_mul;
+extern const struct cc_task_entry cc_task_demo_xsum;
+extern const struct cc_task_entry cc_task_demo_noop;
+extern const struct cc_task_entry cc_task_demo_wordcount;
+extern const struct cc_task_entry cc_task_demo_fib;
+extern const struct cc_task_entry cc_task_demo_thumbnail;
+extern const struct cc_task_entry cc_task_demo_fail;
+extern const struct cc_task_entry cc_task_demo_sleep;
+
+/* tasks/conformance.c: Celery's t/integration/tasks.py. */
+extern const struct cc_task_entry cc_task_conf_identity;
+extern const struct cc_task_entry cc_task_conf_add;
+extern const struct cc_task_entry cc_task_conf_add_not_typed;
+extern const struct cc_task_entry cc_task_conf_add_ignore_result;
+extern const struct cc_task_entry cc_task_conf_raise_error;
+extern const struct cc_task_entry cc_task_conf_fail;
+extern const struct cc_task_entry cc_task_conf_delayed_sum;
+extern const struct cc_task_entry cc_task_conf_delayed_sum_with_soft_guard;
+extern const struct cc_task_entry cc_task_conf_tsum;
+extern const struct cc_task_entry cc_task_conf_sleeping;
+extern const struct cc_task_entry cc_task_conf_print_unicode;
+extern const struct cc_task_entry cc_task_conf_return_exception;
+extern const struct cc_task_entry cc_task_conf_write_to_file_and_return_int;
+extern const struct cc_task_entry cc_task_conf_redis_echo;
+extern const struct cc_task_entry cc_task_conf_redis_count;
+extern const struct cc_task_entry cc_task_conf_errback_old_style;
+extern const struct cc_task_entry cc_task_conf_errback_new_style;
+extern const struct cc_task_entry cc_task_conf_retry;
+extern const struct cc_task_entry cc_task_conf_retry_once;
+extern const struct cc_task_entry cc_task_conf_retry_once_priority;
+extern const struct cc_task_entry cc_task_conf_auto_retry_class_task;
+extern const struct cc_task_entry cc_task_conf_ids;
+extern const struct cc_task_entry cc_task_conf_collect_ids;
+extern const struct cc_task_entry cc_task_conf_return_priority;
+extern const struct cc_task_entry cc_task_conf_return_properties;
+extern const struct cc_task_entry cc_task_conf_chord_error;
+extern const struct cc_task_entry cc_task_conf_build_chain_inside_task;
+extern const struct cc_task_entry cc_task_conf_chain_add;
+extern const struct cc_task_entry cc_task_conf_chord_add;
+
+#endif
