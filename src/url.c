@@ -1,0 +1,428 @@
+/* Broker and result-backend URLs, parsed the way kombu 5.2 and Celery 5.2.6 read them.
+ *
+ * Design: kombu's url_to_parts() drops the scheme and re-parses the rest with HTTP URL
+ * semantics (urllib.parse.urlparse): the authority runs up to the first '/', '?' or '#'; the
+ * user info is everything before the LAST '@' of the authority, split at its FIRST ':'; a
+ * host in brackets is an IPv6 literal; the port must be decimal digits, 0..65535. Each part
+ * is then percent-decoded (invalid escapes stay as they are, as urllib's unquote does) and an
+ * empty part counts as absent, so defaults apply. We split once (url_split), then the AMQP and
+ * Redis front ends apply their own defaults, exactly as kombu's pyamqp transport and Celery's
+ * RedisBackend._params_from_url do.
+ *
+ * Invariants: pure (no globals, no I/O); every output string is owned by the struct and freed
+ * by its _deinit; on error the output struct is zeroed (safe to _deinit). A decoded NUL byte
+ * ("%00") is refused, since C strings cannot carry it.
+ *
+ * Wire reference: celery-wire.md §6.1 (connection), kombu/utils/url.py,
+ * celery/backends/redis.py (_params_from_url). Failover lists ("amqp://a;amqp://b") are not
+ * supported and are refused with a clear message.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "url.h"
+#include "util.h"
+
+/* The raw (still percent-encoded) pieces of a URL: views into the caller's string. */
+struct url_view {
+    const char *p;
+    size_t len;
+    bool present;
+};
+
+struct url_parts {
+    struct url_view scheme;
+    struct url_view user;
+    struct url_view password;
+    struct url_view host;
+    struct url_view port;
+    struct url_view path;  /* without the leading '/' */
+    struct url_view query; /* without the '?' */
+};
+
+/* ---- Splitting and decoding ------------------------------------------------------------- */
+
+static struct url_view url_view_make(const char *p, size_t len)
+{
+    struct url_view v = {p, len, true};
+
+    return v;
+}
+
+static int url_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode `v` into an owned string. An empty or absent view gives NULL (kombu turns
+ * '' into None so the default applies). `lower` lowercases, as urllib does for host names. */
+static int url_decode(struct url_view v, bool lower, const char *what, char **out,
+                      struct cc_err *err)
+{
+    char *s;
+    size_t o = 0;
+
+    *out = NULL;
+    if (!v.present || v.len == 0)
+        return CC_OK;
+    s = cc_xmalloc(v.len + 1);
+    for (size_t i = 0; i < v.len; i++) {
+        int c = (unsigned char)v.p[i];
+
+        if (c == '%' && i + 2 < v.len) {
+            int hi = url_hexval((unsigned char)v.p[i + 1]);
+            int lo = url_hexval((unsigned char)v.p[i + 2]);
+
+            if (hi >= 0 && lo >= 0) {
+                c = hi * 16 + lo;
+                i += 2;
+                if (c == 0) {
+                    free(s);
+                    return cc_err_set(err, CC_EURL, "%s contains an encoded NUL (%%00)", what);
+                }
+            }
+        }
+        s[o++] = (char)(lower ? tolower(c) : c);
+    }
+    s[o] = '\0';
+    if (o == 0) {
+        free(s);
+        s = NULL;
+    }
+    *out = s;
+    return CC_OK;
+}
+
+/* Split `url` into its raw parts with urlparse's rules (see the file comment). */
+static int url_split(const char *url, struct url_parts *pp, struct cc_err *err)
+{
+    const char *sep, *auth, *auth_end, *at, *hostinfo, *colon;
+
+    memset(pp, 0, sizeof(*pp));
+    if (url == NULL || *url == '\0')
+        return cc_err_set(err, CC_EURL, "empty URL");
+    sep = strstr(url, "://");
+    if (sep == NULL || sep == url)
+        return cc_err_set(err, CC_EURL, "not a URL (expected scheme://...): '%.60s'", url);
+    for (const char *c = url; c < sep; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '+' && *c != '-' && *c != '.')
+            return cc_err_set(err, CC_EURL, "bad scheme in URL '%.60s'", url);
+    }
+    if (strchr(url, ';') != NULL)
+        return cc_err_set(err, CC_EURL, "failover URL lists (';') are not supported: '%.60s'", url);
+    pp->scheme = url_view_make(url, (size_t)(sep - url));
+
+    auth = sep + 3;
+    auth_end = auth + strcspn(auth, "/?#");
+    /* User info ends at the LAST '@' of the authority (urllib's rpartition). */
+    at = NULL;
+    for (const char *c = auth; c < auth_end; c++) {
+        if (*c == '@')
+            at = c;
+    }
+    hostinfo = auth;
+    if (at != NULL) {
+        colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon != NULL) {
+            pp->user = url_view_make(auth, (size_t)(colon - auth));
+            pp->password = url_view_make(colon + 1, (size_t)(at - colon - 1));
+        } else {
+            pp->user = url_view_make(auth, (size_t)(at - auth));
+        }
+        hostinfo = at + 1;
+    }
+
+    if (hostinfo < auth_end && *hostinfo == '[') {
+        const char *close = memchr(hostinfo, ']', (size_t)(auth_end - hostinfo));
+
+        if (close == NULL)
+            return cc_err_set(err, CC_EURL, "unterminated IPv6 address '[' in URL");
+        pp->host = url_view_make(hostinfo + 1, (size_t)(close - hostinfo - 1));
+        if (close + 1 < auth_end) {
+            if (close[1] != ':')
+                return cc_err_set(err, CC_EURL, "junk after IPv6 address ']' in URL");
+            pp->port = url_view_make(close + 2, (size_t)(auth_end - close - 2));
+        }
+    } else {
+        colon = memchr(hostinfo, ':', (size_t)(auth_end - hostinfo));
+        if (colon != NULL) {
+            pp->host = url_view_make(hostinfo, (size_t)(colon - hostinfo));
+            pp->port = url_view_make(colon + 1, (size_t)(auth_end - colon - 1));
+        } else {
+            pp->host = url_view_make(hostinfo, (size_t)(auth_end - hostinfo));
+        }
+    }
+
+    if (*auth_end == '/') {
+        const char *pend = auth_end + 1 + strcspn(auth_end + 1, "?#");
+
+        pp->path = url_view_make(auth_end + 1, (size_t)(pend - auth_end - 1));
+        auth_end = pend;
+    }
+    if (*auth_end == '?') {
+        const char *qend = auth_end + 1 + strcspn(auth_end + 1, "#");
+
+        pp->query = url_view_make(auth_end + 1, (size_t)(qend - auth_end - 1));
+    }
+    return CC_OK;
+}
+
+static bool url_scheme_is(const struct url_parts *pp, const char *name)
+{
+    return pp->scheme.len == strlen(name) && strncasecmp(pp->scheme.p, name, pp->scheme.len) == 0;
+}
+
+/* Port: absent or empty means the default; otherwise 1..65535 in decimal. (urllib accepts
+ * 0, but kombu then falls back to the default port; refusing it is clearer.) */
+static int url_port(struct url_view v, int dflt, int *out, struct cc_err *err)
+{
+    int port = 0;
+
+    *out = dflt;
+    if (!v.present || v.len == 0)
+        return CC_OK;
+    if (v.len > 5)
+        return cc_err_set(err, CC_EURL, "port out of range: '%.*s'", (int)v.len, v.p);
+    for (size_t i = 0; i < v.len; i++) {
+        if (!isdigit((unsigned char)v.p[i]))
+            return cc_err_set(err, CC_EURL, "port is not a number: '%.*s'", (int)v.len, v.p);
+        port = port * 10 + (v.p[i] - '0');
+    }
+    if (port < 1 || port > 65535)
+        return cc_err_set(err, CC_EURL, "port out of range: '%.*s'", (int)v.len, v.p);
+    *out = port;
+    return CC_OK;
+}
+
+/* Parse a non-negative decimal integer that fits an int (a Redis db number). */
+static int url_db(const char *s, int *out, struct cc_err *err)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    if (s == NULL || !isdigit((unsigned char)*s))
+        return cc_err_set(err, CC_EURL, "redis db is not a number: '%.40s'", s ? s : "");
+    v = strtol(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE || v > INT_MAX)
+        return cc_err_set(err, CC_EURL, "bad redis db number: '%.40s'", s);
+    *out = (int)v;
+    return CC_OK;
+}
+
+/* Value of `key` in a raw query string ("a=1&db=2"), decoded; NULL if absent. */
+static int url_query_get(struct url_view q, const char *key, char **out, struct cc_err *err)
+{
+    size_t klen = strlen(key);
+    const char *p = q.p, *end = q.p + q.len;
+
+    *out = NULL;
+    if (!q.present)
+        return CC_OK;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *item_end = amp ? amp : end;
+
+        if ((size_t)(item_end - p) > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            int rc;
+
+            free(*out); /* the last occurrence wins, as dict(parse_qsl(...)) */
+            rc = url_decode(url_view_make(p + klen + 1, (size_t)(item_end - p - klen - 1)), false,
+                            key, out, err);
+            if (rc != CC_OK)
+                return rc;
+        }
+        p = item_end + 1;
+    }
+    return CC_OK;
+}
+
+/* ---- AMQP --------------------------------------------------------------------------------- */
+
+int cc_url_parse_amqp(const char *url, struct cc_amqp_url *out, struct cc_err *err)
+{
+    struct url_parts pp;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = url_split(url, &pp, err);
+    if (rc != CC_OK)
+        goto out;
+    if (url_scheme_is(&pp, "amqp") || url_scheme_is(&pp, "pyamqp")) {
+        out->tls = false;
+    } else if (url_scheme_is(&pp, "amqps")) {
+        out->tls = true;
+    } else {
+        rc = cc_err_set(err, CC_EURL, "not an AMQP URL (amqp://, amqps://): scheme '%.*s'",
+                        (int)pp.scheme.len, pp.scheme.p);
+        goto out;
+    }
+    rc = url_port(pp.port, out->tls ? 5671 : 5672, &out->port, err);
+    if (rc == CC_OK)
+        rc = url_decode(pp.host, true, "host", &out->host, err);
+    if (rc == CC_OK)
+        rc = url_decode(pp.user, false, "user name", &out->user, err);
+    if (rc == CC_OK)
+        rc = url_decode(pp.password, false, "password", &out->password, err);
+    /* kombu: the path without its first '/', decoded; empty means the default vhost "/".
+     * So "amqp://h/" and "amqp://h" are "/", "amqp://h//" and "amqp://h/%2F" are "/" too. */
+    if (rc == CC_OK)
+        rc = url_decode(pp.path, false, "virtual host", &out->vhost, err);
+    if (rc != CC_OK)
+        goto out;
+    if (out->host == NULL)
+        out->host = cc_xstrdup("localhost");
+    if (out->user == NULL)
+        out->user = cc_xstrdup("guest");
+    if (out->password == NULL)
+        out->password = cc_xstrdup("guest");
+    if (out->vhost == NULL)
+        out->vhost = cc_xstrdup("/");
+out:
+    if (rc != CC_OK)
+        cc_url_amqp_deinit(out);
+    return rc;
+}
+
+void cc_url_amqp_deinit(struct cc_amqp_url *u)
+{
+    if (u == NULL)
+        return;
+    free(u->host);
+    free(u->user);
+    free(u->password);
+    free(u->vhost);
+    memset(u, 0, sizeof(*u));
+}
+
+/* ---- Redis -------------------------------------------------------------------------------- */
+
+int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err *err)
+{
+    struct url_parts pp;
+    char *db = NULL;
+    bool is_socket;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = url_split(url, &pp, err);
+    if (rc != CC_OK)
+        goto out;
+    is_socket = url_scheme_is(&pp, "unix") || url_scheme_is(&pp, "socket");
+    if (!is_socket && !url_scheme_is(&pp, "redis") && !url_scheme_is(&pp, "rediss")) {
+        rc = cc_err_set(err, CC_EURL,
+                        "not a Redis URL (redis://, rediss://, unix://): scheme '%.*s'",
+                        (int)pp.scheme.len, pp.scheme.p);
+        goto out;
+    }
+    out->tls = url_scheme_is(&pp, "rediss");
+    rc = url_decode(pp.user, false, "user name", &out->username, err);
+    if (rc == CC_OK)
+        rc = url_decode(pp.password, false, "password", &out->password, err);
+    if (rc != CC_OK)
+        goto out;
+
+    if (is_socket) {
+        /* Celery: the path is the socket ("/" + path) and the db comes from the query. */
+        char *path = NULL;
+
+        rc = url_decode(pp.path, false, "socket path", &path, err);
+        if (rc != CC_OK)
+            goto out;
+        if (path == NULL) {
+            rc = cc_err_set(err, CC_EURL, "unix socket URL without a path: '%.60s'", url);
+            goto out;
+        }
+        out->socket_path = cc_xmalloc(strlen(path) + 2);
+        out->socket_path[0] = '/';
+        strcpy(out->socket_path + 1, path);
+        free(path);
+        rc = url_query_get(pp.query, "db", &db, err);
+        if (rc == CC_OK && db == NULL)
+            rc = url_query_get(pp.query, "virtual_host", &db, err);
+    } else {
+        rc = url_port(pp.port, 6379, &out->port, err);
+        if (rc == CC_OK)
+            rc = url_decode(pp.host, true, "host", &out->host, err);
+        if (rc == CC_OK)
+            rc = url_decode(pp.path, false, "db", &db, err);
+        if (rc == CC_OK && out->host == NULL)
+            out->host = cc_xstrdup("localhost");
+        /* Celery strips any further slashes: "redis://h//1" is db 1. */
+        if (rc == CC_OK && db != NULL) {
+            size_t n = strlen(db);
+
+            while (n > 0 && db[n - 1] == '/')
+                db[--n] = '\0';
+            if (db[strspn(db, "/")] == '\0') {
+                free(db);
+                db = NULL;
+            } else {
+                memmove(db, db + strspn(db, "/"), strlen(db + strspn(db, "/")) + 1);
+            }
+        }
+    }
+    if (rc == CC_OK && db != NULL)
+        rc = url_db(db, &out->db, err);
+out:
+    free(db);
+    if (rc != CC_OK)
+        cc_url_redis_deinit(out);
+    return rc;
+}
+
+void cc_url_redis_deinit(struct cc_redis_url *u)
+{
+    if (u == NULL)
+        return;
+    free(u->host);
+    free(u->socket_path);
+    free(u->username);
+    free(u->password);
+    memset(u, 0, sizeof(*u));
+}
+
+/* ---- Redaction ---------------------------------------------------------------------------- */
+
+char *cc_url_redact(const char *url)
+{
+    const char *sep, *auth, *auth_end, *at = NULL, *colon;
+    char *out;
+    size_t head, tail;
+
+    if (url == NULL)
+        return cc_xstrdup("");
+    sep = strstr(url, "://");
+    if (sep == NULL)
+        return cc_xstrdup(url);
+    auth = sep + 3;
+    auth_end = auth + strcspn(auth, "/?#");
+    for (const char *c = auth; c < auth_end; c++) {
+        if (*c == '@')
+            at = c;
+    }
+    if (at == NULL)
+        return cc_xstrdup(url);
+    colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon == NULL || colon + 1 == at)
+        return cc_xstrdup(url); /* no password, nothing to hide */
+    /* Keep everything up to and including ':', then "**", then from '@' on, as kombu's
+     * sanitize_url prints it ("amqp://guest:**@localhost:5672//"). */
+    head = (size_t)(colon + 1 - url);
+    tail = strlen(at);
+    out = cc_xmalloc(head + 2 + tail + 1);
+    memcpy(out, url, head);
+    memcpy(out + head, "**", 2);
+    memcpy(out + head + 2, at, tail + 1);
+    return out;
+}

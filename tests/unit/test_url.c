@@ -1,0 +1,219 @@
+/* Unit tests for src/url.c: AMQP and Redis URLs as kombu/Celery parse them, and redaction.
+ * Expected values were checked against kombu.utils.url.url_to_parts (kombu 5.2). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+
+#include "url.h"
+
+struct amqp_case {
+    const char *url;
+    int rc;
+    const char *host;
+    int port;
+    const char *user;
+    const char *password;
+    const char *vhost;
+    bool tls;
+};
+
+static const struct amqp_case amqp_cases[] = {
+    {"amqp://", CC_OK, "localhost", 5672, "guest", "guest", "/", false},
+    {"amqp://guest:guest@localhost:5672//", CC_OK, "localhost", 5672, "guest", "guest", "/", false},
+    {"amqp://h//", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"amqp://h/", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"amqp://h", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"amqp://h/%2F", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"amqp://h/%2f%2F", CC_OK, "h", 5672, "guest", "guest", "//", false},
+    {"amqp://h/v", CC_OK, "h", 5672, "guest", "guest", "v", false},
+    {"amqp://u:p@H:1234/v%2Fx", CC_OK, "h", 1234, "u", "p", "v/x", false},
+    {"amqp://u%40x:p%3Aw@h/", CC_OK, "h", 5672, "u@x", "p:w", "/", false},
+    {"amqp://a@b:c@h/", CC_OK, "h", 5672, "a@b", "c", "/", false},
+    {"amqp://:pw@h/", CC_OK, "h", 5672, "guest", "pw", "/", false},
+    {"amqp://u@h/", CC_OK, "h", 5672, "u", "guest", "/", false},
+    {"amqp://[::1]:5673/", CC_OK, "::1", 5673, "guest", "guest", "/", false},
+    {"amqp://[fe80::1%25eth0]/", CC_OK, "fe80::1%eth0", 5672, "guest", "guest", "/", false},
+    {"amqp://[::1]/", CC_OK, "::1", 5672, "guest", "guest", "/", false},
+    {"amqp://h:/", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"amqp://h/v?heartbeat=5", CC_OK, "h", 5672, "guest", "guest", "v", false},
+    {"amqp://h/v#frag", CC_OK, "h", 5672, "guest", "guest", "v", false},
+    {"amqp://h/a%zz", CC_OK, "h", 5672, "guest", "guest", "a%zz", false},
+    {"amqp://h/a%2", CC_OK, "h", 5672, "guest", "guest", "a%2", false},
+    {"AMQP://h/", CC_OK, "h", 5672, "guest", "guest", "/", false},
+    {"pyamqp://h:1/", CC_OK, "h", 1, "guest", "guest", "/", false},
+    {"amqps://h/", CC_OK, "h", 5671, "guest", "guest", "/", true},
+    {"amqps://h:5000/", CC_OK, "h", 5000, "guest", "guest", "/", true},
+    {"amqp://h:65535", CC_OK, "h", 65535, "guest", "guest", "/", false},
+    /* errors */
+    {"", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"localhost", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"://h/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"redis://h/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h:0/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h:65536/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h:123456/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h:12a/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h:-1/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://[::1/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://[::1]x/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://h/%00", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"amqp://a;amqp://b", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+    {"am qp://h/", CC_EURL, NULL, 0, NULL, NULL, NULL, false},
+};
+
+static void test_url_amqp_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(amqp_cases) / sizeof(amqp_cases[0]); i++) {
+        const struct amqp_case *c = &amqp_cases[i];
+        struct cc_amqp_url u;
+        struct cc_err err = {0};
+        int rc = cc_url_parse_amqp(c->url, &u, &err);
+
+        if (rc != c->rc)
+            fail_msg("'%s': rc %d, want %d (%s)", c->url, rc, c->rc, err.msg);
+        if (rc != CC_OK) {
+            assert_int_equal(err.code, c->rc);
+            assert_true(strlen(err.msg) > 0);
+            assert_null(u.host); /* zeroed on error */
+            cc_url_amqp_deinit(&u);
+            continue;
+        }
+        if (strcmp(u.host, c->host) != 0 || u.port != c->port || strcmp(u.user, c->user) != 0 ||
+            strcmp(u.password, c->password) != 0 || strcmp(u.vhost, c->vhost) != 0 ||
+            u.tls != c->tls)
+            fail_msg("'%s': got host=%s port=%d user=%s pass=%s vhost=%s tls=%d", c->url, u.host,
+                     u.port, u.user, u.password, u.vhost, u.tls);
+        cc_url_amqp_deinit(&u);
+        cc_url_amqp_deinit(&u); /* idempotent */
+    }
+}
+
+struct redis_case {
+    const char *url;
+    int rc;
+    const char *host;
+    int port;
+    const char *socket_path;
+    const char *username;
+    const char *password;
+    int db;
+    bool tls;
+};
+
+static const struct redis_case redis_cases[] = {
+    {"redis://", CC_OK, "localhost", 6379, NULL, NULL, NULL, 0, false},
+    {"redis://localhost:6379/0", CC_OK, "localhost", 6379, NULL, NULL, NULL, 0, false},
+    {"redis://h/1", CC_OK, "h", 6379, NULL, NULL, NULL, 1, false},
+    {"redis://h//1", CC_OK, "h", 6379, NULL, NULL, NULL, 1, false},
+    {"redis://h/15/", CC_OK, "h", 6379, NULL, NULL, NULL, 15, false},
+    {"redis://h/", CC_OK, "h", 6379, NULL, NULL, NULL, 0, false},
+    {"redis://:s%3Acret@h:7000/2", CC_OK, "h", 7000, NULL, NULL, "s:cret", 2, false},
+    {"redis://user:pw@h/3", CC_OK, "h", 6379, NULL, "user", "pw", 3, false},
+    {"redis://[::1]:6380/4", CC_OK, "::1", 6380, NULL, NULL, NULL, 4, false},
+    {"rediss://h:6380/0?ssl_cert_reqs=required", CC_OK, "h", 6380, NULL, NULL, NULL, 0, true},
+    {"unix:///run/redis.sock", CC_OK, NULL, 0, "/run/redis.sock", NULL, NULL, 0, false},
+    {"unix:///run/redis.sock?db=5", CC_OK, NULL, 0, "/run/redis.sock", NULL, NULL, 5, false},
+    {"socket:///tmp/r.sock?virtual_host=6", CC_OK, NULL, 0, "/tmp/r.sock", NULL, NULL, 6, false},
+    {"unix://:pw@/tmp/r.sock?x=1&db=7", CC_OK, NULL, 0, "/tmp/r.sock", NULL, "pw", 7, false},
+    /* errors */
+    {"amqp://h/", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis://h/x", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis://h/-1", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis://h/1x", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis://h/99999999999", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis://h:99999/", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"unix://", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"unix:///s?db=abc", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+    {"redis:/h", CC_EURL, NULL, 0, NULL, NULL, NULL, 0, false},
+};
+
+static void assert_str_or_null(const char *url, const char *what, const char *got, const char *want)
+{
+    if (want == NULL && got == NULL)
+        return;
+    if (want == NULL || got == NULL || strcmp(want, got) != 0)
+        fail_msg("'%s': %s = '%s', want '%s'", url, what, got ? got : "(null)",
+                 want ? want : "(null)");
+}
+
+static void test_url_redis_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(redis_cases) / sizeof(redis_cases[0]); i++) {
+        const struct redis_case *c = &redis_cases[i];
+        struct cc_redis_url u;
+        struct cc_err err = {0};
+        int rc = cc_url_parse_redis(c->url, &u, &err);
+
+        if (rc != c->rc)
+            fail_msg("'%s': rc %d, want %d (%s)", c->url, rc, c->rc, err.msg);
+        if (rc != CC_OK) {
+            assert_true(strlen(err.msg) > 0);
+            cc_url_redis_deinit(&u);
+            continue;
+        }
+        assert_str_or_null(c->url, "host", u.host, c->host);
+        assert_str_or_null(c->url, "socket_path", u.socket_path, c->socket_path);
+        assert_str_or_null(c->url, "username", u.username, c->username);
+        assert_str_or_null(c->url, "password", u.password, c->password);
+        if (u.port != c->port || u.db != c->db || u.tls != c->tls)
+            fail_msg("'%s': port=%d db=%d tls=%d", c->url, u.port, u.db, u.tls);
+        cc_url_redis_deinit(&u);
+    }
+}
+
+static void test_url_redact(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"amqp://guest:guest@localhost:5672//", "amqp://guest:**@localhost:5672//"},
+        {"redis://:secret@localhost:6379/0", "redis://:**@localhost:6379/0"},
+        {"redis://h/1", "redis://h/1"},
+        {"redis://u@h", "redis://u@h"},
+        {"amqp://a@b:c@h/", "amqp://a@b:**@h/"},
+        {"amqp://u:p%40ss@h/v@x", "amqp://u:**@h/v@x"},
+        {"none", "none"},
+        {"", ""},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *r = cc_url_redact(cases[i].in);
+
+        assert_string_equal(r, cases[i].out);
+        free(r);
+    }
+}
+
+/* The error message names what was wrong, so the config error that wraps it is useful. */
+static void test_url_error_messages(void **state)
+{
+    struct cc_amqp_url u;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(cc_url_parse_amqp("amqp://h:abc/", &u, &err), CC_EURL);
+    assert_non_null(strstr(err.msg, "port"));
+    assert_int_equal(cc_url_parse_amqp("http://h/", &u, &err), CC_EURL);
+    assert_non_null(strstr(err.msg, "http"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_url_amqp_table, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_url_redis_table, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_url_redact, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_url_error_messages, NULL, NULL),
+    };
+
+    return cmocka_run_group_tests_name("url", tests, NULL, NULL);
+}
