@@ -1,0 +1,220 @@
+"""Python Celery worker app: the reference implementation of the tasks celeryc ships.
+
+Used by the mixed-fleet test, by bench/run.sh (demo.noop through the Python worker), and by
+`CELERYC_IT_IMPL=python` runs of the integration suite (checks the tests against real
+Celery). Configured from the environment:
+
+  CELERY_BROKER_URL, CELERY_RESULT_BACKEND   as the C worker reads them
+  PYW_ACKS_LATE, PYW_TRACK_STARTED, PYW_RESULT_EXTENDED   "1" to enable
+  TEST_REDIS_URL                              Redis for redis_echo / redis_count
+
+The demo.* definitions are the expected semantics of tasks/demo.c; the
+t.integration.tasks.* ones follow Celery 5.2's t/integration/tasks.py.
+
+Start: /usr/bin/python3 -m celery -A pyworker_app worker --pool prefork -c 1 \
+          --without-gossip --without-mingle --without-heartbeat -Q <queue>
+"""
+import os
+import time
+
+from celery import Celery
+
+app = Celery("pyworker_app",
+             broker=os.environ.get("CELERY_BROKER_URL"),
+             backend=os.environ.get("CELERY_RESULT_BACKEND"))
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    worker_hijack_root_logger=True,
+    task_acks_late=os.environ.get("PYW_ACKS_LATE") == "1",
+    task_track_started=os.environ.get("PYW_TRACK_STARTED") == "1",
+    result_extended=os.environ.get("PYW_RESULT_EXTENDED") == "1",
+    worker_prefetch_multiplier=int(os.environ.get("PYW_PREFETCH", "4")),
+)
+
+
+# ---- demo.* --------------------------------------------------------------------------------
+
+@app.task(name="demo.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="demo.mul")
+def mul(x, y):
+    return x * y
+
+
+@app.task(name="demo.xsum")
+def xsum(numbers):
+    return sum(numbers)
+
+
+@app.task(name="demo.noop")
+def noop():
+    return None
+
+
+def _is_word_byte(c):
+    return c >= 0x80 or c == 0x5F or 0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
+
+
+@app.task(name="demo.wordcount")
+def wordcount(text):
+    """{word: count}, words = runs of [A-Za-z0-9_] or non-ASCII, ASCII-lowercased."""
+    counts = {}
+    word = bytearray()
+    for c in text.encode("utf-8") + b" ":
+        if _is_word_byte(c):
+            word.append(c + 32 if 0x41 <= c <= 0x5A else c)
+        elif word:
+            w = word.decode("utf-8")
+            counts[w] = counts.get(w, 0) + 1
+            word = bytearray()
+    return counts
+
+
+@app.task(name="demo.fib")
+def fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def thumbnail_ref(width, height, factor):
+    """Box-downscale a synthetic image; FNV-1a over the output pixels (as tasks/demo.c)."""
+    ow, oh, n = width // factor, height // factor, factor * factor
+    h = 0x811C9DC5
+    for oy in range(oh):
+        for ox in range(ow):
+            s = 0
+            for y in range(oy * factor, (oy + 1) * factor):
+                for x in range(ox * factor, (ox + 1) * factor):
+                    s += (x * 7 + y * 13 + ((x * y) >> 4) + ((x ^ y) & 0x3F)) & 0xFF
+            p = (s + n // 2) // n
+            h = ((h ^ p) * 0x01000193) & 0xFFFFFFFF
+    return {"width": ow, "height": oh, "checksum": h}
+
+
+@app.task(name="demo.thumbnail")
+def thumbnail(width, height, factor):
+    return thumbnail_ref(width, height, factor)
+
+
+@app.task(name="demo.fail")
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name="demo.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+# ---- t.integration.tasks.* (subset, Celery 5.2 semantics) ----------------------------------
+
+T = "t.integration.tasks."
+
+
+class ExpectedException(Exception):
+    pass
+
+
+ExpectedException.__module__ = "t.integration.tasks"
+
+
+def _redis():
+    import redis
+    return redis.Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/7"))
+
+
+@app.task(name=T + "identity")
+def identity(x):
+    return x
+
+
+@app.task(name=T + "add")
+def t_add(x, y, z=None):
+    return x + y + z if z else x + y
+
+
+@app.task(name=T + "add_not_typed", typing=False)
+def add_not_typed(x, y):
+    return x + y
+
+
+@app.task(name=T + "add_ignore_result", ignore_result=True)
+def add_ignore_result(x, y):
+    return x + y
+
+
+@app.task(name=T + "raise_error")
+def raise_error(*args):
+    raise ValueError("deliberate error")
+
+
+@app.task(name=T + "fail")
+def t_fail(*args):
+    raise ExpectedException("Task expected to fail", *args)
+
+
+@app.task(name=T + "delayed_sum")
+def delayed_sum(numbers, pause_time=1):
+    time.sleep(pause_time)
+    return sum(numbers)
+
+
+@app.task(name=T + "tsum")
+def tsum(nums):
+    return sum(nums)
+
+
+@app.task(name=T + "sleeping")
+def sleeping(i, **_):
+    time.sleep(i)
+
+
+@app.task(name=T + "print_unicode")
+def print_unicode(log_message="hå它 valmuefrø", print_message="hiöäüß"):
+    print(print_message)
+
+
+@app.task(name=T + "write_to_file_and_return_int")
+def write_to_file_and_return_int(file_name, i):
+    with open(file_name, mode="a", buffering=1) as fh:
+        fh.write(str(i) + "\n")
+    return i
+
+
+@app.task(name=T + "redis_echo")
+def redis_echo(message, redis_key="redis-echo"):
+    _redis().rpush(redis_key, message)
+
+
+@app.task(name=T + "redis_count")
+def redis_count(redis_key="redis-count"):
+    _redis().incr(redis_key)
+
+
+@app.task(name=T + "ids", bind=True)
+def ids(self, i):
+    return self.request.root_id, self.request.parent_id, i
+
+
+@app.task(name=T + "collect_ids", bind=True)
+def collect_ids(self, res, i):
+    return res, (self.request.root_id, self.request.parent_id, i)
+
+
+@app.task(name=T + "return_priority", bind=True)
+def return_priority(self, *_args):
+    return "Priority: %s" % self.request.delivery_info["priority"]
+
+
+@app.task(name="celery.ping")
+def ping():
+    # Builtin in later Celery versions; celeryc implements it natively.
+    return "pong"
