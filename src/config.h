@@ -27,31 +27,32 @@ enum cc_pool_kind {
 
 /* All worker options, resolved. Strings are owned (free with cc_cfg_deinit). */
 struct cc_config {
-    char *config_file;     /* --config FILE (also CELERYC_CONFIG) */
-    char *broker_url;      /* -b/--broker, CELERY_BROKER_URL; default amqp://guest:guest@localhost:5672// */
-    char *result_backend;  /* --result-backend, CELERY_RESULT_BACKEND; default "none" */
-    char **queues;         /* -Q/--queues a,b (NULL-terminated); default {task_default_queue} */
+    char *config_file; /* --config FILE (also CELERYC_CONFIG) */
+    char *broker_url; /* -b/--broker, CELERY_BROKER_URL; default amqp://guest:guest@localhost:5672//
+                       */
+    char *result_backend; /* --result-backend, CELERY_RESULT_BACKEND; default "none" */
+    char **queues;        /* -Q/--queues a,b (NULL-terminated); default {task_default_queue} */
     size_t n_queues;
-    char *hostname;        /* -n/--hostname, expanded; default celery@%h */
-    int concurrency;       /* -c/--concurrency; default: number of CPUs */
-    int loglevel;          /* -l/--loglevel; CC_LOG_*; default WARNING as Celery */
-    int log_format;        /* --log-format human|json */
+    char *hostname;          /* -n/--hostname, expanded; default celery@%h */
+    int concurrency;         /* -c/--concurrency; default: number of CPUs */
+    int loglevel;            /* -l/--loglevel; CC_LOG_*; default WARNING as Celery */
+    int log_format;          /* --log-format human|json */
     int prefetch_multiplier; /* --prefetch-multiplier; default 4; 0 = unlimited */
-    enum cc_pool_kind pool; /* --pool prefork|threads|solo */
+    enum cc_pool_kind pool;  /* --pool prefork|threads|solo */
 
-    char *default_queue;   /* task_default_queue; default "celery" */
+    char *default_queue;        /* task_default_queue; default "celery" */
     bool create_missing_queues; /* task_create_missing_queues; default true */
     int queue_max_priority;     /* task_queue_max_priority; 0 = none (no x-max-priority) */
 
-    bool acks_late;        /* task_acks_late; default false */
-    bool track_started;    /* task_track_started; default false */
-    bool result_extended;  /* result_extended; default false */
-    int64_t result_expires_s;   /* result_expires; default 86400; 0 = never */
+    bool acks_late;                    /* task_acks_late; default false */
+    bool track_started;                /* task_track_started; default false */
+    bool result_extended;              /* result_extended; default false */
+    int64_t result_expires_s;          /* result_expires; default 86400; 0 = never */
     bool store_errors_even_if_ignored; /* task_store_errors_even_if_ignored; default false */
 
-    size_t max_message_bytes;   /* worker_max_message_bytes; default 16 MiB */
-    double heartbeat_s;         /* broker_heartbeat; default 120 (AMQP heartbeat) */
-    double connect_timeout_s;   /* broker_connection_timeout; default 4 */
+    size_t max_message_bytes; /* worker_max_message_bytes; default 16 MiB */
+    double heartbeat_s;       /* broker_heartbeat; default 120 (AMQP heartbeat) */
+    double connect_timeout_s; /* broker_connection_timeout; default 4 */
 };
 
 /* Which command the options are for: the table marks options per command. */
@@ -67,8 +68,8 @@ enum cc_cfg_cmd {
  * CC_EAGAIN with cfg untouched beyond defaults so the caller prints cc_cfg_usage() and
  * exits 0. `env` is the environment to read (NULL-terminated "K=V" strings), usually
  * `environ`; tests pass their own. */
-int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv,
-                char **env, struct cc_err *err) CC_MUST_USE;
+int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv, char **env,
+                struct cc_err *err) CC_MUST_USE;
 
 void cc_cfg_deinit(struct cc_config *cfg);
 

@@ -15,11 +15,11 @@
 #include "celeryc/task.h"
 
 struct cc_task_outcome {
-    int status;       /* CC_OK, CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT, CC_TASK_IGNORE */
-    json_t *result;   /* owned; the return value on CC_OK (JSON null when the task gave none) */
-    json_t *exc;      /* owned; {"exc_type","exc_message","exc_module"} on FAILED/RETRY */
-    char *exc_repr;   /* owned; "ValueError('boom')" on FAILED/RETRY */
-    char *traceback;  /* owned; Python-style traceback text on FAILED/RETRY */
+    int status;      /* CC_OK, CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT, CC_TASK_IGNORE */
+    json_t *result;  /* owned; the return value on CC_OK (JSON null when the task gave none) */
+    json_t *exc;     /* owned; {"exc_type","exc_message","exc_module"} on FAILED/RETRY */
+    char *exc_repr;  /* owned; "ValueError('boom')" on FAILED/RETRY */
+    char *traceback; /* owned; Python-style traceback text on FAILED/RETRY */
     /* CC_TASK_RETRY */
     double retry_countdown_s; /* resolved countdown when no eta */
     char *retry_eta;          /* owned, or NULL */

@@ -22,11 +22,11 @@ struct cc_amqp_url {
 /* redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path?db=N (socket).
  * Defaults: localhost, 6379, db 0. A "?ssl_cert_reqs=..." query is ignored. */
 struct cc_redis_url {
-    char *host;     /* NULL for unix sockets */
+    char *host; /* NULL for unix sockets */
     int port;
     char *socket_path; /* unix:// only */
-    char *username; /* NULL unless given (Redis 6 ACL) */
-    char *password; /* NULL unless given */
+    char *username;    /* NULL unless given (Redis 6 ACL) */
+    char *password;    /* NULL unless given */
     int db;
     bool tls;
 };

@@ -21,10 +21,10 @@ int64_t cc_mono_us(void);
 /* A random RFC-4122 version 4 uuid, lowercase, 36 chars + NUL. */
 void cc_uuid4(char out[37]);
 
-#define CC_ASSERT(cond)                                                                      \
-    do {                                                                                     \
-        if (!(cond))                                                                         \
-            cc_assert_fail(#cond, __FILE__, __LINE__);                                       \
+#define CC_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            cc_assert_fail(#cond, __FILE__, __LINE__);                                             \
     } while (0)
 
 CC_NORETURN void cc_assert_fail(const char *what, const char *file, int line);

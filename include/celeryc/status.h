@@ -44,38 +44,38 @@ enum {
     CC_GENERIC_MIN = -10,
 
     /* codec (proto/) */
-    CC_EBADMSG = -100,      /* malformed message: not JSON, wrong shape, wrong types */
-    CC_ENOTASK = -101,      /* no task name (neither v2 header nor v1 body) */
-    CC_ENOID = -102,        /* no task id */
-    CC_ECONTENT = -103,     /* content type refused (pickle, yaml, unknown) */
-    CC_EENCODING = -104,    /* content encoding / compression unsupported or corrupt */
-    CC_EBADTABLE = -105,    /* AMQP field table not representable (depth, kind) */
-    CC_EBADTIME = -106,     /* unparsable ISO-8601 timestamp */
+    CC_EBADMSG = -100,   /* malformed message: not JSON, wrong shape, wrong types */
+    CC_ENOTASK = -101,   /* no task name (neither v2 header nor v1 body) */
+    CC_ENOID = -102,     /* no task id */
+    CC_ECONTENT = -103,  /* content type refused (pickle, yaml, unknown) */
+    CC_EENCODING = -104, /* content encoding / compression unsupported or corrupt */
+    CC_EBADTABLE = -105, /* AMQP field table not representable (depth, kind) */
+    CC_EBADTIME = -106,  /* unparsable ISO-8601 timestamp */
     CC_CODEC_MIN = -106,
 
     /* broker */
-    CC_EBROKER = -200,      /* connection-level failure (socket, login, heartbeat) */
-    CC_EPRECOND = -201,     /* 406 PRECONDITION_FAILED: a queue/exchange exists with other args */
-    CC_EACCESS = -202,      /* 403 ACCESS_REFUSED */
-    CC_ECHANNEL = -203,     /* channel closed by the server */
-    CC_ENOTFOUND_Q = -204,  /* 404 NOT_FOUND (queue or exchange) */
+    CC_EBROKER = -200,     /* connection-level failure (socket, login, heartbeat) */
+    CC_EPRECOND = -201,    /* 406 PRECONDITION_FAILED: a queue/exchange exists with other args */
+    CC_EACCESS = -202,     /* 403 ACCESS_REFUSED */
+    CC_ECHANNEL = -203,    /* channel closed by the server */
+    CC_ENOTFOUND_Q = -204, /* 404 NOT_FOUND (queue or exchange) */
     CC_BROKER_MIN = -204,
 
     /* result backend */
-    CC_EBACKEND = -300,     /* backend unreachable or replied with an error */
+    CC_EBACKEND = -300, /* backend unreachable or replied with an error */
     CC_BACKEND_MIN = -300,
 
     /* config */
-    CC_ECONFIG = -400,      /* bad option value or file */
-    CC_EURL = -401,         /* bad URL */
-    CC_EUSAGE = -402,       /* bad command line */
+    CC_ECONFIG = -400, /* bad option value or file */
+    CC_EURL = -401,    /* bad URL */
+    CC_EUSAGE = -402,  /* bad command line */
     CC_CONFIG_MIN = -402,
 
     /* task outcomes (returned by task functions through the task API) */
-    CC_TASK_FAILED = -500,  /* the task raised: ctx holds the exception */
-    CC_TASK_RETRY = -501,   /* the task asked for a retry (see task.h) */
-    CC_TASK_REJECT = -502,  /* the task asked to reject its message */
-    CC_TASK_IGNORE = -503,  /* the task asked to ignore: ack, store nothing */
+    CC_TASK_FAILED = -500, /* the task raised: ctx holds the exception */
+    CC_TASK_RETRY = -501,  /* the task asked for a retry (see task.h) */
+    CC_TASK_REJECT = -502, /* the task asked to reject its message */
+    CC_TASK_IGNORE = -503, /* the task asked to ignore: ack, store nothing */
     CC_TASK_MIN = -503,
 };
 

@@ -82,11 +82,11 @@ struct cc_task_request {
     const char *expires;   /* ISO-8601 as sent, or NULL */
     double time_limit_s;   /* hard limit in seconds, 0 = none */
     double soft_time_limit_s;
-    const char *hostname;  /* this worker's nodename, e.g. "celery@host" */
-    const char *origin;    /* publisher, e.g. "gen1234@host", or NULL */
-    const char *reply_to;  /* AMQP reply_to property, or NULL */
+    const char *hostname; /* this worker's nodename, e.g. "celery@host" */
+    const char *origin;   /* publisher, e.g. "gen1234@host", or NULL */
+    const char *reply_to; /* AMQP reply_to property, or NULL */
     const char *correlation_id;
-    int protocol;          /* 1 or 2: the Celery message protocol it arrived in */
+    int protocol; /* 1 or 2: the Celery message protocol it arrived in */
     struct {
         const char *exchange;
         const char *routing_key;
@@ -126,13 +126,13 @@ struct cc_task_entry {
     double default_retry_delay_s;   /* 0 = Celery's 180 s */
     double time_limit_s;            /* 0 = worker default */
     double soft_time_limit_s;
-    const char *rate_limit;         /* "10/s", "100/m", NULL = none */
+    const char *rate_limit; /* "10/s", "100/m", NULL = none */
 
     /* autoretry_for, as exception type names ("builtins.ValueError"; "*" = any); NULL
      * terminated, or NULL. retry_backoff_s > 0 enables exponential backoff. */
     const char *const *autoretry_for;
     double retry_backoff_s;
-    double retry_backoff_max_s; /* 0 = Celery's 600 s */
+    double retry_backoff_max_s;    /* 0 = Celery's 600 s */
     enum cc_tristate retry_jitter; /* default: on, as Celery */
 };
 
@@ -171,12 +171,12 @@ void cc_task_set_traceback(struct cc_task_ctx *ctx, const char *text);
 
 /* Retry request, like Task.retry(). Fields at zero take the task's defaults. */
 struct cc_task_retry_opts {
-    double countdown_s;      /* seconds from now; 0 and no eta -> default_retry_delay */
-    const char *eta;         /* absolute ISO-8601 instead of a countdown, or NULL */
-    int max_retries;         /* CC_MAX_RETRIES_* or a count; 0 = the entry's */
-    const char *exc_module;  /* the exception to record (and raise past max_retries), or NULL */
+    double countdown_s;     /* seconds from now; 0 and no eta -> default_retry_delay */
+    const char *eta;        /* absolute ISO-8601 instead of a countdown, or NULL */
+    int max_retries;        /* CC_MAX_RETRIES_* or a count; 0 = the entry's */
+    const char *exc_module; /* the exception to record (and raise past max_retries), or NULL */
     const char *exc_type;
-    json_t *exc_args;        /* owned by the call, may be NULL */
+    json_t *exc_args; /* owned by the call, may be NULL */
 };
 
 /* Ask the worker to retry this task. Returns CC_TASK_RETRY, or CC_TASK_FAILED when
