@@ -135,6 +135,15 @@ static int table_to_json(const amqp_table_t *t, int depth, json_t **out, struct 
             json_decref(o);
             return cc_err_set(err, CC_EBADTABLE, "header key is not UTF-8");
         }
+        /* A NUL byte is valid UTF-8 and the wire allows it in a key, but jansson keys are C
+         * strings to most of its API (json_object_get, json_equal, json_object_update see
+         * "a\0b" as "a"; its parser refuses such keys), so one would alias another header.
+         * No Celery client sends one: refuse the table like any other malformed header.
+         * Found by fuzz_amqpwire (corpus/amqpwire/crash-nul-in-key). */
+        if (e->key.len > 0 && memchr(e->key.bytes, '\0', e->key.len) != NULL) {
+            json_decref(o);
+            return cc_err_set(err, CC_EBADTABLE, "header key contains a NUL byte");
+        }
         rc = value_to_json(&e->value, depth, &v, err);
         if (rc == CC_OK && json_object_setn_new_nocheck(
                                o, e->key.len ? (const char *)e->key.bytes : "", e->key.len, v) != 0)

@@ -224,11 +224,15 @@ static int url_db(const char *s, int *out, struct cc_err *err)
 static int url_query_get(struct url_view q, const char *key, char **out, struct cc_err *err)
 {
     size_t klen = strlen(key);
-    const char *p = q.p, *end = q.p + q.len;
+    const char *p, *end;
 
     *out = NULL;
     if (!q.present)
         return CC_OK;
+    /* Only now: an absent query is a zeroed view whose p is NULL, and NULL + 0 is undefined
+     * behaviour (C11 6.5.6; UBSan reports it for "unix:///sock" without a '?'). */
+    p = q.p;
+    end = q.p + q.len;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *item_end = amp ? amp : end;

@@ -247,6 +247,28 @@ static void test_amqptab_rejects(void **state)
     empty_amqp_pool(&pool);
 }
 
+/* Found by fuzz_amqpwire (tests/fuzz/corpus/amqpwire/crash-nul-in-key): a wire key with a
+ * NUL byte became a jansson key that json_object_get()/json_equal() read as a shorter one,
+ * so "task\0x" could alias "task". Such a table is refused, in nested tables too. */
+static void test_amqptab_fuzz_nul_in_key(void **state)
+{
+    amqp_table_entry_t nul_key[] = {
+        {.key = {3, (void *)"bF\0"}, .value = {.kind = AMQP_FIELD_KIND_VOID}}};
+    amqp_table_entry_t outer[] = {
+        {.key = {1, (void *)"t"},
+         .value = {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {1, nul_key}}}};
+    amqp_table_t t1 = {1, nul_key}, t2 = {1, outer};
+    json_t *out = NULL;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(cc_amqptab_to_json(&t1, &out, &err), CC_EBADTABLE);
+    assert_null(out);
+    assert_non_null(strstr(err.msg, "NUL"));
+    assert_int_equal(cc_amqptab_to_json(&t2, &out, &err), CC_EBADTABLE);
+    assert_null(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_amqptab_round_trip_fixture_headers),
         cmocka_unit_test(test_amqptab_decode_every_kind),
         cmocka_unit_test(test_amqptab_rejects),
+        cmocka_unit_test(test_amqptab_fuzz_nul_in_key),
     };
 
     return cmocka_run_group_tests_name("amqptab", tests, NULL, NULL);

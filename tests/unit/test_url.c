@@ -206,6 +206,25 @@ static void test_url_error_messages(void **state)
     assert_non_null(strstr(err.msg, "http"));
 }
 
+/* Found by fuzz_url (tests/fuzz/corpus/url/crash-unix-no-query): a unix:// URL without a
+ * '?' made url_query_get() compute NULL + 0 for the absent query, which clang's UBSan
+ * rejects. No query means db 0, and a '=' in the path is part of the socket name. */
+static void test_url_fuzz_unix_without_query(void **state)
+{
+    struct cc_redis_url u;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(cc_url_parse_redis("unix:///run/rerun/redis.sdb=6", &u, &err), CC_OK);
+    assert_string_equal(u.socket_path, "/run/rerun/redis.sdb=6");
+    assert_int_equal(u.db, 0);
+    cc_url_redis_deinit(&u);
+    assert_int_equal(cc_url_parse_redis("unix:///s#db=3", &u, &err), CC_OK);
+    assert_string_equal(u.socket_path, "/s");
+    assert_int_equal(u.db, 0);
+    cc_url_redis_deinit(&u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +232,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_redis_table, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_redact, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_error_messages, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_url_fuzz_unix_without_query, NULL, NULL),
     };
 
     return cmocka_run_group_tests_name("url", tests, NULL, NULL);
