@@ -1,0 +1,83 @@
+/* Result backends: an ops table implemented by redis (backend_redis.c) and none
+ * (backend_none.c), plus the helpers that turn a request's state into one stored record.
+ *
+ * A backend object is opened once in the master; a forked child calls
+ * cc_backend_after_fork() and the first store reconnects (no connection crosses fork()).
+ */
+#ifndef CELERYC_BACKEND_H
+#define CELERYC_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "celeryc/status.h"
+#include "celeryc/task.h"
+#include "config.h"
+#include "result.h"
+
+struct cc_backend;
+
+struct cc_backend_ops {
+    const char *name; /* "redis", "none" */
+    /* Store the encoded meta `meta` (len bytes) for `task_id`, expiring after expires_s
+     * (0 = never). Returns CC_OK or CC_EBACKEND (detail in err). */
+    int (*store)(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
+                 struct cc_err *err);
+    /* Drop (without any I/O on it) a connection inherited through fork(). */
+    void (*after_fork)(struct cc_backend *b);
+    void (*destroy)(struct cc_backend *b);
+};
+
+struct cc_backend {
+    const struct cc_backend_ops *ops;
+    bool is_none;      /* true: nothing is ever written, skip building records */
+    int64_t expires_s; /* result_expires */
+};
+
+/* Open the backend named by cfg->result_backend: "none" (or empty) or redis://, unix://.
+ * rediss:// is refused (hiredis 0.14 has no TLS). Redis connects lazily on first store, but
+ * this call tries once so a bad address is reported at start (a warning, not fatal).
+ * Returns CC_OK and *out (owned, free with cc_backend_free), CC_EURL, CC_EUNSUPP. */
+int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out,
+                    struct cc_err *err) CC_MUST_USE;
+
+/* In a forked child: forget the parent's connection; the next store opens a new one. */
+void cc_backend_after_fork(struct cc_backend *b);
+
+void cc_backend_free(struct cc_backend *b);
+
+/* Encode `r` with cc_result_encode and store it. No-op (CC_OK) for the none backend.
+ * Returns CC_OK, CC_EBACKEND, CC_ENOMEM. */
+int cc_backend_store(struct cc_backend *b, const struct cc_result *r,
+                     struct cc_err *err) CC_MUST_USE;
+
+/* One state of a request, filled the way Celery's backend does (§3.2): group_id/parent_id
+ * iff the request has them, date_done now for ready states and null otherwise, the extended
+ * fields when cfg->result_extended. `result` and `traceback` may be NULL; `children` may be
+ * NULL ([]). Returns what cc_backend_store returns. */
+int cc_backend_store_state(struct cc_backend *b, const struct cc_config *cfg,
+                           const struct cc_task_request *req, const json_t *args,
+                           const json_t *kwargs, const char *status, const json_t *result,
+                           const char *traceback, const json_t *children,
+                           struct cc_err *err) CC_MUST_USE;
+
+/* Store FAILURE/REVOKED with an exception dict built from module, type and a single string
+ * argument (NotRegistered, TaskRevokedError('expired'), WorkerLostError). */
+int cc_backend_store_exc(struct cc_backend *b, const struct cc_config *cfg,
+                         const struct cc_task_request *req, const json_t *args,
+                         const json_t *kwargs, const char *status, const char *exc_module,
+                         const char *exc_type, const char *exc_arg, struct cc_err *err) CC_MUST_USE;
+
+/* Implementations (backend_redis.c, backend_none.c). */
+int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend **out,
+                         struct cc_err *err) CC_MUST_USE;
+struct cc_backend *cc_backend_none_new(void);
+
+/* "celery-task-meta-<id>" into buf (size bytes); returns the length, or -1 if too small.
+ * Pure (unit-tested). */
+int cc_backend_redis_key(const char *task_id, char *buf, size_t size);
+
+#endif

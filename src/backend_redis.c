@@ -1,0 +1,239 @@
+/* Redis result backend, written exactly like Celery's RedisBackend (hiredis 0.14, sync API).
+ *
+ * Design: one redisContext per process. Each state is one pipelined round trip
+ *     MULTI / SETEX celery-task-meta-<id> <expires> <meta> / PUBLISH <same key> <meta> / EXEC
+ * (SET without expiry when result_expires is 0): the SET lets a late client find the result
+ * with GET, the PUBLISH wakes a client already blocked in AsyncResult.get() (it never
+ * re-polls). The connection opens lazily on the first store, so a forked child opens its
+ * own (after_fork drops the inherited context without touching the socket's peer).
+ *
+ * Invariants: a failed write (I/O error, error reply) drops the connection; the store is
+ * retried once on a fresh connection before it is reported (and logged) as failed. Celery's
+ * worker also GETs the key first to avoid overwriting a SUCCESS; we skip that round trip
+ * (a task id runs once per delivery here).
+ *
+ * Reference: celery-wire.md §3.2; fixtures redis-result-*.json (redis_commands_in_order).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backend.h"
+#include "log.h"
+#include "url.h"
+#include "util.h"
+
+#define REDIS_KEY_PREFIX "celery-task-meta-"
+
+struct redis_backend {
+    struct cc_backend base; /* first: the ops table casts */
+    struct cc_redis_url url;
+    redisContext *ctx;
+};
+
+int cc_backend_redis_key(const char *task_id, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, REDIS_KEY_PREFIX "%s", task_id);
+
+    return (n < 0 || (size_t)n >= size) ? -1 : n;
+}
+
+static void redis_drop(struct redis_backend *rb)
+{
+    if (rb->ctx != NULL)
+        redisFree(rb->ctx);
+    rb->ctx = NULL;
+}
+
+/* Run one command synchronously during connection set-up; OK iff no error reply. */
+static int redis_setup_cmd(struct redis_backend *rb, struct cc_err *err, const char *what, int argc,
+                           const char **argv)
+{
+    redisReply *r = redisCommandArgv(rb->ctx, argc, argv, NULL);
+    int rc = CC_OK;
+
+    if (r == NULL)
+        rc = cc_err_set(err, CC_EBACKEND, "redis %s: %s", what, rb->ctx->errstr);
+    else if (r->type == REDIS_REPLY_ERROR)
+        rc = cc_err_set(err, CC_EBACKEND, "redis %s: %s", what, r->str);
+    if (r != NULL)
+        freeReplyObject(r);
+    return rc;
+}
+
+static int redis_connect(struct redis_backend *rb, struct cc_err *err)
+{
+    struct timeval tv = {4, 0};
+    struct timeval io_tv = {30, 0};
+    int rc = CC_OK;
+
+    redis_drop(rb);
+    if (rb->url.socket_path != NULL)
+        rb->ctx = redisConnectUnixWithTimeout(rb->url.socket_path, tv);
+    else
+        rb->ctx = redisConnectWithTimeout(rb->url.host, rb->url.port, tv);
+    if (rb->ctx == NULL) {
+        rc = cc_err_set(err, CC_EBACKEND, "redis: cannot allocate a context");
+        goto out;
+    }
+    if (rb->ctx->err) {
+        rc = cc_err_set(err, CC_EBACKEND, "redis connect %s:%d: %s",
+                        rb->url.host ? rb->url.host : rb->url.socket_path, rb->url.port,
+                        rb->ctx->errstr);
+        goto out;
+    }
+    redisSetTimeout(rb->ctx, io_tv);
+    if (rb->url.password != NULL) {
+        const char *argv[3] = {"AUTH", rb->url.username, rb->url.password};
+
+        if (rb->url.username != NULL)
+            rc = redis_setup_cmd(rb, err, "AUTH", 3, argv);
+        else {
+            argv[1] = rb->url.password;
+            rc = redis_setup_cmd(rb, err, "AUTH", 2, argv);
+        }
+        if (rc != CC_OK)
+            goto out;
+    }
+    if (rb->url.db != 0) {
+        char db[16];
+        const char *argv[2] = {"SELECT", db};
+
+        snprintf(db, sizeof(db), "%d", rb->url.db);
+        rc = redis_setup_cmd(rb, err, "SELECT", 2, argv);
+    }
+out:
+    if (rc != CC_OK)
+        redis_drop(rb);
+    return rc;
+}
+
+/* One pipelined MULTI/SETEX/PUBLISH/EXEC. Returns CC_OK, or CC_EBACKEND with the
+ * connection dropped. */
+static int redis_write(struct redis_backend *rb, const char *key, size_t key_len, const char *meta,
+                       size_t len, struct cc_err *err)
+{
+    redisContext *c = rb->ctx;
+    redisReply *reply = NULL;
+    int rc = CC_OK;
+    int ok = REDIS_OK;
+
+    ok |= redisAppendCommand(c, "MULTI");
+    if (rb->base.expires_s > 0)
+        ok |= redisAppendCommand(c, "SETEX %b %lld %b", key, key_len, (long long)rb->base.expires_s,
+                                 meta, len);
+    else
+        ok |= redisAppendCommand(c, "SET %b %b", key, key_len, meta, len);
+    ok |= redisAppendCommand(c, "PUBLISH %b %b", key, key_len, meta, len);
+    ok |= redisAppendCommand(c, "EXEC");
+    if (ok != REDIS_OK) {
+        rc = cc_err_set(err, CC_EBACKEND, "redis: %s", c->errstr);
+        goto out;
+    }
+    /* Read all four replies even after an error one, so the stream stays in sync. */
+    for (int i = 0; i < 4; i++) {
+        if (redisGetReply(c, (void **)&reply) != REDIS_OK) {
+            rc = cc_err_set(err, CC_EBACKEND, "redis: %s", c->errstr[0] ? c->errstr : "I/O");
+            goto out;
+        }
+        if (reply->type == REDIS_REPLY_ERROR && rc == CC_OK)
+            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply->str);
+        else if (i == 3 && rc == CC_OK) {
+            if (reply->type != REDIS_REPLY_ARRAY)
+                rc = cc_err_set(err, CC_EBACKEND, "redis: transaction aborted");
+            for (size_t k = 0; rc == CC_OK && k < reply->elements; k++)
+                if (reply->element[k]->type == REDIS_REPLY_ERROR)
+                    rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply->element[k]->str);
+        }
+        freeReplyObject(reply);
+        reply = NULL;
+    }
+out:
+    if (rc != CC_OK)
+        redis_drop(rb);
+    return rc;
+}
+
+static int redis_store(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
+                       struct cc_err *err)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+    char key[256];
+    int key_len = cc_backend_redis_key(task_id, key, sizeof(key));
+    int rc = CC_OK;
+
+    if (key_len < 0)
+        return cc_err_set(err, CC_EINVAL, "task id too long for a result key");
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (rb->ctx == NULL && (rc = redis_connect(rb, err)) != CC_OK) {
+            if (attempt == 0)
+                cc_warn("result backend: %s; reconnecting once", err ? err->msg : "error");
+            continue;
+        }
+        rc = redis_write(rb, key, (size_t)key_len, meta, len, err);
+        if (rc == CC_OK)
+            break;
+        if (attempt == 0)
+            cc_warn("result backend: %s; reconnecting once", err ? err->msg : "error");
+    }
+    return rc;
+}
+
+static void redis_after_fork(struct cc_backend *b)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+
+    /* redisFree only closes our copy of the descriptor (no QUIT is sent), so the parent's
+     * connection is unaffected. */
+    redis_drop(rb);
+}
+
+static void redis_destroy(struct cc_backend *b)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+
+    if (rb == NULL)
+        return;
+    redis_drop(rb);
+    cc_url_redis_deinit(&rb->url);
+    free(rb);
+}
+
+static const struct cc_backend_ops redis_ops = {
+    .name = "redis",
+    .store = redis_store,
+    .after_fork = redis_after_fork,
+    .destroy = redis_destroy,
+};
+
+int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend **out,
+                         struct cc_err *err)
+{
+    struct redis_backend *rb = cc_xcalloc(1, sizeof(*rb));
+    struct cc_err cerr = {0};
+    int rc;
+
+    *out = NULL;
+    rb->base.ops = &redis_ops;
+    rb->base.expires_s = expires_s;
+    rc = cc_url_parse_redis(url, &rb->url, err);
+    if (rc != CC_OK) {
+        free(rb);
+        return rc;
+    }
+    if (rb->url.tls) {
+        redis_destroy(&rb->base);
+        return cc_err_set(err, CC_EUNSUPP,
+                          "rediss:// needs hiredis >= 1.0 with TLS; Debian 12 ships 0.14");
+    }
+    /* Try now so a wrong address shows up in the start-up log; stores reconnect anyway. */
+    if (redis_connect(rb, &cerr) != CC_OK)
+        cc_warn("result backend not reachable yet: %s", cerr.msg);
+    *out = &rb->base;
+    return CC_OK;
+}

@@ -1,0 +1,475 @@
+/* AMQP connection for the worker master, on rabbitmq-c 0.11.
+ *
+ * Design: one connection and one channel. Start-up is synchronous RPCs (login, declares,
+ * qos, consume) in kombu's order: exchange.declare, queue.declare, queue.bind per queue.
+ * At run time the event loop polls the socket; before sleeping it drains what rabbitmq-c
+ * already buffered with amqp_consume_message() and a zero timeout (cc_broker_next), which
+ * also sends our heartbeat when due, so the poll timeout only has to stay below half the
+ * heartbeat interval. A frame other than basic.deliver (AMQP_STATUS_UNEXPECTED_STATE) is
+ * read with amqp_simple_wait_frame and handled: channel.close / connection.close are
+ * answered with close-ok and reported with the server's text, basic.cancel (queue deleted)
+ * is reported as fatal.
+ *
+ * Invariants: after a server channel.close the channel is never used again (close-ok sent,
+ * is_channel_open false); the full server reply text is kept in last_reply because the
+ * 406 PRECONDITION_FAILED text (naming the mismatching argument) does not fit in cc_err.
+ *
+ * Reference: celery-wire.md §1.1, §1.3 (topology and declare order), §1.4 (x-max-priority),
+ * §1.5 (global QoS), §1.6 (header table kinds, via proto/amqptab), §6.1 (QoS, consumers).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#if defined(__has_include)
+#if __has_include(<rabbitmq-c/tcp_socket.h>)
+#include <rabbitmq-c/ssl_socket.h>
+#include <rabbitmq-c/tcp_socket.h>
+#else
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#endif
+#else
+#include <rabbitmq-c/ssl_socket.h>
+#include <rabbitmq-c/tcp_socket.h>
+#endif
+
+#include "amqptab.h"
+#include "broker.h"
+#include "log.h"
+#include "url.h"
+#include "util.h"
+
+/* ---- Error mapping ------------------------------------------------------------------- */
+
+static int broker_code_for(int reply_code)
+{
+    switch (reply_code) {
+    case 406:
+        return CC_EPRECOND;
+    case 403:
+        return CC_EACCESS;
+    case 404:
+        return CC_ENOTFOUND_Q;
+    default:
+        return CC_ECHANNEL;
+    }
+}
+
+/* A server-initiated close (method already decoded): answer close-ok, remember the text,
+ * return the mapped code. */
+static int broker_server_close(struct cc_broker *b, const amqp_method_t *m, const char *what,
+                               struct cc_err *err)
+{
+    int code, rc;
+
+    if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_channel_close_t *c = m->decoded;
+        amqp_channel_close_ok_t ok = {0};
+
+        code = c->reply_code;
+        snprintf(b->last_reply, sizeof(b->last_reply), "%d %.*s", code, (int)c->reply_text.len,
+                 (const char *)c->reply_text.bytes);
+        if (b->is_conn_open)
+            (void)amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        b->is_channel_open = false;
+        rc = broker_code_for(code);
+    } else {
+        const amqp_connection_close_t *c = m->decoded;
+        amqp_connection_close_ok_t ok = {0};
+
+        code = c->reply_code;
+        snprintf(b->last_reply, sizeof(b->last_reply), "%d %.*s", code, (int)c->reply_text.len,
+                 (const char *)c->reply_text.bytes);
+        if (b->is_conn_open)
+            (void)amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        b->is_conn_open = false;
+        b->is_channel_open = false;
+        rc = code == 403 ? CC_EACCESS : CC_EBROKER;
+    }
+    return cc_err_set(err, rc, "%s: %s", what, b->last_reply);
+}
+
+static int broker_reply(struct cc_broker *b, amqp_rpc_reply_t r, const char *what,
+                        struct cc_err *err)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return CC_OK;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD || r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+            return broker_server_close(b, &r.reply, what, err);
+        return cc_err_set(err, CC_EBROKER, "%s: unexpected server method 0x%08x", what,
+                          (unsigned)r.reply.id);
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
+            r.library_error == AMQP_STATUS_SOCKET_ERROR ||
+            r.library_error == AMQP_STATUS_HEARTBEAT_TIMEOUT ||
+            r.library_error == AMQP_STATUS_SOCKET_CLOSED)
+            b->is_conn_open = b->is_channel_open = false;
+        return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(r.library_error));
+    default:
+        return cc_err_set(err, CC_EBROKER, "%s: no reply from the broker", what);
+    }
+}
+
+static int broker_status(struct cc_broker *b, int status, const char *what, struct cc_err *err)
+{
+    if (status == AMQP_STATUS_OK)
+        return CC_OK;
+    if (status == AMQP_STATUS_CONNECTION_CLOSED || status == AMQP_STATUS_SOCKET_ERROR ||
+        status == AMQP_STATUS_SOCKET_CLOSED || status == AMQP_STATUS_HEARTBEAT_TIMEOUT)
+        b->is_conn_open = b->is_channel_open = false;
+    return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(status));
+}
+
+/* ---- Connection ---------------------------------------------------------------------- */
+
+static int broker_tls_setup(amqp_socket_t *sock, struct cc_err *err)
+{
+    const char *ca = getenv("SSL_CERT_FILE");
+
+    if (ca == NULL || ca[0] == '\0')
+        ca = "/etc/ssl/certs/ca-certificates.crt";
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    if (access(ca, R_OK) == 0 && amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK)
+        return cc_err_set(err, CC_EBROKER, "amqps: cannot load CA file %s", ca);
+    return CC_OK;
+}
+
+int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, double timeout_s,
+                      struct cc_err *err)
+{
+    struct cc_amqp_url u;
+    struct timeval tv;
+    amqp_rpc_reply_t r;
+    int rc, st;
+
+    memset(b, 0, sizeof(*b));
+    b->fd = -1;
+    b->channel = 1;
+    rc = cc_url_parse_amqp(url, &u, err);
+    if (rc != CC_OK)
+        return rc;
+    b->conn = amqp_new_connection();
+    if (b->conn == NULL) {
+        rc = cc_err_set(err, CC_ENOMEM, "out of memory");
+        goto out;
+    }
+    b->sock = u.tls ? amqp_ssl_socket_new(b->conn) : amqp_tcp_socket_new(b->conn);
+    if (b->sock == NULL) {
+        rc = cc_err_set(err, CC_EBROKER, "cannot create the %s socket", u.tls ? "TLS" : "TCP");
+        goto out;
+    }
+    if (u.tls && (rc = broker_tls_setup(b->sock, err)) != CC_OK)
+        goto out;
+    if (timeout_s <= 0)
+        timeout_s = 4;
+    tv.tv_sec = (time_t)timeout_s;
+    tv.tv_usec = (suseconds_t)((timeout_s - (double)tv.tv_sec) * 1e6);
+    st = amqp_socket_open_noblock(b->sock, u.host, u.port, &tv);
+    if (st != AMQP_STATUS_OK) {
+        rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port,
+                        amqp_error_string2(st));
+        goto out;
+    }
+    b->is_conn_open = true;
+    (void)amqp_set_handshake_timeout(b->conn, &tv);
+    b->heartbeat_s = heartbeat_s > 0 ? (int)heartbeat_s : 0;
+    r = amqp_login(b->conn, u.vhost, 0, 131072, b->heartbeat_s, AMQP_SASL_METHOD_PLAIN, u.user,
+                   u.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        rc = broker_reply(b, r, "login", err);
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_CONNECTION_CLOSED)
+            rc = cc_err_set(err, CC_EACCESS,
+                            "login refused for user '%s' on vhost '%s' (bad credentials?)", u.user,
+                            u.vhost);
+        goto out;
+    }
+    b->heartbeat_s = amqp_get_heartbeat(b->conn);
+    /* Later RPCs (declares, qos) must not hang forever on a stuck broker. */
+    tv.tv_sec = 30;
+    tv.tv_usec = 0;
+    (void)amqp_set_rpc_timeout(b->conn, &tv);
+    amqp_channel_open(b->conn, b->channel);
+    rc = broker_reply(b, amqp_get_rpc_reply(b->conn), "channel.open", err);
+    if (rc != CC_OK)
+        goto out;
+    b->is_channel_open = true;
+    b->fd = amqp_get_sockfd(b->conn);
+out:
+    cc_url_amqp_deinit(&u);
+    return rc;
+}
+
+/* ---- Topology ------------------------------------------------------------------------ */
+
+int cc_broker_declare_exchange(struct cc_broker *b, const char *name, const char *type,
+                               bool durable, struct cc_err *err)
+{
+    char what[128];
+
+    snprintf(what, sizeof(what), "exchange.declare '%.80s'", name);
+    amqp_exchange_declare(b->conn, b->channel, amqp_cstring_bytes(name), amqp_cstring_bytes(type),
+                          0, durable, 0, 0, amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_declare_queue(struct cc_broker *b, const char *name, int max_priority,
+                            struct cc_err *err)
+{
+    amqp_table_entry_t entry;
+    amqp_table_t args = amqp_empty_table;
+    char what[128];
+
+    if (max_priority > 0) {
+        /* kombu sends x-max-priority as a signed 32-bit 'I' (§1.3). */
+        entry.key = amqp_cstring_bytes("x-max-priority");
+        entry.value.kind = AMQP_FIELD_KIND_I32;
+        entry.value.value.i32 = max_priority;
+        args.num_entries = 1;
+        args.entries = &entry;
+    }
+    snprintf(what, sizeof(what), "queue.declare '%.80s'", name);
+    amqp_queue_declare(b->conn, b->channel, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_bind(struct cc_broker *b, const char *queue, const char *exchange,
+                   const char *routing_key, struct cc_err *err)
+{
+    char what[160];
+
+    snprintf(what, sizeof(what), "queue.bind '%.60s' -> '%.60s'", queue, exchange);
+    amqp_queue_bind(b->conn, b->channel, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                    amqp_cstring_bytes(routing_key), amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_qos(struct cc_broker *b, unsigned prefetch_count, struct cc_err *err)
+{
+    uint16_t n = prefetch_count > 65535 ? 65535 : (uint16_t)prefetch_count;
+
+    if (n == b->prefetch)
+        return CC_OK;
+    amqp_basic_qos(b->conn, b->channel, 0, n, 1);
+    b->prefetch = n;
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos", err);
+}
+
+int cc_broker_consume(struct cc_broker *b, const char *queue, struct cc_err *err)
+{
+    amqp_basic_consume_ok_t *ok;
+    char what[128];
+    int rc;
+
+    if (b->n_consumers >= CC_BROKER_MAX_CONSUMERS)
+        return cc_err_set(err, CC_ERANGE, "too many queues (max %d)", CC_BROKER_MAX_CONSUMERS);
+    snprintf(what, sizeof(what), "basic.consume '%.80s'", queue);
+    ok = amqp_basic_consume(b->conn, b->channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0,
+                            0, amqp_empty_table);
+    rc = broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+    if (rc == CC_OK && ok != NULL)
+        b->consumer_tags[b->n_consumers++] = cc_bytes_dup(
+            (cc_bytes_t){(const uint8_t *)ok->consumer_tag.bytes, ok->consumer_tag.len});
+    return rc;
+}
+
+int cc_broker_cancel_all(struct cc_broker *b, struct cc_err *err)
+{
+    int rc = CC_OK;
+
+    for (size_t i = 0; i < b->n_consumers; i++) {
+        if (b->consumer_tags[i] == NULL)
+            continue;
+        if (rc == CC_OK && b->is_channel_open) {
+            amqp_basic_cancel(b->conn, b->channel, amqp_cstring_bytes(b->consumer_tags[i]));
+            rc = broker_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel", err);
+        }
+        free(b->consumer_tags[i]);
+        b->consumer_tags[i] = NULL;
+    }
+    b->n_consumers = 0;
+    return rc;
+}
+
+/* ---- Messages ------------------------------------------------------------------------ */
+
+int cc_broker_ack(struct cc_broker *b, uint64_t tag, struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.ack %llu: channel closed",
+                          (unsigned long long)tag);
+    return broker_status(b, amqp_basic_ack(b->conn, b->channel, tag, 0), "basic.ack", err);
+}
+
+int cc_broker_ack_multiple(struct cc_broker *b, uint64_t tag, struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.ack %llu: channel closed",
+                          (unsigned long long)tag);
+    return broker_status(b, amqp_basic_ack(b->conn, b->channel, tag, 1), "basic.ack", err);
+}
+
+int cc_broker_reject(struct cc_broker *b, uint64_t tag, bool requeue, struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.reject %llu: channel closed",
+                          (unsigned long long)tag);
+    return broker_status(b, amqp_basic_reject(b->conn, b->channel, tag, requeue), "basic.reject",
+                         err);
+}
+
+static amqp_bytes_t broker_bytes(const char *s)
+{
+    return s ? amqp_cstring_bytes(s) : amqp_empty_bytes;
+}
+
+int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
+                      const struct cc_msg_out *m, struct cc_err *err)
+{
+    amqp_basic_properties_t p;
+    amqp_pool_t pool;
+    amqp_bytes_t body = {m->body_len, m->body};
+    int rc;
+
+    memset(&p, 0, sizeof(p));
+    init_amqp_pool(&pool, 4096);
+    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CONTENT_ENCODING_FLAG |
+               AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_PRIORITY_FLAG |
+               AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG;
+    p.content_type = broker_bytes(m->content_type);
+    p.content_encoding = broker_bytes(m->content_encoding);
+    p.delivery_mode = (uint8_t)(m->delivery_mode ? m->delivery_mode : 2);
+    p.priority = (uint8_t)m->priority;
+    p.correlation_id = broker_bytes(m->correlation_id);
+    p.reply_to = broker_bytes(m->reply_to ? m->reply_to : "");
+    if (m->expiration != NULL) {
+        p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        p.expiration = amqp_cstring_bytes(m->expiration);
+    }
+    rc = cc_amqptab_from_json(m->headers, &pool, &p.headers, err);
+    if (rc == CC_OK)
+        rc = broker_status(b,
+                           amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
+                                              broker_bytes(routing_key), 0, 0, &p, body),
+                           "basic.publish", err);
+    empty_amqp_pool(&pool);
+    return rc;
+}
+
+/* A frame other than basic.deliver is next: read it and act. Returns CC_OK when it was
+ * harmless (ignored), an error when the channel or connection is gone. */
+static int broker_other_frame(struct cc_broker *b, struct cc_err *err)
+{
+    amqp_frame_t f;
+    struct timeval zero = {0, 0};
+    int st = amqp_simple_wait_frame_noblock(b->conn, &f, &zero);
+
+    if (st == AMQP_STATUS_TIMEOUT)
+        return CC_OK;
+    if (st != AMQP_STATUS_OK)
+        return broker_status(b, st, "reading a frame", err);
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return CC_OK; /* stray content frame: nothing we can attach it to */
+    switch (f.payload.method.id) {
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
+    case AMQP_CONNECTION_CLOSE_METHOD:
+        return broker_server_close(b, &f.payload.method, "connection closed by the broker", err);
+    case AMQP_BASIC_CANCEL_METHOD: {
+        const amqp_basic_cancel_t *c = f.payload.method.decoded;
+
+        snprintf(b->last_reply, sizeof(b->last_reply), "consumer %.*s cancelled by the broker",
+                 (int)c->consumer_tag.len, (const char *)c->consumer_tag.bytes);
+        /* TODO(#3): re-consume instead of stopping. */
+        return cc_err_set(err, CC_ECHANNEL, "%s (queue deleted?)", b->last_reply);
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t msg;
+        amqp_rpc_reply_t r = amqp_read_message(b->conn, f.channel, &msg, 0);
+
+        if (r.reply_type == AMQP_RESPONSE_NORMAL)
+            amqp_destroy_message(&msg);
+        return broker_reply(b, r, "basic.return", err);
+    }
+    default:
+        cc_debug("broker: ignoring method 0x%08x on channel %u", (unsigned)f.payload.method.id,
+                 (unsigned)f.channel);
+        return CC_OK;
+    }
+}
+
+int cc_broker_next(struct cc_broker *b, amqp_envelope_t *env, int *got, struct cc_err *err)
+{
+    struct timeval zero = {0, 0};
+    amqp_rpc_reply_t r;
+
+    *got = 0;
+    if (!b->is_conn_open)
+        return cc_err_set(err, CC_EBROKER, "connection to the broker lost");
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "channel closed: %s", b->last_reply);
+    r = amqp_consume_message(b->conn, env, &zero, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        *got = 1;
+        return CC_OK;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        if (r.library_error == AMQP_STATUS_TIMEOUT)
+            return CC_OK;
+        if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
+            return broker_other_frame(b, err);
+    }
+    return broker_reply(b, r, "connection to the broker lost", err);
+}
+
+bool cc_broker_has_buffered(const struct cc_broker *b)
+{
+    return b->conn != NULL && b->is_conn_open &&
+           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn));
+}
+
+void cc_broker_release(struct cc_broker *b)
+{
+    amqp_maybe_release_buffers(b->conn);
+}
+
+int cc_broker_fd(const struct cc_broker *b)
+{
+    return b->is_conn_open ? b->fd : -1;
+}
+
+const char *cc_broker_last_reply(const struct cc_broker *b)
+{
+    return b->last_reply;
+}
+
+void cc_broker_close(struct cc_broker *b)
+{
+    if (b->conn == NULL)
+        return;
+    if (b->is_channel_open)
+        (void)amqp_channel_close(b->conn, b->channel, AMQP_REPLY_SUCCESS);
+    if (b->is_conn_open)
+        (void)amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+    for (size_t i = 0; i < b->n_consumers; i++)
+        free(b->consumer_tags[i]);
+    b->n_consumers = 0;
+    amqp_destroy_connection(b->conn);
+    b->conn = NULL;
+    b->sock = NULL;
+    b->fd = -1;
+    b->is_channel_open = b->is_conn_open = false;
+}
+
+void cc_broker_forget(struct cc_broker *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+}

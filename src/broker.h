@@ -1,0 +1,113 @@
+/* The worker's AMQP connection (rabbitmq-c): connect (TLS for amqps), heartbeats, topology
+ * as kombu declares it, QoS, consume, ack/reject, publish, clean close.
+ *
+ * One connection, one channel (1), owned by the master's event loop; rabbitmq-c is not
+ * thread-safe per connection and no connection crosses fork() (children call
+ * cc_broker_forget()). Errors map to CC_EBROKER / CC_EPRECOND / CC_EACCESS / CC_ECHANNEL /
+ * CC_ENOTFOUND_Q; the server's full reply text stays in cc_broker_last_reply().
+ */
+#ifndef CELERYC_BROKER_H
+#define CELERYC_BROKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#if defined(__has_include)
+#if __has_include(<rabbitmq-c/amqp.h>)
+#include <rabbitmq-c/amqp.h>
+#else
+#include <amqp.h>
+#endif
+#else
+#include <rabbitmq-c/amqp.h>
+#endif
+
+#include "celeryc/status.h"
+#include "message.h"
+
+#define CC_BROKER_MAX_CONSUMERS 64
+
+struct cc_broker {
+    amqp_connection_state_t conn;
+    amqp_socket_t *sock;
+    amqp_channel_t channel;
+    int fd;
+    bool is_channel_open;
+    bool is_conn_open;
+    int heartbeat_s;
+    uint16_t prefetch; /* last basic.qos prefetch_count sent (0 = none sent) */
+    size_t n_consumers;
+    char *consumer_tags[CC_BROKER_MAX_CONSUMERS]; /* owned, server-assigned */
+    char last_reply[512]; /* full server text of the last channel/connection close */
+};
+
+/* Connect to `url` (amqp://, amqps://, pyamqp://), log in, open channel 1. heartbeat_s and
+ * timeout_s as configured (broker_heartbeat, broker_connection_timeout). `b` is caller's
+ * storage, zeroed here. Returns CC_OK, CC_EURL, CC_EBROKER, CC_EACCESS. On failure call
+ * cc_broker_close() anyway. */
+int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, double timeout_s,
+                      struct cc_err *err) CC_MUST_USE;
+
+/* exchange.declare(name, type, durable, auto_delete=false). */
+int cc_broker_declare_exchange(struct cc_broker *b, const char *name, const char *type,
+                               bool durable, struct cc_err *err) CC_MUST_USE;
+
+/* queue.declare(name, durable=true, exclusive=false, auto_delete=false, arguments
+ * {x-max-priority: max_priority} when max_priority > 0, else none). A queue that exists
+ * with other arguments -> CC_EPRECOND (server text in last_reply; the channel is gone). */
+int cc_broker_declare_queue(struct cc_broker *b, const char *name, int max_priority,
+                            struct cc_err *err) CC_MUST_USE;
+
+/* queue.bind(queue, exchange, routing_key). */
+int cc_broker_bind(struct cc_broker *b, const char *queue, const char *exchange,
+                   const char *routing_key, struct cc_err *err) CC_MUST_USE;
+
+/* basic.qos(0, prefetch_count, global=true), as kombu does on RabbitMQ >= 3.3. A count over
+ * 65535 is clamped. Skipped when unchanged. */
+int cc_broker_qos(struct cc_broker *b, unsigned prefetch_count, struct cc_err *err) CC_MUST_USE;
+
+/* basic.consume(queue, no_ack=false); remembers the consumer tag. */
+int cc_broker_consume(struct cc_broker *b, const char *queue, struct cc_err *err) CC_MUST_USE;
+
+/* basic.cancel every consumer (warm shutdown: stop receiving). */
+int cc_broker_cancel_all(struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
+
+int cc_broker_ack(struct cc_broker *b, uint64_t tag, struct cc_err *err) CC_MUST_USE;
+/* basic.ack(tag, multiple=true): every outstanding delivery <= tag. */
+int cc_broker_ack_multiple(struct cc_broker *b, uint64_t tag, struct cc_err *err) CC_MUST_USE;
+int cc_broker_reject(struct cc_broker *b, uint64_t tag, bool requeue,
+                     struct cc_err *err) CC_MUST_USE;
+
+/* Publish an encoded task message to exchange/routing_key. */
+int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
+                      const struct cc_msg_out *m, struct cc_err *err) CC_MUST_USE;
+
+/* Non-blocking: take the next delivery already buffered or readable now. Sends a heartbeat
+ * when one is due. Returns CC_OK with *got = 1 and `env` filled (release with
+ * amqp_destroy_envelope then cc_broker_release), CC_OK with *got = 0 when nothing is
+ * ready, or an error: connection lost (CC_EBROKER), channel closed by the server or
+ * consumer cancelled (CC_ECHANNEL / CC_EPRECOND / ...). */
+int cc_broker_next(struct cc_broker *b, amqp_envelope_t *env, int *got,
+                   struct cc_err *err) CC_MUST_USE;
+
+/* True when rabbitmq-c holds unread frames or bytes, so poll() must not sleep. */
+bool cc_broker_has_buffered(const struct cc_broker *b);
+
+/* Give memory of processed deliveries back (amqp_maybe_release_buffers). */
+void cc_broker_release(struct cc_broker *b);
+
+/* Socket descriptor to poll for POLLIN, -1 when not connected. */
+int cc_broker_fd(const struct cc_broker *b);
+
+/* Server text of the last channel/connection close ("" if none). Borrowed. */
+const char *cc_broker_last_reply(const struct cc_broker *b);
+
+/* Clean close: channel.close, connection.close (unacked deliveries return to their queues),
+ * then free everything. Safe on a half-open or failed broker; idempotent. */
+void cc_broker_close(struct cc_broker *b);
+
+/* In a forked child: close the inherited socket descriptor without any protocol traffic
+ * and without touching rabbitmq-c state (the memory belongs to the parent's image). */
+void cc_broker_forget(struct cc_broker *b);
+
+#endif

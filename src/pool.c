@@ -1,0 +1,682 @@
+/* Prefork pool: children that run tasks and store their results, as billiard's do.
+ *
+ * Design. The master owns one job pipe per child (it writes, the child blocks reading) and
+ * one report pipe shared by all children (they write fixed-size reports, atomically since
+ * a report is smaller than PIPE_BUF; the master reads them in batches). A job record is
+ *     struct job_hdr (fixed: seq, ints, flags, time limits, string lengths, json length)
+ *     13 strings, each NUL-terminated (length UINT32_MAX = absent)
+ *     JSON text [args, kwargs, embed, headers]
+ * and is written with one write(2) (the child is idle, so a record larger than the pipe
+ * buffer simply completes as the child reads). The child rebuilds a struct
+ * cc_task_request pointing into its receive buffer, runs cc_task_invoke(), stores
+ * STARTED/SUCCESS/FAILURE/RETRY itself through its own backend connection (opened after
+ * fork), logs the outcome as "ForkPoolWorker-N" the way Celery's trace does, then reports
+ * {slot, seq, status, runtime, retry eta} to the master, which acks and counts.
+ *
+ * Invariants: no connection crosses fork(): a child closes the broker socket, the other
+ * children's job pipes, the report pipe's read end and the signal pipe, and drops the
+ * backend connection. A child ignores SIGINT (the master decides about Ctrl+C) and gets
+ * SIGKILL when the master dies (PR_SET_PDEATHSIG). A child exits when its job pipe hits EOF
+ * (warm shutdown). A report always precedes the child's exit, so the master drains reports
+ * before reaping; a child reaped while busy lost its job (WorkerLostError).
+ *
+ * Reference: celery-wire.md §3.1-3.3 (states stored by the child), §6.2 (ack points are the
+ * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pool.h"
+#include "pyrepr.h"
+#include "sig.h"
+#include "taskrun.h"
+#include "util.h"
+
+/* ---- Job records --------------------------------------------------------------------- */
+
+enum {
+    JOB_S_ID,
+    JOB_S_TASK,
+    JOB_S_SHADOW,
+    JOB_S_ROOT_ID,
+    JOB_S_PARENT_ID,
+    JOB_S_GROUP,
+    JOB_S_ETA,
+    JOB_S_EXPIRES,
+    JOB_S_ORIGIN,
+    JOB_S_REPLY_TO,
+    JOB_S_CORRELATION_ID,
+    JOB_S_EXCHANGE,
+    JOB_S_ROUTING_KEY,
+    JOB_NSTR
+};
+
+#define JOB_F_REDELIVERED   0x1u
+#define JOB_F_IGNORE_RESULT 0x2u
+#define JOB_F_TRACK_STARTED 0x4u
+#define JOB_ABSENT          UINT32_MAX
+#define JOB_MAX_BYTES       (256u * 1024u * 1024u)
+
+struct job_hdr {
+    uint32_t payload_len; /* bytes after this header */
+    uint32_t seq;
+    int32_t group_index;
+    int32_t retries;
+    int32_t protocol;
+    int32_t priority;
+    uint32_t flags;
+    uint32_t json_len;
+    double time_limit_s;
+    double soft_time_limit_s;
+    uint32_t str_len[JOB_NSTR];
+};
+
+static void pool_reserve(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need)
+        n *= 2;
+    *buf = cc_xrealloc(*buf, n);
+    *cap = n;
+}
+
+/* Frame `r` into p->buf. Returns the record length. */
+static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t seq)
+{
+    const struct cc_msg *m = &r->msg;
+    const char *s[JOB_NSTR] = {
+        [JOB_S_ID] = m->id,
+        [JOB_S_TASK] = m->task,
+        [JOB_S_SHADOW] = m->shadow,
+        [JOB_S_ROOT_ID] = m->root_id,
+        [JOB_S_PARENT_ID] = m->parent_id,
+        [JOB_S_GROUP] = m->group,
+        [JOB_S_ETA] = m->eta,
+        [JOB_S_EXPIRES] = m->expires,
+        [JOB_S_ORIGIN] = m->origin,
+        [JOB_S_REPLY_TO] = m->reply_to,
+        [JOB_S_CORRELATION_ID] = m->correlation_id,
+        [JOB_S_EXCHANGE] = r->exchange,
+        [JOB_S_ROUTING_KEY] = r->routing_key,
+    };
+    struct job_hdr h;
+    size_t off = sizeof(h);
+    json_t *all;
+    size_t jlen;
+
+    memset(&h, 0, sizeof(h));
+    h.seq = seq;
+    h.group_index = m->group_index;
+    h.retries = m->retries;
+    h.protocol = m->protocol;
+    h.priority = m->priority;
+    h.flags = (r->redelivered ? JOB_F_REDELIVERED : 0) |
+              (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
+              (r->track_started ? JOB_F_TRACK_STARTED : 0);
+    h.time_limit_s = m->time_limit_s;
+    h.soft_time_limit_s = m->soft_time_limit_s;
+    for (int i = 0; i < JOB_NSTR; i++) {
+        size_t n = s[i] ? strlen(s[i]) : 0;
+
+        h.str_len[i] = s[i] ? (uint32_t)n : JOB_ABSENT;
+        pool_reserve(&p->buf, &p->cap, off + n + 1);
+        if (s[i] != NULL)
+            memcpy(p->buf + off, s[i], n);
+        p->buf[off + n] = '\0';
+        off += n + 1;
+    }
+    /* One dump of [args, kwargs, embed, headers]: the child parses it once. */
+    all = json_array();
+    json_array_append(all, m->args ? m->args : json_null());
+    json_array_append(all, m->kwargs ? m->kwargs : json_null());
+    json_array_append(all, m->embed ? m->embed : json_null());
+    json_array_append(all, m->headers ? m->headers : json_null());
+    jlen = json_dumpb(all, p->buf + off, p->cap - off, JSON_COMPACT);
+    if (jlen > p->cap - off) {
+        pool_reserve(&p->buf, &p->cap, off + jlen);
+        jlen = json_dumpb(all, p->buf + off, p->cap - off, JSON_COMPACT);
+    }
+    json_decref(all);
+    h.json_len = (uint32_t)jlen;
+    off += jlen;
+    h.payload_len = (uint32_t)(off - sizeof(h));
+    memcpy(p->buf, &h, sizeof(h));
+    return off;
+}
+
+/* ---- Child side ---------------------------------------------------------------------- */
+
+struct pool_child_state {
+    struct cc_pool *p;
+    int slot;
+    int job_fd;
+    char *buf;
+    size_t cap;
+};
+
+/* Read exactly n bytes. Returns 1, 0 on clean EOF before any byte, -1 on error. */
+static int pool_read_full(int fd, void *dst, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t k = read(fd, (char *)dst + got, n - got);
+
+        if (k > 0)
+            got += (size_t)k;
+        else if (k == 0)
+            return got == 0 ? 0 : -1;
+        else if (errno != EINTR)
+            return -1;
+    }
+    return 1;
+}
+
+static int pool_write_full(int fd, const void *src, size_t n)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t k = write(fd, (const char *)src + done, n - done);
+
+        if (k > 0)
+            done += (size_t)k;
+        else if (k < 0 && errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+/* Python's repr(float): the shortest %g that reads back to the same double. */
+static void pool_float_repr(double v, char *buf, size_t size)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, size, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    if (strchr(buf, '.') == NULL && strchr(buf, 'e') == NULL && strlen(buf) + 3 < size)
+        strcat(buf, ".0");
+}
+
+static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task_request *req,
+                               const json_t *args, const json_t *kwargs, uint32_t flags,
+                               struct cc_task_outcome *out, struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    struct cc_backend *be = cs->p->o.backend;
+    const char *name = req->shadow ? req->shadow : req->task;
+    bool ignore = (flags & JOB_F_IGNORE_RESULT) != 0;
+    bool store_errors = !ignore || cfg->store_errors_even_if_ignored;
+    struct cc_err err = {0};
+    char rt[40];
+    int rc = CC_OK;
+
+    switch (out->status) {
+    case CC_OK:
+        if (!ignore)
+            rc = cc_backend_store_state(be, cfg, req, args, kwargs, "SUCCESS",
+                                        out->result ? out->result : json_null(), NULL, NULL, &err);
+        if (cc_log_enabled(CC_LOG_INFO)) {
+            char *repr = cc_pyrepr(out->result ? out->result : json_null(), 0, 1024);
+
+            pool_float_repr(out->runtime_s, rt, sizeof(rt));
+            cc_info("Task %s[%s] succeeded in %ss: %s", name, req->id, rt, repr ? repr : "?");
+            free(repr);
+        }
+        break;
+    case CC_TASK_RETRY: {
+        json_t *children = json_pack("[[[s,n],n]]", req->id);
+
+        if (store_errors)
+            rc = cc_backend_store_state(be, cfg, req, args, kwargs, "RETRY", out->exc,
+                                        out->traceback, children, &err);
+        json_decref(children);
+        if (out->retry_eta != NULL)
+            snprintf(rep->retry_eta, sizeof(rep->retry_eta), "%s", out->retry_eta);
+        rep->retry_countdown_s = out->retry_countdown_s;
+        if (out->retry_eta != NULL)
+            cc_info("Task %s[%s] retry: Retry at %s: %s", name, req->id, out->retry_eta,
+                    out->exc_repr ? out->exc_repr : "None");
+        else {
+            pool_float_repr(out->retry_countdown_s, rt, sizeof(rt));
+            cc_info("Task %s[%s] retry: Retry in %ss: %s", name, req->id, rt,
+                    out->exc_repr ? out->exc_repr : "None");
+        }
+        break;
+    }
+    case CC_TASK_REJECT:
+        rep->reject_requeue = out->reject_requeue;
+        cc_info("Task %s[%s] rejected (requeue=%s)", name, req->id,
+                out->reject_requeue ? "True" : "False");
+        break;
+    case CC_TASK_IGNORE:
+        break;
+    default: /* CC_TASK_FAILED and any bug code taskrun folded into a failure */
+        if (store_errors)
+            rc = cc_backend_store_state(be, cfg, req, args, kwargs, "FAILURE", out->exc,
+                                        out->traceback, NULL, &err);
+        if (out->traceback != NULL) {
+            /* Celery prints the traceback after the line; drop its final newline. */
+            int tb_len = (int)strlen(out->traceback);
+
+            while (tb_len > 0 && out->traceback[tb_len - 1] == '\n')
+                tb_len--;
+            cc_error("Task %s[%s] raised unexpected: %s\n%.*s", name, req->id,
+                     out->exc_repr ? out->exc_repr : "Exception()", tb_len, out->traceback);
+        } else {
+            cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
+                     out->exc_repr ? out->exc_repr : "Exception()");
+        }
+        break;
+    }
+    if (rc != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+    }
+}
+
+static const char *pool_str(const char *base, const uint32_t *len, size_t *off, int i)
+{
+    const char *s = base + *off;
+
+    if (len[i] == JOB_ABSENT) {
+        *off += 1;
+        return NULL;
+    }
+    *off += len[i] + 1;
+    return s;
+}
+
+/* Run one job already read into cs->buf. */
+static void pool_child_run(struct pool_child_state *cs, const struct job_hdr *h)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    struct cc_task_request req;
+    struct cc_task_outcome out;
+    struct cc_pool_report rep;
+    const struct cc_task_entry *e;
+    const char *s[JOB_NSTR];
+    json_t *all = NULL;
+    json_error_t jerr;
+    size_t off = 0;
+
+    memset(&rep, 0, sizeof(rep));
+    memset(&out, 0, sizeof(out));
+    rep.slot = (uint32_t)cs->slot;
+    rep.seq = h->seq;
+    for (int i = 0; i < JOB_NSTR; i++)
+        s[i] = pool_str(cs->buf, h->str_len, &off, i);
+    all = json_loadb(cs->buf + off, h->json_len, 0, &jerr);
+    memset(&req, 0, sizeof(req));
+    req.id = s[JOB_S_ID];
+    req.task = s[JOB_S_TASK];
+    req.shadow = s[JOB_S_SHADOW];
+    req.root_id = s[JOB_S_ROOT_ID] ? s[JOB_S_ROOT_ID] : s[JOB_S_ID];
+    req.parent_id = s[JOB_S_PARENT_ID];
+    req.group = s[JOB_S_GROUP];
+    req.group_index = h->group_index;
+    req.retries = h->retries;
+    req.eta = s[JOB_S_ETA];
+    req.expires = s[JOB_S_EXPIRES];
+    req.time_limit_s = h->time_limit_s;
+    req.soft_time_limit_s = h->soft_time_limit_s;
+    req.hostname = cs->p->o.hostname;
+    req.origin = s[JOB_S_ORIGIN];
+    req.reply_to = s[JOB_S_REPLY_TO];
+    req.correlation_id = s[JOB_S_CORRELATION_ID];
+    req.protocol = h->protocol;
+    req.delivery_info.exchange = s[JOB_S_EXCHANGE];
+    req.delivery_info.routing_key = s[JOB_S_ROUTING_KEY];
+    req.delivery_info.priority = h->priority;
+    req.delivery_info.redelivered = (h->flags & JOB_F_REDELIVERED) != 0;
+    e = req.task ? cc_task_lookup(req.task) : NULL;
+    if (all == NULL || !json_is_array(all) || json_array_size(all) != 4 || e == NULL) {
+        /* The master framed it from a validated message: this is a bug, not bad input. */
+        cc_crit("corrupt job record (seq %u): %s", h->seq, all ? "bad shape" : jerr.text);
+        rep.status = CC_EINVAL;
+        goto report;
+    }
+    json_t *args = json_array_get(all, 0), *kwargs = json_array_get(all, 1);
+
+    req.embed = json_array_get(all, 2);
+    req.headers = json_array_get(all, 3);
+    if ((h->flags & JOB_F_TRACK_STARTED) && !(h->flags & JOB_F_IGNORE_RESULT)) {
+        json_t *started =
+            json_pack("{s:I,s:s}", "pid", (json_int_t)getpid(), "hostname", cs->p->o.hostname);
+        struct cc_err err = {0};
+
+        if (cc_backend_store_state(cs->p->o.backend, cfg, &req, args, kwargs, "STARTED", started,
+                                   NULL, NULL, &err) != CC_OK)
+            cc_error("Task %s[%s]: could not store STARTED: %s", req.task, req.id, err.msg);
+        json_decref(started);
+    }
+    cc_task_invoke(e, &req, args, kwargs, &out);
+    rep.status = out.status;
+    rep.runtime_s = out.runtime_s;
+    pool_child_outcome(cs, &req, args, kwargs, h->flags, &out, &rep);
+    cc_task_outcome_deinit(&out);
+report:
+    json_decref(all);
+    if (pool_write_full(cs->p->report_wr, &rep, sizeof(rep)) != 0)
+        _exit(1); /* the master is gone */
+}
+
+static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd, pid_t master)
+{
+    struct pool_child_state cs = {.p = p, .slot = slot, .job_fd = job_fd};
+    char name[48];
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master)
+        _exit(1); /* the master died before prctl took effect */
+    snprintf(name, sizeof(name), "ForkPoolWorker-%d", p->kids[slot].index);
+    cc_log_set_process(name);
+    cc_sig_child_reset();
+    /* No connection crosses fork(): drop every descriptor that belongs to the master. */
+    cc_broker_forget(p->o.broker);
+    cc_backend_after_fork(p->o.backend);
+    close(p->report_rd);
+    for (int i = 0; i < p->n; i++)
+        if (p->kids[i].job_fd >= 0)
+            close(p->kids[i].job_fd);
+    pool_reserve(&cs.buf, &cs.cap, 64 * 1024);
+    for (;;) {
+        struct job_hdr h;
+        ssize_t got;
+
+        /* One read usually brings the whole record (the master writes it at once). */
+        do
+            got = read(job_fd, cs.buf, cs.cap);
+        while (got < 0 && errno == EINTR);
+        if (got == 0)
+            break; /* master closed the pipe: warm shutdown */
+        if (got < 0 || (size_t)got < sizeof(h)) {
+            if (got > 0 && pool_read_full(job_fd, cs.buf + got, sizeof(h) - (size_t)got) == 1)
+                got = (ssize_t)sizeof(h);
+            else
+                _exit(1);
+        }
+        memcpy(&h, cs.buf, sizeof(h));
+        if (h.payload_len > JOB_MAX_BYTES)
+            _exit(1);
+        size_t total = sizeof(h) + h.payload_len;
+        if (total + 1 > cs.cap) {
+            pool_reserve(&cs.buf, &cs.cap, total + 1);
+        }
+        if ((size_t)got < total && pool_read_full(job_fd, cs.buf + got, total - (size_t)got) != 1)
+            _exit(1);
+        /* pool_child_run reads strings from cs.buf at offset 0: move the payload down. */
+        memmove(cs.buf, cs.buf + sizeof(h), h.payload_len);
+        pool_child_run(&cs, &h);
+    }
+    free(cs.buf);
+    /* _exit: never run the master's atexit handlers or flush its stdio copies. */
+    _exit(0);
+}
+
+/* ---- Master side --------------------------------------------------------------------- */
+
+static int pool_spawn(struct cc_pool *p, int slot, struct cc_err *err)
+{
+    struct cc_pool_child *k = &p->kids[slot];
+    int fds[2];
+    pid_t pid, master = getpid();
+
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
+    k->index = ++p->next_index;
+    pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return cc_err_set(err, CC_EIO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fds[1]);
+        pool_child_main(p, slot, fds[0], master);
+    }
+    close(fds[0]);
+    k->pid = pid;
+    k->job_fd = fds[1];
+    k->is_busy = false;
+    return CC_OK;
+}
+
+int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err *err)
+{
+    int fds[2];
+    int rc = CC_OK;
+
+    memset(p, 0, sizeof(*p));
+    p->o = *o;
+    p->n = o->n_children > 0 ? o->n_children : 1;
+    p->report_rd = p->report_wr = -1;
+    p->kids = cc_xcalloc((size_t)p->n, sizeof(*p->kids));
+    for (int i = 0; i < p->n; i++)
+        p->kids[i].job_fd = -1;
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
+    p->report_rd = fds[0];
+    p->report_wr = fds[1];
+    fcntl(p->report_rd, F_SETFL, fcntl(p->report_rd, F_GETFL) | O_NONBLOCK);
+    if (o->is_solo) {
+        /* One in-process executor: slot 0 "runs" in the master, reports go through the
+         * same pipe so the master's bookkeeping is identical. */
+        p->n = 1;
+        p->kids[0].pid = getpid();
+        p->kids[0].index = 0;
+        return CC_OK;
+    }
+    for (int i = 0; i < p->n && rc == CC_OK; i++)
+        rc = pool_spawn(p, i, err);
+    return rc;
+}
+
+int cc_pool_idle(const struct cc_pool *p)
+{
+    if (p->n_busy >= p->n)
+        return -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->kids[i].pid > 0 && (p->kids[i].job_fd >= 0 || p->o.is_solo) && !p->kids[i].is_busy)
+            return i;
+    return -1;
+}
+
+int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, uint32_t seq,
+                     struct cc_err *err)
+{
+    struct cc_pool_child *k = &p->kids[slot];
+    size_t len = pool_frame(p, r, seq);
+
+    k->is_busy = true;
+    k->seq = seq;
+    p->n_busy++;
+    if (p->o.is_solo) {
+        struct pool_child_state cs = {.p = p, .slot = slot, .job_fd = -1};
+        struct job_hdr h;
+
+        memcpy(&h, p->buf, sizeof(h));
+        cs.buf = p->buf + sizeof(h);
+        pool_child_run(&cs, &h);
+        return CC_OK;
+    }
+    if (pool_write_full(k->job_fd, p->buf, len) != 0)
+        return cc_err_set(err, CC_EIO, "job pipe to child %d: %s", (int)k->pid, strerror(errno));
+    return CC_OK;
+}
+
+int cc_pool_report_fd(const struct cc_pool *p)
+{
+    return p->report_rd;
+}
+
+/* Move complete reports from the receive buffer to out[n..max). Returns the new n. */
+static int pool_take_reports(struct cc_pool *p, struct cc_pool_report *out, int n, int max)
+{
+    size_t off = 0;
+
+    while (p->rlen - off >= sizeof(*out) && n < max) {
+        struct cc_pool_report *rep = &out[n];
+
+        memcpy(rep, p->rbuf + off, sizeof(*rep));
+        off += sizeof(*rep);
+        /* Ignore a report that does not match the job in flight (cannot happen unless a
+         * child misbehaves). */
+        if (rep->slot < (uint32_t)p->n && p->kids[rep->slot].is_busy &&
+            p->kids[rep->slot].seq == rep->seq) {
+            p->kids[rep->slot].is_busy = false;
+            p->n_busy--;
+            n++;
+        }
+    }
+    p->rlen -= off;
+    memmove(p->rbuf, p->rbuf + off, p->rlen);
+    return n;
+}
+
+int cc_pool_read_reports(struct cc_pool *p, struct cc_pool_report *out, int max)
+{
+    int n = pool_take_reports(p, out, 0, max);
+    bool is_empty = false;
+
+    while (n < max && !is_empty) {
+        size_t space = sizeof(p->rbuf) - p->rlen;
+        ssize_t k = read(p->report_rd, p->rbuf + p->rlen, space);
+
+        if (k <= 0)
+            break;
+        p->rlen += (size_t)k;
+        is_empty = (size_t)k < space; /* a short read means the pipe is drained */
+        n = pool_take_reports(p, out, n, max);
+    }
+    return n;
+}
+
+void cc_pool_human_status(int wstatus, char *buf, size_t size)
+{
+    if (WIFSIGNALED(wstatus)) {
+        int sig = WTERMSIG(wstatus);
+        const char *abbrev = sigabbrev_np(sig);
+
+        if (abbrev != NULL)
+            snprintf(buf, size, "signal %d (SIG%s)", sig, abbrev);
+        else
+            snprintf(buf, size, "signal %d", sig);
+    } else {
+        snprintf(buf, size, "exitcode %d", WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0);
+    }
+}
+
+void cc_pool_reap(struct cc_pool *p, bool respawn,
+                  void (*on_lost)(void *ud, int slot, uint32_t seq, int wstatus), void *ud)
+{
+    int wstatus;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+        int slot = -1;
+
+        for (int i = 0; i < p->n; i++)
+            if (p->kids[i].pid == pid)
+                slot = i;
+        if (slot < 0)
+            continue;
+        struct cc_pool_child *k = &p->kids[slot];
+
+        k->pid = 0;
+        if (k->job_fd >= 0)
+            close(k->job_fd);
+        k->job_fd = -1;
+        if (k->is_busy) {
+            k->is_busy = false;
+            p->n_busy--;
+            if (on_lost != NULL)
+                on_lost(ud, slot, k->seq, wstatus);
+        } else if (respawn) {
+            char how[64];
+
+            cc_pool_human_status(wstatus, how, sizeof(how));
+            cc_warn("Process ForkPoolWorker-%d (pid %d) exited: %s", k->index, (int)pid, how);
+        }
+        if (respawn) {
+            struct cc_err err = {0};
+
+            if (pool_spawn(p, slot, &err) != CC_OK)
+                cc_error("could not replace pool process: %s", err.msg);
+        }
+    }
+}
+
+int cc_pool_alive(const struct cc_pool *p)
+{
+    int n = 0;
+
+    for (int i = 0; i < p->n; i++)
+        n += p->kids[i].pid > 0;
+    return n;
+}
+
+/* Wait up to timeout_ms for all children to exit. Returns true when none is left. */
+static bool pool_wait_all(struct cc_pool *p, int timeout_ms)
+{
+    int64_t deadline = cc_mono_us() + (int64_t)timeout_ms * 1000;
+
+    for (;;) {
+        int wstatus;
+        pid_t pid;
+
+        while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0)
+            for (int i = 0; i < p->n; i++)
+                if (p->kids[i].pid == pid)
+                    p->kids[i].pid = 0;
+        if (cc_pool_alive(p) == 0)
+            return true;
+        if (timeout_ms >= 0 && cc_mono_us() >= deadline)
+            return false;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms)
+{
+    if (p->kids == NULL)
+        return;
+    if (p->o.is_solo)
+        p->kids[0].pid = 0;
+    for (int i = 0; i < p->n; i++) {
+        if (p->kids[i].job_fd >= 0)
+            close(p->kids[i].job_fd);
+        p->kids[i].job_fd = -1;
+        if (cold && p->kids[i].pid > 0)
+            kill(p->kids[i].pid, SIGTERM);
+    }
+    if (!pool_wait_all(p, cold ? grace_ms : -1)) {
+        for (int i = 0; i < p->n; i++)
+            if (p->kids[i].pid > 0)
+                kill(p->kids[i].pid, SIGKILL);
+        pool_wait_all(p, -1);
+    }
+    if (p->report_rd >= 0)
+        close(p->report_rd);
+    if (p->report_wr >= 0)
+        close(p->report_wr);
+    free(p->kids);
+    free(p->buf);
+    p->kids = NULL;
+    p->buf = NULL;
+}

@@ -1,0 +1,748 @@
+/* `celeryc worker`: the master process and its event loop.
+ *
+ * Design. One poll(2) loop owns everything that is not task execution: the rabbitmq-c
+ * connection (socket fd), the pool's shared report pipe, the signal self-pipe and the ETA
+ * timers. Each iteration: take signals; drain child reports (ack late, publish retries);
+ * reap dead children (WorkerLostError) and respawn them; drain every delivery rabbitmq-c
+ * has buffered or can read now without blocking (cc_broker_next, which also sends our
+ * heartbeats); move due ETA requests to the ready FIFO; hand ready requests to idle
+ * children; then sleep in poll() no longer than half the heartbeat interval or until the
+ * next ETA (never when rabbitmq-c still buffers frames).
+ *
+ * Ack points (Celery's, §6.2): by default a message is acked when its job is handed to an
+ * idle child ("execution starts"), never at receipt: prefetched messages in the FIFO and
+ * ETA-held ones stay unacked, and go back to the queue when the channel closes. With
+ * acks_late (global or per task) the ack follows the child's report, which it sends only
+ * after it stored the result. Bad input is rejected (requeue=false) by the consumer.
+ *
+ * Invariants: every request is in exactly one place: the ready FIFO, the ETA heap, or
+ * running[slot]; it is freed after its last ack/reject. The QoS prefetch is always
+ * base + number of ETA-held requests (Celery raises it by one per held ETA message).
+ * Signal handlers only set flags; shutdown decisions happen here.
+ *
+ * Reference: celery-wire.md §1.1, §1.3 (topology), §6.1 (QoS, consumers), §6.2 (ack
+ * timing), §6.3 (ETA, expires), §6.4 (retry), §6.7 (signals), §6.8 (processing rules).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "broker.h"
+#include "celeryc/version.h"
+#include "consumer.h"
+#include "isotime.h"
+#include "log.h"
+#include "pool.h"
+#include "sig.h"
+#include "taskrun.h"
+#include "url.h"
+#include "util.h"
+#include "worker.h"
+
+enum worker_state {
+    WORKER_RUNNING,
+    WORKER_WARM, /* consumers cancelled, waiting for running tasks */
+    WORKER_COLD,
+};
+
+struct worker {
+    const struct cc_config *cfg;
+    char *hostname;
+    struct cc_broker broker;
+    struct cc_backend *backend;
+    struct cc_consumer consumer;
+    struct cc_pool pool;
+    bool is_pool_started;
+    enum worker_state state;
+    int exit_code;
+    bool is_broker_lost; /* stop the pool warm: running tasks still store their results */
+
+    struct cc_request *ready_head, *ready_tail; /* FIFO of requests waiting for a child */
+    size_t n_ready;
+    struct cc_request **eta; /* min-heap on msg.eta_us */
+    size_t n_eta, cap_eta;
+    struct cc_request **running; /* by pool slot */
+    uint32_t next_seq;
+    unsigned base_prefetch; /* concurrency x multiplier; 0 = no QoS */
+
+    uint64_t n_done, n_failed;
+
+    uint64_t *acks; /* delivery tags acked this iteration, flushed by worker_flush_acks */
+    size_t n_acks, cap_acks;
+};
+
+/* ---- Request bookkeeping ------------------------------------------------------------- */
+
+static void worker_fifo_push(struct worker *w, struct cc_request *r)
+{
+    r->next = NULL;
+    if (w->ready_tail != NULL)
+        w->ready_tail->next = r;
+    else
+        w->ready_head = r;
+    w->ready_tail = r;
+    w->n_ready++;
+}
+
+static struct cc_request *worker_fifo_pop(struct worker *w)
+{
+    struct cc_request *r = w->ready_head;
+
+    if (r != NULL) {
+        w->ready_head = r->next;
+        if (w->ready_head == NULL)
+            w->ready_tail = NULL;
+        r->next = NULL;
+        w->n_ready--;
+    }
+    return r;
+}
+
+static void worker_heap_push(struct worker *w, struct cc_request *r)
+{
+    size_t i;
+
+    if (w->n_eta == w->cap_eta) {
+        w->cap_eta = w->cap_eta ? w->cap_eta * 2 : 16;
+        w->eta = cc_xrealloc(w->eta, w->cap_eta * sizeof(*w->eta));
+    }
+    i = w->n_eta++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+
+        if (w->eta[parent]->msg.eta_us <= r->msg.eta_us)
+            break;
+        w->eta[i] = w->eta[parent];
+        i = parent;
+    }
+    w->eta[i] = r;
+}
+
+static struct cc_request *worker_heap_pop(struct worker *w)
+{
+    struct cc_request *top, *last;
+    size_t i = 0;
+
+    if (w->n_eta == 0)
+        return NULL;
+    top = w->eta[0];
+    last = w->eta[--w->n_eta];
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= w->n_eta)
+            break;
+        if (c + 1 < w->n_eta && w->eta[c + 1]->msg.eta_us < w->eta[c]->msg.eta_us)
+            c++;
+        if (last->msg.eta_us <= w->eta[c]->msg.eta_us)
+            break;
+        w->eta[i] = w->eta[c];
+        i = c;
+    }
+    if (w->n_eta > 0)
+        w->eta[i] = last;
+    return top;
+}
+
+/* A broker failure is fatal for now (TODO(#3): reconnect with backoff). */
+static void worker_broker_fatal(struct worker *w, const struct cc_err *err)
+{
+    if (w->state == WORKER_COLD && w->exit_code != 0)
+        return;
+    if (cc_broker_last_reply(&w->broker)[0] != '\0' &&
+        strstr(err->msg, cc_broker_last_reply(&w->broker)) == NULL)
+        cc_error("consumer: broker error: %s (server: %s); exiting", err->msg,
+                 cc_broker_last_reply(&w->broker));
+    else
+        cc_error("consumer: broker error: %s; exiting", err->msg);
+    w->state = WORKER_COLD;
+    w->exit_code = 1;
+    w->is_broker_lost = true;
+}
+
+/* Acks are collected during one loop iteration and sent by worker_flush_acks(), which
+ * coalesces them into one basic.ack(multiple=true) when that is exact. */
+static void worker_ack(struct worker *w, struct cc_request *r)
+{
+    if (r->is_acked)
+        return;
+    r->is_acked = true;
+    if (w->n_acks == w->cap_acks) {
+        w->cap_acks = w->cap_acks ? w->cap_acks * 2 : 64;
+        w->acks = cc_xrealloc(w->acks, w->cap_acks * sizeof(*w->acks));
+    }
+    w->acks[w->n_acks++] = r->tag;
+}
+
+static int worker_cmp_tag(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Lowest delivery tag the worker still holds unacked, UINT64_MAX if none, 0 if too many to
+ * scan cheaply (then nothing is coalesced). */
+static uint64_t worker_lowest_held(const struct worker *w)
+{
+    uint64_t low = UINT64_MAX;
+
+    if (w->n_ready + w->n_eta > 256)
+        return 0;
+    for (const struct cc_request *r = w->ready_head; r != NULL; r = r->next)
+        low = r->tag < low ? r->tag : low;
+    for (size_t i = 0; i < w->n_eta; i++)
+        low = w->eta[i]->tag < low ? w->eta[i]->tag : low;
+    for (int i = 0; i < w->pool.n; i++)
+        if (w->running[i] != NULL && !w->running[i]->is_acked && w->running[i]->tag < low)
+            low = w->running[i]->tag;
+    return low;
+}
+
+/* Send the collected acks. basic.ack(tag, multiple=true) acks every outstanding delivery
+ * <= tag; deliveries not yet read from the socket all have higher tags, so coalescing is
+ * exact for the pending tags below the lowest one still held. The others go one by one.
+ * One frame instead of several saves a syscall here and work in RabbitMQ. */
+static void worker_flush_acks(struct worker *w)
+{
+    struct cc_err err = {0};
+    uint64_t low;
+    size_t i = 0;
+    int rc = CC_OK;
+
+    if (w->n_acks == 0 || !w->broker.is_channel_open) {
+        w->n_acks = 0;
+        return;
+    }
+    if (w->n_acks > 1)
+        qsort(w->acks, w->n_acks, sizeof(*w->acks), worker_cmp_tag);
+    low = worker_lowest_held(w);
+    while (i < w->n_acks && w->acks[i] < low)
+        i++;
+    if (i > 1)
+        rc = cc_broker_ack_multiple(&w->broker, w->acks[i - 1], &err);
+    else
+        i = 0;
+    for (; i < w->n_acks && rc == CC_OK; i++)
+        rc = cc_broker_ack(&w->broker, w->acks[i], &err);
+    w->n_acks = 0;
+    if (rc != CC_OK)
+        worker_broker_fatal(w, &err);
+}
+
+static void worker_reject(struct worker *w, struct cc_request *r, bool requeue)
+{
+    struct cc_err err = {0};
+
+    if (r->is_acked)
+        return;
+    r->is_acked = true;
+    if (cc_broker_reject(&w->broker, r->tag, requeue, &err) != CC_OK)
+        worker_broker_fatal(w, &err);
+}
+
+static void worker_store_exc(struct worker *w, struct cc_request *r, const char *status,
+                             const char *module, const char *type, const char *arg)
+{
+    struct cc_task_request view;
+    struct cc_err err = {0};
+
+    if (r->ignore_result && !w->cfg->store_errors_even_if_ignored)
+        return;
+    cc_request_view(r, w->hostname, &view);
+    if (cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
+                             type, arg, &err) != CC_OK)
+        cc_error("Task %s[%s]: could not store %s: %s", cc_request_name(r), r->msg.id, status,
+                 err.msg);
+}
+
+static void worker_update_qos(struct worker *w)
+{
+    struct cc_err err = {0};
+    size_t held = 0;
+
+    if (w->base_prefetch == 0 || !w->broker.is_channel_open)
+        return;
+    for (size_t i = 0; i < w->n_eta; i++)
+        held += w->eta[i]->is_eta_held;
+    for (struct cc_request *r = w->ready_head; r != NULL; r = r->next)
+        held += r->is_eta_held;
+    if (cc_broker_qos(&w->broker, w->base_prefetch + (unsigned)held, &err) != CC_OK)
+        worker_broker_fatal(w, &err);
+}
+
+/* Expired (§6.3): REVOKED TaskRevokedError('expired'), ack. Frees r. */
+static void worker_expire(struct worker *w, struct cc_request *r)
+{
+    cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "expired");
+    worker_ack(w, r);
+    cc_request_free(r);
+}
+
+static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
+{
+    struct cc_request *r = NULL;
+    struct cc_err err = {0};
+    int64_t now;
+    int rc = cc_consumer_on_delivery(&w->consumer, env, &r, &err);
+
+    if (rc == CC_EAGAIN)
+        return;
+    if (rc != CC_OK) {
+        worker_broker_fatal(w, &err);
+        return;
+    }
+    now = cc_now_us();
+    if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
+        worker_expire(w, r);
+    } else if (r->msg.eta_us > now) {
+        r->is_eta_held = true;
+        worker_heap_push(w, r);
+        worker_update_qos(w);
+    } else {
+        worker_fifo_push(w, r);
+    }
+}
+
+/* ---- Pool reports -------------------------------------------------------------------- */
+
+/* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id. */
+static void worker_publish_retry(struct worker *w, struct cc_request *r,
+                                 const struct cc_pool_report *rep)
+{
+    struct cc_msg m = r->msg; /* shallow: only read by cc_msg_encode */
+    struct cc_msg_out out;
+    struct cc_err err = {0};
+    char eta[40];
+    int64_t now = cc_now_us(), eta_us;
+
+    memset(&out, 0, sizeof(out));
+    if (rep->retry_eta[0] != '\0' && cc_iso_parse(rep->retry_eta, &eta_us) == CC_OK) {
+        snprintf(eta, sizeof(eta), "%s", rep->retry_eta);
+    } else {
+        eta_us = now + (int64_t)(rep->retry_countdown_s * 1e6);
+        cc_iso_format(eta_us, 1, eta, sizeof(eta));
+    }
+    m.retries = r->msg.retries + 1;
+    m.eta = eta;
+    m.eta_us = eta_us;
+    m.parent_id = r->msg.id;
+    if (cc_msg_encode(&m, now, &out, &err) != CC_OK) {
+        cc_error("Task %s[%s]: cannot encode the retry message: %s", cc_request_name(r), r->msg.id,
+                 err.msg);
+    } else if (cc_broker_publish(&w->broker, r->exchange, r->routing_key, &out, &err) != CC_OK) {
+        worker_broker_fatal(w, &err);
+    }
+    cc_msg_out_deinit(&out);
+}
+
+static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
+{
+    struct cc_request *r = w->running[rep->slot];
+
+    w->running[rep->slot] = NULL;
+    if (r == NULL)
+        return;
+    w->n_done++;
+    switch (rep->status) {
+    case CC_OK:
+    case CC_TASK_IGNORE:
+        break;
+    case CC_TASK_RETRY:
+        worker_publish_retry(w, r, rep);
+        break;
+    case CC_TASK_REJECT:
+        /* Reject is only possible while unacked (acks_late), as Celery's Request.reject. */
+        worker_reject(w, r, rep->reject_requeue != 0);
+        break;
+    default:
+        w->n_failed++;
+        break;
+    }
+    /* acks_late: the child has stored the result; now ack (task_acks_on_failure_or_timeout
+     * defaults to True, so failures are acked too). */
+    worker_ack(w, r);
+    cc_request_free(r);
+}
+
+static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
+{
+    struct worker *w = ud;
+    struct cc_request *r = w->running[slot];
+    char how[64], msg[160];
+
+    w->running[slot] = NULL;
+    if (r == NULL)
+        return;
+    cc_pool_human_status(wstatus, how, sizeof(how));
+    snprintf(msg, sizeof(msg), "Worker exited prematurely: %s Job: %u.", how, (unsigned)seq);
+    cc_error("Task handler raised error: WorkerLostError('%s')", msg);
+    w->n_failed++;
+    worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    /* task_reject_on_worker_lost is False by default: the message is acked, not requeued. */
+    worker_ack(w, r);
+    cc_request_free(r);
+}
+
+static void worker_drain_reports(struct worker *w)
+{
+    struct cc_pool_report reps[64];
+    int n;
+
+    do {
+        n = cc_pool_read_reports(&w->pool, reps, (int)CC_ARRAY_LEN(reps));
+        for (int i = 0; i < n; i++)
+            worker_on_report(w, &reps[i]);
+    } while (n == (int)CC_ARRAY_LEN(reps));
+}
+
+/* ---- Dispatch ------------------------------------------------------------------------ */
+
+static void worker_dispatch(struct worker *w)
+{
+    int64_t now = cc_now_us();
+    bool qos_dirty = false;
+    int slot;
+
+    /* Due ETA requests join the FIFO in ETA order. */
+    while (w->n_eta > 0 && w->eta[0]->msg.eta_us <= now)
+        worker_fifo_push(w, worker_heap_pop(w));
+    while (w->state == WORKER_RUNNING && w->ready_head != NULL &&
+           (slot = cc_pool_idle(&w->pool)) >= 0) {
+        struct cc_request *r = worker_fifo_pop(w);
+        struct cc_err err = {0};
+        uint32_t seq;
+
+        if (r->is_eta_held) {
+            r->is_eta_held = false;
+            qos_dirty = true;
+        }
+        /* Celery checks expiry again just before execution (§6.3). */
+        if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
+            worker_expire(w, r);
+            continue;
+        }
+        seq = w->next_seq++;
+        w->running[slot] = r;
+        if (cc_pool_dispatch(&w->pool, slot, r, seq, &err) != CC_OK)
+            cc_warn("dispatch: %s (the job will be reported lost)", err.msg);
+        /* Ack early = when execution starts, i.e. now that a child has the job. */
+        if (!r->acks_late)
+            worker_ack(w, r);
+    }
+    if (qos_dirty)
+        worker_update_qos(w);
+}
+
+/* ---- Start-up ------------------------------------------------------------------------ */
+
+static int worker_declare(struct worker *w, struct cc_err *err)
+{
+    const struct cc_config *cfg = w->cfg;
+    const char *dflt[2] = {cfg->default_queue ? cfg->default_queue : "celery", NULL};
+    char *const *queues = cfg->n_queues > 0 ? cfg->queues : (char *const *)dflt;
+    size_t nq = cfg->n_queues > 0 ? cfg->n_queues : 1;
+    int rc = CC_OK;
+
+    for (size_t i = 0; i < nq && rc == CC_OK; i++) {
+        const char *q = queues[i];
+
+        if (!cfg->create_missing_queues && strcmp(q, dflt[0]) != 0)
+            return cc_err_set(err, CC_ECONFIG,
+                              "Queue '%s' missing from task_queues and "
+                              "task_create_missing_queues is off",
+                              q);
+        /* kombu: Queue(q, Exchange(q, 'direct'), routing_key=q).declare():
+         * exchange.declare, queue.declare, queue.bind (§1.3). */
+        rc = cc_broker_declare_exchange(&w->broker, q, "direct", true, err);
+        if (rc == CC_OK)
+            rc = cc_broker_declare_queue(&w->broker, q, cfg->queue_max_priority, err);
+        if (rc == CC_EPRECOND) {
+            cc_error("Queue '%s' exists with different arguments; RabbitMQ refused the "
+                     "declaration: %s",
+                     q, cc_broker_last_reply(&w->broker));
+            return rc;
+        }
+        if (rc == CC_OK)
+            rc = cc_broker_bind(&w->broker, q, q, q, err);
+    }
+    /* Celery workers always declare the event exchange (§1.1, §4.1). */
+    if (rc == CC_OK)
+        rc = cc_broker_declare_exchange(&w->broker, "celeryev", "topic", true, err);
+    if (rc == CC_OK && w->base_prefetch > 0)
+        rc = cc_broker_qos(&w->broker, w->base_prefetch, err);
+    for (size_t i = 0; i < nq && rc == CC_OK; i++)
+        rc = cc_broker_consume(&w->broker, queues[i], err);
+    return rc;
+}
+
+static void worker_banner(const struct worker *w)
+{
+    const struct cc_config *cfg = w->cfg;
+    char *broker = cc_url_redact(cfg->broker_url ? cfg->broker_url : "");
+    char *backend = cc_url_redact(cfg->result_backend ? cfg->result_backend : "none");
+    char queues[256] = "";
+    size_t off = 0;
+
+    if (cfg->n_queues == 0)
+        snprintf(queues, sizeof(queues), "%s", cfg->default_queue ? cfg->default_queue : "celery");
+    for (size_t i = 0; i < cfg->n_queues && off < sizeof(queues); i++)
+        off += (size_t)snprintf(queues + off, sizeof(queues) - off, "%s%s", i ? "," : "",
+                                cfg->queues[i]);
+    cc_warn("celeryc %s (Celery %s wire) %s: transport %s, results %s, concurrency %d (%s), "
+            "queues %s, %zu tasks",
+            CELERYC_VERSION, CELERYC_CELERY_COMPAT, w->hostname, broker ? broker : "?",
+            backend ? backend : "?", w->pool.n, w->pool.o.is_solo ? "solo" : "prefork", queues,
+            cc_task_count());
+    free(broker);
+    free(backend);
+}
+
+static char *worker_hostname(const struct cc_config *cfg)
+{
+    char host[256];
+
+    if (cfg->hostname != NULL && cfg->hostname[0] != '\0')
+        return cc_xstrdup(cfg->hostname);
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    char *s = cc_xmalloc(strlen(host) + 8);
+    sprintf(s, "celery@%s", host);
+    return s;
+}
+
+/* ---- Loop ---------------------------------------------------------------------------- */
+
+static void worker_signals(struct worker *w)
+{
+    struct cc_sig_counts sc = cc_sig_take();
+    struct cc_err err = {0};
+
+    if (sc.quit > 0 || (sc.intr > 0 && w->state == WORKER_WARM) || sc.intr >= 2) {
+        if (w->state != WORKER_COLD) {
+            cc_warn("worker: Cold shutdown (MainProcess)");
+            w->state = WORKER_COLD;
+            w->exit_code = 1;
+        }
+    } else if ((sc.term > 0 || sc.intr > 0) && w->state == WORKER_RUNNING) {
+        if (sc.intr > 0)
+            cc_warn("worker: Hitting Ctrl+C again will terminate all running tasks!");
+        cc_warn("worker: Warm shutdown (MainProcess)");
+        w->state = WORKER_WARM;
+        /* Stop receiving; what is prefetched but not started returns to the queue when the
+         * channel closes. */
+        if (cc_broker_cancel_all(&w->broker, &err) != CC_OK)
+            worker_broker_fatal(w, &err);
+    }
+    if (sc.chld > 0) {
+        /* A child's last report precedes its exit: read reports first, then reap. */
+        worker_drain_reports(w);
+        cc_pool_reap(&w->pool, w->state == WORKER_RUNNING, worker_on_lost, w);
+    }
+}
+
+static void worker_drain_broker(struct worker *w)
+{
+    for (int i = 0; i < 1024 && w->state != WORKER_COLD; i++) {
+        amqp_envelope_t env;
+        struct cc_err err = {0};
+        int got = 0;
+
+        if (cc_broker_next(&w->broker, &env, &got, &err) != CC_OK) {
+            worker_broker_fatal(w, &err);
+            return;
+        }
+        if (!got)
+            return;
+        worker_on_delivery(w, &env);
+        amqp_destroy_envelope(&env);
+        cc_broker_release(&w->broker);
+        /* Nothing buffered: poll() says when the socket has more. Saves a recv that would
+         * only return EAGAIN (and rabbitmq-c's poll after it) per delivery. */
+        if (!cc_broker_has_buffered(&w->broker))
+            return;
+    }
+}
+
+static int worker_poll_timeout_ms(const struct worker *w)
+{
+    int64_t ms = 5000;
+
+    if (w->broker.heartbeat_s > 0 && w->broker.heartbeat_s * 1000 / 2 < ms)
+        ms = w->broker.heartbeat_s * 1000 / 2;
+    if (w->n_eta > 0 && w->state == WORKER_RUNNING) {
+        int64_t due_ms = (w->eta[0]->msg.eta_us - cc_now_us() + 999) / 1000;
+
+        if (due_ms < ms)
+            ms = due_ms < 0 ? 0 : due_ms;
+    }
+    if (cc_broker_has_buffered(&w->broker))
+        ms = 0;
+    return (int)ms;
+}
+
+/* Only the sources poll() reported (or that rabbitmq-c buffered) are serviced, so an idle
+ * source costs no syscall; the broker is also serviced at least every second so heartbeats
+ * go out (rabbitmq-c sends them from inside amqp_consume_message). */
+static void worker_loop(struct worker *w)
+{
+    bool is_sig = true, is_rep = true, is_brk = true;
+    int64_t last_brk_us = 0;
+
+    while (w->state != WORKER_COLD) {
+        struct pollfd pfd[3];
+        int n = 0, k;
+
+        if (is_sig)
+            worker_signals(w);
+        if (is_rep)
+            worker_drain_reports(w);
+        if (w->state == WORKER_COLD)
+            break;
+        int64_t now_us = cc_mono_us();
+        if (is_brk || cc_broker_has_buffered(&w->broker) || now_us - last_brk_us > 1000000) {
+            last_brk_us = now_us;
+            worker_drain_broker(w);
+        }
+        worker_dispatch(w);
+        worker_flush_acks(w);
+        if (w->state == WORKER_WARM && w->pool.n_busy == 0)
+            break;
+        if (w->state == WORKER_COLD)
+            break;
+        pfd[n++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
+        pfd[n++] = (struct pollfd){.fd = cc_pool_report_fd(&w->pool), .events = POLLIN};
+        if (cc_broker_fd(&w->broker) >= 0)
+            pfd[n++] = (struct pollfd){.fd = cc_broker_fd(&w->broker), .events = POLLIN};
+        k = poll(pfd, (nfds_t)n, worker_poll_timeout_ms(w));
+        if (k < 0 && errno != EINTR) {
+            cc_crit("poll: %s", strerror(errno));
+            w->state = WORKER_COLD;
+            w->exit_code = 1;
+        }
+        if (k <= 0) { /* timeout or EINTR: look at everything */
+            is_sig = is_rep = is_brk = true;
+            continue;
+        }
+        is_sig = pfd[0].revents != 0;
+        is_rep = pfd[1].revents != 0;
+        is_brk = n > 2 && pfd[2].revents != 0;
+    }
+}
+
+static void worker_free_requests(struct worker *w)
+{
+    struct cc_request *r;
+
+    while ((r = worker_fifo_pop(w)) != NULL)
+        cc_request_free(r);
+    while ((r = worker_heap_pop(w)) != NULL)
+        cc_request_free(r);
+    for (int i = 0; w->running != NULL && i < w->pool.n; i++) {
+        cc_request_free(w->running[i]);
+        w->running[i] = NULL;
+    }
+    free(w->eta);
+    w->eta = NULL;
+}
+
+int cc_worker_main(const struct cc_config *cfg)
+{
+    struct worker w;
+    struct cc_err err = {0};
+    struct cc_pool_opts po;
+    int rc;
+
+    memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
+    w.exit_code = 1;
+    w.broker.fd = -1;
+    w.hostname = worker_hostname(cfg);
+    if (cc_task_table_check(&err) != CC_OK) {
+        cc_crit("task table: %s", err.msg);
+        goto out;
+    }
+    if (cc_sig_init(&err) != CC_OK) {
+        cc_crit("%s", err.msg);
+        goto out;
+    }
+    rc = cc_backend_open(cfg, &w.backend, &err);
+    if (rc != CC_OK) {
+        cc_crit("result backend: %s", err.msg);
+        goto out;
+    }
+    int conc = cfg->concurrency > 0 ? cfg->concurrency : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (conc < 1)
+        conc = 1;
+    if (cfg->pool == CC_POOL_SOLO)
+        conc = 1;
+    else if (cfg->pool == CC_POOL_THREADS)
+        cc_warn("--pool threads is not implemented yet; using prefork"); /* TODO(#3) */
+    w.base_prefetch =
+        cfg->prefetch_multiplier > 0 ? (unsigned)(conc * cfg->prefetch_multiplier) : 0;
+
+    rc = cc_broker_connect(&w.broker, cfg->broker_url, cfg->heartbeat_s, cfg->connect_timeout_s,
+                           &err);
+    if (rc != CC_OK) {
+        char *u = cc_url_redact(cfg->broker_url ? cfg->broker_url : "");
+
+        cc_crit("consumer: Cannot connect to %s: %s", u ? u : "?", err.msg);
+        free(u);
+        goto out;
+    }
+    rc = worker_declare(&w, &err);
+    if (rc != CC_OK) {
+        if (rc != CC_EPRECOND)
+            cc_crit("start-up: %s", err.msg);
+        goto out;
+    }
+    /* Fork after the broker is up (children close its socket) and before consuming
+     * anything, so no delivery state exists in a child. */
+    memset(&po, 0, sizeof(po));
+    po.n_children = conc;
+    po.cfg = cfg;
+    po.hostname = w.hostname;
+    po.backend = w.backend;
+    po.broker = &w.broker;
+    po.is_solo = cfg->pool == CC_POOL_SOLO;
+    rc = cc_pool_start(&w.pool, &po, &err);
+    w.is_pool_started = true;
+    if (rc != CC_OK) {
+        cc_crit("pool: %s", err.msg);
+        goto out;
+    }
+    w.running = cc_xcalloc((size_t)w.pool.n, sizeof(*w.running));
+    w.consumer = (struct cc_consumer){
+        .broker = &w.broker, .backend = w.backend, .cfg = cfg, .hostname = w.hostname};
+    worker_banner(&w);
+    cc_info("%s ready.", w.hostname);
+
+    w.exit_code = 0;
+    worker_loop(&w);
+out:
+    if (w.is_pool_started) {
+        /* Cold: TERM the children, KILL after 2 s. Broker lost: let running tasks finish
+         * and store their results (their messages are redelivered anyway if unacked). */
+        bool cold = w.state == WORKER_COLD && !w.is_broker_lost;
+
+        cc_pool_stop(&w.pool, cold, 2000);
+    }
+    worker_flush_acks(&w);
+    free(w.acks);
+    worker_free_requests(&w);
+    free(w.running);
+    /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
+     * queue. */
+    cc_broker_close(&w.broker);
+    cc_backend_free(w.backend);
+    cc_sig_deinit();
+    free(w.hostname);
+    return w.exit_code;
+}
