@@ -767,6 +767,17 @@ const struct cc_task_entry cc_task_conf_auto_retry_class_task = {
     .retry_backoff_s = 1,
 };
 
+/* The same task under the module-qualified name the issue lists, for clients that address
+ * every conformance task as t.integration.tasks.<name>. */
+const struct cc_task_entry cc_task_conf_auto_retry_class_task_qualified = {
+    .name = CONF_MODULE ".auto_retry_class_task",
+    .run = conf_auto_retry,
+    .signature = "self",
+    .max_retries = 1,
+    .autoretry_for = conf_autoretry_value_error,
+    .retry_backoff_s = 1,
+};
+
 /* ---- The request -------------------------------------------------------------------- */
 
 /* def ids(self, i): return self.request.root_id, self.request.parent_id, i */

@@ -40,6 +40,7 @@ const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_conf_retry_once,
     &cc_task_conf_retry_once_priority,
     &cc_task_conf_auto_retry_class_task,
+    &cc_task_conf_auto_retry_class_task_qualified,
     &cc_task_conf_ids,
     &cc_task_conf_collect_ids,
     &cc_task_conf_return_priority,

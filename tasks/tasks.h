@@ -41,6 +41,7 @@ extern const struct cc_task_entry cc_task_conf_retry;
 extern const struct cc_task_entry cc_task_conf_retry_once;
 extern const struct cc_task_entry cc_task_conf_retry_once_priority;
 extern const struct cc_task_entry cc_task_conf_auto_retry_class_task;
+extern const struct cc_task_entry cc_task_conf_auto_retry_class_task_qualified;
 extern const struct cc_task_entry cc_task_conf_ids;
 extern const struct cc_task_entry cc_task_conf_collect_ids;
 extern const struct cc_task_entry cc_task_conf_return_priority;
