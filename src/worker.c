@@ -5,13 +5,17 @@
  * timers. Each iteration: take signals; drain child reports (ack late, publish retries);
  * reap dead children (WorkerLostError) and respawn them; drain every delivery rabbitmq-c
  * has buffered or can read now without blocking (cc_broker_next, which also sends our
- * heartbeats); move due ETA requests to the ready FIFO; hand ready requests to idle
- * children; then sleep in poll() no longer than half the heartbeat interval or until the
- * next ETA (never when rabbitmq-c still buffers frames).
+ * heartbeats), unless the ready FIFO already holds a request per child; move due ETA
+ * requests to the ready FIFO; hand ready requests to idle children; send the acks that are
+ * due; then sleep in poll() no longer than half the heartbeat interval, until the next ETA
+ * or until the oldest pending ack's deadline (never when rabbitmq-c still buffers frames
+ * the loop wants). Under load this makes one wake-up per child report, not per frame.
  *
  * Ack points (Celery's, §6.2): by default a message is acked when its job is handed to an
  * idle child ("execution starts"), never at receipt: prefetched messages in the FIFO and
- * ETA-held ones stay unacked, and go back to the queue when the channel closes. With
+ * ETA-held ones stay unacked, and go back to the queue when the channel closes. The ack
+ * frame may leave up to WORKER_ACK_MAX_DELAY_US later, coalesced with others (see
+ * worker_acks_due). With
  * acks_late (global or per task) the ack follows the child's report, which it sends only
  * after it stored the result. Bad input is rejected (requeue=false) by the consumer.
  *
@@ -72,9 +76,14 @@ struct worker {
 
     uint64_t n_done, n_failed;
 
-    uint64_t *acks; /* delivery tags acked this iteration, flushed by worker_flush_acks */
+    uint64_t *acks; /* delivery tags to ack, sent by worker_flush_acks */
     size_t n_acks, cap_acks;
+    int64_t acks_since_us; /* cc_mono_us() when acks[0] was queued */
+    size_t ack_batch;      /* send at once when this many acks are pending */
 };
+
+/* Longest an ack may wait to be coalesced with later ones (see worker_acks_due). */
+#define WORKER_ACK_MAX_DELAY_US 1000
 
 /* ---- Request bookkeeping ------------------------------------------------------------- */
 
@@ -165,13 +174,15 @@ static void worker_broker_fatal(struct worker *w, const struct cc_err *err)
     w->is_broker_lost = true;
 }
 
-/* Acks are collected during one loop iteration and sent by worker_flush_acks(), which
- * coalesces them into one basic.ack(multiple=true) when that is exact. */
+/* Acks are collected and sent by worker_flush_acks(), which coalesces them into one
+ * basic.ack(multiple=true) when that is exact; worker_acks_due() says when. */
 static void worker_ack(struct worker *w, struct cc_request *r)
 {
     if (r->is_acked)
         return;
     r->is_acked = true;
+    if (w->n_acks == 0)
+        w->acks_since_us = cc_mono_us();
     if (w->n_acks == w->cap_acks) {
         w->cap_acks = w->cap_acks ? w->cap_acks * 2 : 64;
         w->acks = cc_xrealloc(w->acks, w->cap_acks * sizeof(*w->acks));
@@ -233,6 +244,42 @@ static void worker_flush_acks(struct worker *w)
     w->n_acks = 0;
     if (rc != CC_OK)
         worker_broker_fatal(w, &err);
+}
+
+/* Whether the loop should read deliveries now. While the ready FIFO holds at least one
+ * request per child, every child that finishes can be refilled from it, so new deliveries
+ * are not needed yet: they wait in the socket (prefetched and unacked either way, exactly
+ * as they would in the FIFO) and are read in one batch when the FIFO runs low. This keeps
+ * the broker socket out of poll() under load, so the master wakes once per child report
+ * instead of also once per delivery frame. During a warm shutdown the broker is always
+ * serviced, as before. */
+static bool worker_wants_deliveries(const struct worker *w)
+{
+    return w->state != WORKER_RUNNING || w->n_ready < (size_t)w->pool.n;
+}
+
+/* Whether the pending acks must go out now rather than wait for the next iteration.
+ *
+ * Under load a child finishes a no-op task every few dozen microseconds and each report
+ * wakes the loop to hand over one job; sending each hand-off's ack on its own costs a
+ * send(2) here and a frame in RabbitMQ per task. So acks wait, briefly and boundedly, to be
+ * coalesced into one basic.ack(multiple=true): they go out as soon as
+ *   - WORKER_ACK_MAX_DELAY_US has passed since the oldest was queued (the poll timeout
+ *     honours this deadline, so a long-running task cannot hold its ack back);
+ *   - ack_batch of them are pending (unacked hand-offs count against the QoS prefetch, so
+ *     holding too many would stall deliveries);
+ *   - the loop wants deliveries (worker_wants_deliveries): acks are what give RabbitMQ the
+ *     prefetch credit to send them;
+ *   - no child is busy (nothing will wake the loop soon), or the worker is shutting down.
+ * The ack point itself is unchanged: an early ack is queued when the job is handed to a
+ * child, never at receipt; a late one after the child's report. The wait only bounds how
+ * much later than that point the frame leaves, as a socket buffer would. */
+static bool worker_acks_due(const struct worker *w, int64_t now_us)
+{
+    if (w->n_acks == 0)
+        return false;
+    return w->n_acks >= w->ack_batch || now_us - w->acks_since_us >= WORKER_ACK_MAX_DELAY_US ||
+           worker_wants_deliveries(w) || w->pool.n_busy == 0;
 }
 
 static void worker_reject(struct worker *w, struct cc_request *r, bool requeue)
@@ -583,14 +630,22 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (due_ms < ms)
             ms = due_ms < 0 ? 0 : due_ms;
     }
-    if (cc_broker_has_buffered(&w->broker))
+    if (w->n_acks > 0) {
+        int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
+        int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
+
+        if (ack_ms < ms)
+            ms = ack_ms;
+    }
+    if (worker_wants_deliveries(w) && cc_broker_has_buffered(&w->broker))
         ms = 0;
     return (int)ms;
 }
 
 /* Only the sources poll() reported (or that rabbitmq-c buffered) are serviced, so an idle
  * source costs no syscall; the broker is also serviced at least every second so heartbeats
- * go out (rabbitmq-c sends them from inside amqp_consume_message). */
+ * go out (rabbitmq-c sends them from inside amqp_consume_message), even while
+ * worker_wants_deliveries() keeps its socket out of poll(). */
 static void worker_loop(struct worker *w)
 {
     bool is_sig = true, is_rep = true, is_brk = true;
@@ -607,19 +662,22 @@ static void worker_loop(struct worker *w)
         if (w->state == WORKER_COLD)
             break;
         int64_t now_us = cc_mono_us();
-        if (is_brk || cc_broker_has_buffered(&w->broker) || now_us - last_brk_us > 1000000) {
+        bool wants = worker_wants_deliveries(w);
+        if ((wants && (is_brk || cc_broker_has_buffered(&w->broker))) ||
+            now_us - last_brk_us > 1000000) {
             last_brk_us = now_us;
             worker_drain_broker(w);
         }
         worker_dispatch(w);
-        worker_flush_acks(w);
+        if (worker_acks_due(w, cc_mono_us()))
+            worker_flush_acks(w);
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
         if (w->state == WORKER_COLD)
             break;
         pfd[n++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
         pfd[n++] = (struct pollfd){.fd = cc_pool_report_fd(&w->pool), .events = POLLIN};
-        if (cc_broker_fd(&w->broker) >= 0)
+        if (cc_broker_fd(&w->broker) >= 0 && worker_wants_deliveries(w))
             pfd[n++] = (struct pollfd){.fd = cc_broker_fd(&w->broker), .events = POLLIN};
         k = poll(pfd, (nfds_t)n, worker_poll_timeout_ms(w));
         if (k < 0 && errno != EINTR) {
@@ -687,6 +745,8 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_warn("--pool threads is not implemented yet; using prefork"); /* TODO(#3) */
     w.base_prefetch =
         cfg->prefetch_multiplier > 0 ? (unsigned)(conc * cfg->prefetch_multiplier) : 0;
+    /* Half the prefetch window may wait as pending acks; without QoS there is no window. */
+    w.ack_batch = w.base_prefetch == 0 ? 16 : w.base_prefetch >= 2 ? w.base_prefetch / 2 : 1;
 
     rc = cc_broker_connect(&w.broker, cfg->broker_url, cfg->heartbeat_s, cfg->connect_timeout_s,
                            &err);
