@@ -12,7 +12,7 @@ PKGS=(
     librabbitmq-dev libhiredis-dev libjansson-dev libcmocka-dev zlib1g-dev
     rabbitmq-server redis-server redis-tools
     python3 python3-celery python3-kombu python3-redis python3-pytest
-    clang clang-format procps
+    clang clang-format procps openssl
 )
 # Postgres comes later (job store, database backend): add postgresql libpq-dev here.
 

@@ -13,9 +13,17 @@
 # DIR defaults to a fresh mktemp dir (removed on stop unless CELERYC_TEST_KEEP=1). DIR/env is
 # a sourceable file: CELERYC_TEST_AMQP_URL, CELERYC_TEST_REDIS_URL, ports and pids.
 #
+# RabbitMQ also gets a TLS listener (when the openssl CLI is there): a throwaway CA and a
+# server certificate for DNS:localhost + IP:127.0.0.1 are made in DIR/tls at start, and the
+# env file adds CELERYC_TEST_AMQPS_URL (amqps://...@localhost:PORT//: rabbitmq-c checks DNS
+# names only), CELERYC_TEST_CA_FILE and a client certificate, CELERYC_TEST_CLIENT_CERT /
+# CELERYC_TEST_CLIENT_KEY. The broker requires a client certificate signed by that CA on the
+# TLS port (verify_peer, fail_if_no_peer_cert). The plain listener is unchanged.
+#
 # Environment:
 #   CELERYC_TEST_TIMEOUT_MULT  multiply every deadline (sanitizer/slow machines), default 1
 #   CELERYC_TEST_KEEP=1        keep DIR and print the service logs on failure
+#   CELERYC_TEST_TLS=0         no TLS listener (default: on if openssl is installed)
 #
 # Adding a service (Postgres later): list it in ALL_SERVICES and write svc_<name>_start
 # (sets and records its env vars with env_put, starts it, waits with a deadline) and
@@ -137,13 +145,64 @@ c.close()
 EOF
 }
 
+# tls_make_certs DIR: a throwaway CA (ca.pem), a server certificate for DNS:localhost and
+# IP:127.0.0.1 (server.pem/.key) and a client certificate (client.pem/.key), RSA 2048, valid
+# for 2 days, keys unencrypted. Nothing outside DIR is read or written.
+tls_make_certs()
+{
+    local d="$1" who
+    mkdir -p "$d"
+    (
+        cd "$d"
+        umask 077
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=celeryc test CA $$" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.pem
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+            >server.ext
+        printf '%s\n' "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth" \
+            >client.ext
+        for who in server client; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=celeryc-test-$who" \
+                -keyout "$who.key" -out "$who.csr"
+            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key \
+                -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$who.ext" -out "$who.pem"
+        done
+        chmod 644 ca.pem server.pem client.pem
+    ) >"$d/openssl.log" 2>&1 || {
+        cat "$d/openssl.log" >&2
+        return 1
+    }
+}
+
+tls_enabled() { [ "${CELERYC_TEST_TLS:-1}" != 0 ] && command -v openssl >/dev/null 2>&1; }
+
+# A full TLS handshake on the amqps port with the test CA and the client certificate,
+# checking the server certificate for "localhost" (what the worker does).
+amqps_ready()
+{
+    "$PY" - "$1" "$2" <<'EOF'
+import socket, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=d + "/ca.pem")
+ctx.load_cert_chain(d + "/client.pem", d + "/client.key")
+with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+    with ctx.wrap_socket(s, server_hostname="localhost") as t:
+        t.sendall(b"AMQP\x00\x00\x09\x01")
+        assert t.recv(1)  # connection.start
+EOF
+}
+
 svc_rabbitmq_start()
 {
-    local ports amqp_port dist_port epmd_port node rdir
-    ports=$(free_ports 3)
-    read -r amqp_port dist_port epmd_port <<<"$ports"
+    local ports amqp_port dist_port epmd_port tls_port node rdir tdir
+    ports=$(free_ports 4)
+    read -r amqp_port dist_port epmd_port tls_port <<<"$ports"
     node="ccit$$x$RANDOM@localhost"
     rdir="$DIR/rabbitmq"
+    tdir="$DIR/tls"
     mkdir -p "$rdir/mnesia" "$rdir/log" "$rdir/schema" "$rdir/generated" "$rdir/home"
 
     cat >"$rdir/rabbitmq.conf" <<EOF
@@ -154,6 +213,20 @@ log.console = false
 disk_free_limit.absolute = 10MB
 vm_memory_high_watermark.relative = 0.6
 EOF
+    if tls_enabled; then
+        tls_make_certs "$tdir" || return 1
+        cat >>"$rdir/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $tdir/ca.pem
+ssl_options.certfile = $tdir/server.pem
+ssl_options.keyfile = $tdir/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+EOF
+    else
+        tls_port=""
+        log "no TLS listener (CELERYC_TEST_TLS=0 or no openssl)"
+    fi
     echo '[].' >"$rdir/enabled_plugins"
     : >"$rdir/rabbitmq-env.conf"
     echo '[].' >"$rdir/advanced.config"
@@ -191,6 +264,15 @@ EOF
     env_put CELERYC_TEST_DIST_PORT "$dist_port"
     env_put CELERYC_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:$amqp_port//"
     wait_until "$(scaled 90)" "RabbitMQ on 127.0.0.1:$amqp_port" amqp_ready "$amqp_port"
+    if [ -n "$tls_port" ]; then
+        env_put CELERYC_TEST_AMQPS_PORT "$tls_port"
+        env_put CELERYC_TEST_AMQPS_URL "amqps://guest:guest@localhost:$tls_port//"
+        env_put CELERYC_TEST_CA_FILE "$tdir/ca.pem"
+        env_put CELERYC_TEST_CLIENT_CERT "$tdir/client.pem"
+        env_put CELERYC_TEST_CLIENT_KEY "$tdir/client.key"
+        wait_until "$(scaled 30)" "RabbitMQ TLS on 127.0.0.1:$tls_port" \
+            amqps_ready "$tls_port" "$tdir"
+    fi
 }
 
 svc_rabbitmq_stop()

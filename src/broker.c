@@ -128,21 +128,43 @@ static int broker_status(struct cc_broker *b, int status, const char *what, stru
 
 /* ---- Connection ---------------------------------------------------------------------- */
 
-static int broker_tls_setup(amqp_socket_t *sock, struct cc_err *err)
+/* Celery's broker_use_ssl on the rabbitmq-c socket. rabbitmq-c 0.11 checks the host name
+ * against the certificate's DNS names only (an IP SAN never matches), so the URL must name
+ * the broker as its certificate does ("localhost", not "127.0.0.1"). */
+static int broker_tls_setup(amqp_socket_t *sock, const struct cc_broker_tls *tls,
+                            struct cc_err *err)
 {
-    const char *ca = getenv("SSL_CERT_FILE");
+    const char *ca = tls != NULL ? tls->ca_file : NULL;
+    bool is_verify = tls == NULL || tls->is_verify;
+    int st;
 
     if (ca == NULL || ca[0] == '\0')
+        ca = getenv("SSL_CERT_FILE");
+    if (ca == NULL || ca[0] == '\0')
         ca = "/etc/ssl/certs/ca-certificates.crt";
-    amqp_ssl_socket_set_verify_peer(sock, 1);
-    amqp_ssl_socket_set_verify_hostname(sock, 1);
-    if (access(ca, R_OK) == 0 && amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK)
-        return cc_err_set(err, CC_EBROKER, "amqps: cannot load CA file %s", ca);
+    amqp_ssl_socket_set_verify_peer(sock, is_verify);
+    amqp_ssl_socket_set_verify_hostname(sock, is_verify);
+    if (!is_verify)
+        cc_warn("amqps: broker_ssl_verify is none: the broker's certificate is not checked "
+                "(traffic is encrypted, but anyone on the path can pose as the broker)");
+    if (access(ca, R_OK) == 0 && (st = amqp_ssl_socket_set_cacert(sock, ca)) != AMQP_STATUS_OK)
+        return cc_err_set(err, CC_EBROKER, "amqps: cannot load CA file %s: %s", ca,
+                          amqp_error_string2(st));
+    if (tls != NULL && tls->cert_file != NULL) {
+        /* No key file: the key is in the certificate file (Python's load_cert_chain). */
+        const char *key = tls->key_file != NULL ? tls->key_file : tls->cert_file;
+
+        st = amqp_ssl_socket_set_key(sock, tls->cert_file, key);
+        if (st != AMQP_STATUS_OK)
+            return cc_err_set(err, CC_EBROKER,
+                              "amqps: cannot load client certificate %s / key %s: %s",
+                              tls->cert_file, key, amqp_error_string2(st));
+    }
     return CC_OK;
 }
 
 int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, double timeout_s,
-                      struct cc_err *err)
+                      const struct cc_broker_tls *tls, struct cc_err *err)
 {
     struct cc_amqp_url u;
     struct timeval tv;
@@ -165,7 +187,7 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
         rc = cc_err_set(err, CC_EBROKER, "cannot create the %s socket", u.tls ? "TLS" : "TCP");
         goto out;
     }
-    if (u.tls && (rc = broker_tls_setup(b->sock, err)) != CC_OK)
+    if (u.tls && (rc = broker_tls_setup(b->sock, tls, err)) != CC_OK)
         goto out;
     if (timeout_s <= 0)
         timeout_s = 4;
@@ -173,8 +195,14 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
     tv.tv_usec = (suseconds_t)((timeout_s - (double)tv.tv_sec) * 1e6);
     st = amqp_socket_open_noblock(b->sock, u.host, u.port, &tv);
     if (st != AMQP_STATUS_OK) {
-        rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port,
-                        amqp_error_string2(st));
+        const char *hint = "";
+
+        if (st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+            hint = " (does broker_ssl_ca_certs hold the CA that signed the broker's cert?)";
+        else if (st == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+            hint = " (use a DNS name of the certificate as the URL host; IPs never match)";
+        rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s%s", u.host, u.port,
+                        amqp_error_string2(st), hint);
         goto out;
     }
     b->is_conn_open = true;

@@ -41,12 +41,21 @@ struct cc_broker {
     char last_reply[512]; /* full server text of the last channel/connection close */
 };
 
+/* TLS settings for amqps:// (Celery's broker_use_ssl), all borrowed for the call. */
+struct cc_broker_tls {
+    const char *ca_file;   /* PEM CA certificates; NULL = $SSL_CERT_FILE or the system bundle */
+    const char *cert_file; /* client certificate (PEM); NULL = none */
+    const char *key_file;  /* its private key; NULL = read it from cert_file */
+    bool is_verify;        /* check the chain and the host name (false: warn, encrypt only) */
+};
+
 /* Connect to `url` (amqp://, amqps://, pyamqp://), log in, open channel 1. heartbeat_s and
- * timeout_s as configured (broker_heartbeat, broker_connection_timeout). `b` is caller's
- * storage, zeroed here. Returns CC_OK, CC_EURL, CC_EBROKER, CC_EACCESS. On failure call
+ * timeout_s as configured (broker_heartbeat, broker_connection_timeout); `tls` is used for
+ * amqps:// only (NULL = defaults: system CAs, verification on). `b` is caller's storage,
+ * zeroed here. Returns CC_OK, CC_EURL, CC_EBROKER, CC_EACCESS. On failure call
  * cc_broker_close() anyway. */
 int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, double timeout_s,
-                      struct cc_err *err) CC_MUST_USE;
+                      const struct cc_broker_tls *tls, struct cc_err *err) CC_MUST_USE;
 
 /* exchange.declare(name, type, durable, auto_delete=false). */
 int cc_broker_declare_exchange(struct cc_broker *b, const char *name, const char *type,

@@ -22,7 +22,11 @@
  *
  * Invariants: after cc_cfg_load(), whatever it returned, `cfg` may be passed to
  * cc_cfg_deinit() (also twice). On CC_OK: broker_url parsed as AMQP, result_backend is "none"
- * or a URL of a supported scheme, queues non-empty, concurrency >= 1, hostname expanded.
+ * or a URL of a supported scheme, queues non-empty, concurrency >= 1, hostname expanded,
+ * every TLS file set explicitly is a readable regular file, and broker_ssl_ca_certs is
+ * resolved (the option, else $SSL_CERT_FILE, else the system bundle; the last two are only
+ * checked when the broker is amqps:// with verification on, so a stray SSL_CERT_FILE never
+ * stops a plain-AMQP worker).
  *
  * Reference: celery/bin/worker.py (flags, help texts), celery/app/defaults.py (defaults),
  * celery/utils/nodenames.py and celery-wire.md §6.1 (nodenames).
@@ -35,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -55,6 +61,7 @@ enum cfg_type {
     CFG_BOOL,     /* bool */
     CFG_LOGLEVEL, /* int, cc_log_level_parse */
     CFG_CHOICE,   /* int/enum, one of choices[] */
+    CFG_FILE,     /* char *, a readable regular file; "" = unset (NULL after loading) */
 };
 
 struct cfg_choice {
@@ -88,6 +95,12 @@ static const struct cfg_choice cfg_pool_choices[] = {
 static const struct cfg_choice cfg_log_format_choices[] = {
     {"human", CC_LOG_HUMAN},
     {"json", CC_LOG_JSON},
+    {NULL, 0},
+};
+
+static const struct cfg_choice cfg_ssl_verify_choices[] = {
+    {"required", CC_SSL_VERIFY_REQUIRED},
+    {"none", CC_SSL_VERIFY_NONE},
     {NULL, 0},
 };
 
@@ -164,6 +177,22 @@ static const struct cfg_opt cfg_options[] = {
     {"broker_connection_timeout", CFG_DOUBLE, CFG_OFF(connect_timeout_s), "4", NULL, 0,
      "--broker-connection-timeout", "SECONDS", 0.001, 3600, NULL, CFG_W, true,
      "Seconds to wait for the broker connection to be established."},
+    /* Celery's broker_use_ssl = {'ca_certs', 'certfile', 'keyfile', 'cert_reqs'}. */
+    {"broker_ssl_ca_certs", CFG_FILE, CFG_OFF(broker_ssl_ca_certs), "", NULL, 0,
+     "--broker-ssl-ca", "FILE", 0, 0, NULL, CFG_W, true,
+     "CA certificates (PEM) that sign the broker's certificate, for amqps://. Default: "
+     "$SSL_CERT_FILE, else the system bundle " CC_CFG_SYSTEM_CA_FILE "."},
+    {"broker_ssl_certfile", CFG_FILE, CFG_OFF(broker_ssl_certfile), "", NULL, 0,
+     "--broker-ssl-cert", "FILE", 0, 0, NULL, CFG_W, true,
+     "Client certificate (PEM, may include the chain) presented to the broker over amqps://."},
+    {"broker_ssl_keyfile", CFG_FILE, CFG_OFF(broker_ssl_keyfile), "", NULL, 0,
+     "--broker-ssl-key", "FILE", 0, 0, NULL, CFG_W, true,
+     "Private key (PEM, unencrypted) of the client certificate; default: read it from "
+     "broker_ssl_certfile."},
+    {"broker_ssl_verify", CFG_CHOICE, CFG_OFF(broker_ssl_verify), "required", NULL, 0,
+     "--broker-ssl-verify", "MODE", 0, 0, cfg_ssl_verify_choices, CFG_W, true,
+     "amqps:// certificate checks: required (chain and host name, Celery's CERT_REQUIRED) or "
+     "none (encrypted but not authenticated; the worker warns at start)."},
 };
 /* clang-format on */
 
@@ -314,6 +343,27 @@ static int cfg_check_backend(const char *v, char *prob, size_t probsz)
     return CC_OK;
 }
 
+/* A TLS file must be there when the option is read, not at the first connection attempt:
+ * a readable regular file. open(2) rather than access(2) so the check is what OpenSSL will
+ * meet (effective ids, ACLs). */
+static int cfg_check_file(const char *path, char *prob, size_t probsz)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int rc = CC_OK;
+
+    if (fd < 0) {
+        snprintf(prob, probsz, "cannot read '%.100s': %s", path, strerror(errno));
+        return CC_ECONFIG;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(prob, probsz, "'%.100s' is not a regular file", path);
+        rc = CC_ECONFIG;
+    }
+    close(fd);
+    return rc;
+}
+
 /* Parse a number: the whole string, finite, within [o->min, o->max]. SIZE takes a K/M/G
  * suffix (powers of 1024). */
 static int cfg_parse_number(const struct cfg_opt *o, const char *v, double *out, char *prob,
@@ -415,6 +465,11 @@ static int cfg_set(struct cc_config *cfg, const struct cfg_opt *o, const char *v
         return CC_OK;
     case CFG_QUEUES:
         return cfg_set_queues(cfg, v, prob, probsz);
+    case CFG_FILE:
+        if (*v != '\0' && cfg_check_file(v, prob, probsz) != CC_OK)
+            return CC_ECONFIG;
+        cfg_store_str(cfg, o, v);
+        return CC_OK;
     case CFG_INT:
     case CFG_INT64:
     case CFG_SIZE:
@@ -750,15 +805,58 @@ static int cfg_defaults(struct cc_config *cfg, enum cc_cfg_cmd cmd, struct cc_er
     return CC_OK;
 }
 
+/* "" (the default, or an explicit empty value) means "not set": NULL from here on. */
+static void cfg_unset_empty(char **slot)
+{
+    if (*slot != NULL && (*slot)[0] == '\0') {
+        free(*slot);
+        *slot = NULL;
+    }
+}
+
+/* TLS options once every source is read: the CA file falls back to $SSL_CERT_FILE and then
+ * the system bundle, as Python's ssl.create_default_context() does. Those implicit files
+ * are checked only when they will be used (amqps:// with verification on); the error names
+ * where the path came from. A key without a certificate is refused; a certificate without
+ * a key means the key is in the certificate file (Python's load_cert_chain(certfile)). */
+static int cfg_finish_tls(struct cc_config *cfg, char **env, struct cc_err *err)
+{
+    struct cc_amqp_url au;
+    struct cc_err uerr = {0};
+    const char *from = NULL;
+    char prob[160];
+    bool is_tls = false;
+
+    cfg_unset_empty(&cfg->broker_ssl_certfile);
+    cfg_unset_empty(&cfg->broker_ssl_keyfile);
+    if (cfg->broker_ssl_keyfile != NULL && cfg->broker_ssl_certfile == NULL)
+        return cc_err_set(err, CC_ECONFIG,
+                          "broker_ssl_keyfile: set without broker_ssl_certfile (the client "
+                          "certificate it belongs to)");
+    if (cfg->broker_url != NULL && cc_url_parse_amqp(cfg->broker_url, &au, &uerr) == CC_OK) {
+        is_tls = au.tls;
+        cc_url_amqp_deinit(&au);
+    }
+    if (cfg->broker_ssl_ca_certs == NULL || cfg->broker_ssl_ca_certs[0] == '\0') {
+        const char *v = cfg_getenv(env, "SSL_CERT_FILE");
+
+        from = v != NULL ? "environment SSL_CERT_FILE" : "default";
+        free(cfg->broker_ssl_ca_certs);
+        cfg->broker_ssl_ca_certs = cc_xstrdup(v != NULL ? v : CC_CFG_SYSTEM_CA_FILE);
+    }
+    if (from != NULL && is_tls && cfg->broker_ssl_verify == CC_SSL_VERIFY_REQUIRED &&
+        cfg_check_file(cfg->broker_ssl_ca_certs, prob, sizeof(prob)) != CC_OK)
+        return cc_err_set(err, CC_ECONFIG, "%s: broker_ssl_ca_certs: %s (set --broker-ssl-ca)",
+                          from, prob);
+    return CC_OK;
+}
+
 /* Values that depend on others or on the machine, resolved once every source is read. */
-static void cfg_finish(struct cc_config *cfg)
+static int cfg_finish(struct cc_config *cfg, char **env, struct cc_err *err)
 {
     char host[256];
 
-    if (cfg->config_file != NULL && cfg->config_file[0] == '\0') {
-        free(cfg->config_file);
-        cfg->config_file = NULL;
-    }
+    cfg_unset_empty(&cfg->config_file);
     if (cfg->concurrency == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -780,6 +878,7 @@ static void cfg_finish(struct cc_config *cfg)
         free(cfg->hostname);
         cfg->hostname = expanded;
     }
+    return cfg_finish_tls(cfg, env, err);
 }
 
 int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv, char **env,
@@ -825,7 +924,7 @@ int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **arg
         if (rc != CC_OK)
             goto out;
     }
-    cfg_finish(cfg);
+    rc = cfg_finish(cfg, env, err);
 out:
     free(args);
     return rc;
@@ -842,7 +941,8 @@ void cc_cfg_deinit(struct cc_config *cfg)
         case CFG_STR:
         case CFG_BROKER:
         case CFG_BACKEND:
-        case CFG_HOSTNAME: {
+        case CFG_HOSTNAME:
+        case CFG_FILE: {
             char **slot = cfg_field(cfg, o);
 
             free(*slot);
@@ -919,6 +1019,10 @@ void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd)
             dflt = "number of CPUs";
         else if (o->off == CFG_OFF(queues))
             dflt = "task_default_queue";
+        else if (o->off == CFG_OFF(broker_ssl_ca_certs))
+            dflt = "$SSL_CERT_FILE, else " CC_CFG_SYSTEM_CA_FILE;
+        else if (o->off == CFG_OFF(broker_ssl_keyfile))
+            dflt = "broker_ssl_certfile";
         else if (o->dflt[0] == '\0')
             dflt = "none";
         else

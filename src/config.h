@@ -25,6 +25,15 @@ enum cc_pool_kind {
     CC_POOL_SOLO = 2,
 };
 
+/* broker_ssl_verify: Celery's broker_use_ssl['cert_reqs'] (ssl.CERT_REQUIRED / CERT_NONE). */
+enum cc_ssl_verify {
+    CC_SSL_VERIFY_REQUIRED = 0, /* the broker's certificate chain and its host name */
+    CC_SSL_VERIFY_NONE = 1,     /* encrypted but not authenticated: the worker warns */
+};
+
+/* The system CA bundle, used when neither broker_ssl_ca_certs nor SSL_CERT_FILE is set. */
+#define CC_CFG_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
 /* All worker options, resolved. Strings are owned (free with cc_cfg_deinit). */
 struct cc_config {
     char *config_file; /* --config FILE (also CELERYC_CONFIG) */
@@ -53,6 +62,14 @@ struct cc_config {
     size_t max_message_bytes; /* worker_max_message_bytes; default 16 MiB */
     double heartbeat_s;       /* broker_heartbeat; default 120 (AMQP heartbeat) */
     double connect_timeout_s; /* broker_connection_timeout; default 4 */
+
+    /* TLS for amqps:// (Celery's broker_use_ssl keys); ignored for amqp://. Paths are
+     * readable regular files when set (checked at load). */
+    char *broker_ssl_ca_certs; /* --broker-ssl-ca; never NULL after load: the option, else
+                                  $SSL_CERT_FILE, else CC_CFG_SYSTEM_CA_FILE */
+    char *broker_ssl_certfile; /* --broker-ssl-cert; NULL = no client certificate */
+    char *broker_ssl_keyfile;  /* --broker-ssl-key; NULL = key is in broker_ssl_certfile */
+    enum cc_ssl_verify broker_ssl_verify; /* --broker-ssl-verify required|none */
 };
 
 /* Which command the options are for: the table marks options per command. */

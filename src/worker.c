@@ -748,8 +748,14 @@ int cc_worker_main(const struct cc_config *cfg)
     /* Half the prefetch window may wait as pending acks; without QoS there is no window. */
     w.ack_batch = w.base_prefetch == 0 ? 16 : w.base_prefetch >= 2 ? w.base_prefetch / 2 : 1;
 
+    struct cc_broker_tls tls = {
+        .ca_file = cfg->broker_ssl_ca_certs,
+        .cert_file = cfg->broker_ssl_certfile,
+        .key_file = cfg->broker_ssl_keyfile,
+        .is_verify = cfg->broker_ssl_verify != CC_SSL_VERIFY_NONE,
+    };
     rc = cc_broker_connect(&w.broker, cfg->broker_url, cfg->heartbeat_s, cfg->connect_timeout_s,
-                           &err);
+                           &tls, &err);
     if (rc != CC_OK) {
         char *u = cc_url_redact(cfg->broker_url ? cfg->broker_url : "");
 

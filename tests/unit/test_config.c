@@ -72,6 +72,10 @@ static void test_config_defaults(void **state)
     assert_int_equal(cfg.max_message_bytes, 16 * 1024 * 1024);
     assert_true(cfg.heartbeat_s == 120.0);
     assert_true(cfg.connect_timeout_s == 4.0);
+    assert_string_equal(cfg.broker_ssl_ca_certs, CC_CFG_SYSTEM_CA_FILE);
+    assert_null(cfg.broker_ssl_certfile);
+    assert_null(cfg.broker_ssl_keyfile);
+    assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_REQUIRED);
     cc_cfg_deinit(&cfg);
     cc_cfg_deinit(&cfg); /* idempotent */
 }
@@ -313,6 +317,27 @@ static const struct bad_case bad_cases[] = {
      NULL,
      CC_ECONFIG,
      {"command line -c", "worker_concurrency", "not an integer: 'abc'"}},
+    {{"--broker-ssl-ca", "/nonexistent/ca.pem"},
+     NULL,
+     CC_ECONFIG,
+     {"command line --broker-ssl-ca", "broker_ssl_ca_certs",
+      "cannot read '/nonexistent/ca.pem': No such file or directory"}},
+    {{"--broker-ssl-cert=/"},
+     NULL,
+     CC_ECONFIG,
+     {"command line --broker-ssl-cert", "broker_ssl_certfile", "'/' is not a regular file"}},
+    {{NULL},
+     "CELERYC_BROKER_SSL_KEYFILE=/nonexistent/k.pem",
+     CC_ECONFIG,
+     {"environment CELERYC_BROKER_SSL_KEYFILE", "broker_ssl_keyfile", "cannot read"}},
+    {{"--broker-ssl-key", DATA "full.conf"},
+     NULL,
+     CC_ECONFIG,
+     {"broker_ssl_keyfile", "without broker_ssl_certfile", NULL}},
+    {{"--broker-ssl-verify", "optional"},
+     NULL,
+     CC_ECONFIG,
+     {"broker_ssl_verify", "'optional' is not one of required, none", NULL}},
     {{"--concurrency=-1"}, NULL, CC_ECONFIG, {"--concurrency", "worker_concurrency", "range"}},
     {{"--concurrency="}, NULL, CC_ECONFIG, {"worker_concurrency", "not an integer", NULL}},
     {{"-c", "2.5"}, NULL, CC_ECONFIG, {"worker_concurrency", "2.5", NULL}},
@@ -490,6 +515,130 @@ static void test_config_table(void **state)
     free(text);
 }
 
+/* A scratch file to stand in for a PEM file (the config only checks it is readable). */
+static void scratch_file(char *tmpl)
+{
+    int fd = mkstemp(tmpl);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x\n", 2), 2);
+    close(fd);
+}
+
+/* Celery's broker_use_ssl keys from every source; "" unsets; the CA falls back to
+ * $SSL_CERT_FILE, and an explicit option or CELERYC_ variable wins over it. */
+static void test_config_ssl_options(void **state)
+{
+    char ca[] = "/tmp/cc_cfg_ca_XXXXXX", crt[] = "/tmp/cc_cfg_crt_XXXXXX";
+    char key[] = "/tmp/cc_cfg_key_XXXXXX", conf[] = "/tmp/cc_cfg_ssl_XXXXXX";
+    char env_ssl[64], env_ca[80];
+    struct cc_config cfg;
+    struct cc_err err = {0};
+    FILE *f;
+
+    (void)state;
+    scratch_file(ca);
+    scratch_file(crt);
+    scratch_file(key);
+    scratch_file(conf);
+    snprintf(env_ssl, sizeof(env_ssl), "SSL_CERT_FILE=%s", ca);
+    snprintf(env_ca, sizeof(env_ca), "CELERYC_BROKER_SSL_CA_CERTS=%s", crt);
+
+    {
+        const char *args[] = {"--broker-ssl-ca",
+                              ca,
+                              "--broker-ssl-cert",
+                              crt,
+                              "--broker-ssl-key",
+                              key,
+                              "--broker-ssl-verify",
+                              "none",
+                              NULL};
+
+        if (load(&cfg, NULL, &err, args) != CC_OK)
+            fail_msg("%s", err.msg);
+        assert_string_equal(cfg.broker_ssl_ca_certs, ca);
+        assert_string_equal(cfg.broker_ssl_certfile, crt);
+        assert_string_equal(cfg.broker_ssl_keyfile, key);
+        assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_NONE);
+        cc_cfg_deinit(&cfg);
+    }
+    {
+        char *env[] = {env_ssl, NULL};
+
+        assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
+        assert_string_equal(cfg.broker_ssl_ca_certs, ca);
+        cc_cfg_deinit(&cfg);
+    }
+    {
+        char *env[] = {env_ssl, env_ca, NULL};
+
+        assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
+        assert_string_equal(cfg.broker_ssl_ca_certs, crt);
+        cc_cfg_deinit(&cfg);
+    }
+    {
+        /* The file's values, then the command line unsets the key ("" = key in the cert). */
+        const char *args[] = {"--config", conf, "--broker-ssl-key=", NULL};
+
+        f = fopen(conf, "w");
+        assert_non_null(f);
+        fprintf(f,
+                "broker_url = amqps://u:p@localhost//\nbroker_ssl_ca_certs = %s\n"
+                "broker_ssl_certfile = \"%s\"\nbroker_ssl_keyfile = %s\n"
+                "broker_ssl_verify = REQUIRED\n",
+                ca, crt, key);
+        fclose(f);
+        if (load(&cfg, NULL, &err, args) != CC_OK)
+            fail_msg("%s", err.msg);
+        assert_string_equal(cfg.broker_ssl_ca_certs, ca);
+        assert_string_equal(cfg.broker_ssl_certfile, crt);
+        assert_null(cfg.broker_ssl_keyfile);
+        assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_REQUIRED);
+        cc_cfg_deinit(&cfg);
+    }
+    unlink(ca);
+    unlink(crt);
+    unlink(key);
+    unlink(conf);
+}
+
+/* An implicit CA file ($SSL_CERT_FILE, the system bundle) is checked only when it will be
+ * used: amqps:// with verification on. The error says where the path came from. */
+static void test_config_ssl_implicit_ca(void **state)
+{
+    static char bad_env[] = "SSL_CERT_FILE=/nonexistent/bundle.pem";
+    static char amqps[] = "CELERY_BROKER_URL=amqps://u:p@localhost//";
+    static const char *const verify_none[] = {"--broker-ssl-verify", "none", NULL};
+    struct cc_config cfg;
+    struct cc_err err = {0};
+
+    (void)state;
+    {
+        char *env[] = {bad_env, NULL}; /* plain amqp:// never opens it */
+
+        assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
+        assert_string_equal(cfg.broker_ssl_ca_certs, "/nonexistent/bundle.pem");
+        cc_cfg_deinit(&cfg);
+    }
+    {
+        char *env[] = {bad_env, amqps, NULL};
+
+        assert_int_equal(load(&cfg, env, &err, NULL), CC_ECONFIG);
+        assert_non_null(strstr(err.msg, "environment SSL_CERT_FILE: broker_ssl_ca_certs: "
+                                        "cannot read '/nonexistent/bundle.pem'"));
+        assert_non_null(strstr(err.msg, "--broker-ssl-ca"));
+        cc_cfg_deinit(&cfg);
+    }
+    {
+        char *env[] = {bad_env, amqps, NULL};
+
+        assert_int_equal(load(&cfg, env, &err, verify_none), CC_OK);
+        assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_NONE);
+        cc_cfg_deinit(&cfg);
+    }
+}
+
 static void test_config_expand_hostname(void **state)
 {
     static const struct {
@@ -600,6 +749,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_bad_values, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_config_help, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_config_table, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_config_ssl_options, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_config_ssl_implicit_ca, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_config_expand_hostname, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_config_example_conf, NULL, NULL),
     };
