@@ -2,7 +2,7 @@
 """celeryc vs Python Celery, one run (driven by bench/run.sh; needs CELERYC_TEST_* env).
 
 Phases, each on a fresh queue and an empty Redis db:
-  ceiling     bench_ceiling drains N pre-filled messages: consume + ack only, QoS 8 global
+  ceiling     bench_ceiling drains N pre-filled messages: consume + batched multiple-acks only, QoS 8 global
   throughput  N demo.noop pre-filled with bench_publish, then the worker starts; the clock
               runs from the first result in Redis to the N-th (DBSIZE), so start-up and the
               publish phase are not measured. CPU = utime+stime of the worker and all its
