@@ -6,15 +6,22 @@
  * here once, for the master (NotRegistered, expired, WorkerLostError) and the pool
  * children (STARTED, SUCCESS, FAILURE, RETRY) alike.
  *
+ * Retries live here, not in the implementations: a store that fails on the connection is
+ * retried the way Celery's RedisBackend.ensure() does (retry_policy, see backend.h) in a pool
+ * child, and once at once in the master.
+ *
  * Invariants: the none backend never encodes anything (hot path stays allocation-free);
  * date_done is naive UTC (5.2 style) for READY states and null otherwise.
  *
  * Reference: celery-wire.md §3.1 (states), §3.2 (redis meta), §3.3 (exceptions).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
+#include "log.h"
 #include "util.h"
 
 int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out, struct cc_err *err)
@@ -47,6 +54,53 @@ void cc_backend_free(struct cc_backend *b)
         b->ops->destroy(b);
 }
 
+void cc_backend_set_patient(struct cc_backend *b, bool is_patient)
+{
+    if (b != NULL)
+        b->is_patient = is_patient;
+}
+
+static void backend_sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* One store with retries. Retry n (0-based) waits min(interval_start + n * interval_step,
+ * interval_max) = 0 s, 1 s, 1 s, ... as kombu's retry_over_time does with Celery's policy;
+ * each attempt reconnects (the implementation drops a connection that failed). */
+static int backend_store_retrying(struct cc_backend *b, const char *task_id, const char *meta,
+                                  size_t len, struct cc_err *err)
+{
+    int max_retries = b->is_patient ? CC_BACKEND_RETRY_MAX : 1;
+    int64_t deadline_us = cc_mono_us() + (int64_t)CC_BACKEND_RETRY_BUDGET_MS * 1000;
+    int rc = b->ops->store(b, task_id, meta, len, err);
+
+    for (int n = 0; rc == CC_EBACKEND && n < max_retries; n++) {
+        int64_t wait_ms = n == 0 ? 0 : 1000;
+
+        if (!b->is_failing) {
+            if (b->is_patient)
+                cc_warn("result backend: %s; retrying for up to %d s", err ? err->msg : "error",
+                        CC_BACKEND_RETRY_BUDGET_MS / 1000);
+            else
+                cc_warn("result backend: %s; retrying once", err ? err->msg : "error");
+            b->is_failing = true;
+        }
+        if (b->is_patient && cc_mono_us() + wait_ms * 1000 > deadline_us)
+            break;
+        backend_sleep_ms(wait_ms);
+        rc = b->ops->store(b, task_id, meta, len, err);
+    }
+    if (rc == CC_OK && b->is_failing) {
+        cc_warn("result backend: stores succeed again");
+        b->is_failing = false;
+    }
+    return rc;
+}
+
 int cc_backend_store(struct cc_backend *b, const struct cc_result *r, struct cc_err *err)
 {
     char *meta = NULL;
@@ -57,7 +111,7 @@ int cc_backend_store(struct cc_backend *b, const struct cc_result *r, struct cc_
         return CC_OK;
     rc = cc_result_encode(r, &meta, &len, err);
     if (rc == CC_OK)
-        rc = b->ops->store(b, r->task_id, meta, len, err);
+        rc = backend_store_retrying(b, r->task_id, meta, len, err);
     free(meta);
     return rc;
 }

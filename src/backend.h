@@ -23,7 +23,8 @@ struct cc_backend;
 struct cc_backend_ops {
     const char *name; /* "redis", "none" */
     /* Store the encoded meta `meta` (len bytes) for `task_id`, expiring after expires_s
-     * (0 = never). Returns CC_OK or CC_EBACKEND (detail in err). */
+     * (0 = never). One attempt (reconnecting first if there is no connection); retries are
+     * cc_backend_store's. Returns CC_OK or CC_EBACKEND (detail in err). */
     int (*store)(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
                  struct cc_err *err);
     /* Drop (without any I/O on it) a connection inherited through fork(). */
@@ -31,10 +32,20 @@ struct cc_backend_ops {
     void (*destroy)(struct cc_backend *b);
 };
 
+/* Celery's RedisBackend writes a result through ensure() with its retry_policy
+ * {max_retries: 20, interval_start: 0, interval_step: 1, interval_max: 1}: a failed write is
+ * retried at once, then once a second, for about 20 s in all, before the error surfaces. A
+ * patient backend (a pool child's, see cc_backend_set_patient) does the same, and also stops
+ * at CC_BACKEND_RETRY_BUDGET_MS so a slow connect cannot stretch it much further. */
+#define CC_BACKEND_RETRY_MAX       20
+#define CC_BACKEND_RETRY_BUDGET_MS 20000
+
 struct cc_backend {
     const struct cc_backend_ops *ops;
     bool is_none;      /* true: nothing is ever written, skip building records */
     int64_t expires_s; /* result_expires */
+    bool is_patient;   /* retry a failed store per Celery's retry_policy (may block ~20 s) */
+    bool is_failing;   /* a store failed and none has succeeded since (logging state) */
 };
 
 /* Open the backend named by cfg->result_backend: "none" (or empty) or redis://, unix://.
@@ -47,9 +58,16 @@ int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out,
 /* In a forked child: forget the parent's connection; the next store opens a new one. */
 void cc_backend_after_fork(struct cc_backend *b);
 
+/* Patient (pool children): a failed store is retried with Celery's retry_policy, sleeping up
+ * to CC_BACKEND_RETRY_BUDGET_MS in all. Not patient (the default, for the master, whose event
+ * loop must not stall for 20 s): one immediate retry on a fresh connection. */
+void cc_backend_set_patient(struct cc_backend *b, bool is_patient);
+
 void cc_backend_free(struct cc_backend *b);
 
-/* Encode `r` with cc_result_encode and store it. No-op (CC_OK) for the none backend.
+/* Encode `r` with cc_result_encode and store it, retrying a CC_EBACKEND failure as
+ * cc_backend_set_patient says. Logs one WARNING when stores start failing and one when they
+ * succeed again; the caller logs a store it gives up on. No-op (CC_OK) for the none backend.
  * Returns CC_OK, CC_EBACKEND, CC_ENOMEM. */
 int cc_backend_store(struct cc_backend *b, const struct cc_result *r,
                      struct cc_err *err) CC_MUST_USE;

@@ -7,8 +7,9 @@
  * re-polls). The connection opens lazily on the first store, so a forked child opens its
  * own (after_fork drops the inherited context without touching the socket's peer).
  *
- * Invariants: a failed write (I/O error, error reply) drops the connection; the store is
- * retried once on a fresh connection before it is reported (and logged) as failed. Celery's
+ * Invariants: a failed write (I/O error, error reply) drops the connection, so the next
+ * attempt starts on a fresh one; redis_store makes one attempt and cc_backend_store (backend.c)
+ * decides how often and how patiently to retry, as Celery's retry_policy does. Celery's
  * worker also GETs the key first to avoid overwriting a SUCCESS; we skip that round trip
  * (a task id runs once per delivery here).
  *
@@ -209,19 +210,9 @@ static int redis_store(struct cc_backend *b, const char *task_id, const char *me
 
     if (key_len < 0)
         return cc_err_set(err, CC_EINVAL, "task id too long for a result key");
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (rb->ctx == NULL && (rc = redis_connect(rb, err)) != CC_OK) {
-            if (attempt == 0)
-                cc_warn("result backend: %s; reconnecting once", err ? err->msg : "error");
-            continue;
-        }
-        rc = redis_write(rb, key, (size_t)key_len, meta, len, err);
-        if (rc == CC_OK)
-            break;
-        if (attempt == 0)
-            cc_warn("result backend: %s; reconnecting once", err ? err->msg : "error");
-    }
-    return rc;
+    if (rb->ctx == NULL && (rc = redis_connect(rb, err)) != CC_OK)
+        return rc;
+    return redis_write(rb, key, (size_t)key_len, meta, len, err);
 }
 
 static void redis_after_fork(struct cc_backend *b)

@@ -45,6 +45,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "pool.h"
 #include "url.h"
 #include "util.h"
 
@@ -168,9 +169,9 @@ static const struct cfg_opt cfg_options[] = {
      "false", NULL, 0, "--store-errors-even-if-ignored", NULL, 0, 0, NULL, CFG_W, true,
      "Store errors of tasks whose results are ignored."},
     {"worker_max_message_bytes", CFG_SIZE, CFG_OFF(max_message_bytes), "16M", NULL, 0,
-     "--max-message-bytes", "BYTES", 1024, 1073741824.0, NULL, CFG_W, true,
-     "Largest message body accepted (K, M, G suffixes are powers of 1024); larger messages "
-     "are rejected."},
+     "--max-message-bytes", "BYTES", 1024, CC_POOL_MAX_MESSAGE_BYTES, NULL, CFG_W, true,
+     "Largest message body accepted (K, M, G suffixes are powers of 1024; at most 256M, "
+     "the largest job the pool hands to a child); larger messages are rejected."},
     {"broker_heartbeat", CFG_DOUBLE, CFG_OFF(heartbeat_s), "120", NULL, 0, "--broker-heartbeat",
      "SECONDS", 0, 65535, NULL, CFG_W, true,
      "AMQP heartbeat interval in seconds; 0 disables heartbeats."},
@@ -411,7 +412,11 @@ static int cfg_parse_number(const struct cfg_opt *o, const char *v, double *out,
     }
     d *= mult;
     if (errno == ERANGE || !isfinite(d) || d < o->min || d > o->max) {
-        snprintf(prob, probsz, "out of range (%g..%g): '%.40s'", o->min, o->max, v);
+        /* Sizes in whole bytes: "%g" would print the 256M cap as 2.68435e+08. */
+        if (o->type == CFG_SIZE)
+            snprintf(prob, probsz, "out of range (%.0f..%.0f bytes): '%.40s'", o->min, o->max, v);
+        else
+            snprintf(prob, probsz, "out of range (%g..%g): '%.40s'", o->min, o->max, v);
         return CC_ECONFIG;
     }
     *out = d;

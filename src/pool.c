@@ -18,7 +18,10 @@
  * backend connection. A child ignores SIGINT (the master decides about Ctrl+C) and gets
  * SIGKILL when the master dies (PR_SET_PDEATHSIG). A child exits when its job pipe hits EOF
  * (warm shutdown). A report always precedes the child's exit, so the master drains reports
- * before reaping; a child reaped while busy lost its job (WorkerLostError).
+ * before reaping; a child reaped while busy lost its job (WorkerLostError). A replacement
+ * whose fork() fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a
+ * slot never stays dead. A child's result stores are patient (backend.c: Celery's
+ * retry_policy, ~20 s), and a record it cannot run still stores a FAILURE for its task id.
  *
  * Reference: celery-wire.md §3.1-3.3 (states stored by the child), §6.2 (ack points are the
  * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost.
@@ -67,7 +70,13 @@ enum {
 #define JOB_F_IGNORE_RESULT 0x2u
 #define JOB_F_TRACK_STARTED 0x4u
 #define JOB_ABSENT          UINT32_MAX
-#define JOB_MAX_BYTES       (256u * 1024u * 1024u)
+/* Largest job record a child accepts (a larger length means a corrupt header). It follows
+ * from the largest message the config accepts: the record re-dumps the body's JSON with
+ * non-ASCII as \u escapes and floats as repr() (a 4-byte UTF-8 character becomes 12 bytes,
+ * "1e15" becomes "1000000000000000.0"), so it can reach about 4x the body, plus the headers and
+ * strings, which one AMQP content header frame bounds. 4 x 256 MiB + 16 MiB fits payload_len's
+ * uint32_t. */
+#define JOB_MAX_BYTES ((uint32_t)(4u * CC_POOL_MAX_MESSAGE_BYTES + 16u * 1024u * 1024u))
 
 struct job_hdr {
     uint32_t payload_len; /* bytes after this header */
@@ -311,6 +320,32 @@ static const char *pool_str(const char *base, const uint32_t *len, size_t *off, 
     return s;
 }
 
+/* A job record the child cannot run (a bug in the framing, not bad input: the master framed
+ * it from a validated message). The master acks the message after the report, so a silent
+ * failure would leave the client's get() waiting forever: store a FAILURE the client can
+ * raise, RuntimeError("celeryc internal error: ..."), when the record still names the task. */
+static void pool_child_corrupt(struct pool_child_state *cs, const struct cc_task_request *req,
+                               const struct job_hdr *h, const char *why, struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    bool ignore = (h->flags & JOB_F_IGNORE_RESULT) != 0;
+    struct cc_err err = {0};
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "celeryc internal error: corrupt job record (seq %u): %s", h->seq,
+             why);
+    cc_crit("Task %s[%s]: %s", req->task ? req->task : "?", req->id ? req->id : "?", msg);
+    rep->status = CC_TASK_FAILED;
+    if (req->id == NULL || (ignore && !cfg->store_errors_even_if_ignored))
+        return;
+    if (cc_backend_store_exc(cs->p->o.backend, cfg, req, NULL, NULL, "FAILURE", "builtins",
+                             "RuntimeError", msg, &err) != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: could not store the result: %s", req->task ? req->task : "?",
+                 req->id, err.msg);
+    }
+}
+
 /* Run one job whose payload (the bytes after its header) is at `payload`. */
 static void pool_child_run(struct pool_child_state *cs, const char *payload,
                            const struct job_hdr *h)
@@ -331,7 +366,9 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     rep.seq = h->seq;
     for (int i = 0; i < JOB_NSTR; i++)
         s[i] = pool_str(payload, h->str_len, &off, i);
-    all = json_loadb(payload + off, h->json_len, 0, &jerr);
+    /* JSON_ALLOW_NUL: cc_msg_decode accepted the message with it (Python's json allows
+     * "\u0000" in strings), so the record the master framed from it may hold one too. */
+    all = json_loadb(payload + off, h->json_len, JSON_ALLOW_NUL, &jerr);
     memset(&req, 0, sizeof(req));
     req.id = s[JOB_S_ID];
     req.task = s[JOB_S_TASK];
@@ -357,8 +394,11 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     e = req.task ? cc_task_lookup(req.task) : NULL;
     if (all == NULL || !json_is_array(all) || json_array_size(all) != 4 || e == NULL) {
         /* The master framed it from a validated message: this is a bug, not bad input. */
-        cc_crit("corrupt job record (seq %u): %s", h->seq, all ? "bad shape" : jerr.text);
-        rep.status = CC_EINVAL;
+        pool_child_corrupt(cs, &req, h,
+                           all == NULL ? jerr.text
+                           : e == NULL ? "unknown task"
+                                       : "bad shape",
+                           &rep);
         goto report;
     }
     json_t *args = json_array_get(all, 0), *kwargs = json_array_get(all, 1);
@@ -400,6 +440,9 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
     cc_backend_after_fork(p->o.backend);
+    /* A child may block: retry a failed result store for up to ~20 s as Celery's pool
+     * children do (RedisBackend retry_policy), rather than drop the result at once. */
+    cc_backend_set_patient(p->o.backend, true);
     close(p->report_rd);
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].job_fd >= 0)
@@ -439,6 +482,8 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
 
 /* ---- Master side --------------------------------------------------------------------- */
 
+pid_t (*cc_pool_fork)(void) = fork;
+
 static int pool_spawn(struct cc_pool *p, int slot, struct cc_err *err)
 {
     struct cc_pool_child *k = &p->kids[slot];
@@ -447,12 +492,15 @@ static int pool_spawn(struct cc_pool *p, int slot, struct cc_err *err)
 
     if (pipe2(fds, O_CLOEXEC) != 0)
         return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
-    k->index = ++p->next_index;
-    pid = fork();
+    k->index = ++p->next_index; /* set before fork: the child names itself from it */
+    pid = cc_pool_fork();
     if (pid < 0) {
+        int e = errno;
+
+        p->next_index--; /* no process got this number */
         close(fds[0]);
         close(fds[1]);
-        return cc_err_set(err, CC_EIO, "fork: %s", strerror(errno));
+        return cc_err_set(err, CC_EIO, "fork: %s", strerror(e));
     }
     if (pid == 0) {
         close(fds[1]);
@@ -620,13 +668,46 @@ void cc_pool_reap(struct cc_pool *p, bool respawn,
             cc_pool_human_status(wstatus, how, sizeof(how));
             cc_warn("Process ForkPoolWorker-%d (pid %d) exited: %s", k->index, (int)pid, how);
         }
-        if (respawn) {
+        /* While a respawn is pending, the timer (cc_pool_respawn) replaces this one too. */
+        if (respawn && p->respawn_at_us == 0) {
             struct cc_err err = {0};
 
-            if (pool_spawn(p, slot, &err) != CC_OK)
-                cc_error("could not replace pool process: %s", err.msg);
+            if (pool_spawn(p, slot, &err) != CC_OK) {
+                cc_error("could not replace pool process: %s; retrying every %d ms", err.msg,
+                         CC_POOL_RESPAWN_INTERVAL_MS);
+                p->respawn_at_us = cc_mono_us() + CC_POOL_RESPAWN_INTERVAL_MS * 1000;
+                p->respawn_failures = 1;
+            }
         }
     }
+}
+
+int64_t cc_pool_respawn_at_us(const struct cc_pool *p)
+{
+    return p->respawn_at_us;
+}
+
+void cc_pool_respawn(struct cc_pool *p, int64_t now_us)
+{
+    int n_failed = 0;
+    struct cc_err err = {0};
+
+    if (p->respawn_at_us == 0 || now_us < p->respawn_at_us || p->o.is_solo)
+        return;
+    for (int i = 0; i < p->n; i++)
+        if (p->kids[i].pid == 0 && pool_spawn(p, i, &err) != CC_OK)
+            n_failed++;
+    if (n_failed == 0) {
+        cc_warn("replaced pool processes after %u failed attempt(s)", p->respawn_failures);
+        p->respawn_at_us = 0;
+        p->respawn_failures = 0;
+        return;
+    }
+    /* cc_pool_reap logged the first failure; then one line a minute, not one a second. */
+    if (++p->respawn_failures % 60 == 0)
+        cc_error("could not replace %d pool process(es): %s; still retrying every %d ms", n_failed,
+                 err.msg, CC_POOL_RESPAWN_INTERVAL_MS);
+    p->respawn_at_us = now_us + CC_POOL_RESPAWN_INTERVAL_MS * 1000;
 }
 
 int cc_pool_alive(const struct cc_pool *p)
@@ -638,8 +719,10 @@ int cc_pool_alive(const struct cc_pool *p)
     return n;
 }
 
-/* Wait up to timeout_ms for all children to exit. Returns true when none is left. */
-static bool pool_wait_all(struct cc_pool *p, int timeout_ms)
+/* Wait up to timeout_ms (-1: no limit) for all children to exit, or until is_cold_now(ud)
+ * (may be NULL) says to stop waiting. Returns true when none is left. */
+static bool pool_wait_all(struct cc_pool *p, int timeout_ms, bool (*is_cold_now)(void *ud),
+                          void *ud)
 {
     int64_t deadline = cc_mono_us() + (int64_t)timeout_ms * 1000;
 
@@ -655,12 +738,22 @@ static bool pool_wait_all(struct cc_pool *p, int timeout_ms)
             return true;
         if (timeout_ms >= 0 && cc_mono_us() >= deadline)
             return false;
+        if (is_cold_now != NULL && is_cold_now(ud))
+            return false;
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
 }
 
-void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms)
+static void pool_signal_all(struct cc_pool *p, int sig)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->kids[i].pid > 0)
+            kill(p->kids[i].pid, sig);
+}
+
+void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
+                  bool (*is_cold_now)(void *ud), void *ud)
 {
     if (p->kids == NULL)
         return;
@@ -670,14 +763,19 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms)
         if (p->kids[i].job_fd >= 0)
             close(p->kids[i].job_fd);
         p->kids[i].job_fd = -1;
-        if (cold && p->kids[i].pid > 0)
-            kill(p->kids[i].pid, SIGTERM);
     }
-    if (!pool_wait_all(p, cold ? grace_ms : -1)) {
-        for (int i = 0; i < p->n; i++)
-            if (p->kids[i].pid > 0)
-                kill(p->kids[i].pid, SIGKILL);
-        pool_wait_all(p, -1);
+    /* Warm: idle children exit at EOF on their job pipe, busy ones after their task. A task
+     * that never ends must not keep the process alive forever, so the wait is bounded by
+     * max_wait_ms and by the caller's is_cold_now (a second signal); then it goes cold. */
+    if (!cold && !pool_wait_all(p, max_wait_ms, is_cold_now, ud))
+        cold = true;
+    /* Cold, as billiard's terminate: SIGTERM, then SIGKILL what is left after grace_ms. */
+    if (cold) {
+        pool_signal_all(p, SIGTERM);
+        if (!pool_wait_all(p, grace_ms, NULL, NULL)) {
+            pool_signal_all(p, SIGKILL);
+            pool_wait_all(p, -1, NULL, NULL);
+        }
     }
     if (p->report_rd >= 0)
         close(p->report_rd);

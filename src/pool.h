@@ -18,6 +18,11 @@
 #include "config.h"
 #include "consumer.h"
 
+/* Largest message body the pool carries to a child: the upper bound of the
+ * worker_max_message_bytes option (config.c refuses more, naming this cap), from which
+ * pool.c derives the largest job record a child accepts. */
+#define CC_POOL_MAX_MESSAGE_BYTES (256u * 1024u * 1024u)
+
 /* Child -> master, one per finished job. */
 struct cc_pool_report {
     uint32_t slot;
@@ -59,7 +64,16 @@ struct cc_pool {
     size_t cap;
     unsigned char rbuf[sizeof(struct cc_pool_report) * 64];
     size_t rlen;
+    int64_t respawn_at_us;     /* cc_mono_us() of the next respawn attempt; 0 = none due */
+    unsigned respawn_failures; /* failed attempts since the last successful respawn */
 };
+
+/* How often cc_pool_respawn retries a child that could not be forked (billiard's pool
+ * maintains its process count on every loop pass; a slot must never stay dead for good). */
+#define CC_POOL_RESPAWN_INTERVAL_MS 1000
+
+/* fork(2), replaceable by unit tests to make a respawn fail. */
+extern pid_t (*cc_pool_fork)(void);
 
 /* Create the report pipe and fork o->n_children children. Returns CC_OK or CC_EIO. */
 int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err *err) CC_MUST_USE;
@@ -81,17 +95,29 @@ int cc_pool_report_fd(const struct cc_pool *p);
 int cc_pool_read_reports(struct cc_pool *p, struct cc_pool_report *out, int max);
 
 /* Reap exited children (waitpid WNOHANG). For each one that died with a job in flight,
- * calls on_lost(ud, slot, seq, wait_status). Respawns dead children when `respawn`.
- * Call only after draining reports (a child's last report precedes its exit). */
+ * calls on_lost(ud, slot, seq, wait_status). Respawns dead children when `respawn`; a
+ * child that cannot be forked is retried by cc_pool_respawn every
+ * CC_POOL_RESPAWN_INTERVAL_MS. Call only after draining reports (a child's last report
+ * precedes its exit). */
 void cc_pool_reap(struct cc_pool *p, bool respawn,
                   void (*on_lost)(void *ud, int slot, uint32_t seq, int wstatus), void *ud);
+
+/* Retry the respawns cc_pool_reap could not do, if one is due at now_us (cc_mono_us()).
+ * Logs the first failure, one a minute after that, and the recovery. */
+void cc_pool_respawn(struct cc_pool *p, int64_t now_us);
+
+/* cc_mono_us() when cc_pool_respawn has work, 0 if none (for the caller's poll timeout). */
+int64_t cc_pool_respawn_at_us(const struct cc_pool *p);
 
 /* Number of live children. */
 int cc_pool_alive(const struct cc_pool *p);
 
-/* Stop: warm closes every job pipe (children exit when idle) and waits; cold sends SIGTERM,
- * then SIGKILL after grace_ms. Frees everything. */
-void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms);
+/* Stop and free everything. Warm (cold = false) closes every job pipe, so children exit
+ * once idle, and waits for them at most max_wait_ms (-1: no limit), polling is_cold_now(ud)
+ * (may be NULL) every 10 ms; when it returns true or the time is up, the stop turns cold.
+ * Cold sends SIGTERM, then SIGKILL to what is left after grace_ms. */
+void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
+                  bool (*is_cold_now)(void *ud), void *ud);
 
 /* "signal 9 (SIGKILL)" / "exitcode 1", as billiard's human_status. */
 void cc_pool_human_status(int wstatus, char *buf, size_t size);

@@ -20,8 +20,9 @@
  * after it stored the result. Bad input is rejected (requeue=false) by the consumer.
  *
  * Invariants: every request is in exactly one place: the ready FIFO, the ETA heap, or
- * running[slot]; it is freed after its last ack/reject. The QoS prefetch is always
- * base + number of ETA-held requests (Celery raises it by one per held ETA message).
+ * running[slot]; it is freed after its last ack/reject. At the end of every loop pass the
+ * QoS prefetch is base + number of ETA-held requests (Celery raises it by one per held ETA
+ * message, applied once per loop iteration).
  * Signal handlers only set flags; shutdown decisions happen here.
  *
  * Reference: celery-wire.md §1.1, §1.3 (topology), §6.1 (QoS, consumers), §6.2 (ack
@@ -73,6 +74,8 @@ struct worker {
     struct cc_request **running; /* by pool slot */
     uint32_t next_seq;
     unsigned base_prefetch; /* concurrency x multiplier; 0 = no QoS */
+    size_t n_held;          /* requests with is_eta_held (each raises the QoS by one) */
+    bool is_qos_dirty;      /* n_held changed: worker_update_qos at the end of the pass */
 
     uint64_t n_done, n_failed;
 
@@ -84,6 +87,12 @@ struct worker {
 
 /* Longest an ack may wait to be coalesced with later ones (see worker_acks_due). */
 #define WORKER_ACK_MAX_DELAY_US 1000
+
+/* After the broker is lost the worker exits (TODO(#3): reconnect) but first lets running
+ * tasks finish and store their results. A task that hangs must not keep a worker with no
+ * broker alive forever: after this long, or at a further TERM, INT or QUIT, the children
+ * are stopped cold (SIGTERM, SIGKILL 2 s later). */
+#define WORKER_BROKER_LOST_WAIT_MS 60000
 
 /* ---- Request bookkeeping ------------------------------------------------------------- */
 
@@ -293,6 +302,11 @@ static void worker_reject(struct worker *w, struct cc_request *r, bool requeue)
         worker_broker_fatal(w, &err);
 }
 
+/* A store made by the master itself (NotRegistered, expired REVOKED, WorkerLostError,
+ * failed retry publish). The master's backend is not patient: one immediate retry on a fresh
+ * connection, then an ERROR here, because retrying for 20 s as Celery's retry_policy does
+ * would stall the event loop (heartbeats, acks, every other task) that long. Pool children,
+ * which may block, retry the full policy. */
 static void worker_store_exc(struct worker *w, struct cc_request *r, const char *status,
                              const char *module, const char *type, const char *arg)
 {
@@ -308,18 +322,21 @@ static void worker_store_exc(struct worker *w, struct cc_request *r, const char 
                  err.msg);
 }
 
+/* Apply the prefetch window base + n_held, once per loop pass:
+ * like kombu's QoS.increment_eventually()/decrement_eventually(), which Celery's loop turns
+ * into at most one basic.qos per iteration, a burst of ETA deliveries costs one synchronous
+ * basic.qos round trip, not one each. */
 static void worker_update_qos(struct worker *w)
 {
     struct cc_err err = {0};
-    size_t held = 0;
+    unsigned want = w->base_prefetch + (unsigned)w->n_held;
 
+    w->is_qos_dirty = false;
     if (w->base_prefetch == 0 || !w->broker.is_channel_open)
         return;
-    for (size_t i = 0; i < w->n_eta; i++)
-        held += w->eta[i]->is_eta_held;
-    for (struct cc_request *r = w->ready_head; r != NULL; r = r->next)
-        held += r->is_eta_held;
-    if (cc_broker_qos(&w->broker, w->base_prefetch + (unsigned)held, &err) != CC_OK)
+    /* cc_broker_qos sends nothing when the count is unchanged (e.g. one ETA request arrived
+     * and another was dispatched in the same pass). */
+    if (cc_broker_qos(&w->broker, want, &err) != CC_OK)
         worker_broker_fatal(w, &err);
 }
 
@@ -350,8 +367,9 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         worker_expire(w, r);
     } else if (r->msg.eta_us > now) {
         r->is_eta_held = true;
+        w->n_held++;
+        w->is_qos_dirty = true;
         worker_heap_push(w, r);
-        worker_update_qos(w);
     } else {
         worker_fifo_push(w, r);
     }
@@ -359,15 +377,16 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
 
 /* ---- Pool reports -------------------------------------------------------------------- */
 
-/* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id. */
-static void worker_publish_retry(struct worker *w, struct cc_request *r,
-                                 const struct cc_pool_report *rep)
+/* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id.
+ * Returns CC_OK, or the encode/publish error (logged by the caller). */
+static int worker_publish_retry(struct worker *w, struct cc_request *r,
+                                const struct cc_pool_report *rep, struct cc_err *err)
 {
     struct cc_msg m = r->msg; /* shallow: only read by cc_msg_encode */
     struct cc_msg_out out;
-    struct cc_err err = {0};
     char eta[40];
     int64_t now = cc_now_us(), eta_us;
+    int rc;
 
     memset(&out, 0, sizeof(out));
     if (rep->retry_eta[0] != '\0' && cc_iso_parse(rep->retry_eta, &eta_us) == CC_OK) {
@@ -380,13 +399,29 @@ static void worker_publish_retry(struct worker *w, struct cc_request *r,
     m.eta = eta;
     m.eta_us = eta_us;
     m.parent_id = r->msg.id;
-    if (cc_msg_encode(&m, now, &out, &err) != CC_OK) {
-        cc_error("Task %s[%s]: cannot encode the retry message: %s", cc_request_name(r), r->msg.id,
-                 err.msg);
-    } else if (cc_broker_publish(&w->broker, r->exchange, r->routing_key, &out, &err) != CC_OK) {
-        worker_broker_fatal(w, &err);
+    rc = cc_msg_encode(&m, now, &out, err);
+    if (rc == CC_OK) {
+        rc = cc_broker_publish(&w->broker, r->exchange, r->routing_key, &out, err);
+        if (rc != CC_OK)
+            worker_broker_fatal(w, err);
     }
     cc_msg_out_deinit(&out);
+    return rc;
+}
+
+/* The retry message could not be encoded or published: the task would silently vanish once
+ * the original is acked (the child stored RETRY, so the client waits on). Store FAILURE with
+ * a RuntimeError naming the cause instead, then the caller acks. In Celery the publish error
+ * raised inside Task.retry() propagates and the task fails with it; the master does not
+ * have the task's own exception, so it names the publish error. */
+static void worker_retry_failed(struct worker *w, struct cc_request *r, const struct cc_err *err)
+{
+    char msg[256];
+
+    snprintf(msg, sizeof(msg), "celeryc: could not publish the retry message: %s", err->msg);
+    cc_error("Task %s[%s]: %s; storing FAILURE", cc_request_name(r), r->msg.id, msg);
+    w->n_failed++;
+    worker_store_exc(w, r, "FAILURE", "builtins", "RuntimeError", msg);
 }
 
 static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
@@ -401,9 +436,13 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     case CC_OK:
     case CC_TASK_IGNORE:
         break;
-    case CC_TASK_RETRY:
-        worker_publish_retry(w, r, rep);
+    case CC_TASK_RETRY: {
+        struct cc_err err = {0};
+
+        if (worker_publish_retry(w, r, rep, &err) != CC_OK)
+            worker_retry_failed(w, r, &err);
         break;
+    }
     case CC_TASK_REJECT:
         /* Reject is only possible while unacked (acks_late), as Celery's Request.reject. */
         worker_reject(w, r, rep->reject_requeue != 0);
@@ -411,6 +450,23 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     default:
         w->n_failed++;
         break;
+    }
+    /* The child retried the final state's store for ~20 s (Celery's retry_policy) and gave
+     * up. With acks_late the message is still ours: requeue it, so the task runs again once
+     * Redis is back (at-least-once) rather than being acked with nothing stored. With early
+     * acks it was acked when the task started; Celery loses that result too, so say so. A
+     * RETRY state is only intermediate (the retry message carries on) and REJECT stores
+     * nothing, so neither counts. */
+    if (rep->store_failed && rep->status != CC_TASK_RETRY && rep->status != CC_TASK_REJECT) {
+        if (!r->is_acked) {
+            cc_error("Task %s[%s]: result not stored; requeueing the message to run it again",
+                     cc_request_name(r), r->msg.id);
+            worker_reject(w, r, true);
+        } else {
+            cc_error("Task %s[%s]: result lost: it could not be stored and the message was "
+                     "acked when the task started",
+                     cc_request_name(r), r->msg.id);
+        }
     }
     /* acks_late: the child has stored the result; now ack (task_acks_on_failure_or_timeout
      * defaults to True, so failures are acked too). */
@@ -454,7 +510,6 @@ static void worker_drain_reports(struct worker *w)
 static void worker_dispatch(struct worker *w)
 {
     int64_t now = cc_now_us();
-    bool qos_dirty = false;
     int slot;
 
     /* Due ETA requests join the FIFO in ETA order. */
@@ -468,7 +523,8 @@ static void worker_dispatch(struct worker *w)
 
         if (r->is_eta_held) {
             r->is_eta_held = false;
-            qos_dirty = true;
+            w->n_held--;
+            w->is_qos_dirty = true;
         }
         /* Celery checks expiry again just before execution (§6.3). */
         if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
@@ -483,8 +539,6 @@ static void worker_dispatch(struct worker *w)
         if (!r->acks_late)
             worker_ack(w, r);
     }
-    if (qos_dirty)
-        worker_update_qos(w);
 }
 
 /* ---- Start-up ------------------------------------------------------------------------ */
@@ -572,11 +626,15 @@ static void worker_signals(struct worker *w)
     struct cc_sig_counts sc = cc_sig_take();
     struct cc_err err = {0};
 
-    if (sc.quit > 0 || (sc.intr > 0 && w->state == WORKER_WARM) || sc.intr >= 2) {
+    bool is_int_cold = (sc.intr > 0 && w->state == WORKER_WARM) || sc.intr >= 2;
+
+    if (sc.quit > 0 || is_int_cold) {
+        /* Celery 5.2.6 exits 0 after a cold shutdown by QUIT and 1 after a second Ctrl+C
+         * (celery-wire.md §6.7). */
         if (w->state != WORKER_COLD) {
             cc_warn("worker: Cold shutdown (MainProcess)");
             w->state = WORKER_COLD;
-            w->exit_code = 1;
+            w->exit_code = is_int_cold ? 1 : 0;
         }
     } else if ((sc.term > 0 || sc.intr > 0) && w->state == WORKER_RUNNING) {
         if (sc.intr > 0)
@@ -630,6 +688,13 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (due_ms < ms)
             ms = due_ms < 0 ? 0 : due_ms;
     }
+    if (cc_pool_respawn_at_us(&w->pool) != 0 && w->state == WORKER_RUNNING) {
+        int64_t left_us = cc_pool_respawn_at_us(&w->pool) - cc_mono_us();
+        int64_t respawn_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
+
+        if (respawn_ms < ms)
+            ms = respawn_ms;
+    }
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
         int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -668,7 +733,11 @@ static void worker_loop(struct worker *w)
             last_brk_us = now_us;
             worker_drain_broker(w);
         }
+        if (w->state == WORKER_RUNNING)
+            cc_pool_respawn(&w->pool, cc_mono_us());
         worker_dispatch(w);
+        if (w->is_qos_dirty)
+            worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
@@ -693,6 +762,18 @@ static void worker_loop(struct worker *w)
         is_rep = pfd[1].revents != 0;
         is_brk = n > 2 && pfd[2].revents != 0;
     }
+}
+
+/* While the pool stops after the broker was lost: a TERM, INT or QUIT means "stop now". */
+static bool worker_is_cold_now(void *ud)
+{
+    struct cc_sig_counts sc = cc_sig_take();
+
+    (void)ud;
+    if (sc.term == 0 && sc.intr == 0 && sc.quit == 0)
+        return false;
+    cc_warn("worker: Cold shutdown (MainProcess)");
+    return true;
 }
 
 static void worker_free_requests(struct worker *w)
@@ -795,10 +876,13 @@ int cc_worker_main(const struct cc_config *cfg)
 out:
     if (w.is_pool_started) {
         /* Cold: TERM the children, KILL after 2 s. Broker lost: let running tasks finish
-         * and store their results (their messages are redelivered anyway if unacked). */
+         * and store their results (their messages are redelivered anyway if unacked), for
+         * at most WORKER_BROKER_LOST_WAIT_MS or until another TERM/INT/QUIT. Warm: the loop
+         * has already waited for running tasks, so the children are idle and exit at once. */
         bool cold = w.state == WORKER_COLD && !w.is_broker_lost;
 
-        cc_pool_stop(&w.pool, cold, 2000);
+        cc_pool_stop(&w.pool, cold, 2000, w.is_broker_lost ? WORKER_BROKER_LOST_WAIT_MS : -1,
+                     worker_is_cold_now, &w);
     }
     worker_flush_acks(&w);
     free(w.acks);

@@ -116,9 +116,6 @@ def test_huge_unicode_args_round_trip_and_meta_bytes(app, worker, rds):
     assert app.send_task("demo.add", args=[1, 2], queue=worker.queue).get(timeout=TIMEOUT) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="review: pool.c:323 child json_loadb lacks "
-                   "JSON_ALLOW_NUL: a str arg with U+0000 -> 'corrupt job record', message "
-                   "acked, no result stored (client waits forever)")
 def test_nul_char_in_string_arg(app, worker, amqp_conn):
     s = "a\x00b"
     r = app.send_task("t.integration.tasks.identity", args=[s], queue=worker.queue)
@@ -249,10 +246,6 @@ def test_master_and_child_rss_flat_over_many_tasks(app, worker_factory):
 # ---- Redis down -------------------------------------------------------------------------------
 
 @c_only
-@pytest.mark.xfail(strict=True, reason="review: backend_redis.c:290 retries a failed store "
-                   "once, immediately (Celery's RedisBackend retries ~20x at 1 s); "
-                   "pool.c:287/worker.c:370 then ack anyway (store_failed ignored, even with "
-                   "acks_late): a Redis blip of a few seconds loses results")
 def test_result_stored_when_redis_returns_within_seconds(app, worker_factory, amqp_conn):
     import redis
     port = _free_port()
@@ -277,6 +270,21 @@ def test_result_stored_when_redis_returns_within_seconds(app, worker_factory, am
     finally:
         srv.terminate()
         srv.wait(10)
+
+
+@c_only
+def test_acks_late_result_not_stored_is_requeued(app, worker_factory, amqp_conn):
+    """Redis stays down past the child's ~20 s retry (Celery's retry_policy): with acks_late
+    the message is rejected with requeue=true (at-least-once), never acked with nothing
+    stored."""
+    port = _free_port()
+    w = worker_factory(concurrency=1, acks_late=True,
+                       extra=["--result-backend", "redis://127.0.0.1:%d/0" % port])
+    r = app.send_task("demo.add", args=[1, 2], queue=w.queue)
+    w.wait_log(r"retrying for up to 20 s", 10)
+    w.wait_log(r"demo\.add\[%s\]: result not stored; requeueing" % r.id, 40)
+    w.kill()
+    wait_for(lambda: queue_depth(amqp_conn, w.queue) == 1, 10, "message back in the queue")
 
 
 def _ping(cli):
@@ -306,8 +314,6 @@ def test_warm_shutdown_exit_code_matches_celery(worker_factory, sig):
 
 
 @c_only
-@pytest.mark.xfail(strict=True, reason="review: worker.c:532 SIGQUIT (cold) exits 1; the "
-                   "Celery 5.2.6 worker exits 0 on SIGQUIT (celery-wire.md 6.7, observed)")
 def test_sigquit_exit_code_matches_celery(worker_factory):
     codes = _exit_codes(worker_factory, signal.SIGQUIT)
     assert codes["c"] == codes["python"], codes

@@ -1,0 +1,304 @@
+/* Unit tests for src/pool.c with real forked children and a backend that appends every
+ * stored meta to a file (the child's stores happen in another process): job records with
+ * U+0000 in strings, a job record the child cannot run, respawn after a failed fork, and
+ * the bounded warm stop. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "pool.h"
+#include "util.h"
+
+/* ---- A backend that writes "<meta>\n" lines to a file ------------------------------------ */
+
+struct file_backend {
+    struct cc_backend base; /* first: the ops cast */
+    char path[64];
+};
+
+static int file_store(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
+                      struct cc_err *err)
+{
+    struct file_backend *fb = (struct file_backend *)b;
+    FILE *f = fopen(fb->path, "a");
+
+    (void)task_id;
+    if (f == NULL)
+        return cc_err_set(err, CC_EBACKEND, "fopen: %s", strerror(errno));
+    fwrite(meta, 1, len, f);
+    fputc('\n', f);
+    fclose(f);
+    return CC_OK;
+}
+
+static void file_after_fork(struct cc_backend *b)
+{
+    (void)b;
+}
+
+static void file_destroy(struct cc_backend *b)
+{
+    (void)b;
+}
+
+static const struct cc_backend_ops file_ops = {
+    .name = "file",
+    .store = file_store,
+    .after_fork = file_after_fork,
+    .destroy = file_destroy,
+};
+
+/* ---- Fixture ------------------------------------------------------------------------------ */
+
+struct fix {
+    struct cc_config cfg;
+    struct file_backend be;
+    struct cc_broker broker;
+    struct cc_pool pool;
+};
+
+static int setup(void **state)
+{
+    struct fix *f = calloc(1, sizeof(*f));
+    char *argv[] = {(char *)"worker", NULL};
+    char *env[] = {NULL};
+    struct cc_err err = {0};
+    struct cc_pool_opts o = {0};
+    int fd;
+
+    assert_int_equal(cc_cfg_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
+    f->be.base.ops = &file_ops;
+    snprintf(f->be.path, sizeof(f->be.path), "/tmp/cc_test_pool.XXXXXX");
+    fd = mkstemp(f->be.path);
+    assert_true(fd >= 0);
+    close(fd);
+    f->broker.fd = -1;
+    o.n_children = 1;
+    o.cfg = &f->cfg;
+    o.hostname = "celery@unit";
+    o.backend = &f->be.base;
+    o.broker = &f->broker;
+    assert_int_equal(cc_pool_start(&f->pool, &o, &err), CC_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+
+    cc_pool_fork = fork;
+    cc_pool_stop(&f->pool, true, 1000, 0, NULL, NULL);
+    unlink(f->be.path);
+    cc_cfg_deinit(&f->cfg);
+    free(f);
+    return 0;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    char *buf = calloc(1, 1 << 16);
+    size_t n;
+
+    assert_non_null(fp);
+    n = fread(buf, 1, (1 << 16) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* Dispatch task(args) to slot 0 and wait up to 10 s for its report. */
+static struct cc_pool_report run_job(struct fix *f, const char *task, json_t *args)
+{
+    struct cc_request r;
+    struct cc_pool_report rep;
+    struct cc_err err = {0};
+    int64_t deadline = cc_mono_us() + 10 * 1000000;
+    int n = 0;
+
+    memset(&r, 0, sizeof(r));
+    r.msg.protocol = 2;
+    r.msg.id = (char *)"6f0c2bb0-0000-4000-8000-000000000001";
+    r.msg.task = (char *)task;
+    r.msg.group_index = -1;
+    r.msg.args = args;
+    r.msg.kwargs = json_object();
+    assert_int_equal(cc_pool_idle(&f->pool), 0);
+    assert_int_equal(cc_pool_dispatch(&f->pool, 0, &r, 7, &err), CC_OK);
+    while (n == 0 && cc_mono_us() < deadline) {
+        struct pollfd pfd = {.fd = cc_pool_report_fd(&f->pool), .events = POLLIN};
+
+        poll(&pfd, 1, 100);
+        n = cc_pool_read_reports(&f->pool, &rep, 1);
+    }
+    json_decref(r.msg.args);
+    json_decref(r.msg.kwargs);
+    assert_int_equal(n, 1);
+    assert_int_equal(rep.seq, 7);
+    return rep;
+}
+
+/* ---- Tests -------------------------------------------------------------------------------- */
+
+/* Review finding 1: the master accepts "\u0000" in strings (JSON_ALLOW_NUL); the child must
+ * parse its job record the same way and run the task. */
+static void test_pool_nul_in_string_arg_runs(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep =
+        run_job(f, "t.integration.tasks.identity", json_pack("[s#]", "a\0b", (size_t)3));
+    char *stored = slurp(f->be.path);
+
+    assert_int_equal(rep.status, CC_OK);
+    assert_int_equal(rep.store_failed, 0);
+    assert_non_null(strstr(stored, "\"status\": \"SUCCESS\""));
+    assert_non_null(strstr(stored, "\"result\": \"a\\u0000b\""));
+    free(stored);
+}
+
+/* Review finding 1: a record the child cannot run (here: a task the child does not know)
+ * stores FAILURE RuntimeError("celeryc internal error: ...") for the task id, so the
+ * client's get() raises instead of waiting forever. */
+static void test_pool_corrupt_job_record_stores_failure(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep = run_job(f, "no.such.task", json_pack("[]"));
+    char *stored = slurp(f->be.path);
+
+    assert_int_equal(rep.status, CC_TASK_FAILED);
+    assert_int_equal(rep.store_failed, 0);
+    assert_non_null(strstr(stored, "\"status\": \"FAILURE\""));
+    assert_non_null(strstr(stored, "\"exc_type\": \"RuntimeError\""));
+    assert_non_null(strstr(stored, "celeryc internal error: corrupt job record"));
+    assert_non_null(strstr(stored, "\"task_id\": \"6f0c2bb0-0000-4000-8000-000000000001\""));
+    free(stored);
+}
+
+static pid_t failing_fork(void)
+{
+    errno = EAGAIN;
+    return -1;
+}
+
+/* Reap until no child is alive (at most 5 s). */
+static void reap_all(struct fix *f)
+{
+    int64_t deadline = cc_mono_us() + 5 * 1000000;
+
+    while (cc_pool_alive(&f->pool) > 0 && cc_mono_us() < deadline) {
+        usleep(10000);
+        cc_pool_reap(&f->pool, true, NULL, NULL);
+    }
+    assert_int_equal(cc_pool_alive(&f->pool), 0);
+}
+
+/* Review finding 7: a respawn whose fork() fails is retried on a timer, not given up. */
+static void test_pool_respawn_retried_after_failed_fork(void **state)
+{
+    struct fix *f = *state;
+    int64_t at;
+
+    kill(f->pool.kids[0].pid, SIGKILL);
+    cc_pool_fork = failing_fork;
+    reap_all(f);
+    at = cc_pool_respawn_at_us(&f->pool);
+    assert_true(at > 0);
+    assert_int_equal(cc_pool_idle(&f->pool), -1);
+    cc_pool_respawn(&f->pool, at - 1); /* not due yet */
+    assert_int_equal(cc_pool_respawn_at_us(&f->pool), at);
+    cc_pool_respawn(&f->pool, at); /* due, fork still fails: rescheduled */
+    assert_int_equal(cc_pool_alive(&f->pool), 0);
+    assert_int_equal(cc_pool_respawn_at_us(&f->pool),
+                     at + (int64_t)CC_POOL_RESPAWN_INTERVAL_MS * 1000);
+    cc_pool_fork = fork;
+    cc_pool_respawn(&f->pool, cc_pool_respawn_at_us(&f->pool));
+    assert_int_equal(cc_pool_alive(&f->pool), 1);
+    assert_int_equal(cc_pool_respawn_at_us(&f->pool), 0);
+    assert_int_equal(cc_pool_idle(&f->pool), 0);
+}
+
+/* Start demo.sleep(60) in the child without waiting for it. */
+static void start_hung_task(struct fix *f)
+{
+    struct cc_request r;
+    struct cc_err err = {0};
+
+    memset(&r, 0, sizeof(r));
+    r.msg.protocol = 2;
+    r.msg.id = (char *)"6f0c2bb0-0000-4000-8000-000000000002";
+    r.msg.task = (char *)"demo.sleep";
+    r.msg.group_index = -1;
+    r.msg.args = json_pack("[i]", 60);
+    r.msg.kwargs = json_object();
+    assert_int_equal(cc_pool_dispatch(&f->pool, 0, &r, 9, &err), CC_OK);
+    json_decref(r.msg.args);
+    json_decref(r.msg.kwargs);
+    usleep(100000);
+}
+
+/* Review finding 5: a warm stop (after broker loss) is bounded: a hung task is stopped
+ * cold (SIGTERM, then SIGKILL) once max_wait_ms has passed. */
+static void test_pool_warm_stop_is_bounded(void **state)
+{
+    struct fix *f = *state;
+    int64_t t0;
+
+    start_hung_task(f);
+    t0 = cc_mono_us();
+    cc_pool_stop(&f->pool, false, 500, 300, NULL, NULL);
+    assert_true(cc_mono_us() - t0 < 3 * 1000000);
+    assert_null(f->pool.kids);
+}
+
+static int n_asked;
+
+static bool cold_on_third_call(void *ud)
+{
+    (void)ud;
+    return ++n_asked >= 3;
+}
+
+/* Review finding 5: while waiting without a limit, the caller's "cold now" (a second signal)
+ * ends the wait. */
+static void test_pool_warm_stop_turns_cold_on_request(void **state)
+{
+    struct fix *f = *state;
+    int64_t t0;
+
+    start_hung_task(f);
+    n_asked = 0;
+    t0 = cc_mono_us();
+    cc_pool_stop(&f->pool, false, 500, -1, cold_on_third_call, NULL);
+    assert_true(cc_mono_us() - t0 < 3 * 1000000);
+    assert_int_equal(n_asked, 3);
+    assert_null(f->pool.kids);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pool_nul_in_string_arg_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_corrupt_job_record_stores_failure, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pool_respawn_retried_after_failed_fork, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pool_warm_stop_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_warm_stop_turns_cold_on_request, setup, teardown),
+    };
+
+    /* The pool's children are the only ones this process forks: no SIGCHLD handling. */
+    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+}
