@@ -12,7 +12,7 @@
 # Environment:
 #   CELERYC_SKIP_DEPS=1        do not run scripts/deps.sh
 #   CELERYC_SKIP_ASAN=1        skip step 3
-#   CELERYC_IT_SANITIZED=1     also run the integration tests against the ASan worker
+#   CELERYC_IT_SANITIZED=0     skip the second integration run against the ASan worker
 #   CELERYC_TEST_TIMEOUT_MULT  deadline multiplier for the integration tests (default 1)
 #   CELERYC_TEST_KEEP=1        keep service data/logs on failure
 #   PYTEST_ARGS                extra pytest arguments (e.g. "-k malformed")
@@ -157,7 +157,7 @@ if [ -x build-ci/celeryc ]; then
         echo "services up in $(($(date +%s) - t0))s ($SVC_DIR)"
         say "integration tests (pytest) against build-ci/celeryc"
         run_pytest "integration (pytest)" "$ROOT/build-ci/celeryc"
-        if [ "${CELERYC_IT_SANITIZED:-0}" = 1 ] && [ -x build-asan/celeryc ]; then
+        if [ "${CELERYC_IT_SANITIZED:-1}" = 1 ] && [ -x build-asan/celeryc ]; then
             say "integration tests against build-asan/celeryc"
             ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -221,6 +221,8 @@ def test_children_hold_no_master_descriptors_after_respawn(app, worker_factory):
 # ---- Memory -----------------------------------------------------------------------------------
 
 @c_only
+@pytest.mark.skipif("ASAN_OPTIONS" in os.environ,
+                    reason="ASan's quarantine and shadow memory make RSS meaningless")
 def test_master_and_child_rss_flat_over_many_tasks(app, worker_factory):
     w = worker_factory(concurrency=1)
 
