@@ -20,6 +20,11 @@
 # CELERYC_TEST_CLIENT_KEY. The broker requires a client certificate signed by that CA on the
 # TLS port (verify_peer, fail_if_no_peer_cert). The plain listener is unchanged.
 #
+# Redis gets a TLS port too, with the same CA and server certificate (client certificates
+# not required): CELERYC_TEST_REDISS_PORT and CELERYC_TEST_REDISS_URL
+# (rediss://127.0.0.1:PORT/0?ssl_cert_reqs=required&ssl_ca_certs=DIR/tls/ca.pem; the server
+# certificate has an IP:127.0.0.1 SAN). Whichever service starts first makes the certificates.
+#
 # Environment:
 #   CELERYC_TEST_TIMEOUT_MULT  multiply every deadline (sanitizer/slow machines), default 1
 #   CELERYC_TEST_KEEP=1        keep DIR and print the service logs on failure
@@ -108,19 +113,40 @@ kill_group()
 
 redis_ping() { redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
 
+redis_tls_ping()
+{
+    redis-cli --tls --cacert "$2/ca.pem" -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG
+}
+
 svc_redis_start()
 {
-    local port
-    port=$(free_ports 1)
+    local port tls_port tdir="$DIR/tls" tls_args=()
+    read -r port tls_port <<<"$(free_ports 2)"
     mkdir -p "$DIR/redis"
+    if tls_enabled; then
+        tls_make_certs "$tdir" || return 1
+        tls_args=(--tls-port "$tls_port" --tls-cert-file "$tdir/server.pem"
+            --tls-key-file "$tdir/server.key" --tls-ca-cert-file "$tdir/ca.pem"
+            --tls-auth-clients no)
+    else
+        tls_port=""
+    fi
     setsid redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
         --dir "$DIR/redis" --daemonize no --logfile "$DIR/redis/redis.log" \
-        --protected-mode yes --databases 16 </dev/null >/dev/null 2>&1 &
+        --protected-mode yes --databases 16 "${tls_args[@]}" </dev/null >/dev/null 2>&1 &
     local pid=$!
     env_put CELERYC_TEST_REDIS_PID "$pid"
     env_put CELERYC_TEST_REDIS_PORT "$port"
     env_put CELERYC_TEST_REDIS_URL "redis://127.0.0.1:$port/0"
     wait_until "$(scaled 15)" "redis on 127.0.0.1:$port" redis_ping "$port"
+    if [ -n "$tls_port" ]; then
+        env_put CELERYC_TEST_REDISS_PORT "$tls_port"
+        env_put CELERYC_TEST_REDISS_URL \
+            "rediss://127.0.0.1:$tls_port/0?ssl_cert_reqs=required&ssl_ca_certs=$tdir/ca.pem"
+        env_put CELERYC_TEST_CA_FILE "$tdir/ca.pem"
+        wait_until "$(scaled 15)" "redis TLS on 127.0.0.1:$tls_port" \
+            redis_tls_ping "$tls_port" "$tdir"
+    fi
 }
 
 svc_redis_stop()
@@ -147,10 +173,12 @@ EOF
 
 # tls_make_certs DIR: a throwaway CA (ca.pem), a server certificate for DNS:localhost and
 # IP:127.0.0.1 (server.pem/.key) and a client certificate (client.pem/.key), RSA 2048, valid
-# for 2 days, keys unencrypted. Nothing outside DIR is read or written.
+# for 2 days, keys unencrypted. Nothing outside DIR is read or written. Made once per DIR
+# (Redis and RabbitMQ share them).
 tls_make_certs()
 {
     local d="$1" who
+    [ -s "$d/ca.pem" ] && [ -s "$d/server.pem" ] && [ -s "$d/client.pem" ] && return 0
     mkdir -p "$d"
     (
         cd "$d"

@@ -33,10 +33,8 @@ int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out, struct
         *out = cc_backend_none_new();
         return *out ? CC_OK : cc_err_set(err, CC_ENOMEM, "out of memory");
     }
-    if (strncmp(url, "rediss://", 9) == 0)
-        return cc_err_set(err, CC_EUNSUPP,
-                          "rediss:// needs hiredis >= 1.0 with TLS; Debian 12 ships 0.14");
-    if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "unix://", 7) == 0)
+    if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
+        strncmp(url, "unix://", 7) == 0)
         return cc_backend_redis_new(url, cfg->result_expires_s, out, err);
     return cc_err_set(err, CC_EUNSUPP, "result backend not supported (use redis:// or none): %.60s",
                       url);

@@ -48,10 +48,11 @@ struct cc_backend {
     bool is_failing;   /* a store failed and none has succeeded since (logging state) */
 };
 
-/* Open the backend named by cfg->result_backend: "none" (or empty) or redis://, unix://.
- * rediss:// is refused (hiredis 0.14 has no TLS). Redis connects lazily on first store, but
- * this call tries once so a bad address is reported at start (a warning, not fatal).
- * Returns CC_OK and *out (owned, free with cc_backend_free), CC_EURL, CC_EUNSUPP. */
+/* Open the backend named by cfg->result_backend: "none" (or empty), redis://, unix:// or
+ * rediss:// (TLS through redis_tls.c). Redis connects lazily on first store, but this call tries
+ * once so a bad address is reported at start (a warning, not fatal; for rediss:// a server
+ * certificate that fails verification is fatal: CC_EBACKEND). Returns CC_OK and *out (owned, free
+ * with cc_backend_free), CC_EURL, CC_EUNSUPP, CC_EBACKEND. */
 int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out,
                     struct cc_err *err) CC_MUST_USE;
 

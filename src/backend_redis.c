@@ -1,4 +1,5 @@
-/* Redis result backend, written exactly like Celery's RedisBackend (hiredis 0.14, sync API).
+/* Redis result backend, written exactly like Celery's RedisBackend (hiredis 0.14, sync API;
+ * rediss:// goes through redis_tls.c instead, since hiredis 0.14 has no TLS).
  *
  * Design: one redisContext per process. Each state is one pipelined round trip
  *     MULTI / SETEX celery-task-meta-<id> <expires> <meta> / PUBLISH <same key> <meta> / EXEC
@@ -13,6 +14,9 @@
  * worker also GETs the key first to avoid overwriting a SUCCESS; we skip that round trip
  * (a task id runs once per delivery here).
  *
+ * Transport: redis:// and unix:// use hiredis; rediss:// uses the small OpenSSL client in
+ * redis_tls.c. The choice is made at connect; both send the same hand-built pipeline bytes.
+ *
  * Reference: celery-wire.md §3.2; fixtures redis-result-*.json (redis_commands_in_order).
  */
 #include <errno.h>
@@ -26,6 +30,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "redis_tls.h"
 #include "url.h"
 #include "util.h"
 
@@ -34,8 +39,9 @@
 struct redis_backend {
     struct cc_backend base; /* first: the ops table casts */
     struct cc_redis_url url;
-    redisContext *ctx;
-    char *cmd; /* reused RESP buffer for the store pipeline */
+    redisContext *ctx;        /* redis://, unix:// */
+    struct cc_redis_tls *tls; /* rediss:// */
+    char *cmd;                /* reused RESP buffer for the store pipeline */
     size_t cmd_cap;
 };
 
@@ -51,6 +57,8 @@ static void redis_drop(struct redis_backend *rb)
     if (rb->ctx != NULL)
         redisFree(rb->ctx);
     rb->ctx = NULL;
+    cc_redis_tls_free(rb->tls);
+    rb->tls = NULL;
 }
 
 /* Run one command synchronously during connection set-up; OK iff no error reply. */
@@ -69,13 +77,18 @@ static int redis_setup_cmd(struct redis_backend *rb, struct cc_err *err, const c
     return rc;
 }
 
-static int redis_connect(struct redis_backend *rb, struct cc_err *err)
+/* *is_cert_error: the TLS server certificate did not verify (rediss:// only). */
+static int redis_connect(struct redis_backend *rb, bool *is_cert_error, struct cc_err *err)
 {
     struct timeval tv = {4, 0};
     struct timeval io_tv = {30, 0};
     int rc = CC_OK;
 
     redis_drop(rb);
+    *is_cert_error = false;
+    if (rb->url.tls)
+        return cc_redis_tls_connect(&rb->url, (int)tv.tv_sec * 1000, (int)io_tv.tv_sec * 1000,
+                                    &rb->tls, is_cert_error, err);
     if (rb->url.socket_path != NULL)
         rb->ctx = redisConnectUnixWithTimeout(rb->url.socket_path, tv);
     else
@@ -126,6 +139,28 @@ static void redis_put_bulk(char *buf, size_t *off, const char *s, size_t n)
     *off += 2;
 }
 
+/* The pipeline in rb->cmd (len bytes) over TLS, with the same reply checks as the hiredis path
+ * (+OK, +QUEUED, +QUEUED, then EXEC's array without error elements). On an error reply we stop
+ * reading: the caller drops the connection, so no stale reply can be seen later. */
+static int redis_write_tls(struct redis_backend *rb, size_t len, struct cc_err *err)
+{
+    struct cc_redis_tls_reply reply;
+    int rc = cc_redis_tls_write(rb->tls, rb->cmd, len, err);
+
+    for (int i = 0; rc == CC_OK && i < 4; i++) {
+        rc = cc_redis_tls_read(rb->tls, &reply, err);
+        if (rc != CC_OK)
+            break;
+        if (reply.type == '-')
+            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply.str);
+        else if (i == 3 && reply.type != '*')
+            rc = cc_err_set(err, CC_EBACKEND, "redis: transaction aborted");
+        else if (i == 3 && reply.has_error_element)
+            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply.str);
+    }
+    return rc;
+}
+
 /* One pipelined MULTI/SETEX/PUBLISH/EXEC. Returns CC_OK, or CC_EBACKEND with the
  * connection dropped.
  *
@@ -171,6 +206,10 @@ static int redis_write(struct redis_backend *rb, const char *key, size_t key_len
     off += (size_t)sprintf(rb->cmd + off, "*1\r\n");
     redis_put_bulk(rb->cmd, &off, "EXEC", 4);
     CC_ASSERT(off <= rb->cmd_cap);
+    if (rb->tls != NULL) {
+        rc = redis_write_tls(rb, off, err);
+        goto out;
+    }
     ok = redisAppendFormattedCommand(c, rb->cmd, off);
     if (ok != REDIS_OK) {
         rc = cc_err_set(err, CC_EBACKEND, "redis: %s", c->errstr);
@@ -210,7 +249,10 @@ static int redis_store(struct cc_backend *b, const char *task_id, const char *me
 
     if (key_len < 0)
         return cc_err_set(err, CC_EINVAL, "task id too long for a result key");
-    if (rb->ctx == NULL && (rc = redis_connect(rb, err)) != CC_OK)
+    bool is_cert_error;
+
+    if (rb->ctx == NULL && rb->tls == NULL &&
+        (rc = redis_connect(rb, &is_cert_error, err)) != CC_OK)
         return rc;
     return redis_write(rb, key, (size_t)key_len, meta, len, err);
 }
@@ -219,8 +261,8 @@ static void redis_after_fork(struct cc_backend *b)
 {
     struct redis_backend *rb = (struct redis_backend *)b;
 
-    /* redisFree only closes our copy of the descriptor (no QUIT is sent), so the parent's
-     * connection is unaffected. */
+    /* redisFree only closes our copy of the descriptor (no QUIT is sent), and the TLS
+     * transport sends no close_notify, so the parent's connection is unaffected. */
     redis_drop(rb);
 }
 
@@ -248,6 +290,7 @@ int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend *
 {
     struct redis_backend *rb = cc_xcalloc(1, sizeof(*rb));
     struct cc_err cerr = {0};
+    bool is_cert_error = false;
     int rc;
 
     *out = NULL;
@@ -258,14 +301,17 @@ int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend *
         free(rb);
         return rc;
     }
-    if (rb->url.tls) {
-        redis_destroy(&rb->base);
-        return cc_err_set(err, CC_EUNSUPP,
-                          "rediss:// needs hiredis >= 1.0 with TLS; Debian 12 ships 0.14");
-    }
-    /* Try now so a wrong address shows up in the start-up log; stores reconnect anyway. */
-    if (redis_connect(rb, &cerr) != CC_OK)
+    if (rb->url.tls && rb->url.ssl_cert_reqs == CC_REDIS_SSL_NONE)
+        cc_warn("rediss: ssl_cert_reqs is none: the Redis server's certificate is not checked");
+    /* Try now so a wrong address shows up in the start-up log; stores reconnect anyway. A
+     * certificate that does not verify is a configuration error, not an outage: fail. */
+    if (redis_connect(rb, &is_cert_error, &cerr) != CC_OK) {
+        if (is_cert_error) {
+            redis_destroy(&rb->base);
+            return cc_err_set(err, CC_EBACKEND, "%s", cerr.msg);
+        }
         cc_warn("result backend not reachable yet: %s", cerr.msg);
+    }
     *out = &rb->base;
     return CC_OK;
 }

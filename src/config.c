@@ -321,9 +321,8 @@ static bool cfg_backend_is_none(const char *v)
     return *v == '\0' || strcasecmp(v, "none") == 0 || strcasecmp(v, "disabled") == 0;
 }
 
-/* The backends src/backend.c implements: Redis (redis://, unix://; rediss:// parses but the
- * worker refuses it without a TLS-capable hiredis) and none. Anything else fails here, at
- * start-up, rather than at the first result. */
+/* The backends src/backend.c implements: Redis (redis://, rediss://, unix://) and none.
+ * Anything else fails here, at start-up, rather than at the first result. */
 static int cfg_check_backend(const char *v, char *prob, size_t probsz)
 {
     struct cc_redis_url ru;

@@ -311,6 +311,44 @@ void cc_url_amqp_deinit(struct cc_amqp_url *u)
 
 /* ---- Redis -------------------------------------------------------------------------------- */
 
+/* rediss:// query options (celery/backends/redis.py, _params_from_url): the names Celery
+ * accepts for ssl_cert_reqs, both its own spellings and the ssl module's constant names. */
+static int url_redis_tls_options(struct url_view q, struct cc_redis_url *out, struct cc_err *err)
+{
+    static const struct {
+        const char *name;
+        enum cc_redis_ssl_reqs reqs;
+    } names[] = {
+        {"required", CC_REDIS_SSL_REQUIRED}, {"CERT_REQUIRED", CC_REDIS_SSL_REQUIRED},
+        {"optional", CC_REDIS_SSL_OPTIONAL}, {"CERT_OPTIONAL", CC_REDIS_SSL_OPTIONAL},
+        {"none", CC_REDIS_SSL_NONE},         {"CERT_NONE", CC_REDIS_SSL_NONE},
+    };
+    char *reqs = NULL;
+    int rc;
+
+    rc = url_query_get(q, "ssl_cert_reqs", &reqs, err);
+    if (rc == CC_OK && reqs != NULL) {
+        size_t i;
+
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strcmp(reqs, names[i].name) == 0)
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            rc = cc_err_set(err, CC_EURL,
+                            "bad ssl_cert_reqs '%.40s' (use required, optional or none)", reqs);
+        else
+            out->ssl_cert_reqs = names[i].reqs;
+    }
+    if (rc == CC_OK)
+        rc = url_query_get(q, "ssl_ca_certs", &out->ssl_ca_certs, err);
+    if (rc == CC_OK)
+        rc = url_query_get(q, "ssl_certfile", &out->ssl_certfile, err);
+    if (rc == CC_OK)
+        rc = url_query_get(q, "ssl_keyfile", &out->ssl_keyfile, err);
+    free(reqs);
+    return rc;
+}
+
 int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err *err)
 {
     struct url_parts pp;
@@ -330,6 +368,11 @@ int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err 
         goto out;
     }
     out->tls = url_scheme_is(&pp, "rediss");
+    if (out->tls) {
+        rc = url_redis_tls_options(pp.query, out, err);
+        if (rc != CC_OK)
+            goto out;
+    }
     rc = url_decode(pp.user, false, "user name", &out->username, err);
     if (rc == CC_OK)
         rc = url_decode(pp.password, false, "password", &out->password, err);
@@ -393,6 +436,9 @@ void cc_url_redis_deinit(struct cc_redis_url *u)
     free(u->socket_path);
     free(u->username);
     free(u->password);
+    free(u->ssl_ca_certs);
+    free(u->ssl_certfile);
+    free(u->ssl_keyfile);
     memset(u, 0, sizeof(*u));
 }
 

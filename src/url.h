@@ -19,8 +19,18 @@ struct cc_amqp_url {
     bool tls;
 };
 
+/* rediss:// certificate policy, Celery's ssl_cert_reqs. REQUIRED is the zero value: Celery 5.2
+ * refuses a rediss:// URL without ssl_cert_reqs, we default to the safe choice instead. */
+enum cc_redis_ssl_reqs {
+    CC_REDIS_SSL_REQUIRED = 0, /* "required", "CERT_REQUIRED": chain and host name checked */
+    CC_REDIS_SSL_OPTIONAL,     /* "optional", "CERT_OPTIONAL": chain checked, host name not */
+    CC_REDIS_SSL_NONE,         /* "none", "CERT_NONE": nothing checked */
+};
+
 /* redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path?db=N (socket).
- * Defaults: localhost, 6379, db 0. A "?ssl_cert_reqs=..." query is ignored. */
+ * Defaults: localhost, 6379, db 0. For rediss:// only, the query may carry Celery's
+ * ssl_cert_reqs, ssl_ca_certs, ssl_certfile and ssl_keyfile (an unknown ssl_cert_reqs value
+ * is CC_EURL); for redis:// the query is ignored, as Celery does. */
 struct cc_redis_url {
     char *host; /* NULL for unix sockets */
     int port;
@@ -29,6 +39,10 @@ struct cc_redis_url {
     char *password;    /* NULL unless given */
     int db;
     bool tls;
+    enum cc_redis_ssl_reqs ssl_cert_reqs; /* rediss:// only */
+    char *ssl_ca_certs;                   /* NULL: the system's default CA paths */
+    char *ssl_certfile;                   /* client certificate (PEM), NULL for none */
+    char *ssl_keyfile;                    /* its key; NULL: in ssl_certfile */
 };
 
 int cc_url_parse_amqp(const char *url, struct cc_amqp_url *out, struct cc_err *err) CC_MUST_USE;

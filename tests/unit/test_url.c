@@ -193,6 +193,62 @@ static void test_url_redact(void **state)
     }
 }
 
+/* rediss:// query options (Celery's names); redis:// ignores its query, as Celery does. */
+static void test_url_redis_tls_options(void **state)
+{
+    static const struct {
+        const char *url;
+        int rc;
+        enum cc_redis_ssl_reqs reqs;
+        const char *ca, *cert, *key;
+    } cases[] = {
+        {"rediss://h:6380/0", CC_OK, CC_REDIS_SSL_REQUIRED, NULL, NULL, NULL},
+        {"rediss://h/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem", CC_OK,
+         CC_REDIS_SSL_REQUIRED, "/etc/ca.pem", NULL, NULL},
+        {"rediss://h/0?ssl_cert_reqs=CERT_REQUIRED", CC_OK, CC_REDIS_SSL_REQUIRED, NULL, NULL,
+         NULL},
+        {"rediss://h/0?ssl_cert_reqs=optional", CC_OK, CC_REDIS_SSL_OPTIONAL, NULL, NULL, NULL},
+        {"rediss://h/0?ssl_cert_reqs=CERT_OPTIONAL", CC_OK, CC_REDIS_SSL_OPTIONAL, NULL, NULL,
+         NULL},
+        {"rediss://h/0?ssl_cert_reqs=none", CC_OK, CC_REDIS_SSL_NONE, NULL, NULL, NULL},
+        {"rediss://h/0?ssl_cert_reqs=CERT_NONE", CC_OK, CC_REDIS_SSL_NONE, NULL, NULL, NULL},
+        {"rediss://:pw@h:6380/2?ssl_cert_reqs=required&ssl_ca_certs=%2Ftmp%2Fa%20b%2Fca.pem"
+         "&ssl_certfile=/c/client.pem&ssl_keyfile=/c/client.key",
+         CC_OK, CC_REDIS_SSL_REQUIRED, "/tmp/a b/ca.pem", "/c/client.pem", "/c/client.key"},
+        {"rediss://h/0?ssl_cert_reqs=maybe", CC_EURL, 0, NULL, NULL, NULL},
+        /* empty is absent (parse_qsl drops it): the default, required */
+        {"rediss://h/0?ssl_cert_reqs=", CC_OK, CC_REDIS_SSL_REQUIRED, NULL, NULL, NULL},
+        {"rediss://h/0?ssl_cert_reqs=Required", CC_EURL, 0, NULL, NULL, NULL},
+        {"rediss://h/0?ssl_ca_certs=%00", CC_EURL, 0, NULL, NULL, NULL},
+        /* plain redis:// never reads TLS options, even bad ones */
+        {"redis://h/0?ssl_cert_reqs=maybe&ssl_ca_certs=/x", CC_OK, CC_REDIS_SSL_REQUIRED, NULL,
+         NULL, NULL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cc_redis_url u;
+        struct cc_err err = {0};
+        int rc = cc_url_parse_redis(cases[i].url, &u, &err);
+
+        if (rc != cases[i].rc)
+            fail_msg("'%s': rc %d, want %d (%s)", cases[i].url, rc, cases[i].rc, err.msg);
+        if (rc != CC_OK) {
+            assert_non_null(strstr(err.msg, "ssl_"));
+            assert_null(u.ssl_ca_certs);
+            cc_url_redis_deinit(&u);
+            continue;
+        }
+        if (u.ssl_cert_reqs != cases[i].reqs)
+            fail_msg("'%s': ssl_cert_reqs %d, want %d", cases[i].url, (int)u.ssl_cert_reqs,
+                     (int)cases[i].reqs);
+        assert_str_or_null(cases[i].url, "ssl_ca_certs", u.ssl_ca_certs, cases[i].ca);
+        assert_str_or_null(cases[i].url, "ssl_certfile", u.ssl_certfile, cases[i].cert);
+        assert_str_or_null(cases[i].url, "ssl_keyfile", u.ssl_keyfile, cases[i].key);
+        cc_url_redis_deinit(&u);
+    }
+}
+
 /* The error message names what was wrong, so the config error that wraps it is useful. */
 static void test_url_error_messages(void **state)
 {
@@ -230,6 +286,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_url_amqp_table, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_redis_table, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_url_redis_tls_options, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_redact, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_error_messages, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_fuzz_unix_without_query, NULL, NULL),
