@@ -350,6 +350,22 @@ static int resp_fill(struct cc_redis_tls *t, struct cc_err *err)
     return CC_OK;
 }
 
+int cc_redis_tls_read_some(struct cc_redis_tls *t, char *buf, size_t cap, size_t *got,
+                           struct cc_err *err)
+{
+    size_t n;
+    int rc = resp_fill(t, err);
+
+    *got = 0;
+    if (rc != CC_OK)
+        return rc;
+    n = t->rlen - t->rpos < cap ? t->rlen - t->rpos : cap;
+    memcpy(buf, t->rbuf + t->rpos, n);
+    t->rpos += n;
+    *got = n;
+    return CC_OK;
+}
+
 /* One CRLF-terminated line into line (without the CRLF); longer than RESP_MAX_LINE fails. */
 static int resp_line(struct cc_redis_tls *t, char *line, size_t size, struct cc_err *err)
 {

@@ -44,6 +44,12 @@ int cc_redis_tls_write(struct cc_redis_tls *t, const char *buf, size_t len,
 int cc_redis_tls_read(struct cc_redis_tls *t, struct cc_redis_tls_reply *reply,
                       struct cc_err *err) CC_MUST_USE;
 
+/* Read at least one byte of the reply stream (what is buffered first) into buf (cap bytes);
+ * *got is the count. For callers that parse RESP themselves (redis.c feeds hiredis'
+ * redisReader). Returns CC_OK or CC_EBACKEND (then free the connection). */
+int cc_redis_tls_read_some(struct cc_redis_tls *t, char *buf, size_t cap, size_t *got,
+                           struct cc_err *err) CC_MUST_USE;
+
 /* Close without a TLS close_notify, so a forked child can drop the parent's connection
  * without disturbing it. Takes NULL. */
 void cc_redis_tls_free(struct cc_redis_tls *t);

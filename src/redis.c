@@ -1,0 +1,203 @@
+/* Synchronous Redis client for the worker's bookkeeping (see redis.h).
+ *
+ * redis:// and unix:// use hiredis' blocking context; rediss:// writes the command hiredis
+ * formats (redisFormatCommandArgv) through redis_tls.c and parses the reply with a
+ * redisReader fed from the TLS stream. Any failure drops the connection; the next command
+ * reconnects (connect timeout 4 s, I/O timeout as opened), so a Redis restart costs the
+ * caller one failed command, never a wedged connection.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "redis.h"
+#include "redis_tls.h"
+#include "url.h"
+#include "util.h"
+
+#define REDIS_CONNECT_TIMEOUT_MS 4000
+
+struct cc_redis {
+    struct cc_redis_url url;
+    int io_timeout_ms;
+    redisContext *ctx;        /* redis://, unix:// */
+    struct cc_redis_tls *tls; /* rediss:// */
+    redisReader *reader;      /* rediss:// replies */
+};
+
+static void redis_drop(struct cc_redis *r)
+{
+    if (r->ctx != NULL)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+    cc_redis_tls_free(r->tls);
+    r->tls = NULL;
+    if (r->reader != NULL)
+        redisReaderFree(r->reader);
+    r->reader = NULL;
+}
+
+int cc_redis_open(const char *url, int io_timeout_ms, struct cc_redis **out, struct cc_err *err)
+{
+    struct cc_redis *r = cc_xcalloc(1, sizeof(*r));
+    int rc = cc_url_parse_redis(url, &r->url, err);
+
+    *out = NULL;
+    if (rc != CC_OK) {
+        free(r);
+        return rc;
+    }
+    r->io_timeout_ms = io_timeout_ms > 0 ? io_timeout_ms : 5000;
+    *out = r;
+    return CC_OK;
+}
+
+/* Run a set-up command (AUTH, SELECT) on the fresh connection. */
+static int redis_setup(struct cc_redis *r, int argc, const char **argv, struct cc_err *err)
+{
+    redisReply *rep = cc_redis_cmd(r, argc, argv, NULL, err);
+    int rc = CC_OK;
+
+    if (rep == NULL)
+        return CC_EBACKEND;
+    if (rep->type == REDIS_REPLY_ERROR)
+        rc = cc_err_set(err, CC_EBACKEND, "redis %s: %s", argv[0], rep->str);
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int redis_connect(struct cc_redis *r, struct cc_err *err)
+{
+    struct timeval ctv = {REDIS_CONNECT_TIMEOUT_MS / 1000, 0};
+    struct timeval iotv = {r->io_timeout_ms / 1000, (r->io_timeout_ms % 1000) * 1000};
+    int rc = CC_OK;
+
+    redis_drop(r);
+    if (r->url.tls) {
+        bool is_cert_error = false;
+
+        /* redis_tls does AUTH and SELECT itself. */
+        rc = cc_redis_tls_connect(&r->url, REDIS_CONNECT_TIMEOUT_MS, r->io_timeout_ms, &r->tls,
+                                  &is_cert_error, err);
+        if (rc == CC_OK)
+            r->reader = redisReaderCreate();
+        return rc;
+    }
+    if (r->url.socket_path != NULL)
+        r->ctx = redisConnectUnixWithTimeout(r->url.socket_path, ctv);
+    else
+        r->ctx = redisConnectWithTimeout(r->url.host, r->url.port, ctv);
+    if (r->ctx == NULL)
+        return cc_err_set(err, CC_EBACKEND, "redis: cannot allocate a context");
+    if (r->ctx->err) {
+        rc = cc_err_set(err, CC_EBACKEND, "redis connect %s:%d: %s",
+                        r->url.host ? r->url.host : r->url.socket_path, r->url.port,
+                        r->ctx->errstr);
+        redis_drop(r);
+        return rc;
+    }
+    redisSetTimeout(r->ctx, iotv);
+    if (r->url.password != NULL) {
+        const char *a3[3] = {"AUTH", r->url.username, r->url.password};
+        const char *a2[2] = {"AUTH", r->url.password};
+
+        rc = r->url.username != NULL ? redis_setup(r, 3, a3, err) : redis_setup(r, 2, a2, err);
+    }
+    if (rc == CC_OK && r->url.db != 0) {
+        char db[16];
+        const char *argv[2] = {"SELECT", db};
+
+        snprintf(db, sizeof(db), "%d", r->url.db);
+        rc = redis_setup(r, 2, argv, err);
+    }
+    if (rc != CC_OK)
+        redis_drop(r);
+    return rc;
+}
+
+static redisReply *redis_cmd_tls(struct cc_redis *r, int argc, const char **argv,
+                                 const size_t *lens, struct cc_err *err)
+{
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    void *reply = NULL;
+
+    if (len < 0)
+        return cc_err_set(err, CC_EBACKEND, "redis: cannot format command"), NULL;
+    int rc = cc_redis_tls_write(r->tls, cmd, (size_t)len, err);
+    redisFreeCommand(cmd);
+    while (rc == CC_OK && reply == NULL) {
+        char buf[4096];
+        size_t got = 0;
+
+        if (redisReaderGetReply(r->reader, &reply) != REDIS_OK) {
+            rc = cc_err_set(err, CC_EBACKEND, "redis: bad reply: %s", r->reader->errstr);
+            break;
+        }
+        if (reply != NULL)
+            break;
+        rc = cc_redis_tls_read_some(r->tls, buf, sizeof(buf), &got, err);
+        if (rc == CC_OK && redisReaderFeed(r->reader, buf, got) != REDIS_OK)
+            rc = cc_err_set(err, CC_EBACKEND, "redis: bad reply: %s", r->reader->errstr);
+    }
+    if (rc != CC_OK) {
+        if (reply != NULL)
+            freeReplyObject(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+redisReply *cc_redis_cmd(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                         struct cc_err *err)
+{
+    redisReply *reply;
+
+    if (r->ctx == NULL && r->tls == NULL && redis_connect(r, err) != CC_OK)
+        return NULL;
+    if (r->tls != NULL)
+        reply = redis_cmd_tls(r, argc, argv, lens, err);
+    else {
+        reply = redisCommandArgv(r->ctx, argc, argv, lens);
+        if (reply == NULL)
+            cc_err_set(err, CC_EBACKEND, "redis: %s", r->ctx->errstr[0] ? r->ctx->errstr : "I/O");
+    }
+    if (reply == NULL)
+        redis_drop(r);
+    return reply;
+}
+
+int cc_redis_cmd_int(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                     long long *out, struct cc_err *err)
+{
+    redisReply *reply = cc_redis_cmd(r, argc, argv, lens, err);
+    int rc = CC_OK;
+
+    if (reply == NULL)
+        return CC_EBACKEND;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        *out = reply->integer;
+    else if (reply->type == REDIS_REPLY_ERROR)
+        rc = cc_err_set(err, CC_EBACKEND, "redis %s: %s", argv[0], reply->str);
+    else
+        rc = cc_err_set(err, CC_EBACKEND, "redis %s: unexpected reply type %d", argv[0],
+                        reply->type);
+    freeReplyObject(reply);
+    return rc;
+}
+
+void cc_redis_after_fork(struct cc_redis *r)
+{
+    if (r != NULL)
+        redis_drop(r); /* redisFree closes only our descriptor copy; TLS sends no notify */
+}
+
+void cc_redis_free(struct cc_redis *r)
+{
+    if (r == NULL)
+        return;
+    redis_drop(r);
+    cc_url_redis_deinit(&r->url);
+    free(r);
+}

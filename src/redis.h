@@ -1,0 +1,48 @@
+/* A small synchronous Redis client for the worker's own bookkeeping: the ETA delay store,
+ * redelivery counters, fleet-wide rate limits, the duplicate-success check.
+ *
+ * Not the result backend's write path (backend_redis.c keeps its hand-built MULTI/SETEX/
+ * PUBLISH/EXEC pipeline). One object is one connection, opened lazily on the first command
+ * and dropped after any I/O error, so the next command reconnects. redis:// and unix:// go
+ * through hiredis; rediss:// through redis_tls.c with hiredis' reply parser (redisReader)
+ * fed from the TLS stream, so callers see the same redisReply trees either way.
+ *
+ * Not thread-safe: one object per thread or process. No connection crosses fork(): a child
+ * calls cc_redis_after_fork() (or opens its own).
+ */
+#ifndef CELERYC_REDIS_H
+#define CELERYC_REDIS_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+#include "celeryc/status.h"
+
+struct cc_redis;
+
+/* Parse `url` (redis://, rediss://, unix://, as the result backend accepts) and return an
+ * unconnected client. io_timeout_ms bounds each command's I/O (connect: 4 s). Returns CC_OK
+ * and *out (free with cc_redis_free), or CC_EURL. */
+int cc_redis_open(const char *url, int io_timeout_ms, struct cc_redis **out,
+                  struct cc_err *err) CC_MUST_USE;
+
+/* Run one command, connecting first if needed. argv[i] has length lens[i] (lens NULL:
+ * strlen). Returns the reply (caller frees with freeReplyObject; an error reply is returned
+ * as REDIS_REPLY_ERROR, not as a failure), or NULL with err filled (CC_EBACKEND) when the
+ * command could not be sent or its reply not read: the connection is then dropped. */
+redisReply *cc_redis_cmd(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                         struct cc_err *err);
+
+/* Convenience for commands whose reply is an integer (INCR, ZADD, ZREM, EVAL returning a
+ * number): CC_OK and *out, or CC_EBACKEND (I/O failure, error reply, or another type). */
+int cc_redis_cmd_int(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                     long long *out, struct cc_err *err) CC_MUST_USE;
+
+/* Forget an inherited connection without I/O on it (in a forked child). */
+void cc_redis_after_fork(struct cc_redis *r);
+
+/* Close and free. Takes NULL. */
+void cc_redis_free(struct cc_redis *r);
+
+#endif
