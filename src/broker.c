@@ -193,9 +193,18 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
         timeout_s = 4;
     tv.tv_sec = (time_t)timeout_s;
     tv.tv_usec = (suseconds_t)((timeout_s - (double)tv.tv_sec) * 1e6);
+    errno = 0;
     st = amqp_socket_open_noblock(b->sock, u.host, u.port, &tv);
     if (st != AMQP_STATUS_OK) {
         const char *hint = "";
+        int e = errno;
+
+        if (st == AMQP_STATUS_SOCKET_ERROR && e != 0) {
+            /* rabbitmq-c says "a socket error occurred"; the errno says which. */
+            rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port,
+                            strerror(e));
+            goto out;
+        }
 
         if (st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
             hint = " (does broker_ssl_ca_certs hold the CA that signed the broker's cert?)";
@@ -465,7 +474,8 @@ bool cc_broker_has_buffered(const struct cc_broker *b)
 
 void cc_broker_release(struct cc_broker *b)
 {
-    amqp_maybe_release_buffers(b->conn);
+    if (b->conn != NULL)
+        amqp_maybe_release_buffers(b->conn);
 }
 
 int cc_broker_fd(const struct cc_broker *b)
@@ -489,6 +499,21 @@ void cc_broker_close(struct cc_broker *b)
     for (size_t i = 0; i < b->n_consumers; i++)
         free(b->consumer_tags[i]);
     b->n_consumers = 0;
+    amqp_destroy_connection(b->conn);
+    b->conn = NULL;
+    b->sock = NULL;
+    b->fd = -1;
+    b->is_channel_open = b->is_conn_open = false;
+}
+
+void cc_broker_abandon(struct cc_broker *b)
+{
+    if (b->conn == NULL)
+        return;
+    for (size_t i = 0; i < b->n_consumers; i++)
+        free(b->consumer_tags[i]);
+    b->n_consumers = 0;
+    /* amqp_destroy_connection closes the socket without sending anything. */
     amqp_destroy_connection(b->conn);
     b->conn = NULL;
     b->sock = NULL;

@@ -115,6 +115,12 @@ const char *cc_broker_last_reply(const struct cc_broker *b);
  * then free everything. Safe on a half-open or failed broker; idempotent. */
 void cc_broker_close(struct cc_broker *b);
 
+/* After the connection failed (socket error, heartbeat timeout, server close): free
+ * everything without any protocol traffic (a close handshake on a dead or wedged socket
+ * could block for the RPC timeout). The broker requeues what was unacked when it sees the
+ * socket close. Idempotent; `b` may be reconnected with cc_broker_connect afterwards. */
+void cc_broker_abandon(struct cc_broker *b);
+
 /* In a forked child: close the inherited socket descriptor without any protocol traffic
  * and without touching rabbitmq-c state (the memory belongs to the parent's image). */
 void cc_broker_forget(struct cc_broker *b);

@@ -178,6 +178,10 @@ static const struct cfg_opt cfg_options[] = {
     {"broker_connection_timeout", CFG_DOUBLE, CFG_OFF(connect_timeout_s), "4", NULL, 0,
      "--broker-connection-timeout", "SECONDS", 0.001, 3600, NULL, CFG_W, true,
      "Seconds to wait for the broker connection to be established."},
+    {"broker_connection_max_retries", CFG_INT, CFG_OFF(connection_max_retries), "100", NULL,
+     0, "--broker-connection-max-retries", "N", 0, 1000000, NULL, CFG_W, true,
+     "Reconnect attempts after the broker connection is lost before the worker gives up "
+     "and exits 1; 0 retries forever (Celery's broker_connection_max_retries)."},
     /* Celery's broker_use_ssl = {'ca_certs', 'certfile', 'keyfile', 'cert_reqs'}. */
     {"broker_ssl_ca_certs", CFG_FILE, CFG_OFF(broker_ssl_ca_certs), "", NULL, 0,
      "--broker-ssl-ca", "FILE", 0, 0, NULL, CFG_W, true,

@@ -62,6 +62,7 @@ struct cc_config {
     size_t max_message_bytes; /* worker_max_message_bytes; default 16 MiB */
     double heartbeat_s;       /* broker_heartbeat; default 120 (AMQP heartbeat) */
     double connect_timeout_s; /* broker_connection_timeout; default 4 */
+    int connection_max_retries; /* broker_connection_max_retries; default 100; 0 = forever */
 
     /* TLS for amqps:// (Celery's broker_use_ssl keys); ignored for amqp://. Paths are
      * readable regular files when set (checked at load). */

@@ -91,9 +91,9 @@ static int redis_connect(struct cc_redis *r, struct cc_err *err)
     if (r->ctx == NULL)
         return cc_err_set(err, CC_EBACKEND, "redis: cannot allocate a context");
     if (r->ctx->err) {
-        rc = cc_err_set(err, CC_EBACKEND, "redis connect %s:%d: %s",
-                        r->url.host ? r->url.host : r->url.socket_path, r->url.port,
-                        r->ctx->errstr);
+        rc =
+            cc_err_set(err, CC_EBACKEND, "redis connect %s:%d: %s",
+                       r->url.host ? r->url.host : r->url.socket_path, r->url.port, r->ctx->errstr);
         redis_drop(r);
         return rc;
     }

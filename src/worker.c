@@ -65,7 +65,17 @@ struct worker {
     bool is_pool_started;
     enum worker_state state;
     int exit_code;
-    bool is_broker_lost; /* stop the pool warm: running tasks still store their results */
+    bool is_broker_lost; /* gave up reconnecting: stop the pool warm, running tasks still store */
+
+    /* Connection state (see worker_broker_lost / worker_reconnect). */
+    struct cc_broker_tls tls;
+    bool is_connected;
+    int64_t reconnect_at_us;      /* cc_mono_us() of the next attempt while disconnected */
+    unsigned reconnect_attempt;   /* failed attempts since the connection was lost */
+    uint64_t jitter;              /* xorshift state for the backoff jitter */
+    uint8_t *stale;               /* by pool slot: RUN_* for running[slot] after a disconnect */
+    struct worker_retry *retries; /* retry messages waiting for the connection to come back */
+    size_t n_retries, cap_retries;
 
     struct cc_request *ready_head, *ready_tail; /* FIFO of requests waiting for a child */
     size_t n_ready;
@@ -85,13 +95,42 @@ struct worker {
     size_t ack_batch;      /* send at once when this many acks are pending */
 };
 
+/* A running request whose delivery belonged to a connection that is gone: its tag means
+ * nothing on the new channel, so nothing is acked or rejected for it any more. SETTLED: its
+ * ack had left before the loss (early ack), so the message is gone from the queue and a
+ * retry it asks for must still be published; UNSETTLED: RabbitMQ requeued it and will
+ * redeliver it, so the redelivery is the retry. */
+enum {
+    RUN_LIVE = 0,
+    RUN_STALE_SETTLED,
+    RUN_STALE_UNSETTLED,
+};
+
+/* A retry whose message could not be published because the broker was away: published
+ * right after the reconnect. At most one per running task, so bounded by the concurrency. */
+struct worker_retry {
+    struct cc_request *r;
+    struct cc_pool_report rep;
+};
+
+/* The broker socket is read at least this often even while worker_wants_deliveries() keeps
+ * it out of poll(): heartbeats go out, and a connection the broker closed is noticed within
+ * this time, so little prefetched work runs on a connection that is already gone (its
+ * messages are redelivered; with acks_late each such run is a duplicate execution). */
+#define WORKER_BROKER_SERVICE_US 100000
+
+/* Reconnect backoff: 1 s doubling to 30 s, each delay scaled by a random factor in
+ * [0.5, 1.0) so a fleet that lost the same broker does not come back in lock step. */
+#define WORKER_RECONNECT_BASE_MS 1000
+#define WORKER_RECONNECT_MAX_MS  30000
+
 /* Longest an ack may wait to be coalesced with later ones (see worker_acks_due). */
 #define WORKER_ACK_MAX_DELAY_US 1000
 
-/* After the broker is lost the worker exits (TODO(#3): reconnect) but first lets running
- * tasks finish and store their results. A task that hangs must not keep a worker with no
- * broker alive forever: after this long, or at a further TERM, INT or QUIT, the children
- * are stopped cold (SIGTERM, SIGKILL 2 s later). */
+/* After broker_connection_max_retries failed reconnects the worker exits, but first lets
+ * running tasks finish and store their results. A task that hangs must not keep a worker
+ * with no broker alive forever: after this long, or at a further TERM, INT or QUIT, the
+ * children are stopped cold (SIGTERM, SIGKILL 2 s later). */
 #define WORKER_BROKER_LOST_WAIT_MS 60000
 
 /* ---- Request bookkeeping ------------------------------------------------------------- */
@@ -167,20 +206,44 @@ static struct cc_request *worker_heap_pop(struct worker *w)
     return top;
 }
 
-/* A broker failure is fatal for now (TODO(#3): reconnect with backoff). */
-static void worker_broker_fatal(struct worker *w, const struct cc_err *err)
+static void worker_free_held(struct worker *w);
+
+/* The connection or channel failed at run time (socket error, heartbeat timeout, the
+ * broker closed it, a consumer was cancelled). Celery reconnects; so do we, without a
+ * restart: drop the connection without a handshake (the broker requeues everything we held
+ * unacked when the socket closes), forget the prefetched and ETA-held requests (they come
+ * back as redeliveries), mark the running ones stale (their tags die with the channel; the
+ * children still finish and store their results), and schedule a reconnect with backoff
+ * (worker_reconnect). */
+static void worker_broker_lost(struct worker *w, const struct cc_err *err)
 {
-    if (w->state == WORKER_COLD && w->exit_code != 0)
+    if (!w->is_connected || w->state == WORKER_COLD)
         return;
     if (cc_broker_last_reply(&w->broker)[0] != '\0' &&
         strstr(err->msg, cc_broker_last_reply(&w->broker)) == NULL)
-        cc_error("consumer: broker error: %s (server: %s); exiting", err->msg,
+        cc_error("consumer: broker error: %s (server: %s)", err->msg,
                  cc_broker_last_reply(&w->broker));
     else
-        cc_error("consumer: broker error: %s; exiting", err->msg);
-    w->state = WORKER_COLD;
-    w->exit_code = 1;
-    w->is_broker_lost = true;
+        cc_error("consumer: broker error: %s", err->msg);
+    cc_warn("consumer: Connection to broker lost. Trying to re-establish the connection...");
+    for (int i = 0; i < w->pool.n; i++) {
+        struct cc_request *r = w->running[i];
+        bool is_pending = false;
+
+        if (r == NULL)
+            continue;
+        for (size_t k = 0; k < w->n_acks && !is_pending; k++)
+            is_pending = w->acks[k] == r->tag;
+        w->stale[i] = r->is_acked && !is_pending ? RUN_STALE_SETTLED : RUN_STALE_UNSETTLED;
+        r->is_acked = true; /* nothing more goes out for this tag */
+    }
+    w->n_acks = 0;
+    worker_free_held(w);
+    cc_broker_abandon(&w->broker);
+    w->is_connected = false;
+    w->reconnect_attempt = 0;
+    w->reconnect_at_us = cc_mono_us(); /* first attempt at once: a dropped connection often
+                                           just needs a new one */
 }
 
 /* Acks are collected and sent by worker_flush_acks(), which coalesces them into one
@@ -252,7 +315,7 @@ static void worker_flush_acks(struct worker *w)
         rc = cc_broker_ack(&w->broker, w->acks[i], &err);
     w->n_acks = 0;
     if (rc != CC_OK)
-        worker_broker_fatal(w, &err);
+        worker_broker_lost(w, &err);
 }
 
 /* Whether the loop should read deliveries now. While the ready FIFO holds at least one
@@ -299,7 +362,37 @@ static void worker_reject(struct worker *w, struct cc_request *r, bool requeue)
         return;
     r->is_acked = true;
     if (cc_broker_reject(&w->broker, r->tag, requeue, &err) != CC_OK)
-        worker_broker_fatal(w, &err);
+        worker_broker_lost(w, &err);
+}
+
+/* Forget every request not running (ready FIFO, ETA heap) without a broker call: after a
+ * connection loss the broker requeues them by itself. */
+static void worker_free_held(struct worker *w)
+{
+    struct cc_request *r;
+
+    while ((r = worker_fifo_pop(w)) != NULL)
+        cc_request_free(r);
+    while ((r = worker_heap_pop(w)) != NULL)
+        cc_request_free(r);
+    w->n_held = 0;
+    w->is_qos_dirty = false;
+}
+
+/* Warm shutdown: reject(requeue=true) every request not running, at once. */
+static void worker_return_held(struct worker *w)
+{
+    struct cc_request *r;
+    size_t n = w->n_ready + w->n_eta;
+
+    while (w->is_connected &&
+           ((r = worker_fifo_pop(w)) != NULL || (r = worker_heap_pop(w)) != NULL)) {
+        worker_reject(w, r, true);
+        cc_request_free(r);
+    }
+    worker_free_held(w); /* whatever is left if the connection dropped meanwhile */
+    if (n > 0)
+        cc_info("worker: returned %zu unstarted message(s) to the broker", n);
 }
 
 /* A store made by the master itself (NotRegistered, expired REVOKED, WorkerLostError,
@@ -337,7 +430,7 @@ static void worker_update_qos(struct worker *w)
     /* cc_broker_qos sends nothing when the count is unchanged (e.g. one ETA request arrived
      * and another was dispatched in the same pass). */
     if (cc_broker_qos(&w->broker, want, &err) != CC_OK)
-        worker_broker_fatal(w, &err);
+        worker_broker_lost(w, &err);
 }
 
 /* Expired (§6.3): REVOKED TaskRevokedError('expired'), ack. Frees r. */
@@ -359,11 +452,15 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     if (rc == CC_EAGAIN)
         return;
     if (rc != CC_OK) {
-        worker_broker_fatal(w, &err);
+        worker_broker_lost(w, &err);
         return;
     }
     now = cc_now_us();
-    if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
+    if (w->state != WORKER_RUNNING) {
+        /* Delivered before our basic.cancel took effect: not ours to start any more. */
+        worker_reject(w, r, true);
+        cc_request_free(r);
+    } else if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
     } else if (r->msg.eta_us > now) {
         r->is_eta_held = true;
@@ -384,7 +481,7 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
 {
     struct cc_msg m = r->msg; /* shallow: only read by cc_msg_encode */
     struct cc_msg_out out;
-    char eta[40];
+    char eta[sizeof(rep->retry_eta)];
     int64_t now = cc_now_us(), eta_us;
     int rc;
 
@@ -403,7 +500,7 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     if (rc == CC_OK) {
         rc = cc_broker_publish(&w->broker, r->exchange, r->routing_key, &out, err);
         if (rc != CC_OK)
-            worker_broker_fatal(w, err);
+            worker_broker_lost(w, err);
     }
     cc_msg_out_deinit(&out);
     return rc;
@@ -424,11 +521,47 @@ static void worker_retry_failed(struct worker *w, struct cc_request *r, const st
     worker_store_exc(w, r, "FAILURE", "builtins", "RuntimeError", msg);
 }
 
+/* Keep a retry for after the reconnect (see struct worker_retry). Takes r. */
+static void worker_defer_retry(struct worker *w, struct cc_request *r,
+                               const struct cc_pool_report *rep)
+{
+    if (w->n_retries == w->cap_retries) {
+        w->cap_retries = w->cap_retries ? w->cap_retries * 2 : 8;
+        w->retries = cc_xrealloc(w->retries, w->cap_retries * sizeof(*w->retries));
+    }
+    w->retries[w->n_retries++] = (struct worker_retry){.r = r, .rep = *rep};
+    cc_info("Task %s[%s]: retry message waits for the broker connection", cc_request_name(r),
+            r->msg.id);
+}
+
+/* Publish the deferred retries on the new connection. Their originals were acked on the
+ * old one (settled), so there is nothing to ack now. */
+static void worker_flush_retries(struct worker *w)
+{
+    size_t i = 0;
+
+    for (; i < w->n_retries && w->is_connected; i++) {
+        struct worker_retry *d = &w->retries[i];
+        struct cc_err err = {0};
+
+        if (worker_publish_retry(w, d->r, &d->rep, &err) != CC_OK) {
+            if (!w->is_connected)
+                break; /* lost again: keep it and the rest */
+            worker_retry_failed(w, d->r, &err);
+        }
+        cc_request_free(d->r);
+    }
+    memmove(w->retries, w->retries + i, (w->n_retries - i) * sizeof(*w->retries));
+    w->n_retries -= i;
+}
+
 static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
 {
     struct cc_request *r = w->running[rep->slot];
+    int stale = w->stale[rep->slot];
 
     w->running[rep->slot] = NULL;
+    w->stale[rep->slot] = RUN_LIVE;
     if (r == NULL)
         return;
     w->n_done++;
@@ -439,8 +572,25 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
 
-        if (worker_publish_retry(w, r, rep, &err) != CC_OK)
+        if (stale == RUN_STALE_UNSETTLED) {
+            /* The broker requeued the original when the connection dropped: its
+             * redelivery is the retry. Publishing one too would run the task twice. */
+            cc_warn("Task %s[%s]: retry not published: the connection was lost before the "
+                    "message was acked, so the broker redelivers it",
+                    cc_request_name(r), r->msg.id);
+            break;
+        }
+        if (!w->is_connected) {
+            worker_defer_retry(w, r, rep);
+            return; /* r is now owned by the deferred list */
+        }
+        if (worker_publish_retry(w, r, rep, &err) != CC_OK) {
+            if (!w->is_connected) { /* lost while publishing: try again after the reconnect */
+                worker_defer_retry(w, r, rep);
+                return;
+            }
             worker_retry_failed(w, r, &err);
+        }
         break;
     }
     case CC_TASK_REJECT:
@@ -481,6 +631,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     char how[64], msg[160];
 
     w->running[slot] = NULL;
+    w->stale[slot] = RUN_LIVE;
     if (r == NULL)
         return;
     cc_pool_human_status(wstatus, how, sizeof(how));
@@ -583,6 +734,78 @@ static int worker_declare(struct worker *w, struct cc_err *err)
     return rc;
 }
 
+/* Connect, declare the topology, set QoS and consume: start-up and every reconnect. */
+static int worker_connect(struct worker *w, struct cc_err *err)
+{
+    const struct cc_config *cfg = w->cfg;
+    int rc = cc_broker_connect(&w->broker, cfg->broker_url, cfg->heartbeat_s,
+                               cfg->connect_timeout_s, &w->tls, err);
+
+    if (rc == CC_OK)
+        rc = worker_declare(w, err);
+    if (rc != CC_OK) {
+        cc_broker_abandon(&w->broker);
+        return rc;
+    }
+    w->is_connected = true;
+    return CC_OK;
+}
+
+/* Next reconnect delay in ms: exponential, capped, with jitter (see
+ * WORKER_RECONNECT_BASE_MS). */
+static int64_t worker_backoff_ms(struct worker *w)
+{
+    int64_t ms = WORKER_RECONNECT_BASE_MS;
+
+    for (unsigned i = 1; i < w->reconnect_attempt && ms < WORKER_RECONNECT_MAX_MS; i++)
+        ms *= 2;
+    if (ms > WORKER_RECONNECT_MAX_MS)
+        ms = WORKER_RECONNECT_MAX_MS;
+    w->jitter ^= w->jitter << 13;
+    w->jitter ^= w->jitter >> 7;
+    w->jitter ^= w->jitter << 17;
+    return ms / 2 + (int64_t)(w->jitter % (uint64_t)(ms / 2 + 1));
+}
+
+/* One reconnect attempt, when due. On success: log as Celery does, publish the retries
+ * that waited. On failure: schedule the next attempt, or give up after
+ * broker_connection_max_retries (exit 1 once running tasks have finished). */
+static void worker_reconnect(struct worker *w)
+{
+    struct cc_err err = {0};
+    char *u;
+
+    if (w->is_connected || w->state != WORKER_RUNNING || cc_mono_us() < w->reconnect_at_us)
+        return;
+    u = cc_url_redact(w->cfg->broker_url ? w->cfg->broker_url : "");
+    if (worker_connect(w, &err) == CC_OK) {
+        cc_warn("consumer: Connected to %s", u ? u : "?");
+        w->reconnect_attempt = 0;
+        worker_flush_retries(w);
+        free(u);
+        return;
+    }
+    w->reconnect_attempt++;
+    if (w->cfg->connection_max_retries > 0 &&
+        w->reconnect_attempt >= (unsigned)w->cfg->connection_max_retries) {
+        cc_crit("consumer: Cannot connect to %s: %s. Giving up after %u attempts; exiting",
+                u ? u : "?", err.msg, w->reconnect_attempt);
+        w->state = WORKER_COLD;
+        w->exit_code = 1;
+        w->is_broker_lost = true;
+        free(u);
+        return;
+    }
+    int64_t ms = worker_backoff_ms(w);
+    char max[16] = "inf";
+    if (w->cfg->connection_max_retries > 0)
+        snprintf(max, sizeof(max), "%d", w->cfg->connection_max_retries);
+    cc_error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%u/%s)",
+             u ? u : "?", err.msg, (double)ms / 1000.0, w->reconnect_attempt, max);
+    w->reconnect_at_us = cc_mono_us() + ms * 1000;
+    free(u);
+}
+
 static void worker_banner(const struct worker *w)
 {
     const struct cc_config *cfg = w->cfg;
@@ -641,10 +864,12 @@ static void worker_signals(struct worker *w)
             cc_warn("worker: Hitting Ctrl+C again will terminate all running tasks!");
         cc_warn("worker: Warm shutdown (MainProcess)");
         w->state = WORKER_WARM;
-        /* Stop receiving; what is prefetched but not started returns to the queue when the
-         * channel closes. */
-        if (cc_broker_cancel_all(&w->broker, &err) != CC_OK)
-            worker_broker_fatal(w, &err);
+        /* Stop receiving, and give what is prefetched or ETA-held but not started back to
+         * the broker now, so other workers can take it while ours finish (rather than when
+         * our channel closes at exit, which may be minutes later). */
+        if (w->is_connected && cc_broker_cancel_all(&w->broker, &err) != CC_OK)
+            worker_broker_lost(w, &err);
+        worker_return_held(w);
     }
     if (sc.chld > 0) {
         /* A child's last report precedes its exit: read reports first, then reap. */
@@ -661,13 +886,15 @@ static void worker_drain_broker(struct worker *w)
         int got = 0;
 
         if (cc_broker_next(&w->broker, &env, &got, &err) != CC_OK) {
-            worker_broker_fatal(w, &err);
+            worker_broker_lost(w, &err);
             return;
         }
         if (!got)
             return;
         worker_on_delivery(w, &env);
         amqp_destroy_envelope(&env);
+        if (!w->is_connected)
+            return; /* lost while handling it (a reject failed) */
         cc_broker_release(&w->broker);
         /* Nothing buffered: poll() says when the socket has more. Saves a recv that would
          * only return EAGAIN (and rabbitmq-c's poll after it) per delivery. */
@@ -702,14 +929,23 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (ack_ms < ms)
             ms = ack_ms;
     }
-    if (worker_wants_deliveries(w) && cc_broker_has_buffered(&w->broker))
+    if (!w->is_connected && w->state == WORKER_RUNNING) {
+        int64_t left_us = w->reconnect_at_us - cc_mono_us();
+        int64_t rc_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
+
+        if (rc_ms < ms)
+            ms = rc_ms;
+    }
+    if (w->is_connected && !worker_wants_deliveries(w) && ms > WORKER_BROKER_SERVICE_US / 1000)
+        ms = WORKER_BROKER_SERVICE_US / 1000; /* the socket is not in the poll set */
+    if (w->is_connected && worker_wants_deliveries(w) && cc_broker_has_buffered(&w->broker))
         ms = 0;
     return (int)ms;
 }
 
 /* Only the sources poll() reported (or that rabbitmq-c buffered) are serviced, so an idle
- * source costs no syscall; the broker is also serviced at least every second so heartbeats
- * go out (rabbitmq-c sends them from inside amqp_consume_message), even while
+ * source costs no syscall; the broker is also serviced at least every WORKER_BROKER_SERVICE_US so
+ * heartbeats go out (rabbitmq-c sends them from inside amqp_consume_message), even while
  * worker_wants_deliveries() keeps its socket out of poll(). */
 static void worker_loop(struct worker *w)
 {
@@ -728,8 +964,11 @@ static void worker_loop(struct worker *w)
             break;
         int64_t now_us = cc_mono_us();
         bool wants = worker_wants_deliveries(w);
-        if ((wants && (is_brk || cc_broker_has_buffered(&w->broker))) ||
-            now_us - last_brk_us > 1000000) {
+        if (!w->is_connected) {
+            worker_reconnect(w);
+            last_brk_us = cc_mono_us();
+        } else if ((wants && (is_brk || cc_broker_has_buffered(&w->broker))) ||
+                   now_us - last_brk_us > WORKER_BROKER_SERVICE_US) {
             last_brk_us = now_us;
             worker_drain_broker(w);
         }
@@ -829,14 +1068,18 @@ int cc_worker_main(const struct cc_config *cfg)
     /* Half the prefetch window may wait as pending acks; without QoS there is no window. */
     w.ack_batch = w.base_prefetch == 0 ? 16 : w.base_prefetch >= 2 ? w.base_prefetch / 2 : 1;
 
-    struct cc_broker_tls tls = {
+    w.tls = (struct cc_broker_tls){
         .ca_file = cfg->broker_ssl_ca_certs,
         .cert_file = cfg->broker_ssl_certfile,
         .key_file = cfg->broker_ssl_keyfile,
         .is_verify = cfg->broker_ssl_verify != CC_SSL_VERIFY_NONE,
     };
+    w.jitter = (uint64_t)cc_mono_us() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    /* At start-up a broker we cannot reach or a topology it refuses is fatal (exit 1, the
+     * service manager restarts us): it is usually a configuration error. Once running, a
+     * lost connection is retried (worker_reconnect). */
     rc = cc_broker_connect(&w.broker, cfg->broker_url, cfg->heartbeat_s, cfg->connect_timeout_s,
-                           &tls, &err);
+                           &w.tls, &err);
     if (rc != CC_OK) {
         char *u = cc_url_redact(cfg->broker_url ? cfg->broker_url : "");
 
@@ -850,6 +1093,7 @@ int cc_worker_main(const struct cc_config *cfg)
             cc_crit("start-up: %s", err.msg);
         goto out;
     }
+    w.is_connected = true;
     /* Fork after the broker is up (children close its socket) and before consuming
      * anything, so no delivery state exists in a child. */
     memset(&po, 0, sizeof(po));
@@ -866,6 +1110,7 @@ int cc_worker_main(const struct cc_config *cfg)
         goto out;
     }
     w.running = cc_xcalloc((size_t)w.pool.n, sizeof(*w.running));
+    w.stale = cc_xcalloc((size_t)w.pool.n, sizeof(*w.stale));
     w.consumer = (struct cc_consumer){
         .broker = &w.broker, .backend = w.backend, .cfg = cfg, .hostname = w.hostname};
     worker_banner(&w);
@@ -888,6 +1133,13 @@ out:
     free(w.acks);
     worker_free_requests(&w);
     free(w.running);
+    free(w.stale);
+    for (size_t i = 0; i < w.n_retries; i++) {
+        cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
+                 cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+        cc_request_free(w.retries[i].r);
+    }
+    free(w.retries);
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
      * queue. */
     cc_broker_close(&w.broker);

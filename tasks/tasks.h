@@ -19,6 +19,9 @@ extern const struct cc_task_entry cc_task_demo_thumbnail;
 extern const struct cc_task_entry cc_task_demo_fail;
 extern const struct cc_task_entry cc_task_demo_sleep;
 
+/* tasks/it.c: test-only tasks for the delivery-guarantee integration tests. */
+extern const struct cc_task_entry cc_task_it_count_sleep;
+
 /* tasks/conformance.c: Celery's t/integration/tasks.py. */
 extern const struct cc_task_entry cc_task_conf_identity;
 extern const struct cc_task_entry cc_task_conf_add;

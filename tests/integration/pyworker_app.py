@@ -218,3 +218,13 @@ def return_priority(self, *_args):
 def ping():
     # Builtin in later Celery versions; celeryc implements it natively.
     return "pong"
+
+
+# ---- Test-only tasks (tasks/it.c) ------------------------------------------------------------
+
+@app.task(name="it.count_sleep")
+def count_sleep(key, seconds=0):
+    n = _redis().incr(key)
+    if seconds:
+        time.sleep(seconds)
+    return n
