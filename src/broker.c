@@ -170,8 +170,10 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
     struct timeval tv;
     amqp_rpc_reply_t r;
     int rc, st;
+    struct cc_broker *linked = b->linked; /* the one field that survives a reconnect */
 
     memset(b, 0, sizeof(*b));
+    b->linked = linked;
     b->fd = -1;
     b->channel = 1;
     rc = cc_url_parse_amqp(url, &u, err);
@@ -367,14 +369,18 @@ static amqp_bytes_t broker_bytes(const char *s)
     return s ? amqp_cstring_bytes(s) : amqp_empty_bytes;
 }
 
-int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
-                      const struct cc_msg_out *m, struct cc_err *err)
+/* basic.publish of an encoded task message; `mandatory` asks the broker to return it when
+ * no queue is bound for the routing key (confirmed publishes only). */
+static int broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
+                          const struct cc_msg_out *m, bool mandatory, struct cc_err *err)
 {
     amqp_basic_properties_t p;
     amqp_pool_t pool;
     amqp_bytes_t body = {m->body_len, m->body};
     int rc;
 
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
     memset(&p, 0, sizeof(p));
     init_amqp_pool(&pool, 4096);
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CONTENT_ENCODING_FLAG |
@@ -394,10 +400,102 @@ int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *rou
     if (rc == CC_OK)
         rc = broker_status(b,
                            amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
-                                              broker_bytes(routing_key), 0, 0, &p, body),
+                                              broker_bytes(routing_key), mandatory, 0, &p, body),
                            "basic.publish", err);
     empty_amqp_pool(&pool);
     return rc;
+}
+
+int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
+                      const struct cc_msg_out *m, struct cc_err *err)
+{
+    return broker_publish(b, exchange, routing_key, m, false, err);
+}
+
+int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err)
+{
+    amqp_confirm_select(b->conn, b->channel);
+    int rc = broker_reply(b, amqp_get_rpc_reply(b->conn), "confirm.select", err);
+
+    if (rc == CC_OK) {
+        b->is_confirming = true;
+        b->publish_seq = 0;
+    }
+    return rc;
+}
+
+/* Wait for the broker's verdict on publish number `seq` (confirm mode): basic.ack covering
+ * it -> CC_OK; basic.nack -> CC_EBROKER; a basic.return before the ack (mandatory, no queue
+ * bound) -> CC_ENOTFOUND_Q. Other frames on this connection are only heartbeats. */
+static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms,
+                               struct cc_err *err)
+{
+    int64_t deadline = cc_mono_us() + (int64_t)timeout_ms * 1000;
+    bool is_returned = false;
+
+    for (;;) {
+        int64_t left = deadline - cc_mono_us();
+        struct timeval tv;
+        amqp_frame_t f;
+        int st;
+
+        if (left <= 0)
+            return cc_err_set(err, CC_ETIMEDOUT, "no publisher confirm within %d ms", timeout_ms);
+        tv.tv_sec = (time_t)(left / 1000000);
+        tv.tv_usec = (suseconds_t)(left % 1000000);
+        st = amqp_simple_wait_frame_noblock(b->conn, &f, &tv);
+        if (st == AMQP_STATUS_TIMEOUT)
+            continue;
+        if (st != AMQP_STATUS_OK)
+            return broker_status(b, st, "waiting for a publisher confirm", err);
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue; /* a returned message's header/body: already accounted for */
+        switch (f.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD: {
+            const amqp_basic_ack_t *a = f.payload.method.decoded;
+
+            if (a->delivery_tag == seq || (a->multiple && a->delivery_tag >= seq)) {
+                amqp_maybe_release_buffers(b->conn);
+                if (is_returned)
+                    return cc_err_set(err, CC_ENOTFOUND_Q,
+                                      "message returned by the broker: no queue is bound for "
+                                      "its routing key");
+                return CC_OK;
+            }
+            break;
+        }
+        case AMQP_BASIC_NACK_METHOD: {
+            const amqp_basic_nack_t *a = f.payload.method.decoded;
+
+            if (a->delivery_tag == seq || (a->multiple && a->delivery_tag >= seq))
+                return cc_err_set(err, CC_EBROKER, "broker refused the message (basic.nack)");
+            break;
+        }
+        case AMQP_BASIC_RETURN_METHOD:
+            is_returned = true;
+            break;
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            return broker_server_close(b, &f.payload.method, "connection closed by the broker",
+                                       err);
+        default:
+            break;
+        }
+    }
+}
+
+int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const char *routing_key,
+                                const struct cc_msg_out *m, int timeout_ms, struct cc_err *err)
+{
+    int rc;
+
+    if (!b->is_confirming)
+        return cc_err_set(err, CC_EINVAL, "publish_confirmed: channel not in confirm mode");
+    rc = broker_publish(b, exchange, routing_key, m, true, err);
+    if (rc != CC_OK)
+        return rc;
+    return broker_wait_confirm(b, ++b->publish_seq, timeout_ms, err);
 }
 
 /* A frame other than basic.deliver is next: read it and act. Returns CC_OK when it was
@@ -523,6 +621,8 @@ void cc_broker_abandon(struct cc_broker *b)
 
 void cc_broker_forget(struct cc_broker *b)
 {
-    if (b->fd >= 0)
+    if (b->linked != NULL && b->linked->conn != NULL && b->linked->fd >= 0)
+        close(b->linked->fd);
+    if (b->fd >= 0 && b->conn != NULL)
         close(b->fd);
 }

@@ -38,7 +38,10 @@ struct cc_broker {
     uint16_t prefetch; /* last basic.qos prefetch_count sent (0 = none sent) */
     size_t n_consumers;
     char *consumer_tags[CC_BROKER_MAX_CONSUMERS]; /* owned, server-assigned */
-    char last_reply[512]; /* full server text of the last channel/connection close */
+    char last_reply[512];     /* full server text of the last channel/connection close */
+    bool is_confirming;       /* confirm.select done (a publishing connection) */
+    uint64_t publish_seq;     /* publishes on the channel since confirm.select */
+    struct cc_broker *linked; /* another connection cc_broker_forget drops too, or NULL */
 };
 
 /* TLS settings for amqps:// (Celery's broker_use_ssl), all borrowed for the call. */
@@ -52,8 +55,8 @@ struct cc_broker_tls {
 /* Connect to `url` (amqp://, amqps://, pyamqp://), log in, open channel 1. heartbeat_s and
  * timeout_s as configured (broker_heartbeat, broker_connection_timeout); `tls` is used for
  * amqps:// only (NULL = defaults: system CAs, verification on). `b` is caller's storage,
- * zeroed here. Returns CC_OK, CC_EURL, CC_EBROKER, CC_EACCESS. On failure call
- * cc_broker_close() anyway. */
+ * zero-initialised once by the caller and zeroed here (except `linked`, kept). Returns CC_OK,
+ * CC_EURL, CC_EBROKER, CC_EACCESS. On failure call cc_broker_close() anyway. */
 int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, double timeout_s,
                       const struct cc_broker_tls *tls, struct cc_err *err) CC_MUST_USE;
 
@@ -91,6 +94,21 @@ int cc_broker_reject(struct cc_broker *b, uint64_t tag, bool requeue,
 int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
                       const struct cc_msg_out *m, struct cc_err *err) CC_MUST_USE;
 
+/* Put the channel in publisher-confirm mode (confirm.select). For a connection used only
+ * to publish: cc_broker_publish_confirmed then reads the confirms synchronously, which
+ * would swallow deliveries on a consuming connection. */
+int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
+
+/* Publish with mandatory=true and wait (at most timeout_ms) until the broker confirms it.
+ * Returns CC_OK once the broker has taken responsibility for the message (routed to its
+ * queues, persisted for durable ones); CC_ENOTFOUND_Q when no queue is bound for the
+ * routing key (the message was dropped), CC_EBROKER on basic.nack or I/O failure,
+ * CC_ETIMEDOUT. After a failure other than CC_ENOTFOUND_Q the connection should be
+ * abandoned. */
+int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const char *routing_key,
+                                const struct cc_msg_out *m, int timeout_ms,
+                                struct cc_err *err) CC_MUST_USE;
+
 /* Non-blocking: take the next delivery already buffered or readable now. Sends a heartbeat
  * when one is due. Returns CC_OK with *got = 1 and `env` filled (release with
  * amqp_destroy_envelope then cc_broker_release), CC_OK with *got = 0 when nothing is
@@ -121,8 +139,9 @@ void cc_broker_close(struct cc_broker *b);
  * socket close. Idempotent; `b` may be reconnected with cc_broker_connect afterwards. */
 void cc_broker_abandon(struct cc_broker *b);
 
-/* In a forked child: close the inherited socket descriptor without any protocol traffic
- * and without touching rabbitmq-c state (the memory belongs to the parent's image). */
+/* In a forked child: close the inherited socket descriptor (and the linked connection's)
+ * without any protocol traffic and without touching rabbitmq-c state (the memory belongs
+ * to the parent's image). */
 void cc_broker_forget(struct cc_broker *b);
 
 #endif

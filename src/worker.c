@@ -59,6 +59,7 @@ struct worker {
     const struct cc_config *cfg;
     char *hostname;
     struct cc_broker broker;
+    struct cc_broker pub; /* publishing connection, confirm mode (worker_publish) */
     struct cc_backend *backend;
     struct cc_consumer consumer;
     struct cc_pool pool;
@@ -474,6 +475,47 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
 
 /* ---- Pool reports -------------------------------------------------------------------- */
 
+/* Publish on the worker's publishing connection (opened on first use, again after any
+ * failure) and wait for the broker's confirm, so a message the worker republishes (a
+ * retry) is the broker's responsibility before the original is acked. A separate
+ * connection because confirms are read synchronously, which on the consuming connection
+ * would swallow deliveries; no heartbeats on it (mostly idle): a connection the broker
+ * dropped meanwhile fails the first publish, which is then tried once on a fresh one.
+ * A publish whose confirm did not come (timeout, nack) is not repeated here: the caller
+ * decides (requeue the original or keep the message for later). */
+#define WORKER_CONFIRM_TIMEOUT_MS 5000
+
+static int worker_publish(struct worker *w, const char *exchange, const char *routing_key,
+                          const struct cc_msg_out *m, struct cc_err *err)
+{
+    const struct cc_config *cfg = w->cfg;
+    int rc = CC_EBROKER;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool was_open = w->pub.is_channel_open;
+
+        if (!was_open) {
+            cc_broker_abandon(&w->pub);
+            rc = cc_broker_connect(&w->pub, cfg->broker_url, 0, cfg->connect_timeout_s, &w->tls,
+                                   err);
+            if (rc == CC_OK)
+                rc = cc_broker_confirm_select(&w->pub, err);
+            if (rc != CC_OK) {
+                cc_broker_abandon(&w->pub);
+                return rc;
+            }
+        }
+        rc = cc_broker_publish_confirmed(&w->pub, exchange, routing_key, m,
+                                         WORKER_CONFIRM_TIMEOUT_MS, err);
+        if (rc == CC_OK || rc == CC_ENOTFOUND_Q)
+            return rc;
+        cc_broker_abandon(&w->pub);
+        if (!was_open || rc == CC_ETIMEDOUT || strstr(err->msg, "nack") != NULL)
+            break; /* a fresh connection failed too, or the broker did get the message */
+    }
+    return rc;
+}
+
 /* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id.
  * Returns CC_OK, or the encode/publish error (logged by the caller). */
 static int worker_publish_retry(struct worker *w, struct cc_request *r,
@@ -498,9 +540,7 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     m.parent_id = r->msg.id;
     rc = cc_msg_encode(&m, now, &out, err);
     if (rc == CC_OK) {
-        rc = cc_broker_publish(&w->broker, r->exchange, r->routing_key, &out, err);
-        if (rc != CC_OK)
-            worker_broker_lost(w, err);
+        rc = worker_publish(w, r->exchange, r->routing_key, &out, err);
     }
     cc_msg_out_deinit(&out);
     return rc;
@@ -580,16 +620,22 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                     cc_request_name(r), r->msg.id);
             break;
         }
-        if (!w->is_connected) {
-            worker_defer_retry(w, r, rep);
-            return; /* r is now owned by the deferred list */
-        }
         if (worker_publish_retry(w, r, rep, &err) != CC_OK) {
-            if (!w->is_connected) { /* lost while publishing: try again after the reconnect */
+            if (!r->is_acked) {
+                /* acks_late: the original is still ours; give it back to run again rather
+                 * than drop the retry. */
+                cc_error("Task %s[%s]: could not publish the retry message: %s; requeueing "
+                         "the original",
+                         cc_request_name(r), r->msg.id, err.msg);
+                worker_reject(w, r, true);
+            } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL) {
+                /* Acked when it started, so the retry message is all there is: keep it and
+                 * publish it once the broker is back. */
                 worker_defer_retry(w, r, rep);
-                return;
+                return; /* r is now owned by the deferred list */
+            } else {
+                worker_retry_failed(w, r, &err);
             }
-            worker_retry_failed(w, r, &err);
         }
         break;
     }
@@ -1042,6 +1088,9 @@ int cc_worker_main(const struct cc_config *cfg)
     w.cfg = cfg;
     w.exit_code = 1;
     w.broker.fd = -1;
+    w.pub.fd = -1;
+    /* Pool children forget both connections' sockets after fork (cc_broker_forget). */
+    w.broker.linked = &w.pub;
     w.hostname = worker_hostname(cfg);
     if (cc_task_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
@@ -1143,6 +1192,7 @@ out:
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
      * queue. */
     cc_broker_close(&w.broker);
+    cc_broker_close(&w.pub);
     cc_backend_free(w.backend);
     cc_sig_deinit();
     free(w.hostname);
