@@ -18,6 +18,11 @@ extern const struct cc_task_entry cc_task_demo_fib;
 extern const struct cc_task_entry cc_task_demo_thumbnail;
 extern const struct cc_task_entry cc_task_demo_fail;
 extern const struct cc_task_entry cc_task_demo_sleep;
+extern const struct cc_task_entry cc_task_demo_soft_guard;
+extern const struct cc_task_entry cc_task_demo_spin;
+extern const struct cc_task_entry cc_task_demo_crash;
+extern const struct cc_task_entry cc_task_demo_crash_once;
+extern const struct cc_task_entry cc_task_demo_getpid;
 
 /* tasks/conformance.c: Celery's t/integration/tasks.py. */
 extern const struct cc_task_entry cc_task_conf_identity;
