@@ -1,30 +1,49 @@
-/* Prefork pool: children that run tasks and store their results, as billiard's do.
+/* Execution pools: children (or threads) that run tasks and store their results, as
+ * billiard's do; time limits, recycling, and the synthesised reports of killed children.
  *
- * Design. The master owns one job pipe per child (it writes, the child blocks reading) and
- * one report pipe shared by all children (they write fixed-size reports, atomically since
- * a report is smaller than PIPE_BUF; the master reads them in batches). A job record is
+ * Design. The master owns one job pipe per executor (it writes, the executor blocks
+ * reading) and one report pipe shared by all of them (they write fixed-size reports,
+ * atomically since a report is smaller than PIPE_BUF; the master reads them in batches). A
+ * job record is
  *     struct job_hdr (fixed: seq, ints, flags, time limits, string lengths, json length)
  *     13 strings, each NUL-terminated (length UINT32_MAX = absent)
  *     JSON text [args, kwargs, embed, headers]
- * and is written with one write(2) (the child is idle, so a record larger than the pipe
- * buffer simply completes as the child reads). The child rebuilds a struct
- * cc_task_request pointing into its receive buffer, runs cc_task_invoke(), stores
- * STARTED/SUCCESS/FAILURE/RETRY itself through its own backend connection (opened after
- * fork), logs the outcome as "ForkPoolWorker-N" the way Celery's trace does, then reports
- * {slot, seq, status, runtime, retry eta} to the master, which acks and counts.
+ * and is written with one write(2) (the executor is idle, so a record larger than the pipe
+ * buffer simply completes as it reads). The executor rebuilds a struct cc_task_request
+ * pointing into its receive buffer, runs cc_task_invoke(), stores STARTED/SUCCESS/FAILURE/
+ * RETRY itself through its own backend connection (opened after fork), logs the outcome as
+ * "ForkPoolWorker-N" the way Celery's trace does, then reports {slot, seq, status, runtime,
+ * retry eta, is_exiting} to the master, which acks and counts. The same loop
+ * (pool_exec_loop) runs in forked children (prefork), in N threads of the master process
+ * (threads: each with its own backend object, "ThreadPoolExecutor-0_N") and inline in the
+ * master (solo).
+ *
+ * Time limits are the master's (cc_pool_tick, billiard's TimeoutHandler): per busy executor,
+ * soft = Celery's warning + SIGUSR1 (threads: the thread's flag; solo: a POSIX timer signals
+ * the master itself), caught by a flag-only handler without SA_RESTART that taskrun reads
+ * (cc_task_soft_limit_exceeded); hard (prefork only) = Celery's error + SIGKILL, and a report
+ * with status CC_POOL_TIME_LIMIT queued in p->synth, returned first by the next
+ * cc_pool_read_reports. Recycling (max_tasks_per_child, max_memory_per_child) is the
+ * child's decision after a job: it flags its report is_exiting and exits EX_RECYCLE.
  *
  * Invariants: no connection crosses fork(): a child closes the broker socket, the other
  * children's job pipes, the report pipe's read end and the signal pipe, and drops the
  * backend connection. A child ignores SIGINT (the master decides about Ctrl+C) and gets
  * SIGKILL when the master dies (PR_SET_PDEATHSIG). A child exits when its job pipe hits EOF
  * (warm shutdown). A report always precedes the child's exit, so the master drains reports
- * before reaping; a child reaped while busy lost its job (WorkerLostError). A replacement
- * whose fork() fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a
- * slot never stays dead. A child's result stores are patient (backend.c: Celery's
- * retry_policy, ~20 s), and a record it cannot run still stores a FAILURE for its task id.
+ * before reaping; a child reaped while busy lost its job (WorkerLostError). Every dispatched
+ * job is reported exactly once: by its executor, or by p->synth when killed at its hard limit
+ * (the slot is then no longer busy, so a late report from the killed child is dropped, and
+ * n_busy counts the synthesised report until it is read). A retiring or killed child is
+ * never handed another job (is_retiring / closed job pipe). A replacement whose fork()
+ * fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a slot never
+ * stays dead. A child's result stores are patient (backend.c: Celery's retry_policy, ~20 s),
+ * and a record it cannot run still stores a FAILURE for its task id. Pool threads block every
+ * signal and share only read-only state (cfg, task index) and atomics with the master.
  *
  * Reference: celery-wire.md §3.1-3.3 (states stored by the child), §6.2 (ack points are the
- * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost.
+ * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost, TimeoutHandler,
+ * Worker.workloop (maxtasks, max_memory_per_child); celery/worker/request.py on_timeout.
  */
 #include <errno.h>
 #include <fcntl.h>
