@@ -959,7 +959,8 @@ static void pool_hard_timeout(struct cc_pool *p, int slot)
     rep->is_limit_int = k->is_hard_int;
     rep->runtime_s = k->hard_s;
     /* The slot is free; n_busy keeps counting the job until its report is read, so a warm
-     * shutdown still waits for it. */
+     * shutdown still waits for it. The master reads it at its next pass: the poll timeout is
+     * 0 while it waits (cc_pool_deadline_us), and the SIGCHLD of the kill drains reports. */
     k->is_busy = false;
     k->req = NULL;
 }
