@@ -168,6 +168,30 @@ static const struct cfg_opt cfg_options[] = {
     {"task_store_errors_even_if_ignored", CFG_BOOL, CFG_OFF(store_errors_even_if_ignored),
      "false", NULL, 0, "--store-errors-even-if-ignored", NULL, 0, 0, NULL, CFG_W, true,
      "Store errors of tasks whose results are ignored."},
+    /* Pools and time limits (issue #3): Celery's settings and `celery worker` flags. */
+    {"task_time_limit", CFG_DOUBLE, CFG_OFF(time_limit_s), "0", NULL, 0, "--time-limit",
+     "SECONDS", 0, 31536000, NULL, CFG_W, true,
+     "Hard time limit in seconds for tasks (0 = none): the child running a task past it is "
+     "killed and the task fails with TimeLimitExceeded. Prefork pool only."},
+    {"task_soft_time_limit", CFG_DOUBLE, CFG_OFF(soft_time_limit_s), "0", NULL, 0,
+     "--soft-time-limit", "SECONDS", 0, 31536000, NULL, CFG_W, true,
+     "Soft time limit in seconds for tasks (0 = none): the task is told and may clean up; "
+     "if it does not look, it fails with SoftTimeLimitExceeded."},
+    {"task_acks_on_failure_or_timeout", CFG_BOOL, CFG_OFF(acks_on_failure_or_timeout), "true",
+     NULL, 0, "--acks-on-failure-or-timeout", NULL, 0, 0, NULL, CFG_W, true,
+     "With acks_late: ack the message of a failed or timed-out task (off: reject it without "
+     "requeue, so it is dead-lettered)."},
+    {"task_reject_on_worker_lost", CFG_BOOL, CFG_OFF(reject_on_worker_lost), "false", NULL, 0,
+     "--reject-on-worker-lost", NULL, 0, 0, NULL, CFG_W, true,
+     "With acks_late: requeue the message of a task whose child died (WorkerLostError) "
+     "instead of storing the failure."},
+    {"worker_max_tasks_per_child", CFG_INT, CFG_OFF(max_tasks_per_child), "0", NULL, 0,
+     "--max-tasks-per-child", "N", 0, 2147483647, NULL, CFG_W, true,
+     "Maximum number of tasks a pool process executes before it is replaced (0 = no limit)."},
+    {"worker_max_memory_per_child", CFG_INT64, CFG_OFF(max_memory_per_child_kib), "0", NULL,
+     0, "--max-memory-per-child", "KIB", 0, 1e12, NULL, CFG_W, true,
+     "Maximum resident memory in KiB a pool process may reach, checked after each task; past "
+     "it the process is replaced (0 = no limit)."},
     {"worker_max_message_bytes", CFG_SIZE, CFG_OFF(max_message_bytes), "16M", NULL, 0,
      "--max-message-bytes", "BYTES", 1024, CC_POOL_MAX_MESSAGE_BYTES, NULL, CFG_W, true,
      "Largest message body accepted (K, M, G suffixes are powers of 1024; at most 256M, "

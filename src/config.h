@@ -59,6 +59,14 @@ struct cc_config {
     int64_t result_expires_s;          /* result_expires; default 86400; 0 = never */
     bool store_errors_even_if_ignored; /* task_store_errors_even_if_ignored; default false */
 
+    /* Pools and time limits (issue #3). */
+    double time_limit_s;              /* task_time_limit, --time-limit; 0 = none */
+    double soft_time_limit_s;         /* task_soft_time_limit, --soft-time-limit; 0 = none */
+    bool acks_on_failure_or_timeout;  /* task_acks_on_failure_or_timeout; default true */
+    bool reject_on_worker_lost;       /* task_reject_on_worker_lost; default false */
+    int max_tasks_per_child;          /* worker_max_tasks_per_child; 0 = no limit */
+    int64_t max_memory_per_child_kib; /* worker_max_memory_per_child (KiB RSS); 0 = none */
+
     size_t max_message_bytes; /* worker_max_message_bytes; default 16 MiB */
     double heartbeat_s;       /* broker_heartbeat; default 120 (AMQP heartbeat) */
     double connect_timeout_s; /* broker_connection_timeout; default 4 */

@@ -17,8 +17,9 @@
  * safe from any thread and after fork(); it preserves errno so callers may log strerror(errno)
  * and still use errno afterwards.
  *
- * Invariants: the settings (level, format, fd, process name) are plain statics written only
- * by cc_log_init()/cc_log_set_process() during start-up or right after fork().
+ * Invariants: the settings (level, format, fd) are plain statics written only by
+ * cc_log_init() during start-up; the process name is thread-local, set by
+ * cc_log_set_process() right after fork() or at the start of a pool thread.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -43,7 +44,8 @@ void cc_log_taskv(int level, const char *task_name, const char *task_id, const c
 static int log_level = CC_LOG_WARNING; /* Celery's default -l */
 static enum cc_log_format log_format = CC_LOG_HUMAN;
 static int log_fd = STDERR_FILENO;
-static char log_process[64] = "MainProcess";
+/* Per thread: --pool threads names each executor thread ("ThreadPoolExecutor-0_N"). */
+static _Thread_local char log_process[64] = "MainProcess";
 
 void cc_log_init(int level, enum cc_log_format format, int fd)
 {

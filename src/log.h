@@ -30,7 +30,8 @@ enum cc_log_format {
 /* Set the threshold, format and output fd (-1 = stderr). */
 void cc_log_init(int level, enum cc_log_format format, int fd);
 
-/* Process name shown in each line: "MainProcess", "ForkPoolWorker-1", ... (copied). */
+/* Process name shown in each line: "MainProcess", "ForkPoolWorker-1",
+ * "ThreadPoolExecutor-0_0", ... (copied; per thread, so each pool thread sets its own). */
 void cc_log_set_process(const char *name);
 
 /* Parse "debug", "INFO", "warning", "error", "critical" (case-insensitive) or a number.

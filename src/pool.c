@@ -1,33 +1,53 @@
-/* Prefork pool: children that run tasks and store their results, as billiard's do.
+/* Execution pools: children (or threads) that run tasks and store their results, as
+ * billiard's do; time limits, recycling, and the synthesised reports of killed children.
  *
- * Design. The master owns one job pipe per child (it writes, the child blocks reading) and
- * one report pipe shared by all children (they write fixed-size reports, atomically since
- * a report is smaller than PIPE_BUF; the master reads them in batches). A job record is
+ * Design. The master owns one job pipe per executor (it writes, the executor blocks
+ * reading) and one report pipe shared by all of them (they write fixed-size reports,
+ * atomically since a report is smaller than PIPE_BUF; the master reads them in batches). A
+ * job record is
  *     struct job_hdr (fixed: seq, ints, flags, time limits, string lengths, json length)
  *     13 strings, each NUL-terminated (length UINT32_MAX = absent)
  *     JSON text [args, kwargs, embed, headers]
- * and is written with one write(2) (the child is idle, so a record larger than the pipe
- * buffer simply completes as the child reads). The child rebuilds a struct
- * cc_task_request pointing into its receive buffer, runs cc_task_invoke(), stores
- * STARTED/SUCCESS/FAILURE/RETRY itself through its own backend connection (opened after
- * fork), logs the outcome as "ForkPoolWorker-N" the way Celery's trace does, then reports
- * {slot, seq, status, runtime, retry eta} to the master, which acks and counts.
+ * and is written with one write(2) (the executor is idle, so a record larger than the pipe
+ * buffer simply completes as it reads). The executor rebuilds a struct cc_task_request
+ * pointing into its receive buffer, runs cc_task_invoke(), stores STARTED/SUCCESS/FAILURE/
+ * RETRY itself through its own backend connection (opened after fork), logs the outcome as
+ * "ForkPoolWorker-N" the way Celery's trace does, then reports {slot, seq, status, runtime,
+ * retry eta, is_exiting} to the master, which acks and counts. The same loop
+ * (pool_exec_loop) runs in forked children (prefork), in N threads of the master process
+ * (threads: each with its own backend object, "ThreadPoolExecutor-0_N") and inline in the
+ * master (solo).
+ *
+ * Time limits are the master's (cc_pool_tick, billiard's TimeoutHandler): per busy executor,
+ * soft = Celery's warning + SIGUSR1 (threads: the thread's flag; solo: a POSIX timer signals
+ * the master itself), caught by a flag-only handler without SA_RESTART that taskrun reads
+ * (cc_task_soft_limit_exceeded); hard (prefork only) = Celery's error + SIGKILL, and a report
+ * with status CC_POOL_TIME_LIMIT queued in p->synth, returned first by the next
+ * cc_pool_read_reports. Recycling (max_tasks_per_child, max_memory_per_child) is the
+ * child's decision after a job: it flags its report is_exiting and exits EX_RECYCLE.
  *
  * Invariants: no connection crosses fork(): a child closes the broker socket, the other
  * children's job pipes, the report pipe's read end and the signal pipe, and drops the
  * backend connection. A child ignores SIGINT (the master decides about Ctrl+C) and gets
  * SIGKILL when the master dies (PR_SET_PDEATHSIG). A child exits when its job pipe hits EOF
  * (warm shutdown). A report always precedes the child's exit, so the master drains reports
- * before reaping; a child reaped while busy lost its job (WorkerLostError). A replacement
- * whose fork() fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a
- * slot never stays dead. A child's result stores are patient (backend.c: Celery's
- * retry_policy, ~20 s), and a record it cannot run still stores a FAILURE for its task id.
+ * before reaping; a child reaped while busy lost its job (WorkerLostError). Every dispatched
+ * job is reported exactly once: by its executor, or by p->synth when killed at its hard limit
+ * (the slot is then no longer busy, so a late report from the killed child is dropped, and
+ * n_busy counts the synthesised report until it is read). A retiring or killed child is
+ * never handed another job (is_retiring / closed job pipe). A replacement whose fork()
+ * fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a slot never
+ * stays dead. A child's result stores are patient (backend.c: Celery's retry_policy, ~20 s),
+ * and a record it cannot run still stores a FAILURE for its task id. Pool threads block every
+ * signal and share only read-only state (cfg, task index) and atomics with the master.
  *
  * Reference: celery-wire.md §3.1-3.3 (states stored by the child), §6.2 (ack points are the
- * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost.
+ * master's), §6.7 (signals); billiard/pool.py mark_as_worker_lost, TimeoutHandler,
+ * Worker.workloop (maxtasks, max_memory_per_child); celery/worker/request.py on_timeout.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -182,9 +202,34 @@ struct pool_child_state {
     struct cc_pool *p;
     int slot;
     int job_fd;
+    struct cc_backend *be; /* a child's: the master's object after fork; a thread's own */
+    atomic_int *soft_flag; /* cleared before each job */
+    bool is_thread;
     char *buf;
     size_t cap;
 };
+
+/* Prefork child and solo master: SIGUSR1 at the soft time limit sets this (billiard's
+ * SIG_SOFT_TIMEOUT). Installed without SA_RESTART, so a task blocked in sleep/read/poll
+ * returns with EINTR and can look at cc_task_soft_limit_exceeded(). */
+static atomic_int pool_soft_flag;
+
+static void pool_on_soft_limit(int signo)
+{
+    (void)signo;
+    atomic_store(&pool_soft_flag, 1);
+}
+
+static int pool_install_soft_handler(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = pool_on_soft_limit;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: interrupt the task's blocking call */
+    return sigaction(SIGUSR1, &sa, NULL);
+}
 
 /* Read exactly n bytes. Returns 1, 0 on clean EOF before any byte, -1 on error. */
 static int pool_read_full(int fd, void *dst, size_t n)
@@ -236,7 +281,7 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
                                struct cc_task_outcome *out, struct cc_pool_report *rep)
 {
     const struct cc_config *cfg = cs->p->o.cfg;
-    struct cc_backend *be = cs->p->o.backend;
+    struct cc_backend *be = cs->be;
     const char *name = req->shadow ? req->shadow : req->task;
     bool ignore = (flags & JOB_F_IGNORE_RESULT) != 0;
     bool store_errors = !ignore || cfg->store_errors_even_if_ignored;
@@ -338,8 +383,8 @@ static void pool_child_corrupt(struct pool_child_state *cs, const struct cc_task
     rep->status = CC_TASK_FAILED;
     if (req->id == NULL || (ignore && !cfg->store_errors_even_if_ignored))
         return;
-    if (cc_backend_store_exc(cs->p->o.backend, cfg, req, NULL, NULL, "FAILURE", "builtins",
-                             "RuntimeError", msg, &err) != CC_OK) {
+    if (cc_backend_store_exc(cs->be, cfg, req, NULL, NULL, "FAILURE", "builtins", "RuntimeError",
+                             msg, &err) != CC_OK) {
         rep->store_failed = 1;
         cc_error("Task %s[%s]: could not store the result: %s", req->task ? req->task : "?",
                  req->id, err.msg);
@@ -348,7 +393,7 @@ static void pool_child_corrupt(struct pool_child_state *cs, const struct cc_task
 
 /* Run one job whose payload (the bytes after its header) is at `payload`. */
 static void pool_child_run(struct pool_child_state *cs, const char *payload,
-                           const struct job_hdr *h)
+                           const struct job_hdr *h, struct cc_pool_report *rep_out)
 {
     const struct cc_config *cfg = cs->p->o.cfg;
     struct cc_task_request req;
@@ -410,11 +455,14 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
             json_pack("{s:I,s:s}", "pid", (json_int_t)getpid(), "hostname", cs->p->o.hostname);
         struct cc_err err = {0};
 
-        if (cc_backend_store_state(cs->p->o.backend, cfg, &req, args, kwargs, "STARTED", started,
-                                   NULL, NULL, &err) != CC_OK)
+        if (cc_backend_store_state(cs->be, cfg, &req, args, kwargs, "STARTED", started, NULL, NULL,
+                                   &err) != CC_OK)
             cc_error("Task %s[%s]: could not store STARTED: %s", req.task, req.id, err.msg);
         json_decref(started);
     }
+    /* A soft-limit signal for an earlier job was delivered before this one was read (the
+     * master signals only a busy child, before reading its report); forget it. */
+    atomic_store(cs->soft_flag, 0);
     cc_task_invoke(e, &req, args, kwargs, &out);
     rep.status = out.status;
     rep.runtime_s = out.runtime_s;
@@ -422,14 +470,102 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     cc_task_outcome_deinit(&out);
 report:
     json_decref(all);
-    if (pool_write_full(cs->p->report_wr, &rep, sizeof(rep)) != 0)
-        _exit(1); /* the master is gone */
+    *rep_out = rep;
+}
+
+/* Resident memory of this process in KiB (/proc/self/statm, what psutil reports to
+ * billiard), or -1. */
+static long pool_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "re");
+    unsigned long size = 0, resident = 0;
+    long kib = -1;
+
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%lu %lu", &size, &resident) == 2)
+        kib = (long)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+    fclose(f);
+    return kib;
+}
+
+/* billiard's workloop: a child leaves after max_tasks_per_child jobs, or when its resident
+ * memory exceeds max_memory_per_child KiB after a job (checked after each task, with
+ * billiard's warning). Threads and solo never retire (Celery's pools ignore both). */
+static bool pool_should_retire(const struct pool_child_state *cs, unsigned long n_done)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+
+    if (cs->is_thread || cs->p->o.is_solo)
+        return false;
+    if (cfg->max_tasks_per_child > 0 && n_done >= (unsigned long)cfg->max_tasks_per_child) {
+        cc_debug("worker exiting after %lu tasks", n_done);
+        return true;
+    }
+    if (cfg->max_memory_per_child_kib > 0) {
+        long kib = pool_rss_kib();
+
+        if (kib <= 0) {
+            cc_error("worker unable to determine memory usage");
+        } else if (kib > cfg->max_memory_per_child_kib) {
+            cc_warn("child process exiting after exceeding memory limit (%ldKiB / %lldKiB)", kib,
+                    (long long)cfg->max_memory_per_child_kib);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Read and run jobs until the master closes the pipe. Returns the exit status: 0 at EOF,
+ * CC_POOL_EX_RECYCLE after the last job of a retiring child, 1 on a broken pipe or a
+ * corrupt record. */
+static int pool_exec_loop(struct pool_child_state *cs)
+{
+    unsigned long n_done = 0;
+
+    pool_reserve(&cs->buf, &cs->cap, 64 * 1024);
+    for (;;) {
+        struct cc_pool_report rep;
+        struct job_hdr h;
+        ssize_t got;
+
+        /* One read usually brings the whole record (the master writes it at once). */
+        do
+            got = read(cs->job_fd, cs->buf, cs->cap);
+        while (got < 0 && errno == EINTR);
+        if (got == 0)
+            return 0; /* master closed the pipe: warm shutdown */
+        if (got < 0 || (size_t)got < sizeof(h)) {
+            if (got > 0 && pool_read_full(cs->job_fd, cs->buf + got, sizeof(h) - (size_t)got) == 1)
+                got = (ssize_t)sizeof(h);
+            else
+                return 1;
+        }
+        memcpy(&h, cs->buf, sizeof(h));
+        if (h.payload_len > JOB_MAX_BYTES)
+            return 1;
+        size_t total = sizeof(h) + h.payload_len;
+        if (total + 1 > cs->cap)
+            pool_reserve(&cs->buf, &cs->cap, total + 1);
+        if ((size_t)got < total &&
+            pool_read_full(cs->job_fd, cs->buf + got, total - (size_t)got) != 1)
+            return 1;
+        pool_child_run(cs, cs->buf + sizeof(h), &h, &rep);
+        rep.is_exiting = pool_should_retire(cs, ++n_done);
+        /* The report says "retiring" so the master gives this child nothing more; it
+         * precedes the exit, as every report does. */
+        if (pool_write_full(cs->p->report_wr, &rep, sizeof(rep)) != 0)
+            return 1; /* the master is gone */
+        if (rep.is_exiting)
+            return CC_POOL_EX_RECYCLE;
+    }
 }
 
 static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd, pid_t master)
 {
     struct pool_child_state cs = {.p = p, .slot = slot, .job_fd = job_fd};
     char name[48];
+    int code;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != master)
@@ -437,9 +573,14 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     snprintf(name, sizeof(name), "ForkPoolWorker-%d", p->kids[slot].index);
     cc_log_set_process(name);
     cc_sig_child_reset();
+    if (pool_install_soft_handler() != 0)
+        cc_error("sigaction(SIGUSR1): %s; soft time limits will kill this child", strerror(errno));
+    cs.soft_flag = &pool_soft_flag;
+    cc_task_set_soft_limit_flag(&pool_soft_flag);
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
     cc_backend_after_fork(p->o.backend);
+    cs.be = p->o.backend;
     /* A child may block: retry a failed result store for up to ~20 s as Celery's pool
      * children do (RedisBackend retry_policy), rather than drop the result at once. */
     cc_backend_set_patient(p->o.backend, true);
@@ -447,42 +588,42 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].job_fd >= 0)
             close(p->kids[i].job_fd);
-    pool_reserve(&cs.buf, &cs.cap, 64 * 1024);
-    for (;;) {
-        struct job_hdr h;
-        ssize_t got;
-
-        /* One read usually brings the whole record (the master writes it at once). */
-        do
-            got = read(job_fd, cs.buf, cs.cap);
-        while (got < 0 && errno == EINTR);
-        if (got == 0)
-            break; /* master closed the pipe: warm shutdown */
-        if (got < 0 || (size_t)got < sizeof(h)) {
-            if (got > 0 && pool_read_full(job_fd, cs.buf + got, sizeof(h) - (size_t)got) == 1)
-                got = (ssize_t)sizeof(h);
-            else
-                _exit(1);
-        }
-        memcpy(&h, cs.buf, sizeof(h));
-        if (h.payload_len > JOB_MAX_BYTES)
-            _exit(1);
-        size_t total = sizeof(h) + h.payload_len;
-        if (total + 1 > cs.cap) {
-            pool_reserve(&cs.buf, &cs.cap, total + 1);
-        }
-        if ((size_t)got < total && pool_read_full(job_fd, cs.buf + got, total - (size_t)got) != 1)
-            _exit(1);
-        pool_child_run(&cs, cs.buf + sizeof(h), &h);
-    }
+    code = pool_exec_loop(&cs);
     free(cs.buf);
     /* _exit: never run the master's atexit handlers or flush its stdio copies. */
-    _exit(0);
+    _exit(code);
+}
+
+/* --pool threads: one executor thread. Runs the same loop as a child, with its own
+ * backend object and job pipe; logs as Celery's thread pool names its threads. Every
+ * signal is blocked (set by the master around pthread_create), so signals reach the
+ * master's loop. */
+static void *pool_thread_main(void *arg)
+{
+    struct pool_child_state *cs = arg;
+    struct cc_pool_child *k = &cs->p->kids[cs->slot];
+    char name[48];
+
+    snprintf(name, sizeof(name), "ThreadPoolExecutor-0_%d", cs->slot);
+    cc_log_set_process(name);
+    cc_task_set_soft_limit_flag(cs->soft_flag);
+    if (pool_exec_loop(cs) != 0)
+        cc_error("pool thread %s: job pipe broken; thread exits", name);
+    close(cs->job_fd);
+    free(cs->buf);
+    free(cs);
+    atomic_store(&k->is_done, true);
+    return NULL;
 }
 
 /* ---- Master side --------------------------------------------------------------------- */
 
 pid_t (*cc_pool_fork)(void) = fork;
+
+const char *cc_pool_kind_name(const struct cc_pool *p)
+{
+    return p->o.is_solo ? "solo" : p->o.is_threads ? "threads" : "prefork";
+}
 
 static int pool_spawn(struct cc_pool *p, int slot, struct cc_err *err)
 {
@@ -510,7 +651,84 @@ static int pool_spawn(struct cc_pool *p, int slot, struct cc_err *err)
     k->pid = pid;
     k->job_fd = fds[1];
     k->is_busy = false;
+    k->is_retiring = false;
     return CC_OK;
+}
+
+/* --pool threads: start the thread of `slot` with its own backend object. */
+static int pool_thread_start(struct cc_pool *p, int slot, struct cc_err *err)
+{
+    struct cc_pool_child *k = &p->kids[slot];
+    struct pool_child_state *cs;
+    sigset_t all, old;
+    int fds[2], rc;
+
+    rc = cc_backend_open(p->o.cfg, &k->be, err);
+    if (rc != CC_OK)
+        return rc;
+    /* Threads may block like children: Celery's retry_policy for result stores. */
+    cc_backend_set_patient(k->be, true);
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
+    cs = cc_xcalloc(1, sizeof(*cs));
+    cs->p = p;
+    cs->slot = slot;
+    cs->job_fd = fds[0];
+    cs->be = k->be;
+    cs->soft_flag = &k->soft_flag;
+    cs->is_thread = true;
+    k->index = slot;
+    k->job_fd = fds[1];
+    k->pid = getpid();
+    atomic_init(&k->soft_flag, 0);
+    atomic_init(&k->is_done, false);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&k->thread, NULL, pool_thread_main, cs);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        k->job_fd = -1;
+        k->pid = 0;
+        free(cs);
+        return cc_err_set(err, CC_EIO, "pthread_create: %s", strerror(rc));
+    }
+    k->has_thread = true;
+    return CC_OK;
+}
+
+/* --pool solo: the master itself receives SIGUSR1 from a timer at the soft limit. */
+static int pool_solo_timer_init(struct cc_pool *p, struct cc_err *err)
+{
+    struct sigevent sev;
+
+    if (pool_install_soft_handler() != 0)
+        return cc_err_set(err, CC_EIO, "sigaction(SIGUSR1): %s", strerror(errno));
+    memset(&sev, 0, sizeof(sev));
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &p->solo_timer) != 0)
+        return cc_err_set(err, CC_EIO, "timer_create: %s", strerror(errno));
+    p->has_solo_timer = true;
+    cc_task_set_soft_limit_flag(&pool_soft_flag);
+    return CC_OK;
+}
+
+static void pool_solo_timer_arm(struct cc_pool *p, double seconds)
+{
+    struct itimerspec its;
+
+    if (!p->has_solo_timer)
+        return;
+    memset(&its, 0, sizeof(its));
+    if (seconds > 0) {
+        its.it_value.tv_sec = (time_t)seconds;
+        its.it_value.tv_nsec = (long)((seconds - (double)its.it_value.tv_sec) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+            its.it_value.tv_nsec = 1;
+    }
+    timer_settime(p->solo_timer, 0, &its, NULL);
 }
 
 int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err *err)
@@ -521,25 +739,33 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
     memset(p, 0, sizeof(*p));
     p->o = *o;
     p->n = o->n_children > 0 ? o->n_children : 1;
+    if (o->is_solo)
+        p->n = 1;
     p->report_rd = p->report_wr = -1;
     p->kids = cc_xcalloc((size_t)p->n, sizeof(*p->kids));
+    p->synth = cc_xcalloc((size_t)p->n, sizeof(*p->synth));
     for (int i = 0; i < p->n; i++)
         p->kids[i].job_fd = -1;
+    /* Build the task index now: lookups are read-only (thread-safe) from here on. */
+    (void)cc_task_lookup("");
     if (pipe2(fds, O_CLOEXEC) != 0)
         return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
     p->report_rd = fds[0];
     p->report_wr = fds[1];
     fcntl(p->report_rd, F_SETFL, fcntl(p->report_rd, F_GETFL) | O_NONBLOCK);
+    if ((o->is_solo || o->is_threads) && o->cfg->time_limit_s > 0)
+        cc_warn("The %s pool cannot enforce hard time limits: task_time_limit (%gs) is not "
+                "applied; soft time limits are. Use --pool prefork to kill runaway tasks.",
+                cc_pool_kind_name(p), o->cfg->time_limit_s);
     if (o->is_solo) {
         /* One in-process executor: slot 0 "runs" in the master, reports go through the
          * same pipe so the master's bookkeeping is identical. */
-        p->n = 1;
         p->kids[0].pid = getpid();
         p->kids[0].index = 0;
-        return CC_OK;
+        return pool_solo_timer_init(p, err);
     }
     for (int i = 0; i < p->n && rc == CC_OK; i++)
-        rc = pool_spawn(p, i, err);
+        rc = o->is_threads ? pool_thread_start(p, i, err) : pool_spawn(p, i, err);
     return rc;
 }
 
@@ -547,10 +773,54 @@ int cc_pool_idle(const struct cc_pool *p)
 {
     if (p->n_busy >= p->n)
         return -1;
-    for (int i = 0; i < p->n; i++)
-        if (p->kids[i].pid > 0 && (p->kids[i].job_fd >= 0 || p->o.is_solo) && !p->kids[i].is_busy)
+    for (int i = 0; i < p->n; i++) {
+        const struct cc_pool_child *k = &p->kids[i];
+
+        if (k->pid > 0 && (k->job_fd >= 0 || p->o.is_solo) && !k->is_busy && !k->is_retiring)
             return i;
+    }
     return -1;
+}
+
+static void pool_limit_repr(double v, bool is_int, char *buf, size_t size);
+
+/* Whether element `i` of the message's `timelimit` header is a JSON integer: Celery stores
+ * and logs the limit as the client sent it (TimeLimitExceeded(2) vs TimeLimitExceeded(2.0)). */
+static bool pool_limit_is_int(const struct cc_request *r, size_t i)
+{
+    const json_t *tl = r->msg.headers ? json_object_get(r->msg.headers, "timelimit") : NULL;
+
+    return json_is_integer(json_array_get(tl, i));
+}
+
+/* Effective limits, as Celery's Request.execute_using_pool and billiard's apply_async:
+ * `timelimit` from the message, else the task's, else the pool's (the worker options). */
+static void pool_arm_limits(struct cc_pool *p, struct cc_pool_child *k, const struct cc_request *r)
+{
+    const struct cc_task_entry *e = r->entry;
+    const struct cc_config *cfg = p->o.cfg;
+    int64_t now = cc_mono_us();
+
+    k->req = r;
+    k->is_soft_sent = false;
+    k->is_hard_int = k->is_soft_int = false;
+    if (r->msg.time_limit_s > 0) {
+        k->hard_s = r->msg.time_limit_s;
+        k->is_hard_int = pool_limit_is_int(r, 0);
+    } else {
+        k->hard_s = e != NULL && e->time_limit_s > 0 ? e->time_limit_s : cfg->time_limit_s;
+    }
+    if (r->msg.soft_time_limit_s > 0) {
+        k->soft_s = r->msg.soft_time_limit_s;
+        k->is_soft_int = pool_limit_is_int(r, 1);
+    } else {
+        k->soft_s =
+            e != NULL && e->soft_time_limit_s > 0 ? e->soft_time_limit_s : cfg->soft_time_limit_s;
+    }
+    /* Only prefork can kill a runaway task (billiard kills the process). */
+    k->hard_at_us =
+        k->hard_s > 0 && !p->o.is_threads && !p->o.is_solo ? now + (int64_t)(k->hard_s * 1e6) : 0;
+    k->soft_at_us = k->soft_s > 0 ? now + (int64_t)(k->soft_s * 1e6) : 0;
 }
 
 int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, uint32_t seq,
@@ -562,12 +832,29 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
     k->is_busy = true;
     k->seq = seq;
     p->n_busy++;
+    pool_arm_limits(p, k, r);
     if (p->o.is_solo) {
-        struct pool_child_state cs = {.p = p, .slot = slot, .job_fd = -1};
+        struct pool_child_state cs = {
+            .p = p, .slot = slot, .job_fd = -1, .be = p->o.backend, .soft_flag = &pool_soft_flag};
+        struct cc_pool_report rep;
         struct job_hdr h;
 
         memcpy(&h, p->buf, sizeof(h));
-        pool_child_run(&cs, p->buf + sizeof(h), &h);
+        /* The master cannot watch itself: a timer signals the soft limit. */
+        pool_solo_timer_arm(p, k->soft_s);
+        pool_child_run(&cs, p->buf + sizeof(h), &h, &rep);
+        pool_solo_timer_arm(p, 0);
+        k->soft_at_us = 0; /* handled by the timer */
+        if (atomic_load(&pool_soft_flag) != 0) {
+            char lim[40];
+
+            /* Logged late: the master was running the task when the timer fired. */
+            pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
+            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(r),
+                    r->msg.id);
+        }
+        if (pool_write_full(p->report_wr, &rep, sizeof(rep)) != 0)
+            return cc_err_set(err, CC_EIO, "report pipe: %s", strerror(errno));
         return CC_OK;
     }
     if (pool_write_full(k->job_fd, p->buf, len) != 0)
@@ -590,11 +877,17 @@ static int pool_take_reports(struct cc_pool *p, struct cc_pool_report *out, int 
 
         memcpy(rep, p->rbuf + off, sizeof(*rep));
         off += sizeof(*rep);
-        /* Ignore a report that does not match the job in flight (cannot happen unless a
-         * child misbehaves). */
+        /* Ignore a report that does not match the job in flight: a child killed at its hard
+         * limit may have written one just before (its job was already reported), or a
+         * child misbehaves. */
         if (rep->slot < (uint32_t)p->n && p->kids[rep->slot].is_busy &&
             p->kids[rep->slot].seq == rep->seq) {
-            p->kids[rep->slot].is_busy = false;
+            struct cc_pool_child *k = &p->kids[rep->slot];
+
+            k->is_busy = false;
+            k->req = NULL;
+            if (rep->is_exiting)
+                k->is_retiring = true;
             p->n_busy--;
             n++;
         }
@@ -606,9 +899,17 @@ static int pool_take_reports(struct cc_pool *p, struct cc_pool_report *out, int 
 
 int cc_pool_read_reports(struct cc_pool *p, struct cc_pool_report *out, int max)
 {
-    int n = pool_take_reports(p, out, 0, max);
+    int n = 0;
     bool is_empty = false;
 
+    /* Reports of jobs killed at their hard limit first (their slots are no longer busy). */
+    while (p->n_synth > 0 && n < max) {
+        out[n++] = p->synth[0];
+        p->n_synth--;
+        memmove(p->synth, p->synth + 1, (size_t)p->n_synth * sizeof(*p->synth));
+        p->n_busy--;
+    }
+    n = pool_take_reports(p, out, n, max);
     while (n < max && !is_empty) {
         size_t space = sizeof(p->rbuf) - p->rlen;
         ssize_t k = read(p->report_rd, p->rbuf + p->rlen, space);
@@ -621,6 +922,120 @@ int cc_pool_read_reports(struct cc_pool *p, struct cc_pool_report *out, int max)
     }
     return n;
 }
+
+/* ---- Time limits ---------------------------------------------------------------------- */
+
+/* The limit as Celery logs it ("%ss" of the value: 2 -> "2", 2.0 -> "2.0"). */
+static void pool_limit_repr(double v, bool is_int, char *buf, size_t size)
+{
+    if (is_int)
+        snprintf(buf, size, "%lld", (long long)v);
+    else
+        pool_float_repr(v, buf, size);
+}
+
+/* billiard's on_hard_timeout: the job fails with TimeLimitExceeded, the process is killed.
+ * billiard tries SIGTERM for 0.1 s first; a C task has no handler to run, so SIGKILL. */
+static void pool_hard_timeout(struct cc_pool *p, int slot)
+{
+    struct cc_pool_child *k = &p->kids[slot];
+    struct cc_pool_report *rep = &p->synth[p->n_synth++];
+    char lim[40];
+
+    pool_limit_repr(k->hard_s, k->is_hard_int, lim, sizeof(lim));
+    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(k->req),
+             k->req->msg.id);
+    if (k->pid > 0)
+        kill(k->pid, SIGKILL);
+    /* Never give this process another job; cc_pool_reap replaces it. */
+    if (k->job_fd >= 0)
+        close(k->job_fd);
+    k->job_fd = -1;
+    memset(rep, 0, sizeof(*rep));
+    rep->slot = (uint32_t)slot;
+    rep->seq = k->seq;
+    rep->status = CC_POOL_TIME_LIMIT;
+    rep->time_limit_s = k->hard_s;
+    rep->is_limit_int = k->is_hard_int;
+    rep->runtime_s = k->hard_s;
+    /* The slot is free; n_busy keeps counting the job until its report is read, so a warm
+     * shutdown still waits for it. The master reads it at its next pass: the poll timeout is
+     * 0 while it waits (cc_pool_deadline_us), and the SIGCHLD of the kill drains reports. */
+    k->is_busy = false;
+    k->req = NULL;
+}
+
+void cc_pool_tick(struct cc_pool *p, int64_t now_us)
+{
+    if (p->kids == NULL || p->o.is_solo)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        struct cc_pool_child *k = &p->kids[i];
+        char lim[40];
+
+        if (!k->is_busy || k->req == NULL)
+            continue;
+        if (k->hard_at_us != 0 && now_us >= k->hard_at_us) {
+            pool_hard_timeout(p, i);
+        } else if (k->soft_at_us != 0 && !k->is_soft_sent && now_us >= k->soft_at_us) {
+            /* Request.on_timeout(soft=True), then billiard signals the process. */
+            k->is_soft_sent = true;
+            pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
+            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(k->req),
+                    k->req->msg.id);
+            if (p->o.is_threads)
+                atomic_store(&k->soft_flag, 1);
+            else if (k->pid > 0)
+                kill(k->pid, SIGUSR1);
+        }
+    }
+}
+
+int64_t cc_pool_deadline_us(const struct cc_pool *p)
+{
+    int64_t next = 0;
+
+    if (p->n_synth > 0)
+        return cc_mono_us();
+    if (p->kids == NULL || p->o.is_solo)
+        return 0;
+    for (int i = 0; i < p->n; i++) {
+        const struct cc_pool_child *k = &p->kids[i];
+
+        if (!k->is_busy)
+            continue;
+        if (k->hard_at_us != 0 && (next == 0 || k->hard_at_us < next))
+            next = k->hard_at_us;
+        if (k->soft_at_us != 0 && !k->is_soft_sent && (next == 0 || k->soft_at_us < next))
+            next = k->soft_at_us;
+    }
+    return next;
+}
+
+void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
+                              const struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = p->o.cfg;
+    struct cc_task_request view;
+    struct cc_err err = {0};
+    json_t *args, *exc;
+
+    if (r->ignore_result && !cfg->store_errors_even_if_ignored)
+        return;
+    args = json_array();
+    json_array_append_new(args, rep->is_limit_int ? json_integer((json_int_t)rep->time_limit_s)
+                                                  : json_real(rep->time_limit_s));
+    exc = cc_result_exc_new("billiard.exceptions", "TimeLimitExceeded", args);
+    cc_request_view(r, p->o.hostname, &view);
+    /* Celery's on_timeout stores no traceback (mark_as_failure outside an except block). */
+    if (cc_backend_store_state(p->o.backend, cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE", exc,
+                               NULL, NULL, &err) != CC_OK)
+        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
+                 err.msg);
+    json_decref(exc);
+}
+
+/* ---- Children's life ------------------------------------------------------------------ */
 
 void cc_pool_human_status(int wstatus, char *buf, size_t size)
 {
@@ -647,21 +1062,29 @@ void cc_pool_reap(struct cc_pool *p, bool respawn,
         int slot = -1;
 
         for (int i = 0; i < p->n; i++)
-            if (p->kids[i].pid == pid)
+            if (p->kids[i].pid == pid && !p->o.is_threads && !p->o.is_solo)
                 slot = i;
         if (slot < 0)
             continue;
         struct cc_pool_child *k = &p->kids[slot];
+        bool is_recycled =
+            k->is_retiring && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == CC_POOL_EX_RECYCLE;
 
         k->pid = 0;
+        k->is_retiring = false;
         if (k->job_fd >= 0)
             close(k->job_fd);
         k->job_fd = -1;
         if (k->is_busy) {
             k->is_busy = false;
+            k->req = NULL;
             p->n_busy--;
             if (on_lost != NULL)
                 on_lost(ud, slot, k->seq, wstatus);
+        } else if (is_recycled) {
+            /* max_tasks_per_child / max_memory_per_child: billiard says nothing above
+             * debug for EX_RECYCLE. */
+            cc_debug("Process ForkPoolWorker-%d (pid %d) recycled", k->index, (int)pid);
         } else if (respawn) {
             char how[64];
 
@@ -692,7 +1115,7 @@ void cc_pool_respawn(struct cc_pool *p, int64_t now_us)
     int n_failed = 0;
     struct cc_err err = {0};
 
-    if (p->respawn_at_us == 0 || now_us < p->respawn_at_us || p->o.is_solo)
+    if (p->respawn_at_us == 0 || now_us < p->respawn_at_us || p->o.is_solo || p->o.is_threads)
         return;
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].pid == 0 && pool_spawn(p, i, &err) != CC_OK)
@@ -719,6 +1142,30 @@ int cc_pool_alive(const struct cc_pool *p)
     return n;
 }
 
+/* Mark finished executors gone: reap children, join threads that left their loop. */
+static void pool_collect(struct cc_pool *p)
+{
+    int wstatus;
+    pid_t pid;
+
+    if (p->o.is_threads) {
+        for (int i = 0; i < p->n; i++) {
+            struct cc_pool_child *k = &p->kids[i];
+
+            if (k->has_thread && atomic_load(&k->is_done)) {
+                pthread_join(k->thread, NULL);
+                k->has_thread = false;
+                k->pid = 0;
+            }
+        }
+        return;
+    }
+    while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0)
+        for (int i = 0; i < p->n; i++)
+            if (p->kids[i].pid == pid)
+                p->kids[i].pid = 0;
+}
+
 /* Wait up to timeout_ms (-1: no limit) for all children to exit, or until is_cold_now(ud)
  * (may be NULL) says to stop waiting. Returns true when none is left. */
 static bool pool_wait_all(struct cc_pool *p, int timeout_ms, bool (*is_cold_now)(void *ud),
@@ -727,13 +1174,7 @@ static bool pool_wait_all(struct cc_pool *p, int timeout_ms, bool (*is_cold_now)
     int64_t deadline = cc_mono_us() + (int64_t)timeout_ms * 1000;
 
     for (;;) {
-        int wstatus;
-        pid_t pid;
-
-        while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0)
-            for (int i = 0; i < p->n; i++)
-                if (p->kids[i].pid == pid)
-                    p->kids[i].pid = 0;
+        pool_collect(p);
         if (cc_pool_alive(p) == 0)
             return true;
         if (timeout_ms >= 0 && cc_mono_us() >= deadline)
@@ -747,6 +1188,8 @@ static bool pool_wait_all(struct cc_pool *p, int timeout_ms, bool (*is_cold_now)
 
 static void pool_signal_all(struct cc_pool *p, int sig)
 {
+    if (p->o.is_threads || p->o.is_solo)
+        return; /* threads cannot be killed one by one */
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].pid > 0)
             kill(p->kids[i].pid, sig);
@@ -770,19 +1213,33 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
     if (!cold && !pool_wait_all(p, max_wait_ms, is_cold_now, ud))
         cold = true;
     /* Cold, as billiard's terminate: SIGTERM, then SIGKILL what is left after grace_ms. */
-    if (cold) {
+    if (cold && p->o.is_threads) {
+        /* A thread cannot be killed: give running tasks the grace period, then leave them
+         * (and the memory they use) to the process exit. */
+        if (!pool_wait_all(p, grace_ms, NULL, NULL)) {
+            cc_warn("%d pool thread(s) still running a task at shutdown; exiting anyway",
+                    cc_pool_alive(p));
+            return;
+        }
+    } else if (cold) {
         pool_signal_all(p, SIGTERM);
         if (!pool_wait_all(p, grace_ms, NULL, NULL)) {
             pool_signal_all(p, SIGKILL);
             pool_wait_all(p, -1, NULL, NULL);
         }
     }
+    for (int i = 0; i < p->n; i++)
+        cc_backend_free(p->kids[i].be);
+    if (p->has_solo_timer)
+        timer_delete(p->solo_timer);
     if (p->report_rd >= 0)
         close(p->report_rd);
     if (p->report_wr >= 0)
         close(p->report_wr);
     free(p->kids);
+    free(p->synth);
     free(p->buf);
     p->kids = NULL;
+    p->synth = NULL;
     p->buf = NULL;
 }

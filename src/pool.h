@@ -1,17 +1,23 @@
-/* Prefork pool: N forked children execute tasks; the master dispatches over pipes.
+/* Execution pools: prefork (N forked children, the default), threads (N threads in the
+ * master process) and solo (the master itself); the master dispatches over pipes.
  *
- * Master -> child: one length-prefixed job record per task on the child's own pipe (only
- * to an idle child: at most one job in flight per child). Child -> master: a fixed-size
- * report (< PIPE_BUF, so writes from all children into the one shared report pipe are
- * atomic) after the child has stored the result itself. A child that dies is reaped and
- * replaced; its job, if any, is reported to the master as lost.
+ * Master -> executor: one length-prefixed job record per task on the executor's own pipe
+ * (only to an idle one: at most one job in flight each). Executor -> master: a fixed-size
+ * report (< PIPE_BUF, so writes from all of them into the one shared report pipe are
+ * atomic) after the executor has stored the result itself. A child that dies is reaped and
+ * replaced; its job, if any, is reported to the master as lost. Time limits are the
+ * master's (cc_pool_tick): soft = SIGUSR1 to the child (a flag for a thread), hard = SIGKILL
+ * and a report synthesised with status CC_POOL_TIME_LIMIT.
  */
 #ifndef CELERYC_POOL_H
 #define CELERYC_POOL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "backend.h"
 #include "broker.h"
@@ -23,17 +29,28 @@
  * pool.c derives the largest job record a child accepts. */
 #define CC_POOL_MAX_MESSAGE_BYTES (256u * 1024u * 1024u)
 
+/* Report status the master synthesises when it killed a child at the job's hard time limit
+ * (nothing stored yet: the master stores TimeLimitExceeded, cc_pool_store_time_limit). */
+#define CC_POOL_TIME_LIMIT (-590)
+
+/* Exit status of a child that retires after max_tasks_per_child / max_memory_per_child
+ * (billiard's EX_RECYCLE): replaced without being logged as a crash. */
+#define CC_POOL_EX_RECYCLE 0x9B
+
 /* Child -> master, one per finished job. */
 struct cc_pool_report {
     uint32_t slot;
     uint32_t seq;
-    int32_t status; /* outcome: CC_OK, CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT, ... */
+    int32_t status; /* outcome: CC_OK, CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT, ...,
+                       CC_POOL_TIME_LIMIT */
     uint8_t reject_requeue;
     uint8_t store_failed; /* the result could not be written (logged by the child) */
-    uint8_t pad[2];
+    uint8_t is_exiting;   /* the child exits after this report (max tasks / memory per child) */
+    uint8_t is_limit_int; /* CC_POOL_TIME_LIMIT: the limit was an int in the message */
     double runtime_s;
     double retry_countdown_s; /* CC_TASK_RETRY without eta */
     char retry_eta[48];       /* CC_TASK_RETRY: ISO-8601 eta, or "" */
+    double time_limit_s;      /* CC_POOL_TIME_LIMIT: the hard limit that was exceeded */
 };
 
 struct cc_pool_opts {
@@ -42,15 +59,31 @@ struct cc_pool_opts {
     const char *hostname;
     struct cc_backend *backend; /* master's object; each child reconnects after fork */
     struct cc_broker *broker;   /* its socket is closed in children */
-    bool is_solo; /* --pool solo: run each job in the master, no fork (bonus executor) */
+    bool is_solo;               /* --pool solo: run each job in the master, no fork */
+    bool is_threads;            /* --pool threads: n_children threads in the master process */
 };
 
 struct cc_pool_child {
-    pid_t pid;  /* 0 = not running */
+    pid_t pid;  /* 0 = not running (threads and solo: the master's pid while running) */
     int job_fd; /* write end of the child's job pipe, -1 when closed */
     int index;  /* N in "ForkPoolWorker-N" */
     bool is_busy;
-    uint32_t seq; /* job in flight when busy */
+    bool is_retiring; /* sent its last report (recycling): never given another job */
+    uint32_t seq;     /* job in flight when busy */
+
+    /* Time limits of the job in flight (0 = none), from cc_mono_us() at dispatch. */
+    const struct cc_request *req; /* borrowed: the master frees it after the report */
+    int64_t soft_at_us, hard_at_us;
+    double soft_s, hard_s;
+    bool is_soft_int, is_hard_int; /* the limit came from the message as an int */
+    bool is_soft_sent;
+
+    /* --pool threads */
+    pthread_t thread;
+    bool has_thread;
+    atomic_int soft_flag;  /* set by the master at the soft limit, cleared by the thread */
+    atomic_bool is_done;   /* the thread has left its loop */
+    struct cc_backend *be; /* the thread's own backend object */
 };
 
 struct cc_pool {
@@ -64,8 +97,12 @@ struct cc_pool {
     size_t cap;
     unsigned char rbuf[sizeof(struct cc_pool_report) * 64];
     size_t rlen;
-    int64_t respawn_at_us;     /* cc_mono_us() of the next respawn attempt; 0 = none due */
-    unsigned respawn_failures; /* failed attempts since the last successful respawn */
+    int64_t respawn_at_us;        /* cc_mono_us() of the next respawn attempt; 0 = none due */
+    unsigned respawn_failures;    /* failed attempts since the last successful respawn */
+    struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read (n capacity) */
+    int n_synth;                  /* counted in n_busy until read */
+    timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
+    bool has_solo_timer;
 };
 
 /* How often cc_pool_respawn retries a child that could not be forked (billiard's pool
@@ -75,15 +112,20 @@ struct cc_pool {
 /* fork(2), replaceable by unit tests to make a respawn fail. */
 extern pid_t (*cc_pool_fork)(void);
 
-/* Create the report pipe and fork o->n_children children. Returns CC_OK or CC_EIO. */
+/* Create the report pipe and fork o->n_children children (threads: start them, each with
+ * its own backend object from cc_backend_open; solo: nothing). Builds cc_task_lookup's
+ * index first. Warns when hard time limits are configured with a pool that cannot enforce
+ * them. Returns CC_OK or CC_EIO. */
 int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err *err) CC_MUST_USE;
 
 /* An idle child's slot, or -1. */
 int cc_pool_idle(const struct cc_pool *p);
 
 /* Frame `r` and write it to the idle child in `slot` (blocking write; the child is idle and
- * reading). Marks it busy with `seq`. Returns CC_OK, or CC_EIO when the child is gone (it
- * is then reaped as lost by cc_pool_reap, which reports `seq`). */
+ * reading). Marks it busy with `seq` and arms its time limits: the message's `timelimit`,
+ * else the task entry's, else task_time_limit / task_soft_time_limit. `r` is borrowed until
+ * its report has been read. Solo: runs the job before returning. Returns CC_OK, or CC_EIO
+ * when the child is gone (it is then reaped as lost by cc_pool_reap, which reports `seq`). */
 int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, uint32_t seq,
                      struct cc_err *err) CC_MUST_USE;
 
@@ -108,6 +150,26 @@ void cc_pool_respawn(struct cc_pool *p, int64_t now_us);
 
 /* cc_mono_us() when cc_pool_respawn has work, 0 if none (for the caller's poll timeout). */
 int64_t cc_pool_respawn_at_us(const struct cc_pool *p);
+
+/* Enforce time limits at now_us (cc_mono_us()); call once per loop pass, after reading
+ * reports. Soft: logs Celery's warning and signals the child (SIGUSR1) or sets the thread's
+ * flag. Hard (prefork): logs Celery's error, SIGKILLs the child and queues a report with
+ * status CC_POOL_TIME_LIMIT for the job, returned by the next cc_pool_read_reports (and
+ * counted in n_busy until then); the dead child is reaped without a WorkerLostError. */
+void cc_pool_tick(struct cc_pool *p, int64_t now_us);
+
+/* cc_mono_us() of the next time limit cc_pool_tick must act on (now when a synthesised report
+ * waits to be read), 0 if none (for the caller's poll timeout). */
+int64_t cc_pool_deadline_us(const struct cc_pool *p);
+
+/* For a CC_POOL_TIME_LIMIT report: store FAILURE billiard.exceptions.TimeLimitExceeded(limit)
+ * for `r` through the master's backend, as Celery's Request.on_timeout does (unless the
+ * result is ignored and errors are not stored). Logs a store that fails. */
+void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
+                              const struct cc_pool_report *rep);
+
+/* "Celery" pool name for logs and the banner: "prefork", "threads" or "solo". */
+const char *cc_pool_kind_name(const struct cc_pool *p);
 
 /* Number of live children. */
 int cc_pool_alive(const struct cc_pool *p);

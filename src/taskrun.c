@@ -31,6 +31,7 @@
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,8 +86,13 @@ struct taskrun_state {
     char *reject_reason;
     bool ignore_requested;
 
+    bool soft_limit_seen; /* cc_task_soft_limit_exceeded() returned true */
+
     struct taskrun_block *arena;
 };
+
+/* The executor's soft-time-limit flag for this thread (cc_task_set_soft_limit_flag). */
+static _Thread_local atomic_int *taskrun_soft_flag;
 
 static struct taskrun_state *state_of(struct cc_task_ctx *ctx)
 {
@@ -758,6 +764,66 @@ void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- Time limits -------------------------------------------------------------------- */
+
+void cc_task_set_soft_limit_flag(atomic_int *flag)
+{
+    taskrun_soft_flag = flag;
+}
+
+static bool soft_limit_hit(void)
+{
+    return taskrun_soft_flag != NULL && atomic_load(taskrun_soft_flag) != 0;
+}
+
+bool cc_task_soft_limit_exceeded(struct cc_task_ctx *ctx)
+{
+    struct taskrun_state *st = state_of(ctx);
+
+    if (!soft_limit_hit())
+        return false;
+    st->soft_limit_seen = true;
+    return true;
+}
+
+bool cc_task_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt)
+{
+    if (e == NULL || e->acks_on_failure_or_timeout == CC_DEFAULT)
+        return dflt;
+    return e->acks_on_failure_or_timeout == CC_YES;
+}
+
+bool cc_task_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt)
+{
+    if (e == NULL || e->reject_on_worker_lost == CC_DEFAULT)
+        return dflt;
+    return e->reject_on_worker_lost == CC_YES;
+}
+
+/* The soft limit passed and the task never asked: in Python, SoftTimeLimitExceeded() would
+ * have been raised inside the task at that moment and unwound it, so whatever the task did
+ * afterwards (return a value, raise, retry, reject) never happened. Replace the outcome with
+ * that exception, stored exactly as billiard raises it: no arguments, and str() is
+ * "SoftTimeLimitExceeded()" (billiard/exceptions.py), hence the traceback's last line. */
+static int soft_limit_override(struct taskrun_state *st, const struct cc_task_entry *e,
+                               json_t **result)
+{
+    json_decref(*result);
+    *result = NULL;
+    st->retry_requested = false;
+    free(st->retry_eta);
+    st->retry_eta = NULL;
+    st->reject_requested = false;
+    st->ignore_requested = false;
+    free(st->traceback);
+    st->traceback = format("Traceback (most recent call last):\n  File \"<celeryc>\", line 0, "
+                           "in %s\nbilliard.exceptions.SoftTimeLimitExceeded: "
+                           "SoftTimeLimitExceeded()\n",
+                           e->name);
+    exc_set(st, "billiard.exceptions", "SoftTimeLimitExceeded", json_array());
+    return CC_TASK_FAILED;
+}
+
 /* ---- The table --------------------------------------------------------------------- */
 
 static const struct cc_task_entry **lookup_slots;
@@ -916,19 +982,21 @@ static bool exc_matches(const char *module, const char *type, const char *patter
     return false;
 }
 
-static uint64_t jitter_state;
+/* Per thread (--pool threads runs tasks in several threads at once). */
+static _Thread_local uint64_t jitter_state;
 
-/* random.randrange(n + 1): uniform in [0, n]. xorshift64*, seeded once per process (a forked
- * child reseeds because the pid differs). */
+/* random.randrange(n + 1): uniform in [0, n]. xorshift64*, seeded once per thread and process
+ * (a forked child reseeds because the pid differs; each thread has its own state, seeded
+ * with its own address too). */
 static long long rand_upto(long long n)
 {
-    static pid_t seeded_pid;
+    static _Thread_local pid_t seeded_pid;
     uint64_t x;
 
     if (seeded_pid != getpid()) {
         seeded_pid = getpid();
-        jitter_state =
-            (uint64_t)cc_mono_us() ^ ((uint64_t)seeded_pid << 32) ^ 0x9E3779B97F4A7C15ULL;
+        jitter_state = (uint64_t)cc_mono_us() ^ ((uint64_t)seeded_pid << 32) ^
+                       (uint64_t)(uintptr_t)&jitter_state ^ 0x9E3779B97F4A7C15ULL;
         if (jitter_state == 0)
             jitter_state = 1;
     }
@@ -1128,6 +1196,8 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
     }
     out->runtime_s = (double)(cc_mono_us() - t0) / 1e6;
     arena_free(&st);
+    if (soft_limit_hit() && !st.soft_limit_seen)
+        rc = soft_limit_override(&st, e, &result);
 
     /* Normalise what the task returned into one of the five outcomes. */
     switch (rc) {

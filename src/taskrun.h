@@ -8,6 +8,7 @@
 #ifndef CELERYC_TASKRUN_H
 #define CELERYC_TASKRUN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <jansson.h>
@@ -29,7 +30,8 @@ struct cc_task_outcome {
 };
 
 /* Find a task by registered name in cc_task_table. Borrowed; NULL if unknown.
- * The first call builds a hash index (not thread-safe; call once before threads start). */
+ * The first call builds a hash index (not thread-safe; the pool calls it once before any
+ * thread starts, after which lookups are read-only and safe from any thread). */
 const struct cc_task_entry *cc_task_lookup(const char *name);
 
 /* Number of entries in cc_task_table. */
@@ -43,6 +45,17 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
                    const json_t *args, const json_t *kwargs, struct cc_task_outcome *out);
 
 void cc_task_outcome_deinit(struct cc_task_outcome *o);
+
+/* The soft-time-limit flag cc_task_invoke() reads on the calling thread (NULL: none). The
+ * executor sets it once per thread: a prefork child points it at the flag its SIGUSR1
+ * handler sets, a pool thread at the flag the master sets; the executor clears the flag
+ * before each job. A flag still set when the task returns, and not acknowledged through
+ * cc_task_soft_limit_exceeded(), turns the outcome into FAILURE SoftTimeLimitExceeded(). */
+void cc_task_set_soft_limit_flag(atomic_int *flag);
+
+/* Resolve the per-task ack options against the worker-wide values (tristate DEFAULT). */
+bool cc_task_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt);
+bool cc_task_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt);
 
 /* Validate every entry's signature once at start-up (unit tests walk the whole table).
  * Returns CC_OK or CC_EINVAL naming the first bad entry in err. */

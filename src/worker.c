@@ -605,9 +605,17 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     if (r == NULL)
         return;
     w->n_done++;
+    bool is_failure = false; /* FAILURE or time limit: Celery's on_failure / on_timeout */
     switch (rep->status) {
     case CC_OK:
     case CC_TASK_IGNORE:
+        break;
+    case CC_POOL_TIME_LIMIT:
+        /* The pool killed the child at the hard limit (Request.on_timeout): the master
+         * stores TimeLimitExceeded. */
+        w->n_failed++;
+        is_failure = true;
+        cc_pool_store_time_limit(&w->pool, r, rep);
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
@@ -645,6 +653,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         break;
     default:
         w->n_failed++;
+        is_failure = true;
         break;
     }
     /* The child retried the final state's store for ~20 s (Celery's retry_policy) and gave
@@ -664,8 +673,12 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                      cc_request_name(r), r->msg.id);
         }
     }
-    /* acks_late: the child has stored the result; now ack (task_acks_on_failure_or_timeout
-     * defaults to True, so failures are acked too). */
+    /* acks_late: the child has stored the result; now ack. A failure or timeout is acked
+     * too unless acks_on_failure_or_timeout is off (task or worker): then, as Celery's
+     * Request.on_failure, the message is rejected without requeue (dead-lettered). */
+    if (is_failure && r->acks_late &&
+        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
+        worker_reject(w, r, false);
     worker_ack(w, r);
     cc_request_free(r);
 }
@@ -684,8 +697,21 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     snprintf(msg, sizeof(msg), "Worker exited prematurely: %s Job: %u.", how, (unsigned)seq);
     cc_error("Task handler raised error: WorkerLostError('%s')", msg);
     w->n_failed++;
+    /* Celery's Request.on_failure for acks_late tasks: reject_on_worker_lost requeues the
+     * message and stores nothing (the task runs again); otherwise the failure is stored and
+     * the message acked, or rejected without requeue when acks_on_failure_or_timeout is
+     * off. Early-acked messages were acked when the task started. */
+    if (r->acks_late && !r->is_acked &&
+        cc_task_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
+        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_request_name(r), r->msg.id);
+        worker_reject(w, r, true);
+        cc_request_free(r);
+        return;
+    }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
-    /* task_reject_on_worker_lost is False by default: the message is acked, not requeued. */
+    if (r->acks_late &&
+        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
+        worker_reject(w, r, false);
     worker_ack(w, r);
     cc_request_free(r);
 }
@@ -868,7 +894,7 @@ static void worker_banner(const struct worker *w)
     cc_warn("celeryc %s (Celery %s wire) %s: transport %s, results %s, concurrency %d (%s), "
             "queues %s, %zu tasks",
             CELERYC_VERSION, CELERYC_CELERY_COMPAT, w->hostname, broker ? broker : "?",
-            backend ? backend : "?", w->pool.n, w->pool.o.is_solo ? "solo" : "prefork", queues,
+            backend ? backend : "?", w->pool.n, cc_pool_kind_name(&w->pool), queues,
             cc_task_count());
     free(broker);
     free(backend);
@@ -968,6 +994,13 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (respawn_ms < ms)
             ms = respawn_ms;
     }
+    if (cc_pool_deadline_us(&w->pool) != 0) { /* time limits (pool.c) */
+        int64_t left_us = cc_pool_deadline_us(&w->pool) - cc_mono_us();
+        int64_t lim_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
+
+        if (lim_ms < ms)
+            ms = lim_ms;
+    }
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
         int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -1020,6 +1053,7 @@ static void worker_loop(struct worker *w)
         }
         if (w->state == WORKER_RUNNING)
             cc_pool_respawn(&w->pool, cc_mono_us());
+        cc_pool_tick(&w->pool, cc_mono_us()); /* time limits */
         worker_dispatch(w);
         if (w->is_qos_dirty)
             worker_update_qos(w);
@@ -1110,8 +1144,6 @@ int cc_worker_main(const struct cc_config *cfg)
         conc = 1;
     if (cfg->pool == CC_POOL_SOLO)
         conc = 1;
-    else if (cfg->pool == CC_POOL_THREADS)
-        cc_warn("--pool threads is not implemented yet; using prefork"); /* TODO(#3) */
     w.base_prefetch =
         cfg->prefetch_multiplier > 0 ? (unsigned)(conc * cfg->prefetch_multiplier) : 0;
     /* Half the prefetch window may wait as pending acks; without QoS there is no window. */
@@ -1152,6 +1184,7 @@ int cc_worker_main(const struct cc_config *cfg)
     po.backend = w.backend;
     po.broker = &w.broker;
     po.is_solo = cfg->pool == CC_POOL_SOLO;
+    po.is_threads = cfg->pool == CC_POOL_THREADS;
     rc = cc_pool_start(&w.pool, &po, &err);
     w.is_pool_started = true;
     if (rc != CC_OK) {

@@ -15,7 +15,19 @@
  *                                      {"width": w // factor, "height": h // factor,
  *                                       "checksum": FNV-1a 32 of the output pixels}
  *   demo.fail(message)                 raises ValueError(message)
- *   demo.sleep(seconds)                sleeps, then returns `seconds` (shutdown tests)
+ *   demo.sleep(seconds)                sleeps, then returns `seconds`; the soft time limit
+ *                                      ends the sleep with SoftTimeLimitExceeded, as Python's
+ *                                      time.sleep() raises it
+ *   demo.soft_guard(seconds)           sleeps like demo.sleep but catches the soft limit:
+ *                                      returns "soft limit" (the result stands)
+ *   demo.spin(seconds)                 busy loop that never looks at its limits; returns
+ *                                      `seconds` (only the hard limit stops it)
+ *   demo.crash(mode)                   kills its own executor: "segv" (SIGSEGV), "abort"
+ *                                      (abort()), "exit" (_exit(1)), "oom" (SIGKILL, as the
+ *                                      kernel's OOM killer); ValueError for another mode
+ *   demo.crash_once(mode)              demo.crash(mode) unless the message is a redelivery;
+ *                                      then returns "survived" (reject_on_worker_lost tests)
+ *   demo.getpid()                      the pid of the executing process (pool recycling)
  *
  * demo.thumbnail in Python, for checking results from a client (integration tests do):
  *
@@ -33,8 +45,15 @@
  * Words (demo.wordcount) are maximal runs of ASCII letters, digits, '_' and non-ASCII
  * characters (Python's \w for the common cases); lowercasing is ASCII-only.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pyrepr.h"
 
 #include "pyops.h"
 #include "tasks.h"
@@ -283,6 +302,34 @@ const struct cc_task_entry cc_task_demo_fail = {
     .signature = "message",
 };
 
+/* Sleep up to `seconds`, in slices so that a soft time limit is seen within 50 ms even where
+ * no signal interrupts the sleep (--pool threads); a prefork child's SIGUSR1 cuts a slice
+ * short (EINTR). Returns true when the soft limit ended the sleep (and acknowledges it). */
+static bool demo_sleep_until_soft_limit(struct cc_task_ctx *ctx, double seconds)
+{
+    struct timespec now, end;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    end.tv_sec = now.tv_sec + (time_t)seconds;
+    end.tv_nsec = now.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        if (cc_task_soft_limit_exceeded(ctx))
+            return true;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double left = (double)(end.tv_sec - now.tv_sec) + (double)(end.tv_nsec - now.tv_nsec) / 1e9;
+        if (left <= 0)
+            return false;
+        if (left > 0.05)
+            left = 0.05;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(left * 1e9)};
+        (void)nanosleep(&ts, NULL); /* EINTR: look at the flag at once */
+    }
+}
+
 static int demo_sleep(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                       json_t **result)
 {
@@ -294,7 +341,16 @@ static int demo_sleep(struct cc_task_ctx *ctx, const json_t *args, const json_t 
     (void)kwargs;
     if ((rc = cc_pyops_seconds(ctx, v, &seconds)) != CC_OK)
         return rc;
-    cc_pyops_sleep(seconds);
+    if (seconds > 1e9)
+        seconds = 1e9;
+    if (seconds > 0 && demo_sleep_until_soft_limit(ctx, seconds)) {
+        /* What time.sleep() does in a Python task at the soft limit: raise. */
+        cc_task_set_traceback(ctx, "Traceback (most recent call last):\n  File \"<celeryc>\", "
+                                   "line 0, in demo.sleep\nbilliard.exceptions."
+                                   "SoftTimeLimitExceeded: SoftTimeLimitExceeded()\n");
+        return cc_task_raise_args(ctx, "billiard.exceptions", "SoftTimeLimitExceeded",
+                                  json_array());
+    }
     *result = json_deep_copy(v);
     return CC_OK;
 }
@@ -303,4 +359,133 @@ const struct cc_task_entry cc_task_demo_sleep = {
     .name = "demo.sleep",
     .run = demo_sleep,
     .signature = "seconds",
+};
+
+static int demo_soft_guard(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                           json_t **result)
+{
+    const json_t *v = cc_task_arg(ctx, 0);
+    double seconds;
+    int rc;
+
+    (void)args;
+    (void)kwargs;
+    if ((rc = cc_pyops_seconds(ctx, v, &seconds)) != CC_OK)
+        return rc;
+    if (seconds > 1e9)
+        seconds = 1e9;
+    if (seconds > 0 && demo_sleep_until_soft_limit(ctx, seconds)) {
+        cc_task_warn(ctx, "soft time limit: cleaning up");
+        *result = json_string("soft limit");
+        return CC_OK;
+    }
+    *result = json_deep_copy(v);
+    return CC_OK;
+}
+
+const struct cc_task_entry cc_task_demo_soft_guard = {
+    .name = "demo.soft_guard",
+    .run = demo_soft_guard,
+    .signature = "seconds",
+};
+
+static int demo_spin(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                     json_t **result)
+{
+    const json_t *v = cc_task_arg(ctx, 0);
+    struct timespec t0, now;
+    volatile uint64_t n = 0;
+    double seconds;
+    int rc;
+
+    (void)args;
+    (void)kwargs;
+    if ((rc = cc_pyops_seconds(ctx, v, &seconds)) != CC_OK)
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (int i = 0; i < 1000; i++)
+            n = n + 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 < seconds);
+    *result = json_deep_copy(v);
+    return CC_OK;
+}
+
+const struct cc_task_entry cc_task_demo_spin = {
+    .name = "demo.spin",
+    .run = demo_spin,
+    .signature = "seconds",
+};
+
+/* Dies the way the mode says; returns only for an unknown mode (ValueError). */
+static int demo_do_crash(struct cc_task_ctx *ctx, const json_t *mode)
+{
+    const char *m = json_is_string(mode) ? json_string_value(mode) : "";
+    char *repr;
+    int rc;
+
+    if (strcmp(m, "segv") == 0) {
+        /* Default action, so a sanitizer's handler does not turn it into a report + exit. */
+        signal(SIGSEGV, SIG_DFL);
+        raise(SIGSEGV);
+    } else if (strcmp(m, "abort") == 0) {
+        abort();
+    } else if (strcmp(m, "exit") == 0) {
+        _exit(1);
+    } else if (strcmp(m, "oom") == 0) {
+        raise(SIGKILL); /* what the kernel's OOM killer sends */
+    }
+    repr = cc_pyrepr(mode, 0, 200);
+    rc = cc_task_raise(ctx, "builtins", "ValueError", "unknown crash mode %s", repr ? repr : "?");
+    free(repr);
+    return rc;
+}
+
+static int demo_crash(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                      json_t **result)
+{
+    (void)args;
+    (void)kwargs;
+    (void)result;
+    return demo_do_crash(ctx, cc_task_arg(ctx, 0));
+}
+
+const struct cc_task_entry cc_task_demo_crash = {
+    .name = "demo.crash",
+    .run = demo_crash,
+    .signature = "mode",
+};
+
+static int demo_crash_once(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                           json_t **result)
+{
+    (void)args;
+    (void)kwargs;
+    if (!ctx->req->delivery_info.redelivered)
+        return demo_do_crash(ctx, cc_task_arg(ctx, 0));
+    *result = json_string("survived");
+    return CC_OK;
+}
+
+const struct cc_task_entry cc_task_demo_crash_once = {
+    .name = "demo.crash_once",
+    .run = demo_crash_once,
+    .signature = "mode",
+};
+
+static int demo_getpid(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                       json_t **result)
+{
+    (void)ctx;
+    (void)args;
+    (void)kwargs;
+    *result = json_integer((json_int_t)getpid());
+    return CC_OK;
+}
+
+const struct cc_task_entry cc_task_demo_getpid = {
+    .name = "demo.getpid",
+    .run = demo_getpid,
+    .signature = "",
 };

@@ -18,6 +18,11 @@ extern const struct cc_task_entry cc_task_demo_fib;
 extern const struct cc_task_entry cc_task_demo_thumbnail;
 extern const struct cc_task_entry cc_task_demo_fail;
 extern const struct cc_task_entry cc_task_demo_sleep;
+extern const struct cc_task_entry cc_task_demo_soft_guard;
+extern const struct cc_task_entry cc_task_demo_spin;
+extern const struct cc_task_entry cc_task_demo_crash;
+extern const struct cc_task_entry cc_task_demo_crash_once;
+extern const struct cc_task_entry cc_task_demo_getpid;
 
 /* tasks/it.c: test-only tasks for the delivery-guarantee integration tests. */
 extern const struct cc_task_entry cc_task_it_count_sleep;

@@ -39,8 +39,21 @@
  * task creates follow jansson's rules (json_object_set_new steals, json_object_get borrows).
  *
  * Threads and fork. `run` executes in a forked child of the worker (default pool), with its
- * own connections; a task may block, but must not fork without exec or install signal
- * handlers. Time limits (when configured) interrupt it from outside.
+ * own connections, or in a thread of the worker process (--pool threads) or in the master
+ * itself (--pool solo); a task may block, but must not fork without exec, install signal
+ * handlers, or keep static state that is not thread-safe.
+ *
+ * Time limits (Celery's time_limit / soft_time_limit: the message's `timelimit`, else the
+ * entry's, else the worker's --time-limit / --soft-time-limit). At the soft limit the worker
+ * flags the task (prefork: SIGUSR1 to the child, whose handler is installed without
+ * SA_RESTART, so a blocking sleep(), read() or poll() returns early with EINTR). A task that
+ * can clean up polls cc_task_soft_limit_exceeded() (after EINTR, or in its loop) and returns
+ * whatever it wants to store, like a Python task catching SoftTimeLimitExceeded. A task that
+ * never asks ends as FAILURE with billiard.exceptions.SoftTimeLimitExceeded(), whatever it
+ * returned, as the exception would have unwound a Python task. At the hard limit the child
+ * is killed (SIGKILL) and the task stored as FAILURE with
+ * billiard.exceptions.TimeLimitExceeded(<limit>); the threads and solo pools cannot enforce
+ * hard limits (the worker warns at start).
  */
 #ifndef CELERYC_TASK_H
 #define CELERYC_TASK_H
@@ -134,6 +147,15 @@ struct cc_task_entry {
     double retry_backoff_s;
     double retry_backoff_max_s;    /* 0 = Celery's 600 s */
     enum cc_tristate retry_jitter; /* default: on, as Celery */
+
+    /* Task.acks_on_failure_or_timeout (default: task_acks_on_failure_or_timeout, True): with
+     * acks_late, a failed or timed-out task's message is acked (YES) or rejected without
+     * requeue, i.e. dead-lettered (NO). */
+    enum cc_tristate acks_on_failure_or_timeout;
+    /* Task.reject_on_worker_lost (default: task_reject_on_worker_lost, False): with
+     * acks_late, a task whose executor died (WorkerLostError) is requeued instead of stored
+     * as FAILURE. Beware tasks that crash their executor every time: they loop. */
+    enum cc_tristate reject_on_worker_lost;
 };
 
 /* The execution context handed to `run`. Fields are read-only for tasks. */
@@ -190,6 +212,15 @@ int cc_task_reject(struct cc_task_ctx *ctx, const char *reason, bool requeue);
 
 /* celery.exceptions.Ignore: ack, store nothing. Returns CC_TASK_IGNORE. */
 int cc_task_ignore(struct cc_task_ctx *ctx);
+
+/* ---- Time limits --------------------------------------------------------------------- */
+
+/* Whether the soft time limit of this task has passed. Returning true also acknowledges it:
+ * the task has seen the limit, and what it returns afterwards is stored as usual (Python:
+ * `except SoftTimeLimitExceeded: cleanup(); return partial`). A task that never calls this
+ * after its soft limit passed fails with SoftTimeLimitExceeded. Cheap (one atomic load);
+ * safe to call in a loop. */
+bool cc_task_soft_limit_exceeded(struct cc_task_ctx *ctx);
 
 /* ---- Memory and logging --------------------------------------------------------------- */
 

@@ -6,6 +6,9 @@ Celery). Configured from the environment:
 
   CELERY_BROKER_URL, CELERY_RESULT_BACKEND   as the C worker reads them
   PYW_ACKS_LATE, PYW_TRACK_STARTED, PYW_RESULT_EXTENDED   "1" to enable
+  PYW_ACKS_ON_FAILURE_OR_TIMEOUT, PYW_REJECT_ON_WORKER_LOST "0"/"1" (Celery's defaults: 1, 0)
+  PYW_TIME_LIMIT, PYW_SOFT_TIME_LIMIT          task_time_limit / task_soft_time_limit (s)
+  PYW_MAX_TASKS_PER_CHILD, PYW_MAX_MEMORY_PER_CHILD   worker_max_tasks_per_child / _memory_ (KiB)
   TEST_REDIS_URL                              Redis for redis_echo / redis_count
 
 The demo.* definitions are the expected semantics of tasks/demo.c; the
@@ -15,6 +18,7 @@ Start: /usr/bin/python3 -m celery -A pyworker_app worker --pool prefork -c 1 \
           --without-gossip --without-mingle --without-heartbeat -Q <queue>
 """
 import os
+import signal
 import time
 
 from celery import Celery
@@ -31,6 +35,26 @@ app.conf.update(
     task_track_started=os.environ.get("PYW_TRACK_STARTED") == "1",
     result_extended=os.environ.get("PYW_RESULT_EXTENDED") == "1",
     worker_prefetch_multiplier=int(os.environ.get("PYW_PREFETCH", "4")),
+    task_acks_on_failure_or_timeout=os.environ.get("PYW_ACKS_ON_FAILURE_OR_TIMEOUT", "1") == "1",
+    task_reject_on_worker_lost=os.environ.get("PYW_REJECT_ON_WORKER_LOST", "0") == "1",
+)
+
+
+def _num_env(name):
+    v = os.environ.get(name)
+    return float(v) if v else None
+
+
+def _int_env(name):
+    v = os.environ.get(name)
+    return int(v) if v else None
+
+
+app.conf.update(
+    task_time_limit=_num_env("PYW_TIME_LIMIT"),
+    task_soft_time_limit=_num_env("PYW_SOFT_TIME_LIMIT"),
+    worker_max_tasks_per_child=_int_env("PYW_MAX_TASKS_PER_CHILD"),
+    worker_max_memory_per_child=_int_env("PYW_MAX_MEMORY_PER_CHILD"),
 )
 
 
@@ -112,6 +136,57 @@ def fail(message):
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="demo.soft_guard")
+def soft_guard(seconds):
+    """Sleeps; the soft time limit is caught (cleanup) and the task returns normally."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "soft limit"
+    return seconds
+
+
+@app.task(name="demo.spin")
+def spin(seconds):
+    """Busy loop (only the hard limit stops it in C; Python raises at the soft one too)."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return seconds
+
+
+def _crash(mode):
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif mode == "abort":
+        os.abort()
+    elif mode == "exit":
+        os._exit(1)
+    elif mode == "oom":
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+    raise ValueError("unknown crash mode %r" % (mode,))
+
+
+@app.task(name="demo.crash")
+def crash(mode):
+    _crash(mode)
+
+
+@app.task(name="demo.crash_once", bind=True)
+def crash_once(self, mode):
+    """Crashes unless the message is a redelivery, then returns "survived"."""
+    if not self.request.delivery_info.get("redelivered"):
+        _crash(mode)
+    return "survived"
+
+
+@app.task(name="demo.getpid")
+def getpid():
+    return os.getpid()
 
 
 # ---- t.integration.tasks.* (subset, Celery 5.2 semantics) ----------------------------------

@@ -739,6 +739,12 @@ static void test_config_example_conf(void **state)
     assert_int_equal(cfg.result_expires_s, dflt.result_expires_s);
     assert_int_equal(cfg.store_errors_even_if_ignored, dflt.store_errors_even_if_ignored);
     assert_int_equal(cfg.max_message_bytes, dflt.max_message_bytes);
+    assert_true(cfg.time_limit_s == dflt.time_limit_s);
+    assert_true(cfg.soft_time_limit_s == dflt.soft_time_limit_s);
+    assert_int_equal(cfg.acks_on_failure_or_timeout, dflt.acks_on_failure_or_timeout);
+    assert_int_equal(cfg.reject_on_worker_lost, dflt.reject_on_worker_lost);
+    assert_int_equal(cfg.max_tasks_per_child, dflt.max_tasks_per_child);
+    assert_int_equal(cfg.max_memory_per_child_kib, dflt.max_memory_per_child_kib);
     assert_true(cfg.heartbeat_s == dflt.heartbeat_s);
     assert_true(cfg.connect_timeout_s == dflt.connect_timeout_s);
     cc_cfg_deinit(&cfg);

@@ -1,7 +1,8 @@
 /* Unit tests for src/pool.c with real forked children and a backend that appends every
  * stored meta to a file (the child's stores happen in another process): job records with
- * U+0000 in strings, a job record the child cannot run, respawn after a failed fork, and
- * the bounded warm stop. */
+ * U+0000 in strings, a job record the child cannot run, respawn after a failed fork, the
+ * bounded warm stop, soft and hard time limits, max_tasks_per_child, and the threads and
+ * solo pools. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,51 @@ static int setup(void **state)
     assert_int_equal(cc_pool_start(&f->pool, &o, &err), CC_OK);
     *state = f;
     return 0;
+}
+
+/* The same with another pool kind (threads: 2 threads, each opening the "none" backend). */
+static int setup_kind(void **state, bool is_threads, bool is_solo, int max_tasks_per_child)
+{
+    struct fix *f = calloc(1, sizeof(*f));
+    char *argv[] = {(char *)"worker", NULL};
+    char *env[] = {NULL};
+    struct cc_err err = {0};
+    struct cc_pool_opts o = {0};
+    int fd;
+
+    assert_int_equal(cc_cfg_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
+    f->cfg.max_tasks_per_child = max_tasks_per_child; /* children read their copy */
+    f->be.base.ops = &file_ops;
+    snprintf(f->be.path, sizeof(f->be.path), "/tmp/cc_test_pool.XXXXXX");
+    fd = mkstemp(f->be.path);
+    assert_true(fd >= 0);
+    close(fd);
+    f->broker.fd = -1;
+    o.n_children = is_threads ? 2 : 1;
+    o.cfg = &f->cfg;
+    o.hostname = "celery@unit";
+    o.backend = &f->be.base;
+    o.broker = &f->broker;
+    o.is_threads = is_threads;
+    o.is_solo = is_solo;
+    assert_int_equal(cc_pool_start(&f->pool, &o, &err), CC_OK);
+    *state = f;
+    return 0;
+}
+
+static int setup_threads(void **state)
+{
+    return setup_kind(state, true, false, 0);
+}
+
+static int setup_solo(void **state)
+{
+    return setup_kind(state, false, true, 0);
+}
+
+static int setup_max_tasks_1(void **state)
+{
+    return setup_kind(state, false, false, 1);
 }
 
 static int teardown(void **state)
@@ -287,6 +333,143 @@ static void test_pool_warm_stop_turns_cold_on_request(void **state)
     assert_null(f->pool.kids);
 }
 
+/* ---- Time limits, recycling, other pools --------------------------------------------- */
+
+static struct cc_request limit_req;
+
+/* Dispatch task(args) to slot 0 as seq 11, keeping the request alive (the pool borrows it
+ * until the report), and wait up to 10 s for the report while ticking the time limits. */
+static struct cc_pool_report run_ticking(struct fix *f, const char *task, json_t *args)
+{
+    struct cc_pool_report rep;
+    struct cc_err err = {0};
+    int64_t deadline = cc_mono_us() + 10 * 1000000;
+    int n = 0;
+
+    memset(&limit_req, 0, sizeof(limit_req));
+    limit_req.msg.protocol = 2;
+    limit_req.msg.id = (char *)"6f0c2bb0-0000-4000-8000-000000000003";
+    limit_req.msg.task = (char *)task;
+    limit_req.msg.group_index = -1;
+    limit_req.msg.args = args;
+    limit_req.msg.kwargs = json_object();
+    assert_int_equal(cc_pool_idle(&f->pool), 0);
+    assert_int_equal(cc_pool_dispatch(&f->pool, 0, &limit_req, 11, &err), CC_OK);
+    while (n == 0 && cc_mono_us() < deadline) {
+        struct pollfd pfd = {.fd = cc_pool_report_fd(&f->pool), .events = POLLIN};
+
+        cc_pool_tick(&f->pool, cc_mono_us());
+        poll(&pfd, 1, 20);
+        n = cc_pool_read_reports(&f->pool, &rep, 1);
+    }
+    json_decref(limit_req.msg.args);
+    json_decref(limit_req.msg.kwargs);
+    assert_int_equal(n, 1);
+    assert_int_equal(rep.seq, 11);
+    assert_int_equal(f->pool.n_busy, 0);
+    return rep;
+}
+
+static int n_lost;
+
+static void count_lost(void *ud, int slot, uint32_t seq, int wstatus)
+{
+    (void)ud, (void)slot, (void)seq, (void)wstatus;
+    n_lost++;
+}
+
+/* Reap until slot 0 runs a process other than `old` (5 s at most). */
+static void wait_replaced(struct fix *f, pid_t old)
+{
+    int64_t deadline = cc_mono_us() + 5 * 1000000;
+
+    while ((f->pool.kids[0].pid == old || f->pool.kids[0].pid == 0) && cc_mono_us() < deadline) {
+        usleep(10000);
+        cc_pool_reap(&f->pool, true, count_lost, NULL);
+    }
+    assert_true(f->pool.kids[0].pid > 0 && f->pool.kids[0].pid != old);
+    assert_int_equal(cc_pool_idle(&f->pool), 0);
+}
+
+static void test_pool_hard_time_limit_kills_child(void **state)
+{
+    struct fix *f = *state;
+    pid_t pid0 = f->pool.kids[0].pid;
+    struct cc_pool_report rep;
+
+    f->cfg.time_limit_s = 0.3;
+    n_lost = 0;
+    rep = run_ticking(f, "demo.spin", json_pack("[i]", 30));
+    assert_int_equal(rep.status, CC_POOL_TIME_LIMIT);
+    assert_true(rep.time_limit_s == 0.3);
+    assert_int_equal(rep.is_limit_int, 0);
+    assert_int_equal(cc_pool_idle(&f->pool), -1); /* killed, not replaced yet */
+    wait_replaced(f, pid0);
+    assert_int_equal(n_lost, 0); /* reported once, as a time limit, not as lost */
+}
+
+static void test_pool_soft_time_limit_signals_child(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep;
+    char *stored;
+
+    f->cfg.soft_time_limit_s = 0.2;
+    rep = run_ticking(f, "demo.soft_guard", json_pack("[i]", 30));
+    assert_int_equal(rep.status, CC_OK);
+    rep = run_ticking(f, "demo.sleep", json_pack("[i]", 30));
+    assert_int_equal(rep.status, CC_TASK_FAILED);
+    stored = slurp(f->be.path);
+    assert_non_null(strstr(stored, "\"result\": \"soft limit\""));
+    assert_non_null(strstr(stored, "\"exc_type\": \"SoftTimeLimitExceeded\""));
+    free(stored);
+}
+
+static void test_pool_max_tasks_per_child_retires(void **state)
+{
+    struct fix *f = *state;
+    pid_t pid0 = f->pool.kids[0].pid;
+    struct cc_pool_report rep;
+
+    n_lost = 0;
+    rep = run_job(f, "demo.add", json_pack("[i,i]", 1, 2));
+    assert_int_equal(rep.status, CC_OK);
+    assert_int_equal(rep.is_exiting, 1);
+    assert_int_equal(cc_pool_idle(&f->pool), -1); /* retiring: no further job */
+    wait_replaced(f, pid0);
+    assert_int_equal(n_lost, 0);
+}
+
+static void test_pool_threads_run_and_soft_limit(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep;
+
+    assert_int_equal(f->pool.n, 2);
+    assert_int_equal(f->pool.kids[0].pid, getpid());
+    rep = run_job(f, "demo.add", json_pack("[i,i]", 1, 2));
+    assert_int_equal(rep.status, CC_OK);
+    f->cfg.soft_time_limit_s = 0.2;
+    f->cfg.time_limit_s = 0.1; /* not enforced by threads */
+    rep = run_ticking(f, "demo.sleep", json_pack("[i]", 30));
+    assert_int_equal(rep.status, CC_TASK_FAILED);
+}
+
+static void test_pool_solo_soft_limit(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep;
+    int64_t t0 = cc_mono_us();
+
+    assert_int_equal(f->pool.n, 1);
+    f->cfg.soft_time_limit_s = 0.2;
+    rep = run_ticking(f, "demo.sleep", json_pack("[i]", 30));
+    assert_int_equal(rep.status, CC_TASK_FAILED);
+    assert_true(cc_mono_us() - t0 < 5 * 1000000);
+    rep = run_ticking(f, "demo.add", json_pack("[i,i]", 1, 2));
+    assert_int_equal(rep.status, CC_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +480,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pool_warm_stop_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_warm_stop_turns_cold_on_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_hard_time_limit_kills_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_soft_time_limit_signals_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_max_tasks_per_child_retires, setup_max_tasks_1,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pool_threads_run_and_soft_limit, setup_threads,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pool_solo_soft_limit, setup_solo, teardown),
     };
 
     /* The pool's children are the only ones this process forks: no SIGCHLD handling. */

@@ -853,6 +853,90 @@ static void test_taskrun_reject_and_ignore(void **state)
     cc_task_outcome_deinit(&o);
 }
 
+/* ---- Soft time limit ------------------------------------------------------------------ */
+
+static int soft_ignores(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                        json_t **result)
+{
+    (void)ctx, (void)args, (void)kwargs;
+    *result = json_integer(42);
+    return CC_OK;
+}
+
+static int soft_looks(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                      json_t **result)
+{
+    (void)args, (void)kwargs;
+    *result = json_string(cc_task_soft_limit_exceeded(ctx) ? "cleaned" : "done");
+    return CC_OK;
+}
+
+static int soft_retries(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                        json_t **result)
+{
+    static const struct cc_task_retry_opts o = {.countdown_s = 1};
+
+    (void)args, (void)kwargs, (void)result;
+    return cc_task_retry(ctx, &o);
+}
+
+/* The flag set while the task ran: a task that never asked fails with billiard's
+ * SoftTimeLimitExceeded() whatever it did; one that asked keeps its result; no flag, no
+ * change. */
+static void test_taskrun_soft_limit_outcomes(void **state)
+{
+    const struct cc_task_entry ign = {.name = "t.ign", .run = soft_ignores};
+    const struct cc_task_entry look = {.name = "t.look", .run = soft_looks};
+    const struct cc_task_entry retry = {.name = "t.retry", .run = soft_retries};
+    struct cc_task_outcome out;
+    atomic_int flag = 0;
+
+    (void)state;
+    cc_task_set_soft_limit_flag(&flag);
+    assert_int_equal(cc_task_invoke(&ign, NULL, NULL, NULL, &out), CC_OK);
+    assert_json(out.result, "42");
+    cc_task_outcome_deinit(&out);
+    assert_int_equal(cc_task_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
+    assert_json(out.result, "\"done\"");
+    cc_task_outcome_deinit(&out);
+
+    atomic_store(&flag, 1);
+    assert_int_equal(cc_task_invoke(&ign, NULL, NULL, NULL, &out), CC_TASK_FAILED);
+    assert_json(out.exc, "{\"exc_type\": \"SoftTimeLimitExceeded\", \"exc_message\": [], "
+                         "\"exc_module\": \"billiard.exceptions\"}");
+    assert_string_equal(out.exc_repr, "SoftTimeLimitExceeded()");
+    assert_non_null(strstr(out.traceback, "billiard.exceptions.SoftTimeLimitExceeded: "
+                                          "SoftTimeLimitExceeded()\n"));
+    assert_null(out.result);
+    cc_task_outcome_deinit(&out);
+    assert_int_equal(cc_task_invoke(&retry, NULL, NULL, NULL, &out), CC_TASK_FAILED);
+    assert_null(out.retry_eta);
+    cc_task_outcome_deinit(&out);
+    assert_int_equal(cc_task_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
+    assert_json(out.result, "\"cleaned\"");
+    cc_task_outcome_deinit(&out);
+    cc_task_set_soft_limit_flag(NULL);
+}
+
+static void test_taskrun_ack_options_tristate(void **state)
+{
+    const struct cc_task_entry d = {.name = "d"};
+    const struct cc_task_entry y = {
+        .name = "y", .acks_on_failure_or_timeout = CC_YES, .reject_on_worker_lost = CC_YES};
+    const struct cc_task_entry n = {
+        .name = "n", .acks_on_failure_or_timeout = CC_NO, .reject_on_worker_lost = CC_NO};
+
+    (void)state;
+    assert_true(cc_task_acks_on_failure_or_timeout(&d, true));
+    assert_false(cc_task_acks_on_failure_or_timeout(&d, false));
+    assert_true(cc_task_acks_on_failure_or_timeout(&y, false));
+    assert_false(cc_task_acks_on_failure_or_timeout(&n, true));
+    assert_true(cc_task_acks_on_failure_or_timeout(NULL, true));
+    assert_false(cc_task_reject_on_worker_lost(&d, false));
+    assert_true(cc_task_reject_on_worker_lost(&y, false));
+    assert_false(cc_task_reject_on_worker_lost(&n, true));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +958,8 @@ int main(void)
         cmocka_unit_test(test_taskrun_autoretry_matching),
         cmocka_unit_test(test_taskrun_autoretry_exhausted_raises_original),
         cmocka_unit_test(test_taskrun_reject_and_ignore),
+        cmocka_unit_test(test_taskrun_soft_limit_outcomes),
+        cmocka_unit_test(test_taskrun_ack_options_tristate),
     };
 
     return cmocka_run_group_tests_name("taskrun", tests, NULL, NULL);
