@@ -501,3 +501,28 @@ void cc_broker_forget(struct cc_broker *b)
     if (b->fd >= 0)
         close(b->fd);
 }
+
+/* ---- Raw republishing (delay store, dead-lettering) ------------------------------------- */
+
+int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const char *routing_key,
+                            const amqp_basic_properties_t *props, amqp_bytes_t body,
+                            struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
+    return broker_status(b,
+                         amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
+                                            broker_bytes(routing_key), 0, 0, props, body),
+                         "basic.publish", err);
+}
+
+int cc_broker_sync(struct cc_broker *b, struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "sync: channel closed");
+    /* exchange.declare(passive) of amq.direct, which every vhost has: a cheap synchronous
+     * RPC whose -ok the broker sends only after it handled everything sent before it. */
+    amqp_exchange_declare(b->conn, b->channel, amqp_cstring_bytes("amq.direct"),
+                          amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), "sync (exchange.declare passive)", err);
+}

@@ -91,6 +91,20 @@ int cc_broker_reject(struct cc_broker *b, uint64_t tag, bool requeue,
 int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
                       const struct cc_msg_out *m, struct cc_err *err) CC_MUST_USE;
 
+/* Publish a message with the given AMQP properties (headers included) and body, unchanged:
+ * republishing a delay-store record, dead-lettering an original delivery. mandatory=false,
+ * as Celery publishes. `props` and `body` are borrowed for the call. */
+int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const char *routing_key,
+                            const amqp_basic_properties_t *props, amqp_bytes_t body,
+                            struct cc_err *err) CC_MUST_USE;
+
+/* One synchronous round trip on the channel (a passive exchange.declare of amq.direct).
+ * When it returns CC_OK the broker has processed every frame sent before it on this
+ * channel (publishes routed and enqueued), which is what the delay store waits for before
+ * deleting the records it republished. Not a publisher confirm: a broker crash can still
+ * lose a transient message it had enqueued. */
+int cc_broker_sync(struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
+
 /* Non-blocking: take the next delivery already buffered or readable now. Sends a heartbeat
  * when one is due. Returns CC_OK with *got = 1 and `env` filled (release with
  * amqp_destroy_envelope then cc_broker_release), CC_OK with *got = 0 when nothing is

@@ -40,9 +40,11 @@
 #include "broker.h"
 #include "celeryc/version.h"
 #include "consumer.h"
+#include "delaystore.h"
 #include "isotime.h"
 #include "log.h"
 #include "pool.h"
+#include "redeliver.h"
 #include "sig.h"
 #include "taskrun.h"
 #include "url.h"
@@ -83,6 +85,12 @@ struct worker {
     size_t n_acks, cap_acks;
     int64_t acks_since_us; /* cc_mono_us() when acks[0] was queued */
     size_t ack_batch;      /* send at once when this many acks are pending */
+
+    /* [redisx] delivery guarantees: redelivery counting, dead-lettering, dedup (parked
+     * requests live in rd), ETA delay store. */
+    struct cc_redeliver rd;
+    struct cc_delay ds;
+    bool is_rd_init;
 };
 
 /* Longest an ack may wait to be coalesced with later ones (see worker_acks_due). */
@@ -221,7 +229,7 @@ static uint64_t worker_lowest_held(const struct worker *w)
     for (int i = 0; i < w->pool.n; i++)
         if (w->running[i] != NULL && !w->running[i]->is_acked && w->running[i]->tag < low)
             low = w->running[i]->tag;
-    return low;
+    return cc_redeliver_lowest_tag(&w->rd, low); /* [redisx] parked twins are unacked */
 }
 
 /* Send the collected acks. basic.ack(tag, multiple=true) acks every outstanding delivery
@@ -362,9 +370,36 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         worker_broker_fatal(w, &err);
         return;
     }
+    /* [redisx] Redelivered past worker_max_redeliveries: dead-lettered (redeliver.c). */
+    switch (cc_redeliver_on_receipt(&w->rd, env, r, &rc, &err)) {
+    case CC_REDELIVER_RUN:
+        break;
+    case CC_REDELIVER_ACK:
+        worker_ack(w, r);
+        cc_request_free(r);
+        return;
+    case CC_REDELIVER_REJECT:
+        worker_reject(w, r, false);
+        cc_request_free(r);
+        return;
+    }
+    if (rc != CC_OK) {
+        cc_request_free(r); /* unacked: it returns to the queue with the channel */
+        worker_broker_fatal(w, &err);
+        return;
+    }
     now = cc_now_us();
     if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
+    } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
+               cc_delay_store(&w->ds, env, r->msg.eta_us, &err) == CC_OK) {
+        /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
+         * so ack it instead of holding it; QoS is not raised. If the store failed, the
+         * branch below holds it as before. */
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
+                r->msg.eta ? r->msg.eta : "?");
+        worker_ack(w, r);
+        cc_request_free(r);
     } else if (r->msg.eta_us > now) {
         r->is_eta_held = true;
         w->n_held++;
@@ -512,6 +547,9 @@ static void worker_dispatch(struct worker *w)
     int64_t now = cc_now_us();
     int slot;
 
+    /* [redisx] Parked redelivered twins whose task has finished go back to the FIFO. */
+    for (struct cc_request *p; (p = cc_redeliver_take_unparked(&w->rd, w->running, w->pool.n));)
+        worker_fifo_push(w, p);
     /* Due ETA requests join the FIFO in ETA order. */
     while (w->n_eta > 0 && w->eta[0]->msg.eta_us <= now)
         worker_fifo_push(w, worker_heap_pop(w));
@@ -529,6 +567,16 @@ static void worker_dispatch(struct worker *w)
         /* Celery checks expiry again just before execution (§6.3). */
         if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
             worker_expire(w, r);
+            continue;
+        }
+        /* [redisx] Redelivered: parked while its twin runs here, or acked without running
+         * when SUCCESS is already stored (worker_deduplicate_successful_tasks). */
+        enum cc_redeliver_gate gate = cc_redeliver_gate(&w->rd, r, w->running, w->pool.n);
+        if (gate == CC_GATE_PARKED)
+            continue;
+        if (gate == CC_GATE_DONE) {
+            worker_ack(w, r);
+            cc_request_free(r);
             continue;
         }
         seq = w->next_seq++;
@@ -576,6 +624,8 @@ static int worker_declare(struct worker *w, struct cc_err *err)
     /* Celery workers always declare the event exchange (§1.1, §4.1). */
     if (rc == CC_OK)
         rc = cc_broker_declare_exchange(&w->broker, "celeryev", "topic", true, err);
+    if (rc == CC_OK) /* [redisx] "<queue>.dead" for dead-lettered messages */
+        rc = cc_redeliver_declare(&w->rd, err);
     if (rc == CC_OK && w->base_prefetch > 0)
         rc = cc_broker_qos(&w->broker, w->base_prefetch, err);
     for (size_t i = 0; i < nq && rc == CC_OK; i++)
@@ -695,6 +745,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (respawn_ms < ms)
             ms = respawn_ms;
     }
+    if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
+        ms = cc_delay_due_in_ms(&w->ds, ms);
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
         int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -736,6 +788,12 @@ static void worker_loop(struct worker *w)
         if (w->state == WORKER_RUNNING)
             cc_pool_respawn(&w->pool, cc_mono_us());
         worker_dispatch(w);
+        if (w->state == WORKER_RUNNING && w->broker.is_channel_open) { /* [redisx] */
+            struct cc_err derr = {0};
+
+            if (cc_delay_tick(&w->ds, &w->broker, &derr) != CC_OK)
+                worker_broker_fatal(w, &derr);
+        }
         if (w->is_qos_dirty)
             worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
@@ -817,6 +875,17 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("result backend: %s", err.msg);
         goto out;
     }
+    /* [redisx] redelivery guard and delay store (their Redis clients connect lazily). */
+    const char *dq[1] = {cfg->default_queue ? cfg->default_queue : "celery"};
+    rc = cc_redeliver_init(&w.rd, cfg, w.hostname, &w.broker, w.backend,
+                           cfg->n_queues > 0 ? cfg->queues : (char *const *)dq,
+                           cfg->n_queues > 0 ? cfg->n_queues : 1, &err);
+    w.is_rd_init = true;
+    if (rc != CC_OK) {
+        cc_crit("start-up: %s", err.msg);
+        goto out;
+    }
+    cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     int conc = cfg->concurrency > 0 ? cfg->concurrency : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (conc < 1)
         conc = 1;
@@ -887,6 +956,10 @@ out:
     worker_flush_acks(&w);
     free(w.acks);
     worker_free_requests(&w);
+    if (w.is_rd_init) { /* [redisx] parked requests are unacked: freed, returned on close */
+        cc_redeliver_deinit(&w.rd);
+        cc_delay_deinit(&w.ds);
+    }
     free(w.running);
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
      * queue. */
