@@ -349,8 +349,9 @@ enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
     long long n;
 
     *rc = CC_OK;
+    /* Quorum queues send x-delivery-count: 0 with a first delivery (RabbitMQ 3.10). */
     if (!r->redelivered &&
-        !((p->_flags & AMQP_BASIC_HEADERS_FLAG) && cc_redeliver_header_count(&p->headers) >= 0))
+        !((p->_flags & AMQP_BASIC_HEADERS_FLAG) && cc_redeliver_header_count(&p->headers) > 0))
         return CC_REDELIVER_RUN;
     if (max <= 0)
         return CC_REDELIVER_RUN;
