@@ -358,26 +358,21 @@ void cc_delay_deinit(struct cc_delay *d)
 
 bool cc_delay_wants(const struct cc_delay *d, int64_t eta_us, int64_t now_us)
 {
-    return d->horizon_us > 0 && d->kv != NULL && eta_us - now_us > d->horizon_us &&
-           cc_redeliver_kv_usable(d->kv);
+    return d->horizon_us > 0 && d->kv != NULL && eta_us - now_us > d->horizon_us;
 }
 
-int cc_delay_store(struct cc_delay *d, const amqp_envelope_t *env, int64_t eta_us,
-                   struct cc_err *err)
+/* ZADD the record. CC_OK or CC_EBACKEND. */
+static int delay_zadd(struct cc_delay *d, const char *rec, size_t len, int64_t eta_us,
+                      struct cc_err *err)
 {
-    char *rec = NULL, score[32];
-    size_t len = 0;
-    int rc = cc_delay_encode(env->exchange, env->routing_key, &env->message.properties,
-                             env->message.body, &rec, &len, err);
+    char score[32];
     redisReply *rep;
+    int rc = CC_OK;
 
-    if (rc != CC_OK)
-        return rc;
     snprintf(score, sizeof(score), "%lld", (long long)(eta_us / 1000));
     const char *argv[4] = {"ZADD", d->key, score, rec};
     size_t lens[4] = {4, strlen(d->key), strlen(score), len};
     rep = cc_redeliver_kv_cmd(d->kv, 4, argv, lens);
-    free(rec);
     if (rep == NULL)
         return cc_err_set(err, CC_EBACKEND, "redis unavailable");
     if (rep->type != REDIS_REPLY_INTEGER)
@@ -385,14 +380,74 @@ int cc_delay_store(struct cc_delay *d, const amqp_envelope_t *env, int64_t eta_u
                         rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
     freeReplyObject(rep);
     if (rc == CC_OK) {
-        d->n_stored++;
         /* Our own record may be due before the next planned claim. */
         int64_t due_in_us = eta_us - cc_now_us();
         int64_t at = cc_mono_us() + (due_in_us > 0 ? due_in_us : 0);
 
+        d->n_stored++;
         if (d->next_poll_us == 0 || at < d->next_poll_us)
             d->next_poll_us = at;
     }
+    return rc;
+}
+
+int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_request *r)
+{
+    struct cc_err err = {0};
+    char *rec = NULL;
+    size_t len = 0;
+    int rc = cc_delay_encode(env->exchange, env->routing_key, &env->message.properties,
+                             env->message.body, &rec, &len, &err);
+
+    if (rc != CC_OK) {
+        cc_warn("Task %s[%s]: cannot encode it for the delay store (%s); holding it",
+                cc_request_name(r), r->msg.id, err.msg);
+        return rc;
+    }
+    rc = cc_redeliver_kv_usable(d->kv) ? delay_zadd(d, rec, len, r->msg.eta_us, &err)
+                                       : cc_err_set(&err, CC_EBACKEND, "redis backing off");
+    if (rc == CC_OK) {
+        free(rec);
+        return CC_OK;
+    }
+    /* Hold it (as Celery would) and retry the move when Redis is back. */
+    cc_warn("Task %s[%s]: delay store unavailable (%s); holding it until it can be moved",
+            cc_request_name(r), r->msg.id, err.msg);
+    r->delay_rec = rec;
+    r->delay_rec_len = len;
+    if (!d->has_pending)
+        d->next_retry_us = cc_mono_us() + CC_DELAY_RETRY_US;
+    d->has_pending = true;
+    return rc;
+}
+
+bool cc_delay_retry_due(const struct cc_delay *d)
+{
+    return d->has_pending && cc_mono_us() >= d->next_retry_us && cc_redeliver_kv_usable(d->kv);
+}
+
+void cc_delay_retry_done(struct cc_delay *d, size_t n_left)
+{
+    d->has_pending = n_left > 0;
+    d->next_retry_us = cc_mono_us() + CC_DELAY_RETRY_US;
+}
+
+int cc_delay_retry(struct cc_delay *d, struct cc_request *r, int64_t now_us)
+{
+    struct cc_err err = {0};
+    int rc;
+
+    if (r->delay_rec == NULL)
+        return CC_EAGAIN;
+    if (!cc_delay_wants(d, r->msg.eta_us, now_us)) {
+        free(r->delay_rec); /* due soon now: holding it is what we want */
+        r->delay_rec = NULL;
+        return CC_EAGAIN;
+    }
+    rc = delay_zadd(d, r->delay_rec, r->delay_rec_len, r->msg.eta_us, &err);
+    if (rc == CC_OK)
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
+                r->msg.eta ? r->msg.eta : "?");
     return rc;
 }
 

@@ -12,6 +12,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "consumer.h"
 #include "redeliver.h"
 
 #define CC_DELAY_DEFAULT_HORIZON_S 600   /* worker_eta_horizon = -1 with Redis configured */
@@ -20,6 +21,7 @@
 #define CC_DELAY_POLL_MIN_US       1000000
 #define CC_DELAY_POLL_MAX_US       30000000
 #define CC_DELAY_CLAIMED_SUFFIX    ".claimed"
+#define CC_DELAY_RETRY_US          5000000 /* retrying moves that failed */
 
 struct cc_delay {
     struct cc_redeliver_kv *kv; /* borrowed; NULL = no store */
@@ -27,6 +29,8 @@ struct cc_delay {
     char *claimed_key;          /* key + ".claimed": score = lease expiry (ms) */
     int64_t horizon_us;         /* 0 = disabled */
     int64_t next_poll_us;       /* cc_mono_us() of the next claim */
+    bool has_pending;           /* some held request has a delay_rec to retry */
+    int64_t next_retry_us;      /* cc_mono_us() of the next retry walk */
     uint64_t n_stored, n_published;
 };
 
@@ -36,14 +40,25 @@ struct cc_delay {
 void cc_delay_init(struct cc_delay *d, const struct cc_config *cfg, struct cc_redeliver_kv *kv);
 void cc_delay_deinit(struct cc_delay *d);
 
-/* Whether a message due at eta_us should go to the store now (enabled, Redis not backing
- * off, eta_us - now_us > horizon). */
+/* Whether a message due at eta_us belongs in the store (enabled, eta_us - now_us > horizon). */
 bool cc_delay_wants(const struct cc_delay *d, int64_t eta_us, int64_t now_us);
 
-/* Write the delivery to the store (ZADD, score eta_us in ms). CC_OK means it is durable in
- * Redis and the caller may ack it; otherwise (CC_EBACKEND, CC_ENOMEM) keep holding it. */
-int cc_delay_store(struct cc_delay *d, const amqp_envelope_t *env, int64_t eta_us,
-                   struct cc_err *err) CC_MUST_USE;
+/* At receipt, for a request with cc_delay_wants: write the delivery to the store (ZADD,
+ * score = eta in ms). CC_OK: it is durable in Redis; the caller acks and frees `r`.
+ * Otherwise (Redis unavailable: CC_EBACKEND) the caller holds `r` as usual; its record is
+ * kept in r->delay_rec and cc_delay_retry moves it later. */
+int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_request *r);
+
+/* Whether the worker should walk its held requests now and call cc_delay_retry on those
+ * with a delay_rec (at most every CC_DELAY_RETRY_US, and only after an offer failed).
+ * Call cc_delay_retry_done(d, n_left) after the walk. */
+bool cc_delay_retry_due(const struct cc_delay *d);
+void cc_delay_retry_done(struct cc_delay *d, size_t n_left);
+
+/* Retry storing a held request's record. CC_OK: stored (ack and free `r`); CC_EAGAIN: still
+ * held (the record is dropped when `r` is now due within the horizon); CC_EBACKEND: Redis
+ * still down. */
+int cc_delay_retry(struct cc_delay *d, struct cc_request *r, int64_t now_us);
 
 /* Periodic, from the loop (does nothing until next_poll_us): claim due records, republish
  * them to their exchange/routing key, sync with the broker, then delete the claims.

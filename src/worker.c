@@ -392,10 +392,10 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
     } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
-               cc_delay_store(&w->ds, env, r->msg.eta_us, &err) == CC_OK) {
+               cc_delay_offer(&w->ds, env, r) == CC_OK) {
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
          * so ack it instead of holding it; QoS is not raised. If the store failed, the
-         * branch below holds it as before. */
+         * branch below holds it as before (worker_delay_retry moves it later). */
         cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
                 r->msg.eta ? r->msg.eta : "?");
         worker_ack(w, r);
@@ -408,6 +408,44 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     } else {
         worker_fifo_push(w, r);
     }
+}
+
+/* [redisx] Held requests whose move to the delay store failed (Redis was down at receipt):
+ * try again, at most every few seconds and only while there are such requests. A moved
+ * request leaves the heap (rebuilt from the survivors), is acked and stops raising QoS. */
+static void worker_delay_retry(struct worker *w)
+{
+    int64_t now = cc_now_us();
+    size_t n = w->n_eta, left = 0;
+    struct cc_request **all;
+
+    if (!cc_delay_retry_due(&w->ds) || n == 0) {
+        if (n == 0 && cc_delay_retry_due(&w->ds))
+            cc_delay_retry_done(&w->ds, 0);
+        return;
+    }
+    all = cc_xmalloc(n * sizeof(*all));
+    memcpy(all, w->eta, n * sizeof(*all));
+    w->n_eta = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cc_request *r = all[i];
+        int rc = r->delay_rec != NULL ? cc_delay_retry(&w->ds, r, now) : CC_EAGAIN;
+
+        if (rc == CC_OK) {
+            if (r->is_eta_held) {
+                r->is_eta_held = false;
+                w->n_held--;
+                w->is_qos_dirty = true;
+            }
+            worker_ack(w, r);
+            cc_request_free(r);
+            continue;
+        }
+        left += r->delay_rec != NULL;
+        worker_heap_push(w, r);
+    }
+    free(all);
+    cc_delay_retry_done(&w->ds, left);
 }
 
 /* ---- Pool reports -------------------------------------------------------------------- */
@@ -793,6 +831,7 @@ static void worker_loop(struct worker *w)
 
             if (cc_delay_tick(&w->ds, &w->broker, &derr) != CC_OK)
                 worker_broker_fatal(w, &derr);
+            worker_delay_retry(w);
         }
         if (w->is_qos_dirty)
             worker_update_qos(w);

@@ -98,3 +98,53 @@ def test_horizon_without_redis_warns_and_holds(app, worker_factory, amqp_conn):
     w.wait_log(r"demo\.add\[%s\] succeeded" % r.id, 15)
     assert "moved to the delay store" not in w.log()
     assert queue_depth(amqp_conn, q) == 0
+
+
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _redis_server(port, tmp_path):
+    import subprocess
+    p = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save",
+                          "", "--appendonly", "no", "--dir", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def up():
+        try:
+            return r.ping()
+        except redis.exceptions.ConnectionError:
+            return False
+    wait_for(up, 10, "redis-server on %d" % port)
+    return p, r
+
+
+def test_store_down_at_receipt_holds_then_moves(app, worker_factory, tmp_path):
+    """worker_redis_url names a separate Redis that is down when the message arrives: the
+    message is held (as Celery would), and moved once that Redis is back."""
+    port = _free_port()
+    p, r = _redis_server(port, tmp_path)
+    key = "it-delayed-" + uuid.uuid4().hex[:10]
+    q = unique_queue("delaydown")
+    try:
+        w = worker_factory(queue=q, extra=opts(key, horizon=2) +
+                           ["--redis-url", "redis://127.0.0.1:%d/0" % port])
+        p.terminate()
+        p.wait(10)
+        res = app.send_task("demo.add", args=[4, 4], countdown=12, queue=q)
+        w.wait_log(r"demo\.add\[%s\]: delay store unavailable .*holding it" % res.id, 10)
+        p, r = _redis_server(port, tmp_path)
+        moved(w, res.id)
+        assert r.zcard(key) == 1
+        assert res.get(timeout=TIMEOUT + 12) == 8
+        assert r.zcard(key) == 0
+    finally:
+        p.kill()
+        p.wait(10)
