@@ -48,6 +48,7 @@
  * Reference: celery/app/trace.py (deduplicate_successful_tasks), celery/worker/state.py
  * (successful_requests); RabbitMQ quorum queues (x-delivery-count); celery-wire.md §6.2.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,22 @@ redisReply *cc_redeliver_kv_cmd(struct cc_redeliver_kv *kv, int argc, const char
     return rep;
 }
 
+/* No connection crosses fork(): pool children (forked by pool.c, which knows nothing of these
+ * clients) drop the master's bookkeeping connections through an atfork handler, without
+ * any I/O on them. One redeliver object per process (the master's). */
+static struct cc_redeliver *redeliver_self;
+static bool redeliver_is_atfork_set;
+
+static void redeliver_atfork_child(void)
+{
+    struct cc_redeliver *rd = redeliver_self;
+
+    if (rd == NULL)
+        return;
+    cc_redis_after_fork(rd->state.redis);
+    cc_redis_after_fork(rd->results.redis);
+}
+
 static bool redeliver_is_redis_url(const char *url)
 {
     return url != NULL && (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
@@ -177,6 +194,12 @@ int cc_redeliver_init(struct cc_redeliver *rd, const struct cc_config *cfg, cons
     rd->n_queues = n_queues;
     rd->results.what = "result backend";
     rd->state.what = "worker_redis_url";
+    if (!redeliver_is_atfork_set) {
+        if (pthread_atfork(NULL, NULL, redeliver_atfork_child) != 0)
+            return cc_err_set(err, CC_EIO, "pthread_atfork failed");
+        redeliver_is_atfork_set = true;
+    }
+    redeliver_self = rd;
     if (redeliver_is_redis_url(rb)) {
         rc = cc_redis_open(rb, CC_REDELIVER_REDIS_TIMEOUT_MS, &rd->results.redis, err);
         if (rc != CC_OK)
@@ -202,6 +225,8 @@ void cc_redeliver_deinit(struct cc_redeliver *rd)
 {
     struct cc_request *r;
 
+    if (redeliver_self == rd)
+        redeliver_self = NULL;
     while ((r = rd->parked) != NULL) {
         rd->parked = r->next;
         cc_request_free(r);
