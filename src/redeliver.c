@@ -221,16 +221,21 @@ int cc_redeliver_init(struct cc_redeliver *rd, const struct cc_config *cfg, cons
     return rc;
 }
 
-void cc_redeliver_deinit(struct cc_redeliver *rd)
+void cc_redeliver_forget_parked(struct cc_redeliver *rd)
 {
     struct cc_request *r;
 
-    if (redeliver_self == rd)
-        redeliver_self = NULL;
     while ((r = rd->parked) != NULL) {
         rd->parked = r->next;
         cc_request_free(r);
     }
+}
+
+void cc_redeliver_deinit(struct cc_redeliver *rd)
+{
+    if (redeliver_self == rd)
+        redeliver_self = NULL;
+    cc_redeliver_forget_parked(rd);
     if (rd->state.is_owned)
         cc_redis_free(rd->state.redis);
     if (rd->results.is_owned)

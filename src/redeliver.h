@@ -79,6 +79,11 @@ int cc_redeliver_init(struct cc_redeliver *rd, const struct cc_config *cfg, cons
  * clients. Idempotent. */
 void cc_redeliver_deinit(struct cc_redeliver *rd);
 
+/* Free the parked requests without acking them (their delivery tags die with the channel:
+ * call this when the channel is lost, e.g. before reconnecting; the broker redelivers
+ * them). */
+void cc_redeliver_forget_parked(struct cc_redeliver *rd);
+
 /* Borrowed client for the worker's own keys (delay store), NULL when no Redis. */
 struct cc_redeliver_kv *cc_redeliver_state_kv(struct cc_redeliver *rd);
 
