@@ -424,16 +424,18 @@ int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err)
     return rc;
 }
 
-/* Wait for the broker's verdict on publish number `seq` (confirm mode): basic.ack covering
- * it -> CC_OK; basic.nack -> CC_EBROKER; a basic.return before the ack (mandatory, no queue
- * bound) -> CC_ENOTFOUND_Q. Other frames on this connection are only heartbeats. */
+/* Read confirms until every publish up to number `seq` is confirmed (confirm mode):
+ * basic.ack(tag, multiple) moves confirmed_upto; RabbitMQ confirms a channel's publishes in
+ * order, so a single ack for tag n also covers the ones before it that it has not acked
+ * separately. CC_OK; CC_EBROKER after a basic.nack of any of them; CC_ENOTFOUND_Q when one
+ * was returned (mandatory, no queue bound); CC_ETIMEDOUT. Other frames on a publishing
+ * connection are only heartbeats and returned messages' content. */
 static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms,
                                struct cc_err *err)
 {
     int64_t deadline = cc_mono_us() + (int64_t)timeout_ms * 1000;
-    bool is_returned = false;
 
-    for (;;) {
+    while (b->confirmed_upto < seq) {
         int64_t left = deadline - cc_mono_us();
         struct timeval tv;
         amqp_frame_t f;
@@ -449,30 +451,21 @@ static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms
         if (st != AMQP_STATUS_OK)
             return broker_status(b, st, "waiting for a publisher confirm", err);
         if (f.frame_type != AMQP_FRAME_METHOD)
-            continue; /* a returned message's header/body: already accounted for */
+            continue;
         switch (f.payload.method.id) {
-        case AMQP_BASIC_ACK_METHOD: {
+        case AMQP_BASIC_ACK_METHOD:
+        case AMQP_BASIC_NACK_METHOD: {
+            /* ack and nack share the leading (delivery_tag, multiple) layout */
             const amqp_basic_ack_t *a = f.payload.method.decoded;
 
-            if (a->delivery_tag == seq || (a->multiple && a->delivery_tag >= seq)) {
-                amqp_maybe_release_buffers(b->conn);
-                if (is_returned)
-                    return cc_err_set(err, CC_ENOTFOUND_Q,
-                                      "message returned by the broker: no queue is bound for "
-                                      "its routing key");
-                return CC_OK;
-            }
-            break;
-        }
-        case AMQP_BASIC_NACK_METHOD: {
-            const amqp_basic_nack_t *a = f.payload.method.decoded;
-
-            if (a->delivery_tag == seq || (a->multiple && a->delivery_tag >= seq))
-                return cc_err_set(err, CC_EBROKER, "broker refused the message (basic.nack)");
+            if (a->delivery_tag > b->confirmed_upto)
+                b->confirmed_upto = a->delivery_tag;
+            if (f.payload.method.id == AMQP_BASIC_NACK_METHOD)
+                b->is_nacked = true;
             break;
         }
         case AMQP_BASIC_RETURN_METHOD:
-            is_returned = true;
+            b->is_returned = true;
             break;
         case AMQP_CHANNEL_CLOSE_METHOD:
             return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
@@ -483,6 +476,17 @@ static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms
             break;
         }
     }
+    amqp_maybe_release_buffers(b->conn);
+    if (b->is_nacked) {
+        b->is_nacked = b->is_returned = false;
+        return cc_err_set(err, CC_EBROKER, "broker refused a message (basic.nack)");
+    }
+    if (b->is_returned) {
+        b->is_returned = false;
+        return cc_err_set(err, CC_ENOTFOUND_Q,
+                          "message returned by the broker: no queue is bound for its routing key");
+    }
+    return CC_OK;
 }
 
 int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const char *routing_key,
@@ -625,4 +629,36 @@ void cc_broker_forget(struct cc_broker *b)
         close(b->linked->fd);
     if (b->fd >= 0 && b->conn != NULL)
         close(b->fd);
+}
+
+/* ---- Raw republishing (delay store, dead-lettering) ------------------------------------- */
+
+int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const char *routing_key,
+                            const amqp_basic_properties_t *props, amqp_bytes_t body,
+                            struct cc_err *err)
+{
+    int rc;
+
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
+    rc = broker_status(b,
+                       amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
+                                          broker_bytes(routing_key), 0, 0, props, body),
+                       "basic.publish", err);
+    if (rc == CC_OK && b->is_confirming)
+        b->publish_seq++; /* its confirm is waited for by cc_broker_sync */
+    return rc;
+}
+
+int cc_broker_sync(struct cc_broker *b, struct cc_err *err)
+{
+    if (!b->is_channel_open)
+        return cc_err_set(err, CC_ECHANNEL, "sync: channel closed");
+    if (b->is_confirming) /* stronger: every publish so far confirmed */
+        return broker_wait_confirm(b, b->publish_seq, CC_BROKER_SYNC_TIMEOUT_MS, err);
+    /* exchange.declare(passive) of amq.direct, which every vhost has: a cheap synchronous
+     * RPC whose -ok the broker sends only after it handled everything sent before it. */
+    amqp_exchange_declare(b->conn, b->channel, amqp_cstring_bytes("amq.direct"),
+                          amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), "sync (exchange.declare passive)", err);
 }

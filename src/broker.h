@@ -38,10 +38,12 @@ struct cc_broker {
     uint16_t prefetch; /* last basic.qos prefetch_count sent (0 = none sent) */
     size_t n_consumers;
     char *consumer_tags[CC_BROKER_MAX_CONSUMERS]; /* owned, server-assigned */
-    char last_reply[512];     /* full server text of the last channel/connection close */
-    bool is_confirming;       /* confirm.select done (a publishing connection) */
-    uint64_t publish_seq;     /* publishes on the channel since confirm.select */
-    struct cc_broker *linked; /* another connection cc_broker_forget drops too, or NULL */
+    char last_reply[512];        /* full server text of the last channel/connection close */
+    bool is_confirming;          /* confirm.select done (a publishing connection) */
+    uint64_t publish_seq;        /* publishes on the channel since confirm.select */
+    uint64_t confirmed_upto;     /* highest publish the broker confirmed */
+    bool is_nacked, is_returned; /* seen since the last wait for confirms */
+    struct cc_broker *linked;    /* another connection cc_broker_forget drops too, or NULL */
 };
 
 /* TLS settings for amqps:// (Celery's broker_use_ssl), all borrowed for the call. */
@@ -108,6 +110,22 @@ int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err) CC_MUST_US
 int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const char *routing_key,
                                 const struct cc_msg_out *m, int timeout_ms,
                                 struct cc_err *err) CC_MUST_USE;
+/* Publish a message with the given AMQP properties (headers included) and body, unchanged:
+ * republishing a delay-store record, dead-lettering an original delivery. mandatory=false,
+ * as Celery publishes. `props` and `body` are borrowed for the call. */
+int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const char *routing_key,
+                            const amqp_basic_properties_t *props, amqp_bytes_t body,
+                            struct cc_err *err) CC_MUST_USE;
+
+#define CC_BROKER_SYNC_TIMEOUT_MS 5000
+
+/* One synchronous round trip on the channel (a passive exchange.declare of amq.direct).
+ * When it returns CC_OK the broker has processed every frame sent before it on this
+ * channel (publishes routed and enqueued), which is what the delay store waits for before
+ * deleting the records it republished. Not a publisher confirm: a broker crash can still
+ * lose a transient message it had enqueued. On a channel in confirm mode it waits instead
+ * until every publish so far is confirmed (CC_EBROKER if one was nacked). */
+int cc_broker_sync(struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
 
 /* Non-blocking: take the next delivery already buffered or readable now. Sends a heartbeat
  * when one is due. Returns CC_OK with *got = 1 and `env` filled (release with

@@ -105,6 +105,12 @@ static const struct cfg_choice cfg_ssl_verify_choices[] = {
     {NULL, 0},
 };
 
+static const struct cfg_choice cfg_dead_letter_choices[] = {
+    {"queue", CC_DEAD_LETTER_QUEUE},
+    {"dlx", CC_DEAD_LETTER_DLX},
+    {NULL, 0},
+};
+
 #define CFG_OFF(field) offsetof(struct cc_config, field)
 #define CFG_W          CC_CMD_WORKER
 
@@ -222,6 +228,33 @@ static const struct cfg_opt cfg_options[] = {
      "--broker-ssl-verify", "MODE", 0, 0, cfg_ssl_verify_choices, CFG_W, true,
      "amqps:// certificate checks: required (chain and host name, Celery's CERT_REQUIRED) or "
      "none (encrypted but not authenticated; the worker warns at start)."},
+    /* Delivery guarantees (src/redeliver.c, src/delaystore.c). */
+    {"worker_deduplicate_successful_tasks", CFG_BOOL, CFG_OFF(dedup_successful), "true", NULL,
+     0, "--deduplicate-successful-tasks", NULL, 0, 0, NULL, CFG_W, true,
+     "With acks_late: a redelivered message whose result is already SUCCESS in the (Redis) "
+     "result backend is acked without running again (Celery's option; on by default here)."},
+    {"worker_max_redeliveries", CFG_INT, CFG_OFF(max_redeliveries), "10", NULL, 0,
+     "--max-redeliveries", "N", 0, 1000000, NULL, CFG_W, true,
+     "Dead-letter a message redelivered more than N times (x-delivery-count, else a counter "
+     "in Redis, else in memory) and store FAILURE (WorkerLostError); 0 = unlimited."},
+    {"worker_dead_letter", CFG_CHOICE, CFG_OFF(dead_letter), "queue", NULL, 0, "--dead-letter",
+     "MODE", 0, 0, cfg_dead_letter_choices, CFG_W, true,
+     "Where messages past worker_max_redeliveries go: queue (publish unchanged to the durable "
+     "queue <queue>.dead, declared at start) or dlx (reject without requeue: the queue's "
+     "dead-letter exchange, or dropped if it has none)."},
+    {"worker_redis_url", CFG_STR, CFG_OFF(worker_redis_url), "", NULL, 0, "--redis-url", "URL",
+     0, 0, NULL, CFG_W, true,
+     "Redis for the worker's bookkeeping (redelivery counters, ETA delay store); default: the "
+     "result backend when it is Redis."},
+    {"worker_eta_horizon", CFG_DOUBLE, CFG_OFF(eta_horizon_s), "-1", NULL, 0, "--eta-horizon",
+     "SECONDS", -1, 315360000, NULL, CFG_W, true,
+     "ETA/countdown messages due later than this are moved to a Redis delay store and "
+     "republished when due instead of being held unacked; -1 = 600 when Redis is configured, "
+     "0 = always hold."},
+    {"worker_delay_store_key", CFG_STR, CFG_OFF(delay_store_key), "celeryc-delayed", NULL, 0,
+     "--delay-store-key", "KEY", 0, 0, NULL, CFG_W, true,
+     "Redis sorted set of the ETA delay store (leases in KEY.claimed); workers sharing it "
+     "must share the broker."},
 };
 /* clang-format on */
 

@@ -31,6 +31,12 @@ enum cc_ssl_verify {
     CC_SSL_VERIFY_NONE = 1,     /* encrypted but not authenticated: the worker warns */
 };
 
+/* worker_dead_letter: where a message past worker_max_redeliveries goes. */
+enum cc_dead_letter {
+    CC_DEAD_LETTER_QUEUE = 0, /* publish unchanged to the durable queue "<queue>.dead", then ack */
+    CC_DEAD_LETTER_DLX = 1,   /* basic.reject(requeue=false): the queue's own DLX, if any */
+};
+
 /* The system CA bundle, used when neither broker_ssl_ca_certs nor SSL_CERT_FILE is set. */
 #define CC_CFG_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
@@ -67,9 +73,9 @@ struct cc_config {
     int max_tasks_per_child;          /* worker_max_tasks_per_child; 0 = no limit */
     int64_t max_memory_per_child_kib; /* worker_max_memory_per_child (KiB RSS); 0 = none */
 
-    size_t max_message_bytes; /* worker_max_message_bytes; default 16 MiB */
-    double heartbeat_s;       /* broker_heartbeat; default 120 (AMQP heartbeat) */
-    double connect_timeout_s; /* broker_connection_timeout; default 4 */
+    size_t max_message_bytes;   /* worker_max_message_bytes; default 16 MiB */
+    double heartbeat_s;         /* broker_heartbeat; default 120 (AMQP heartbeat) */
+    double connect_timeout_s;   /* broker_connection_timeout; default 4 */
     int connection_max_retries; /* broker_connection_max_retries; default 100; 0 = forever */
 
     /* TLS for amqps:// (Celery's broker_use_ssl keys); ignored for amqp://. Paths are
@@ -79,6 +85,14 @@ struct cc_config {
     char *broker_ssl_certfile; /* --broker-ssl-cert; NULL = no client certificate */
     char *broker_ssl_keyfile;  /* --broker-ssl-key; NULL = key is in broker_ssl_certfile */
     enum cc_ssl_verify broker_ssl_verify; /* --broker-ssl-verify required|none */
+
+    /* Delivery guarantees (src/redeliver.c, src/delaystore.c; docs/ARCHITECTURE.md). */
+    bool dedup_successful;  /* worker_deduplicate_successful_tasks; default true (with acks_late) */
+    int max_redeliveries;   /* worker_max_redeliveries; default 10; 0 = unlimited */
+    int dead_letter;        /* worker_dead_letter: CC_DEAD_LETTER_QUEUE (default) or _DLX */
+    char *worker_redis_url; /* worker_redis_url; "" = the result backend when it is Redis */
+    double eta_horizon_s;   /* worker_eta_horizon; -1 = auto (600 s with Redis), 0 = off */
+    char *delay_store_key;  /* worker_delay_store_key; default "celeryc-delayed" */
 };
 
 /* Which command the options are for: the table marks options per command. */

@@ -234,5 +234,6 @@ void cc_request_free(struct cc_request *r)
     cc_msg_deinit(&r->msg);
     free(r->exchange);
     free(r->routing_key);
+    free(r->delay_rec);
     free(r);
 }

@@ -31,6 +31,10 @@ struct cc_request {
     bool is_acked;    /* ack (or reject) already sent */
     bool is_eta_held; /* counted in the QoS bump while waiting for its ETA */
     int64_t received_us;
+    /* [redisx] Delay-store record of a held message that should have moved to the store but
+     * Redis was unavailable; the worker retries the move (delaystore.h). Owned, or NULL. */
+    char *delay_rec;
+    size_t delay_rec_len;
 };
 
 struct cc_consumer {

@@ -40,9 +40,11 @@
 #include "broker.h"
 #include "celeryc/version.h"
 #include "consumer.h"
+#include "delaystore.h"
 #include "isotime.h"
 #include "log.h"
 #include "pool.h"
+#include "redeliver.h"
 #include "sig.h"
 #include "taskrun.h"
 #include "url.h"
@@ -94,6 +96,12 @@ struct worker {
     size_t n_acks, cap_acks;
     int64_t acks_since_us; /* cc_mono_us() when acks[0] was queued */
     size_t ack_batch;      /* send at once when this many acks are pending */
+
+    /* [redisx] delivery guarantees: redelivery counting, dead-lettering, dedup (parked
+     * requests live in rd), ETA delay store. */
+    struct cc_redeliver rd;
+    struct cc_delay ds;
+    bool is_rd_init;
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -208,6 +216,7 @@ static struct cc_request *worker_heap_pop(struct worker *w)
 }
 
 static void worker_free_held(struct worker *w);
+static int worker_pub_open(struct worker *w, struct cc_err *err);
 
 /* The connection or channel failed at run time (socket error, heartbeat timeout, the
  * broker closed it, a consumer was cancelled). Celery reconnects; so do we, without a
@@ -240,6 +249,8 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
     }
     w->n_acks = 0;
     worker_free_held(w);
+    if (w->is_rd_init)
+        cc_redeliver_forget_parked(&w->rd); /* [redisx] parked twins are redelivered too */
     cc_broker_abandon(&w->broker);
     w->is_connected = false;
     w->reconnect_attempt = 0;
@@ -285,7 +296,7 @@ static uint64_t worker_lowest_held(const struct worker *w)
     for (int i = 0; i < w->pool.n; i++)
         if (w->running[i] != NULL && !w->running[i]->is_acked && w->running[i]->tag < low)
             low = w->running[i]->tag;
-    return low;
+    return cc_redeliver_lowest_tag(&w->rd, low); /* [redisx] parked twins are unacked */
 }
 
 /* Send the collected acks. basic.ack(tag, multiple=true) acks every outstanding delivery
@@ -456,6 +467,24 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         worker_broker_lost(w, &err);
         return;
     }
+    /* [redisx] Redelivered past worker_max_redeliveries: dead-lettered (redeliver.c). */
+    switch (cc_redeliver_on_receipt(&w->rd, env, r, &rc, &err)) {
+    case CC_REDELIVER_RUN:
+        break;
+    case CC_REDELIVER_ACK:
+        worker_ack(w, r);
+        cc_request_free(r);
+        return;
+    case CC_REDELIVER_REJECT:
+        worker_reject(w, r, false);
+        cc_request_free(r);
+        return;
+    }
+    if (rc != CC_OK) {
+        cc_request_free(r); /* unacked: it returns to the queue with the channel */
+        worker_broker_lost(w, &err);
+        return;
+    }
     now = cc_now_us();
     if (w->state != WORKER_RUNNING) {
         /* Delivered before our basic.cancel took effect: not ours to start any more. */
@@ -463,6 +492,15 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         cc_request_free(r);
     } else if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
+    } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
+               cc_delay_offer(&w->ds, env, r) == CC_OK) {
+        /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
+         * so ack it instead of holding it; QoS is not raised. If the store failed, the
+         * branch below holds it as before (worker_delay_retry moves it later). */
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
+                r->msg.eta ? r->msg.eta : "?");
+        worker_ack(w, r);
+        cc_request_free(r);
     } else if (r->msg.eta_us > now) {
         r->is_eta_held = true;
         w->n_held++;
@@ -471,6 +509,61 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     } else {
         worker_fifo_push(w, r);
     }
+}
+
+/* [redisx] Republish due delay-store records on the publishing connection, whose confirms
+ * (cc_broker_sync in confirm mode) come before the records are deleted. A failure leaves
+ * them claimed; their lease expires and they are published again (at-least-once). */
+static void worker_delay_tick(struct worker *w)
+{
+    struct cc_err err = {0};
+
+    if (!cc_delay_is_due(&w->ds))
+        return;
+    if (worker_pub_open(w, &err) == CC_OK && cc_delay_tick(&w->ds, &w->pub, &err) == CC_OK)
+        return;
+    cc_error("delay store: could not republish due messages: %s (retried when their claim "
+             "expires)",
+             err.msg);
+    cc_broker_abandon(&w->pub);
+}
+
+/* [redisx] Held requests whose move to the delay store failed (Redis was down at receipt):
+ * try again, at most every few seconds and only while there are such requests. A moved
+ * request leaves the heap (rebuilt from the survivors), is acked and stops raising QoS. */
+static void worker_delay_retry(struct worker *w)
+{
+    int64_t now = cc_now_us();
+    size_t n = w->n_eta, left = 0;
+    struct cc_request **all;
+
+    if (!cc_delay_retry_due(&w->ds) || n == 0) {
+        if (n == 0 && cc_delay_retry_due(&w->ds))
+            cc_delay_retry_done(&w->ds, 0);
+        return;
+    }
+    all = cc_xmalloc(n * sizeof(*all));
+    memcpy(all, w->eta, n * sizeof(*all));
+    w->n_eta = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cc_request *r = all[i];
+        int rc = r->delay_rec != NULL ? cc_delay_retry(&w->ds, r, now) : CC_EAGAIN;
+
+        if (rc == CC_OK) {
+            if (r->is_eta_held) {
+                r->is_eta_held = false;
+                w->n_held--;
+                w->is_qos_dirty = true;
+            }
+            worker_ack(w, r);
+            cc_request_free(r);
+            continue;
+        }
+        left += r->delay_rec != NULL;
+        worker_heap_push(w, r);
+    }
+    free(all);
+    cc_delay_retry_done(&w->ds, left);
 }
 
 /* ---- Pool reports -------------------------------------------------------------------- */
@@ -485,26 +578,32 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
  * decides (requeue the original or keep the message for later). */
 #define WORKER_CONFIRM_TIMEOUT_MS 5000
 
+static int worker_pub_open(struct worker *w, struct cc_err *err)
+{
+    const struct cc_config *cfg = w->cfg;
+    int rc;
+
+    if (w->pub.is_channel_open)
+        return CC_OK;
+    cc_broker_abandon(&w->pub);
+    rc = cc_broker_connect(&w->pub, cfg->broker_url, 0, cfg->connect_timeout_s, &w->tls, err);
+    if (rc == CC_OK)
+        rc = cc_broker_confirm_select(&w->pub, err);
+    if (rc != CC_OK)
+        cc_broker_abandon(&w->pub);
+    return rc;
+}
+
 static int worker_publish(struct worker *w, const char *exchange, const char *routing_key,
                           const struct cc_msg_out *m, struct cc_err *err)
 {
-    const struct cc_config *cfg = w->cfg;
     int rc = CC_EBROKER;
 
     for (int attempt = 0; attempt < 2; attempt++) {
         bool was_open = w->pub.is_channel_open;
 
-        if (!was_open) {
-            cc_broker_abandon(&w->pub);
-            rc = cc_broker_connect(&w->pub, cfg->broker_url, 0, cfg->connect_timeout_s, &w->tls,
-                                   err);
-            if (rc == CC_OK)
-                rc = cc_broker_confirm_select(&w->pub, err);
-            if (rc != CC_OK) {
-                cc_broker_abandon(&w->pub);
-                return rc;
-            }
-        }
+        if ((rc = worker_pub_open(w, err)) != CC_OK)
+            return rc;
         rc = cc_broker_publish_confirmed(&w->pub, exchange, routing_key, m,
                                          WORKER_CONFIRM_TIMEOUT_MS, err);
         if (rc == CC_OK || rc == CC_ENOTFOUND_Q)
@@ -735,6 +834,9 @@ static void worker_dispatch(struct worker *w)
     int64_t now = cc_now_us();
     int slot;
 
+    /* [redisx] Parked redelivered twins whose task has finished go back to the FIFO. */
+    for (struct cc_request *p; (p = cc_redeliver_take_unparked(&w->rd, w->running, w->pool.n));)
+        worker_fifo_push(w, p);
     /* Due ETA requests join the FIFO in ETA order. */
     while (w->n_eta > 0 && w->eta[0]->msg.eta_us <= now)
         worker_fifo_push(w, worker_heap_pop(w));
@@ -752,6 +854,16 @@ static void worker_dispatch(struct worker *w)
         /* Celery checks expiry again just before execution (§6.3). */
         if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
             worker_expire(w, r);
+            continue;
+        }
+        /* [redisx] Redelivered: parked while its twin runs here, or acked without running
+         * when SUCCESS is already stored (worker_deduplicate_successful_tasks). */
+        enum cc_redeliver_gate gate = cc_redeliver_gate(&w->rd, r, w->running, w->pool.n);
+        if (gate == CC_GATE_PARKED)
+            continue;
+        if (gate == CC_GATE_DONE) {
+            worker_ack(w, r);
+            cc_request_free(r);
             continue;
         }
         seq = w->next_seq++;
@@ -799,6 +911,8 @@ static int worker_declare(struct worker *w, struct cc_err *err)
     /* Celery workers always declare the event exchange (§1.1, §4.1). */
     if (rc == CC_OK)
         rc = cc_broker_declare_exchange(&w->broker, "celeryev", "topic", true, err);
+    if (rc == CC_OK) /* [redisx] "<queue>.dead" for dead-lettered messages */
+        rc = cc_redeliver_declare(&w->rd, err);
     if (rc == CC_OK && w->base_prefetch > 0)
         rc = cc_broker_qos(&w->broker, w->base_prefetch, err);
     for (size_t i = 0; i < nq && rc == CC_OK; i++)
@@ -1001,6 +1115,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (lim_ms < ms)
             ms = lim_ms;
     }
+    if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
+        ms = cc_delay_due_in_ms(&w->ds, ms);
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
         int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -1055,6 +1171,10 @@ static void worker_loop(struct worker *w)
             cc_pool_respawn(&w->pool, cc_mono_us());
         cc_pool_tick(&w->pool, cc_mono_us()); /* time limits */
         worker_dispatch(w);
+        if (w->state == WORKER_RUNNING && w->is_connected) { /* [redisx] */
+            worker_delay_tick(w);
+            worker_delay_retry(w);
+        }
         if (w->is_qos_dirty)
             worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
@@ -1139,6 +1259,17 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("result backend: %s", err.msg);
         goto out;
     }
+    /* [redisx] redelivery guard and delay store (their Redis clients connect lazily). */
+    const char *dq[1] = {cfg->default_queue ? cfg->default_queue : "celery"};
+    rc = cc_redeliver_init(&w.rd, cfg, w.hostname, &w.broker, w.backend,
+                           cfg->n_queues > 0 ? cfg->queues : (char *const *)dq,
+                           cfg->n_queues > 0 ? cfg->n_queues : 1, &err);
+    w.is_rd_init = true;
+    if (rc != CC_OK) {
+        cc_crit("start-up: %s", err.msg);
+        goto out;
+    }
+    cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     int conc = cfg->concurrency > 0 ? cfg->concurrency : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (conc < 1)
         conc = 1;
@@ -1214,6 +1345,10 @@ out:
     worker_flush_acks(&w);
     free(w.acks);
     worker_free_requests(&w);
+    if (w.is_rd_init) { /* [redisx] parked requests are unacked: freed, returned on close */
+        cc_redeliver_deinit(&w.rd);
+        cc_delay_deinit(&w.ds);
+    }
     free(w.running);
     free(w.stale);
     for (size_t i = 0; i < w.n_retries; i++) {
