@@ -690,6 +690,8 @@ static void worker_flush_retries(struct worker *w)
         }
         cc_request_free(d->r);
     }
+    if (i == 0)
+        return;
     memmove(w->retries, w->retries + i, (w->n_retries - i) * sizeof(*w->retries));
     w->n_retries -= i;
 }
