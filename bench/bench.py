@@ -531,7 +531,7 @@ def parse_args():
     ap.add_argument("--quick", action="store_true",
                     help="~1-2 min: 1 round of 5000, 500 latency samples in 5 blocks")
     ap.add_argument("--n", type=int, help="tasks per throughput run (20000; quick 5000)")
-    ap.add_argument("--rounds", type=int, help="throughput rounds (5; quick 1)")
+    ap.add_argument("--rounds", type=int, help="throughput rounds (4; quick 1)")
     ap.add_argument("--latency-n", type=int, help="latency samples per mode (2000; quick 500)")
     ap.add_argument("--latency-blocks", type=int, help="interleaved blocks per mode (10; quick 5)")
     ap.add_argument("--conc", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "2")),
@@ -542,13 +542,19 @@ def parse_args():
     ap.add_argument("--max-other-pct", type=float, default=20,
                     help="run a throughput run again (once) when processes outside the "
                     "benchmark used more than this share of the CPUs during it (20)")
+    ap.add_argument("--max-reruns", type=int,
+                    help="at most this many such runs again in all (rounds)")
+    ap.add_argument("--rerun-until-s", type=float,
+                    help="and only in the first this many seconds (300; quick 45)")
     ap.add_argument("--deadline", type=float, default=240, help="seconds per run at most")
     ap.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     opt = ap.parse_args()
     q = opt.quick
     env = os.environ.get
     opt.n = opt.n or int(env("BENCH_N", 5000 if q else 20000))
-    opt.rounds = opt.rounds or int(env("BENCH_ROUNDS", 1 if q else 5))
+    opt.rounds = opt.rounds or int(env("BENCH_ROUNDS", 1 if q else 4))
+    opt.max_reruns = opt.rounds if opt.max_reruns is None else opt.max_reruns
+    opt.rerun_until_s = opt.rerun_until_s or (45.0 if q else 300.0)
     opt.latency_n = opt.latency_n or int(env("BENCH_LATENCY_N", 500 if q else 2000))
     opt.latency_blocks = opt.latency_blocks or int(env("BENCH_LATENCY_BLOCKS", 5 if q else 10))
     return opt
@@ -574,9 +580,12 @@ def main():
             runs["ceiling"].append(ceiling_run(opt))
             for mode in order:
                 run = throughput_run(mode, r, opt, logdir)
-                if run["foreign_cpu_pct"] > opt.max_other_pct:
+                if (run["foreign_cpu_pct"] > opt.max_other_pct and
+                        len(runs["discarded"]) < opt.max_reruns and
+                        time.monotonic() - t_start < opt.rerun_until_s):
                     # Another process took a big share of the CPUs: run it again, once, and
-                    # keep the second run whatever it shows (both are in latest.json).
+                    # keep the second run whatever it shows (both are in latest.json). Bounded
+                    # in number and time: on a machine that stays busy this cannot help.
                     log("%s: %.0f%% of the CPUs went to other processes: running it again"
                         % (mode[0], run["foreign_cpu_pct"]))
                     run["discarded"] = True

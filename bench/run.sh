@@ -4,7 +4,7 @@
 # early/late; Python Celery prefork x acks early/late: throughput, CPU, RSS, latency), stop
 # every process. Output: a table on stdout and bench/results/latest.json. See bench/README.md.
 #
-#   bench/run.sh            ~6-8 min: 5 rounds of 20000 tasks per mode, 2000 latency samples
+#   bench/run.sh            ~5-9 min: 4 rounds of 20000 tasks per mode, 2000 latency samples
 #   bench/run.sh --quick    ~1-2 min: 1 round of 5000, 500 latency samples
 #   bench/run.sh --help     every option (--n, --rounds, --latency-n, --task, ...)
 set -euo pipefail
