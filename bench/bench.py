@@ -193,8 +193,6 @@ class Worker:
         return (m.group(2) if m else None), warns
 
     def stop(self):
-        if self in LIVE:
-            LIVE.remove(self)
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
             try:
@@ -207,6 +205,8 @@ class Worker:
             pass
         self.p.wait(10)
         self.log.close()
+        if self in LIVE:
+            LIVE.remove(self)
 
 
 def run_tool(args, timeout, stdin=None):
@@ -562,9 +562,20 @@ def parse_args():
 
 def main():
     opt = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def on_signal(signum, _frame):
+        # One stop request is enough (timeout --foreground forwards the terminal's SIGINT a
+        # second time): ignore the rest so the cleanup in the finally blocks runs to the end.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log("signal %d: stopping the workers" % signum)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     logdir = Path(os.environ.get("BENCH_LOGDIR", HERE / "results" / "logs"))
     logdir.mkdir(parents=True, exist_ok=True)
+    for old in logdir.glob("*.log"):  # the previous run's
+        old.unlink()
     r = redis.Redis.from_url(REDIS_URL, socket_timeout=30)
     t_start = time.monotonic()
     res = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),

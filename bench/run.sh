@@ -44,4 +44,6 @@ fi
 rm -rf "$SVC"
 export BENCH_BUILD="$BUILD" BENCH_COMMAND="bench/run.sh $*"
 export CELERYC_TEST_TLS=0 # no TLS listeners: not benchmarked, and they cost start-up time
-exec bash scripts/services.sh run "$SVC" -- timeout "$LIMIT" /usr/bin/python3 bench/bench.py "$@"
+# --foreground: Ctrl+C reaches bench.py too, which stops its workers before the services stop.
+exec bash scripts/services.sh run "$SVC" -- timeout --foreground -k 60 "$LIMIT" \
+    /usr/bin/python3 bench/bench.py "$@"
