@@ -203,3 +203,25 @@ char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args)
     cc_sbuf_putc(&b, ')');
     return cc_sbuf_take(&b, NULL);
 }
+
+const char *cc_py_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "dict";
+    case JSON_ARRAY:
+        return "list";
+    case JSON_STRING:
+        return "str";
+    case JSON_INTEGER:
+        return "int";
+    case JSON_REAL:
+        return "float";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "bool";
+    case JSON_NULL:
+    default:
+        return "NoneType";
+    }
+}

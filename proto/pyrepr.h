@@ -14,6 +14,10 @@
  * Python tuple "(2, 3)" ("(1,)" for one element), as Celery's argsrepr of args does. */
 char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars);
 
+/* type(v).__name__ of the Python value a JSON value decodes to: "dict", "list", "str",
+ * "int", "float", "bool", "NoneType". Static string. */
+const char *cc_py_type_name(const json_t *v);
+
 /* "ValueError('boom')" from an exception type and its args list (NULL = no args):
  * ExpectedException() / KeyError('k') / CustomError('custom failure', 42). Owned. */
 char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args);

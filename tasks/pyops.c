@@ -21,24 +21,7 @@
 
 const char *cc_pyops_type_name(const json_t *v)
 {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "dict";
-    case JSON_ARRAY:
-        return "list";
-    case JSON_STRING:
-        return "str";
-    case JSON_INTEGER:
-        return "int";
-    case JSON_REAL:
-        return "float";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "bool";
-    case JSON_NULL:
-    default:
-        return "NoneType";
-    }
+    return cc_py_type_name(v);
 }
 
 bool cc_pyops_truthy(const json_t *v)
