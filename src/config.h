@@ -70,6 +70,13 @@ struct cc_config {
     char *broker_ssl_certfile; /* --broker-ssl-cert; NULL = no client certificate */
     char *broker_ssl_keyfile;  /* --broker-ssl-key; NULL = key is in broker_ssl_certfile */
     enum cc_ssl_verify broker_ssl_verify; /* --broker-ssl-verify required|none */
+
+    /* Rate limits (src/ratelimit.c). Rates are Celery's "10/s", "100/m", "1000/h", "5". */
+    bool disable_rate_limits;    /* worker_disable_rate_limits; default false */
+    char *default_rate_limit;    /* task_default_rate_limit; "" = none */
+    char *rate_limits;           /* task_rate_limits "name=rate,..." ("*" = every task) */
+    bool fleet_rate_limits;      /* worker_fleet_rate_limits: share them through Redis */
+    char *fleet_rate_limits_url; /* worker_fleet_rate_limits_url; "" = the result backend */
 };
 
 /* Which command the options are for: the table marks options per command. */

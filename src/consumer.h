@@ -31,6 +31,7 @@ struct cc_request {
     bool is_acked;    /* ack (or reject) already sent */
     bool is_eta_held; /* counted in the QoS bump while waiting for its ETA */
     int64_t received_us;
+    bool is_rate_admitted; /* its rate-limit slot is reserved (worker.c, ratelimit.c) */
 };
 
 struct cc_consumer {

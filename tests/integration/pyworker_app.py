@@ -218,3 +218,50 @@ def return_priority(self, *_args):
 def ping():
     # Builtin in later Celery versions; celeryc implements it natively.
     return "pong"
+
+
+# ---- Rate limits and time (tests/integration/test_ratelimit.py, test_time.py) ----------
+
+# PYW_RATE_LIMITS="demo.add=5/s,..." gives the same limits as celeryc's task_rate_limits,
+# through Celery's own mechanism (task_annotations).
+if os.environ.get("PYW_RATE_LIMITS"):
+    app.conf.task_annotations = {
+        name.strip(): {"rate_limit": rate.strip()}
+        for name, _, rate in (item.partition("=")
+                              for item in os.environ["PYW_RATE_LIMITS"].split(","))
+        if name.strip()
+    }
+
+
+@app.task(name=T + "retry", bind=True, default_retry_delay=1)
+def t_retry(self, return_value=None):
+    if return_value:
+        attempt = getattr(self, "attempt", 0)
+        print("attempt", attempt)
+        if attempt >= 3:
+            delattr(self, "attempt")
+            return return_value
+        self.attempt = attempt + 1
+    raise self.retry(exc=ExpectedException(), countdown=5)
+
+
+@app.task(name=T + "retry_once", bind=True, expires=60.0, max_retries=1)
+def retry_once(self, *args, expires=60.0, max_retries=1, countdown=0.1):
+    if self.request.retries:
+        return self.request.retries
+    raise self.retry(countdown=countdown, max_retries=max_retries)
+
+
+class ClassBasedAutoRetryTask(app.Task):
+    name = "auto_retry_class_task"
+    autoretry_for = (ValueError,)
+    retry_kwargs = {"max_retries": 1}
+    retry_backoff = True
+
+    def run(self):
+        if self.request.retries:
+            return self.request.retries
+        raise ValueError()
+
+
+auto_retry_class_task = app.register_task(ClassBasedAutoRetryTask())
