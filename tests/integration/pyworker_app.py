@@ -233,6 +233,19 @@ if os.environ.get("PYW_RATE_LIMITS"):
     }
 
 
+# The pool child pickles a task's exception for the master: make ExpectedException's
+# module (t.integration.tasks, as in Celery's suite) importable by name.
+def _register_t_module():
+    import sys
+    import types
+    for name in ("t", "t.integration", "t.integration.tasks"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["t.integration.tasks"].ExpectedException = ExpectedException
+
+
+_register_t_module()
+
+
 @app.task(name=T + "retry", bind=True, default_retry_delay=1)
 def t_retry(self, return_value=None):
     if return_value:
@@ -252,6 +265,13 @@ def retry_once(self, *args, expires=60.0, max_retries=1, countdown=0.1):
     raise self.retry(countdown=countdown, max_retries=max_retries)
 
 
+@app.task(name=T + "retry_once_priority", bind=True, expires=60.0, max_retries=1)
+def retry_once_priority(self, *args, expires=60.0, max_retries=1, countdown=0.1):
+    if self.request.retries:
+        return self.request.delivery_info["priority"]
+    raise self.retry(countdown=countdown, max_retries=max_retries)
+
+
 class ClassBasedAutoRetryTask(app.Task):
     name = "auto_retry_class_task"
     autoretry_for = (ValueError,)
@@ -265,3 +285,11 @@ class ClassBasedAutoRetryTask(app.Task):
 
 
 auto_retry_class_task = app.register_task(ClassBasedAutoRetryTask())
+
+
+class QualifiedAutoRetryTask(ClassBasedAutoRetryTask):
+    """celeryc also registers the class under the module-qualified name."""
+    name = T + "auto_retry_class_task"
+
+
+qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())

@@ -13,7 +13,7 @@ PYW_RATE_LIMITS).
 import json
 from datetime import datetime
 
-from conftest import IMPL, TIMEOUT, c_only, scaled, unique_queue, wait_for
+from conftest import IMPL, TIMEOUT, c_only, unique_queue
 
 
 def limits_env(limits):
