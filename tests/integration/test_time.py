@@ -29,20 +29,23 @@ READY = ("SUCCESS", "FAILURE", "REVOKED")
 class States:
     """Every meta stored for one task id, in order (subscribe before sending)."""
 
-    def __init__(self, rds, task_id):
+    def __init__(self, rds, task_id, label=""):
         self.task_id = task_id
+        self.label = label
         self.ps = rds.pubsub(ignore_subscribe_messages=True)
         self.ps.subscribe("celery-task-meta-" + task_id)
         self.metas = []
         self.times = []  # time.time() when each meta was published (RETRY has no date_done)
 
     def until_ready(self, timeout):
+        """Collect until a final state has been stored."""
         end = time.monotonic() + scaled(timeout)
         try:
             while not self.metas or self.metas[-1]["status"] not in READY:
                 left = end - time.monotonic()
-                assert left > 0, "no final state for %s after %.0f s: %s" % (
-                    self.task_id, scaled(timeout), [m["status"] for m in self.metas])
+                assert left > 0, "no final state for %s %s after %.0f s: %s" % (
+                    self.label, self.task_id, scaled(timeout),
+                    [m["status"] for m in self.metas])
                 m = self.ps.get_message(timeout=min(left, 1.0))
                 if m and m["type"] == "message":
                     self.metas.append(json.loads(m["data"]))
@@ -54,7 +57,7 @@ class States:
 
 def send(app, rds, name, queue, **kw):
     tid = str(uuid.uuid4())
-    st = States(rds, tid)
+    st = States(rds, tid, "%s on %s" % (name, queue))
     r = app.send_task(name, task_id=tid, queue=queue, **kw)
     return r, st
 
@@ -86,14 +89,26 @@ def workers(worker_factory, **kw):
     return w, py
 
 
+def compare(st_c, st_py, timeout):
+    """The Python worker's metas for the same call, normalised, must equal ours: the final
+    one exactly, and each earlier one must be one of ours. Celery may store fewer: its
+    Task.retry() publishes the retry message before the trace stores RETRY, so with a short
+    countdown the retry can store SUCCESS first, and Celery's backend never overwrites a
+    SUCCESS, so that RETRY is never stored or published. celeryc stores RETRY first, then
+    publishes the retry message, so every state is seen, in order."""
+    want = [norm(m, st_py.task_id) for m in st_py.until_ready(timeout)]
+    got = [norm(m, st_c.task_id) for m in st_c.metas]
+    assert got[-1] == want[-1]
+    for m in want[:-1]:
+        assert m in got[:-1], (m, got)
+
+
 def same_as_python(app, rds, py, name, st_c, timeout, **kw):
-    """Run the same call on the Python worker; its metas, normalised, must equal ours."""
+    """Run the same call on the Python worker and compare (see compare)."""
     if py is None:
         return
     _, st_py = send(app, rds, name, py.queue, **kw)
-    want = [norm(m, st_py.task_id) for m in st_py.until_ready(timeout)]
-    got = [norm(m, st_c.task_id) for m in st_c.metas]
-    assert got == want
+    compare(st_c, st_py, timeout)
 
 
 def done_at(meta):
@@ -184,10 +199,8 @@ def test_retry_task_retries_then_fails_or_returns(app, worker_factory, rds):
         r1.get(timeout=TIMEOUT)
     assert type(ei.value).__name__ == "ExpectedException"
     if py is not None:
-        assert [norm(m, st1.task_id) for m in m1] == \
-            [norm(m, py1.task_id) for m in py1.until_ready(40)]
-        assert [norm(m, st2.task_id) for m in m2] == \
-            [norm(m, py2.task_id) for m in py2.until_ready(40)]
+        compare(st1, py1, 40)
+        compare(st2, py2, 40)
 
 
 def test_retry_outcomes_like_celery(app, worker_factory, rds):
@@ -199,15 +212,19 @@ def test_retry_outcomes_like_celery(app, worker_factory, rds):
     from celery.exceptions import MaxRetriesExceededError
     w, py = workers(worker_factory, result_extended=True)
     calls = [(T + "retry_once", {}), (T + "retry_once", {"kwargs": {"max_retries": 0}}),
-             ("auto_retry_class_task", {})]
-    calls.append((T + "auto_retry_class_task", {}))
+             ("auto_retry_class_task", {}), (T + "auto_retry_class_task", {})]
     sent = [send(app, rds, name, w.queue, **kw) for name, kw in calls]
-    (r1, st1), (r2, st2), (r3, st3) = sent[:3]
+    (r1, st1), (r2, st2) = sent[:2]
 
-    m1 = st1.until_ready(TIMEOUT)
-    assert [m["status"] for m in m1] == ["RETRY", "SUCCESS"]
-    assert m1[0]["result"] is None
-    assert m1[-1]["result"] == 1 and m1[-1]["retries"] == 1
+    def retried(metas, retry_result):
+        """RETRY, then SUCCESS 1 with retries=1. Celery may never store that RETRY (see
+        compare()), so against it a lone SUCCESS passes too."""
+        states = [m["status"] for m in metas]
+        assert states == ["RETRY", "SUCCESS"] or (IMPL != "c" and states == ["SUCCESS"])
+        assert all(m["result"] == retry_result for m in metas[:-1])
+        assert metas[-1]["result"] == 1 and metas[-1]["retries"] == 1
+
+    retried(st1.until_ready(TIMEOUT), None)
 
     m2 = st2.until_ready(TIMEOUT)
     assert [m["status"] for m in m2] == ["FAILURE"]
@@ -220,16 +237,12 @@ def test_retry_outcomes_like_celery(app, worker_factory, rds):
         r2.get(timeout=TIMEOUT)
 
     for _, st in sent[2:]:
-        m = st.until_ready(TIMEOUT)
-        assert [x["status"] for x in m] == ["RETRY", "SUCCESS"]
-        assert m[0]["result"] == {"exc_type": "ValueError", "exc_message": [],
-                                  "exc_module": "builtins"}
-        assert m[-1]["result"] == 1 and m[-1]["retries"] == 1
-        gap = st.times[1] - st.times[0]
+        retried(st.until_ready(TIMEOUT),
+                {"exc_type": "ValueError", "exc_message": [], "exc_module": "builtins"})
+        gap = st.times[-1] - st.times[0]
         assert gap < AT_ONCE, "backoff countdown with full jitter is 0 or 1 s, took %.1f s" % gap
 
     if py is not None:
         py_sent = [send(app, rds, name, py.queue, **kw) for name, kw in calls]
         for (_, st), (_, pst) in zip(sent, py_sent):
-            assert [norm(m, st.task_id) for m in st.metas] == \
-                [norm(m, pst.task_id) for m in pst.until_ready(TIMEOUT)]
+            compare(st, pst, TIMEOUT)
