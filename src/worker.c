@@ -874,6 +874,7 @@ int cc_worker_main(const struct cc_config *cfg)
     }
     if (cc_rl_from_config(cfg, &w.rl, &err) != CC_OK) { /* rate limits (ratelimit.c) */
         cc_crit("rate limits: %s", err.msg);
+        w.exit_code = 78; /* a configuration error, as main.c's EX_CONFIG */
         goto out;
     }
     if (cc_sig_init(&err) != CC_OK) {

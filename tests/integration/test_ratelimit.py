@@ -11,9 +11,14 @@ Python worker (CELERYC_IT_IMPL=python), as Celery's task_annotations (pyworker_a
 PYW_RATE_LIMITS).
 """
 import json
+import socket
+import subprocess
+import time
 from datetime import datetime
 
-from conftest import IMPL, TIMEOUT, c_only, unique_queue
+import pytest
+
+from conftest import IMPL, TIMEOUT, c_only, scaled, unique_queue, wait_for
 
 
 def limits_env(limits):
@@ -72,8 +77,8 @@ def test_rate_limited_messages_do_not_hold_the_prefetch_window(app, worker_facto
     w = worker_factory(concurrency=1, prefetch=1, env=limits_env("demo.add=5/s"))
     adds = [app.send_task("demo.add", args=[i, 1], queue=w.queue) for i in range(8)]
     muls = [app.send_task("demo.mul", args=[i, 2], queue=w.queue) for i in range(6)]
-    assert [r.get(timeout=TIMEOUT) for r in adds + muls] == \
-        [i + 1 for i in range(8)] + [2 * i for i in range(6)]
+    assert [r.get(timeout=TIMEOUT) for r in muls] == [2 * i for i in range(6)]
+    assert [r.get(timeout=TIMEOUT) for r in adds] == [i + 1 for i in range(8)]
     add_t = [done_at(rds, r) for r in adds]
     mul_t = [done_at(rds, r) for r in muls]
     assert_spaced(add_t, 5, "demo.add at 5/s")
@@ -131,3 +136,82 @@ def test_bad_rate_limit_option_is_a_config_error(worker_factory):
     w = worker_factory(env={"CELERYC_TASK_RATE_LIMITS": "demo.add=10/d"}, wait_ready=False)
     assert w.wait_exit(15) == 78
     assert "task_rate_limits" in w.log() and "/s, /m or /h" in w.log()
+
+
+@c_only
+def test_fleet_without_redis_is_a_config_error(worker_factory):
+    w = worker_factory(env={"CELERYC_TASK_RATE_LIMITS": "demo.add=1/s",
+                            "CELERY_RESULT_BACKEND": "none"},
+                       argv=None, extra=["--fleet-rate-limits", "--result-backend", "none"],
+                       wait_ready=False)
+    assert w.wait_exit(15) == 78
+    assert "worker_fleet_rate_limits needs a Redis" in w.log()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of this test's own on a free loopback port: start() / stop() at will."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    import redis
+    procs = []
+
+    def start():
+        procs.append(subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        c = redis.Redis(port=port, socket_timeout=2)
+
+        def up():
+            try:
+                return c.ping()
+            except redis.ConnectionError:
+                return False
+        wait_for(up, 10, "private redis on port %d" % port)
+        return c
+
+    def stop():
+        p = procs[-1]
+        p.kill()
+        p.wait(scaled(10))
+
+    yield port, start, stop
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(scaled(10))
+
+
+@c_only
+def test_fleet_redis_outage_falls_back_and_recovers(app, worker_factory, rds, private_redis):
+    port, start, stop = private_redis
+    url = "redis://127.0.0.1:%d/0" % port
+    fleet = start()
+    w = worker_factory(concurrency=2, env=limits_env("demo.add=5/s"),
+                       extra=["--fleet-rate-limits", "--fleet-rate-limits-url", url])
+
+    def batch(n):
+        rs = [app.send_task("demo.add", args=[i, 1], queue=w.queue) for i in range(n)]
+        assert [r.get(timeout=TIMEOUT) for r in rs] == [i + 1 for i in range(n)]
+        assert_spaced([done_at(rds, r) for r in rs], 5, "demo.add at 5/s")
+
+    batch(4)
+    assert fleet.get("celeryc:ratelimit:demo.add") is not None, "the slot is not in Redis"
+    assert "unavailable" not in w.log()
+    stop()
+    batch(4)  # per worker now
+    assert w.log().count("fleet Redis %s unavailable" % url) == 1
+    fleet = start()
+    # The worker tries Redis again 5 s after the failure; keep a task coming meanwhile.
+    end = time.monotonic() + scaled(20)
+    while "is back; limits are fleet-wide again" not in w.log():
+        assert time.monotonic() < end, w.log()[-3000:]
+        assert app.send_task("demo.add", args=[1, 1], queue=w.queue).get(timeout=TIMEOUT) == 2
+        time.sleep(0.5)
+    batch(3)
+    log = w.log()
+    assert log.count("unavailable") == 1 and log.count("is back;") == 1, \
+        [ln for ln in log.splitlines() if "fleet" in ln]
+    assert fleet.get("celeryc:ratelimit:demo.add") is not None
