@@ -46,6 +46,7 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "url.h"
 #include "util.h"
 
@@ -255,6 +256,27 @@ static const struct cfg_opt cfg_options[] = {
      "--delay-store-key", "KEY", 0, 0, NULL, CFG_W, true,
      "Redis sorted set of the ETA delay store (leases in KEY.claimed); workers sharing it "
      "must share the broker."},
+    /* Rate limits (src/ratelimit.c). Celery has no worker flag for these settings. */
+    {"worker_disable_rate_limits", CFG_BOOL, CFG_OFF(disable_rate_limits), "false", NULL, 0,
+     "--disable-rate-limits", NULL, 0, 0, NULL, CFG_W, true,
+     "Ignore every task rate limit (Celery's worker_disable_rate_limits)."},
+    {"task_default_rate_limit", CFG_STR, CFG_OFF(default_rate_limit), "", NULL, 0,
+     "--default-rate-limit", "RATE", 0, 0, NULL, CFG_W, true,
+     "Rate limit of tasks that declare none: N/s, N/m, N/h or N (per second); empty or 0 "
+     "means none."},
+    {"task_rate_limits", CFG_STR, CFG_OFF(rate_limits), "", NULL, 0, "--rate-limits",
+     "NAME=RATE,...", 0, 0, NULL, CFG_W, true,
+     "Per-task rate limits overriding the tasks' own, like Celery's task_annotations "
+     "rate_limit: \"demo.add=10/s,demo.mul=1/m\"; \"*=RATE\" applies to every task (and, as in "
+     "Celery, wins over a named entry); RATE 0 removes a limit."},
+    {"worker_fleet_rate_limits", CFG_BOOL, CFG_OFF(fleet_rate_limits), "false", NULL, 0,
+     "--fleet-rate-limits", NULL, 0, 0, NULL, CFG_W, true,
+     "Share rate limits through Redis so that all workers together respect them (celeryc "
+     "only); per worker while Redis is unreachable."},
+    {"worker_fleet_rate_limits_url", CFG_STR, CFG_OFF(fleet_rate_limits_url), "", NULL, 0,
+     "--fleet-rate-limits-url", "URL", 0, 0, NULL, CFG_W, true,
+     "Redis for worker_fleet_rate_limits (redis://, rediss://, unix://); default: the result "
+     "backend."},
 };
 /* clang-format on */
 
@@ -425,6 +447,31 @@ static int cfg_check_file(const char *path, char *prob, size_t probsz)
     return rc;
 }
 
+/* The rate-limit options that are strings: a rate, a name=rate list, a Redis URL. */
+static int cfg_check_rate_option(const struct cfg_opt *o, const char *v, char *prob, size_t probsz)
+{
+    struct cc_err rerr = {0};
+    struct cc_redis_url ru;
+    double per_s;
+    int rc = CC_OK;
+
+    if (o->off == CFG_OFF(default_rate_limit)) {
+        rc = cc_rl_parse(v, &per_s, &rerr);
+    } else if (o->off == CFG_OFF(rate_limits)) {
+        struct cc_rl *rl = cc_rl_new();
+
+        rc = cc_rl_set_list(rl, v, &rerr);
+        cc_rl_free(rl);
+    } else if (o->off == CFG_OFF(fleet_rate_limits_url) && *v != '\0') {
+        rc = cc_url_parse_redis(v, &ru, &rerr);
+        if (rc == CC_OK)
+            cc_url_redis_deinit(&ru);
+    }
+    if (rc != CC_OK)
+        snprintf(prob, probsz, "%s", rerr.msg);
+    return rc;
+}
+
 /* Parse a number: the whole string, finite, within [o->min, o->max]. SIZE takes a K/M/G
  * suffix (powers of 1024). */
 static int cfg_parse_number(const struct cfg_opt *o, const char *v, double *out, char *prob,
@@ -501,6 +548,8 @@ static int cfg_set(struct cc_config *cfg, const struct cfg_opt *o, const char *v
             snprintf(prob, probsz, "must not be empty");
             return CC_ECONFIG;
         }
+        if (cfg_check_rate_option(o, v, prob, probsz) != CC_OK) /* ratelimit.c's options */
+            return CC_ECONFIG;
         cfg_store_str(cfg, o, v);
         return CC_OK;
     case CFG_BROKER:

@@ -35,6 +35,7 @@ struct cc_request {
      * Redis was unavailable; the worker retries the move (delaystore.h). Owned, or NULL. */
     char *delay_rec;
     size_t delay_rec_len;
+    bool is_rate_admitted; /* its rate-limit slot is reserved (worker.c, ratelimit.c) */
 };
 
 struct cc_consumer {

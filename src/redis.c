@@ -6,6 +6,7 @@
  * reconnects (connect timeout 4 s, I/O timeout as opened), so a Redis restart costs the
  * caller one failed command, never a wedged connection.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,36 @@
 #define REDIS_CONNECT_TIMEOUT_MS 4000
 
 struct cc_redis {
+    struct cc_redis *next; /* registry of open clients (redis_registry) */
     struct cc_redis_url url;
     int io_timeout_ms;
     redisContext *ctx;        /* redis://, unix:// */
     struct cc_redis_tls *tls; /* rediss:// */
     redisReader *reader;      /* rediss:// replies */
 };
+
+/* Every open client, so a forked child can drop them all (redis_atfork_child): the worker
+ * master's bookkeeping clients (delay store, redelivery counters, fleet rate limits) must
+ * not leak their sockets into pool children, whoever forks them. */
+static pthread_mutex_t redis_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cc_redis *redis_registry;
+static pthread_once_t redis_atfork_once = PTHREAD_ONCE_INIT;
+
+static void redis_drop(struct cc_redis *r);
+
+/* In the child of fork(): only the forking thread exists and the lock may be held by a
+ * thread that is gone, so walk the list without it. */
+static void redis_atfork_child(void)
+{
+    for (struct cc_redis *r = redis_registry; r != NULL; r = r->next)
+        redis_drop(r);
+    pthread_mutex_init(&redis_registry_lock, NULL);
+}
+
+static void redis_atfork_register(void)
+{
+    (void)pthread_atfork(NULL, NULL, redis_atfork_child);
+}
 
 static void redis_drop(struct cc_redis *r)
 {
@@ -49,6 +74,11 @@ int cc_redis_open(const char *url, int io_timeout_ms, struct cc_redis **out, str
         return rc;
     }
     r->io_timeout_ms = io_timeout_ms > 0 ? io_timeout_ms : 5000;
+    pthread_once(&redis_atfork_once, redis_atfork_register);
+    pthread_mutex_lock(&redis_registry_lock);
+    r->next = redis_registry;
+    redis_registry = r;
+    pthread_mutex_unlock(&redis_registry_lock);
     *out = r;
     return CC_OK;
 }
@@ -197,6 +227,13 @@ void cc_redis_free(struct cc_redis *r)
 {
     if (r == NULL)
         return;
+    pthread_mutex_lock(&redis_registry_lock);
+    for (struct cc_redis **pp = &redis_registry; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    pthread_mutex_unlock(&redis_registry_lock);
     redis_drop(r);
     cc_url_redis_deinit(&r->url);
     free(r);

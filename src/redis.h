@@ -7,8 +7,9 @@
  * through hiredis; rediss:// through redis_tls.c with hiredis' reply parser (redisReader)
  * fed from the TLS stream, so callers see the same redisReply trees either way.
  *
- * Not thread-safe: one object per thread or process. No connection crosses fork(): a child
- * calls cc_redis_after_fork() (or opens its own).
+ * Not thread-safe: one object per thread or process. No connection crosses fork(): every
+ * open client is dropped (without I/O) in the child of any fork() by an atfork handler, so
+ * the next command there opens its own.
  */
 #ifndef CELERYC_REDIS_H
 #define CELERYC_REDIS_H

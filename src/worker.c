@@ -45,6 +45,7 @@
 #include "log.h"
 #include "pool.h"
 #include "redeliver.h"
+#include "ratelimit.h"
 #include "sig.h"
 #include "taskrun.h"
 #include "url.h"
@@ -89,6 +90,7 @@ struct worker {
     unsigned base_prefetch; /* concurrency x multiplier; 0 = no QoS */
     size_t n_held;          /* requests with is_eta_held (each raises the QoS by one) */
     bool is_qos_dirty;      /* n_held changed: worker_update_qos at the end of the pass */
+    struct cc_rl *rl;       /* rate limits; requests waiting for their slot (ratelimit.c) */
 
     uint64_t n_done, n_failed;
 
@@ -287,8 +289,13 @@ static uint64_t worker_lowest_held(const struct worker *w)
 {
     uint64_t low = UINT64_MAX;
 
-    if (w->n_ready + w->n_eta > 256)
+    if (w->n_ready + w->n_eta + cc_rl_n_held(w->rl) > 256)
         return 0;
+    for (size_t i = 0; i < cc_rl_n_held(w->rl); i++) { /* rate-limit hook: held unacked too */
+        const struct cc_request *r = cc_rl_held_get(w->rl, i);
+
+        low = r->tag < low ? r->tag : low;
+    }
     for (const struct cc_request *r = w->ready_head; r != NULL; r = r->next)
         low = r->tag < low ? r->tag : low;
     for (size_t i = 0; i < w->n_eta; i++)
@@ -395,10 +402,11 @@ static void worker_free_held(struct worker *w)
 static void worker_return_held(struct worker *w)
 {
     struct cc_request *r;
-    size_t n = w->n_ready + w->n_eta;
+    size_t n = w->n_ready + w->n_eta + (w->rl != NULL ? cc_rl_n_held(w->rl) : 0);
 
     while (w->is_connected &&
-           ((r = worker_fifo_pop(w)) != NULL || (r = worker_heap_pop(w)) != NULL)) {
+           ((r = worker_fifo_pop(w)) != NULL || (r = worker_heap_pop(w)) != NULL ||
+            (w->rl != NULL && (r = cc_rl_pop_any(w->rl)) != NULL))) {
         worker_reject(w, r, true);
         cc_request_free(r);
     }
@@ -829,6 +837,52 @@ static void worker_drain_reports(struct worker *w)
     } while (n == (int)CC_ARRAY_LEN(reps));
 }
 
+/* ---- Rate limits (src/ratelimit.c) --------------------------------------------------- */
+
+/* Beyond this many requests waiting for a rate-limit slot, further ones no longer raise the
+ * QoS prefetch (they then use the base window, as every rate-limited message does in
+ * Celery), so a long backlog of one limited type cannot pull a whole queue into memory. */
+#define WORKER_RATE_MAX_QOS_BUMP 4096
+
+/* Called for a request about to be handed to a child. A request of a rate-limited type is
+ * admitted once (its start slot reserved; after its ETA, as Celery applies the bucket after
+ * the ETA). If the slot is in the future it waits, unacked, in the rate-limit heap and
+ * raises the QoS prefetch by one as an ETA-held message does, so a limited type never eats
+ * the prefetch window other types need; returns true then. Requests of one type keep their
+ * order: slots are reserved in FIFO order and released in slot order. */
+static bool worker_rate_hold(struct worker *w, struct cc_request *r)
+{
+    int64_t now_us, slot_us;
+
+    if (r->is_rate_admitted || cc_rl_count(w->rl) == 0)
+        return false;
+    r->is_rate_admitted = true;
+    now_us = cc_mono_us();
+    slot_us = cc_rl_admit(w->rl, r->entry->name, now_us);
+    if (slot_us <= now_us)
+        return false;
+    if (cc_rl_n_held(w->rl) < WORKER_RATE_MAX_QOS_BUMP) {
+        r->is_eta_held = true;
+        w->n_held++;
+        w->is_qos_dirty = true;
+    }
+    cc_rl_hold(w->rl, r, slot_us);
+    return true;
+}
+
+/* Requests whose slot has come join the ready FIFO (Celery's _limit_move_to_pool). */
+static void worker_rate_release(struct worker *w)
+{
+    struct cc_request *r;
+    int64_t now_us;
+
+    if (cc_rl_n_held(w->rl) == 0)
+        return;
+    now_us = cc_mono_us();
+    while ((r = cc_rl_pop_due(w->rl, now_us)) != NULL)
+        worker_fifo_push(w, r);
+}
+
 /* ---- Dispatch ------------------------------------------------------------------------ */
 
 static void worker_dispatch(struct worker *w)
@@ -842,6 +896,7 @@ static void worker_dispatch(struct worker *w)
     /* Due ETA requests join the FIFO in ETA order. */
     while (w->n_eta > 0 && w->eta[0]->msg.eta_us <= now)
         worker_fifo_push(w, worker_heap_pop(w));
+    worker_rate_release(w); /* rate-limit hook: slots that have come */
     while (w->state == WORKER_RUNNING && w->ready_head != NULL &&
            (slot = cc_pool_idle(&w->pool)) >= 0) {
         struct cc_request *r = worker_fifo_pop(w);
@@ -868,6 +923,8 @@ static void worker_dispatch(struct worker *w)
             cc_request_free(r);
             continue;
         }
+        if (worker_rate_hold(w, r)) /* rate-limit hook: wait for the task type's slot */
+            continue;
         seq = w->next_seq++;
         w->running[slot] = r;
         if (cc_pool_dispatch(&w->pool, slot, r, seq, &err) != CC_OK)
@@ -1103,6 +1160,12 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (due_ms < ms)
             ms = due_ms < 0 ? 0 : due_ms;
     }
+    if (cc_rl_n_held(w->rl) > 0 && w->state == WORKER_RUNNING) { /* rate-limit hook */
+        int64_t rl_ms = (cc_rl_next_due_us(w->rl) - cc_mono_us() + 999) / 1000;
+
+        if (rl_ms < ms)
+            ms = rl_ms < 0 ? 0 : rl_ms;
+    }
     if (cc_pool_respawn_at_us(&w->pool) != 0 && w->state == WORKER_RUNNING) {
         int64_t left_us = cc_pool_respawn_at_us(&w->pool) - cc_mono_us();
         int64_t respawn_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -1225,6 +1288,8 @@ static void worker_free_requests(struct worker *w)
         cc_request_free(r);
     while ((r = worker_heap_pop(w)) != NULL)
         cc_request_free(r);
+    while (w->rl != NULL && (r = cc_rl_pop_any(w->rl)) != NULL) /* rate-limit hook */
+        cc_request_free(r);
     for (int i = 0; w->running != NULL && i < w->pool.n; i++) {
         cc_request_free(w->running[i]);
         w->running[i] = NULL;
@@ -1250,6 +1315,11 @@ int cc_worker_main(const struct cc_config *cfg)
     w.hostname = worker_hostname(cfg);
     if (cc_task_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
+        goto out;
+    }
+    if (cc_rl_from_config(cfg, &w.rl, &err) != CC_OK) { /* rate limits (ratelimit.c) */
+        cc_crit("rate limits: %s", err.msg);
+        w.exit_code = 78; /* a configuration error, as main.c's EX_CONFIG */
         goto out;
     }
     if (cc_sig_init(&err) != CC_OK) {
@@ -1364,6 +1434,7 @@ out:
     cc_broker_close(&w.broker);
     cc_broker_close(&w.pub);
     cc_backend_free(w.backend);
+    cc_rl_free(w.rl);
     cc_sig_deinit();
     free(w.hostname);
     return w.exit_code;

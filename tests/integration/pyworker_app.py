@@ -303,3 +303,76 @@ def count_sleep(key, seconds=0):
     if seconds:
         time.sleep(seconds)
     return n
+# ---- Rate limits and time (tests/integration/test_ratelimit.py, test_time.py) ----------
+
+# PYW_RATE_LIMITS="demo.add=5/s,..." gives the same limits as celeryc's task_rate_limits,
+# through Celery's own mechanism (task_annotations).
+if os.environ.get("PYW_RATE_LIMITS"):
+    app.conf.task_annotations = {
+        name.strip(): {"rate_limit": rate.strip()}
+        for name, _, rate in (item.partition("=")
+                              for item in os.environ["PYW_RATE_LIMITS"].split(","))
+        if name.strip()
+    }
+
+
+# The pool child pickles a task's exception for the master: make ExpectedException's
+# module (t.integration.tasks, as in Celery's suite) importable by name.
+def _register_t_module():
+    import sys
+    import types
+    for name in ("t", "t.integration", "t.integration.tasks"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["t.integration.tasks"].ExpectedException = ExpectedException
+
+
+_register_t_module()
+
+
+@app.task(name=T + "retry", bind=True, default_retry_delay=1)
+def t_retry(self, return_value=None):
+    if return_value:
+        attempt = getattr(self, "attempt", 0)
+        print("attempt", attempt)
+        if attempt >= 3:
+            delattr(self, "attempt")
+            return return_value
+        self.attempt = attempt + 1
+    raise self.retry(exc=ExpectedException(), countdown=5)
+
+
+@app.task(name=T + "retry_once", bind=True, expires=60.0, max_retries=1)
+def retry_once(self, *args, expires=60.0, max_retries=1, countdown=0.1):
+    if self.request.retries:
+        return self.request.retries
+    raise self.retry(countdown=countdown, max_retries=max_retries)
+
+
+@app.task(name=T + "retry_once_priority", bind=True, expires=60.0, max_retries=1)
+def retry_once_priority(self, *args, expires=60.0, max_retries=1, countdown=0.1):
+    if self.request.retries:
+        return self.request.delivery_info["priority"]
+    raise self.retry(countdown=countdown, max_retries=max_retries)
+
+
+class ClassBasedAutoRetryTask(app.Task):
+    name = "auto_retry_class_task"
+    autoretry_for = (ValueError,)
+    retry_kwargs = {"max_retries": 1}
+    retry_backoff = True
+
+    def run(self):
+        if self.request.retries:
+            return self.request.retries
+        raise ValueError()
+
+
+auto_retry_class_task = app.register_task(ClassBasedAutoRetryTask())
+
+
+class QualifiedAutoRetryTask(ClassBasedAutoRetryTask):
+    """celeryc also registers the class under the module-qualified name."""
+    name = T + "auto_retry_class_task"
+
+
+qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())
