@@ -526,7 +526,8 @@ static int broker_other_frame(struct cc_broker *b, struct cc_err *err)
 
         snprintf(b->last_reply, sizeof(b->last_reply), "consumer %.*s cancelled by the broker",
                  (int)c->consumer_tag.len, (const char *)c->consumer_tag.bytes);
-        /* TODO(#3): re-consume instead of stopping. */
+        /* The worker treats this like a lost connection: it reconnects, redeclares the
+         * queue and consumes again. */
         return cc_err_set(err, CC_ECHANNEL, "%s (queue deleted?)", b->last_reply);
     }
     case AMQP_BASIC_RETURN_METHOD: {

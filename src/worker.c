@@ -19,10 +19,14 @@
  * acks_late (global or per task) the ack follows the child's report, which it sends only
  * after it stored the result. Bad input is rejected (requeue=false) by the consumer.
  *
- * Invariants: every request is in exactly one place: the ready FIFO, the ETA heap, or
- * running[slot]; it is freed after its last ack/reject. At the end of every loop pass the
- * QoS prefetch is base + number of ETA-held requests (Celery raises it by one per held ETA
- * message, applied once per loop iteration).
+ * Invariants: every request is in exactly one place: the ready FIFO, the ETA heap, the
+ * rate-limit heap (ratelimit.c), parked beside a running twin (redeliver.c), the deferred
+ * retries, or running[slot]; it is freed after its last ack/reject. At the end of every
+ * loop pass the QoS prefetch is base + number of ETA- and rate-held requests (Celery raises
+ * it by one per held ETA message, applied once per loop iteration). A request whose
+ * delivery belonged to a lost connection is never acked (stale; see worker_broker_lost).
+ * The loop also runs the pool's time limits (cc_pool_tick), the delay store's republishing
+ * (worker_delay_tick) and the reconnect timer (worker_reconnect).
  * Signal handlers only set flags; shutdown decisions happen here.
  *
  * Reference: celery-wire.md §1.1, §1.3 (topology), §6.1 (QoS, consumers), §6.2 (ack
