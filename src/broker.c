@@ -262,11 +262,24 @@ int cc_broker_declare_exchange(struct cc_broker *b, const char *name, const char
 int cc_broker_declare_queue(struct cc_broker *b, const char *name, int max_priority,
                             struct cc_err *err)
 {
+    return cc_broker_declare_queue_typed(b, name, max_priority, false, err);
+}
+
+int cc_broker_declare_queue_typed(struct cc_broker *b, const char *name, int max_priority,
+                                  bool is_quorum, struct cc_err *err)
+{
     amqp_table_entry_t entry;
     amqp_table_t args = amqp_empty_table;
     char what[128];
 
-    if (max_priority > 0) {
+    if (is_quorum) {
+        /* kombu: Queue(name, queue_arguments={'x-queue-type': 'quorum'}) sends a longstr. */
+        entry.key = amqp_cstring_bytes("x-queue-type");
+        entry.value.kind = AMQP_FIELD_KIND_UTF8;
+        entry.value.value.bytes = amqp_cstring_bytes("quorum");
+        args.num_entries = 1;
+        args.entries = &entry;
+    } else if (max_priority > 0) {
         /* kombu sends x-max-priority as a signed 32-bit 'I' (§1.3). */
         entry.key = amqp_cstring_bytes("x-max-priority");
         entry.value.kind = AMQP_FIELD_KIND_I32;
@@ -296,7 +309,7 @@ int cc_broker_qos(struct cc_broker *b, unsigned prefetch_count, struct cc_err *e
 
     if (n == b->prefetch)
         return CC_OK;
-    amqp_basic_qos(b->conn, b->channel, 0, n, 1);
+    amqp_basic_qos(b->conn, b->channel, 0, n, !b->is_qos_per_consumer);
     b->prefetch = n;
     return broker_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos", err);
 }

@@ -39,6 +39,7 @@ struct cc_broker {
     size_t n_consumers;
     char *consumer_tags[CC_BROKER_MAX_CONSUMERS]; /* owned, server-assigned */
     char last_reply[512];        /* full server text of the last channel/connection close */
+    bool is_qos_per_consumer;    /* basic.qos global=false (quorum queues); set before qos */
     bool is_confirming;          /* confirm.select done (a publishing connection) */
     uint64_t publish_seq;        /* publishes on the channel since confirm.select */
     uint64_t confirmed_upto;     /* highest publish the broker confirmed */
@@ -72,12 +73,19 @@ int cc_broker_declare_exchange(struct cc_broker *b, const char *name, const char
 int cc_broker_declare_queue(struct cc_broker *b, const char *name, int max_priority,
                             struct cc_err *err) CC_MUST_USE;
 
+/* Same, as a quorum queue ({x-queue-type: quorum}, no x-max-priority: quorum queues have no
+ * priorities in RabbitMQ 3.x) when is_quorum. */
+int cc_broker_declare_queue_typed(struct cc_broker *b, const char *name, int max_priority,
+                                  bool is_quorum, struct cc_err *err) CC_MUST_USE;
+
 /* queue.bind(queue, exchange, routing_key). */
 int cc_broker_bind(struct cc_broker *b, const char *queue, const char *exchange,
                    const char *routing_key, struct cc_err *err) CC_MUST_USE;
 
-/* basic.qos(0, prefetch_count, global=true), as kombu does on RabbitMQ >= 3.3. A count over
- * 65535 is clamped. Skipped when unchanged. */
+/* basic.qos(0, prefetch_count, global=true), as kombu does on RabbitMQ >= 3.3; global=false
+ * when b->is_qos_per_consumer (quorum queues refuse global QoS: 540 NOT_IMPLEMENTED, which
+ * is why Celery 5.2 cannot consume them). A count over 65535 is clamped. Skipped when
+ * unchanged. */
 int cc_broker_qos(struct cc_broker *b, unsigned prefetch_count, struct cc_err *err) CC_MUST_USE;
 
 /* basic.consume(queue, no_ack=false); remembers the consumer tag. */

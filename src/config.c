@@ -100,6 +100,12 @@ static const struct cfg_choice cfg_log_format_choices[] = {
     {NULL, 0},
 };
 
+static const struct cfg_choice cfg_queue_type_choices[] = {
+    {"classic", CC_QUEUE_CLASSIC},
+    {"quorum", CC_QUEUE_QUORUM},
+    {NULL, 0},
+};
+
 static const struct cfg_choice cfg_ssl_verify_choices[] = {
     {"required", CC_SSL_VERIFY_REQUIRED},
     {"none", CC_SSL_VERIFY_NONE},
@@ -157,6 +163,11 @@ static const struct cfg_opt cfg_options[] = {
     {"task_create_missing_queues", CFG_BOOL, CFG_OFF(create_missing_queues), "true", NULL, 0,
      "--create-missing-queues", NULL, 0, 0, NULL, CFG_W, true,
      "Declare queues that do not exist yet (durable, direct exchange of the same name)."},
+    {"task_default_queue_type", CFG_CHOICE, CFG_OFF(queue_type), "classic", NULL, 0,
+     "--queue-type", "TYPE", 0, 0, cfg_queue_type_choices, CFG_W, true,
+     "Type of the queues the worker declares: classic, or quorum (x-queue-type, replicated; "
+     "per-consumer QoS, and ETA messages go to the delay store at once when Redis is "
+     "configured). Celery 5.5's setting name."},
     {"task_queue_max_priority", CFG_INT, CFG_OFF(queue_max_priority), "0", NULL, 0,
      "--max-priority", "N", 0, 255, NULL, CFG_W, true,
      "x-max-priority of declared queues (1..255); 0 declares queues without priorities."},

@@ -25,6 +25,12 @@ enum cc_pool_kind {
     CC_POOL_SOLO = 2,
 };
 
+/* task_default_queue_type (Celery 5.5): the x-queue-type of the queues the worker declares. */
+enum cc_queue_type {
+    CC_QUEUE_CLASSIC = 0,
+    CC_QUEUE_QUORUM = 1,
+};
+
 /* broker_ssl_verify: Celery's broker_use_ssl['cert_reqs'] (ssl.CERT_REQUIRED / CERT_NONE). */
 enum cc_ssl_verify {
     CC_SSL_VERIFY_REQUIRED = 0, /* the broker's certificate chain and its host name */
@@ -55,9 +61,10 @@ struct cc_config {
     int prefetch_multiplier; /* --prefetch-multiplier; default 4; 0 = unlimited */
     enum cc_pool_kind pool;  /* --pool prefork|threads|solo */
 
-    char *default_queue;        /* task_default_queue; default "celery" */
-    bool create_missing_queues; /* task_create_missing_queues; default true */
-    int queue_max_priority;     /* task_queue_max_priority; 0 = none (no x-max-priority) */
+    char *default_queue;           /* task_default_queue; default "celery" */
+    bool create_missing_queues;    /* task_create_missing_queues; default true */
+    enum cc_queue_type queue_type; /* task_default_queue_type; default classic */
+    int queue_max_priority;        /* task_queue_max_priority; 0 = none (no x-max-priority) */
 
     bool acks_late;                    /* task_acks_late; default false */
     bool track_started;                /* task_track_started; default false */

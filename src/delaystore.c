@@ -335,7 +335,15 @@ void cc_delay_init(struct cc_delay *d, const struct cc_config *cfg, struct cc_re
     d->key = cc_xstrdup(key);
     d->claimed_key = cc_xmalloc(n);
     snprintf(d->claimed_key, n, "%s" CC_DELAY_CLAIMED_SUFFIX, key);
-    if (cfg->eta_horizon_s < 0)
+    if (cfg->eta_horizon_s < 0 && cfg->queue_type == CC_QUEUE_QUORUM) {
+        /* Per-consumer QoS on quorum queues is fixed once consuming: a held ETA message
+         * would take a prefetch slot for good, so every ETA message moves to the store. */
+        d->horizon_us = kv != NULL ? (int64_t)CC_DELAY_QUORUM_HORIZON_MS * 1000 : 0;
+        if (kv == NULL)
+            cc_warn("quorum queues without Redis (worker_redis_url or a Redis result "
+                    "backend): ETA messages are held in the fixed prefetch window and can "
+                    "starve the worker");
+    } else if (cfg->eta_horizon_s < 0)
         d->horizon_us = kv != NULL ? (int64_t)CC_DELAY_DEFAULT_HORIZON_S * 1000000 : 0;
     else if (kv == NULL) {
         if (cfg->eta_horizon_s > 0)

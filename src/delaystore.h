@@ -16,6 +16,7 @@
 #include "redeliver.h"
 
 #define CC_DELAY_DEFAULT_HORIZON_S 600   /* worker_eta_horizon = -1 with Redis configured */
+#define CC_DELAY_QUORUM_HORIZON_MS 1000  /* the same with task_default_queue_type = quorum */
 #define CC_DELAY_LEASE_MS          60000 /* a claim not deleted by then is claimed again */
 #define CC_DELAY_CLAIM_MAX         100   /* records per claim round trip */
 #define CC_DELAY_POLL_MIN_US       1000000

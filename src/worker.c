@@ -961,7 +961,8 @@ static int worker_declare(struct worker *w, struct cc_err *err)
          * exchange.declare, queue.declare, queue.bind (§1.3). */
         rc = cc_broker_declare_exchange(&w->broker, q, "direct", true, err);
         if (rc == CC_OK)
-            rc = cc_broker_declare_queue(&w->broker, q, cfg->queue_max_priority, err);
+            rc = cc_broker_declare_queue_typed(&w->broker, q, cfg->queue_max_priority,
+                                               cfg->queue_type == CC_QUEUE_QUORUM, err);
         if (rc == CC_EPRECOND) {
             cc_error("Queue '%s' exists with different arguments; RabbitMQ refused the "
                      "declaration: %s",
@@ -976,6 +977,9 @@ static int worker_declare(struct worker *w, struct cc_err *err)
         rc = cc_broker_declare_exchange(&w->broker, "celeryev", "topic", true, err);
     if (rc == CC_OK) /* [redisx] "<queue>.dead" for dead-lettered messages */
         rc = cc_redeliver_declare(&w->rd, err);
+    /* Quorum queues refuse global QoS; per-consumer QoS must precede basic.consume and
+     * cannot be raised for running consumers, so ETA messages go to the delay store. */
+    w->broker.is_qos_per_consumer = cfg->queue_type == CC_QUEUE_QUORUM;
     if (rc == CC_OK && w->base_prefetch > 0)
         rc = cc_broker_qos(&w->broker, w->base_prefetch, err);
     for (size_t i = 0; i < nq && rc == CC_OK; i++)

@@ -165,3 +165,51 @@ def test_worker_killed_repeatedly_dead_letters_via_redis_counter(app, worker_fac
     assert w3.proc.poll() is None
     w3.signal(signal.SIGTERM)
     assert w3.wait_exit(20) == 0
+
+
+# ---- Quorum queues ------------------------------------------------------------------------
+
+@c_only
+def test_quorum_queue_consumed_and_poison_counted_by_x_delivery_count(app, worker_factory, rds,
+                                                                     amqp_conn):
+    """--queue-type quorum: the worker declares and consumes a quorum queue (Celery 5.2.6
+    cannot: global QoS, 540 NOT_IMPLEMENTED; celery-wire.md §1.5). A task that kills its pool
+    child is requeued by reject_on_worker_lost; the quorum queue counts the redeliveries in
+    x-delivery-count, and past --max-redeliveries the message goes to <queue>.dead instead of
+    crashing children forever. The worker keeps consuming."""
+    q = unique_queue("qq")
+    w = worker_factory(queue=q, acks_late=True,
+                       extra=["--queue-type", "quorum", "--reject-on-worker-lost",
+                              "--max-redeliveries", "2"])
+    from kombu import Exchange, Queue
+    # What a Celery app declares for a quorum queue (the same arguments, or RabbitMQ refuses).
+    qq = Queue(q, Exchange(q, "direct"), routing_key=q,
+               queue_arguments={"x-queue-type": "quorum"})
+    assert app.send_task("demo.add", args=[2, 3], queue=qq).get(timeout=TIMEOUT) == 5
+    poison = app.send_task("demo.crash", args=["segv"], queue=qq)
+    w.wait_log(r"dead-lettered.*x-delivery-count", 60, "poison dead-lettered")
+    wait_for(lambda: queue_depth(amqp_conn, q + ".dead") == 1, 10, "message in %s.dead" % q)
+    assert w.log().count("WorkerLostError") >= 3 or w.log().count("requeued") >= 2
+    meta = json.loads(rds.get("celery-task-meta-" + poison.id))
+    assert meta["status"] == "FAILURE"
+    assert app.send_task("demo.add", args=[1, 1], queue=qq).get(timeout=TIMEOUT) == 2
+    ch = amqp_conn.channel()
+    try:
+        ch.queue_delete(q + ".dead")
+        ch.queue_delete(q)
+    finally:
+        ch.close()
+
+
+@c_only
+def test_quorum_queue_countdown_goes_to_the_delay_store(app, worker_factory, rds):
+    """Per-consumer QoS on a quorum queue cannot be raised for a held ETA message, so every
+    countdown beyond a second goes to the Redis delay store and comes back when due."""
+    from kombu import Exchange, Queue
+    q = unique_queue("qqeta")
+    qq = Queue(q, Exchange(q, "direct"), routing_key=q,
+               queue_arguments={"x-queue-type": "quorum"})
+    w = worker_factory(queue=q, extra=["--queue-type", "quorum"])
+    r = app.send_task("demo.add", args=[4, 4], queue=qq, countdown=3)
+    w.wait_log(r"moved to the delay store", 10)
+    assert r.get(timeout=TIMEOUT) == 8
