@@ -32,8 +32,16 @@ class States:
     def __init__(self, rds, task_id, label=""):
         self.task_id = task_id
         self.label = label
-        self.ps = rds.pubsub(ignore_subscribe_messages=True)
+        self.ps = rds.pubsub()
         self.ps.subscribe("celery-task-meta-" + task_id)
+        # Wait for Redis to confirm the subscription: a state published before it takes
+        # effect would be missed (seen once in CI under load, for an at-once REVOKED).
+        end = time.monotonic() + scaled(10)
+        while True:
+            m = self.ps.get_message(timeout=1.0)
+            if m and m["type"] == "subscribe":
+                break
+            assert time.monotonic() < end, "no subscribe confirmation from Redis"
         self.metas = []
         self.times = []  # time.time() when each meta was published (RETRY has no date_done)
 
