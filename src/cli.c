@@ -978,6 +978,9 @@ static int cli_events(const struct cli_opts *o)
             char *fresh = NULL;
             if (!json_is_object(ev))
                 continue;
+            /* As EventReceiver.event_from_message: the time it was received here. */
+            if (json_object_get(ev, "local_received") == NULL)
+                json_object_set_new(ev, "local_received", json_real((double)cc_now_us() / 1e6));
             for (size_t k = 0; id && k < CLI_LABELS; k++)
                 if (label_id[k] && strcmp(label_id[k], id) == 0)
                     label = label_txt[k];
