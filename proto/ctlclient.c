@@ -149,7 +149,7 @@ static json_t *ctlc_convert(enum ctlc_type t, const char *s)
     return NULL;
 }
 
-int cc_ctlc_arguments(const char *method, int argc, char *const *argv, json_t **out,
+int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, json_t **out,
                       struct cc_err *err)
 {
     const struct ctlc_cmd *c = ctlc_find(method);

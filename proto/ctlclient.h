@@ -36,7 +36,7 @@ void cc_ctlc_list(struct cc_sbuf *out, enum cc_ctlc_kind kind);
  * the rest into the variadic list (revoke/terminate task_id, query_task ids, registered
  * taskinfoitems). Returns CC_OK and *out (owned) or CC_EUSAGE (too many arguments, bad number)
  * with the reason in err. */
-int cc_ctlc_arguments(const char *method, int argc, char *const *argv, json_t **out,
+int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, json_t **out,
                       struct cc_err *err) CC_MUST_USE;
 
 /* The request body in kombu's key order: method, arguments, destination (list or null),

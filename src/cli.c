@@ -602,7 +602,8 @@ static int cli_remote(const struct cli_opts *o)
                     o->cmd, method, o->cmd, o->cmd);
             return CLI_EX_USAGE;
         }
-        if (cc_ctlc_arguments(method, o->n_pos - 1, o->pos + 1, &arguments, &err) != CC_OK)
+        if (cc_ctlc_arguments(method, o->n_pos - 1, (const char *const *)(o->pos + 1), &arguments,
+                              &err) != CC_OK)
             return cli_usage_error(o->cmd, err.msg, NULL);
     } else if (o->n_pos) {
         return cli_usage_error(o->cmd, "unexpected argument: ", o->pos[0]);
