@@ -18,7 +18,8 @@
  *
  * Options: -b/--broker and --result-backend as the worker takes them, and the same
  * environment (CELERYC_BROKER_URL, CELERY_BROKER_URL, CELERYC_RESULT_BACKEND,
- * CELERY_RESULT_BACKEND). amqps:// uses the default TLS settings (system CAs, verify).
+ * CELERY_RESULT_BACKEND), and the worker's TLS options for amqps:// (--broker-ssl-ca, -cert,
+ * -key, -verify; env CELERYC_BROKER_SSL_CA_CERTS, _CERTFILE, _KEYFILE, _VERIFY).
  */
 #include <errno.h>
 #include <math.h>
@@ -56,6 +57,7 @@ struct cli_opts {
     const char *cmd;
     const char *broker;
     const char *backend;
+    const char *ssl_ca, *ssl_cert, *ssl_key, *ssl_verify; /* the worker's broker_ssl_* */
     double timeout_s;
     int has_timeout;
     char *dest_buf;
@@ -143,7 +145,12 @@ static void cli_usage(FILE *out, const char *cmd)
     }
     fprintf(out, "Options:\n"
                  "  -b, --broker URL        Broker URL (env CELERY_BROKER_URL).\n"
-                 "  --result-backend URL    Result backend (env CELERY_RESULT_BACKEND).\n");
+                 "  --result-backend URL    Result backend (env CELERY_RESULT_BACKEND).\n"
+                 "  --broker-ssl-ca FILE, --broker-ssl-cert FILE, --broker-ssl-key FILE,\n"
+                 "  --broker-ssl-verify required|none\n"
+                 "                          TLS for amqps://, as for the worker (env\n"
+                 "                          CELERYC_BROKER_SSL_CA_CERTS, ..._CERTFILE,\n"
+                 "                          ..._KEYFILE, ..._VERIFY).\n");
     if (strcmp(cmd, "inspect") == 0 || strcmp(cmd, "control") == 0 || strcmp(cmd, "status") == 0)
         fprintf(out, "  -t, --timeout SECONDS   Timeout in seconds waiting for reply (1.0).\n"
                      "  -d, --destination N1,N2 Comma separated list of destination node "
@@ -186,16 +193,30 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
         int has_value;
         int id;
     } flags[] = {
-        {"--broker", 'b', 1, 1},   {"--result-backend", 0, 1, 2},
-        {"--timeout", 't', 1, 3},  {"--destination", 'd', 1, 4},
-        {"--json", 'j', 0, 5},     {"--help", 'h', 0, 6},
-        {"--args", 'a', 1, 7},     {"--kwargs", 'k', 1, 8},
-        {"--eta", 0, 1, 9},        {"--countdown", 0, 1, 10},
-        {"--expires", 0, 1, 11},   {"--queue", 'Q', 1, 12},
-        {"--exchange", 0, 1, 13},  {"--routing-key", 0, 1, 14},
-        {"--traceback", 0, 0, 15}, {"--force", 'f', 0, 16},
-        {"--queues", 0, 1, 17},    {"--exclude-queues", 'X', 1, 18},
-        {"--dump", 0, 0, 19},      {"--duration", 0, 1, 20},
+        {"--broker", 'b', 1, 1},
+        {"--result-backend", 0, 1, 2},
+        {"--timeout", 't', 1, 3},
+        {"--destination", 'd', 1, 4},
+        {"--json", 'j', 0, 5},
+        {"--help", 'h', 0, 6},
+        {"--args", 'a', 1, 7},
+        {"--kwargs", 'k', 1, 8},
+        {"--eta", 0, 1, 9},
+        {"--countdown", 0, 1, 10},
+        {"--expires", 0, 1, 11},
+        {"--queue", 'Q', 1, 12},
+        {"--exchange", 0, 1, 13},
+        {"--routing-key", 0, 1, 14},
+        {"--traceback", 0, 0, 15},
+        {"--force", 'f', 0, 16},
+        {"--queues", 0, 1, 17},
+        {"--exclude-queues", 'X', 1, 18},
+        {"--dump", 0, 0, 19},
+        {"--duration", 0, 1, 20},
+        {"--broker-ssl-ca", 0, 1, 21},
+        {"--broker-ssl-cert", 0, 1, 22},
+        {"--broker-ssl-key", 0, 1, 23},
+        {"--broker-ssl-verify", 0, 1, 24},
     };
     const char *cmd = argv[0];
     int no_more_flags = 0;
@@ -205,6 +226,10 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
     o->broker =
         cli_env("CELERYC_BROKER_URL", "CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//");
     o->backend = cli_env("CELERYC_RESULT_BACKEND", "CELERY_RESULT_BACKEND", "none");
+    o->ssl_ca = cli_env("CELERYC_BROKER_SSL_CA_CERTS", NULL, NULL);
+    o->ssl_cert = cli_env("CELERYC_BROKER_SSL_CERTFILE", NULL, NULL);
+    o->ssl_key = cli_env("CELERYC_BROKER_SSL_KEYFILE", NULL, NULL);
+    o->ssl_verify = cli_env("CELERYC_BROKER_SSL_VERIFY", NULL, "required");
     o->timeout_s = 1.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -331,10 +356,25 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
         case 19:
             o->is_dump = 1;
             break;
+        case 21:
+            o->ssl_ca = val;
+            break;
+        case 22:
+            o->ssl_cert = val;
+            break;
+        case 23:
+            o->ssl_key = val;
+            break;
+        case 24:
+            o->ssl_verify = val;
+            break;
         default:
             break;
         }
     }
+    if (strcmp(o->ssl_verify, "required") != 0 && strcmp(o->ssl_verify, "none") != 0)
+        return cli_usage_error(cmd,
+                               "--broker-ssl-verify: expected required or none: ", o->ssl_verify);
     return 0;
 }
 
@@ -345,8 +385,11 @@ static int cli_connect(struct cc_broker *b, const struct cli_opts *o)
     struct cc_err err = {0};
     int rc;
 
+    struct cc_broker_tls tls = {o->ssl_ca, o->ssl_cert, o->ssl_key,
+                                strcmp(o->ssl_verify, "none") != 0};
+
     memset(b, 0, sizeof *b);
-    rc = cc_broker_connect(b, o->broker, 0, 4.0, NULL, &err);
+    rc = cc_broker_connect(b, o->broker, 0, 4.0, &tls, &err);
     if (rc != CC_OK) {
         fprintf(stderr, "Error: cannot connect to the broker: %s\n", err.msg);
         cc_broker_close(b);

@@ -200,3 +200,28 @@ def test_events_dump(worker_factory):
     assert any(" task succeeded: " in ln and "result=5," in ln for ln in mine), mine
     # Worker events are dumped too.
     assert any(ln.startswith(pyw.name + " [") and "] heartbeat: " in ln for ln in lines), lines
+
+
+def test_status_over_tls(pyw):
+    """amqps:// with the worker's TLS options (flags and CELERYC_BROKER_SSL_* variables)."""
+    url = os.environ.get("CELERYC_TEST_AMQPS_URL")
+    if not url:
+        pytest.skip("no TLS listener")
+    r = cc("status", "-b", url, "-d", pyw.name, "-t", _t(),
+           "--broker-ssl-ca", os.environ["CELERYC_TEST_CA_FILE"],
+           "--broker-ssl-cert", os.environ["CELERYC_TEST_CLIENT_CERT"],
+           "--broker-ssl-key", os.environ["CELERYC_TEST_CLIENT_KEY"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "->  %s: OK\n\n1 node online.\n" % pyw.name
+    os.environ["CELERYC_BROKER_SSL_CA_CERTS"] = os.environ["CELERYC_TEST_CA_FILE"]
+    os.environ["CELERYC_BROKER_SSL_CERTFILE"] = os.environ["CELERYC_TEST_CLIENT_CERT"]
+    os.environ["CELERYC_BROKER_SSL_KEYFILE"] = os.environ["CELERYC_TEST_CLIENT_KEY"]
+    try:
+        r = cc("inspect", "ping", "-b", url, "-d", pyw.name, "-t", _t(), "--json")
+    finally:
+        for k in ("CA_CERTS", "CERTFILE", "KEYFILE"):
+            del os.environ["CELERYC_BROKER_SSL_" + k]
+    assert json.loads(r.stdout) == {pyw.name: {"ok": "pong"}}, r.stderr
+    # Without the CA: the connection is refused, exit 70.
+    r = cc("status", "-b", url, "-t", "0.5")
+    assert r.returncode == 70 and "cannot connect" in r.stderr
