@@ -3,6 +3,7 @@
  *   celeryc --version | -V | version   print the version and the Celery protocol it speaks
  *   celeryc --help | -h | help         list the subcommands
  *   celeryc worker [OPTIONS]           run a worker (options: `celeryc worker --help`)
+ *   celeryc inspect|control|status|call|result|purge|events ...   client commands (cli.c)
  *
  * Design: main() only parses and dispatches; the worker's configuration is loaded by
  * cc_cfg_load() (file < environment < command line) before logging is set up, so a bad
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "celeryc/version.h"
+#include "cli.h"
 #include "config.h"
 #include "log.h"
 #include "worker.h"
@@ -43,6 +45,13 @@ static void main_usage(FILE *out)
             "\n"
             "Commands:\n"
             "  worker    Start a worker instance (celeryc worker --help for options).\n"
+            "  inspect   Inspect the workers at runtime (ping, stats, active, ...).\n"
+            "  control   Workers remote control (revoke, rate_limit, shutdown, ...).\n"
+            "  status    Show list of workers that are online.\n"
+            "  call      Call a task by name.\n"
+            "  result    Print the return value for a given task id.\n"
+            "  purge     Erase all messages from all known task queues.\n"
+            "  events    Dump events to the screen (--dump).\n"
             "  version   Show the version and exit.\n"
             "\n"
             "Options:\n"
@@ -105,6 +114,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "worker") == 0)
         return main_worker(argc - 1, argv + 1);
+    if (cc_cli_is_command(cmd)) /* issue #4: client commands, src/cli.c */
+        return cc_cli_main(argc - 1, argv + 1);
     fprintf(stderr, "celeryc: error: no such command '%s'\n\n", cmd);
     main_usage(stderr);
     return MAIN_EX_USAGE;

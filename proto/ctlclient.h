@@ -1,0 +1,73 @@
+/* The client side of Celery remote control (pidbox) and of `celery events --dump`: pure
+ * encoding of requests from command-line words and text formatting of replies and events
+ * exactly as the `celery` CLI prints them. No sockets, clocks or globals; src/cli.c does I/O.
+ *
+ * References: celery-wire.md §5 (pidbox request/reply), §4 (events); celery/bin/control.py
+ * (_compile_arguments, _say_remote_command_reply), celery/bin/base.py (pretty, pretty_list,
+ * say_chat), celery/worker/control.py (Panel.meta: argument names and types),
+ * celery/events/dumper.py (Dumper.on_event).
+ */
+#ifndef CELERYC_PROTO_CTLCLIENT_H
+#define CELERYC_PROTO_CTLCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "celeryc/status.h"
+#include "strbuf.h"
+
+enum cc_ctlc_kind {
+    CC_CTLC_UNKNOWN = 0,
+    CC_CTLC_INSPECT = 1,
+    CC_CTLC_CONTROL = 2,
+};
+
+/* Whether `method` is an inspect or a control command as `celery inspect|control` lists them
+ * (Panel.meta, visible ones). */
+enum cc_ctlc_kind cc_ctlc_kind(const char *method);
+
+/* Print the methods of `kind`, one per line with their arguments, for --help. */
+void cc_ctlc_list(struct cc_sbuf *out, enum cc_ctlc_kind kind);
+
+/* Build the request `arguments` from the words after the method, as celery's
+ * _compile_arguments does: positional arguments by name and type (str, int, float, bool),
+ * the rest into the variadic list (revoke/terminate task_id, query_task ids, registered
+ * taskinfoitems). Returns CC_OK and *out (owned) or CC_EUSAGE (too many arguments, bad number)
+ * with the reason in err. */
+int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, json_t **out,
+                      struct cc_err *err) CC_MUST_USE;
+
+/* The request body in kombu's key order: method, arguments, destination (list or null),
+ * pattern, matcher (null), then ticket and reply_to {exchange, routing_key} when `ticket`
+ * is non-NULL. `arguments` is borrowed (copied in). Returns an owned object or NULL. */
+json_t *cc_ctlc_request(const char *method, const json_t *arguments, const char *const *dest,
+                        size_t n_dest, const char *ticket, const char *reply_exchange,
+                        const char *reply_routing_key);
+
+/* The `celery inspect`/`control` lines for one node's reply:
+ *   "->  <node>: OK\n" then the reply pretty-printed and indented (show_body), or
+ *   "->  <node>: ERROR\n" for {"error": ...}. As celery/bin/base.py pretty() without colour. */
+void cc_ctlc_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body);
+
+/* "\n<n> node(s) online.\n" */
+void cc_ctlc_say_online(struct cc_sbuf *out, size_t n_nodes);
+
+/* json.dumps(v, sort_keys=sort, indent=indent) as Python prints it (indent < 0: one line with
+ * ", " and ": " separators, ensure_ascii, Python float repr). */
+void cc_ctlc_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys);
+
+/* str(v) in Python: a string as is, anything else as its repr. */
+void cc_ctlc_pystr(struct cc_sbuf *out, const json_t *v);
+
+/* One `celery events --dump` line (without the newline) for event `ev` (an object with type,
+ * hostname, timestamp, ...): "<host> [<utc datetime>] <human type>: k=v, ..." with task events
+ * "<host> [<dt>] <type>: <task label> k=v, ...". `task_label` is what the caller remembered
+ * for the uuid from its task-received/task-sent event ("name(uuid) args=.. kwargs=.."), or "";
+ * for task-received/task-sent, the label is built and also stored in *new_label (owned) when
+ * new_label is non-NULL. */
+void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
+                        char **new_label);
+
+#endif
