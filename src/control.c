@@ -592,8 +592,10 @@ static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_ter
         json_decref(t.terminated);
     } else {
         char *text = cc_ctl_join_ids("tasks ", ids, " flagged as revoked");
+        char *idstr = cc_ctl_join_ids("", ids, "");
 
-        cc_info("Tasks flagged as revoked: %s", text ? text + 6 : "");
+        cc_info("Tasks flagged as revoked: %s", idstr ? idstr : "");
+        free(idstr);
         reply = cc_ctl_ok(text ? text : "");
         free(text);
     }
@@ -717,6 +719,16 @@ static json_t *control_conf(struct cc_control *c)
 {
     char *u = cc_url_redact(c->cfg->broker_url ? c->cfg->broker_url : "");
     json_t *o = json_object();
+    char *star = u ? strstr(u, ":**@") : NULL;
+
+    if (star != NULL) { /* Celery's conf masks the password as "********" */
+        size_t n = strlen(u) + 7;
+        char *m = cc_xmalloc(n);
+
+        snprintf(m, n, "%.*s:********%s", (int)(star - u), u, star + 3);
+        free(u);
+        u = m;
+    }
 
     /* Non-default settings we know of, JSON-safe, password masked as Celery does. */
     json_object_set_new(o, "broker_url", json_string(u ? u : ""));
