@@ -477,7 +477,7 @@ static json_t *control_registered(struct cc_control *c)
 
         if (strncmp(e->name, "celery.", 7) == 0)
             continue; /* builtins=False */
-        if (rate != NULL && rate[0] != '\0' && strcmp(rate, "0") != 0)
+        if (rate != NULL)
             snprintf(buf, sizeof(buf), "%s [rate_limit=%s]", e->name, rate);
         else
             snprintf(buf, sizeof(buf), "%s", e->name);
@@ -632,8 +632,13 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
     }
     if (c->rl != NULL)
         cc_rl_set(c->rl, name, per_s);
-    json_object_set_new(c->rate_limits, name, json_string(per_s > 0 ? text : "0"));
-    if (per_s <= 0) {
+    /* registered shows str(task.rate_limit) unless it is None, as Celery */
+    json_object_set_new(c->rate_limits, name,
+                        jr == NULL || json_is_null(jr) ? json_null() : json_string(text));
+    /* Python's `if not rate_limit`: None, 0 and "" disable; the string "0" (what the CLI
+     * sends) is truthy, so Celery answers "new rate limit" although the limit is off. */
+    if (jr == NULL || json_is_null(jr) || (json_is_number(jr) && json_number_value(jr) == 0) ||
+        (json_is_string(jr) && json_string_length(jr) == 0)) {
         cc_info("Rate limits disabled for tasks of type %s", name);
         return cc_ctl_ok("rate limit disabled successfully");
     }

@@ -135,8 +135,13 @@ def test_control_commands(app, worker_factory):
     assert control_json("rate_limit", node, "demo.add", "5/m") == \
         {"ok": "new rate limit set successfully"}
     assert "demo.add [rate_limit=5/m]" in inspect_json("registered", node)
+    # the CLI sends the string "0", which Python finds truthy; the API's int 0 is not
     assert control_json("rate_limit", node, "demo.add", "0") == \
-        {"ok": "rate limit disabled successfully"}
+        {"ok": "new rate limit set successfully"}
+    assert app.control.rate_limit("demo.add", 0, reply=True, destination=[node],
+                                  timeout=scaled(5)) == \
+        [{node: {"ok": "rate limit disabled successfully"}}]
+    assert "demo.add [rate_limit=0]" in inspect_json("registered", node)  # str(0), as Celery
     assert control_json("rate_limit", node, "no.such.task", "5/m") == {"error": "unknown task"}
     assert control_json("time_limit", node, "demo.add", "10", "20") == \
         {"ok": "time limits set successfully"}
