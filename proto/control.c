@@ -176,10 +176,9 @@ json_t *cc_ctl_queue_info(const char *name, const char *exchange, const char *ex
                      "name", name, "exchange", ex, "routing_key", routing_key, "queue_arguments",
                      max_priority > 0 ? json_pack("{s:i}", "x-max-priority", max_priority)
                                       : json_null(),
-                     "binding_arguments", "consumer_arguments", "durable", is_durable,
-                     "exclusive", 0, "auto_delete", 0, "no_ack", 0, "alias", "bindings",
-                     "no_declare", "expires", "message_ttl", "max_length", "max_length_bytes",
-                     "max_priority",
+                     "binding_arguments", "consumer_arguments", "durable", is_durable, "exclusive",
+                     0, "auto_delete", 0, "no_ack", 0, "alias", "bindings", "no_declare", "expires",
+                     "message_ttl", "max_length", "max_length_bytes", "max_priority",
                      max_priority > 0 ? json_integer(max_priority) : json_null());
 }
 

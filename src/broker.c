@@ -731,8 +731,8 @@ int cc_broker_consume_on(struct cc_broker *b, amqp_channel_t ch, const char *que
     if (ch == b->channel && b->n_consumers >= CC_BROKER_MAX_CONSUMERS)
         return cc_err_set(err, CC_ERANGE, "too many queues (max %d)", CC_BROKER_MAX_CONSUMERS);
     snprintf(what, sizeof(what), "basic.consume '%.80s'", queue);
-    ok = amqp_basic_consume(b->conn, ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack,
-                            0, amqp_empty_table);
+    ok = amqp_basic_consume(b->conn, ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack, 0,
+                            amqp_empty_table);
     rc = broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
     if (rc != CC_OK || ok == NULL)
         return rc;
@@ -745,8 +745,7 @@ int cc_broker_consume_on(struct cc_broker *b, amqp_channel_t ch, const char *que
     return rc;
 }
 
-int cc_broker_cancel_on(struct cc_broker *b, amqp_channel_t ch, const char *tag,
-                        struct cc_err *err)
+int cc_broker_cancel_on(struct cc_broker *b, amqp_channel_t ch, const char *tag, struct cc_err *err)
 {
     int rc;
 

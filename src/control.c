@@ -359,8 +359,8 @@ static json_t *control_info(struct cc_control *c, const struct cc_request *r, in
 struct control_collect {
     struct cc_control *c;
     enum cc_control_kind want;
-    json_t *out;      /* list (active/reserved/scheduled) or object (query_task) */
-    json_t *ids;      /* query_task: wanted ids */
+    json_t *out; /* list (active/reserved/scheduled) or object (query_task) */
+    json_t *ids; /* query_task: wanted ids */
 };
 
 static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_control_kind kind,
@@ -432,16 +432,14 @@ static json_t *control_stats(struct cc_control *c)
                                                      : json_string("N/A"),
                      "put-guarded-by-semaphore", 0, "timeouts", c->cfg->soft_time_limit_s,
                      c->cfg->time_limit_s);
-    if (cc_url_parse_amqp(c->cfg->broker_url ? c->cfg->broker_url : "amqp://", &u, &err) !=
-        CC_OK)
+    if (cc_url_parse_amqp(c->cfg->broker_url ? c->cfg->broker_url : "amqp://", &u, &err) != CC_OK)
         memset(&u, 0, sizeof(u));
     broker = json_pack("{s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:f, s:{}, s:s, s:n, s:f, s:s, s:[]}",
                        "hostname", u.host ? u.host : "", "userid", u.user ? u.user : "",
-                       "virtual_host", u.vhost ? u.vhost : "/", "port", u.port, "insist", 0,
-                       "ssl", u.tls, "transport", "amqp", "connect_timeout",
-                       c->cfg->connect_timeout_s, "transport_options", "login_method", "PLAIN",
-                       "uri_prefix", "heartbeat", c->cfg->heartbeat_s, "failover_strategy",
-                       "round-robin", "alternates");
+                       "virtual_host", u.vhost ? u.vhost : "/", "port", u.port, "insist", 0, "ssl",
+                       u.tls, "transport", "amqp", "connect_timeout", c->cfg->connect_timeout_s,
+                       "transport_options", "login_method", "PLAIN", "uri_prefix", "heartbeat",
+                       c->cfg->heartbeat_s, "failover_strategy", "round-robin", "alternates");
     cc_url_amqp_deinit(&u);
     getrusage(RUSAGE_SELF, &ru);
     snprintf(clock, sizeof(clock), "%llu", (unsigned long long)c->clock);
@@ -453,9 +451,9 @@ static json_t *control_stats(struct cc_control *c)
         o, "rusage",
         json_pack("{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
                   "s:I}",
-                  "utime", (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
-                  "stime", (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
-                  "maxrss", (json_int_t)ru.ru_maxrss, "ixrss", (json_int_t)ru.ru_ixrss, "idrss",
+                  "utime", (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6, "stime",
+                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6, "maxrss",
+                  (json_int_t)ru.ru_maxrss, "ixrss", (json_int_t)ru.ru_ixrss, "idrss",
                   (json_int_t)ru.ru_idrss, "isrss", (json_int_t)ru.ru_isrss, "minflt",
                   (json_int_t)ru.ru_minflt, "majflt", (json_int_t)ru.ru_majflt, "nswap",
                   (json_int_t)ru.ru_nswap, "inblock", (json_int_t)ru.ru_inblock, "oublock",
@@ -748,8 +746,7 @@ static json_t *control_conf(struct cc_control *c)
     }
     if (c->cfg->concurrency > 0)
         json_object_set_new(o, "worker_concurrency", json_integer(c->cfg->concurrency));
-    json_object_set_new(o, "worker_prefetch_multiplier",
-                        json_integer(c->cfg->prefetch_multiplier));
+    json_object_set_new(o, "worker_prefetch_multiplier", json_integer(c->cfg->prefetch_multiplier));
     if (c->cfg->time_limit_s > 0)
         json_object_set_new(o, "task_time_limit", json_real(c->cfg->time_limit_s));
     if (c->cfg->soft_time_limit_s > 0)
@@ -888,15 +885,32 @@ static bool control_header_int(const amqp_table_t *t, const char *key, uint64_t 
         if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0)
             continue;
         switch (v->kind) {
-        case AMQP_FIELD_KIND_I8: *out = (uint64_t)(v->value.i8 < 0 ? 0 : v->value.i8); return true;
-        case AMQP_FIELD_KIND_U8: *out = v->value.u8; return true;
-        case AMQP_FIELD_KIND_I16: *out = (uint64_t)(v->value.i16 < 0 ? 0 : v->value.i16); return true;
-        case AMQP_FIELD_KIND_U16: *out = v->value.u16; return true;
-        case AMQP_FIELD_KIND_I32: *out = (uint64_t)(v->value.i32 < 0 ? 0 : v->value.i32); return true;
-        case AMQP_FIELD_KIND_U32: *out = v->value.u32; return true;
-        case AMQP_FIELD_KIND_I64: *out = (uint64_t)(v->value.i64 < 0 ? 0 : v->value.i64); return true;
-        case AMQP_FIELD_KIND_U64: *out = v->value.u64; return true;
-        default: return false;
+        case AMQP_FIELD_KIND_I8:
+            *out = (uint64_t)(v->value.i8 < 0 ? 0 : v->value.i8);
+            return true;
+        case AMQP_FIELD_KIND_U8:
+            *out = v->value.u8;
+            return true;
+        case AMQP_FIELD_KIND_I16:
+            *out = (uint64_t)(v->value.i16 < 0 ? 0 : v->value.i16);
+            return true;
+        case AMQP_FIELD_KIND_U16:
+            *out = v->value.u16;
+            return true;
+        case AMQP_FIELD_KIND_I32:
+            *out = (uint64_t)(v->value.i32 < 0 ? 0 : v->value.i32);
+            return true;
+        case AMQP_FIELD_KIND_U32:
+            *out = v->value.u32;
+            return true;
+        case AMQP_FIELD_KIND_I64:
+            *out = (uint64_t)(v->value.i64 < 0 ? 0 : v->value.i64);
+            return true;
+        case AMQP_FIELD_KIND_U64:
+            *out = v->value.u64;
+            return true;
+        default:
+            return false;
         }
     }
     return false;

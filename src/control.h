@@ -30,7 +30,7 @@
 #define CC_CONTROL_CHANNEL 2
 
 /* Revoked ids kept (Celery's REVOKES_MAX / REVOKE_EXPIRES, worker/state.py). */
-#define CC_CONTROL_REVOKES_MAX       50000
+#define CC_CONTROL_REVOKES_MAX      50000
 #define CC_CONTROL_REVOKE_EXPIRES_S 10800
 
 enum cc_control_kind {
@@ -51,9 +51,9 @@ struct cc_control_ops {
 
 struct cc_control_queue {
     char *name, *exchange, *exchange_type, *routing_key;
-    char tag[128];   /* consumer tag on the task channel, "" = not consuming */
-    bool is_active;  /* wanted: consumed after every reconnect */
-    bool is_config;  /* one of -Q (consumed by worker_declare) */
+    char tag[128];  /* consumer tag on the task channel, "" = not consuming */
+    bool is_active; /* wanted: consumed after every reconnect */
+    bool is_config; /* one of -Q (consumed by worker_declare) */
 };
 
 struct cc_control {
@@ -69,9 +69,9 @@ struct cc_control {
     int64_t started_mono_us;
     double *time_start; /* by pool slot: epoch seconds of the job in flight */
     int n_slots;
-    json_t *total;     /* {task name: started count} in first-seen order */
-    json_t *revoked;   /* {id: epoch seconds revoked}, insertion order */
-    json_t *terminated; /* {id: signum} revoked with terminate, not yet reported */
+    json_t *total;       /* {task name: started count} in first-seen order */
+    json_t *revoked;     /* {id: epoch seconds revoked}, insertion order */
+    json_t *terminated;  /* {id: signum} revoked with terminate, not yet reported */
     json_t *rate_limits; /* {task name: rate text} set at run time */
     json_t *time_limits; /* {task name: [soft, hard]} set at run time */
     FILE *statedb;       /* appended to on every revoke; NULL = no worker_state_db */
