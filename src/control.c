@@ -659,7 +659,6 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
     cc_info("New time limits for tasks of type %s: soft=%g hard=%g", name,
             json_is_number(soft) ? json_number_value(soft) : 0.0,
             json_is_number(hard) ? json_number_value(hard) : 0.0);
-    /* [control] applied by the pool when its override hook is merged; see the report. */
     return cc_ctl_ok("time limits set successfully");
 }
 
@@ -962,4 +961,16 @@ void cc_control_on_delivery(struct cc_control *c, const amqp_envelope_t *env)
     }
     json_decref(value);
     cc_ctl_req_deinit(&q);
+}
+
+bool cc_control_task_limits(void *ud, const char *name, double *soft_s, double *hard_s)
+{
+    struct cc_control *c = ud;
+    json_t *v = json_object_get(c->time_limits, name);
+
+    if (v == NULL)
+        return false;
+    *soft_s = json_number_value(json_array_get(v, 0));
+    *hard_s = json_number_value(json_array_get(v, 1));
+    return true;
 }

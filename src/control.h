@@ -107,6 +107,9 @@ void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request
 /* True (and forgets it) when `id` was terminated by revoke(terminate=True). */
 bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum);
 
+/* For cc_pool_opts.task_limits: the limits the time_limit command set for `name`. */
+bool cc_control_task_limits(void *ud, const char *name, double *soft_s, double *hard_s);
+
 /* Task events flag (enable_events / disable_events). */
 bool cc_control_is_events(const struct cc_control *c);
 

@@ -1450,6 +1450,8 @@ int cc_worker_main(const struct cc_config *cfg)
     po.broker = &w.broker;
     po.is_solo = cfg->pool == CC_POOL_SOLO;
     po.is_threads = cfg->pool == CC_POOL_THREADS;
+    po.task_limits = cc_control_task_limits; /* [control] time_limit command */
+    po.task_limits_ud = &w.ctl;
     rc = cc_pool_start(&w.pool, &po, &err);
     w.is_pool_started = true;
     if (rc != CC_OK) {

@@ -147,6 +147,16 @@ def test_control_commands(app, worker_factory):
         {"ok": "time limits set successfully"}
     assert control_json("time_limit", node, "no.such.task", "10", "20") == \
         {"error": "unknown task"}
+    # A hard limit set at run time applies to the next task of that type. (Celery 5.2.6's
+    # prefork pool started without limits accepts the command but never enforces it.)
+    assert app.control.time_limit("demo.sleep", hard=1, reply=True, destination=[node],
+                                  timeout=scaled(5)) == \
+        [{node: {"ok": "time limits set successfully"}}]
+    if IMPL != "python":
+        r = app.send_task("demo.sleep", args=[30], queue=w.queue)
+        with pytest.raises(Exception) as ei:
+            r.get(timeout=TIMEOUT)
+        assert type(ei.value).__name__ == "TimeLimitExceeded", repr(ei.value)
 
     assert control_json("add_consumer", node, extra) == {"ok": "add consumer %s" % extra}
     wait_for(lambda: extra in [q["name"] for q in inspect_json("active_queues", node)], 10,
