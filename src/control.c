@@ -71,6 +71,65 @@ static void control_revoked_put(struct cc_control *c, const char *id, double ts)
         control_revoked_purge(c, ts);
 }
 
+/* Fleet-wide revokes: read what other workers added to CC_CONTROL_REVOKED_KEY since the last
+ * look (with 5 s of overlap for clock skew between writers), or everything younger than
+ * CC_CONTROL_REVOKE_EXPIRES_S at start. */
+static void control_revoked_sync(struct cc_control *c)
+{
+    char lo[48];
+    const char *argv[5];
+    redisReply *rep;
+    double now = control_now();
+
+    c->synced_mono_us = cc_mono_us();
+    if (c->kv == NULL || !cc_redeliver_kv_usable(c->kv))
+        return;
+    if (c->synced_max_score > 0)
+        snprintf(lo, sizeof(lo), "%.0f", c->synced_max_score - 5000);
+    else
+        snprintf(lo, sizeof(lo), "%.0f", (now - CC_CONTROL_REVOKE_EXPIRES_S) * 1000);
+    argv[0] = "ZRANGEBYSCORE";
+    argv[1] = CC_CONTROL_REVOKED_KEY;
+    argv[2] = lo;
+    argv[3] = "+inf";
+    argv[4] = "WITHSCORES";
+    rep = cc_redeliver_kv_cmd(c->kv, 5, argv, NULL);
+    if (rep == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            const redisReply *m = rep->element[i], *sc = rep->element[i + 1];
+            double score;
+
+            if (m->type != REDIS_REPLY_STRING || sc->type != REDIS_REPLY_STRING)
+                continue;
+            score = strtod(sc->str, NULL);
+            if (score > c->synced_max_score)
+                c->synced_max_score = score;
+            if (json_object_get(c->revoked, m->str) == NULL)
+                control_revoked_put(c, m->str, score / 1000);
+        }
+    }
+    freeReplyObject(rep);
+}
+
+static void control_revoked_publish(struct cc_control *c, const char *id, double now)
+{
+    char score[32], old_ms[32];
+    const char *add[4] = {"ZADD", CC_CONTROL_REVOKED_KEY, score, id};
+    const char *trim[4] = {"ZREMRANGEBYSCORE", CC_CONTROL_REVOKED_KEY, "-inf", old_ms};
+    redisReply *rep;
+
+    if (c->kv == NULL || !cc_redeliver_kv_usable(c->kv))
+        return;
+    snprintf(score, sizeof(score), "%.0f", now * 1000);
+    snprintf(old_ms, sizeof(old_ms), "%.0f", (now - CC_CONTROL_REVOKE_EXPIRES_S) * 1000);
+    if ((rep = cc_redeliver_kv_cmd(c->kv, 4, add, NULL)) != NULL)
+        freeReplyObject(rep);
+    if ((rep = cc_redeliver_kv_cmd(c->kv, 4, trim, NULL)) != NULL) /* expired ones */
+        freeReplyObject(rep);
+}
+
 void cc_control_revoke_add(struct cc_control *c, const char *id)
 {
     double now = control_now();
@@ -80,11 +139,16 @@ void cc_control_revoke_add(struct cc_control *c, const char *id)
         fprintf(c->statedb, "%.6f %s\n", now, id);
         fflush(c->statedb);
     }
+    control_revoked_publish(c, id, now);
 }
 
-bool cc_control_is_revoked(const struct cc_control *c, const char *id)
+bool cc_control_is_revoked(struct cc_control *c, const char *id)
 {
-    return id != NULL && c->revoked != NULL && json_object_get(c->revoked, id) != NULL;
+    if (id == NULL || c->revoked == NULL)
+        return false;
+    if (c->kv != NULL && cc_mono_us() - c->synced_mono_us >= CC_CONTROL_REVOKED_SYNC_US)
+        control_revoked_sync(c);
+    return json_object_get(c->revoked, id) != NULL;
 }
 
 static int control_statedb_load(struct cc_control *c, const char *path, struct cc_err *err)
@@ -166,7 +230,8 @@ static struct cc_control_queue *control_queue_find(struct cc_control *c, const c
 
 int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const char *hostname,
                     struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
-                    const struct cc_control_ops *ops, struct cc_err *err)
+                    struct cc_redeliver_kv *kv, const struct cc_control_ops *ops,
+                    struct cc_err *err)
 {
     const char *dq = cfg->default_queue ? cfg->default_queue : "celery";
     size_t len = strlen(hostname) + sizeof(".celery.pidbox");
@@ -192,8 +257,21 @@ int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const cha
             control_queue_add(c, cfg->queues[i], cfg->queues[i], "direct", cfg->queues[i], true);
     else
         control_queue_add(c, dq, dq, "direct", dq, true);
-    if (cfg->state_db != NULL && cfg->state_db[0] != '\0')
-        return control_statedb_load(c, cfg->state_db, err);
+    c->kv = kv;
+    if (cfg->state_db != NULL && cfg->state_db[0] != '\0') {
+        int rc = control_statedb_load(c, cfg->state_db, err);
+
+        if (rc != CC_OK)
+            return rc;
+    }
+    if (kv != NULL) { /* revokes sent while we were away */
+        size_t before = json_object_size(c->revoked);
+
+        control_revoked_sync(c);
+        if (json_object_size(c->revoked) > before)
+            cc_info("Loaded %zu revoked task ids from Redis key " CC_CONTROL_REVOKED_KEY,
+                    json_object_size(c->revoked) - before);
+    }
     return CC_OK;
 }
 

@@ -26,8 +26,16 @@
 #include "consumer.h"
 #include "pool.h"
 #include "ratelimit.h"
+#include "redeliver.h"
 
 #define CC_CONTROL_CHANNEL 2
+
+/* Redis sorted set shared by the fleet: member = task id, score = revoke time (ms since the
+ * epoch); members older than CC_CONTROL_REVOKE_EXPIRES_S are trimmed at every revoke and
+ * ignored by readers (the TTL). */
+#define CC_CONTROL_REVOKED_KEY "celeryc-revoked"
+/* How often a worker that receives tasks looks for revokes other workers wrote. */
+#define CC_CONTROL_REVOKED_SYNC_US 1000000
 
 /* Revoked ids kept (Celery's REVOKES_MAX / REVOKE_EXPIRES, worker/state.py). */
 #define CC_CONTROL_REVOKES_MAX      50000
@@ -69,23 +77,28 @@ struct cc_control {
     int64_t started_mono_us;
     double *time_start; /* by pool slot: epoch seconds of the job in flight */
     int n_slots;
-    json_t *total;       /* {task name: started count} in first-seen order */
-    json_t *revoked;     /* {id: epoch seconds revoked}, insertion order */
-    json_t *terminated;  /* {id: signum} revoked with terminate, not yet reported */
-    json_t *rate_limits; /* {task name: rate text} set at run time */
-    json_t *time_limits; /* {task name: [soft, hard]} set at run time */
-    FILE *statedb;       /* appended to on every revoke; NULL = no worker_state_db */
+    json_t *total;              /* {task name: started count} in first-seen order */
+    json_t *revoked;            /* {id: epoch seconds revoked}, insertion order */
+    json_t *terminated;         /* {id: signum} revoked with terminate, not yet reported */
+    json_t *rate_limits;        /* {task name: rate text} set at run time */
+    json_t *time_limits;        /* {task name: [soft, hard]} set at run time */
+    FILE *statedb;              /* appended to on every revoke; NULL = no worker_state_db */
+    struct cc_redeliver_kv *kv; /* bookkeeping Redis (fleet-wide revokes), or NULL */
+    int64_t synced_mono_us;     /* last look at CC_CONTROL_REVOKED_KEY (0 = never) */
+    double synced_max_score;    /* highest score seen there (ms) */
     struct cc_control_queue *queues;
     size_t n_queues;
 };
 
 /* Load the revoked set from cfg->state_db (ids older than CC_CONTROL_REVOKE_EXPIRES_S are
- * dropped). `hostname`, `broker`, `pool`, `rl` are borrowed for the worker's life;
+ * dropped) and, when `kv` (the bookkeeping Redis, may be NULL) is set, from the fleet's
+ * CC_CONTROL_REVOKED_KEY. `hostname`, `broker`, `pool`, `rl` are borrowed for the worker's life;
  * `pool` is read only after it started. Returns CC_OK or CC_EIO (state file unreadable or
  * not writable). */
 int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const char *hostname,
                     struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
-                    const struct cc_control_ops *ops, struct cc_err *err) CC_MUST_USE;
+                    struct cc_redeliver_kv *kv, const struct cc_control_ops *ops,
+                    struct cc_err *err) CC_MUST_USE;
 
 /* After every connect (worker_declare done): open channel 2, declare the pidbox exchange,
  * queue, binding and the reply exchange, consume with no_ack; re-apply add_consumer /
@@ -96,9 +109,11 @@ int cc_control_attach(struct cc_control *c, struct cc_err *err) CC_MUST_USE;
  * publish the reply. Errors are logged; a broker failure is left for cc_broker_next to see. */
 void cc_control_on_delivery(struct cc_control *c, const amqp_envelope_t *env);
 
-bool cc_control_is_revoked(const struct cc_control *c, const char *id);
+/* Whether `id` is revoked: the local set, after a look at the fleet's Redis set when the
+ * last one is older than CC_CONTROL_REVOKED_SYNC_US. */
+bool cc_control_is_revoked(struct cc_control *c, const char *id);
 
-/* Add ids (strings) to the revoked set and the state file. */
+/* Add `id` to the revoked set, the state file and the fleet's Redis set. */
 void cc_control_revoke_add(struct cc_control *c, const char *id);
 
 /* A job is handed to the executor in `slot`: time_start and the `total` stats. */

@@ -1396,7 +1396,8 @@ int cc_worker_main(const struct cc_config *cfg)
     cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     /* [control] the pidbox node and the revoked set (worker_state_db) */
     const struct cc_control_ops ctl_ops = {.ud = &w, .each = worker_ctl_each};
-    rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl, &ctl_ops, &err);
+    rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
+                         cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
     w.is_ctl_init = true;
     if (rc != CC_OK) {
         cc_crit("start-up: %s", err.msg);
