@@ -256,3 +256,24 @@ def test_revoke_while_down_applies_when_back(app, worker_factory, rds):
     app.send_task("demo.add", args=[1, 2], queue=b2.queue, task_id=tid2)
     wait_for(lambda: rds.get("celery-task-meta-" + tid2), TIMEOUT, "second revoke stored")
     assert json.loads(rds.get("celery-task-meta-" + tid2))["status"] == "REVOKED"
+
+
+def test_pidbox_and_added_queue_survive_reconnect(app, worker_factory):
+    """After a connection loss the worker redeclares and reconsumes its pidbox queue and
+    the queues add_consumer added."""
+    if IMPL == "python":
+        pytest.skip("celeryc reconnect")
+    d = os.environ.get("CELERYC_TEST_DATA_DIR")
+    if not d:
+        pytest.skip("needs the RabbitMQ node started by scripts/services.sh")
+    w = worker_factory(concurrency=1)
+    extra = unique_queue("ctl-rc")
+    assert control_json("add_consumer", w.name, extra) == {"ok": "add consumer %s" % extra}
+    subprocess.run(["bash", str(HERE.parents[1] / "scripts" / "services.sh"), "ctl", d,
+                    "close_all_connections", "integration test: pidbox reconnect"],
+                   check=True, timeout=scaled(90), stdout=subprocess.DEVNULL)
+    w.wait_log(r"Connected to amqp://", 30)
+    wait_for(lambda: app.control.ping(destination=[w.name], timeout=scaled(1)), 20,
+             "ping answered after the reconnect")
+    assert [q["name"] for q in inspect_json("active_queues", w.name)] == [w.queue, extra]
+    assert app.send_task("demo.add", args=[2, 3], queue=extra).get(timeout=TIMEOUT) == 5
