@@ -492,6 +492,12 @@ static const char *control_arg_str(json_t *args, const char *key)
     return json_string_value(json_object_get(args, key));
 }
 
+/* Python's `limit or 0`: int 0 when unset, the float otherwise. */
+static json_t *control_limit(double s)
+{
+    return s > 0 ? json_real(s) : json_integer(0);
+}
+
 static json_t *control_stats(struct cc_control *c)
 {
     struct rusage ru;
@@ -504,12 +510,12 @@ static json_t *control_stats(struct cc_control *c)
     for (int i = 0; i < c->pool->n; i++)
         if (c->pool->kids[i].pid > 0)
             json_array_append_new(procs, json_integer(c->pool->kids[i].pid));
-    pool = json_pack("{s:i, s:o, s:o, s:b, s:[f, f]}", "max-concurrency", c->pool->n, "processes",
+    pool = json_pack("{s:i, s:o, s:o, s:b, s:[o, o]}", "max-concurrency", c->pool->n, "processes",
                      procs, "max-tasks-per-child",
                      c->cfg->max_tasks_per_child > 0 ? json_integer(c->cfg->max_tasks_per_child)
                                                      : json_string("N/A"),
-                     "put-guarded-by-semaphore", 0, "timeouts", c->cfg->soft_time_limit_s,
-                     c->cfg->time_limit_s);
+                     "put-guarded-by-semaphore", 0, "timeouts",
+                     control_limit(c->cfg->soft_time_limit_s), control_limit(c->cfg->time_limit_s));
     if (cc_url_parse_amqp(c->cfg->broker_url ? c->cfg->broker_url : "amqp://", &u, &err) != CC_OK)
         memset(&u, 0, sizeof(u));
     broker = json_pack("{s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:f, s:{}, s:s, s:n, s:f, s:s, s:[]}",
