@@ -384,8 +384,9 @@ static amqp_bytes_t broker_bytes(const char *s)
 
 /* basic.publish of an encoded task message; `mandatory` asks the broker to return it when
  * no queue is bound for the routing key (confirmed publishes only). */
-static int broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
-                          const struct cc_msg_out *m, bool mandatory, struct cc_err *err)
+static int broker_publish(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                          const char *routing_key, const struct cc_msg_out *m, bool mandatory,
+                          struct cc_err *err)
 {
     amqp_basic_properties_t p;
     amqp_pool_t pool;
@@ -412,7 +413,7 @@ static int broker_publish(struct cc_broker *b, const char *exchange, const char 
     rc = cc_amqptab_from_json(m->headers, &pool, &p.headers, err);
     if (rc == CC_OK)
         rc = broker_status(b,
-                           amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
+                           amqp_basic_publish(b->conn, ch, broker_bytes(exchange),
                                               broker_bytes(routing_key), mandatory, 0, &p, body),
                            "basic.publish", err);
     empty_amqp_pool(&pool);
@@ -422,7 +423,7 @@ static int broker_publish(struct cc_broker *b, const char *exchange, const char 
 int cc_broker_publish(struct cc_broker *b, const char *exchange, const char *routing_key,
                       const struct cc_msg_out *m, struct cc_err *err)
 {
-    return broker_publish(b, exchange, routing_key, m, false, err);
+    return broker_publish(b, b->channel, exchange, routing_key, m, false, err);
 }
 
 int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err)
@@ -509,7 +510,7 @@ int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const
 
     if (!b->is_confirming)
         return cc_err_set(err, CC_EINVAL, "publish_confirmed: channel not in confirm mode");
-    rc = broker_publish(b, exchange, routing_key, m, true, err);
+    rc = broker_publish(b, b->channel, exchange, routing_key, m, true, err);
     if (rc != CC_OK)
         return rc;
     return broker_wait_confirm(b, ++b->publish_seq, timeout_ms, err);
@@ -675,4 +676,112 @@ int cc_broker_sync(struct cc_broker *b, struct cc_err *err)
     amqp_exchange_declare(b->conn, b->channel, amqp_cstring_bytes("amq.direct"),
                           amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
     return broker_reply(b, amqp_get_rpc_reply(b->conn), "sync (exchange.declare passive)", err);
+}
+
+/* ---- [control] Extra channels (the pidbox node, celery.pidbox) ------------------------ */
+
+int cc_broker_channel_open(struct cc_broker *b, amqp_channel_t ch, struct cc_err *err)
+{
+    if (!b->is_conn_open)
+        return cc_err_set(err, CC_EBROKER, "channel.open %u: not connected", (unsigned)ch);
+    amqp_channel_open(b->conn, ch);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), "channel.open", err);
+}
+
+int cc_broker_declare_exchange_on(struct cc_broker *b, amqp_channel_t ch, const char *name,
+                                  const char *type, bool durable, struct cc_err *err)
+{
+    char what[128];
+
+    snprintf(what, sizeof(what), "exchange.declare '%.80s'", name);
+    amqp_exchange_declare(b->conn, ch, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0,
+                          durable, 0, 0, amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_declare_queue_on(struct cc_broker *b, amqp_channel_t ch, const char *name,
+                               bool durable, bool auto_delete, int expires_ms, int ttl_ms,
+                               struct cc_err *err)
+{
+    amqp_table_entry_t e[2];
+    amqp_table_t args = {0, e};
+    char what[128];
+
+    /* kombu sends these as signed 32-bit ints ('I'), x-expires first. */
+    if (expires_ms > 0) {
+        e[args.num_entries].key = amqp_cstring_bytes("x-expires");
+        e[args.num_entries].value.kind = AMQP_FIELD_KIND_I32;
+        e[args.num_entries++].value.value.i32 = expires_ms;
+    }
+    if (ttl_ms > 0) {
+        e[args.num_entries].key = amqp_cstring_bytes("x-message-ttl");
+        e[args.num_entries].value.kind = AMQP_FIELD_KIND_I32;
+        e[args.num_entries++].value.value.i32 = ttl_ms;
+    }
+    snprintf(what, sizeof(what), "queue.declare '%.80s'", name);
+    amqp_queue_declare(b->conn, ch, amqp_cstring_bytes(name), 0, durable, 0, auto_delete, args);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_bind_on(struct cc_broker *b, amqp_channel_t ch, const char *queue,
+                      const char *exchange, const char *routing_key, struct cc_err *err)
+{
+    char what[160];
+
+    snprintf(what, sizeof(what), "queue.bind '%.60s' -> '%.60s'", queue, exchange);
+    amqp_queue_bind(b->conn, ch, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                    amqp_cstring_bytes(routing_key), amqp_empty_table);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+}
+
+int cc_broker_consume_on(struct cc_broker *b, amqp_channel_t ch, const char *queue, bool no_ack,
+                         char *tag, size_t tag_size, struct cc_err *err)
+{
+    amqp_basic_consume_ok_t *ok;
+    char what[128];
+    int rc;
+
+    if (ch == b->channel && b->n_consumers >= CC_BROKER_MAX_CONSUMERS)
+        return cc_err_set(err, CC_ERANGE, "too many queues (max %d)", CC_BROKER_MAX_CONSUMERS);
+    snprintf(what, sizeof(what), "basic.consume '%.80s'", queue);
+    ok = amqp_basic_consume(b->conn, ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, no_ack, 0,
+                            amqp_empty_table);
+    rc = broker_reply(b, amqp_get_rpc_reply(b->conn), what, err);
+    if (rc != CC_OK || ok == NULL)
+        return rc;
+    if (tag != NULL && tag_size > 0)
+        snprintf(tag, tag_size, "%.*s", (int)ok->consumer_tag.len,
+                 (const char *)ok->consumer_tag.bytes);
+    if (ch == b->channel) /* cancelled by cc_broker_cancel_all at warm shutdown too */
+        b->consumer_tags[b->n_consumers++] = cc_bytes_dup(
+            (cc_bytes_t){(const uint8_t *)ok->consumer_tag.bytes, ok->consumer_tag.len});
+    return rc;
+}
+
+int cc_broker_cancel_on(struct cc_broker *b, amqp_channel_t ch, const char *tag, struct cc_err *err)
+{
+    int rc;
+
+    amqp_basic_cancel(b->conn, ch, amqp_cstring_bytes(tag));
+    rc = broker_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel", err);
+    for (size_t i = 0; ch == b->channel && i < b->n_consumers; i++) {
+        if (b->consumer_tags[i] != NULL && strcmp(b->consumer_tags[i], tag) == 0) {
+            free(b->consumer_tags[i]);
+            b->consumer_tags[i] = b->consumer_tags[--b->n_consumers];
+            b->consumer_tags[b->n_consumers] = NULL;
+            break;
+        }
+    }
+    return rc;
+}
+
+const char *cc_broker_consumer_tag(const struct cc_broker *b, size_t i)
+{
+    return i < b->n_consumers ? b->consumer_tags[i] : NULL;
+}
+
+int cc_broker_publish_on(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                         const char *routing_key, const struct cc_msg_out *m, struct cc_err *err)
+{
+    return broker_publish(b, ch, exchange, routing_key, m, false, err);
 }

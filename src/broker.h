@@ -170,4 +170,37 @@ void cc_broker_abandon(struct cc_broker *b);
  * to the parent's image). */
 void cc_broker_forget(struct cc_broker *b);
 
+/* ---- [control] Extra channels on the same connection (the pidbox node uses channel 2).
+ * Deliveries on every channel come out of cc_broker_next; env->channel tells them apart. A
+ * server channel.close on an extra channel is handled as one on channel 1 (the worker
+ * reconnects). */
+
+/* channel.open(ch). */
+int cc_broker_channel_open(struct cc_broker *b, amqp_channel_t ch, struct cc_err *err) CC_MUST_USE;
+/* exchange.declare(name, type, durable, auto_delete=false) on channel ch. */
+int cc_broker_declare_exchange_on(struct cc_broker *b, amqp_channel_t ch, const char *name,
+                                  const char *type, bool durable, struct cc_err *err) CC_MUST_USE;
+/* queue.declare on channel ch with arguments x-expires / x-message-ttl (ms, 'I'; <= 0 = not
+ * sent), as kombu declares a pidbox queue. */
+int cc_broker_declare_queue_on(struct cc_broker *b, amqp_channel_t ch, const char *name,
+                               bool durable, bool auto_delete, int expires_ms, int ttl_ms,
+                               struct cc_err *err) CC_MUST_USE;
+/* queue.bind on channel ch. */
+int cc_broker_bind_on(struct cc_broker *b, amqp_channel_t ch, const char *queue,
+                      const char *exchange, const char *routing_key,
+                      struct cc_err *err) CC_MUST_USE;
+/* basic.consume(queue, no_ack) on channel ch; the server's tag is copied to `tag` (may be
+ * NULL). On the task channel (b->channel) the tag is remembered as cc_broker_consume does. */
+int cc_broker_consume_on(struct cc_broker *b, amqp_channel_t ch, const char *queue, bool no_ack,
+                         char *tag, size_t tag_size, struct cc_err *err) CC_MUST_USE;
+/* basic.cancel(tag) on channel ch (and forget it on the task channel). */
+int cc_broker_cancel_on(struct cc_broker *b, amqp_channel_t ch, const char *tag,
+                        struct cc_err *err) CC_MUST_USE;
+/* i-th consumer tag of the task channel (order of consumption), NULL past the end. Borrowed. */
+const char *cc_broker_consumer_tag(const struct cc_broker *b, size_t i);
+/* basic.publish of `m` on channel ch, mandatory=false. */
+int cc_broker_publish_on(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                         const char *routing_key, const struct cc_msg_out *m,
+                         struct cc_err *err) CC_MUST_USE;
+
 #endif

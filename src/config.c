@@ -267,6 +267,11 @@ static const struct cfg_opt cfg_options[] = {
      "--delay-store-key", "KEY", 0, 0, NULL, CFG_W, true,
      "Redis sorted set of the ETA delay store (leases in KEY.claimed); workers sharing it "
      "must share the broker."},
+    /* [control] Remote control (src/control.c). */
+    {"worker_state_db", CFG_STR, CFG_OFF(state_db), "", NULL, 'S', "--statedb", "FILE", 0, 0,
+     NULL, CFG_W, true,
+     "File that keeps the revoked task ids across restarts (Celery's --statedb; a celeryc "
+     "text format, not Python's shelve)."},
     /* Rate limits (src/ratelimit.c). Celery has no worker flag for these settings. */
     {"worker_disable_rate_limits", CFG_BOOL, CFG_OFF(disable_rate_limits), "false", NULL, 0,
      "--disable-rate-limits", NULL, 0, 0, NULL, CFG_W, true,

@@ -100,6 +100,7 @@ struct cc_config {
     char *worker_redis_url; /* worker_redis_url; "" = the result backend when it is Redis */
     double eta_horizon_s;   /* worker_eta_horizon; -1 = auto (600 s with Redis), 0 = off */
     char *delay_store_key;  /* worker_delay_store_key; default "celeryc-delayed" */
+    char *state_db;         /* [control] worker_state_db (-S/--statedb); NULL = none */
     /* Rate limits (src/ratelimit.c). Rates are Celery's "10/s", "100/m", "1000/h", "5". */
     bool disable_rate_limits;    /* worker_disable_rate_limits; default false */
     char *default_rate_limit;    /* task_default_rate_limit; "" = none */

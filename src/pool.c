@@ -800,6 +800,11 @@ static void pool_arm_limits(struct cc_pool *p, struct cc_pool_child *k, const st
     const struct cc_task_entry *e = r->entry;
     const struct cc_config *cfg = p->o.cfg;
     int64_t now = cc_mono_us();
+    double e_hard = e != NULL ? e->time_limit_s : 0, e_soft = e != NULL ? e->soft_time_limit_s : 0;
+
+    /* [control] limits set at run time (time_limit command) replace the entry's */
+    if (e != NULL && p->o.task_limits != NULL)
+        (void)p->o.task_limits(p->o.task_limits_ud, e->name, &e_soft, &e_hard);
 
     k->req = r;
     k->is_soft_sent = false;
@@ -808,14 +813,13 @@ static void pool_arm_limits(struct cc_pool *p, struct cc_pool_child *k, const st
         k->hard_s = r->msg.time_limit_s;
         k->is_hard_int = pool_limit_is_int(r, 0);
     } else {
-        k->hard_s = e != NULL && e->time_limit_s > 0 ? e->time_limit_s : cfg->time_limit_s;
+        k->hard_s = e_hard > 0 ? e_hard : cfg->time_limit_s;
     }
     if (r->msg.soft_time_limit_s > 0) {
         k->soft_s = r->msg.soft_time_limit_s;
         k->is_soft_int = pool_limit_is_int(r, 1);
     } else {
-        k->soft_s =
-            e != NULL && e->soft_time_limit_s > 0 ? e->soft_time_limit_s : cfg->soft_time_limit_s;
+        k->soft_s = e_soft > 0 ? e_soft : cfg->soft_time_limit_s;
     }
     /* Only prefork can kill a runaway task (billiard kills the process). */
     k->hard_at_us =

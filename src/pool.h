@@ -61,6 +61,10 @@ struct cc_pool_opts {
     struct cc_broker *broker;   /* its socket is closed in children */
     bool is_solo;               /* --pool solo: run each job in the master, no fork */
     bool is_threads;            /* --pool threads: n_children threads in the master process */
+    /* [control] Run-time per-task limits (the time_limit command), or NULL: returns true and
+     * replaces *soft_s / *hard_s (the entry's) when `name` has limits set; 0 = the default. */
+    bool (*task_limits)(void *ud, const char *name, double *soft_s, double *hard_s);
+    void *task_limits_ud;
 };
 
 struct cc_pool_child {

@@ -44,6 +44,7 @@
 #include "broker.h"
 #include "celeryc/version.h"
 #include "consumer.h"
+#include "control.h"
 #include "delaystore.h"
 #include "isotime.h"
 #include "log.h"
@@ -108,6 +109,9 @@ struct worker {
     struct cc_redeliver rd;
     struct cc_delay ds;
     bool is_rd_init;
+
+    struct cc_control ctl; /* [control] pidbox node, revoked set (control.c) */
+    bool is_ctl_init;
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -466,12 +470,27 @@ static void worker_expire(struct worker *w, struct cc_request *r)
     cc_request_free(r);
 }
 
+/* [control] Revoked (§6.3): REVOKED TaskRevokedError('revoked'), ack. Frees r. */
+static void worker_discard_revoked(struct worker *w, struct cc_request *r)
+{
+    cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "revoked");
+    worker_ack(w, r);
+    cc_request_free(r);
+}
+
 static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
 {
     struct cc_request *r = NULL;
     struct cc_err err = {0};
     int64_t now;
-    int rc = cc_consumer_on_delivery(&w->consumer, env, &r, &err);
+    int rc;
+
+    if (env->channel == CC_CONTROL_CHANNEL) { /* [control] a pidbox request */
+        cc_control_on_delivery(&w->ctl, env);
+        return;
+    }
+    rc = cc_consumer_on_delivery(&w->consumer, env, &r, &err);
 
     if (rc == CC_EAGAIN)
         return;
@@ -504,6 +523,8 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         cc_request_free(r);
     } else if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
+    } else if (cc_control_is_revoked(&w->ctl, r->msg.id)) { /* [control] */
+        worker_discard_revoked(w, r);
     } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
                cc_delay_offer(&w->ds, env, r) == CC_OK) {
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
@@ -806,6 +827,12 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     w->stale[slot] = RUN_LIVE;
     if (r == NULL)
         return;
+    if (cc_control_take_terminated(&w->ctl, r->msg.id, NULL)) { /* [control] revoke terminate */
+        worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "terminated");
+        worker_ack(w, r);
+        cc_request_free(r);
+        return;
+    }
     cc_pool_human_status(wstatus, how, sizeof(how));
     snprintf(msg, sizeof(msg), "Worker exited prematurely: %s Job: %u.", how, (unsigned)seq);
     cc_error("Task handler raised error: WorkerLostError('%s')", msg);
@@ -917,6 +944,10 @@ static void worker_dispatch(struct worker *w)
             worker_expire(w, r);
             continue;
         }
+        if (cc_control_is_revoked(&w->ctl, r->msg.id)) { /* [control] and before execution */
+            worker_discard_revoked(w, r);
+            continue;
+        }
         /* [redisx] Redelivered: parked while its twin runs here, or acked without running
          * when SUCCESS is already stored (worker_deduplicate_successful_tasks). */
         enum cc_redeliver_gate gate = cc_redeliver_gate(&w->rd, r, w->running, w->pool.n);
@@ -931,6 +962,7 @@ static void worker_dispatch(struct worker *w)
             continue;
         seq = w->next_seq++;
         w->running[slot] = r;
+        cc_control_on_start(&w->ctl, slot, r); /* [control] time_start, stats total */
         if (cc_pool_dispatch(&w->pool, slot, r, seq, &err) != CC_OK)
             cc_warn("dispatch: %s (the job will be reported lost)", err.msg);
         /* Ack early = when execution starts, i.e. now that a child has the job. */
@@ -996,6 +1028,8 @@ static int worker_connect(struct worker *w, struct cc_err *err)
 
     if (rc == CC_OK)
         rc = worker_declare(w, err);
+    if (rc == CC_OK) /* [control] pidbox queue on channel 2, add/cancel_consumer */
+        rc = cc_control_attach(&w->ctl, err);
     if (rc != CC_OK) {
         cc_broker_abandon(&w->broker);
         return rc;
@@ -1306,6 +1340,20 @@ static void worker_free_requests(struct worker *w)
     w->eta = NULL;
 }
 
+/* [control] Read-only view of the bookkeeping for inspect active/reserved/scheduled. */
+static void worker_ctl_each(void *ud, cc_control_visit_fn fn, void *ctx)
+{
+    struct worker *w = ud;
+
+    for (int i = 0; w->running != NULL && i < w->pool.n; i++)
+        if (w->running[i] != NULL)
+            fn(ctx, w->running[i], CC_CONTROL_ACTIVE, i);
+    for (struct cc_request *r = w->ready_head; r != NULL; r = r->next)
+        fn(ctx, r, CC_CONTROL_RESERVED, -1);
+    for (size_t i = 0; i < w->n_eta; i++)
+        fn(ctx, w->eta[i], CC_CONTROL_SCHEDULED, -1);
+}
+
 int cc_worker_main(const struct cc_config *cfg)
 {
     struct worker w;
@@ -1350,6 +1398,15 @@ int cc_worker_main(const struct cc_config *cfg)
         goto out;
     }
     cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
+    /* [control] the pidbox node and the revoked set (worker_state_db) */
+    const struct cc_control_ops ctl_ops = {.ud = &w, .each = worker_ctl_each};
+    rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
+                         cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
+    w.is_ctl_init = true;
+    if (rc != CC_OK) {
+        cc_crit("start-up: %s", err.msg);
+        goto out;
+    }
     int conc = cfg->concurrency > 0 ? cfg->concurrency : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (conc < 1)
         conc = 1;
@@ -1380,6 +1437,8 @@ int cc_worker_main(const struct cc_config *cfg)
         goto out;
     }
     rc = worker_declare(&w, &err);
+    if (rc == CC_OK) /* [control] pidbox queue on channel 2 */
+        rc = cc_control_attach(&w.ctl, &err);
     if (rc != CC_OK) {
         if (rc != CC_EPRECOND)
             cc_crit("start-up: %s", err.msg);
@@ -1396,6 +1455,8 @@ int cc_worker_main(const struct cc_config *cfg)
     po.broker = &w.broker;
     po.is_solo = cfg->pool == CC_POOL_SOLO;
     po.is_threads = cfg->pool == CC_POOL_THREADS;
+    po.task_limits = cc_control_task_limits; /* [control] time_limit command */
+    po.task_limits_ud = &w.ctl;
     rc = cc_pool_start(&w.pool, &po, &err);
     w.is_pool_started = true;
     if (rc != CC_OK) {
@@ -1442,6 +1503,8 @@ out:
     cc_broker_close(&w.broker);
     cc_broker_close(&w.pub);
     cc_backend_free(w.backend);
+    if (w.is_ctl_init) /* [control] compacts the state file */
+        cc_control_deinit(&w.ctl);
     cc_rl_free(w.rl);
     cc_sig_deinit();
     free(w.hostname);

@@ -1,0 +1,204 @@
+/* Remote control (celery.pidbox) bodies: see control.h and celery-wire.md §5.
+ *
+ * Request parsing follows kombu's pidbox Node.handle_message (destination, pattern and
+ * matcher); reply objects are built in the key order Celery's Request.info() and kombu's
+ * Queue.as_dict() produce, serialised with Python's json separators (", " and ": ").
+ */
+#include <fnmatch.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.h"
+#include "strbuf.h"
+
+static char *ctl_strdup(json_t *v)
+{
+    const char *s = json_string_value(v);
+
+    return s ? strdup(s) : NULL;
+}
+
+/* kombu.utils.functional/match: "glob" -> fnmatch, "pcre" -> re.match (anchored at the
+ * start, not at the end). */
+static bool ctl_match(const char *pattern, const char *matcher, const char *hostname)
+{
+    if (matcher == NULL || strcmp(matcher, "glob") == 0)
+        return fnmatch(pattern, hostname, 0) == 0;
+    if (strcmp(matcher, "pcre") == 0) {
+        regex_t re;
+        regmatch_t m;
+        bool ok = false;
+
+        if (regcomp(&re, pattern, REG_EXTENDED) != 0)
+            return false;
+        if (regexec(&re, hostname, 1, &m, 0) == 0 && m.rm_so == 0)
+            ok = true;
+        regfree(&re);
+        return ok;
+    }
+    return false;
+}
+
+int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_ctl_req *out,
+                 struct cc_err *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    json_t *dest, *args, *reply_to, *pattern;
+    int rc = CC_OK;
+
+    memset(out, 0, sizeof(*out));
+    if (root == NULL || !json_is_object(root)) {
+        rc = cc_err_set(err, CC_EBADMSG, "pidbox request is not a JSON object%s%s",
+                        root == NULL ? ": " : "", root == NULL ? jerr.text : "");
+        goto out;
+    }
+    out->method = ctl_strdup(json_object_get(root, "method"));
+    if (out->method == NULL) {
+        rc = cc_err_set(err, CC_EBADMSG, "pidbox request without a method");
+        goto out;
+    }
+    args = json_object_get(root, "arguments");
+    out->arguments = json_is_object(args) ? json_incref(args) : json_object();
+    out->ticket = ctl_strdup(json_object_get(root, "ticket"));
+    reply_to = json_object_get(root, "reply_to");
+    if (json_is_object(reply_to)) {
+        out->reply_exchange = ctl_strdup(json_object_get(reply_to, "exchange"));
+        out->reply_rk = ctl_strdup(json_object_get(reply_to, "routing_key"));
+    }
+    dest = json_object_get(root, "destination");
+    pattern = json_object_get(root, "pattern");
+    if (json_is_array(dest) && json_array_size(dest) > 0) {
+        size_t i;
+        json_t *d;
+
+        json_array_foreach(dest, i, d)
+        {
+            if (json_is_string(d) && strcmp(json_string_value(d), hostname) == 0)
+                out->is_for_me = true;
+        }
+    } else if (json_is_string(dest) && json_string_length(dest) > 0) {
+        /* kombu accepts a lone string too (maybe_list) */
+        out->is_for_me = strcmp(json_string_value(dest), hostname) == 0;
+    } else if (json_is_string(pattern) && json_string_length(pattern) > 0) {
+        out->is_for_me = ctl_match(json_string_value(pattern),
+                                   json_string_value(json_object_get(root, "matcher")), hostname);
+    } else {
+        out->is_for_me = true;
+    }
+    if (out->arguments == NULL)
+        rc = cc_err_set(err, CC_ENOMEM, "out of memory");
+out:
+    json_decref(root);
+    return rc;
+}
+
+void cc_ctl_req_deinit(struct cc_ctl_req *r)
+{
+    if (r == NULL)
+        return;
+    free(r->method);
+    json_decref(r->arguments);
+    free(r->ticket);
+    free(r->reply_exchange);
+    free(r->reply_rk);
+    memset(r, 0, sizeof(*r));
+}
+
+char *cc_ctl_reply_body(const char *hostname, json_t *value, size_t *len)
+{
+    json_t *o = json_object();
+    struct cc_sbuf sb;
+    char *s = NULL;
+    size_t n = 0;
+
+    if (o == NULL)
+        return NULL;
+    cc_sbuf_init(&sb, 0);
+    if (json_object_set(o, hostname, value ? value : json_null()) == 0) {
+        cc_sbuf_json(&sb, o); /* Python's separators and float repr */
+        s = cc_sbuf_take(&sb, &n);
+    }
+    cc_sbuf_deinit(&sb);
+    json_decref(o);
+    if (s != NULL && len != NULL)
+        *len = n;
+    return s;
+}
+
+json_t *cc_ctl_ok(const char *text)
+{
+    return json_pack("{s:s}", "ok", text);
+}
+
+json_t *cc_ctl_error(const char *text)
+{
+    return json_pack("{s:s}", "error", text);
+}
+
+json_t *cc_ctl_request_info(const struct cc_ctl_info *in)
+{
+    json_t *di = json_pack("{s:s, s:s, s:i, s:b}", "exchange", in->exchange ? in->exchange : "",
+                           "routing_key", in->routing_key ? in->routing_key : "", "priority",
+                           in->priority, "redelivered", in->is_redelivered);
+    json_t *o;
+
+    if (di == NULL)
+        return NULL;
+    o = json_pack("{s:s, s:s, s:O, s:O, s:s, s:s, s:o, s:b, s:o, s:o}", "id", in->id, "name",
+                  in->name, "args", in->args ? in->args : json_array(), "kwargs",
+                  in->kwargs ? in->kwargs : json_object(), "type", in->name, "hostname",
+                  in->hostname, "time_start",
+                  in->time_start < 0 ? json_null() : json_real(in->time_start), "acknowledged",
+                  in->is_acked, "delivery_info", di, "worker_pid",
+                  in->worker_pid > 0 ? json_integer(in->worker_pid) : json_null());
+    return o;
+}
+
+json_t *cc_ctl_scheduled_entry(const char *eta_iso, json_t *info)
+{
+    return json_pack("{s:s, s:i, s:o}", "eta", eta_iso ? eta_iso : "", "priority", 6, "request",
+                     info);
+}
+
+json_t *cc_ctl_queue_info(const char *name, const char *exchange, const char *exchange_type,
+                          const char *routing_key, bool is_durable, int max_priority)
+{
+    json_t *ex = json_pack("{s:s, s:s, s:n, s:b, s:b, s:b, s:n, s:b}", "name", exchange, "type",
+                           exchange_type, "arguments", "durable", is_durable, "passive", 0,
+                           "auto_delete", 0, "delivery_mode", "no_declare", 0);
+
+    if (ex == NULL)
+        return NULL;
+    return json_pack("{s:s, s:o, s:s, s:o, s:n, s:n, s:b, s:b, s:b, s:b, s:n, s:[], s:n, s:n, "
+                     "s:n, s:n, s:n, s:o}",
+                     "name", name, "exchange", ex, "routing_key", routing_key, "queue_arguments",
+                     max_priority > 0 ? json_pack("{s:i}", "x-max-priority", max_priority)
+                                      : json_null(),
+                     "binding_arguments", "consumer_arguments", "durable", is_durable, "exclusive",
+                     0, "auto_delete", 0, "no_ack", 0, "alias", "bindings", "no_declare", "expires",
+                     "message_ttl", "max_length", "max_length_bytes", "max_priority",
+                     max_priority > 0 ? json_integer(max_priority) : json_null());
+}
+
+char *cc_ctl_join_ids(const char *prefix, json_t *ids, const char *suffix)
+{
+    struct cc_sbuf sb;
+    size_t i;
+    json_t *v;
+    char *s;
+
+    cc_sbuf_init(&sb, 0);
+    cc_sbuf_puts(&sb, prefix);
+    json_array_foreach(ids, i, v)
+    {
+        if (i > 0)
+            cc_sbuf_puts(&sb, ", ");
+        cc_sbuf_puts(&sb, json_string_value(v) ? json_string_value(v) : "");
+    }
+    cc_sbuf_puts(&sb, suffix);
+    s = cc_sbuf_take(&sb, NULL);
+    cc_sbuf_deinit(&sb);
+    return s;
+}
