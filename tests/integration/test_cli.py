@@ -225,3 +225,27 @@ def test_status_over_tls(pyw):
     # Without the CA: the connection is refused, exit 70.
     r = cc("status", "-b", url, "-t", "0.5")
     assert r.returncode == 70 and "cannot connect" in r.stderr
+
+
+def test_c_worker_answers_celeryc_and_celery_alike(worker_factory):
+    """The whole loop in C: `celeryc inspect/control/status` against a celeryc worker, and
+    the same answers the `celery` CLI gets from it."""
+    w = worker_factory(concurrency=1, impl="c")
+    d = ["-d", w.name, "-t", _t()]
+    for cmd in ("ping", "registered", "active_queues", "revoked"):
+        ours = cc("inspect", cmd, "--json", *d)
+        assert ours.returncode == 0, ours.stderr
+        theirs = celery("inspect", cmd, "--json", *d)
+        assert theirs.returncode == 0, theirs.stderr
+        assert json.loads(ours.stdout) == json.loads(theirs.stdout), cmd
+    assert json.loads(cc("inspect", "ping", "--json", *d).stdout) == {w.name: {"ok": "pong"}}
+    st = cc("status", *d)
+    assert st.returncode == 0 and w.name in st.stdout, st
+    r = cc("control", "rate_limit", "demo.add", "5/s", *d)
+    assert r.returncode == 0, r.stderr
+    reg = json.loads(cc("inspect", "registered", "--json", *d).stdout)[w.name]
+    assert "demo.add [rate_limit=5/s]" in reg
+    call = cc("call", "demo.add", "--args", "[20, 22]", "-Q", w.queue)
+    assert call.returncode == 0, call.stderr
+    res = cc("result", call.stdout.strip(), "-t", "%d" % scaled(20))
+    assert res.returncode == 0 and res.stdout.strip() == "42", res
