@@ -18,6 +18,7 @@
  * §1.5 (global QoS), §1.6 (header table kinds, via proto/amqptab), §6.1 (QoS, consumers).
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -662,4 +663,32 @@ int cc_broker_sync(struct cc_broker *b, struct cc_err *err)
     amqp_exchange_declare(b->conn, b->channel, amqp_cstring_bytes("amq.direct"),
                           amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
     return broker_reply(b, amqp_get_rpc_reply(b->conn), "sync (exchange.declare passive)", err);
+}
+
+/* ---- Extra channels (events) ------------------------------------------------------------ */
+
+int cc_broker_channel_open(struct cc_broker *b, amqp_channel_t ch, struct cc_err *err)
+{
+    if (!b->is_conn_open || b->conn == NULL)
+        return cc_err_set(err, CC_EBROKER, "channel.open: not connected");
+    amqp_channel_open(b->conn, ch);
+    return broker_reply(b, amqp_get_rpc_reply(b->conn), "channel.open", err);
+}
+
+int cc_broker_publish_on(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                         const char *routing_key, const amqp_basic_properties_t *props,
+                         amqp_bytes_t body, struct cc_err *err)
+{
+    struct pollfd pfd = {.fd = b->fd, .events = POLLOUT};
+
+    if (!b->is_conn_open || b->fd < 0)
+        return cc_err_set(err, CC_EBROKER, "basic.publish: not connected");
+    /* rabbitmq-c writes with blocking sends: a broker that stopped reading (memory alarm,
+     * connection.blocked) would stall the whole event loop. No room now = drop. */
+    if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))
+        return cc_err_set(err, CC_EAGAIN, "basic.publish: socket send buffer full");
+    return broker_status(b,
+                         amqp_basic_publish(b->conn, ch, broker_bytes(exchange),
+                                            broker_bytes(routing_key), 0, 0, props, body),
+                         "basic.publish", err);
 }
