@@ -898,7 +898,9 @@ static int cfg_parse_argv(enum cc_cfg_cmd cmd, int argc, char **argv, struct cfg
             if (o == NULL)
                 return cc_err_set(err, CC_EUSAGE, "no such option: -%c", a[1]);
             snprintf(pa->flag, sizeof(pa->flag), "-%c", a[1]);
-            if (a[2] != '\0')
+            if (o->type == CFG_BOOL && a[2] == '\0') /* [events] -E takes no value */
+                pa->value = "true";
+            else if (a[2] != '\0')
                 pa->value = a + 2; /* "-c2" */
             else if (i + 1 < argc)
                 pa->value = argv[++i];
