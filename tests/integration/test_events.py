@@ -77,7 +77,7 @@ class Monitor:
 def start_worker(worker_factory, queue, events, impl=None, name=None):
     impl = impl or IMPL
     if impl == "c":
-        return worker_factory(queue=queue, concurrency=2, name=name,
+        return worker_factory(queue=queue, concurrency=2, name=name, impl="c",
                               extra=["-E"] if events else [])
     # The Python reference, with heartbeats (the fixture's default turns them off).
     name = name or "py-%s@localhost" % queue
@@ -189,8 +189,15 @@ def test_mixed_fleet_one_receiver(app, worker_factory):
         py = start_worker(worker_factory, q, events=True, impl="python")
         rs = [app.send_task("demo.add", args=[i, i], queue=q) for i in range(20)]
         assert [r.get(timeout=TIMEOUT) for r in rs] == [2 * i for i in range(20)]
-        mon.wait(lambda: all(r.id in mon.state.tasks and mon.state.tasks[r.id].state ==
-                             "SUCCESS" for r in rs), scaled(20), "all tasks succeeded")
+        try:
+            mon.wait(lambda: all(r.id in mon.state.tasks and mon.state.tasks[r.id].state ==
+                                 "SUCCESS" for r in rs), scaled(20), "all tasks succeeded")
+        except AssertionError:
+            with mon.lock:
+                missing = [(r.id, mon.task_events(r.id)) for r in rs
+                           if r.id not in mon.state.tasks or
+                           mon.state.tasks[r.id].state != "SUCCESS"]
+            raise AssertionError("tasks without SUCCESS: %s" % missing)
         mon.wait(lambda: mon.of(c.name, "worker-heartbeat") and
                  mon.of(py.name, "worker-heartbeat"), scaled(20), "both heartbeats")
         with mon.lock:
