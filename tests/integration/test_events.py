@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HERE, IMPL, PY, TIMEOUT, scaled, unique_queue, wait_for
+from conftest import HERE, IMPL, PY, ROOT, TIMEOUT, c_only, scaled, unique_queue, wait_for
 
 
 class Monitor:
@@ -206,3 +206,28 @@ def test_mixed_fleet_one_receiver(app, worker_factory):
             assert by <= {c.name, py.name}
             alive = {h for h, wk in mon.state.workers.items() if wk.alive}
             assert {c.name, py.name} <= alive
+
+
+@c_only
+def test_events_resume_after_reconnect(app, worker_factory):
+    """The event channel is reopened after a connection loss, with a new worker-online as
+    Celery's Heart step restarts with the consumer; task events flow again."""
+    q = unique_queue("ev-rc")
+    w = start_worker(worker_factory, q, events=True)
+    d = os.environ.get("CELERYC_TEST_DATA_DIR")
+    if not d:
+        pytest.skip("needs the RabbitMQ node started by scripts/services.sh")
+    subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "ctl", d,
+                    "close_all_connections", "integration test: events reconnect"],
+                   check=True, timeout=scaled(90), stdout=subprocess.DEVNULL)
+    with Monitor(app) as mon:
+        w.wait_log(r"Connected to amqp://", scaled(30))
+        mon.wait(lambda: mon.of(w.name, "worker-online") or mon.of(w.name, "worker-heartbeat"),
+                 scaled(20), "events after the reconnect")
+        r = app.send_task("demo.add", args=[4, 4], queue=q)
+        assert r.get(timeout=TIMEOUT) == 8
+        mon.wait(lambda: r.id in mon.state.tasks and mon.state.tasks[r.id].state == "SUCCESS",
+                 scaled(15), "task-succeeded after the reconnect")
+        with mon.lock:
+            assert mon.state.workers[w.name].alive
+    assert w.proc.poll() is None
