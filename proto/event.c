@@ -117,11 +117,23 @@ void cc_event_routing_key(const char *type, char *out, size_t size)
 
 /* ---- Typed builders: each type's fields in Celery's order (§4.3) ---------------------- */
 
-#define EV_S(k, v)  {.key = (k), .kind = CC_EVF_STR, .s = (v)}
-#define EV_I(k, v)  {.key = (k), .kind = CC_EVF_INT, .i = (v)}
-#define EV_B(k, v)  {.key = (k), .kind = CC_EVF_BOOL, .b = (v)}
-#define EV_F(k, v)  {.key = (k), .kind = CC_EVF_FLOAT, .f = (v)}
-#define EV_N(k)     (sizeof(k) / sizeof((k)[0]))
+#define EV_S(k, v)                                                                                 \
+    {                                                                                              \
+        .key = (k), .kind = CC_EVF_STR, .s = (v)                                                   \
+    }
+#define EV_I(k, v)                                                                                 \
+    {                                                                                              \
+        .key = (k), .kind = CC_EVF_INT, .i = (v)                                                   \
+    }
+#define EV_B(k, v)                                                                                 \
+    {                                                                                              \
+        .key = (k), .kind = CC_EVF_BOOL, .b = (v)                                                  \
+    }
+#define EV_F(k, v)                                                                                 \
+    {                                                                                              \
+        .key = (k), .kind = CC_EVF_FLOAT, .f = (v)                                                 \
+    }
+#define EV_N(k) (sizeof(k) / sizeof((k)[0]))
 
 char *cc_event_worker(const struct cc_event_head *h, const char *type,
                       const struct cc_event_worker_info *wi, size_t *len)
@@ -145,11 +157,9 @@ char *cc_event_task_received(const struct cc_event_head *h, const struct cc_even
     /* strategy.py: uuid, name, args=argsrepr, kwargs=kwargsrepr, root_id, parent_id,
      * retries, eta, expires. */
     const struct cc_event_field f[] = {
-        EV_S("uuid", r->uuid),           EV_S("name", r->name),
-        EV_S("args", r->argsrepr),       EV_S("kwargs", r->kwargsrepr),
-        EV_S("root_id", r->root_id),     EV_S("parent_id", r->parent_id),
-        EV_I("retries", r->retries),     EV_S("eta", r->eta),
-        EV_S("expires", r->expires),
+        EV_S("uuid", r->uuid),         EV_S("name", r->name),       EV_S("args", r->argsrepr),
+        EV_S("kwargs", r->kwargsrepr), EV_S("root_id", r->root_id), EV_S("parent_id", r->parent_id),
+        EV_I("retries", r->retries),   EV_S("eta", r->eta),         EV_S("expires", r->expires),
     };
 
     return cc_event_build(h, "task-received", f, EV_N(f), len);

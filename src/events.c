@@ -415,8 +415,7 @@ void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
     switch (rep->status) {
     case CC_OK:
         h = events_head(ev);
-        json = cc_event_task_succeeded(&h, r->msg.id, first ? first : "None", rep->runtime_s,
-                                       &len);
+        json = cc_event_task_succeeded(&h, r->msg.id, first ? first : "None", rep->runtime_s, &len);
         break;
     case CC_TASK_IGNORE:
         return; /* Celery: Ignore acks and sends nothing */

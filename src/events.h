@@ -29,16 +29,16 @@ struct cc_events {
     long pid;
     int utcoffset;
     char sw_sys[72];
-    double freq_s;          /* heartbeat interval */
-    bool is_task_on;        /* task events (-E or enable_events) */
-    bool is_open;           /* our channel is open on the current connection */
-    uint64_t clock;         /* Lamport clock */
-    int64_t next_hb_us;     /* cc_mono_us() of the next heartbeat; 0 = not running */
-    char *batch;            /* "[e1, e2" (owned, CC_EVENTS_BATCH_BYTES) */
+    double freq_s;      /* heartbeat interval */
+    bool is_task_on;    /* task events (-E or enable_events) */
+    bool is_open;       /* our channel is open on the current connection */
+    uint64_t clock;     /* Lamport clock */
+    int64_t next_hb_us; /* cc_mono_us() of the next heartbeat; 0 = not running */
+    char *batch;        /* "[e1, e2" (owned, CC_EVENTS_BATCH_BYTES) */
     size_t batch_len;
     int n_batched;
     uint64_t n_sent, n_dropped;
-    bool is_drop_logged;    /* a drop was logged since the last successful publish */
+    bool is_drop_logged; /* a drop was logged since the last successful publish */
 };
 
 /* Set up (nothing is sent). `freq_s` <= 0 means 2.0 (Celery's heartbeat interval). */

@@ -155,10 +155,9 @@ static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t
     h.retries = m->retries;
     h.protocol = m->protocol;
     h.priority = m->priority;
-    h.flags = (r->redelivered ? JOB_F_REDELIVERED : 0) |
-              (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
-              (r->track_started ? JOB_F_TRACK_STARTED : 0) |
-              (p->is_event_text ? JOB_F_EVENT_TEXT : 0);
+    h.flags =
+        (r->redelivered ? JOB_F_REDELIVERED : 0) | (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
+        (r->track_started ? JOB_F_TRACK_STARTED : 0) | (p->is_event_text ? JOB_F_EVENT_TEXT : 0);
     h.time_limit_s = m->time_limit_s;
     h.soft_time_limit_s = m->soft_time_limit_s;
     for (int i = 0; i < JOB_NSTR; i++) {

@@ -69,8 +69,7 @@ static char *rebuild(const json_t *e)
         return cc_event_task_failed(&h, type, uuid, jstr(e, "exception"), jstr(e, "traceback"),
                                     NULL);
     if (strcmp(type, "task-rejected") == 0)
-        return cc_event_task_rejected(&h, uuid, json_is_true(json_object_get(e, "requeue")),
-                                      NULL);
+        return cc_event_task_rejected(&h, uuid, json_is_true(json_object_get(e, "requeue")), NULL);
     if (strcmp(type, "task-revoked") == 0) {
         json_t *sig = json_object_get(e, "signum");
 
@@ -141,11 +140,16 @@ static void test_event_worker(void **state)
 static void test_event_task(void **state)
 {
     static const char *const names[] = {
-        "event-task-received.json",         "event-task-started.json",
-        "event-task-succeeded.json",        "event-task-failed.json",
-        "event-task-retried.json",          "event-task-rejected.json",
-        "event-task-revoked-expired.json",  "event-task-revoked-plain.json",
-        "event-task-revoked-terminated.json", "event-task-multi-batch.json",
+        "event-task-received.json",
+        "event-task-started.json",
+        "event-task-succeeded.json",
+        "event-task-failed.json",
+        "event-task-retried.json",
+        "event-task-rejected.json",
+        "event-task-revoked-expired.json",
+        "event-task-revoked-plain.json",
+        "event-task-revoked-terminated.json",
+        "event-task-multi-batch.json",
     };
 
     (void)state;
