@@ -14,9 +14,10 @@
  * What is sent, as Celery does: worker-online at start and after every reconnect (the
  * Heart step restarts with the consumer), worker-heartbeat every freq (2.0 s), worker-offline
  * at shutdown, always (Celery's dispatcher group 'worker' is on without -E); task events
- * only with -E / enable_events. Task events of one loop pass are batched into one
- * `task.multi` message (a JSON list; flushed at CC_EVENTS_BATCH_MAX events, Celery's
- * buffer_limit, or at the end of the pass), worker events are sent alone with routing key
+ * only with -E / enable_events. Task events are batched into `task.multi` messages (a JSON
+ * list; sent at CC_EVENTS_BATCH_MAX events, Celery's buffer_limit, or CC_EVENTS_FLUSH_US
+ * after the batch's first event: one message per event cost RabbitMQ more CPU than the
+ * task itself), worker events are sent alone with routing key
  * "worker.<what>". Properties: application/json, utf-8, delivery_mode 1, priority 0,
  * headers {hostname} (§4.1).
  *
@@ -209,6 +210,7 @@ static void events_add(struct cc_events *ev, char *json, size_t len)
     if (ev->n_batched == 0) {
         ev->batch[0] = '[';
         ev->batch_len = 1;
+        ev->batch_since_us = cc_mono_us();
     } else {
         memcpy(ev->batch + ev->batch_len, ", ", 2);
         ev->batch_len += 2;
@@ -249,6 +251,7 @@ void cc_events_on_lost(struct cc_events *ev)
     ev->batch_len = 0;
     ev->n_batched = 0;
     ev->is_open = false;
+    ev->next_hb_us = 0; /* no heartbeats until worker-online after the reconnect */
 }
 
 /* ---- Worker events ----------------------------------------------------------------------- */
@@ -300,7 +303,8 @@ void cc_events_offline(struct cc_events *ev, int active, uint64_t processed)
 
 void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t processed)
 {
-    events_flush(ev);
+    if (ev->n_batched > 0 && now_us - ev->batch_since_us >= CC_EVENTS_FLUSH_US)
+        events_flush(ev);
     if (ev->next_hb_us == 0 || now_us < ev->next_hb_us)
         return;
     events_worker(ev, "worker-heartbeat", active, processed);
@@ -314,8 +318,12 @@ int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t 
 {
     int64_t left_ms;
 
-    if (ev->n_batched > 0)
-        return 0;
+    if (ev->n_batched > 0) {
+        int64_t flush_ms = (ev->batch_since_us + CC_EVENTS_FLUSH_US - now_us + 999) / 1000;
+
+        if (flush_ms < ms)
+            ms = flush_ms < 0 ? 0 : flush_ms;
+    }
     if (ev->next_hb_us == 0)
         return ms;
     left_ms = (ev->next_hb_us - now_us + 999) / 1000;
@@ -420,7 +428,10 @@ void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
     case CC_TASK_IGNORE:
         return; /* Celery: Ignore acks and sends nothing */
     case CC_TASK_REJECT:
-        cc_events_task_rejected(ev, r, rep->reject_requeue != 0);
+        /* Celery's Request.reject sends it only while the message is unacked (acks_late);
+         * an early-acked task that raised Reject is just done. */
+        if (!r->is_acked)
+            cc_events_task_rejected(ev, r, rep->reject_requeue != 0);
         return;
     case CC_TASK_RETRY:
         h = events_head(ev);

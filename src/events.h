@@ -2,11 +2,12 @@
  * task events with -E (worker_send_task_events) or after the enable_events control command.
  *
  * Events are fire-and-forget (delivery_mode 1) on channel CC_EVENTS_CHANNEL of the master's
- * consuming connection. Task events are batched per loop pass as Celery does (one
- * `task.multi` message, a JSON list, at most CC_EVENTS_BATCH_MAX events); worker events go
- * out one by one. Memory is fixed: one batch buffer; whatever cannot be sent (disconnected,
- * socket full because the broker blocks, an event larger than the buffer) is dropped and
- * counted, never queued. Master only; not thread-safe; children never call it.
+ * consuming connection. Task events are batched as Celery does (one `task.multi` message,
+ * a JSON list, at most CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US
+ * after its first event); worker events go out one by one. Memory is fixed: one batch buffer;
+ * whatever cannot be sent (disconnected, socket full because the broker blocks, an event larger
+ * than the buffer) is dropped and counted, never queued. Master only; not thread-safe; children
+ * never call it.
  */
 #ifndef CELERYC_EVENTS_H
 #define CELERYC_EVENTS_H
@@ -22,6 +23,9 @@
 #define CC_EVENTS_CHANNEL     3
 #define CC_EVENTS_BATCH_MAX   24 /* Celery's EventDispatcher buffer_limit */
 #define CC_EVENTS_BATCH_BYTES (64 * 1024)
+/* A batch not yet full leaves at most this long after its first event (monitors see a
+ * task's events within 0.1 s; under load a batch fills first). */
+#define CC_EVENTS_FLUSH_US 100000
 
 struct cc_events {
     struct cc_broker *broker; /* borrowed: the consuming connection */
@@ -37,6 +41,7 @@ struct cc_events {
     char *batch;        /* "[e1, e2" (owned, CC_EVENTS_BATCH_BYTES) */
     size_t batch_len;
     int n_batched;
+    int64_t batch_since_us; /* cc_mono_us() of the batch's first event */
     uint64_t n_sent, n_dropped;
     bool is_drop_logged; /* a drop was logged since the last successful publish */
 };
@@ -58,8 +63,8 @@ void cc_events_on_lost(struct cc_events *ev);
 void cc_events_online(struct cc_events *ev, int active, uint64_t processed);
 /* worker-offline (warm/cold shutdown); stops the timer. */
 void cc_events_offline(struct cc_events *ev, int active, uint64_t processed);
-/* Send the heartbeat when due at now_us (cc_mono_us()) and flush the task batch. Call once
- * per loop pass. */
+/* Send the heartbeat when due at now_us (cc_mono_us()) and the task batch when its time has
+ * come. Call once per loop pass. */
 void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t processed);
 /* Milliseconds until cc_events_tick has work (capped by `ms`), for the poll timeout. */
 int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t ms);

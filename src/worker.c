@@ -1273,7 +1273,7 @@ static void worker_loop(struct worker *w)
             worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
-        if (w->is_connected) /* [events] heartbeat when due; this pass's task events */
+        if (w->is_connected) /* [events] heartbeat, task batch when due */
             cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy, w->n_done);
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
