@@ -5,6 +5,7 @@ the services and exports CELERYC_TEST_*). See bench/README.md.
 Modes, all at -c CONC with Redis results, the same task (demo.add(2, 3) by default):
   c-prefork-early   celeryc worker -P prefork               (acks before the task runs)
   c-prefork-late    celeryc worker -P prefork --acks-late
+  c-prefork-events  celeryc worker -P prefork -E            (task events on; issue #4)
   c-threads-early   celeryc worker -P threads
   c-threads-late    celeryc worker -P threads --acks-late
   py-prefork-early  celery worker --pool prefork            (tests/integration/pyworker_app.py)
@@ -62,6 +63,7 @@ MODES = [
     # name, impl, pool, acks_late
     ("c-prefork-early", "celeryc", "prefork", False),
     ("c-prefork-late", "celeryc", "prefork", True),
+    ("c-prefork-events", "celeryc", "prefork", False),
     ("c-threads-early", "celeryc", "threads", False),
     ("c-threads-late", "celeryc", "threads", True),
     ("py-prefork-early", "python", "prefork", False),
@@ -166,6 +168,8 @@ class Worker:
             cmd = [str(BUILD / "celeryc"), "worker", "-b", AMQP, "--result-backend", REDIS_URL,
                    "-Q", queue, "-c", str(conc), "-P", self.pool, "-n", host, "-l", "warning"]
             cmd.append("--acks-late" if self.acks_late else "--no-acks-late")
+            if self.name.endswith("-events"):
+                cmd.append("-E")  # task events (issue #4)
             cwd = None
         else:
             cmd = ["/usr/bin/python3", "-m", "celery", "-A", "pyworker_app", "worker",

@@ -18,6 +18,7 @@
  * §1.5 (global QoS), §1.6 (header table kinds, via proto/amqptab), §6.1 (QoS, consumers).
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -784,4 +785,22 @@ int cc_broker_publish_on(struct cc_broker *b, amqp_channel_t ch, const char *exc
                          const char *routing_key, const struct cc_msg_out *m, struct cc_err *err)
 {
     return broker_publish(b, ch, exchange, routing_key, m, false, err);
+}
+
+int cc_broker_publish_raw_on(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                             const char *routing_key, const amqp_basic_properties_t *props,
+                             amqp_bytes_t body, struct cc_err *err)
+{
+    struct pollfd pfd = {.fd = b->fd, .events = POLLOUT};
+
+    if (!b->is_conn_open || b->fd < 0)
+        return cc_err_set(err, CC_EBROKER, "basic.publish: not connected");
+    /* rabbitmq-c writes with blocking sends: a broker that stopped reading (memory alarm,
+     * connection.blocked) would stall the whole event loop. No room now = drop. */
+    if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))
+        return cc_err_set(err, CC_EAGAIN, "basic.publish: socket send buffer full");
+    return broker_status(b,
+                         amqp_basic_publish(b->conn, ch, broker_bytes(exchange),
+                                            broker_bytes(routing_key), 0, 0, props, body),
+                         "basic.publish", err);
 }

@@ -125,6 +125,15 @@ int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const cha
                             const amqp_basic_properties_t *props, amqp_bytes_t body,
                             struct cc_err *err) CC_MUST_USE;
 
+/* [events] basic.publish(mandatory=false) of raw properties and body on channel `ch`
+ * (opened with cc_broker_channel_open); `props` and `body` borrowed for the call. Never
+ * waits for the broker: when the socket's send buffer has no room (a blocked or slow
+ * broker) it sends nothing and returns CC_EAGAIN, so the caller can drop the message.
+ * Otherwise CC_OK or a broker error (the connection is then lost). */
+int cc_broker_publish_raw_on(struct cc_broker *b, amqp_channel_t ch, const char *exchange,
+                             const char *routing_key, const amqp_basic_properties_t *props,
+                             amqp_bytes_t body, struct cc_err *err) CC_MUST_USE;
+
 #define CC_BROKER_SYNC_TIMEOUT_MS 5000
 
 /* One synchronous round trip on the channel (a passive exchange.declare of amq.direct).

@@ -177,6 +177,16 @@ static const struct cfg_opt cfg_options[] = {
     {"task_track_started", CFG_BOOL, CFG_OFF(track_started), "false", NULL, 0,
      "--track-started", NULL, 0, 0, NULL, CFG_W, true,
      "Store the STARTED state when a task begins executing."},
+    /* [events] */
+    {"worker_send_task_events", CFG_BOOL, CFG_OFF(send_task_events), "false", NULL, 'E',
+     "--task-events", NULL, 0, 0, NULL, CFG_W, true,
+     "Send task events (task-received, -started, -succeeded, ...) on the celeryev exchange, "
+     "for celery events and Flower. Worker events (online, heartbeat, offline) are always "
+     "sent."},
+    {"worker_heartbeat_interval", CFG_DOUBLE, CFG_OFF(event_heartbeat_s), "2.0", NULL, 0,
+     "--heartbeat-interval", "SECONDS", 0.1, 3600, NULL, CFG_W, true,
+     "Seconds between worker-heartbeat events (Celery's --heartbeat-interval; monitors "
+     "consider a worker offline after twice this without one)."},
     {"result_extended", CFG_BOOL, CFG_OFF(result_extended), "false", NULL, 0,
      "--result-extended", NULL, 0, 0, NULL, CFG_W, true,
      "Store extended task metadata (name, args, kwargs, worker, retries, queue) in results."},
@@ -904,7 +914,9 @@ static int cfg_parse_argv(enum cc_cfg_cmd cmd, int argc, char **argv, struct cfg
             if (o == NULL)
                 return cc_err_set(err, CC_EUSAGE, "no such option: -%c", a[1]);
             snprintf(pa->flag, sizeof(pa->flag), "-%c", a[1]);
-            if (a[2] != '\0')
+            if (o->type == CFG_BOOL && a[2] == '\0') /* [events] -E takes no value */
+                pa->value = "true";
+            else if (a[2] != '\0')
                 pa->value = a + 2; /* "-c2" */
             else if (i + 1 < argc)
                 pa->value = argv[++i];

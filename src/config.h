@@ -69,6 +69,8 @@ struct cc_config {
     bool acks_late;                    /* task_acks_late; default false */
     bool track_started;                /* task_track_started; default false */
     bool result_extended;              /* result_extended; default false */
+    bool send_task_events;             /* [events] worker_send_task_events, -E; default false */
+    double event_heartbeat_s;          /* [events] --heartbeat-interval; default 2.0 */
     int64_t result_expires_s;          /* result_expires; default 86400; 0 = never */
     bool store_errors_even_if_ignored; /* task_store_errors_even_if_ignored; default false */
 

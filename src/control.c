@@ -20,6 +20,7 @@
 
 #include "celeryc/version.h"
 #include "control.h"
+#include "events.h"
 #include "isotime.h"
 #include "log.h"
 #include "taskrun.h"
@@ -30,14 +31,23 @@
 
 /* ---- Lamport clock -------------------------------------------------------------------- */
 
+/* One Lamport clock per process: the events dispatcher's when there is one (events and
+ * pidbox replies then share it, as in Celery's app.clock), else our own. */
 uint64_t cc_control_clock_forward(struct cc_control *c)
 {
-    return ++c->clock;
+    struct cc_events *ev = cc_events_get();
+
+    return c->clock = ev != NULL ? cc_events_clock_forward(ev) : c->clock + 1;
 }
 
 void cc_control_clock_adjust(struct cc_control *c, uint64_t other)
 {
-    c->clock = (other > c->clock ? other : c->clock) + 1;
+    struct cc_events *ev = cc_events_get();
+
+    if (ev != NULL)
+        c->clock = cc_events_clock_adjust(ev, other);
+    else
+        c->clock = (other > c->clock ? other : c->clock) + 1;
 }
 
 /* ---- Revoked set ---------------------------------------------------------------------- */
@@ -906,10 +916,11 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
     }
     if (strcmp(m, "enable_events") == 0 || strcmp(m, "disable_events") == 0) {
         bool on = m[0] == 'e';
-        bool was = c->is_events;
+        struct cc_events *ev = cc_events_get();
+        bool was = ev != NULL ? cc_events_task_on(ev) : c->is_events;
 
-        /* [control] hook for the events module: cc_events_enable(on) once it is merged. */
         c->is_events = on;
+        (void)cc_events_enable(on);
         if (was == on)
             return cc_ctl_ok(on ? "task events already enabled" : "task events already disabled");
         cc_info("Events of group {task} %s by remote.", on ? "enabled" : "disabled");

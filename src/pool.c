@@ -89,6 +89,7 @@ enum {
 #define JOB_F_REDELIVERED   0x1u
 #define JOB_F_IGNORE_RESULT 0x2u
 #define JOB_F_TRACK_STARTED 0x4u
+#define JOB_F_EVENT_TEXT    0x8u /* [events] put the result / exception text in the report */
 #define JOB_ABSENT          UINT32_MAX
 /* Largest job record a child accepts (a larger length means a corrupt header). It follows
  * from the largest message the config accepts: the record re-dumps the body's JSON with
@@ -154,9 +155,9 @@ static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t
     h.retries = m->retries;
     h.protocol = m->protocol;
     h.priority = m->priority;
-    h.flags = (r->redelivered ? JOB_F_REDELIVERED : 0) |
-              (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
-              (r->track_started ? JOB_F_TRACK_STARTED : 0);
+    h.flags =
+        (r->redelivered ? JOB_F_REDELIVERED : 0) | (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
+        (r->track_started ? JOB_F_TRACK_STARTED : 0) | (p->is_event_text ? JOB_F_EVENT_TEXT : 0);
     h.time_limit_s = m->time_limit_s;
     h.soft_time_limit_s = m->soft_time_limit_s;
     for (int i = 0; i < JOB_NSTR; i++) {
@@ -353,6 +354,34 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     }
 }
 
+/* [events] "repr\0traceback\0" for task-succeeded / task-failed / task-retried. The result
+ * repr is saferepr(retval, 1024) as Celery's trace sends it; a traceback longer than what
+ * is left is cut (Celery sends it whole; the report must stay below PIPE_BUF). */
+static void pool_event_text(const struct cc_task_outcome *out, struct cc_pool_report *rep)
+{
+    size_t cap = sizeof(rep->ev_text), n = 0;
+    char *repr = NULL;
+    const char *first = NULL, *second = "";
+
+    if (out->status == CC_OK) {
+        repr = cc_pyrepr(out->result ? out->result : json_null(), 0, 1024);
+        first = repr;
+    } else if (out->status == CC_TASK_RETRY || out->status == CC_TASK_FAILED) {
+        first = out->exc_repr ? out->exc_repr : "Exception()";
+        second = out->traceback ? out->traceback : "";
+    } else {
+        return;
+    }
+    n = snprintf(rep->ev_text, cap - 1, "%s", first ? first : "None") + 1;
+    if (n > cap - 2)
+        n = cap - 2;
+    rep->ev_text[n - 1] = '\0';
+    snprintf(rep->ev_text + n, cap - n, "%s", second);
+    n += strlen(rep->ev_text + n) + 1;
+    rep->ev_len = (uint16_t)n;
+    free(repr);
+}
+
 static const char *pool_str(const char *base, const uint32_t *len, size_t *off, int i)
 {
     const char *s = base + *off;
@@ -467,6 +496,8 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     rep.status = out.status;
     rep.runtime_s = out.runtime_s;
     pool_child_outcome(cs, &req, args, kwargs, h->flags, &out, &rep);
+    if (h->flags & JOB_F_EVENT_TEXT) /* [events] */
+        pool_event_text(&out, &rep);
     cc_task_outcome_deinit(&out);
 report:
     json_decref(all);
@@ -554,7 +585,7 @@ static int pool_exec_loop(struct pool_child_state *cs)
         rep.is_exiting = pool_should_retire(cs, ++n_done);
         /* The report says "retiring" so the master gives this child nothing more; it
          * precedes the exit, as every report does. */
-        if (pool_write_full(cs->p->report_wr, &rep, sizeof(rep)) != 0)
+        if (pool_write_full(cs->p->report_wr, &rep, CC_POOL_REPORT_BYTES(&rep)) != 0)
             return 1; /* the master is gone */
         if (rep.is_exiting)
             return CC_POOL_EX_RECYCLE;
@@ -857,7 +888,7 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
             cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(r),
                     r->msg.id);
         }
-        if (pool_write_full(p->report_wr, &rep, sizeof(rep)) != 0)
+        if (pool_write_full(p->report_wr, &rep, CC_POOL_REPORT_BYTES(&rep)) != 0)
             return cc_err_set(err, CC_EIO, "report pipe: %s", strerror(errno));
         return CC_OK;
     }
@@ -876,11 +907,21 @@ static int pool_take_reports(struct cc_pool *p, struct cc_pool_report *out, int 
 {
     size_t off = 0;
 
-    while (p->rlen - off >= sizeof(*out) && n < max) {
+    while (p->rlen - off >= CC_POOL_REPORT_HEAD && n < max) {
         struct cc_pool_report *rep = &out[n];
+        size_t size;
 
-        memcpy(rep, p->rbuf + off, sizeof(*rep));
-        off += sizeof(*rep);
+        /* [events] A report is its fixed part plus ev_len bytes of text. */
+        memcpy(rep, p->rbuf + off, CC_POOL_REPORT_HEAD);
+        if (rep->ev_len > sizeof(rep->ev_text))
+            rep->ev_len = 0; /* cannot happen: children write at most ev_text */
+        size = CC_POOL_REPORT_BYTES(rep);
+        if (p->rlen - off < size)
+            break;
+        memcpy(rep->ev_text, p->rbuf + off + CC_POOL_REPORT_HEAD, rep->ev_len);
+        if (rep->ev_len > 0)
+            rep->ev_text[rep->ev_len - 1] = '\0';
+        off += size;
         /* Ignore a report that does not match the job in flight: a child killed at its hard
          * limit may have written one just before (its job was already reported), or a
          * child misbehaves. */

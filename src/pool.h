@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -51,7 +52,19 @@ struct cc_pool_report {
     double retry_countdown_s; /* CC_TASK_RETRY without eta */
     char retry_eta[48];       /* CC_TASK_RETRY: ISO-8601 eta, or "" */
     double time_limit_s;      /* CC_POOL_TIME_LIMIT: the hard limit that was exceeded */
+    /* [events] Only for jobs sent with task events on (cc_pool.is_event_text): the result
+     * repr (success; Celery's saferepr cut at resultrepr_maxsize 1024) or the exception repr
+     * and traceback (failure, retry), as "repr\0traceback\0". Only the first ev_len bytes
+     * of ev_text travel through the pipe (CC_POOL_REPORT_BYTES), so a report without them
+     * costs what it did. Must stay the last members. */
+    uint16_t ev_len;
+    char ev_text[3840];
 };
+
+/* Bytes of `rep` written to the report pipe: the fixed part and ev_len bytes of text. */
+#define CC_POOL_REPORT_HEAD       offsetof(struct cc_pool_report, ev_text)
+#define CC_POOL_REPORT_BYTES(rep) (CC_POOL_REPORT_HEAD + (size_t)(rep)->ev_len)
+_Static_assert(sizeof(struct cc_pool_report) <= 4096, "a report must be written atomically");
 
 struct cc_pool_opts {
     int n_children;
@@ -105,6 +118,7 @@ struct cc_pool {
     unsigned respawn_failures;    /* failed attempts since the last successful respawn */
     struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read (n capacity) */
     int n_synth;                  /* counted in n_busy until read */
+    bool is_event_text;           /* [events] children send result/exception text (-E) */
     timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
     bool has_solo_timer;
 };

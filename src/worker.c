@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -45,6 +46,7 @@
 #include "celeryc/version.h"
 #include "consumer.h"
 #include "control.h"
+#include "events.h" /* [events] */
 #include "delaystore.h"
 #include "isotime.h"
 #include "log.h"
@@ -112,6 +114,7 @@ struct worker {
 
     struct cc_control ctl; /* [control] pidbox node, revoked set (control.c) */
     bool is_ctl_init;
+    struct cc_events ev; /* [events] celeryev dispatcher (events.c) */
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -262,6 +265,7 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
     if (w->is_rd_init)
         cc_redeliver_forget_parked(&w->rd); /* [redisx] parked twins are redelivered too */
     cc_broker_abandon(&w->broker);
+    cc_events_on_lost(&w->ev); /* [events] */
     w->is_connected = false;
     w->reconnect_attempt = 0;
     w->reconnect_at_us = cc_mono_us(); /* first attempt at once: a dropped connection often
@@ -465,6 +469,7 @@ static void worker_update_qos(struct worker *w)
 static void worker_expire(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    cc_events_task_revoked(&w->ev, r, false, 0, true); /* [events] */
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "expired");
     worker_ack(w, r);
     cc_request_free(r);
@@ -474,6 +479,7 @@ static void worker_expire(struct worker *w, struct cc_request *r)
 static void worker_discard_revoked(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    cc_events_task_revoked(&w->ev, r, false, 0, false); /* [events] */
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "revoked");
     worker_ack(w, r);
     cc_request_free(r);
@@ -517,6 +523,9 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         return;
     }
     now = cc_now_us();
+    /* [events] task-received, before ETA waiting; an expired one gets task-revoked only. */
+    if (w->state == WORKER_RUNNING && !(r->msg.expires_us != 0 && now > r->msg.expires_us))
+        cc_events_task_received(&w->ev, r);
     if (w->state != WORKER_RUNNING) {
         /* Delivered before our basic.cancel took effect: not ours to start any more. */
         worker_reject(w, r, true);
@@ -739,6 +748,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     if (r == NULL)
         return;
     w->n_done++;
+    cc_events_task_report(&w->ev, r, rep); /* [events] */
     bool is_failure = false; /* FAILURE or time limit: Celery's on_failure / on_timeout */
     switch (rep->status) {
     case CC_OK:
@@ -811,8 +821,11 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
      * too unless acks_on_failure_or_timeout is off (task or worker): then, as Celery's
      * Request.on_failure, the message is rejected without requeue (dead-lettered). */
     if (is_failure && r->acks_late &&
-        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
+        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout)) {
+        if (!r->is_acked) /* [events] Celery's Request.reject */
+            cc_events_task_rejected(&w->ev, r, false);
         worker_reject(w, r, false);
+    }
     worker_ack(w, r);
     cc_request_free(r);
 }
@@ -828,6 +841,8 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     if (r == NULL)
         return;
     if (cc_control_take_terminated(&w->ctl, r->msg.id, NULL)) { /* [control] revoke terminate */
+        cc_events_task_revoked(&w->ev, r, true, WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0,
+                               false); /* [events] */
         worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "terminated");
         worker_ack(w, r);
         cc_request_free(r);
@@ -844,11 +859,18 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     if (r->acks_late && !r->is_acked &&
         cc_task_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
         cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_request_name(r), r->msg.id);
+        cc_events_task_rejected(&w->ev, r, true); /* [events] */
         worker_reject(w, r, true);
         cc_request_free(r);
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    if (cc_events_task_on(&w->ev)) { /* [events] */
+        char exc[200];
+
+        snprintf(exc, sizeof(exc), "WorkerLostError('%s')", msg);
+        cc_events_task_failed(&w->ev, r, exc);
+    }
     if (r->acks_late &&
         !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
         worker_reject(w, r, false);
@@ -962,7 +984,9 @@ static void worker_dispatch(struct worker *w)
             continue;
         seq = w->next_seq++;
         w->running[slot] = r;
-        cc_control_on_start(&w->ctl, slot, r); /* [control] time_start, stats total */
+        cc_control_on_start(&w->ctl, slot, r);             /* [control] time_start, stats total */
+        w->pool.is_event_text = cc_events_task_on(&w->ev); /* [events] */
+        cc_events_task_started(&w->ev, r);                 /* [events] */
         if (cc_pool_dispatch(&w->pool, slot, r, seq, &err) != CC_OK)
             cc_warn("dispatch: %s (the job will be reported lost)", err.msg);
         /* Ack early = when execution starts, i.e. now that a child has the job. */
@@ -1007,6 +1031,8 @@ static int worker_declare(struct worker *w, struct cc_err *err)
     /* Celery workers always declare the event exchange (§1.1, §4.1). */
     if (rc == CC_OK)
         rc = cc_broker_declare_exchange(&w->broker, "celeryev", "topic", true, err);
+    if (rc == CC_OK) /* [events] our publishing channel, on every (re)connect */
+        rc = cc_events_on_connect(&w->ev, err);
     if (rc == CC_OK) /* [redisx] "<queue>.dead" for dead-lettered messages */
         rc = cc_redeliver_declare(&w->rd, err);
     /* Quorum queues refuse global QoS; per-consumer QoS must precede basic.consume and
@@ -1068,6 +1094,7 @@ static void worker_reconnect(struct worker *w)
     if (worker_connect(w, &err) == CC_OK) {
         cc_warn("consumer: Connected to %s", u ? u : "?");
         w->reconnect_attempt = 0;
+        cc_events_online(&w->ev, w->pool.n_busy, w->n_done); /* [events] as Celery's Heart */
         worker_flush_retries(w);
         free(u);
         return;
@@ -1224,6 +1251,7 @@ static int worker_poll_timeout_ms(const struct worker *w)
     }
     if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
         ms = cc_delay_due_in_ms(&w->ds, ms);
+    ms = cc_events_due_in_ms(&w->ev, cc_mono_us(), ms); /* [events] heartbeat, batch */
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
         int64_t ack_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
@@ -1286,6 +1314,8 @@ static void worker_loop(struct worker *w)
             worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
+        if (w->is_connected) /* [events] heartbeat, task batch when due */
+            cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy, w->n_done);
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
         if (w->state == WORKER_COLD)
@@ -1369,6 +1399,8 @@ int cc_worker_main(const struct cc_config *cfg)
     /* Pool children forget both connections' sockets after fork (cc_broker_forget). */
     w.broker.linked = &w.pub;
     w.hostname = worker_hostname(cfg);
+    cc_events_init(&w.ev, &w.broker, w.hostname, cfg->send_task_events, /* [events] */
+                   cfg->event_heartbeat_s);
     if (cc_task_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
         goto out;
@@ -1469,6 +1501,7 @@ int cc_worker_main(const struct cc_config *cfg)
         .broker = &w.broker, .backend = w.backend, .cfg = cfg, .hostname = w.hostname};
     worker_banner(&w);
     cc_info("%s ready.", w.hostname);
+    cc_events_online(&w.ev, 0, 0); /* [events] */
 
     w.exit_code = 0;
     worker_loop(&w);
@@ -1484,6 +1517,9 @@ out:
                      worker_is_cold_now, &w);
     }
     worker_flush_acks(&w);
+    if (w.is_connected) /* [events] */
+        cc_events_offline(&w.ev, w.pool.n_busy, w.n_done);
+    cc_events_deinit(&w.ev);
     free(w.acks);
     worker_free_requests(&w);
     if (w.is_rd_init) { /* [redisx] parked requests are unacked: freed, returned on close */

@@ -1,0 +1,96 @@
+/* The worker's event dispatcher (celeryev, §4): worker-online / -heartbeat / -offline, and
+ * task events with -E (worker_send_task_events) or after the enable_events control command.
+ *
+ * Events are fire-and-forget (delivery_mode 1) on channel CC_EVENTS_CHANNEL of the master's
+ * consuming connection. Task events are batched as Celery does (one `task.multi` message,
+ * a JSON list, at most CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US
+ * after its first event); worker events go out one by one. Memory is fixed: one batch buffer;
+ * whatever cannot be sent (disconnected, socket full because the broker blocks, an event larger
+ * than the buffer) is dropped and counted, never queued. Master only; not thread-safe; children
+ * never call it.
+ */
+#ifndef CELERYC_EVENTS_H
+#define CELERYC_EVENTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "consumer.h"
+#include "pool.h"
+
+/* Channel 1 consumes, 2 is the pidbox consumer's, 3 publishes events. */
+#define CC_EVENTS_CHANNEL     3
+#define CC_EVENTS_BATCH_MAX   24 /* Celery's EventDispatcher buffer_limit */
+#define CC_EVENTS_BATCH_BYTES (64 * 1024)
+/* A batch not yet full leaves at most this long after its first event (monitors see a
+ * task's events within 0.1 s; under load a batch fills first). */
+#define CC_EVENTS_FLUSH_US 100000
+
+struct cc_events {
+    struct cc_broker *broker; /* borrowed: the consuming connection */
+    const char *hostname;     /* borrowed */
+    long pid;
+    int utcoffset;
+    char sw_sys[72];
+    double freq_s;      /* heartbeat interval */
+    bool is_task_on;    /* task events (-E or enable_events) */
+    bool is_open;       /* our channel is open on the current connection */
+    uint64_t clock;     /* Lamport clock */
+    int64_t next_hb_us; /* cc_mono_us() of the next heartbeat; 0 = not running */
+    char *batch;        /* "[e1, e2" (owned, CC_EVENTS_BATCH_BYTES) */
+    size_t batch_len;
+    int n_batched;
+    int64_t batch_since_us; /* cc_mono_us() of the batch's first event */
+    uint64_t n_sent, n_dropped;
+    bool is_drop_logged; /* a drop was logged since the last successful publish */
+};
+
+/* Set up (nothing is sent). `freq_s` <= 0 means 2.0 (Celery's heartbeat interval). */
+void cc_events_init(struct cc_events *ev, struct cc_broker *broker, const char *hostname,
+                    bool task_events, double freq_s);
+void cc_events_deinit(struct cc_events *ev);
+
+/* After the connection is (re)established: open our channel (CC_OK, or a broker error that
+ * makes the connection unusable). Sending worker-online is separate (cc_events_online). */
+int cc_events_on_connect(struct cc_events *ev, struct cc_err *err) CC_MUST_USE;
+/* The connection is gone: drop the pending batch (counted); nothing is sent until the next
+ * cc_events_on_connect. */
+void cc_events_on_lost(struct cc_events *ev);
+
+/* worker-online now and start the heartbeat timer (start-up and after each reconnect, as
+ * Celery's Heart step restarts with the consumer). */
+void cc_events_online(struct cc_events *ev, int active, uint64_t processed);
+/* worker-offline (warm/cold shutdown); stops the timer. */
+void cc_events_offline(struct cc_events *ev, int active, uint64_t processed);
+/* Send the heartbeat when due at now_us (cc_mono_us()) and the task batch when its time has
+ * come. Call once per loop pass. */
+void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t processed);
+/* Milliseconds until cc_events_tick has work (capped by `ms`), for the poll timeout. */
+int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t ms);
+
+/* Task events; no-ops unless task events are on. `r` borrowed. */
+void cc_events_task_received(struct cc_events *ev, const struct cc_request *r);
+void cc_events_task_started(struct cc_events *ev, const struct cc_request *r);
+/* From a pool report: task-succeeded / -failed / -retried / -rejected. */
+void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
+                           const struct cc_pool_report *rep);
+/* task-failed with an exception repr made by the master (WorkerLostError, ...). */
+void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, const char *exc_repr);
+void cc_events_task_rejected(struct cc_events *ev, const struct cc_request *r, bool requeue);
+void cc_events_task_revoked(struct cc_events *ev, const struct cc_request *r, bool terminated,
+                            int signum, bool expired);
+bool cc_events_task_on(const struct cc_events *ev);
+
+/* Lamport clock: forward() for a message we send (returns the new value), adjust() on
+ * receiving one with clock `other` (max + 1), as kombu's LamportClock. */
+uint64_t cc_events_clock_forward(struct cc_events *ev);
+uint64_t cc_events_clock_adjust(struct cc_events *ev, uint64_t other);
+
+/* For the enable_events / disable_events control commands: turn task events on or off in
+ * the process's dispatcher (the one last cc_events_init'ed). Returns false if there is none. */
+bool cc_events_enable(bool on);
+/* The process's dispatcher, or NULL (for the control commands: clock, heartbeat). */
+struct cc_events *cc_events_get(void);
+
+#endif
