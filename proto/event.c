@@ -147,7 +147,16 @@ char *cc_event_worker(const struct cc_event_head *h, const char *type,
         EV_S("sw_ver", wi->sw_ver),
         EV_S("sw_sys", wi->sw_sys),
     };
+    /* control.py heartbeat(): dispatcher.send('worker-heartbeat', freq=5, **SOFTWARE_INFO) */
+    const struct cc_event_field sw[] = {
+        EV_F("freq", wi->freq_s),
+        EV_S("sw_ident", wi->sw_ident),
+        EV_S("sw_ver", wi->sw_ver),
+        EV_S("sw_sys", wi->sw_sys),
+    };
 
+    if (wi->is_software_only)
+        return cc_event_build(h, type, sw, EV_N(sw), len);
     return cc_event_build(h, type, f, EV_N(f), len);
 }
 

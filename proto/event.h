@@ -57,6 +57,7 @@ struct cc_event_worker_info {
     long long processed; /* tasks finished since start */
     double loadavg[3];   /* rounded to 2 decimals when written */
     const char *sw_ident, *sw_ver, *sw_sys;
+    bool is_software_only; /* only freq and sw_*: the `heartbeat` control command's event */
 };
 
 /* task-received (strategy.py). NULL strings are written as null. */

@@ -138,9 +138,10 @@ static void cli_usage(FILE *out, const char *cmd)
                      "  -Q, --queues Q1,Q2      Queues to purge (default: celery).\n"
                      "  -X, --exclude-queues Q  Queues not to purge.\n\n");
     } else if (strcmp(cmd, "events") == 0) {
-        fprintf(out, "Usage: celeryc events --dump [OPTIONS]\n\nDump events to the screen "
-                     "(celery events --dump).\n\n"
-                     "  -d, --dump              Dump events to stdout (the only mode).\n"
+        fprintf(out, "Usage: celeryc events [--dump] [OPTIONS]\n\nA live view of the fleet's "
+                     "workers and latest tasks, redrawn every second; --dump prints every "
+                     "event instead (celery events --dump).\n\n"
+                     "  -d, --dump              Dump events to stdout.\n"
                      "  --duration SECONDS      Stop after this long (default: until SIGINT).\n\n");
     }
     fprintf(out, "Options:\n"
@@ -954,6 +955,148 @@ static int cli_purge(const struct cli_opts *o)
     return 0;
 }
 
+/* ---- events: the live view ------------------------------------------------------------ */
+
+/* `celeryc events` without --dump: the fleet's workers (from worker-* events) and the most
+ * recent tasks (from task-* events), redrawn once a second, as `celery events`' curses
+ * view shows them (plain ANSI: clear + home when stdout is a terminal, else one frame after
+ * another). */
+#define LIVE_WORKERS       64
+#define LIVE_TASKS         20
+#define LIVE_HEARTBEAT_TTL 10.0 /* seconds without a heartbeat before a worker shows OFFLINE */
+
+struct live_worker {
+    char host[128];
+    double last; /* timestamp of its latest event (its clock, as State uses) */
+    bool is_offline;
+    long long active, processed;
+};
+
+struct live_task {
+    char id[40];
+    char name[96];
+    char state[10];
+    char host[128];
+    double runtime; /* < 0: not known yet */
+};
+
+struct live {
+    struct live_worker w[LIVE_WORKERS];
+    size_t nw;
+    struct live_task t[LIVE_TASKS]; /* t[0] is the most recently seen task */
+    size_t nt;
+    unsigned long long n_events;
+};
+
+static const char *live_str(const json_t *ev, const char *key)
+{
+    const char *v = json_string_value(json_object_get(ev, key));
+
+    return v != NULL ? v : "";
+}
+
+static void live_worker_event(struct live *lv, const json_t *ev, const char *type)
+{
+    const char *host = live_str(ev, "hostname");
+    struct live_worker *w = NULL;
+
+    for (size_t i = 0; i < lv->nw && w == NULL; i++)
+        if (strcmp(lv->w[i].host, host) == 0)
+            w = &lv->w[i];
+    if (w == NULL) {
+        if (lv->nw == LIVE_WORKERS)
+            return;
+        w = &lv->w[lv->nw++];
+        memset(w, 0, sizeof(*w));
+        snprintf(w->host, sizeof(w->host), "%s", host);
+    }
+    w->last = json_number_value(json_object_get(ev, "timestamp"));
+    w->is_offline = strcmp(type, "worker-offline") == 0;
+    if (json_is_integer(json_object_get(ev, "active")))
+        w->active = json_integer_value(json_object_get(ev, "active"));
+    if (json_is_integer(json_object_get(ev, "processed")))
+        w->processed = json_integer_value(json_object_get(ev, "processed"));
+}
+
+static void live_task_event(struct live *lv, const json_t *ev, const char *type)
+{
+    static const char *const states[][2] = {
+        {"task-received", "RECEIVED"}, {"task-started", "STARTED"}, {"task-succeeded", "SUCCESS"},
+        {"task-failed", "FAILURE"},    {"task-retried", "RETRY"},   {"task-revoked", "REVOKED"},
+        {"task-rejected", "REJECTED"},
+    };
+    const char *id = live_str(ev, "uuid");
+    struct live_task t;
+    size_t i = 0;
+
+    while (i < lv->nt && strcmp(lv->t[i].id, id) != 0)
+        i++;
+    if (i < lv->nt)
+        t = lv->t[i];
+    else {
+        memset(&t, 0, sizeof(t));
+        snprintf(t.id, sizeof(t.id), "%s", id);
+        t.runtime = -1;
+        if (lv->nt < LIVE_TASKS)
+            lv->nt++;
+        i = lv->nt - 1; /* the oldest falls off the end */
+    }
+    memmove(&lv->t[1], &lv->t[0], i * sizeof(t)); /* move it to the front */
+    if (live_str(ev, "name")[0] != '\0')
+        snprintf(t.name, sizeof(t.name), "%s", live_str(ev, "name"));
+    if (live_str(ev, "hostname")[0] != '\0')
+        snprintf(t.host, sizeof(t.host), "%s", live_str(ev, "hostname"));
+    for (size_t k = 0; k < CC_ARRAY_LEN(states); k++)
+        if (strcmp(type, states[k][0]) == 0)
+            snprintf(t.state, sizeof(t.state), "%s", states[k][1]);
+    if (json_is_number(json_object_get(ev, "runtime")))
+        t.runtime = json_number_value(json_object_get(ev, "runtime"));
+    lv->t[0] = t;
+}
+
+static void live_event(struct live *lv, const json_t *ev)
+{
+    const char *type = live_str(ev, "type");
+
+    lv->n_events++;
+    if (strncmp(type, "worker-", 7) == 0)
+        live_worker_event(lv, ev, type);
+    else if (strncmp(type, "task-", 5) == 0 && live_str(ev, "uuid")[0] != '\0')
+        live_task_event(lv, ev, type);
+}
+
+static void live_draw(const struct live *lv, bool is_tty)
+{
+    double now = (double)cc_now_us() / 1e6;
+
+    if (is_tty)
+        fputs("\033[H\033[2J", stdout);
+    printf("celeryc events: %zu worker(s), %llu event(s)%s\n\n", lv->nw, lv->n_events,
+           is_tty ? "  (Ctrl+C to quit)" : "");
+    printf("Workers\n");
+    for (size_t i = 0; i < lv->nw; i++) {
+        const struct live_worker *w = &lv->w[i];
+        bool is_online = !w->is_offline && now - w->last < LIVE_HEARTBEAT_TTL;
+
+        printf("  %-40s %-7s active %-4lld processed %-8lld last event %.1fs ago\n", w->host,
+               is_online ? "ONLINE" : "OFFLINE", w->active, w->processed, now - w->last);
+    }
+    printf("\nTasks (most recent first)\n  %-36s %-32s %-8s %-9s %s\n", "UUID", "TASK", "STATE",
+           "RUNTIME", "WORKER");
+    for (size_t i = 0; i < lv->nt; i++) {
+        const struct live_task *t = &lv->t[i];
+        char rt[24] = "-";
+
+        if (t->runtime >= 0)
+            snprintf(rt, sizeof(rt), "%.4fs", t->runtime);
+        printf("  %-36s %-32s %-8s %-9s %s\n", t->id, t->name[0] ? t->name : "?", t->state, rt,
+               t->host);
+    }
+    if (!is_tty)
+        printf("\n");
+    fflush(stdout);
+}
+
 /* ---- events --dump --------------------------------------------------------------------- */
 
 #define CLI_LABELS 4096
@@ -969,15 +1112,18 @@ static int cli_events(const struct cli_opts *o)
     struct cc_sbuf s = {0};
     int rc;
 
-    if (!o->is_dump) {
-        fprintf(stderr, "celeryc events: only --dump is supported (the live view is not "
-                        "implemented yet)\n");
-        return CLI_EX_USAGE;
-    }
+    struct live *lv = NULL;
+    bool is_tty = isatty(STDOUT_FILENO) != 0;
+    int64_t next_draw_us = 0;
+
     signal(SIGINT, cli_on_signal);
     signal(SIGTERM, cli_on_signal);
-    printf("-> evdump: starting capture...\n");
-    fflush(stdout);
+    if (o->is_dump) {
+        printf("-> evdump: starting capture...\n");
+        fflush(stdout);
+    } else {
+        lv = cc_xcalloc(1, sizeof(*lv));
+    }
     if ((rc = cli_connect(&b, o)) != 0)
         return rc;
     cc_uuid4(uuid);
@@ -1003,6 +1149,10 @@ static int cli_events(const struct cli_opts *o)
             if (left / 1000 < wait_ms)
                 wait_ms = (int)(left / 1000) + 1;
         }
+        if (lv != NULL && cc_mono_us() >= next_draw_us) {
+            live_draw(lv, is_tty);
+            next_draw_us = cc_mono_us() + 1000000;
+        }
         got = cli_next(&b, &env, wait_ms);
         if (got < 0) {
             if (cli_stop)
@@ -1022,6 +1172,10 @@ static int cli_events(const struct cli_opts *o)
             char *fresh = NULL;
             if (!json_is_object(ev))
                 continue;
+            if (lv != NULL) {
+                live_event(lv, ev);
+                continue;
+            }
             /* As EventReceiver.event_from_message: the time it was received here. */
             if (json_object_get(ev, "local_received") == NULL)
                 json_object_set_new(ev, "local_received", json_real((double)cc_now_us() / 1e6));
@@ -1042,6 +1196,10 @@ static int cli_events(const struct cli_opts *o)
             }
         }
         json_decref(body);
+    }
+    if (lv != NULL) {
+        live_draw(lv, is_tty); /* the final state */
+        free(lv);
     }
     for (size_t k = 0; k < CLI_LABELS; k++) {
         free(label_id[k]);

@@ -927,8 +927,11 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
         return cc_ctl_ok(on ? "task events enabled" : "task events disabled");
     }
     if (strcmp(m, "heartbeat") == 0) {
-        /* [control] hook for the events module: send worker-heartbeat with freq 5. */
+        struct cc_events *ev = cc_events_get();
+
         cc_debug("Heartbeat requested by remote.");
+        if (ev != NULL)
+            cc_events_heartbeat_now(ev);
         return NULL;
     }
     if (strcmp(m, "rate_limit") == 0)

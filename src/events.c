@@ -256,11 +256,13 @@ void cc_events_on_lost(struct cc_events *ev)
 
 /* ---- Worker events ----------------------------------------------------------------------- */
 
-static void events_worker(struct cc_events *ev, const char *type, int active, uint64_t processed)
+static void events_worker(struct cc_events *ev, const char *type, int active, uint64_t processed,
+                          bool is_remote)
 {
     struct cc_event_head h;
     struct cc_event_worker_info wi = {
-        .freq_s = ev->freq_s,
+        .freq_s = is_remote ? 5.0 : ev->freq_s,
+        .is_software_only = is_remote,
         .active = active,
         .processed = (long long)processed,
         .sw_ident = "celeryc",
@@ -290,14 +292,14 @@ static void events_worker(struct cc_events *ev, const char *type, int active, ui
 
 void cc_events_online(struct cc_events *ev, int active, uint64_t processed)
 {
-    events_worker(ev, "worker-online", active, processed);
+    events_worker(ev, "worker-online", active, processed, false);
     ev->next_hb_us = cc_mono_us() + (int64_t)(ev->freq_s * 1e6);
 }
 
 void cc_events_offline(struct cc_events *ev, int active, uint64_t processed)
 {
     events_flush(ev);
-    events_worker(ev, "worker-offline", active, processed);
+    events_worker(ev, "worker-offline", active, processed, false);
     ev->next_hb_us = 0;
 }
 
@@ -307,11 +309,16 @@ void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t p
         events_flush(ev);
     if (ev->next_hb_us == 0 || now_us < ev->next_hb_us)
         return;
-    events_worker(ev, "worker-heartbeat", active, processed);
+    events_worker(ev, "worker-heartbeat", active, processed, false);
     /* Fixed rate, as kombu's timer.call_repeatedly; after a stall, one beat and go on. */
     ev->next_hb_us += (int64_t)(ev->freq_s * 1e6);
     if (ev->next_hb_us <= now_us)
         ev->next_hb_us = now_us + (int64_t)(ev->freq_s * 1e6);
+}
+
+void cc_events_heartbeat_now(struct cc_events *ev)
+{
+    events_worker(ev, "worker-heartbeat", 0, 0, true);
 }
 
 int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t ms)

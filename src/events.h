@@ -90,6 +90,10 @@ uint64_t cc_events_clock_adjust(struct cc_events *ev, uint64_t other);
 /* For the enable_events / disable_events control commands: turn task events on or off in
  * the process's dispatcher (the one last cc_events_init'ed). Returns false if there is none. */
 bool cc_events_enable(bool on);
+/* The `heartbeat` control command: one worker-heartbeat now, with freq 5 and only the
+ * software info, exactly as Celery's control.heartbeat sends it. */
+void cc_events_heartbeat_now(struct cc_events *ev);
+
 /* The process's dispatcher, or NULL (for the control commands: clock, heartbeat). */
 struct cc_events *cc_events_get(void);
 

@@ -7,6 +7,7 @@ sharing the broker cannot answer.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -249,3 +250,26 @@ def test_c_worker_answers_celeryc_and_celery_alike(worker_factory):
     assert call.returncode == 0, call.stderr
     res = cc("result", call.stdout.strip(), "-t", "%d" % scaled(20))
     assert res.returncode == 0 and res.stdout.strip() == "42", res
+
+
+def test_events_live_view(worker_factory):
+    """`celeryc events` (no --dump): the workers and latest tasks, redrawn; not a terminal
+    here, so frames follow one another and the last one is the final state."""
+    w = worker_factory(concurrency=1, impl="c", extra=["-E"])
+    b = celeryc_bin()
+    view = subprocess.Popen([b, "events", "--duration", "%d" % scaled(5)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(scaled(1.5))  # bound and consuming
+        ok = cc("call", "demo.add", "--args", "[1, 2]", "-Q", w.queue).stdout.strip()
+        bad = cc("call", "demo.fail", "--args", '["x"]', "-Q", w.queue).stdout.strip()
+        out, errs = view.communicate(timeout=scaled(30))
+    finally:
+        if view.poll() is None:
+            view.kill()
+            view.wait()
+    assert view.returncode == 0, errs
+    last = out.strip().split("celeryc events:")[-1]
+    assert re.search(r"%s\s+ONLINE" % re.escape(w.name), last), last
+    assert re.search(r"%s\s+demo\.add\s+SUCCESS" % ok, last), last
+    assert re.search(r"%s\s+demo\.fail\s+FAILURE" % bad, last), last

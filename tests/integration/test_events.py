@@ -231,3 +231,18 @@ def test_events_resume_after_reconnect(app, worker_factory):
         with mon.lock:
             assert mon.state.workers[w.name].alive
     assert w.proc.poll() is None
+
+
+def test_heartbeat_command_sends_one_now(app, worker_factory):
+    """`control heartbeat`: one worker-heartbeat at once, freq 5 and the software info only
+    (celery/worker/control.py heartbeat), between the regular ones."""
+    q = unique_queue("evhb")
+    with Monitor(app) as mon:
+        w = start_worker(worker_factory, q, events=False)
+        mon.wait(lambda: mon.of(w.name, "worker-online"), scaled(20), "worker-online")
+        app.control.heartbeat(destination=[w.name])
+        mon.wait(lambda: [e for e in mon.of(w.name, "worker-heartbeat") if e.get("freq") == 5],
+                 scaled(10), "the requested heartbeat")
+        with mon.lock:
+            hb = [e for e in mon.of(w.name, "worker-heartbeat") if e.get("freq") == 5][0]
+        assert {"sw_ident", "sw_ver", "sw_sys", "hostname", "clock", "timestamp"} <= set(hb)
