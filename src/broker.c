@@ -614,14 +614,7 @@ void cc_broker_close(struct cc_broker *b)
         (void)amqp_channel_close(b->conn, b->channel, AMQP_REPLY_SUCCESS);
     if (b->is_conn_open)
         (void)amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
-    for (size_t i = 0; i < b->n_consumers; i++)
-        free(b->consumer_tags[i]);
-    b->n_consumers = 0;
-    amqp_destroy_connection(b->conn);
-    b->conn = NULL;
-    b->sock = NULL;
-    b->fd = -1;
-    b->is_channel_open = b->is_conn_open = false;
+    cc_broker_abandon(b); /* the handshake is done: free without further traffic */
 }
 
 void cc_broker_abandon(struct cc_broker *b)

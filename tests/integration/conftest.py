@@ -224,6 +224,16 @@ class Worker:
             pass
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that is free right now (for a private server a test starts)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def unique_queue(prefix="it"):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import IMPL, ROOT, TIMEOUT, c_only, queue_depth, scaled, wait_for
+from conftest import IMPL, ROOT, TIMEOUT, c_only, free_port, queue_depth, scaled, wait_for
 
 
 def _ctl(*args):
@@ -149,20 +149,13 @@ def test_warm_shutdown_returns_unstarted_messages_at_once(app, worker_factory, r
     w2.stop()
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 class _Redis:
     """A private redis-server (append-only, fsync always) that a test can stop and restart
     on the same port."""
 
     def __init__(self, tmp_path):
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tmp_path / "redis-outage"
         self.dir.mkdir()
         self.proc = None

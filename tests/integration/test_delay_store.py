@@ -9,7 +9,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from conftest import TIMEOUT, c_only, queue_depth, unique_queue, wait_for
+from conftest import TIMEOUT, c_only, free_port, queue_depth, unique_queue, wait_for
 
 pytestmark = c_only
 
@@ -100,14 +100,6 @@ def test_horizon_without_redis_warns_and_holds(app, worker_factory, amqp_conn):
     assert queue_depth(amqp_conn, q) == 0
 
 
-def _free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def _redis_server(port, tmp_path):
     import subprocess
@@ -129,7 +121,7 @@ def _redis_server(port, tmp_path):
 def test_store_down_at_receipt_holds_then_moves(app, worker_factory, tmp_path):
     """worker_redis_url names a separate Redis that is down when the message arrives: the
     message is held (as Celery would), and moved once that Redis is back."""
-    port = _free_port()
+    port = free_port()
     p, r = _redis_server(port, tmp_path)
     key = "it-delayed-" + uuid.uuid4().hex[:10]
     q = unique_queue("delaydown")

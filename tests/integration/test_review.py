@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMPL, TIMEOUT, c_only, queue_depth, scaled, wait_for
+from conftest import IMPL, TIMEOUT, c_only, free_port, queue_depth, scaled, wait_for
 
 UTC = dt.timezone.utc
 
@@ -50,14 +49,6 @@ def _rss_kb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ---- Acks: coalesced basic.ack(multiple=true) must never cover a held delivery ----------------
@@ -250,7 +241,7 @@ def test_master_and_child_rss_flat_over_many_tasks(app, worker_factory):
 @c_only
 def test_result_stored_when_redis_returns_within_seconds(app, worker_factory, amqp_conn):
     import redis
-    port = _free_port()
+    port = free_port()
     url = "redis://127.0.0.1:%d/0" % port
     w = worker_factory(concurrency=1, acks_late=True,
                        extra=["--result-backend", url])
@@ -279,7 +270,7 @@ def test_acks_late_result_not_stored_is_requeued(app, worker_factory, amqp_conn)
     """Redis stays down past the child's ~20 s retry (Celery's retry_policy): with acks_late
     the message is rejected with requeue=true (at-least-once), never acked with nothing
     stored."""
-    port = _free_port()
+    port = free_port()
     w = worker_factory(concurrency=1, acks_late=True,
                        extra=["--result-backend", "redis://127.0.0.1:%d/0" % port])
     r = app.send_task("demo.add", args=[1, 2], queue=w.queue)
