@@ -284,6 +284,37 @@ def collect_ids(self, res, i):
     return res, (self.request.root_id, self.request.parent_id, i)
 
 
+@app.task(name=T + "errback_old_style")
+def errback_old_style(request_id):
+    redis_count(request_id)
+    return request_id
+
+
+@app.task(name=T + "errback_new_style")
+def errback_new_style(request, exc, tb):
+    redis_count(request.id)
+    return request.id
+
+
+@app.task(name=T + "chain_add")
+def chain_add(x, y):
+    (t_add.s(x, x) | t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "chord_add")
+def chord_add(x, y):
+    from celery import chord
+    chord(t_add.s(x, x), t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "build_chain_inside_task", bind=True)
+def build_chain_inside_task(self):
+    from celery import group
+    test_chain = (t_add.s(1, 1) | t_add.s(2) | group(t_add.s(3), t_add.s(4)) | t_add.s(5))
+    result = test_chain()
+    return result
+
+
 @app.task(name=T + "return_priority", bind=True)
 def return_priority(self, *_args):
     return "Priority: %s" % self.request.delivery_info["priority"]

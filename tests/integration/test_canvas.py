@@ -1,0 +1,416 @@
+"""Canvas (issue #5): callbacks, errbacks, chains, groups and chords, run by a real Python
+Celery 5.2 client against three fleets that must give the same results:
+
+  c       two celeryc workers on one queue
+  python  two Python Celery workers (pyworker_app.py) on one queue
+  mixed   one celeryc + one Python worker on one queue; each also consumes a queue of its own
+          (<q>.c / <q>.py) so a test can pin a step to an implementation
+
+The expected values in the shape table are Celery's (checked with the python fleet): final
+results, AsyncResult.parent / .children, root_id / parent_id seen by the conformance tasks
+`ids` / `collect_ids`, errbacks called with the failed task's id, ChordError in the body.
+
+Fleets are module-scoped (started once per fleet, stopped before the next starts). With
+CELERYC_IT_IMPL=python only the python fleet runs (checks the file against real Celery);
+CELERYC_CANVAS_FLEETS=c,mixed picks fleets explicitly (CI: the python fleet is the slow one,
+~2x the C run time; scripts/test.sh runs c,mixed).
+"""
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from celery import chain, chord, group
+from celery.exceptions import ChordError
+from celery.result import AsyncResult, GroupResult
+
+from conftest import (HERE, IMPL, PY, TIMEOUT, Worker, celeryc_bin, scaled, unique_queue,
+                      wait_for)
+
+T = "t.integration.tasks."
+
+_default_fleets = "python" if IMPL == "python" else "c,python,mixed"
+FLEETS = [f.strip() for f in os.environ.get("CELERYC_CANVAS_FLEETS", _default_fleets).split(",")
+          if f.strip()]
+
+# Shapes that cannot pass against celeryc workers yet: {(shape, fleet): reason}. Filled in
+# as the canvas branches land; xfail(strict=False) so a pass shows as XPASS.
+XFAIL = {}
+
+
+# ---- Fleets ----------------------------------------------------------------------------------
+
+def _start(impl, queues, name, log_dir, concurrency=2, acks_late=False, extra_env=None):
+    env = dict(os.environ)
+    env.update({"CELERY_BROKER_URL": os.environ["CELERYC_TEST_AMQP_URL"],
+                "CELERY_RESULT_BACKEND": os.environ["CELERYC_TEST_REDIS_URL"],
+                "PYTHONUNBUFFERED": "1"})
+    env.update(extra_env or {})
+    log = os.path.join(log_dir, "%s.log" % name.split("@")[0])
+    cwd = None
+    if impl == "c":
+        b = celeryc_bin()
+        if not b:
+            pytest.skip("celeryc binary not found (set CELERYC_BIN)")
+        argv = [b, "worker", "-b", os.environ["CELERYC_TEST_AMQP_URL"],
+                "--result-backend", os.environ["CELERYC_TEST_REDIS_URL"], "-Q", queues,
+                "-n", name, "-c", str(concurrency), "-l", "info", "--result-extended"]
+        if acks_late:
+            argv.append("--acks-late")
+    else:
+        argv = [PY, "-m", "celery", "-A", "pyworker_app", "worker", "--pool", "prefork",
+                "-c", str(concurrency), "--without-gossip", "--without-mingle",
+                "--without-heartbeat", "-Q", queues, "-n", name, "-l", "info"]
+        env.update({"PYW_ACKS_LATE": "1" if acks_late else "0", "PYW_RESULT_EXTENDED": "1",
+                    "PYTHONPATH": str(HERE)})
+        cwd = str(HERE)
+    return Worker(argv, env, log, queues, name, cwd=cwd)
+
+
+class Fleet:
+    def __init__(self, kind, workers, queue):
+        self.kind = kind
+        self.workers = workers
+        self.queue = queue
+        self.qc = queue + ".c"      # only the C worker (mixed fleet)
+        self.qpy = queue + ".py"    # only the Python worker (mixed fleet)
+
+    def logs(self):
+        return "".join("\n---- log of %s\n%s\n" % (w.name, w.log()[-5000:])
+                       for w in self.workers)
+
+
+@pytest.fixture(scope="module", params=FLEETS)
+def fleet(request, services, tmp_path_factory):
+    kind = request.param
+    q = unique_queue("canvas")
+    log_dir = str(tmp_path_factory.mktemp("canvas-" + kind))
+    plan = {"c": [("c", q), ("c", q)],
+            "python": [("python", q), ("python", q)],
+            "mixed": [("c", "%s,%s.c" % (q, q)), ("python", "%s,%s.py" % (q, q))]}[kind]
+    workers = []
+    try:
+        for i, (impl, queues) in enumerate(plan):
+            workers.append(_start(impl, queues, "%s%d-%s@localhost" % (impl, i, q), log_dir))
+        for w in workers:
+            w.wait_ready(timeout=60)
+        yield Fleet(kind, workers, q)
+    finally:
+        for w in workers:
+            w.stop()
+
+
+@pytest.fixture
+def cv(fleet, app, rds, rds7, request):
+    """Per-test helper bound to the fleet; dumps the fleet's logs when the test fails."""
+    h = Canvas(app, fleet, rds, rds7)
+    yield h
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        import sys
+        sys.stderr.write(fleet.logs())
+
+
+class Canvas:
+    def __init__(self, app, fleet, rds, rds7):
+        self.app = app
+        self.fleet = fleet
+        self.rds = rds
+        self.rds7 = rds7
+        self.key = "canvas-" + uuid.uuid4().hex[:10]
+
+    def s(self, name, *args, queue=None, **kwargs):
+        return self.app.signature(name, args=args, kwargs=kwargs,
+                                  queue=queue or self.fleet.queue)
+
+    def si(self, name, *args, queue=None, **kwargs):
+        return self.s(name, *args, queue=queue, **kwargs).set(immutable=True)
+
+    def meta(self, task_id):
+        raw = self.rds.get("celery-task-meta-" + task_id)
+        return json.loads(raw) if raw else None
+
+    def wait_meta(self, task_id, timeout=TIMEOUT):
+        return wait_for(lambda: self.meta(task_id), timeout, "result of %s" % task_id)
+
+    def children_ids(self, task_id):
+        """Ids in the stored `children` of a result, nested groups as lists."""
+        return [_ids_of(c) for c in AsyncResult(task_id, app=self.app).children or []]
+
+    def counter(self, key):
+        v = self.rds7.get(key)
+        return int(v) if v is not None else 0
+
+
+def _ids_of(r):
+    if isinstance(r, GroupResult):
+        return [_ids_of(c) for c in r.results]
+    return r.id
+
+
+def _get(res, timeout=TIMEOUT):
+    return res.get(timeout=scaled(timeout), propagate=True, disable_sync_subtasks=False)
+
+
+# ---- The shape table -------------------------------------------------------------------------
+# Each shape builds its workflow with signatures routed to the fleet's queue, applies it, and
+# asserts what Celery does (values checked against the python fleet).
+
+def shape_chain3(cv):
+    res = (cv.s("demo.add", 2, 2) | cv.s("demo.mul", 4) | cv.s("demo.add", 1)).apply_async()
+    assert _get(res) == 17
+    p1 = res.parent
+    p0 = p1.parent
+    assert p0.parent is None
+    assert (_get(p0), _get(p1)) == (4, 16)
+    # children recorded in the parent's result meta: each step's next step.
+    assert cv.children_ids(p0.id) == [p1.id]
+    assert cv.children_ids(p1.id) == [res.id]
+    assert cv.children_ids(res.id) == []
+
+
+def shape_chain_ids(cv):
+    """root_id / parent_id along a chain, from inside the tasks (conformance ids/collect_ids)."""
+    res = (cv.si(T + "ids", 1) | cv.s(T + "collect_ids", 2) | cv.s(T + "collect_ids", 3)
+           ).apply_async()
+    out = _get(res)
+    s2 = res.parent
+    s1 = s2.parent
+    root = s1.id
+    assert out == [[[root, None, 1], [root, s1.id, 2]], [root, s2.id, 3]]
+
+
+def shape_chain_group_middle(cv):
+    """add | group(add, add) | xsum: the group followed by a task is a chord (Celery upgrades
+    it), fired by a worker."""
+    res = (cv.s("demo.add", 1, 1)
+           | group(cv.s("demo.add", 1), cv.s("demo.add", 2), cv.s("demo.mul", 10))
+           | cv.s("demo.xsum")).apply_async()
+    assert _get(res) == 3 + 4 + 20
+    first = res.parent
+    while first.parent is not None:
+        first = first.parent
+    assert _get(first) == 2
+    kids = cv.children_ids(first.id)
+    assert len(kids) == 1 and isinstance(kids[0], list) and len(kids[0]) == 3, kids
+    assert [_get(AsyncResult(i, app=cv.app)) for i in kids[0]] == [3, 4, 20]
+
+
+def shape_chain_ending_group_ids(cv):
+    """ids | group(ids, ids): group members get the chain's root and the step before as
+    parent; the chain's result is the GroupResult."""
+    res = (cv.si(T + "ids", 1) | group(cv.si(T + "ids", 2), cv.si(T + "ids", 3))).apply_async()
+    assert isinstance(res, GroupResult)
+    out = _get(res)
+    first = res.parent
+    root = first.id
+    assert _get(first) == [root, None, 1]
+    assert out == [[root, root, 2], [root, root, 3]]
+    kids = cv.children_ids(first.id)
+    assert kids == [[r.id for r in res.results]], kids
+
+
+def shape_chord_of_chains(cv):
+    res = chord([cv.s("demo.add", 1, 1) | cv.s("demo.mul", 2),
+                 cv.s("demo.add", 2, 2) | cv.s("demo.mul", 3),
+                 cv.s("demo.add", 3, 3) | cv.s("demo.mul", 4) | cv.s("demo.add", 1)],
+                cv.s("demo.xsum")).apply_async()
+    assert _get(res) == 4 + 12 + 25
+
+
+def shape_chord_order(cv):
+    """The body gets the header results ordered by group_index, not by completion."""
+    res = chord([cv.s("demo.sleep", 0.6), cv.s("demo.sleep", 0.01), cv.s("demo.sleep", 0.3),
+                 cv.s("demo.sleep", 0)], cv.s(T + "identity")).apply_async()
+    assert _get(res) == [0.6, 0.01, 0.3, 0]
+
+
+def shape_chord_ids(cv):
+    """Header members sent by the client are their own roots; the body is sent by the worker
+    that completed the last member, from inside it: root and parent = that member's ids."""
+    res = chord([cv.si(T + "ids", 1), cv.si(T + "ids", 2)],
+                cv.s(T + "collect_ids", 3)).apply_async()
+    header, (root, parent, i) = _get(res)
+    assert [m[2] for m in header] == [1, 2]
+    member_ids = [r.id for r in res.parent.results]
+    assert [(m[0], m[1]) for m in header] == [(mid, None) for mid in member_ids]
+    assert i == 3
+    assert root == parent and parent in member_ids, (root, parent, member_ids)
+
+
+def shape_chain_ending_chord(cv):
+    res = (cv.s("demo.add", 1, 1) | cv.s("demo.mul", 3)
+           | chord([cv.s("demo.add", 1), cv.s("demo.mul", 2)], cv.s("demo.xsum"))).apply_async()
+    assert _get(res) == 7 + 12
+
+
+def shape_chain_ending_chord_ids(cv):
+    res = (cv.si(T + "ids", 1)
+           | chord([cv.si(T + "ids", 2), cv.si(T + "ids", 3)], cv.s(T + "collect_ids", 4))
+           ).apply_async()
+    out = _get(res)
+    first = res
+    while first.parent is not None:
+        first = first.parent
+    root = first.id
+    assert _get(first) == [root, None, 1]
+    header, (broot, bparent, i) = out
+    assert header == [[root, root, 2], [root, root, 3]]
+    assert (broot, i) == (root, 4)
+    assert bparent is not None
+
+
+def shape_nested_groups(cv):
+    """group(group(a, b), group(c, chain)) from the client, and a nested group as a chain
+    step (published by a worker)."""
+    g = group(group(cv.s("demo.add", 1, 1), cv.s("demo.add", 2, 2)),
+              group(cv.s("demo.add", 3, 3), cv.s("demo.add", 4, 4) | cv.s("demo.mul", 2)))
+    assert _get(g.apply_async()) == [2, 4, 6, 16]
+    res = (cv.s("demo.add", 1, 1)
+           | group(group(cv.s("demo.add", 1), cv.s("demo.add", 2)), cv.s("demo.mul", 5))
+           ).apply_async()
+    # Celery 5.2 flattens a nested group when it freezes the chain (_freeze_unroll, which
+    # reverses the inner group: extendleft): the client's GroupResult lists 4 before 3.
+    assert _get(res) == [4, 3, 10]
+
+
+def shape_chord_nested_group_header(cv):
+    """A chord sent by a worker whose header holds a group: flattened as above, the body
+    gets the member results in that (group_index) order."""
+    res = (cv.s("demo.add", 1, 1)
+           | chord([group(cv.s("demo.add", 1), cv.s("demo.add", 2)), cv.s("demo.mul", 5)],
+                   cv.s(T + "identity"))).apply_async()
+    assert _get(res) == [4, 3, 10]
+
+
+def shape_links_each_step(cv):
+    """link= on each step of a chain: each callback gets that step's result prepended;
+    link_error= on each step: only the failing step's errbacks run, with its id."""
+    k = cv.key
+    echo = cv.s(T + "redis_echo", redis_key=k)
+    s1 = cv.s("demo.add", 1, 1)
+    s1.link(echo)
+    s2 = cv.s("demo.mul", 10)
+    s2.link(echo)
+    s3 = cv.s("demo.add", 5)
+    s3.link(echo)
+    res = (s1 | s2 | s3).apply_async()
+    assert _get(res) == 25
+    wait_for(lambda: cv.rds7.llen(k) >= 3, TIMEOUT, "3 callbacks")
+    time.sleep(0.3)
+    assert sorted(int(x) for x in cv.rds7.lrange(k, 0, -1)) == [2, 20, 25]
+
+    ok = cv.s("demo.add", 1, 1)
+    ok.link_error(cv.s(T + "errback_old_style"))
+    bad = cv.s(T + "fail")
+    bad.link_error(cv.s(T + "errback_old_style"))
+    bad.link_error(cv.s(T + "errback_new_style"))
+    never = cv.s("demo.add", 3)
+    never.link_error(cv.s(T + "errback_old_style"))
+    res = (ok | bad | never).apply_async()
+    with pytest.raises(Exception) as ei:
+        _get(res)
+    assert type(ei.value).__name__ == "ExpectedException", repr(ei.value)
+    failed = res.parent
+    first = failed.parent
+    # Celery 5.2 stores the failure for the rest of the chain too (mark_as_failure walks
+    # request.chain), so the last result is FAILURE, not PENDING forever.
+    assert failed.state == "FAILURE" and res.state == "FAILURE"
+    assert cv.wait_meta(res.id)["result"]["exc_type"] == "ExpectedException"
+    wait_for(lambda: cv.counter(failed.id) >= 2, TIMEOUT, "old + new style errbacks")
+    time.sleep(0.3)
+    assert cv.counter(failed.id) == 2   # errback_old_style + errback_new_style, once each
+    assert cv.counter(first.id) == 0 and cv.counter(res.id) == 0
+
+
+def shape_chain_link_error(cv):
+    """chain.on_error(eb): Celery adds the errback to every step; it runs once, for the
+    step that failed, with that step's id."""
+    c = cv.s("demo.add", 1, 1) | cv.s(T + "fail") | cv.s("demo.add", 3)
+    c.on_error(cv.s(T + "errback_old_style"))
+    res = c.apply_async()
+    with pytest.raises(Exception):
+        _get(res)
+    failed = res.parent
+    wait_for(lambda: cv.counter(failed.id) >= 1, TIMEOUT, "errback")
+    time.sleep(0.3)
+    assert cv.counter(failed.id) == 1
+    assert cv.counter(failed.parent.id) == 0
+
+
+def shape_immutable(cv):
+    res = (cv.s("demo.add", 1, 1) | cv.si("demo.add", 10, 10) | cv.s("demo.mul", 2)
+           | cv.si(T + "identity", "done")).apply_async()
+    assert _get(res) == "done"
+    assert _get(res.parent) == 40
+    assert _get(res.parent.parent) == 20
+    cb = cv.si(T + "redis_echo", "immutable", redis_key=cv.key)
+    s = cv.s("demo.add", 2, 2)
+    s.link(cb)
+    assert _get(s.apply_async()) == 4
+    wait_for(lambda: cv.rds7.llen(cv.key) >= 1, TIMEOUT, "immutable callback")
+    assert cv.rds7.lrange(cv.key, 0, -1) == [b"immutable"]
+
+
+def shape_chord_error(cv):
+    """A failing member: the body is not run, its result is ChordError, its errback runs."""
+    body = cv.s("demo.xsum")
+    body.link_error(cv.s(T + "errback_old_style"))
+    res = chord([cv.s("demo.add", 1, 1), cv.s(T + "fail"), cv.s("demo.add", 2, 2)],
+                body).apply_async()
+    # get() on `res` re-raises the member's error first (it walks the parents); the body's
+    # own result is the ChordError.
+    with pytest.raises(Exception) as ei:
+        _get(res)
+    assert type(ei.value).__name__ == "ExpectedException", repr(ei.value)
+    m = cv.wait_meta(res.id)
+    assert m["status"] == "FAILURE"
+    exc = cv.app.backend.exception_to_python(m["result"])
+    assert isinstance(exc, ChordError), repr(exc)
+    assert "ExpectedException" in str(exc), str(exc)
+    wait_for(lambda: cv.counter(res.id) >= 1, TIMEOUT, "body errback")
+    time.sleep(0.3)
+    assert cv.counter(res.id) == 1
+
+
+def shape_group_save_restore(cv):
+    g = group(cv.s("demo.add", i, i) for i in range(5)).apply_async()
+    g.save()
+    raw = cv.rds.get("celery-taskset-meta-" + g.id)
+    assert raw is not None
+    r = GroupResult.restore(g.id, app=cv.app)
+    assert [x.id for x in r.results] == [x.id for x in g.results]
+    # (get() on a restored GroupResult waits on the pub/sub consumer, which already holds
+    # these ids for `g`: poll the stored results instead, as a second client would.)
+    wait_for(r.ready, TIMEOUT, "restored group ready")
+    assert [x.result for x in r.results] == [0, 2, 4, 6, 8]
+    assert r.completed_count() == 5 and r.successful()
+    r.delete()
+    assert cv.rds.get("celery-taskset-meta-" + g.id) is None
+
+
+def shape_task_sends_canvas(cv):
+    """Conformance tasks that build and send a chain / chord from inside the task."""
+    res = cv.s(T + "build_chain_inside_task").apply_async()
+    out = _get(res)
+    # an AsyncResult as its tuple: [[id, parent tuple], None]
+    assert isinstance(out, list) and isinstance(out[0], list), out
+    assert cv.children_ids(res.id), "the chain sent by the task is a child of it"
+
+
+SHAPES = {f.__name__[len("shape_"):]: f for f in [
+    shape_chain3, shape_chain_ids, shape_chain_group_middle, shape_chain_ending_group_ids,
+    shape_chord_of_chains, shape_chord_order, shape_chord_ids, shape_chain_ending_chord,
+    shape_chain_ending_chord_ids, shape_nested_groups, shape_chord_nested_group_header,
+    shape_links_each_step, shape_chain_link_error, shape_immutable, shape_chord_error,
+    shape_group_save_restore, shape_task_sends_canvas]}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_shape(cv, shape, request):
+    reason = XFAIL.get((shape, cv.fleet.kind)) or XFAIL.get((shape, "*"))
+    if reason and cv.fleet.kind != "python":
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+    SHAPES[shape](cv)
