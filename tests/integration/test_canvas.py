@@ -17,7 +17,7 @@ CELERYC_CANVAS_FLEETS=c,mixed picks fleets explicitly (CI: the python fleet is t
 """
 import json
 import os
-import signal
+import re
 import time
 import uuid
 
@@ -414,3 +414,101 @@ def test_shape(cv, shape, request):
     if reason and cv.fleet.kind != "python":
         request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
     SHAPES[shape](cv)
+
+
+# ---- Mixed fleet: pinned steps cross implementations -----------------------------------------
+
+def _worker_of(cv, task_id):
+    return cv.wait_meta(task_id)["worker"]
+
+
+def test_mixed_pinned_chain_and_chord(cv):
+    """Python step -> C step -> Python step (per-queue routing), and a chord whose members and
+    body alternate between the two implementations: `worker` in each result (result_extended)
+    proves where each ran."""
+    f = cv.fleet
+    if f.kind != "mixed":
+        pytest.skip("mixed fleet only")
+    cw, pw = f.workers[0].name, f.workers[1].name
+    res = (cv.si(T + "ids", 1, queue=f.qpy) | cv.s(T + "collect_ids", 2, queue=f.qc)
+           | cv.s(T + "collect_ids", 3, queue=f.qpy)).apply_async()
+    out = _get(res)
+    s2 = res.parent
+    s1 = s2.parent
+    root = s1.id
+    assert out == [[[root, None, 1], [root, s1.id, 2]], [root, s2.id, 3]]
+    assert [_worker_of(cv, r.id) for r in (s1, s2, res)] == [pw, cw, pw]
+    assert cv.children_ids(s1.id) == [s2.id] and cv.children_ids(s2.id) == [res.id]
+
+    members = [cv.s("demo.add", i, i, queue=(f.qc if i % 2 else f.qpy)) for i in range(6)]
+    for body_q, body_w in ((f.qc, cw), (f.qpy, pw)):
+        res = chord(members, cv.s(T + "identity", queue=body_q)).apply_async()
+        assert _get(res) == [0, 2, 4, 6, 8, 10]
+        assert [_worker_of(cv, r.id) for r in res.parent.results] == [pw, cw] * 3
+        assert _worker_of(cv, res.id) == body_w
+
+
+# ---- Big chords: exactly once ----------------------------------------------------------------
+
+def _chord_keys_gone(cv, gid):
+    return not any(cv.rds.exists("celery-taskset-meta-%s%s" % (gid, sfx))
+                   for sfx in (".j", ".t", ".s"))
+
+
+def test_chord_1000_exactly_once(cv):
+    """1,000 members across the fleet: the body runs once (its link INCRs a counter), gets the
+    results in header order, and the join keys are deleted."""
+    n = 1000
+    body = cv.s(T + "identity")
+    body.link(cv.si("it.count_sleep", cv.key))
+    res = chord([cv.s("demo.add", i, i) for i in range(n)], body).apply_async()
+    out = _get(res, timeout=120)
+    assert out == [2 * i for i in range(n)]
+    wait_for(lambda: cv.counter(cv.key) >= 1, TIMEOUT, "body link")
+    gid = res.parent.id
+    wait_for(lambda: _chord_keys_gone(cv, gid), TIMEOUT, "chord join keys deleted")
+    time.sleep(1.0)
+    assert cv.counter(cv.key) == 1
+
+
+# ---- A member killed mid-run (kill -9), acks_late, a second worker ----------------------------
+
+KILL_PAIRS = {"c": ("c", "c"), "python": ("python", "python"), "mixed": ("c", "python")}
+
+
+@pytest.mark.parametrize("pair", [KILL_PAIRS[f] for f in FLEETS],
+                         ids=["%s-%s" % KILL_PAIRS[f] for f in FLEETS])
+def test_chord_member_killed_redelivered(pair, app, rds, rds7, worker_factory):
+    """Worker A (-c 1, acks_late) is SIGKILLed (its whole process group) while it runs a chord
+    member; the message comes back, worker B runs it again, the chord completes and the body
+    runs exactly once."""
+    impl_a, impl_b = pair
+    q = unique_queue("ckill")
+    a = worker_factory(queue=q, concurrency=1, acks_late=True, prefetch=1, impl=impl_a)
+    b = worker_factory(queue=q, concurrency=1, acks_late=True, prefetch=1, impl=impl_b)
+    key = "ckill-" + uuid.uuid4().hex[:10]
+    n = 8
+    members = [app.signature("it.count_sleep", args=("%s:%d" % (key, i), 1.0), queue=q)
+               for i in range(n)]
+    body = app.signature(T + "identity", queue=q)
+    body.link(app.signature("it.count_sleep", args=(key + ":body",), queue=q, immutable=True))
+    res = chord(members, body).apply_async()
+    ids = [r.id for r in res.parent.results]
+    def running_on_a():
+        for m in re.finditer(r"it\.count_sleep\[([0-9a-f-]+)\] received", a.log()):
+            if m.group(1) in ids:
+                i = ids.index(m.group(1))
+                if rds7.get("%s:%d" % (key, i)) is not None and \
+                        rds.exists("celery-task-meta-" + m.group(1)) == 0:
+                    return i + 1
+        return None
+    killed = wait_for(running_on_a, 30, "a member running on worker A") - 1
+    a.kill()
+    out = _get(res, timeout=60)
+    assert len(out) == n
+    assert out[killed] == 2, (killed, out)          # ran twice: killed, then redelivered
+    assert sorted(out) == [1] * (n - 1) + [2], out
+    wait_for(lambda: rds7.get(key + ":body") is not None, TIMEOUT, "body link")
+    time.sleep(1.0)
+    assert int(rds7.get(key + ":body")) == 1
+    assert b.proc.poll() is None
