@@ -7,10 +7,19 @@
 #   bench/run.sh            ~5-9 min: 4 rounds of 20000 tasks per mode, 2000 latency samples
 #   bench/run.sh --quick    ~1-2 min: 1 round of 5000, 500 latency samples
 #   bench/run.sh --help     every option (--n, --rounds, --latency-n, --task, ...)
+#   bench/run.sh --chord    chord of 10000 no-op members, C fleet vs Python fleet
+#                           (bench/chord.py; --chord --quick: 2000 members; --chord --help)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+SCRIPT=bench/bench.py
+case " $* " in *" --chord "*) SCRIPT=bench/chord.py ;; esac
 for a in "$@"; do
+    if [ "$SCRIPT" = bench/chord.py ] && { [ "$a" = -h ] || [ "$a" = --help ]; }; then
+        export CELERYC_TEST_AMQP_URL=0 CELERYC_TEST_AMQP_PORT=0 CELERYC_TEST_REDIS_URL=0 \
+            CELERYC_TEST_REDIS_PORT=0
+        exec /usr/bin/python3 bench/chord.py "$@"
+    fi
     if [ "$a" = -h ] || [ "$a" = --help ]; then
         exec /usr/bin/python3 - "$@" <<'EOF'
 import os, sys
@@ -46,4 +55,4 @@ export BENCH_BUILD="$BUILD" BENCH_COMMAND="bench/run.sh $*"
 export CELERYC_TEST_TLS=0 # no TLS listeners: not benchmarked, and they cost start-up time
 # --foreground: Ctrl+C reaches bench.py too, which stops its workers before the services stop.
 exec bash scripts/services.sh run "$SVC" -- timeout --foreground -k 60 "$LIMIT" \
-    /usr/bin/python3 bench/bench.py "$@"
+    /usr/bin/python3 "$SCRIPT" "$@"
