@@ -315,14 +315,31 @@ def shape_links_each_step(cv):
     assert type(ei.value).__name__ == "ExpectedException", repr(ei.value)
     failed = res.parent
     first = failed.parent
-    # Celery 5.2 stores the failure for the rest of the chain too (mark_as_failure walks
-    # request.chain), so the last result is FAILURE, not PENDING forever.
-    assert failed.state == "FAILURE" and res.state == "FAILURE"
-    assert cv.wait_meta(res.id)["result"]["exc_type"] == "ExpectedException"
+    assert failed.state == "FAILURE"
     wait_for(lambda: cv.counter(failed.id) >= 2, TIMEOUT, "old + new style errbacks")
     time.sleep(0.3)
     assert cv.counter(failed.id) == 2   # errback_old_style + errback_new_style, once each
     assert cv.counter(first.id) == 0 and cv.counter(res.id) == 0
+
+
+def shape_chain_failure_marks_rest(cv):
+    """Celery 5.2 stores a failed step's error as the result of every later step of its
+    chain too (backends/base.py mark_as_failure walks request.chain), so get() on the chain
+    raises instead of waiting forever, and a later step that is a chord member is counted."""
+    res = (cv.s("demo.add", 1, 1) | cv.s(T + "fail") | cv.s("demo.add", 3)
+           | cv.s("demo.mul", 2)).apply_async()
+    m = cv.wait_meta(res.id)
+    assert m["status"] == "FAILURE"
+    assert m["result"]["exc_type"] == "ExpectedException"
+    assert cv.meta(res.parent.id)["status"] == "FAILURE"
+    failed = res.parent.parent
+    assert cv.meta(failed.id)["status"] == "FAILURE"
+    assert cv.meta(failed.parent.id)["status"] == "SUCCESS"
+    # the same inside a chord: a chain member failing at its first step fails the chord
+    res = chord([cv.s("demo.add", 1, 1), cv.s(T + "fail") | cv.s("demo.add", 3)],
+                cv.s("demo.xsum")).apply_async()
+    m = cv.wait_meta(res.id)
+    assert m["status"] == "FAILURE" and m["result"]["exc_type"] == "ChordError", m
 
 
 def shape_chain_link_error(cv):
@@ -404,7 +421,7 @@ SHAPES = {f.__name__[len("shape_"):]: f for f in [
     shape_chain3, shape_chain_ids, shape_chain_group_middle, shape_chain_ending_group_ids,
     shape_chord_of_chains, shape_chord_order, shape_chord_ids, shape_chain_ending_chord,
     shape_chain_ending_chord_ids, shape_nested_groups, shape_chord_nested_group_header,
-    shape_links_each_step, shape_chain_link_error, shape_immutable, shape_chord_error,
+    shape_links_each_step, shape_chain_failure_marks_rest, shape_chain_link_error, shape_immutable, shape_chord_error,
     shape_group_save_restore, shape_task_sends_canvas]}
 
 
