@@ -28,6 +28,12 @@ struct cc_backend_ops {
      * cc_backend_store's. Returns CC_OK or CC_EBACKEND (detail in err). */
     int (*store)(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
                  struct cc_err *err);
+    /* [canvas] Celery's KeyValueStoreBackend.set(key, value): the same MULTI / SETEX (SET
+     * when result_expires is 0) / PUBLISH / EXEC as a result, under a key given whole
+     * (celery-taskset-meta-<gid>, ...<gid>.s). One attempt, like store. NULL: the backend
+     * has no key-value store (none), and cc_backend_set is a no-op. */
+    int (*set)(struct cc_backend *b, const char *key, const char *value, size_t len,
+               struct cc_err *err);
     /* Drop (without any I/O on it) a connection inherited through fork(). */
     void (*after_fork)(struct cc_backend *b);
     void (*destroy)(struct cc_backend *b);
@@ -73,6 +79,13 @@ void cc_backend_free(struct cc_backend *b);
  * Returns CC_OK, CC_EBACKEND, CC_ENOMEM. */
 int cc_backend_store(struct cc_backend *b, const struct cc_result *r,
                      struct cc_err *err) CC_MUST_USE;
+
+/* [canvas] Write `value` (len bytes) under `key` as Celery's backend.set() does (see the
+ * ops' set), retrying like cc_backend_store. No-op (CC_OK) for the none backend. Used by the
+ * executor's outbox for a chord's size (set_chord_size) and a saved GroupResult. Returns
+ * CC_OK, CC_EBACKEND, CC_EINVAL. */
+int cc_backend_set(struct cc_backend *b, const char *key, const char *value, size_t len,
+                   struct cc_err *err) CC_MUST_USE;
 
 /* One state of a request, filled the way Celery's backend does (§3.2): group_id/parent_id
  * iff the request has them, date_done now for ready states and null otherwise, the extended

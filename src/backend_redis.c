@@ -259,6 +259,20 @@ static int redis_store(struct cc_backend *b, const char *task_id, const char *me
     return redis_write(rb, key, (size_t)key_len, meta, len, err);
 }
 
+/* [canvas] backend.set(key, value): the same pipeline as a result, under `key` as given. */
+static int redis_set(struct cc_backend *b, const char *key, const char *value, size_t len,
+                     struct cc_err *err)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+    bool is_cert_error;
+    int rc;
+
+    if (rb->ctx == NULL && rb->tls == NULL &&
+        (rc = redis_connect(rb, &is_cert_error, err)) != CC_OK)
+        return rc;
+    return redis_write(rb, key, strlen(key), value, len, err);
+}
+
 static void redis_after_fork(struct cc_backend *b)
 {
     struct redis_backend *rb = (struct redis_backend *)b;
@@ -285,6 +299,7 @@ static void redis_destroy(struct cc_backend *b)
 static const struct cc_backend_ops redis_ops = {
     .name = "redis",
     .store = redis_store,
+    .set = redis_set,
     .after_fork = redis_after_fork,
     .destroy = redis_destroy,
 };

@@ -24,6 +24,7 @@
 #include "broker.h"
 #include "config.h"
 #include "consumer.h"
+#include "outbox.h"
 
 /* Largest message body the pool carries to a child: the upper bound of the
  * worker_max_message_bytes option (config.c refuses more, naming this cap), from which
@@ -48,6 +49,10 @@ struct cc_pool_report {
     uint8_t store_failed; /* the result could not be written (logged by the child) */
     uint8_t is_exiting;   /* the child exits after this report (max tasks / memory per child) */
     uint8_t is_limit_int; /* CC_POOL_TIME_LIMIT: the limit was an int in the message */
+    /* [canvas] a continuation (callback, chain step, errback, chord body) could not be
+     * published (logged by the executor): the master requeues an acks_late message, as for
+     * store_failed, so it runs again and nothing is lost. */
+    uint8_t publish_failed;
     double runtime_s;
     double retry_countdown_s; /* CC_TASK_RETRY without eta */
     char retry_eta[48];       /* CC_TASK_RETRY: ISO-8601 eta, or "" */
@@ -119,6 +124,7 @@ struct cc_pool {
     struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read (n capacity) */
     int n_synth;                  /* counted in n_busy until read */
     bool is_event_text;           /* [events] children send result/exception text (-E) */
+    struct cc_outbox *solo_ob;    /* [canvas] --pool solo: the master's executor outbox */
     timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
     bool has_solo_timer;
 };

@@ -837,7 +837,19 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
      * acks it was acked when the task started; Celery loses that result too, so say so. A
      * RETRY state is only intermediate (the retry message carries on) and REJECT stores
      * nothing, so neither counts. */
-    if (rep->store_failed && rep->status != CC_TASK_RETRY && rep->status != CC_TASK_REJECT) {
+    if (rep->publish_failed) { /* [canvas] the executor logged what it could not publish */
+        if (!r->is_acked) {
+            cc_error("Task %s[%s]: publish failed; requeueing the message to run it again",
+                     cc_request_name(r), r->msg.id);
+            worker_reject(w, r, true);
+        } else {
+            cc_error("Task %s[%s]: publish failed: a continuation of this task is lost (the "
+                     "message was acked when the task started)",
+                     cc_request_name(r), r->msg.id);
+        }
+    }
+    if (rep->store_failed && !rep->publish_failed && rep->status != CC_TASK_RETRY &&
+        rep->status != CC_TASK_REJECT) {
         if (!r->is_acked) {
             cc_error("Task %s[%s]: result not stored; requeueing the message to run it again",
                      cc_request_name(r), r->msg.id);

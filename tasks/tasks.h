@@ -23,6 +23,7 @@ extern const struct cc_task_entry cc_task_demo_spin;
 extern const struct cc_task_entry cc_task_demo_crash;
 extern const struct cc_task_entry cc_task_demo_crash_once;
 extern const struct cc_task_entry cc_task_demo_getpid;
+extern const struct cc_task_entry cc_task_demo_progress; /* [canvas] */
 
 /* tasks/it.c: test-only tasks for the delivery-guarantee integration tests. */
 extern const struct cc_task_entry cc_task_it_count_sleep;
