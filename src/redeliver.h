@@ -22,6 +22,7 @@
 
 #include "backend.h"
 #include "broker.h"
+#include "canvas.h"
 #include "config.h"
 #include "consumer.h"
 #include "redis.h"
@@ -66,6 +67,14 @@ struct cc_redeliver {
     struct cc_redeliver_local local[CC_REDELIVER_LOCAL_SLOTS]; /* fallback counts */
     struct cc_request *parked; /* FIFO (r->next) of redelivered twins of running tasks */
     uint64_t n_dead, n_dedup;
+    /* [canvas-chord] A dead-lettered chord member failed its chord: what the master must
+     * publish (the body's errbacks) before it acks, then cc_chord_done(chord_group). Set by
+     * cc_redeliver_on_receipt (is_chord_pending), taken by the master (worker.c). */
+    bool is_chord_pending;
+    struct cc_canvas_plan chord_plan;
+    char *chord_group; /* owned; NULL: the member did not complete the chord */
+    char chord_reply_to[37];
+    char chord_origin[300];
 };
 
 /* Open the Redis clients (lazily connected): `state` from cfg->worker_redis_url, else the
@@ -142,5 +151,9 @@ long long cc_redeliver_header_count(const amqp_table_t *headers);
 int cc_redeliver_key(const char *task_id, char *buf, size_t size);
 /* Whether a stored meta JSON text has "status": "SUCCESS". */
 bool cc_redeliver_meta_is_success(const char *meta, size_t len);
+
+/* [canvas-chord] Forget a pending dead-lettered chord member's plan (after the master
+ * published it, or gave up). Idempotent. */
+void cc_redeliver_chord_clear(struct cc_redeliver *rd);
 
 #endif

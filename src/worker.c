@@ -44,6 +44,7 @@
 #include "backend.h"
 #include "broker.h"
 #include "celeryc/version.h"
+#include "chord.h" /* [canvas-chord] */
 #include "consumer.h"
 #include "control.h"
 #include "events.h" /* [events] */
@@ -485,6 +486,8 @@ static void worker_discard_revoked(struct worker *w, struct cc_request *r)
     cc_request_free(r);
 }
 
+static void worker_chord_lost(struct worker *w); /* [canvas-chord] */
+
 static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
 {
     struct cc_request *r = NULL;
@@ -509,10 +512,12 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     case CC_REDELIVER_RUN:
         break;
     case CC_REDELIVER_ACK:
+        worker_chord_lost(w); /* [canvas-chord] */
         worker_ack(w, r);
         cc_request_free(r);
         return;
     case CC_REDELIVER_REJECT:
+        worker_chord_lost(w); /* [canvas-chord] */
         worker_reject(w, r, false);
         cc_request_free(r);
         return;
@@ -655,6 +660,32 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
             break; /* a fresh connection failed too, or the broker did get the message */
     }
     return rc;
+}
+
+/* [canvas-chord] A dead-lettered chord member failed its chord (redeliver.c): publish what
+ * that applied (the body's errbacks) on the confirming connection, then delete the chord's
+ * keys. Before the message is acked: if a publish fails the keys stay, and the redelivered
+ * message, dead-lettered again, fires the chord's failure again. */
+static void worker_chord_lost(struct worker *w)
+{
+    struct cc_redeliver *rd = &w->rd;
+    struct cc_err err = {0};
+    int rc = CC_OK;
+
+    if (!rd->is_chord_pending)
+        return;
+    for (size_t i = 0; i < rd->chord_plan.n && rc == CC_OK; i++) {
+        const struct cc_canvas_step *st = &rd->chord_plan.steps[i];
+
+        if (st->kind == CC_CANVAS_PUBLISH &&
+            (rc = worker_publish(w, st->exchange, st->routing_key, &st->msg, &err)) != CC_OK)
+            cc_error("Chord %s: could not publish %s[%s]: %s", rd->chord_group, st->task,
+                     st->task_id, err.msg);
+    }
+    if (rc == CC_OK && rd->chord_group != NULL &&
+        cc_chord_done(w->backend, rd->chord_group, &err) != CC_OK)
+        cc_warn("Chord %s: could not delete its keys (they expire): %s", rd->chord_group, err.msg);
+    cc_redeliver_chord_clear(rd);
 }
 
 /* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id.
