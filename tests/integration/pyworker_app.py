@@ -189,6 +189,14 @@ def getpid():
     return os.getpid()
 
 
+@app.task(name="demo.progress", bind=True)
+def progress(self, steps, delay=0.2):
+    for i in range(steps):
+        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
+        time.sleep(delay)
+    return {"current": steps, "total": steps}
+
+
 # ---- t.integration.tasks.* (subset, Celery 5.2 semantics) ----------------------------------
 
 T = "t.integration.tasks."

@@ -417,12 +417,30 @@ def shape_task_sends_canvas(cv):
     assert cv.children_ids(res.id), "the chain sent by the task is a child of it"
 
 
+def shape_update_state(cv):
+    """A task reporting progress with a custom state: the client reads AsyncResult.state
+    "PROGRESS" and .info == the meta while it runs, then SUCCESS."""
+    res = cv.s("demo.progress", 6, 0.4).apply_async()
+    seen = []
+
+    def progressing():
+        r = AsyncResult(res.id, app=cv.app)
+        if r.state == "PROGRESS":
+            seen.append(r.info)
+            return r.info.get("current", 0) >= 1
+        return False
+    wait_for(progressing, TIMEOUT, "PROGRESS state", interval=0.05)
+    assert all(i["total"] == 6 and 0 <= i["current"] < 6 for i in seen), seen
+    assert _get(res) == {"current": 6, "total": 6}
+    assert res.state == "SUCCESS"
+
+
 SHAPES = {f.__name__[len("shape_"):]: f for f in [
     shape_chain3, shape_chain_ids, shape_chain_group_middle, shape_chain_ending_group_ids,
     shape_chord_of_chains, shape_chord_order, shape_chord_ids, shape_chain_ending_chord,
     shape_chain_ending_chord_ids, shape_nested_groups, shape_chord_nested_group_header,
     shape_links_each_step, shape_chain_failure_marks_rest, shape_chain_link_error, shape_immutable, shape_chord_error,
-    shape_group_save_restore, shape_task_sends_canvas]}
+    shape_group_save_restore, shape_task_sends_canvas, shape_update_state]}
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
