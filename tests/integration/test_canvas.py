@@ -547,3 +547,36 @@ def test_chord_member_killed_redelivered(pair, app, rds, rds7, worker_factory):
     time.sleep(1.0)
     assert int(rds7.get(key + ":body")) == 1
     assert b.proc.poll() is None
+
+
+# ---- A member lost for good fails the chord (celeryc: --max-redeliveries) --------------------
+
+@pytest.mark.skipif(IMPL != "c" or "c" not in FLEETS, reason="celeryc-specific behaviour")
+def test_chord_member_dead_lettered_fails_chord(app, rds, rds7, worker_factory):
+    """A member that takes its worker down every time (SIGKILL while it runs, acks_late) is
+    dead-lettered past --max-redeliveries 1: the chord fails (ChordError in the body's result,
+    the body's errback runs) instead of staying pending forever. Celery has no such bound."""
+    q = unique_queue("cdead")
+    args = dict(acks_late=True, concurrency=1, prefetch=1, extra=["--max-redeliveries", "1"])
+    body = app.signature("demo.xsum", queue=q)
+    body.link_error(app.signature(T + "errback_old_style", queue=q))
+    res = chord([app.signature("demo.add", args=(1, 1), queue=q),
+                 app.signature("demo.sleep", args=(60,), queue=q, immutable=True),
+                 app.signature("demo.add", args=(2, 2), queue=q)], body).apply_async()
+    lost = res.parent.results[1].id
+    for _ in range(2):
+        w = worker_factory(queue=q, **args)
+        w.wait_log(r"demo\.sleep\[%s\] received" % lost, 20)
+        time.sleep(0.3)
+        w.kill()
+    w = worker_factory(queue=q, **args)
+    w.wait_log(r"Task demo\.sleep\[%s\] dead-lettered" % lost, 20)
+    meta = wait_for(lambda: json.loads(rds.get("celery-task-meta-" + res.id) or "null"),
+                    TIMEOUT, "chord body result")
+    assert meta["status"] == "FAILURE", meta
+    exc = app.backend.exception_to_python(meta["result"])
+    assert isinstance(exc, ChordError), repr(exc)
+    assert lost in str(exc), str(exc)
+    wait_for(lambda: rds7.get(res.id) is not None, TIMEOUT, "body errback")
+    assert [r.get(timeout=TIMEOUT) for r in (res.parent.results[0], res.parent.results[2])] \
+        == [2, 4]
