@@ -1585,19 +1585,21 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     json_t *o = NULL, *body = NULL, *header = NULL, *pargs = NULL, *hkw = NULL;
     json_t *kw = sig_kwargs(c);
     const char *task_id = NULL, *group_id = NULL, *root_id = NULL;
-    char idbuf[37], gidbuf[37];
+    char gidbuf[37];
+    json_t *keep = json_object(); /* keeps task_id/group_id/root_id alive while options change */
     struct res *bodyres = NULL, *hr = NULL;
     int rc = CC_OK;
 
     (void)kwargs;
     /* task_id is a named parameter of apply_async */
-    if ((o = json_copy((json_t *)opts)) == NULL)
+    if (keep == NULL || (o = json_copy((json_t *)opts)) == NULL) {
+        json_decref(keep);
         return oom(A);
+    }
     if ((rc = opt_str(A, o, "task_id", &task_id)) != CC_OK)
         goto out;
     if (task_id) {
-        snprintf(idbuf, sizeof(idbuf), "%s", task_id);
-        task_id = idbuf;
+        json_object_set(keep, "task_id", json_object_get(o, "task_id"));
         json_object_del(o, "task_id");
     }
     if (!sig_immutable(c) && !is_empty(args))
@@ -1637,8 +1639,8 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
         if ((rc = opt_str(A, o, "task_id", &otid)) != CC_OK)
             goto out;
         if (task_id == NULL && otid != NULL) {
-            snprintf(idbuf, sizeof(idbuf), "%s", otid);
-            task_id = idbuf;
+            json_object_set(keep, "task_id", json_object_get(o, "task_id"));
+            task_id = otid;
         }
         json_object_del(o, "task_id");
         /* run()'s named parameters */
@@ -1654,29 +1656,19 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
         new_id(A, gidbuf);
         group_id = gidbuf;
     } else {
-        snprintf(gidbuf, sizeof(gidbuf), "%s", group_id);
-        group_id = gidbuf;
+        json_object_set(keep, "group_id", json_object_get(sig_opts(header), "task_id"));
     }
-    {
-        const char *r;
-
-        if ((rc = opt_str(A, sig_opts(body), "root_id", &r)) != CC_OK)
-            goto out;
-        root_id = r;
-    }
+    if ((rc = opt_str(A, sig_opts(body), "root_id", &root_id)) != CC_OK)
+        goto out;
+    if (root_id)
+        json_object_set(keep, "root_id", json_object_get(sig_opts(body), "root_id"));
     if (json_object_size(o) > 0 && json_object_update(sig_opts(body), o) != 0) {
         rc = oom(A);
         goto out;
     }
     {
-        char rootbuf[64];
-        struct freeze_args bf = {task_id, NULL, NULL, NULL, NULL, -1};
+        struct freeze_args bf = {task_id, NULL, NULL, root_id, NULL, -1};
 
-        if (root_id) {
-            snprintf(rootbuf, sizeof(rootbuf), "%s", root_id);
-            root_id = rootbuf;
-        }
-        bf.root_id = root_id;
         if ((rc = freeze(A, body, &bf, &bodyres)) != CC_OK)
             goto out;
         json_object_del(o, "chain");
@@ -1734,6 +1726,7 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     bodyres->parent = hr;
     *out = bodyres;
 out:
+    json_decref(keep);
     json_decref(o);
     json_decref(body);
     json_decref(header);
@@ -2002,12 +1995,14 @@ int cc_canvas_on_failure(struct cc_canvas_plan *plan, const json_t *errbacks, co
 
     if (rc != CC_OK)
         goto out;
-    if (errbacks == NULL || json_is_null(errbacks) || json_array_size(errbacks) == 0)
+    if (errbacks == NULL || json_is_null(errbacks))
         goto out;
     if (!json_is_array(errbacks) || failed_id == NULL) {
         rc = cc_err_set(err, CC_EINVAL, "errbacks is not a list (or no failed task id)");
         goto out;
     }
+    if (json_array_size(errbacks) == 0)
+        goto out;
     /* _call_task_errbacks: group(old_signatures).apply_async((request.id,),
      * parent_id=request.id, root_id=request.root_id) */
     g = json_pack("{sss[]s{sO}s{}sssb}", "task", "celery.group", "args", "kwargs", "tasks",
