@@ -103,4 +103,9 @@ int cc_canvas_on_failure(struct cc_canvas_plan *plan, const json_t *errbacks, co
 int cc_canvas_chord_body(struct cc_canvas_plan *plan, const json_t *body, const json_t *results,
                          const struct cc_canvas_ctx *ctx, struct cc_err *err) CC_MUST_USE;
 
+/* Celery's chord._descend / __length_hint__: how many completions a header member counts
+ * for (a task 1, a group the sum of its members, a chain its last non-empty step, a chord
+ * its body). The CC_CANVAS_CHORD_SIZE step carries the sum over the header. */
+long cc_canvas_chord_size(const json_t *sig);
+
 #endif
