@@ -536,7 +536,7 @@ int cc_chord_fail_body(struct cc_backend *be, const json_t *body, const char *te
     /* chord_error_from_stack: errbacks first, with a fake request whose id is the body's
      * and whose root_id is unset (so root = the body's id), then mark_as_failure(body id)
      * without a request (no group_id/parent_id in the meta). */
-    if (json_is_array(errbacks) && json_array_size(errbacks) > 0) {
+    if (plan != NULL && ctx != NULL && json_is_array(errbacks) && json_array_size(errbacks) > 0) {
         ectx = *ctx;
         ectx.parent_id = body_id;
         ectx.root_id = body_id;

@@ -117,8 +117,8 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
 
 /* Fail a chord body as Celery's chord_error_from_stack does: store FAILURE ChordError(text)
  * on body.options.task_id and apply the body's link_error signatures into `plan` (group with
- * args (body_id,), parent and root = body_id). Returns CC_OK, CC_EINVAL (body without
- * task_id), CC_EBACKEND, CC_ENOMEM, cc_canvas_* errors. */
+ * args (body_id,), parent and root = body_id; plan NULL: the caller applies them). Returns CC_OK,
+ * CC_EINVAL (body without task_id), CC_EBACKEND, CC_ENOMEM, cc_canvas_* errors. */
 int cc_chord_fail_body(struct cc_backend *be, const json_t *body, const char *text,
                        const struct cc_canvas_ctx *ctx, struct cc_canvas_plan *plan,
                        struct cc_err *err) CC_MUST_USE;

@@ -13,6 +13,7 @@
 
 #include "chord.h"
 #include "helpers/fixture.h"
+#include "taskrun.h"
 
 static json_t *parse(const char *s)
 {
@@ -282,6 +283,82 @@ static void test_chord_state_propagates(void **state)
     assert_false(cc_chord_state_propagates(NULL));
 }
 
+/* Run a built-in through cc_task_invoke (no executor: no backend, no publisher). */
+static int run_builtin(const char *name, const char *args, const char *kwargs,
+                       struct cc_task_outcome *o)
+{
+    const struct cc_task_entry *e = cc_task_lookup(name);
+    struct cc_task_request req;
+    json_t *a = parse(args), *k = parse(kwargs), *embed = json_object();
+    int rc;
+
+    assert_non_null(e);
+    memset(&req, 0, sizeof(req));
+    req.id = "11111111-2222-4333-8444-555555555555";
+    req.task = name;
+    req.root_id = req.id;
+    req.group_index = -1;
+    req.protocol = 2;
+    req.embed = embed;
+    rc = cc_task_invoke(e, &req, a, k, o); /* the outcome's status */
+    json_decref(a);
+    json_decref(k);
+    json_decref(embed);
+    return rc;
+}
+
+static void check_accumulate(const char *args, const char *kwargs, const char *want)
+{
+    struct cc_task_outcome o;
+    char *dump;
+
+    assert_int_equal(run_builtin("celery.accumulate", args, kwargs, &o), CC_OK);
+    assert_int_equal(o.status, CC_OK);
+    dump = json_dumps(o.result, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (strcmp(dump, want) != 0)
+        fail_msg("accumulate(%s, %s): got %s want %s", args, kwargs, dump, want);
+    free(dump);
+    cc_task_outcome_deinit(&o);
+}
+
+/* builtins.py: accumulate(self, *args, **kwargs): args[index] if index is not None else args */
+static void test_chord_builtin_accumulate(void **state)
+{
+    struct cc_task_outcome o;
+
+    (void)state;
+    check_accumulate("[1, 2, 3]", "{}", "[1,2,3]");
+    check_accumulate("[1, 2, 3]", "{\"index\": null}", "[1,2,3]");
+    check_accumulate("[1, [2], 3]", "{\"index\": 1}", "[2]");
+    check_accumulate("[1, 2, 3]", "{\"index\": -1}", "3");
+    check_accumulate("[]", "{}", "[]");
+    assert_int_equal(run_builtin("celery.accumulate", "[1]", "{\"index\": 1}", &o), CC_TASK_FAILED);
+    assert_int_equal(o.status, CC_TASK_FAILED);
+    assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "IndexError");
+    cc_task_outcome_deinit(&o);
+}
+
+/* Without a Redis result backend chord_unlock cannot see the header: a clear ChordError. */
+static void test_chord_builtin_unlock_without_backend(void **state)
+{
+    struct cc_task_outcome o;
+
+    (void)state;
+    assert_int_equal(run_builtin("celery.chord_unlock",
+                                 "[\"g\", {\"task\": \"t.x\", \"args\": [], \"kwargs\": {}, "
+                                 "\"options\": {\"task_id\": \"b\"}, \"subtask_type\": null, "
+                                 "\"immutable\": false}]",
+                                 "{\"result\": [[[\"a\", null], null]]}", &o),
+                     CC_TASK_FAILED);
+    assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")),
+                        "celery.exceptions");
+    assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "ChordError");
+    cc_task_outcome_deinit(&o);
+    assert_int_equal(run_builtin("celery.chord_unlock", "[\"g\", 1]", "{}", &o), CC_TASK_FAILED);
+    assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "TypeError");
+    cc_task_outcome_deinit(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +370,8 @@ int main(void)
         cmocka_unit_test(test_chord_join),
         cmocka_unit_test(test_chord_unlock_max_retries),
         cmocka_unit_test(test_chord_state_propagates),
+        cmocka_unit_test(test_chord_builtin_accumulate),
+        cmocka_unit_test(test_chord_builtin_unlock_without_backend),
     };
 
     return cmocka_run_group_tests_name("chord", tests, NULL, NULL);
