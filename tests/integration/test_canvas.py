@@ -37,7 +37,13 @@ FLEETS = [f.strip() for f in os.environ.get("CELERYC_CANVAS_FLEETS", _default_fl
 
 # Shapes that cannot pass against celeryc workers yet: {(shape, fleet): reason}. Filled in
 # as the canvas branches land; xfail(strict=False) so a pass shows as XPASS.
-XFAIL = {}
+_NO_CHAIN_FAILURE = ("celeryc does not store a failed step's error for the rest of its chain "
+                     "yet (Celery 5.2 mark_as_failure walks request.chain): the chain's last "
+                     "result stays PENDING when the failing step runs on a C worker")
+XFAIL = {
+    ("chain_failure_marks_rest", "c"): _NO_CHAIN_FAILURE,
+    ("chain_failure_marks_rest", "mixed"): _NO_CHAIN_FAILURE,  # passes when Python ran it
+}
 
 
 # ---- Fleets ----------------------------------------------------------------------------------
@@ -522,8 +528,8 @@ def test_chord_member_killed_redelivered(pair, app, rds, rds7, worker_factory):
     a = worker_factory(queue=q, concurrency=1, acks_late=True, prefetch=1, impl=impl_a)
     b = worker_factory(queue=q, concurrency=1, acks_late=True, prefetch=1, impl=impl_b)
     key = "ckill-" + uuid.uuid4().hex[:10]
-    n = 8
-    members = [app.signature("it.count_sleep", args=("%s:%d" % (key, i), 1.0), queue=q)
+    n = 6
+    members = [app.signature("it.count_sleep", args=("%s:%d" % (key, i), 0.6), queue=q)
                for i in range(n)]
     body = app.signature(T + "identity", queue=q)
     body.link(app.signature("it.count_sleep", args=(key + ":body",), queue=q, immutable=True))
