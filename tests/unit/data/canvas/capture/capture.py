@@ -28,7 +28,7 @@ os.environ["CELERY_RESULT_BACKEND"] = BACKEND
 sys.path.insert(0, HERE)
 
 from celery import chain, chord, group, signals  # noqa: E402
-from capture_app import add, app, echo, fail, mul, xsum  # noqa: E402
+from capture_app import add, app, build, echo, fail, mul, xsum  # noqa: E402
 
 R = redis.Redis.from_url(BACKEND)
 sent = []
@@ -238,6 +238,13 @@ def chord_body_fired():
           chain(xsum.s(), mul.s(2))).apply_async()
 
 
+for _kind in ("chain_group_middle", "chord", "group", "task_countdown"):
+    def _built(kind=_kind):
+        build.apply_async((kind,), queue="cap_in")
+    _built.__doc__ = f"a task builds {_kind} and sends it (cc_task_send's Python twin)"
+    SCENARIOS["built_" + _kind] = _built
+
+
 def run(name, fn, ch):
     del sent[:]
     ch.queue_purge("celery")
@@ -254,10 +261,15 @@ def run(name, fn, ch):
         now_us = 0
         for s in steps:
             if s["headers"].get("eta"):
-                now_us = iso_us(s["headers"]["eta"]) - 10 * 1000000
+                cd = 3 if name.startswith("built_") else 10
+                now_us = iso_us(s["headers"]["eta"]) - cd * 1000000
         case = {"description": fn.__doc__, "source": "capture.py " + name,
                 "ctx": ctx_of(req, now_us), "new_ids": ids}
-        if meta["status"] == "FAILURE":
+        built = R.get("cap:built:" + tid)
+        if built:
+            case.update(call="apply", sig=json.loads(built), prepend=None, extra=None,
+                        expect_children=meta["children"])
+        elif meta["status"] == "FAILURE":
             case.update(call="on_failure", errbacks=req["embed"]["errbacks"], failed_id=tid)
         elif req["embed"]["chord"] and steps:
             # this member completed the chord: the body it fired

@@ -80,3 +80,20 @@ def echo(x):
 @app.task(name="app.fail")
 def fail():
     raise ValueError("boom")
+
+
+@app.task(name="app.build", bind=True)
+def build(self, kind):
+    """Build and send a workflow from inside a task (what a C task does with cc_task_send)."""
+    from celery import chain, chord, group
+    if kind == "chain_group_middle":
+        wf = chain(add.s(2, 2), group(mul.s(2), mul.s(3)), xsum.s())
+    elif kind == "chord":
+        wf = chord([add.s(1, 1), add.s(2, 2)], xsum.s())
+    elif kind == "group":
+        wf = group(add.s(1, 1), mul.s(2, 2))
+    else:
+        wf = add.s(5, 5).set(countdown=3)
+    R.set("cap:built:" + self.request.id, json.dumps(wf))
+    wf.apply_async()
+    return kind
