@@ -49,6 +49,7 @@ struct apply {
     size_t ntups, captups;
     int depth;
     json_t *children; /* the running task's request.children (add_trail) */
+    json_t *empty;    /* a shared [] for absent headers (never modified) */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -407,7 +408,7 @@ static int from_dict(struct apply *A, json_t *d, json_t **out)
             rc = oom(A);
         if (rc == CC_OK)
             rc = maybe_group(
-                A, json_object_get(kw, "header") ? json_object_get(kw, "header") : json_array(),
+                A, json_object_get(kw, "header") ? json_object_get(kw, "header") : A->empty,
                 &header);
         if (rc == CC_OK && truthy(json_object_get(kw, "body")))
             rc = from_dict(A, json_object_get(kw, "body"), &body);
@@ -776,8 +777,8 @@ static int chord_freeze(struct apply *A, json_t *c, const struct freeze_args *f,
     if (!json_is_object(header)) {
         /* self.tasks = group(self.tasks) */
         json_t *g = sig_make(A, "celery.group", json_array(),
-                             json_pack("{sO}", "tasks", header ? header : json_array()),
-                             json_object(), "group", NULL);
+                             json_pack("{sO}", "tasks", header ? header : A->empty), json_object(),
+                             "group", NULL);
 
         if (g == NULL || json_object_set_new(kw, "header", g) != 0)
             return oom(A);
@@ -1617,10 +1618,10 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     if (json_is_object(get(kw, "header"))) {
         rc = clone(A, get(kw, "header"), NULL, NULL, NULL, &header);
     } else {
-        header = sig_make(
-            A, "celery.group", json_array(),
-            json_pack("{sO}", "tasks", get(kw, "header") ? get(kw, "header") : json_array()),
-            json_object(), "group", NULL);
+        header =
+            sig_make(A, "celery.group", json_array(),
+                     json_pack("{sO}", "tasks", get(kw, "header") ? get(kw, "header") : A->empty),
+                     json_object(), "group", NULL);
         if (header == NULL)
             rc = oom(A);
     }
@@ -1819,6 +1820,8 @@ static int begin(struct apply *A, struct cc_canvas_plan *plan, const struct cc_c
     if (plan->children == NULL && (plan->children = json_array()) == NULL)
         return oom(A);
     A->children = plan->children;
+    if ((A->empty = json_array()) == NULL)
+        return oom(A);
     return CC_OK;
 }
 
@@ -1834,6 +1837,8 @@ static void end(struct apply *A)
     }
     free(A->tups);
     A->tups = NULL;
+    json_decref(A->empty);
+    A->empty = NULL;
 }
 
 /* Mark every signature's "args" in the tree as a tuple: a signature built in the task's

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,6 +586,127 @@ static void test_builders(void **state)
     assert_null(cc_chord(S("t", NULL), NULL));
 }
 
+/* ---- every input node of every golden case replaced by a wrong type: OK or CC_EINVAL --- */
+
+static size_t count_nodes(const json_t *v)
+{
+    size_t n = 1, i;
+    const char *k;
+    json_t *x;
+
+    if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, x) n += count_nodes(x);
+    else if (json_is_array(v))
+        json_array_foreach(v, i, x) n += count_nodes(x);
+    return n;
+}
+
+/* Replace the idx-th node (pre-order, root = 0) of *root by `with`. Returns true when done. */
+static bool replace_node(json_t **root, size_t *idx, json_t *with)
+{
+    const char *k;
+    json_t *x;
+    size_t i;
+
+    if (*idx == 0) {
+        json_decref(*root);
+        *root = json_incref(with);
+        return true;
+    }
+    (*idx)--;
+    if (json_is_object(*root)) {
+        json_object_foreach(*root, k, x)
+        {
+            json_t *c = json_incref(x);
+            bool done = replace_node(&c, idx, with);
+
+            if (done) {
+                json_object_set_new(*root, k, c);
+                return true;
+            }
+            json_decref(c);
+        }
+    } else if (json_is_array(*root)) {
+        json_array_foreach(*root, i, x)
+        {
+            json_t *c = json_incref(x);
+            bool done = replace_node(&c, idx, with);
+
+            if (done) {
+                json_array_set_new(*root, i, c);
+                return true;
+            }
+            json_decref(c);
+        }
+    }
+    return false;
+}
+
+static void test_mutations(void **state)
+{
+    const char *inputs[] = {"sig", "embed", "errbacks", "body", "extra", "prepend"};
+    json_t *bad[5];
+    char dir[1024];
+    DIR *d;
+    struct dirent *e;
+    long runs = 0;
+
+    (void)state;
+    bad[0] = json_integer(5);
+    bad[1] = json_string("x");
+    bad[2] = json_null();
+    bad[3] = json_array();
+    bad[4] = json_object();
+    snprintf(dir, sizeof(dir), "%s/canvas", CC_TEST_DATA_DIR);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[2048];
+        json_t *c;
+        size_t l = strlen(e->d_name);
+
+        if (l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        c = json_load_file(path, JSON_PRESERVE_ORDER, NULL);
+        assert_non_null(c);
+        for (size_t in = 0; in < sizeof(inputs) / sizeof(inputs[0]); in++) {
+            json_t *orig = json_object_get(c, inputs[in]);
+            size_t n;
+
+            if (orig == NULL || json_is_null(orig))
+                continue;
+            json_incref(orig);
+            n = count_nodes(orig);
+            for (size_t node = 0; node < n; node++) {
+                for (int b = 0; b < 5; b++) {
+                    json_t *mut = json_deep_copy(orig);
+                    size_t idx = node;
+                    struct cc_canvas_plan plan;
+                    struct cc_err err = {0};
+                    int rc;
+
+                    replace_node(&mut, &idx, bad[b]);
+                    json_object_set_new(c, inputs[in], mut);
+                    rc = run_case(c, &plan, &err);
+                    cc_canvas_plan_deinit(&plan);
+                    runs++;
+                    if (rc != CC_OK && (rc != CC_EINVAL || err.msg[0] == '\0'))
+                        fail_msg("%s %s node %zu -> %d: rc %d (%s)", e->d_name, inputs[in], node, b,
+                                 rc, err.msg);
+                }
+            }
+            json_object_set_new(c, inputs[in], orig);
+        }
+        json_decref(c);
+    }
+    closedir(d);
+    for (int b = 0; b < 5; b++)
+        json_decref(bad[b]);
+    print_message("%ld mutated inputs\n", runs);
+    assert_true(runs > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -593,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_stamps_and_routing),
         cmocka_unit_test(test_chord_size),
         cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_mutations),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
