@@ -232,6 +232,50 @@ def errbacks_several():
 
 
 @scenario
+def links_each_step():
+    """chain(add, mul.s(2), mul.s(3)) with link and link_error on every step"""
+    chain(add.s(1, 1).set(queue="cap_in", link=echo.s(), link_error=echo.si("e0")),
+          mul.s(2).set(link=echo.s(), link_error=echo.si("e1")),
+          mul.s(3).set(link=echo.s(), link_error=echo.si("e2"))).apply_async()
+
+
+@scenario
+def group_of_chords():
+    """chain(add, group(chord([mul.s(2), mul.s(3)], xsum.s()), chord([mul.s(4)], xsum.s())))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          group(chord([mul.s(2), mul.s(3)], xsum.s()), chord([mul.s(4), mul.s(5)], xsum.s()))
+          ).apply_async()
+
+
+@scenario
+def group_of_chains_callback():
+    """add(1,1) with link=group(mul.s(2) | mul.s(3), mul.s(4) | echo.s())"""
+    add.apply_async((1, 1), queue="cap_in",
+                    link=group(mul.s(2) | mul.s(3), mul.s(4) | echo.s()))
+
+
+@scenario
+def chord_immutable_body():
+    """chain(add, chord([mul.s(2), mul.si(3, 3)], echo.si('done')))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([mul.s(2), mul.si(3, 3)], echo.si("done"))).apply_async()
+
+
+@scenario
+def chain_in_group_in_chain():
+    """chain(add, group(mul.s(2) | mul.s(3), mul.s(4)), xsum.s(), mul.s(5))"""
+    chain(add.s(1, 1).set(queue="cap_in"), group(mul.s(2) | mul.s(3), mul.s(4)), xsum.s(),
+          mul.s(5)).apply_async()
+
+
+@scenario
+def nested_chord_in_chord():
+    """chain(add, chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s()))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
 def chord_body_fired():
     """chord([add.s(1,1), add.s(2,2)] on cap_in, xsum.s() | mul.s(2)): body fired by a worker"""
     chord([add.s(1, 1).set(queue="cap_in"), add.s(2, 2).set(queue="cap_in")],
