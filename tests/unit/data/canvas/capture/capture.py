@@ -77,9 +77,13 @@ def wait_done(ids, timeout=30):
     raise SystemExit(f"timeout waiting for {ids}")
 
 
+INHERIT = os.environ.get("CAP_INHERIT") == "1"
+
+
 def ctx_of(req, now_us=0):
+    prio = req["priority"] if INHERIT and req["priority"] is not None else -1
     return {"parent_id": req["id"], "root_id": req["root_id"], "origin": req["origin"],
-            "reply_to": req["reply_to"], "default_queue": "celery", "priority": -1,
+            "reply_to": req["reply_to"], "default_queue": "celery", "priority": prio,
             "now_us": now_us}
 
 
@@ -273,6 +277,20 @@ def nested_chord_in_chord():
     """chain(add, chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s()))"""
     chain(add.s(1, 1).set(queue="cap_in"),
           chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
+def inherit_priority_chain():
+    """CAP_INHERIT=1 (task_inherit_parent_priority): chain(add priority=5, mul.s(2), mul.s(3))
+    with link=echo.s() and a chord step"""
+    chain(add.s(1, 1).set(queue="cap_in", priority=5, link=echo.s()), mul.s(2),
+          chord([mul.s(3), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
+def inherit_priority_built():
+    """CAP_INHERIT=1: a task with priority 7 builds group(add.s(1,1), mul.s(2,2))"""
+    build.apply_async(("group",), queue="cap_in", priority=7)
 
 
 @scenario
