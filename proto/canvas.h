@@ -31,9 +31,11 @@ struct cc_canvas_ctx {
     const char *origin;    /* header "origin", e.g. "gen1234@host" */
     const char *reply_to;  /* app.thread_oid: reply_to of tasks/options without one ("" if NULL) */
     const char *default_queue; /* task_default_queue ("celery" if NULL): routing without queue */
-    int priority;              /* -1: none. >= 0: trace.py's task_priority (only with
-                                * task_inherit_parent_priority): passed as priority= by on_success */
-    int64_t now_us;            /* for countdown -> eta and expires -> expiration */
+    /* -1: none. >= 0: the running task's delivery priority, set only with
+     * task_inherit_parent_priority: on_success passes it as priority= (trace.py's
+     * task_priority), and cc_canvas_apply's tasks inherit it (send_task's setdefault). */
+    int priority;
+    int64_t now_us; /* for countdown -> eta and expires -> expiration */
     /* A fresh uuid4 ("xxxxxxxx-xxxx-4xxx-...") for a task or group without options.task_id.
      * Called in the order Celery calls uuid() (tests replay captured ids in that order). */
     void (*new_id)(char out[37], void *arg);
