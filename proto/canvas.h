@@ -47,7 +47,9 @@ enum cc_canvas_step_kind {
     CC_CANVAS_CHORD_SIZE, /* Redis backend: SETEX celery-taskset-meta-<group_id>.s <chord_size>
                            * (Celery's set_chord_size, just before the last header member;
                            * other backends: no-op, as Celery's base backend) */
-    CC_CANVAS_SAVE_GROUP, /* GroupResult.save(): celery-taskset-meta-<group_id> = group_result */
+    CC_CANVAS_SAVE_GROUP, /* Redis apply_chord when a header member's result is a group:
+                           * GroupResult.save(), i.e. SETEX celery-taskset-meta-<group_id>
+                           * <result_expires> {"result": group_result} (before the header) */
 };
 
 struct cc_canvas_step {
@@ -61,7 +63,7 @@ struct cc_canvas_step {
     /* CC_CANVAS_CHORD_SIZE / CC_CANVAS_SAVE_GROUP */
     char *group_id;       /* owned */
     long chord_size;      /* CHORD_SIZE */
-    json_t *group_result; /* SAVE_GROUP: owned, the GroupResult tuple as Celery saves it */
+    json_t *group_result; /* SAVE_GROUP: owned, GroupResult.as_tuple() */
 };
 
 struct cc_canvas_plan {
