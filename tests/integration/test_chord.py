@@ -240,3 +240,46 @@ def test_accumulate(app, worker):
         timeout=TIMEOUT) == [1, 2, 3]
     assert app.send_task("celery.accumulate", args=[1, 2, 3], kwargs={"index": 1},
                          queue=q).get(timeout=TIMEOUT) == 2
+
+
+# ---- A client whose backend has no native join (sends celery.chord_unlock) -----------------
+
+from celery.backends.redis import RedisBackend  # noqa: E402
+
+
+class UnlockRedisBackend(RedisBackend):
+    """Stores results in Redis like RedisBackend, but joins chords the way backends without a
+    native join do (database, ...): apply_chord sends celery.chord_unlock and the chord size
+    is never written, so workers' native join (members still carry the chord) never fires."""
+
+    def set_chord_size(self, group_id, chord_size):
+        pass
+
+    def apply_chord(self, header_result_args, body, **kwargs):
+        self.ensure_chords_allowed()
+        self.fallback_chord_unlock(self.app.GroupResult(*header_result_args), body, **kwargs)
+
+
+@pytest.fixture
+def unlock_app(capp):
+    import os
+    a = capp.make_app("capp_unlock")
+    a.conf.result_backend = "test_chord:UnlockRedisBackend+" + os.environ[
+        "CELERYC_TEST_REDIS_URL"]
+    a.conf.result_chord_retry_interval = 0.2
+    yield a
+    a.close()
+
+
+def test_chord_unlock_client_without_native_join(unlock_app, worker, rds):
+    q = worker.queue
+    app = unlock_app
+    assert isinstance(app.backend, UnlockRedisBackend)
+    header = [sig(app, "demo.add", [i, i], q) for i in range(5)]
+    res = chord(header, sig(app, "demo.xsum", [], q)).apply_async(queue=q)
+    assert res.get(timeout=TIMEOUT) == 20
+    gid = res.parent.id
+    assert not rds.exists("celery-taskset-meta-%s.s" % gid)
+    # The body was applied by celery.chord_unlock (its parent), not by a header member.
+    parent = json.loads(rds.get("celery-task-meta-" + res.id))["parent_id"]
+    assert parent not in {r.id for r in res.parent.results}
