@@ -190,6 +190,34 @@ def test_dead_lettered_member_fails_the_chord(app, worker_factory, amqp_conn, rd
     assert w.proc.poll() is None
 
 
+def test_expired_member_fails_the_chord(app, worker, amqp_conn, rds):
+    """A member that expired before it ran is stored REVOKED by the worker, and, as Celery's
+    mark_as_revoked does, returned as a chord part: the body fails with ChordError."""
+    q = worker.queue
+    gid = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    body = sig(app, "demo.xsum", [], q, task_id=str(uuid.uuid4()))
+    rds.set("celery-taskset-meta-%s.s" % gid, 2)
+    publish_member(amqp_conn, q, "demo.add", [1, 1], ids[0], gid, 0, dict(body))
+    publish_member(amqp_conn, q, "demo.add", [2, 2], ids[1], gid, 1, dict(body),
+                   expires="2000-01-01T00:00:00+00:00")
+    with pytest.raises(ChordError) as ei:
+        app.AsyncResult(body.id).get(timeout=TIMEOUT)
+    assert str(ei.value) == "Dependency %s raised TaskRevokedError('expired')" % ids[1]
+
+
+def test_member_whose_child_dies_fails_the_chord(app, worker):
+    """The pool child running a member dies: the worker stores WorkerLostError and returns
+    the part, so the body fails with ChordError (Celery's on_failure -> mark_as_failure)."""
+    q = worker.queue
+    header = [sig(app, "demo.add", [1, 1], q), sig(app, "demo.crash", ["exit"], q)]
+    res = chord(header)(sig(app, "demo.xsum", [], q))
+    with pytest.raises(ChordError) as ei:
+        app.AsyncResult(res.id).get(timeout=TIMEOUT)
+    assert str(ei.value).startswith("Dependency %s raised WorkerLostError('Worker exited "
+                                    "prematurely: exitcode 1" % res.parent.results[1].id)
+
+
 # ---- celery.chord_unlock and celery.accumulate ---------------------------------------------
 
 def send_unlock(app, q, gid, header_ids, body, **kwargs):
