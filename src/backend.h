@@ -16,6 +16,7 @@
 #include "celeryc/status.h"
 #include "celeryc/task.h"
 #include "config.h"
+#include "redis.h"
 #include "result.h"
 
 struct cc_backend;
@@ -107,6 +108,11 @@ int cc_backend_store_exc(struct cc_backend *b, const struct cc_config *cfg,
 int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend **out,
                          struct cc_err *err) CC_MUST_USE;
 struct cc_backend *cc_backend_none_new(void);
+
+/* [canvas-chord] A general-purpose Redis client on the backend's URL (src/redis.h), for
+ * chord keys (src/chord.c): opened lazily, owned by the backend, dropped in a forked child
+ * by redis.c's atfork handler. NULL when the backend is not Redis. */
+struct cc_redis *cc_backend_redis_client(struct cc_backend *b);
 
 /* "celery-task-meta-<id>" into buf (size bytes); returns the length, or -1 if too small.
  * Pure (unit-tested). */

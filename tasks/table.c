@@ -10,6 +10,8 @@
 
 const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_celery_ping,
+    &cc_task_celery_accumulate,   /* [canvas-chord] */
+    &cc_task_celery_chord_unlock, /* [canvas-chord] */
     &cc_task_demo_add,
     &cc_task_demo_mul,
     &cc_task_demo_xsum,
