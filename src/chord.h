@@ -65,7 +65,7 @@ bool cc_chord_state_propagates(const char *state);
 char *cc_chord_exc_repr(const json_t *result);
 
 /* The ChordError the body fails with when member `tid` failed with `result` (exception
- * dict): "Dependency <tid> raised <repr>", as _unpack_chord_result and chord_unlock write
+ * dict): "Dependency <tid> raised <repr>", as _unpack_chord_result writes
  * it. Owned, NULL on OOM. */
 char *cc_chord_dependency_error(const char *tid, const json_t *result);
 

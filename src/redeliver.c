@@ -372,13 +372,10 @@ void cc_redeliver_chord_clear(struct cc_redeliver *rd)
     rd->is_chord_pending = false;
 }
 
-/* [canvas-chord] A dead-lettered chord member never runs again: return its part as FAILURE
- * (Celery's mark_as_failure -> on_chord_part_return), so that the chord fails with ChordError
- * when its last member is in, instead of staying pending forever. What that publishes (the
- * body's errbacks) is left in rd->chord_plan for the master (worker.c) to publish on its
- * confirming connection before it acks the message. */
-static void redeliver_chord_lost(struct cc_redeliver *rd, const struct cc_request *r,
-                                 const struct cc_task_request *view, const char *msg)
+/* [canvas-chord] See redeliver.h. */
+void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r,
+                             const struct cc_task_request *view, const char *state,
+                             const char *exc_module, const char *exc_type, const char *exc_arg)
 {
     struct cc_canvas_ctx ctx = {0};
     struct cc_err err = {0};
@@ -402,11 +399,11 @@ static void redeliver_chord_lost(struct cc_redeliver *rd, const struct cc_reques
     ctx.new_id = redeliver_new_id;
     cc_canvas_plan_init(&rd->chord_plan);
     rd->is_chord_pending = true;
-    exc = cc_result_exc_new("billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
-    if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, "FAILURE", exc, &ctx,
+    exc = cc_result_exc_new(exc_module, exc_type, json_pack("[s]", exc_arg));
+    if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
                                             &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
-        cc_error("Task %s[%s]: chord %s: could not return the lost member: %s", cc_request_name(r),
-                 r->msg.id, view->group, exc ? err.msg : "out of memory");
+        cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",
+                 cc_request_name(r), r->msg.id, view->group, exc ? err.msg : "out of memory");
     json_decref(exc);
 }
 
@@ -422,7 +419,8 @@ static void redeliver_store_failure(struct cc_redeliver *rd, const struct cc_req
                              "billiard.exceptions", "WorkerLostError", msg, &err) != CC_OK)
         cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
                  err.msg);
-    redeliver_chord_lost(rd, r, &view, msg); /* [canvas-chord] */
+    /* [canvas-chord] it never runs again: fail its chord instead of leaving it pending */
+    cc_redeliver_chord_part(rd, r, &view, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
 }
 
 enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,

@@ -433,19 +433,24 @@ static void worker_return_held(struct worker *w)
  * connection, then an ERROR here, because retrying for 20 s as Celery's retry_policy does
  * would stall the event loop (heartbeats, acks, every other task) that long. Pool children,
  * which may block, retry the full policy. */
+static void worker_chord_flush(struct worker *w); /* [canvas-chord] */
+
 static void worker_store_exc(struct worker *w, struct cc_request *r, const char *status,
                              const char *module, const char *type, const char *arg)
 {
     struct cc_task_request view;
     struct cc_err err = {0};
 
-    if (r->ignore_result && !w->cfg->store_errors_even_if_ignored)
-        return;
     cc_request_view(r, w->hostname, &view);
-    if (cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
+    if (!(r->ignore_result && !w->cfg->store_errors_even_if_ignored) &&
+        cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
                              type, arg, &err) != CC_OK)
         cc_error("Task %s[%s]: could not store %s: %s", cc_request_name(r), r->msg.id, status,
                  err.msg);
+    /* [canvas-chord] a chord member ending here returns its part (Celery's mark_as_failure /
+     * mark_as_revoked -> on_chord_part_return), before the caller acks */
+    cc_redeliver_chord_part(&w->rd, r, &view, status, module, type, arg);
+    worker_chord_flush(w);
 }
 
 /* Apply the prefetch window base + n_held, once per loop pass:
@@ -486,8 +491,6 @@ static void worker_discard_revoked(struct worker *w, struct cc_request *r)
     cc_request_free(r);
 }
 
-static void worker_chord_lost(struct worker *w); /* [canvas-chord] */
-
 static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
 {
     struct cc_request *r = NULL;
@@ -512,12 +515,12 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     case CC_REDELIVER_RUN:
         break;
     case CC_REDELIVER_ACK:
-        worker_chord_lost(w); /* [canvas-chord] */
+        worker_chord_flush(w); /* [canvas-chord] */
         worker_ack(w, r);
         cc_request_free(r);
         return;
     case CC_REDELIVER_REJECT:
-        worker_chord_lost(w); /* [canvas-chord] */
+        worker_chord_flush(w); /* [canvas-chord] */
         worker_reject(w, r, false);
         cc_request_free(r);
         return;
@@ -662,11 +665,11 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
     return rc;
 }
 
-/* [canvas-chord] A dead-lettered chord member failed its chord (redeliver.c): publish what
- * that applied (the body's errbacks) on the confirming connection, then delete the chord's
- * keys. Before the message is acked: if a publish fails the keys stay, and the redelivered
- * message, dead-lettered again, fires the chord's failure again. */
-static void worker_chord_lost(struct worker *w)
+/* [canvas-chord] A chord member that ended in the master completed its chord
+ * (cc_redeliver_chord_part): publish what that applied (the body's errbacks) on the
+ * confirming connection, then delete the chord's keys. Before the message is acked: if a
+ * publish fails the keys stay (they expire). */
+static void worker_chord_flush(struct worker *w)
 {
     struct cc_redeliver *rd = &w->rd;
     struct cc_err err = {0};

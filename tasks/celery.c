@@ -16,7 +16,8 @@
  * results are gone after that, so the chord could never complete), at least 3600. Past the
  * bound the body's result is stored as FAILURE ChordError("celery.chord_unlock: group <gid>
  * not ready after <n> retries") and its errbacks applied; the unlock task itself fails with
- * the same error. Results are read from this worker's result backend, which must be the
+ * the same error. A failed header task fails the body with ChordError(repr(exc)), the text
+ * Celery 5.2 ends up with. Results are read from this worker's result backend, which must be the
  * Redis server the header tasks store into (the client may use another backend class on it).
  *
  * The other built-ins (celery.backend_cleanup, celery.group, celery.chain, celery.chord,
@@ -201,15 +202,14 @@ static int celery_chord_unlock(struct cc_task_ctx *ctx, const json_t *args, cons
         return rc;
     }
     if (failed_id != NULL) {
-        if (asprintf(&text, "Dependency %s raised %s", failed_id, failed_repr) < 0)
-            text = NULL;
+        /* Celery words it f'Dependency {culprit.id} raised {exc!r}' only when the culprit is
+         * in the backend's cache, which holds SUCCESS metas only: in practice the reason is
+         * repr(exc) alone, e.g. ChordError("ValueError('boom')"). Same text here. */
+        cc_task_log(ctx, CC_TASK_LOG_ERROR, "Chord '%s' raised: %s (task %s)", group_id,
+                    failed_repr, failed_id);
+        unlock_fail_body(ctx, be, body, failed_repr);
         free(failed_id);
         free(failed_repr);
-        if (text == NULL)
-            return CC_ENOMEM;
-        cc_task_log(ctx, CC_TASK_LOG_ERROR, "Chord '%s' raised: ChordError(%s)", group_id, text);
-        unlock_fail_body(ctx, be, body, text);
-        free(text);
         return CC_OK; /* Celery logs it; the unlock task itself succeeds */
     }
     {
