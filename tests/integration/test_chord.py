@@ -218,6 +218,25 @@ def test_member_whose_child_dies_fails_the_chord(app, worker):
                                     "prematurely: exitcode 1" % res.parent.results[1].id)
 
 
+@c_only
+def test_unordered_chord_list_mixed_fleet(app, worker_factory, amqp_conn, rds):
+    """result_chord_ordered=False on every worker (C: --no-result-chord-ordered, Python: the
+    transport option): members go to a list (RPUSH) that both read, in completion order."""
+    wc = worker_factory(impl="c", extra=["--no-result-chord-ordered"])
+    wp = worker_factory(impl="python", env={"PYW_RESULT_CHORD_ORDERED": "0"})
+    gid = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    body = sig(app, "t.integration.tasks.identity", [], wc.queue, task_id=str(uuid.uuid4()))
+    rds.set("celery-taskset-meta-%s.s" % gid, 3)
+    publish_member(amqp_conn, wc.queue, "demo.add", [1, 1], ids[0], gid, 0, dict(body))
+    publish_member(amqp_conn, wp.queue, "demo.add", [2, 2], ids[1], gid, 1, dict(body))
+    wait_for(lambda: all(app.AsyncResult(i).ready() for i in ids[:2]), TIMEOUT, "2 members")
+    wait_for(lambda: rds.llen("celery-taskset-meta-%s.j" % gid) == 2, scaled(5), "2 parts")
+    assert rds.type("celery-taskset-meta-%s.j" % gid) == b"list"
+    publish_member(amqp_conn, wc.queue, "demo.add", [3, 3], ids[2], gid, 2, dict(body))
+    assert sorted(app.AsyncResult(body.id).get(timeout=TIMEOUT)) == [2, 4, 6]
+
+
 # ---- celery.chord_unlock and celery.accumulate ---------------------------------------------
 
 def send_unlock(app, q, gid, header_ids, body, **kwargs):
