@@ -193,14 +193,6 @@ def getpid():
     return os.getpid()
 
 
-@app.task(name="demo.progress", bind=True)
-def progress(self, steps, delay=0.2):
-    for i in range(steps):
-        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
-        time.sleep(delay)
-    return {"current": steps, "total": steps}
-
-
 # ---- t.integration.tasks.* (subset, Celery 5.2 semantics) ----------------------------------
 
 T = "t.integration.tasks."
@@ -294,29 +286,6 @@ def ids(self, i):
 @app.task(name=T + "collect_ids", bind=True)
 def collect_ids(self, res, i):
     return res, (self.request.root_id, self.request.parent_id, i)
-
-
-@app.task(name=T + "errback_old_style")
-def errback_old_style(request_id):
-    redis_count(request_id)
-    return request_id
-
-
-@app.task(name=T + "errback_new_style")
-def errback_new_style(request, exc, tb):
-    redis_count(request.id)
-    return request.id
-
-
-@app.task(name=T + "chain_add")
-def chain_add(x, y):
-    (t_add.s(x, x) | t_add.s(y)).apply_async()
-
-
-@app.task(name=T + "chord_add")
-def chord_add(x, y):
-    from celery import chord
-    chord(t_add.s(x, x), t_add.s(y)).apply_async()
 
 
 @app.task(name=T + "build_chain_inside_task", bind=True)
