@@ -62,7 +62,8 @@ def _start(impl, queues, name, log_dir, concurrency=2, acks_late=False, extra_en
             pytest.skip("celeryc binary not found (set CELERYC_BIN)")
         argv = [b, "worker", "-b", os.environ["CELERYC_TEST_AMQP_URL"],
                 "--result-backend", os.environ["CELERYC_TEST_REDIS_URL"], "-Q", queues,
-                "-n", name, "-c", str(concurrency), "-l", "info", "--result-extended"]
+                "-n", name, "-c", str(concurrency), "-l", "info", "--result-extended",
+                "--default-queue", queues.split(",")[0]]
         if acks_late:
             argv.append("--acks-late")
     else:
@@ -70,7 +71,7 @@ def _start(impl, queues, name, log_dir, concurrency=2, acks_late=False, extra_en
                 "-c", str(concurrency), "--without-gossip", "--without-mingle",
                 "--without-heartbeat", "-Q", queues, "-n", name, "-l", "info"]
         env.update({"PYW_ACKS_LATE": "1" if acks_late else "0", "PYW_RESULT_EXTENDED": "1",
-                    "PYTHONPATH": str(HERE)})
+                    "PYW_DEFAULT_QUEUE": queues.split(",")[0], "PYTHONPATH": str(HERE)})
         cwd = str(HERE)
     return Worker(argv, env, log, queues, name, cwd=cwd)
 
@@ -415,12 +416,28 @@ def shape_group_save_restore(cv):
 
 
 def shape_task_sends_canvas(cv):
-    """Conformance tasks that build and send a chain / chord from inside the task."""
+    """Conformance tasks that build and send a chain / chord from inside the task (to the
+    task_default_queue, the fleet's queue here): what they sent is their child, runs, and has
+    the sending task as parent."""
+    res = cv.s(T + "chain_add", 3, 4).apply_async()
+    assert _get(res) is None
+    # Celery records the chain's first task as the child (its apply_async adds the trail)
+    kids = cv.children_ids(res.id)
+    assert len(kids) == 1, kids
+    assert _get(AsyncResult(kids[0], app=cv.app)) == 6
+    nxt = wait_for(lambda: cv.children_ids(kids[0]), TIMEOUT, "second step")
+    assert _get(AsyncResult(nxt[0], app=cv.app)) == 10
     res = cv.s(T + "build_chain_inside_task").apply_async()
     out = _get(res)
-    # an AsyncResult as its tuple: [[id, parent tuple], None]
+    # an AsyncResult returned by a task is stored as its tuple: [[id, parent tuple], None]
     assert isinstance(out, list) and isinstance(out[0], list), out
-    assert cv.children_ids(res.id), "the chain sent by the task is a child of it"
+    kids = cv.children_ids(res.id)
+    assert len(kids) == 1, kids
+    # (add(1, 1) | add(2) | group(add(3), add(4)) | add(5)): the steps run (the last one
+    # gets [7, 8] + 5 and fails with TypeError in Python and C alike)
+    assert _get(AsyncResult(kids[0], app=cv.app)) == 2
+    nxt = wait_for(lambda: cv.children_ids(kids[0]), TIMEOUT, "second step")
+    assert _get(AsyncResult(nxt[0], app=cv.app)) == 4
 
 
 def shape_update_state(cv):
