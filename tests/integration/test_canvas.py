@@ -29,6 +29,8 @@ from celery.result import AsyncResult, GroupResult
 from conftest import (HERE, IMPL, PY, TIMEOUT, Worker, celeryc_bin, scaled, unique_queue,
                       wait_for)
 
+WAIT = 20  # seconds for one result; wait_for() and _get() scale it (TIMEOUT is scaled already)
+
 T = "t.integration.tasks."
 
 _default_fleets = "python" if IMPL == "python" else "c,mixed"
@@ -139,7 +141,7 @@ class Canvas:
         raw = self.rds.get("celery-task-meta-" + task_id)
         return json.loads(raw) if raw else None
 
-    def wait_meta(self, task_id, timeout=TIMEOUT):
+    def wait_meta(self, task_id, timeout=WAIT):
         return wait_for(lambda: self.meta(task_id), timeout, "result of %s" % task_id)
 
     def children_ids(self, task_id):
@@ -157,7 +159,7 @@ def _ids_of(r):
     return r.id
 
 
-def _get(res, timeout=TIMEOUT):
+def _get(res, timeout=WAIT):
     return res.get(timeout=scaled(timeout), propagate=True, disable_sync_subtasks=False)
 
 
@@ -305,7 +307,7 @@ def shape_links_each_step(cv):
     s3.link(echo)
     res = (s1 | s2 | s3).apply_async()
     assert _get(res) == 25
-    wait_for(lambda: cv.rds7.llen(k) >= 3, TIMEOUT, "3 callbacks")
+    wait_for(lambda: cv.rds7.llen(k) >= 3, WAIT, "3 callbacks")
     time.sleep(0.3)
     assert sorted(int(x) for x in cv.rds7.lrange(k, 0, -1)) == [2, 20, 25]
 
@@ -323,7 +325,7 @@ def shape_links_each_step(cv):
     failed = res.parent
     first = failed.parent
     assert failed.state == "FAILURE"
-    wait_for(lambda: cv.counter(failed.id) >= 2, TIMEOUT, "old + new style errbacks")
+    wait_for(lambda: cv.counter(failed.id) >= 2, WAIT, "old + new style errbacks")
     time.sleep(0.3)
     assert cv.counter(failed.id) == 2   # errback_old_style + errback_new_style, once each
     assert cv.counter(first.id) == 0 and cv.counter(res.id) == 0
@@ -335,7 +337,7 @@ def shape_chain_failure_marks_rest(cv):
     raises instead of waiting forever, and a later step that is a chord member is counted."""
     res = (cv.s("demo.add", 1, 1) | cv.s(T + "fail") | cv.s("demo.add", 3)
            | cv.s("demo.mul", 2)).apply_async()
-    m = cv.wait_meta(res.id)
+    m = cv.wait_meta(res.id, timeout=10)
     assert m["status"] == "FAILURE"
     assert m["result"]["exc_type"] == "ExpectedException"
     assert cv.meta(res.parent.id)["status"] == "FAILURE"
@@ -358,7 +360,7 @@ def shape_chain_link_error(cv):
     with pytest.raises(Exception):
         _get(res)
     failed = res.parent
-    wait_for(lambda: cv.counter(failed.id) >= 1, TIMEOUT, "errback")
+    wait_for(lambda: cv.counter(failed.id) >= 1, WAIT, "errback")
     time.sleep(0.3)
     assert cv.counter(failed.id) == 1
     assert cv.counter(failed.parent.id) == 0
@@ -374,7 +376,7 @@ def shape_immutable(cv):
     s = cv.s("demo.add", 2, 2)
     s.link(cb)
     assert _get(s.apply_async()) == 4
-    wait_for(lambda: cv.rds7.llen(cv.key) >= 1, TIMEOUT, "immutable callback")
+    wait_for(lambda: cv.rds7.llen(cv.key) >= 1, WAIT, "immutable callback")
     assert cv.rds7.lrange(cv.key, 0, -1) == [b"immutable"]
 
 
@@ -394,7 +396,7 @@ def shape_chord_error(cv):
     exc = cv.app.backend.exception_to_python(m["result"])
     assert isinstance(exc, ChordError), repr(exc)
     assert "ExpectedException" in str(exc), str(exc)
-    wait_for(lambda: cv.counter(res.id) >= 1, TIMEOUT, "body errback")
+    wait_for(lambda: cv.counter(res.id) >= 1, WAIT, "body errback")
     time.sleep(0.3)
     assert cv.counter(res.id) == 1
 
@@ -408,7 +410,7 @@ def shape_group_save_restore(cv):
     assert [x.id for x in r.results] == [x.id for x in g.results]
     # (get() on a restored GroupResult waits on the pub/sub consumer, which already holds
     # these ids for `g`: poll the stored results instead, as a second client would.)
-    wait_for(r.ready, TIMEOUT, "restored group ready")
+    wait_for(r.ready, WAIT, "restored group ready")
     assert [x.result for x in r.results] == [0, 2, 4, 6, 8]
     assert r.completed_count() == 5 and r.successful()
     r.delete()
@@ -425,7 +427,7 @@ def shape_task_sends_canvas(cv):
     kids = cv.children_ids(res.id)
     assert len(kids) == 1, kids
     assert _get(AsyncResult(kids[0], app=cv.app)) == 6
-    nxt = wait_for(lambda: cv.children_ids(kids[0]), TIMEOUT, "second step")
+    nxt = wait_for(lambda: cv.children_ids(kids[0]), WAIT, "second step")
     assert _get(AsyncResult(nxt[0], app=cv.app)) == 10
     res = cv.s(T + "build_chain_inside_task").apply_async()
     out = _get(res)
@@ -436,7 +438,7 @@ def shape_task_sends_canvas(cv):
     # (add(1, 1) | add(2) | group(add(3), add(4)) | add(5)): the steps run (the last one
     # gets [7, 8] + 5 and fails with TypeError in Python and C alike)
     assert _get(AsyncResult(kids[0], app=cv.app)) == 2
-    nxt = wait_for(lambda: cv.children_ids(kids[0]), TIMEOUT, "second step")
+    nxt = wait_for(lambda: cv.children_ids(kids[0]), WAIT, "second step")
     assert _get(AsyncResult(nxt[0], app=cv.app)) == 4
 
 
@@ -452,7 +454,7 @@ def shape_update_state(cv):
             seen.append(r.info)
             return r.info.get("current", 0) >= 1
         return False
-    wait_for(progressing, TIMEOUT, "PROGRESS state", interval=0.05)
+    wait_for(progressing, WAIT, "PROGRESS state", interval=0.05)
     assert all(i["total"] == 6 and 0 <= i["current"] < 6 for i in seen), seen
     assert _get(res) == {"current": 6, "total": 6}
     assert res.state == "SUCCESS"
@@ -522,9 +524,9 @@ def test_chord_1000_exactly_once(cv):
     res = chord([cv.s("demo.add", i, i) for i in range(n)], body).apply_async()
     out = _get(res, timeout=120)
     assert out == [2 * i for i in range(n)]
-    wait_for(lambda: cv.counter(cv.key) >= 1, TIMEOUT, "body link")
+    wait_for(lambda: cv.counter(cv.key) >= 1, WAIT, "body link")
     gid = res.parent.id
-    wait_for(lambda: _chord_keys_gone(cv, gid), TIMEOUT, "chord join keys deleted")
+    wait_for(lambda: _chord_keys_gone(cv, gid), WAIT, "chord join keys deleted")
     time.sleep(1.0)
     assert cv.counter(cv.key) == 1
 
@@ -566,7 +568,7 @@ def test_chord_member_killed_redelivered(pair, app, rds, rds7, worker_factory):
     assert len(out) == n
     assert out[killed] == 2, (killed, out)          # ran twice: killed, then redelivered
     assert sorted(out) == [1] * (n - 1) + [2], out
-    wait_for(lambda: rds7.get(key + ":body") is not None, TIMEOUT, "body link")
+    wait_for(lambda: rds7.get(key + ":body") is not None, WAIT, "body link")
     time.sleep(1.0)
     assert int(rds7.get(key + ":body")) == 1
     assert b.proc.poll() is None
@@ -595,11 +597,11 @@ def test_chord_member_dead_lettered_fails_chord(app, rds, rds7, worker_factory):
     w = worker_factory(queue=q, **args)
     w.wait_log(r"Task demo\.sleep\[%s\] dead-lettered" % lost, 20)
     meta = wait_for(lambda: json.loads(rds.get("celery-task-meta-" + res.id) or "null"),
-                    TIMEOUT, "chord body result")
+                    WAIT, "chord body result")
     assert meta["status"] == "FAILURE", meta
     exc = app.backend.exception_to_python(meta["result"])
     assert isinstance(exc, ChordError), repr(exc)
     assert lost in str(exc), str(exc)
-    wait_for(lambda: rds7.get(res.id) is not None, TIMEOUT, "body errback")
+    wait_for(lambda: rds7.get(res.id) is not None, WAIT, "body errback")
     assert [r.get(timeout=TIMEOUT) for r in (res.parent.results[0], res.parent.results[2])] \
         == [2, 4]
