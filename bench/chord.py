@@ -37,7 +37,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import bench  # noqa: E402  (helpers: Worker, cpu_us, proc_tree, ceiling_run, machine, ...)
-from bench import LIVE, REDIS_URL, cpu_us, log, proc_tree  # noqa: E402
+from bench import (LIVE, REDIS_URL, cpu_us, foreign_pct, log, proc_tree,  # noqa: E402
+                   services_trees, svc_cpu)
 
 BODY = "t.integration.tasks.identity"
 
@@ -91,6 +92,8 @@ def run_fleet(impl, app, r, opt, logdir, live):
             warm = app.signature("demo.noop", queue=q).apply_async()
             warm.get(timeout=120)
             r.flushdb()
+            trees = services_trees()
+            s0 = svc_cpu(trees)
             c0 = fleet_cpu(workers)
             t0 = time.monotonic()
             res = apply_chord(app, q, n)
@@ -109,6 +112,8 @@ def run_fleet(impl, app, r, opt, logdir, live):
                     w.check_alive()
                 time.sleep(0.01)
             t0 = time.monotonic()
+            trees = services_trees()
+            s0 = svc_cpu(trees)
             c0 = fleet_cpu(workers)
         meta, t1 = wait_body(r, res, n, workers, opt.deadline)
         if meta is None:
@@ -116,6 +121,10 @@ def run_fleet(impl, app, r, opt, logdir, live):
             log("%s (%s): %s" % (impl, "live" if live else "prefilled", out["error"]))
             return out
         c1 = fleet_cpu(workers)
+        s1 = svc_cpu(trees)
+        out["broker_cpu_us_per_member"] = round((s1["rabbitmq"] - s0["rabbitmq"]) / n, 1)
+        out["redis_cpu_us_per_member"] = round((s1["redis"] - s0["redis"]) / n, 1)
+        out["foreign_cpu_pct"] = foreign_pct(s0, s1, c1 - c0, t1 - t0)
         out["seconds"] = round(t1 - t0, 3)
         out["members_per_s"] = round(n / (t1 - t0), 1)
         out["cpu_us_per_member"] = round((c1 - c0) / n, 1)
@@ -180,6 +189,9 @@ def main():
             "seconds": med(runs[impl], "seconds"),
             "members_per_s": med(runs[impl], "members_per_s"),
             "cpu_us_per_member": med(runs[impl], "cpu_us_per_member"),
+            "redis_cpu_us_per_member": med(runs[impl], "redis_cpu_us_per_member"),
+            "broker_cpu_us_per_member": med(runs[impl], "broker_cpu_us_per_member"),
+            "foreign_cpu_pct": med(runs[impl], "foreign_cpu_pct"),
             "live_seconds": med(live[impl], "seconds"),
             "live_publish_s": med(live[impl], "publish_s"),
             "errors": [x["error"] for x in runs[impl] + live[impl] if "error" in x],
@@ -202,17 +214,18 @@ def print_table(res, opt):
           "fleet, Redis results; %d round(s)" % (res["started"][:10], opt.members, BODY,
                                                  opt.workers, opt.conc, opt.rounds))
     print("machine: %s CPUs, %s" % (m.get("nproc"), m.get("cpu_model")))
-    print("%-8s %12s %10s %6s %13s %6s %8s %8s" % ("fleet", "prefilled s", "members/s",
-                                                   "vs py", "CPU us/member", "vs py",
-                                                   "live s", "of ceil"))
+    print("%-8s %12s %10s %6s %13s %6s %8s %8s %7s %6s" % (
+        "fleet", "prefilled s", "members/s", "vs py", "CPU us/member", "vs py", "live s",
+        "of ceil", "redis/m", "other%"))
     py = res["fleets"]["python"]
     for impl in ("celeryc", "python"):
         f = res["fleets"][impl]
-        print("%-8s %12s %10s %6s %13s %6s %8s %8s" % (
+        print("%-8s %12s %10s %6s %13s %6s %8s %8s %7s %6s" % (
             impl, f["seconds"] or "FAILED", f["members_per_s"] or "-",
             _x(py["seconds"], f["seconds"]), f["cpu_us_per_member"] or "-",
             _x(py["cpu_us_per_member"], f["cpu_us_per_member"]), f["live_seconds"] or "-",
-            "%.0f%%" % (100 * res["ceiling"]["seconds"] / f["seconds"]) if f["seconds"] else "-"))
+            "%.0f%%" % (100 * res["ceiling"]["seconds"] / f["seconds"]) if f["seconds"] else "-",
+            f["redis_cpu_us_per_member"] or "-", f["foreign_cpu_pct"] if f["seconds"] else "-"))
         for e in f["errors"]:
             print("  %s: %s" % (impl, e))
     print("ceiling   %.3f s (bare consumer, %d messages, no task/result/join)"
@@ -220,7 +233,8 @@ def print_table(res, opt):
     print("prefilled: first member result -> body result, members queued before the fleet "
           "starts;\n  live: apply_async() -> body result with the fleet up (includes the "
           "Python client\n  publishing the members: %s s C, %s s Python); of ceil: ceiling "
-          "time / prefilled time" % (res["fleets"]["celeryc"]["live_publish_s"],
+          "time / prefilled time;\n  redis/m: Redis CPU us per member; other%%: CPU of processes outside the bench "
+          "(share of all CPUs)" % (res["fleets"]["celeryc"]["live_publish_s"],
                                      py["live_publish_s"]))
 
 
