@@ -2259,21 +2259,15 @@ json_t *cc_sig_link_error(json_t *sig, json_t *errback)
     return link_common(sig, errback, true);
 }
 
-static json_t *collect(json_t *first, va_list ap, bool flatten_chains)
+/* The NULL-terminated argument list as a JSON array (steals each). */
+static json_t *collect(json_t *first, va_list ap)
 {
     json_t *tasks = json_array(), *s = first;
     bool bad = tasks == NULL;
 
     for (; s != NULL; s = va_arg(ap, json_t *)) {
-        const json_t *t = get(s, "subtask_type");
-
-        if (!bad && flatten_chains && json_is_string(t) &&
-            strcmp(json_string_value(t), "chain") == 0) {
-            /* chain | chain -> one chain */
-            bad = json_array_extend(tasks, get(get(s, "kwargs"), "tasks")) != 0;
-        } else if (!bad) {
+        if (!bad)
             bad = !json_is_object(s) || json_array_append(tasks, s) != 0;
-        }
         json_decref(s);
     }
     if (bad) {
@@ -2410,7 +2404,7 @@ json_t *cc_chain(json_t *first, ...)
     json_t *t;
 
     va_start(ap, first);
-    tasks = collect(first, ap, false);
+    tasks = collect(first, ap);
     va_end(ap);
     if (tasks == NULL)
         return NULL;
@@ -2432,7 +2426,7 @@ json_t *cc_group(json_t *first, ...)
     json_t *tasks;
 
     va_start(ap, first);
-    tasks = collect(first, ap, false);
+    tasks = collect(first, ap);
     va_end(ap);
     if (tasks == NULL)
         return NULL;
