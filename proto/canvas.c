@@ -1607,7 +1607,10 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     if ((rc = opt_str(A, o, "task_id", &task_id)) != CC_OK)
         goto out;
     if (task_id) {
-        json_object_set(keep, "task_id", json_object_get(o, "task_id"));
+        if (json_object_set(keep, "task_id", json_object_get(o, "task_id")) != 0) {
+            rc = oom(A);
+            goto out;
+        }
         json_object_del(o, "task_id");
     }
     if (!sig_immutable(c) && !is_empty(args))
@@ -1647,7 +1650,10 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
         if ((rc = opt_str(A, o, "task_id", &otid)) != CC_OK)
             goto out;
         if (task_id == NULL && otid != NULL) {
-            json_object_set(keep, "task_id", json_object_get(o, "task_id"));
+            if (json_object_set(keep, "task_id", json_object_get(o, "task_id")) != 0) {
+                rc = oom(A);
+                goto out;
+            }
             task_id = otid;
         }
         json_object_del(o, "task_id");
@@ -1663,13 +1669,16 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     if (group_id == NULL || *group_id == '\0') {
         new_id(A, gidbuf);
         group_id = gidbuf;
-    } else {
-        json_object_set(keep, "group_id", json_object_get(sig_opts(header), "task_id"));
+    } else if (json_object_set(keep, "group_id", json_object_get(sig_opts(header), "task_id"))) {
+        rc = oom(A);
+        goto out;
     }
     if ((rc = opt_str(A, sig_opts(body), "root_id", &root_id)) != CC_OK)
         goto out;
-    if (root_id)
-        json_object_set(keep, "root_id", json_object_get(sig_opts(body), "root_id"));
+    if (root_id && json_object_set(keep, "root_id", json_object_get(sig_opts(body), "root_id"))) {
+        rc = oom(A);
+        goto out;
+    }
     if (json_object_size(o) > 0 && json_object_update(sig_opts(body), o) != 0) {
         rc = oom(A);
         goto out;
@@ -2045,13 +2054,12 @@ int cc_canvas_on_failure(struct cc_canvas_plan *plan, const json_t *errbacks, co
     g = json_pack("{sss[]s{sO}s{}sssb}", "task", "celery.group", "args", "kwargs", "tasks",
                   errbacks, "options", "subtask_type", "group", "immutable", 0);
     args = json_pack("[s]", failed_id);
-    o = json_pack("{sssO}", "parent_id", failed_id, "root_id",
-                  ctx->root_id ? json_string(ctx->root_id) : json_string(failed_id));
+    o = json_pack("{ssss}", "parent_id", failed_id, "root_id",
+                  ctx->root_id ? ctx->root_id : failed_id);
     if (g == NULL || args == NULL || o == NULL) {
         rc = oom(&A);
         goto out;
     }
-    json_decref(json_object_get(o, "root_id")); /* the "O" above took a second reference */
     rc = apply_copy(&A, g, args, o, false);
 out:
     json_decref(g);
@@ -2251,21 +2259,15 @@ json_t *cc_sig_link_error(json_t *sig, json_t *errback)
     return link_common(sig, errback, true);
 }
 
-static json_t *collect(json_t *first, va_list ap, bool flatten_chains)
+/* The NULL-terminated argument list as a JSON array (steals each). */
+static json_t *collect(json_t *first, va_list ap)
 {
     json_t *tasks = json_array(), *s = first;
     bool bad = tasks == NULL;
 
     for (; s != NULL; s = va_arg(ap, json_t *)) {
-        const json_t *t = get(s, "subtask_type");
-
-        if (!bad && flatten_chains && json_is_string(t) &&
-            strcmp(json_string_value(t), "chain") == 0) {
-            /* chain | chain -> one chain */
-            bad = json_array_extend(tasks, get(get(s, "kwargs"), "tasks")) != 0;
-        } else if (!bad) {
+        if (!bad)
             bad = !json_is_object(s) || json_array_append(tasks, s) != 0;
-        }
         json_decref(s);
     }
     if (bad) {
@@ -2402,7 +2404,7 @@ json_t *cc_chain(json_t *first, ...)
     json_t *t;
 
     va_start(ap, first);
-    tasks = collect(first, ap, false);
+    tasks = collect(first, ap);
     va_end(ap);
     if (tasks == NULL)
         return NULL;
@@ -2424,7 +2426,7 @@ json_t *cc_group(json_t *first, ...)
     json_t *tasks;
 
     va_start(ap, first);
-    tasks = collect(first, ap, false);
+    tasks = collect(first, ap);
     va_end(ap);
     if (tasks == NULL)
         return NULL;

@@ -48,7 +48,9 @@ json_t *cc_sig_immutable(json_t *sig);
 json_t *cc_sig_link(json_t *sig, json_t *callback);
 json_t *cc_sig_link_error(json_t *sig, json_t *errback);
 
-/* NULL-terminated lists of signatures (steals each). */
+/* NULL-terminated lists of signatures (steals each). An inner builder that ran out of
+ * memory returns NULL, which ends the list early: the result is then incomplete, so on
+ * allocation failure build step by step if that matters. */
 json_t *cc_chain(json_t *first, ...);
 json_t *cc_group(json_t *first, ...);
 

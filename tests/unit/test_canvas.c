@@ -707,6 +707,77 @@ static void test_mutations(void **state)
     assert_true(runs > 1000);
 }
 
+/* ---- allocation failures: every jansson allocation of a few big cases fails in turn ---- */
+
+static long alloc_budget = -1; /* allocations left before failing; -1 = unlimited */
+static long alloc_failed;
+
+static void *failing_malloc(size_t n)
+{
+    if (alloc_budget == 0) {
+        alloc_failed++;
+        return NULL;
+    }
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return malloc(n);
+}
+
+static void test_alloc_failure(void **state)
+{
+    const char *files[] = {"py-chord-of-chains.json",          "py-group-of-chords.json",
+                           "py-callbacks-group-and-task.json", "py-errbacks-several.json",
+                           "py-chord-header-complex.json",     "shared-chain-step1.json"};
+
+    (void)state;
+    for (size_t fi = 0; fi < sizeof(files) / sizeof(files[0]); fi++) {
+        char path[1024];
+        json_t *c;
+        bool completed = false;
+
+        snprintf(path, sizeof(path), "%s/canvas/%s", CC_TEST_DATA_DIR, files[fi]);
+        c = json_load_file(path, JSON_PRESERVE_ORDER, NULL);
+        assert_non_null(c);
+        for (long n = 0; !completed && n < 20000; n++) {
+            struct cc_canvas_plan plan;
+            struct cc_err err = {0};
+            int rc;
+
+            alloc_failed = 0;
+            alloc_budget = n;
+            json_set_alloc_funcs(failing_malloc, free);
+            rc = run_case(c, &plan, &err);
+            cc_canvas_plan_deinit(&plan);
+            json_set_alloc_funcs(malloc, free);
+            alloc_budget = -1;
+            completed = alloc_failed == 0;
+            if (completed ? rc != CC_OK : (rc != CC_ENOMEM && rc != CC_EINVAL))
+                fail_msg("%s alloc %ld: rc %d: %s", files[fi], n, rc, err.msg);
+        }
+        assert_true(completed);
+        json_decref(c);
+    }
+    /* the builders under the same failures: NULL, nothing leaked (LSan) */
+    for (long n = 0; n < 400; n++) {
+        json_t *w;
+
+        alloc_budget = n;
+        alloc_failed = 0;
+        json_set_alloc_funcs(failing_malloc, free);
+        w = cc_chain(cc_sig_link(S("a", json_pack("[i]", 1)), S("b", NULL)),
+                     cc_group(S("c", NULL), cc_sig_immutable(S("d", NULL)), NULL),
+                     cc_sig_link_error(S("e", NULL), S("f", NULL)),
+                     cc_chord(json_pack("[o]", S("g", NULL)),
+                              cc_sig_set(S("h", NULL), "queue", json_string("q"))),
+                     S("i", NULL), NULL);
+        json_set_alloc_funcs(malloc, free);
+        alloc_budget = -1;
+        if (alloc_failed == 0)
+            assert_non_null(w);
+        json_decref(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -716,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_chord_size),
         cmocka_unit_test(test_builders),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_alloc_failure),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
