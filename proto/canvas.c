@@ -15,8 +15,10 @@
  * context, because Python links them after creation (prev_res.parent = res).
  */
 #include "canvas.h"
+#include "celeryc/canvas.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,7 @@ struct apply {
     size_t ntups, captups;
     int depth;
     json_t *children; /* the running task's request.children (add_trail) */
+    json_t *empty;    /* a shared [] for absent headers (never modified) */
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -405,7 +408,7 @@ static int from_dict(struct apply *A, json_t *d, json_t **out)
             rc = oom(A);
         if (rc == CC_OK)
             rc = maybe_group(
-                A, json_object_get(kw, "header") ? json_object_get(kw, "header") : json_array(),
+                A, json_object_get(kw, "header") ? json_object_get(kw, "header") : A->empty,
                 &header);
         if (rc == CC_OK && truthy(json_object_get(kw, "body")))
             rc = from_dict(A, json_object_get(kw, "body"), &body);
@@ -774,8 +777,8 @@ static int chord_freeze(struct apply *A, json_t *c, const struct freeze_args *f,
     if (!json_is_object(header)) {
         /* self.tasks = group(self.tasks) */
         json_t *g = sig_make(A, "celery.group", json_array(),
-                             json_pack("{sO}", "tasks", header ? header : json_array()),
-                             json_object(), "group", NULL);
+                             json_pack("{sO}", "tasks", header ? header : A->empty), json_object(),
+                             "group", NULL);
 
         if (g == NULL || json_object_set_new(kw, "header", g) != 0)
             return oom(A);
@@ -952,7 +955,12 @@ static int send_task(struct apply *A, const char *name, json_t *args, json_t *kw
         (rc = opt_str(A, o, "argsrepr", (const char **)&m.argsrepr)) != CC_OK ||
         (rc = opt_str(A, o, "kwargsrepr", (const char **)&m.kwargsrepr)) != CC_OK)
         return rc;
-    /* current_worker_task fills what the options leave out */
+    /* current_worker_task fills what the options leave out (and, with
+     * task_inherit_parent_priority, the priority: options.setdefault('priority', ...)) */
+    if ((m.root_id == NULL || *m.root_id == '\0' || m.parent_id == NULL || *m.parent_id == '\0') &&
+        ctx->parent_id != NULL && ctx->priority >= 0 &&
+        (get(o, "priority") == NULL || json_is_null(get(o, "priority"))))
+        m.priority = ctx->priority;
     if (m.root_id == NULL || *m.root_id == '\0')
         m.root_id = (char *)(ctx->root_id && *ctx->root_id ? ctx->root_id : ctx->parent_id);
     if (m.parent_id == NULL || *m.parent_id == '\0')
@@ -1615,10 +1623,10 @@ static int chord_apply_async(struct apply *A, json_t *c, const json_t *args, con
     if (json_is_object(get(kw, "header"))) {
         rc = clone(A, get(kw, "header"), NULL, NULL, NULL, &header);
     } else {
-        header = sig_make(
-            A, "celery.group", json_array(),
-            json_pack("{sO}", "tasks", get(kw, "header") ? get(kw, "header") : json_array()),
-            json_object(), "group", NULL);
+        header =
+            sig_make(A, "celery.group", json_array(),
+                     json_pack("{sO}", "tasks", get(kw, "header") ? get(kw, "header") : A->empty),
+                     json_object(), "group", NULL);
         if (header == NULL)
             rc = oom(A);
     }
@@ -1817,6 +1825,8 @@ static int begin(struct apply *A, struct cc_canvas_plan *plan, const struct cc_c
     if (plan->children == NULL && (plan->children = json_array()) == NULL)
         return oom(A);
     A->children = plan->children;
+    if ((A->empty = json_array()) == NULL)
+        return oom(A);
     return CC_OK;
 }
 
@@ -1832,11 +1842,36 @@ static void end(struct apply *A)
     }
     free(A->tups);
     A->tups = NULL;
+    json_decref(A->empty);
+    A->empty = NULL;
+}
+
+/* Mark every signature's "args" in the tree as a tuple: a signature built in the task's
+ * own code (Python: Signature(...) keeps tuple(args)), not one decoded from a message. */
+static void mark_built(struct apply *A, const json_t *v, int depth)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+
+    if (depth > DEPTH_MAX * 4)
+        return;
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (strcmp(key, "args") == 0 && json_is_array(x))
+                tup_mark(A, x);
+            else
+                mark_built(A, x, depth + 1);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) mark_built(A, x, depth + 1);
+    }
 }
 
 /* signature(d).apply_async(prepend, **extra) with a private deep copy of d. */
 static int apply_copy(struct apply *A, const json_t *sig, const json_t *prepend,
-                      const json_t *extra)
+                      const json_t *extra, bool built)
 {
     json_t *d = json_deep_copy(sig), *s = NULL, *o = NULL, *pre = NULL;
     struct res *r;
@@ -1846,6 +1881,8 @@ static int apply_copy(struct apply *A, const json_t *sig, const json_t *prepend,
         return json_is_object(sig)
                    ? oom(A)
                    : cc_err_set(A->err, CC_EINVAL, "signature is not a JSON object");
+    if (built)
+        mark_built(A, d, 0);
     if ((rc = from_dict(A, d, &s)) != CC_OK)
         goto out;
     if (extra != NULL && !json_is_object(extra)) {
@@ -1881,7 +1918,7 @@ int cc_canvas_apply(struct cc_canvas_plan *plan, const json_t *sig, const json_t
     int rc = begin(&A, plan, ctx, err);
 
     if (rc == CC_OK)
-        rc = apply_copy(&A, sig, prepend, extra);
+        rc = apply_copy(&A, sig, prepend, extra, true);
     end(&A);
     return rc;
 }
@@ -1950,19 +1987,19 @@ int cc_canvas_on_success(struct cc_canvas_plan *plan, const json_t *embed, const
             if (rc != CC_OK)
                 break;
             if (json_is_string(t) && strcmp(json_string_value(t), "group") == 0)
-                rc = apply_copy(&A, cb, args, o);
+                rc = apply_copy(&A, cb, args, o, false);
             else if (json_array_append(sigs, (json_t *)cb) != 0)
                 rc = oom(&A);
         }
         if (rc == CC_OK && json_array_size(sigs) > 0) {
             g = json_pack("{sss[]s{sO}s{}sssb}", "task", "celery.group", "args", "kwargs", "tasks",
                           sigs, "options", "subtask_type", "group", "immutable", 0);
-            rc = g ? apply_copy(&A, g, args, o) : oom(&A);
+            rc = g ? apply_copy(&A, g, args, o, false) : oom(&A);
             json_decref(g);
         }
         json_decref(sigs);
     } else if (json_array_size(cbs) == 1) {
-        rc = apply_copy(&A, json_array_get(cbs, 0), args, o);
+        rc = apply_copy(&A, json_array_get(cbs, 0), args, o, false);
     }
     if (rc == CC_OK && json_array_size(chain) > 0) {
         /* chain.pop() applied with chain=<the rest> */
@@ -1975,7 +2012,7 @@ int cc_canvas_on_success(struct cc_canvas_plan *plan, const json_t *embed, const
                 rest = NULL;
             }
         co = rest ? trace_opts(ctx, rest) : NULL;
-        rc = co ? apply_copy(&A, json_array_get(chain, n - 1), args, co) : oom(&A);
+        rc = co ? apply_copy(&A, json_array_get(chain, n - 1), args, co, false) : oom(&A);
         json_decref(co);
         json_decref(rest);
     }
@@ -2015,7 +2052,7 @@ int cc_canvas_on_failure(struct cc_canvas_plan *plan, const json_t *errbacks, co
         goto out;
     }
     json_decref(json_object_get(o, "root_id")); /* the "O" above took a second reference */
-    rc = apply_copy(&A, g, args, o);
+    rc = apply_copy(&A, g, args, o, false);
 out:
     json_decref(g);
     json_decref(args);
@@ -2044,7 +2081,7 @@ int cc_canvas_chord_body(struct cc_canvas_plan *plan, const json_t *body, const 
         rc = oom(&A);
         goto out;
     }
-    rc = apply_copy(&A, body, args, o);
+    rc = apply_copy(&A, body, args, o, false);
 out:
     json_decref(args);
     json_decref(o);
@@ -2082,4 +2119,346 @@ long cc_canvas_chord_size(const json_t *sig)
     if (strcmp(ty, "chord") == 0)
         return cc_canvas_chord_size(get(sig_kwargs(sig), "body"));
     return 1;
+}
+
+/* ---- builders (include/celeryc/canvas.h) ----------------------------------------------- */
+
+static json_t *build(const char *task, json_t *args, json_t *kwargs, const char *type)
+{
+    json_t *s;
+
+    if (args == NULL || kwargs == NULL) {
+        json_decref(args);
+        json_decref(kwargs);
+        return NULL;
+    }
+    s = json_pack("{sssoso s{} ss? sb}", "task", task, "args", args, "kwargs", kwargs, "options",
+                  "subtask_type", type, "immutable", 0);
+    return s; /* json_pack's "o" steals even on failure */
+}
+
+json_t *cc_sig(const char *task, json_t *args, json_t *kwargs)
+{
+    if (task == NULL || (args && !json_is_array(args)) || (kwargs && !json_is_object(kwargs))) {
+        json_decref(args);
+        json_decref(kwargs);
+        return NULL;
+    }
+    return build(task, args ? args : json_array(), kwargs ? kwargs : json_object(), NULL);
+}
+
+json_t *cc_sig_set(json_t *sig, const char *name, json_t *value)
+{
+    json_t *o = get(sig, "options");
+
+    if (!json_is_object(o) || name == NULL || json_object_set_new(o, name, value) != 0) {
+        if (!json_is_object(o) || name == NULL)
+            json_decref(value);
+        json_decref(sig);
+        return NULL;
+    }
+    return sig;
+}
+
+json_t *cc_sig_immutable(json_t *sig)
+{
+    if (!json_is_object(sig) || json_object_set_new(sig, "immutable", json_true()) != 0) {
+        json_decref(sig);
+        return NULL;
+    }
+    return sig;
+}
+
+/* Signature.append_to_list_option(key, value): options[key] as a list, no duplicates. */
+static int append_list_option(json_t *sig, const char *key, json_t *value)
+{
+    json_t *o = get(sig, "options"), *items;
+    size_t i;
+    json_t *v;
+
+    if (!json_is_object(o))
+        return -1;
+    items = json_object_get(o, key);
+    if (items == NULL || json_is_null(items)) {
+        if (json_object_set_new(o, key, items = json_array()) != 0)
+            return -1;
+    } else if (!json_is_array(items)) {
+        json_t *l = json_pack("[O]", items);
+
+        if (l == NULL || json_object_set_new(o, key, l) != 0)
+            return -1;
+        items = l;
+    }
+    json_array_foreach(items, i, v)
+    {
+        if (json_equal(v, value))
+            return 0;
+    }
+    return json_array_append(items, value);
+}
+
+static json_t *link_common(json_t *sig, json_t *cb, bool is_error)
+{
+    const json_t *t = get(sig, "subtask_type");
+    const char *ty = json_is_string(t) ? json_string_value(t) : "";
+    int bad = cb == NULL || !json_is_object(sig);
+
+    if (!bad && strcmp(ty, "chord") == 0) {
+        /* chord.link / link_error: on the body */
+        json_t *body = get(get(sig, "kwargs"), "body");
+
+        bad = !json_is_object(body) ||
+              append_list_option(body, is_error ? "link_error" : "link", cb) != 0;
+    } else if (!bad && strcmp(ty, "group") == 0) {
+        json_t *tasks = get(get(sig, "kwargs"), "tasks");
+        size_t i;
+        json_t *m;
+
+        if (!is_error) {
+            /* group.link: an immutable copy linked to the first task */
+            json_t *c = json_deep_copy(cb);
+
+            bad = json_array_size(tasks) == 0 || c == NULL ||
+                  json_object_set_new(c, "immutable", json_true()) != 0 ||
+                  append_list_option(json_array_get(tasks, 0), "link", c) != 0;
+            json_decref(c);
+        } else {
+            /* group.link_error: on every member */
+            json_array_foreach(tasks, i, m)
+            {
+                if (append_list_option(m, "link_error", cb) != 0)
+                    bad = 1;
+            }
+        }
+    } else if (!bad) {
+        bad = append_list_option(sig, is_error ? "link_error" : "link", cb) != 0;
+    }
+    json_decref(cb);
+    if (bad) {
+        json_decref(sig);
+        return NULL;
+    }
+    return sig;
+}
+
+json_t *cc_sig_link(json_t *sig, json_t *callback)
+{
+    return link_common(sig, callback, false);
+}
+
+json_t *cc_sig_link_error(json_t *sig, json_t *errback)
+{
+    return link_common(sig, errback, true);
+}
+
+static json_t *collect(json_t *first, va_list ap, bool flatten_chains)
+{
+    json_t *tasks = json_array(), *s = first;
+    bool bad = tasks == NULL;
+
+    for (; s != NULL; s = va_arg(ap, json_t *)) {
+        const json_t *t = get(s, "subtask_type");
+
+        if (!bad && flatten_chains && json_is_string(t) &&
+            strcmp(json_string_value(t), "chain") == 0) {
+            /* chain | chain -> one chain */
+            bad = json_array_extend(tasks, get(get(s, "kwargs"), "tasks")) != 0;
+        } else if (!bad) {
+            bad = !json_is_object(s) || json_array_append(tasks, s) != 0;
+        }
+        json_decref(s);
+    }
+    if (bad) {
+        json_decref(tasks);
+        return NULL;
+    }
+    return tasks;
+}
+
+static const char *type_of(const json_t *s)
+{
+    const json_t *t = get(s, "subtask_type");
+
+    return json_is_string(t) ? json_string_value(t) : "";
+}
+
+static json_t *make_chain(json_t *tasks)
+{
+    return tasks ? build("celery.chain", json_array(), json_pack("{so}", "tasks", tasks), "chain")
+                 : NULL;
+}
+
+/* maybe_unroll_group: a one-member group is that member. Steals g. */
+static json_t *unroll1(json_t *g)
+{
+    json_t *tasks = get(get(g, "kwargs"), "tasks");
+    json_t *one;
+
+    if (json_array_size(tasks) != 1)
+        return g;
+    one = json_incref(json_array_get(tasks, 0));
+    json_decref(g);
+    return one;
+}
+
+/* tasks of `a` (a chain) + [b] or + b's tasks (b a chain). Steals both. */
+static json_t *concat_chain(json_t *a, json_t *b, bool b_is_chain)
+{
+    json_t *tasks = json_copy(get(get(a, "kwargs"), "tasks"));
+
+    if (tasks == NULL || (b_is_chain ? json_array_extend(tasks, get(get(b, "kwargs"), "tasks"))
+                                     : json_array_append(tasks, b)) != 0) {
+        json_decref(tasks);
+        tasks = NULL;
+    }
+    json_decref(a);
+    json_decref(b);
+    return make_chain(tasks);
+}
+
+/* Python's `a | b` on signatures (Signature/_chain/group/_chord.__or__). Steals both. */
+static json_t *sig_or(json_t *a, json_t *b, int depth)
+{
+    const char *ta = type_of(a), *tb = type_of(b);
+
+    if (a == NULL || b == NULL || depth > DEPTH_MAX) {
+        json_decref(a);
+        json_decref(b);
+        return NULL;
+    }
+    if (strcmp(ta, "group") == 0) /* group | x -> chord(group, x) */
+        return cc_chord(a, b);
+    if (strcmp(ta, "chain") == 0) {
+        json_t *tasks = get(get(a, "kwargs"), "tasks");
+        size_t n = json_array_size(tasks);
+        json_t *last = n ? json_array_get(tasks, n - 1) : NULL;
+
+        if (strcmp(tb, "group") == 0) {
+            b = unroll1(b);
+            if (n == 0) {
+                json_decref(a);
+                return b;
+            }
+            return concat_chain(a, b, false);
+        }
+        if (strcmp(tb, "chain") == 0)
+            return concat_chain(a, b, true);
+        if (last && strcmp(type_of(last), "group") == 0) {
+            /* CHAIN [last item is group] | TASK -> chord */
+            json_t *ch = cc_chord(json_incref(last), b);
+
+            if (ch == NULL || json_array_set_new(tasks, n - 1, ch) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+            return a;
+        }
+        if (last && strcmp(type_of(last), "chord") == 0) {
+            /* CHAIN [last item is chord] -> chain with chord body */
+            json_t *kw = get(last, "kwargs");
+            json_t *nb = sig_or(json_incref(get(kw, "body")), b, depth + 1);
+
+            if (nb == NULL || json_object_set_new(kw, "body", nb) != 0) {
+                json_decref(a);
+                return NULL;
+            }
+            return a;
+        }
+        return concat_chain(a, b, false);
+    }
+    if (strcmp(ta, "chord") == 0 && strcmp(tb, "group") != 0 && strcmp(tb, "chain") != 0) {
+        /* chord | task -> attach to body */
+        json_t *kw = get(a, "kwargs");
+        json_t *nb = sig_or(json_incref(get(kw, "body")), b, depth + 1);
+
+        if (nb == NULL || json_object_set_new(kw, "body", nb) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+        return a;
+    }
+    /* task (or chord) | x */
+    if (strcmp(tb, "chain") == 0) {
+        json_t *tasks = json_pack("[O]", a);
+
+        if (tasks == NULL || json_array_extend(tasks, get(get(b, "kwargs"), "tasks")) != 0) {
+            json_decref(tasks);
+            tasks = NULL;
+        }
+        json_decref(a);
+        json_decref(b);
+        return make_chain(tasks);
+    }
+    if (strcmp(tb, "group") == 0)
+        b = unroll1(b);
+    return make_chain(json_pack("[oo]", a, b));
+}
+
+json_t *cc_chain(json_t *first, ...)
+{
+    va_list ap;
+    json_t *tasks, *acc;
+    size_t i;
+    json_t *t;
+
+    va_start(ap, first);
+    tasks = collect(first, ap, false);
+    va_end(ap);
+    if (tasks == NULL)
+        return NULL;
+    if (json_array_size(tasks) == 1)
+        return make_chain(tasks); /* chain(x): _chain(x) */
+    /* chain(a, b, ...) is reduce(operator.or_, tasks, chain()) */
+    acc = make_chain(json_array());
+    json_array_foreach(tasks, i, t)
+    {
+        acc = sig_or(acc, json_incref(t), 0);
+    }
+    json_decref(tasks);
+    return acc;
+}
+
+json_t *cc_group(json_t *first, ...)
+{
+    va_list ap;
+    json_t *tasks;
+
+    va_start(ap, first);
+    tasks = collect(first, ap, false);
+    va_end(ap);
+    if (tasks == NULL)
+        return NULL;
+    if (json_array_size(tasks) == 1 && strcmp(type_of(json_array_get(tasks, 0)), "group") == 0) {
+        /* group(g): g's tasks */
+        json_t *inner = json_incref(get(get(json_array_get(tasks, 0), "kwargs"), "tasks"));
+
+        json_decref(tasks);
+        tasks = inner;
+        if (tasks == NULL)
+            return NULL;
+    }
+    return build("celery.group", json_array(), json_pack("{so}", "tasks", tasks), "group");
+}
+
+json_t *cc_chord(json_t *header, json_t *body)
+{
+    json_t *list = NULL;
+    const json_t *t = get(header, "subtask_type");
+
+    /* _maybe_group: a group (or chain) gives its tasks, one signature becomes [sig] */
+    if (json_is_array(header))
+        list = json_incref(header);
+    else if (json_is_string(t) && (strcmp(json_string_value(t), "group") == 0 ||
+                                   strcmp(json_string_value(t), "chain") == 0))
+        list = json_incref(get(get(header, "kwargs"), "tasks"));
+    else if (json_is_object(header))
+        list = json_pack("[O]", header);
+    json_decref(header);
+    if (list == NULL || !json_is_object(body)) {
+        json_decref(list);
+        json_decref(body);
+        return NULL;
+    }
+    return build("celery.chord", json_array(),
+                 json_pack("{s{}soso}", "kwargs", "header", list, "body", body), "chord");
 }

@@ -27,11 +27,13 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "canvas.h"
+#include "celeryc/canvas.h"
 #include "helpers/fixture.h"
 
 /* ---- deterministic ids ----------------------------------------------------------------- */
@@ -392,7 +394,7 @@ static void test_stamps_and_routing(void **state)
     assert_string_equal(plan.steps[0].routing_key, "rk");
     h = dump(plan.steps[0].msg.headers);
     /* Celery >= 5.3 stamping headers after the 5.2 ones; parent/root from the context */
-    assert_non_null(strstr(h, "\"root_id\":\"R\",\"parent_id\":\"P\",\"argsrepr\":\"[1]\""));
+    assert_non_null(strstr(h, "\"root_id\":\"R\",\"parent_id\":\"P\",\"argsrepr\":\"(1,)\""));
     assert_non_null(strstr(
         h, "\"ignore_result\":false,\"stamped_headers\":[\"s1\"],\"stamps\":{\"s1\":\"v1\"}}"));
     free(h);
@@ -421,6 +423,290 @@ static void test_chord_size(void **state)
     json_decref(s);
 }
 
+/* ---- builders: the dicts Python's add.s(), chain(), group(), chord() serialise to ------- */
+
+static void expect_built(json_t *got, const char *python_json)
+{
+    json_t *want = json_loads(python_json, 0, NULL);
+
+    assert_non_null(want);
+    assert_non_null(got);
+    g_bad = 0;
+    expect_json("built", want, got);
+    assert_int_equal(g_bad, 0);
+    json_decref(want);
+    json_decref(got);
+}
+
+#define PYS(t, a)                                                                                  \
+    "{\"task\": \"" t "\", \"args\": " a                                                           \
+    ", \"kwargs\": {}, \"options\": {}, \"subtask_type\": null, \"immutable\": false}"
+#define PYSI(t, a)                                                                                 \
+    "{\"task\": \"" t "\", \"args\": " a                                                           \
+    ", \"kwargs\": {}, \"options\": {}, \"subtask_type\": null, \"immutable\": true}"
+
+static json_t *S(const char *task, json_t *args)
+{
+    return cc_sig(task, args, NULL);
+}
+
+static void test_builders(void **state)
+{
+    json_t *x;
+
+    (void)state;
+    expect_built(S("app.add", json_pack("[i,i]", 2, 2)), PYS("app.add", "[2, 2]"));
+    expect_built(
+        cc_chain(S("app.add", json_pack("[i,i]", 2, 2)), S("app.mul", json_pack("[i]", 4)), NULL),
+        "{\"task\": \"celery.chain\", \"args\": [], \"kwargs\": {\"tasks\": [" PYS(
+            "app.add",
+            "[2, 2]") ", " PYS("app.mul",
+                               "[4]") "]}, \"options\": {}, "
+                                      "\"subtask_type\": \"chain\", \"immutable\": false}");
+    expect_built(
+        cc_chain(cc_chain(S("a", NULL), S("b", NULL), NULL), S("c", NULL), NULL),
+        "{\"task\": \"celery.chain\", \"args\": [], \"kwargs\": {\"tasks\": [" PYS(
+            "a", "[]") ", " PYS("b", "[]") ", " PYS("c", "[]") "]}, \"options\": {}, "
+                                                               "\"subtask_type\": \"chain\", "
+                                                               "\"immutable\": false}");
+    expect_built(
+        cc_group(S("app.add", json_pack("[i,i]", 1, 1)), S("app.add", json_pack("[i,i]", 2, 2)),
+                 NULL),
+        "{\"task\": \"celery.group\", \"args\": [], \"kwargs\": {\"tasks\": [" PYS(
+            "app.add",
+            "[1, 1]") ", " PYS("app.add",
+                               "[2, 2]") "]}, \"options\": {}, "
+                                         "\"subtask_type\": \"group\", \"immutable\": false}");
+    /* chord(list) and chord(group(...)) serialise the same: header as a list */
+    expect_built(
+        cc_chord(cc_group(S("app.add", json_pack("[i,i]", 1, 1)),
+                          S("app.add", json_pack("[i,i]", 2, 2)), NULL),
+                 S("app.xsum", NULL)),
+        "{\"task\": \"celery.chord\", \"args\": [], \"kwargs\": {\"kwargs\": {}, \"header\": "
+        "[" PYS("app.add", "[1, 1]") ", " PYS("app.add", "[2, 2]") "], \"body\": " PYS(
+            "app.xsum", "[]") "}, \"options\": {}, \"subtask_type\": \"chord\", "
+                              "\"immutable\": false}");
+    expect_built(
+        cc_chord(json_pack("[o]", S("app.add", json_pack("[i,i]", 1, 1))),
+                 cc_sig_link(S("app.xsum", NULL), S("app.mul", json_pack("[i]", 3)))),
+        "{\"task\": \"celery.chord\", \"args\": [], \"kwargs\": {\"kwargs\": {}, \"header\": "
+        "[" PYS("app.add", "[1, 1]") "], \"body\": {\"task\": \"app.xsum\", \"args\": [], "
+                                     "\"kwargs\": {}, \"options\": {\"link\": [" PYS(
+                                         "app.mul",
+                                         "[3]") "]}, \"subtask_type\": null, \"immutable\": "
+                                                "false}}, \"options\": {}, \"subtask_type\": "
+                                                "\"chord\", \"immutable\": false}");
+    x = S("app.add", json_pack("[i,i]", 1, 1));
+    x = cc_sig_link(x, S("app.mul", json_pack("[i]", 2)));
+    x = cc_sig_link_error(x, cc_sig_immutable(S("app.echo", NULL)));
+    x = cc_sig_set(x, "queue", json_string("q"));
+    x = cc_sig_set(x, "countdown", json_integer(5));
+    expect_built(x, "{\"task\": \"app.add\", \"args\": [1, 1], \"kwargs\": {}, \"options\": "
+                    "{\"link\": [" PYS("app.mul", "[2]") "], \"link_error\": [" PYSI(
+                        "app.echo", "[]") "], \"queue\": \"q\", \"countdown\": 5}, "
+                                          "\"subtask_type\": null, \"immutable\": false}");
+    /* group.link: an immutable copy on the first member; link_error on every member */
+    x = cc_group(S("app.add", json_pack("[i,i]", 1, 1)), S("app.add", json_pack("[i,i]", 2, 2)),
+                 NULL);
+    x = cc_sig_link(x, S("app.echo", NULL));
+    x = cc_sig_link_error(x, S("app.echo", NULL));
+    expect_built(
+        x, "{\"task\": \"celery.group\", \"args\": [], \"kwargs\": {\"tasks\": [{\"task\": "
+           "\"app.add\", \"args\": [1, 1], \"kwargs\": {}, \"options\": {\"link\": [" PYSI(
+               "app.echo", "[]") "], \"link_error\": [" PYS("app.echo",
+                                                            "[]") "]}, \"subtask_type\": null, "
+                                                                  "\"immutable\": false}, "
+                                                                  "{\"task\": \"app.add\", "
+                                                                  "\"args\": [2, 2], \"kwargs\": "
+                                                                  "{}, \"options\": "
+                                                                  "{\"link_error\": [" PYS(
+                                                                      "app.echo",
+                                                                      "[]") "]}, "
+                                                                            "\"subtask_type\": "
+                                                                            "null, "
+                                                                            "\"immutable\": "
+                                                                            "false}]}, "
+                                                                            "\"options\": {}, "
+                                                                            "\"subtask_type\": "
+                                                                            "\"group\", "
+                                                                            "\"immutable\": "
+                                                                            "false}");
+    expect_built(cc_sig_immutable(S("app.mul", json_pack("[i,i]", 5, 6))),
+                 PYSI("app.mul", "[5, 6]"));
+    /* the workflows the Python worker built in a task (py-built-*.json) */
+    {
+        const char *files[] = {"py-built-chain-group-middle.json", "py-built-chord.json",
+                               "py-built-group.json"};
+        json_t *mine[3];
+
+        mine[0] = cc_chain(
+            S("app.add", json_pack("[i,i]", 2, 2)),
+            cc_group(S("app.mul", json_pack("[i]", 2)), S("app.mul", json_pack("[i]", 3)), NULL),
+            S("app.xsum", NULL), NULL);
+        mine[1] = cc_chord(json_pack("[oo]", S("app.add", json_pack("[i,i]", 1, 1)),
+                                     S("app.add", json_pack("[i,i]", 2, 2))),
+                           S("app.xsum", NULL));
+        mine[2] = cc_group(S("app.add", json_pack("[i,i]", 1, 1)),
+                           S("app.mul", json_pack("[i,i]", 2, 2)), NULL);
+        for (int i = 0; i < 3; i++) {
+            char path[1024];
+            json_t *c;
+
+            snprintf(path, sizeof(path), "%s/canvas/%s", CC_TEST_DATA_DIR, files[i]);
+            c = json_load_file(path, JSON_PRESERVE_ORDER, NULL);
+            assert_non_null(c);
+            g_bad = 0;
+            expect_json(files[i], json_object_get(c, "sig"), mine[i]);
+            assert_int_equal(g_bad, 0);
+            json_decref(c);
+            json_decref(mine[i]);
+        }
+    }
+    /* a | b rules: chain(group, task) is a chord; chain(chord, task) extends the body */
+    x = cc_chain(cc_group(S("a", NULL), S("b", NULL), NULL), S("c", NULL), NULL);
+    assert_string_equal(json_string_value(json_object_get(x, "subtask_type")), "chord");
+    json_decref(x);
+    x = cc_chain(S("z", NULL), cc_chord(json_pack("[o]", S("a", NULL)), S("b", NULL)), S("c", NULL),
+                 NULL);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(
+                json_object_get(
+                    json_array_get(json_object_get(json_object_get(x, "kwargs"), "tasks"), 1),
+                    "kwargs"),
+                "body"),
+            "subtask_type")),
+        "chain");
+    json_decref(x);
+    /* NULL in, NULL out; bad args released */
+    assert_null(cc_sig(NULL, json_array(), NULL));
+    assert_null(cc_sig("t", json_object(), NULL));
+    assert_null(cc_sig_set(NULL, "queue", json_string("q")));
+    assert_null(cc_sig_link(NULL, S("t", NULL)));
+    assert_null(cc_chord(S("t", NULL), NULL));
+}
+
+/* ---- every input node of every golden case replaced by a wrong type: OK or CC_EINVAL --- */
+
+static size_t count_nodes(const json_t *v)
+{
+    size_t n = 1, i;
+    const char *k;
+    json_t *x;
+
+    if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, x) n += count_nodes(x);
+    else if (json_is_array(v))
+        json_array_foreach(v, i, x) n += count_nodes(x);
+    return n;
+}
+
+/* Replace the idx-th node (pre-order, root = 0) of *root by `with`. Returns true when done. */
+static bool replace_node(json_t **root, size_t *idx, json_t *with)
+{
+    const char *k;
+    json_t *x;
+    size_t i;
+
+    if (*idx == 0) {
+        json_decref(*root);
+        *root = json_incref(with);
+        return true;
+    }
+    (*idx)--;
+    if (json_is_object(*root)) {
+        json_object_foreach(*root, k, x)
+        {
+            json_t *c = json_incref(x);
+            bool done = replace_node(&c, idx, with);
+
+            if (done) {
+                json_object_set_new(*root, k, c);
+                return true;
+            }
+            json_decref(c);
+        }
+    } else if (json_is_array(*root)) {
+        json_array_foreach(*root, i, x)
+        {
+            json_t *c = json_incref(x);
+            bool done = replace_node(&c, idx, with);
+
+            if (done) {
+                json_array_set_new(*root, i, c);
+                return true;
+            }
+            json_decref(c);
+        }
+    }
+    return false;
+}
+
+static void test_mutations(void **state)
+{
+    const char *inputs[] = {"sig", "embed", "errbacks", "body", "extra", "prepend"};
+    json_t *bad[5];
+    char dir[1024];
+    DIR *d;
+    struct dirent *e;
+    long runs = 0;
+
+    (void)state;
+    bad[0] = json_integer(5);
+    bad[1] = json_string("x");
+    bad[2] = json_null();
+    bad[3] = json_array();
+    bad[4] = json_object();
+    snprintf(dir, sizeof(dir), "%s/canvas", CC_TEST_DATA_DIR);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[2048];
+        json_t *c;
+        size_t l = strlen(e->d_name);
+
+        if (l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        c = json_load_file(path, JSON_PRESERVE_ORDER, NULL);
+        assert_non_null(c);
+        for (size_t in = 0; in < sizeof(inputs) / sizeof(inputs[0]); in++) {
+            json_t *orig = json_object_get(c, inputs[in]);
+            size_t n;
+
+            if (orig == NULL || json_is_null(orig))
+                continue;
+            json_incref(orig);
+            n = count_nodes(orig);
+            for (size_t node = 0; node < n; node++) {
+                for (int b = 0; b < 5; b++) {
+                    json_t *mut = json_deep_copy(orig);
+                    size_t idx = node;
+                    struct cc_canvas_plan plan;
+                    struct cc_err err = {0};
+                    int rc;
+
+                    replace_node(&mut, &idx, bad[b]);
+                    json_object_set_new(c, inputs[in], mut);
+                    rc = run_case(c, &plan, &err);
+                    cc_canvas_plan_deinit(&plan);
+                    runs++;
+                    if (rc != CC_OK && (rc != CC_EINVAL || err.msg[0] == '\0'))
+                        fail_msg("%s %s node %zu -> %d: rc %d (%s)", e->d_name, inputs[in], node, b,
+                                 rc, err.msg);
+                }
+            }
+            json_object_set_new(c, inputs[in], orig);
+        }
+        json_decref(c);
+    }
+    closedir(d);
+    for (int b = 0; b < 5; b++)
+        json_decref(bad[b]);
+    print_message("%ld mutated inputs\n", runs);
+    assert_true(runs > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +714,8 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_stamps_and_routing),
         cmocka_unit_test(test_chord_size),
+        cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_mutations),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

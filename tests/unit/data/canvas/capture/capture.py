@@ -28,7 +28,7 @@ os.environ["CELERY_RESULT_BACKEND"] = BACKEND
 sys.path.insert(0, HERE)
 
 from celery import chain, chord, group, signals  # noqa: E402
-from capture_app import add, app, echo, fail, mul, xsum  # noqa: E402
+from capture_app import add, app, build, echo, fail, mul, xsum  # noqa: E402
 
 R = redis.Redis.from_url(BACKEND)
 sent = []
@@ -77,9 +77,13 @@ def wait_done(ids, timeout=30):
     raise SystemExit(f"timeout waiting for {ids}")
 
 
+INHERIT = os.environ.get("CAP_INHERIT") == "1"
+
+
 def ctx_of(req, now_us=0):
+    prio = req["priority"] if INHERIT and req["priority"] is not None else -1
     return {"parent_id": req["id"], "root_id": req["root_id"], "origin": req["origin"],
-            "reply_to": req["reply_to"], "default_queue": "celery", "priority": -1,
+            "reply_to": req["reply_to"], "default_queue": "celery", "priority": prio,
             "now_us": now_us}
 
 
@@ -95,6 +99,18 @@ def add_chord_sizes(steps):
         if idx:
             steps.insert(idx[-1], {"kind": "chord_size", "group_id": gid,
                                    "chord_size": int(R.get(key))})
+    # GroupResult.save() by the Redis backend's apply_chord (a header member whose result is
+    # a group): before the chord's header is published
+    for key in sorted(R.keys("celery-taskset-meta-*")):
+        k = key.decode()
+        if k.endswith((".s", ".j", ".t")):
+            continue
+        gid = k[len("celery-taskset-meta-"):]
+        idx = [i for i, s in enumerate(steps) if s.get("kind") == "publish" and
+               (s["headers"].get("group") == gid or gid in s["body_raw"])]
+        steps.insert(idx[0] if idx else len(steps),
+                     {"kind": "save_group", "group_id": gid,
+                      "group_result": json.loads(R.get(key))["result"]})
     return steps
 
 
@@ -232,16 +248,89 @@ def errbacks_several():
 
 
 @scenario
+def links_each_step():
+    """chain(add, mul.s(2), mul.s(3)) with link and link_error on every step"""
+    chain(add.s(1, 1).set(queue="cap_in", link=echo.s(), link_error=echo.si("e0")),
+          mul.s(2).set(link=echo.s(), link_error=echo.si("e1")),
+          mul.s(3).set(link=echo.s(), link_error=echo.si("e2"))).apply_async()
+
+
+@scenario
+def group_of_chords():
+    """chain(add, group(chord([mul.s(2), mul.s(3)], xsum.s()), chord([mul.s(4)], xsum.s())))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          group(chord([mul.s(2), mul.s(3)], xsum.s()), chord([mul.s(4), mul.s(5)], xsum.s()))
+          ).apply_async()
+
+
+@scenario
+def group_of_chains_callback():
+    """add(1,1) with link=group(mul.s(2) | mul.s(3), mul.s(4) | echo.s())"""
+    add.apply_async((1, 1), queue="cap_in",
+                    link=group(mul.s(2) | mul.s(3), mul.s(4) | echo.s()))
+
+
+@scenario
+def chord_immutable_body():
+    """chain(add, chord([mul.s(2), mul.si(3, 3)], echo.si('done')))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([mul.s(2), mul.si(3, 3)], echo.si("done"))).apply_async()
+
+
+@scenario
+def chain_in_group_in_chain():
+    """chain(add, group(mul.s(2) | mul.s(3), mul.s(4)), xsum.s(), mul.s(5))"""
+    chain(add.s(1, 1).set(queue="cap_in"), group(mul.s(2) | mul.s(3), mul.s(4)), xsum.s(),
+          mul.s(5)).apply_async()
+
+
+@scenario
+def nested_chord_in_chord():
+    """chain(add, chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s()))"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([chord([mul.s(2), mul.s(3)], xsum.s()), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
+def inherit_priority_chain():
+    """CAP_INHERIT=1 (task_inherit_parent_priority): chain(add priority=5, mul.s(2), mul.s(3))
+    with link=echo.s() and a chord step"""
+    chain(add.s(1, 1).set(queue="cap_in", priority=5, link=echo.s()), mul.s(2),
+          chord([mul.s(3), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
+def inherit_priority_built():
+    """CAP_INHERIT=1: a task with priority 7 builds group(add.s(1,1), mul.s(2,2))"""
+    build.apply_async(("group",), queue="cap_in", priority=7)
+
+
+@scenario
+def chord_header_complex():
+    """chain(add, chord([mul.s(2) | group(mul.s(3), mul.s(4)), mul.s(5)], xsum.s())): a header
+    member's result is a group, so the Redis backend saves the GroupResult"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([mul.s(2) | group(mul.s(3), mul.s(4)), mul.s(5)], xsum.s())).apply_async()
+
+
+@scenario
 def chord_body_fired():
     """chord([add.s(1,1), add.s(2,2)] on cap_in, xsum.s() | mul.s(2)): body fired by a worker"""
     chord([add.s(1, 1).set(queue="cap_in"), add.s(2, 2).set(queue="cap_in")],
           chain(xsum.s(), mul.s(2))).apply_async()
 
 
+for _kind in ("chain_group_middle", "chord", "group", "task_countdown"):
+    def _built(kind=_kind):
+        build.apply_async((kind,), queue="cap_in")
+    _built.__doc__ = f"a task builds {_kind} and sends it (cc_task_send's Python twin)"
+    SCENARIOS["built_" + _kind] = _built
+
+
 def run(name, fn, ch):
     del sent[:]
     ch.queue_purge("celery")
-    for k in R.keys("celery-taskset-meta-*.s"):
+    for k in R.keys("celery-taskset-meta-*"):
         R.delete(k)
     fn()
     metas = wait_done(list(sent))
@@ -254,10 +343,15 @@ def run(name, fn, ch):
         now_us = 0
         for s in steps:
             if s["headers"].get("eta"):
-                now_us = iso_us(s["headers"]["eta"]) - 10 * 1000000
+                cd = 3 if name.startswith("built_") else 10
+                now_us = iso_us(s["headers"]["eta"]) - cd * 1000000
         case = {"description": fn.__doc__, "source": "capture.py " + name,
                 "ctx": ctx_of(req, now_us), "new_ids": ids}
-        if meta["status"] == "FAILURE":
+        built = R.get("cap:built:" + tid)
+        if built:
+            case.update(call="apply", sig=json.loads(built), prepend=None, extra=None,
+                        expect_children=meta["children"])
+        elif meta["status"] == "FAILURE":
             case.update(call="on_failure", errbacks=req["embed"]["errbacks"], failed_id=tid)
         elif req["embed"]["chord"] and steps:
             # this member completed the chord: the body it fired

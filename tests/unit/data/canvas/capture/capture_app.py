@@ -18,7 +18,8 @@ import celery.canvas
 
 app = Celery("capture_app", broker=os.environ["CELERY_BROKER_URL"],
              backend=os.environ["CELERY_RESULT_BACKEND"])
-app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
+                task_inherit_parent_priority=os.environ.get("CAP_INHERIT") == "1")
 R = redis.Redis.from_url(os.environ["CELERY_RESULT_BACKEND"])
 
 _ids = []
@@ -80,3 +81,20 @@ def echo(x):
 @app.task(name="app.fail")
 def fail():
     raise ValueError("boom")
+
+
+@app.task(name="app.build", bind=True)
+def build(self, kind):
+    """Build and send a workflow from inside a task (what a C task does with cc_task_send)."""
+    from celery import chain, chord, group
+    if kind == "chain_group_middle":
+        wf = chain(add.s(2, 2), group(mul.s(2), mul.s(3)), xsum.s())
+    elif kind == "chord":
+        wf = chord([add.s(1, 1), add.s(2, 2)], xsum.s())
+    elif kind == "group":
+        wf = group(add.s(1, 1), mul.s(2, 2))
+    else:
+        wf = add.s(5, 5).set(countdown=3)
+    R.set("cap:built:" + self.request.id, json.dumps(wf))
+    wf.apply_async()
+    return kind
