@@ -380,3 +380,42 @@ class QualifiedAutoRetryTask(ClassBasedAutoRetryTask):
 
 
 qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())
+
+
+# ---- [canvas-exec] Canvas from tasks (tests/integration/test_canvas_exec.py) ----------------
+
+# Tasks that apply canvas without a queue publish to task_default_queue: the tests point it
+# at the worker's own queue (celeryc: --default-queue).
+if os.environ.get("PYW_DEFAULT_QUEUE"):
+    app.conf.task_default_queue = os.environ["PYW_DEFAULT_QUEUE"]
+
+
+@app.task(name="demo.progress", bind=True)
+def progress(self, steps, delay=0.2):
+    for i in range(steps):
+        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
+        time.sleep(delay)
+    return {"current": steps, "total": steps}
+
+
+@app.task(name=T + "errback_old_style")
+def errback_old_style(request_id):
+    _redis().incr(request_id)
+    return request_id
+
+
+@app.task(name=T + "errback_new_style")
+def errback_new_style(request, exc, tb):
+    _redis().incr(request.id)
+    return request.id
+
+
+@app.task(name=T + "chain_add")
+def chain_add(x, y):
+    (t_add.s(x, x) | t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "chord_add")
+def chord_add(x, y):
+    from celery import chord
+    chord(t_add.s(x, x), t_add.s(y)).apply_async()
