@@ -415,3 +415,11 @@ def chain_add(x, y):
 def chord_add(x, y):
     from celery import chord
     chord(t_add.s(x, x), t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "build_chain_inside_task", bind=True)
+def build_chain_inside_task(self):
+    from celery import group
+    test_chain = (t_add.s(1, 1) | t_add.s(2) | group(t_add.s(3), t_add.s(4)) | t_add.s(5))
+    result = test_chain()
+    return result

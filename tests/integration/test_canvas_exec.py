@@ -36,6 +36,14 @@ def _meta(rds, tid):
     return json.loads(raw) if raw else None
 
 
+def _stored(rds, tid, timeout=20):
+    """The stored result of `tid` once it is SUCCESS (read from Redis: AsyncResult.get() on
+    a chord header member subscribes after the fact and can miss it)."""
+    wait_for(lambda: (_meta(rds, tid) or {}).get("status") == "SUCCESS", timeout,
+             "task %s stored" % tid)
+    return _meta(rds, tid)["result"]
+
+
 def test_link_callback_from_c_task_result(app, worker_factory, rds):
     w = _worker(worker_factory)
     cb = _sig(app, w.queue, "demo.mul", 4)
@@ -192,3 +200,32 @@ def test_other_pools_publish_and_call_errbacks(app, worker_factory, rds7):
                         _sig(app, q, T + "errback_old_style")])
         wait_for(lambda: rds7.get(bad.id) == b"2", 20, "both errbacks ran (%s)" % pool)
         w.stop()
+
+
+def test_task_sends_chord_itself(app, worker_factory, rds):
+    """chord_add(x, y): chord(add.s(x, x), add.s(y)) applied inside the task (its body, which
+    gets [2x] prepended, fails with TypeError in Python too)."""
+    w = _worker(worker_factory)
+    r = app.signature(T + "chord_add", args=(3, 4), queue=w.queue).apply_async()
+    assert r.get(timeout=TIMEOUT) is None
+    wait_for(lambda: (_meta(rds, r.id) or {}).get("children"), 10, "children stored")
+    kids = _meta(rds, r.id)["children"]
+    # The header group is what the task applied (add_trail of the GroupResult).
+    assert len(kids) == 1 and kids[0][1] is not None and len(kids[0][1]) == 1, kids
+    assert _stored(rds, kids[0][1][0][0][0]) == 6
+
+
+def test_build_chain_inside_task_returns_result_tuple(app, worker_factory, rds):
+    w = _worker(worker_factory)
+    r = app.signature(T + "build_chain_inside_task", queue=w.queue).apply_async()
+    tup = r.get(timeout=TIMEOUT)
+    # ((id5, ((gid, ((id2, ((id1, None), None)), None)), [member tuples])), None)
+    (id5, (gparent, members)), none = tup
+    assert none is None
+    gid, p2 = gparent
+    (id2, (p1, _)), _ = p2
+    id1, _ = p1
+    assert _stored(rds, id1) == 2
+    assert _stored(rds, id2) == 4
+    assert [_stored(rds, m[0][0]) for m in members] == [7, 8]
+    assert gid and id5
