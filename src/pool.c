@@ -657,11 +657,12 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
         out->exc = cc_result_exc_new(is_publish ? "kombu.exceptions" : "builtins",
                                      is_publish ? "OperationalError" : "ValueError",
                                      json_pack("[s]", msg));
-        out->exc_repr = NULL;
+        out->exc_repr = cc_pyrepr_exc(is_publish ? "OperationalError" : "ValueError",
+                                      json_object_get(out->exc, "exc_message"));
         if (is_publish)
             rep->publish_failed = 1;
-        cc_error("Task %s[%s] raised unexpected: %s(%s)", name, req->id,
-                 is_publish ? "OperationalError" : "ValueError", msg);
+        cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
+                 out->exc_repr ? out->exc_repr : "OperationalError()");
         rep->status = out->status = CC_TASK_FAILED;
         pool_on_failure(cs, req, args, kwargs, !ignore || cfg->store_errors_even_if_ignored, out,
                         rep);

@@ -229,3 +229,28 @@ def test_build_chain_inside_task_returns_result_tuple(app, worker_factory, rds):
     assert _stored(rds, id2) == 4
     assert [_stored(rds, m[0][0]) for m in members] == [7, 8]
     assert gid and id5
+
+
+@c_only
+def test_early_ack_publish_failure_fails_the_task(app, worker_factory, rds):
+    """Without acks_late the message is gone once the task started: a callback that cannot
+    be published makes the task fail with the publish error (Celery's trace does the same
+    with the exception apply_async raises), instead of a SUCCESS whose callback never runs."""
+    from test_connection import _ctl, _wait_amqp_port
+    w = _worker(worker_factory, track_started=True, concurrency=1)
+    q = w.queue
+    r = _sig(app, q, "demo.sleep", 5).apply_async(link=_sig(app, q, "demo.mul", 2))
+    wait_for(lambda: (_meta(rds, r.id) or {}).get("status") == "STARTED", 20,
+             "task started")
+    _ctl("stop_app")
+    try:
+        wait_for(lambda: (_meta(rds, r.id) or {}).get("status") == "FAILURE", 40,
+                 "FAILURE stored")
+    finally:
+        _ctl("start_app")
+    _wait_amqp_port(60)
+    m = _meta(rds, r.id)
+    assert m["result"]["exc_type"] == "OperationalError"
+    assert m["result"]["exc_module"] == "kombu.exceptions"
+    assert "publish demo.mul[" in m["result"]["exc_message"][0]
+    w.wait_log(r"continuation of this task is lost", 10)
