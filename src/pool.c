@@ -1498,6 +1498,47 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
     json_decref(exc);
 }
 
+int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const json_t *exc,
+                            struct cc_canvas_plan *plan, struct cc_err *err)
+{
+    const json_t *ebs = r->msg.embed != NULL ? json_object_get(r->msg.embed, "errbacks") : NULL;
+    struct cc_task_outcome out;
+    struct cc_task_request view;
+    struct cc_canvas_ctx cctx;
+    json_t *rest, *sig;
+    size_t i;
+    int rc = CC_OK;
+
+    if (!json_is_array(ebs) || json_array_size(ebs) == 0)
+        return CC_OK;
+    if (p->master_ob == NULL) {
+        p->master_ob = cc_xcalloc(1, sizeof(*p->master_ob));
+        cc_outbox_init(p->master_ob, p->o.cfg);
+    }
+    cc_request_view(r, p->o.hostname, &view);
+    memset(&out, 0, sizeof(out));
+    out.status = CC_TASK_FAILED;
+    out.exc = (json_t *)exc; /* borrowed: only read */
+    rest = json_array();
+    json_array_foreach(ebs, i, sig)
+    {
+        const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
+        const struct cc_task_entry *e =
+            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+
+        if (e != NULL && pool_errback_is_new_style(e))
+            pool_call_errback(&view, r->msg.args, r->msg.kwargs, e, sig, &out);
+        else
+            json_array_append(rest, sig);
+    }
+    if (json_array_size(rest) > 0) {
+        cc_outbox_ctx(p->master_ob, &view, &cctx);
+        rc = cc_canvas_on_failure(plan, rest, view.id, &cctx, err);
+    }
+    json_decref(rest);
+    return rc;
+}
+
 /* ---- Children's life ------------------------------------------------------------------ */
 
 void cc_pool_human_status(int wstatus, char *buf, size_t size)
@@ -1694,6 +1735,7 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
     for (int i = 0; i < p->n; i++)
         cc_backend_free(p->kids[i].be);
     pool_outbox_free(&p->solo_ob); /* [canvas] */
+    pool_outbox_free(&p->master_ob);
     if (p->has_solo_timer)
         timer_delete(p->solo_timer);
     if (p->report_rd >= 0)

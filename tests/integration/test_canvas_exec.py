@@ -254,3 +254,20 @@ def test_early_ack_publish_failure_fails_the_task(app, worker_factory, rds):
     assert m["result"]["exc_module"] == "kombu.exceptions"
     assert "publish demo.mul[" in m["result"]["exc_message"][0]
     w.wait_log(r"continuation of this task is lost", 10)
+
+
+def test_errbacks_on_worker_lost_and_time_limit(app, worker_factory, rds7):
+    """Failures the master stores (WorkerLostError, TimeLimitExceeded) call the errbacks too,
+    as Celery's Request.on_failure / on_timeout -> mark_as_failure do: new-style in the
+    master, old-style published."""
+    w = _worker(worker_factory, concurrency=1)
+    q = w.queue
+
+    def ebs():
+        return [_sig(app, q, T + "errback_new_style"), _sig(app, q, T + "errback_old_style")]
+    lost = _sig(app, q, "demo.crash", "segv").apply_async(link_error=ebs())
+    wait_for(lambda: rds7.get(lost.id) == b"2", 30, "both errbacks after WorkerLostError")
+    assert lost.state == "FAILURE"
+    slow = _sig(app, q, "demo.spin", 30, time_limit=1).apply_async(link_error=ebs())
+    wait_for(lambda: rds7.get(slow.id) == b"2", 30, "both errbacks after TimeLimitExceeded")
+    assert slow.state == "FAILURE"
