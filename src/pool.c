@@ -1018,6 +1018,8 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     cc_task_set_soft_limit_flag(&pool_soft_flag);
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
+    if (p->solo_ob != NULL) /* [canvas] never set with prefork; no connection crosses fork */
+        cc_outbox_forget(p->solo_ob);
     cc_backend_after_fork(p->o.backend);
     cs.be = p->o.backend;
     /* A child may block: retry a failed result store for up to ~20 s as Celery's pool
