@@ -955,7 +955,12 @@ static int send_task(struct apply *A, const char *name, json_t *args, json_t *kw
         (rc = opt_str(A, o, "argsrepr", (const char **)&m.argsrepr)) != CC_OK ||
         (rc = opt_str(A, o, "kwargsrepr", (const char **)&m.kwargsrepr)) != CC_OK)
         return rc;
-    /* current_worker_task fills what the options leave out */
+    /* current_worker_task fills what the options leave out (and, with
+     * task_inherit_parent_priority, the priority: options.setdefault('priority', ...)) */
+    if ((m.root_id == NULL || *m.root_id == '\0' || m.parent_id == NULL || *m.parent_id == '\0') &&
+        ctx->parent_id != NULL && ctx->priority >= 0 &&
+        (get(o, "priority") == NULL || json_is_null(get(o, "priority"))))
+        m.priority = ctx->priority;
     if (m.root_id == NULL || *m.root_id == '\0')
         m.root_id = (char *)(ctx->root_id && *ctx->root_id ? ctx->root_id : ctx->parent_id);
     if (m.parent_id == NULL || *m.parent_id == '\0')

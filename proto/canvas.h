@@ -31,9 +31,11 @@ struct cc_canvas_ctx {
     const char *origin;    /* header "origin", e.g. "gen1234@host" */
     const char *reply_to;  /* app.thread_oid: reply_to of tasks/options without one ("" if NULL) */
     const char *default_queue; /* task_default_queue ("celery" if NULL): routing without queue */
-    int priority;              /* -1: none. >= 0: trace.py's task_priority (only with
-                                * task_inherit_parent_priority): passed as priority= by on_success */
-    int64_t now_us;            /* for countdown -> eta and expires -> expiration */
+    /* -1: none. >= 0: the running task's delivery priority, set only with
+     * task_inherit_parent_priority: on_success passes it as priority= (trace.py's
+     * task_priority), and cc_canvas_apply's tasks inherit it (send_task's setdefault). */
+    int priority;
+    int64_t now_us; /* for countdown -> eta and expires -> expiration */
     /* A fresh uuid4 ("xxxxxxxx-xxxx-4xxx-...") for a task or group without options.task_id.
      * Called in the order Celery calls uuid() (tests replay captured ids in that order). */
     void (*new_id)(char out[37], void *arg);
@@ -45,7 +47,9 @@ enum cc_canvas_step_kind {
     CC_CANVAS_CHORD_SIZE, /* Redis backend: SETEX celery-taskset-meta-<group_id>.s <chord_size>
                            * (Celery's set_chord_size, just before the last header member;
                            * other backends: no-op, as Celery's base backend) */
-    CC_CANVAS_SAVE_GROUP, /* GroupResult.save(): celery-taskset-meta-<group_id> = group_result */
+    CC_CANVAS_SAVE_GROUP, /* Redis apply_chord when a header member's result is a group:
+                           * GroupResult.save(), i.e. SETEX celery-taskset-meta-<group_id>
+                           * <result_expires> {"result": group_result} (before the header) */
 };
 
 struct cc_canvas_step {
@@ -59,7 +63,7 @@ struct cc_canvas_step {
     /* CC_CANVAS_CHORD_SIZE / CC_CANVAS_SAVE_GROUP */
     char *group_id;       /* owned */
     long chord_size;      /* CHORD_SIZE */
-    json_t *group_result; /* SAVE_GROUP: owned, the GroupResult tuple as Celery saves it */
+    json_t *group_result; /* SAVE_GROUP: owned, GroupResult.as_tuple() */
 };
 
 struct cc_canvas_plan {

@@ -77,9 +77,13 @@ def wait_done(ids, timeout=30):
     raise SystemExit(f"timeout waiting for {ids}")
 
 
+INHERIT = os.environ.get("CAP_INHERIT") == "1"
+
+
 def ctx_of(req, now_us=0):
+    prio = req["priority"] if INHERIT and req["priority"] is not None else -1
     return {"parent_id": req["id"], "root_id": req["root_id"], "origin": req["origin"],
-            "reply_to": req["reply_to"], "default_queue": "celery", "priority": -1,
+            "reply_to": req["reply_to"], "default_queue": "celery", "priority": prio,
             "now_us": now_us}
 
 
@@ -95,6 +99,18 @@ def add_chord_sizes(steps):
         if idx:
             steps.insert(idx[-1], {"kind": "chord_size", "group_id": gid,
                                    "chord_size": int(R.get(key))})
+    # GroupResult.save() by the Redis backend's apply_chord (a header member whose result is
+    # a group): before the chord's header is published
+    for key in sorted(R.keys("celery-taskset-meta-*")):
+        k = key.decode()
+        if k.endswith((".s", ".j", ".t")):
+            continue
+        gid = k[len("celery-taskset-meta-"):]
+        idx = [i for i, s in enumerate(steps) if s.get("kind") == "publish" and
+               (s["headers"].get("group") == gid or gid in s["body_raw"])]
+        steps.insert(idx[0] if idx else len(steps),
+                     {"kind": "save_group", "group_id": gid,
+                      "group_result": json.loads(R.get(key))["result"]})
     return steps
 
 
@@ -276,6 +292,28 @@ def nested_chord_in_chord():
 
 
 @scenario
+def inherit_priority_chain():
+    """CAP_INHERIT=1 (task_inherit_parent_priority): chain(add priority=5, mul.s(2), mul.s(3))
+    with link=echo.s() and a chord step"""
+    chain(add.s(1, 1).set(queue="cap_in", priority=5, link=echo.s()), mul.s(2),
+          chord([mul.s(3), mul.s(4)], xsum.s())).apply_async()
+
+
+@scenario
+def inherit_priority_built():
+    """CAP_INHERIT=1: a task with priority 7 builds group(add.s(1,1), mul.s(2,2))"""
+    build.apply_async(("group",), queue="cap_in", priority=7)
+
+
+@scenario
+def chord_header_complex():
+    """chain(add, chord([mul.s(2) | group(mul.s(3), mul.s(4)), mul.s(5)], xsum.s())): a header
+    member's result is a group, so the Redis backend saves the GroupResult"""
+    chain(add.s(1, 1).set(queue="cap_in"),
+          chord([mul.s(2) | group(mul.s(3), mul.s(4)), mul.s(5)], xsum.s())).apply_async()
+
+
+@scenario
 def chord_body_fired():
     """chord([add.s(1,1), add.s(2,2)] on cap_in, xsum.s() | mul.s(2)): body fired by a worker"""
     chord([add.s(1, 1).set(queue="cap_in"), add.s(2, 2).set(queue="cap_in")],
@@ -292,7 +330,7 @@ for _kind in ("chain_group_middle", "chord", "group", "task_countdown"):
 def run(name, fn, ch):
     del sent[:]
     ch.queue_purge("celery")
-    for k in R.keys("celery-taskset-meta-*.s"):
+    for k in R.keys("celery-taskset-meta-*"):
         R.delete(k)
     fn()
     metas = wait_done(list(sent))

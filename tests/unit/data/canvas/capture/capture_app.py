@@ -18,7 +18,8 @@ import celery.canvas
 
 app = Celery("capture_app", broker=os.environ["CELERY_BROKER_URL"],
              backend=os.environ["CELERY_RESULT_BACKEND"])
-app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
+                task_inherit_parent_priority=os.environ.get("CAP_INHERIT") == "1")
 R = redis.Redis.from_url(os.environ["CELERY_RESULT_BACKEND"])
 
 _ids = []
