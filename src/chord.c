@@ -30,8 +30,8 @@
  * whose ChordError path never deletes the keys (they expire), we delete them after the
  * errbacks were published, so a member redelivered later does not fail the body twice.
  *
- * result_chord_ordered=False (Celery's RPUSH/LLEN variant, a transport option) is not
- * configurable yet: members are always kept in the ordered ZSET, Celery's default.
+ * result_chord_ordered=false (Celery's transport option of that name) keeps members in a list
+ * (RPUSH/LLEN, LRANGE: completion order) instead of the ZSET, without the duplicate check.
  *
  * Reference: celery-wire.md §3.4; celery/backends/redis.py on_chord_part_return,
  * _unpack_chord_result; celery/backends/base.py chord_error_from_stack; celery/result.py
@@ -326,21 +326,27 @@ struct cc_backend *cc_chord_executor_backend(const struct cc_config **cfg)
 /* ---- Redis ---------------------------------------------------------------------------- */
 
 /* KEYS: .j .t .s completer. ARGV: member, score ("+inf" or the group_index), the member's
- * prefix '[1, "<tid>", ' (same task id), expires seconds (0: none), tid.
- * Returns {added (0/1), count, fire (0/1)}. */
+ * prefix '[1, "<tid>", ' (same task id), expires seconds (0: none), tid, "1" for the ordered
+ * ZSET or "0" for the list (result_chord_ordered=False: RPUSH/LLEN, no duplicate check, as
+ * finding one in a list is O(n)). Returns {added (0/1), count, fire (0/1)}. */
 static const char chord_part_lua[] =
     "local j, t, s, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local member, score, prefix = ARGV[1], ARGV[2], ARGV[3]\n"
     "local ttl, tid = tonumber(ARGV[4]), ARGV[5]\n"
-    "local added = 0\n"
-    "local dup = false\n"
-    "if score ~= '+inf' then\n"
-    "  for _, m in ipairs(redis.call('ZRANGEBYSCORE', j, score, score)) do\n"
-    "    if string.sub(m, 1, #prefix) == prefix then dup = true end\n"
+    "local added, count = 0, 0\n"
+    "if ARGV[6] == '1' then\n"
+    "  local dup = false\n"
+    "  if score ~= '+inf' then\n"
+    "    for _, m in ipairs(redis.call('ZRANGEBYSCORE', j, score, score)) do\n"
+    "      if string.sub(m, 1, #prefix) == prefix then dup = true end\n"
+    "    end\n"
     "  end\n"
+    "  if not dup then added = redis.call('ZADD', j, score, member) end\n"
+    "  count = redis.call('ZCOUNT', j, '-inf', '+inf')\n"
+    "else\n"
+    "  count = redis.call('RPUSH', j, member)\n"
+    "  added = 1\n"
     "end\n"
-    "if not dup then added = redis.call('ZADD', j, score, member) end\n"
-    "local count = redis.call('ZCOUNT', j, '-inf', '+inf')\n"
     "local tv = redis.call('GET', t)\n"
     "local sv = redis.call('GET', s)\n"
     "if ttl > 0 then\n"
@@ -443,10 +449,10 @@ int cc_chord_unlock_join(struct cc_backend *be, const json_t *tuples, bool *is_r
 }
 
 /* The ordered results of a completed chord: *results, or *error_text (ChordError message). */
-static int chord_collect(struct cc_redis *r, const struct chord_keys *k, json_t **results,
-                         char **error_text, struct cc_err *err)
+static int chord_collect(struct cc_redis *r, const struct chord_keys *k, bool is_ordered,
+                         json_t **results, char **error_text, struct cc_err *err)
 {
-    const char *argv[4] = {"ZRANGE", k->j, "0", "-1"};
+    const char *argv[4] = {is_ordered ? "ZRANGE" : "LRANGE", k->j, "0", "-1"};
     json_t *saved = NULL, *members = NULL;
     redisReply *rep = NULL;
     int rc;
@@ -482,7 +488,7 @@ static int chord_collect(struct cc_redis *r, const struct chord_keys *k, json_t 
         goto out;
     }
     if (rep->type != REDIS_REPLY_ARRAY) {
-        rc = cc_err_set(err, CC_EBACKEND, "ZRANGE %s: %s", k->j,
+        rc = cc_err_set(err, CC_EBACKEND, "%s %s: %s", argv[0], k->j,
                         rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
         goto out;
     }
@@ -602,8 +608,19 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
     snprintf(ttl, sizeof(ttl), "%lld",
              (long long)(cfg->result_expires_s > 0 ? cfg->result_expires_s : 0));
     {
-        const char *argv[] = {"EVAL", chord_part_lua, "4",   k.j,    k.t, k.s,
-                              k.c,    member,         score, prefix, ttl, req->id};
+        const char *argv[] = {"EVAL",
+                              chord_part_lua,
+                              "4",
+                              k.j,
+                              k.t,
+                              k.s,
+                              k.c,
+                              member,
+                              score,
+                              prefix,
+                              ttl,
+                              req->id,
+                              cfg->result_chord_ordered ? "1" : "0"};
 
         rep = cc_redis_cmd(r, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL, err);
     }
@@ -625,7 +642,7 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
     if (!fire)
         goto out;
     cc_debug("Chord %s complete (%lld members): firing the body", req->group, count);
-    if ((rc = chord_collect(r, &k, &results, &error_text, err)) != CC_OK)
+    if ((rc = chord_collect(r, &k, cfg->result_chord_ordered, &results, &error_text, err)) != CC_OK)
         goto out;
     if (error_text != NULL) {
         cc_error("Chord %s raised: ChordError(%s)", req->group, error_text);

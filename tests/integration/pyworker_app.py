@@ -10,6 +10,7 @@ Celery). Configured from the environment:
   PYW_TIME_LIMIT, PYW_SOFT_TIME_LIMIT          task_time_limit / task_soft_time_limit (s)
   PYW_MAX_TASKS_PER_CHILD, PYW_MAX_MEMORY_PER_CHILD   worker_max_tasks_per_child / _memory_ (KiB)
   TEST_REDIS_URL                              Redis for redis_echo / redis_count
+  PYW_RESULT_CHORD_ORDERED                    "0": result_chord_ordered=False (chord list)
 
 The demo.* definitions are the expected semantics of tasks/demo.c; the
 t.integration.tasks.* ones follow Celery 5.2's t/integration/tasks.py.
@@ -56,6 +57,9 @@ app.conf.update(
     worker_max_tasks_per_child=_int_env("PYW_MAX_TASKS_PER_CHILD"),
     worker_max_memory_per_child=_int_env("PYW_MAX_MEMORY_PER_CHILD"),
 )
+# [canvas-chord] Redis chord join in a list (RPUSH/LLEN) instead of the ordered ZSET.
+if os.environ.get("PYW_RESULT_CHORD_ORDERED") == "0":
+    app.conf.result_backend_transport_options = {"result_chord_ordered": False}
 
 
 # ---- demo.* --------------------------------------------------------------------------------

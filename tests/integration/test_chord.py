@@ -17,6 +17,7 @@ celery.chord_unlock / celery.accumulate built-ins (tasks/celery.c), driven by re
 
 CELERYC_IT_IMPL=python runs the shared ones against the Python worker."""
 import json
+import time
 import uuid
 
 import amqp
@@ -106,6 +107,22 @@ def test_mixed_fleet_chord(app, worker_factory, late):
     assert app.backend.get_task_meta(res.id).get("parent_id") in late_ids
 
 
+@pytest.mark.skipif(IMPL != "c", reason="mixed fleet: C and Python workers")
+def test_many_members_mixed_fleet_fire_once(app, worker_factory, rds):
+    """300 members spread over two C workers and a Python worker, completing concurrently:
+    the body runs exactly once, with every result in order."""
+    ws = [worker_factory(impl="c", concurrency=4), worker_factory(impl="c", concurrency=4),
+          worker_factory(impl="python", concurrency=2)]
+    n = 300
+    header = [sig(app, "demo.add", [i, 0], ws[i % 3].queue) for i in range(n)]
+    res = chord(header)(sig(app, "t.integration.tasks.identity", [], ws[0].queue))
+    assert res.get(timeout=TIMEOUT * 3) == list(range(n))
+    runs = sum(w.log().count("[%s] succeeded" % res.id) for w in ws)
+    assert runs == 1
+    wait_for(lambda: not any(rds.exists(k) for k in chord_keys(res.parent.id)), scaled(5),
+             "chord keys deleted")
+
+
 # ---- Hand-built header messages (redeliveries, dead letters) ---------------------------------
 
 def declare(conn, q):
@@ -159,6 +176,31 @@ def test_member_run_twice_counted_once(app, worker, amqp_conn, rds):
     publish_member(amqp_conn, q, "demo.add", [3, 3], ids[2], gid, 2, body_d)
     wait_for(lambda: worker.log().count(ids[2] + "] succeeded") >= 2, TIMEOUT, "re-run")
     assert worker.log().count("demo.xsum[%s] succeeded" % body.id) == 1
+
+
+@c_only
+def test_completer_rerun_fires_again_after_crash(app, worker, amqp_conn, rds):
+    """The state a crash leaves between the body's publish and the keys' DEL: every member is
+    in, the completer key names member 1. A late twin of member 0 does not fire; the
+    redelivered member 1 (the completer) fires the body, which is not lost."""
+    q = worker.queue
+    gid = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    body = sig(app, "demo.xsum", [], q, task_id=str(uuid.uuid4()))
+    j = "celery-taskset-meta-%s.j" % gid
+    rds.zadd(j, {json.dumps([1, ids[0], "SUCCESS", 2]): 0,
+                 json.dumps([1, ids[1], "SUCCESS", 4]): 1})
+    rds.set("celery-taskset-meta-%s.s" % gid, 2)
+    rds.set("celeryc-chord-completer-" + gid, ids[1])
+    publish_member(amqp_conn, q, "demo.add", [1, 1], ids[0], gid, 0, dict(body))
+    worker.wait_log(r"Chord %s: member %s was already counted" % (gid, ids[0]), TIMEOUT)
+    time.sleep(scaled(1))  # room for a (wrong) body to be published and run
+    assert not rds.exists("celery-task-meta-" + body.id)
+    assert rds.exists(j)
+    publish_member(amqp_conn, q, "demo.add", [2, 2], ids[1], gid, 1, dict(body))
+    assert app.AsyncResult(body.id).get(timeout=TIMEOUT) == 6
+    wait_for(lambda: not any(rds.exists(k) for k in chord_keys(gid) +
+                             ["celeryc-chord-completer-" + gid]), scaled(5), "keys deleted")
 
 
 @c_only
@@ -216,6 +258,25 @@ def test_member_whose_child_dies_fails_the_chord(app, worker):
         app.AsyncResult(res.id).get(timeout=TIMEOUT)
     assert str(ei.value).startswith("Dependency %s raised WorkerLostError('Worker exited "
                                     "prematurely: exitcode 1" % res.parent.results[1].id)
+
+
+@c_only
+def test_unordered_chord_list_mixed_fleet(app, worker_factory, amqp_conn, rds):
+    """result_chord_ordered=False on every worker (C: --no-result-chord-ordered, Python: the
+    transport option): members go to a list (RPUSH) that both read, in completion order."""
+    wc = worker_factory(impl="c", extra=["--no-result-chord-ordered"])
+    wp = worker_factory(impl="python", env={"PYW_RESULT_CHORD_ORDERED": "0"})
+    gid = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    body = sig(app, "t.integration.tasks.identity", [], wc.queue, task_id=str(uuid.uuid4()))
+    rds.set("celery-taskset-meta-%s.s" % gid, 3)
+    publish_member(amqp_conn, wc.queue, "demo.add", [1, 1], ids[0], gid, 0, dict(body))
+    publish_member(amqp_conn, wp.queue, "demo.add", [2, 2], ids[1], gid, 1, dict(body))
+    wait_for(lambda: all(app.AsyncResult(i).ready() for i in ids[:2]), TIMEOUT, "2 members")
+    wait_for(lambda: rds.llen("celery-taskset-meta-%s.j" % gid) == 2, scaled(5), "2 parts")
+    assert rds.type("celery-taskset-meta-%s.j" % gid) == b"list"
+    publish_member(amqp_conn, wc.queue, "demo.add", [3, 3], ids[2], gid, 2, dict(body))
+    assert sorted(app.AsyncResult(body.id).get(timeout=TIMEOUT)) == [2, 4, 6]
 
 
 # ---- celery.chord_unlock and celery.accumulate ---------------------------------------------
