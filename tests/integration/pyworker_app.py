@@ -388,6 +388,7 @@ qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())
 # at the worker's own queue (celeryc: --default-queue).
 if os.environ.get("PYW_DEFAULT_QUEUE"):
     app.conf.task_default_queue = os.environ["PYW_DEFAULT_QUEUE"]
+app.conf.task_inherit_parent_priority = os.environ.get("PYW_INHERIT_PARENT_PRIORITY") == "1"
 
 
 @app.task(name="demo.progress", bind=True)

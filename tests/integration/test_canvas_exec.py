@@ -271,3 +271,21 @@ def test_errbacks_on_worker_lost_and_time_limit(app, worker_factory, rds7):
     slow = _sig(app, q, "demo.spin", 30, time_limit=1).apply_async(link_error=ebs())
     wait_for(lambda: rds7.get(slow.id) == b"2", 30, "both errbacks after TimeLimitExceeded")
     assert slow.state == "FAILURE"
+
+
+def test_inherit_parent_priority(app, worker_factory):
+    """task_inherit_parent_priority: a callback takes the parent's delivery priority."""
+    for inherit in (False, True):
+        kw = {}
+        if inherit:
+            kw = {"extra": ["--inherit-parent-priority"]} if IMPL == "c" else \
+                {"env": {"PYW_INHERIT_PARENT_PRIORITY": "1"}}
+        w = _worker(worker_factory, **kw)
+        cb = _sig(app, w.queue, T + "return_priority")
+        cb_id = cb.freeze().id
+        r = _sig(app, w.queue, "demo.add", 1, 2).apply_async(priority=5, link=cb)
+        assert r.get(timeout=TIMEOUT) == 3
+        got = app.AsyncResult(cb_id).get(timeout=TIMEOUT)
+        # Not inherited: Python reports None; a C worker reports an absent priority as 0.
+        assert got == "Priority: 5" if inherit else got in ("Priority: None", "Priority: 0")
+        w.stop()
