@@ -199,6 +199,11 @@ static const struct cfg_opt cfg_options[] = {
      "Redis chord join keeps members in a sorted set by group_index (Celery's default); "
      "false: a list in completion order (RPUSH), as Celery's transport option "
      "result_chord_ordered=False. Every worker of the fleet must agree."},
+    /* [canvas-exec] Celery's task_inherit_parent_priority */
+    {"task_inherit_parent_priority", CFG_BOOL, CFG_OFF(inherit_parent_priority), "false", NULL, 0,
+     "--inherit-parent-priority", NULL, 0, 0, NULL, CFG_W, true,
+     "Messages a task publishes (callbacks, chain steps, cc_task_send) take its delivery "
+     "priority unless they set their own, as Celery's task_inherit_parent_priority."},
     {"task_store_errors_even_if_ignored", CFG_BOOL, CFG_OFF(store_errors_even_if_ignored),
      "false", NULL, 0, "--store-errors-even-if-ignored", NULL, 0, 0, NULL, CFG_W, true,
      "Store errors of tasks whose results are ignored."},

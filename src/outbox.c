@@ -74,9 +74,11 @@ void cc_outbox_ctx(struct cc_outbox *o, const struct cc_task_request *req,
     ctx->default_queue = o->cfg->default_queue != NULL && o->cfg->default_queue[0]
                              ? o->cfg->default_queue
                              : "celery";
-    /* Celery passes the parent's priority only with task_inherit_parent_priority, which
-     * this worker does not implement: None. */
-    ctx->priority = -1;
+    /* Celery passes the parent's priority only with task_inherit_parent_priority. */
+    ctx->priority =
+        o->cfg->inherit_parent_priority && req != NULL && req->delivery_info.priority >= 0
+            ? req->delivery_info.priority
+            : -1;
     ctx->now_us = cc_now_us();
     ctx->new_id = outbox_new_id;
     ctx->new_id_arg = NULL;

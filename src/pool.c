@@ -657,11 +657,12 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
         out->exc = cc_result_exc_new(is_publish ? "kombu.exceptions" : "builtins",
                                      is_publish ? "OperationalError" : "ValueError",
                                      json_pack("[s]", msg));
-        out->exc_repr = NULL;
+        out->exc_repr = cc_pyrepr_exc(is_publish ? "OperationalError" : "ValueError",
+                                      json_object_get(out->exc, "exc_message"));
         if (is_publish)
             rep->publish_failed = 1;
-        cc_error("Task %s[%s] raised unexpected: %s(%s)", name, req->id,
-                 is_publish ? "OperationalError" : "ValueError", msg);
+        cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
+                 out->exc_repr ? out->exc_repr : "OperationalError()");
         rep->status = out->status = CC_TASK_FAILED;
         pool_on_failure(cs, req, args, kwargs, !ignore || cfg->store_errors_even_if_ignored, out,
                         rep);
@@ -1017,6 +1018,8 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     cc_task_set_soft_limit_flag(&pool_soft_flag);
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
+    if (p->solo_ob != NULL) /* [canvas] never set with prefork; no connection crosses fork */
+        cc_outbox_forget(p->solo_ob);
     cc_backend_after_fork(p->o.backend);
     cs.be = p->o.backend;
     /* A child may block: retry a failed result store for up to ~20 s as Celery's pool
@@ -1497,6 +1500,47 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
     json_decref(exc);
 }
 
+int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const json_t *exc,
+                            struct cc_canvas_plan *plan, struct cc_err *err)
+{
+    const json_t *ebs = r->msg.embed != NULL ? json_object_get(r->msg.embed, "errbacks") : NULL;
+    struct cc_task_outcome out;
+    struct cc_task_request view;
+    struct cc_canvas_ctx cctx;
+    json_t *rest, *sig;
+    size_t i;
+    int rc = CC_OK;
+
+    if (!json_is_array(ebs) || json_array_size(ebs) == 0)
+        return CC_OK;
+    if (p->master_ob == NULL) {
+        p->master_ob = cc_xcalloc(1, sizeof(*p->master_ob));
+        cc_outbox_init(p->master_ob, p->o.cfg);
+    }
+    cc_request_view(r, p->o.hostname, &view);
+    memset(&out, 0, sizeof(out));
+    out.status = CC_TASK_FAILED;
+    out.exc = (json_t *)exc; /* borrowed: only read */
+    rest = json_array();
+    json_array_foreach(ebs, i, sig)
+    {
+        const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
+        const struct cc_task_entry *e =
+            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+
+        if (e != NULL && pool_errback_is_new_style(e))
+            pool_call_errback(&view, r->msg.args, r->msg.kwargs, e, sig, &out);
+        else
+            json_array_append(rest, sig);
+    }
+    if (json_array_size(rest) > 0) {
+        cc_outbox_ctx(p->master_ob, &view, &cctx);
+        rc = cc_canvas_on_failure(plan, rest, view.id, &cctx, err);
+    }
+    json_decref(rest);
+    return rc;
+}
+
 /* ---- Children's life ------------------------------------------------------------------ */
 
 void cc_pool_human_status(int wstatus, char *buf, size_t size)
@@ -1693,6 +1737,7 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
     for (int i = 0; i < p->n; i++)
         cc_backend_free(p->kids[i].be);
     pool_outbox_free(&p->solo_ob); /* [canvas] */
+    pool_outbox_free(&p->master_ob);
     if (p->has_solo_timer)
         timer_delete(p->solo_timer);
     if (p->report_rd >= 0)

@@ -125,6 +125,7 @@ struct cc_pool {
     int n_synth;                  /* counted in n_busy until read */
     bool is_event_text;           /* [events] children send result/exception text (-E) */
     struct cc_outbox *solo_ob;    /* [canvas] --pool solo: the master's executor outbox */
+    struct cc_outbox *master_ob;  /* [canvas] ids/origin for master-side errbacks (no I/O) */
     timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
     bool has_solo_timer;
 };
@@ -191,6 +192,14 @@ int64_t cc_pool_deadline_us(const struct cc_pool *p);
  * result is ignored and errors are not stored). Logs a store that fails. */
 void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
                               const struct cc_pool_report *rep);
+
+/* [canvas] Celery's _call_task_errbacks for a failure the master stores itself
+ * (TimeLimitExceeded from on_timeout, WorkerLostError from on_failure): new-style errbacks
+ * that are tasks of our table are called here, in the master, as Celery's main process does;
+ * the others are applied into `plan` as one group with (task_id,), for the caller to publish.
+ * `exc` is the stored exception dict (borrowed). Returns CC_OK, or a codec error (err). */
+int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const json_t *exc,
+                            struct cc_canvas_plan *plan, struct cc_err *err) CC_MUST_USE;
 
 /* "Celery" pool name for logs and the banner: "prefork", "threads" or "solo". */
 const char *cc_pool_kind_name(const struct cc_pool *p);

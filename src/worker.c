@@ -691,6 +691,39 @@ static void worker_chord_flush(struct worker *w)
     cc_redeliver_chord_clear(rd);
 }
 
+/* [canvas-exec] A failure the master stores (TimeLimitExceeded, WorkerLostError) calls the
+ * task's errbacks, as Celery's mark_as_failure does from Request.on_timeout / on_failure:
+ * new-style ones of our table in-process (cc_pool_master_errbacks), the rest published
+ * on the confirming connection before the message is acked. `exc_args` is stolen. */
+static void worker_errbacks(struct worker *w, const struct cc_request *r, const char *module,
+                            const char *type, json_t *exc_args)
+{
+    const json_t *ebs = r->msg.embed != NULL ? json_object_get(r->msg.embed, "errbacks") : NULL;
+    struct cc_canvas_plan plan;
+    struct cc_err err = {0};
+    json_t *exc;
+
+    if (!json_is_array(ebs) || json_array_size(ebs) == 0) {
+        json_decref(exc_args);
+        return;
+    }
+    exc = cc_result_exc_new(module, type, exc_args);
+    cc_canvas_plan_init(&plan);
+    if (exc == NULL || cc_pool_master_errbacks(&w->pool, r, exc, &plan, &err) != CC_OK)
+        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_request_name(r), r->msg.id,
+                 exc ? err.msg : "out of memory");
+    for (size_t i = 0; i < plan.n; i++) {
+        const struct cc_canvas_step *st = &plan.steps[i];
+
+        if (st->kind == CC_CANVAS_PUBLISH &&
+            worker_publish(w, st->exchange, st->routing_key, &st->msg, &err) != CC_OK)
+            cc_error("Task %s[%s]: could not publish errback %s[%s]: %s", cc_request_name(r),
+                     r->msg.id, st->task, st->task_id, err.msg);
+    }
+    cc_canvas_plan_deinit(&plan);
+    json_decref(exc);
+}
+
 /* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id.
  * Returns CC_OK, or the encode/publish error (logged by the caller). */
 static int worker_publish_retry(struct worker *w, struct cc_request *r,
@@ -794,6 +827,10 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         w->n_failed++;
         is_failure = true;
         cc_pool_store_time_limit(&w->pool, r, rep);
+        worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
+                        json_pack("[o]", rep->is_limit_int
+                                             ? json_integer((json_int_t)rep->time_limit_s)
+                                             : json_real(rep->time_limit_s)));
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
@@ -911,6 +948,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    worker_errbacks(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     if (cc_events_task_on(&w->ev)) { /* [events] */
         char exc[200];
 

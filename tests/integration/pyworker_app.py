@@ -396,6 +396,7 @@ qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())
 # at the worker's own queue (celeryc: --default-queue).
 if os.environ.get("PYW_DEFAULT_QUEUE"):
     app.conf.task_default_queue = os.environ["PYW_DEFAULT_QUEUE"]
+app.conf.task_inherit_parent_priority = os.environ.get("PYW_INHERIT_PARENT_PRIORITY") == "1"
 
 
 @app.task(name="demo.progress", bind=True)
@@ -427,3 +428,11 @@ def chain_add(x, y):
 def chord_add(x, y):
     from celery import chord
     chord(t_add.s(x, x), t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "build_chain_inside_task", bind=True)
+def build_chain_inside_task(self):
+    from celery import group
+    test_chain = (t_add.s(1, 1) | t_add.s(2) | group(t_add.s(3), t_add.s(4)) | t_add.s(5))
+    result = test_chain()
+    return result

@@ -36,6 +36,14 @@ def _meta(rds, tid):
     return json.loads(raw) if raw else None
 
 
+def _stored(rds, tid, timeout=20):
+    """The stored result of `tid` once it is SUCCESS (read from Redis: AsyncResult.get() on
+    a chord header member subscribes after the fact and can miss it)."""
+    wait_for(lambda: (_meta(rds, tid) or {}).get("status") == "SUCCESS", timeout,
+             "task %s stored" % tid)
+    return _meta(rds, tid)["result"]
+
+
 def test_link_callback_from_c_task_result(app, worker_factory, rds):
     w = _worker(worker_factory)
     cb = _sig(app, w.queue, "demo.mul", 4)
@@ -191,4 +199,93 @@ def test_other_pools_publish_and_call_errbacks(app, worker_factory, rds7):
             link_error=[_sig(app, q, T + "errback_new_style"),
                         _sig(app, q, T + "errback_old_style")])
         wait_for(lambda: rds7.get(bad.id) == b"2", 20, "both errbacks ran (%s)" % pool)
+        w.stop()
+
+
+def test_task_sends_chord_itself(app, worker_factory, rds):
+    """chord_add(x, y): chord(add.s(x, x), add.s(y)) applied inside the task (its body, which
+    gets [2x] prepended, fails with TypeError in Python too)."""
+    w = _worker(worker_factory)
+    r = app.signature(T + "chord_add", args=(3, 4), queue=w.queue).apply_async()
+    assert r.get(timeout=TIMEOUT) is None
+    wait_for(lambda: (_meta(rds, r.id) or {}).get("children"), 10, "children stored")
+    kids = _meta(rds, r.id)["children"]
+    # The header group is what the task applied (add_trail of the GroupResult).
+    assert len(kids) == 1 and kids[0][1] is not None and len(kids[0][1]) == 1, kids
+    assert _stored(rds, kids[0][1][0][0][0]) == 6
+
+
+def test_build_chain_inside_task_returns_result_tuple(app, worker_factory, rds):
+    w = _worker(worker_factory)
+    r = app.signature(T + "build_chain_inside_task", queue=w.queue).apply_async()
+    tup = r.get(timeout=TIMEOUT)
+    # ((id5, ((gid, ((id2, ((id1, None), None)), None)), [member tuples])), None)
+    (id5, (gparent, members)), none = tup
+    assert none is None
+    gid, p2 = gparent
+    (id2, (p1, _)), _ = p2
+    id1, _ = p1
+    assert _stored(rds, id1) == 2
+    assert _stored(rds, id2) == 4
+    assert [_stored(rds, m[0][0]) for m in members] == [7, 8]
+    assert gid and id5
+
+
+@c_only
+def test_early_ack_publish_failure_fails_the_task(app, worker_factory, rds):
+    """Without acks_late the message is gone once the task started: a callback that cannot
+    be published makes the task fail with the publish error (Celery's trace does the same
+    with the exception apply_async raises), instead of a SUCCESS whose callback never runs."""
+    from test_connection import _ctl, _wait_amqp_port
+    w = _worker(worker_factory, track_started=True, concurrency=1)
+    q = w.queue
+    r = _sig(app, q, "demo.sleep", 5).apply_async(link=_sig(app, q, "demo.mul", 2))
+    wait_for(lambda: (_meta(rds, r.id) or {}).get("status") == "STARTED", 20,
+             "task started")
+    _ctl("stop_app")
+    try:
+        wait_for(lambda: (_meta(rds, r.id) or {}).get("status") == "FAILURE", 40,
+                 "FAILURE stored")
+    finally:
+        _ctl("start_app")
+    _wait_amqp_port(60)
+    m = _meta(rds, r.id)
+    assert m["result"]["exc_type"] == "OperationalError"
+    assert m["result"]["exc_module"] == "kombu.exceptions"
+    assert "publish demo.mul[" in m["result"]["exc_message"][0]
+    w.wait_log(r"continuation of this task is lost", 10)
+
+
+def test_errbacks_on_worker_lost_and_time_limit(app, worker_factory, rds7):
+    """Failures the master stores (WorkerLostError, TimeLimitExceeded) call the errbacks too,
+    as Celery's Request.on_failure / on_timeout -> mark_as_failure do: new-style in the
+    master, old-style published."""
+    w = _worker(worker_factory, concurrency=1)
+    q = w.queue
+
+    def ebs():
+        return [_sig(app, q, T + "errback_new_style"), _sig(app, q, T + "errback_old_style")]
+    lost = _sig(app, q, "demo.crash", "segv").apply_async(link_error=ebs())
+    wait_for(lambda: rds7.get(lost.id) == b"2", 30, "both errbacks after WorkerLostError")
+    assert lost.state == "FAILURE"
+    slow = _sig(app, q, "demo.spin", 30, time_limit=1).apply_async(link_error=ebs())
+    wait_for(lambda: rds7.get(slow.id) == b"2", 30, "both errbacks after TimeLimitExceeded")
+    assert slow.state == "FAILURE"
+
+
+def test_inherit_parent_priority(app, worker_factory):
+    """task_inherit_parent_priority: a callback takes the parent's delivery priority."""
+    for inherit in (False, True):
+        kw = {}
+        if inherit:
+            kw = {"extra": ["--inherit-parent-priority"]} if IMPL == "c" else \
+                {"env": {"PYW_INHERIT_PARENT_PRIORITY": "1"}}
+        w = _worker(worker_factory, **kw)
+        cb = _sig(app, w.queue, T + "return_priority")
+        cb_id = cb.freeze().id
+        r = _sig(app, w.queue, "demo.add", 1, 2).apply_async(priority=5, link=cb)
+        assert r.get(timeout=TIMEOUT) == 3
+        got = app.AsyncResult(cb_id).get(timeout=TIMEOUT)
+        # Not inherited: Python reports None; a C worker reports an absent priority as 0.
+        assert got == "Priority: 5" if inherit else got in ("Priority: None", "Priority: 0")
         w.stop()
