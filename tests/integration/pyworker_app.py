@@ -288,14 +288,6 @@ def collect_ids(self, res, i):
     return res, (self.request.root_id, self.request.parent_id, i)
 
 
-@app.task(name=T + "build_chain_inside_task", bind=True)
-def build_chain_inside_task(self):
-    from celery import group
-    test_chain = (t_add.s(1, 1) | t_add.s(2) | group(t_add.s(3), t_add.s(4)) | t_add.s(5))
-    result = test_chain()
-    return result
-
-
 @app.task(name=T + "return_priority", bind=True)
 def return_priority(self, *_args):
     return "Priority: %s" % self.request.delivery_info["priority"]
