@@ -95,66 +95,11 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
     cc_sbuf_putc(b, quote);
 }
 
+static const struct cc_sbuf_style repr_style = {.str = repr_str, .is_json = false};
+
 void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple)
 {
-    char tmp[40];
-
-    if (b->oom || b->truncated)
-        return;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *val;
-        int first = 1;
-
-        cc_sbuf_putc(b, '{');
-        json_object_foreach((json_t *)v, key, val)
-        {
-            if (b->truncated)
-                break;
-            if (!first)
-                cc_sbuf_putn(b, ", ", 2);
-            first = 0;
-            repr_str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
-            cc_sbuf_putn(b, ": ", 2);
-            cc_sbuf_pyrepr(b, val, 0);
-        }
-        cc_sbuf_putc(b, '}');
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t n = json_array_size(v);
-
-        cc_sbuf_putc(b, as_tuple ? '(' : '[');
-        for (size_t i = 0; i < n && !b->truncated; i++) {
-            if (i)
-                cc_sbuf_putn(b, ", ", 2);
-            cc_sbuf_pyrepr(b, json_array_get(v, i), 0);
-        }
-        if (as_tuple && n == 1)
-            cc_sbuf_putc(b, ',');
-        cc_sbuf_putc(b, as_tuple ? ')' : ']');
-        break;
-    }
-    case JSON_STRING:
-        repr_str(b, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        cc_sbuf_int(b, (long long)json_integer_value(v));
-        break;
-    case JSON_REAL:
-        cc_sbuf_putn(b, tmp, cc_float_repr(json_real_value(v), tmp));
-        break;
-    case JSON_TRUE:
-        cc_sbuf_putn(b, "True", 4);
-        break;
-    case JSON_FALSE:
-        cc_sbuf_putn(b, "False", 5);
-        break;
-    case JSON_NULL:
-        cc_sbuf_putn(b, "None", 4);
-        break;
-    }
+    cc_sbuf_value(b, v, &repr_style, as_tuple);
 }
 
 char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)

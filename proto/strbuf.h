@@ -39,6 +39,16 @@ char *cc_sbuf_take(struct cc_sbuf *b, size_t *len);
  * into `out` (needs 32 bytes). Returns the length. */
 size_t cc_float_repr(double d, char *out);
 
+/* How a writer spells scalars and strings: json.dumps (is_json) or Python's repr(). */
+struct cc_sbuf_style {
+    void (*str)(struct cc_sbuf *b, const char *s, size_t n); /* a string literal */
+    bool is_json; /* true/false/null and NaN/Infinity; else True/False/None, nan/inf */
+};
+/* Walk `v` writing it in `st`'s spelling with Python's ", " / ": " separators; `as_tuple`
+ * renders a top-level array as a tuple ("(1,)"). Stops early once `b` is truncated. */
+void cc_sbuf_value(struct cc_sbuf *b, const json_t *v, const struct cc_sbuf_style *st,
+                   int as_tuple);
+
 /* json.dumps(v) with separators (", ", ": ") and ensure_ascii=True, keys in insertion order. */
 void cc_sbuf_json(struct cc_sbuf *b, const json_t *v);
 /* A JSON string literal of the UTF-8 bytes s[0..n) as json.dumps writes it. */
