@@ -392,11 +392,17 @@ void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request
         c->n_slots = want;
     }
     c->time_start[slot] = control_now();
+    c->n_accepted++;
     n = json_object_get(c->total, r->msg.task);
     if (n != NULL)
         json_integer_set(n, json_integer_value(n) + 1);
     else
         json_object_set_new(c->total, r->msg.task, json_integer(1));
+}
+
+uint64_t cc_control_processed(const struct cc_control *c)
+{
+    return c->n_accepted;
 }
 
 bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum)
