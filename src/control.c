@@ -541,6 +541,12 @@ static json_t *control_stats(struct cc_control *c)
                        "transport_options", "login_method", "PLAIN", "uri_prefix", "heartbeat",
                        c->cfg->heartbeat_s, "failover_strategy", "round-robin", "alternates");
     cc_url_amqp_deinit(&u);
+    /* [flower] Celery's default broker_connection_timeout is the int 4: the Broker tab shows
+     * "4", not "4.0", so a whole number of seconds goes out as an int. */
+    if (broker != NULL &&
+        c->cfg->connect_timeout_s == (double)(json_int_t)c->cfg->connect_timeout_s)
+        json_object_set_new(broker, "connect_timeout",
+                            json_integer((json_int_t)c->cfg->connect_timeout_s));
     getrusage(RUSAGE_SELF, &ru);
     snprintf(clock, sizeof(clock), "%llu", (unsigned long long)c->clock);
     o = json_pack("{s:O, s:i, s:s, s:I, s:o, s:o, s:i}", "total", c->total, "pid", (int)getpid(),

@@ -243,7 +243,6 @@ def test_flower_worker_page(app, worker_factory):
     worker = workers[node]
     assert set(FLOWER_INSPECT_METHODS) <= set(worker), worker.keys()
     json.dumps(workers)  # /api/workers writes the cache as JSON
-
     # views/workers.py WorkerView: 404 unless 'stats' is there; templates/worker.html:
     stats = worker["stats"]
     assert isinstance(stats["pool"], dict)                      # Pool tab: pool.items()
@@ -255,6 +254,8 @@ def test_flower_worker_page(app, worker_factory):
     assert stats.get("autoscaler") is None or isinstance(stats["autoscaler"], dict)
     broker = (stats.get("consumer", None) or stats)["broker"]    # Broker tab
     assert isinstance(broker, dict) and broker["transport"] == "amqp"
+    assert broker["connect_timeout"] == 4 and type(broker["connect_timeout"]) is int
+    assert broker["hostname"] == "127.0.0.1" and broker["userid"] == "guest"
     assert stats["total"] == {"demo.sleep": 1}                  # Tasks tab: Processed
     assert isinstance(stats.get("rusage"), dict)                # System tab
     assert all(isinstance(k, str) for k in stats["rusage"])
@@ -350,7 +351,7 @@ def test_flower_events_state(app, worker_factory):
             # Only the wakeup heartbeat has come so far: Celery's carries freq 5 and the
             # software fields, no load average, active or processed counts.
             hb = [e for e in fl.of(node, "worker-heartbeat")]
-            assert hb[0]["freq"] == 5, hb[0]
+            assert hb[0]["freq"] == 5 and type(hb[0]["freq"]) is int, hb[0]
             check_dashboard_worker(info, node)
             # /api/workers?status=1
             assert {n: wk.alive for n, wk in fl.state.workers.items()}[node] is True
