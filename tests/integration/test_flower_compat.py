@@ -465,3 +465,45 @@ def test_flower_control_api(app, worker_factory):
     # WorkerShutDown: a broadcast without reply; the worker stops warmly.
     app.control.broadcast("shutdown", destination=[node])
     assert w.wait_exit(20) == 0, w.log()[-3000:]
+
+
+# ---- One Flower over a mixed fleet -----------------------------------------------------------
+
+def test_flower_mixed_fleet(app, worker_factory):
+    """Flower's start-up refresh (update_workers() without a name: no destination, the
+    whole 1 s timeout) and its dashboard, over a celeryc worker beside a Python one."""
+    if IMPL == "python":
+        pytest.skip("compares a celeryc worker with a Python one")
+    qc, qp = unique_queue("fl-mix-c"), unique_queue("fl-mix-py")
+    with FlowerEvents(app, wakeup=True) as fl:
+        c = worker_factory(queue=qc, concurrency=1, extra=["-E"])
+        py = worker_factory(queue=qp, concurrency=1, impl="python")  # heartbeats off
+        nodes = (c.name, py.name)
+        assert app.send_task("demo.add", args=[1, 2], queue=qc).get(timeout=TIMEOUT) == 3
+        assert app.send_task("demo.add", args=[1, 2], queue=qp).get(timeout=TIMEOUT) == 3
+
+        workers = flower_inspect(app)
+        for n in nodes:
+            assert n in workers and set(FLOWER_INSPECT_METHODS) <= set(workers[n]), n
+        json.dumps(workers)
+        wc, wp = workers[c.name], workers[py.name]
+        # What the worker page iterates: the same keys from both, with the same types.
+        for part in ("pool", "broker", "rusage"):
+            assert set(wc["stats"][part]) >= set(wp["stats"][part]) - {"writes"}, part
+        assert set(wc["stats"]) >= set(wp["stats"])
+        assert wc["stats"]["total"] == wp["stats"]["total"] == {"demo.add": 1}
+        assert list(wc["active_queues"][0]) == list(wp["active_queues"][0])
+        assert wc["active"] == wp["active"] == [] and wc["reserved"] == wp["reserved"] == []
+        assert type(wc["conf"]) is type(wp["conf"]) is dict
+        # Flower's queue list (BaseHandler.get_active_queue_names) spans both.
+        names = {x["name"] for w in workers.values() for x in w.get("active_queues", [])}
+        assert {qc, qp} <= names
+
+        fl.wait(lambda: any(
+            e["type"] == "task-succeeded" for e in fl.events if e["hostname"] == c.name),
+            15, "celeryc task-succeeded")
+        with fl.lock:
+            page = fl.workers_page()
+            assert page[c.name]["status"] is True
+            check_dashboard_worker(page[c.name], c.name, full=True)
+            assert page[c.name].get("task-succeeded") == 1
