@@ -392,11 +392,17 @@ void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request
         c->n_slots = want;
     }
     c->time_start[slot] = control_now();
+    c->n_accepted++;
     n = json_object_get(c->total, r->msg.task);
     if (n != NULL)
         json_integer_set(n, json_integer_value(n) + 1);
     else
         json_object_set_new(c->total, r->msg.task, json_integer(1));
+}
+
+uint64_t cc_control_processed(const struct cc_control *c)
+{
+    return c->n_accepted;
 }
 
 bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum)
@@ -535,6 +541,12 @@ static json_t *control_stats(struct cc_control *c)
                        "transport_options", "login_method", "PLAIN", "uri_prefix", "heartbeat",
                        c->cfg->heartbeat_s, "failover_strategy", "round-robin", "alternates");
     cc_url_amqp_deinit(&u);
+    /* [flower] Celery's default broker_connection_timeout is the int 4: the Broker tab shows
+     * "4", not "4.0", so a whole number of seconds goes out as an int. */
+    if (broker != NULL &&
+        c->cfg->connect_timeout_s == (double)(json_int_t)c->cfg->connect_timeout_s)
+        json_object_set_new(broker, "connect_timeout",
+                            json_integer((json_int_t)c->cfg->connect_timeout_s));
     getrusage(RUSAGE_SELF, &ru);
     snprintf(clock, sizeof(clock), "%llu", (unsigned long long)c->clock);
     o = json_pack("{s:O, s:i, s:s, s:I, s:o, s:o, s:i}", "total", c->total, "pid", (int)getpid(),

@@ -1094,7 +1094,8 @@ static void worker_reconnect(struct worker *w)
     if (worker_connect(w, &err) == CC_OK) {
         cc_warn("consumer: Connected to %s", u ? u : "?");
         w->reconnect_attempt = 0;
-        cc_events_online(&w->ev, w->pool.n_busy, w->n_done); /* [events] as Celery's Heart */
+        cc_events_online(&w->ev, w->pool.n_busy, /* [events] as Celery's Heart; [flower] */
+                         cc_control_processed(&w->ctl));
         worker_flush_retries(w);
         free(u);
         return;
@@ -1315,7 +1316,8 @@ static void worker_loop(struct worker *w)
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
         if (w->is_connected) /* [events] heartbeat, task batch when due */
-            cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy, w->n_done);
+            cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy,
+                           cc_control_processed(&w->ctl)); /* [flower] processed */
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
         if (w->state == WORKER_COLD)
@@ -1517,8 +1519,8 @@ out:
                      worker_is_cold_now, &w);
     }
     worker_flush_acks(&w);
-    if (w.is_connected) /* [events] */
-        cc_events_offline(&w.ev, w.pool.n_busy, w.n_done);
+    if (w.is_connected)                                                        /* [events] */
+        cc_events_offline(&w.ev, w.pool.n_busy, cc_control_processed(&w.ctl)); /* [flower] */
     cc_events_deinit(&w.ev);
     free(w.acks);
     worker_free_requests(&w);
