@@ -790,9 +790,9 @@ static json_t *control_pool_resize(struct cc_control *c, json_t *args, bool is_g
         return cc_ctl_error(msg);
     }
     json_int_t n = jn != NULL ? json_integer_value(jn) : 1;
-    if (n < 0 || n > CC_POOL_MAX_PROCESSES) {
+    if (n < 0 || n > cc_pool_max_size(c->pool)) {
         snprintf(msg, sizeof(msg), "ValueError('pool_%s: n must be in 0..%d, got %lld')", verb,
-                 CC_POOL_MAX_PROCESSES, (long long)n);
+                 cc_pool_max_size(c->pool), (long long)n);
         return cc_ctl_error(msg);
     }
     rc = is_grow ? cc_pool_grow(c->pool, (int)n, &err) : cc_pool_shrink(c->pool, (int)n, &err);
