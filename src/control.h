@@ -55,6 +55,9 @@ struct cc_control_ops {
     void *ud;
     /* Call fn(ctx, r, kind, slot) for every request the worker holds (slot -1 unless ACTIVE). */
     void (*each)(void *ud, cc_control_visit_fn fn, void *ctx);
+    /* [poolsize] pool_grow / pool_shrink changed the pool's size (cc_pool_size): the worker
+     * updates its QoS window. May be NULL. */
+    void (*pool_resized)(void *ud);
 };
 
 struct cc_control_queue {

@@ -358,7 +358,8 @@ static void worker_flush_acks(struct worker *w)
  * serviced, as before. */
 static bool worker_wants_deliveries(const struct worker *w)
 {
-    return w->state != WORKER_RUNNING || w->n_ready < (size_t)w->pool.n;
+    /* [poolsize] one per member: the pool's size, not its slot count */
+    return w->state != WORKER_RUNNING || w->n_ready < (size_t)cc_pool_size(&w->pool);
 }
 
 /* Whether the pending acks must go out now rather than wait for the next iteration.
@@ -1372,6 +1373,21 @@ static void worker_free_requests(struct worker *w)
     w->eta = NULL;
 }
 
+/* [poolsize] pool_grow / pool_shrink changed the pool's size: the QoS window is size x
+ * prefetch multiplier again, as Celery's Consumer._update_prefetch_count (no QoS stays no
+ * QoS); sent at the end of this loop pass. running[] and stale[] are allocated for the
+ * pool's capacity at start, so they need nothing. */
+static void worker_pool_resized(void *ud)
+{
+    struct worker *w = ud;
+
+    if (w->base_prefetch == 0)
+        return;
+    w->base_prefetch = (unsigned)cc_pool_size(&w->pool) * (unsigned)w->cfg->prefetch_multiplier;
+    w->ack_batch = w->base_prefetch >= 2 ? w->base_prefetch / 2 : 1;
+    w->is_qos_dirty = true;
+}
+
 /* [control] Read-only view of the bookkeeping for inspect active/reserved/scheduled. */
 static void worker_ctl_each(void *ud, cc_control_visit_fn fn, void *ctx)
 {
@@ -1433,7 +1449,8 @@ int cc_worker_main(const struct cc_config *cfg)
     }
     cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     /* [control] the pidbox node and the revoked set (worker_state_db) */
-    const struct cc_control_ops ctl_ops = {.ud = &w, .each = worker_ctl_each};
+    const struct cc_control_ops ctl_ops = {
+        .ud = &w, .each = worker_ctl_each, .pool_resized = worker_pool_resized}; /* [poolsize] */
     rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
                          cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
     w.is_ctl_init = true;
@@ -1497,8 +1514,9 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("pool: %s", err.msg);
         goto out;
     }
-    w.running = cc_xcalloc((size_t)w.pool.n, sizeof(*w.running));
-    w.stale = cc_xcalloc((size_t)w.pool.n, sizeof(*w.stale));
+    /* [poolsize] by slot, for every slot pool_grow may use */
+    w.running = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.running));
+    w.stale = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.stale));
     w.consumer = (struct cc_consumer){
         .broker = &w.broker, .backend = w.backend, .cfg = cfg, .hostname = w.hostname};
     worker_banner(&w);
