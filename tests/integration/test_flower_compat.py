@@ -416,17 +416,14 @@ def test_flower_control_api(app, worker_factory):
     # WorkerPoolRestart: Celery refuses unless worker_pool_restarts (off by default).
     assert flower_reply(bc("pool_restart", reload=False), node) == \
         ("error", "ValueError('Pool restarts not enabled')")
-    # WorkerPoolGrow / WorkerPoolShrink: Flower shows 'ok' or the error reason (403).
-    # TODO(#4): once the celeryc pool resizes (pool_grow/pool_shrink work in progress) this
-    # tightens to ("ok", "pool will grow") / ("ok", "pool will shrink"), as the Python
-    # worker answers, and the Pool tab's max-concurrency / processes should follow.
-    for cmd, word in (("pool_grow", "grow"), ("pool_shrink", "shrink")):
-        kind, msg = flower_reply(getattr(app.control, cmd)(n=1, reply=True,
-                                                           destination=[node], timeout=t),
-                                 node)
-        assert kind in ("ok", "error"), (cmd, kind, msg)
-        if kind == "ok":
-            assert msg == "pool will %s" % word, msg
+    # WorkerPoolGrow / WorkerPoolShrink: Flower shows 'ok' or the error reason (403); the
+    # Pool tab then lists one more / one fewer process.
+    for cmd, word, size in (("pool_grow", "grow", 2), ("pool_shrink", "shrink", 1)):
+        assert flower_reply(getattr(app.control, cmd)(n=1, reply=True, destination=[node],
+                                                      timeout=t), node) == \
+            ("ok", "pool will %s" % word)
+        wait_for(lambda: len(flower_inspect(app, node)[node]["stats"]["pool"]["processes"])
+                 == size, 10, "%d processes on the Pool tab" % size)
     # WorkerPoolAutoscale: no autoscaler configured.
     assert flower_reply(bc("autoscale", min=1, max=3), node) == \
         ("error", "ValueError('Autoscale not enabled')")
