@@ -115,6 +115,7 @@ struct worker {
     struct cc_control ctl; /* [control] pidbox node, revoked set (control.c) */
     bool is_ctl_init;
     struct cc_events ev; /* [events] celeryev dispatcher (events.c) */
+    bool is_blocked;     /* [blocked] a connection is blocked by the broker (worker_flow) */
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -129,7 +130,10 @@ enum {
 };
 
 /* A retry whose message could not be published because the broker was away: published
- * right after the reconnect. At most one per running task, so bounded by the concurrency. */
+ * right after the reconnect. At most one per running task, so bounded by the concurrency.
+ * [blocked] Also while the broker blocks publishing (memory/disk alarm): published after
+ * connection.unblocked. Deliveries then keep coming, so dispatch pauses at
+ * WORKER_RETRIES_MAX of them (the prefetch window bounds the rest). */
 struct worker_retry {
     struct cc_request *r;
     struct cc_pool_report rep;
@@ -154,6 +158,9 @@ struct worker_retry {
  * with no broker alive forever: after this long, or at a further TERM, INT or QUIT, the
  * children are stopped cold (SIGTERM, SIGKILL 2 s later). */
 #define WORKER_BROKER_LOST_WAIT_MS 60000
+
+/* [blocked] Retry messages kept while the broker blocks publishing, at most. */
+#define WORKER_RETRIES_MAX 1024
 
 /* ---- Request bookkeeping ------------------------------------------------------------- */
 
@@ -456,6 +463,8 @@ static void worker_update_qos(struct worker *w)
     struct cc_err err = {0};
     unsigned want = w->base_prefetch + (unsigned)w->n_held;
 
+    if (cc_broker_is_blocked(&w->broker))
+        return; /* [blocked] basic.qos-ok cannot come before unblock; stays dirty */
     w->is_qos_dirty = false;
     if (w->base_prefetch == 0 || !w->broker.is_channel_open)
         return;
@@ -517,6 +526,12 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         cc_request_free(r);
         return;
     }
+    if (rc == CC_EAGAIN) { /* [blocked] dead-letter publish refused: back to the queue */
+        cc_warn("Task %s[%s]: requeued: %s", cc_request_name(r), r->msg.id, err.msg);
+        worker_reject(w, r, true);
+        cc_request_free(r);
+        return;
+    }
     if (rc != CC_OK) {
         cc_request_free(r); /* unacked: it returns to the queue with the channel */
         worker_broker_lost(w, &err);
@@ -560,9 +575,11 @@ static void worker_delay_tick(struct worker *w)
 {
     struct cc_err err = {0};
 
-    if (!cc_delay_is_due(&w->ds))
+    if (!cc_delay_is_due(&w->ds) || w->is_blocked) /* [blocked] claims wait for unblock */
         return;
     if (worker_pub_open(w, &err) == CC_OK && cc_delay_tick(&w->ds, &w->pub, &err) == CC_OK)
+        return;
+    if (err.code == CC_EAGAIN) /* [blocked] found blocked: its claims expire and return */
         return;
     cc_error("delay store: could not republish due messages: %s (retried when their claim "
              "expires)",
@@ -641,6 +658,8 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
 {
     int rc = CC_EBROKER;
 
+    if (w->is_blocked) /* [blocked] an alarm blocks every publishing connection */
+        return cc_err_set(err, CC_EAGAIN, "the broker is blocking publishers");
     for (int attempt = 0; attempt < 2; attempt++) {
         bool was_open = w->pub.is_channel_open;
 
@@ -648,7 +667,9 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
             return rc;
         rc = cc_broker_publish_confirmed(&w->pub, exchange, routing_key, m,
                                          WORKER_CONFIRM_TIMEOUT_MS, err);
-        if (rc == CC_OK || rc == CC_ENOTFOUND_Q)
+        /* [blocked] CC_EAGAIN: blocked before or after sending; keep the connection so
+         * that its connection.unblocked is seen (worker_flow). */
+        if (rc == CC_OK || rc == CC_ENOTFOUND_Q || rc == CC_EAGAIN)
             return rc;
         cc_broker_abandon(&w->pub);
         if (!was_open || rc == CC_ETIMEDOUT || strstr(err->msg, "nack") != NULL)
@@ -711,8 +732,8 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->retries = cc_xrealloc(w->retries, w->cap_retries * sizeof(*w->retries));
     }
     w->retries[w->n_retries++] = (struct worker_retry){.r = r, .rep = *rep};
-    cc_info("Task %s[%s]: retry message waits for the broker connection", cc_request_name(r),
-            r->msg.id);
+    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_request_name(r), r->msg.id,
+            w->is_blocked ? "unblock publishing" : "come back");
 }
 
 /* Publish the deferred retries on the new connection. Their originals were acked on the
@@ -721,13 +742,13 @@ static void worker_flush_retries(struct worker *w)
 {
     size_t i = 0;
 
-    for (; i < w->n_retries && w->is_connected; i++) {
+    for (; i < w->n_retries && w->is_connected && !w->is_blocked; i++) {
         struct worker_retry *d = &w->retries[i];
         struct cc_err err = {0};
 
         if (worker_publish_retry(w, d->r, &d->rep, &err) != CC_OK) {
-            if (!w->is_connected)
-                break; /* lost again: keep it and the rest */
+            if (!w->is_connected || err.code == CC_EAGAIN)
+                break; /* lost or blocked again: keep it and the rest */
             worker_retry_failed(w, d->r, &err);
         }
         cc_request_free(d->r);
@@ -780,7 +801,8 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                          "the original",
                          cc_request_name(r), r->msg.id, err.msg);
                 worker_reject(w, r, true);
-            } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL) {
+            } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL ||
+                       err.code == CC_EAGAIN) { /* [blocked] kept until unblocked */
                 /* Acked when it started, so the retry message is all there is: keep it and
                  * publish it once the broker is back. */
                 worker_defer_retry(w, r, rep);
@@ -951,6 +973,7 @@ static void worker_dispatch(struct worker *w)
         worker_fifo_push(w, worker_heap_pop(w));
     worker_rate_release(w); /* rate-limit hook: slots that have come */
     while (w->state == WORKER_RUNNING && w->ready_head != NULL &&
+           w->n_retries < WORKER_RETRIES_MAX && /* [blocked] */
            (slot = cc_pool_idle(&w->pool)) >= 0) {
         struct cc_request *r = worker_fifo_pop(w);
         struct cc_err err = {0};
@@ -1181,7 +1204,10 @@ static void worker_signals(struct worker *w)
         /* Stop receiving, and give what is prefetched or ETA-held but not started back to
          * the broker now, so other workers can take it while ours finish (rather than when
          * our channel closes at exit, which may be minutes later). */
-        if (w->is_connected && cc_broker_cancel_all(&w->broker, &err) != CC_OK)
+        if (w->is_connected && cc_broker_is_blocked(&w->broker)) /* [blocked] */
+            cc_warn("worker: consumers not cancelled: the broker has the connection blocked "
+                    "and would not answer; deliveries that still arrive are not started");
+        else if (w->is_connected && cc_broker_cancel_all(&w->broker, &err) != CC_OK)
             worker_broker_lost(w, &err);
         worker_return_held(w);
     }
@@ -1190,6 +1216,39 @@ static void worker_signals(struct worker *w)
         worker_drain_reports(w);
         cc_pool_reap(&w->pool, w->state == WORKER_RUNNING, worker_on_lost, w);
     }
+}
+
+/* [blocked] RabbitMQ's flow control. connection.blocked / unblocked are read by broker.c
+ * (cc_broker_next on the consuming connection; here for the publishing connection, which
+ * nothing else reads while it is blocked). The worker is blocked while either connection
+ * is: an alarm is node-wide. Meanwhile nothing is published (broker.c refuses with
+ * CC_EAGAIN): events are dropped and counted, pidbox replies dropped, retry messages kept
+ * (worker_defer_retry), delay-store claims wait, dead-letter moves requeue the message.
+ * Deliveries, task execution, result stores and acks go on (RabbitMQ holds our acks in the
+ * socket until the alarm is lifted once the consuming connection published during it). */
+static void worker_flow(struct worker *w)
+{
+    struct cc_err err = {0};
+    bool is_blocked;
+    const char *reason;
+
+    if (cc_broker_is_blocked(&w->pub) && cc_broker_poll(&w->pub, &err) != CC_OK)
+        cc_broker_abandon(&w->pub); /* reopened on the next publish */
+    is_blocked =
+        (w->is_connected && cc_broker_is_blocked(&w->broker)) || cc_broker_is_blocked(&w->pub);
+    if (is_blocked == w->is_blocked)
+        return;
+    w->is_blocked = is_blocked;
+    if (is_blocked) {
+        reason =
+            cc_broker_is_blocked(&w->broker) ? w->broker.blocked_reason : w->pub.blocked_reason;
+        cc_warn("consumer: The broker blocked the connection: %s. Publishing paused "
+                "(events dropped, retries kept); tasks still run",
+                reason[0] != '\0' ? reason : "resource alarm");
+        return;
+    }
+    cc_info("consumer: The broker unblocked the connection. Publishing resumed");
+    worker_flush_retries(w);
 }
 
 static void worker_drain_broker(struct worker *w)
@@ -1251,6 +1310,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
     }
     if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
         ms = cc_delay_due_in_ms(&w->ds, ms);
+    if (cc_broker_is_blocked(&w->pub) && ms > 1000) /* [blocked] worker_flow reads it */
+        ms = 1000;
     ms = cc_events_due_in_ms(&w->ev, cc_mono_us(), ms); /* [events] heartbeat, batch */
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
@@ -1302,6 +1363,7 @@ static void worker_loop(struct worker *w)
             last_brk_us = now_us;
             worker_drain_broker(w);
         }
+        worker_flow(w); /* [blocked] */
         if (w->state == WORKER_RUNNING)
             cc_pool_respawn(&w->pool, cc_mono_us());
         cc_pool_tick(&w->pool, cc_mono_us()); /* time limits */
@@ -1536,6 +1598,12 @@ out:
     free(w.retries);
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
      * queue. */
+    /* [blocked] A blocked connection would not answer close: abandon it (the broker reads
+     * what we sent, acks included, and requeues the rest once the alarm is lifted). */
+    if (cc_broker_is_blocked(&w.broker))
+        cc_broker_abandon(&w.broker);
+    if (cc_broker_is_blocked(&w.pub))
+        cc_broker_abandon(&w.pub);
     cc_broker_close(&w.broker);
     cc_broker_close(&w.pub);
     cc_backend_free(w.backend);
