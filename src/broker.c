@@ -159,8 +159,21 @@ static bool broker_flow(struct cc_broker *b, const amqp_method_t *m)
 
 static int broker_refuse_blocked(const struct cc_broker *b, const char *what, struct cc_err *err)
 {
+    if (!b->is_blocked)
+        return cc_err_set(err, CC_EAGAIN, "%s: the broker is blocking publishers", what);
     return cc_err_set(err, CC_EAGAIN, "%s: the broker has blocked the connection (%s)", what,
                       b->blocked_reason[0] != '\0' ? b->blocked_reason : "resource alarm");
+}
+
+bool cc_broker_has_readable(const struct cc_broker *b)
+{
+    struct pollfd pfd = {.fd = b->fd, .events = POLLIN};
+
+    if (b->conn == NULL || !b->is_conn_open || b->fd < 0)
+        return false;
+    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
+        return true;
+    return poll(&pfd, 1, 0) == 1 && pfd.revents != 0;
 }
 
 bool cc_broker_is_blocked(const struct cc_broker *b)
@@ -449,7 +462,7 @@ static int broker_publish(struct cc_broker *b, amqp_channel_t ch, const char *ex
 
     if (!b->is_channel_open)
         return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
-    if (b->is_blocked) /* [blocked] */
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
         return broker_refuse_blocked(b, "basic.publish", err);
     memset(&p, 0, sizeof(p));
     init_amqp_pool(&pool, 4096);
@@ -742,8 +755,9 @@ void cc_broker_abandon(struct cc_broker *b)
 
 void cc_broker_forget(struct cc_broker *b)
 {
-    if (b->linked != NULL && b->linked->conn != NULL && b->linked->fd >= 0)
-        close(b->linked->fd);
+    for (const struct cc_broker *l = b->linked; l != NULL; l = l->linked)
+        if (l->conn != NULL && l->fd >= 0)
+            close(l->fd);
     if (b->fd >= 0 && b->conn != NULL)
         close(b->fd);
 }
@@ -758,7 +772,7 @@ int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const cha
 
     if (!b->is_channel_open)
         return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
-    if (b->is_blocked) /* [blocked] */
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
         return broker_refuse_blocked(b, "basic.publish", err);
     rc = broker_status(b,
                        amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
@@ -900,7 +914,7 @@ int cc_broker_publish_raw_on(struct cc_broker *b, amqp_channel_t ch, const char 
 
     if (!b->is_conn_open || b->fd < 0)
         return cc_err_set(err, CC_EBROKER, "basic.publish: not connected");
-    if (b->is_blocked) /* [blocked] */
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
         return broker_refuse_blocked(b, "basic.publish", err);
     /* rabbitmq-c writes with blocking sends: a broker that stopped reading (memory alarm,
      * connection.blocked) would stall the whole event loop. No room now = drop. */

@@ -1230,21 +1230,24 @@ static void worker_flow(struct worker *w)
 {
     struct cc_err err = {0};
     bool is_blocked;
-    const char *reason;
+    const char *reason = NULL;
 
     if (cc_broker_is_blocked(&w->pub) && cc_broker_poll(&w->pub, &err) != CC_OK)
         cc_broker_abandon(&w->pub); /* reopened on the next publish */
-    is_blocked =
-        (w->is_connected && cc_broker_is_blocked(&w->broker)) || cc_broker_is_blocked(&w->pub);
+    is_blocked = (w->is_connected && cc_broker_is_blocked(&w->broker)) ||
+                 cc_broker_is_blocked(&w->pub) || cc_events_is_blocked(&w->ev, &reason);
+    w->broker.is_publish_held = is_blocked; /* pidbox replies, dead-lettering */
     if (is_blocked == w->is_blocked)
         return;
     w->is_blocked = is_blocked;
     if (is_blocked) {
-        reason =
-            cc_broker_is_blocked(&w->broker) ? w->broker.blocked_reason : w->pub.blocked_reason;
+        if (cc_broker_is_blocked(&w->broker))
+            reason = w->broker.blocked_reason;
+        else if (cc_broker_is_blocked(&w->pub))
+            reason = w->pub.blocked_reason;
         cc_warn("consumer: The broker blocked the connection: %s. Publishing paused "
                 "(events dropped, retries kept); tasks still run",
-                reason[0] != '\0' ? reason : "resource alarm");
+                reason != NULL && reason[0] != '\0' ? reason : "resource alarm");
         return;
     }
     cc_info("consumer: The broker unblocked the connection. Publishing resumed");
@@ -1463,6 +1466,9 @@ int cc_worker_main(const struct cc_config *cfg)
     w.hostname = worker_hostname(cfg);
     cc_events_init(&w.ev, &w.broker, w.hostname, cfg->send_task_events, /* [events] */
                    cfg->event_heartbeat_s);
+    /* [blocked] events on a connection of their own, forgotten by children too */
+    cc_events_set_transport(&w.ev, cfg->broker_url, &w.tls, cfg->connect_timeout_s);
+    w.pub.linked = cc_events_conn(&w.ev);
     if (cc_task_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
         goto out;
