@@ -1,15 +1,18 @@
 /* The worker's event dispatcher: Celery's EventDispatcher + Heart for celeryc (§4).
  *
- * Transport. Events are published on channel CC_EVENTS_CHANNEL (3) of the master's
- * consuming connection rather than a connection of their own: the master loop already reads
- * that socket (so a channel.close or connection.close for it is noticed), its heartbeats are
- * already serviced, and a reconnect reopens everything in one place (worker_declare calls
- * cc_events_on_connect). The publishing connection (w->pub) cannot be used: it is in
- * confirm mode and waits for confirms. The cost of sharing is that RabbitMQ's flow control
- * (connection.blocked on a memory/disk alarm) throttles a connection that publishes; so
- * every publish first checks that the socket can take bytes now (cc_broker_publish_on) and
- * the event is dropped otherwise: acks and deliveries on channel 1 never wait behind
- * events, and memory stays bounded.
+ * Transport. [blocked] The worker gives events a connection of their own
+ * (cc_events_set_transport; heartbeats off, channel 1), as Celery's dispatcher has: RabbitMQ
+ * blocks a connection that publishes during a memory/disk alarm (it stops reading its
+ * socket), which on the consuming connection would also hold back acks, hence deliveries.
+ * Nothing else reads this connection, so it is read here: before each publish when it has
+ * bytes, and from the tick every EVENTS_OWN_POLL_US (connection.blocked / unblocked, a
+ * server close). It is (re)opened by cc_events_on_connect with the consuming connection,
+ * and retried every EVENTS_OWN_RETRY_US if it fails alone. The publishing connection
+ * (w->pub) cannot be used: it is in confirm mode and waits for confirms. Without a transport
+ * (unit tests) events go on channel CC_EVENTS_CHANNEL (3) of the consuming connection. Every
+ * publish first checks that the connection is not blocked and that the socket can take
+ * bytes now (cc_broker_publish_raw_on); the event is dropped otherwise, so memory stays
+ * bounded and the loop never waits for the broker.
  *
  * What is sent, as Celery does: worker-online at start and after every reconnect (the
  * Heart step restarts with the consumer), worker-heartbeat every freq (2.0 s), worker-offline

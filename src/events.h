@@ -1,13 +1,13 @@
 /* The worker's event dispatcher (celeryev, §4): worker-online / -heartbeat / -offline, and
  * task events with -E (worker_send_task_events) or after the enable_events control command.
  *
- * Events are fire-and-forget (delivery_mode 1) on channel CC_EVENTS_CHANNEL of the master's
- * consuming connection. Task events are batched as Celery does (one `task.multi` message,
- * a JSON list, at most CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US
- * after its first event); worker events go out one by one. Memory is fixed: one batch buffer;
- * whatever cannot be sent (disconnected, socket full because the broker blocks, an event larger
- * than the buffer) is dropped and counted, never queued. Master only; not thread-safe; children
- * never call it.
+ * Events are fire-and-forget (delivery_mode 1) on a connection of their own
+ * (cc_events_set_transport), else on channel CC_EVENTS_CHANNEL of the consuming connection. Task
+ * events are batched as Celery does (one `task.multi` message, a JSON list, at most
+ * CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US after its first event); worker
+ * events go out one by one. Memory is fixed: one batch buffer; whatever cannot be sent
+ * (disconnected, socket full because the broker blocks, an event larger than the buffer) is dropped
+ * and counted, never queued. Master only; not thread-safe; children never call it.
  */
 #ifndef CELERYC_EVENTS_H
 #define CELERYC_EVENTS_H
