@@ -137,6 +137,10 @@ enum {
 struct worker_retry {
     struct cc_request *r;
     struct cc_pool_report rep;
+    /* [blocked] acks_late original still unacked on the current connection: acked once the
+     * retry is published; dropped (the broker redelivers it) if the connection is lost.
+     * Raises the QoS by one meanwhile (n_held), so kept originals do not stop deliveries. */
+    bool is_unsettled;
 };
 
 /* The broker socket is read at least this often even while worker_wants_deliveries() keeps
@@ -269,6 +273,16 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
     }
     w->n_acks = 0;
     worker_free_held(w);
+    for (size_t i = 0, k = 0, n = w->n_retries; i < n; i++) { /* [blocked] */
+        if (!w->retries[i].is_unsettled) {
+            w->retries[k++] = w->retries[i];
+            continue;
+        }
+        cc_info("Task %s[%s]: retry not published: the broker redelivers the original",
+                cc_request_name(w->retries[i].r), w->retries[i].r->msg.id);
+        cc_request_free(w->retries[i].r);
+        w->n_retries--;
+    }
     if (w->is_rd_init)
         cc_redeliver_forget_parked(&w->rd); /* [redisx] parked twins are redelivered too */
     cc_broker_abandon(&w->broker);
@@ -322,6 +336,9 @@ static uint64_t worker_lowest_held(const struct worker *w)
     for (int i = 0; i < w->pool.n; i++)
         if (w->running[i] != NULL && !w->running[i]->is_acked && w->running[i]->tag < low)
             low = w->running[i]->tag;
+    for (size_t i = 0; i < w->n_retries; i++) /* [blocked] unsettled originals */
+        if (w->retries[i].is_unsettled && w->retries[i].r->tag < low)
+            low = w->retries[i].r->tag;
     return cc_redeliver_lowest_tag(&w->rd, low); /* [redisx] parked twins are unacked */
 }
 
@@ -731,7 +748,12 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->cap_retries = w->cap_retries ? w->cap_retries * 2 : 8;
         w->retries = cc_xrealloc(w->retries, w->cap_retries * sizeof(*w->retries));
     }
-    w->retries[w->n_retries++] = (struct worker_retry){.r = r, .rep = *rep};
+    w->retries[w->n_retries++] =
+        (struct worker_retry){.r = r, .rep = *rep, .is_unsettled = !r->is_acked};
+    if (!r->is_acked) { /* [blocked] its prefetch slot is given back, as for ETA holds */
+        w->n_held++;
+        w->is_qos_dirty = true;
+    }
     cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_request_name(r), r->msg.id,
             w->is_blocked ? "unblock publishing" : "come back");
 }
@@ -748,8 +770,16 @@ static void worker_flush_retries(struct worker *w)
 
         if (worker_publish_retry(w, d->r, &d->rep, &err) != CC_OK) {
             if (!w->is_connected || err.code == CC_EAGAIN)
-                break; /* lost or blocked again: keep it and the rest */
-            worker_retry_failed(w, d->r, &err);
+                break;           /* lost or blocked again: keep it and the rest */
+            if (d->is_unsettled) /* [blocked] as in worker_on_report: run it again */
+                worker_reject(w, d->r, true);
+            else
+                worker_retry_failed(w, d->r, &err);
+        }
+        if (d->is_unsettled) { /* [blocked] published: the original is done */
+            worker_ack(w, d->r);
+            w->n_held--;
+            w->is_qos_dirty = true;
         }
         cc_request_free(d->r);
     }
@@ -794,6 +824,13 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
             break;
         }
         if (worker_publish_retry(w, r, rep, &err) != CC_OK) {
+            if (err.code == CC_EAGAIN) {
+                /* [blocked] Keep the retry until the broker takes publishes again; an
+                 * acks_late original stays unacked until then (requeueing it now would
+                 * run it again at once, over and over during the alarm). */
+                worker_defer_retry(w, r, rep);
+                return; /* r is now owned by the deferred list */
+            }
             if (!r->is_acked) {
                 /* acks_late: the original is still ours; give it back to run again rather
                  * than drop the retry. */
@@ -801,8 +838,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                          "the original",
                          cc_request_name(r), r->msg.id, err.msg);
                 worker_reject(w, r, true);
-            } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL ||
-                       err.code == CC_EAGAIN) { /* [blocked] kept until unblocked */
+            } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL) {
                 /* Acked when it started, so the retry message is all there is: keep it and
                  * publish it once the broker is back. */
                 worker_defer_retry(w, r, rep);
@@ -1219,13 +1255,15 @@ static void worker_signals(struct worker *w)
 }
 
 /* [blocked] RabbitMQ's flow control. connection.blocked / unblocked are read by broker.c
- * (cc_broker_next on the consuming connection; here for the publishing connection, which
- * nothing else reads while it is blocked). The worker is blocked while either connection
- * is: an alarm is node-wide. Meanwhile nothing is published (broker.c refuses with
- * CC_EAGAIN): events are dropped and counted, pidbox replies dropped, retry messages kept
- * (worker_defer_retry), delay-store claims wait, dead-letter moves requeue the message.
- * Deliveries, task execution, result stores and acks go on (RabbitMQ holds our acks in the
- * socket until the alarm is lifted once the consuming connection published during it). */
+ * (cc_broker_next for the consuming connection, events.c for the events connection, here
+ * for the publishing connection, which nothing else reads while it is blocked). The worker
+ * is blocked while any of them is: an alarm is node-wide, and RabbitMQ only tells a
+ * connection once it has published (the events connection, within a heartbeat). Meanwhile
+ * nothing is published (broker.c refuses with CC_EAGAIN; is_publish_held for the consuming
+ * connection, which must never be blocked: its acks would wait in the socket and no more
+ * deliveries would come): events are dropped and counted, pidbox replies dropped, retry
+ * messages kept (worker_defer_retry), delay-store claims wait, dead-letter moves requeue
+ * the message. Deliveries, task execution, result stores and acks go on. */
 static void worker_flow(struct worker *w)
 {
     struct cc_err err = {0};
@@ -1597,8 +1635,13 @@ out:
     free(w.running);
     free(w.stale);
     for (size_t i = 0; i < w.n_retries; i++) {
-        cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
-                 cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+        if (w.retries[i].is_unsettled) /* [blocked] its unacked original goes back */
+            cc_warn("Task %s[%s]: retry not published before exit; the original message "
+                    "returns to the queue",
+                    cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+        else
+            cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
+                     cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
         cc_request_free(w.retries[i].r);
     }
     free(w.retries);

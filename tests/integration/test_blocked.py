@@ -47,19 +47,23 @@ def _connections():
     return [line for line in out.splitlines() if line.strip()]
 
 
-def test_memory_alarm_worker_keeps_working(worker_factory, app, capp, rds7):
+@pytest.mark.parametrize("acks_late", [False, True], ids=["early-ack", "acks-late"])
+def test_memory_alarm_worker_keeps_working(worker_factory, app, capp, rds7, acks_late):
+    """Early acks: the retry message is kept in memory. acks_late: the original stays
+    unacked until the retry is published (not requeued: it would run again at once)."""
     queue = unique_queue("blk")
     go = "blk-go-" + queue
     name = "blk-%s@localhost" % queue
     if IMPL == "c":
         w = worker_factory(queue=queue, concurrency=2, name=name, prefetch=1,
-                           extra=["-E", "--broker-heartbeat", "4"])
+                           acks_late=acks_late, extra=["-E", "--broker-heartbeat", "4"])
     else:  # the Python reference with -E and worker heartbeats (AMQP heartbeat 120 s)
         argv = [PY, "-m", "celery", "-A", "pyworker_app", "worker", "--pool", "prefork", "-c",
                 "2", "--without-gossip", "--without-mingle", "-Q", queue, "-n", name, "-l",
                 "info", "-E"]
         w = worker_factory(queue=queue, argv=argv, name=name, impl="python",
-                           env={"PYTHONPATH": str(HERE), "PYW_PREFETCH": "1"})
+                           env={"PYTHONPATH": str(HERE), "PYW_PREFETCH": "1",
+                                "PYW_ACKS_LATE": "1" if acks_late else "0"})
     with Monitor(app) as mon:
         mon.wait(lambda: mon.of(name, "worker-heartbeat") or mon.of(name, "worker-online"),
                  20, "first worker event")
@@ -104,8 +108,16 @@ def test_memory_alarm_worker_keeps_working(worker_factory, app, capp, rds7):
                 w.wait_log(r"retry message waits for the broker to unblock publishing(.|\n)*"
                            r"retry message waits for the broker to unblock publishing",
                            TIMEOUT, "two retries kept")
-            # Stay blocked well past 2 x the AMQP heartbeat (4 s): the connection survives.
-            wait_for(lambda: time.monotonic() - t_alarm > 12, 30, "alarm time")
+            # Stay blocked well past 2 x the AMQP heartbeat (4 s): the connection survives
+            # (once is enough: the acks_late run only checks its retries).
+            if not acks_late:
+                wait_for(lambda: time.monotonic() - t_alarm > 12, 30, "alarm time")
+            else:
+                time.sleep(2)  # a requeued original would have run again by now
+                if IMPL == "c":
+                    log = w.log()
+                    for r in retried:
+                        assert log.count("retry_once[%s] retry:" % r.id) == 1, log[-3000:]
             assert w.proc.poll() is None, w.log()[-3000:]
             rss1 = _rss_kib(w.pid)
             assert rss1 - rss0 < 16 * 1024, (rss0, rss1)
