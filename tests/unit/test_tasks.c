@@ -122,7 +122,7 @@ static void test_tasks_names_unique_and_looked_up(void **state)
     size_t n = cc_task_count();
 
     (void)state;
-    assert_int_equal(n, 46); /* 1 built-in, 14 demo, 29 conformance + 1 qualified alias, 1 it.* */
+    assert_int_equal(n, 47); /* 1 built-in, 14 demo, 29 conformance + 1 qualified alias, 2 it.* */
     for (size_t i = 0; i < n; i++) {
         const struct cc_task_entry *e = cc_task_table[i];
 
