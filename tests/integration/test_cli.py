@@ -110,21 +110,21 @@ def test_call_then_result(pyw):
     assert r.returncode == 0, r.stderr
     tid = r.stdout.strip()
     assert len(tid) == 36
-    r = cc("result", tid, "-t", "%d" % TIMEOUT)
+    r = cc("result", tid, "--timeout", "%d" % TIMEOUT)
     assert (r.returncode, r.stdout) == (0, "5\n"), r.stderr
     # kwargs and a countdown (ETA) go through too; the real `celery result` agrees.
     r = cc("call", "demo.add", "--kwargs", '{"x": 4, "y": 5}', "--countdown", "1",
            "-Q", pyw.queue)
     tid = r.stdout.strip()
-    assert cc("result", tid, "-t", "%d" % TIMEOUT).stdout == "9\n"
+    assert cc("result", tid, "--timeout", "%d" % TIMEOUT).stdout == "9\n"
     assert celery("result", tid).stdout == "9\n"
     # A failing task: non-zero exit, the exception named.
     r = cc("call", "demo.fail", "--args", '["boom"]', "-Q", pyw.queue)
-    r = cc("result", r.stdout.strip(), "-t", "%d" % TIMEOUT)
-    assert r.returncode == 1 and "ValueError" in r.stderr, r
+    r = cc("result", r.stdout.strip(), "--timeout", "%d" % TIMEOUT)
+    assert r.returncode == 1 and r.stderr == "ValueError: boom\n", r
     # Not ready within --timeout.
-    r = cc("result", "00000000-0000-4000-8000-000000000000", "-t", "0.3")
-    assert r.returncode != 0
+    r = cc("result", "00000000-0000-4000-8000-000000000000", "--timeout", "0.3")
+    assert r.returncode == 75
 
 
 def test_no_reply_is_an_error(services):
@@ -273,3 +273,134 @@ def test_events_live_view(worker_factory):
     assert re.search(r"%s\s+ONLINE" % re.escape(w.name), last), last
     assert re.search(r"%s\s+demo\.add\s+SUCCESS" % ok, last), last
     assert re.search(r"%s\s+demo\.fail\s+FAILURE" % bad, last), last
+
+
+# ---- celeryc result vs celery result -------------------------------------------------------
+
+def celery_noapp(*args, timeout=60):
+    """`celery ARGS` without -A, as `celery result` is usually run: no app module imported,
+    so exceptions of app modules are rebuilt as celery.exceptions.<Type> (celeryc has no app
+    either)."""
+    e = _env()
+    e.pop("PYTHONPATH", None)
+    return subprocess.run([PY, "-m", "celery"] + list(args), env=e, capture_output=True,
+                          text=True, timeout=scaled(timeout), cwd="/")
+
+
+def _meta(rds, tid):
+    raw = rds.get("celery-task-meta-" + tid)
+    return json.loads(raw) if raw else None
+
+
+def _same_as_celery(tid, *flags):
+    """`celeryc result` and `celery result` for one ready id: same stdout and exit status;
+    for an exception, celery's stderr (a traceback of the CLI itself) ends with ours, the
+    exception line. Returns ours."""
+    ours = cc("result", tid, *flags)
+    theirs = celery_noapp("result", tid, *flags)
+    assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode), \
+        (flags, ours, theirs)
+    if ours.returncode:
+        assert ours.stderr.count("\n") == 1 and theirs.stderr.endswith(ours.stderr), \
+            (ours.stderr, theirs.stderr)
+    else:
+        assert ours.stderr == "", ours.stderr
+    return ours
+
+
+def test_result_matches_celery(worker_factory, rds):
+    """SUCCESS, FAILURE (builtins and an app exception), REVOKED, RETRY and PENDING, stored
+    by a celeryc worker and by a Python worker: `celeryc result` prints what `celery result`
+    prints, with and without --traceback; --json is the stored meta."""
+    workers = [worker_factory(concurrency=1, impl="c"),
+               worker_factory(concurrency=1, impl="python")]
+    for w in workers:
+        def call(task, args="[]", *extra):
+            r = cc("call", task, "--args", args, "-Q", w.queue, *extra)
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+        ok, none, fail, custom = (call("demo.add", "[2, 3]"), call("demo.noop"),
+                                  call("demo.fail", '["boom"]'),
+                                  call("t.integration.tasks.fail", "[1]"))
+        # RETRY (for 5 s, 3 times): not ready, get() waits (we give up after --timeout); the
+        # traceback is the Retry's.
+        retry = call("t.integration.tasks.retry")
+        wait_for(lambda: (_meta(rds, retry) or {}).get("status") == "RETRY", TIMEOUT,
+                 "the RETRY state")
+        tb = _same_as_celery(retry, "--traceback")
+        assert tb.stdout.endswith(
+            "\ncelery.exceptions.Retry: Retry in 5s: ExpectedException()\n\n"), tb.stdout
+        assert cc("result", retry, "--timeout", "0.3").returncode == 75
+        revoked = call("demo.add", "[1, 1]", "--countdown", "2")
+        r = cc("control", "revoke", revoked, "-d", w.name, "-t", _t())
+        assert r.returncode == 0, r.stderr
+        for tid in (ok, none, fail, custom, revoked):
+            r = cc("result", tid, "--timeout", "%d" % TIMEOUT)
+            assert r.returncode in (0, 1), (w.name, r)
+        want = {ok: ("5\n", ""), none: ("\n", ""), fail: ("", "ValueError: boom\n"),
+                custom: ("", "celery.exceptions.ExpectedException: "
+                             "('Task expected to fail', 1)\n"),
+                revoked: ("", "celery.exceptions.TaskRevokedError: revoked\n")}
+        for tid, (out, err) in want.items():
+            ours = _same_as_celery(tid)
+            assert (ours.stdout, ours.stderr) == (out, err), (w.name, ours)
+            tb = _same_as_celery(tid, "--traceback")
+            stored = _meta(rds, tid)
+            assert tb.stdout == (stored["traceback"] or "") + "\n"
+            # --json: the stored meta; -t/--task is accepted as Celery's (custom backends).
+            j = cc("result", tid, "--json")
+            assert json.loads(j.stdout) == stored and j.returncode == ours.returncode
+            assert cc("result", "-t", "demo.add", tid).stdout == ours.stdout
+    # PENDING (unknown id): get() waits; the traceback is None, an empty line.
+    unknown = "00000000-0000-4000-8000-0000000000aa"
+    assert _same_as_celery(unknown, "--traceback").stdout == "\n"
+    assert json.loads(cc("result", unknown, "--json", "--traceback").stdout) == \
+        {"status": "PENDING", "result": None}
+
+
+C_TB = re.compile(r'Traceback \(most recent call last\):\n'
+                  r'  File "tasks/demo\.c", line [1-9][0-9]*, in demo_fail\n'
+                  r'ValueError: boom\n\Z')
+
+
+def test_c_traceback_is_python_shaped(worker_factory):
+    """A C task's failure: the stored traceback, AsyncResult.traceback, `celery result
+    --traceback` and the task-failed event (`celery events --dump` would show it) all carry
+    the same Python-shaped traceback with the raise site in the C source."""
+    from capp import app
+    w = worker_factory(concurrency=1, impl="c", extra=["-E"])
+    got = []
+
+    def on_event(ev):
+        if ev.get("type") == "task-failed":
+            got.append(ev)
+
+    import threading
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def receive():
+        with app.connection_for_read() as conn:
+            recv = app.events.Receiver(conn, handlers={"*": on_event})
+            ready.set()
+            for _ in recv.itercapture(limit=None, timeout=0.5, wakeup=False):
+                if stop.is_set() or got:
+                    break
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(scaled(10))
+        time.sleep(0.5)  # the receiver's queue is bound
+        res = app.send_task("demo.fail", args=["boom"], queue=w.queue)
+        with pytest.raises(ValueError):
+            res.get(timeout=TIMEOUT)
+        assert C_TB.match(res.traceback), res.traceback
+        assert celery_noapp("result", res.id, "--traceback").stdout == res.traceback + "\n"
+        t.join(scaled(15))
+        assert got and got[0]["uuid"] == res.id, got
+        assert got[0]["traceback"] == res.traceback
+        assert got[0]["exception"] == "ValueError('boom')"
+    finally:
+        stop.set()
+        t.join(scaled(5))
