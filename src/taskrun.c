@@ -1123,6 +1123,21 @@ static int maybe_autoretry(struct taskrun_state *st, const struct cc_task_ctx *c
  * traceback (hard time limit, worker lost, revoked, NotRegistered) are built elsewhere with
  * none, as Celery's. */
 static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_entry *e,
+                            const char *last_line);
+
+char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,
+                        const char *exc_module, const char *exc_type, const json_t *exc_args)
+{
+    const struct taskrun_loc loc = {file, line, func};
+    const struct cc_task_entry e = {.name = task_name != NULL ? task_name : "?"};
+    char *last = cc_pyrepr_exc_line(exc_module, exc_type, exc_args), *tb;
+
+    tb = traceback_text(&loc, &e, last != NULL ? last : str_or(exc_type, "Exception"));
+    free(last);
+    return tb;
+}
+
+static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_entry *e,
                             const char *last_line)
 {
     if (loc->file != NULL)
