@@ -365,42 +365,30 @@ C_TB = re.compile(r'Traceback \(most recent call last\):\n'
 
 def test_c_traceback_is_python_shaped(worker_factory):
     """A C task's failure: the stored traceback, AsyncResult.traceback, `celery result
-    --traceback` and the task-failed event (`celery events --dump` would show it) all carry
-    the same Python-shaped traceback with the raise site in the C source."""
+    --traceback` and the task-failed event (what `celery events` and Flower show) all carry
+    the same Python-shaped traceback with the raise site in the C source. A hard time limit's
+    task-failed event has one too (Celery sends billiard's), while the stored one is None."""
     from capp import app
+    from test_events import Monitor
     w = worker_factory(concurrency=1, impl="c", extra=["-E"])
-    got = []
-
-    def on_event(ev):
-        if ev.get("type") == "task-failed":
-            got.append(ev)
-
-    import threading
-    ready = threading.Event()
-    stop = threading.Event()
-
-    def receive():
-        with app.connection_for_read() as conn:
-            recv = app.events.Receiver(conn, handlers={"*": on_event})
-            ready.set()
-            for _ in recv.itercapture(limit=None, timeout=0.5, wakeup=False):
-                if stop.is_set() or got:
-                    break
-
-    t = threading.Thread(target=receive, daemon=True)
-    t.start()
-    try:
-        assert ready.wait(scaled(10))
-        time.sleep(0.5)  # the receiver's queue is bound
+    with Monitor(app) as mon:
         res = app.send_task("demo.fail", args=["boom"], queue=w.queue)
+        spin = app.send_task("demo.spin", args=[30], queue=w.queue, time_limit=1)
         with pytest.raises(ValueError):
             res.get(timeout=TIMEOUT)
         assert C_TB.match(res.traceback), res.traceback
         assert celery_noapp("result", res.id, "--traceback").stdout == res.traceback + "\n"
-        t.join(scaled(15))
-        assert got and got[0]["uuid"] == res.id, got
-        assert got[0]["traceback"] == res.traceback
-        assert got[0]["exception"] == "ValueError('boom')"
-    finally:
-        stop.set()
-        t.join(scaled(5))
+        with pytest.raises(Exception) as ei:
+            spin.get(timeout=TIMEOUT)
+        assert type(ei.value).__name__ == "TimeLimitExceeded" and spin.traceback is None
+
+        def failed(tid):
+            with mon.lock:
+                return [e for e in mon.events if e.get("uuid") == tid and
+                        e["type"] == "task-failed"]
+        mon.wait(lambda: failed(res.id) and failed(spin.id), scaled(15), "two task-failed")
+        ev = failed(res.id)[0]
+        assert ev["traceback"] == res.traceback and ev["exception"] == "ValueError('boom')"
+        assert failed(spin.id)[0]["traceback"] == (
+            'Traceback (most recent call last):\n  File "<celeryc>", line 0, in demo.spin\n'
+            "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)\n")
