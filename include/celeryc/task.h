@@ -186,6 +186,7 @@ const json_t *cc_task_arg(struct cc_task_ctx *ctx, size_t i);
  *     Traceback (most recent call last):
  *       File "tasks/demo.c", line 120, in demo_fail
  *     ValueError: bad value 3
+ * (For a call spread over several lines, gcc reports its first line, clang its last.)
  * The plain functions (no location) stay exported for binaries built against the old
  * header and for taking their address; their frame names the task:
  *       File "<celeryc>", line 0, in demo.fail */

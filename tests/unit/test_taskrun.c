@@ -380,9 +380,10 @@ static int run_raise_args(struct cc_task_ctx *ctx, const json_t *args, const jso
     (void)args;
     (void)kwargs;
     (void)result;
-    raise_args_line = __LINE__ + 1;
-    return cc_task_raise_args(ctx, current_raise->module, current_raise->type,
-                              current_raise->args != NULL ? parse(current_raise->args) : NULL);
+    json_t *a = current_raise->args != NULL ? parse(current_raise->args) : NULL;
+
+    raise_args_line = __LINE__ + 1; /* one line: compilers differ on multi-line macro calls */
+    return cc_task_raise_args(ctx, current_raise->module, current_raise->type, a);
 }
 
 static void test_taskrun_raise_args_encoding(void **state)
