@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import HERE, PY, TIMEOUT, celeryc_bin, queue_depth, scaled, unique_queue, wait_for
+from conftest import (HERE, PY, TIMEOUT, c_only, celeryc_bin, queue_depth, scaled, unique_queue,
+                      wait_for)
 
 
 def _env():
@@ -363,6 +364,7 @@ C_TB = re.compile(r'Traceback \(most recent call last\):\n'
                   r'ValueError: boom\n\Z')
 
 
+@c_only
 def test_c_traceback_is_python_shaped(worker_factory):
     """A C task's failure: the stored traceback, AsyncResult.traceback, `celery result
     --traceback` and the task-failed event (what `celery events` and Flower show) all carry
