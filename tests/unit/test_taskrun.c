@@ -574,6 +574,8 @@ static void test_taskrun_retry_default_countdown(void **state)
     assert_true(json_is_null(o.exc));
     assert_string_equal(o.exc_repr, "None");
     assert_non_null(strstr(o.traceback, "\ncelery.exceptions.Retry: Retry in 180s\n"));
+    /* The frame is the cc_task_retry() call in this file. */
+    assert_non_null(strstr(o.traceback, "\n  File \"" __FILE__ "\", line "));
     cc_task_outcome_deinit(&o);
 
     e.default_retry_delay_s = 1;
