@@ -376,6 +376,7 @@ def test_c_traceback_is_python_shaped(worker_factory):
     with Monitor(app) as mon:
         res = app.send_task("demo.fail", args=["boom"], queue=w.queue)
         spin = app.send_task("demo.spin", args=[30], queue=w.queue, time_limit=1)
+        big = app.send_task("demo.fail", args=["x" * 5000], queue=w.queue)
         with pytest.raises(ValueError):
             res.get(timeout=TIMEOUT)
         assert C_TB.match(res.traceback), res.traceback
@@ -388,7 +389,13 @@ def test_c_traceback_is_python_shaped(worker_factory):
             with mon.lock:
                 return [e for e in mon.events if e.get("uuid") == tid and
                         e["type"] == "task-failed"]
-        mon.wait(lambda: failed(res.id) and failed(spin.id), scaled(15), "two task-failed")
+        mon.wait(lambda: failed(res.id) and failed(spin.id) and failed(big.id), scaled(15),
+                 "three task-failed")
+        # Too long for the event (the stored one is whole): cut, still Python-shaped.
+        tb = failed(big.id)[0]["traceback"]
+        assert tb.startswith("Traceback (most recent call last):\n  File \"tasks/demo.c\"")
+        assert "\nValueError: xxx" in tb and tb.endswith("xxx...\n") and len(tb) < 4000, tb
+        assert big.traceback.endswith("x" * 5000 + "\n")
         ev = failed(res.id)[0]
         assert ev["traceback"] == res.traceback and ev["exception"] == "ValueError('boom')"
         assert failed(spin.id)[0]["traceback"] == (
