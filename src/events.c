@@ -39,6 +39,8 @@
 #include "celeryc/version.h"
 #include "event.h"
 #include "log.h"
+#include "pyrepr.h"
+#include "taskrun.h"
 #include "util.h"
 
 static struct cc_events *events_current;
@@ -501,6 +503,25 @@ void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, con
     events_add(ev, json, len);
 }
 
+void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
+                               const char *exc_module, const char *exc_type, const json_t *exc_args)
+{
+    struct cc_event_head h;
+    size_t len = 0;
+    char *repr, *tb, *json;
+
+    if (!ev->is_task_on)
+        return;
+    repr = cc_pyrepr_exc(exc_type, exc_args);
+    tb = cc_task_traceback(cc_request_name(r), NULL, 0, NULL, exc_module, exc_type, exc_args);
+    h = events_head(ev);
+    json = cc_event_task_failed(&h, "task-failed", r->msg.id, repr != NULL ? repr : "Exception()",
+                                tb, &len);
+    events_add(ev, json, len);
+    free(repr);
+    free(tb);
+}
+
 void cc_events_task_rejected(struct cc_events *ev, const struct cc_request *r, bool requeue)
 {
     struct cc_event_head h;
@@ -558,14 +579,13 @@ void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
                                     second, &len);
         break;
     case CC_POOL_TIME_LIMIT: {
-        char exc[64];
+        /* billiard.exceptions.TimeLimitExceeded(limit), with the traceback Celery sends
+         * (billiard's on_hard_timeout frame; ours names the task). */
+        json_t *args = rep->is_limit_int ? json_pack("[I]", (json_int_t)rep->time_limit_s)
+                                         : json_pack("[f]", rep->time_limit_s);
 
-        /* billiard.exceptions.TimeLimitExceeded(limit), as Celery's on_failure repr. */
-        if (rep->is_limit_int)
-            snprintf(exc, sizeof(exc), "TimeLimitExceeded(%lld)", (long long)rep->time_limit_s);
-        else
-            snprintf(exc, sizeof(exc), "TimeLimitExceeded(%g)", rep->time_limit_s);
-        cc_events_task_failed(ev, r, exc);
+        cc_events_task_failed_exc(ev, r, "billiard.exceptions", "TimeLimitExceeded", args);
+        json_decref(args);
         return;
     }
     default:

@@ -97,8 +97,14 @@ void cc_events_task_started(struct cc_events *ev, const struct cc_request *r);
 /* From a pool report: task-succeeded / -failed / -retried / -rejected. */
 void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
                            const struct cc_pool_report *rep);
-/* task-failed with an exception repr made by the master (WorkerLostError, ...). */
+/* task-failed with an exception repr made by the master, and no traceback. */
 void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, const char *exc_repr);
+/* [tracebacks] task-failed for an exception the master raised on the task's behalf (hard
+ * time limit, WorkerLostError): exception = repr of exc_type(*exc_args), traceback = the
+ * Python-shaped one (cc_task_traceback), as Celery sends billiard's. `exc_args` borrowed. */
+void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
+                               const char *exc_module, const char *exc_type,
+                               const json_t *exc_args);
 void cc_events_task_rejected(struct cc_events *ev, const struct cc_request *r, bool requeue);
 void cc_events_task_revoked(struct cc_events *ev, const struct cc_request *r, bool terminated,
                             int signum, bool expired);

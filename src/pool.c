@@ -358,14 +358,34 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     }
 }
 
+/* Copy at most `keep` bytes of s (length len) to dst, NUL-terminated; when s is longer, cut
+ * at a UTF-8 boundary and end with `tail`. Returns the bytes written (without the NUL). */
+static size_t pool_put_cut(char *dst, const char *s, size_t len, size_t keep, const char *tail)
+{
+    size_t tl = strlen(tail), k;
+
+    if (len <= keep) {
+        memcpy(dst, s, len);
+        dst[len] = '\0';
+        return len;
+    }
+    k = keep > tl ? keep - tl : 0;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    memcpy(dst, s, k);
+    memcpy(dst + k, tail, tl + 1);
+    return k + tl;
+}
+
 /* [events] "repr\0traceback\0" for task-succeeded / task-failed / task-retried. The result
- * repr is saferepr(retval, 1024) as Celery's trace sends it; a traceback longer than what
- * is left is cut (Celery sends it whole; the report must stay below PIPE_BUF). */
+ * repr is saferepr(retval, 1024) as Celery's trace sends it. Celery sends the exception repr
+ * and the traceback whole; the report must stay below PIPE_BUF, so they are cut to fit. */
 static void pool_event_text(const struct cc_task_outcome *out, struct cc_pool_report *rep)
 {
-    size_t cap = sizeof(rep->ev_text), n = 0;
+    const size_t budget = sizeof(rep->ev_text) - 2; /* two NULs */
     char *repr = NULL;
     const char *first = NULL, *second = "";
+    size_t len1, len2, keep1, n;
 
     if (out->status == CC_OK) {
         repr = cc_pyrepr(out->result ? out->result : json_null(), 0, 1024);
@@ -376,12 +396,21 @@ static void pool_event_text(const struct cc_task_outcome *out, struct cc_pool_re
     } else {
         return;
     }
-    n = snprintf(rep->ev_text, cap - 1, "%s", first ? first : "None") + 1;
-    if (n > cap - 2)
-        n = cap - 2;
-    rep->ev_text[n - 1] = '\0';
-    snprintf(rep->ev_text + n, cap - n, "%s", second);
-    n += strlen(rep->ev_text + n) + 1;
+    if (first == NULL)
+        first = "None";
+    /* [tracebacks] when both do not fit, each keeps at least half: the repr is cut with
+     * "...", the traceback with "...\n", so it keeps its frames and a Python-shaped last
+     * line. */
+    len1 = strlen(first);
+    len2 = strlen(second);
+    keep1 = len1;
+    if (len1 + len2 > budget) {
+        keep1 = budget - (len2 < budget / 2 ? len2 : budget / 2);
+        if (keep1 > len1)
+            keep1 = len1;
+    }
+    n = pool_put_cut(rep->ev_text, first, len1, keep1, "...") + 1;
+    n += pool_put_cut(rep->ev_text + n, second, len2, budget - (n - 1), "...\n") + 1;
     rep->ev_len = (uint16_t)n;
     free(repr);
 }

@@ -924,11 +924,11 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
-    if (cc_events_task_on(&w->ev)) { /* [events] */
-        char exc[200];
+    if (cc_events_task_on(&w->ev)) { /* [events] [tracebacks] repr and Python-shaped traceback */
+        json_t *exc_args = json_pack("[s]", msg);
 
-        snprintf(exc, sizeof(exc), "WorkerLostError('%s')", msg);
-        cc_events_task_failed(&w->ev, r, exc);
+        cc_events_task_failed_exc(&w->ev, r, "billiard.exceptions", "WorkerLostError", exc_args);
+        json_decref(exc_args);
     }
     if (r->acks_late &&
         !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
