@@ -26,14 +26,18 @@
 
 /* Who is publishing, and how new messages are routed. All strings borrowed. */
 struct cc_canvas_ctx {
-    const char *parent_id;     /* the task publishing (its id becomes parent_id), or NULL */
-    const char *root_id;       /* its root_id (NULL: parent_id, else the new task's own id) */
-    const char *origin;        /* header "origin", e.g. "gen1234@host" */
-    const char *reply_to;      /* default reply_to property when the options carry none */
-    const char *default_queue; /* task_default_queue, "celery" */
-    int priority;              /* -1: none (Celery: inherit only with inherit_parent_priority) */
-    int64_t now_us;            /* for countdown -> eta and expires -> expiration */
-    /* A fresh uuid4 ("xxxxxxxx-xxxx-4xxx-...") for a task or group without options.task_id. */
+    const char *parent_id; /* the task publishing (its id becomes parent_id), or NULL (a client) */
+    const char *root_id;   /* its root_id (NULL: parent_id; both NULL: the new task's own id) */
+    const char *origin;    /* header "origin", e.g. "gen1234@host" */
+    const char *reply_to;  /* app.thread_oid: reply_to of tasks/options without one ("" if NULL) */
+    const char *default_queue; /* task_default_queue ("celery" if NULL): routing without queue */
+    /* -1: none. >= 0: the running task's delivery priority, set only with
+     * task_inherit_parent_priority: on_success passes it as priority= (trace.py's
+     * task_priority), and cc_canvas_apply's tasks inherit it (send_task's setdefault). */
+    int priority;
+    int64_t now_us; /* for countdown -> eta and expires -> expiration */
+    /* A fresh uuid4 ("xxxxxxxx-xxxx-4xxx-...") for a task or group without options.task_id.
+     * Called in the order Celery calls uuid() (tests replay captured ids in that order). */
     void (*new_id)(char out[37], void *arg);
     void *new_id_arg;
 };
@@ -41,8 +45,11 @@ struct cc_canvas_ctx {
 enum cc_canvas_step_kind {
     CC_CANVAS_PUBLISH,    /* publish msg to exchange/routing_key */
     CC_CANVAS_CHORD_SIZE, /* Redis backend: SETEX celery-taskset-meta-<group_id>.s <chord_size>
-                           * (Celery's set_chord_size, just before the last header member) */
-    CC_CANVAS_SAVE_GROUP, /* GroupResult.save(): celery-taskset-meta-<group_id> = group_result */
+                           * (Celery's set_chord_size, just before the last header member;
+                           * other backends: no-op, as Celery's base backend) */
+    CC_CANVAS_SAVE_GROUP, /* Redis apply_chord when a header member's result is a group:
+                           * GroupResult.save(), i.e. SETEX celery-taskset-meta-<group_id>
+                           * <result_expires> {"result": group_result} (before the header) */
 };
 
 struct cc_canvas_step {
@@ -56,7 +63,7 @@ struct cc_canvas_step {
     /* CC_CANVAS_CHORD_SIZE / CC_CANVAS_SAVE_GROUP */
     char *group_id;       /* owned */
     long chord_size;      /* CHORD_SIZE */
-    json_t *group_result; /* SAVE_GROUP: owned, the GroupResult tuple as Celery saves it */
+    json_t *group_result; /* SAVE_GROUP: owned, GroupResult.as_tuple() */
 };
 
 struct cc_canvas_plan {
@@ -72,22 +79,31 @@ void cc_canvas_plan_init(struct cc_canvas_plan *p);
 void cc_canvas_plan_deinit(struct cc_canvas_plan *p);
 
 /* Apply one signature dict (task, chain, group or chord, possibly nested) as
- * `Signature.apply_async(args=prepend, **extra)` does, appending its steps to `plan` and its
- * result tuple to plan->children. `prepend` (array, may be NULL) is put before the
- * signature's own args unless it is immutable (for groups and chords: to every header
- * member). `extra` (object, may be NULL) holds apply_async options that override the
- * signature's: "chain" (remaining embedded chain), "parent_id", "root_id", "group_id",
- * "group_index", "chord", "priority". Unknown option keys (stamping, newer clients) are
- * carried through into the message. Returns CC_OK, CC_EINVAL (not a signature: err says why),
- * CC_ENOMEM. On error the plan may hold earlier steps: the caller discards it. */
+ * `Signature.apply_async(args=prepend, **extra)` does in the task that builds it (Python code
+ * in a task: its args are tuples, so argsrepr is "(2, 2)"), appending its steps to `plan` and
+ * its result tuple to plan->children (as send_task / group.apply_async add_trail). `prepend`
+ * (array, may be NULL) is put before the signature's own args unless it is immutable (for
+ * groups and chords: every header member). `extra` (object, may be NULL) holds apply_async
+ * options that override the signature's ("task_id", "queue", "countdown", "parent_id",
+ * "root_id", "chain", "add_to_parent": false, ...). Unknown option keys are kept in every
+ * signature embedded in a message (embed.chain, embed.chord, link, link_error); on the
+ * message itself they are dropped as Celery 5.2 drops them, except "headers" (merged into
+ * the header table) and Celery >= 5.3 stamping ("stamped_headers" + the stamp options ->
+ * headers stamped_headers / stamps). Several calls may share one plan (steps and children
+ * accumulate). Returns CC_OK, CC_EINVAL (malformed signature or option type: err says why;
+ * also xmap/xstarmap/chunks, which are not modelled), CC_ENOMEM. On error the plan may hold
+ * earlier steps: the caller discards it. */
 int cc_canvas_apply(struct cc_canvas_plan *plan, const json_t *sig, const json_t *prepend,
                     const json_t *extra, const struct cc_canvas_ctx *ctx,
                     struct cc_err *err) CC_MUST_USE;
 
 /* After a task succeeded with `retval` (trace.py): each `callbacks` signature applied with
- * (retval,) (several: as a group, as Celery does), then the last element of `chain` popped
- * and applied with (retval,) and chain=<the rest> ([] not null). `embed` is the message's
- * embed object (callbacks/errbacks/chain/chord; NULL = {}). */
+ * (retval,) (several: the groups among them one by one, the rest as one new group, as Celery
+ * does), then the last element of `chain` popped and applied with (retval,) and
+ * chain=<the rest> ([] not null); parent_id = ctx->parent_id, root_id = ctx->root_id,
+ * priority = ctx->priority. `embed` is the message's embed object (callbacks/errbacks/chain/
+ * chord; NULL = {}); `chord` is ignored here (src/chord.c). plan->children is what Celery
+ * stores as the result's "children" (call this before storing the result). */
 int cc_canvas_on_success(struct cc_canvas_plan *plan, const json_t *embed, const json_t *retval,
                          const struct cc_canvas_ctx *ctx, struct cc_err *err) CC_MUST_USE;
 
@@ -98,9 +114,16 @@ int cc_canvas_on_failure(struct cc_canvas_plan *plan, const json_t *errbacks, co
                          const struct cc_canvas_ctx *ctx, struct cc_err *err) CC_MUST_USE;
 
 /* The chord body fired with the ordered header results (`results`: JSON array), as the
- * Redis backend's on_chord_part_return and celery.chord_unlock do: body applied with
- * ([results],), its id from body.options.task_id. */
+ * Redis backend's on_chord_part_return and celery.chord_unlock do (`callback.delay(results)`):
+ * body applied with ([results],), its id from body.options.task_id, parent_id = ctx->parent_id
+ * (the member that completed the chord, or chord_unlock's id). A body that is a chain or group
+ * is applied as such. */
 int cc_canvas_chord_body(struct cc_canvas_plan *plan, const json_t *body, const json_t *results,
                          const struct cc_canvas_ctx *ctx, struct cc_err *err) CC_MUST_USE;
+
+/* Celery's chord._descend / __length_hint__: how many completions a header member counts
+ * for (a task 1, a group the sum of its members, a chain its last non-empty step, a chord
+ * its body). The CC_CANVAS_CHORD_SIZE step carries the sum over the header. */
+long cc_canvas_chord_size(const json_t *sig);
 
 #endif
