@@ -69,12 +69,19 @@ static void backend_sleep_ms(int64_t ms)
 /* One store with retries. Retry n (0-based) waits min(interval_start + n * interval_step,
  * interval_max) = 0 s, 1 s, 1 s, ... as kombu's retry_over_time does with Celery's policy;
  * each attempt reconnects (the implementation drops a connection that failed). */
-static int backend_store_retrying(struct cc_backend *b, const char *task_id, const char *meta,
-                                  size_t len, struct cc_err *err)
+static int backend_attempt(struct cc_backend *b, bool is_key, const char *id, const char *meta,
+                           size_t len, struct cc_err *err)
+{
+    return is_key ? b->ops->set(b, id, meta, len, err) : b->ops->store(b, id, meta, len, err);
+}
+
+/* `id` is a task id (ops->store), or a whole key when is_key (ops->set, [canvas]). */
+static int backend_store_retrying(struct cc_backend *b, bool is_key, const char *task_id,
+                                  const char *meta, size_t len, struct cc_err *err)
 {
     int max_retries = b->is_patient ? CC_BACKEND_RETRY_MAX : 1;
     int64_t deadline_us = cc_mono_us() + (int64_t)CC_BACKEND_RETRY_BUDGET_MS * 1000;
-    int rc = b->ops->store(b, task_id, meta, len, err);
+    int rc = backend_attempt(b, is_key, task_id, meta, len, err);
 
     for (int n = 0; rc == CC_EBACKEND && n < max_retries; n++) {
         int64_t wait_ms = n == 0 ? 0 : 1000;
@@ -90,7 +97,7 @@ static int backend_store_retrying(struct cc_backend *b, const char *task_id, con
         if (b->is_patient && cc_mono_us() + wait_ms * 1000 > deadline_us)
             break;
         backend_sleep_ms(wait_ms);
-        rc = b->ops->store(b, task_id, meta, len, err);
+        rc = backend_attempt(b, is_key, task_id, meta, len, err);
     }
     if (rc == CC_OK && b->is_failing) {
         cc_warn("result backend: stores succeed again");
@@ -109,9 +116,17 @@ int cc_backend_store(struct cc_backend *b, const struct cc_result *r, struct cc_
         return CC_OK;
     rc = cc_result_encode(r, &meta, &len, err);
     if (rc == CC_OK)
-        rc = backend_store_retrying(b, r->task_id, meta, len, err);
+        rc = backend_store_retrying(b, false, r->task_id, meta, len, err);
     free(meta);
     return rc;
+}
+
+int cc_backend_set(struct cc_backend *b, const char *key, const char *value, size_t len,
+                   struct cc_err *err)
+{
+    if (b->is_none || b->ops->set == NULL)
+        return CC_OK;
+    return backend_store_retrying(b, true, key, value, len, err);
 }
 
 static bool backend_is_ready(const char *status)

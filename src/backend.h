@@ -16,6 +16,7 @@
 #include "celeryc/status.h"
 #include "celeryc/task.h"
 #include "config.h"
+#include "redis.h"
 #include "result.h"
 
 struct cc_backend;
@@ -27,6 +28,12 @@ struct cc_backend_ops {
      * cc_backend_store's. Returns CC_OK or CC_EBACKEND (detail in err). */
     int (*store)(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
                  struct cc_err *err);
+    /* [canvas] Celery's KeyValueStoreBackend.set(key, value): the same MULTI / SETEX (SET
+     * when result_expires is 0) / PUBLISH / EXEC as a result, under a key given whole
+     * (celery-taskset-meta-<gid>, ...<gid>.s). One attempt, like store. NULL: the backend
+     * has no key-value store (none), and cc_backend_set is a no-op. */
+    int (*set)(struct cc_backend *b, const char *key, const char *value, size_t len,
+               struct cc_err *err);
     /* Drop (without any I/O on it) a connection inherited through fork(). */
     void (*after_fork)(struct cc_backend *b);
     void (*destroy)(struct cc_backend *b);
@@ -73,6 +80,13 @@ void cc_backend_free(struct cc_backend *b);
 int cc_backend_store(struct cc_backend *b, const struct cc_result *r,
                      struct cc_err *err) CC_MUST_USE;
 
+/* [canvas] Write `value` (len bytes) under `key` as Celery's backend.set() does (see the
+ * ops' set), retrying like cc_backend_store. No-op (CC_OK) for the none backend. Used by the
+ * executor's outbox for a chord's size (set_chord_size) and a saved GroupResult. Returns
+ * CC_OK, CC_EBACKEND, CC_EINVAL. */
+int cc_backend_set(struct cc_backend *b, const char *key, const char *value, size_t len,
+                   struct cc_err *err) CC_MUST_USE;
+
 /* One state of a request, filled the way Celery's backend does (§3.2): group_id/parent_id
  * iff the request has them, date_done now for ready states and null otherwise, the extended
  * fields when cfg->result_extended. `result` and `traceback` may be NULL; `children` may be
@@ -94,6 +108,11 @@ int cc_backend_store_exc(struct cc_backend *b, const struct cc_config *cfg,
 int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend **out,
                          struct cc_err *err) CC_MUST_USE;
 struct cc_backend *cc_backend_none_new(void);
+
+/* [canvas-chord] A general-purpose Redis client on the backend's URL (src/redis.h), for
+ * chord keys (src/chord.c): opened lazily, owned by the backend, dropped in a forked child
+ * by redis.c's atfork handler. NULL when the backend is not Redis. */
+struct cc_redis *cc_backend_redis_client(struct cc_backend *b);
 
 /* "celery-task-meta-<id>" into buf (size bytes); returns the length, or -1 if too small.
  * Pure (unit-tested). */

@@ -43,6 +43,8 @@ struct redis_backend {
     struct cc_redis_tls *tls; /* rediss:// */
     char *cmd;                /* reused RESP buffer for the store pipeline */
     size_t cmd_cap;
+    struct cc_redis *kv; /* [canvas-chord] cc_backend_redis_client, NULL until asked */
+    char *url_text;      /* [canvas-chord] the URL, for kv */
 };
 
 int cc_backend_redis_key(const char *task_id, char *buf, size_t size)
@@ -257,6 +259,20 @@ static int redis_store(struct cc_backend *b, const char *task_id, const char *me
     return redis_write(rb, key, (size_t)key_len, meta, len, err);
 }
 
+/* [canvas] backend.set(key, value): the same pipeline as a result, under `key` as given. */
+static int redis_set(struct cc_backend *b, const char *key, const char *value, size_t len,
+                     struct cc_err *err)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+    bool is_cert_error;
+    int rc;
+
+    if (rb->ctx == NULL && rb->tls == NULL &&
+        (rc = redis_connect(rb, &is_cert_error, err)) != CC_OK)
+        return rc;
+    return redis_write(rb, key, strlen(key), value, len, err);
+}
+
 static void redis_after_fork(struct cc_backend *b)
 {
     struct redis_backend *rb = (struct redis_backend *)b;
@@ -273,6 +289,8 @@ static void redis_destroy(struct cc_backend *b)
     if (rb == NULL)
         return;
     redis_drop(rb);
+    cc_redis_free(rb->kv);
+    free(rb->url_text);
     cc_url_redis_deinit(&rb->url);
     free(rb->cmd);
     free(rb);
@@ -281,6 +299,7 @@ static void redis_destroy(struct cc_backend *b)
 static const struct cc_backend_ops redis_ops = {
     .name = "redis",
     .store = redis_store,
+    .set = redis_set,
     .after_fork = redis_after_fork,
     .destroy = redis_destroy,
 };
@@ -301,6 +320,7 @@ int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend *
         free(rb);
         return rc;
     }
+    rb->url_text = cc_xstrdup(url);
     if (rb->url.tls && rb->url.ssl_cert_reqs == CC_REDIS_SSL_NONE)
         cc_warn("rediss: ssl_cert_reqs is none: the Redis server's certificate is not checked");
     /* Try now so a wrong address shows up in the start-up log; stores reconnect anyway. A
@@ -314,4 +334,19 @@ int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend *
     }
     *out = &rb->base;
     return CC_OK;
+}
+
+/* [canvas-chord] */
+#define REDIS_KV_TIMEOUT_MS 5000
+
+struct cc_redis *cc_backend_redis_client(struct cc_backend *b)
+{
+    struct redis_backend *rb = (struct redis_backend *)b;
+    struct cc_err err = {0};
+
+    if (b == NULL || b->ops != &redis_ops)
+        return NULL;
+    if (rb->kv == NULL && cc_redis_open(rb->url_text, REDIS_KV_TIMEOUT_MS, &rb->kv, &err) != CC_OK)
+        cc_error("result backend: %s", err.msg);
+    return rb->kv;
 }

@@ -193,6 +193,17 @@ static const struct cfg_opt cfg_options[] = {
     {"result_expires", CFG_INT64, CFG_OFF(result_expires_s), "86400", NULL, 0,
      "--result-expires", "SECONDS", 0, 315360000, NULL, CFG_W, true,
      "Seconds until stored results expire; 0 means never."},
+    /* [canvas-chord] Celery: result_backend_transport_options={"result_chord_ordered": ...} */
+    {"result_chord_ordered", CFG_BOOL, CFG_OFF(result_chord_ordered), "true", NULL, 0,
+     "--result-chord-ordered", NULL, 0, 0, NULL, CFG_W, true,
+     "Redis chord join keeps members in a sorted set by group_index (Celery's default); "
+     "false: a list in completion order (RPUSH), as Celery's transport option "
+     "result_chord_ordered=False. Every worker of the fleet must agree."},
+    /* [canvas-exec] Celery's task_inherit_parent_priority */
+    {"task_inherit_parent_priority", CFG_BOOL, CFG_OFF(inherit_parent_priority), "false", NULL, 0,
+     "--inherit-parent-priority", NULL, 0, 0, NULL, CFG_W, true,
+     "Messages a task publishes (callbacks, chain steps, cc_task_send) take its delivery "
+     "priority unless they set their own, as Celery's task_inherit_parent_priority."},
     {"task_store_errors_even_if_ignored", CFG_BOOL, CFG_OFF(store_errors_even_if_ignored),
      "false", NULL, 0, "--store-errors-even-if-ignored", NULL, 0, 0, NULL, CFG_W, true,
      "Store errors of tasks whose results are ignored."},

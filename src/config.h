@@ -72,6 +72,8 @@ struct cc_config {
     bool send_task_events;             /* [events] worker_send_task_events, -E; default false */
     double event_heartbeat_s;          /* [events] --heartbeat-interval; default 2.0 */
     int64_t result_expires_s;          /* result_expires; default 86400; 0 = never */
+    bool result_chord_ordered;         /* [canvas-chord] Redis chord members: ZSET (true) or list */
+    bool inherit_parent_priority;      /* [canvas-exec] task_inherit_parent_priority; false */
     bool store_errors_even_if_ignored; /* task_store_errors_even_if_ignored; default false */
 
     /* Pools and time limits (issue #3). */

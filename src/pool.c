@@ -63,6 +63,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "canvas.h"
+#include "chord.h"
 #include "log.h"
 #include "pool.h"
 #include "pyrepr.h"
@@ -93,7 +95,8 @@ enum {
 #define JOB_F_REDELIVERED   0x1u
 #define JOB_F_IGNORE_RESULT 0x2u
 #define JOB_F_TRACK_STARTED 0x4u
-#define JOB_F_EVENT_TEXT    0x8u /* [events] put the result / exception text in the report */
+#define JOB_F_EVENT_TEXT    0x8u  /* [events] put the result / exception text in the report */
+#define JOB_F_ACKS_LATE     0x10u /* [canvas] unacked until the report: a failed publish requeues */
 #define JOB_ABSENT          UINT32_MAX
 /* Largest job record a child accepts (a larger length means a corrupt header). It follows
  * from the largest message the config accepts: the record re-dumps the body's JSON with
@@ -159,9 +162,10 @@ static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t
     h.retries = m->retries;
     h.protocol = m->protocol;
     h.priority = m->priority;
-    h.flags =
-        (r->redelivered ? JOB_F_REDELIVERED : 0) | (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
-        (r->track_started ? JOB_F_TRACK_STARTED : 0) | (p->is_event_text ? JOB_F_EVENT_TEXT : 0);
+    h.flags = (r->redelivered ? JOB_F_REDELIVERED : 0) |
+              (r->ignore_result ? JOB_F_IGNORE_RESULT : 0) |
+              (r->track_started ? JOB_F_TRACK_STARTED : 0) |
+              (p->is_event_text ? JOB_F_EVENT_TEXT : 0) | (r->acks_late ? JOB_F_ACKS_LATE : 0);
     h.time_limit_s = m->time_limit_s;
     h.soft_time_limit_s = m->soft_time_limit_s;
     for (int i = 0; i < JOB_NSTR; i++) {
@@ -212,6 +216,8 @@ struct pool_child_state {
     bool is_thread;
     char *buf;
     size_t cap;
+    struct cc_outbox **obp;   /* [canvas] where the executor's outbox lives (lazily opened) */
+    struct cc_outbox *own_ob; /* prefork child / thread: its own; solo: p->solo_ob */
 };
 
 /* Prefork child and solo master: SIGUSR1 at the soft time limit sets this (billiard's
@@ -281,6 +287,408 @@ static void pool_float_repr(double v, char *buf, size_t size)
         strcat(buf, ".0");
 }
 
+/* ---- [canvas] Continuations: callbacks, chain, errbacks, chord parts ------------------- */
+
+/* The executor's outbox, opened lazily (most tasks publish nothing). */
+static struct cc_outbox *pool_outbox(struct pool_child_state *cs)
+{
+    if (*cs->obp == NULL) {
+        *cs->obp = cc_xcalloc(1, sizeof(**cs->obp));
+        cc_outbox_init(*cs->obp, cs->p->o.cfg);
+    }
+    return *cs->obp;
+}
+
+static void pool_outbox_free(struct cc_outbox **obp)
+{
+    if (*obp == NULL)
+        return;
+    cc_outbox_close(*obp);
+    free(*obp);
+    *obp = NULL;
+}
+
+static bool pool_json_nonempty(const json_t *embed, const char *key)
+{
+    const json_t *v = embed != NULL ? json_object_get(embed, key) : NULL;
+
+    return v != NULL && json_is_array(v) && json_array_size(v) > 0;
+}
+
+/* Carry out `plan` for `req`. Returns CC_OK or the outbox error (err filled). */
+static int pool_run_plan(struct pool_child_state *cs, const struct cc_canvas_plan *plan,
+                         struct cc_err *err)
+{
+    if (plan->n == 0)
+        return CC_OK;
+    return cc_outbox_run(pool_outbox(cs), cs->be, plan, err);
+}
+
+/* A chord member finished: Celery's on_chord_part_return (after the member's own result is
+ * stored); when it completed the chord, fire what cc_chord_part_return planned (the body, or
+ * the body's errbacks) and then release the chord's keys. A Redis failure counts as a failed
+ * store, a publish failure as a failed publish: the master requeues an acks_late member,
+ * whose re-run completes the chord again (chord.h). */
+static void pool_chord_part(struct pool_child_state *cs, const struct cc_task_request *req,
+                            const char *state, const json_t *result, struct cc_pool_report *rep)
+{
+    const char *name = req->shadow ? req->shadow : req->task;
+    struct cc_canvas_plan plan;
+    struct cc_canvas_ctx cctx;
+    struct cc_err err = {0};
+    char *done = NULL;
+    int rc;
+
+    if (req->group == NULL || req->embed == NULL || json_object_get(req->embed, "chord") == NULL ||
+        json_is_null(json_object_get(req->embed, "chord")))
+        return;
+    cc_canvas_plan_init(&plan);
+    cc_outbox_ctx(pool_outbox(cs), req, &cctx);
+    rc = cc_chord_part_return(cs->be, cs->p->o.cfg, req, state, result, &cctx, &plan, &done, &err);
+    if (rc != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: chord part not recorded: %s", name, req->id, err.msg);
+    } else if (done != NULL) {
+        rc = pool_run_plan(cs, &plan, &err);
+        if (rc != CC_OK) {
+            rep->publish_failed = 1;
+            cc_error("Task %s[%s]: could not fire the chord body of group %s: %s", name, req->id,
+                     done, err.msg);
+        } else if (cc_chord_done(cs->be, done, &err) != CC_OK) {
+            cc_warn("Task %s[%s]: chord %s: keys not deleted (they expire): %s", name, req->id,
+                    done, err.msg);
+        }
+    }
+    free(done);
+    cc_canvas_plan_deinit(&plan);
+}
+
+/* Celery's arity_greater(errback.type.__header__, 1): the errback takes *args or more than
+ * one positional parameter ("self" of a bound task not counted). An entry without a
+ * signature sees raw arguments and is treated as old-style (published with the task id). */
+static bool pool_errback_is_new_style(const struct cc_task_entry *e)
+{
+    const char *p = e->signature;
+    int n = 0;
+    bool is_first = true;
+
+    if (p == NULL)
+        return false;
+    while (*p != '\0') {
+        const char *end = p;
+        int depth = 0;
+        char quote = 0;
+
+        /* One parameter up to a top-level comma (defaults may hold commas in literals). */
+        while (*end != '\0' && (quote || depth > 0 || *end != ',')) {
+            if (quote) {
+                if (*end == '\\' && end[1] != '\0')
+                    end++;
+                else if (*end == quote)
+                    quote = 0;
+            } else if (*end == '"' || *end == '\'') {
+                quote = *end;
+            } else if (*end == '[' || *end == '{' || *end == '(') {
+                depth++;
+            } else if (*end == ']' || *end == '}' || *end == ')') {
+                depth--;
+            }
+            end++;
+        }
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p < end) {
+            if (p[0] == '*' && p[1] == '*')
+                break; /* **kwargs: nothing positional after it */
+            if (p[0] == '*') {
+                if (end - p > 1 && p[1] != ' ' && p[1] != ',')
+                    return true; /* *args: argspec.varargs */
+                break;           /* bare '*': keyword-only parameters follow */
+            }
+            if (!(is_first && end - p >= 4 && strncmp(p, "self", 4) == 0 &&
+                  (end - p == 4 || p[4] == ' ' || p[4] == '=')))
+                n++;
+            is_first = false;
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n > 1;
+}
+
+/* The failed task's request as the errback's first argument: what Celery's Context holds
+ * (the message headers, the body's embed, delivery_info and the request fields). */
+static json_t *pool_request_dict(const struct cc_task_request *req, const json_t *args,
+                                 const json_t *kwargs)
+{
+    json_t *d = json_is_object(req->headers) ? json_deep_copy(req->headers) : json_object();
+    const char *embed_keys[] = {"callbacks", "errbacks", "chain", "chord"};
+
+#define PUT_STR(k, v) json_object_set_new(d, (k), (v) != NULL ? json_string(v) : json_null())
+    PUT_STR("id", req->id);
+    PUT_STR("task", req->task);
+    PUT_STR("root_id", req->root_id);
+    PUT_STR("parent_id", req->parent_id);
+    PUT_STR("group", req->group);
+    PUT_STR("eta", req->eta);
+    PUT_STR("expires", req->expires);
+    PUT_STR("hostname", req->hostname);
+    PUT_STR("origin", req->origin);
+    PUT_STR("reply_to", req->reply_to);
+    PUT_STR("correlation_id", req->correlation_id);
+#undef PUT_STR
+    json_object_set_new(d, "group_index",
+                        req->group_index >= 0 ? json_integer(req->group_index) : json_null());
+    json_object_set_new(d, "retries", json_integer(req->retries));
+    json_object_set_new(d, "args", args != NULL ? json_deep_copy(args) : json_array());
+    json_object_set_new(d, "kwargs", kwargs != NULL ? json_deep_copy(kwargs) : json_object());
+    json_object_set_new(d, "is_eager", json_false());
+    json_object_set_new(d, "delivery_info",
+                        json_pack("{s:s?,s:s?,s:o,s:b}", "exchange", req->delivery_info.exchange,
+                                  "routing_key", req->delivery_info.routing_key, "priority",
+                                  req->delivery_info.priority >= 0
+                                      ? json_integer(req->delivery_info.priority)
+                                      : json_null(),
+                                  "redelivered", req->delivery_info.redelivered));
+    for (size_t i = 0; i < CC_ARRAY_LEN(embed_keys); i++) {
+        const json_t *v = req->embed != NULL ? json_object_get(req->embed, embed_keys[i]) : NULL;
+
+        json_object_set_new(d, embed_keys[i], v != NULL ? json_deep_copy(v) : json_null());
+    }
+    return d;
+}
+
+/* Call a new-style errback in-process, as Celery's _call_task_errbacks does with
+ * `errback(request, exc, traceback)` (Signature.__call__: the partial args follow, and an
+ * immutable errback gets only its own). Python calls the task function directly: nothing
+ * is stored for it; an exception it raises is logged. */
+static void pool_call_errback(const struct cc_task_request *req, const json_t *args,
+                              const json_t *kwargs, const struct cc_task_entry *e,
+                              const json_t *sig, const struct cc_task_outcome *out)
+{
+    const json_t *opts = json_object_get(sig, "options");
+    const json_t *tid = json_is_object(opts) ? json_object_get(opts, "task_id") : NULL;
+    const json_t *sargs = json_object_get(sig, "args");
+    const json_t *skwargs = json_object_get(sig, "kwargs");
+    struct cc_task_request ereq;
+    struct cc_task_outcome eo;
+    json_t *eargs = json_array();
+    char id[37];
+
+    if (!json_is_true(json_object_get(sig, "immutable"))) {
+        json_array_append_new(eargs, pool_request_dict(req, args, kwargs));
+        json_array_append(eargs, out->exc != NULL ? out->exc : json_null());
+        json_array_append_new(eargs,
+                              out->traceback != NULL ? json_string(out->traceback) : json_null());
+    }
+    if (json_is_array(sargs))
+        json_array_extend(eargs, (json_t *)sargs);
+    if (json_is_string(tid))
+        snprintf(id, sizeof(id), "%s", json_string_value(tid));
+    else
+        cc_uuid4(id);
+    memset(&ereq, 0, sizeof(ereq));
+    ereq.id = id;
+    ereq.task = e->name;
+    ereq.root_id = req->root_id != NULL ? req->root_id : req->id;
+    ereq.parent_id = req->id;
+    ereq.group_index = -1;
+    ereq.hostname = req->hostname;
+    ereq.protocol = 2;
+    ereq.delivery_info.priority = -1;
+    cc_task_invoke(e, &ereq, eargs, json_is_object(skwargs) ? skwargs : NULL, &eo);
+    if (eo.status == CC_TASK_FAILED)
+        cc_error("Task %s[%s]: errback %s raised: %s", req->shadow ? req->shadow : req->task,
+                 req->id, e->name, eo.exc_repr ? eo.exc_repr : "Exception()");
+    cc_task_outcome_deinit(&eo);
+    json_decref(eargs);
+}
+
+/* Celery's _call_task_errbacks: new-style errbacks that are tasks in our table run here,
+ * the rest are applied as one group with (task_id,). */
+static void pool_errbacks(struct pool_child_state *cs, const struct cc_task_request *req,
+                          const json_t *args, const json_t *kwargs,
+                          const struct cc_task_outcome *out, struct cc_pool_report *rep)
+{
+    const json_t *ebs = json_object_get(req->embed, "errbacks");
+    const char *name = req->shadow ? req->shadow : req->task;
+    json_t *rest = json_array();
+    struct cc_canvas_plan plan;
+    struct cc_canvas_ctx cctx;
+    struct cc_err err = {0};
+    size_t i;
+    json_t *sig;
+    int rc;
+
+    json_array_foreach(ebs, i, sig)
+    {
+        const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
+        const struct cc_task_entry *e =
+            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+
+        if (e != NULL && pool_errback_is_new_style(e))
+            pool_call_errback(req, args, kwargs, e, sig, out);
+        else
+            json_array_append(rest, sig);
+    }
+    if (json_array_size(rest) > 0) {
+        cc_canvas_plan_init(&plan);
+        cc_outbox_ctx(pool_outbox(cs), req, &cctx);
+        rc = cc_canvas_on_failure(&plan, rest, req->id, &cctx, &err);
+        if (rc == CC_OK)
+            rc = pool_run_plan(cs, &plan, &err);
+        if (rc != CC_OK) {
+            cc_error("Task %s[%s]: could not apply its errbacks: %s", name, req->id, err.msg);
+            if (rc != CC_EINVAL && rc != CC_ENOMEM)
+                rep->publish_failed = 1;
+        }
+        cc_canvas_plan_deinit(&plan);
+    }
+    json_decref(rest);
+}
+
+/* [canvas] The hooks cc_task_send / cc_task_update_state use while a job runs. */
+struct pool_job_hooks {
+    struct pool_child_state *cs;
+    const json_t *args, *kwargs;
+};
+
+static int pool_hook_send(void *ud, const struct cc_task_request *req, const json_t *sig,
+                          json_t *children, char *out_id, struct cc_err *err)
+{
+    struct pool_job_hooks *j = ud;
+    struct cc_canvas_plan plan;
+    struct cc_canvas_ctx cctx;
+    int rc;
+
+    cc_canvas_plan_init(&plan);
+    cc_outbox_ctx(pool_outbox(j->cs), req, &cctx);
+    rc = cc_canvas_apply(&plan, sig, NULL, NULL, &cctx, err);
+    if (rc == CC_OK)
+        rc = pool_run_plan(j->cs, &plan, err);
+    if (rc == CC_OK && plan.children != NULL) {
+        const json_t *first = json_array_get(plan.children, 0);
+        const json_t *id = json_array_get(json_array_get(first, 0), 0);
+
+        if (out_id != NULL && json_is_string(id))
+            snprintf(out_id, 37, "%s", json_string_value(id));
+        json_array_extend(children, plan.children);
+    }
+    cc_canvas_plan_deinit(&plan);
+    return rc;
+}
+
+static int pool_hook_update_state(void *ud, const struct cc_task_request *req, const char *state,
+                                  const json_t *meta, const json_t *children, struct cc_err *err)
+{
+    struct pool_job_hooks *j = ud;
+
+    return cc_backend_store_state(j->cs->be, j->cs->p->o.cfg, req, j->args, j->kwargs, state, meta,
+                                  NULL, children, err);
+}
+
+/* ---- Outcome: store, continuations, log ---------------------------------------------- */
+
+/* FAILURE as Celery's mark_as_failure: store (unless ignored and errors are not stored),
+ * chord part, then errbacks; the task's children are kept in the meta. */
+static void pool_on_failure(struct pool_child_state *cs, const struct cc_task_request *req,
+                            const json_t *args, const json_t *kwargs, bool store_errors,
+                            const struct cc_task_outcome *out, struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    const char *name = req->shadow ? req->shadow : req->task;
+    struct cc_err err = {0};
+
+    if (store_errors && cc_backend_store_state(cs->be, cfg, req, args, kwargs, "FAILURE", out->exc,
+                                               out->traceback, out->children, &err) != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+    }
+    pool_chord_part(cs, req, "FAILURE", out->exc, rep);
+    if (pool_json_nonempty(req->embed, "errbacks"))
+        pool_errbacks(cs, req, args, kwargs, out, rep);
+}
+
+/* SUCCESS as Celery's trace: callbacks and the chain's next step applied first (so the
+ * stored meta lists them in `children`), then mark_as_done (store, then the chord part).
+ * A continuation that cannot be published: with acks_late nothing is stored and the report
+ * says publish_failed (the master requeues the message: the task runs again); with early
+ * acks the message is gone, so the task fails with the publish error, as Celery's trace
+ * turns an exception from apply_async into the task's failure. */
+static void pool_on_success(struct pool_child_state *cs, const struct cc_task_request *req,
+                            const json_t *args, const json_t *kwargs, uint32_t flags,
+                            struct cc_task_outcome *out, struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    const char *name = req->shadow ? req->shadow : req->task;
+    bool ignore = (flags & JOB_F_IGNORE_RESULT) != 0;
+    const json_t *retval = out->result ? out->result : json_null();
+    json_t *children = out->children;
+    struct cc_canvas_plan plan;
+    struct cc_err err = {0};
+    int rc = CC_OK;
+
+    cc_canvas_plan_init(&plan);
+    if (pool_json_nonempty(req->embed, "callbacks") || pool_json_nonempty(req->embed, "chain")) {
+        struct cc_canvas_ctx cctx;
+
+        cc_outbox_ctx(pool_outbox(cs), req, &cctx);
+        rc = cc_canvas_on_success(&plan, req->embed, retval, &cctx, &err);
+        if (rc == CC_OK)
+            rc = pool_run_plan(cs, &plan, &err);
+        else if (rc != CC_ENOMEM)
+            rc = CC_EINVAL; /* the embed is bad: the task fails, running it again cannot help */
+        if (rc == CC_OK && plan.children != NULL && json_array_size(plan.children) > 0) {
+            if (children == NULL)
+                children = out->children = json_array();
+            json_array_extend(children, plan.children);
+        }
+    }
+    if (rc != CC_OK) {
+        bool is_publish = rc != CC_EINVAL && rc != CC_ENOMEM;
+        char msg[256];
+
+        cc_canvas_plan_deinit(&plan);
+        if (is_publish && (flags & JOB_F_ACKS_LATE)) {
+            rep->publish_failed = 1;
+            cc_error("Task %s[%s]: publish failed: could not apply its callbacks/chain: %s; "
+                     "result not stored, the message is requeued",
+                     name, req->id, err.msg);
+            return;
+        }
+        snprintf(msg, sizeof(msg), "%s", err.msg);
+        json_decref(out->exc);
+        free(out->exc_repr);
+        out->exc = cc_result_exc_new(is_publish ? "kombu.exceptions" : "builtins",
+                                     is_publish ? "OperationalError" : "ValueError",
+                                     json_pack("[s]", msg));
+        out->exc_repr = cc_pyrepr_exc(is_publish ? "OperationalError" : "ValueError",
+                                      json_object_get(out->exc, "exc_message"));
+        if (is_publish)
+            rep->publish_failed = 1;
+        cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
+                 out->exc_repr ? out->exc_repr : "OperationalError()");
+        rep->status = out->status = CC_TASK_FAILED;
+        pool_on_failure(cs, req, args, kwargs, !ignore || cfg->store_errors_even_if_ignored, out,
+                        rep);
+        return;
+    }
+    cc_canvas_plan_deinit(&plan);
+    if (!ignore && cc_backend_store_state(cs->be, cfg, req, args, kwargs, "SUCCESS", retval, NULL,
+                                          children, &err) != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+    }
+    pool_chord_part(cs, req, "SUCCESS", retval, rep);
+    if (cc_log_enabled(CC_LOG_INFO)) {
+        char *repr = cc_pyrepr(retval, 0, 1024);
+        char rt[40];
+
+        pool_float_repr(out->runtime_s, rt, sizeof(rt));
+        cc_info("Task %s[%s] succeeded in %ss: %s", name, req->id, rt, repr ? repr : "?");
+        free(repr);
+    }
+}
+
 static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task_request *req,
                                const json_t *args, const json_t *kwargs, uint32_t flags,
                                struct cc_task_outcome *out, struct cc_pool_report *rep)
@@ -294,19 +702,13 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     char rt[40];
     int rc = CC_OK;
 
+    /* Celery's trace: callbacks only on success; errbacks and the chord part on failure;
+     * nothing for Retry (an intermediate state), Reject or Ignore (trace.py handle_reject /
+     * handle_ignore store nothing and apply nothing). */
     switch (out->status) {
     case CC_OK:
-        if (!ignore)
-            rc = cc_backend_store_state(be, cfg, req, args, kwargs, "SUCCESS",
-                                        out->result ? out->result : json_null(), NULL, NULL, &err);
-        if (cc_log_enabled(CC_LOG_INFO)) {
-            char *repr = cc_pyrepr(out->result ? out->result : json_null(), 0, 1024);
-
-            pool_float_repr(out->runtime_s, rt, sizeof(rt));
-            cc_info("Task %s[%s] succeeded in %ss: %s", name, req->id, rt, repr ? repr : "?");
-            free(repr);
-        }
-        break;
+        pool_on_success(cs, req, args, kwargs, flags, out, rep);
+        return;
     case CC_TASK_RETRY: {
         json_t *children = json_pack("[[[s,n],n]]", req->id);
 
@@ -335,9 +737,7 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     case CC_TASK_IGNORE:
         break;
     default: /* CC_TASK_FAILED and any bug code taskrun folded into a failure */
-        if (store_errors)
-            rc = cc_backend_store_state(be, cfg, req, args, kwargs, "FAILURE", out->exc,
-                                        out->traceback, NULL, &err);
+        pool_on_failure(cs, req, args, kwargs, store_errors, out, rep);
         if (out->traceback != NULL) {
             /* Celery prints the traceback after the line; drop its final newline. */
             int tb_len = (int)strlen(out->traceback);
@@ -350,7 +750,7 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
             cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
                      out->exc_repr ? out->exc_repr : "Exception()");
         }
-        break;
+        return;
     }
     if (rc != CC_OK) {
         rep->store_failed = 1;
@@ -525,12 +925,18 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     /* A soft-limit signal for an earlier job was delivered before this one was read (the
      * master signals only a busy child, before reading its report); forget it. */
     atomic_store(cs->soft_flag, 0);
+    /* [canvas] cc_task_send / cc_task_update_state from the task go through this executor. */
+    struct pool_job_hooks jh = {.cs = cs, .args = args, .kwargs = kwargs};
+    const struct cc_task_hooks hooks = {
+        .send = pool_hook_send, .update_state = pool_hook_update_state, .ud = &jh};
+    cc_task_set_hooks(&hooks);
     cc_task_invoke(e, &req, args, kwargs, &out);
     rep.status = out.status;
     rep.runtime_s = out.runtime_s;
     pool_child_outcome(cs, &req, args, kwargs, h->flags, &out, &rep);
     if (h->flags & JOB_F_EVENT_TEXT) /* [events] */
         pool_event_text(&out, &rep);
+    cc_task_set_hooks(NULL);
     cc_task_outcome_deinit(&out);
 report:
     json_decref(all);
@@ -628,6 +1034,8 @@ static int pool_exec_loop(struct pool_child_state *cs)
 static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd, pid_t master)
 {
     struct pool_child_state cs = {.p = p, .slot = slot, .job_fd = job_fd};
+
+    cs.obp = &cs.own_ob;
     char name[48];
     int code;
 
@@ -643,16 +1051,20 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     cc_task_set_soft_limit_flag(&pool_soft_flag);
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
+    if (p->solo_ob != NULL) /* [canvas] never set with prefork; no connection crosses fork */
+        cc_outbox_forget(p->solo_ob);
     cc_backend_after_fork(p->o.backend);
     cs.be = p->o.backend;
     /* A child may block: retry a failed result store for up to ~20 s as Celery's pool
      * children do (RedisBackend retry_policy), rather than drop the result at once. */
     cc_backend_set_patient(p->o.backend, true);
+    cc_chord_executor_set(cs.be, p->o.cfg); /* [canvas] */
     close(p->report_rd);
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].job_fd >= 0)
             close(p->kids[i].job_fd);
     code = pool_exec_loop(&cs);
+    pool_outbox_free(cs.obp); /* [canvas] */
     free(cs.buf);
     /* _exit: never run the master's atexit handlers or flush its stdio copies. */
     _exit(code);
@@ -671,8 +1083,10 @@ static void *pool_thread_main(void *arg)
     snprintf(name, sizeof(name), "ThreadPoolExecutor-0_%d", cs->slot);
     cc_log_set_process(name);
     cc_task_set_soft_limit_flag(cs->soft_flag);
+    cc_chord_executor_set(cs->be, cs->p->o.cfg); /* [canvas] */
     if (pool_exec_loop(cs) != 0)
         cc_error("pool thread %s: job pipe broken; thread exits", name);
+    pool_outbox_free(cs->obp); /* [canvas] */
     close(cs->job_fd);
     free(cs->buf);
     free(cs);
@@ -741,6 +1155,7 @@ static int pool_thread_start(struct cc_pool *p, int slot, struct cc_err *err)
     cs->be = k->be;
     cs->soft_flag = &k->soft_flag;
     cs->is_thread = true;
+    cs->obp = &cs->own_ob;
     k->index = slot;
     k->job_fd = fds[1];
     k->pid = getpid();
@@ -829,6 +1244,7 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
          * same pipe so the master's bookkeeping is identical. */
         p->kids[0].pid = getpid();
         p->kids[0].index = 0;
+        cc_chord_executor_set(o->backend, o->cfg); /* [canvas] */
         return pool_solo_timer_init(p, err);
     }
     for (int i = 0; i < p->n && rc == CC_OK; i++)
@@ -906,8 +1322,12 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
     p->n_busy++;
     pool_arm_limits(p, k, r);
     if (p->o.is_solo) {
-        struct pool_child_state cs = {
-            .p = p, .slot = slot, .job_fd = -1, .be = p->o.backend, .soft_flag = &pool_soft_flag};
+        struct pool_child_state cs = {.p = p,
+                                      .slot = slot,
+                                      .job_fd = -1,
+                                      .be = p->o.backend,
+                                      .soft_flag = &pool_soft_flag,
+                                      .obp = &p->solo_ob};
         struct cc_pool_report rep;
         struct job_hdr h;
 
@@ -1115,6 +1535,47 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
         cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
                  err.msg);
     json_decref(exc);
+}
+
+int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const json_t *exc,
+                            struct cc_canvas_plan *plan, struct cc_err *err)
+{
+    const json_t *ebs = r->msg.embed != NULL ? json_object_get(r->msg.embed, "errbacks") : NULL;
+    struct cc_task_outcome out;
+    struct cc_task_request view;
+    struct cc_canvas_ctx cctx;
+    json_t *rest, *sig;
+    size_t i;
+    int rc = CC_OK;
+
+    if (!json_is_array(ebs) || json_array_size(ebs) == 0)
+        return CC_OK;
+    if (p->master_ob == NULL) {
+        p->master_ob = cc_xcalloc(1, sizeof(*p->master_ob));
+        cc_outbox_init(p->master_ob, p->o.cfg);
+    }
+    cc_request_view(r, p->o.hostname, &view);
+    memset(&out, 0, sizeof(out));
+    out.status = CC_TASK_FAILED;
+    out.exc = (json_t *)exc; /* borrowed: only read */
+    rest = json_array();
+    json_array_foreach(ebs, i, sig)
+    {
+        const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
+        const struct cc_task_entry *e =
+            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+
+        if (e != NULL && pool_errback_is_new_style(e))
+            pool_call_errback(&view, r->msg.args, r->msg.kwargs, e, sig, &out);
+        else
+            json_array_append(rest, sig);
+    }
+    if (json_array_size(rest) > 0) {
+        cc_outbox_ctx(p->master_ob, &view, &cctx);
+        rc = cc_canvas_on_failure(plan, rest, view.id, &cctx, err);
+    }
+    json_decref(rest);
+    return rc;
 }
 
 /* ---- Children's life ------------------------------------------------------------------ */
@@ -1475,6 +1936,8 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
     }
     for (int i = 0; i < p->n; i++)
         cc_backend_free(p->kids[i].be);
+    pool_outbox_free(&p->solo_ob); /* [canvas] */
+    pool_outbox_free(&p->master_ob);
     if (p->has_solo_timer)
         timer_delete(p->solo_timer);
     if (p->report_rd >= 0)

@@ -24,6 +24,7 @@
 #include "broker.h"
 #include "config.h"
 #include "consumer.h"
+#include "outbox.h"
 
 /* Largest message body the pool carries to a child: the upper bound of the
  * worker_max_message_bytes option (config.c refuses more, naming this cap), from which
@@ -53,6 +54,10 @@ struct cc_pool_report {
     uint8_t store_failed; /* the result could not be written (logged by the child) */
     uint8_t is_exiting;   /* the child exits after this report (max tasks / memory per child) */
     uint8_t is_limit_int; /* CC_POOL_TIME_LIMIT: the limit was an int in the message */
+    /* [canvas] a continuation (callback, chain step, errback, chord body) could not be
+     * published (logged by the executor): the master requeues an acks_late message, as for
+     * store_failed, so it runs again and nothing is lost. */
+    uint8_t publish_failed;
     double runtime_s;
     double retry_countdown_s; /* CC_TASK_RETRY without eta */
     char retry_eta[48];       /* CC_TASK_RETRY: ISO-8601 eta, or "" */
@@ -132,6 +137,8 @@ struct cc_pool {
     struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read */
     int n_synth;                  /* counted in n_busy until read */
     bool is_event_text;           /* [events] children send result/exception text (-E) */
+    struct cc_outbox *solo_ob;    /* [canvas] --pool solo: the master's executor outbox */
+    struct cc_outbox *master_ob;  /* [canvas] ids/origin for master-side errbacks (no I/O) */
     timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
     bool has_solo_timer;
 };
@@ -198,6 +205,14 @@ int64_t cc_pool_deadline_us(const struct cc_pool *p);
  * result is ignored and errors are not stored). Logs a store that fails. */
 void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
                               const struct cc_pool_report *rep);
+
+/* [canvas] Celery's _call_task_errbacks for a failure the master stores itself
+ * (TimeLimitExceeded from on_timeout, WorkerLostError from on_failure): new-style errbacks
+ * that are tasks of our table are called here, in the master, as Celery's main process does;
+ * the others are applied into `plan` as one group with (task_id,), for the caller to publish.
+ * `exc` is the stored exception dict (borrowed). Returns CC_OK, or a codec error (err). */
+int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const json_t *exc,
+                            struct cc_canvas_plan *plan, struct cc_err *err) CC_MUST_USE;
 
 /* "Celery" pool name for logs and the banner: "prefork", "threads" or "solo". */
 const char *cc_pool_kind_name(const struct cc_pool *p);

@@ -52,9 +52,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
+#include "chord.h"
 #include "log.h"
 #include "redeliver.h"
 #include "url.h"
@@ -242,6 +244,7 @@ void cc_redeliver_deinit(struct cc_redeliver *rd)
         cc_redis_free(rd->results.redis);
     rd->state.redis = rd->results.redis = NULL;
     rd->state.is_owned = rd->results.is_owned = false;
+    cc_redeliver_chord_clear(rd); /* [canvas-chord] */
 }
 
 struct cc_redeliver_kv *cc_redeliver_state_kv(struct cc_redeliver *rd)
@@ -353,19 +356,71 @@ static const char *redeliver_queue_of(const struct cc_redeliver *rd, const amqp_
     return r->routing_key != NULL ? r->routing_key : "celery";
 }
 
+/* [canvas-chord] */
+static void redeliver_new_id(char out[37], void *arg)
+{
+    (void)arg;
+    cc_uuid4(out);
+}
+
+void cc_redeliver_chord_clear(struct cc_redeliver *rd)
+{
+    if (rd->is_chord_pending)
+        cc_canvas_plan_deinit(&rd->chord_plan);
+    free(rd->chord_group);
+    rd->chord_group = NULL;
+    rd->is_chord_pending = false;
+}
+
+/* [canvas-chord] See redeliver.h. */
+void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r,
+                             const struct cc_task_request *view, const char *state,
+                             const char *exc_module, const char *exc_type, const char *exc_arg)
+{
+    struct cc_canvas_ctx ctx = {0};
+    struct cc_err err = {0};
+    json_t *exc;
+
+    cc_redeliver_chord_clear(rd);
+    if (view->group == NULL || !json_is_object(json_object_get(view->embed, "chord")))
+        return;
+    if (rd->chord_reply_to[0] == '\0') {
+        cc_uuid4(rd->chord_reply_to);
+        snprintf(rd->chord_origin, sizeof(rd->chord_origin), "gen%ld@%s", (long)getpid(),
+                 strchr(rd->hostname, '@') ? strchr(rd->hostname, '@') + 1 : rd->hostname);
+    }
+    ctx.parent_id = view->id;
+    ctx.root_id = view->root_id;
+    ctx.origin = rd->chord_origin;
+    ctx.reply_to = rd->chord_reply_to;
+    ctx.default_queue = rd->cfg->default_queue;
+    ctx.priority = -1;
+    ctx.now_us = cc_now_us();
+    ctx.new_id = redeliver_new_id;
+    cc_canvas_plan_init(&rd->chord_plan);
+    rd->is_chord_pending = true;
+    exc = cc_result_exc_new(exc_module, exc_type, json_pack("[s]", exc_arg));
+    if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
+                                            &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
+        cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",
+                 cc_request_name(r), r->msg.id, view->group, exc ? err.msg : "out of memory");
+    json_decref(exc);
+}
+
 static void redeliver_store_failure(struct cc_redeliver *rd, const struct cc_request *r,
                                     const char *msg)
 {
     struct cc_task_request view;
     struct cc_err err = {0};
 
-    if (r->ignore_result && !rd->cfg->store_errors_even_if_ignored)
-        return;
     cc_request_view(r, rd->hostname, &view);
-    if (cc_backend_store_exc(rd->backend, rd->cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE",
+    if (!(r->ignore_result && !rd->cfg->store_errors_even_if_ignored) &&
+        cc_backend_store_exc(rd->backend, rd->cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE",
                              "billiard.exceptions", "WorkerLostError", msg, &err) != CC_OK)
         cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
                  err.msg);
+    /* [canvas-chord] it never runs again: fail its chord instead of leaving it pending */
+    cc_redeliver_chord_part(rd, r, &view, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
 }
 
 enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,

@@ -22,6 +22,7 @@
 
 #include "backend.h"
 #include "broker.h"
+#include "canvas.h"
 #include "config.h"
 #include "consumer.h"
 #include "redis.h"
@@ -66,6 +67,14 @@ struct cc_redeliver {
     struct cc_redeliver_local local[CC_REDELIVER_LOCAL_SLOTS]; /* fallback counts */
     struct cc_request *parked; /* FIFO (r->next) of redelivered twins of running tasks */
     uint64_t n_dead, n_dedup;
+    /* [canvas-chord] A chord member that ended in the master (cc_redeliver_chord_part)
+     * completed its chord: what the master must publish (the body's errbacks) before it acks,
+     * then cc_chord_done(chord_group). Taken by the master (worker.c worker_chord_flush). */
+    bool is_chord_pending;
+    struct cc_canvas_plan chord_plan;
+    char *chord_group; /* owned; NULL: the member did not complete the chord */
+    char chord_reply_to[37];
+    char chord_origin[300];
 };
 
 /* Open the Redis clients (lazily connected): `state` from cfg->worker_redis_url, else the
@@ -142,5 +151,19 @@ long long cc_redeliver_header_count(const amqp_table_t *headers);
 int cc_redeliver_key(const char *task_id, char *buf, size_t size);
 /* Whether a stored meta JSON text has "status": "SUCCESS". */
 bool cc_redeliver_meta_is_success(const char *meta, size_t len);
+
+/* [canvas-chord] A chord member ends in the master (dead-lettered: FAILURE WorkerLostError;
+ * expired/revoked/terminated: REVOKED; its child lost: FAILURE), as Celery's mark_as_failure /
+ * mark_as_revoked call on_chord_part_return: return its part with that exception
+ * (exc_module.exc_type(exc_arg)). No-op unless `view` is a chord member. When that completed
+ * the chord, rd->is_chord_pending is set and rd->chord_plan holds what the master must
+ * publish (the body's errbacks), then cc_chord_done(rd->chord_group) (worker.c). */
+void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r,
+                             const struct cc_task_request *view, const char *state,
+                             const char *exc_module, const char *exc_type, const char *exc_arg);
+
+/* [canvas-chord] Forget a pending chord member's plan (after the master
+ * published it, or gave up). Idempotent. */
+void cc_redeliver_chord_clear(struct cc_redeliver *rd);
 
 #endif

@@ -97,12 +97,16 @@ struct taskrun_state {
     bool ignore_requested;
 
     bool soft_limit_seen; /* cc_task_soft_limit_exceeded() returned true */
+    json_t *children;     /* [canvas] owned array (cc_task_send), or NULL */
 
     struct taskrun_block *arena;
 };
 
 /* The executor's soft-time-limit flag for this thread (cc_task_set_soft_limit_flag). */
 static _Thread_local atomic_int *taskrun_soft_flag;
+
+/* [canvas] The executor's hooks for this thread (cc_task_set_hooks). */
+static _Thread_local const struct cc_task_hooks *taskrun_hooks;
 
 static struct taskrun_state *state_of(struct cc_task_ctx *ctx)
 {
@@ -772,6 +776,67 @@ int cc_task_ignore(struct cc_task_ctx *ctx)
     return CC_TASK_IGNORE;
 }
 
+/* ---- [canvas] Sending and progress -------------------------------------------------- */
+
+void cc_task_set_hooks(const struct cc_task_hooks *h)
+{
+    taskrun_hooks = h;
+}
+
+int cc_task_send(struct cc_task_ctx *ctx, json_t *sig, char out_id[37])
+{
+    struct taskrun_state *st = state_of(ctx);
+    const struct cc_task_hooks *h = taskrun_hooks;
+    struct cc_err err = {0};
+    int rc;
+
+    if (out_id != NULL)
+        out_id[0] = '\0';
+    if (h == NULL || h->send == NULL) {
+        json_decref(sig);
+        return CC_EUNSUPP;
+    }
+    if (!json_is_object(sig)) {
+        json_decref(sig);
+        cc_task_log(ctx, CC_TASK_LOG_ERROR, "cc_task_send: not a signature");
+        return CC_EINVAL;
+    }
+    if (st->children == NULL)
+        st->children = json_array();
+    rc = h->send(h->ud, ctx->req, sig, st->children, out_id, &err);
+    if (rc != CC_OK)
+        cc_task_log(ctx, CC_TASK_LOG_ERROR, "cc_task_send: %s", err.msg);
+    json_decref(sig);
+    return rc;
+}
+
+int cc_task_update_state(struct cc_task_ctx *ctx, const char *state, json_t *meta)
+{
+    struct taskrun_state *st = state_of(ctx);
+    const struct cc_task_hooks *h = taskrun_hooks;
+    struct cc_err err = {0};
+    json_t *empty = NULL;
+    int rc;
+
+    if (state == NULL || state[0] == '\0') {
+        json_decref(meta);
+        return CC_EINVAL;
+    }
+    if (h == NULL || h->update_state == NULL) {
+        json_decref(meta);
+        return CC_EUNSUPP;
+    }
+    if (st->children == NULL)
+        empty = json_array();
+    rc = h->update_state(h->ud, ctx->req, state, meta != NULL ? meta : json_null(),
+                         st->children != NULL ? st->children : empty, &err);
+    if (rc != CC_OK)
+        cc_task_log(ctx, CC_TASK_LOG_ERROR, "update_state(%s): %s", state, err.msg);
+    json_decref(empty);
+    json_decref(meta);
+    return rc;
+}
+
 void *cc_task_alloc(struct cc_task_ctx *ctx, size_t size)
 {
     struct taskrun_state *st = state_of(ctx);
@@ -1336,6 +1401,8 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
         break;
     }
 
+    out->children = st.children; /* [canvas] kept whatever the outcome (Celery: request.children) */
+    st.children = NULL;
     json_decref(result);
     for (size_t i = 0; i < st.argc; i++)
         json_decref(st.argv[i]);
@@ -1358,5 +1425,6 @@ void cc_task_outcome_deinit(struct cc_task_outcome *o)
     free(o->exc_repr);
     free(o->traceback);
     free(o->retry_eta);
+    json_decref(o->children);
     memset(o, 0, sizeof(*o));
 }

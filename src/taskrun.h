@@ -27,7 +27,27 @@ struct cc_task_outcome {
     /* CC_TASK_REJECT */
     bool reject_requeue;
     double runtime_s; /* wall time spent in run(), monotonic */
+    /* [canvas] owned JSON array of result tuples of what the task applied with
+     * cc_task_send (Celery's request.children), or NULL when it sent nothing. */
+    json_t *children;
 };
+
+/* [canvas] What an executor provides to cc_task_send / cc_task_update_state (taskrun never
+ * touches the broker or the backend itself). Set per thread with cc_task_set_hooks. */
+struct cc_task_hooks {
+    /* Apply `sig` (borrowed) for the running request `req`: publish it (confirmed) and append
+     * its result tuple(s) to `children` (a JSON array); fill out_id (may be NULL). */
+    int (*send)(void *ud, const struct cc_task_request *req, const json_t *sig, json_t *children,
+                char *out_id, struct cc_err *err);
+    /* Store `state` with result `meta` (borrowed, never NULL) and the children so far. */
+    int (*update_state)(void *ud, const struct cc_task_request *req, const char *state,
+                        const json_t *meta, const json_t *children, struct cc_err *err);
+    void *ud;
+};
+
+/* The hooks cc_task_invoke's tasks use on the calling thread (NULL: none; the calls then
+ * return CC_EUNSUPP). `h` is borrowed until replaced. */
+void cc_task_set_hooks(const struct cc_task_hooks *h);
 
 /* Find a task by registered name in cc_task_table. Borrowed; NULL if unknown.
  * The first call builds a hash index (not thread-safe; the pool calls it once before any

@@ -44,6 +44,7 @@
 #include "backend.h"
 #include "broker.h"
 #include "celeryc/version.h"
+#include "chord.h" /* [canvas-chord] */
 #include "consumer.h"
 #include "control.h"
 #include "events.h" /* [events] */
@@ -457,19 +458,24 @@ static void worker_return_held(struct worker *w)
  * connection, then an ERROR here, because retrying for 20 s as Celery's retry_policy does
  * would stall the event loop (heartbeats, acks, every other task) that long. Pool children,
  * which may block, retry the full policy. */
+static void worker_chord_flush(struct worker *w); /* [canvas-chord] */
+
 static void worker_store_exc(struct worker *w, struct cc_request *r, const char *status,
                              const char *module, const char *type, const char *arg)
 {
     struct cc_task_request view;
     struct cc_err err = {0};
 
-    if (r->ignore_result && !w->cfg->store_errors_even_if_ignored)
-        return;
     cc_request_view(r, w->hostname, &view);
-    if (cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
+    if (!(r->ignore_result && !w->cfg->store_errors_even_if_ignored) &&
+        cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
                              type, arg, &err) != CC_OK)
         cc_error("Task %s[%s]: could not store %s: %s", cc_request_name(r), r->msg.id, status,
                  err.msg);
+    /* [canvas-chord] a chord member ending here returns its part (Celery's mark_as_failure /
+     * mark_as_revoked -> on_chord_part_return), before the caller acks */
+    cc_redeliver_chord_part(&w->rd, r, &view, status, module, type, arg);
+    worker_chord_flush(w);
 }
 
 /* Apply the prefetch window base + n_held, once per loop pass:
@@ -536,10 +542,12 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     case CC_REDELIVER_RUN:
         break;
     case CC_REDELIVER_ACK:
+        worker_chord_flush(w); /* [canvas-chord] */
         worker_ack(w, r);
         cc_request_free(r);
         return;
     case CC_REDELIVER_REJECT:
+        worker_chord_flush(w); /* [canvas-chord] */
         worker_reject(w, r, false);
         cc_request_free(r);
         return;
@@ -696,6 +704,65 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
     return rc;
 }
 
+/* [canvas-chord] A chord member that ended in the master completed its chord
+ * (cc_redeliver_chord_part): publish what that applied (the body's errbacks) on the
+ * confirming connection, then delete the chord's keys. Before the message is acked: if a
+ * publish fails the keys stay (they expire). */
+static void worker_chord_flush(struct worker *w)
+{
+    struct cc_redeliver *rd = &w->rd;
+    struct cc_err err = {0};
+    int rc = CC_OK;
+
+    if (!rd->is_chord_pending)
+        return;
+    for (size_t i = 0; i < rd->chord_plan.n && rc == CC_OK; i++) {
+        const struct cc_canvas_step *st = &rd->chord_plan.steps[i];
+
+        if (st->kind == CC_CANVAS_PUBLISH &&
+            (rc = worker_publish(w, st->exchange, st->routing_key, &st->msg, &err)) != CC_OK)
+            cc_error("Chord %s: could not publish %s[%s]: %s", rd->chord_group, st->task,
+                     st->task_id, err.msg);
+    }
+    if (rc == CC_OK && rd->chord_group != NULL &&
+        cc_chord_done(w->backend, rd->chord_group, &err) != CC_OK)
+        cc_warn("Chord %s: could not delete its keys (they expire): %s", rd->chord_group, err.msg);
+    cc_redeliver_chord_clear(rd);
+}
+
+/* [canvas-exec] A failure the master stores (TimeLimitExceeded, WorkerLostError) calls the
+ * task's errbacks, as Celery's mark_as_failure does from Request.on_timeout / on_failure:
+ * new-style ones of our table in-process (cc_pool_master_errbacks), the rest published
+ * on the confirming connection before the message is acked. `exc_args` is stolen. */
+static void worker_errbacks(struct worker *w, const struct cc_request *r, const char *module,
+                            const char *type, json_t *exc_args)
+{
+    const json_t *ebs = r->msg.embed != NULL ? json_object_get(r->msg.embed, "errbacks") : NULL;
+    struct cc_canvas_plan plan;
+    struct cc_err err = {0};
+    json_t *exc;
+
+    if (!json_is_array(ebs) || json_array_size(ebs) == 0) {
+        json_decref(exc_args);
+        return;
+    }
+    exc = cc_result_exc_new(module, type, exc_args);
+    cc_canvas_plan_init(&plan);
+    if (exc == NULL || cc_pool_master_errbacks(&w->pool, r, exc, &plan, &err) != CC_OK)
+        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_request_name(r), r->msg.id,
+                 exc ? err.msg : "out of memory");
+    for (size_t i = 0; i < plan.n; i++) {
+        const struct cc_canvas_step *st = &plan.steps[i];
+
+        if (st->kind == CC_CANVAS_PUBLISH &&
+            worker_publish(w, st->exchange, st->routing_key, &st->msg, &err) != CC_OK)
+            cc_error("Task %s[%s]: could not publish errback %s[%s]: %s", cc_request_name(r),
+                     r->msg.id, st->task, st->task_id, err.msg);
+    }
+    cc_canvas_plan_deinit(&plan);
+    json_decref(exc);
+}
+
 /* Publish the retry message (§2.5): same id, retries+1, eta, parent_id = own id.
  * Returns CC_OK, or the encode/publish error (logged by the caller). */
 static int worker_publish_retry(struct worker *w, struct cc_request *r,
@@ -812,6 +879,10 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         w->n_failed++;
         is_failure = true;
         cc_pool_store_time_limit(&w->pool, r, rep);
+        worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
+                        json_pack("[o]", rep->is_limit_int
+                                             ? json_integer((json_int_t)rep->time_limit_s)
+                                             : json_real(rep->time_limit_s)));
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
@@ -865,7 +936,19 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
      * acks it was acked when the task started; Celery loses that result too, so say so. A
      * RETRY state is only intermediate (the retry message carries on) and REJECT stores
      * nothing, so neither counts. */
-    if (rep->store_failed && rep->status != CC_TASK_RETRY && rep->status != CC_TASK_REJECT) {
+    if (rep->publish_failed) { /* [canvas] the executor logged what it could not publish */
+        if (!r->is_acked) {
+            cc_error("Task %s[%s]: publish failed; requeueing the message to run it again",
+                     cc_request_name(r), r->msg.id);
+            worker_reject(w, r, true);
+        } else {
+            cc_error("Task %s[%s]: publish failed: a continuation of this task is lost (the "
+                     "message was acked when the task started)",
+                     cc_request_name(r), r->msg.id);
+        }
+    }
+    if (rep->store_failed && !rep->publish_failed && rep->status != CC_TASK_RETRY &&
+        rep->status != CC_TASK_REJECT) {
         if (!r->is_acked) {
             cc_error("Task %s[%s]: result not stored; requeueing the message to run it again",
                      cc_request_name(r), r->msg.id);
@@ -924,6 +1007,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    worker_errbacks(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     if (cc_events_task_on(&w->ev)) { /* [events] [tracebacks] repr and Python-shaped traceback */
         json_t *exc_args = json_pack("[s]", msg);
 

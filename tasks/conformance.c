@@ -7,8 +7,9 @@
  * (tuples become lists), same exception class, module and args. Python operators go through
  * tasks/pyops.c so type errors read as Python's. Where the Python task needs something this
  * worker does not have yet, the difference is written next to the task:
- *   - chain_add, chord_add, build_chain_inside_task need canvas from inside a task
- *     (TODO(#5)); they raise NotImplementedError for now.
+ *   - chain_add, chord_add, build_chain_inside_task send their canvas with cc_task_send
+ *     (include/celeryc/canvas.h builders); build_chain_inside_task fixes the ids before
+ *     sending so it can return the chain's result tuple as Python's backend stores it.
  *   - retry, retry_once, retry_once_priority, auto_retry_class_task produce the RETRY outcome;
  *     the worker republishes (later issue).
  *   - delayed_sum_with_soft_guard emulates SoftTimeLimitExceeded: it stops sleeping just before
@@ -30,11 +31,13 @@
 
 #include <hiredis/hiredis.h>
 
+#include "celeryc/canvas.h"
 #include "log.h"
 #include "pyops.h"
 #include "pyrepr.h"
 #include "tasks.h"
 #include "url.h"
+#include "util.h"
 
 #define CONF_MODULE        "t.integration.tasks"
 #define CONF_REDIS_URL     "redis://127.0.0.1:6379/7"
@@ -60,13 +63,6 @@ static json_t *priority_of(const struct cc_task_request *req)
 {
     return req->delivery_info.priority >= 0 ? json_integer(req->delivery_info.priority)
                                             : json_null();
-}
-
-static int canvas_missing(struct cc_task_ctx *ctx)
-{
-    /* TODO(#5): canvas (chain/chord/group) from inside a task. */
-    return cc_task_raise(ctx, "builtins", "NotImplementedError",
-                         "%s needs canvas support (issue #5)", ctx->entry->name);
 }
 
 /* ---- Redis (redis-py semantics over hiredis) ---------------------------------------- */
@@ -869,18 +865,62 @@ const struct cc_task_entry cc_task_conf_return_properties = {
     .signature = "self",
 };
 
-/* ---- Canvas from inside a task (TODO(#5)) ------------------------------------------- */
+/* ---- Canvas from inside a task ----------------------------------------------------- */
+
+#define CONF_ADD CONF_MODULE ".add"
+
+/* sig.apply_async() inside a task: a publish error is what kombu raises after its retries. */
+static int conf_send(struct cc_task_ctx *ctx, json_t *sig, char out_id[37])
+{
+    int rc = cc_task_send(ctx, sig, out_id);
+
+    if (rc == CC_EINVAL)
+        return cc_task_raise(ctx, "builtins", "TypeError", "not a signature");
+    if (rc != CC_OK)
+        return cc_task_raise(ctx, "kombu.exceptions", "OperationalError", "%s", cc_strerror(rc));
+    return CC_OK;
+}
+
+/* add.s(*args) with options.task_id = a fresh id (copied to `id`). */
+static json_t *conf_add_sig(json_t *args, char id[37])
+{
+    cc_uuid4(id);
+    return cc_sig_set(cc_sig(CONF_ADD, args, NULL), "task_id", json_string(id));
+}
 
 /* def build_chain_inside_task(self):
  *     test_chain = (add.s(1, 1) | add.s(2) | group(add.s(3), add.s(4)) | add.s(5))
- *     return test_chain()        # an AsyncResult, serialised as its id tuple */
+ *     result = test_chain()
+ *     return result
+ * The chain's result is the last step's AsyncResult, which the backend stores as its
+ * as_tuple(): the group followed by add.s(5) is a chord (prepare_steps), whose body result's
+ * parent is the header's GroupResult, whose parent is add.s(2)'s, and so on:
+ *     [[id5, [[gid, [[id2, [[id1, null], null]], null]], [[[id3, null], null],
+ *                                                         [[id4, null], null]]]], null]
+ * The ids are fixed here before sending (Python freezes them the same way). */
 static int conf_build_chain(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                             json_t **result)
 {
+    char id1[37], id2[37], id3[37], id4[37], id5[37], gid[37];
+    json_t *grp, *wf;
+    int rc;
+
     (void)args;
     (void)kwargs;
-    (void)result;
-    return canvas_missing(ctx);
+    cc_uuid4(gid);
+    grp = cc_sig_set(cc_group(conf_add_sig(json_pack("[i]", 3), id3),
+                              conf_add_sig(json_pack("[i]", 4), id4), NULL),
+                     "task_id", json_string(gid));
+    wf = cc_chain(conf_add_sig(json_pack("[i,i]", 1, 1), id1),
+                  conf_add_sig(json_pack("[i]", 2), id2), grp,
+                  conf_add_sig(json_pack("[i]", 5), id5), NULL);
+    if (wf == NULL)
+        return cc_task_raise(ctx, "builtins", "MemoryError", "out of memory");
+    if ((rc = conf_send(ctx, wf, NULL)) != CC_OK)
+        return rc;
+    *result = json_pack("[[s,[[s,[[s,[[s,n],n]],n]],[[[s,n],n],[[s,n],n]]]],n]", id5, gid, id2, id1,
+                        id3, id4);
+    return CC_OK;
 }
 
 const struct cc_task_entry cc_task_conf_build_chain_inside_task = {
@@ -893,10 +933,15 @@ const struct cc_task_entry cc_task_conf_build_chain_inside_task = {
 static int conf_chain_add(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                           json_t **result)
 {
+    const json_t *x = cc_task_arg(ctx, 0), *y = cc_task_arg(ctx, 1);
+
     (void)args;
     (void)kwargs;
-    (void)result;
-    return canvas_missing(ctx);
+    (void)result; /* None */
+    return conf_send(ctx,
+                     cc_chain(cc_sig(CONF_ADD, json_pack("[O,O]", x, x), NULL),
+                              cc_sig(CONF_ADD, json_pack("[O]", y), NULL), NULL),
+                     NULL);
 }
 
 const struct cc_task_entry cc_task_conf_chain_add = {
@@ -905,9 +950,24 @@ const struct cc_task_entry cc_task_conf_chain_add = {
     .signature = "x, y",
 };
 
-/* def chord_add(x, y): chord(add.s(x, x), add.s(y)).apply_async() */
+/* def chord_add(x, y): chord(add.s(x, x), add.s(y)).apply_async()
+ * (a single header signature is made a one-member group, as chord's _maybe_group does). */
+static int conf_chord_add(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                          json_t **result)
+{
+    const json_t *x = cc_task_arg(ctx, 0), *y = cc_task_arg(ctx, 1);
+
+    (void)args;
+    (void)kwargs;
+    (void)result; /* None */
+    return conf_send(ctx,
+                     cc_chord(cc_group(cc_sig(CONF_ADD, json_pack("[O,O]", x, x), NULL), NULL),
+                              cc_sig(CONF_ADD, json_pack("[O]", y), NULL)),
+                     NULL);
+}
+
 const struct cc_task_entry cc_task_conf_chord_add = {
     .name = CONF_MODULE ".chord_add",
-    .run = conf_chain_add,
+    .run = conf_chord_add,
     .signature = "x, y",
 };

@@ -486,3 +486,43 @@ const struct cc_task_entry cc_task_demo_getpid = {
     .run = demo_getpid,
     .signature = "",
 };
+
+/* demo.progress(self, steps, delay=0.2): reports progress with a custom state, as a Python
+ * task does with self.update_state(state="PROGRESS", meta={"current": i, "total": steps}):
+ * a client polling AsyncResult(id).state / .info sees "PROGRESS" and the meta, then SUCCESS
+ * with the final {"current": steps, "total": steps}. */
+static int demo_progress(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                         json_t **result)
+{
+    const json_t *n = cc_task_arg(ctx, 0), *d = cc_task_arg(ctx, 1);
+    double delay = 0;
+    json_int_t steps;
+    int rc;
+
+    (void)args;
+    (void)kwargs;
+    if (!json_is_integer(n) || json_integer_value(n) < 0 || json_integer_value(n) > 100000)
+        return cc_task_raise(ctx, "builtins", "ValueError", "steps must be an int in [0, 100000]");
+    if ((rc = cc_pyops_seconds(ctx, d, &delay)) != CC_OK)
+        return rc;
+    steps = json_integer_value(n);
+    for (json_int_t i = 0; i < steps; i++) {
+        rc = cc_task_update_state(ctx, "PROGRESS",
+                                  json_pack("{s:I,s:I}", "current", i, "total", steps));
+        if (rc != CC_OK && rc != CC_EUNSUPP)
+            cc_task_warn(ctx, "progress not stored: %s", cc_strerror(rc));
+        if (delay > 0) {
+            struct timespec ts = {(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)};
+
+            nanosleep(&ts, NULL);
+        }
+    }
+    *result = json_pack("{s:I,s:I}", "current", steps, "total", steps);
+    return CC_OK;
+}
+
+const struct cc_task_entry cc_task_demo_progress = {
+    .name = "demo.progress",
+    .run = demo_progress,
+    .signature = "self, steps, delay=0.2",
+};

@@ -10,6 +10,8 @@
 
 const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_celery_ping,
+    &cc_task_celery_accumulate,   /* [canvas-chord] */
+    &cc_task_celery_chord_unlock, /* [canvas-chord] */
     &cc_task_demo_add,
     &cc_task_demo_mul,
     &cc_task_demo_xsum,
@@ -24,6 +26,7 @@ const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_demo_crash,
     &cc_task_demo_crash_once,
     &cc_task_demo_getpid,
+    &cc_task_demo_progress, /* [canvas] */
     &cc_task_conf_identity,
     &cc_task_conf_add,
     &cc_task_conf_add_not_typed,

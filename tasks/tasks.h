@@ -7,6 +7,8 @@
 
 /* tasks/celery.c: Celery's own built-in tasks. */
 extern const struct cc_task_entry cc_task_celery_ping;
+extern const struct cc_task_entry cc_task_celery_accumulate;   /* [canvas-chord] */
+extern const struct cc_task_entry cc_task_celery_chord_unlock; /* [canvas-chord] */
 
 /* tasks/demo.c: the README's demo family. */
 extern const struct cc_task_entry cc_task_demo_add;
@@ -23,6 +25,7 @@ extern const struct cc_task_entry cc_task_demo_spin;
 extern const struct cc_task_entry cc_task_demo_crash;
 extern const struct cc_task_entry cc_task_demo_crash_once;
 extern const struct cc_task_entry cc_task_demo_getpid;
+extern const struct cc_task_entry cc_task_demo_progress; /* [canvas] */
 
 /* tasks/it.c: test-only tasks for the delivery-guarantee integration tests. */
 extern const struct cc_task_entry cc_task_it_count_sleep;

@@ -252,6 +252,29 @@ int cc_task_ignore(struct cc_task_ctx *ctx);
  * safe to call in a loop. */
 bool cc_task_soft_limit_exceeded(struct cc_task_ctx *ctx);
 
+/* ---- Canvas and progress (issue #5) ------------------------------------------------- */
+
+/* Apply a signature now, as `sig.apply_async()` does inside a Python task: `sig` is a task
+ * signature, chain, group or chord dict (build it with include/celeryc/canvas.h or take it
+ * from the arguments). The messages get parent_id = this task's id and root_id = its
+ * root_id, and are published on the executor's confirm-mode connection before this returns;
+ * the result is recorded in this task's `children` (AsyncResult.children in Python), as
+ * Celery's add_trail does. Takes ownership of `sig` (also on error). `out_id` (may be NULL)
+ * receives the id a Python client would get from `.apply_async().id`: the task's id, the
+ * last task's for a chain, the group's id for a group, the body's for a chord.
+ * Returns CC_OK; CC_EINVAL (not a signature), CC_EUNSUPP (no executor: unit tests), or the
+ * broker's error after bounded retries (CC_EBROKER, CC_ETIMEDOUT, ...): the task decides
+ * whether to fail, retry or carry on. */
+int cc_task_send(struct cc_task_ctx *ctx, json_t *sig, char out_id[37]);
+
+/* Task.update_state(state=state, meta=meta): store a custom state for this task now, e.g.
+ * "PROGRESS" with {"current": 3, "total": 10}; a Python client reads AsyncResult.state ==
+ * "PROGRESS" and AsyncResult.info == the meta. Stored even when results are ignored, as
+ * Celery does. Takes ownership of `meta` (NULL = None). The final state (what `run`
+ * returns) replaces it. Returns CC_OK, CC_EINVAL (state NULL or empty), CC_EUNSUPP (no
+ * executor), or the backend's error. */
+int cc_task_update_state(struct cc_task_ctx *ctx, const char *state, json_t *meta);
+
 /* ---- Memory and logging --------------------------------------------------------------- */
 
 /* Scratch memory released when `run` returns. Never NULL (the executor exits on OOM, the

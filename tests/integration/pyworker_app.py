@@ -10,6 +10,7 @@ Celery). Configured from the environment:
   PYW_TIME_LIMIT, PYW_SOFT_TIME_LIMIT          task_time_limit / task_soft_time_limit (s)
   PYW_MAX_TASKS_PER_CHILD, PYW_MAX_MEMORY_PER_CHILD   worker_max_tasks_per_child / _memory_ (KiB)
   TEST_REDIS_URL                              Redis for redis_echo / redis_count
+  PYW_RESULT_CHORD_ORDERED                    "0": result_chord_ordered=False (chord list)
 
 The demo.* definitions are the expected semantics of tasks/demo.c; the
 t.integration.tasks.* ones follow Celery 5.2's t/integration/tasks.py.
@@ -56,6 +57,9 @@ app.conf.update(
     worker_max_tasks_per_child=_int_env("PYW_MAX_TASKS_PER_CHILD"),
     worker_max_memory_per_child=_int_env("PYW_MAX_MEMORY_PER_CHILD"),
 )
+# [canvas-chord] Redis chord join in a list (RPUSH/LLEN) instead of the ordered ZSET.
+if os.environ.get("PYW_RESULT_CHORD_ORDERED") == "0":
+    app.conf.result_backend_transport_options = {"result_chord_ordered": False}
 
 
 # ---- demo.* --------------------------------------------------------------------------------
@@ -384,3 +388,51 @@ class QualifiedAutoRetryTask(ClassBasedAutoRetryTask):
 
 
 qualified_auto_retry_class_task = app.register_task(QualifiedAutoRetryTask())
+
+
+# ---- [canvas-exec] Canvas from tasks (tests/integration/test_canvas_exec.py) ----------------
+
+# Tasks that apply canvas without a queue publish to task_default_queue: the tests point it
+# at the worker's own queue (celeryc: --default-queue).
+if os.environ.get("PYW_DEFAULT_QUEUE"):
+    app.conf.task_default_queue = os.environ["PYW_DEFAULT_QUEUE"]
+app.conf.task_inherit_parent_priority = os.environ.get("PYW_INHERIT_PARENT_PRIORITY") == "1"
+
+
+@app.task(name="demo.progress", bind=True)
+def progress(self, steps, delay=0.2):
+    for i in range(steps):
+        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
+        time.sleep(delay)
+    return {"current": steps, "total": steps}
+
+
+@app.task(name=T + "errback_old_style")
+def errback_old_style(request_id):
+    _redis().incr(request_id)
+    return request_id
+
+
+@app.task(name=T + "errback_new_style")
+def errback_new_style(request, exc, tb):
+    _redis().incr(request.id)
+    return request.id
+
+
+@app.task(name=T + "chain_add")
+def chain_add(x, y):
+    (t_add.s(x, x) | t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "chord_add")
+def chord_add(x, y):
+    from celery import chord
+    chord(t_add.s(x, x), t_add.s(y)).apply_async()
+
+
+@app.task(name=T + "build_chain_inside_task", bind=True)
+def build_chain_inside_task(self):
+    from celery import group
+    test_chain = (t_add.s(1, 1) | t_add.s(2) | group(t_add.s(3), t_add.s(4)) | t_add.s(5))
+    result = test_chain()
+    return result
