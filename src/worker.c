@@ -730,6 +730,13 @@ static void worker_chord_flush(struct worker *w)
     cc_redeliver_chord_clear(rd);
 }
 
+/* TimeLimitExceeded's args: the limit as the message gave it (int or float). */
+static json_t *worker_limit_args(const struct cc_pool_report *rep)
+{
+    return json_pack("[o]", rep->is_limit_int ? json_integer((json_int_t)rep->time_limit_s)
+                                              : json_real(rep->time_limit_s));
+}
+
 /* [canvas-exec] A failure the master stores (TimeLimitExceeded, WorkerLostError) calls the
  * task's errbacks, as Celery's mark_as_failure does from Request.on_timeout / on_failure:
  * new-style ones of our table in-process (cc_pool_master_errbacks), the rest published
@@ -879,10 +886,16 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         w->n_failed++;
         is_failure = true;
         cc_pool_store_time_limit(&w->pool, r, rep);
+        { /* its chord fails (on_timeout -> mark_as_failure -> on_chord_part_return) */
+            struct cc_task_request view;
+
+            cc_request_view(r, w->hostname, &view);
+            cc_redeliver_chord_part_args(&w->rd, r, &view, "FAILURE", "billiard.exceptions",
+                                         "TimeLimitExceeded", worker_limit_args(rep));
+            worker_chord_flush(w);
+        }
         worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
-                        json_pack("[o]", rep->is_limit_int
-                                             ? json_integer((json_int_t)rep->time_limit_s)
-                                             : json_real(rep->time_limit_s)));
+                        worker_limit_args(rep));
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
