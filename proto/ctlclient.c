@@ -484,3 +484,275 @@ void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_
     cc_sbuf_deinit(&label);
     free(keys);
 }
+
+/* ---- celery result ---------------------------------------------------------------------- */
+
+/* The exception classes a `celery result` process without an app finds by (module, name) in
+ * sys.modules (celery.backends.base exception_to_python), with the module Python then prints
+ * (type(exc).__module__): some names of celery.exceptions and billiard.exceptions are
+ * imported there from elsewhere. Generated from Celery 5.2.6 / Python 3.11. */
+struct ctlc_exc_class {
+    const char *module;
+    const char *name;
+    const char *real_module;
+    const char *real_name;
+};
+
+static const struct ctlc_exc_class ctlc_exc_classes[] = {
+    {"celery.exceptions", "AlreadyRegistered", NULL, NULL},
+    {"celery.exceptions", "AlwaysEagerIgnored", NULL, NULL},
+    {"celery.exceptions", "BackendError", NULL, NULL},
+    {"celery.exceptions", "BackendGetMetaError", NULL, NULL},
+    {"celery.exceptions", "BackendStoreError", NULL, NULL},
+    {"celery.exceptions", "CDeprecationWarning", NULL, NULL},
+    {"celery.exceptions", "CPendingDeprecationWarning", NULL, NULL},
+    {"celery.exceptions", "CeleryCommandException", NULL, NULL},
+    {"celery.exceptions", "CeleryError", NULL, NULL},
+    {"celery.exceptions", "CeleryWarning", NULL, NULL},
+    {"celery.exceptions", "ChordError", NULL, NULL},
+    {"celery.exceptions", "ClickException", "click.exceptions", NULL},
+    {"celery.exceptions", "DuplicateNodenameWarning", NULL, NULL},
+    {"celery.exceptions", "FixupWarning", NULL, NULL},
+    {"celery.exceptions", "Ignore", NULL, NULL},
+    {"celery.exceptions", "ImproperlyConfigured", NULL, NULL},
+    {"celery.exceptions", "IncompleteStream", NULL, NULL},
+    {"celery.exceptions", "InvalidTaskError", NULL, NULL},
+    {"celery.exceptions", "MaxRetriesExceededError", NULL, NULL},
+    {"celery.exceptions", "NotConfigured", NULL, NULL},
+    {"celery.exceptions", "NotRegistered", NULL, NULL},
+    {"celery.exceptions", "OperationalError", "kombu.exceptions", NULL},
+    {"celery.exceptions", "QueueNotFound", NULL, NULL},
+    {"celery.exceptions", "Reject", NULL, NULL},
+    {"celery.exceptions", "Retry", NULL, NULL},
+    {"celery.exceptions", "RetryTaskError", NULL, "Retry"},
+    {"celery.exceptions", "SecurityError", NULL, NULL},
+    {"celery.exceptions", "SecurityWarning", NULL, NULL},
+    {"celery.exceptions", "SoftTimeLimitExceeded", "billiard.exceptions", NULL},
+    {"celery.exceptions", "SystemTerminate", NULL, "WorkerTerminate"},
+    {"celery.exceptions", "TaskError", NULL, NULL},
+    {"celery.exceptions", "TaskPredicate", NULL, NULL},
+    {"celery.exceptions", "TaskRevokedError", NULL, NULL},
+    {"celery.exceptions", "Terminated", "billiard.exceptions", NULL},
+    {"celery.exceptions", "TimeLimitExceeded", "billiard.exceptions", NULL},
+    {"celery.exceptions", "TimeoutError", NULL, NULL},
+    {"celery.exceptions", "WorkerLostError", "billiard.exceptions", NULL},
+    {"celery.exceptions", "WorkerShutdown", NULL, NULL},
+    {"celery.exceptions", "WorkerTerminate", NULL, NULL},
+    {"billiard.exceptions", "AuthenticationError", "multiprocessing.context", NULL},
+    {"billiard.exceptions", "BufferTooShort", "multiprocessing.context", NULL},
+    {"billiard.exceptions", "CoroStop", NULL, NULL},
+    {"billiard.exceptions", "ProcessError", "multiprocessing.context", NULL},
+    {"billiard.exceptions", "RestartFreqExceeded", NULL, NULL},
+    {"billiard.exceptions", "SoftTimeLimitExceeded", NULL, NULL},
+    {"billiard.exceptions", "Terminated", NULL, NULL},
+    {"billiard.exceptions", "TimeLimitExceeded", NULL, NULL},
+    {"billiard.exceptions", "TimeoutError", "multiprocessing.context", NULL},
+    {"billiard.exceptions", "WorkerLostError", NULL, NULL},
+};
+
+static const char *const ctlc_builtin_excs[] = {"ArithmeticError",
+                                                "AssertionError",
+                                                "AttributeError",
+                                                "BaseException",
+                                                "BaseExceptionGroup",
+                                                "BlockingIOError",
+                                                "BrokenPipeError",
+                                                "BufferError",
+                                                "BytesWarning",
+                                                "ChildProcessError",
+                                                "ConnectionAbortedError",
+                                                "ConnectionError",
+                                                "ConnectionRefusedError",
+                                                "ConnectionResetError",
+                                                "DeprecationWarning",
+                                                "EOFError",
+                                                "EncodingWarning",
+                                                "EnvironmentError",
+                                                "Exception",
+                                                "ExceptionGroup",
+                                                "FileExistsError",
+                                                "FileNotFoundError",
+                                                "FloatingPointError",
+                                                "FutureWarning",
+                                                "GeneratorExit",
+                                                "IOError",
+                                                "ImportError",
+                                                "ImportWarning",
+                                                "IndentationError",
+                                                "IndexError",
+                                                "InterruptedError",
+                                                "IsADirectoryError",
+                                                "KeyError",
+                                                "KeyboardInterrupt",
+                                                "LookupError",
+                                                "MemoryError",
+                                                "ModuleNotFoundError",
+                                                "NameError",
+                                                "NotADirectoryError",
+                                                "NotImplementedError",
+                                                "OSError",
+                                                "OverflowError",
+                                                "PendingDeprecationWarning",
+                                                "PermissionError",
+                                                "ProcessLookupError",
+                                                "RecursionError",
+                                                "ReferenceError",
+                                                "ResourceWarning",
+                                                "RuntimeError",
+                                                "RuntimeWarning",
+                                                "StopAsyncIteration",
+                                                "StopIteration",
+                                                "SyntaxError",
+                                                "SyntaxWarning",
+                                                "SystemError",
+                                                "SystemExit",
+                                                "TabError",
+                                                "TimeoutError",
+                                                "TypeError",
+                                                "UnboundLocalError",
+                                                "UnicodeDecodeError",
+                                                "UnicodeEncodeError",
+                                                "UnicodeError",
+                                                "UnicodeTranslateError",
+                                                "UnicodeWarning",
+                                                "UserWarning",
+                                                "ValueError",
+                                                "Warning",
+                                                "ZeroDivisionError",
+                                                NULL};
+
+/* OSError(errno, strerror, ...) returns an instance of the subclass for errno (PEP 3151). */
+static const char *ctlc_oserror_subclass(json_int_t e)
+{
+    static const struct {
+        int errnum;
+        const char *name;
+    } map[] = {
+        {EAGAIN, "BlockingIOError"},
+        {EALREADY, "BlockingIOError"},
+        {EWOULDBLOCK, "BlockingIOError"},
+        {EINPROGRESS, "BlockingIOError"},
+        {ECHILD, "ChildProcessError"},
+        {EPIPE, "BrokenPipeError"},
+        {ESHUTDOWN, "BrokenPipeError"},
+        {ECONNABORTED, "ConnectionAbortedError"},
+        {ECONNREFUSED, "ConnectionRefusedError"},
+        {ECONNRESET, "ConnectionResetError"},
+        {EEXIST, "FileExistsError"},
+        {ENOENT, "FileNotFoundError"},
+        {EISDIR, "IsADirectoryError"},
+        {ENOTDIR, "NotADirectoryError"},
+        {EINTR, "InterruptedError"},
+        {EACCES, "PermissionError"},
+        {EPERM, "PermissionError"},
+        {ESRCH, "ProcessLookupError"},
+        {ETIMEDOUT, "TimeoutError"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (map[i].errnum == e)
+            return map[i].name;
+    return "OSError";
+}
+
+void cc_ctlc_client_exc_line(struct cc_sbuf *out, const json_t *exc)
+{
+    const char *module, *type, *shown_module = NULL, *shown_type;
+    const json_t *msg = json_object_get(exc, "exc_message");
+    json_t *args = NULL;
+    int found = 0;
+
+    if (!json_is_object(exc) || json_object_size(exc) == 0) {
+        /* exception_to_python(None) is None; vine's reraise then raises this. */
+        cc_sbuf_puts(out, "TypeError: exceptions must derive from BaseException");
+        return;
+    }
+    module = json_string_value(json_object_get(exc, "exc_module"));
+    type = json_string_value(json_object_get(exc, "exc_type"));
+    if (type == NULL)
+        type = "Exception";
+    shown_type = type;
+    if (module != NULL && strcmp(module, "builtins") == 0) {
+        for (const char *const *n = ctlc_builtin_excs; *n != NULL && !found; n++)
+            found = strcmp(*n, type) == 0;
+        shown_module = "builtins";
+    } else if (module != NULL) {
+        for (size_t i = 0; i < sizeof ctlc_exc_classes / sizeof ctlc_exc_classes[0]; i++) {
+            const struct ctlc_exc_class *c = &ctlc_exc_classes[i];
+            if (strcmp(c->module, module) == 0 && strcmp(c->name, type) == 0) {
+                found = 1;
+                shown_module = c->real_module ? c->real_module : c->module;
+                shown_type = c->real_name ? c->real_name : c->name;
+                break;
+            }
+        }
+    }
+    /* cls(*exc_message) if a list, else cls(exc_message). */
+    if (json_is_array(msg))
+        args = json_incref((json_t *)msg);
+    else {
+        args = json_array();
+        if (args != NULL)
+            json_array_append_new(args, msg != NULL ? json_incref((json_t *)msg) : json_string(""));
+    }
+    if (!found) {
+        /* create_exception_cls(exc_type, 'celery.exceptions') (module given but not loaded
+         * in the client, or unknown there), or 'celery.backends.base' without exc_module: a
+         * plain Exception subclass, so str() is Exception's. */
+        cc_sbuf_puts(out, module != NULL ? "celery.exceptions." : "celery.backends.base.");
+        cc_sbuf_puts(out, type);
+        cc_sbuf_putn(out, ": ", 2);
+        size_t mark = out->len;
+        cc_sbuf_pyexc_str(out, "", type, args);
+        if (out->len == mark && !out->oom) {
+            out->len -= 2;
+            out->p[out->len] = '\0';
+        }
+    } else {
+        if (strcmp(shown_module, "builtins") == 0 &&
+            (strcmp(type, "OSError") == 0 || strcmp(type, "IOError") == 0 ||
+             strcmp(type, "EnvironmentError") == 0) &&
+            json_array_size(args) >= 2 && json_array_size(args) <= 5 &&
+            json_is_integer(json_array_get(args, 0)))
+            shown_type = ctlc_oserror_subclass(json_integer_value(json_array_get(args, 0)));
+        cc_sbuf_pyexc_line(out, shown_module, shown_type, args);
+    }
+    json_decref(args);
+}
+
+int cc_ctlc_result_is_ready(const json_t *meta)
+{
+    const char *st = json_string_value(json_object_get(meta, "status"));
+    return st != NULL &&
+           (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 || strcmp(st, "REVOKED") == 0);
+}
+
+int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+                       int show_traceback)
+{
+    const char *st = json_string_value(json_object_get(meta, "status"));
+    const json_t *v;
+
+    if (show_traceback) {
+        /* click.echo(task_result.traceback): None prints an empty line. */
+        v = json_object_get(meta, "traceback");
+        if (json_is_string(v))
+            cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
+        else if (v != NULL && !json_is_null(v))
+            cc_ctlc_pystr(out, v);
+        cc_sbuf_putc(out, '\n');
+        return 0;
+    }
+    if (st != NULL && strcmp(st, "SUCCESS") == 0) {
+        /* click.echo(task_result.get()): str(value), None prints an empty line. */
+        v = json_object_get(meta, "result");
+        if (v != NULL && !json_is_null(v))
+            cc_ctlc_pystr(out, v);
+        cc_sbuf_putc(out, '\n');
+        return 0;
+    }
+    /* FAILURE / REVOKED: get() re-raises; Python prints the CLI's own traceback, whose last
+     * line is this one, and exits 1. */
+    cc_ctlc_client_exc_line(err, json_object_get(meta, "result"));
+    cc_sbuf_putc(err, '\n');
+    return 1;
+}

@@ -70,4 +70,31 @@ void cc_ctlc_pystr(struct cc_sbuf *out, const json_t *v);
 void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
                         char **new_label);
 
+/* ---- celery result -------------------------------------------------------------------- */
+
+/* Whether a stored meta (celery-task-meta-<id>) is in a ready state: SUCCESS, FAILURE or
+ * REVOKED (AsyncResult.get() returns or raises; it waits through PENDING, STARTED, RETRY). */
+int cc_ctlc_result_is_ready(const json_t *meta);
+
+/* What `celery result <id>` (celery/bin/result.py, no -A app) prints for the stored `meta`:
+ *   show_traceback: the stored traceback and a newline (an empty line when there is none),
+ *     on stdout; exit 0 whatever the state (PENDING: meta may be NULL);
+ *   SUCCESS: str(result) and a newline on stdout (None: an empty line); exit 0;
+ *   FAILURE, REVOKED: get() re-raises in the client, Python prints a traceback of the CLI
+ *     itself on stderr and exits 1; `err` gets its last line, the exception as the client
+ *     rebuilt it (cc_ctlc_client_exc_line) and a newline.
+ * Returns the exit status (0 or 1). */
+int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+                       int show_traceback);
+
+/* The last traceback line Python prints for the stored exception dict `exc`
+ * ({exc_type, exc_message, exc_module}) once the `celery` CLI (no app imported) rebuilt it with
+ * exception_to_python: builtins and the classes of celery.exceptions / billiard.exceptions
+ * are found ("ValueError: boom", "celery.exceptions.TaskRevokedError: revoked",
+ * "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)"; OSError(errno, ...) becomes
+ * its errno subclass); any other module is not loaded there, so the class is created in
+ * celery.exceptions and str() is Exception's ("celery.exceptions.CustomError: ('x', 42)").
+ * No newline. */
+void cc_ctlc_client_exc_line(struct cc_sbuf *out, const json_t *exc);
+
 #endif

@@ -147,9 +147,10 @@ char *cc_event_worker(const struct cc_event_head *h, const char *type,
         EV_S("sw_ver", wi->sw_ver),
         EV_S("sw_sys", wi->sw_sys),
     };
-    /* control.py heartbeat(): dispatcher.send('worker-heartbeat', freq=5, **SOFTWARE_INFO) */
+    /* control.py heartbeat(): dispatcher.send('worker-heartbeat', freq=5, **SOFTWARE_INFO);
+     * [flower] that 5 is a Python int, so it goes out as `5`, not `5.0`. */
     const struct cc_event_field sw[] = {
-        EV_F("freq", wi->freq_s),
+        EV_I("freq", (long long)wi->freq_s),
         EV_S("sw_ident", wi->sw_ident),
         EV_S("sw_ver", wi->sw_ver),
         EV_S("sw_sys", wi->sw_sys),

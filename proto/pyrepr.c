@@ -95,66 +95,11 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
     cc_sbuf_putc(b, quote);
 }
 
+static const struct cc_sbuf_style repr_style = {.str = repr_str, .is_json = false};
+
 void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple)
 {
-    char tmp[40];
-
-    if (b->oom || b->truncated)
-        return;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *val;
-        int first = 1;
-
-        cc_sbuf_putc(b, '{');
-        json_object_foreach((json_t *)v, key, val)
-        {
-            if (b->truncated)
-                break;
-            if (!first)
-                cc_sbuf_putn(b, ", ", 2);
-            first = 0;
-            repr_str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
-            cc_sbuf_putn(b, ": ", 2);
-            cc_sbuf_pyrepr(b, val, 0);
-        }
-        cc_sbuf_putc(b, '}');
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t n = json_array_size(v);
-
-        cc_sbuf_putc(b, as_tuple ? '(' : '[');
-        for (size_t i = 0; i < n && !b->truncated; i++) {
-            if (i)
-                cc_sbuf_putn(b, ", ", 2);
-            cc_sbuf_pyrepr(b, json_array_get(v, i), 0);
-        }
-        if (as_tuple && n == 1)
-            cc_sbuf_putc(b, ',');
-        cc_sbuf_putc(b, as_tuple ? ')' : ']');
-        break;
-    }
-    case JSON_STRING:
-        repr_str(b, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        cc_sbuf_int(b, (long long)json_integer_value(v));
-        break;
-    case JSON_REAL:
-        cc_sbuf_putn(b, tmp, cc_float_repr(json_real_value(v), tmp));
-        break;
-    case JSON_TRUE:
-        cc_sbuf_putn(b, "True", 4);
-        break;
-    case JSON_FALSE:
-        cc_sbuf_putn(b, "False", 5);
-        break;
-    case JSON_NULL:
-        cc_sbuf_putn(b, "None", 4);
-        break;
-    }
+    cc_sbuf_value(b, v, &repr_style, as_tuple);
 }
 
 char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)
@@ -224,4 +169,131 @@ const char *cc_py_type_name(const json_t *v)
     default:
         return "NoneType";
     }
+}
+
+/* ---- str(exc) and the last line of a traceback ------------------------------------- */
+
+static int is_one_of(const char *s, const char *const *names)
+{
+    for (; *names != NULL; names++)
+        if (strcmp(s, *names) == 0)
+            return 1;
+    return 0;
+}
+
+/* str(arg) of one exception argument: the text of a str, repr() of anything else. */
+static void sbuf_pystr(struct cc_sbuf *b, const json_t *v)
+{
+    if (json_is_string(v))
+        cc_sbuf_putn(b, json_string_value(v), json_string_length(v));
+    else
+        cc_sbuf_pyrepr(b, v, 0);
+}
+
+void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+                       const json_t *exc_args)
+{
+    /* OSError and its subclasses (builtins): OSError.__str__ with 2..5 args. */
+    static const char *const oserrors[] = {"OSError",
+                                           "IOError",
+                                           "EnvironmentError",
+                                           "BlockingIOError",
+                                           "ChildProcessError",
+                                           "ConnectionError",
+                                           "BrokenPipeError",
+                                           "ConnectionAbortedError",
+                                           "ConnectionRefusedError",
+                                           "ConnectionResetError",
+                                           "FileExistsError",
+                                           "FileNotFoundError",
+                                           "InterruptedError",
+                                           "IsADirectoryError",
+                                           "NotADirectoryError",
+                                           "PermissionError",
+                                           "ProcessLookupError",
+                                           "TimeoutError",
+                                           NULL};
+    /* KeyError and the celery.exceptions classes that derive from it: repr() of one arg. */
+    static const char *const keyerrors[] = {"KeyError", "NotRegistered", "QueueNotFound", NULL};
+    const char *mod = exc_module != NULL ? exc_module : "";
+    const char *type = exc_type != NULL ? exc_type : "Exception";
+    size_t n = json_is_array(exc_args) ? json_array_size(exc_args) : (exc_args != NULL);
+    const json_t *a0 = json_is_array(exc_args) ? json_array_get(exc_args, 0) : exc_args;
+
+    if (strcmp(mod, "billiard.exceptions") == 0 &&
+        (strcmp(type, "TimeLimitExceeded") == 0 || strcmp(type, "SoftTimeLimitExceeded") == 0)) {
+        /* billiard: "TimeLimitExceeded%s" % (self.args,) -> "TimeLimitExceeded(1,)". */
+        cc_sbuf_puts(b, type);
+        if (json_is_array(exc_args))
+            cc_sbuf_pyrepr(b, exc_args, 1);
+        else if (exc_args != NULL) {
+            cc_sbuf_putc(b, '(');
+            cc_sbuf_pyrepr(b, exc_args, 0);
+            cc_sbuf_putn(b, ",)", 2);
+        } else
+            cc_sbuf_putn(b, "()", 2);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (strcmp(mod, "builtins") == 0 && n >= 2 && n <= 5 && is_one_of(type, oserrors)) {
+        const json_t *fn = json_array_get(exc_args, 2), *fn2 = json_array_get(exc_args, 4);
+
+        cc_sbuf_puts(b, "[Errno ");
+        sbuf_pystr(b, a0);
+        cc_sbuf_putn(b, "] ", 2);
+        sbuf_pystr(b, json_array_get(exc_args, 1));
+        if (fn != NULL && !json_is_null(fn)) {
+            cc_sbuf_putn(b, ": ", 2);
+            cc_sbuf_pyrepr(b, fn, 0);
+            if (fn2 != NULL && !json_is_null(fn2)) {
+                cc_sbuf_puts(b, " -> ");
+                cc_sbuf_pyrepr(b, fn2, 0);
+            }
+        }
+        return;
+    }
+    if (n > 1) {
+        cc_sbuf_pyrepr(b, exc_args, 1); /* str(self.args) */
+        return;
+    }
+    if ((strcmp(mod, "builtins") == 0 || strcmp(mod, "celery.exceptions") == 0) &&
+        is_one_of(type, keyerrors))
+        cc_sbuf_pyrepr(b, a0, 0);
+    else
+        sbuf_pystr(b, a0);
+}
+
+void cc_sbuf_pyexc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+                        const json_t *exc_args)
+{
+    const char *type = exc_type != NULL ? exc_type : "Exception";
+    size_t mark;
+
+    /* traceback.TracebackException.format_exception_only: the module is left out for
+     * builtins and __main__; IOError and EnvironmentError are OSError's aliases. */
+    if (exc_module != NULL && strcmp(exc_module, "builtins") != 0 &&
+        strcmp(exc_module, "__main__") != 0) {
+        cc_sbuf_puts(b, exc_module);
+        cc_sbuf_putc(b, '.');
+    } else if (strcmp(type, "IOError") == 0 || strcmp(type, "EnvironmentError") == 0) {
+        type = "OSError";
+    }
+    cc_sbuf_puts(b, type);
+    cc_sbuf_putn(b, ": ", 2);
+    mark = b->len;
+    cc_sbuf_pyexc_str(b, exc_module, exc_type, exc_args);
+    if (b->len == mark && !b->oom) { /* empty str(): "Type" alone */
+        b->len -= 2;
+        b->p[b->len] = '\0';
+    }
+}
+
+char *cc_pyrepr_exc_line(const char *exc_module, const char *exc_type, const json_t *exc_args)
+{
+    struct cc_sbuf b;
+
+    cc_sbuf_init(&b, 0);
+    cc_sbuf_pyexc_line(&b, exc_module, exc_type, exc_args);
+    return cc_sbuf_take(&b, NULL);
 }

@@ -22,4 +22,11 @@ const char *cc_py_type_name(const json_t *v);
  * ExpectedException() / KeyError('k') / CustomError('custom failure', 42). Owned. */
 char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args);
 
+/* The last line Python prints for the exception exc_module.exc_type(*exc_args) at the end
+ * of a traceback (traceback.format_exception_only, no newline): "ValueError: boom",
+ * "KeyError: 'k'", "app.CustomError: ('custom failure', 42)", "celery.exceptions.Ignore",
+ * "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)",
+ * "FileNotFoundError: [Errno 2] No such file or directory: 'x'". Owned; NULL on OOM. */
+char *cc_pyrepr_exc_line(const char *exc_module, const char *exc_type, const json_t *exc_args);
+
 #endif

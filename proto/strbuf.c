@@ -326,7 +326,7 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n)
     cc_sbuf_putc(b, '"');
 }
 
-void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
+void cc_sbuf_value(struct cc_sbuf *b, const json_t *v, const struct cc_sbuf_style *st, int as_tuple)
 {
     char tmp[40];
 
@@ -341,13 +341,15 @@ void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
         cc_sbuf_putc(b, '{');
         json_object_foreach((json_t *)v, key, val)
         {
+            if (b->truncated)
+                break;
             if (!first)
                 cc_sbuf_putn(b, ", ", 2);
             first = 0;
             /* Keys may hold NUL bytes (JSON_ALLOW_NUL); jansson 2.14 keeps their length. */
-            cc_sbuf_json_str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
+            st->str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
             cc_sbuf_putn(b, ": ", 2);
-            cc_sbuf_json(b, val);
+            cc_sbuf_value(b, val, st, 0);
         }
         cc_sbuf_putc(b, '}');
         break;
@@ -355,17 +357,19 @@ void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
 
-        cc_sbuf_putc(b, '[');
-        for (size_t i = 0; i < n; i++) {
+        cc_sbuf_putc(b, as_tuple ? '(' : '[');
+        for (size_t i = 0; i < n && !b->truncated; i++) {
             if (i)
                 cc_sbuf_putn(b, ", ", 2);
-            cc_sbuf_json(b, json_array_get(v, i));
+            cc_sbuf_value(b, json_array_get(v, i), st, 0);
         }
-        cc_sbuf_putc(b, ']');
+        if (as_tuple && n == 1)
+            cc_sbuf_putc(b, ',');
+        cc_sbuf_putc(b, as_tuple ? ')' : ']');
         break;
     }
     case JSON_STRING:
-        cc_sbuf_json_str(b, json_string_value(v), json_string_length(v));
+        st->str(b, json_string_value(v), json_string_length(v));
         break;
     case JSON_INTEGER:
         cc_sbuf_int(b, (long long)json_integer_value(v));
@@ -374,22 +378,29 @@ void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
         double d = json_real_value(v);
 
         /* jansson refuses non-finite reals, but json.dumps would say Infinity / NaN. */
-        if (isnan(d))
+        if (st->is_json && isnan(d))
             cc_sbuf_puts(b, "NaN");
-        else if (isinf(d))
+        else if (st->is_json && isinf(d))
             cc_sbuf_puts(b, d < 0 ? "-Infinity" : "Infinity");
         else
             cc_sbuf_putn(b, tmp, cc_float_repr(d, tmp));
         break;
     }
     case JSON_TRUE:
-        cc_sbuf_putn(b, "true", 4);
+        cc_sbuf_puts(b, st->is_json ? "true" : "True");
         break;
     case JSON_FALSE:
-        cc_sbuf_putn(b, "false", 5);
+        cc_sbuf_puts(b, st->is_json ? "false" : "False");
         break;
     case JSON_NULL:
-        cc_sbuf_putn(b, "null", 4);
+        cc_sbuf_puts(b, st->is_json ? "null" : "None");
         break;
     }
+}
+
+static const struct cc_sbuf_style json_style = {.str = cc_sbuf_json_str, .is_json = true};
+
+void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
+{
+    cc_sbuf_value(b, v, &json_style, 0);
 }

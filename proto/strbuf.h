@@ -39,6 +39,16 @@ char *cc_sbuf_take(struct cc_sbuf *b, size_t *len);
  * into `out` (needs 32 bytes). Returns the length. */
 size_t cc_float_repr(double d, char *out);
 
+/* How a writer spells scalars and strings: json.dumps (is_json) or Python's repr(). */
+struct cc_sbuf_style {
+    void (*str)(struct cc_sbuf *b, const char *s, size_t n); /* a string literal */
+    bool is_json; /* true/false/null and NaN/Infinity; else True/False/None, nan/inf */
+};
+/* Walk `v` writing it in `st`'s spelling with Python's ", " / ": " separators; `as_tuple`
+ * renders a top-level array as a tuple ("(1,)"). Stops early once `b` is truncated. */
+void cc_sbuf_value(struct cc_sbuf *b, const json_t *v, const struct cc_sbuf_style *st,
+                   int as_tuple);
+
 /* json.dumps(v) with separators (", ", ": ") and ensure_ascii=True, keys in insertion order. */
 void cc_sbuf_json(struct cc_sbuf *b, const json_t *v);
 /* A JSON string literal of the UTF-8 bytes s[0..n) as json.dumps writes it. */
@@ -47,6 +57,18 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n);
 /* repr(v) of the Python value json.loads would build; `as_tuple` renders a top-level array
  * as a tuple. */
 void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple);
+
+/* str(exc) of the Python exception exc_module.exc_type(*exc_args) (exc_args a JSON array, or
+ * one value, or NULL): the args' str, with the __str__ of the classes Celery users meet
+ * (KeyError, OSError and its subclasses, billiard's time limits). */
+void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+                       const json_t *exc_args);
+/* The last line of Python's traceback for that exception, without the newline
+ * (traceback.format_exception_only): "ValueError: boom", "app.CustomError: ('x', 42)",
+ * "billiard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded()", "celery.exceptions.Ignore".
+ */
+void cc_sbuf_pyexc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+                        const json_t *exc_args);
 
 /* Length of the valid UTF-8 prefix of s[0..n): n when it is all valid (no overlongs, no
  * surrogates, nothing above U+10FFFF). */

@@ -10,6 +10,15 @@
  * answered with close-ok and reported with the server's text, basic.cancel (queue deleted)
  * is reported as fatal.
  *
+ * Flow control [blocked]: the client properties advertise the connection.blocked
+ * capability, as py-amqp does, so RabbitMQ tells us when a memory or disk alarm blocks the
+ * connection (connection.blocked, with its reason) and when it is lifted
+ * (connection.unblocked). Both arrive on channel 0 and are read wherever frames are read
+ * (cc_broker_next, confirm waits, cc_broker_poll); they only set is_blocked. While blocked,
+ * every publish function refuses with CC_EAGAIN without sending: RabbitMQ has stopped
+ * reading the socket, so bytes would only pile up in it, and rabbitmq-c's blocking send
+ * would stall the event loop once the socket buffer is full.
+ *
  * Invariants: after a server channel.close the channel is never used again (close-ok sent,
  * is_channel_open false); the full server reply text is kept in last_reply because the
  * 406 PRECONDITION_FAILED text (naming the mismatching argument) does not fit in cc_err.
@@ -127,6 +136,51 @@ static int broker_status(struct cc_broker *b, int status, const char *what, stru
     return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(status));
 }
 
+/* ---- [blocked] Flow control ---------------------------------------------------------- */
+
+/* connection.blocked / connection.unblocked: record the state. True when `m` was one. */
+static bool broker_flow(struct cc_broker *b, const amqp_method_t *m)
+{
+    if (m->id == AMQP_CONNECTION_BLOCKED_METHOD) {
+        const amqp_connection_blocked_t *blk = m->decoded;
+
+        b->is_blocked = true;
+        snprintf(b->blocked_reason, sizeof(b->blocked_reason), "%.*s",
+                 blk != NULL ? (int)blk->reason.len : 0,
+                 blk != NULL && blk->reason.bytes != NULL ? (const char *)blk->reason.bytes : "");
+        return true;
+    }
+    if (m->id == AMQP_CONNECTION_UNBLOCKED_METHOD) {
+        b->is_blocked = false;
+        return true;
+    }
+    return false;
+}
+
+static int broker_refuse_blocked(const struct cc_broker *b, const char *what, struct cc_err *err)
+{
+    if (!b->is_blocked)
+        return cc_err_set(err, CC_EAGAIN, "%s: the broker is blocking publishers", what);
+    return cc_err_set(err, CC_EAGAIN, "%s: the broker has blocked the connection (%s)", what,
+                      b->blocked_reason[0] != '\0' ? b->blocked_reason : "resource alarm");
+}
+
+bool cc_broker_has_readable(const struct cc_broker *b)
+{
+    struct pollfd pfd = {.fd = b->fd, .events = POLLIN};
+
+    if (b->conn == NULL || !b->is_conn_open || b->fd < 0)
+        return false;
+    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
+        return true;
+    return poll(&pfd, 1, 0) == 1 && pfd.revents != 0;
+}
+
+bool cc_broker_is_blocked(const struct cc_broker *b)
+{
+    return b->conn != NULL && b->is_conn_open && b->is_blocked;
+}
+
 /* ---- Connection ---------------------------------------------------------------------- */
 
 /* Celery's broker_use_ssl on the rabbitmq-c socket. rabbitmq-c 0.11 checks the host name
@@ -220,8 +274,20 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
     b->is_conn_open = true;
     (void)amqp_set_handshake_timeout(b->conn, &tv);
     b->heartbeat_s = heartbeat_s > 0 ? (int)heartbeat_s : 0;
-    r = amqp_login(b->conn, u.vhost, 0, 131072, b->heartbeat_s, AMQP_SASL_METHOD_PLAIN, u.user,
-                   u.password);
+    {
+        /* [blocked] client_properties.capabilities {connection.blocked: true}, as py-amqp
+         * sends it; rabbitmq-c merges it into its own capabilities table. */
+        amqp_table_entry_t cap = {
+            .key = amqp_cstring_bytes("connection.blocked"),
+            .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value = {.boolean = 1}}};
+        amqp_table_entry_t prop = {
+            .key = amqp_cstring_bytes("capabilities"),
+            .value = {.kind = AMQP_FIELD_KIND_TABLE, .value = {.table = {1, &cap}}}};
+        amqp_table_t props = {1, &prop};
+
+        r = amqp_login_with_properties(b->conn, u.vhost, 0, 131072, b->heartbeat_s, &props,
+                                       AMQP_SASL_METHOD_PLAIN, u.user, u.password);
+    }
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rc = broker_reply(b, r, "login", err);
         if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
@@ -396,6 +462,8 @@ static int broker_publish(struct cc_broker *b, amqp_channel_t ch, const char *ex
 
     if (!b->is_channel_open)
         return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
+        return broker_refuse_blocked(b, "basic.publish", err);
     memset(&p, 0, sizeof(p));
     init_amqp_pool(&pool, 4096);
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CONTENT_ENCODING_FLAG |
@@ -488,6 +556,11 @@ static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms
             return broker_server_close(b, &f.payload.method, "connection closed by the broker",
                                        err);
         default:
+            /* [blocked] The confirm cannot come before connection.unblocked: do not wait
+             * for it. The publish stays in the socket; the broker handles it once the
+             * alarm is lifted (the caller must treat it as maybe published). */
+            if (broker_flow(b, &f.payload.method) && b->is_blocked)
+                return broker_refuse_blocked(b, "waiting for a publisher confirm", err);
             break;
         }
     }
@@ -511,6 +584,8 @@ int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const
 
     if (!b->is_confirming)
         return cc_err_set(err, CC_EINVAL, "publish_confirmed: channel not in confirm mode");
+    if (b->is_blocked) /* [blocked] nothing sent: the caller keeps the message */
+        return broker_refuse_blocked(b, "basic.publish", err);
     rc = broker_publish(b, b->channel, exchange, routing_key, m, true, err);
     if (rc != CC_OK)
         return rc;
@@ -554,10 +629,56 @@ static int broker_other_frame(struct cc_broker *b, struct cc_err *err)
         return broker_reply(b, r, "basic.return", err);
     }
     default:
+        if (broker_flow(b, &f.payload.method)) /* [blocked] */
+            return CC_OK;
         cc_debug("broker: ignoring method 0x%08x on channel %u", (unsigned)f.payload.method.id,
                  (unsigned)f.channel);
         return CC_OK;
     }
+}
+
+int cc_broker_poll(struct cc_broker *b, struct cc_err *err)
+{
+    for (int i = 0; i < 64; i++) {
+        struct timeval zero = {0, 0};
+        amqp_frame_t f;
+        int st;
+
+        if (!b->is_conn_open)
+            return cc_err_set(err, CC_EBROKER, "connection to the broker lost");
+        st = amqp_simple_wait_frame_noblock(b->conn, &f, &zero);
+        if (st == AMQP_STATUS_TIMEOUT)
+            break;
+        if (st != AMQP_STATUS_OK)
+            return broker_status(b, st, "reading a frame", err);
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        switch (f.payload.method.id) {
+        case AMQP_BASIC_ACK_METHOD:
+        case AMQP_BASIC_NACK_METHOD: {
+            const amqp_basic_ack_t *a = f.payload.method.decoded;
+
+            if (a->delivery_tag > b->confirmed_upto)
+                b->confirmed_upto = a->delivery_tag;
+            if (f.payload.method.id == AMQP_BASIC_NACK_METHOD)
+                b->is_nacked = true;
+            break;
+        }
+        case AMQP_BASIC_RETURN_METHOD:
+            b->is_returned = true;
+            break;
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            return broker_server_close(b, &f.payload.method, "connection closed by the broker",
+                                       err);
+        default:
+            (void)broker_flow(b, &f.payload.method);
+            break;
+        }
+    }
+    amqp_maybe_release_buffers(b->conn);
+    return CC_OK;
 }
 
 int cc_broker_next(struct cc_broker *b, amqp_envelope_t *env, int *got, struct cc_err *err)
@@ -634,8 +755,9 @@ void cc_broker_abandon(struct cc_broker *b)
 
 void cc_broker_forget(struct cc_broker *b)
 {
-    if (b->linked != NULL && b->linked->conn != NULL && b->linked->fd >= 0)
-        close(b->linked->fd);
+    for (const struct cc_broker *l = b->linked; l != NULL; l = l->linked)
+        if (l->conn != NULL && l->fd >= 0)
+            close(l->fd);
     if (b->fd >= 0 && b->conn != NULL)
         close(b->fd);
 }
@@ -650,6 +772,8 @@ int cc_broker_publish_props(struct cc_broker *b, const char *exchange, const cha
 
     if (!b->is_channel_open)
         return cc_err_set(err, CC_ECHANNEL, "basic.publish: channel closed");
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
+        return broker_refuse_blocked(b, "basic.publish", err);
     rc = broker_status(b,
                        amqp_basic_publish(b->conn, b->channel, broker_bytes(exchange),
                                           broker_bytes(routing_key), 0, 0, props, body),
@@ -663,6 +787,8 @@ int cc_broker_sync(struct cc_broker *b, struct cc_err *err)
 {
     if (!b->is_channel_open)
         return cc_err_set(err, CC_ECHANNEL, "sync: channel closed");
+    if (b->is_blocked) /* [blocked] no reply can come before connection.unblocked */
+        return broker_refuse_blocked(b, "sync", err);
     if (b->is_confirming) /* stronger: every publish so far confirmed */
         return broker_wait_confirm(b, b->publish_seq, CC_BROKER_SYNC_TIMEOUT_MS, err);
     /* exchange.declare(passive) of amq.direct, which every vhost has: a cheap synchronous
@@ -788,6 +914,8 @@ int cc_broker_publish_raw_on(struct cc_broker *b, amqp_channel_t ch, const char 
 
     if (!b->is_conn_open || b->fd < 0)
         return cc_err_set(err, CC_EBROKER, "basic.publish: not connected");
+    if (b->is_blocked || b->is_publish_held) /* [blocked] */
+        return broker_refuse_blocked(b, "basic.publish", err);
     /* rabbitmq-c writes with blocking sends: a broker that stopped reading (memory alarm,
      * connection.blocked) would stall the whole event loop. No room now = drop. */
     if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))

@@ -45,6 +45,14 @@ struct cc_broker {
     uint64_t confirmed_upto;     /* highest publish the broker confirmed */
     bool is_nacked, is_returned; /* seen since the last wait for confirms */
     struct cc_broker *linked;    /* another connection cc_broker_forget drops too, or NULL */
+    /* [blocked] RabbitMQ flow control (connection.blocked / connection.unblocked, a memory
+     * or disk alarm). RabbitMQ 3.10 sends connection.blocked only once the connection has
+     * published during the alarm, and from then on it reads nothing more from the socket
+     * (acks, heartbeats, RPCs wait in the socket) until connection.unblocked. */
+    bool is_blocked;
+    char blocked_reason[128]; /* the broker's text ("low on memory"), valid while blocked */
+    bool is_publish_held;     /* set by the owner: refuse publishes as if blocked (another
+                                 connection of the process is blocked: the alarm is node-wide) */
 };
 
 /* TLS settings for amqps:// (Celery's broker_use_ssl), all borrowed for the call. */
@@ -158,6 +166,19 @@ bool cc_broker_has_buffered(const struct cc_broker *b);
 /* Give memory of processed deliveries back (amqp_maybe_release_buffers). */
 void cc_broker_release(struct cc_broker *b);
 
+/* [blocked] Read every frame the connection has ready now without waiting and act on it:
+ * connection.blocked / unblocked (is_blocked), publisher confirms, returns, server closes.
+ * For a connection that nothing else reads (the publishing connection while it is
+ * blocked, to see connection.unblocked). CC_OK, or an error when the connection is gone. */
+int cc_broker_poll(struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
+
+/* [blocked] True when a frame or bytes can be read now without waiting (one poll(2)). */
+bool cc_broker_has_readable(const struct cc_broker *b);
+
+/* [blocked] True while the broker has this connection blocked (connection.blocked seen,
+ * connection.unblocked not yet). Publishing on it then only queues bytes in the socket. */
+bool cc_broker_is_blocked(const struct cc_broker *b);
+
 /* Socket descriptor to poll for POLLIN, -1 when not connected. */
 int cc_broker_fd(const struct cc_broker *b);
 
@@ -174,7 +195,7 @@ void cc_broker_close(struct cc_broker *b);
  * socket close. Idempotent; `b` may be reconnected with cc_broker_connect afterwards. */
 void cc_broker_abandon(struct cc_broker *b);
 
-/* In a forked child: close the inherited socket descriptor (and the linked connection's)
+/* In a forked child: close the inherited socket descriptor (and those of the linked chain)
  * without any protocol traffic and without touching rabbitmq-c state (the memory belongs
  * to the parent's image). */
 void cc_broker_forget(struct cc_broker *b);

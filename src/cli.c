@@ -71,6 +71,7 @@ struct cli_opts {
     int has_countdown;
     /* result */
     int is_traceback;
+    const char *task; /* -t/--task: accepted as Celery does; the Redis key does not use it */
     /* purge */
     int is_force;
     const char *queues, *exclude_queues;
@@ -129,8 +130,10 @@ static void cli_usage(FILE *out, const char *cmd)
         fprintf(out,
                 "Usage: celeryc result [OPTIONS] TASK_ID\n\nPrint the return value for a given "
                 "task id (waits until it is ready).\n\n"
-                "  --traceback             Show the traceback instead.\n"
-                "  -t, --timeout SECONDS   Give up after this long (exit 75); default: wait.\n\n");
+                "  -t, --task TEXT         Name of task (if custom backend).\n"
+                "  --traceback             Show traceback instead.\n"
+                "  -j, --json              Print the stored result meta (JSON).\n"
+                "  --timeout SECONDS       Give up after this long (exit 75); default: wait.\n\n");
     } else if (strcmp(cmd, "purge") == 0) {
         fprintf(out, "Usage: celeryc purge [OPTIONS]\n\nErase all messages from all known task "
                      "queues.\n\nThere is no undo operation for this command.\n\n"
@@ -218,6 +221,7 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
         {"--broker-ssl-cert", 0, 1, 22},
         {"--broker-ssl-key", 0, 1, 23},
         {"--broker-ssl-verify", 0, 1, 24},
+        {"--task", 0, 1, 25},
     };
     const char *cmd = argv[0];
     int no_more_flags = 0;
@@ -273,6 +277,9 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
             id = 19, has_value = 0;
         if (id == 12 && strcmp(cmd, "purge") == 0)
             id = 17;
+        /* `result -t` is --task, as in `celery result -t NAME`; its timeout is --timeout. */
+        if (id == 3 && a[1] != '-' && strcmp(cmd, "result") == 0)
+            id = 25;
         if (id == 0)
             return cli_usage_error(cmd, "no such option: ", a);
         if (has_value && val == NULL) {
@@ -312,6 +319,9 @@ static int cli_parse(struct cli_opts *o, int argc, char **argv)
         }
         case 5:
             o->is_json = 1;
+            break;
+        case 25:
+            o->task = val;
             break;
         case 6:
             o->is_help = 1;
@@ -776,8 +786,15 @@ usage:
 
 /* ---- result ---------------------------------------------------------------------------- */
 
+/* `celery result` (celery/bin/result.py): AsyncResult(id).get() or .traceback, echoed.
+ * get() waits through PENDING, STARTED and RETRY (without -A, celery's CLI polls the
+ * backend; so do we, every 100 ms, up to --timeout); --traceback does not wait. Text output
+ * and exit status are cc_ctlc_result_say's. --json prints the stored meta as stored (PENDING:
+ * the meta Celery's backend returns for a missing key), exit 1 for FAILURE/REVOKED unless
+ * --traceback, as the text form. */
 static int cli_result(const struct cli_opts *o)
 {
+    static const char pending[] = "{\"status\": \"PENDING\", \"result\": null}";
     struct cc_redis *r = NULL;
     struct cc_err err = {0};
     char key[300];
@@ -803,7 +820,6 @@ static int cli_result(const struct cli_opts *o)
         const char *argv[2] = {"GET", key};
         redisReply *rep = cc_redis_cmd(r, 2, argv, NULL, &err);
         json_t *meta = NULL;
-        const char *status;
 
         if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
             fprintf(stderr, "Error: result backend: %s\n", rep ? rep->str : err.msg);
@@ -814,33 +830,29 @@ static int cli_result(const struct cli_opts *o)
         }
         if (rep->type == REDIS_REPLY_STRING)
             meta = json_loadb(rep->str, rep->len, JSON_DECODE_ANY, NULL);
-        freeReplyObject(rep);
-        status = json_string_value(json_object_get(meta, "status"));
-        if (status && (strcmp(status, "SUCCESS") == 0 || strcmp(status, "FAILURE") == 0 ||
-                       strcmp(status, "REVOKED") == 0 || o->is_traceback)) {
-            struct cc_sbuf s = {0};
-            const json_t *res = json_object_get(meta, "result");
-            if (o->is_traceback) {
-                cc_ctlc_pystr(&s, json_object_get(meta, "traceback"));
-                cc_sbuf_putc(&s, '\n');
-            } else if (strcmp(status, "SUCCESS") == 0) {
-                if (o->is_json)
-                    cc_ctlc_json_dump(&s, res, -1, 0);
+        if (o->is_traceback || cc_ctlc_result_is_ready(meta)) {
+            struct cc_sbuf out = {0}, errout = {0};
+
+            rc = cc_ctlc_result_say(&out, &errout, meta, o->is_traceback);
+            if (o->is_json) {
+                cc_sbuf_deinit(&out);
+                if (rep->type == REDIS_REPLY_STRING)
+                    cc_sbuf_putn(&out, rep->str, rep->len);
                 else
-                    cc_ctlc_pystr(&s, res);
-                cc_sbuf_putc(&s, '\n');
-            } else {
-                const char *et = json_string_value(json_object_get(res, "exc_type"));
-                char *exc = cc_pyrepr_exc(et ? et : status, json_object_get(res, "exc_message"));
-                fprintf(stderr, "Error: task %s: %s\n", status, exc ? exc : "?");
-                free(exc);
-                rc = CLI_EX_FAIL;
+                    cc_sbuf_puts(&out, pending);
+                cc_sbuf_putc(&out, '\n');
+            } else if (errout.len > 0) {
+                fflush(stdout);
+                fwrite(errout.p, 1, errout.len, stderr);
             }
-            cli_flush(&s);
-            cc_sbuf_deinit(&s);
+            cli_flush(&out);
+            cc_sbuf_deinit(&out);
+            cc_sbuf_deinit(&errout);
+            freeReplyObject(rep);
             json_decref(meta);
             break;
         }
+        freeReplyObject(rep);
         json_decref(meta);
         if (cli_stop) {
             rc = 130;

@@ -392,11 +392,17 @@ void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request
         c->n_slots = want;
     }
     c->time_start[slot] = control_now();
+    c->n_accepted++;
     n = json_object_get(c->total, r->msg.task);
     if (n != NULL)
         json_integer_set(n, json_integer_value(n) + 1);
     else
         json_object_set_new(c->total, r->msg.task, json_integer(1));
+}
+
+uint64_t cc_control_processed(const struct cc_control *c)
+{
+    return c->n_accepted;
 }
 
 bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum)
@@ -517,11 +523,14 @@ static json_t *control_stats(struct cc_control *c)
     char clock[32];
     json_t *o, *pool, *broker;
 
+    /* [poolsize] The members only (a child removed by pool_shrink that still finishes its
+     * task is leaving), and their number as max-concurrency. (Celery keeps reporting its start
+     * concurrency there after a grow or shrink; celeryc reports the current one.) */
     for (int i = 0; i < c->pool->n; i++)
-        if (c->pool->kids[i].pid > 0)
+        if (c->pool->kids[i].pid > 0 && !c->pool->kids[i].is_removed)
             json_array_append_new(procs, json_integer(c->pool->kids[i].pid));
-    pool = json_pack("{s:i, s:o, s:o, s:b, s:[o, o]}", "max-concurrency", c->pool->n, "processes",
-                     procs, "max-tasks-per-child",
+    pool = json_pack("{s:i, s:o, s:o, s:b, s:[o, o]}", "max-concurrency", cc_pool_size(c->pool),
+                     "processes", procs, "max-tasks-per-child",
                      c->cfg->max_tasks_per_child > 0 ? json_integer(c->cfg->max_tasks_per_child)
                                                      : json_string("N/A"),
                      "put-guarded-by-semaphore", 0, "timeouts",
@@ -535,6 +544,12 @@ static json_t *control_stats(struct cc_control *c)
                        "transport_options", "login_method", "PLAIN", "uri_prefix", "heartbeat",
                        c->cfg->heartbeat_s, "failover_strategy", "round-robin", "alternates");
     cc_url_amqp_deinit(&u);
+    /* [flower] Celery's default broker_connection_timeout is the int 4: the Broker tab shows
+     * "4", not "4.0", so a whole number of seconds goes out as an int. */
+    if (broker != NULL &&
+        c->cfg->connect_timeout_s == (double)(json_int_t)c->cfg->connect_timeout_s)
+        json_object_set_new(broker, "connect_timeout",
+                            json_integer((json_int_t)c->cfg->connect_timeout_s));
     getrusage(RUSAGE_SELF, &ru);
     snprintf(clock, sizeof(clock), "%llu", (unsigned long long)c->clock);
     o = json_pack("{s:O, s:i, s:s, s:I, s:o, s:o, s:i}", "total", c->total, "pid", (int)getpid(),
@@ -756,6 +771,56 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
     return cc_ctl_ok("time limits set successfully");
 }
 
+/* [poolsize] pool_grow / pool_shrink, as Celery's control.py: the pool changes size now
+ * (prefork: children forked or retired; threads: threads started or retired), then the QoS
+ * window follows (Consumer._update_prefetch_count, through ops.pool_resized). Celery's solo
+ * and threads pools have no grow/shrink: the solo reply is Celery's AttributeError; the
+ * threads pool here resizes like prefork. Shrinking never kills a busy executor (billiard
+ * answers "Can't shrink pool. All processes busy!"; celeryc lets it finish its task). */
+static json_t *control_pool_resize(struct cc_control *c, json_t *args, bool is_grow)
+{
+    const char *verb = is_grow ? "grow" : "shrink";
+    json_t *jn = json_object_get(args, "n");
+    struct cc_err err = {0};
+    char msg[200];
+    int rc;
+
+    if (c->cfg->pool == CC_POOL_SOLO) {
+        snprintf(msg, sizeof(msg), "AttributeError(\"'TaskPool' object has no attribute '%s'\")",
+                 verb);
+        return cc_ctl_error(msg);
+    }
+    /* Python's n=1 default; range(n) wants an int (the CLI converts N to one). */
+    if (jn != NULL && !json_is_integer(jn)) {
+        snprintf(msg, sizeof(msg), "TypeError(\"'%s' object cannot be interpreted as an integer\")",
+                 json_is_string(jn)   ? "str"
+                 : json_is_real(jn)   ? "float"
+                 : json_is_null(jn)   ? "NoneType"
+                 : json_is_array(jn)  ? "list"
+                 : json_is_object(jn) ? "dict"
+                                      : "bool");
+        return cc_ctl_error(msg);
+    }
+    json_int_t n = jn != NULL ? json_integer_value(jn) : 1;
+    if (n < 0 || n > cc_pool_max_size(c->pool)) {
+        snprintf(msg, sizeof(msg), "ValueError('pool_%s: n must be in 0..%d, got %lld')", verb,
+                 cc_pool_max_size(c->pool), (long long)n);
+        return cc_ctl_error(msg);
+    }
+    rc = is_grow ? cc_pool_grow(c->pool, (int)n, &err) : cc_pool_shrink(c->pool, (int)n, &err);
+    if (rc != CC_OK) {
+        cc_error("pool_%s %lld: %s", verb, (long long)n, err.msg);
+        snprintf(msg, sizeof(msg), "ValueError('%.150s')", err.msg);
+        return cc_ctl_error(msg);
+    }
+    if (n > 0)
+        cc_info("pool_%s %lld by remote: the pool now has %d %s", verb, (long long)n,
+                cc_pool_size(c->pool), c->cfg->pool == CC_POOL_THREADS ? "threads" : "processes");
+    if (c->ops.pool_resized != NULL)
+        c->ops.pool_resized(c->ops.ud);
+    return cc_ctl_ok(is_grow ? "pool will grow" : "pool will shrink");
+}
+
 static json_t *control_add_consumer(struct cc_control *c, json_t *args)
 {
     const char *queue = control_arg_str(args, "queue");
@@ -942,9 +1007,9 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
         return control_add_consumer(c, a);
     if (strcmp(m, "cancel_consumer") == 0)
         return control_cancel_consumer(c, a);
-    if (strcmp(m, "pool_grow") == 0 || strcmp(m, "pool_shrink") == 0)
-        return cc_ctl_error("NotImplementedError('the celeryc pool has a fixed size; "
-                            "restart the worker with another -c')");
+    if (strcmp(m, "pool_grow") == 0 || strcmp(m, "pool_shrink") == 0) /* [poolsize] */
+        return control_pool_resize(c, a, m[5] == 'g');
+    /* No --autoscale (no autoscaler): Celery's answer for a worker started without it. */
     if (strcmp(m, "autoscale") == 0)
         return cc_ctl_error("ValueError('Autoscale not enabled')");
     if (strcmp(m, "pool_restart") == 0)

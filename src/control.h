@@ -55,6 +55,9 @@ struct cc_control_ops {
     void *ud;
     /* Call fn(ctx, r, kind, slot) for every request the worker holds (slot -1 unless ACTIVE). */
     void (*each)(void *ud, cc_control_visit_fn fn, void *ctx);
+    /* [poolsize] pool_grow / pool_shrink changed the pool's size (cc_pool_size): the worker
+     * updates its QoS window. May be NULL. */
+    void (*pool_resized)(void *ud);
 };
 
 struct cc_control_queue {
@@ -78,6 +81,7 @@ struct cc_control {
     double *time_start; /* by pool slot: epoch seconds of the job in flight */
     int n_slots;
     json_t *total;              /* {task name: started count} in first-seen order */
+    uint64_t n_accepted;        /* tasks started, all names: Celery's all_total_count */
     json_t *revoked;            /* {id: epoch seconds revoked}, insertion order */
     json_t *terminated;         /* {id: signum} revoked with terminate, not yet reported */
     json_t *rate_limits;        /* {task name: rate text} set at run time */
@@ -118,6 +122,11 @@ void cc_control_revoke_add(struct cc_control *c, const char *id);
 
 /* A job is handed to the executor in `slot`: time_start and the `total` stats. */
 void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request *r);
+
+/* Tasks started since the worker started (the sum of stats' `total`): what Celery's
+ * worker-online/-heartbeat/-offline events carry as `processed` (all_total_count, counted
+ * when a task is accepted, so running and terminated tasks count, as Flower shows them). */
+uint64_t cc_control_processed(const struct cc_control *c);
 
 /* True (and forgets it) when `id` was terminated by revoke(terminate=True). */
 bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum);

@@ -1,15 +1,18 @@
 /* The worker's event dispatcher: Celery's EventDispatcher + Heart for celeryc (§4).
  *
- * Transport. Events are published on channel CC_EVENTS_CHANNEL (3) of the master's
- * consuming connection rather than a connection of their own: the master loop already reads
- * that socket (so a channel.close or connection.close for it is noticed), its heartbeats are
- * already serviced, and a reconnect reopens everything in one place (worker_declare calls
- * cc_events_on_connect). The publishing connection (w->pub) cannot be used: it is in
- * confirm mode and waits for confirms. The cost of sharing is that RabbitMQ's flow control
- * (connection.blocked on a memory/disk alarm) throttles a connection that publishes; so
- * every publish first checks that the socket can take bytes now (cc_broker_publish_on) and
- * the event is dropped otherwise: acks and deliveries on channel 1 never wait behind
- * events, and memory stays bounded.
+ * Transport. [blocked] The worker gives events a connection of their own
+ * (cc_events_set_transport; heartbeats off, channel 1), as Celery's dispatcher has: RabbitMQ
+ * blocks a connection that publishes during a memory/disk alarm (it stops reading its
+ * socket), which on the consuming connection would also hold back acks, hence deliveries.
+ * Nothing else reads this connection, so it is read here: before each publish when it has
+ * bytes, and from the tick every EVENTS_OWN_POLL_US (connection.blocked / unblocked, a
+ * server close). It is (re)opened by cc_events_on_connect with the consuming connection,
+ * and retried every EVENTS_OWN_RETRY_US if it fails alone. The publishing connection
+ * (w->pub) cannot be used: it is in confirm mode and waits for confirms. Without a transport
+ * (unit tests) events go on channel CC_EVENTS_CHANNEL (3) of the consuming connection. Every
+ * publish first checks that the connection is not blocked and that the socket can take
+ * bytes now (cc_broker_publish_raw_on); the event is dropped otherwise, so memory stays
+ * bounded and the loop never waits for the broker.
  *
  * What is sent, as Celery does: worker-online at start and after every reconnect (the
  * Heart step restarts with the consumer), worker-heartbeat every freq (2.0 s), worker-offline
@@ -36,6 +39,8 @@
 #include "celeryc/version.h"
 #include "event.h"
 #include "log.h"
+#include "pyrepr.h"
+#include "taskrun.h"
 #include "util.h"
 
 static struct cc_events *events_current;
@@ -78,10 +83,47 @@ void cc_events_init(struct cc_events *ev, struct cc_broker *broker, const char *
     events_current = ev;
 }
 
+void cc_events_set_transport(struct cc_events *ev, const char *url, const struct cc_broker_tls *tls,
+                             double timeout_s)
+{
+    ev->has_own = url != NULL;
+    ev->url = url;
+    ev->tls = tls;
+    ev->timeout_s = timeout_s;
+    ev->own.fd = -1;
+}
+
+struct cc_broker *cc_events_conn(struct cc_events *ev)
+{
+    return ev->has_own ? &ev->own : NULL;
+}
+
+bool cc_events_is_blocked(const struct cc_events *ev, const char **reason)
+{
+    const struct cc_broker *b = ev->has_own ? &ev->own : ev->broker;
+    bool is = b != NULL && ev->is_open && cc_broker_is_blocked(b);
+
+    if (reason != NULL)
+        *reason = is ? b->blocked_reason : NULL;
+    return is;
+}
+
+/* Close our own connection: without a handshake when the broker blocks it (it would not
+ * answer before the alarm is lifted). */
+static void events_own_close(struct cc_events *ev)
+{
+    if (!ev->has_own)
+        return;
+    if (cc_broker_is_blocked(&ev->own))
+        cc_broker_abandon(&ev->own);
+    cc_broker_close(&ev->own);
+}
+
 void cc_events_deinit(struct cc_events *ev)
 {
     if (ev == NULL)
         return;
+    events_own_close(ev);
     if (ev->n_dropped > 0)
         cc_info("events: %llu sent, %llu dropped (broker unavailable or blocked)",
                 (unsigned long long)ev->n_sent, (unsigned long long)ev->n_dropped);
@@ -129,8 +171,38 @@ static void events_drop(struct cc_events *ev, uint64_t n, const char *why)
     ev->n_dropped += n;
     if (!ev->is_drop_logged) {
         ev->is_drop_logged = true;
-        cc_warn("events: dropping events: %s (further drops are counted, not logged)", why);
+        /* [blocked] A blocked broker is already a WARNING of the worker's (worker_flow). */
+        if (cc_events_is_blocked(ev, NULL))
+            cc_info("events: dropping events: %s (further drops are counted, not logged)", why);
+        else
+            cc_warn("events: dropping events: %s (further drops are counted, not logged)", why);
     }
+}
+
+#define EVENTS_OWN_RETRY_US 5000000 /* [blocked] reconnect our own connection this often */
+#define EVENTS_OWN_POLL_US  100000  /* [blocked] read it at least this often from the tick */
+
+/* [blocked] Our own connection failed while the consuming one may still be up: drop it
+ * and try a new one from cc_events_tick. */
+static void events_lost_own(struct cc_events *ev, const char *why)
+{
+    cc_broker_abandon(&ev->own);
+    ev->is_open = false;
+    ev->own_retry_us = cc_mono_us() + EVENTS_OWN_RETRY_US;
+    cc_warn("events: connection lost: %s (retried every %d s)", why, EVENTS_OWN_RETRY_US / 1000000);
+}
+
+static int events_own_open(struct cc_events *ev, struct cc_err *err)
+{
+    int rc;
+
+    cc_broker_abandon(&ev->own);
+    rc = cc_broker_connect(&ev->own, ev->url, 0, ev->timeout_s, ev->tls, err);
+    if (rc != CC_OK)
+        cc_broker_abandon(&ev->own);
+    ev->is_open = rc == CC_OK;
+    ev->own_retry_us = rc == CC_OK ? 0 : cc_mono_us() + EVENTS_OWN_RETRY_US;
+    return rc;
 }
 
 static void events_publish(struct cc_events *ev, const char *routing_key, const char *body,
@@ -143,6 +215,14 @@ static void events_publish(struct cc_events *ev, const char *routing_key, const 
 
     if (!ev->is_open) {
         events_drop(ev, n_events, "not connected to the broker");
+        return;
+    }
+    /* [blocked] Nothing else reads our own connection: take connection.blocked /
+     * unblocked (and a server close) now, before deciding to publish. */
+    if (ev->has_own && cc_broker_has_readable(&ev->own) &&
+        cc_broker_poll(&ev->own, &err) != CC_OK) {
+        events_lost_own(ev, err.msg);
+        events_drop(ev, n_events, err.msg);
         return;
     }
     memset(&props, 0, sizeof(props));
@@ -158,8 +238,9 @@ static void events_publish(struct cc_events *ev, const char *routing_key, const 
     hdr.value.value.bytes = amqp_cstring_bytes(ev->hostname);
     props.headers.num_entries = 1;
     props.headers.entries = &hdr;
-    rc = cc_broker_publish_raw_on(ev->broker, CC_EVENTS_CHANNEL, "celeryev", routing_key, &props,
-                                  (amqp_bytes_t){.len = len, .bytes = (void *)body}, &err);
+    rc = cc_broker_publish_raw_on(
+        ev->has_own ? &ev->own : ev->broker, ev->has_own ? ev->own.channel : CC_EVENTS_CHANNEL,
+        "celeryev", routing_key, &props, (amqp_bytes_t){.len = len, .bytes = (void *)body}, &err);
     if (rc == CC_OK) {
         ev->n_sent += n_events;
         if (ev->is_drop_logged) {
@@ -171,8 +252,11 @@ static void events_publish(struct cc_events *ev, const char *routing_key, const 
     }
     if (rc != CC_EAGAIN) {
         /* The connection is gone: the master notices it on its next read and
-         * reconnects; until then nothing more is tried. */
-        ev->is_open = false;
+         * reconnects; until then nothing more is tried. Our own one is retried. */
+        if (ev->has_own)
+            events_lost_own(ev, err.msg);
+        else
+            ev->is_open = false;
     }
     events_drop(ev, n_events, err.msg);
 }
@@ -238,8 +322,19 @@ static struct cc_event_head events_head(struct cc_events *ev)
 
 int cc_events_on_connect(struct cc_events *ev, struct cc_err *err)
 {
-    int rc = cc_broker_channel_open(ev->broker, CC_EVENTS_CHANNEL, err);
+    int rc;
 
+    if (ev->has_own) {
+        struct cc_err oerr = {0};
+
+        /* Not fatal for the consumer: events are dropped until a retry succeeds. */
+        if (events_own_open(ev, &oerr) != CC_OK)
+            cc_warn("events: cannot open the events connection: %s (retried every %d s)", oerr.msg,
+                    EVENTS_OWN_RETRY_US / 1000000);
+        (void)err;
+        return CC_OK;
+    }
+    rc = cc_broker_channel_open(ev->broker, CC_EVENTS_CHANNEL, err);
     ev->is_open = rc == CC_OK;
     return rc;
 }
@@ -252,6 +347,10 @@ void cc_events_on_lost(struct cc_events *ev)
     ev->n_batched = 0;
     ev->is_open = false;
     ev->next_hb_us = 0; /* no heartbeats until worker-online after the reconnect */
+    if (ev->has_own) {  /* reopened with the consuming connection */
+        cc_broker_abandon(&ev->own);
+        ev->own_retry_us = 0;
+    }
 }
 
 /* ---- Worker events ----------------------------------------------------------------------- */
@@ -305,6 +404,21 @@ void cc_events_offline(struct cc_events *ev, int active, uint64_t processed)
 
 void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t processed)
 {
+    if (ev->has_own && !ev->is_open && ev->own_retry_us != 0 && now_us >= ev->own_retry_us) {
+        struct cc_err err = {0};
+
+        if (events_own_open(ev, &err) == CC_OK)
+            cc_info("events: connection re-established");
+    }
+    /* [blocked] Read our connection now and then (one poll(2)), so connection.blocked /
+     * unblocked are seen within EVENTS_OWN_POLL_US rather than at the next publish. */
+    if (ev->has_own && ev->is_open && now_us - ev->own_poll_us >= EVENTS_OWN_POLL_US) {
+        struct cc_err err = {0};
+
+        ev->own_poll_us = now_us;
+        if (cc_broker_has_readable(&ev->own) && cc_broker_poll(&ev->own, &err) != CC_OK)
+            events_lost_own(ev, err.msg);
+    }
     if (ev->n_batched > 0 && now_us - ev->batch_since_us >= CC_EVENTS_FLUSH_US)
         events_flush(ev);
     if (ev->next_hb_us == 0 || now_us < ev->next_hb_us)
@@ -389,6 +503,25 @@ void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, con
     events_add(ev, json, len);
 }
 
+void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
+                               const char *exc_module, const char *exc_type, const json_t *exc_args)
+{
+    struct cc_event_head h;
+    size_t len = 0;
+    char *repr, *tb, *json;
+
+    if (!ev->is_task_on)
+        return;
+    repr = cc_pyrepr_exc(exc_type, exc_args);
+    tb = cc_task_traceback(cc_request_name(r), NULL, 0, NULL, exc_module, exc_type, exc_args);
+    h = events_head(ev);
+    json = cc_event_task_failed(&h, "task-failed", r->msg.id, repr != NULL ? repr : "Exception()",
+                                tb, &len);
+    events_add(ev, json, len);
+    free(repr);
+    free(tb);
+}
+
 void cc_events_task_rejected(struct cc_events *ev, const struct cc_request *r, bool requeue)
 {
     struct cc_event_head h;
@@ -446,14 +579,13 @@ void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
                                     second, &len);
         break;
     case CC_POOL_TIME_LIMIT: {
-        char exc[64];
+        /* billiard.exceptions.TimeLimitExceeded(limit), with the traceback Celery sends
+         * (billiard's on_hard_timeout frame; ours names the task). */
+        json_t *args = rep->is_limit_int ? json_pack("[I]", (json_int_t)rep->time_limit_s)
+                                         : json_pack("[f]", rep->time_limit_s);
 
-        /* billiard.exceptions.TimeLimitExceeded(limit), as Celery's on_failure repr. */
-        if (rep->is_limit_int)
-            snprintf(exc, sizeof(exc), "TimeLimitExceeded(%lld)", (long long)rep->time_limit_s);
-        else
-            snprintf(exc, sizeof(exc), "TimeLimitExceeded(%g)", rep->time_limit_s);
-        cc_events_task_failed(ev, r, exc);
+        cc_events_task_failed_exc(ev, r, "billiard.exceptions", "TimeLimitExceeded", args);
+        json_decref(args);
         return;
     }
     default:

@@ -1,13 +1,13 @@
 /* The worker's event dispatcher (celeryev, §4): worker-online / -heartbeat / -offline, and
  * task events with -E (worker_send_task_events) or after the enable_events control command.
  *
- * Events are fire-and-forget (delivery_mode 1) on channel CC_EVENTS_CHANNEL of the master's
- * consuming connection. Task events are batched as Celery does (one `task.multi` message,
- * a JSON list, at most CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US
- * after its first event); worker events go out one by one. Memory is fixed: one batch buffer;
- * whatever cannot be sent (disconnected, socket full because the broker blocks, an event larger
- * than the buffer) is dropped and counted, never queued. Master only; not thread-safe; children
- * never call it.
+ * Events are fire-and-forget (delivery_mode 1) on a connection of their own
+ * (cc_events_set_transport), else on channel CC_EVENTS_CHANNEL of the consuming connection. Task
+ * events are batched as Celery does (one `task.multi` message, a JSON list, at most
+ * CC_EVENTS_BATCH_MAX events, sent when full or CC_EVENTS_FLUSH_US after its first event); worker
+ * events go out one by one. Memory is fixed: one batch buffer; whatever cannot be sent
+ * (disconnected, socket full because the broker blocks, an event larger than the buffer) is dropped
+ * and counted, never queued. Master only; not thread-safe; children never call it.
  */
 #ifndef CELERYC_EVENTS_H
 #define CELERYC_EVENTS_H
@@ -44,12 +44,34 @@ struct cc_events {
     int64_t batch_since_us; /* cc_mono_us() of the batch's first event */
     uint64_t n_sent, n_dropped;
     bool is_drop_logged; /* a drop was logged since the last successful publish */
+    /* [blocked] Own publishing connection (cc_events_set_transport), as Celery's event
+     * dispatcher has: RabbitMQ blocks a connection that publishes during a resource alarm
+     * (it stops reading its socket), which on the consuming connection would also stop
+     * acks and so deliveries, while consuming is what frees the broker's memory. */
+    bool has_own;
+    struct cc_broker own;            /* the connection when has_own (channel 1) */
+    const char *url;                 /* borrowed: broker URL */
+    const struct cc_broker_tls *tls; /* borrowed, may be NULL */
+    double timeout_s;                /* connect timeout */
+    int64_t own_retry_us;            /* cc_mono_us() of the next connect attempt, 0 = none */
+    int64_t own_poll_us;             /* cc_mono_us() of the last read while blocked */
 };
 
 /* Set up (nothing is sent). `freq_s` <= 0 means 2.0 (Celery's heartbeat interval). */
 void cc_events_init(struct cc_events *ev, struct cc_broker *broker, const char *hostname,
                     bool task_events, double freq_s);
 void cc_events_deinit(struct cc_events *ev);
+
+/* [blocked] Publish on a connection of our own to `url` (opened by cc_events_on_connect,
+ * heartbeats off, closed by cc_events_deinit) instead of channel CC_EVENTS_CHANNEL of the
+ * consuming connection. All borrowed for the dispatcher's life. */
+void cc_events_set_transport(struct cc_events *ev, const char *url, const struct cc_broker_tls *tls,
+                             double timeout_s);
+/* [blocked] The events connection is blocked by the broker (connection.blocked): events
+ * are being dropped. `*reason` (may be NULL) gets the broker's text, borrowed. */
+bool cc_events_is_blocked(const struct cc_events *ev, const char **reason);
+/* [blocked] The events connection, for cc_broker_forget chains; NULL without one. */
+struct cc_broker *cc_events_conn(struct cc_events *ev);
 
 /* After the connection is (re)established: open our channel (CC_OK, or a broker error that
  * makes the connection unusable). Sending worker-online is separate (cc_events_online). */
@@ -75,8 +97,14 @@ void cc_events_task_started(struct cc_events *ev, const struct cc_request *r);
 /* From a pool report: task-succeeded / -failed / -retried / -rejected. */
 void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
                            const struct cc_pool_report *rep);
-/* task-failed with an exception repr made by the master (WorkerLostError, ...). */
+/* task-failed with an exception repr made by the master, and no traceback. */
 void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, const char *exc_repr);
+/* [tracebacks] task-failed for an exception the master raised on the task's behalf (hard
+ * time limit, WorkerLostError): exception = repr of exc_type(*exc_args), traceback = the
+ * Python-shaped one (cc_task_traceback), as Celery sends billiard's. `exc_args` borrowed. */
+void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
+                               const char *exc_module, const char *exc_type,
+                               const json_t *exc_args);
 void cc_events_task_rejected(struct cc_events *ev, const struct cc_request *r, bool requeue);
 void cc_events_task_revoked(struct cc_events *ev, const struct cc_request *r, bool terminated,
                             int signum, bool expired);

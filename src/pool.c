@@ -37,7 +37,11 @@
  * n_busy counts the synthesised report until it is read). A retiring or killed child is
  * never handed another job (is_retiring / closed job pipe). A replacement whose fork()
  * fails is retried every CC_POOL_RESPAWN_INTERVAL_MS (cc_pool_respawn), so a slot never
- * stays dead. A child's result stores are patient (backend.c: Celery's retry_policy, ~20 s),
+ * stays dead. [poolsize] The slot arrays are allocated once for cap slots and never move
+ * (pool threads keep pointers into kids); pool_grow takes slots from [n, cap) or reuses
+ * removed ones whose executor is gone, pool_shrink only closes job pipes (an executor exits
+ * when idle), so a busy executor is never killed and every job is still reported once.
+ * A child's result stores are patient (backend.c: Celery's retry_policy, ~20 s),
  * and a record it cannot run still stores a FAILURE for its task id. Pool threads block every
  * signal and share only read-only state (cfg, task index) and atomics with the master.
  *
@@ -754,14 +758,34 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     }
 }
 
+/* Copy at most `keep` bytes of s (length len) to dst, NUL-terminated; when s is longer, cut
+ * at a UTF-8 boundary and end with `tail`. Returns the bytes written (without the NUL). */
+static size_t pool_put_cut(char *dst, const char *s, size_t len, size_t keep, const char *tail)
+{
+    size_t tl = strlen(tail), k;
+
+    if (len <= keep) {
+        memcpy(dst, s, len);
+        dst[len] = '\0';
+        return len;
+    }
+    k = keep > tl ? keep - tl : 0;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    memcpy(dst, s, k);
+    memcpy(dst + k, tail, tl + 1);
+    return k + tl;
+}
+
 /* [events] "repr\0traceback\0" for task-succeeded / task-failed / task-retried. The result
- * repr is saferepr(retval, 1024) as Celery's trace sends it; a traceback longer than what
- * is left is cut (Celery sends it whole; the report must stay below PIPE_BUF). */
+ * repr is saferepr(retval, 1024) as Celery's trace sends it. Celery sends the exception repr
+ * and the traceback whole; the report must stay below PIPE_BUF, so they are cut to fit. */
 static void pool_event_text(const struct cc_task_outcome *out, struct cc_pool_report *rep)
 {
-    size_t cap = sizeof(rep->ev_text), n = 0;
+    const size_t budget = sizeof(rep->ev_text) - 2; /* two NULs */
     char *repr = NULL;
     const char *first = NULL, *second = "";
+    size_t len1, len2, keep1, n;
 
     if (out->status == CC_OK) {
         repr = cc_pyrepr(out->result ? out->result : json_null(), 0, 1024);
@@ -772,12 +796,21 @@ static void pool_event_text(const struct cc_task_outcome *out, struct cc_pool_re
     } else {
         return;
     }
-    n = snprintf(rep->ev_text, cap - 1, "%s", first ? first : "None") + 1;
-    if (n > cap - 2)
-        n = cap - 2;
-    rep->ev_text[n - 1] = '\0';
-    snprintf(rep->ev_text + n, cap - n, "%s", second);
-    n += strlen(rep->ev_text + n) + 1;
+    if (first == NULL)
+        first = "None";
+    /* [tracebacks] when both do not fit, each keeps at least half: the repr is cut with
+     * "...", the traceback with "...\n", so it keeps its frames and a Python-shaped last
+     * line. */
+    len1 = strlen(first);
+    len2 = strlen(second);
+    keep1 = len1;
+    if (len1 + len2 > budget) {
+        keep1 = budget - (len2 < budget / 2 ? len2 : budget / 2);
+        if (keep1 > len1)
+            keep1 = len1;
+    }
+    n = pool_put_cut(rep->ev_text, first, len1, keep1, "...") + 1;
+    n += pool_put_cut(rep->ev_text + n, second, len2, budget - (n - 1), "...\n") + 1;
     rep->ev_len = (uint16_t)n;
     free(repr);
 }
@@ -1187,10 +1220,13 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
     p->n = o->n_children > 0 ? o->n_children : 1;
     if (o->is_solo)
         p->n = 1;
+    p->size = p->n;
+    /* [poolsize] Room for pool_grow, allocated once (calloc: untouched pages cost nothing). */
+    p->n_slots_max = o->is_solo || p->n > CC_POOL_MAX_PROCESSES ? p->n : CC_POOL_MAX_PROCESSES;
     p->report_rd = p->report_wr = -1;
-    p->kids = cc_xcalloc((size_t)p->n, sizeof(*p->kids));
-    p->synth = cc_xcalloc((size_t)p->n, sizeof(*p->synth));
-    for (int i = 0; i < p->n; i++)
+    p->kids = cc_xcalloc((size_t)p->n_slots_max, sizeof(*p->kids));
+    p->synth = cc_xcalloc((size_t)p->n_slots_max, sizeof(*p->synth));
+    for (int i = 0; i < p->n_slots_max; i++)
         p->kids[i].job_fd = -1;
     /* Build the task index now: lookups are read-only (thread-safe) from here on. */
     (void)cc_task_lookup("");
@@ -1223,7 +1259,8 @@ int cc_pool_idle(const struct cc_pool *p)
     for (int i = 0; i < p->n; i++) {
         const struct cc_pool_child *k = &p->kids[i];
 
-        if (k->pid > 0 && (k->job_fd >= 0 || p->o.is_solo) && !k->is_busy && !k->is_retiring)
+        if (k->pid > 0 && (k->job_fd >= 0 || p->o.is_solo) && !k->is_busy && !k->is_retiring &&
+            !k->is_removed)
             return i;
     }
     return -1;
@@ -1587,6 +1624,8 @@ void cc_pool_reap(struct cc_pool *p, bool respawn,
             p->n_busy--;
             if (on_lost != NULL)
                 on_lost(ud, slot, k->seq, wstatus);
+        } else if (k->is_removed) { /* [poolsize] */
+            cc_debug("Process ForkPoolWorker-%d (pid %d) left the pool", k->index, (int)pid);
         } else if (is_recycled) {
             /* max_tasks_per_child / max_memory_per_child: billiard says nothing above
              * debug for EX_RECYCLE. */
@@ -1598,7 +1637,7 @@ void cc_pool_reap(struct cc_pool *p, bool respawn,
             cc_warn("Process ForkPoolWorker-%d (pid %d) exited: %s", k->index, (int)pid, how);
         }
         /* While a respawn is pending, the timer (cc_pool_respawn) replaces this one too. */
-        if (respawn && p->respawn_at_us == 0) {
+        if (respawn && p->respawn_at_us == 0 && !k->is_removed) {
             struct cc_err err = {0};
 
             if (pool_spawn(p, slot, &err) != CC_OK) {
@@ -1624,7 +1663,7 @@ void cc_pool_respawn(struct cc_pool *p, int64_t now_us)
     if (p->respawn_at_us == 0 || now_us < p->respawn_at_us || p->o.is_solo || p->o.is_threads)
         return;
     for (int i = 0; i < p->n; i++)
-        if (p->kids[i].pid == 0 && pool_spawn(p, i, &err) != CC_OK)
+        if (p->kids[i].pid == 0 && !p->kids[i].is_removed && pool_spawn(p, i, &err) != CC_OK)
             n_failed++;
     if (n_failed == 0) {
         cc_warn("replaced pool processes after %u failed attempt(s)", p->respawn_failures);
@@ -1646,6 +1685,167 @@ int cc_pool_alive(const struct cc_pool *p)
     for (int i = 0; i < p->n; i++)
         n += p->kids[i].pid > 0;
     return n;
+}
+
+/* ---- [poolsize] Resizing (pool_grow / pool_shrink) ------------------------------------ */
+
+int cc_pool_size(const struct cc_pool *p)
+{
+    return p->size;
+}
+
+int cc_pool_max_size(const struct cc_pool *p)
+{
+    return p->n_slots_max;
+}
+
+/* --pool threads: join the threads of removed slots that have left their loop and free
+ * their backend objects, so their slots can be reused. */
+static void pool_join_removed(struct cc_pool *p)
+{
+    for (int i = 0; p->o.is_threads && i < p->n; i++) {
+        struct cc_pool_child *k = &p->kids[i];
+
+        if (k->is_removed && k->has_thread && atomic_load(&k->is_done)) {
+            pthread_join(k->thread, NULL);
+            k->has_thread = false;
+            k->pid = 0;
+            cc_backend_free(k->be);
+            k->be = NULL;
+        }
+    }
+}
+
+/* Whether removed `slot` can take a new executor: the old one is gone (reaped or joined),
+ * has no job in flight and no synthesised report of it waits to be read (the worker's
+ * running[slot] is cleared only when that report is read). */
+static bool pool_slot_reusable(const struct cc_pool *p, int slot)
+{
+    const struct cc_pool_child *k = &p->kids[slot];
+
+    if (!k->is_removed || k->is_busy || k->pid != 0 || k->has_thread)
+        return false;
+    for (int j = 0; j < p->n_synth; j++)
+        if (p->synth[j].slot == (uint32_t)slot)
+            return false;
+    return true;
+}
+
+/* The slot for the next new executor (a reusable removed one first, lowest index), or -1. */
+static int pool_free_slot(const struct cc_pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (pool_slot_reusable(p, i))
+            return i;
+    return p->n < p->n_slots_max ? p->n : -1;
+}
+
+int cc_pool_grow(struct cc_pool *p, int n, struct cc_err *err)
+{
+    int n_free = p->n_slots_max - p->n;
+
+    if (p->o.is_solo)
+        return cc_err_set(err, CC_EUNSUPP, "the solo pool cannot grow");
+    if (n < 0)
+        return cc_err_set(err, CC_ERANGE, "cannot grow by a negative number (%d)", n);
+    if (n > p->n_slots_max - p->size)
+        return cc_err_set(err, CC_ERANGE, "growing by %d would make %lld processes; the most is %d",
+                          n, (long long)p->size + n, p->n_slots_max);
+    pool_join_removed(p);
+    for (int i = 0; i < p->n; i++)
+        n_free += pool_slot_reusable(p, i);
+    if (n > n_free)
+        return cc_err_set(err, CC_ERANGE,
+                          "%d slot(s) free for %d new processes: processes removed by pool_shrink "
+                          "are still finishing their tasks; try again later",
+                          n_free, n);
+    for (int done = 0; done < n; done++) {
+        int slot = pool_free_slot(p);
+        struct cc_pool_child *k = &p->kids[slot];
+        int rc;
+
+        CC_ASSERT(slot >= 0); /* counted above */
+        if (slot == p->n)
+            p->n++;
+        k->is_removed = false;
+        k->is_retiring = false;
+        k->job_fd = -1;
+        p->size++;
+        if (p->o.is_threads) {
+            rc = pool_thread_start(p, slot, err);
+            if (rc != CC_OK) {
+                /* A thread pool has no respawn: give the slot back and say so. */
+                k->is_removed = true;
+                p->size--;
+                cc_backend_free(k->be);
+                k->be = NULL;
+                return rc;
+            }
+        } else if (pool_spawn(p, slot, err) != CC_OK) {
+            /* A member that is not running, as after a crash whose replacement failed:
+             * cc_pool_respawn retries it. */
+            cc_error("could not start pool process: %s; retrying every %d ms", err->msg,
+                     CC_POOL_RESPAWN_INTERVAL_MS);
+            k->pid = 0;
+            if (p->respawn_at_us == 0) {
+                p->respawn_at_us = cc_mono_us() + CC_POOL_RESPAWN_INTERVAL_MS * 1000;
+                p->respawn_failures = 1;
+            }
+        }
+    }
+    return CC_OK;
+}
+
+/* Take `slot` out of the pool: close its job pipe, so its executor leaves its loop at EOF,
+ * at once when idle, else after it has reported the job in flight. */
+static void pool_remove_slot(struct cc_pool *p, int slot)
+{
+    struct cc_pool_child *k = &p->kids[slot];
+
+    k->is_removed = true;
+    p->size--;
+    if (k->job_fd >= 0)
+        close(k->job_fd);
+    k->job_fd = -1;
+}
+
+/* Shrink order: 0 = members that run nothing useful (not running: awaiting a respawn; or
+ * idle and about to exit anyway: recycling, killed at a hard limit), 1 = idle, 2 = busy. */
+static int pool_shrink_rank(const struct cc_pool_child *k)
+{
+    if (k->pid == 0 || (!k->is_busy && (k->is_retiring || k->job_fd < 0)))
+        return 0;
+    return k->is_busy ? 2 : 1;
+}
+
+int cc_pool_shrink(struct cc_pool *p, int n, struct cc_err *err)
+{
+    int left = n;
+    bool is_pending = false;
+
+    if (p->o.is_solo)
+        return cc_err_set(err, CC_EUNSUPP, "the solo pool cannot shrink");
+    if (n < 0)
+        return cc_err_set(err, CC_ERANGE, "cannot shrink by a negative number (%d)", n);
+    if (n > p->size - 1)
+        return cc_err_set(err, CC_ERANGE, "cannot shrink a pool of %d by %d: one process must stay",
+                          p->size, n);
+    /* Highest slots first, so the members stay packed at the low end. */
+    for (int rank = 0; rank <= 2 && left > 0; rank++)
+        for (int i = p->n - 1; i >= 0 && left > 0; i--)
+            if (!p->kids[i].is_removed && pool_shrink_rank(&p->kids[i]) == rank) {
+                pool_remove_slot(p, i);
+                left--;
+            }
+    CC_ASSERT(left == 0); /* n < size */
+    /* A respawn due only for removed slots has nothing left to do. */
+    for (int i = 0; i < p->n; i++)
+        is_pending |= !p->kids[i].is_removed && p->kids[i].pid == 0;
+    if (!is_pending && !p->o.is_threads) {
+        p->respawn_at_us = 0;
+        p->respawn_failures = 0;
+    }
+    return CC_OK;
 }
 
 /* Mark finished executors gone: reap children, join threads that left their loop. */

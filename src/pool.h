@@ -39,6 +39,11 @@
  * (billiard's EX_RECYCLE): replaced without being logged as a crash. */
 #define CC_POOL_EX_RECYCLE 0x9B
 
+/* [poolsize] Most processes (threads) pool_grow may bring the pool to; a worker started
+ * with more (-c) keeps its start size as its maximum. The slot arrays (cc_pool.kids, the
+ * worker's running[]) are allocated for this many once, at start, and never move. */
+#define CC_POOL_MAX_PROCESSES 1024
+
 /* Child -> master, one per finished job. */
 struct cc_pool_report {
     uint32_t slot;
@@ -91,7 +96,11 @@ struct cc_pool_child {
     int index;  /* N in "ForkPoolWorker-N" */
     bool is_busy;
     bool is_retiring; /* sent its last report (recycling): never given another job */
-    uint32_t seq;     /* job in flight when busy */
+    /* [poolsize] The slot left the pool (pool_shrink): its job pipe is closed, so its
+     * executor exits once idle (after the job in flight, if any); never given a job, never
+     * respawned. cc_pool_grow reuses the slot once the executor is gone. */
+    bool is_removed;
+    uint32_t seq; /* job in flight when busy */
 
     /* Time limits of the job in flight (0 = none), from cc_mono_us() at dispatch. */
     const struct cc_request *req; /* borrowed: the master frees it after the report */
@@ -110,8 +119,12 @@ struct cc_pool_child {
 
 struct cc_pool {
     struct cc_pool_opts o;
+    /* [poolsize] kids and synth have n_slots_max entries, allocated once at start (pool
+     * threads point into kids); slots [0, n) are used, by members and removed slots. */
     struct cc_pool_child *kids;
     int n;
+    int n_slots_max;
+    int size; /* members: slots not removed (the concurrency) */
     int n_busy;
     int report_rd, report_wr;
     int next_index;
@@ -121,7 +134,7 @@ struct cc_pool {
     size_t rlen;
     int64_t respawn_at_us;        /* cc_mono_us() of the next respawn attempt; 0 = none due */
     unsigned respawn_failures;    /* failed attempts since the last successful respawn */
-    struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read (n capacity) */
+    struct cc_pool_report *synth; /* CC_POOL_TIME_LIMIT reports not yet read */
     int n_synth;                  /* counted in n_busy until read */
     bool is_event_text;           /* [events] children send result/exception text (-E) */
     struct cc_outbox *solo_ob;    /* [canvas] --pool solo: the master's executor outbox */
@@ -206,6 +219,31 @@ const char *cc_pool_kind_name(const struct cc_pool *p);
 
 /* Number of live children. */
 int cc_pool_alive(const struct cc_pool *p);
+
+/* ---- [poolsize] Resizing at run time (pool_grow / pool_shrink) ----------------------- */
+
+/* The pool's size: its members (the current concurrency), live or awaiting a respawn. */
+int cc_pool_size(const struct cc_pool *p);
+
+/* The largest size cc_pool_grow accepts: max(CC_POOL_MAX_PROCESSES, start size); 1 (solo). */
+int cc_pool_max_size(const struct cc_pool *p);
+
+/* Add n executors (prefork: fork n children; threads: start n threads), as billiard's
+ * Pool.grow. Reuses the slots of removed executors that are gone, else takes new ones below
+ * n_slots_max. A child that cannot be forked stays a member and is retried by cc_pool_respawn.
+ * Returns CC_OK; CC_EUNSUPP for solo; CC_ERANGE (nothing changed) when n < 0, the size would
+ * pass cc_pool_max_size, or retiring executors still hold the slots needed; CC_EIO when a
+ * thread could not be started (the threads started before it stay). */
+int cc_pool_grow(struct cc_pool *p, int n, struct cc_err *err) CC_MUST_USE;
+
+/* Remove n executors, never killing a busy one: first members awaiting a respawn or about
+ * to exit anyway, then idle ones (they exit at once), then busy ones, which finish and
+ * report their job, then exit (billiard's Pool.shrink takes only idle ones and fails when
+ * all are busy). A removed slot is not respawned and is never given a job; its child is
+ * reaped by cc_pool_reap as usual (a crash during its last job is still a lost job).
+ * Returns CC_OK; CC_EUNSUPP for solo; CC_ERANGE (nothing changed) when n < 0 or fewer than
+ * one executor would be left. */
+int cc_pool_shrink(struct cc_pool *p, int n, struct cc_err *err) CC_MUST_USE;
 
 /* Stop and free everything. Warm (cold = false) closes every job pipe, so children exit
  * once idle, and waits for them at most max_wait_ms (-1: no limit), polling is_cold_now(ud)

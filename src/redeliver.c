@@ -377,13 +377,23 @@ void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r
                              const struct cc_task_request *view, const char *state,
                              const char *exc_module, const char *exc_type, const char *exc_arg)
 {
+    cc_redeliver_chord_part_args(rd, r, view, state, exc_module, exc_type,
+                                 json_pack("[s]", exc_arg));
+}
+
+void cc_redeliver_chord_part_args(struct cc_redeliver *rd, const struct cc_request *r,
+                                  const struct cc_task_request *view, const char *state,
+                                  const char *exc_module, const char *exc_type, json_t *exc_args)
+{
     struct cc_canvas_ctx ctx = {0};
     struct cc_err err = {0};
     json_t *exc;
 
     cc_redeliver_chord_clear(rd);
-    if (view->group == NULL || !json_is_object(json_object_get(view->embed, "chord")))
+    if (view->group == NULL || !json_is_object(json_object_get(view->embed, "chord"))) {
+        json_decref(exc_args);
         return;
+    }
     if (rd->chord_reply_to[0] == '\0') {
         cc_uuid4(rd->chord_reply_to);
         snprintf(rd->chord_origin, sizeof(rd->chord_origin), "gen%ld@%s", (long)getpid(),
@@ -399,7 +409,7 @@ void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r
     ctx.new_id = redeliver_new_id;
     cc_canvas_plan_init(&rd->chord_plan);
     rd->is_chord_pending = true;
-    exc = cc_result_exc_new(exc_module, exc_type, json_pack("[s]", exc_arg));
+    exc = cc_result_exc_new(exc_module, exc_type, exc_args);
     if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
                                             &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
         cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",

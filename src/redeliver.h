@@ -161,6 +161,10 @@ bool cc_redeliver_meta_is_success(const char *meta, size_t len);
 void cc_redeliver_chord_part(struct cc_redeliver *rd, const struct cc_request *r,
                              const struct cc_task_request *view, const char *state,
                              const char *exc_module, const char *exc_type, const char *exc_arg);
+/* The same with the exception's args as JSON (stolen), e.g. TimeLimitExceeded(300). */
+void cc_redeliver_chord_part_args(struct cc_redeliver *rd, const struct cc_request *r,
+                                  const struct cc_task_request *view, const char *state,
+                                  const char *exc_module, const char *exc_type, json_t *exc_args);
 
 /* [canvas-chord] Forget a pending chord member's plan (after the master
  * published it, or gave up). Idempotent. */

@@ -67,6 +67,15 @@ struct taskrun_exc {
     json_t *args; /* owned JSON array */
 };
 
+/* Where the task raised (cc_task_raise & co. pass __FILE__, __LINE__, __func__): string
+ * literals of the task's binary. file NULL: unknown (the worker raised on the task's behalf,
+ * or the task called a plain function), the traceback's frame then names the task. */
+struct taskrun_loc {
+    const char *file;
+    int line;
+    const char *func;
+};
+
 struct taskrun_state {
     const json_t *raw_args; /* as received, for MaxRetriesExceededError's message */
     const json_t *raw_kwargs;
@@ -75,7 +84,8 @@ struct taskrun_state {
     bool has_signature;
 
     struct taskrun_exc exc;
-    char *traceback; /* from cc_task_set_traceback */
+    struct taskrun_loc loc; /* of the pending exception or retry */
+    char *traceback;        /* from cc_task_set_traceback */
 
     bool retry_requested;
     double retry_countdown_s;
@@ -187,6 +197,7 @@ static int raise_msg(struct taskrun_state *st, const char *module, const char *t
 
     json_array_append_new(args, json_string_lossy(msg));
     exc_set(st, module, type, args);
+    memset(&st->loc, 0, sizeof(st->loc));
     return CC_TASK_FAILED;
 }
 
@@ -582,22 +593,51 @@ const json_t *cc_task_arg(struct cc_task_ctx *ctx, size_t i)
     return st->argv[i];
 }
 
-int cc_task_raise(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
-                  const char *fmt, ...)
-{
-    va_list ap;
-    char *msg;
+/* The task API's raise functions are macros in task.h that add the call's location; the
+ * parenthesised names below define the plain, exported functions. */
+static int vraise_at(struct cc_task_ctx *ctx, const struct taskrun_loc *loc, const char *exc_module,
+                     const char *exc_type, const char *fmt, va_list ap) CC_PRINTF(5, 0);
 
-    va_start(ap, fmt);
-    msg = vformat(fmt, ap);
-    va_end(ap);
-    raise_msg(state_of(ctx), exc_module, exc_type, msg);
+static int vraise_at(struct cc_task_ctx *ctx, const struct taskrun_loc *loc, const char *exc_module,
+                     const char *exc_type, const char *fmt, va_list ap)
+{
+    struct taskrun_state *st = state_of(ctx);
+    char *msg = vformat(fmt, ap);
+
+    raise_msg(st, exc_module, exc_type, msg);
     free(msg);
+    st->loc = *loc;
     return CC_TASK_FAILED;
 }
 
-int cc_task_raise_args(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
-                       json_t *exc_args)
+int(cc_task_raise)(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
+                   const char *fmt, ...)
+{
+    static const struct taskrun_loc unknown = {0};
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vraise_at(ctx, &unknown, exc_module, exc_type, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int cc_task_raise_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                     const char *exc_module, const char *exc_type, const char *fmt, ...)
+{
+    const struct taskrun_loc loc = {file, line, func};
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vraise_at(ctx, &loc, exc_module, exc_type, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int cc_task_raise_args_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                          const char *exc_module, const char *exc_type, json_t *exc_args)
 {
     struct taskrun_state *st = state_of(ctx);
 
@@ -609,7 +649,14 @@ int cc_task_raise_args(struct cc_task_ctx *ctx, const char *exc_module, const ch
         exc_args = wrapped;
     }
     exc_set(st, exc_module, exc_type, exc_args);
+    st->loc = (struct taskrun_loc){file, line, func};
     return CC_TASK_FAILED;
+}
+
+int(cc_task_raise_args)(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
+                        json_t *exc_args)
+{
+    return cc_task_raise_args_at(ctx, NULL, 0, NULL, exc_module, exc_type, exc_args);
 }
 
 void cc_task_set_traceback(struct cc_task_ctx *ctx, const char *text)
@@ -689,16 +736,27 @@ static int do_retry(struct taskrun_state *st, const struct cc_task_ctx *ctx, dou
     return CC_TASK_RETRY;
 }
 
-int cc_task_retry(struct cc_task_ctx *ctx, const struct cc_task_retry_opts *opts)
+int cc_task_retry_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                     const struct cc_task_retry_opts *opts)
 {
     static const struct cc_task_retry_opts none = {0};
+    struct taskrun_state *st = state_of(ctx);
+    int rc;
 
     if (opts == NULL)
         opts = &none;
     /* task.h: a zero countdown takes the task's default_retry_delay. */
-    return do_retry(state_of(ctx), ctx, opts->countdown_s > 0 ? opts->countdown_s : -1, opts->eta,
-                    opts->max_retries, opts->exc_type != NULL ? opts->exc_module : NULL,
-                    opts->exc_type, opts->exc_args);
+    rc = do_retry(st, ctx, opts->countdown_s > 0 ? opts->countdown_s : -1, opts->eta,
+                  opts->max_retries, opts->exc_type != NULL ? opts->exc_module : NULL,
+                  opts->exc_type, opts->exc_args);
+    /* Retry (or MaxRetriesExceededError) is raised where the task called retry(). */
+    st->loc = (struct taskrun_loc){file, line, func};
+    return rc;
+}
+
+int(cc_task_retry)(struct cc_task_ctx *ctx, const struct cc_task_retry_opts *opts)
+{
+    return cc_task_retry_at(ctx, NULL, 0, NULL, opts);
 }
 
 int cc_task_reject(struct cc_task_ctx *ctx, const char *reason, bool requeue)
@@ -870,8 +928,7 @@ bool cc_task_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt)
  * afterwards (return a value, raise, retry, reject) never happened. Replace the outcome with
  * that exception, stored exactly as billiard raises it: no arguments, and str() is
  * "SoftTimeLimitExceeded()" (billiard/exceptions.py), hence the traceback's last line. */
-static int soft_limit_override(struct taskrun_state *st, const struct cc_task_entry *e,
-                               json_t **result)
+static int soft_limit_override(struct taskrun_state *st, json_t **result)
 {
     json_decref(*result);
     *result = NULL;
@@ -881,10 +938,9 @@ static int soft_limit_override(struct taskrun_state *st, const struct cc_task_en
     st->reject_requested = false;
     st->ignore_requested = false;
     free(st->traceback);
-    st->traceback = format("Traceback (most recent call last):\n  File \"<celeryc>\", line 0, "
-                           "in %s\nbilliard.exceptions.SoftTimeLimitExceeded: "
-                           "SoftTimeLimitExceeded()\n",
-                           e->name);
+    st->traceback = NULL;
+    /* Raised wherever the task was at that moment: unknown, so the frame names the task. */
+    memset(&st->loc, 0, sizeof(st->loc));
     exc_set(st, "billiard.exceptions", "SoftTimeLimitExceeded", json_array());
     return CC_TASK_FAILED;
 }
@@ -1116,37 +1172,51 @@ static int maybe_autoretry(struct taskrun_state *st, const struct cc_task_ctx *c
     return status;
 }
 
-/* str(exc) as Python's traceback prints it after "Type: ". Owned. */
-static char *exc_str(const char *type, const json_t *args)
-{
-    size_t n = json_array_size(args);
-    const json_t *a0 = json_array_get(args, 0);
+/* ---- Tracebacks ----------------------------------------------------------------------
+ * The one place celeryc writes the traceback text of a task's failure or retry (the result's
+ * `traceback`, the task-failed / task-retried events' `traceback`, hence `celery result
+ * --traceback`, Flower's task page, `celery events`, AsyncResult.traceback). Its shape is
+ * Python's, one frame deep, so that tools that show or parse tracebacks (tblib's
+ * Traceback.from_string with task_remote_tracebacks) handle it:
+ *     Traceback (most recent call last):
+ *       File "tasks/demo.c", line 120, in demo_fail
+ *     ValueError: boom
+ * The frame is the cc_task_raise / cc_task_retry call (task.h macros); when the worker raised
+ * on the task's behalf (argument binding, the soft time limit, a bad return code) or the task
+ * called a plain function, it is File "<celeryc>", line 0, in <task name>. The last line is
+ * traceback.format_exception_only's (cc_pyrepr_exc_line). Outcomes Celery stores without a
+ * traceback (hard time limit, worker lost, revoked, NotRegistered) are built elsewhere with
+ * none, as Celery's. */
+static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_entry *e,
+                            const char *last_line);
 
-    if (n == 0)
-        return cc_xstrdup("");
-    if (n > 1)
-        return cc_pyrepr(args, 1, 0);
-    if (json_is_string(a0) && strcmp(type, "KeyError") != 0)
-        return cc_xstrdup(json_string_value(a0));
-    return cc_pyrepr(a0, 0, 0);
+char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,
+                        const char *exc_module, const char *exc_type, const json_t *exc_args)
+{
+    const struct taskrun_loc loc = {file, line, func};
+    const struct cc_task_entry e = {.name = task_name != NULL ? task_name : "?"};
+    char *last = cc_pyrepr_exc_line(exc_module, exc_type, exc_args), *tb;
+
+    tb = traceback_text(&loc, &e, last != NULL ? last : str_or(exc_type, "Exception"));
+    free(last);
+    return tb;
 }
 
-/* The final line Python prints: "ValueError: boom", "t.integration.tasks.ExpectedException". */
-static char *exc_line(const char *module, const char *type, const json_t *args)
+static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_entry *e,
+                            const char *last_line)
 {
-    char *s = exc_str(type, args), *line;
-    bool qualify = strcmp(module, "builtins") != 0 && strcmp(module, "__main__") != 0;
-
-    line = format("%s%s%s%s%s", qualify ? module : "", qualify ? "." : "", type,
-                  s != NULL && s[0] != '\0' ? ": " : "", s != NULL ? s : "");
-    free(s);
-    return line;
-}
-
-static char *default_traceback(const struct cc_task_entry *e, const char *last_line)
-{
+    if (loc->file != NULL)
+        return format("Traceback (most recent call last):\n  File \"%s\", line %d, in %s\n%s\n",
+                      loc->file, loc->line, str_or(loc->func, e->name), last_line);
     return format("Traceback (most recent call last):\n  File \"<celeryc>\", line 0, in %s\n%s\n",
                   e->name, last_line);
+}
+
+static char *exc_line(const struct taskrun_exc *x)
+{
+    char *line = cc_pyrepr_exc_line(x->module, x->type, x->args);
+
+    return line != NULL ? line : cc_xstrdup(x->type); /* NULL only on OOM */
 }
 
 /* Python's repr of a number of seconds as Retry.humanize() shows it ("in 5s", "in 0.1s"). */
@@ -1174,8 +1244,8 @@ static void outcome_exception(struct taskrun_state *st, const struct cc_task_ent
         out->traceback = cc_xstrdup(st->traceback);
         return;
     }
-    line = exc_line(st->exc.module, st->exc.type, st->exc.args);
-    out->traceback = default_traceback(e, line);
+    line = exc_line(&st->exc);
+    out->traceback = traceback_text(&st->loc, e, line);
     free(line);
 }
 
@@ -1211,7 +1281,7 @@ static void outcome_retry(struct taskrun_state *st, const struct cc_task_entry *
     }
     line = format("celery.exceptions.Retry: Retry %s%s%s", when, inner != NULL ? ": " : "",
                   inner != NULL ? inner : "");
-    out->traceback = default_traceback(e, line);
+    out->traceback = traceback_text(&st->loc, e, line);
     free(line);
 }
 
@@ -1249,10 +1319,12 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
         struct cc_err serr = {0};
 
         st.has_signature = true;
-        if (sig_parse(e->signature, &s, &serr) != CC_OK)
-            rc = cc_task_raise(&ctx, "builtins", "RuntimeError", "task %s: bad signature: %s",
-                               e->name, serr.msg);
-        else
+        if (sig_parse(e->signature, &s, &serr) != CC_OK) {
+            char *msg = format("task %s: bad signature: %s", e->name, serr.msg);
+
+            rc = raise_msg(&st, "builtins", "RuntimeError", msg);
+            free(msg);
+        } else
             rc = bind(&st, e, &s, args, kwargs);
         if (rc == CC_OK)
             rc = e->run(&ctx, args, kwargs, &result);
@@ -1262,7 +1334,7 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
     out->runtime_s = (double)(cc_mono_us() - t0) / 1e6;
     arena_free(&st);
     if (soft_limit_hit() && !st.soft_limit_seen)
-        rc = soft_limit_override(&st, e, &result);
+        rc = soft_limit_override(&st, &result);
 
     /* Normalise what the task returned into one of the five outcomes. */
     switch (rc) {

@@ -66,6 +66,13 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
 
 void cc_task_outcome_deinit(struct cc_task_outcome *o);
 
+/* The Python-shaped traceback celeryc writes for exc_module.exc_type(*exc_args) raised in
+ * task `task_name` (src/taskrun.c, "Tracebacks"): one frame, File "<file>", line <line>, in
+ * <func>, or File "<celeryc>", line 0, in <task_name> when `file` is NULL (the worker raised
+ * on the task's behalf: time limits, lost executors), then Python's last line. Owned. */
+char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,
+                        const char *exc_module, const char *exc_type, const json_t *exc_args);
+
 /* The soft-time-limit flag cc_task_invoke() reads on the calling thread (NULL: none). The
  * executor sets it once per thread: a prefork child points it at the flag its SIGUSR1
  * handler sets, a pool thread at the flag the master sets; the executor clears the flag

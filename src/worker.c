@@ -116,6 +116,7 @@ struct worker {
     struct cc_control ctl; /* [control] pidbox node, revoked set (control.c) */
     bool is_ctl_init;
     struct cc_events ev; /* [events] celeryev dispatcher (events.c) */
+    bool is_blocked;     /* [blocked] a connection is blocked by the broker (worker_flow) */
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -130,10 +131,17 @@ enum {
 };
 
 /* A retry whose message could not be published because the broker was away: published
- * right after the reconnect. At most one per running task, so bounded by the concurrency. */
+ * right after the reconnect. At most one per running task, so bounded by the concurrency.
+ * [blocked] Also while the broker blocks publishing (memory/disk alarm): published after
+ * connection.unblocked. Deliveries then keep coming, so dispatch pauses at
+ * WORKER_RETRIES_MAX of them (the prefetch window bounds the rest). */
 struct worker_retry {
     struct cc_request *r;
     struct cc_pool_report rep;
+    /* [blocked] acks_late original still unacked on the current connection: acked once the
+     * retry is published; dropped (the broker redelivers it) if the connection is lost.
+     * Raises the QoS by one meanwhile (n_held), so kept originals do not stop deliveries. */
+    bool is_unsettled;
 };
 
 /* The broker socket is read at least this often even while worker_wants_deliveries() keeps
@@ -155,6 +163,9 @@ struct worker_retry {
  * with no broker alive forever: after this long, or at a further TERM, INT or QUIT, the
  * children are stopped cold (SIGTERM, SIGKILL 2 s later). */
 #define WORKER_BROKER_LOST_WAIT_MS 60000
+
+/* [blocked] Retry messages kept while the broker blocks publishing, at most. */
+#define WORKER_RETRIES_MAX 1024
 
 /* ---- Request bookkeeping ------------------------------------------------------------- */
 
@@ -263,6 +274,16 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
     }
     w->n_acks = 0;
     worker_free_held(w);
+    for (size_t i = 0, k = 0, n = w->n_retries; i < n; i++) { /* [blocked] */
+        if (!w->retries[i].is_unsettled) {
+            w->retries[k++] = w->retries[i];
+            continue;
+        }
+        cc_info("Task %s[%s]: retry not published: the broker redelivers the original",
+                cc_request_name(w->retries[i].r), w->retries[i].r->msg.id);
+        cc_request_free(w->retries[i].r);
+        w->n_retries--;
+    }
     if (w->is_rd_init)
         cc_redeliver_forget_parked(&w->rd); /* [redisx] parked twins are redelivered too */
     cc_broker_abandon(&w->broker);
@@ -316,6 +337,9 @@ static uint64_t worker_lowest_held(const struct worker *w)
     for (int i = 0; i < w->pool.n; i++)
         if (w->running[i] != NULL && !w->running[i]->is_acked && w->running[i]->tag < low)
             low = w->running[i]->tag;
+    for (size_t i = 0; i < w->n_retries; i++) /* [blocked] unsettled originals */
+        if (w->retries[i].is_unsettled && w->retries[i].r->tag < low)
+            low = w->retries[i].r->tag;
     return cc_redeliver_lowest_tag(&w->rd, low); /* [redisx] parked twins are unacked */
 }
 
@@ -359,7 +383,8 @@ static void worker_flush_acks(struct worker *w)
  * serviced, as before. */
 static bool worker_wants_deliveries(const struct worker *w)
 {
-    return w->state != WORKER_RUNNING || w->n_ready < (size_t)w->pool.n;
+    /* [poolsize] one per member: the pool's size, not its slot count */
+    return w->state != WORKER_RUNNING || w->n_ready < (size_t)cc_pool_size(&w->pool);
 }
 
 /* Whether the pending acks must go out now rather than wait for the next iteration.
@@ -462,6 +487,8 @@ static void worker_update_qos(struct worker *w)
     struct cc_err err = {0};
     unsigned want = w->base_prefetch + (unsigned)w->n_held;
 
+    if (cc_broker_is_blocked(&w->broker))
+        return; /* [blocked] basic.qos-ok cannot come before unblock; stays dirty */
     w->is_qos_dirty = false;
     if (w->base_prefetch == 0 || !w->broker.is_channel_open)
         return;
@@ -525,6 +552,12 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         cc_request_free(r);
         return;
     }
+    if (rc == CC_EAGAIN) { /* [blocked] dead-letter publish refused: back to the queue */
+        cc_warn("Task %s[%s]: requeued: %s", cc_request_name(r), r->msg.id, err.msg);
+        worker_reject(w, r, true);
+        cc_request_free(r);
+        return;
+    }
     if (rc != CC_OK) {
         cc_request_free(r); /* unacked: it returns to the queue with the channel */
         worker_broker_lost(w, &err);
@@ -568,9 +601,11 @@ static void worker_delay_tick(struct worker *w)
 {
     struct cc_err err = {0};
 
-    if (!cc_delay_is_due(&w->ds))
+    if (!cc_delay_is_due(&w->ds) || w->is_blocked) /* [blocked] claims wait for unblock */
         return;
     if (worker_pub_open(w, &err) == CC_OK && cc_delay_tick(&w->ds, &w->pub, &err) == CC_OK)
+        return;
+    if (err.code == CC_EAGAIN) /* [blocked] found blocked: its claims expire and return */
         return;
     cc_error("delay store: could not republish due messages: %s (retried when their claim "
              "expires)",
@@ -649,6 +684,8 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
 {
     int rc = CC_EBROKER;
 
+    if (w->is_blocked) /* [blocked] an alarm blocks every publishing connection */
+        return cc_err_set(err, CC_EAGAIN, "the broker is blocking publishers");
     for (int attempt = 0; attempt < 2; attempt++) {
         bool was_open = w->pub.is_channel_open;
 
@@ -656,7 +693,9 @@ static int worker_publish(struct worker *w, const char *exchange, const char *ro
             return rc;
         rc = cc_broker_publish_confirmed(&w->pub, exchange, routing_key, m,
                                          WORKER_CONFIRM_TIMEOUT_MS, err);
-        if (rc == CC_OK || rc == CC_ENOTFOUND_Q)
+        /* [blocked] CC_EAGAIN: blocked before or after sending; keep the connection so
+         * that its connection.unblocked is seen (worker_flow). */
+        if (rc == CC_OK || rc == CC_ENOTFOUND_Q || rc == CC_EAGAIN)
             return rc;
         cc_broker_abandon(&w->pub);
         if (!was_open || rc == CC_ETIMEDOUT || strstr(err->msg, "nack") != NULL)
@@ -689,6 +728,13 @@ static void worker_chord_flush(struct worker *w)
         cc_chord_done(w->backend, rd->chord_group, &err) != CC_OK)
         cc_warn("Chord %s: could not delete its keys (they expire): %s", rd->chord_group, err.msg);
     cc_redeliver_chord_clear(rd);
+}
+
+/* TimeLimitExceeded's args: the limit as the message gave it (int or float). */
+static json_t *worker_limit_args(const struct cc_pool_report *rep)
+{
+    return json_pack("[o]", rep->is_limit_int ? json_integer((json_int_t)rep->time_limit_s)
+                                              : json_real(rep->time_limit_s));
 }
 
 /* [canvas-exec] A failure the master stores (TimeLimitExceeded, WorkerLostError) calls the
@@ -777,9 +823,14 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->cap_retries = w->cap_retries ? w->cap_retries * 2 : 8;
         w->retries = cc_xrealloc(w->retries, w->cap_retries * sizeof(*w->retries));
     }
-    w->retries[w->n_retries++] = (struct worker_retry){.r = r, .rep = *rep};
-    cc_info("Task %s[%s]: retry message waits for the broker connection", cc_request_name(r),
-            r->msg.id);
+    w->retries[w->n_retries++] =
+        (struct worker_retry){.r = r, .rep = *rep, .is_unsettled = !r->is_acked};
+    if (!r->is_acked) { /* [blocked] its prefetch slot is given back, as for ETA holds */
+        w->n_held++;
+        w->is_qos_dirty = true;
+    }
+    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_request_name(r), r->msg.id,
+            w->is_blocked ? "unblock publishing" : "come back");
 }
 
 /* Publish the deferred retries on the new connection. Their originals were acked on the
@@ -788,14 +839,22 @@ static void worker_flush_retries(struct worker *w)
 {
     size_t i = 0;
 
-    for (; i < w->n_retries && w->is_connected; i++) {
+    for (; i < w->n_retries && w->is_connected && !w->is_blocked; i++) {
         struct worker_retry *d = &w->retries[i];
         struct cc_err err = {0};
 
         if (worker_publish_retry(w, d->r, &d->rep, &err) != CC_OK) {
-            if (!w->is_connected)
-                break; /* lost again: keep it and the rest */
-            worker_retry_failed(w, d->r, &err);
+            if (!w->is_connected || err.code == CC_EAGAIN)
+                break;           /* lost or blocked again: keep it and the rest */
+            if (d->is_unsettled) /* [blocked] as in worker_on_report: run it again */
+                worker_reject(w, d->r, true);
+            else
+                worker_retry_failed(w, d->r, &err);
+        }
+        if (d->is_unsettled) { /* [blocked] published: the original is done */
+            worker_ack(w, d->r);
+            w->n_held--;
+            w->is_qos_dirty = true;
         }
         cc_request_free(d->r);
     }
@@ -827,10 +886,16 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         w->n_failed++;
         is_failure = true;
         cc_pool_store_time_limit(&w->pool, r, rep);
+        { /* its chord fails (on_timeout -> mark_as_failure -> on_chord_part_return) */
+            struct cc_task_request view;
+
+            cc_request_view(r, w->hostname, &view);
+            cc_redeliver_chord_part_args(&w->rd, r, &view, "FAILURE", "billiard.exceptions",
+                                         "TimeLimitExceeded", worker_limit_args(rep));
+            worker_chord_flush(w);
+        }
         worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
-                        json_pack("[o]", rep->is_limit_int
-                                             ? json_integer((json_int_t)rep->time_limit_s)
-                                             : json_real(rep->time_limit_s)));
+                        worker_limit_args(rep));
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
@@ -844,6 +909,13 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
             break;
         }
         if (worker_publish_retry(w, r, rep, &err) != CC_OK) {
+            if (err.code == CC_EAGAIN) {
+                /* [blocked] Keep the retry until the broker takes publishes again; an
+                 * acks_late original stays unacked until then (requeueing it now would
+                 * run it again at once, over and over during the alarm). */
+                worker_defer_retry(w, r, rep);
+                return; /* r is now owned by the deferred list */
+            }
             if (!r->is_acked) {
                 /* acks_late: the original is still ours; give it back to run again rather
                  * than drop the retry. */
@@ -949,11 +1021,11 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
     worker_errbacks(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
-    if (cc_events_task_on(&w->ev)) { /* [events] */
-        char exc[200];
+    if (cc_events_task_on(&w->ev)) { /* [events] [tracebacks] repr and Python-shaped traceback */
+        json_t *exc_args = json_pack("[s]", msg);
 
-        snprintf(exc, sizeof(exc), "WorkerLostError('%s')", msg);
-        cc_events_task_failed(&w->ev, r, exc);
+        cc_events_task_failed_exc(&w->ev, r, "billiard.exceptions", "WorkerLostError", exc_args);
+        json_decref(exc_args);
     }
     if (r->acks_late &&
         !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
@@ -1035,6 +1107,7 @@ static void worker_dispatch(struct worker *w)
         worker_fifo_push(w, worker_heap_pop(w));
     worker_rate_release(w); /* rate-limit hook: slots that have come */
     while (w->state == WORKER_RUNNING && w->ready_head != NULL &&
+           w->n_retries < WORKER_RETRIES_MAX && /* [blocked] */
            (slot = cc_pool_idle(&w->pool)) >= 0) {
         struct cc_request *r = worker_fifo_pop(w);
         struct cc_err err = {0};
@@ -1178,7 +1251,8 @@ static void worker_reconnect(struct worker *w)
     if (worker_connect(w, &err) == CC_OK) {
         cc_warn("consumer: Connected to %s", u ? u : "?");
         w->reconnect_attempt = 0;
-        cc_events_online(&w->ev, w->pool.n_busy, w->n_done); /* [events] as Celery's Heart */
+        cc_events_online(&w->ev, w->pool.n_busy, /* [events] as Celery's Heart; [flower] */
+                         cc_control_processed(&w->ctl));
         worker_flush_retries(w);
         free(u);
         return;
@@ -1265,7 +1339,10 @@ static void worker_signals(struct worker *w)
         /* Stop receiving, and give what is prefetched or ETA-held but not started back to
          * the broker now, so other workers can take it while ours finish (rather than when
          * our channel closes at exit, which may be minutes later). */
-        if (w->is_connected && cc_broker_cancel_all(&w->broker, &err) != CC_OK)
+        if (w->is_connected && cc_broker_is_blocked(&w->broker)) /* [blocked] */
+            cc_warn("worker: consumers not cancelled: the broker has the connection blocked "
+                    "and would not answer; deliveries that still arrive are not started");
+        else if (w->is_connected && cc_broker_cancel_all(&w->broker, &err) != CC_OK)
             worker_broker_lost(w, &err);
         worker_return_held(w);
     }
@@ -1274,6 +1351,44 @@ static void worker_signals(struct worker *w)
         worker_drain_reports(w);
         cc_pool_reap(&w->pool, w->state == WORKER_RUNNING, worker_on_lost, w);
     }
+}
+
+/* [blocked] RabbitMQ's flow control. connection.blocked / unblocked are read by broker.c
+ * (cc_broker_next for the consuming connection, events.c for the events connection, here
+ * for the publishing connection, which nothing else reads while it is blocked). The worker
+ * is blocked while any of them is: an alarm is node-wide, and RabbitMQ only tells a
+ * connection once it has published (the events connection, within a heartbeat). Meanwhile
+ * nothing is published (broker.c refuses with CC_EAGAIN; is_publish_held for the consuming
+ * connection, which must never be blocked: its acks would wait in the socket and no more
+ * deliveries would come): events are dropped and counted, pidbox replies dropped, retry
+ * messages kept (worker_defer_retry), delay-store claims wait, dead-letter moves requeue
+ * the message. Deliveries, task execution, result stores and acks go on. */
+static void worker_flow(struct worker *w)
+{
+    struct cc_err err = {0};
+    bool is_blocked;
+    const char *reason = NULL;
+
+    if (cc_broker_is_blocked(&w->pub) && cc_broker_poll(&w->pub, &err) != CC_OK)
+        cc_broker_abandon(&w->pub); /* reopened on the next publish */
+    is_blocked = (w->is_connected && cc_broker_is_blocked(&w->broker)) ||
+                 cc_broker_is_blocked(&w->pub) || cc_events_is_blocked(&w->ev, &reason);
+    w->broker.is_publish_held = is_blocked; /* pidbox replies, dead-lettering */
+    if (is_blocked == w->is_blocked)
+        return;
+    w->is_blocked = is_blocked;
+    if (is_blocked) {
+        if (cc_broker_is_blocked(&w->broker))
+            reason = w->broker.blocked_reason;
+        else if (cc_broker_is_blocked(&w->pub))
+            reason = w->pub.blocked_reason;
+        cc_warn("consumer: The broker blocked the connection: %s. Publishing paused "
+                "(events dropped, retries kept); tasks still run",
+                reason != NULL && reason[0] != '\0' ? reason : "resource alarm");
+        return;
+    }
+    cc_info("consumer: The broker unblocked the connection. Publishing resumed");
+    worker_flush_retries(w);
 }
 
 static void worker_drain_broker(struct worker *w)
@@ -1335,6 +1450,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
     }
     if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
         ms = cc_delay_due_in_ms(&w->ds, ms);
+    if (cc_broker_is_blocked(&w->pub) && ms > 1000) /* [blocked] worker_flow reads it */
+        ms = 1000;
     ms = cc_events_due_in_ms(&w->ev, cc_mono_us(), ms); /* [events] heartbeat, batch */
     if (w->n_acks > 0) {
         int64_t left_us = w->acks_since_us + WORKER_ACK_MAX_DELAY_US - cc_mono_us();
@@ -1386,6 +1503,7 @@ static void worker_loop(struct worker *w)
             last_brk_us = now_us;
             worker_drain_broker(w);
         }
+        worker_flow(w); /* [blocked] */
         if (w->state == WORKER_RUNNING)
             cc_pool_respawn(&w->pool, cc_mono_us());
         cc_pool_tick(&w->pool, cc_mono_us()); /* time limits */
@@ -1399,7 +1517,8 @@ static void worker_loop(struct worker *w)
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
         if (w->is_connected) /* [events] heartbeat, task batch when due */
-            cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy, w->n_done);
+            cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy,
+                           cc_control_processed(&w->ctl)); /* [flower] processed */
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
         if (w->state == WORKER_COLD)
@@ -1454,6 +1573,21 @@ static void worker_free_requests(struct worker *w)
     w->eta = NULL;
 }
 
+/* [poolsize] pool_grow / pool_shrink changed the pool's size: the QoS window is size x
+ * prefetch multiplier again, as Celery's Consumer._update_prefetch_count (no QoS stays no
+ * QoS); sent at the end of this loop pass. running[] and stale[] are allocated for the
+ * pool's capacity at start, so they need nothing. */
+static void worker_pool_resized(void *ud)
+{
+    struct worker *w = ud;
+
+    if (w->base_prefetch == 0)
+        return;
+    w->base_prefetch = (unsigned)cc_pool_size(&w->pool) * (unsigned)w->cfg->prefetch_multiplier;
+    w->ack_batch = w->base_prefetch >= 2 ? w->base_prefetch / 2 : 1;
+    w->is_qos_dirty = true;
+}
+
 /* [control] Read-only view of the bookkeeping for inspect active/reserved/scheduled. */
 static void worker_ctl_each(void *ud, cc_control_visit_fn fn, void *ctx)
 {
@@ -1485,6 +1619,9 @@ int cc_worker_main(const struct cc_config *cfg)
     w.hostname = worker_hostname(cfg);
     cc_events_init(&w.ev, &w.broker, w.hostname, cfg->send_task_events, /* [events] */
                    cfg->event_heartbeat_s);
+    /* [blocked] events on a connection of their own, forgotten by children too */
+    cc_events_set_transport(&w.ev, cfg->broker_url, &w.tls, cfg->connect_timeout_s);
+    w.pub.linked = cc_events_conn(&w.ev);
     if (cc_task_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
         goto out;
@@ -1515,7 +1652,8 @@ int cc_worker_main(const struct cc_config *cfg)
     }
     cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     /* [control] the pidbox node and the revoked set (worker_state_db) */
-    const struct cc_control_ops ctl_ops = {.ud = &w, .each = worker_ctl_each};
+    const struct cc_control_ops ctl_ops = {
+        .ud = &w, .each = worker_ctl_each, .pool_resized = worker_pool_resized}; /* [poolsize] */
     rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
                          cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
     w.is_ctl_init = true;
@@ -1579,8 +1717,9 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("pool: %s", err.msg);
         goto out;
     }
-    w.running = cc_xcalloc((size_t)w.pool.n, sizeof(*w.running));
-    w.stale = cc_xcalloc((size_t)w.pool.n, sizeof(*w.stale));
+    /* [poolsize] by slot, for every slot pool_grow may use */
+    w.running = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.running));
+    w.stale = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.stale));
     w.consumer = (struct cc_consumer){
         .broker = &w.broker, .backend = w.backend, .cfg = cfg, .hostname = w.hostname};
     worker_banner(&w);
@@ -1601,8 +1740,8 @@ out:
                      worker_is_cold_now, &w);
     }
     worker_flush_acks(&w);
-    if (w.is_connected) /* [events] */
-        cc_events_offline(&w.ev, w.pool.n_busy, w.n_done);
+    if (w.is_connected)                                                        /* [events] */
+        cc_events_offline(&w.ev, w.pool.n_busy, cc_control_processed(&w.ctl)); /* [flower] */
     cc_events_deinit(&w.ev);
     free(w.acks);
     worker_free_requests(&w);
@@ -1613,13 +1752,24 @@ out:
     free(w.running);
     free(w.stale);
     for (size_t i = 0; i < w.n_retries; i++) {
-        cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
-                 cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+        if (w.retries[i].is_unsettled) /* [blocked] its unacked original goes back */
+            cc_warn("Task %s[%s]: retry not published before exit; the original message "
+                    "returns to the queue",
+                    cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+        else
+            cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
+                     cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
         cc_request_free(w.retries[i].r);
     }
     free(w.retries);
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its
      * queue. */
+    /* [blocked] A blocked connection would not answer close: abandon it (the broker reads
+     * what we sent, acks included, and requeues the rest once the alarm is lifted). */
+    if (cc_broker_is_blocked(&w.broker))
+        cc_broker_abandon(&w.broker);
+    if (cc_broker_is_blocked(&w.pub))
+        cc_broker_abandon(&w.pub);
     cc_broker_close(&w.broker);
     cc_broker_close(&w.pub);
     cc_backend_free(w.backend);

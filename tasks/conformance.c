@@ -482,9 +482,9 @@ static int conf_write_to_file(struct cc_task_ctx *ctx, const json_t *args, const
         rc = cc_task_raise_args(ctx, "builtins", oserror_type(e),
                                 json_pack("[i, s]", e, strerror(e)));
         if (asprintf(&tb,
-                     "Traceback (most recent call last):\n  File \"<celeryc>\", line 0, in %s\n"
+                     "Traceback (most recent call last):\n  File \"%s\", line %d, in %s\n"
                      "%s: [Errno %d] %s: %s\n",
-                     ctx->entry->name, oserror_type(e), e, strerror(e),
+                     __FILE__, __LINE__, __func__, oserror_type(e), e, strerror(e),
                      fname != NULL ? fname : "?") >= 0) {
             cc_task_set_traceback(ctx, tb);
             free(tb);

@@ -345,9 +345,6 @@ static int demo_sleep(struct cc_task_ctx *ctx, const json_t *args, const json_t 
         seconds = 1e9;
     if (seconds > 0 && demo_sleep_until_soft_limit(ctx, seconds)) {
         /* What time.sleep() does in a Python task at the soft limit: raise. */
-        cc_task_set_traceback(ctx, "Traceback (most recent call last):\n  File \"<celeryc>\", "
-                                   "line 0, in demo.sleep\nbilliard.exceptions."
-                                   "SoftTimeLimitExceeded: SoftTimeLimitExceeded()\n");
         return cc_task_raise_args(ctx, "billiard.exceptions", "SoftTimeLimitExceeded",
                                   json_array());
     }

@@ -58,5 +58,6 @@ const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_conf_chain_add,
     &cc_task_conf_chord_add,
     &cc_task_it_count_sleep,
+    &cc_task_it_wait_key, /* [blocked] */
     NULL,
 };

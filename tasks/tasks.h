@@ -29,6 +29,7 @@ extern const struct cc_task_entry cc_task_demo_progress; /* [canvas] */
 
 /* tasks/it.c: test-only tasks for the delivery-guarantee integration tests. */
 extern const struct cc_task_entry cc_task_it_count_sleep;
+extern const struct cc_task_entry cc_task_it_wait_key; /* [blocked] */
 
 /* tasks/conformance.c: Celery's t/integration/tasks.py. */
 extern const struct cc_task_entry cc_task_conf_identity;

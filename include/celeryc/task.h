@@ -177,18 +177,37 @@ const json_t *cc_task_arg(struct cc_task_ctx *ctx, size_t i);
 
 /* Raise exc_module.exc_type with a single formatted message argument:
  *     return cc_task_raise(ctx, "builtins", "ValueError", "bad value %d", v);
- * Python sees ValueError('bad value 3'). Returns CC_TASK_FAILED. */
+ * Python sees ValueError('bad value 3'). Returns CC_TASK_FAILED.
+ *
+ * cc_task_raise, cc_task_raise_args and cc_task_retry are macros that also pass the call's
+ * __FILE__, __LINE__ and __func__ (the *_at functions): the worker stores them as the
+ * frame of the Python-shaped traceback (the result's `traceback`, task-failed and
+ * task-retried events), as Python would show the line that raised:
+ *     Traceback (most recent call last):
+ *       File "tasks/demo.c", line 120, in demo_fail
+ *     ValueError: bad value 3
+ * (For a call spread over several lines, gcc reports its first line, clang its last.)
+ * The plain functions (no location) stay exported for binaries built against the old
+ * header and for taking their address; their frame names the task:
+ *       File "<celeryc>", line 0, in demo.fail */
 int cc_task_raise(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
                   const char *fmt, ...) CC_PRINTF(4, 5);
+int cc_task_raise_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                     const char *exc_module, const char *exc_type, const char *fmt, ...)
+    CC_PRINTF(7, 8);
 
 /* Raise with an explicit exception args list (any JSON values): Python sees
  * exc_type(*exc_args). Takes ownership of `exc_args` (a JSON array; NULL = no args).
- * Returns CC_TASK_FAILED. */
+ * Returns CC_TASK_FAILED. A macro, as cc_task_raise. */
 int cc_task_raise_args(struct cc_task_ctx *ctx, const char *exc_module, const char *exc_type,
                        json_t *exc_args);
+int cc_task_raise_args_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                          const char *exc_module, const char *exc_type, json_t *exc_args);
 
-/* Attach a traceback text to the pending exception (shown by Python, never parsed). When a
- * task sets none the worker writes a short Python-style one naming the task. */
+/* Replace the whole traceback text of the pending exception (shown by Python, never
+ * parsed). When a task sets none the worker writes the Python-shaped one above, whose last
+ * line is what Python prints for the exception ("ValueError: boom",
+ * "app.CustomError: ('x', 42)"). */
 void cc_task_set_traceback(struct cc_task_ctx *ctx, const char *text);
 
 /* Retry request, like Task.retry(). Fields at zero take the task's defaults. */
@@ -205,6 +224,17 @@ struct cc_task_retry_opts {
  * max_retries is exhausted (with the given exception, or
  * celery.exceptions.MaxRetriesExceededError as Celery words it). Always return its value. */
 int cc_task_retry(struct cc_task_ctx *ctx, const struct cc_task_retry_opts *opts);
+int cc_task_retry_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
+                     const struct cc_task_retry_opts *opts);
+
+/* The raise sites recorded for tracebacks (see cc_task_raise). Define
+ * CC_TASK_NO_LOCATION_MACROS before including this header to call the plain functions. */
+#ifndef CC_TASK_NO_LOCATION_MACROS
+#define cc_task_raise(ctx, ...) cc_task_raise_at((ctx), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define cc_task_raise_args(ctx, ...)                                                               \
+    cc_task_raise_args_at((ctx), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define cc_task_retry(ctx, opts) cc_task_retry_at((ctx), __FILE__, __LINE__, __func__, (opts))
+#endif
 
 /* celery.exceptions.Reject(reason, requeue): no result stored; the message is rejected
  * (requeued when `requeue`). Returns CC_TASK_REJECT. */

@@ -307,6 +307,14 @@ def count_sleep(key, seconds=0):
     if seconds:
         time.sleep(seconds)
     return n
+
+
+@app.task(name="it.wait_key")  # [blocked] test_blocked.py
+def wait_key(key, timeout=60):
+    end = time.monotonic() + timeout
+    while not _redis().exists(key) and time.monotonic() < end:
+        time.sleep(0.05)
+    return bool(_redis().exists(key))
 # ---- Rate limits and time (tests/integration/test_ratelimit.py, test_time.py) ----------
 
 # PYW_RATE_LIMITS="demo.add=5/s,..." gives the same limits as celeryc's task_rate_limits,

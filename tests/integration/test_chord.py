@@ -260,6 +260,18 @@ def test_member_whose_child_dies_fails_the_chord(app, worker):
                                     "prematurely: exitcode 1" % res.parent.results[1].id)
 
 
+def test_member_past_hard_time_limit_fails_the_chord(app, worker):
+    """A member killed at its hard time limit is stored as TimeLimitExceeded by the master
+    and returned as a chord part (Celery's on_timeout -> mark_as_failure): ChordError."""
+    q = worker.queue
+    header = [sig(app, "demo.add", [1, 1], q), sig(app, "demo.sleep", [60], q, time_limit=1)]
+    res = chord(header)(sig(app, "demo.xsum", [], q))
+    with pytest.raises(ChordError) as ei:
+        app.AsyncResult(res.id).get(timeout=TIMEOUT)
+    assert str(ei.value) == "Dependency %s raised TimeLimitExceeded(1)" % \
+        res.parent.results[1].id
+
+
 @c_only
 def test_unordered_chord_list_mixed_fleet(app, worker_factory, amqp_conn, rds):
     """result_chord_ordered=False on every worker (C: --no-result-chord-ordered, Python: the

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import HERE, PY, TIMEOUT, celeryc_bin, queue_depth, scaled, unique_queue, wait_for
+from conftest import (HERE, PY, TIMEOUT, c_only, celeryc_bin, queue_depth, scaled, unique_queue,
+                      wait_for)
 
 
 def _env():
@@ -110,21 +111,21 @@ def test_call_then_result(pyw):
     assert r.returncode == 0, r.stderr
     tid = r.stdout.strip()
     assert len(tid) == 36
-    r = cc("result", tid, "-t", "%d" % TIMEOUT)
+    r = cc("result", tid, "--timeout", "%d" % TIMEOUT)
     assert (r.returncode, r.stdout) == (0, "5\n"), r.stderr
     # kwargs and a countdown (ETA) go through too; the real `celery result` agrees.
     r = cc("call", "demo.add", "--kwargs", '{"x": 4, "y": 5}', "--countdown", "1",
            "-Q", pyw.queue)
     tid = r.stdout.strip()
-    assert cc("result", tid, "-t", "%d" % TIMEOUT).stdout == "9\n"
+    assert cc("result", tid, "--timeout", "%d" % TIMEOUT).stdout == "9\n"
     assert celery("result", tid).stdout == "9\n"
     # A failing task: non-zero exit, the exception named.
     r = cc("call", "demo.fail", "--args", '["boom"]', "-Q", pyw.queue)
-    r = cc("result", r.stdout.strip(), "-t", "%d" % TIMEOUT)
-    assert r.returncode == 1 and "ValueError" in r.stderr, r
+    r = cc("result", r.stdout.strip(), "--timeout", "%d" % TIMEOUT)
+    assert r.returncode == 1 and r.stderr == "ValueError: boom\n", r
     # Not ready within --timeout.
-    r = cc("result", "00000000-0000-4000-8000-000000000000", "-t", "0.3")
-    assert r.returncode != 0
+    r = cc("result", "00000000-0000-4000-8000-000000000000", "--timeout", "0.3")
+    assert r.returncode == 75
 
 
 def test_no_reply_is_an_error(services):
@@ -273,3 +274,130 @@ def test_events_live_view(worker_factory):
     assert re.search(r"%s\s+ONLINE" % re.escape(w.name), last), last
     assert re.search(r"%s\s+demo\.add\s+SUCCESS" % ok, last), last
     assert re.search(r"%s\s+demo\.fail\s+FAILURE" % bad, last), last
+
+
+# ---- celeryc result vs celery result -------------------------------------------------------
+
+def celery_noapp(*args, timeout=60):
+    """`celery ARGS` without -A, as `celery result` is usually run: no app module imported,
+    so exceptions of app modules are rebuilt as celery.exceptions.<Type> (celeryc has no app
+    either)."""
+    e = _env()
+    e.pop("PYTHONPATH", None)
+    return subprocess.run([PY, "-m", "celery"] + list(args), env=e, capture_output=True,
+                          text=True, timeout=scaled(timeout), cwd="/")
+
+
+def _meta(rds, tid):
+    raw = rds.get("celery-task-meta-" + tid)
+    return json.loads(raw) if raw else None
+
+
+def _same_as_celery(tid, *flags):
+    """`celeryc result` and `celery result` for one ready id: same stdout and exit status;
+    for an exception, celery's stderr (a traceback of the CLI itself) ends with ours, the
+    exception line. Returns ours."""
+    ours = cc("result", tid, *flags)
+    theirs = celery_noapp("result", tid, *flags)
+    assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode), \
+        (flags, ours, theirs)
+    if ours.returncode:
+        assert ours.stderr.count("\n") == 1 and theirs.stderr.endswith(ours.stderr), \
+            (ours.stderr, theirs.stderr)
+    else:
+        assert ours.stderr == "", ours.stderr
+    return ours
+
+
+def test_result_matches_celery(worker_factory, rds):
+    """SUCCESS, FAILURE (builtins and an app exception), REVOKED, RETRY and PENDING, stored
+    by a celeryc worker and by a Python worker: `celeryc result` prints what `celery result`
+    prints, with and without --traceback; --json is the stored meta."""
+    workers = [worker_factory(concurrency=1, impl="c"),
+               worker_factory(concurrency=1, impl="python")]
+    for w in workers:
+        def call(task, args="[]", *extra):
+            r = cc("call", task, "--args", args, "-Q", w.queue, *extra)
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+        ok, none, fail, custom = (call("demo.add", "[2, 3]"), call("demo.noop"),
+                                  call("demo.fail", '["boom"]'),
+                                  call("t.integration.tasks.fail", "[1]"))
+        # RETRY (for 5 s, 3 times): not ready, get() waits (we give up after --timeout); the
+        # traceback is the Retry's.
+        retry = call("t.integration.tasks.retry")
+        wait_for(lambda: (_meta(rds, retry) or {}).get("status") == "RETRY", TIMEOUT,
+                 "the RETRY state")
+        tb = _same_as_celery(retry, "--traceback")
+        assert tb.stdout.endswith(
+            "\ncelery.exceptions.Retry: Retry in 5s: ExpectedException()\n\n"), tb.stdout
+        assert cc("result", retry, "--timeout", "0.3").returncode == 75
+        revoked = call("demo.add", "[1, 1]", "--countdown", "2")
+        r = cc("control", "revoke", revoked, "-d", w.name, "-t", _t())
+        assert r.returncode == 0, r.stderr
+        for tid in (ok, none, fail, custom, revoked):
+            r = cc("result", tid, "--timeout", "%d" % TIMEOUT)
+            assert r.returncode in (0, 1), (w.name, r)
+        want = {ok: ("5\n", ""), none: ("\n", ""), fail: ("", "ValueError: boom\n"),
+                custom: ("", "celery.exceptions.ExpectedException: "
+                             "('Task expected to fail', 1)\n"),
+                revoked: ("", "celery.exceptions.TaskRevokedError: revoked\n")}
+        for tid, (out, err) in want.items():
+            ours = _same_as_celery(tid)
+            assert (ours.stdout, ours.stderr) == (out, err), (w.name, ours)
+            tb = _same_as_celery(tid, "--traceback")
+            stored = _meta(rds, tid)
+            assert tb.stdout == (stored["traceback"] or "") + "\n"
+            # --json: the stored meta; -t/--task is accepted as Celery's (custom backends).
+            j = cc("result", tid, "--json")
+            assert json.loads(j.stdout) == stored and j.returncode == ours.returncode
+            assert cc("result", "-t", "demo.add", tid).stdout == ours.stdout
+    # PENDING (unknown id): get() waits; the traceback is None, an empty line.
+    unknown = "00000000-0000-4000-8000-0000000000aa"
+    assert _same_as_celery(unknown, "--traceback").stdout == "\n"
+    assert json.loads(cc("result", unknown, "--json", "--traceback").stdout) == \
+        {"status": "PENDING", "result": None}
+
+
+C_TB = re.compile(r'Traceback \(most recent call last\):\n'
+                  r'  File "tasks/demo\.c", line [1-9][0-9]*, in demo_fail\n'
+                  r'ValueError: boom\n\Z')
+
+
+@c_only
+def test_c_traceback_is_python_shaped(worker_factory):
+    """A C task's failure: the stored traceback, AsyncResult.traceback, `celery result
+    --traceback` and the task-failed event (what `celery events` and Flower show) all carry
+    the same Python-shaped traceback with the raise site in the C source. A hard time limit's
+    task-failed event has one too (Celery sends billiard's), while the stored one is None."""
+    from capp import app
+    from test_events import Monitor
+    w = worker_factory(concurrency=1, impl="c", extra=["-E"])
+    with Monitor(app) as mon:
+        res = app.send_task("demo.fail", args=["boom"], queue=w.queue)
+        spin = app.send_task("demo.spin", args=[30], queue=w.queue, time_limit=1)
+        big = app.send_task("demo.fail", args=["x" * 5000], queue=w.queue)
+        with pytest.raises(ValueError):
+            res.get(timeout=TIMEOUT)
+        assert C_TB.match(res.traceback), res.traceback
+        assert celery_noapp("result", res.id, "--traceback").stdout == res.traceback + "\n"
+        with pytest.raises(Exception) as ei:
+            spin.get(timeout=TIMEOUT)
+        assert type(ei.value).__name__ == "TimeLimitExceeded" and spin.traceback is None
+
+        def failed(tid):
+            with mon.lock:
+                return [e for e in mon.events if e.get("uuid") == tid and
+                        e["type"] == "task-failed"]
+        mon.wait(lambda: failed(res.id) and failed(spin.id) and failed(big.id), scaled(15),
+                 "three task-failed")
+        # Too long for the event (the stored one is whole): cut, still Python-shaped.
+        tb = failed(big.id)[0]["traceback"]
+        assert tb.startswith("Traceback (most recent call last):\n  File \"tasks/demo.c\"")
+        assert "\nValueError: xxx" in tb and tb.endswith("xxx...\n") and len(tb) < 4000, tb
+        assert big.traceback.endswith("x" * 5000 + "\n")
+        ev = failed(res.id)[0]
+        assert ev["traceback"] == res.traceback and ev["exception"] == "ValueError('boom')"
+        assert failed(spin.id)[0]["traceback"] == (
+            'Traceback (most recent call last):\n  File "<celeryc>", line 0, in demo.spin\n'
+            "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)\n")

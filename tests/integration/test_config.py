@@ -2,7 +2,7 @@
 import os
 import time
 
-from conftest import IMPL, TIMEOUT, c_only, celeryc_bin, unique_queue
+from conftest import TIMEOUT, c_only, celeryc_bin, unique_queue
 
 pytestmark = c_only
 
@@ -18,8 +18,8 @@ def test_config_file_env_and_flag_precedence(app, worker_factory, tmp_path):
     argv = [celeryc_bin(), "worker", "--config", str(cfg),
             "--result-backend", os.environ["CELERYC_TEST_REDIS_URL"], "-c", "2",
             "-n", "cfg-%s@localhost" % q, "-l", "info"]
-    w = worker_factory(queue=q, argv=argv,
-                       env={"CELERY_BROKER_URL": os.environ["CELERYC_TEST_AMQP_URL"]})
+    worker_factory(queue=q, argv=argv,
+                   env={"CELERY_BROKER_URL": os.environ["CELERYC_TEST_AMQP_URL"]})
     # Two 1 s sleeps overlap only with concurrency 2.
     t0 = time.monotonic()
     rs = [app.send_task("demo.sleep", args=[1], queue=q) for _ in range(2)]

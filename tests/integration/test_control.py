@@ -50,7 +50,7 @@ def active_ids(app, node):
 def test_inspect_commands(app, worker_factory, rds):
     w = worker_factory(concurrency=1)
     node = w.name
-    run = app.send_task("demo.sleep", args=[30], queue=w.queue)  # terminated below
+    run = app.send_task("demo.sleep", args=[300], queue=w.queue)  # terminated below
     queued = app.send_task("demo.add", args=[1, 2], queue=w.queue)
     later = app.send_task("demo.add", args=[3, 4], queue=w.queue, countdown=300)
     wait_for(lambda: run.id in active_ids(app, node), 15, "the sleep task running")

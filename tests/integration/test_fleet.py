@@ -1,9 +1,8 @@
 """Mixed fleet: celeryc workers and a Python Celery worker share one queue."""
 import json
-import os
 from collections import Counter
 
-from conftest import TIMEOUT, queue_depth, unique_queue, wait_for
+from conftest import TIMEOUT, queue_depth, unique_queue
 
 
 def test_mixed_fleet_200_adds(app, worker_factory, rds, amqp_conn):

@@ -2,12 +2,9 @@
 tasks in flight, acks_late redelivery after kill -9."""
 import json
 import signal
-import threading
 import time
 
-import pytest
-
-from conftest import IMPL, TIMEOUT, c_only, queue_depth, scaled, unique_queue, wait_for
+from conftest import TIMEOUT, c_only, queue_depth, scaled, unique_queue, wait_for
 
 
 def _meta(rds, tid):
@@ -107,7 +104,7 @@ def test_warm_shutdown_returns_prefetched_messages(app, worker_factory, rds, amq
     # noticing the signal, which is allowed); nothing lost.
     done = sum(1 for r in rest if _meta(rds, r.id))
     assert done + queue_depth(amqp_conn, w.queue) == 3
-    w2 = worker_factory(queue=w.queue)
+    worker_factory(queue=w.queue)
     assert [r.get(timeout=TIMEOUT) for r in rest] == [1, 2, 3]
 
 
@@ -117,6 +114,6 @@ def test_acks_late_redelivered_after_kill9(app, worker_factory, rds):
     wait_for(lambda: (_meta(rds, r.id) or {}).get("status") == "STARTED", 10, "started")
     w.kill()  # SIGKILL to the worker's whole process group (master and children)
     assert w.proc.poll() is not None
-    w2 = worker_factory(queue=w.queue, acks_late=True)
+    worker_factory(queue=w.queue, acks_late=True)
     assert r.get(timeout=TIMEOUT) == 1.5
     assert _meta(rds, r.id)["status"] == "SUCCESS"

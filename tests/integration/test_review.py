@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMPL, TIMEOUT, c_only, free_port, queue_depth, scaled, wait_for
+from conftest import TIMEOUT, c_only, free_port, queue_depth, scaled, wait_for
 
 UTC = dt.timezone.utc
 

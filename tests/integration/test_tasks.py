@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pyworker_app import thumbnail_ref
-from conftest import TIMEOUT, c_only, scaled, wait_for
+from conftest import TIMEOUT, scaled, wait_for
 
 T = "t.integration.tasks."
 

@@ -249,13 +249,130 @@ static void test_ctlclient_events(void **state)
                 NULL);
 }
 
+/* ---- celery result ---------------------------------------------------------------------- */
+
+/* exception_to_python in a `celery result` process without an app, then Python's last
+ * traceback line (captured with celery 5.2.6 / Python 3.11). */
+static const struct {
+    const char *exc;
+    const char *line;
+} client_exc_cases[] = {
+    {"{\"exc_type\": \"ValueError\", \"exc_message\": [\"boom\"], \"exc_module\": \"builtins\"}",
+     "ValueError: boom"},
+    {"{\"exc_type\": \"KeyError\", \"exc_message\": [\"k\"], \"exc_module\": \"builtins\"}",
+     "KeyError: 'k'"},
+    {"{\"exc_type\": \"CustomError\", \"exc_message\": [\"custom failure\", 42], \"exc_module\": "
+     "\"app\"}",
+     "celery.exceptions.CustomError: ('custom failure', 42)"},
+    {"{\"exc_type\": \"ExpectedException\", \"exc_message\": [], \"exc_module\": "
+     "\"t.integration.tasks\"}",
+     "celery.exceptions.ExpectedException"},
+    {"{\"exc_type\": \"KeyError\", \"exc_message\": [\"k\"], \"exc_module\": \"nowhere\"}",
+     "celery.exceptions.KeyError: k"},
+    {"{\"exc_type\": \"TaskRevokedError\", \"exc_message\": [\"revoked\"], \"exc_module\": "
+     "\"celery.exceptions\"}",
+     "celery.exceptions.TaskRevokedError: revoked"},
+    {"{\"exc_type\": \"TimeLimitExceeded\", \"exc_message\": [1], \"exc_module\": "
+     "\"billiard.exceptions\"}",
+     "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)"},
+    {"{\"exc_type\": \"SoftTimeLimitExceeded\", \"exc_message\": [], \"exc_module\": "
+     "\"billiard.exceptions\"}",
+     "billiard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded()"},
+    {"{\"exc_type\": \"WorkerLostError\", \"exc_message\": [\"Worker exited prematurely: signal 9 "
+     "(SIGKILL) Job: 0.\"], \"exc_module\": \"billiard.exceptions\"}",
+     "billiard.exceptions.WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL) Job: 0."},
+    {"{\"exc_type\": \"NotRegistered\", \"exc_message\": [\"app.nope\"], \"exc_module\": "
+     "\"celery.exceptions\"}",
+     "celery.exceptions.NotRegistered: 'app.nope'"},
+    {"{\"exc_type\": \"TimeLimitExceeded\", \"exc_message\": [2.5], \"exc_module\": "
+     "\"celery.exceptions\"}",
+     "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(2.5,)"},
+    {"{\"exc_type\": \"OSError\", \"exc_message\": [2, \"No such file or directory\"], "
+     "\"exc_module\": \"builtins\"}",
+     "FileNotFoundError: [Errno 2] No such file or directory"},
+    {"{\"exc_type\": \"IOError\", \"exc_message\": [\"plain\"], \"exc_module\": \"builtins\"}",
+     "OSError: plain"},
+    {"{\"exc_type\": \"NoSuchBuiltin\", \"exc_message\": [\"x\"], \"exc_module\": \"builtins\"}",
+     "celery.exceptions.NoSuchBuiltin: x"},
+    {"{\"exc_type\": \"ValueError\", \"exc_message\": \"lone\", \"exc_module\": \"builtins\"}",
+     "ValueError: lone"},
+    {"{\"exc_type\": \"Oops\", \"exc_message\": [\"m\"]}", "celery.backends.base.Oops: m"},
+    {"{\"exc_type\": \"ValueError\", \"exc_message\": [null], \"exc_module\": \"builtins\"}",
+     "ValueError: None"},
+};
+
+static void test_ctlclient_client_exc_line(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof client_exc_cases / sizeof client_exc_cases[0]; i++) {
+        json_t *exc = json_loads(client_exc_cases[i].exc, 0, NULL);
+        struct cc_sbuf b = {0};
+
+        assert_non_null(exc);
+        cc_ctlc_client_exc_line(&b, exc);
+        assert_non_null(b.p);
+        assert_string_equal(b.p, client_exc_cases[i].line);
+        cc_sbuf_deinit(&b);
+        json_decref(exc);
+    }
+}
+
+/* What `celery result [--traceback] ID` prints for a stored meta, and its exit status. */
+static void check_result(const char *meta_json, int tb, int want_rc, const char *want_out,
+                         const char *want_err)
+{
+    json_t *meta = meta_json ? json_loads(meta_json, 0, NULL) : NULL;
+    struct cc_sbuf out = {0}, err = {0};
+
+    assert_int_equal(cc_ctlc_result_say(&out, &err, meta, tb), want_rc);
+    assert_string_equal(out.p ? out.p : "", want_out);
+    assert_string_equal(err.p ? err.p : "", want_err);
+    cc_sbuf_deinit(&out);
+    cc_sbuf_deinit(&err);
+    json_decref(meta);
+}
+
+static void test_ctlclient_result(void **state)
+{
+    static const char fail[] =
+        "{\"status\": \"FAILURE\", \"result\": {\"exc_type\": \"ValueError\", \"exc_message\": "
+        "[\"boom\"], \"exc_module\": \"builtins\"}, \"traceback\": \"Traceback (most recent call "
+        "last):\\n  File \\\"tasks/demo.c\\\", line 9, in demo_fail\\nValueError: boom\\n\", "
+        "\"children\": []}";
+
+    (void)state;
+    check_result("{\"status\": \"SUCCESS\", \"result\": 5, \"traceback\": null}", 0, 0, "5\n", "");
+    check_result("{\"status\": \"SUCCESS\", \"result\": \"text\"}", 0, 0, "text\n", "");
+    check_result("{\"status\": \"SUCCESS\", \"result\": {\"a\": [1, \"x\"]}}", 0, 0,
+                 "{'a': [1, 'x']}\n", "");
+    check_result("{\"status\": \"SUCCESS\", \"result\": null}", 0, 0, "\n", ""); /* echo(None) */
+    check_result("{\"status\": \"SUCCESS\", \"result\": 5, \"traceback\": null}", 1, 0, "\n", "");
+    check_result(fail, 0, 1, "", "ValueError: boom\n");
+    check_result(fail, 1, 0,
+                 "Traceback (most recent call last):\n  File \"tasks/demo.c\", line 9, in "
+                 "demo_fail\nValueError: boom\n\n",
+                 "");
+    check_result("{\"status\": \"REVOKED\", \"result\": {\"exc_type\": \"TaskRevokedError\", "
+                 "\"exc_message\": [\"terminated\"], \"exc_module\": \"celery.exceptions\"}, "
+                 "\"traceback\": null}",
+                 0, 1, "", "celery.exceptions.TaskRevokedError: terminated\n");
+    check_result(NULL, 1, 0, "\n", ""); /* PENDING --traceback */
+    assert_false(cc_ctlc_result_is_ready(NULL));
+    for (int i = 0; i < 5; i++) {
+        static const char *const st[] = {"RETRY", "STARTED", "SUCCESS", "FAILURE", "REVOKED"};
+        json_t *m = json_pack("{s:s}", "status", st[i]);
+
+        assert_int_equal(cc_ctlc_result_is_ready(m), i >= 2);
+        json_decref(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ctlclient_fixtures),
-        cmocka_unit_test(test_ctlclient_text),
-        cmocka_unit_test(test_ctlclient_arguments),
-        cmocka_unit_test(test_ctlclient_events),
+        cmocka_unit_test(test_ctlclient_fixtures),        cmocka_unit_test(test_ctlclient_text),
+        cmocka_unit_test(test_ctlclient_arguments),       cmocka_unit_test(test_ctlclient_events),
+        cmocka_unit_test(test_ctlclient_client_exc_line), cmocka_unit_test(test_ctlclient_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

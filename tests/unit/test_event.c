@@ -209,6 +209,26 @@ static void test_event_revoked_null_signum(void **state)
     free(s);
 }
 
+/* Flower's wakeup ('heartbeat' broadcast): Celery answers
+ * send('worker-heartbeat', freq=5, **SOFTWARE_INFO), an int freq and nothing else. */
+static void test_event_wakeup_heartbeat_int_freq(void **state)
+{
+    struct cc_event_head h = {.hostname = "c@h", .pid = 7, .clock = 3, .timestamp = 1.5};
+    struct cc_event_worker_info wi = {.freq_s = 5.0,
+                                      .sw_ident = "py-celery",
+                                      .sw_ver = "5.2.6",
+                                      .sw_sys = "Linux",
+                                      .is_software_only = true};
+    char *s = cc_event_worker(&h, "worker-heartbeat", &wi, NULL);
+
+    (void)state;
+    assert_string_equal(s, "{\"hostname\": \"c@h\", \"utcoffset\": 0, \"pid\": 7, \"clock\": 3, "
+                           "\"freq\": 5, \"sw_ident\": \"py-celery\", \"sw_ver\": \"5.2.6\", "
+                           "\"sw_sys\": \"Linux\", \"timestamp\": 1.5, "
+                           "\"type\": \"worker-heartbeat\"}");
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_event_task),
         cmocka_unit_test(test_event_stream_sample),
         cmocka_unit_test(test_event_revoked_null_signum),
+        cmocka_unit_test(test_event_wakeup_heartbeat_int_freq),
     };
 
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);

@@ -1,8 +1,8 @@
 /* Unit tests for src/pool.c with real forked children and a backend that appends every
  * stored meta to a file (the child's stores happen in another process): job records with
  * U+0000 in strings, a job record the child cannot run, respawn after a failed fork, the
- * bounded warm stop, soft and hard time limits, max_tasks_per_child, and the threads and
- * solo pools. */
+ * bounded warm stop, soft and hard time limits, max_tasks_per_child, the threads and solo
+ * pools, and resizing (pool_grow / pool_shrink). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -470,6 +470,200 @@ static void test_pool_solo_soft_limit(void **state)
     assert_int_equal(rep.status, CC_OK);
 }
 
+/* ---- [poolsize] pool_grow / pool_shrink ------------------------------------------------- */
+
+static struct cc_request resize_req[4];
+
+/* Dispatch task(args) to `slot` as seq 100 + slot without waiting. */
+static void dispatch_to(struct fix *f, int slot, const char *task, json_t *args)
+{
+    struct cc_request *r = &resize_req[slot];
+    struct cc_err err = {0};
+
+    memset(r, 0, sizeof(*r));
+    r->msg.protocol = 2;
+    r->msg.id = (char *)"6f0c2bb0-0000-4000-8000-000000000004";
+    r->msg.task = (char *)task;
+    r->msg.group_index = -1;
+    r->msg.args = args;
+    r->msg.kwargs = json_object();
+    assert_int_equal(cc_pool_dispatch(&f->pool, slot, r, 100u + (uint32_t)slot, &err), CC_OK);
+}
+
+static void resize_req_free(void)
+{
+    for (size_t i = 0; i < CC_ARRAY_LEN(resize_req); i++) {
+        json_decref(resize_req[i].msg.args);
+        json_decref(resize_req[i].msg.kwargs);
+        memset(&resize_req[i], 0, sizeof(resize_req[i]));
+    }
+}
+
+/* Read `want` reports (10 s at most), reaping as the worker does; returns how many. */
+static int wait_reports(struct fix *f, struct cc_pool_report *reps, int want)
+{
+    int64_t deadline = cc_mono_us() + 10 * 1000000;
+    int n = 0;
+
+    while (n < want && cc_mono_us() < deadline) {
+        struct pollfd pfd = {.fd = cc_pool_report_fd(&f->pool), .events = POLLIN};
+
+        poll(&pfd, 1, 20);
+        n += cc_pool_read_reports(&f->pool, reps + n, want - n);
+        cc_pool_reap(&f->pool, true, count_lost, NULL);
+    }
+    return n;
+}
+
+/* Reap (and let pool threads leave) until `n` executors are alive (5 s at most). */
+static void wait_alive(struct fix *f, int n)
+{
+    int64_t deadline = cc_mono_us() + 5 * 1000000;
+
+    while (cc_pool_alive(&f->pool) != n && cc_mono_us() < deadline) {
+        usleep(10000);
+        cc_pool_reap(&f->pool, true, count_lost, NULL);
+    }
+    assert_int_equal(cc_pool_alive(&f->pool), n);
+}
+
+/* Grow 1 -> 3: new children in new slots, each runs a job; shrink 1 retires an idle one,
+ * which exits and is not respawned; grow 1 takes its slot again. */
+static void test_pool_grow_and_shrink_idle(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report reps[3];
+    struct cc_err err = {0};
+    pid_t removed;
+
+    n_lost = 0;
+    assert_int_equal(cc_pool_size(&f->pool), 1);
+    assert_int_equal(cc_pool_max_size(&f->pool), CC_POOL_MAX_PROCESSES);
+    assert_int_equal(cc_pool_grow(&f->pool, 2, &err), CC_OK);
+    assert_int_equal(cc_pool_size(&f->pool), 3);
+    assert_int_equal(f->pool.n, 3);
+    assert_int_equal(cc_pool_alive(&f->pool), 3);
+    for (int i = 0; i < 3; i++)
+        dispatch_to(f, i, "demo.add", json_pack("[i,i]", i, 1));
+    assert_int_equal(cc_pool_idle(&f->pool), -1);
+    assert_int_equal(wait_reports(f, reps, 3), 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(reps[i].status, CC_OK);
+    resize_req_free();
+
+    removed = f->pool.kids[2].pid;
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_OK);
+    assert_int_equal(cc_pool_size(&f->pool), 2);
+    assert_true(f->pool.kids[2].is_removed); /* the highest idle slot */
+    wait_alive(f, 2);
+    usleep(50000);
+    cc_pool_reap(&f->pool, true, count_lost, NULL);
+    assert_int_equal(f->pool.kids[2].pid, 0); /* not respawned */
+    assert_int_equal(kill(removed, 0), -1);
+    assert_int_not_equal(cc_pool_idle(&f->pool), 2);
+    assert_int_equal(n_lost, 0);
+
+    assert_int_equal(cc_pool_grow(&f->pool, 1, &err), CC_OK);
+    assert_int_equal(f->pool.n, 3); /* slot 2 reused */
+    assert_false(f->pool.kids[2].is_removed);
+    assert_true(f->pool.kids[2].pid > 0 && f->pool.kids[2].pid != removed);
+    dispatch_to(f, 2, "demo.add", json_pack("[i,i]", 2, 2));
+    assert_int_equal(wait_reports(f, reps, 1), 1);
+    assert_int_equal(reps[0].slot, 2);
+    resize_req_free();
+}
+
+/* Shrink while every child is busy: the busy one removed finishes and reports its job (not
+ * lost), then exits; it was never killed. */
+static void test_pool_shrink_busy_finishes_job(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report reps[2];
+    struct cc_err err = {0};
+
+    n_lost = 0;
+    assert_int_equal(cc_pool_grow(&f->pool, 1, &err), CC_OK);
+    dispatch_to(f, 0, "demo.sleep", json_pack("[f]", 0.3));
+    dispatch_to(f, 1, "demo.sleep", json_pack("[f]", 0.3));
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_OK);
+    assert_true(f->pool.kids[1].is_removed && f->pool.kids[1].is_busy);
+    assert_true(f->pool.kids[1].pid > 0); /* still running its task */
+    assert_int_equal(cc_pool_grow(&f->pool, 0, &err), CC_OK);
+    assert_int_equal(wait_reports(f, reps, 2), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(reps[i].status, CC_OK);
+        assert_int_equal(reps[i].seq, 100u + reps[i].slot);
+    }
+    wait_alive(f, 1);
+    assert_int_equal(n_lost, 0);
+    assert_int_equal(f->pool.n_busy, 0);
+    assert_int_equal(cc_pool_idle(&f->pool), 0);
+    resize_req_free();
+}
+
+/* Bounds: one process stays, the maximum holds, negative counts are refused; nothing
+ * changes then. A member awaiting a respawn is the first to go, and its respawn with it. */
+static void test_pool_resize_bounds(void **state)
+{
+    struct fix *f = *state;
+    struct cc_err err = {0};
+
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_ERANGE);
+    assert_int_equal(cc_pool_grow(&f->pool, -1, &err), CC_ERANGE);
+    assert_int_equal(cc_pool_shrink(&f->pool, -1, &err), CC_ERANGE);
+    assert_int_equal(cc_pool_grow(&f->pool, CC_POOL_MAX_PROCESSES, &err), CC_ERANGE);
+    assert_int_equal(cc_pool_size(&f->pool), 1);
+    assert_int_equal(f->pool.n, 1);
+
+    cc_pool_fork = failing_fork;
+    assert_int_equal(cc_pool_grow(&f->pool, 1, &err), CC_OK); /* a member, not running */
+    assert_int_equal(cc_pool_size(&f->pool), 2);
+    assert_int_equal(f->pool.kids[1].pid, 0);
+    assert_true(cc_pool_respawn_at_us(&f->pool) > 0);
+    cc_pool_fork = fork;
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_OK);
+    assert_true(f->pool.kids[1].is_removed);
+    assert_false(f->pool.kids[0].is_removed);
+    assert_int_equal(cc_pool_respawn_at_us(&f->pool), 0);
+    assert_int_equal(cc_pool_alive(&f->pool), 1);
+}
+
+static void test_pool_solo_cannot_resize(void **state)
+{
+    struct fix *f = *state;
+    struct cc_err err = {0};
+
+    assert_int_equal(cc_pool_grow(&f->pool, 1, &err), CC_EUNSUPP);
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_EUNSUPP);
+    assert_int_equal(cc_pool_size(&f->pool), 1);
+}
+
+/* Threads: a removed thread leaves its loop and is joined by the next grow, which reuses
+ * its slot with a new thread (and backend object). */
+static void test_pool_threads_shrink_then_grow(void **state)
+{
+    struct fix *f = *state;
+    struct cc_pool_report rep;
+    struct cc_err err = {0};
+    int64_t deadline = cc_mono_us() + 5 * 1000000;
+
+    assert_int_equal(cc_pool_size(&f->pool), 2);
+    assert_int_equal(cc_pool_shrink(&f->pool, 1, &err), CC_OK);
+    assert_true(f->pool.kids[1].is_removed);
+    while (!atomic_load(&f->pool.kids[1].is_done) && cc_mono_us() < deadline)
+        usleep(10000);
+    assert_true(atomic_load(&f->pool.kids[1].is_done));
+    assert_int_equal(cc_pool_grow(&f->pool, 1, &err), CC_OK);
+    assert_int_equal(f->pool.n, 2);
+    assert_false(f->pool.kids[1].is_removed);
+    assert_true(f->pool.kids[1].has_thread);
+    dispatch_to(f, 1, "demo.add", json_pack("[i,i]", 3, 4));
+    assert_int_equal(wait_reports(f, &rep, 1), 1);
+    assert_int_equal(rep.slot, 1);
+    assert_int_equal(rep.status, CC_OK);
+    resize_req_free();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +681,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pool_threads_run_and_soft_limit, setup_threads,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pool_solo_soft_limit, setup_solo, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_grow_and_shrink_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_shrink_busy_finishes_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_resize_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_solo_cannot_resize, setup_solo, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_threads_shrink_then_grow, setup_threads,
+                                        teardown),
     };
 
     /* The pool's children are the only ones this process forks: no SIGCHLD handling. */

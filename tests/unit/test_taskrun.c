@@ -276,12 +276,15 @@ static void test_taskrun_bad_signatures_rejected(void **state)
 
 /* ---- Exceptions --------------------------------------------------------------------- */
 
+static int raise_fmt_line; /* where run_raise_fmt raises */
+
 static int run_raise_fmt(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                          json_t **result)
 {
     (void)args;
     (void)kwargs;
     *result = json_string("discarded on failure");
+    raise_fmt_line = __LINE__ + 1;
     return cc_task_raise(ctx, "builtins", "ValueError", "bad value %d", 3);
 }
 
@@ -289,15 +292,48 @@ static void test_taskrun_raise_formats_exception(void **state)
 {
     struct cc_task_entry e = {.name = "t.raiser", .run = run_raise_fmt};
     struct cc_task_outcome o;
+    char want[512];
 
     (void)state;
     assert_int_equal(invoke(&e, NULL, "[]", NULL, &o), CC_TASK_FAILED);
     assert_null(o.result);
     assert_exc(&o, "builtins", "ValueError", "[\"bad value 3\"]");
     assert_string_equal(o.exc_repr, "ValueError('bad value 3')");
+    /* The frame is the cc_task_raise() call: task.h's macro passes its location. */
+    snprintf(want, sizeof(want),
+             "Traceback (most recent call last):\n"
+             "  File \"%s\", line %d, in run_raise_fmt\n"
+             "ValueError: bad value 3\n",
+             __FILE__, raise_fmt_line);
+    assert_string_equal(o.traceback, want);
+    assert_null(strstr(o.traceback, "/work/")); /* relative to the source tree */
+    cc_task_outcome_deinit(&o);
+}
+
+/* The plain function (no location: a binary built against the old header, or a function
+ * pointer) still gives a Python-shaped traceback whose frame names the task. */
+static int run_raise_plain(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                           json_t **result)
+{
+    int (*raise_fn)(struct cc_task_ctx *, const char *, const char *, const char *, ...) =
+        cc_task_raise;
+
+    (void)args;
+    (void)kwargs;
+    (void)result;
+    return raise_fn(ctx, "celery.exceptions", "Ignore", "%s", "x");
+}
+
+static void test_taskrun_raise_plain_function_frame(void **state)
+{
+    struct cc_task_entry e = {.name = "t.plain", .run = run_raise_plain};
+    struct cc_task_outcome o;
+
+    (void)state;
+    assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_TASK_FAILED);
     assert_string_equal(o.traceback, "Traceback (most recent call last):\n"
-                                     "  File \"<celeryc>\", line 0, in t.raiser\n"
-                                     "ValueError: bad value 3\n");
+                                     "  File \"<celeryc>\", line 0, in t.plain\n"
+                                     "celery.exceptions.Ignore: x\n");
     cc_task_outcome_deinit(&o);
 }
 
@@ -318,9 +354,25 @@ static const struct raise_case raise_cases[] = {
     {"builtins", "ValueError", "[5]", "[5]", "ValueError: 5"},
     {"__main__", "Oops", "[null]", "[null]", "Oops: None"},
     {"celery.exceptions", "Ignore", "[]", "[]", "celery.exceptions.Ignore"},
+    {"billiard.exceptions", "TimeLimitExceeded", "[1]", "[1]",
+     "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)"},
+    {"billiard.exceptions", "SoftTimeLimitExceeded", "[]", "[]",
+     "billiard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded()"},
+    {"billiard.exceptions", "WorkerLostError", "[\"lost\"]", "[\"lost\"]",
+     "billiard.exceptions.WorkerLostError: lost"},
+    {"builtins", "FileNotFoundError", "[2, \"No such file or directory\", \"x\"]",
+     "[2, \"No such file or directory\", \"x\"]",
+     "FileNotFoundError: [Errno 2] No such file or directory: 'x'"},
+    {"builtins", "OSError", "[\"just\"]", "[\"just\"]", "OSError: just"},
+    {"builtins", "IOError", "[13, \"Permission denied\"]", "[13, \"Permission denied\"]",
+     "OSError: [Errno 13] Permission denied"},
+    {"celery.exceptions", "NotRegistered", "[\"app.nope\"]", "[\"app.nope\"]",
+     "celery.exceptions.NotRegistered: 'app.nope'"},
+    {"builtins", "ValueError", "[\"\"]", "[\"\"]", "ValueError"},
 };
 
 static const struct raise_case *current_raise;
+static int raise_args_line;
 
 static int run_raise_args(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                           json_t **result)
@@ -328,8 +380,10 @@ static int run_raise_args(struct cc_task_ctx *ctx, const json_t *args, const jso
     (void)args;
     (void)kwargs;
     (void)result;
-    return cc_task_raise_args(ctx, current_raise->module, current_raise->type,
-                              current_raise->args != NULL ? parse(current_raise->args) : NULL);
+    json_t *a = current_raise->args != NULL ? parse(current_raise->args) : NULL;
+
+    raise_args_line = __LINE__ + 1; /* one line: compilers differ on multi-line macro calls */
+    return cc_task_raise_args(ctx, current_raise->module, current_raise->type, a);
 }
 
 static void test_taskrun_raise_args_encoding(void **state)
@@ -345,8 +399,9 @@ static void test_taskrun_raise_args_encoding(void **state)
         assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_TASK_FAILED);
         assert_exc(&o, current_raise->module, current_raise->type, current_raise->exc_message);
         snprintf(want, sizeof(want),
-                 "Traceback (most recent call last):\n  File \"<celeryc>\", line 0, in t.r\n%s\n",
-                 current_raise->last_line);
+                 "Traceback (most recent call last):\n  File \"%s\", line %d, in run_raise_args\n"
+                 "%s\n",
+                 __FILE__, raise_args_line, current_raise->last_line);
         assert_string_equal(o.traceback, want);
         cc_task_outcome_deinit(&o);
     }
@@ -519,6 +574,8 @@ static void test_taskrun_retry_default_countdown(void **state)
     assert_true(json_is_null(o.exc));
     assert_string_equal(o.exc_repr, "None");
     assert_non_null(strstr(o.traceback, "\ncelery.exceptions.Retry: Retry in 180s\n"));
+    /* The frame is the cc_task_retry() call in this file. */
+    assert_non_null(strstr(o.traceback, "\n  File \"" __FILE__ "\", line "));
     cc_task_outcome_deinit(&o);
 
     e.default_retry_delay_s = 1;
@@ -946,6 +1003,7 @@ int main(void)
         cmocka_unit_test(test_taskrun_raise_formats_exception),
         cmocka_unit_test(test_taskrun_raise_args_encoding),
         cmocka_unit_test(test_taskrun_raise_traceback_and_last_wins),
+        cmocka_unit_test(test_taskrun_raise_plain_function_frame),
         cmocka_unit_test(test_taskrun_unknown_status_is_runtime_error),
         cmocka_unit_test(test_taskrun_none_result_is_json_null),
         cmocka_unit_test(test_taskrun_arena_freed_after_run),
