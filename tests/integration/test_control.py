@@ -61,7 +61,7 @@ def test_inspect_commands(app, worker_factory, rds):
     assert [t["id"] for t in active] == [run.id]
     a = active[0]
     assert list(a) == INFO_KEYS
-    assert a["name"] == a["type"] == "demo.sleep" and a["args"] == [30] and a["kwargs"] == {}
+    assert a["name"] == a["type"] == "demo.sleep" and a["args"] == [300] and a["kwargs"] == {}
     assert a["hostname"] == node and a["acknowledged"] is True
     assert isinstance(a["time_start"], float) and abs(a["time_start"] - time.time()) < 60
     assert isinstance(a["worker_pid"], int) and a["worker_pid"] > 0
