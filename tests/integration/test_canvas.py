@@ -39,13 +39,7 @@ FLEETS = [f.strip() for f in os.environ.get("CELERYC_CANVAS_FLEETS", _default_fl
 
 # Shapes that cannot pass against celeryc workers yet: {(shape, fleet): reason}. Filled in
 # as the canvas branches land; xfail(strict=False) so a pass shows as XPASS.
-_NO_CHAIN_FAILURE = ("celeryc does not store a failed step's error for the rest of its chain "
-                     "yet (Celery 5.2 mark_as_failure walks request.chain): the chain's last "
-                     "result stays PENDING when the failing step runs on a C worker")
-XFAIL = {
-    ("chain_failure_marks_rest", "c"): _NO_CHAIN_FAILURE,
-    ("chain_failure_marks_rest", "mixed"): _NO_CHAIN_FAILURE,  # passes when Python ran it
-}
+XFAIL = {}
 
 
 # ---- Fleets ----------------------------------------------------------------------------------
