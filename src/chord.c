@@ -700,3 +700,53 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
     freeReplyObject(rep);
     return rc;
 }
+
+int cc_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
+                       const struct cc_task_request *req, bool store, const json_t *exc,
+                       const char *traceback, cc_chain_part_fn part, void *ud)
+{
+    const json_t *chain = req->embed != NULL ? json_object_get(req->embed, "chain") : NULL;
+    const json_t *elem;
+    size_t i;
+    int rc = CC_OK;
+
+    if (!json_is_array(chain))
+        return CC_OK;
+    json_array_foreach(chain, i, elem)
+    {
+        const json_t *opts = json_object_get(elem, "options");
+        const json_t *tid = json_object_get(opts, "task_id");
+        const json_t *gid = json_object_get(opts, "group_id");
+        const json_t *gix = json_object_get(opts, "group_index");
+        const json_t *chord = json_object_get(opts, "chord");
+        const json_t *a = json_object_get(elem, "args"), *k = json_object_get(elem, "kwargs");
+        const json_t *tn = json_object_get(elem, "task");
+        struct cc_task_request step = {.group_index = -1};
+        struct cc_err err = {0};
+
+        if (!json_is_object(elem) || !json_is_string(tid))
+            continue;
+        step.id = json_string_value(tid);
+        step.task = json_is_string(tn) ? json_string_value(tn) : NULL;
+        step.root_id = req->root_id;
+        step.group = json_is_string(gid) ? json_string_value(gid) : NULL;
+        step.group_index = json_is_integer(gix) ? (int)json_integer_value(gix) : -1;
+        if (store && cc_backend_store_state(be, cfg, &step, json_is_array(a) ? a : NULL,
+                                            json_is_object(k) ? k : NULL, "FAILURE", exc, traceback,
+                                            NULL, &err) != CC_OK) {
+            rc = CC_EBACKEND;
+            cc_error("Task %s[%s]: could not store FAILURE for its chain step %s: %s",
+                     req->task ? req->task : "?", req->id, step.id, err.msg);
+        }
+        if (part != NULL && json_is_object(chord) && step.group != NULL) {
+            json_t *embed = json_pack("{sO}", "chord", chord);
+
+            if (embed == NULL)
+                continue;
+            step.embed = embed;
+            part(ud, &step, exc);
+            json_decref(embed);
+        }
+    }
+    return rc;
+}

@@ -115,6 +115,20 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
  * the completer key) in one command. Returns CC_OK or CC_EBACKEND (the keys then expire). */
 int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *err) CC_MUST_USE;
 
+/* Celery 5.2's mark_as_failure walks request.chain: every later step that has a task id
+ * gets the same FAILURE (`exc`, `traceback`; when `store` is set), so a waiter on any later
+ * step (an AsyncResult of the chain's last id) sees the failure instead of PENDING forever,
+ * and `part` is called for a later step that is a chord member (options.chord + group_id),
+ * to return its chord part. Each step is seen as Celery's Context(chain_elem) with its
+ * options merged: id = options.task_id, group = options.group_id, group_index, args,
+ * kwargs, root_id = req's; no worker or parent. Steps without a task id of their own
+ * (complex signatures) are skipped, as Celery skips them. Returns CC_OK, or CC_EBACKEND when
+ * a store failed (logged; the other steps are still tried). */
+typedef void (*cc_chain_part_fn)(void *ud, const struct cc_task_request *step, const json_t *exc);
+int cc_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
+                       const struct cc_task_request *req, bool store, const json_t *exc,
+                       const char *traceback, cc_chain_part_fn part, void *ud);
+
 /* Fail a chord body as Celery's chord_error_from_stack does: store FAILURE ChordError(text)
  * on body.options.task_id and apply the body's link_error signatures into `plan` (group with
  * args (body_id,), parent and root = body_id; plan NULL: the caller applies them). Returns CC_OK,

@@ -586,56 +586,17 @@ static int pool_hook_update_state(void *ud, const struct cc_task_request *req, c
                                   NULL, children, err);
 }
 
-/* Celery 5.2's mark_as_failure walks request.chain: every later step that has a task id
- * gets the same FAILURE (so an AsyncResult of the chain's last id, or a waiter on any later
- * step, sees the failure instead of PENDING forever), and a later step that is a chord
- * member returns its chord part. Each step is seen as Celery's Context(chain_elem) with its
- * options merged: id = options.task_id, group = options.group_id, no worker or parent. */
-static void pool_fail_chain(struct pool_child_state *cs, const struct cc_task_request *req,
-                            bool store_errors, const struct cc_task_outcome *out,
-                            struct cc_pool_report *rep)
+/* The chord part of a later chain step (cc_chain_fail_rest). */
+struct pool_chain_part {
+    struct pool_child_state *cs;
+    struct cc_pool_report *rep;
+};
+
+static void pool_chain_part(void *ud, const struct cc_task_request *step, const json_t *exc)
 {
-    const json_t *chain = req->embed != NULL ? json_object_get(req->embed, "chain") : NULL;
-    const struct cc_config *cfg = cs->p->o.cfg;
-    const json_t *elem;
-    size_t i;
+    struct pool_chain_part *pp = ud;
 
-    if (!json_is_array(chain))
-        return;
-    json_array_foreach(chain, i, elem)
-    {
-        const json_t *opts = json_object_get(elem, "options");
-        const json_t *tid = json_object_get(opts, "task_id");
-        const json_t *gid = json_object_get(opts, "group_id");
-        const json_t *gix = json_object_get(opts, "group_index");
-        const json_t *chord = json_object_get(opts, "chord");
-        const json_t *a = json_object_get(elem, "args"), *k = json_object_get(elem, "kwargs");
-        const json_t *tn = json_object_get(elem, "task");
-        struct cc_task_request view = {.group_index = -1};
-        struct cc_err err = {0};
-        json_t *embed;
-
-        if (!json_is_object(elem) || !json_is_string(tid))
-            continue; /* a complex step without an id of its own, as Celery skips it */
-        view.id = json_string_value(tid);
-        view.task = json_is_string(tn) ? json_string_value(tn) : NULL;
-        view.group = json_is_string(gid) ? json_string_value(gid) : NULL;
-        view.group_index = json_is_integer(gix) ? (int)json_integer_value(gix) : -1;
-        if (store_errors && cc_backend_store_state(cs->be, cfg, &view, json_is_array(a) ? a : NULL,
-                                                   json_is_object(k) ? k : NULL, "FAILURE",
-                                                   out->exc, out->traceback, NULL, &err) != CC_OK) {
-            rep->store_failed = 1;
-            cc_error("Task %s[%s]: could not store FAILURE for chain step %s: %s", req->task,
-                     req->id, view.id, err.msg);
-        }
-        if (json_is_object(chord) && view.group != NULL) {
-            embed = json_pack("{sO}", "chord", chord);
-            view.embed = embed;
-            view.root_id = req->root_id;
-            pool_chord_part(cs, &view, "FAILURE", out->exc, rep);
-            json_decref(embed);
-        }
-    }
+    pool_chord_part(pp->cs, step, "FAILURE", exc, pp->rep);
 }
 
 /* ---- Outcome: store, continuations, log ---------------------------------------------- */
@@ -656,7 +617,13 @@ static void pool_on_failure(struct pool_child_state *cs, const struct cc_task_re
         cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
     }
     pool_chord_part(cs, req, "FAILURE", out->exc, rep);
-    pool_fail_chain(cs, req, store_errors, out, rep);
+    {
+        struct pool_chain_part pp = {.cs = cs, .rep = rep};
+
+        if (cc_chain_fail_rest(cs->be, cfg, req, store_errors, out->exc, out->traceback,
+                               pool_chain_part, &pp) != CC_OK)
+            rep->store_failed = 1;
+    }
     if (pool_json_nonempty(req->embed, "errbacks"))
         pool_errbacks(cs, req, args, kwargs, out, rep);
 }

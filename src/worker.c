@@ -737,6 +737,45 @@ static json_t *worker_limit_args(const struct cc_pool_report *rep)
                                               : json_real(rep->time_limit_s));
 }
 
+/* [canvas] Celery's mark_as_failure, called from Request.on_failure / on_timeout, walks
+ * request.chain: the later steps of a chain whose step the master failed (WorkerLostError,
+ * TimeLimitExceeded) get the same FAILURE, and a later step's chord gets its part. */
+struct worker_chain_part {
+    struct worker *w;
+    const struct cc_request *r;
+};
+
+static void worker_chain_part(void *ud, const struct cc_task_request *step, const json_t *exc)
+{
+    struct worker_chain_part *wp = ud;
+
+    cc_redeliver_chord_part_args(&wp->w->rd, wp->r, step, "FAILURE",
+                                 json_string_value(json_object_get(exc, "exc_module")),
+                                 json_string_value(json_object_get(exc, "exc_type")),
+                                 json_incref(json_object_get(exc, "exc_message")));
+    worker_chord_flush(wp->w);
+}
+
+static void worker_fail_chain(struct worker *w, const struct cc_request *r, const char *module,
+                              const char *type, json_t *exc_args)
+{
+    struct worker_chain_part wp = {.w = w, .r = r};
+    struct cc_task_request view;
+    json_t *exc;
+
+    if (!json_is_array(r->msg.chain) || json_array_size(r->msg.chain) == 0) {
+        json_decref(exc_args);
+        return;
+    }
+    cc_request_view(r, w->hostname, &view);
+    exc = cc_result_exc_new(module, type, exc_args);
+    if (exc != NULL)
+        (void)cc_chain_fail_rest(w->backend, w->cfg, &view,
+                                 !(r->ignore_result && !w->cfg->store_errors_even_if_ignored), exc,
+                                 NULL, worker_chain_part, &wp);
+    json_decref(exc);
+}
+
 /* [canvas-exec] A failure the master stores (TimeLimitExceeded, WorkerLostError) calls the
  * task's errbacks, as Celery's mark_as_failure does from Request.on_timeout / on_failure:
  * new-style ones of our table in-process (cc_pool_master_errbacks), the rest published
@@ -894,6 +933,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                                          "TimeLimitExceeded", worker_limit_args(rep));
             worker_chord_flush(w);
         }
+        worker_fail_chain(w, r, "billiard.exceptions", "TimeLimitExceeded", worker_limit_args(rep));
         worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
                         worker_limit_args(rep));
         break;
@@ -1020,6 +1060,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    worker_fail_chain(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     worker_errbacks(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     if (cc_events_task_on(&w->ev)) { /* [events] [tracebacks] repr and Python-shaped traceback */
         json_t *exc_args = json_pack("[s]", msg);

@@ -273,6 +273,23 @@ def test_errbacks_on_worker_lost_and_time_limit(app, worker_factory, rds7):
     assert slow.state == "FAILURE"
 
 
+def test_chain_step_lost_or_timed_out_fails_the_rest(app, worker_factory, rds):
+    """A chain step the master fails (its child dies: WorkerLostError; hard time limit:
+    TimeLimitExceeded) stores that failure for the later steps too (Celery 5.2's
+    mark_as_failure walks request.chain), so a waiter on the last step's id alone is not
+    left with PENDING."""
+    w = _worker(worker_factory, concurrency=1)
+    q = w.queue
+    for first, exc_type in ((_sig(app, q, "demo.crash", "segv"), "WorkerLostError"),
+                            (_sig(app, q, "demo.spin", 30, time_limit=1), "TimeLimitExceeded")):
+        res = (first | _sig(app, q, "demo.add", 1) | _sig(app, q, "demo.mul", 2)).apply_async()
+        wait_for(lambda: (_meta(rds, res.id) or {}).get("status") == "FAILURE", 30,
+                 "the last step failed with the chain (%s)" % exc_type)
+        for r in (res, res.parent, res.parent.parent):
+            m = _meta(rds, r.id)
+            assert m["status"] == "FAILURE" and m["result"]["exc_type"] == exc_type, m
+
+
 def test_inherit_parent_priority(app, worker_factory):
     """task_inherit_parent_priority: a callback takes the parent's delivery priority."""
     for inherit in (False, True):
