@@ -165,6 +165,37 @@ static int broker_refuse_blocked(const struct cc_broker *b, const char *what, st
                       b->blocked_reason[0] != '\0' ? b->blocked_reason : "resource alarm");
 }
 
+/* One method frame read outside a synchronous RPC on a publishing connection: publisher
+ * confirms (ack/nack share the leading (delivery_tag, multiple) layout), returns, a server
+ * close, connection.blocked / unblocked. Returns CC_OK, or the close as an error. */
+static int broker_take_frame(struct cc_broker *b, const amqp_frame_t *f, struct cc_err *err)
+{
+    if (f->frame_type != AMQP_FRAME_METHOD)
+        return CC_OK;
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD:
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_ack_t *a = f->payload.method.decoded;
+
+        if (a->delivery_tag > b->confirmed_upto)
+            b->confirmed_upto = a->delivery_tag;
+        if (f->payload.method.id == AMQP_BASIC_NACK_METHOD)
+            b->is_nacked = true;
+        return CC_OK;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+        b->is_returned = true;
+        return CC_OK;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        return broker_server_close(b, &f->payload.method, "channel closed by the broker", err);
+    case AMQP_CONNECTION_CLOSE_METHOD:
+        return broker_server_close(b, &f->payload.method, "connection closed by the broker", err);
+    default:
+        (void)broker_flow(b, &f->payload.method);
+        return CC_OK;
+    }
+}
+
 bool cc_broker_has_readable(const struct cc_broker *b)
 {
     struct pollfd pfd = {.fd = b->fd, .events = POLLIN};
@@ -533,36 +564,14 @@ static int broker_wait_confirm(struct cc_broker *b, uint64_t seq, int timeout_ms
             continue;
         if (st != AMQP_STATUS_OK)
             return broker_status(b, st, "waiting for a publisher confirm", err);
-        if (f.frame_type != AMQP_FRAME_METHOD)
-            continue;
-        switch (f.payload.method.id) {
-        case AMQP_BASIC_ACK_METHOD:
-        case AMQP_BASIC_NACK_METHOD: {
-            /* ack and nack share the leading (delivery_tag, multiple) layout */
-            const amqp_basic_ack_t *a = f.payload.method.decoded;
-
-            if (a->delivery_tag > b->confirmed_upto)
-                b->confirmed_upto = a->delivery_tag;
-            if (f.payload.method.id == AMQP_BASIC_NACK_METHOD)
-                b->is_nacked = true;
-            break;
-        }
-        case AMQP_BASIC_RETURN_METHOD:
-            b->is_returned = true;
-            break;
-        case AMQP_CHANNEL_CLOSE_METHOD:
-            return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
-        case AMQP_CONNECTION_CLOSE_METHOD:
-            return broker_server_close(b, &f.payload.method, "connection closed by the broker",
-                                       err);
-        default:
-            /* [blocked] The confirm cannot come before connection.unblocked: do not wait
-             * for it. The publish stays in the socket; the broker handles it once the
-             * alarm is lifted (the caller must treat it as maybe published). */
-            if (broker_flow(b, &f.payload.method) && b->is_blocked)
-                return broker_refuse_blocked(b, "waiting for a publisher confirm", err);
-            break;
-        }
+        if ((st = broker_take_frame(b, &f, err)) != CC_OK)
+            return st;
+        /* [blocked] The confirm cannot come before connection.unblocked: do not wait for
+         * it. The publish stays in the socket; the broker handles it once the alarm is
+         * lifted (the caller must treat it as maybe published). */
+        if (f.frame_type == AMQP_FRAME_METHOD &&
+            f.payload.method.id == AMQP_CONNECTION_BLOCKED_METHOD)
+            return broker_refuse_blocked(b, "waiting for a publisher confirm", err);
     }
     amqp_maybe_release_buffers(b->conn);
     if (b->is_nacked) {
@@ -651,31 +660,8 @@ int cc_broker_poll(struct cc_broker *b, struct cc_err *err)
             break;
         if (st != AMQP_STATUS_OK)
             return broker_status(b, st, "reading a frame", err);
-        if (f.frame_type != AMQP_FRAME_METHOD)
-            continue;
-        switch (f.payload.method.id) {
-        case AMQP_BASIC_ACK_METHOD:
-        case AMQP_BASIC_NACK_METHOD: {
-            const amqp_basic_ack_t *a = f.payload.method.decoded;
-
-            if (a->delivery_tag > b->confirmed_upto)
-                b->confirmed_upto = a->delivery_tag;
-            if (f.payload.method.id == AMQP_BASIC_NACK_METHOD)
-                b->is_nacked = true;
-            break;
-        }
-        case AMQP_BASIC_RETURN_METHOD:
-            b->is_returned = true;
-            break;
-        case AMQP_CHANNEL_CLOSE_METHOD:
-            return broker_server_close(b, &f.payload.method, "channel closed by the broker", err);
-        case AMQP_CONNECTION_CLOSE_METHOD:
-            return broker_server_close(b, &f.payload.method, "connection closed by the broker",
-                                       err);
-        default:
-            (void)broker_flow(b, &f.payload.method);
-            break;
-        }
+        if ((st = broker_take_frame(b, &f, err)) != CC_OK)
+            return st;
     }
     amqp_maybe_release_buffers(b->conn);
     return CC_OK;
