@@ -628,22 +628,31 @@ static int new_id(struct apply *A, char out[37])
     return CC_OK;
 }
 
+/* freeze()'s id: options.task_id, set first when absent to `given`, else to a new id
+ * (`opts.get('task_id') or _id or uuid()`, the uuid drawn only when it is used). */
+static int freeze_id(struct apply *A, json_t *o, const char *given, const char **out)
+{
+    char idbuf[37];
+    int rc;
+
+    if ((rc = opt_str(A, o, "task_id", out)) != CC_OK || *out != NULL)
+        return rc;
+    if (given == NULL)
+        new_id(A, idbuf);
+    if ((rc = set_str(A, o, "task_id", given ? given : idbuf)) != CC_OK)
+        return rc;
+    *out = json_string_value(json_object_get(o, "task_id"));
+    return CC_OK;
+}
+
 static int task_freeze(struct apply *A, json_t *s, const struct freeze_args *f, struct res **out)
 {
     json_t *o = sig_opts(s);
     const char *tid;
-    char idbuf[37];
     int rc;
 
-    if ((rc = opt_str(A, o, "task_id", &tid)) != CC_OK)
+    if ((rc = freeze_id(A, o, f->id, &tid)) != CC_OK)
         return rc;
-    if (tid == NULL) {
-        if (f->id == NULL)
-            new_id(A, idbuf);
-        if ((rc = set_str(A, o, "task_id", f->id ? f->id : idbuf)) != CC_OK)
-            return rc;
-        tid = json_string_value(json_object_get(o, "task_id"));
-    }
     if (f->root_id && *f->root_id && (rc = set_str(A, o, "root_id", f->root_id)) != CC_OK)
         return rc;
     if (f->parent_id && *f->parent_id && (rc = set_str(A, o, "parent_id", f->parent_id)) != CC_OK)
@@ -676,22 +685,14 @@ static int group_freeze_tasks(struct apply *A, json_t *g, const struct freeze_ar
     json_t *o = sig_opts(g), *kw = sig_kwargs(g);
     json_t *tasks = get(kw, "tasks"), *new_tasks = NULL, *stack = NULL;
     const char *gid, *root_id, *parent_id;
-    char idbuf[37];
     struct res *gr;
     long gi = 0;
     int rc;
 
     if (!json_is_array(tasks))
         return cc_err_set(A->err, CC_EINVAL, "group has no task list");
-    if ((rc = opt_str(A, o, "task_id", &gid)) != CC_OK)
+    if ((rc = freeze_id(A, o, f->group_id, &gid)) != CC_OK)
         return rc;
-    if (gid == NULL) {
-        if (f->group_id == NULL)
-            new_id(A, idbuf);
-        if ((rc = set_str(A, o, "task_id", f->group_id ? f->group_id : idbuf)) != CC_OK)
-            return rc;
-        gid = json_string_value(json_object_get(o, "task_id"));
-    }
     if (f->group_id && *f->group_id && (rc = set_str(A, o, "group_id", f->group_id)) != CC_OK)
         return rc;
     if (f->chord && truthy(f->chord) && json_object_set(o, "chord", f->chord) != 0)
