@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -314,3 +315,70 @@ def pytest_runtest_makereport(item, call):
 def worker(worker_factory):
     """One worker (-c 2) on a fresh queue."""
     return worker_factory()
+
+
+class Monitor:
+    """EventReceiver in a thread; every event also goes into a celery State."""
+
+    # How the receiver connects: Celery's `celery events` reads with connection_for_read();
+    # Flower (test_flower_compat) uses connection() and wakeup=True (the 'heartbeat' broadcast).
+    connect = "connection_for_read"
+
+    def __init__(self, app, wakeup=False):
+        self.app = app
+        self.wakeup = wakeup
+        self.state = app.events.State()
+        self.events = []
+        self.lock = threading.RLock()
+        self.ready = threading.Event()
+        self.recv = None
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_event(self, ev):
+        with self.lock:
+            self.events.append(dict(ev))
+            self.state.event(ev)
+
+    def _run(self):
+        try:
+            with getattr(self.app, self.connect)() as conn:
+                self.recv = self.app.events.Receiver(conn, handlers={"*": self._on_event})
+                orig = self.recv.on_consume_ready
+
+                def ready(*a, **kw):
+                    orig(*a, **kw)
+                    self.ready.set()
+
+                self.recv.on_consume_ready = ready
+                self.recv.capture(limit=None, timeout=None, wakeup=self.wakeup)
+        except Exception as e:  # noqa: BLE001 (reported by the test)
+            self.error = e
+            self.ready.set()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(scaled(20)), "event receiver did not start"
+        assert self.error is None, self.error
+        return self
+
+    def __exit__(self, *exc):
+        if self.recv is not None:
+            self.recv.should_stop = True
+        self.thread.join(scaled(10))
+
+    def of(self, hostname, type_=None):
+        with self.lock:
+            return [e for e in self.events
+                    if e.get("hostname") == hostname and (type_ is None or e["type"] == type_)]
+
+    def task_events(self, uuid):
+        with self.lock:
+            return [e["type"] for e in self.events if e.get("uuid") == uuid]
+
+    def wait(self, pred, timeout, what):
+        def check():
+            with self.lock:
+                assert self.error is None, self.error
+                return pred()
+        wait_for(check, timeout, what)

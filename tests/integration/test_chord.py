@@ -22,7 +22,7 @@ import uuid
 
 import amqp
 import pytest
-from celery import chord, group, signature
+from celery import chord, signature
 from celery.exceptions import ChordError
 
 from conftest import IMPL, TIMEOUT, c_only, scaled, unique_queue, wait_for

@@ -4,74 +4,11 @@ CELERYC_IT_IMPL=python, the Python worker started with heartbeats on, to check t
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-from conftest import HERE, IMPL, PY, ROOT, TIMEOUT, c_only, scaled, unique_queue, wait_for
-
-
-class Monitor:
-    """EventReceiver in a thread; every event also goes into a celery State."""
-
-    def __init__(self, app):
-        self.app = app
-        self.state = app.events.State()
-        self.events = []
-        self.lock = threading.RLock()
-        self.ready = threading.Event()
-        self.recv = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _on_event(self, ev):
-        with self.lock:
-            self.events.append(dict(ev))
-            self.state.event(ev)
-
-    def _run(self):
-        try:
-            with self.app.connection_for_read() as conn:
-                self.recv = self.app.events.Receiver(conn, handlers={"*": self._on_event})
-                orig = self.recv.on_consume_ready
-
-                def ready(*a, **kw):
-                    orig(*a, **kw)
-                    self.ready.set()
-
-                self.recv.on_consume_ready = ready
-                self.recv.capture(limit=None, timeout=None, wakeup=False)
-        except Exception as e:  # noqa: BLE001 (reported by the test)
-            self.error = e
-            self.ready.set()
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(scaled(20)), "event receiver did not start"
-        assert self.error is None, self.error
-        return self
-
-    def __exit__(self, *exc):
-        if self.recv is not None:
-            self.recv.should_stop = True
-        self.thread.join(scaled(10))
-
-    def of(self, hostname, type_=None):
-        with self.lock:
-            return [e for e in self.events
-                    if e.get("hostname") == hostname and (type_ is None or e["type"] == type_)]
-
-    def task_events(self, uuid):
-        with self.lock:
-            return [e["type"] for e in self.events if e.get("uuid") == uuid]
-
-    def wait(self, pred, timeout, what):
-        def check():
-            with self.lock:
-                return pred()
-        wait_for(check, timeout, what)
+from conftest import HERE, IMPL, PY, ROOT, TIMEOUT, Monitor, c_only, scaled, unique_queue, wait_for
 
 
 def start_worker(worker_factory, queue, events, impl=None, name=None):

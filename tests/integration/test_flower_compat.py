@@ -23,14 +23,13 @@ CELERYC_IT_IMPL=python runs the same assertions against the Python worker, which
 encode what Flower really gets from Celery.
 """
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from celery.events.state import State
 
-from conftest import HERE, IMPL, PY, TIMEOUT, scaled, unique_queue, wait_for
+from conftest import HERE, IMPL, PY, TIMEOUT, Monitor, scaled, unique_queue, wait_for
 
 # Flower's --inspect_timeout default is 1000 ms; the Inspector passes it in seconds.
 FLOWER_INSPECT_TIMEOUT = 1.0
@@ -102,21 +101,16 @@ def is_time(v):
         abs(float(v) - time.time()) < 3600
 
 
-class FlowerEvents:
+class FlowerEvents(Monitor):
     """flower/events.py: Events thread + EventsState (a State counting events per worker and
     type, then reading what its Prometheus metrics read)."""
 
+    connect = "connection"
+
     def __init__(self, app, wakeup=True):
-        self.app = app
-        self.wakeup = wakeup
+        super().__init__(app, wakeup=wakeup)
         self.state = State()
         self.counter = {}
-        self.events = []
-        self.lock = threading.RLock()
-        self.ready = threading.Event()
-        self.recv = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _on_event(self, event):
         with self.lock:
@@ -145,45 +139,6 @@ class FlowerEvents:
         if event_type == "worker-heartbeat":
             active = event.get("active")
             assert active is None or isinstance(active, int), event
-
-    def _run(self):
-        try:
-            with self.app.connection() as conn:
-                self.recv = self.app.events.Receiver(conn, handlers={"*": self._on_event})
-                orig = self.recv.on_consume_ready
-
-                def ready(*a, **kw):
-                    orig(*a, **kw)  # with wakeup=True this sends the 'heartbeat' broadcast
-                    self.ready.set()
-
-                self.recv.on_consume_ready = ready
-                self.recv.capture(limit=None, timeout=None, wakeup=self.wakeup)
-        except Exception as e:  # noqa: BLE001 (reported by the test)
-            self.error = e
-            self.ready.set()
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(scaled(20)), "event receiver did not start"
-        assert self.error is None, self.error
-        return self
-
-    def __exit__(self, *exc):
-        if self.recv is not None:
-            self.recv.should_stop = True
-        self.thread.join(scaled(10))
-
-    def wait(self, pred, timeout, what):
-        def check():
-            with self.lock:
-                assert self.error is None, self.error
-                return pred()
-        wait_for(check, timeout, what)
-
-    def of(self, hostname, type_):
-        with self.lock:
-            return [e for e in self.events if e.get("hostname") == hostname and
-                    e["type"] == type_]
 
     def task_state(self, uuid):
         t = self.state.tasks.get(uuid)
