@@ -12,9 +12,9 @@ PKGS=(
     librabbitmq-dev libhiredis-dev libjansson-dev libcmocka-dev zlib1g-dev
     rabbitmq-server redis-server redis-tools
     python3 python3-celery python3-kombu python3-redis python3-pytest
-    clang clang-format procps openssl
+    postgresql libpq-dev python3-sqlalchemy python3-psycopg2
+    clang clang-format procps openssl util-linux
 )
-# Postgres comes later (job store, database backend): add postgresql libpq-dev here.
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -63,7 +63,7 @@ apt-get install -y -q --no-install-recommends "${missing[@]}"
 
 # If a service got started anyway (systemd hosts ignore policy-rc.d), stop and disable it:
 # a system RabbitMQ on 5672 is harmless to the tests but wastes memory and CPU.
-for svc in rabbitmq-server redis-server; do
+for svc in rabbitmq-server redis-server postgresql; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
         systemctl disable "$svc" >/dev/null 2>&1 || true

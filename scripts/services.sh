@@ -11,7 +11,14 @@
 #                                                              exported, always stop after
 #
 # DIR defaults to a fresh mktemp dir (removed on stop unless CELERYC_TEST_KEEP=1). DIR/env is
-# a sourceable file: CELERYC_TEST_AMQP_URL, CELERYC_TEST_REDIS_URL, ports and pids.
+# a sourceable file: CELERYC_TEST_AMQP_URL, CELERYC_TEST_REDIS_URL, CELERYC_TEST_PG_URL,
+# ports and pids.
+#
+# Postgres (Debian's binaries) gets a cluster in DIR/postgres listening on 127.0.0.1 only
+# (its unix socket in DIR/postgres/sock), a role celeryc with password celeryc (scram) that
+# owns database celeryc and may create databases (tests make one database each):
+# CELERYC_TEST_PG_URL = postgresql://celeryc:celeryc@127.0.0.1:PORT/celeryc. initdb refuses
+# to run as root: as root, the cluster belongs to (and runs as) the system user postgres.
 #
 # RabbitMQ also gets a TLS listener (when the openssl CLI is there): a throwaway CA and a
 # server certificate for DNS:localhost + IP:127.0.0.1 are made in DIR/tls at start, and the
@@ -30,7 +37,7 @@
 #   CELERYC_TEST_KEEP=1        keep DIR and print the service logs on failure
 #   CELERYC_TEST_TLS=0         no TLS listener (default: on if openssl is installed)
 #
-# Adding a service (Postgres later): list it in ALL_SERVICES and write svc_<name>_start
+# Adding a service: list it in ALL_SERVICES and write svc_<name>_start
 # (sets and records its env vars with env_put, starts it, waits with a deadline) and
 # svc_<name>_stop (reads its pid from the env file). Start order is the list order; stop is
 # reverse order. Every process is started in its own process group (setsid) so stop can kill
@@ -38,7 +45,7 @@
 set -euo pipefail
 
 PY=/usr/bin/python3
-ALL_SERVICES="redis rabbitmq"
+ALL_SERVICES="redis rabbitmq postgres"
 MULT="${CELERYC_TEST_TIMEOUT_MULT:-1}"
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -334,6 +341,87 @@ svc_rabbitmq_logs()
     done
     return 0
 }
+
+# ---- PostgreSQL -----------------------------------------------------------------------------
+
+pg_bindir()
+{
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && {
+            echo "$d"
+            return 0
+        }
+    done
+    return 1
+}
+
+# as_pg CMD...: exec CMD as the cluster's owner (the system user postgres when we are root).
+as_pg()
+{
+    if [ "$(id -u)" = 0 ]; then
+        setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+
+pg_ready() { "$1/pg_isready" -q -h 127.0.0.1 -p "$2" -d postgres; }
+
+svc_postgres_start()
+{
+    local bin port pdir="$DIR/postgres"
+    bin=$(pg_bindir) || die "no initdb found (install postgresql)"
+    read -r port <<<"$(free_ports 1)"
+    mkdir -p "$pdir/data" "$pdir/sock"
+    printf 'celeryc\n' >"$pdir/pwfile"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$pdir"
+    chmod 700 "$pdir/data"
+    as_pg "$bin/initdb" -D "$pdir/data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 --pwfile="$pdir/pwfile" -E UTF8 --locale=C.UTF-8 \
+        >"$pdir/initdb.log" 2>&1 || {
+        cat "$pdir/initdb.log" >&2
+        return 1
+    }
+    cat >>"$pdir/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$pdir/sock'
+max_connections = 300
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_min_messages = warning
+EOF
+    local drop=()
+    [ "$(id -u)" = 0 ] && drop=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    setsid "${drop[@]}" "$bin/postgres" -D "$pdir/data" </dev/null >"$pdir/postgres.log" 2>&1 &
+    env_put CELERYC_TEST_PG_PID "$!"
+    env_put CELERYC_TEST_PG_PORT "$port"
+    env_put CELERYC_TEST_PG_SOCKDIR "$pdir/sock"
+    wait_until "$(scaled 30)" "postgres on 127.0.0.1:$port" pg_ready "$bin" "$port"
+    as_pg "$bin/psql" -q -h "$pdir/sock" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE ROLE celeryc LOGIN CREATEDB PASSWORD 'celeryc'" \
+        -c "CREATE DATABASE celeryc OWNER celeryc" >/dev/null || return 1
+    env_put CELERYC_TEST_PG_URL "postgresql://celeryc:celeryc@127.0.0.1:$port/celeryc"
+}
+
+svc_postgres_stop()
+{
+    # SIGINT is postgres' fast shutdown (clients disconnected, clean checkpoint); the group
+    # TERM -> KILL sequence is the fallback.
+    [ -n "${CELERYC_TEST_PG_PID:-}" ] && kill -INT "$CELERYC_TEST_PG_PID" 2>/dev/null
+    kill_group "${CELERYC_TEST_PG_PID:-}" "$(scaled 15)"
+}
+
+svc_postgres_alive()
+{
+    local bin
+    bin=$(pg_bindir) || return 1
+    alive "${CELERYC_TEST_PG_PID:-}" && pg_ready "$bin" "$CELERYC_TEST_PG_PORT"
+}
+
+svc_postgres_logs() { tail -n 40 "$DIR/postgres/postgres.log" 2>/dev/null || true; }
 
 # ---- Commands -------------------------------------------------------------------------------
 
