@@ -7,12 +7,15 @@
  *     fields, add days), never normalising it through the zone;
  *   - remaining() then, because start and now are in the same zone, gives the target now's
  *     offset when the two offsets differ (the "DST started/ended" branch) and subtracts now.
- * So the next run instant is  target_wall - offset(now). Consequences, kept on purpose:
- *   - a target inside a DST gap (02:30 on a spring-forward night in Paris) is not skipped: it
- *     fires at 02:30 read with the offset in force at `now` (01:30 UTC once the summer offset
- *     applies, i.e. 03:30 local, or 01:30 UTC... whatever now's offset says);
- *   - a wall time repeated by a fall-back overlap fires once per last_run computation, with the
- *     offset in force at `now`;
+ * So the next run instant is  target_wall - offset(now). Consequences, kept on purpose (they are
+ * Celery's, checked against it in tests/unit/test_schedule.c):
+ *   - a target wall time inside a DST gap (02:30 on Paris' spring-forward night) is not skipped:
+ *     it is read with the offset in force at `now`; while now is before the change that is
+ *     01:30Z, and once now passes the change (01:00Z) it reads as 00:30Z, already past, so beat
+ *     runs it at its first check after the change (03:00 CEST);
+ *   - a wall time repeated by a fall-back overlap is taken with now's offset: a job at 02:30
+ *     runs at the first 02:30 when computed before the change, and is not run twice because the
+ *     next computation starts from that last run;
  *   - an interval schedule across a DST change moves by the offset difference (remaining()
  *     re-labels last_run with now's offset), as Celery does when the app timezone is not UTC.
  * Past the last transition of the zone file, the last offset holds (pytz ignores the TZif
@@ -105,8 +108,11 @@ void cc_tz_deinit(struct cc_tz *tz)
 
 int32_t cc_tz_offset(const struct cc_tz *tz, int64_t t_s)
 {
-    size_t lo = 0, hi = tz->n;
+    size_t lo = 0, hi;
 
+    if (tz == NULL)
+        return 0;
+    hi = tz->n;
     if (tz->n == 0 || t_s < tz->trans[0])
         return tz->off_first;
     while (hi - lo > 1) { /* last i with trans[i] <= t_s */

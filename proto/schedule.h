@@ -28,7 +28,7 @@ int cc_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_er
 /* The fixed UTC zone (no allocation). */
 void cc_tz_utc(struct cc_tz *tz);
 void cc_tz_deinit(struct cc_tz *tz);
-/* Offset from UTC, in seconds, at instant `t_s` (seconds since the epoch). */
+/* Offset from UTC, in seconds, at instant `t_s` (seconds since the epoch). NULL is UTC. */
 int32_t cc_tz_offset(const struct cc_tz *tz, int64_t t_s);
 
 enum cc_sched_kind { CC_SCHED_INTERVAL = 1, CC_SCHED_CRONTAB = 2 };
@@ -61,7 +61,8 @@ int cc_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits,
 
 /* The instant at which Celery's remaining_estimate(last_run) reaches zero when evaluated at
  * `now_us`, i.e. *next_us = now_us + remaining_estimate (may be <= now_us: due). Returns CC_OK, or
- * CC_EINVAL when the crontab can never fire (Celery's "unable to rollover" RuntimeError). */
+ * CC_EINVAL when the crontab can never fire (Celery's "unable to rollover" RuntimeError).
+ * tz NULL means UTC. */
 int cc_sched_next(const struct cc_sched *s, int64_t last_run_us, int64_t now_us,
                   const struct cc_tz *tz, int64_t *next_us, struct cc_err *err) CC_MUST_USE;
 
