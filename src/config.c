@@ -120,25 +120,33 @@ static const struct cfg_choice cfg_dead_letter_choices[] = {
 
 #define CFG_OFF(field) offsetof(struct cc_config, field)
 #define CFG_W          CC_CMD_WORKER
+#define CFG_WB         (CC_CMD_WORKER | CC_CMD_BEAT)
 
 /* clang-format off */
 static const struct cfg_opt cfg_options[] = {
     {"config", CFG_STR, CFG_OFF(config_file), "", NULL, 0, "--config", "FILE", 0, 0, NULL,
-     CFG_W, false,
+     CFG_WB, false,
      "Read options from FILE (\"name = value\" lines) before the environment and the "
      "command line."},
     {"broker_url", CFG_BROKER, CFG_OFF(broker_url), "amqp://guest:guest@localhost:5672//",
-     "CELERY_BROKER_URL", 'b', "--broker", "URL", 0, 0, NULL, CFG_W, true,
+     "CELERY_BROKER_URL", 'b', "--broker", "URL", 0, 0, NULL, CFG_WB, true,
      "Broker URL (amqp://user:password@host:port/vhost, amqps:// for TLS)."},
     {"result_backend", CFG_BACKEND, CFG_OFF(result_backend), "none", "CELERY_RESULT_BACKEND",
      0, "--result-backend", "URL", 0, 0, NULL, CFG_W, true,
      "Result backend URL (redis://host:port/db, unix:///path?db=N); \"none\" or empty "
      "stores no results."},
+    {"job_store", CFG_STR, CFG_OFF(job_store), "", "CELERYC_JOB_STORE", 0, "--job-store", "URL",
+     0, 0, NULL, CFG_WB, true,
+     "Job store (postgresql://user:password@host:port/db): jobs, runs and run logs; the "
+     "beat's lease and schedule state. Empty: no job store."},
+    {"job_store_upgrade", CFG_BOOL, CFG_OFF(job_store_upgrade), "false", NULL, 0, "--db-upgrade",
+     NULL, 0, 0, NULL, CFG_WB, true,
+     "Apply pending job store migrations at start (as `celeryc db upgrade`)."},
     {"task_queues", CFG_QUEUES, CFG_OFF(queues), "", NULL, 'Q', "--queues", "Q1,Q2", 0, 0,
      NULL, CFG_W, true,
      "Comma-separated list of queues to consume from (default: task_default_queue)."},
     {"worker_hostname", CFG_HOSTNAME, CFG_OFF(hostname), "celery@%h", NULL, 'n', "--hostname",
-     "NAME", 0, 0, NULL, CFG_W, true,
+     "NAME", 0, 0, NULL, CFG_WB, true,
      "Set custom hostname (e.g., 'w1@%h'). Expands: %h (hostname), %n (name) and %d "
      "(domain); a name without '@' gets 'celery@'."},
     {"worker_concurrency", CFG_INT, CFG_OFF(concurrency), "0", NULL, 'c', "--concurrency", "N",
@@ -146,10 +154,10 @@ static const struct cfg_opt cfg_options[] = {
      "Number of child processes processing the queue. The default (0) is the number of CPUs "
      "available on your system."},
     {"worker_loglevel", CFG_LOGLEVEL, CFG_OFF(loglevel), "WARNING", NULL, 'l', "--loglevel",
-     "LEVEL", 0, 0, NULL, CFG_W, true,
+     "LEVEL", 0, 0, NULL, CFG_WB, true,
      "Logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL."},
     {"log_format", CFG_CHOICE, CFG_OFF(log_format), "human", NULL, 0, "--log-format", "FORMAT",
-     0, 0, cfg_log_format_choices, CFG_W, true,
+     0, 0, cfg_log_format_choices, CFG_WB, true,
      "Log line format: human (Celery's) or json (one object per line)."},
     {"worker_prefetch_multiplier", CFG_INT, CFG_OFF(prefetch_multiplier), "4", NULL, 0,
      "--prefetch-multiplier", "N", 0, 65535, NULL, CFG_W, true,
@@ -158,7 +166,7 @@ static const struct cfg_opt cfg_options[] = {
      cfg_pool_choices, CFG_W, true,
      "Pool implementation: prefork, threads or solo."},
     {"task_default_queue", CFG_STR, CFG_OFF(default_queue), "celery", NULL, 0,
-     "--default-queue", "NAME", 0, 0, NULL, CFG_W, true,
+     "--default-queue", "NAME", 0, 0, NULL, CFG_WB, true,
      "Name of the default queue, used when no queues are given."},
     {"task_create_missing_queues", CFG_BOOL, CFG_OFF(create_missing_queues), "true", NULL, 0,
      "--create-missing-queues", NULL, 0, 0, NULL, CFG_W, true,
@@ -236,29 +244,29 @@ static const struct cfg_opt cfg_options[] = {
      "Largest message body accepted (K, M, G suffixes are powers of 1024; at most 256M, "
      "the largest job the pool hands to a child); larger messages are rejected."},
     {"broker_heartbeat", CFG_DOUBLE, CFG_OFF(heartbeat_s), "120", NULL, 0, "--broker-heartbeat",
-     "SECONDS", 0, 65535, NULL, CFG_W, true,
+     "SECONDS", 0, 65535, NULL, CFG_WB, true,
      "AMQP heartbeat interval in seconds; 0 disables heartbeats."},
     {"broker_connection_timeout", CFG_DOUBLE, CFG_OFF(connect_timeout_s), "4", NULL, 0,
-     "--broker-connection-timeout", "SECONDS", 0.001, 3600, NULL, CFG_W, true,
+     "--broker-connection-timeout", "SECONDS", 0.001, 3600, NULL, CFG_WB, true,
      "Seconds to wait for the broker connection to be established."},
     {"broker_connection_max_retries", CFG_INT, CFG_OFF(connection_max_retries), "100", NULL,
-     0, "--broker-connection-max-retries", "N", 0, 1000000, NULL, CFG_W, true,
+     0, "--broker-connection-max-retries", "N", 0, 1000000, NULL, CFG_WB, true,
      "Reconnect attempts after the broker connection is lost before the worker gives up "
      "and exits 1; 0 retries forever (Celery's broker_connection_max_retries)."},
     /* Celery's broker_use_ssl = {'ca_certs', 'certfile', 'keyfile', 'cert_reqs'}. */
     {"broker_ssl_ca_certs", CFG_FILE, CFG_OFF(broker_ssl_ca_certs), "", NULL, 0,
-     "--broker-ssl-ca", "FILE", 0, 0, NULL, CFG_W, true,
+     "--broker-ssl-ca", "FILE", 0, 0, NULL, CFG_WB, true,
      "CA certificates (PEM) that sign the broker's certificate, for amqps://. Default: "
      "$SSL_CERT_FILE, else the system bundle " CC_CFG_SYSTEM_CA_FILE "."},
     {"broker_ssl_certfile", CFG_FILE, CFG_OFF(broker_ssl_certfile), "", NULL, 0,
-     "--broker-ssl-cert", "FILE", 0, 0, NULL, CFG_W, true,
+     "--broker-ssl-cert", "FILE", 0, 0, NULL, CFG_WB, true,
      "Client certificate (PEM, may include the chain) presented to the broker over amqps://."},
     {"broker_ssl_keyfile", CFG_FILE, CFG_OFF(broker_ssl_keyfile), "", NULL, 0,
-     "--broker-ssl-key", "FILE", 0, 0, NULL, CFG_W, true,
+     "--broker-ssl-key", "FILE", 0, 0, NULL, CFG_WB, true,
      "Private key (PEM, unencrypted) of the client certificate; default: read it from "
      "broker_ssl_certfile."},
     {"broker_ssl_verify", CFG_CHOICE, CFG_OFF(broker_ssl_verify), "required", NULL, 0,
-     "--broker-ssl-verify", "MODE", 0, 0, cfg_ssl_verify_choices, CFG_W, true,
+     "--broker-ssl-verify", "MODE", 0, 0, cfg_ssl_verify_choices, CFG_WB, true,
      "amqps:// certificate checks: required (chain and host name, Celery's CERT_REQUIRED) or "
      "none (encrypted but not authenticated; the worker warns at start)."},
     /* Delivery guarantees (src/redeliver.c, src/delaystore.c). */
@@ -1010,6 +1018,7 @@ static int cfg_finish(struct cc_config *cfg, char **env, struct cc_err *err)
     char host[256];
 
     cfg_unset_empty(&cfg->config_file);
+    cfg_unset_empty(&cfg->job_store);
     if (cfg->concurrency == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
 

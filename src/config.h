@@ -111,11 +111,15 @@ struct cc_config {
     char *rate_limits;           /* task_rate_limits "name=rate,..." ("*" = every task) */
     bool fleet_rate_limits;      /* worker_fleet_rate_limits: share them through Redis */
     char *fleet_rate_limits_url; /* worker_fleet_rate_limits_url; "" = the result backend */
+    /* Job store (issue #6, src/jobstore.h). */
+    char *job_store;        /* job_store, --job-store URL; NULL/"" = none */
+    bool job_store_upgrade; /* job_store_upgrade, --db-upgrade: migrate at start */
 };
 
 /* Which command the options are for: the table marks options per command. */
 enum cc_cfg_cmd {
     CC_CMD_WORKER = 1,
+    CC_CMD_BEAT = 2,
 };
 
 /* Fill `cfg` from defaults, then the config file (--config / CELERYC_CONFIG), then the

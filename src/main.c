@@ -19,7 +19,9 @@
 #include <string.h>
 
 #include "celeryc/version.h"
+#include "beat.h"
 #include "cli.h"
+#include "jobs_cli.h"
 #include "config.h"
 #include "log.h"
 #include "worker.h"
@@ -45,6 +47,9 @@ static void main_usage(FILE *out)
             "\n"
             "Commands:\n"
             "  worker    Start a worker instance (celeryc worker --help for options).\n"
+            "  beat      Start the periodic task scheduler (celeryc beat --help).\n"
+            "  jobs      Manage the job store's jobs and runs (list, create, run, stop, logs).\n"
+            "  db        Job store schema (celeryc db upgrade | version).\n"
             "  inspect   Inspect the workers at runtime (ping, stats, active, ...).\n"
             "  control   Workers remote control (revoke, rate_limit, shutdown, ...).\n"
             "  status    Show list of workers that are online.\n"
@@ -114,6 +119,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "worker") == 0)
         return main_worker(argc - 1, argv + 1);
+    if (strcmp(cmd, "beat") == 0) /* issue #6: src/beat.c */
+        return cc_beat_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "jobs") == 0) /* issue #6: src/jobs_cli.c */
+        return cc_jobs_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "db") == 0)
+        return cc_db_main(argc - 1, argv + 1);
     if (cc_cli_is_command(cmd)) /* issue #4: client commands, src/cli.c */
         return cc_cli_main(argc - 1, argv + 1);
     fprintf(stderr, "celeryc: error: no such command '%s'\n\n", cmd);

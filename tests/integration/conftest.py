@@ -129,6 +129,33 @@ def rds7(services):
     r.close()
 
 
+def _pg_admin_exec(sql):
+    import psycopg2
+    c = psycopg2.connect(os.environ["CELERYC_TEST_PG_URL"], connect_timeout=10)
+    c.autocommit = True
+    try:
+        with c.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def pg_url(services):
+    """A fresh, empty Postgres database for this test (dropped afterwards): its URL,
+    postgresql://celeryc:celeryc@127.0.0.1:PORT/<name>. Needs CELERYC_TEST_PG_URL."""
+    if not os.environ.get("CELERYC_TEST_PG_URL"):
+        pytest.skip("no Postgres (CELERYC_TEST_PG_URL unset)")
+    name = "it_" + uuid.uuid4().hex[:12]
+    _pg_admin_exec("CREATE DATABASE %s" % name)
+    base = os.environ["CELERYC_TEST_PG_URL"].rsplit("/", 1)[0]
+    try:
+        yield "%s/%s" % (base, name)
+    finally:
+        # WITH (FORCE): processes a test left connected do not keep the database alive.
+        _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+
+
 @pytest.fixture
 def amqp_conn(services):
     """A raw py-amqp connection for publishing hand-made messages and inspecting queues."""

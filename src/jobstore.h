@@ -1,0 +1,206 @@
+/* The job store: jobs, runs and run logs in Postgres (schema "celeryc"), the beat lease and
+ * the beat's per-entry state. One `struct cc_store` is one libpq connection; it is not shared
+ * between threads or across fork() (a forked child opens its own).
+ *
+ * Schema: see jobstore_schema.c (the migrations, applied in order by cc_store_upgrade) and
+ * docs/ARCHITECTURE.md "Job store". Status letters follow InvenioRDM's job system:
+ *   Q queued, R running, S success, F failed, W warning, C cancelling, X cancelled,
+ *   P partial success.
+ *
+ * Jobs and runs cross this API as jansson objects whose keys are the column names (what
+ * `row_to_json` gives: timestamps are ISO-8601 strings with offset, uuids strings), so the
+ * CLI prints them as they are and the beat reads the few fields it needs.
+ *
+ * Every function returns CC_OK or a negative code with a message in err:
+ *   CC_EBACKEND  the server is unreachable or the statement failed (err has libpq's text);
+ *   CC_ENOTFOUND no such job / run;
+ *   CC_EINVAL    bad input (invalid schedule, unknown concurrency policy, ...), err says what;
+ *   CC_EAGAIN    not done because of the state of the data (run exists for the slot, forbid
+ *                policy, lease lost), err says which.
+ * No function retries: the caller (beat loop, worker) decides. */
+#ifndef CELERYC_JOBSTORE_H
+#define CELERYC_JOBSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "celeryc/status.h"
+
+struct cc_store;
+
+/* Schema version this build knows (the number of migrations in jobstore_schema.c). */
+int cc_store_schema_latest(void);
+
+/* Connect to `url` (postgresql://, postgres://, db+postgresql:// or a libpq "key=value"
+ * string), connect_timeout_s bounds the connect. Does not touch the schema. */
+int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out,
+                  struct cc_err *err) CC_MUST_USE;
+void cc_store_close(struct cc_store *s);
+/* The socket of the connection (for poll(): LISTEN notifications), -1 when closed. */
+int cc_store_fd(const struct cc_store *s);
+/* Reconnect after a failure (same URL). */
+int cc_store_reconnect(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
+
+/* Current schema version (0: none) and apply every pending migration in one transaction under
+ * an advisory lock (several processes may call it at once). *from/*to may be NULL. A database
+ * newer than this build is CC_EINVAL ("schema version 5 is newer than this celeryc (3)"). */
+int cc_store_version(struct cc_store *s, int *version, struct cc_err *err) CC_MUST_USE;
+int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err) CC_MUST_USE;
+/* CC_OK when the schema is at cc_store_schema_latest(), else CC_EINVAL telling the operator
+ * to run `celeryc db upgrade` (or pass --db-upgrade). */
+int cc_store_check_schema(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
+
+/* ---- Jobs -------------------------------------------------------------------------------- */
+
+/* Validate a job's fields (the keys of the jobs table; see jobstore_schema.c). `is_create`:
+ * title and task are required. Checks schedule ({"type":"interval","seconds":N>0} or
+ * {"type":"crontab", minute/hour/day_of_week/day_of_month/month_of_year strings, missing =
+ * "*"}), timezone (a zone the system has), concurrency (allow|forbid|replace), retry_policy
+ * ({"max_attempts":N>=1,"backoff":s>=0,"factor":f>=1,"max_backoff":s}), missed (skip|run_once),
+ * args (array), kwargs/options (objects). Pure apart from reading zoneinfo. */
+int cc_store_job_validate(const json_t *fields, bool is_create, struct cc_err *err) CC_MUST_USE;
+/* Insert a job (validated first); id generated unless fields has one. *out: the new row. */
+int cc_store_job_create(struct cc_store *s, const json_t *fields, json_t **out,
+                        struct cc_err *err) CC_MUST_USE;
+/* Change the given fields of job `id` (validated), updated = now(). *out (may be NULL): the
+ * row after the change. */
+int cc_store_job_update(struct cc_store *s, const char *id, const json_t *fields, json_t **out,
+                        struct cc_err *err) CC_MUST_USE;
+/* Delete a job and (cascade) its runs and logs. */
+int cc_store_job_delete(struct cc_store *s, const char *id, struct cc_err *err) CC_MUST_USE;
+int cc_store_job_get(struct cc_store *s, const char *id, json_t **out,
+                     struct cc_err *err) CC_MUST_USE;
+/* All jobs (only the active ones when active_only), ordered by title: a JSON array. */
+int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out,
+                       struct cc_err *err) CC_MUST_USE;
+
+/* ---- Runs -------------------------------------------------------------------------------- */
+
+struct cc_run_new {
+    const char *job_id;
+    const char *started_by;   /* NULL: the scheduler; else who asked (a user name) */
+    int64_t scheduled_for_us; /* the slot (µs since the epoch, UTC); 0 for a manual run */
+    int attempt;              /* 1, or n+1 for a retry (retry_of set) */
+    const char *retry_of;     /* NULL, or the failed run this one retries */
+    const json_t *args;       /* NULL: the job's args */
+    const json_t *kwargs;     /* NULL: the job's kwargs (a "since" kwarg is added by the caller) */
+    const char *queue;        /* NULL: the job's queue */
+    int64_t not_before_us;    /* 0, or: do not send before this instant (retry backoff) */
+    int64_t epoch;            /* the leader's fencing epoch; 0 = not fenced (manual runs) */
+    const char *lease;        /* lease name the epoch belongs to ("beat"); NULL when epoch 0 */
+};
+
+/* Create a run in status Q with a freshly generated task_id, in one transaction that:
+ * - (epoch > 0) checks the lease `lease` still has that epoch, else CC_EAGAIN "lease lost";
+ * - applies the job's concurrency policy against its Q/R/C runs: allow: nothing; forbid: a
+ *   Q/R/C run exists -> CC_EAGAIN "forbid: run <id> is R"; replace: every such run goes to C
+ *   and is listed in *cancelled (array of run rows; may be NULL) for the caller to revoke;
+ * - inserts; a run for the same (job, scheduled_for, attempt) -> CC_EAGAIN "exists".
+ * The policy applies to manual runs too. *out: the new run row (keys as the table). `cancelled` may
+ * be NULL. */
+int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
+                        json_t **cancelled, struct cc_err *err) CC_MUST_USE;
+/* The message for run `id` was confirmed by the broker: sent_at = now(). */
+int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *err) CC_MUST_USE;
+/* Q runs never marked sent, created more than older_than_s ago, and Q runs whose
+ * not_before has passed and that are not sent (retries), oldest first, at most `limit`. */
+int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t **out,
+                         struct cc_err *err) CC_MUST_USE;
+/* Fail run `id` (Q or R) with message (e.g. "message never sent: ..."). */
+int cc_store_run_fail(struct cc_store *s, const char *id, const char *message,
+                      struct cc_err *err) CC_MUST_USE;
+
+/* Worker side, keyed by task_id (what the message carries):
+ * start: Q -> R, started_at = heartbeat_at = now(), hostname. A run already C (cancelled
+ * before it started) -> X and CC_ESHUTDOWN (the worker must not run it). A run in another
+ * state (a redelivery of R) is left as it is, CC_OK. Unknown task_id: CC_ENOTFOUND. */
+int cc_store_run_start(struct cc_store *s, const char *task_id, const char *hostname,
+                       struct cc_err *err) CC_MUST_USE;
+/* finish: status one of S F W P X; message (may be NULL); processed/errored counters
+ * (negative: leave as they are). finished_at = now(). A run already finished is not
+ * changed (CC_OK). A run in C finishing with anything but S/P/W becomes X. */
+int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, const char *message,
+                        int64_t processed, int64_t errored, struct cc_err *err) CC_MUST_USE;
+/* heartbeat_at = now() for the runs R/C with these task ids (one statement). */
+int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, size_t n,
+                            struct cc_err *err) CC_MUST_USE;
+
+struct cc_run_log {
+    int64_t ts_us;     /* when the line was logged */
+    const char *level; /* "DEBUG" "INFO" "WARNING" "ERROR" "CRITICAL" */
+    const char *message;
+    const char *task_id; /* the run is found by task id */
+};
+/* Insert n log lines in one statement (never one round trip per line). Lines whose task id
+ * has no run are dropped silently. */
+int cc_store_run_logs_add(struct cc_store *s, const struct cc_run_log *lines, size_t n,
+                          struct cc_err *err) CC_MUST_USE;
+
+/* Admin side: */
+/* Ask run `id` to stop: Q (not started) -> X at once (*task_id filled: revoke it without
+ * terminate); R -> C (*task_id filled: revoke with terminate, the worker then sets X); other
+ * states: CC_EAGAIN "run is S". *new_status gets the status now. task_id: 37 bytes. */
+int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], char *new_status,
+                        struct cc_err *err) CC_MUST_USE;
+int cc_store_run_get(struct cc_store *s, const char *id, json_t **out,
+                     struct cc_err *err) CC_MUST_USE;
+/* Runs, newest first, of one job (job_id NULL: all jobs), at most limit. */
+int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t **out,
+                       struct cc_err *err) CC_MUST_USE;
+/* Log lines of run `id` with log id > after_id, oldest first, at most limit; each
+ * {"id", "timestamp", "level", "message", "task_id"}. */
+int cc_store_run_logs_get(struct cc_store *s, const char *id, int64_t after_id, int limit,
+                          json_t **out, struct cc_err *err) CC_MUST_USE;
+/* started_at of the job's last S (or P/W) run, 0 when none: the "since" of incremental jobs. */
+int cc_store_job_last_success(struct cc_store *s, const char *job_id, int64_t *started_us,
+                              struct cc_err *err) CC_MUST_USE;
+
+/* Leader sweeps: */
+/* R/C runs whose heartbeat_at is older than timeout_s: R -> F with message "worker <host>
+ * lost: no heartbeat for <n> s", C -> X. *n (may be NULL): how many. */
+int cc_store_reap(struct cc_store *s, int timeout_s, int *n, struct cc_err *err) CC_MUST_USE;
+/* F runs of jobs whose retry_policy allows another attempt and that have no retry yet: create
+ * the retry run (attempt+1, same slot, retry_of, not_before = finished_at + backoff *
+ * factor^(attempt-1) capped at max_backoff), fenced like cc_store_run_create. *out: the new
+ * runs (array). */
+int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, json_t **out,
+                        struct cc_err *err) CC_MUST_USE;
+
+/* ---- Beat lease and entry state --------------------------------------------------------- */
+
+/* Take or renew lease `name` for `holder` for ttl_ms. The lease is taken when it is free,
+ * expired, or already ours; taking it (not renewing) increments the epoch. *epoch: the
+ * epoch now held; *is_leader: whether we hold it. Uses the server's clock only. */
+int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int ttl_ms,
+                   int64_t *epoch, bool *is_leader, struct cc_err *err) CC_MUST_USE;
+/* Give the lease up (at shutdown) if we hold it, so a standby takes over at once. */
+int cc_store_lease_release(struct cc_store *s, const char *name, const char *holder,
+                           struct cc_err *err) CC_MUST_USE;
+
+/* Record that entry `entry` (a schedule-file entry name, or "job:<uuid>") was dispatched for
+ * slot slot_us by the leader of `epoch`: inserts (entry, slot) -- a second dispatch of the
+ * same slot is CC_EAGAIN "exists" -- and sets the entry's last_run_at / total_run_count, fenced
+ * by the lease like cc_store_run_create. */
+int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us, int64_t epoch,
+                         const char *lease, const char *task_id, struct cc_err *err) CC_MUST_USE;
+/* last_run_at (µs, 0 when never) and total_run_count of every entry: a JSON object
+ * {entry: {"last_run_at": us, "total_run_count": n}}. */
+int cc_store_entries_state(struct cc_store *s, json_t **out, struct cc_err *err) CC_MUST_USE;
+
+/* ---- Notifications ----------------------------------------------------------------------- */
+
+/* LISTEN on the job store's channels: "celeryc_jobs" (payload: job id; a job was created,
+ * changed or deleted) and "celeryc_runs" (payload: run id; a run was created by hand or
+ * its status changed to C or F). Triggers in the schema send them, so a change made with
+ * psql is seen too. */
+int cc_store_listen(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
+/* Read pending notifications without blocking (after poll() on cc_store_fd says readable):
+ * calls fn(channel, payload, arg) for each. Returns the count, or a negative code. */
+int cc_store_notifications(struct cc_store *s,
+                           void (*fn)(const char *channel, const char *payload, void *arg),
+                           void *arg, struct cc_err *err);
+
+#endif

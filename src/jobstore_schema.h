@@ -1,0 +1,10 @@
+/* The job store's migrations (jobstore_schema.c). */
+#ifndef CELERYC_JOBSTORE_SCHEMA_H
+#define CELERYC_JOBSTORE_SCHEMA_H
+
+/* Number of migrations: the latest schema version. */
+int cc_store_schema_count(void);
+/* The SQL of migration `version` (1-based), NULL when out of range. */
+const char *cc_store_schema_migration(int version);
+
+#endif
