@@ -375,7 +375,13 @@ svc_postgres_start()
     read -r port <<<"$(free_ports 1)"
     mkdir -p "$pdir/data" "$pdir/sock"
     printf 'celeryc\n' >"$pdir/pwfile"
-    [ "$(id -u)" = 0 ] && chown -R postgres: "$pdir"
+    if [ "$(id -u)" = 0 ]; then
+        chown -R postgres: "$pdir"
+        # DIR may be a mktemp dir (0700): the postgres user must be able to pass through it.
+        chmod o+x "$DIR"
+        as_pg test -r "$pdir/pwfile" ||
+            die "user postgres cannot reach $pdir (a parent directory is not o+x)"
+    fi
     chmod 700 "$pdir/data"
     as_pg "$bin/initdb" -D "$pdir/data" -U postgres --auth-local=trust \
         --auth-host=scram-sha-256 --pwfile="$pdir/pwfile" -E UTF8 --locale=C.UTF-8 \
