@@ -129,15 +129,25 @@ def rds7(services):
     r.close()
 
 
-def _pg_admin_exec(sql):
+def _pg_admin_exec(sql, attempts=1):
+    """Run `sql` as the cluster's superuser (over its unix socket, trusted): DROP DATABASE
+    ... WITH (FORCE) may have to end an autovacuum worker, which only a superuser can."""
     import psycopg2
-    c = psycopg2.connect(os.environ["CELERYC_TEST_PG_URL"], connect_timeout=10)
-    c.autocommit = True
-    try:
-        with c.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        c.close()
+    for i in range(attempts):
+        c = psycopg2.connect(host=os.environ["CELERYC_TEST_PG_SOCKDIR"],
+                             port=os.environ["CELERYC_TEST_PG_PORT"], user="postgres",
+                             dbname="postgres", connect_timeout=10)
+        c.autocommit = True
+        try:
+            with c.cursor() as cur:
+                cur.execute(sql)
+            return
+        except psycopg2.Error:
+            if i + 1 == attempts:
+                raise
+            time.sleep(0.5)
+        finally:
+            c.close()
 
 
 @pytest.fixture
@@ -153,7 +163,7 @@ def pg_url(services):
         yield "%s/%s" % (base, name)
     finally:
         # WITH (FORCE): processes a test left connected do not keep the database alive.
-        _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+        _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, attempts=20)
 
 
 @pytest.fixture
