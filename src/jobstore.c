@@ -518,7 +518,7 @@ static int validate_schedule(const json_t *sch, struct cc_err *err)
             val[i] = f != NULL ? json_string_value(f) : "*";
         }
         if (cc_sched_crontab(&sc, val[0], val[1], val[2], val[3], val[4], &e2) != CC_OK)
-            return cc_err_set(err, CC_EINVAL, "invalid crontab: %s", e2.msg);
+            return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
         return CC_OK;
     }
     return cc_err_set(err, CC_EINVAL, "schedule: unknown type '%.40s' (interval or crontab)", type);
