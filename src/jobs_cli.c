@@ -787,7 +787,8 @@ static int jobs_show(struct jcli *c, struct cc_store *s)
     int rc = cc_store_job_get(s, c->pos[0], &job, &err);
 
     /* A run id shows the run. */
-    if (rc == CC_ENOTFOUND && cc_store_run_get(s, c->pos[0], &job, &err) == CC_OK)
+    struct cc_err err2 = {0};
+    if (rc == CC_ENOTFOUND && cc_store_run_get(s, c->pos[0], &job, &err2) == CC_OK)
         return jobs_print_row(c, job, true);
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
