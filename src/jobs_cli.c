@@ -504,11 +504,11 @@ static int jcli_config(struct jcli *c, struct cc_config *cfg, bool *has_cfg)
         c->broker = jcli_env("CELERY_BROKER_URL");
     if (file == NULL)
         return 0;
+    *has_cfg = true; /* cc_cfg_deinit also after a failed load */
     if (cc_cfg_load(cfg, CC_CMD_BEAT, 3, argv, environ, &err) != CC_OK) {
         fprintf(stderr, "celeryc %s: error: %s\n", c->prog, err.msg);
         return JCLI_USAGE;
     }
-    *has_cfg = true;
     if (c->store_url == NULL && cfg->job_store != NULL && cfg->job_store[0] != '\0')
         c->store_url = cfg->job_store;
     if (c->broker == NULL && cfg->broker_url != NULL)

@@ -975,7 +975,8 @@ out:
 
 /* After an UPDATE touched no row: CC_ENOTFOUND "no run X" when it does not exist, else
  * CC_EAGAIN "run is <status>". `key` is "id" or "task_id". */
-static int run_state_error(struct cc_store *s, const char *key, const char *val, struct cc_err *err)
+static int run_state_error(struct cc_store *s, const char *key, const char *val, char *status,
+                           struct cc_err *err)
 {
     const char *vals[1] = {val};
     PGresult *res;
@@ -992,6 +993,8 @@ static int run_state_error(struct cc_store *s, const char *key, const char *val,
                         strcmp(key, "id") == 0 ? "" : "with task id ", val);
     else
         rc = cc_err_set(err, CC_EAGAIN, "run is %s", PQgetvalue(res, 0, 0));
+    if (status != NULL)
+        *status = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)[0] : '\0';
     PQclear(res);
     return rc;
 }
@@ -1058,7 +1061,7 @@ int cc_store_run_fail(struct cc_store *s, const char *id, const char *message, s
                         "finished_at = now() WHERE id = $1::uuid AND status IN ('Q', 'R')",
                         2, vals, &rows, err);
     if (rc == CC_OK && rows == 0)
-        rc = run_state_error(s, "id", id, err);
+        rc = run_state_error(s, "id", id, NULL, err);
     return rc;
 }
 
@@ -1066,6 +1069,7 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
                        struct cc_err *err)
 {
     const char *vals[2] = {task_id, hostname};
+    char st = '\0';
     PGresult *res;
     int rc;
 
@@ -1090,13 +1094,12 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
         return rc;
     }
     PQclear(res);
-    rc = run_state_error(s, "task_id", task_id, err);
+    rc = run_state_error(s, "task_id", task_id, &st, err);
     if (rc == CC_EAGAIN) {
         /* A redelivery: leave the run as it is. A run cancelled before it started (X) must
          * not run. */
-        rc = strcmp(err != NULL ? err->msg : "", "run is X") == 0
-                 ? cc_err_set(err, CC_ESHUTDOWN, "run was cancelled before it started")
-                 : CC_OK;
+        rc = st == 'X' ? cc_err_set(err, CC_ESHUTDOWN, "run was cancelled before it started")
+                       : CC_OK;
     }
     return rc;
 }
@@ -1125,7 +1128,7 @@ int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, co
                     "WHERE r.task_id = $1 AND r.status IN ('Q', 'R', 'C')",
                     5, vals, &rows, err);
     if (rc == CC_OK && rows == 0) {
-        rc = run_state_error(s, "task_id", task_id, err);
+        rc = run_state_error(s, "task_id", task_id, NULL, err);
         if (rc == CC_EAGAIN)
             rc = CC_OK; /* already finished: unchanged */
     }
@@ -1225,9 +1228,7 @@ int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], ch
         return CC_OK;
     }
     PQclear(res);
-    rc = run_state_error(s, "id", id, err);
-    if (rc == CC_EAGAIN && new_status != NULL && err != NULL)
-        *new_status = err->msg[7];
+    rc = run_state_error(s, "id", id, new_status, err);
     return rc;
 }
 
