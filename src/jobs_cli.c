@@ -191,6 +191,8 @@ static void jobs_usage(FILE *out)
                  "  --config FILE             Read job_store and broker_url from a celeryc config\n"
                  "                            file (env CELERYC_CONFIG).\n"
                  "  -b, --broker URL          Broker for `stop` (env CELERY_BROKER_URL).\n"
+                 "  -t, --timeout SECONDS     stop: wait this long for worker replies (1);\n"
+                 "                            logs --follow: give up after this long (exit 1).\n"
                  "  -j, --json                JSON output.\n"
                  "  -h, --help                Show this message and exit.\n\n"
                  "Exit status: 0 ok, 1 not found or refused, 2 usage, 70 store error.\n");

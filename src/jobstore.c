@@ -254,8 +254,6 @@ static const char *us_param(char buf[24], int64_t us)
     return buf;
 }
 
-#define SQL_US(p) "('epoch'::timestamptz + (" p ")::bigint * interval '1 microsecond')"
-
 /* Append `s` to a Postgres array literal as a quoted element; invalid UTF-8 bytes become '?'
  * (the server would refuse the whole batch for one bad byte). */
 static void array_add(char **buf, size_t *len, size_t *cap, const char *str)
@@ -855,6 +853,17 @@ static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, str
 /* The run columns as json, for RETURNING/SELECT on alias r. */
 #define RUN_JSON "row_to_json(r)"
 
+/* The insert of cc_store_run_create: a conflict on (job, slot, attempt) or on retry_of
+ * inserts nothing (-> "exists"). */
+static const char run_insert_sql[] =
+    "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, kwargs, queue, "
+    "scheduled_for, not_before, attempt, retry_of, epoch) "
+    "SELECT $1::uuid, j.id, $3::text, $4::text, COALESCE($5::jsonb, j.args), "
+    "COALESCE($6::jsonb, j.kwargs), COALESCE($7::text, j.queue), ('epoch'::timestamptz + "
+    "($8)::bigint * interval '1 microsecond'), ('epoch'::timestamptz + ($9)::bigint * interval '1 "
+    "microsecond'), $10::int, $11::uuid, $12::bigint FROM celeryc.jobs j WHERE j.id = $2::uuid "
+    "ON CONFLICT DO NOTHING RETURNING " RUN_JSON;
+
 int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
                         json_t **cancelled, struct cc_err *err)
 {
@@ -938,16 +947,7 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
                                 att,
                                 rn->retry_of,
                                 ep};
-        rc = sql_json(s, "run create",
-                      "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, "
-                      "kwargs, queue, scheduled_for, not_before, attempt, retry_of, epoch) "
-                      "SELECT $1::uuid, j.id, $3::text, $4::text, COALESCE($5::jsonb, j.args), "
-                      "COALESCE($6::jsonb, j.kwargs), COALESCE($7::text, j.queue), " SQL_US(
-                          "$8") ", " SQL_US("$9") ", $10::int, $11::uuid, $12::bigint "
-                                                  "FROM celeryc.jobs j WHERE j.id = $2::uuid "
-                                                  "ON CONFLICT (job_id, scheduled_for, attempt) "
-                                                  "DO NOTHING RETURNING " RUN_JSON,
-                      12, vals, out, err);
+        rc = sql_json(s, "run create", run_insert_sql, 12, vals, out, err);
     }
     if (rc == CC_ENOTFOUND)
         rc = cc_err_set(err, CC_EAGAIN, "exists: job %s already has a run for this slot",
@@ -1183,11 +1183,11 @@ int cc_store_run_logs_add(struct cc_store *s, const struct cc_run_log *lines, si
         const char *vals[4] = {arr[0], arr[1], arr[2], arr[3]};
         rc = run_update(s, "run logs add",
                         "INSERT INTO celeryc.run_logs (run_id, timestamp, level, message, task_id) "
-                        "SELECT r.id, " SQL_US(
-                            "l.ts") ", l.level, l.message, l.task_id "
-                                    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) "
-                                    "WITH ORDINALITY AS l(ts, level, message, task_id, ord) "
-                                    "JOIN celeryc.runs r ON r.task_id = l.task_id ORDER BY l.ord",
+                        "SELECT r.id, ('epoch'::timestamptz + (l.ts)::bigint * interval '1 "
+                        "microsecond'), l.level, l.message, l.task_id "
+                        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) "
+                        "WITH ORDINALITY AS l(ts, level, message, task_id, ord) "
+                        "JOIN celeryc.runs r ON r.task_id = l.task_id ORDER BY l.ord",
                         4, vals, &rows, err);
     }
     for (int k = 0; k < 4; k++)
@@ -1386,7 +1386,7 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
             "WHERE f.status = 'F' AND f.attempt < COALESCE((j.retry_policy->>'max_attempts')::int, "
             "1) AND COALESCE(f.finished_at, f.created) > now() - interval '1 day' "
             "AND NOT EXISTS (SELECT 1 FROM celeryc.runs x WHERE x.retry_of = f.id) "
-            "ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING "
+            "ON CONFLICT DO NOTHING "
             "RETURNING " RUN_JSON " AS j, r.created) "
             "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM n",
             1, vals, out, err);
@@ -1470,18 +1470,19 @@ int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us,
     if (rc == CC_OK)
         rc = run_update(s, "entry claim",
                         "INSERT INTO celeryc.entry_slots (name, slot, task_id, epoch) "
-                        "VALUES ($1, " SQL_US("$2") ", $3, $4::bigint) "
-                                                    "ON CONFLICT (name, slot) DO NOTHING",
+                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
+                        "microsecond'), $3, $4::bigint) "
+                        "ON CONFLICT (name, slot) DO NOTHING",
                         4, vals, &rows, err);
     if (rc == CC_OK && rows == 0)
         rc = cc_err_set(err, CC_EAGAIN, "exists: %s already dispatched for this slot", entry);
     if (rc == CC_OK)
         rc = run_update(s, "entry claim",
                         "INSERT INTO celeryc.entries AS e (name, last_run_at, total_run_count) "
-                        "VALUES ($1, " SQL_US(
-                            "$2") ", 1) ON CONFLICT (name) DO UPDATE SET "
-                                  "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
-                                  "total_run_count = e.total_run_count + 1",
+                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
+                        "microsecond'), 1) ON CONFLICT (name) DO UPDATE SET "
+                        "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
+                        "total_run_count = e.total_run_count + 1",
                         2, vals, &rows, err);
     if (rc == CC_OK)
         rc = sql_commit(s, err);
