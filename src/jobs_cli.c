@@ -988,6 +988,9 @@ static int jobs_stop(struct jcli *c, struct cc_store *s)
             printf("\n");
         }
     }
+    if (rc != 0)
+        fprintf(stderr, "celeryc %s: the run is marked %c but the revoke was not sent\n", c->prog,
+                st);
     json_decref(replies);
     return rc == 0 ? 0 : JCLI_SOFTWARE;
 }

@@ -677,3 +677,8 @@ def test_stop_without_broker(store):
     assert "the run is marked C and nothing was revoked" in p.stdout
     out = js("jobs", "stop", run["id"], url=store)  # again: still C, re-revocable
     assert (out["status"], out["revoked"]) == ("C", False)
+    # An unreachable broker: the store change stands, the failure is reported.
+    from conftest import free_port
+    p = cc("jobs", "stop", run["id"], "-b", "amqp://guest:guest@127.0.0.1:%d//" % free_port(),
+           url=store)
+    assert p.returncode == 70 and "the run is marked C but the revoke was not sent" in p.stderr
