@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1093,6 +1094,48 @@ static int debug_print(struct jcli *c, int rc, const struct cc_err *err, json_t 
     return 0;
 }
 
+static void debug_on_notify(const char *channel, const char *payload, void *arg)
+{
+    json_t *o = json_pack("{s:s,s:s}", "channel", channel, "payload", payload);
+    char *d = json_dumps(o, JSON_COMPACT);
+
+    printf("%s\n", d);
+    fflush(stdout);
+    free(d);
+    json_decref(o);
+    (*(int64_t *)arg)++;
+}
+
+/* LISTEN for `seconds` (or until --count notifications), one JSON line per notification; a
+ * lost connection is reconnected (and LISTEN renewed), printing {"reconnected": true}. */
+static int debug_listen(struct jcli *c, struct cc_store *s, double seconds, struct cc_err *err)
+{
+    int64_t end = cc_mono_us() + (int64_t)(seconds * 1e6), got = 0;
+    int rc = cc_store_listen(s, err);
+
+    if (rc != CC_OK)
+        return rc;
+    printf("{\"listening\": true}\n");
+    fflush(stdout);
+    while (cc_mono_us() < end && (c->count <= 0 || got < c->count)) {
+        struct pollfd pfd = {cc_store_fd(s), POLLIN, 0};
+        int n = poll(&pfd, 1, 100);
+
+        if (n > 0 && cc_store_notifications(s, debug_on_notify, &got, err) >= 0)
+            continue;
+        if (n > 0 || pfd.fd < 0) {
+            while (cc_store_reconnect(s, err) != CC_OK) {
+                if (cc_mono_us() >= end)
+                    return err->code;
+                usleep(100 * 1000);
+            }
+            printf("{\"reconnected\": true}\n");
+            fflush(stdout);
+        }
+    }
+    return CC_OK;
+}
+
 static int db_debug(struct jcli *c, struct cc_store *s)
 {
     struct cc_err err = {0};
@@ -1183,6 +1226,11 @@ static int db_debug(struct jcli *c, struct cc_store *s)
         NEED(1);
         rc = cc_store_job_last_success(s, a[0], &us, &err);
         out = json_pack("{s:I}", "started_us", (json_int_t)us);
+    } else if (strcmp(op, "listen") == 0) { /* SECONDS [--count N] */
+        NEED(1);
+        rc = debug_listen(c, s, atof(a[0]), &err);
+        if (rc == CC_OK)
+            return 0;
     } else if (strcmp(op, "validate") == 0) { /* JSON */
         json_t *f = NULL;
         NEED(1);

@@ -682,3 +682,32 @@ def test_stop_without_broker(store):
     p = cc("jobs", "stop", run["id"], "-b", "amqp://guest:guest@127.0.0.1:%d//" % free_port(),
            url=store)
     assert p.returncode == 70 and "the run is marked C but the revoke was not sent" in p.stderr
+
+
+def test_listen_in_c_survives_a_lost_connection(store):
+    """cc_store_listen / cc_store_notifications / cc_store_reconnect (what the beat uses):
+    notifications arrive, and after the server drops the connection the store reconnects
+    and LISTENs again."""
+    job = mkjob(store)
+    b = celeryc_bin()
+    p = subprocess.Popen([b, "db", "debug", "listen", str(scaled(30)), "--count", "2",
+                          "--job-store", store], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(p.stdout.readline()) == {"listening": True}
+        js("jobs", "update", job["id"], "--title", "one", url=store)
+        assert json.loads(p.stdout.readline()) == {"channel": "celeryc_jobs",
+                                                   "payload": job["id"]}
+        killed = sql(store, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                            "application_name = 'celeryc' AND datname = current_database()")
+        assert killed == [(True,)]
+        assert json.loads(p.stdout.readline()) == {"reconnected": True}
+        run = js("jobs", "run", job["id"], url=store)["run"]
+        assert json.loads(p.stdout.readline()) == {"channel": "celeryc_runs",
+                                                   "payload": run["id"]}
+        out, err = p.communicate(timeout=scaled(20))
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
