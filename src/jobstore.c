@@ -517,6 +517,13 @@ static int validate_schedule(const json_t *sch, struct cc_err *err)
         }
         if (cc_sched_crontab(&sc, val[0], val[1], val[2], val[3], val[4], &e2) != CC_OK)
             return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
+        /* Celery accepts a crontab that matches no date (30 February) and fails at run time
+         * ("unable to rollover"); refuse it here instead of storing a job that never runs. */
+        {
+            int64_t now = cc_now_us(), next = 0;
+            if (cc_sched_next(&sc, now, now, NULL, &next, &e2) != CC_OK)
+                return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
+        }
         return CC_OK;
     }
     return cc_err_set(err, CC_EINVAL, "schedule: unknown type '%.40s' (interval or crontab)", type);

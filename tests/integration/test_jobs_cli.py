@@ -241,6 +241,16 @@ def test_invalid_crontab_matches_celery(store):
         assert p.returncode == 1 and str(ei.value) in p.stderr, p.stderr
     assert [j["id"] for j in js("jobs", "list", url=store)] == [job["id"]]
     assert js("jobs", "show", job["id"], url=store)["schedule"] is None
+    # A crontab that matches no date: Celery accepts it and raises at run time; refused here
+    # with Celery's run-time message. 29 February is fine.
+    from datetime import datetime, timezone
+    with pytest.raises(RuntimeError) as ei:
+        crontab("0", "0", "*", "30", "2").remaining_estimate(datetime.now(timezone.utc))
+    p = cc("jobs", "create", "--title", "x", "--task", "demo.add", "--crontab", "0 0 * 30 2",
+           url=store)
+    assert p.returncode == 1 and str(ei.value) in p.stderr, p.stderr
+    ok("jobs", "create", "--title", "x", "--task", "demo.add", "--crontab", "0 0 * 29 2",
+       url=store)
 
 
 INVALID = [
