@@ -537,6 +537,31 @@ static void *jobkeeper_main(void *arg)
     return NULL;
 }
 
+/* At start (before the thread exists, so the loop is not running yet): apply the migrations
+ * (--db-upgrade) or check the schema version. An unreachable store is not fatal (the worker
+ * runs tasks; tracking catches up); a schema this build cannot use, or a failed upgrade, is. */
+static int jobkeeper_schema(struct cc_jobkeeper *k, const struct cc_config *cfg, struct cc_err *err)
+{
+    struct cc_err e = {0};
+    int from = 0, to = 0;
+    int rc = jobrun_conn_get(&k->conn, &e);
+
+    if (rc == CC_OK && cfg->job_store_upgrade) {
+        rc = cc_store_upgrade(k->conn.s, &from, &to, &e);
+        if (rc != CC_OK)
+            return cc_err_set(err, rc, "job store: upgrade failed: %s", e.msg);
+        if (from != to)
+            cc_warn("job store: schema upgraded from version %d to %d", from, to);
+    } else if (rc == CC_OK) {
+        rc = cc_store_check_schema(k->conn.s, &e);
+        if (rc != CC_OK && rc != CC_EBACKEND)
+            return cc_err_set(err, CC_ECONFIG, "%s", e.msg);
+    }
+    if (rc != CC_OK)
+        jobrun_conn_failed(&k->conn, &e);
+    return CC_OK;
+}
+
 int cc_jobkeeper_start(const struct cc_config *cfg, int n_slots, struct cc_jobkeeper **out,
                        struct cc_err *err)
 {
@@ -557,6 +582,13 @@ int cc_jobkeeper_start(const struct cc_config *cfg, int n_slots, struct cc_jobke
     k->interval_us = (int64_t)(cfg->job_run_heartbeat_s * 1e6);
     if (k->interval_us < 100000)
         k->interval_us = 100000;
+    rc = jobkeeper_schema(k, cfg, err);
+    if (rc != CC_OK) {
+        jobrun_conn_close(&k->conn);
+        free(k->slots);
+        free(k);
+        return rc;
+    }
     pthread_mutex_init(&k->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* cc_mono_us's clock */

@@ -70,8 +70,11 @@ void cc_jobrun_end(struct cc_jobrun *jr, const struct cc_task_outcome *out);
 
 struct cc_jobkeeper;
 
-/* Start the master's thread (cfg->job_store set) for a pool of up to n_slots slots. *out is
- * NULL when there is no job store. Returns CC_OK or CC_EIO (thread). */
+/* Start the master's thread (cfg->job_store set) for a pool of up to n_slots slots, after
+ * applying the schema migrations (cfg->job_store_upgrade, --db-upgrade) or checking the
+ * schema version. *out is NULL when there is no job store. Returns CC_OK (also when the store
+ * is unreachable: logged, tracking catches up), CC_ECONFIG (schema too old or too new), the
+ * upgrade's error, or CC_EIO (thread). */
 int cc_jobkeeper_start(const struct cc_config *cfg, int n_slots, struct cc_jobkeeper **out,
                        struct cc_err *err) CC_MUST_USE;
 /* Request `r` was handed to `slot`: heartbeat its run while it runs. k may be NULL (no
