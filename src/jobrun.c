@@ -98,11 +98,11 @@ static void jobrun_conn_failed(struct jobrun_conn *c, const struct cc_err *err)
     c->is_away = true;
 }
 
-static int jobrun_conn_get(struct jobrun_conn *c, struct cc_err *err)
+static int jobrun_conn_get(struct jobrun_conn *c, bool is_forced, struct cc_err *err)
 {
     if (c->s != NULL)
         return CC_OK;
-    if (c->is_away && cc_mono_us() < c->retry_at_us)
+    if (c->is_away && !is_forced && cc_mono_us() < c->retry_at_us)
         return cc_err_set(err, CC_EBACKEND, "job store unreachable (next attempt in %lld ms)",
                           (long long)(c->retry_at_us - cc_mono_us()) / 1000);
     return cc_store_open(c->url, JOBRUN_CONNECT_TIMEOUT_S, &c->s, err);
@@ -152,7 +152,8 @@ static int jobrun_do(struct cc_store *s, enum jobrun_op op, const struct jobrun_
 }
 
 /* Run `op`; on a connection failure, once more on a fresh connection. CC_EBACKEND when the
- * store is away (then backing off); other codes are the store's answer. */
+ * store is away (then backing off); other codes are the store's answer. A run's outcome
+ * (OP_FINISH) is worth a connect attempt even while backing off. */
 static int jobrun_call(struct jobrun_conn *c, enum jobrun_op op, const struct jobrun_args *a,
                        struct cc_err *err)
 {
@@ -161,7 +162,7 @@ static int jobrun_call(struct jobrun_conn *c, enum jobrun_op op, const struct jo
     for (int attempt = 0; attempt < 2; attempt++) {
         bool was_open = c->s != NULL;
 
-        rc = jobrun_conn_get(c, err);
+        rc = jobrun_conn_get(c, op == OP_FINISH, err);
         if (rc == CC_OK)
             rc = jobrun_do(c->s, op, a, err);
         if (rc != CC_EBACKEND) {
@@ -544,7 +545,7 @@ static int jobkeeper_schema(struct cc_jobkeeper *k, const struct cc_config *cfg,
 {
     struct cc_err e = {0};
     int from = 0, to = 0;
-    int rc = jobrun_conn_get(&k->conn, &e);
+    int rc = jobrun_conn_get(&k->conn, true, &e);
 
     if (rc == CC_OK && cfg->job_store_upgrade) {
         rc = cc_store_upgrade(k->conn.s, &from, &to, &e);

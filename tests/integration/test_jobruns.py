@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIMEOUT, c_only, scaled, wait_for
+from conftest import TIMEOUT, c_only, free_port, scaled, wait_for
 
 pytestmark = c_only
 
@@ -76,13 +76,13 @@ def start_worker(worker_factory, pg_url, concurrency=2, extra=(), **kw):
     return w
 
 
-def send_run(app, w, db, task, kwargs=None, status="Q"):
+def send_run(app, w, db, task, kwargs=None, status="Q", **options):
     """A job and a run of it (status Q unless said), then the run's message as the beat sends
     it. Returns (run id, AsyncResult)."""
     kwargs = kwargs or {}
     rid, tid = db.run(db.job(task, kwargs), kwargs, status=status)
     res = app.send_task(task, kwargs=kwargs, task_id=tid, queue=w.queue,
-                        headers={"celeryc_run": rid})
+                        headers={"celeryc_run": rid}, **options)
     return rid, res
 
 
@@ -232,8 +232,48 @@ def test_child_killed_worker_lost(worker_factory, pg_url, app):
         assert r["message"].startswith(
             "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"), r["message"]
         assert r["finished_at"] is not None
+
+        # Killed at the hard time limit: F TimeLimitExceeded (the master records it).
+        rid, res = send_run(app, w, db, "jobs.sleep", {"seconds": 60}, time_limit=1)
+        r = db.wait_status(rid, "F")
+        assert r["message"] == "TimeLimitExceeded: 1", r["message"]
     finally:
         db.close()
+
+
+def test_store_connection_killed_mid_run(worker_factory, pg_url, app):
+    """The server drops every worker connection mid-run: the next write reconnects once and
+    nothing is lost (logs, counters, outcome, heartbeats)."""
+    w = start_worker(worker_factory, pg_url, concurrency=1)
+    db = JobDB(pg_url)
+    try:
+        rid, res = send_run(app, w, db, "jobs.index_events", {"n": 30, "delay": 0.1})
+        db.wait_status(rid, "R")
+        wait_for(lambda: len(db.logs(rid)) >= 2, 10, "the first flush")
+        killed = db.q("SELECT pg_terminate_backend(pid) AS k FROM pg_stat_activity "
+                      "WHERE application_name = 'celeryc' AND datname = current_database()")
+        assert len(killed) >= 2  # the child's and the master's
+        assert res.get(timeout=TIMEOUT)["indexed"] == 30
+        r = db.wait_status(rid, "S")
+        assert (r["processed"], r["errored"]) == (30, 0)
+        assert [x["message"] for x in db.logs(rid)[1:]] == \
+            ["event %d indexed" % i for i in range(30)]
+        assert "dropping its log lines" not in w.log()
+    finally:
+        db.close()
+
+
+def test_store_unreachable_never_fails_the_task(worker_factory, app):
+    """No Postgres at the URL: the worker starts, the task runs and succeeds; its log lines
+    are dropped with one warning and counted."""
+    url = "postgresql://celeryc:celeryc@127.0.0.1:%d/nowhere" % free_port()
+    w = worker_factory(concurrency=1, extra=["--job-store", url])
+    rid = str(uuid.uuid4())
+    res = app.send_task("jobs.index_events", kwargs={"n": 450}, queue=w.queue,
+                        headers={"celeryc_run": rid})
+    assert res.get(timeout=TIMEOUT)["indexed"] == 450
+    w.wait_log(r"451 log line\(s\) dropped")
+    assert w.log().count("dropping its log lines") == 1  # three batches, one warning
 
 
 def test_worker_killed_heartbeat_stops(worker_factory, pg_url, app):
