@@ -146,6 +146,21 @@ def test_outcomes_success_failure_partial_warning(worker_factory, pg_url, app, p
         db.close()
 
 
+def test_celery_retry_keeps_the_run(worker_factory, pg_url, app):
+    """A task that calls retry() inside a job run: the retry message carries the run on, and
+    the run ends with the retried attempt's outcome."""
+    w = start_worker(worker_factory, pg_url)
+    db = JobDB(pg_url)
+    try:
+        rid, res = send_run(app, w, db, "t.integration.tasks.retry_once", {"countdown": 0.5})
+        assert res.get(timeout=TIMEOUT) == 1  # retries of the second attempt
+        r = db.wait_status(rid, "S")
+        assert r["hostname"] == w.name
+        assert "retry: Retry in 0.5s" in w.log()
+    finally:
+        db.close()
+
+
 def test_logs_batched_in_order(worker_factory, pg_url, app):
     """500 lines land in order, in a few statements (one transaction per batch of <= 200),
     never one round trip per line."""
