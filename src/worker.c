@@ -507,6 +507,8 @@ static void worker_expire(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
     cc_events_task_revoked(&w->ev, r, false, 0, true); /* [events] */
+    /* [jobrun] a job run that expired before it could start */
+    cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: expired");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "expired");
     worker_ack(w, r);
     cc_request_free(r);
@@ -517,6 +519,8 @@ static void worker_discard_revoked(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
     cc_events_task_revoked(&w->ev, r, false, 0, false); /* [events] */
+    /* [jobrun] a job run revoked before it started: cancelled */
+    cc_jobkeeper_finish(w->jk, r, 'X', "revoked before it started");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "revoked");
     worker_ack(w, r);
     cc_request_free(r);

@@ -7,6 +7,7 @@ test inserts a job and a Q run with psycopg2 and publishes the run's message its
 Python client, as the beat would: task_id = the run's task_id, header celeryc_run = run id.
 celeryc only (the Python worker ignores the header).
 """
+import datetime
 import json
 import os
 import signal
@@ -225,6 +226,23 @@ def test_cancelled_before_start_is_not_run(worker_factory, pg_url, app):
         assert r["started_at"] is None
         assert db.logs(rid) == []  # the task never ran: it would have logged
         assert "indexing events" not in w.log()
+        # Expired before it could start: F, never run.
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)
+        rid3, res3 = send_run(app, w, db, "jobs.index_events", {"n": 3}, expires=past)
+        r = db.wait_status(rid3, "F")
+        assert r["message"] == "TaskRevokedError: expired"
+        assert db.logs(rid3) == []
+
+        # Revoked (plain revoke) before its message arrives: X, never run.
+        rid4, tid4 = db.run(db.job("jobs.index_events"), {"n": 3})
+        app.control.revoke(tid4)
+        time.sleep(scaled(1))  # the broadcast reaches the worker's pidbox first
+        res4 = app.send_task("jobs.index_events", kwargs={"n": 3}, task_id=tid4,
+                             queue=w.queue, headers={"celeryc_run": rid4})
+        wait_for(lambda: res4.state == "REVOKED", TIMEOUT, "REVOKED result")
+        r = db.wait_status(rid4, "X")
+        assert r["started_at"] is None and db.logs(rid4) == []
+
         # The worker goes on with the next run.
         rid2, res2 = send_run(app, w, db, "jobs.index_events", {"n": 1})
         res2.get(timeout=TIMEOUT)
