@@ -11,13 +11,14 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import TIMEOUT, c_only, free_port, scaled, wait_for
+from conftest import TIMEOUT, c_only, celeryc_bin, free_port, scaled, wait_for
 
 pytestmark = c_only
 
@@ -85,6 +86,13 @@ def send_run(app, w, db, task, kwargs=None, status="Q", **options):
     res = app.send_task(task, kwargs=kwargs, task_id=tid, queue=w.queue,
                         headers={"celeryc_run": rid}, **options)
     return rid, res
+
+
+def celeryc(*argv, timeout=30):
+    """Run a celeryc client command (`jobs ...`, `db ...`); returns CompletedProcess."""
+    return subprocess.run([celeryc_bin()] + list(argv), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=scaled(timeout),
+                          env=dict(os.environ, CELERY_BROKER_URL=os.environ["CELERYC_TEST_AMQP_URL"]))
 
 
 def child_pids(pid):
@@ -206,6 +214,14 @@ def test_running_run_heartbeats_logs_and_stop(worker_factory, pg_url, app):
         assert r["finished_at"] is not None
         wait_for(lambda: res.state == "REVOKED", TIMEOUT, "REVOKED result")
 
+        # End to end with the store slice's CLI: `celeryc jobs stop` (C, then the revoke).
+        rid3, res3 = send_run(app, w, db, "jobs.sleep", {"seconds": 60})
+        db.wait_status(rid3, "R")
+        out = celeryc("jobs", "stop", rid3, "--job-store", pg_url)
+        assert out.returncode == 0, out.stdout
+        r = db.wait_status(rid3, "X")
+        assert r["finished_at"] is not None
+
         # revoke(terminate=True) of a run nobody asked to stop: F.
         rid2, res2 = send_run(app, w, db, "jobs.sleep", {"seconds": 60})
         db.wait_status(rid2, "R")
@@ -324,6 +340,12 @@ def test_worker_killed_heartbeat_stops(worker_factory, pg_url, app):
         r = db.get(rid)
         assert r["status"] == "R"
         assert r["heartbeat_at"] == hb1
+        # The beat leader's reaper (cc_store_reap, here through the store CLI's debug hook).
+        out = celeryc("db", "debug", "reap", "2", "--job-store", pg_url)
+        assert out.returncode == 0, out.stdout
+        r = db.get(rid)
+        assert r["status"] == "F"
+        assert w.name in r["message"] and "no heartbeat" in r["message"], r["message"]
     finally:
         db.close()
 
