@@ -142,6 +142,11 @@ static const struct cfg_opt cfg_options[] = {
     {"job_store_upgrade", CFG_BOOL, CFG_OFF(job_store_upgrade), "false", NULL, 0, "--db-upgrade",
      NULL, 0, 0, NULL, CFG_WB, true,
      "Apply pending job store migrations at start (as `celeryc db upgrade`)."},
+    /* [jobrun] */
+    {"job_run_heartbeat_interval", CFG_DOUBLE, CFG_OFF(job_run_heartbeat_s), "10", NULL, 0,
+     "--job-run-heartbeat-interval", "SECONDS", 0.1, 3600, NULL, CFG_W, true,
+     "Seconds between heartbeats of the job runs this worker executes (with --job-store); "
+     "the beat's reaper fails a run whose heartbeat is older than its timeout."},
     {"task_queues", CFG_QUEUES, CFG_OFF(queues), "", NULL, 'Q', "--queues", "Q1,Q2", 0, 0,
      NULL, CFG_W, true,
      "Comma-separated list of queues to consume from (default: task_default_queue)."},

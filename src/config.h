@@ -114,6 +114,8 @@ struct cc_config {
     /* Job store (issue #6, src/jobstore.h). */
     char *job_store;        /* job_store, --job-store URL; NULL/"" = none */
     bool job_store_upgrade; /* job_store_upgrade, --db-upgrade: migrate at start */
+    /* [jobrun] job_run_heartbeat_interval: seconds between heartbeats of running job runs */
+    double job_run_heartbeat_s;
 };
 
 /* Which command the options are for: the table marks options per command. */

@@ -65,6 +65,7 @@
 
 #include "canvas.h"
 #include "chord.h"
+#include "jobrun.h" /* [jobrun] */
 #include "log.h"
 #include "pool.h"
 #include "pyrepr.h"
@@ -218,6 +219,8 @@ struct pool_child_state {
     size_t cap;
     struct cc_outbox **obp;   /* [canvas] where the executor's outbox lives (lazily opened) */
     struct cc_outbox *own_ob; /* prefork child / thread: its own; solo: p->solo_ob */
+    struct cc_jobrun **jrp;   /* [jobrun] its job run state (lazily), like obp */
+    struct cc_jobrun *own_jr;
 };
 
 /* Prefork child and solo master: SIGUSR1 at the soft time limit sets this (billiard's
@@ -550,7 +553,42 @@ static void pool_errbacks(struct pool_child_state *cs, const struct cc_task_requ
 struct pool_job_hooks {
     struct pool_child_state *cs;
     const json_t *args, *kwargs;
+    struct cc_jobrun *jr; /* [jobrun] the job run's state, or NULL */
 };
+
+/* [jobrun] A line the task logged, for its job run's logs. */
+static void pool_hook_log(void *ud, int level, const char *message)
+{
+    cc_jobrun_log(((struct pool_job_hooks *)ud)->jr, level, message);
+}
+
+/* [jobrun] The executor's job run state, made on its first job run (NULL: no job store). */
+static struct cc_jobrun *pool_jobrun(struct pool_child_state *cs)
+{
+    if (*cs->jrp == NULL)
+        *cs->jrp = cc_jobrun_new(cs->p->o.cfg);
+    return *cs->jrp;
+}
+
+/* [jobrun] A job run cancelled before it started: not run; REVOKED as Celery stores a
+ * revoked task, and the master acks (the report says IGNORE: no task event). */
+static void pool_run_cancelled(struct pool_child_state *cs, const struct cc_task_request *req,
+                               const json_t *args, const json_t *kwargs, uint32_t flags,
+                               struct cc_pool_report *rep)
+{
+    const struct cc_config *cfg = cs->p->o.cfg;
+    struct cc_err err = {0};
+
+    cc_info("Discarding revoked task: %s[%s]", req->shadow ? req->shadow : req->task, req->id);
+    rep->status = CC_TASK_IGNORE;
+    if ((flags & JOB_F_IGNORE_RESULT) && !cfg->store_errors_even_if_ignored)
+        return;
+    if (cc_backend_store_exc(cs->be, cfg, req, args, kwargs, "REVOKED", "celery.exceptions",
+                             "TaskRevokedError", "revoked", &err) != CC_OK) {
+        rep->store_failed = 1;
+        cc_error("Task %s[%s]: could not store REVOKED: %s", req->task, req->id, err.msg);
+    }
+}
 
 static int pool_hook_send(void *ud, const struct cc_task_request *req, const json_t *sig,
                           json_t *children, char *out_id, struct cc_err *err)
@@ -932,6 +970,13 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
 
     req.embed = json_array_get(all, 2);
     req.headers = json_array_get(all, 3);
+    /* [jobrun] a job run is marked R first; one cancelled before it started is not run */
+    const char *run_id = cfg->job_store != NULL ? cc_jobrun_header(req.headers) : NULL;
+    struct cc_jobrun *jr = run_id != NULL ? pool_jobrun(cs) : NULL;
+    if (jr != NULL && cc_jobrun_begin(jr, &req, run_id, cs->p->o.hostname) == CC_ESHUTDOWN) {
+        pool_run_cancelled(cs, &req, args, kwargs, h->flags, &rep);
+        goto report;
+    }
     if ((h->flags & JOB_F_TRACK_STARTED) && !(h->flags & JOB_F_IGNORE_RESULT)) {
         json_t *started =
             json_pack("{s:I,s:s}", "pid", (json_int_t)getpid(), "hostname", cs->p->o.hostname);
@@ -946,14 +991,19 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
      * master signals only a busy child, before reading its report); forget it. */
     atomic_store(cs->soft_flag, 0);
     /* [canvas] cc_task_send / cc_task_update_state from the task go through this executor. */
-    struct pool_job_hooks jh = {.cs = cs, .args = args, .kwargs = kwargs};
-    const struct cc_task_hooks hooks = {
-        .send = pool_hook_send, .update_state = pool_hook_update_state, .ud = &jh};
+    struct pool_job_hooks jh = {.cs = cs, .args = args, .kwargs = kwargs, .jr = jr};
+    const struct cc_task_hooks hooks = {.send = pool_hook_send,
+                                        .update_state = pool_hook_update_state,
+                                        .ud = &jh,
+                                        .run_id = jr != NULL ? run_id : NULL, /* [jobrun] */
+                                        .log = pool_hook_log};
     cc_task_set_hooks(&hooks);
     cc_task_invoke(e, &req, args, kwargs, &out);
     rep.status = out.status;
     rep.runtime_s = out.runtime_s;
     pool_child_outcome(cs, &req, args, kwargs, h->flags, &out, &rep);
+    /* [jobrun] the run's logs, then its outcome (after the result is stored) */
+    cc_jobrun_end(jr, &out);
     if (h->flags & JOB_F_EVENT_TEXT) /* [events] */
         pool_event_text(&out, &rep);
     cc_task_set_hooks(NULL);
@@ -1083,8 +1133,11 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     for (int i = 0; i < p->n; i++)
         if (p->kids[i].job_fd >= 0)
             close(p->kids[i].job_fd);
+    cs.jrp = &cs.own_jr; /* [jobrun] */
     code = pool_exec_loop(&cs);
     pool_outbox_free(cs.obp); /* [canvas] */
+    /* [jobrun] */
+    cc_jobrun_free(cs.own_jr);
     free(cs.buf);
     /* _exit: never run the master's atexit handlers or flush its stdio copies. */
     _exit(code);
@@ -1107,6 +1160,8 @@ static void *pool_thread_main(void *arg)
     if (pool_exec_loop(cs) != 0)
         cc_error("pool thread %s: job pipe broken; thread exits", name);
     pool_outbox_free(cs->obp); /* [canvas] */
+    /* [jobrun] */
+    cc_jobrun_free(cs->own_jr);
     close(cs->job_fd);
     free(cs->buf);
     free(cs);
@@ -1176,6 +1231,7 @@ static int pool_thread_start(struct cc_pool *p, int slot, struct cc_err *err)
     cs->soft_flag = &k->soft_flag;
     cs->is_thread = true;
     cs->obp = &cs->own_ob;
+    cs->jrp = &cs->own_jr; /* [jobrun] */
     k->index = slot;
     k->job_fd = fds[1];
     k->pid = getpid();
@@ -1347,7 +1403,8 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
                                       .job_fd = -1,
                                       .be = p->o.backend,
                                       .soft_flag = &pool_soft_flag,
-                                      .obp = &p->solo_ob};
+                                      .obp = &p->solo_ob,
+                                      .jrp = &p->solo_jr}; /* [jobrun] */
         struct cc_pool_report rep;
         struct job_hdr h;
 
@@ -1958,6 +2015,8 @@ void cc_pool_stop(struct cc_pool *p, bool cold, int grace_ms, int max_wait_ms,
         cc_backend_free(p->kids[i].be);
     pool_outbox_free(&p->solo_ob); /* [canvas] */
     pool_outbox_free(&p->master_ob);
+    cc_jobrun_free(p->solo_jr); /* [jobrun] */
+    p->solo_jr = NULL;
     if (p->has_solo_timer)
         timer_delete(p->solo_timer);
     if (p->report_rd >= 0)

@@ -26,6 +26,8 @@
 #include "consumer.h"
 #include "outbox.h"
 
+struct cc_jobrun; /* [jobrun] jobrun.h */
+
 /* Largest message body the pool carries to a child: the upper bound of the
  * worker_max_message_bytes option (config.c refuses more, naming this cap), from which
  * pool.c derives the largest job record a child accepts. */
@@ -139,6 +141,7 @@ struct cc_pool {
     bool is_event_text;           /* [events] children send result/exception text (-E) */
     struct cc_outbox *solo_ob;    /* [canvas] --pool solo: the master's executor outbox */
     struct cc_outbox *master_ob;  /* [canvas] ids/origin for master-side errbacks (no I/O) */
+    struct cc_jobrun *solo_jr;    /* [jobrun] --pool solo: the master's executor run state */
     timer_t solo_timer;           /* --pool solo: SIGUSR1 at the soft limit */
     bool has_solo_timer;
 };

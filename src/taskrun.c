@@ -99,6 +99,11 @@ struct taskrun_state {
     bool soft_limit_seen; /* cc_task_soft_limit_exceeded() returned true */
     json_t *children;     /* [canvas] owned array (cc_task_send), or NULL */
 
+    /* [jobrun] cc_task_run_*: 'P' / 'W' / 0, its message, counters (-1: not reported) */
+    char run_status;
+    char *run_message;
+    int64_t run_processed, run_errored;
+
     struct taskrun_block *arena;
 };
 
@@ -880,10 +885,69 @@ static void arena_free(struct taskrun_state *st)
 
 void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...)
 {
+    const struct cc_task_hooks *h = taskrun_hooks;
     va_list ap;
 
     va_start(ap, fmt);
-    cc_log_taskv(level, ctx->entry->name, str_or(ctx->req->id, ""), fmt, ap);
+    /* [jobrun] a job run's lines also go to its run logs (formatted once for both) */
+    if (h != NULL && h->run_id != NULL && h->log != NULL &&
+        (level >= CC_TASK_LOG_INFO || cc_log_enabled(level))) {
+        char *msg = vformat(fmt, ap);
+
+        cc_log_task(level, ctx->entry->name, str_or(ctx->req->id, ""), "%s", msg);
+        h->log(h->ud, level, msg);
+        free(msg);
+    } else {
+        cc_log_taskv(level, ctx->entry->name, str_or(ctx->req->id, ""), fmt, ap);
+    }
+    va_end(ap);
+}
+
+/* ---- [jobrun] Job runs ------------------------------------------------------------- */
+
+const char *cc_task_run_id(struct cc_task_ctx *ctx)
+{
+    (void)state_of(ctx);
+    return taskrun_hooks != NULL ? taskrun_hooks->run_id : NULL;
+}
+
+void cc_task_run_progress(struct cc_task_ctx *ctx, int64_t processed, int64_t errored)
+{
+    struct taskrun_state *st = state_of(ctx);
+
+    if (processed >= 0)
+        st->run_processed = processed;
+    if (errored >= 0)
+        st->run_errored = errored;
+}
+
+static void run_report(struct taskrun_state *st, char status, const char *fmt, va_list ap)
+    CC_PRINTF(3, 0);
+
+static void run_report(struct taskrun_state *st, char status, const char *fmt, va_list ap)
+{
+    if (st->run_status == 'P' && status == 'W')
+        return; /* a partial success outranks a warning */
+    free(st->run_message);
+    st->run_message = vformat(fmt, ap);
+    st->run_status = status;
+}
+
+void cc_task_run_partial(struct cc_task_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    run_report(state_of(ctx), 'P', fmt, ap);
+    va_end(ap);
+}
+
+void cc_task_run_warning(struct cc_task_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    run_report(state_of(ctx), 'W', fmt, ap);
     va_end(ap);
 }
 
@@ -1305,6 +1369,7 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
     ctx.priv = &st;
     st.raw_args = args;
     st.raw_kwargs = kwargs;
+    st.run_processed = st.run_errored = -1; /* [jobrun] not reported */
     if (args == NULL)
         args = empty_args = json_array();
     if (kwargs == NULL)
@@ -1403,6 +1468,10 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
 
     out->children = st.children; /* [canvas] kept whatever the outcome (Celery: request.children) */
     st.children = NULL;
+    out->run_status = st.run_status; /* [jobrun] the executor decides what applies */
+    out->run_message = st.run_message;
+    out->run_processed = st.run_processed;
+    out->run_errored = st.run_errored;
     json_decref(result);
     for (size_t i = 0; i < st.argc; i++)
         json_decref(st.argv[i]);
@@ -1426,5 +1495,6 @@ void cc_task_outcome_deinit(struct cc_task_outcome *o)
     free(o->traceback);
     free(o->retry_eta);
     json_decref(o->children);
+    free(o->run_message); /* [jobrun] */
     memset(o, 0, sizeof(*o));
 }

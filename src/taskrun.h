@@ -30,6 +30,11 @@ struct cc_task_outcome {
     /* [canvas] owned JSON array of result tuples of what the task applied with
      * cc_task_send (Celery's request.children), or NULL when it sent nothing. */
     json_t *children;
+    /* [jobrun] What the task reported for its job run (cc_task_run_*): 'P', 'W' or 0 (none),
+     * its message (owned, or NULL), and the counters (-1: not reported). */
+    char run_status;
+    char *run_message;
+    int64_t run_processed, run_errored;
 };
 
 /* [canvas] What an executor provides to cc_task_send / cc_task_update_state (taskrun never
@@ -43,6 +48,10 @@ struct cc_task_hooks {
     int (*update_state)(void *ud, const struct cc_task_request *req, const char *state,
                         const json_t *meta, const json_t *children, struct cc_err *err);
     void *ud;
+    /* [jobrun] The job run the task executes (cc_task_run_id), or NULL; then `log` (may be
+     * NULL) receives each line the task logs, formatted, with its level (CC_TASK_LOG_*). */
+    const char *run_id;
+    void (*log)(void *ud, int level, const char *message);
 };
 
 /* The hooks cc_task_invoke's tasks use on the calling thread (NULL: none; the calls then

@@ -50,6 +50,7 @@
 #include "events.h" /* [events] */
 #include "delaystore.h"
 #include "isotime.h"
+#include "jobrun.h" /* [jobrun] */
 #include "log.h"
 #include "pool.h"
 #include "redeliver.h"
@@ -117,6 +118,9 @@ struct worker {
     bool is_ctl_init;
     struct cc_events ev; /* [events] celeryev dispatcher (events.c) */
     bool is_blocked;     /* [blocked] a connection is blocked by the broker (worker_flow) */
+
+    /* [jobrun] job run heartbeats and the outcomes the master decides (jobrun.c) */
+    struct cc_jobkeeper *jk;
 };
 
 /* A running request whose delivery belonged to a connection that is gone: its tag means
@@ -503,6 +507,8 @@ static void worker_expire(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
     cc_events_task_revoked(&w->ev, r, false, 0, true); /* [events] */
+    /* [jobrun] a job run that expired before it could start */
+    cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: expired");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "expired");
     worker_ack(w, r);
     cc_request_free(r);
@@ -513,6 +519,8 @@ static void worker_discard_revoked(struct worker *w, struct cc_request *r)
 {
     cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
     cc_events_task_revoked(&w->ev, r, false, 0, false); /* [events] */
+    /* [jobrun] a job run revoked before it started: cancelled */
+    cc_jobkeeper_finish(w->jk, r, 'X', "revoked before it started");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "revoked");
     worker_ack(w, r);
     cc_request_free(r);
@@ -832,6 +840,9 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     m.eta_us = eta_us;
     m.parent_id = r->msg.id;
     rc = cc_msg_encode(&m, now, &out, err);
+    if (rc == CC_OK && cc_jobrun_header(r->msg.headers) != NULL) /* [jobrun] the run goes on */
+        json_object_set(out.headers, CC_JOBRUN_HEADER,
+                        json_object_get(r->msg.headers, CC_JOBRUN_HEADER));
     if (rc == CC_OK) {
         rc = worker_publish(w, r->exchange, r->routing_key, &out, err);
     }
@@ -910,6 +921,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
 
     w->running[rep->slot] = NULL;
     w->stale[rep->slot] = RUN_LIVE;
+    cc_jobkeeper_on_done(w->jk, (int)rep->slot); /* [jobrun] */
     if (r == NULL)
         return;
     w->n_done++;
@@ -936,6 +948,12 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         worker_fail_chain(w, r, "billiard.exceptions", "TimeLimitExceeded", worker_limit_args(rep));
         worker_errbacks(w, r, "billiard.exceptions", "TimeLimitExceeded", /* [canvas-exec] */
                         worker_limit_args(rep));
+        { /* [jobrun] the killed executor could not finish its run */
+            char msg[64];
+
+            snprintf(msg, sizeof(msg), "TimeLimitExceeded: %g", rep->time_limit_s);
+            cc_jobkeeper_finish(w->jk, r, 'F', msg);
+        }
         break;
     case CC_TASK_RETRY: {
         struct cc_err err = {0};
@@ -1033,11 +1051,14 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
 
     w->running[slot] = NULL;
     w->stale[slot] = RUN_LIVE;
+    cc_jobkeeper_on_done(w->jk, slot); /* [jobrun] */
     if (r == NULL)
         return;
     if (cc_control_take_terminated(&w->ctl, r->msg.id, NULL)) { /* [control] revoke terminate */
         cc_events_task_revoked(&w->ev, r, true, WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0,
                                false); /* [events] */
+        /* [jobrun] X when the run was being stopped (C), else F: the store decides */
+        cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: terminated");
         worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "terminated");
         worker_ack(w, r);
         cc_request_free(r);
@@ -1060,6 +1081,12 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+    { /* [jobrun] */
+        char text[sizeof(msg) + 20];
+
+        snprintf(text, sizeof(text), "WorkerLostError: %s", msg);
+        cc_jobkeeper_finish(w->jk, r, 'F', text);
+    }
     worker_fail_chain(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     worker_errbacks(w, r, "billiard.exceptions", "WorkerLostError", json_pack("[s]", msg));
     if (cc_events_task_on(&w->ev)) { /* [events] [tracebacks] repr and Python-shaped traceback */
@@ -1182,6 +1209,7 @@ static void worker_dispatch(struct worker *w)
             continue;
         seq = w->next_seq++;
         w->running[slot] = r;
+        cc_jobkeeper_on_dispatch(w->jk, slot, r);          /* [jobrun] heartbeats while it runs */
         cc_control_on_start(&w->ctl, slot, r);             /* [control] time_start, stats total */
         w->pool.is_event_text = cc_events_task_on(&w->ev); /* [events] */
         cc_events_task_started(&w->ev, r);                 /* [events] */
@@ -1758,6 +1786,11 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("pool: %s", err.msg);
         goto out;
     }
+    /* [jobrun] after the fork of the first children: they never see its connection */
+    if (cc_jobkeeper_start(cfg, w.pool.n_slots_max, &w.jk, &err) != CC_OK) {
+        cc_crit("start-up: %s", err.msg);
+        goto out;
+    }
     /* [poolsize] by slot, for every slot pool_grow may use */
     w.running = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.running));
     w.stale = cc_xcalloc((size_t)w.pool.n_slots_max, sizeof(*w.stale));
@@ -1780,6 +1813,7 @@ out:
         cc_pool_stop(&w.pool, cold, 2000, w.is_broker_lost ? WORKER_BROKER_LOST_WAIT_MS : -1,
                      worker_is_cold_now, &w);
     }
+    cc_jobkeeper_stop(w.jk, 5000); /* [jobrun] queued outcomes get 5 s */
     worker_flush_acks(&w);
     if (w.is_connected)                                                        /* [events] */
         cc_events_offline(&w.ev, w.pool.n_busy, cc_control_processed(&w.ctl)); /* [flower] */

@@ -58,6 +58,9 @@ const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_conf_chain_add,
     &cc_task_conf_chord_add,
     &cc_task_it_count_sleep,
-    &cc_task_it_wait_key, /* [blocked] */
+    &cc_task_it_wait_key,       /* [blocked] */
+    &cc_task_jobs_index_events, /* [jobrun] */
+    &cc_task_jobs_sleep,
+    &cc_task_jobs_fail,
     NULL,
 };

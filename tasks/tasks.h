@@ -31,6 +31,11 @@ extern const struct cc_task_entry cc_task_demo_progress; /* [canvas] */
 extern const struct cc_task_entry cc_task_it_count_sleep;
 extern const struct cc_task_entry cc_task_it_wait_key; /* [blocked] */
 
+/* tasks/jobs.c: job run examples and the job run tests' tasks. [jobrun] */
+extern const struct cc_task_entry cc_task_jobs_index_events;
+extern const struct cc_task_entry cc_task_jobs_sleep;
+extern const struct cc_task_entry cc_task_jobs_fail;
+
 /* tasks/conformance.c: Celery's t/integration/tasks.py. */
 extern const struct cc_task_entry cc_task_conf_identity;
 extern const struct cc_task_entry cc_task_conf_add;

@@ -275,6 +275,36 @@ int cc_task_send(struct cc_task_ctx *ctx, json_t *sig, char out_id[37]);
  * executor), or the backend's error. */
 int cc_task_update_state(struct cc_task_ctx *ctx, const char *state, json_t *meta);
 
+/* ---- Job runs (issue #6) ---------------------------------------------------------------
+ *
+ * A job run is a message that `celeryc beat` (or `celeryc jobs run`) sent for a job of the
+ * job store: it carries the AMQP header `celeryc_run` (the run's id). A worker started with
+ * --job-store marks the run R before `run` and S / F / P / W / X after it, and copies the
+ * task's log lines (cc_task_log and friends) into the run's logs (README "Job runs in the
+ * worker"). A job's kwargs get `since` (the job's since_kwarg): the ISO-8601 UTC start of the
+ * job's last successful (S, P or W) run, or None when there was none; declare it in the
+ * signature ("since=None") and read it with cc_task_arg like any other argument.
+ *
+ * These calls are harmless no-ops outside a job run or without a job store, so the same task
+ * runs unchanged from a plain `send_task`. */
+
+/* The id of the job run this task executes, or NULL (not a job run, or no job store). */
+const char *cc_task_run_id(struct cc_task_ctx *ctx);
+
+/* Counters of the run: entries processed and entries in error so far. May be called any
+ * number of times; the last values are written when the run finishes. A negative value
+ * leaves that counter as it is. */
+void cc_task_run_progress(struct cc_task_ctx *ctx, int64_t processed, int64_t errored);
+
+/* The run ends as P (partial success) with this message instead of S when the task returns
+ * CC_OK. The Celery result is still SUCCESS with the return value. A failure (the task
+ * raises) still ends the run as F. The last message wins. */
+void cc_task_run_partial(struct cc_task_ctx *ctx, const char *fmt, ...) CC_PRINTF(2, 3);
+
+/* The run ends as W (success with a warning) with this message when the task returns CC_OK
+ * and did not also report a partial success (P wins over W). The last message wins. */
+void cc_task_run_warning(struct cc_task_ctx *ctx, const char *fmt, ...) CC_PRINTF(2, 3);
+
 /* ---- Memory and logging --------------------------------------------------------------- */
 
 /* Scratch memory released when `run` returns. Never NULL (the executor exits on OOM, the
@@ -289,7 +319,9 @@ enum cc_task_log_level {
 };
 
 /* Log a line tagged with the task name and id, like Celery's task logger:
- *   [2026-11-23 10:00:00,123: INFO/ForkPoolWorker-1] demo.add[<id>]: message */
+ *   [2026-11-23 10:00:00,123: INFO/ForkPoolWorker-1] demo.add[<id>]: message
+ * Inside a job run the line also goes to the run's logs (INFO and above; DEBUG too when the
+ * worker logs at DEBUG), written in batches. */
 void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...) CC_PRINTF(3, 4);
 
 #define cc_task_debug(ctx, ...) cc_task_log((ctx), CC_TASK_LOG_DEBUG, __VA_ARGS__)
