@@ -157,7 +157,7 @@ def pg_url(services):
     if not os.environ.get("CELERYC_TEST_PG_URL"):
         pytest.skip("no Postgres (CELERYC_TEST_PG_URL unset)")
     name = "it_" + uuid.uuid4().hex[:12]
-    _pg_admin_exec("CREATE DATABASE %s" % name)
+    _pg_admin_exec("CREATE DATABASE %s OWNER celeryc" % name)
     base = os.environ["CELERYC_TEST_PG_URL"].rsplit("/", 1)[0]
     try:
         yield "%s/%s" % (base, name)

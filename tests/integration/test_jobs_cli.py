@@ -64,31 +64,6 @@ def sql(url, query, params=()):
 
 
 @pytest.fixture
-def pg_url(services):
-    """conftest's pg_url, with a drop that retries: DROP DATABASE ... WITH (FORCE) as the
-    non-superuser test role fails (InsufficientPrivilege) while an autovacuum worker, started
-    by the migration's catalog churn, is in the database; it leaves within a moment."""
-    import psycopg2
-    from conftest import _pg_admin_exec
-    if not os.environ.get("CELERYC_TEST_PG_URL"):
-        pytest.skip("no Postgres (CELERYC_TEST_PG_URL unset)")
-    name = "it_" + uuid.uuid4().hex[:12]
-    _pg_admin_exec("CREATE DATABASE %s" % name)
-    try:
-        yield "%s/%s" % (os.environ["CELERYC_TEST_PG_URL"].rsplit("/", 1)[0], name)
-    finally:
-        end = time.monotonic() + scaled(30)
-        while True:
-            try:
-                _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
-                break
-            except psycopg2.errors.InsufficientPrivilege:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.2)
-
-
-@pytest.fixture
 def store(pg_url):
     """A migrated job store: its URL."""
     ok("db", "upgrade", url=pg_url)
