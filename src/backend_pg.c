@@ -24,10 +24,11 @@
  * Columns from the encoded meta the backend contract hands us (backend.h: the redis JSON):
  *   status, traceback as text; date_done naive UTC (null for non-ready states, as Celery sets
  *   it); result = proto/pickle.c's protocol-2 pickle of the value, exception dicts with
- *   exc_message as a tuple; with result_extended (the meta has "name"): name, args and kwargs
- *   as result_serializer (JSON) bytes exactly as Celery's encode() writes them ("[2, 3]"),
- *   worker, retries, queue. Without it, the extended columns are not touched (Celery's Task
- *   model does not map them). children/group_id/parent_id have no column (as in Celery).
+ *   exc_message as a tuple, NULL for None (PickleType binds None as NULL); with result_extended
+ * (the meta has "name"): name, args and kwargs as result_serializer (JSON) bytes exactly as
+ * Celery's encode() writes them ("[2, 3]"), worker, retries, queue. Without it, the extended
+ * columns are not touched (Celery's Task model does not map them). children/group_id/parent_id have
+ * no column (as in Celery).
  *
  * Connections: one PGconn per process, opened lazily; a failed statement drops it, so the next
  * attempt reconnects, checks the tables and prepares its statements again. Retries are
@@ -332,9 +333,13 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
         goto out;
     }
     status = pg_meta_str(meta, "status");
-    rc = cc_pickle_result(status, json_object_get(meta, "result"), &pickled, &pickled_len, err);
-    if (rc != CC_OK)
-        goto out;
+    jv = json_object_get(meta, "result");
+    /* SQLAlchemy's PickleType binds None as NULL, not as a pickle of None. */
+    if (jv != NULL && !json_is_null(jv)) {
+        rc = cc_pickle_result(status, jv, &pickled, &pickled_len, err);
+        if (rc != CC_OK)
+            goto out;
+    }
     vals[0] = task_id;
     vals[1] = status;
     vals[2] = pickled;
