@@ -185,7 +185,8 @@ static int celery_chord_unlock(struct cc_task_ctx *ctx, const json_t *args, cons
     if (rc == CC_EUNSUPP) {
         /* [pgb] e.g. the database backend: fail the body too, so a client waiting on it gets
          * ChordError rather than waiting forever. */
-        unlock_fail_body(ctx, be, body, err.msg);
+        if (be != NULL)
+            unlock_fail_body(ctx, be, body, err.msg);
         return cc_task_raise(ctx, "celery.exceptions", "ChordError", "%s", err.msg);
     }
     if (rc != CC_OK || !is_ready) {
