@@ -307,9 +307,10 @@ static const char *pg_meta_str(const json_t *meta, const char *key)
 }
 
 static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_text, size_t len,
-                    struct cc_err *err)
+                    struct cc_err *out_err)
 {
     struct pg_backend *pb = (struct pg_backend *)b;
+    struct cc_err lerr = {0}, *err = &lerr; /* the messages below are built in place */
     json_error_t jerr;
     json_t *meta = json_loadb(meta_text, len, 0, &jerr);
     const char *status;
@@ -330,13 +331,15 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
     if (pg_utf8_chars(task_id) > PG_VARCHAR_MAX) {
         rc = cc_err_set(err, CC_EINVAL, "task id longer than %d characters (celery_taskmeta)",
                         PG_VARCHAR_MAX);
-        goto out;
+        goto drop;
     }
     status = pg_meta_str(meta, "status");
     jv = json_object_get(meta, "result");
     /* SQLAlchemy's PickleType binds None as NULL, not as a pickle of None. */
     if (jv != NULL && !json_is_null(jv)) {
         rc = cc_pickle_result(status, jv, &pickled, &pickled_len, err);
+        if (rc == CC_ERANGE)
+            goto drop;
         if (rc != CC_OK)
             goto out;
     }
@@ -387,6 +390,12 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
          * attempt starts on a new connection that checks the tables and prepares again. */
         pg_drop(pb);
     }
+    goto out;
+drop:
+    /* This result can never be stored (retrying, or requeueing an acks_late message, would
+     * loop forever): say so once and carry on, as for any task whose result is lost. */
+    cc_error("Task [%s]: result not stored in Postgres: %s", task_id, err->msg);
+    rc = CC_OK;
 out:
     PQclear(res);
     json_decref(meta);
@@ -396,6 +405,8 @@ out:
     free(name);
     free(worker);
     free(queue);
+    if (rc != CC_OK && out_err != NULL)
+        *out_err = lerr;
     return rc;
 }
 

@@ -298,6 +298,21 @@ def test_retry_state(worker_factory, pg_url, db):
     assert done["id"] == retry["id"] and done["status"] == "SUCCESS" and done["retries"] == 1
 
 
+@c_only
+def test_task_id_too_long_is_not_requeued_forever(worker_factory, pg_url, db):
+    """celery_taskmeta.task_id is varchar(155): a longer id can never be stored. The worker
+    says so and carries on (acks_late: no endless requeue), like any lost result."""
+    w = start_worker(worker_factory, pg_url, acks_late=True)
+    app = client(pg_url)
+    long_id = "x" * 200
+    app.send_task("demo.add", args=[1, 2], queue=w.queue, task_id=long_id)
+    w.wait_log(r"result not stored in Postgres: task id longer than 155", TIMEOUT)
+    r = app.send_task("demo.add", args=[2, 3], queue=w.queue)
+    assert r.get(timeout=TIMEOUT) == 5
+    assert w.log().count("demo.add[%s] succeeded" % long_id) == 1
+    assert "requeueing" not in w.log()
+
+
 # ---- Python and C workers on the same tables --------------------------------------------------
 
 def _run_set(app, queue):
