@@ -11,9 +11,13 @@ pickle.dumps(value, protocol=2) where Python shares no object.
 CELERYC_IT_IMPL=python runs the single-implementation tests against the Python worker.
 """
 import datetime
+import glob
 import os
 import pickle
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 
 import psycopg2
@@ -21,7 +25,7 @@ import pytest
 from celery import Celery
 from celery.exceptions import ChordError, TimeoutError as CeleryTimeout
 
-from conftest import IMPL, TIMEOUT, c_only, scaled, unique_queue, wait_for
+from conftest import IMPL, TIMEOUT, c_only, free_port, scaled, wait_for
 
 T = "t.integration.tasks."
 
@@ -431,6 +435,88 @@ def test_outage_longer_than_retries_acks_late(worker_factory, pg_url, db, admin)
     assert db.row(r.id)["status"] == "SUCCESS"
     assert w.proc.poll() is None
     assert len(re.findall(r"demo.sleep\[%s\] succeeded" % r.id, w.log())) == 2
+
+
+class PrivatePostgres:
+    """A throw-away Postgres cluster on a free loopback port that a test may stop and start
+    (the services' own server is shared by the whole session). Trust auth, loopback only; as
+    root it runs as the system user postgres, as scripts/services.sh does."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            pytest.skip("no initdb")
+        self.bin = os.path.dirname(bins[-1])
+        self.dir = tempfile.mkdtemp(prefix="ccit-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.drop = []
+        os.makedirs(self.data)
+        if os.geteuid() == 0:
+            self.drop = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+            shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(self.data, "postgres", "postgres")
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.data, 0o700)
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--locale=C.UTF-8")
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n"
+                    "fsync = off\nlog_min_messages = warning\n" % (self.port, self.dir))
+        self.start()
+        self.url = "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
+
+    def _run(self, tool, *args):
+        subprocess.run(self.drop + [os.path.join(self.bin, tool)] + list(args), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=scaled(60), cwd=self.dir)
+
+    def start(self):
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w",
+                  "-t", str(int(scaled(30))), "start")
+
+    def stop(self, mode="fast"):
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", str(int(scaled(30))),
+                  "stop")
+
+    def close(self):
+        try:
+            self.stop("immediate")
+        except Exception:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_pg(services):
+    p = PrivatePostgres()
+    yield p
+    p.close()
+
+
+@c_only
+def test_postgres_restart_mid_run(worker_factory, private_pg):
+    """The server stopped (sessions closed), down for a few seconds, started again, while
+    tasks finish: no crash, every result lands (acks_late)."""
+    w = start_worker(worker_factory, private_pg.url, acks_late=True, concurrency=2)
+    db = DB(private_pg.url)
+    app = client(private_pg.url)
+    rs = [app.send_task("demo.sleep", args=[0.2], queue=w.queue) for _ in range(20)]
+    db.wait_row(rs[2].id, ("SUCCESS",))
+    db.close()
+    private_pg.stop()
+    time.sleep(scaled(3))
+    private_pg.start()
+    db = DB(private_pg.url)
+    try:
+        for r in rs:
+            assert r.get(timeout=TIMEOUT) == 0.2
+        assert db.query("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0] \
+            == 20
+    finally:
+        db.close()
+    assert w.proc.poll() is None
+    assert "stores succeed again" in w.log()
 
 
 # ---- Chords ---------------------------------------------------------------------------------
