@@ -36,8 +36,11 @@ int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out, struct
     if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
         strncmp(url, "unix://", 7) == 0)
         return cc_backend_redis_new(url, cfg->result_expires_s, out, err);
-    return cc_err_set(err, CC_EUNSUPP, "result backend not supported (use redis:// or none): %.60s",
-                      url);
+    if (strncmp(url, "db+", 3) == 0) /* [pgb] Celery's database backend on Postgres */
+        return cc_backend_pg_new(url, cfg->result_expires_s, out, err);
+    return cc_err_set(
+        err, CC_EUNSUPP,
+        "result backend not supported (use redis://, db+postgresql:// or none): %.60s", url);
 }
 
 void cc_backend_after_fork(struct cc_backend *b)

@@ -22,7 +22,7 @@
 struct cc_backend;
 
 struct cc_backend_ops {
-    const char *name; /* "redis", "none" */
+    const char *name; /* "redis", "postgres", "none" */
     /* Store the encoded meta `meta` (len bytes) for `task_id`, expiring after expires_s
      * (0 = never). One attempt (reconnecting first if there is no connection); retries are
      * cc_backend_store's. Returns CC_OK or CC_EBACKEND (detail in err). */
@@ -108,6 +108,20 @@ int cc_backend_store_exc(struct cc_backend *b, const struct cc_config *cfg,
 int cc_backend_redis_new(const char *url, int64_t expires_s, struct cc_backend **out,
                          struct cc_err *err) CC_MUST_USE;
 struct cc_backend *cc_backend_none_new(void);
+
+/* [pgb] Postgres (backend_pg.c): Celery's database backend, db+postgresql:// (also
+ * db+postgres://, db+postgresql+<driver>://). Connects once now (a warning if it cannot) and
+ * creates Celery's tables when missing. CC_EURL for a URL libpq cannot parse. */
+int cc_backend_pg_new(const char *url, int64_t expires_s, struct cc_backend **out,
+                      struct cc_err *err) CC_MUST_USE;
+
+/* [pgb] The libpq URI of a db+postgresql:// URL into buf ("postgresql://..."): "db+" and any
+ * "+driver" dropped. Returns its length, or -1 (not such a URL, or buf too small). Pure. */
+int cc_backend_pg_conninfo(const char *url, char *buf, size_t size);
+
+/* [pgb] Check a db+... result backend URL without connecting (config.c): CC_OK, or CC_EURL
+ * with the reason in err (not Postgres, or libpq cannot parse it). */
+int cc_backend_pg_check_url(const char *url, struct cc_err *err) CC_MUST_USE;
 
 /* [canvas-chord] A general-purpose Redis client on the backend's URL (src/redis.h), for
  * chord keys (src/chord.c): opened lazily, owned by the backend, dropped in a forked child

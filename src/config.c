@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h" /* [pgb] cc_backend_pg_check_url */
 #include "config.h"
 #include "log.h"
 #include "pool.h"
@@ -133,8 +134,8 @@ static const struct cfg_opt cfg_options[] = {
      "Broker URL (amqp://user:password@host:port/vhost, amqps:// for TLS)."},
     {"result_backend", CFG_BACKEND, CFG_OFF(result_backend), "none", "CELERY_RESULT_BACKEND",
      0, "--result-backend", "URL", 0, 0, NULL, CFG_W, true,
-     "Result backend URL (redis://host:port/db, unix:///path?db=N); \"none\" or empty "
-     "stores no results."},
+     "Result backend URL (redis://host:port/db, unix:///path?db=N, "
+     "db+postgresql://user:password@host:port/db); \"none\" or empty stores no results."},
     {"job_store", CFG_STR, CFG_OFF(job_store), "", "CELERYC_JOB_STORE", 0, "--job-store", "URL",
      0, 0, NULL, CFG_WB, true,
      "Job store (postgresql://user:password@host:port/db): jobs, runs and run logs; the "
@@ -454,7 +455,8 @@ static bool cfg_backend_is_none(const char *v)
     return *v == '\0' || strcasecmp(v, "none") == 0 || strcasecmp(v, "disabled") == 0;
 }
 
-/* The backends src/backend.c implements: Redis (redis://, rediss://, unix://) and none.
+/* The backends src/backend.c implements: Redis (redis://, rediss://, unix://), [pgb] Postgres
+ * (db+postgresql://) and none.
  * Anything else fails here, at start-up, rather than at the first result. */
 static int cfg_check_backend(const char *v, char *prob, size_t probsz)
 {
@@ -463,9 +465,18 @@ static int cfg_check_backend(const char *v, char *prob, size_t probsz)
 
     if (cfg_backend_is_none(v))
         return CC_OK;
+    if (strncmp(v, "db+", 3) == 0) { /* [pgb] Celery's database backend (Postgres) */
+        if (cc_backend_pg_check_url(v, &uerr) != CC_OK) {
+            snprintf(prob, probsz, "%s", uerr.msg);
+            return CC_ECONFIG;
+        }
+        return CC_OK;
+    }
     if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "rediss://", 9) != 0 &&
         strncmp(v, "unix://", 7) != 0) {
-        snprintf(prob, probsz, "unsupported backend '%.40s' (use redis://, unix:// or none)", v);
+        snprintf(prob, probsz,
+                 "unsupported backend '%.40s' (use redis://, unix://, db+postgresql:// or none)",
+                 v);
         return CC_ECONFIG;
     }
     if (cc_url_parse_redis(v, &ru, &uerr) != CC_OK) {

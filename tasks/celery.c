@@ -182,8 +182,13 @@ static int celery_chord_unlock(struct cc_task_ctx *ctx, const json_t *args, cons
     bound = json_is_integer(max_retries) ? (long)json_integer_value(max_retries)
                                          : cc_chord_unlock_max_retries(cfg, interval_s);
     rc = cc_chord_unlock_join(be, tuples, &is_ready, &results, &failed_id, &failed_repr, &err);
-    if (rc == CC_EUNSUPP)
+    if (rc == CC_EUNSUPP) {
+        /* [pgb] e.g. the database backend: fail the body too, so a client waiting on it gets
+         * ChordError rather than waiting forever. */
+        if (be != NULL)
+            unlock_fail_body(ctx, be, body, err.msg);
         return cc_task_raise(ctx, "celery.exceptions", "ChordError", "%s", err.msg);
+    }
     if (rc != CC_OK || !is_ready) {
         struct cc_task_retry_opts ro = {.countdown_s = interval_s,
                                         .max_retries = CC_MAX_RETRIES_FOREVER};
