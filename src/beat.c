@@ -168,6 +168,17 @@ static void stats_log(struct beat *bt)
            bt->dispatched, (int)p50, (int)p99, cpu_ms);
 }
 
+/* One debug line per confirmed message, with the slot (tests check slots across restarts). */
+static void log_sent(const char *name, int64_t slot_us, const char *task_id)
+{
+    char b[40];
+
+    if (!cc_log_enabled(CC_LOG_DEBUG))
+        return;
+    cc_debug("beat: sent %s slot %s id %s", name,
+             slot_us ? cc_iso_format(slot_us, 1, b, sizeof(b)) : "-", task_id);
+}
+
 /* ---- Broker ------------------------------------------------------------------------------ */
 
 static int64_t backoff_us(int fails)
@@ -815,6 +826,7 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
     bt->dispatched++;
     if (slot_us != 0 && !is_catchup)
         stats_add(bt, cc_now_us() - slot_us);
+    log_sent(entry != NULL ? entry : run_id, slot_us, task_id);
     json_object_del(bt->run_attempts, run_id);
     if (cc_store_run_mark_sent(bt->st, run_id, &err) != CC_OK)
         store_failed(bt, "mark sent", &err); /* the sweep may send it again: same task id */
@@ -955,6 +967,7 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     bt->dispatched++;
     if (!e->is_catchup)
         stats_add(bt, cc_now_us() - e->slot_us);
+    log_sent(e->name, e->slot_us, task_id);
     entry_advance(bt, e, true);
     return DISPATCH_DONE;
 }
