@@ -61,7 +61,8 @@ extern char **environ;
 #define BEAT_SWEEP_S           5
 #define BEAT_JOBS_RELOAD_S     300 /* safety net; changes arrive by NOTIFY */
 #define BEAT_RUN_SEND_ATTEMPTS 5
-#define BEAT_BATCH_MAX         2000
+#define BEAT_BATCH_MAX         5000
+#define BEAT_PIPELINE          1000 /* publishes per wait for confirms */
 #define BEAT_BATCH_US          300000
 #define BEAT_UNSENT_LIMIT      500
 #define BEAT_EX_CONFIG         78 /* EX_CONFIG */
@@ -100,6 +101,11 @@ struct beat {
     struct beat_entry **files; /* schedule-file entries (also in heap/ix) */
     size_t n_files;
     bool state_dirty;
+    /* pipelined publishes of file entries awaiting their confirms (one routing key) */
+    struct beat_entry **pend;
+    size_t n_pend, cap_pend;
+    char pend_route[600];
+    uint64_t pend_seq;
 
     /* stats */
     uint64_t dispatched;
@@ -236,10 +242,12 @@ struct beat_send {
     const char *run_id;
 };
 
-/* Encode (cc_msg_encode, as `celeryc call`) and publish with confirm. Routing as Celery's
+/* Encode (cc_msg_encode, as `celeryc call`) and publish with confirm (seq NULL: wait for it;
+ * else pipelined, *seq = its confirm number). Routing as Celery's
  * send_task_message for a direct queue: exchange "" and routing key = the queue name, unless
  * both exchange and routing_key are given (§1.2). */
-static int beat_publish(struct beat *bt, const struct beat_send *s, struct cc_err *err)
+static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *seq,
+                        struct cc_err *err)
 {
     struct cc_msg m;
     struct cc_msg_out out;
@@ -283,7 +291,10 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, struct cc_er
         exchange = s->exchange;
         rk = s->routing_key != NULL ? s->routing_key : queue;
     }
-    rc = cc_broker_publish_confirmed(&bt->b, exchange, rk, &out, BEAT_CONFIRM_MS, err);
+    if (seq != NULL) /* pipelined: the caller waits for the confirms of the batch */
+        rc = cc_broker_publish_pipelined(&bt->b, exchange, rk, &out, seq, err);
+    else
+        rc = cc_broker_publish_confirmed(&bt->b, exchange, rk, &out, BEAT_CONFIRM_MS, err);
     cc_msg_out_deinit(&out);
     if (rc == CC_ENOTFOUND_Q) {
         cc_err_set(err, CC_ENOTFOUND_Q,
@@ -816,7 +827,7 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
         cc_info("Scheduler: Sending due task %s (%s)", entry, s.task ? s.task : "?");
     else
         cc_info("Scheduler: Sending run %s of job %s (%s)", run_id, job_id, s.task ? s.task : "?");
-    rc = s.task != NULL ? beat_publish(bt, &s, &err)
+    rc = s.task != NULL ? beat_publish(bt, &s, NULL, &err)
                         : cc_err_set(&err, CC_EINVAL, "job has no task");
     json_decref(kwargs);
     if (rc != CC_OK) {
@@ -916,20 +927,68 @@ static bool is_lease_lost(const struct cc_err *err)
     return err->code == CC_EAGAIN && strstr(err->msg, "lease") != NULL;
 }
 
+/* Wait for the confirms of the pipelined batch and settle its entries: confirmed -> next
+ * slot; otherwise each is retried (an unroutable batch: every message of it had the same
+ * routing key, so all of them were returned). */
+static void flush_pending(struct beat *bt)
+{
+    struct cc_err err = {0};
+    int rc;
+
+    if (bt->n_pend == 0)
+        return;
+    if (bt->b_ok)
+        rc = cc_broker_wait_confirms(&bt->b, bt->pend_seq, BEAT_CONFIRM_MS, &err);
+    else
+        rc = cc_err_set(&err, CC_EBROKER, "broker connection lost before the confirms");
+    if (rc == CC_ENOTFOUND_Q)
+        cc_err_set(&err, CC_ENOTFOUND_Q,
+                   "unroutable: no queue is bound for %s (start a worker for the queue first)",
+                   bt->pend_route);
+    else if (rc != CC_OK)
+        broker_lost(bt);
+    for (size_t i = 0; i < bt->n_pend; i++) {
+        struct beat_entry *e = bt->pend[i];
+
+        if (rc != CC_OK) {
+            entry_retry(bt, e, &err);
+            continue;
+        }
+        bt->dispatched++;
+        if (!e->is_catchup)
+            stats_add(bt, cc_now_us() - e->slot_us);
+        log_sent(e->name, e->slot_us, e->claimed_task_id);
+        entry_advance(bt, e, true);
+    }
+    bt->n_pend = 0;
+}
+
+static void entry_route(const struct beat *bt, const struct beat_entry *e, char *buf, size_t size)
+{
+    const char *queue = e->queue ? e->queue : bt->cfg->default_queue;
+
+    if (e->exchange != NULL)
+        snprintf(buf, size, "exchange '%s' routing key '%s'", e->exchange,
+                 e->routing_key ? e->routing_key : queue);
+    else
+        snprintf(buf, size, "exchange '' routing key '%s'", queue);
+}
+
 static int dispatch_file(struct beat *bt, struct beat_entry *e)
 {
     struct cc_err err = {0};
     struct beat_send s;
-    char task_id[37];
+    char route[600];
+    uint64_t seq = 0;
     int rc;
 
     if (store_mode(bt) && e->claimed_slot_us == e->slot_us) {
-        memcpy(task_id, e->claimed_task_id, sizeof(task_id)); /* retrying a claimed slot */
+        /* retrying a slot this beat claimed: same task id */
     } else {
-        cc_uuid4(task_id);
+        cc_uuid4(e->claimed_task_id);
         if (store_mode(bt)) {
             rc = cc_store_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
-                                      task_id, &err);
+                                      e->claimed_task_id, &err);
             if (rc == CC_EAGAIN && is_lease_lost(&err)) {
                 step_down(bt, err.msg);
                 return DISPATCH_STOP;
@@ -945,12 +1004,15 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
                 return DISPATCH_STOP;
             }
             e->claimed_slot_us = e->slot_us;
-            memcpy(e->claimed_task_id, task_id, sizeof(task_id));
         }
     }
+    /* One batch per routing key (see flush_pending), at most BEAT_PIPELINE messages. */
+    entry_route(bt, e, route, sizeof(route));
+    if (bt->n_pend > 0 && (strcmp(route, bt->pend_route) != 0 || bt->n_pend >= BEAT_PIPELINE))
+        flush_pending(bt);
     memset(&s, 0, sizeof(s));
     s.task = e->task;
-    s.task_id = task_id;
+    s.task_id = e->claimed_task_id;
     s.args = e->args;
     s.kwargs = e->kwargs;
     s.queue = e->queue;
@@ -959,16 +1021,25 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     s.priority = e->priority;
     s.expires_s = e->expires_s;
     cc_info("Scheduler: Sending due task %s (%s)", e->name, e->task);
-    rc = beat_publish(bt, &s, &err);
+    rc = beat_publish(bt, &s, &seq, &err);
     if (rc != CC_OK) {
+        if (rc != CC_ENOTFOUND_Q)
+            broker_lost(bt);
+        flush_pending(bt); /* fails them too when the connection is gone */
         entry_retry(bt, e, &err);
         return DISPATCH_RETRY;
     }
-    bt->dispatched++;
-    if (!e->is_catchup)
-        stats_add(bt, cc_now_us() - e->slot_us);
-    log_sent(e->name, e->slot_us, task_id);
-    entry_advance(bt, e, true);
+    if (bt->n_pend == bt->cap_pend) {
+        bt->cap_pend = bt->cap_pend ? bt->cap_pend * 2 : 64;
+        bt->pend = cc_xrealloc(bt->pend, bt->cap_pend * sizeof(*bt->pend));
+    }
+    if (bt->n_pend == 0)
+        snprintf(bt->pend_route, sizeof(bt->pend_route), "%s", route);
+    bt->pend[bt->n_pend++] = e;
+    bt->pend_seq = seq;
+    /* Out of the heap's way until its confirm settles it. */
+    e->wake_us = INT64_MAX;
+    beat_heap_fix(&bt->heap, e);
     return DISPATCH_DONE;
 }
 
@@ -1070,6 +1141,8 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
             cc_warn("beat: %s: %" PRId64 " slot(s) passed while the loop was busy: one run "
                     "for the latest",
                     e->name, merged);
+        if (e->is_job)
+            flush_pending(bt); /* run messages are confirmed one by one */
         rc = e->is_job ? dispatch_job(bt, e) : dispatch_file(bt, e);
         if (rc == DISPATCH_STOP)
             break;
@@ -1078,6 +1151,7 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
         if (!bt->b_ok && bt->b_retry_mono > cc_mono_us())
             break; /* broker down: every due entry is waiting for it */
     }
+    flush_pending(bt);
 }
 
 /* ---- Start-up ---------------------------------------------------------------------------- */
@@ -1155,6 +1229,7 @@ static void beat_free(struct beat *bt)
     json_decref(bt->jobs_changed);
     json_decref(bt->run_attempts);
     free(bt->lat_ms);
+    free(bt->pend);
     beat_tz_cache_free();
 }
 
