@@ -22,7 +22,7 @@ def _leaders(beats):
             and "no longer the leader" not in b.log()[b.log().rfind("leader now"):]]
 
 
-def test_three_beats_one_dispatcher_takeover_after_kill9(beat_factory, amqp_conn, pg_url):
+def test_three_beats_one_dispatcher_takeover_after_kill9(pg_url, beat_factory, amqp_conn):
     q = unique_queue("beat-ha")
     _declare(amqp_conn, q)
     try:
