@@ -1322,7 +1322,7 @@ static int beat_run(struct beat *bt)
 
         /* Sleep until the next due entry, the lease, the sweep, or max_loop_interval. */
         wait_us = (int64_t)(bt->cfg->beat_max_loop_interval_s * 1e6);
-        if (may_dispatch(bt) && beat_heap_top(&bt->heap) != NULL)
+        if (may_dispatch(bt) && (!store_mode(bt) || bt->st_ok) && beat_heap_top(&bt->heap) != NULL)
             wait_us = min64(wait_us, beat_heap_top(&bt->heap)->wake_us - cc_now_us());
         if (store_mode(bt)) {
             now_mono = cc_mono_us();
