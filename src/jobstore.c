@@ -254,8 +254,6 @@ static const char *us_param(char buf[24], int64_t us)
     return buf;
 }
 
-#define SQL_US(p) "('epoch'::timestamptz + (" p ")::bigint * interval '1 microsecond')"
-
 /* Append `s` to a Postgres array literal as a quoted element; invalid UTF-8 bytes become '?'
  * (the server would refuse the whole batch for one bad byte). */
 static void array_add(char **buf, size_t *len, size_t *cap, const char *str)
@@ -518,7 +516,14 @@ static int validate_schedule(const json_t *sch, struct cc_err *err)
             val[i] = f != NULL ? json_string_value(f) : "*";
         }
         if (cc_sched_crontab(&sc, val[0], val[1], val[2], val[3], val[4], &e2) != CC_OK)
-            return cc_err_set(err, CC_EINVAL, "invalid crontab: %s", e2.msg);
+            return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
+        /* Celery accepts a crontab that matches no date (30 February) and fails at run time
+         * ("unable to rollover"); refuse it here instead of storing a job that never runs. */
+        {
+            int64_t now = cc_now_us(), next = 0;
+            if (cc_sched_next(&sc, now, now, NULL, &next, &e2) != CC_OK)
+                return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
+        }
         return CC_OK;
     }
     return cc_err_set(err, CC_EINVAL, "schedule: unknown type '%.40s' (interval or crontab)", type);
@@ -855,6 +860,17 @@ static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, str
 /* The run columns as json, for RETURNING/SELECT on alias r. */
 #define RUN_JSON "row_to_json(r)"
 
+/* The insert of cc_store_run_create: a conflict on (job, slot, attempt) or on retry_of
+ * inserts nothing (-> "exists"). */
+static const char run_insert_sql[] =
+    "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, kwargs, queue, "
+    "scheduled_for, not_before, attempt, retry_of, epoch) "
+    "SELECT $1::uuid, j.id, $3::text, $4::text, COALESCE($5::jsonb, j.args), "
+    "COALESCE($6::jsonb, j.kwargs), COALESCE($7::text, j.queue), ('epoch'::timestamptz + "
+    "($8)::bigint * interval '1 microsecond'), ('epoch'::timestamptz + ($9)::bigint * interval '1 "
+    "microsecond'), $10::int, $11::uuid, $12::bigint FROM celeryc.jobs j WHERE j.id = $2::uuid "
+    "ON CONFLICT DO NOTHING RETURNING " RUN_JSON;
+
 int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
                         json_t **cancelled, struct cc_err *err)
 {
@@ -938,16 +954,7 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
                                 att,
                                 rn->retry_of,
                                 ep};
-        rc = sql_json(s, "run create",
-                      "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, "
-                      "kwargs, queue, scheduled_for, not_before, attempt, retry_of, epoch) "
-                      "SELECT $1::uuid, j.id, $3::text, $4::text, COALESCE($5::jsonb, j.args), "
-                      "COALESCE($6::jsonb, j.kwargs), COALESCE($7::text, j.queue), " SQL_US(
-                          "$8") ", " SQL_US("$9") ", $10::int, $11::uuid, $12::bigint "
-                                                  "FROM celeryc.jobs j WHERE j.id = $2::uuid "
-                                                  "ON CONFLICT (job_id, scheduled_for, attempt) "
-                                                  "DO NOTHING RETURNING " RUN_JSON,
-                      12, vals, out, err);
+        rc = sql_json(s, "run create", run_insert_sql, 12, vals, out, err);
     }
     if (rc == CC_ENOTFOUND)
         rc = cc_err_set(err, CC_EAGAIN, "exists: job %s already has a run for this slot",
@@ -975,7 +982,8 @@ out:
 
 /* After an UPDATE touched no row: CC_ENOTFOUND "no run X" when it does not exist, else
  * CC_EAGAIN "run is <status>". `key` is "id" or "task_id". */
-static int run_state_error(struct cc_store *s, const char *key, const char *val, struct cc_err *err)
+static int run_state_error(struct cc_store *s, const char *key, const char *val, char *status,
+                           struct cc_err *err)
 {
     const char *vals[1] = {val};
     PGresult *res;
@@ -992,6 +1000,8 @@ static int run_state_error(struct cc_store *s, const char *key, const char *val,
                         strcmp(key, "id") == 0 ? "" : "with task id ", val);
     else
         rc = cc_err_set(err, CC_EAGAIN, "run is %s", PQgetvalue(res, 0, 0));
+    if (status != NULL)
+        *status = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)[0] : '\0';
     PQclear(res);
     return rc;
 }
@@ -1058,7 +1068,7 @@ int cc_store_run_fail(struct cc_store *s, const char *id, const char *message, s
                         "finished_at = now() WHERE id = $1::uuid AND status IN ('Q', 'R')",
                         2, vals, &rows, err);
     if (rc == CC_OK && rows == 0)
-        rc = run_state_error(s, "id", id, err);
+        rc = run_state_error(s, "id", id, NULL, err);
     return rc;
 }
 
@@ -1066,6 +1076,7 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
                        struct cc_err *err)
 {
     const char *vals[2] = {task_id, hostname};
+    char st = '\0';
     PGresult *res;
     int rc;
 
@@ -1090,13 +1101,12 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
         return rc;
     }
     PQclear(res);
-    rc = run_state_error(s, "task_id", task_id, err);
+    rc = run_state_error(s, "task_id", task_id, &st, err);
     if (rc == CC_EAGAIN) {
         /* A redelivery: leave the run as it is. A run cancelled before it started (X) must
          * not run. */
-        rc = strcmp(err != NULL ? err->msg : "", "run is X") == 0
-                 ? cc_err_set(err, CC_ESHUTDOWN, "run was cancelled before it started")
-                 : CC_OK;
+        rc = st == 'X' ? cc_err_set(err, CC_ESHUTDOWN, "run was cancelled before it started")
+                       : CC_OK;
     }
     return rc;
 }
@@ -1125,7 +1135,7 @@ int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, co
                     "WHERE r.task_id = $1 AND r.status IN ('Q', 'R', 'C')",
                     5, vals, &rows, err);
     if (rc == CC_OK && rows == 0) {
-        rc = run_state_error(s, "task_id", task_id, err);
+        rc = run_state_error(s, "task_id", task_id, NULL, err);
         if (rc == CC_EAGAIN)
             rc = CC_OK; /* already finished: unchanged */
     }
@@ -1180,11 +1190,11 @@ int cc_store_run_logs_add(struct cc_store *s, const struct cc_run_log *lines, si
         const char *vals[4] = {arr[0], arr[1], arr[2], arr[3]};
         rc = run_update(s, "run logs add",
                         "INSERT INTO celeryc.run_logs (run_id, timestamp, level, message, task_id) "
-                        "SELECT r.id, " SQL_US(
-                            "l.ts") ", l.level, l.message, l.task_id "
-                                    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) "
-                                    "WITH ORDINALITY AS l(ts, level, message, task_id, ord) "
-                                    "JOIN celeryc.runs r ON r.task_id = l.task_id ORDER BY l.ord",
+                        "SELECT r.id, ('epoch'::timestamptz + (l.ts)::bigint * interval '1 "
+                        "microsecond'), l.level, l.message, l.task_id "
+                        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) "
+                        "WITH ORDINALITY AS l(ts, level, message, task_id, ord) "
+                        "JOIN celeryc.runs r ON r.task_id = l.task_id ORDER BY l.ord",
                         4, vals, &rows, err);
     }
     for (int k = 0; k < 4; k++)
@@ -1225,9 +1235,7 @@ int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], ch
         return CC_OK;
     }
     PQclear(res);
-    rc = run_state_error(s, "id", id, err);
-    if (rc == CC_EAGAIN && new_status != NULL && err != NULL)
-        *new_status = err->msg[7];
+    rc = run_state_error(s, "id", id, new_status, err);
     return rc;
 }
 
@@ -1385,7 +1393,7 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
             "WHERE f.status = 'F' AND f.attempt < COALESCE((j.retry_policy->>'max_attempts')::int, "
             "1) AND COALESCE(f.finished_at, f.created) > now() - interval '1 day' "
             "AND NOT EXISTS (SELECT 1 FROM celeryc.runs x WHERE x.retry_of = f.id) "
-            "ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING "
+            "ON CONFLICT DO NOTHING "
             "RETURNING " RUN_JSON " AS j, r.created) "
             "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM n",
             1, vals, out, err);
@@ -1469,18 +1477,19 @@ int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us,
     if (rc == CC_OK)
         rc = run_update(s, "entry claim",
                         "INSERT INTO celeryc.entry_slots (name, slot, task_id, epoch) "
-                        "VALUES ($1, " SQL_US("$2") ", $3, $4::bigint) "
-                                                    "ON CONFLICT (name, slot) DO NOTHING",
+                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
+                        "microsecond'), $3, $4::bigint) "
+                        "ON CONFLICT (name, slot) DO NOTHING",
                         4, vals, &rows, err);
     if (rc == CC_OK && rows == 0)
         rc = cc_err_set(err, CC_EAGAIN, "exists: %s already dispatched for this slot", entry);
     if (rc == CC_OK)
         rc = run_update(s, "entry claim",
                         "INSERT INTO celeryc.entries AS e (name, last_run_at, total_run_count) "
-                        "VALUES ($1, " SQL_US(
-                            "$2") ", 1) ON CONFLICT (name) DO UPDATE SET "
-                                  "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
-                                  "total_run_count = e.total_run_count + 1",
+                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
+                        "microsecond'), 1) ON CONFLICT (name) DO UPDATE SET "
+                        "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
+                        "total_run_count = e.total_run_count + 1",
                         2, vals, &rows, err);
     if (rc == CC_OK)
         rc = sql_commit(s, err);

@@ -68,6 +68,9 @@ static const char *const migrations[] = {
     "CREATE INDEX runs_job_created ON celeryc.runs (job_id, created DESC);\n"
     "CREATE INDEX runs_active ON celeryc.runs (job_id) WHERE status IN ('Q', 'R', 'C');\n"
     "CREATE INDEX runs_unsent ON celeryc.runs (created) WHERE status = 'Q' AND sent_at IS NULL;\n"
+    /* one retry per failed run, also for manual runs (scheduled_for NULL: the unique key
+     * above does not apply to them) */
+    "CREATE UNIQUE INDEX runs_retry_of ON celeryc.runs (retry_of) WHERE retry_of IS NOT NULL;\n"
     "CREATE TABLE celeryc.run_logs (\n"
     "    id bigserial PRIMARY KEY,\n"
     "    run_id uuid NOT NULL REFERENCES celeryc.runs(id) ON DELETE CASCADE,\n"
