@@ -924,7 +924,7 @@ static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_e
 /* A fenced store call said CC_EAGAIN: lease lost, or the slot is already taken. */
 static bool is_lease_lost(const struct cc_err *err)
 {
-    return err->code == CC_EAGAIN && strstr(err->msg, "lease") != NULL;
+    return err->code == CC_EAGAIN && strncmp(err->msg, "lease lost", 10) == 0;
 }
 
 /* Wait for the confirms of the pipelined batch and settle its entries: confirmed -> next
@@ -1084,7 +1084,7 @@ static int dispatch_job(struct beat *bt, struct beat_entry *e)
     }
     if (rc == CC_EAGAIN) {
         /* forbid (a run is queued or running) or the slot's run exists already. */
-        if (strstr(err.msg, "exists") == NULL)
+        if (strncmp(err.msg, "exists", 6) != 0)
             cc_info("Scheduler: skipping %s for this slot: %s", e->name, err.msg);
     } else {
         const char *tid = json_string_value(json_object_get(run, "task_id"));

@@ -7,6 +7,7 @@ Slots are read from the beat's debug line "beat: sent NAME slot ISO id TASK_ID",
 per broker-confirmed message."""
 import json
 import os
+import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -131,7 +132,6 @@ def _celery_slots(spec, tzname, start, n):
 def test_crontab_slots_match_celery(tmp_path):
     """Schedule-file crontabs (zone per entry, or the --timezone default) across the March
     2026 DST change: the beat's slots are Celery's."""
-    import subprocess
     specs = {
         "oslo": ({"minute": "*/20", "hour": "0-4"}, "Europe/Oslo"),
         "ny": ({"minute": "30", "hour": "2", "day_of_week": "sun,mon"}, "America/New_York"),
@@ -159,7 +159,6 @@ def test_crontab_slots_match_celery(tmp_path):
 
 
 def test_bad_schedule_file_names_the_entry(tmp_path):
-    import subprocess
     sched = write_schedule(tmp_path / "s.json", {
         "ok": {"task": "a", "schedule": 1},
         "broken": {"task": "a", "schedule": {"type": "crontab", "hour": "25"}}})
@@ -280,7 +279,7 @@ def test_job_store_jobs_manual_runs_and_changes(pg_url, beat_factory, worker_fac
         # A manual run (what `celeryc jobs run` inserts): NOTIFY wakes the leader at once.
         # The Python worker runs it.
         j2 = _insert_job(pg_url, task=T + "redis_echo", queue=q_py, since_kwarg=None,
-                         args=["m", k_man])
+                         concurrency="allow", args=["m", k_man])
         run_id = str(uuid.uuid4())
         pg_query(pg_url, "INSERT INTO celeryc.runs (id, job_id, started_by, task_id, args) "
                  "VALUES (%s, %s, 'tester', %s, %s)",
@@ -288,6 +287,16 @@ def test_job_store_jobs_manual_runs_and_changes(pg_url, beat_factory, worker_fac
         wait_for(lambda: rds7.llen(k_man) >= 1, 10, "the manual run executed")
         lag = pg_query(pg_url, "SELECT extract(epoch FROM sent_at - created) FROM celeryc.runs "
                        "WHERE id = %s", (run_id,))[0][0]
+        assert lag is not None and float(lag) < 1.0 * max(1.0, scaled(1.0))
+        # The same through `celeryc jobs run` (the store slice's CLI).
+        r = subprocess.run([celeryc_bin(), "jobs", "run", j2, "--user", "tester", "--job-store",
+                            pg_url, "--json"], capture_output=True, text=True,
+                           timeout=scaled(30))
+        assert r.returncode == 0, r.stderr
+        run_id2 = json.loads(r.stdout)["run"]["id"]
+        wait_for(lambda: rds7.llen(k_man) >= 2, 10, "the second manual run executed")
+        lag = pg_query(pg_url, "SELECT extract(epoch FROM sent_at - created) FROM celeryc.runs "
+                       "WHERE id = %s", (run_id2,))[0][0]
         assert lag is not None and float(lag) < 1.0 * max(1.0, scaled(1.0))
         # Deactivating a job stops it at once (NOTIFY celeryc_jobs).
         pg_query(pg_url, "UPDATE celeryc.jobs SET active = false WHERE id = %s", (j1,))
