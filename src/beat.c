@@ -94,6 +94,7 @@ struct beat {
     json_t *jobs_changed; /* object: job ids notified since the last look */
     json_t *jobs;         /* object: job id -> job row (active jobs, and jobs of runs sent) */
     json_t *run_attempts; /* object: run id -> failed send attempts */
+    json_t *runs_changed; /* object: run ids notified (celeryc_runs) since the last look */
 
     /* entries */
     struct beat_heap heap;
@@ -705,8 +706,11 @@ static void on_notify(const char *channel, const char *payload, void *arg)
 
     if (strcmp(channel, "celeryc_jobs") == 0 && payload != NULL && *payload != '\0')
         json_object_set_new(bt->jobs_changed, payload, json_true());
-    else if (strcmp(channel, "celeryc_runs") == 0)
+    else if (strcmp(channel, "celeryc_runs") == 0) {
         bt->want_sweep = true;
+        if (payload != NULL && *payload != '\0' && json_object_size(bt->runs_changed) < 10000)
+            json_object_set_new(bt->runs_changed, payload, json_true());
+    }
 }
 
 static void store_drain(struct beat *bt)
@@ -883,6 +887,37 @@ static void sweep(struct beat *bt)
         (void)run_send(bt, run, NULL, 0, false);
     }
     json_decref(out);
+}
+
+/* NOTIFY celeryc_runs for a run now C (cancelling): `replace` from a manual run, or `celeryc
+ * jobs stop`, which sends its own revoke; a second revoke is harmless, a missing one would
+ * leave the task running. */
+static void runs_apply_changes(struct beat *bt)
+{
+    const char *id;
+    json_t *v;
+    void *tmp;
+
+    json_object_foreach_safe(bt->runs_changed, tmp, id, v)
+    {
+        json_t *run = NULL;
+        struct cc_err err = {0};
+        int rc = cc_store_run_get(bt->st, id, &run, &err);
+
+        if (rc != CC_OK && rc != CC_ENOTFOUND) {
+            store_failed(bt, "run", &err);
+            return;
+        }
+        if (rc == CC_OK) {
+            const char *st = json_string_value(json_object_get(run, "status"));
+            const char *tid = json_string_value(json_object_get(run, "task_id"));
+
+            if (st != NULL && strcmp(st, "C") == 0 && tid != NULL)
+                beat_revoke(bt, tid, true);
+        }
+        json_decref(run);
+        json_object_del(bt->runs_changed, id);
+    }
 }
 
 /* ---- Dispatch ---------------------------------------------------------------------------- */
@@ -1106,11 +1141,14 @@ static int dispatch_job(struct beat *bt, struct beat_entry *e)
     json_array_foreach(cancelled, i, c)
     {
         const char *tid = json_string_value(json_object_get(c, "task_id"));
+        const char *st = json_string_value(json_object_get(c, "status"));
 
         cc_info("beat: %s: replace policy: cancelling run %s", e->name,
                 json_string_value(json_object_get(c, "id")));
+        /* As `celeryc jobs stop`: a started run (now C) is revoked with terminate, a queued
+         * one (now X: the worker will not start it) with a plain revoke. */
         if (tid != NULL)
-            beat_revoke(bt, tid, true);
+            beat_revoke(bt, tid, st == NULL || strcmp(st, "C") == 0);
     }
     json_decref(cancelled);
     if (run != NULL) {
@@ -1228,6 +1266,7 @@ static void beat_free(struct beat *bt)
     json_decref(bt->jobs);
     json_decref(bt->jobs_changed);
     json_decref(bt->run_attempts);
+    json_decref(bt->runs_changed);
     free(bt->lat_ms);
     free(bt->pend);
     beat_tz_cache_free();
@@ -1316,6 +1355,10 @@ static int beat_run(struct beat *bt)
             if (bt->st_ok && may_dispatch(bt) &&
                 (bt->want_sweep || cc_mono_us() >= bt->sweep_next_mono))
                 sweep(bt);
+            if (bt->st_ok && may_dispatch(bt) && json_object_size(bt->runs_changed) > 0)
+                runs_apply_changes(bt);
+            else if (!bt->is_leader)
+                json_object_clear(bt->runs_changed);
         }
         dispatch_due(bt, &stop);
         save_state(bt);
@@ -1420,6 +1463,7 @@ int cc_beat_main(int argc, char **argv)
     bt.jobs = json_object();
     bt.jobs_changed = json_object();
     bt.run_attempts = json_object();
+    bt.runs_changed = json_object();
     bt.tls = (struct cc_broker_tls){
         .ca_file = cfg.broker_ssl_ca_certs,
         .cert_file = cfg.broker_ssl_certfile,

@@ -371,8 +371,8 @@ def _pidbox_tap(conn):
 
 
 def test_job_concurrency_forbid_and_replace(pg_url, beat_factory, amqp_conn):
-    """No worker: runs stay Q. forbid skips the following slots; replace cancels the queued
-    run and broadcasts its revoke with terminate (as `celeryc control revoke --terminate`)."""
+    """No worker: runs stay Q. forbid skips the following slots; replace cancels the older run
+    and broadcasts its revoke (with terminate when it had started, as `celeryc jobs stop`)."""
     q = unique_queue("beat-cc")
     _declare(amqp_conn, q)
     tap_ch, tap = _pidbox_tap(amqp_conn)
@@ -392,14 +392,31 @@ def test_job_concurrency_forbid_and_replace(pg_url, beat_factory, amqp_conn):
         assert len(pg_query(pg_url, "SELECT 1 FROM celeryc.runs WHERE job_id = %s", (jf,))) == 1
         revokes = []
 
-        def revoked():
+        def revoked(terminate=False):
             m = tap_ch.basic_get(tap, no_ack=True)
             if m is not None:
                 revokes.append(json.loads(m.body))
             return {r["arguments"]["task_id"] for r in revokes if r["method"] == "revoke"
-                    and r["arguments"].get("terminate") is True
-                    and r["arguments"].get("signal") == "SIGTERM"}
+                    and (not terminate or (r["arguments"].get("terminate") is True
+                                           and r["arguments"].get("signal") == "SIGTERM"))}
+        # A queued run (now X: a worker will not start it) gets a plain revoke, as
+        # `celeryc jobs stop` sends for Q.
         wait_for(lambda: cancelled[0][0] in revoked(), 10, "the revoke of the cancelled run")
+        # Manual runs of a replace job (`celeryc jobs run` twice, the first one running): the
+        # second cancels the first (C, NOTIFY celeryc_runs) and the beat revokes its task.
+        jm = _insert_job(pg_url, task="app.add", queue=q, args=[5, 5], concurrency="replace")
+        ids = []
+        for _ in range(2):
+            r = subprocess.run([celeryc_bin(), "jobs", "run", jm, "--job-store", pg_url,
+                                "--json"], capture_output=True, text=True, timeout=scaled(30))
+            assert r.returncode == 0, r.stderr
+            ids.append(json.loads(r.stdout)["run"]["task_id"])
+            # What a worker's cc_store_run_start does:
+            pg_query(pg_url, "UPDATE celeryc.runs SET status = 'R', started_at = now(), "
+                     "heartbeat_at = now(), hostname = 'w@host' WHERE task_id = %s", (ids[-1],))
+        wait_for(lambda: ids[0] in revoked(terminate=True), 10,
+                 "the revoke (terminate) of the replaced running manual run")
+        assert ids[1] not in revoked()
     finally:
         tap_ch.queue_delete(tap)
         tap_ch.close()
