@@ -101,7 +101,9 @@ struct beat {
     struct beat_index ix;
     struct beat_entry **files; /* schedule-file entries (also in heap/ix) */
     size_t n_files;
-    bool state_dirty;
+    struct beat_entry **dirty; /* file entries advanced since the last journal append */
+    size_t n_dirty, cap_dirty;
+    size_t journal_lines; /* appended since the last snapshot */
     /* pipelined publishes of file entries awaiting their confirms (one routing key) */
     struct beat_entry **pend;
     size_t n_pend, cap_pend;
@@ -942,8 +944,13 @@ static void entry_advance(struct beat *bt, struct beat_entry *e, bool sent)
     }
     e->slot_us = e->wake_us = next;
     beat_heap_fix(&bt->heap, e);
-    if (!e->is_job)
-        bt->state_dirty = true;
+    if (!e->is_job) {
+        if (bt->n_dirty == bt->cap_dirty) {
+            bt->cap_dirty = bt->cap_dirty ? bt->cap_dirty * 2 : 256;
+            bt->dirty = cc_xrealloc(bt->dirty, bt->cap_dirty * sizeof(*bt->dirty));
+        }
+        bt->dirty[bt->n_dirty++] = e;
+    }
 }
 
 static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_err *why)
@@ -1214,16 +1221,32 @@ static int load_files(struct beat *bt, struct cc_err *err)
     return CC_OK;
 }
 
-static void save_state(struct beat *bt)
+/* After every batch: append the batch's slots to the journal (O(batch)); rewrite the
+ * snapshot when the journal has grown past the number of entries, and at exit. */
+static void save_state(struct beat *bt, bool snapshot)
 {
     struct cc_err err = {0};
+    const char *path = bt->cfg->beat_state_file;
 
-    if (store_mode(bt) || !bt->state_dirty)
+    if (store_mode(bt))
         return;
-    if (beat_state_save(bt->cfg->beat_state_file, bt->files, bt->n_files, &err) != CC_OK)
+    if (bt->n_dirty > 0) {
+        if (beat_state_append(path, bt->dirty, bt->n_dirty, &err) != CC_OK) {
+            cc_error("beat: %s", err.msg);
+            snapshot = true; /* the snapshot may still be writable */
+        } else {
+            bt->journal_lines += bt->n_dirty;
+        }
+        bt->n_dirty = 0;
+    }
+    if (bt->journal_lines > 1000 && bt->journal_lines > 2 * bt->n_files)
+        snapshot = true;
+    if (!snapshot || bt->journal_lines == 0)
+        return;
+    if (beat_state_save(path, bt->files, bt->n_files, &err) != CC_OK)
         cc_error("beat: %s", err.msg);
     else
-        bt->state_dirty = false;
+        bt->journal_lines = 0;
 }
 
 /* `--print-next N [--now ISO]` (hidden, for tests): the next N slots of every entry of the
@@ -1269,6 +1292,7 @@ static void beat_free(struct beat *bt)
     json_decref(bt->runs_changed);
     free(bt->lat_ms);
     free(bt->pend);
+    free(bt->dirty);
     beat_tz_cache_free();
 }
 
@@ -1361,7 +1385,7 @@ static int beat_run(struct beat *bt)
                 json_object_clear(bt->runs_changed);
         }
         dispatch_due(bt, &stop);
-        save_state(bt);
+        save_state(bt, false);
 
         /* Sleep until the next due entry, the lease, the sweep, or max_loop_interval. */
         wait_us = (int64_t)(bt->cfg->beat_max_loop_interval_s * 1e6);
@@ -1398,7 +1422,7 @@ static int beat_run(struct beat *bt)
     }
 
     cc_info("beat: shutting down");
-    save_state(bt);
+    save_state(bt, true);
     if (store_mode(bt) && bt->st_ok && bt->is_leader) {
         if (cc_store_lease_release(bt->st, BEAT_LEASE_NAME, bt->holder, &err) != CC_OK)
             cc_warn("beat: lease release: %s", err.msg);

@@ -114,10 +114,16 @@ void beat_index_deinit(struct beat_index *ix);
 
 /* ---- Local state file (no job store) ----------------------------------------------------- */
 
-/* {"version": 1, "entries": {NAME: {"last_run_at": ISO, "total_run_count": n,
- * "schedule": fingerprint}}}. Load: *out is the "entries" object ({} when the file is
- * missing). Save: tmp file + fsync + rename. */
+/* A snapshot FILE, {"version": 1, "entries": {NAME: {"last_run_at": ISO, "total_run_count":
+ * n}}}, plus a journal FILE.journal of one JSON line {"n": NAME, "l": slot_us, "t": total}
+ * per dispatched slot, appended (and fdatasync'ed) after every batch: O(batch), not
+ * O(entries), per batch. Load: *out is the "entries" object of the snapshot with the journal
+ * replayed over it ({} when neither exists). Save: the snapshot (tmp + fsync + rename), then
+ * the journal is emptied; replaying a journal over a newer snapshot is harmless (the latest
+ * slot wins). */
 int beat_state_load(const char *path, json_t **out, struct cc_err *err) CC_MUST_USE;
+int beat_state_append(const char *path, struct beat_entry *const *entries, size_t n,
+                      struct cc_err *err) CC_MUST_USE;
 int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
                     struct cc_err *err) CC_MUST_USE;
 

@@ -30,6 +30,7 @@
 #include "beat_int.h"
 #include "isotime.h"
 #include "log.h"
+#include "strbuf.h"
 #include "tzload.h"
 #include "util.h"
 
@@ -636,6 +637,56 @@ void beat_index_deinit(struct beat_index *ix)
 
 /* ---- State file -------------------------------------------------------------------------- */
 
+static char *journal_path(const char *path)
+{
+    char *j = cc_xmalloc(strlen(path) + 9);
+
+    sprintf(j, "%s.journal", path);
+    return j;
+}
+
+/* Replay FILE.journal over `entries` (the latest slot of each entry wins). A torn last line
+ * (crash mid-write) is ignored. */
+static void journal_replay(const char *path, json_t *entries)
+{
+    char *jp = journal_path(path);
+    FILE *f = fopen(jp, "r");
+    char *line = NULL;
+    size_t cap = 0;
+
+    free(jp);
+    if (f == NULL)
+        return;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t jerr;
+        json_t *o = json_loads(line, 0, &jerr);
+        const char *name = json_string_value(json_object_get(o, "n"));
+        json_t *l = json_object_get(o, "l");
+        json_t *cur;
+        int64_t cur_us = 0;
+
+        if (name != NULL && json_is_integer(l)) {
+            cur = json_object_get(entries, name);
+            if (cur != NULL) {
+                json_t *v = json_object_get(cur, "last_run_at");
+
+                if (json_is_integer(v))
+                    cur_us = (int64_t)json_integer_value(v);
+                else if (json_is_string(v) && cc_iso_parse(json_string_value(v), &cur_us) != CC_OK)
+                    cur_us = 0;
+            }
+            if (cur == NULL || (int64_t)json_integer_value(l) >= cur_us)
+                json_object_set_new(
+                    entries, name,
+                    json_pack("{s:O,s:O}", "last_run_at", l, "total_run_count",
+                              json_object_get(o, "t") ? json_object_get(o, "t") : json_integer(0)));
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+}
+
 int beat_state_load(const char *path, json_t **out, struct cc_err *err)
 {
     json_error_t jerr;
@@ -644,6 +695,7 @@ int beat_state_load(const char *path, json_t **out, struct cc_err *err)
     *out = NULL;
     if (access(path, F_OK) != 0 && errno == ENOENT) {
         *out = json_object();
+        journal_replay(path, *out);
         return CC_OK;
     }
     root = json_load_file(path, 0, &jerr);
@@ -656,7 +708,58 @@ int beat_state_load(const char *path, json_t **out, struct cc_err *err)
     }
     *out = json_incref(entries);
     json_decref(root);
+    journal_replay(path, *out);
     return CC_OK;
+}
+
+static int write_all(int fd, const char *p, size_t len, const char *path, struct cc_err *err)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t w = write(fd, p + off, len - off);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return cc_err_set(err, CC_EIO, "state file %s: write: %s", path, strerror(errno));
+        off += (size_t)w;
+    }
+    return CC_OK;
+}
+
+int beat_state_append(const char *path, struct beat_entry *const *entries, size_t n,
+                      struct cc_err *err)
+{
+    char *jp = journal_path(path);
+    struct cc_sbuf b;
+    int fd, rc = CC_OK;
+
+    cc_sbuf_init(&b, 0);
+    for (size_t i = 0; i < n; i++) {
+        const struct beat_entry *e = entries[i];
+
+        cc_sbuf_puts(&b, "{\"n\": ");
+        cc_sbuf_json_str(&b, e->name, strlen(e->name));
+        cc_sbuf_puts(&b, ", \"l\": ");
+        cc_sbuf_int(&b, (long long)e->last_us);
+        cc_sbuf_puts(&b, ", \"t\": ");
+        cc_sbuf_int(&b, (long long)e->total);
+        cc_sbuf_puts(&b, "}\n");
+    }
+    fd = open(jp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = cc_err_set(err, CC_EIO, "state file %s: %s", jp, strerror(errno));
+        goto out;
+    }
+    rc = write_all(fd, b.p ? b.p : "", b.len, jp, err);
+    if (rc == CC_OK && fdatasync(fd) != 0)
+        rc = cc_err_set(err, CC_EIO, "state file %s: fdatasync: %s", jp, strerror(errno));
+    close(fd);
+out:
+    cc_sbuf_deinit(&b);
+    free(jp);
+    return rc;
 }
 
 int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
@@ -666,7 +769,7 @@ int beat_state_save(const char *path, struct beat_entry *const *entries, size_t 
     char *tmp = cc_xmalloc(strlen(path) + 16);
     int fd = -1, rc = CC_OK;
     char *text = NULL;
-    size_t len, off = 0;
+    size_t len;
 
     for (size_t i = 0; i < n; i++) {
         const struct beat_entry *e = entries[i];
@@ -694,25 +797,26 @@ int beat_state_save(const char *path, struct beat_entry *const *entries, size_t 
         rc = cc_err_set(err, CC_EIO, "state file %s: %s", tmp, strerror(errno));
         goto out;
     }
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            rc = cc_err_set(err, CC_EIO, "state file %s: write: %s", tmp, strerror(errno));
-            goto out;
-        }
-        off += (size_t)w;
-    }
+    if ((rc = write_all(fd, text, len, tmp, err)) != CC_OK)
+        goto out;
     if (fsync(fd) != 0) {
         rc = cc_err_set(err, CC_EIO, "state file %s: fsync: %s", tmp, strerror(errno));
         goto out;
     }
     close(fd);
     fd = -1;
-    if (rename(tmp, path) != 0)
+    if (rename(tmp, path) != 0) {
         rc = cc_err_set(err, CC_EIO, "state file %s: rename: %s", path, strerror(errno));
+        goto out;
+    }
+    /* The snapshot holds everything the journal said: empty it. */
+    {
+        char *jp = journal_path(path);
+
+        if (truncate(jp, 0) != 0 && errno != ENOENT)
+            rc = cc_err_set(err, CC_EIO, "state file %s: truncate: %s", jp, strerror(errno));
+        free(jp);
+    }
 out:
     if (fd >= 0)
         close(fd);

@@ -278,6 +278,31 @@ static void test_beat_sched_state_file_roundtrip(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(st, "e"), "total_run_count")), 42);
     json_decref(st);
+    /* The journal: appended per batch, replayed over the snapshot at load. */
+    e->last_us += 5 * S;
+    e->total = 43;
+    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    e->last_us += 5 * S;
+    e->total = 44;
+    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    assert_int_equal(beat_state_load(path, &st, &err), CC_OK);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "e"), "last_run_at")),
+                     e->last_us);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(st, "e"), "total_run_count")), 44);
+    json_decref(st);
+    assert_int_equal(beat_state_save(path, arr, 2, &err), CC_OK); /* empties the journal */
+    {
+        char jp[64];
+        FILE *f;
+
+        snprintf(jp, sizeof(jp), "%s.journal", path);
+        f = fopen(jp, "r");
+        assert_non_null(f);
+        assert_int_equal(fgetc(f), EOF);
+        fclose(f);
+        unlink(jp);
+    }
     unlink(path);
     beat_entry_free(e);
     beat_entry_free(never);
