@@ -7,6 +7,7 @@ Slots are read from the beat's debug line "beat: sent NAME slot ISO id TASK_ID",
 per broker-confirmed message."""
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -61,6 +62,9 @@ def test_file_schedule_runs_on_python_and_c_workers(worker_factory, beat_factory
     wait_for(lambda: rds7.llen(k_c) >= 2 and rds7.llen(k_py) >= 2, 20,
              "both workers ran the beat's tasks twice")
     assert rds7.lrange(k_c, 0, 0) == [b"c"] and rds7.lrange(k_py, 0, 0) == [b"py"]
+    bt.signal(signal.SIGUSR1)  # the lateness summary, for the benchmark
+    bt.wait_log(r"beat stats: dispatched [1-9]\d*, lateness p50 \d+ ms p99 \d+ ms, "
+                r"cpu user\+sys \d+ ms", 10)
     assert bt.stop() == 0
     log = bt.log()
     assert "Scheduler: Sending due task to-c (%sredis_echo)" % T in log
