@@ -1367,9 +1367,10 @@ static int beat_run(struct beat *bt)
             stats_log(bt);
         }
         if (store_mode(bt)) {
-            if (!bt->st_ok)
-                (void)store_ensure(bt);
-            if (now_mono >= bt->lease_next_mono)
+            /* Back from an outage: renew the lease before dispatching anything. */
+            if (!bt->st_ok && store_ensure(bt) == CC_OK)
+                bt->lease_next_mono = 0;
+            if (cc_mono_us() >= bt->lease_next_mono)
                 lease_tick(bt);
             store_drain(bt);
             if (bt->st_ok && (bt->want_reload || now_mono >= bt->reload_next_mono))
