@@ -601,6 +601,25 @@ int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const
     return broker_wait_confirm(b, ++b->publish_seq, timeout_ms, err);
 }
 
+/* [beat] Pipelined confirmed publishing: many publishes, one wait. */
+int cc_broker_publish_pipelined(struct cc_broker *b, const char *exchange, const char *routing_key,
+                                const struct cc_msg_out *m, uint64_t *seq, struct cc_err *err)
+{
+    int rc;
+
+    if (!b->is_confirming)
+        return cc_err_set(err, CC_EINVAL, "publish_pipelined: channel not in confirm mode");
+    rc = broker_publish(b, b->channel, exchange, routing_key, m, true, err);
+    if (rc == CC_OK)
+        *seq = ++b->publish_seq;
+    return rc;
+}
+
+int cc_broker_wait_confirms(struct cc_broker *b, uint64_t seq, int timeout_ms, struct cc_err *err)
+{
+    return broker_wait_confirm(b, seq, timeout_ms, err);
+}
+
 /* A frame other than basic.deliver is next: read it and act. Returns CC_OK when it was
  * harmless (ignored), an error when the channel or connection is gone. */
 static int broker_other_frame(struct cc_broker *b, struct cc_err *err)

@@ -126,6 +126,16 @@ int cc_broker_confirm_select(struct cc_broker *b, struct cc_err *err) CC_MUST_US
 int cc_broker_publish_confirmed(struct cc_broker *b, const char *exchange, const char *routing_key,
                                 const struct cc_msg_out *m, int timeout_ms,
                                 struct cc_err *err) CC_MUST_USE;
+/* [beat] Pipelined form of cc_broker_publish_confirmed: publish with mandatory=true without
+ * waiting; *seq is the message's confirm number. Then cc_broker_wait_confirms(seq) waits
+ * until every publish up to seq is confirmed: CC_OK; CC_ENOTFOUND_Q when at least one of
+ * them was returned (unroutable: the caller cannot tell which, so it publishes a batch per
+ * routing key); CC_EBROKER (nack, I/O), CC_ETIMEDOUT (abandon the connection). */
+int cc_broker_publish_pipelined(struct cc_broker *b, const char *exchange, const char *routing_key,
+                                const struct cc_msg_out *m, uint64_t *seq,
+                                struct cc_err *err) CC_MUST_USE;
+int cc_broker_wait_confirms(struct cc_broker *b, uint64_t seq, int timeout_ms,
+                            struct cc_err *err) CC_MUST_USE;
 /* Publish a message with the given AMQP properties (headers included) and body, unchanged:
  * republishing a delay-store record, dead-lettering an original delivery. mandatory=false,
  * as Celery publishes. `props` and `body` are borrowed for the call. */

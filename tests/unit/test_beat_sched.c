@@ -1,0 +1,325 @@
+/* Unit tests for src/beat_sched.c: schedule-file entries (and the errors that name them),
+ * slots, the missed-run policy, coalescing, the heap, the name index and the state file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "beat_int.h"
+#include "isotime.h"
+
+#define S 1000000LL
+
+static int64_t iso(const char *s)
+{
+    int64_t us = 0;
+
+    assert_int_equal(cc_iso_parse(s, &us), CC_OK);
+    return us;
+}
+
+static struct beat_entry *entry(const char *name, const char *spec_json)
+{
+    json_error_t jerr;
+    json_t *spec = json_loads(spec_json, 0, &jerr);
+    struct beat_entry *e = calloc(1, sizeof(*e));
+    struct cc_err err = {0};
+
+    assert_non_null(spec);
+    if (beat_entry_from_file(e, name, spec, "UTC", &err) != CC_OK)
+        fail_msg("%s", err.msg);
+    json_decref(spec);
+    return e;
+}
+
+static void test_beat_sched_file_entry_fields(void **state)
+{
+    struct beat_entry *e = entry("x", "{\"task\": \"app.add\", \"schedule\": 2.5, \"args\": [1], "
+                                      "\"kwargs\": {\"a\": 1}, \"options\": {\"queue\": \"q\", "
+                                      "\"priority\": 3, \"expires\": 30, \"exchange\": \"ex\", "
+                                      "\"routing_key\": \"rk\"}, \"missed\": \"skip\", "
+                                      "\"starting_deadline\": 60}");
+
+    (void)state;
+    assert_string_equal(e->task, "app.add");
+    assert_int_equal(e->sched.kind, CC_SCHED_INTERVAL);
+    assert_int_equal(e->sched.every_us, 2500000);
+    assert_int_equal(json_array_size(e->args), 1);
+    assert_int_equal(json_integer_value(json_object_get(e->kwargs, "a")), 1);
+    assert_string_equal(e->queue, "q");
+    assert_string_equal(e->exchange, "ex");
+    assert_string_equal(e->routing_key, "rk");
+    assert_int_equal(e->priority, 3);
+    assert_true(e->expires_s == 30.0);
+    assert_int_equal(e->missed, BEAT_MISSED_SKIP);
+    assert_int_equal(e->deadline_us, 60 * S);
+    beat_entry_free(e);
+    beat_tz_cache_free();
+}
+
+static void test_beat_sched_file_errors_name_the_entry(void **state)
+{
+    static const struct {
+        const char *spec, *want;
+    } cases[] = {
+        {"{\"schedule\": 1}", "entry 'bad': \"task\""},
+        {"{\"task\": \"t\"}", "entry 'bad': \"schedule\" is required"},
+        {"{\"task\": \"t\", \"schedule\": 0}", "entry 'bad': schedule: interval must be > 0"},
+        {"{\"task\": \"t\", \"schedule\": {\"type\": \"crontab\", \"hour\": \"24\"}}",
+         "entry 'bad': schedule: crontab hour '24'"},
+        {"{\"task\": \"t\", \"schedule\": {\"type\": \"weekly\"}}", "entry 'bad': schedule:"},
+        {"{\"task\": \"t\", \"schedule\": 1, \"timezone\": \"Mars/Olympus\"}",
+         "entry 'bad': timezone"},
+        {"{\"task\": \"t\", \"schedule\": 1, \"args\": {}}", "\"args\" must be a list"},
+        {"{\"task\": \"t\", \"schedule\": 1, \"options\": {\"countdown\": 1}}",
+         "unknown option 'countdown'"},
+        {"{\"task\": \"t\", \"schedule\": 1, \"options\": {\"priority\": 300}}",
+         "options.priority"},
+        {"{\"task\": \"t\", \"schedule\": 1, \"missed\": \"twice\"}", "\"missed\""},
+        {"{\"task\": \"t\", \"schedule\": 1, \"sched\": 1}", "unknown key 'sched'"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_error_t jerr;
+        json_t *spec = json_loads(cases[i].spec, 0, &jerr);
+        struct beat_entry e;
+        struct cc_err err = {0};
+
+        assert_non_null(spec);
+        assert_int_equal(beat_entry_from_file(&e, "bad", spec, "UTC", &err), CC_EINVAL);
+        if (strstr(err.msg, cases[i].want) == NULL)
+            fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, cases[i].want);
+        beat_entry_deinit(&e);
+        json_decref(spec);
+    }
+    beat_tz_cache_free();
+}
+
+static void test_beat_sched_file_load(void **state)
+{
+    char path[] = "/tmp/cc_beat_sched_XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "{\"entries\": {\"a\": {\"task\": \"t\", \"schedule\": 1}, "
+                       "\"b\": {\"task\": \"t\", \"schedule\": {\"type\": \"crontab\", "
+                       "\"minute\": 0}, \"timezone\": \"Europe/Oslo\"}}}";
+    struct beat_entry **arr = NULL;
+    size_t n = 0;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    assert_int_equal(beat_file_load(path, "UTC", &arr, &n, &err), CC_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(arr[1]->tz_name, "Europe/Oslo");
+    assert_int_equal(arr[1]->sched.kind, CC_SCHED_CRONTAB);
+    for (size_t i = 0; i < n; i++)
+        beat_entry_free(arr[i]);
+    free(arr);
+    unlink(path);
+    assert_int_equal(beat_file_load("/nonexistent/x.json", "UTC", &arr, &n, &err), CC_EINVAL);
+    assert_non_null(strstr(err.msg, "/nonexistent/x.json"));
+    beat_tz_cache_free();
+}
+
+static void test_beat_sched_slots(void **state)
+{
+    struct beat_entry *iv = entry("i", "{\"task\": \"t\", \"schedule\": 10}");
+    struct beat_entry *cr =
+        entry("c", "{\"task\": \"t\", \"schedule\": {\"type\": \"crontab\", \"minute\": \"*/15\"}, "
+                   "\"timezone\": \"Europe/Oslo\"}");
+    struct cc_err err = {0};
+    int64_t t0 = iso("2026-03-29T00:31:21Z"), next = 0;
+
+    (void)state;
+    assert_int_equal(beat_next_after(iv, t0, &next, &err), CC_OK);
+    assert_int_equal(next, t0 + 10 * S);
+    /* Celery's probe (celery-wire.md section 7.3): every 15 min at :31:21 -> :45. */
+    assert_int_equal(beat_next_after(cr, t0, &next, &err), CC_OK);
+    assert_int_equal(next, iso("2026-03-29T00:45:00Z"));
+    /* A slot exactly on a match: the next one, not the same (slots never repeat). */
+    assert_int_equal(beat_next_after(cr, next, &next, &err), CC_OK);
+    assert_int_equal(next, iso("2026-03-29T01:00:00Z"));
+    beat_entry_free(iv);
+    beat_entry_free(cr);
+    beat_tz_cache_free();
+}
+
+static void test_beat_sched_plan_missed(void **state)
+{
+#define PLAN_SPEC(missed, extra)                                                                   \
+    "{\"task\": \"t\", \"schedule\": 10, \"missed\": \"" missed "\"" extra "}"
+    int64_t now = iso("2026-11-23T12:00:00Z"), missed = 0;
+    struct cc_err err = {0};
+    struct beat_entry *once, *skip, *late, *fresh;
+
+    (void)state;
+    once = entry("once", PLAN_SPEC("run_once", ""));
+    skip = entry("skip", PLAN_SPEC("skip", ""));
+    late = entry("late", PLAN_SPEC("run_once", ", \"starting_deadline\": 2"));
+    fresh = entry("fresh", PLAN_SPEC("run_once", ""));
+    once->last_us = skip->last_us = late->last_us = now - 25 * S; /* missed: -15 s, -5 s */
+
+    assert_int_equal(beat_entry_plan(once, now, &missed, &err), CC_OK);
+    assert_int_equal(missed, 2);
+    assert_int_equal(once->slot_us, now - 5 * S); /* the latest missed slot, at once */
+    assert_int_equal(once->wake_us, now);
+    assert_true(once->is_catchup);
+
+    assert_int_equal(beat_entry_plan(skip, now, &missed, &err), CC_OK);
+    assert_int_equal(missed, 2);
+    assert_int_equal(skip->slot_us, now + 5 * S);
+    assert_int_equal(skip->last_us, now - 5 * S);
+    assert_false(skip->is_catchup);
+
+    assert_int_equal(beat_entry_plan(late, now, &missed, &err), CC_OK);
+    assert_int_equal(late->slot_us, now + 5 * S); /* 5 s late > deadline 2 s */
+
+    /* Never ran: as Celery, the first run is `every` after now. */
+    assert_int_equal(beat_entry_plan(fresh, now, &missed, &err), CC_OK);
+    assert_int_equal(missed, 0);
+    assert_int_equal(fresh->slot_us, now + 10 * S);
+
+    /* Not missed: the next slot is in the future. */
+    once->last_us = now - 3 * S;
+    assert_int_equal(beat_entry_plan(once, now, &missed, &err), CC_OK);
+    assert_int_equal(missed, 0);
+    assert_int_equal(once->slot_us, now + 7 * S);
+
+    /* A stalled loop: three slots due, one run for the latest. */
+    once->slot_us = now - 20 * S;
+    assert_int_equal(beat_entry_coalesce(once, now), 2);
+    assert_int_equal(once->slot_us, now);
+    assert_int_equal(beat_entry_coalesce(once, now - S), 0);
+
+    beat_entry_free(once);
+    beat_entry_free(skip);
+    beat_entry_free(late);
+    beat_entry_free(fresh);
+    beat_tz_cache_free();
+}
+
+static void test_beat_sched_heap_and_index(void **state)
+{
+    enum { N = 500 };
+    struct beat_entry *es = calloc(N, sizeof(*es));
+    struct beat_heap h = {0};
+    struct beat_index ix = {0};
+    int64_t prev = INT64_MIN;
+    char name[32];
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "e%d", i);
+        es[i].name = strdup(name);
+        es[i].wake_us = (int64_t)((i * 7919) % N);
+        es[i].heap_i = SIZE_MAX;
+        beat_heap_push(&h, &es[i]);
+        beat_index_put(&ix, &es[i]);
+    }
+    assert_ptr_equal(beat_index_get(&ix, "e123"), &es[123]);
+    beat_index_del(&ix, &es[123]);
+    assert_null(beat_index_get(&ix, "e123"));
+    beat_heap_remove(&h, &es[10]);
+    es[20].wake_us = -5;
+    beat_heap_fix(&h, &es[20]);
+    assert_ptr_equal(beat_heap_top(&h), &es[20]);
+    while (beat_heap_top(&h) != NULL) {
+        struct beat_entry *e = beat_heap_top(&h);
+
+        assert_true(e->wake_us >= prev);
+        assert_true(e != &es[10]);
+        prev = e->wake_us;
+        beat_heap_remove(&h, e);
+    }
+    for (int i = 0; i < N; i++)
+        free(es[i].name);
+    free(es);
+    beat_heap_deinit(&h);
+    beat_index_deinit(&ix);
+}
+
+static void test_beat_sched_state_file_roundtrip(void **state)
+{
+    char path[] = "/tmp/cc_beat_state_XXXXXX";
+    int fd = mkstemp(path);
+    struct beat_entry *e = entry("e", "{\"task\": \"t\", \"schedule\": 1}");
+    struct beat_entry *never = entry("never", "{\"task\": \"t\", \"schedule\": 1}");
+    struct beat_entry *arr[2] = {e, never};
+    struct cc_err err = {0};
+    json_t *st = NULL;
+    int64_t got = 0;
+
+    (void)state;
+    close(fd);
+    unlink(path);
+    assert_int_equal(beat_state_load(path, &st, &err), CC_OK); /* missing: empty */
+    assert_int_equal(json_object_size(st), 0);
+    json_decref(st);
+    e->last_us = iso("2026-11-23T12:00:00.123456Z");
+    e->total = 42;
+    assert_int_equal(beat_state_save(path, arr, 2, &err), CC_OK);
+    assert_int_equal(beat_state_load(path, &st, &err), CC_OK);
+    assert_int_equal(json_object_size(st), 1); /* entries that never ran are not written */
+    assert_int_equal(
+        cc_iso_parse(json_string_value(json_object_get(json_object_get(st, "e"), "last_run_at")),
+                     &got),
+        CC_OK);
+    assert_int_equal(got, e->last_us);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(st, "e"), "total_run_count")), 42);
+    json_decref(st);
+    /* The journal: appended per batch, replayed over the snapshot at load. */
+    e->last_us += 5 * S;
+    e->total = 43;
+    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    e->last_us += 5 * S;
+    e->total = 44;
+    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    assert_int_equal(beat_state_load(path, &st, &err), CC_OK);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "e"), "last_run_at")),
+                     e->last_us);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(st, "e"), "total_run_count")), 44);
+    json_decref(st);
+    assert_int_equal(beat_state_save(path, arr, 2, &err), CC_OK); /* empties the journal */
+    {
+        char jp[64];
+        FILE *f;
+
+        snprintf(jp, sizeof(jp), "%s.journal", path);
+        f = fopen(jp, "r");
+        assert_non_null(f);
+        assert_int_equal(fgetc(f), EOF);
+        fclose(f);
+        unlink(jp);
+    }
+    unlink(path);
+    beat_entry_free(e);
+    beat_entry_free(never);
+    beat_tz_cache_free();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_beat_sched_file_entry_fields, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_file_errors_name_the_entry, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_file_load, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_slots, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_plan_missed, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_heap_and_index, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_beat_sched_state_file_roundtrip, NULL, NULL),
+    };
+
+    return cmocka_run_group_tests_name("beat_sched", tests, NULL, NULL);
+}
