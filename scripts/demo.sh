@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# README command #1: build celeryc, start RabbitMQ + Redis in ./.data (reused if already
-# running), run `celeryc worker` in the foreground with the demo tasks, show a Python client
-# calling it. Ctrl+C stops the worker and the services.
+# README command #1: build celeryc, start RabbitMQ + Redis + Postgres in ./.data (reused if
+# already running), create the job store (celeryc db upgrade) with one demo job, run
+# `celeryc beat` (scripts/demo-schedule.json + the job store) in the background and
+# `celeryc worker` in the foreground with the demo tasks, show a Python client calling it.
+# Ctrl+C stops the worker, the beat and the services.
 #
 #   scripts/demo.sh           run the demo
 #   scripts/demo.sh --stop    stop services left running in ./.data
@@ -33,24 +35,40 @@ set -a
 . "$DATA/env"
 set +a
 export CELERY_BROKER_URL="$CELERYC_TEST_AMQP_URL" CELERY_RESULT_BACKEND="$CELERYC_TEST_REDIS_URL"
+export CELERYC_JOB_STORE="$CELERYC_TEST_PG_URL"
 
 WORKER_PID=""
+BEAT_PID=""
+stop_pid() # PID: TERM, wait up to 10 s, KILL
+{
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+}
 cleanup()
 {
     trap - EXIT INT TERM
-    if [ -n "$WORKER_PID" ] && kill -0 "$WORKER_PID" 2>/dev/null; then
-        kill -TERM "$WORKER_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$WORKER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$WORKER_PID" 2>/dev/null || true
-    fi
+    stop_pid "$WORKER_PID"
+    stop_pid "$BEAT_PID"
     bash scripts/services.sh stop "$DATA"
-    echo "[demo] worker and services stopped"
+    echo "[demo] worker, beat and services stopped"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The job store, and one job the beat runs every 30 s (created once; kept in ./.data).
+./build/celeryc db upgrade
+if [ "$(./build/celeryc jobs list --json)" = "[]" ]; then
+    ./build/celeryc jobs create --title "demo indexer" --task jobs.index_events \
+        --interval 30 --kwargs '{"n": 5, "errors": 1, "partial": true}' >/dev/null
+fi
+./build/celeryc beat -l info --schedule-file scripts/demo-schedule.json \
+    -b "$CELERY_BROKER_URL" >"$DATA/beat.log" 2>&1 &
+BEAT_PID=$!
 
 ./build/celeryc worker -l info -c 2 -Q celery -n demo@%h \
     -b "$CELERY_BROKER_URL" --result-backend "$CELERY_RESULT_BACKEND" &
@@ -61,6 +79,12 @@ sleep 1
 cat <<EOM
 
 [demo] celeryc worker running (pid $WORKER_PID); broker $CELERY_BROKER_URL, results $CELERY_RESULT_BACKEND
+[demo] celeryc beat running (pid $BEAT_PID, log $DATA/beat.log): demo.add every 10 s from
+       scripts/demo-schedule.json, and the job "demo indexer" every 30 s from the job store
+[demo] the job store (another shell):
+    CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs runs
+    CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs run <JOB_ID>     # a manual run
+    CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs logs <RUN_ID>
 [demo] enqueue from Python (another shell):
     cd $ROOT/scripts
     CELERY_BROKER_URL=$CELERY_BROKER_URL CELERY_RESULT_BACKEND=$CELERY_RESULT_BACKEND \\
