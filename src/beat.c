@@ -1,12 +1,1371 @@
-/* `celeryc beat` (issue #6): placeholder until the scheduler lands. */
+/* `celeryc beat`: the periodic task scheduler (issue #6).
+ *
+ * Design: one thread, one poll(2) loop. Entries (schedule-file entries and the job store's
+ * active jobs, src/beat_sched.c) sit in a min-heap by the time they next need a look; the loop
+ * sleeps until the earliest one (bounded by beat_max_loop_interval), a signal, the broker
+ * socket, or the job store's socket (LISTEN celeryc_jobs / celeryc_runs), then dispatches
+ * every due entry: one Celery protocol-2 message per slot, encoded by cc_msg_encode (the
+ * `celeryc call` path) and published with publisher confirms and mandatory=true, so a
+ * message is either confirmed by the broker or the failure is logged and retried.
+ *
+ * Without a job store: this beat dispatches, and the last slot of every entry is kept in the
+ * state file (-s, written atomically after each batch), so a restart neither skips (missed
+ * slots follow the entry's missed-run policy) nor repeats a slot.
+ *
+ * With a job store: every beat takes or renews the lease "beat" (cc_store_lease) every
+ * ttl/3; only the holder dispatches. Each slot is claimed before it is sent
+ * (cc_store_entry_claim, unique per (entry, slot) and fenced by the lease epoch), and job
+ * slots become runs (cc_store_run_create: unique per (job, slot), concurrency policy) whose
+ * message carries header celeryc_run and which are marked sent after the confirm. The
+ * leader also sends every unsent queued run (manual runs, retries, runs a crashed leader
+ * committed but never sent), fails those it cannot send after BEAT_RUN_SEND_ATTEMPTS tries,
+ * and runs the sweeps (reaper, retries) every BEAT_SWEEP_S seconds. On becoming leader it
+ * loads every entry's last slot from the store (cc_store_entries_state) and re-plans.
+ *
+ * Invariants: a slot is advanced (last_us) only after its message is confirmed (no store)
+ * or claimed (store: a claimed slot is never sent by another beat; if this beat dies between
+ * the claim and the publish, that file-entry slot is lost, never doubled; a job run stays Q
+ * and the next leader sends it). Signals only set flags; TERM/INT finish the current
+ * publish, save the state, release the lease and exit 0.
+ *
+ * Reference: celery-wire.md §7 (beat), §2 (messages), §5 (revoke broadcast). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include "amqptab.h"
 #include "beat.h"
+#include "beat_int.h"
+#include "broker.h"
+#include "config.h"
+#include "ctlclient.h"
+#include "isotime.h"
+#include "jobstore.h"
+#include "log.h"
+#include "message.h"
+#include "pyrepr.h"
+#include "sig.h"
+#include "util.h"
+
+extern char **environ;
+
+#define BEAT_LEASE_NAME        "beat"
+#define BEAT_CONFIRM_MS        10000
+#define BEAT_SWEEP_S           5
+#define BEAT_JOBS_RELOAD_S     300 /* safety net; changes arrive by NOTIFY */
+#define BEAT_RUN_SEND_ATTEMPTS 5
+#define BEAT_BATCH_MAX         2000
+#define BEAT_BATCH_US          300000
+#define BEAT_UNSENT_LIMIT      500
+#define BEAT_EX_CONFIG         78 /* EX_CONFIG */
+
+struct beat {
+    struct cc_config *cfg;
+    int64_t ttl_ms;
+    char origin[300]; /* gen<pid>@<host> */
+    char oid[37];     /* reply_to, as Celery's app.thread_oid */
+    char holder[300]; /* lease holder: <host>:<pid> */
+
+    /* broker */
+    struct cc_broker b;
+    struct cc_broker_tls tls;
+    bool b_ok, b_ctl_ok;
+    int64_t b_retry_mono;
+    int b_fails;
+
+    /* job store */
+    struct cc_store *st;
+    bool st_ok;
+    int64_t st_retry_mono;
+    int st_fails;
+    bool is_leader;
+    int64_t epoch;
+    int64_t lease_next_mono, lease_ok_mono;
+    int64_t sweep_next_mono, reload_next_mono;
+    bool want_sweep, want_reload;
+    json_t *jobs_changed; /* object: job ids notified since the last look */
+    json_t *jobs;         /* object: job id -> job row (active jobs, and jobs of runs sent) */
+    json_t *run_attempts; /* object: run id -> failed send attempts */
+
+    /* entries */
+    struct beat_heap heap;
+    struct beat_index ix;
+    struct beat_entry **files; /* schedule-file entries (also in heap/ix) */
+    size_t n_files;
+    bool state_dirty;
+
+    /* stats */
+    uint64_t dispatched;
+    int32_t *lat_ms;
+    size_t n_lat, cap_lat;
+};
+
+static volatile sig_atomic_t beat_usr1;
+static int beat_usr1_pipe[2] = {-1, -1};
+
+static void beat_on_usr1(int signo)
+{
+    int saved = errno;
+    char c = 1;
+    ssize_t n;
+
+    (void)signo;
+    beat_usr1 = 1;
+    n = write(beat_usr1_pipe[1], &c, 1);
+    (void)n;
+    errno = saved;
+}
+
+/* ---- Stats ------------------------------------------------------------------------------- */
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void stats_add(struct beat *bt, int64_t lateness_us)
+{
+    if (bt->n_lat == bt->cap_lat) {
+        bt->cap_lat = bt->cap_lat ? bt->cap_lat * 2 : 1024;
+        bt->lat_ms = cc_xrealloc(bt->lat_ms, bt->cap_lat * sizeof(*bt->lat_ms));
+    }
+    if (lateness_us < 0)
+        lateness_us = 0;
+    if (lateness_us > INT32_MAX * 1000LL)
+        lateness_us = INT32_MAX * 1000LL;
+    bt->lat_ms[bt->n_lat++] = (int32_t)((lateness_us + 500) / 1000);
+}
+
+static void stats_log(struct beat *bt)
+{
+    struct rusage ru;
+    int32_t p50 = 0, p99 = 0;
+    int64_t cpu_ms = 0;
+
+    if (bt->n_lat > 0) {
+        int32_t *c = cc_xmalloc(bt->n_lat * sizeof(*c));
+
+        memcpy(c, bt->lat_ms, bt->n_lat * sizeof(*c));
+        qsort(c, bt->n_lat, sizeof(*c), cmp_i32);
+        p50 = c[(bt->n_lat - 1) / 2];
+        p99 = c[(size_t)((double)(bt->n_lat - 1) * 0.99)];
+        free(c);
+    }
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu_ms = ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                 ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+    cc_log(CC_LOG_WARNING,
+           "beat stats: dispatched %" PRIu64 ", lateness p50 %d ms p99 %d ms, cpu user+sys %" PRId64
+           " ms",
+           bt->dispatched, (int)p50, (int)p99, cpu_ms);
+}
+
+/* ---- Broker ------------------------------------------------------------------------------ */
+
+static int64_t backoff_us(int fails)
+{
+    int64_t s = fails < 5 ? (1LL << fails) : 30;
+    return (s > 30 ? 30 : s) * 1000000LL;
+}
+
+static int broker_ensure(struct beat *bt, struct cc_err *err)
+{
+    int rc;
+
+    if (bt->b_ok)
+        return CC_OK;
+    if (cc_mono_us() < bt->b_retry_mono)
+        return cc_err_set(err, CC_EBROKER, "broker unavailable (retrying)");
+    memset(&bt->b, 0, sizeof(bt->b));
+    /* A publishing connection: no heartbeats (nothing reads it between publishes); a dead
+     * connection shows at the next publish, which is retried on a new one. */
+    rc = cc_broker_connect(&bt->b, bt->cfg->broker_url, 0, bt->cfg->connect_timeout_s, &bt->tls,
+                           err);
+    if (rc == CC_OK)
+        rc = cc_broker_confirm_select(&bt->b, err);
+    if (rc != CC_OK) {
+        cc_broker_abandon(&bt->b);
+        bt->b_retry_mono = cc_mono_us() + backoff_us(bt->b_fails++);
+        cc_error("beat: cannot connect to the broker: %s (retrying in %d s)", err->msg,
+                 (int)(backoff_us(bt->b_fails - 1) / 1000000));
+        return rc;
+    }
+    if (bt->b_fails > 0)
+        cc_info("beat: connected to the broker again");
+    bt->b_ok = true;
+    bt->b_ctl_ok = false;
+    bt->b_fails = 0;
+    return CC_OK;
+}
+
+static void broker_lost(struct beat *bt)
+{
+    if (!bt->b_ok)
+        return;
+    cc_broker_abandon(&bt->b);
+    bt->b_ok = false;
+    bt->b_retry_mono = 0; /* reconnect at once, then back off */
+}
+
+struct beat_send {
+    const char *task;
+    const char *task_id;
+    const json_t *args, *kwargs;
+    const char *queue, *exchange, *routing_key;
+    int priority;     /* -1: none */
+    double expires_s; /* 0: none */
+    const char *run_id;
+};
+
+/* Encode (cc_msg_encode, as `celeryc call`) and publish with confirm. Routing as Celery's
+ * send_task_message for a direct queue: exchange "" and routing key = the queue name, unless
+ * both exchange and routing_key are given (§1.2). */
+static int beat_publish(struct beat *bt, const struct beat_send *s, struct cc_err *err)
+{
+    struct cc_msg m;
+    struct cc_msg_out out;
+    char exp_buf[40];
+    int64_t now = cc_now_us();
+    const char *queue = s->queue ? s->queue : bt->cfg->default_queue;
+    const char *exchange = "", *rk = queue;
+    char *argsrepr, *kwargsrepr;
+    int rc;
+
+    if ((rc = broker_ensure(bt, err)) != CC_OK)
+        return rc;
+    memset(&m, 0, sizeof(m));
+    m.protocol = 2;
+    m.group_index = -1;
+    m.id = (char *)s->task_id;
+    m.task = (char *)s->task;
+    m.args = (json_t *)s->args;
+    m.kwargs = (json_t *)s->kwargs;
+    m.origin = bt->origin;
+    m.reply_to = bt->oid;
+    m.delivery_mode = 2;
+    m.priority = s->priority > 0 ? s->priority : 0;
+    /* Beat's argsrepr is the repr of its args list: "[1, 2]" (§7.2). */
+    argsrepr = cc_pyrepr(s->args, 0, 1024);
+    kwargsrepr = cc_pyrepr(s->kwargs, 0, 1024);
+    m.argsrepr = argsrepr;
+    m.kwargsrepr = kwargsrepr;
+    if (s->expires_s > 0) {
+        m.expires_us = now + (int64_t)(s->expires_s * 1e6);
+        m.expires = cc_iso_format(m.expires_us, 1, exp_buf, sizeof(exp_buf));
+    }
+    rc = cc_msg_encode(&m, now, &out, err);
+    free(argsrepr);
+    free(kwargsrepr);
+    if (rc != CC_OK)
+        return rc;
+    if (s->run_id != NULL) /* issue #6 contract: the worker finds the run by this header */
+        json_object_set_new(out.headers, "celeryc_run", json_string(s->run_id));
+    if (s->exchange != NULL) {
+        exchange = s->exchange;
+        rk = s->routing_key != NULL ? s->routing_key : queue;
+    }
+    rc = cc_broker_publish_confirmed(&bt->b, exchange, rk, &out, BEAT_CONFIRM_MS, err);
+    cc_msg_out_deinit(&out);
+    if (rc == CC_ENOTFOUND_Q) {
+        cc_err_set(err, CC_ENOTFOUND_Q,
+                   "unroutable: no queue is bound to exchange '%s' with routing key '%s' "
+                   "(start a worker for queue '%s' first)",
+                   exchange, rk, queue);
+    } else if (rc != CC_OK) {
+        broker_lost(bt);
+    }
+    return rc;
+}
+
+/* Celery's revoke broadcast with terminate (what `celeryc control revoke --terminate`
+ * sends), on channel 2 (channel 1 is in confirm mode), fire and forget. */
+static void beat_revoke(struct beat *bt, const char *task_id, bool terminate)
+{
+    struct cc_err err = {0};
+    json_t *arguments, *req, *headers;
+    amqp_basic_properties_t p;
+    amqp_pool_t pool;
+    char *body;
+
+    if (broker_ensure(bt, &err) != CC_OK)
+        goto fail;
+    if (!bt->b_ctl_ok) {
+        if (cc_broker_channel_open(&bt->b, 2, &err) != CC_OK ||
+            cc_broker_declare_exchange_on(&bt->b, 2, "celery.pidbox", "fanout", false, &err) !=
+                CC_OK) {
+            broker_lost(bt);
+            goto fail;
+        }
+        bt->b_ctl_ok = true;
+    }
+    arguments = terminate ? json_pack("{s:s,s:b,s:s}", "task_id", task_id, "terminate", 1, "signal",
+                                      "SIGTERM")
+                          : json_pack("{s:s}", "task_id", task_id);
+    req = cc_ctlc_request("revoke", arguments, NULL, 0, NULL, NULL, NULL);
+    headers = json_pack("{s:i,s:f}", "clock", 1, "expires", (double)cc_now_us() / 1e6 + 60.0);
+    body = json_dumps(req, JSON_COMPACT);
+    memset(&p, 0, sizeof(p));
+    init_amqp_pool(&pool, 4096);
+    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CONTENT_ENCODING_FLAG |
+               AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_PRIORITY_FLAG;
+    p.content_type = amqp_cstring_bytes("application/json");
+    p.content_encoding = amqp_cstring_bytes("utf-8");
+    p.delivery_mode = 2;
+    if (cc_amqptab_from_json(headers, &pool, &p.headers, &err) == CC_OK)
+        p._flags |= AMQP_BASIC_HEADERS_FLAG;
+    if (body == NULL || cc_broker_publish_raw_on(&bt->b, 2, "celery.pidbox", "", &p,
+                                                 amqp_cstring_bytes(body), &err) != CC_OK) {
+        if (err.code != CC_EAGAIN)
+            broker_lost(bt);
+    } else {
+        cc_info("beat: revoke%s sent for task %s", terminate ? " (terminate)" : "", task_id);
+    }
+    free(body);
+    empty_amqp_pool(&pool);
+    json_decref(arguments);
+    json_decref(req);
+    json_decref(headers);
+    if (err.code == CC_OK)
+        return;
+fail:
+    cc_error("beat: cannot send the revoke of task %s: %s", task_id, err.msg);
+}
+
+/* ---- Job store: connection, lease ------------------------------------------------------- */
+
+static bool store_mode(const struct beat *bt)
+{
+    return bt->cfg->job_store != NULL && bt->cfg->job_store[0] != '\0';
+}
+
+/* A store call failed with `err`: CC_EBACKEND means the connection is suspect: drop it and
+ * reconnect with backoff. */
+static void store_failed(struct beat *bt, const char *what, const struct cc_err *err)
+{
+    if (err->code != CC_EBACKEND) {
+        cc_error("beat: job store: %s: %s", what, err->msg);
+        return;
+    }
+    if (bt->st_ok)
+        cc_error("beat: job store: %s: %s (reconnecting)", what, err->msg);
+    bt->st_ok = false;
+    bt->st_retry_mono = cc_mono_us() + backoff_us(bt->st_fails++);
+}
+
+static int store_ensure(struct beat *bt)
+{
+    struct cc_err err = {0};
+    int rc;
+
+    if (bt->st_ok)
+        return CC_OK;
+    if (cc_mono_us() < bt->st_retry_mono)
+        return CC_EAGAIN;
+    if (bt->st == NULL)
+        rc = cc_store_open(bt->cfg->job_store, 5, &bt->st, &err);
+    else
+        rc = cc_store_reconnect(bt->st, &err);
+    if (rc == CC_OK && bt->cfg->job_store_upgrade) {
+        int from = 0, to = 0;
+
+        rc = cc_store_upgrade(bt->st, &from, &to, &err);
+        if (rc == CC_OK && from != to)
+            cc_info("beat: job store schema upgraded from %d to %d", from, to);
+    }
+    if (rc == CC_OK)
+        rc = cc_store_check_schema(bt->st, &err);
+    if (rc == CC_OK)
+        rc = cc_store_listen(bt->st, &err);
+    if (rc != CC_OK) {
+        bt->st_retry_mono = cc_mono_us() + backoff_us(bt->st_fails++);
+        cc_error("beat: job store: %s (retrying in %d s)", err.msg,
+                 (int)(backoff_us(bt->st_fails - 1) / 1000000));
+        return rc;
+    }
+    if (bt->st_fails > 0)
+        cc_info("beat: job store connected again");
+    bt->st_ok = true;
+    bt->st_fails = 0;
+    bt->want_reload = true; /* notifications were missed while away */
+    bt->want_sweep = true;
+    return CC_OK;
+}
+
+static void replan_all(struct beat *bt, const json_t *state);
+
+static void step_down(struct beat *bt, const char *why)
+{
+    if (!bt->is_leader)
+        return;
+    bt->is_leader = false;
+    cc_warn("beat: no longer the leader (%s): standing by", why);
+}
+
+/* Take or renew the lease; on becoming leader load every entry's last slot and re-plan. */
+static void lease_tick(struct beat *bt)
+{
+    struct cc_err err = {0};
+    int64_t epoch = 0, mono = cc_mono_us();
+    bool leader = false;
+
+    bt->lease_next_mono = mono + bt->ttl_ms * 1000 / 3;
+    if (store_ensure(bt) != CC_OK) {
+        if (bt->is_leader && mono > bt->lease_ok_mono + bt->ttl_ms * 900)
+            step_down(bt, "job store unreachable, lease expired");
+        return;
+    }
+    if (cc_store_lease(bt->st, BEAT_LEASE_NAME, bt->holder, (int)bt->ttl_ms, &epoch, &leader,
+                       &err) != CC_OK) {
+        store_failed(bt, "lease", &err);
+        if (bt->is_leader && mono > bt->lease_ok_mono + bt->ttl_ms * 900)
+            step_down(bt, "lease not renewed in time");
+        return;
+    }
+    if (!leader) {
+        step_down(bt, "another beat holds the lease");
+        return;
+    }
+    bt->lease_ok_mono = mono;
+    if (!bt->is_leader || epoch != bt->epoch) {
+        json_t *state = NULL;
+
+        if (cc_store_entries_state(bt->st, &state, &err) != CC_OK) {
+            store_failed(bt, "entry state", &err);
+            return; /* not leader until the state is known: try at the next tick */
+        }
+        bt->is_leader = true;
+        bt->epoch = epoch;
+        cc_info("beat: leader now (lease '%s', epoch %" PRId64 ", holder %s)", BEAT_LEASE_NAME,
+                epoch, bt->holder);
+        replan_all(bt, state);
+        json_decref(state);
+        bt->want_sweep = true;
+    }
+}
+
+/* Is this beat allowed to dispatch right now? */
+static bool may_dispatch(struct beat *bt)
+{
+    if (!store_mode(bt))
+        return true;
+    if (!bt->is_leader)
+        return false;
+    /* Our lease may have expired without us noticing (store slow): stop before it does. */
+    if (cc_mono_us() > bt->lease_ok_mono + bt->ttl_ms * 900) {
+        step_down(bt, "lease not renewed in time");
+        return false;
+    }
+    return true;
+}
+
+/* ---- Entries ----------------------------------------------------------------------------- */
+
+static int64_t state_last_us(const json_t *st)
+{
+    const json_t *v = json_object_get(st, "last_run_at");
+    int64_t us = 0;
+
+    if (json_is_integer(v))
+        return (int64_t)json_integer_value(v);
+    if (json_is_string(v) && cc_iso_parse(json_string_value(v), &us) == CC_OK)
+        return us;
+    return 0;
+}
+
+/* Take a persisted last slot when it is newer than what this beat knows. */
+static void apply_state(struct beat_entry *e, const json_t *state)
+{
+    const json_t *st = state != NULL ? json_object_get(state, e->name) : NULL;
+    int64_t last = state_last_us(st);
+
+    if (st != NULL && last > e->last_us) {
+        e->last_us = last;
+        e->total = (int64_t)json_integer_value(json_object_get(st, "total_run_count"));
+    }
+}
+
+static void plan_entry(struct beat *bt, struct beat_entry *e, int64_t now)
+{
+    struct cc_err err = {0};
+    int64_t missed = 0;
+
+    if (beat_entry_plan(e, now, &missed, &err) != CC_OK) {
+        cc_error("beat: %s: %s: the entry is disabled", e->name, err.msg);
+        beat_heap_remove(&bt->heap, e);
+        return;
+    }
+    beat_heap_fix(&bt->heap, e);
+}
+
+static void replan_all(struct beat *bt, const json_t *state)
+{
+    int64_t now = cc_now_us();
+
+    for (size_t i = 0; i < bt->ix.nb; i++)
+        for (struct beat_entry *e = bt->ix.b[i]; e != NULL; e = e->hnext) {
+            apply_state(e, state);
+            e->claimed_slot_us = 0;
+            plan_entry(bt, e, now);
+        }
+}
+
+static void entry_drop(struct beat *bt, struct beat_entry *e)
+{
+    beat_heap_remove(&bt->heap, e);
+    beat_index_del(&bt->ix, e);
+    beat_entry_free(e);
+}
+
+/* Insert or update the entry of a job row (jobs without a schedule or inactive: removed). */
+static void job_upsert(struct beat *bt, const char *id, const json_t *row, const json_t *state)
+{
+    char name[80];
+    struct beat_entry *old, *e;
+    struct cc_err err = {0};
+    const json_t *sched = json_object_get(row, "schedule");
+
+    snprintf(name, sizeof(name), "job:%s", id);
+    old = beat_index_get(&bt->ix, name);
+    if (row == NULL || !json_is_true(json_object_get(row, "active")) || sched == NULL ||
+        json_is_null(sched)) {
+        if (old != NULL) {
+            cc_info("beat: job %s removed from the schedule", id);
+            entry_drop(bt, old);
+        }
+        return;
+    }
+    e = cc_xcalloc(1, sizeof(*e));
+    if (beat_entry_from_job(e, row, &err) != CC_OK) {
+        cc_error("beat: %s: not scheduled", err.msg);
+        beat_entry_free(e);
+        if (old != NULL)
+            entry_drop(bt, old);
+        return;
+    }
+    if (old != NULL) {
+        bool same = strcmp(old->fingerprint, e->fingerprint) == 0 && old->missed == e->missed &&
+                    old->deadline_us == e->deadline_us;
+
+        e->last_us = old->last_us;
+        e->total = old->total;
+        if (same) {
+            e->slot_us = old->slot_us;
+            e->wake_us = old->wake_us;
+            e->is_catchup = old->is_catchup;
+            e->attempts = old->attempts;
+            e->claimed_slot_us = old->claimed_slot_us;
+            memcpy(e->claimed_task_id, old->claimed_task_id, sizeof(e->claimed_task_id));
+        }
+        entry_drop(bt, old);
+        beat_index_put(&bt->ix, e);
+        if (same)
+            beat_heap_push(&bt->heap, e);
+        else
+            plan_entry(bt, e, cc_now_us());
+        return;
+    }
+    beat_index_put(&bt->ix, e);
+    if (state != NULL) {
+        apply_state(e, state);
+    } else if (bt->is_leader) {
+        /* A job this leader did not know: its last slot may be in the store (a re-activated
+         * job). */
+        json_t *st = NULL;
+
+        if (cc_store_entries_state(bt->st, &st, &err) == CC_OK)
+            apply_state(e, st);
+        json_decref(st);
+    }
+    plan_entry(bt, e, cc_now_us());
+    cc_info("beat: job %s scheduled (%s)", id, e->task);
+}
+
+/* Full reload of the active jobs (start, reconnect, and every BEAT_JOBS_RELOAD_S). */
+static void jobs_reload(struct beat *bt)
+{
+    json_t *list = NULL, *row, *seen = json_object(), *state = NULL;
+    struct cc_err err = {0};
+    size_t i;
+    struct beat_entry **gone = NULL;
+    size_t n_gone = 0;
+
+    bt->want_reload = false;
+    bt->reload_next_mono = cc_mono_us() + BEAT_JOBS_RELOAD_S * 1000000LL;
+    if (cc_store_jobs_list(bt->st, true, &list, &err) != CC_OK) {
+        store_failed(bt, "jobs", &err);
+        bt->want_reload = true;
+        json_decref(seen);
+        return;
+    }
+    json_array_foreach(list, i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "id"));
+
+        if (id == NULL)
+            continue;
+        json_object_set(bt->jobs, id, row);
+        json_object_set_new(seen, id, json_true());
+    }
+    /* Entries of jobs no longer active go first, then every active job is (re)applied. */
+    for (size_t b = 0; b < bt->ix.nb; b++)
+        for (struct beat_entry *e = bt->ix.b[b]; e != NULL; e = e->hnext)
+            if (e->is_job && json_object_get(seen, e->job_id) == NULL) {
+                gone = cc_xrealloc(gone, (n_gone + 1) * sizeof(*gone));
+                gone[n_gone++] = e;
+            }
+    for (size_t k = 0; k < n_gone; k++) {
+        cc_info("beat: job %s removed from the schedule", gone[k]->job_id);
+        entry_drop(bt, gone[k]);
+    }
+    free(gone);
+    if (bt->is_leader && cc_store_entries_state(bt->st, &state, &err) != CC_OK) {
+        store_failed(bt, "entry state", &err);
+        bt->want_reload = true;
+        goto out;
+    }
+    json_array_foreach(list, i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "id"));
+
+        if (id != NULL)
+            job_upsert(bt, id, row, state);
+    }
+out:
+    json_decref(state);
+    json_object_clear(bt->jobs_changed);
+    json_decref(list);
+    json_decref(seen);
+}
+
+/* NOTIFY celeryc_jobs: reload the named jobs one by one (many at once: a full reload). */
+static void jobs_apply_changes(struct beat *bt)
+{
+    const char *id;
+    json_t *v;
+    void *tmp;
+
+    if (json_object_size(bt->jobs_changed) > 100) {
+        jobs_reload(bt);
+        return;
+    }
+    json_object_foreach_safe(bt->jobs_changed, tmp, id, v)
+    {
+        json_t *row = NULL;
+        struct cc_err err = {0};
+        int rc = cc_store_job_get(bt->st, id, &row, &err);
+
+        if (rc == CC_ENOTFOUND) {
+            json_object_del(bt->jobs, id);
+            job_upsert(bt, id, NULL, NULL);
+        } else if (rc != CC_OK) {
+            store_failed(bt, "job", &err);
+            return; /* kept in jobs_changed: retried */
+        } else {
+            json_object_set(bt->jobs, id, row);
+            job_upsert(bt, id, row, NULL);
+        }
+        json_decref(row);
+        json_object_del(bt->jobs_changed, id);
+    }
+}
+
+static void on_notify(const char *channel, const char *payload, void *arg)
+{
+    struct beat *bt = arg;
+
+    if (strcmp(channel, "celeryc_jobs") == 0 && payload != NULL && *payload != '\0')
+        json_object_set_new(bt->jobs_changed, payload, json_true());
+    else if (strcmp(channel, "celeryc_runs") == 0)
+        bt->want_sweep = true;
+}
+
+static void store_drain(struct beat *bt)
+{
+    struct cc_err err = {0};
+
+    if (!bt->st_ok)
+        return;
+    if (cc_store_notifications(bt->st, on_notify, bt, &err) < 0)
+        store_failed(bt, "notifications", &err);
+}
+
+/* ---- Job runs ---------------------------------------------------------------------------- */
+
+static const json_t *job_row(struct beat *bt, const char *job_id)
+{
+    json_t *row = json_object_get(bt->jobs, job_id);
+    struct cc_err err = {0};
+
+    if (row != NULL)
+        return row;
+    if (cc_store_job_get(bt->st, job_id, &row, &err) != CC_OK) {
+        if (err.code != CC_ENOTFOUND)
+            store_failed(bt, "job", &err);
+        return NULL;
+    }
+    json_object_set_new(bt->jobs, job_id, row);
+    return row;
+}
+
+/* kwargs plus <since_kwarg>: ISO-8601 UTC start of the job's last S/P/W run, or null. */
+static json_t *kwargs_with_since(struct beat *bt, const json_t *job, const json_t *kwargs,
+                                 struct cc_err *err)
+{
+    const char *sk = json_string_value(json_object_get(job, "since_kwarg"));
+    const char *job_id = json_string_value(json_object_get(job, "id"));
+    json_t *kw = json_is_object(kwargs) ? json_deep_copy(kwargs) : json_object();
+    int64_t since_us = 0;
+    char b[40];
+
+    if (sk == NULL || *sk == '\0' || json_object_get(kw, sk) != NULL)
+        return kw;
+    if (cc_store_job_last_success(bt->st, job_id, &since_us, err) != CC_OK) {
+        json_decref(kw);
+        return NULL;
+    }
+    json_object_set_new(
+        kw, sk, since_us ? json_string(cc_iso_format(since_us, 1, b, sizeof(b))) : json_null());
+    return kw;
+}
+
+static void run_send_failed(struct beat *bt, const char *run_id, const struct cc_err *why)
+{
+    json_int_t n = json_integer_value(json_object_get(bt->run_attempts, run_id)) + 1;
+    struct cc_err err = {0};
+    char msg[300];
+
+    if (n < BEAT_RUN_SEND_ATTEMPTS) {
+        json_object_set_new(bt->run_attempts, run_id, json_integer(n));
+        cc_error("beat: run %s: message not sent (attempt %d of %d): %s", run_id, (int)n,
+                 BEAT_RUN_SEND_ATTEMPTS, why->msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "message never sent after %d attempts: %s", (int)n, why->msg);
+    if (cc_store_run_fail(bt->st, run_id, msg, &err) != CC_OK) {
+        store_failed(bt, "run fail", &err);
+        return;
+    }
+    json_object_del(bt->run_attempts, run_id);
+    cc_error("beat: run %s failed: %s", run_id, msg);
+}
+
+/* Send the message of run `run` (a row) and mark it sent. `entry`: the schedule entry name
+ * for the log line, NULL for an unsent run found by the sweep. CC_OK or the error. */
+static int run_send(struct beat *bt, const json_t *run, const char *entry, int64_t slot_us,
+                    bool is_catchup)
+{
+    const char *run_id = json_string_value(json_object_get(run, "id"));
+    const char *job_id = json_string_value(json_object_get(run, "job_id"));
+    const char *task_id = json_string_value(json_object_get(run, "task_id"));
+    const json_t *job;
+    const json_t *opt;
+    json_t *kwargs;
+    struct beat_send s;
+    struct cc_err err = {0};
+    const json_t *v;
+    int rc;
+
+    if (run_id == NULL || job_id == NULL || task_id == NULL)
+        return CC_EINVAL;
+    job = job_row(bt, job_id);
+    if (job == NULL)
+        return CC_ENOTFOUND;
+    kwargs = kwargs_with_since(bt, job, json_object_get(run, "kwargs"), &err);
+    if (kwargs == NULL) {
+        store_failed(bt, "last success", &err);
+        return err.code;
+    }
+    opt = json_object_get(job, "options");
+    memset(&s, 0, sizeof(s));
+    s.task = json_string_value(json_object_get(job, "task"));
+    s.task_id = task_id;
+    s.args = json_object_get(run, "args");
+    s.kwargs = kwargs;
+    s.queue = json_string_value(json_object_get(run, "queue"));
+    if (s.queue == NULL)
+        s.queue = json_string_value(json_object_get(job, "queue"));
+    s.exchange = json_string_value(json_object_get(opt, "exchange"));
+    s.routing_key = json_string_value(json_object_get(opt, "routing_key"));
+    v = json_object_get(opt, "priority");
+    s.priority = json_is_integer(v) ? (int)json_integer_value(v) : -1;
+    v = json_object_get(opt, "expires");
+    s.expires_s = json_is_number(v) ? json_number_value(v) : 0;
+    s.run_id = run_id;
+    if (!json_is_array(s.args))
+        s.args = json_object_get(job, "args");
+    if (entry != NULL)
+        cc_info("Scheduler: Sending due task %s (%s)", entry, s.task ? s.task : "?");
+    else
+        cc_info("Scheduler: Sending run %s of job %s (%s)", run_id, job_id, s.task ? s.task : "?");
+    rc = s.task != NULL ? beat_publish(bt, &s, &err)
+                        : cc_err_set(&err, CC_EINVAL, "job has no task");
+    json_decref(kwargs);
+    if (rc != CC_OK) {
+        run_send_failed(bt, run_id, &err);
+        return rc;
+    }
+    bt->dispatched++;
+    if (slot_us != 0 && !is_catchup)
+        stats_add(bt, cc_now_us() - slot_us);
+    json_object_del(bt->run_attempts, run_id);
+    if (cc_store_run_mark_sent(bt->st, run_id, &err) != CC_OK)
+        store_failed(bt, "mark sent", &err); /* the sweep may send it again: same task id */
+    return CC_OK;
+}
+
+/* Leader sweeps: reaper, retries, unsent runs. */
+static void sweep(struct beat *bt)
+{
+    struct cc_err err = {0};
+    json_t *out = NULL, *run;
+    int n = 0;
+    size_t i;
+
+    bt->want_sweep = false;
+    bt->sweep_next_mono = cc_mono_us() + BEAT_SWEEP_S * 1000000LL;
+    if (cc_store_reap(bt->st, bt->cfg->beat_run_heartbeat_timeout_s, &n, &err) != CC_OK) {
+        store_failed(bt, "reap", &err);
+        return;
+    }
+    if (n > 0)
+        cc_warn("beat: reaper: %d run(s) without a worker heartbeat for %d s marked failed", n,
+                bt->cfg->beat_run_heartbeat_timeout_s);
+    if (cc_store_runs_retry(bt->st, bt->epoch, BEAT_LEASE_NAME, &out, &err) != CC_OK) {
+        if (err.code == CC_EAGAIN)
+            step_down(bt, err.msg);
+        else
+            store_failed(bt, "retry", &err);
+        return;
+    }
+    if (json_array_size(out) > 0)
+        cc_info("beat: %zu failed run(s) queued again for retry", json_array_size(out));
+    json_decref(out);
+    out = NULL;
+    if (cc_store_runs_unsent(bt->st, 0, BEAT_UNSENT_LIMIT, &out, &err) != CC_OK) {
+        store_failed(bt, "unsent runs", &err);
+        return;
+    }
+    json_array_foreach(out, i, run)
+    {
+        if (!may_dispatch(bt) || !bt->st_ok)
+            break;
+        (void)run_send(bt, run, NULL, 0, false);
+    }
+    json_decref(out);
+}
+
+/* ---- Dispatch ---------------------------------------------------------------------------- */
+
+enum { DISPATCH_DONE, DISPATCH_RETRY, DISPATCH_STOP };
+
+static void entry_advance(struct beat *bt, struct beat_entry *e, bool sent)
+{
+    struct cc_err err = {0};
+    int64_t next;
+
+    e->last_us = e->slot_us;
+    if (sent)
+        e->total++;
+    e->attempts = 0;
+    e->is_catchup = false;
+    e->claimed_slot_us = 0;
+    if (beat_next_after(e, e->slot_us, &next, &err) != CC_OK) {
+        cc_error("beat: %s: %s: the entry is disabled", e->name, err.msg);
+        beat_heap_remove(&bt->heap, e);
+        return;
+    }
+    e->slot_us = e->wake_us = next;
+    beat_heap_fix(&bt->heap, e);
+    if (!e->is_job)
+        bt->state_dirty = true;
+}
+
+static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_err *why)
+{
+    int64_t wait = backoff_us(e->attempts++);
+
+    cc_error("beat: %s: not sent (attempt %d): %s; retrying in %d s", e->name, e->attempts,
+             why->msg, (int)(wait / 1000000));
+    e->wake_us = cc_now_us() + wait;
+    beat_heap_fix(&bt->heap, e);
+}
+
+/* A fenced store call said CC_EAGAIN: lease lost, or the slot is already taken. */
+static bool is_lease_lost(const struct cc_err *err)
+{
+    return err->code == CC_EAGAIN && strstr(err->msg, "lease") != NULL;
+}
+
+static int dispatch_file(struct beat *bt, struct beat_entry *e)
+{
+    struct cc_err err = {0};
+    struct beat_send s;
+    char task_id[37];
+    int rc;
+
+    if (store_mode(bt) && e->claimed_slot_us == e->slot_us) {
+        memcpy(task_id, e->claimed_task_id, sizeof(task_id)); /* retrying a claimed slot */
+    } else {
+        cc_uuid4(task_id);
+        if (store_mode(bt)) {
+            rc = cc_store_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
+                                      task_id, &err);
+            if (rc == CC_EAGAIN && is_lease_lost(&err)) {
+                step_down(bt, err.msg);
+                return DISPATCH_STOP;
+            }
+            if (rc == CC_EAGAIN) { /* another beat sent this slot */
+                cc_debug("beat: %s: slot already dispatched (%s)", e->name, err.msg);
+                entry_advance(bt, e, false);
+                return DISPATCH_DONE;
+            }
+            if (rc != CC_OK) {
+                store_failed(bt, "claim", &err);
+                entry_retry(bt, e, &err);
+                return DISPATCH_STOP;
+            }
+            e->claimed_slot_us = e->slot_us;
+            memcpy(e->claimed_task_id, task_id, sizeof(task_id));
+        }
+    }
+    memset(&s, 0, sizeof(s));
+    s.task = e->task;
+    s.task_id = task_id;
+    s.args = e->args;
+    s.kwargs = e->kwargs;
+    s.queue = e->queue;
+    s.exchange = e->exchange;
+    s.routing_key = e->routing_key;
+    s.priority = e->priority;
+    s.expires_s = e->expires_s;
+    cc_info("Scheduler: Sending due task %s (%s)", e->name, e->task);
+    rc = beat_publish(bt, &s, &err);
+    if (rc != CC_OK) {
+        entry_retry(bt, e, &err);
+        return DISPATCH_RETRY;
+    }
+    bt->dispatched++;
+    if (!e->is_catchup)
+        stats_add(bt, cc_now_us() - e->slot_us);
+    entry_advance(bt, e, true);
+    return DISPATCH_DONE;
+}
+
+static int dispatch_job(struct beat *bt, struct beat_entry *e)
+{
+    struct cc_err err = {0};
+    struct cc_run_new rn;
+    const json_t *job = job_row(bt, e->job_id);
+    json_t *run = NULL, *cancelled = NULL, *kwargs, *c;
+    char slot_task_id[64] = "";
+    size_t i;
+    int rc;
+
+    if (job == NULL) {
+        cc_error("beat: %s: job not found", e->name);
+        entry_advance(bt, e, false);
+        return DISPATCH_DONE;
+    }
+    kwargs = kwargs_with_since(bt, job, e->kwargs, &err);
+    if (kwargs == NULL) {
+        store_failed(bt, "last success", &err);
+        entry_retry(bt, e, &err);
+        return DISPATCH_STOP;
+    }
+    memset(&rn, 0, sizeof(rn));
+    rn.job_id = e->job_id;
+    rn.scheduled_for_us = e->slot_us;
+    rn.attempt = 1;
+    rn.kwargs = kwargs;
+    rn.epoch = bt->epoch;
+    rn.lease = BEAT_LEASE_NAME;
+    rc = cc_store_run_create(bt->st, &rn, &run, &cancelled, &err);
+    json_decref(kwargs);
+    if (rc == CC_EAGAIN && is_lease_lost(&err)) {
+        step_down(bt, err.msg);
+        return DISPATCH_STOP;
+    }
+    if (rc != CC_OK && rc != CC_EAGAIN) {
+        store_failed(bt, "run create", &err);
+        entry_retry(bt, e, &err);
+        return DISPATCH_STOP;
+    }
+    if (rc == CC_EAGAIN) {
+        /* forbid (a run is queued or running) or the slot's run exists already. */
+        if (strstr(err.msg, "exists") == NULL)
+            cc_info("Scheduler: skipping %s for this slot: %s", e->name, err.msg);
+    } else {
+        const char *tid = json_string_value(json_object_get(run, "task_id"));
+
+        snprintf(slot_task_id, sizeof(slot_task_id), "%s", tid ? tid : "");
+    }
+    /* Record the slot (entry state for the next leader); "exists" is fine. */
+    if (cc_store_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
+                             slot_task_id[0] ? slot_task_id : NULL, &err) != CC_OK) {
+        if (is_lease_lost(&err)) {
+            step_down(bt, err.msg);
+            json_decref(run);
+            json_decref(cancelled);
+            return DISPATCH_STOP;
+        }
+        if (err.code != CC_EAGAIN)
+            store_failed(bt, "claim", &err);
+    }
+    json_array_foreach(cancelled, i, c)
+    {
+        const char *tid = json_string_value(json_object_get(c, "task_id"));
+
+        cc_info("beat: %s: replace policy: cancelling run %s", e->name,
+                json_string_value(json_object_get(c, "id")));
+        if (tid != NULL)
+            beat_revoke(bt, tid, true);
+    }
+    json_decref(cancelled);
+    if (run != NULL) {
+        /* A failed send leaves the run Q and unsent: the sweep retries it, then fails it. */
+        (void)run_send(bt, run, e->name, e->slot_us, e->is_catchup);
+        json_decref(run);
+    }
+    entry_advance(bt, e, run != NULL);
+    return DISPATCH_DONE;
+}
+
+/* Dispatch every due entry, within a time budget (signals, the lease, the store wait). */
+static void dispatch_due(struct beat *bt, volatile bool *stop)
+{
+    int64_t start = cc_mono_us();
+    int n = 0;
+
+    while (!*stop && may_dispatch(bt) && (!store_mode(bt) || bt->st_ok)) {
+        struct beat_entry *e = beat_heap_top(&bt->heap);
+        int64_t now = cc_now_us();
+        int64_t merged;
+        int rc;
+
+        if (e == NULL || e->wake_us > now)
+            break;
+        merged = beat_entry_coalesce(e, now);
+        if (merged > 0)
+            cc_warn("beat: %s: %" PRId64 " slot(s) passed while the loop was busy: one run "
+                    "for the latest",
+                    e->name, merged);
+        rc = e->is_job ? dispatch_job(bt, e) : dispatch_file(bt, e);
+        if (rc == DISPATCH_STOP)
+            break;
+        if (++n >= BEAT_BATCH_MAX || cc_mono_us() - start > BEAT_BATCH_US)
+            break;
+        if (!bt->b_ok && bt->b_retry_mono > cc_mono_us())
+            break; /* broker down: every due entry is waiting for it */
+    }
+}
+
+/* ---- Start-up ---------------------------------------------------------------------------- */
+
+static int load_files(struct beat *bt, struct cc_err *err)
+{
+    const char *path = bt->cfg->beat_schedule_file;
+    struct beat_entry **arr = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (path == NULL || *path == '\0')
+        return CC_OK;
+    rc = beat_file_load(path, bt->cfg->timezone, &arr, &n, err);
+    if (rc != CC_OK)
+        return rc;
+    bt->files = arr;
+    bt->n_files = n;
+    for (size_t i = 0; i < n; i++)
+        beat_index_put(&bt->ix, arr[i]);
+    cc_info("beat: %zu entr%s from %s", n, n == 1 ? "y" : "ies", path);
+    return CC_OK;
+}
+
+static void save_state(struct beat *bt)
+{
+    struct cc_err err = {0};
+
+    if (store_mode(bt) || !bt->state_dirty)
+        return;
+    if (beat_state_save(bt->cfg->beat_state_file, bt->files, bt->n_files, &err) != CC_OK)
+        cc_error("beat: %s", err.msg);
+    else
+        bt->state_dirty = false;
+}
+
+/* `--print-next N [--now ISO]` (hidden, for tests): the next N slots of every entry of the
+ * schedule file after now, as a new entry would get them, one "NAME ISO" line each. */
+static int print_next(struct beat *bt, int count, int64_t now)
+{
+    for (size_t i = 0; i < bt->n_files; i++) {
+        struct beat_entry *e = bt->files[i];
+        int64_t t = now;
+
+        for (int k = 0; k < count; k++) {
+            struct cc_err err = {0};
+            char b[40];
+
+            if (beat_next_after(e, t, &t, &err) != CC_OK) {
+                fprintf(stderr, "%s: %s\n", e->name, err.msg);
+                return 1;
+            }
+            printf("%s %s\n", e->name, cc_iso_format(t, 1, b, sizeof(b)));
+        }
+    }
+    return 0;
+}
+
+static void beat_free(struct beat *bt)
+{
+    for (size_t i = 0; i < bt->ix.nb; i++) {
+        struct beat_entry *e = bt->ix.b[i];
+
+        while (e != NULL) {
+            struct beat_entry *nx = e->hnext;
+
+            beat_entry_free(e);
+            e = nx;
+        }
+    }
+    free(bt->files);
+    beat_index_deinit(&bt->ix);
+    beat_heap_deinit(&bt->heap);
+    json_decref(bt->jobs);
+    json_decref(bt->jobs_changed);
+    json_decref(bt->run_attempts);
+    free(bt->lat_ms);
+    beat_tz_cache_free();
+}
+
+static int usr1_init(void)
+{
+    struct sigaction sa;
+
+    if (pipe(beat_usr1_pipe) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(beat_usr1_pipe[i], F_GETFL);
+
+        fcntl(beat_usr1_pipe[i], F_SETFL, fl | O_NONBLOCK);
+        fcntl(beat_usr1_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = beat_on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* ---- The loop ---------------------------------------------------------------------------- */
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int beat_run(struct beat *bt)
+{
+    volatile bool stop = false;
+    struct cc_err err = {0};
+
+    if (cc_sig_init(&err) != CC_OK || usr1_init() != 0) {
+        cc_crit("beat: signals: %s", err.msg);
+        return 1;
+    }
+    if (!store_mode(bt)) {
+        json_t *state = NULL;
+
+        if (beat_state_load(bt->cfg->beat_state_file, &state, &err) != CC_OK) {
+            cc_crit("beat: %s", err.msg);
+            return BEAT_EX_CONFIG;
+        }
+        replan_all(bt, state);
+        json_decref(state);
+        cc_info("beat: state in %s (no job store: this beat dispatches)", bt->cfg->beat_state_file);
+    } else {
+        replan_all(bt, NULL); /* standby until the lease says otherwise */
+        if (store_ensure(bt) == CC_OK)
+            jobs_reload(bt);
+    }
+    (void)broker_ensure(bt, &err);
+    cc_info("beat: Starting...");
+
+    while (!stop) {
+        struct pollfd pfd[4];
+        int nfd = 0, timeout_ms;
+        int64_t now_mono = cc_mono_us(), wait_us;
+        struct cc_sig_counts sc = cc_sig_take();
+        char buf[16];
+
+        if (sc.term || sc.intr || sc.quit) {
+            stop = true;
+            break;
+        }
+        while (read(beat_usr1_pipe[0], buf, sizeof(buf)) > 0)
+            ;
+        if (beat_usr1) {
+            beat_usr1 = 0;
+            stats_log(bt);
+        }
+        if (store_mode(bt)) {
+            if (!bt->st_ok)
+                (void)store_ensure(bt);
+            if (now_mono >= bt->lease_next_mono)
+                lease_tick(bt);
+            store_drain(bt);
+            if (bt->st_ok && (bt->want_reload || now_mono >= bt->reload_next_mono))
+                jobs_reload(bt);
+            if (bt->st_ok && json_object_size(bt->jobs_changed) > 0)
+                jobs_apply_changes(bt);
+            if (bt->st_ok && may_dispatch(bt) &&
+                (bt->want_sweep || cc_mono_us() >= bt->sweep_next_mono))
+                sweep(bt);
+        }
+        dispatch_due(bt, &stop);
+        save_state(bt);
+
+        /* Sleep until the next due entry, the lease, the sweep, or max_loop_interval. */
+        wait_us = (int64_t)(bt->cfg->beat_max_loop_interval_s * 1e6);
+        if (may_dispatch(bt) && beat_heap_top(&bt->heap) != NULL)
+            wait_us = min64(wait_us, beat_heap_top(&bt->heap)->wake_us - cc_now_us());
+        if (store_mode(bt)) {
+            now_mono = cc_mono_us();
+            wait_us = min64(wait_us, bt->lease_next_mono - now_mono);
+            if (!bt->st_ok)
+                wait_us = min64(wait_us, bt->st_retry_mono - now_mono);
+            if (bt->is_leader)
+                wait_us = min64(wait_us, bt->sweep_next_mono - now_mono);
+            if (bt->want_sweep || bt->want_reload || json_object_size(bt->jobs_changed) > 0)
+                wait_us = 0;
+        }
+        if (wait_us < 0)
+            wait_us = 0;
+        timeout_ms = (int)((wait_us + 999) / 1000);
+        pfd[nfd++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
+        pfd[nfd++] = (struct pollfd){.fd = beat_usr1_pipe[0], .events = POLLIN};
+        if (store_mode(bt) && bt->st_ok && cc_store_fd(bt->st) >= 0)
+            pfd[nfd++] = (struct pollfd){.fd = cc_store_fd(bt->st), .events = POLLIN};
+        if (bt->b_ok && cc_broker_fd(&bt->b) >= 0)
+            pfd[nfd++] = (struct pollfd){.fd = cc_broker_fd(&bt->b), .events = POLLIN};
+        if (poll(pfd, (nfds_t)nfd, timeout_ms) < 0 && errno != EINTR) {
+            cc_crit("beat: poll: %s", strerror(errno));
+            break;
+        }
+        /* The broker only talks to a publisher to close it or block it: read that now. */
+        if (bt->b_ok && cc_broker_has_readable(&bt->b) && cc_broker_poll(&bt->b, &err) != CC_OK) {
+            cc_warn("beat: broker connection lost: %s", err.msg);
+            broker_lost(bt);
+        }
+    }
+
+    cc_info("beat: shutting down");
+    save_state(bt);
+    if (store_mode(bt) && bt->st_ok && bt->is_leader) {
+        if (cc_store_lease_release(bt->st, BEAT_LEASE_NAME, bt->holder, &err) != CC_OK)
+            cc_warn("beat: lease release: %s", err.msg);
+        else
+            cc_info("beat: lease released");
+    }
+    stats_log(bt);
+    return 0;
+}
+
+static void beat_usage(void)
+{
+    printf("Usage: celeryc beat [OPTIONS]\n\n"
+           "Start the periodic task scheduler: sends the schedule file's entries and the job\n"
+           "store's jobs when due (Celery protocol 2). With a job store several beats may run;\n"
+           "one holds the lease and dispatches.\n\n");
+    cc_cfg_usage(stdout, CC_CMD_BEAT);
+}
 
 int cc_beat_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "celeryc beat: not implemented yet\n");
-    return 2;
+    struct cc_config cfg;
+    struct beat bt;
+    struct cc_err err = {0};
+    char host[256];
+    char **av = cc_xcalloc((size_t)argc + 1, sizeof(*av));
+    int ac = 0, print_n = 0, status;
+    int64_t print_now = 0;
+
+    /* Hidden test options, removed before the option table sees argv. */
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--print-next") == 0 && i + 1 < argc) {
+            print_n = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--now") == 0 && i + 1 < argc) {
+            if (cc_iso_parse(argv[++i], &print_now) != CC_OK) {
+                fprintf(stderr, "celeryc beat: --now: not an ISO-8601 time\n");
+                free(av);
+                return 2;
+            }
+        } else {
+            av[ac++] = argv[i];
+        }
+    }
+    status = cc_cfg_load(&cfg, CC_CMD_BEAT, ac, av, environ, &err);
+    free(av);
+    if (status == CC_EAGAIN) {
+        beat_usage();
+        cc_cfg_deinit(&cfg);
+        return 0;
+    }
+    if (status != CC_OK) {
+        fprintf(stderr, "celeryc beat: error: %s\n", err.msg);
+        cc_cfg_deinit(&cfg);
+        return status == CC_EUSAGE ? 2 : BEAT_EX_CONFIG;
+    }
+    cc_log_init(cfg.loglevel, (enum cc_log_format)cfg.log_format, -1);
+    cc_log_set_process("MainProcess");
+
+    memset(&bt, 0, sizeof(bt));
+    bt.cfg = &cfg;
+    bt.ttl_ms = (int64_t)(cfg.beat_lease_ttl_s * 1000.0);
+    bt.jobs = json_object();
+    bt.jobs_changed = json_object();
+    bt.run_attempts = json_object();
+    bt.tls = (struct cc_broker_tls){
+        .ca_file = cfg.broker_ssl_ca_certs,
+        .cert_file = cfg.broker_ssl_certfile,
+        .key_file = cfg.broker_ssl_keyfile,
+        .is_verify = cfg.broker_ssl_verify != CC_SSL_VERIFY_NONE,
+    };
+    if (gethostname(host, sizeof(host)) != 0)
+        strcpy(host, "localhost");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(bt.origin, sizeof(bt.origin), "gen%ld@%s", (long)getpid(), host);
+    snprintf(bt.holder, sizeof(bt.holder), "%s:%ld", host, (long)getpid());
+    cc_uuid4(bt.oid);
+
+    status = 0;
+    if (beat_tz_get(cfg.timezone, &err) == NULL) {
+        fprintf(stderr, "celeryc beat: error: timezone: %s\n", err.msg);
+        status = BEAT_EX_CONFIG;
+    } else if (load_files(&bt, &err) != CC_OK) {
+        fprintf(stderr, "celeryc beat: error: %s\n", err.msg);
+        status = BEAT_EX_CONFIG;
+    } else if (print_n > 0) {
+        status = print_next(&bt, print_n, print_now ? print_now : cc_now_us());
+    } else if (bt.n_files == 0 && !store_mode(&bt)) {
+        fprintf(stderr, "celeryc beat: error: nothing to schedule: give --schedule-file FILE "
+                        "and/or --job-store URL\n");
+        status = 2;
+    } else {
+        status = beat_run(&bt);
+    }
+    if (bt.b_ok)
+        cc_broker_close(&bt.b);
+    cc_store_close(bt.st);
+    beat_free(&bt);
+    cc_sig_deinit();
+    cc_cfg_deinit(&cfg);
+    return status;
 }

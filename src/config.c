@@ -142,6 +142,29 @@ static const struct cfg_opt cfg_options[] = {
     {"job_store_upgrade", CFG_BOOL, CFG_OFF(job_store_upgrade), "false", NULL, 0, "--db-upgrade",
      NULL, 0, 0, NULL, CFG_WB, true,
      "Apply pending job store migrations at start (as `celeryc db upgrade`)."},
+    /* [beat] `celeryc beat` (src/beat.c); Celery's beat settings and `celery beat` flags. */
+    {"beat_schedule_file", CFG_STR, CFG_OFF(beat_schedule_file), "", NULL, 0,
+     "--schedule-file", "FILE", 0, 0, NULL, CC_CMD_BEAT, true,
+     "JSON schedule ({\"entries\": {NAME: {\"task\", \"schedule\", ...}}}, see the README); "
+     "empty: only the job store's jobs."},
+    {"beat_schedule", CFG_STR, CFG_OFF(beat_state_file), "celerybeat-schedule.json", NULL, 's',
+     "--schedule", "FILE", 0, 0, NULL, CC_CMD_BEAT, true,
+     "Where the last run of each schedule-file entry is kept when there is no job store "
+     "(Celery's -s; a celeryc JSON file, not Python's shelve)."},
+    {"beat_max_loop_interval", CFG_DOUBLE, CFG_OFF(beat_max_loop_interval_s), "300", NULL, 0,
+     "--max-interval", "SECONDS", 0.01, 86400, NULL, CC_CMD_BEAT, true,
+     "Longest sleep between two looks at the schedule (Celery's beat_max_loop_interval)."},
+    {"beat_lease_ttl", CFG_DOUBLE, CFG_OFF(beat_lease_ttl_s), "10", NULL, 0, "--lease-ttl",
+     "SECONDS", 0.3, 3600, NULL, CC_CMD_BEAT, true,
+     "With a job store: the leader's lease lasts this long and is renewed every third of it; "
+     "a standby takes over within two lease periods of the leader's death."},
+    {"beat_run_heartbeat_timeout", CFG_INT, CFG_OFF(beat_run_heartbeat_timeout_s), "60", NULL,
+     0, "--run-heartbeat-timeout", "SECONDS", 1, 86400, NULL, CC_CMD_BEAT, true,
+     "A running job run whose worker has not sent a heartbeat for this long is failed by the "
+     "leader's reaper."},
+    {"timezone", CFG_STR, CFG_OFF(timezone), "UTC", NULL, 0, "--timezone", "ZONE", 0, 0, NULL,
+     CC_CMD_BEAT, true,
+     "Default zone of crontab entries of the schedule file (an IANA name; Celery's timezone)."},
     {"task_queues", CFG_QUEUES, CFG_OFF(queues), "", NULL, 'Q', "--queues", "Q1,Q2", 0, 0,
      NULL, CFG_W, true,
      "Comma-separated list of queues to consume from (default: task_default_queue)."},
@@ -774,6 +797,10 @@ static int cfg_load_file(struct cc_config *cfg, enum cc_cfg_cmd cmd, const char 
         name = cfg_trim(s);
         value = cfg_trim(eq + 1);
         o = cfg_find_name(name, cmd);
+        /* [beat] One file serves `celeryc worker` and `celeryc beat`: an option of the other
+         * command is not a typo. */
+        if (o == NULL && cfg_find_name(name, (enum cc_cfg_cmd)(CC_CMD_WORKER | CC_CMD_BEAT)))
+            continue;
         if (o == NULL) {
             rc = cc_err_set(err, CC_ECONFIG, "%s: unknown option '%.60s'", source, name);
             goto out;
@@ -1150,9 +1177,11 @@ static void cfg_wrap(FILE *out, const char *text, int indent, int width)
 
 void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd)
 {
-    fprintf(out, "Usage: celeryc worker [OPTIONS]\n\n"
-                 "Start a worker that consumes Celery tasks from the broker.\n\n"
-                 "Options are read from the defaults, then the config file (--config or\n"
+    /* [beat] `celeryc beat` prints its own description first. */
+    if (cmd == CC_CMD_WORKER)
+        fprintf(out, "Usage: celeryc worker [OPTIONS]\n\n"
+                     "Start a worker that consumes Celery tasks from the broker.\n\n");
+    fprintf(out, "Options are read from the defaults, then the config file (--config or\n"
                  "CELERYC_CONFIG), then the environment, then the command line; later wins.\n\n"
                  "Options:\n");
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {

@@ -114,6 +114,13 @@ struct cc_config {
     /* Job store (issue #6, src/jobstore.h). */
     char *job_store;        /* job_store, --job-store URL; NULL/"" = none */
     bool job_store_upgrade; /* job_store_upgrade, --db-upgrade: migrate at start */
+    /* [beat] `celeryc beat` (src/beat.c). */
+    char *beat_schedule_file;           /* beat_schedule_file, --schedule-file; NULL = none */
+    char *beat_state_file;              /* beat_schedule, -s/--schedule (state without a store) */
+    double beat_max_loop_interval_s;    /* beat_max_loop_interval, --max-interval; 300 */
+    double beat_lease_ttl_s;            /* beat_lease_ttl, --lease-ttl; 10 */
+    int beat_run_heartbeat_timeout_s;   /* beat_run_heartbeat_timeout; 60 */
+    char *timezone;                     /* timezone, --timezone; "UTC" */
 };
 
 /* Which command the options are for: the table marks options per command. */

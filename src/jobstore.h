@@ -45,7 +45,7 @@ int cc_store_fd(const struct cc_store *s);
 int cc_store_reconnect(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
 
 /* Current schema version (0: none) and apply every pending migration in one transaction under
- * an advisory lock (several processes may call it at once). *from/*to may be NULL. A database
+ * an advisory lock (several processes may call it at once). *from and *to may be NULL. A database
  * newer than this build is CC_EINVAL ("schema version 5 is newer than this celeryc (3)"). */
 int cc_store_version(struct cc_store *s, int *version, struct cc_err *err) CC_MUST_USE;
 int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err) CC_MUST_USE;

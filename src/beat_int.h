@@ -1,0 +1,124 @@
+/* `celeryc beat` internals shared by src/beat.c (the daemon: loop, broker, job store, lease)
+ * and src/beat_sched.c (entries, slots, the heap, the schedule and state files).
+ *
+ * Vocabulary: an *entry* is one periodic thing to send (a schedule-file entry "NAME" or a job
+ * of the job store "job:<uuid>"); a *slot* is one instant at which the entry is due (interval:
+ * last slot + every; crontab: the next matching minute in the entry's zone). Slots, not "the
+ * time we happened to send", are what is persisted and claimed, so every beat computes the
+ * same slots and a restart or a takeover neither skips nor repeats one. */
+#ifndef CELERYC_BEAT_INT_H
+#define CELERYC_BEAT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "celeryc/status.h"
+#include "schedule.h"
+
+enum beat_missed {
+    BEAT_MISSED_RUN_ONCE = 0, /* one run for the missed slots (the latest), within the deadline */
+    BEAT_MISSED_SKIP = 1,     /* no run for missed slots: the next slot after now */
+};
+
+struct beat_entry {
+    char *name;   /* "NAME" (file) or "job:<uuid>" (job store); the key everywhere */
+    bool is_job;  /* from the job store */
+    char *job_id; /* is_job: the uuid */
+    char *task;
+    json_t *args;   /* array, owned */
+    json_t *kwargs; /* object, owned */
+    char *queue;    /* NULL: the default queue */
+    char *exchange; /* NULL: "" (the default exchange, routing key = queue), as Celery */
+    char *routing_key;
+    int priority; /* -1: none (AMQP priority 0) */
+    double expires_s;
+    struct cc_sched sched;
+    char *tz_name;
+    const struct cc_tz *tz; /* borrowed from the zone cache */
+    enum beat_missed missed;
+    int64_t deadline_us; /* starting_deadline; 0 = none */
+    char *since_kwarg;   /* jobs: kwarg for the last success ("since"); NULL: none */
+    char *fingerprint;   /* schedule + zone as text: a change resets the slot anchor */
+
+    /* State. */
+    int64_t last_us; /* last slot handled (sent, or skipped by policy); 0 = never */
+    int64_t total;   /* total_run_count */
+    int64_t slot_us; /* the slot to dispatch when woken */
+    int64_t wake_us; /* heap key: when to look at the entry again (== slot_us unless retrying) */
+    bool is_catchup; /* slot_us is a missed slot run once (not counted in lateness) */
+    int attempts;    /* failed dispatch attempts of slot_us */
+    char claimed_task_id[37]; /* store mode: slot_us was claimed with this task id */
+    int64_t claimed_slot_us;
+    size_t heap_i;            /* position in the heap; SIZE_MAX when not in it */
+    struct beat_entry *hnext; /* hash chain */
+};
+
+/* ---- Entries (beat_sched.c) -------------------------------------------------------------- */
+
+/* Zone cache: cc_tz_load once per name, shared by entries, freed at exit. NULL/"" = UTC. */
+const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err);
+void beat_tz_cache_free(void);
+
+/* Fill `e` from a schedule-file entry (name, JSON object) or a job row. default_tz: the beat's
+ * `timezone` option. Errors name the entry: "entry 'x': schedule: ...". */
+int beat_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
+                         const char *default_tz, struct cc_err *err) CC_MUST_USE;
+int beat_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err) CC_MUST_USE;
+void beat_entry_deinit(struct beat_entry *e);
+void beat_entry_free(struct beat_entry *e);
+
+/* Read a schedule file: {"entries": {NAME: {...}}}. *out: array of owned entries. */
+int beat_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
+                   struct cc_err *err) CC_MUST_USE;
+
+/* The first slot strictly after instant t_us. */
+int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
+                    struct cc_err *err) CC_MUST_USE;
+
+/* (Re)compute the entry's next slot at `now_us` from last_us, applying the missed-run policy
+ * to slots that came due while no beat dispatched them (at start, takeover, reload). Sets
+ * slot_us, wake_us, is_catchup; may advance last_us over skipped slots. *n_missed: how many
+ * slots were missed (0: none). Logs the decision at info level. */
+int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
+                    struct cc_err *err) CC_MUST_USE;
+
+/* When the loop finds the entry due (slot_us <= now): move slot_us forward to the latest slot
+ * <= now (a stalled loop sends one run, not a burst). Returns how many slots were merged. */
+int64_t beat_entry_coalesce(struct beat_entry *e, int64_t now_us);
+
+/* ---- Heap of entries by wake_us ---------------------------------------------------------- */
+
+struct beat_heap {
+    struct beat_entry **a;
+    size_t n, cap;
+};
+void beat_heap_push(struct beat_heap *h, struct beat_entry *e);
+void beat_heap_remove(struct beat_heap *h, struct beat_entry *e);
+void beat_heap_fix(struct beat_heap *h, struct beat_entry *e); /* after wake_us changed */
+struct beat_entry *beat_heap_top(const struct beat_heap *h);
+void beat_heap_deinit(struct beat_heap *h);
+
+/* ---- Name index -------------------------------------------------------------------------- */
+
+struct beat_index {
+    struct beat_entry **b;
+    size_t nb, n;
+};
+struct beat_entry *beat_index_get(const struct beat_index *ix, const char *name);
+void beat_index_put(struct beat_index *ix, struct beat_entry *e); /* name not yet present */
+void beat_index_del(struct beat_index *ix, struct beat_entry *e);
+void beat_index_deinit(struct beat_index *ix);
+
+/* ---- Local state file (no job store) ----------------------------------------------------- */
+
+/* {"version": 1, "entries": {NAME: {"last_run_at": ISO, "total_run_count": n,
+ * "schedule": fingerprint}}}. Load: *out is the "entries" object ({} when the file is
+ * missing). Save: tmp file + fsync + rename. */
+int beat_state_load(const char *path, json_t **out, struct cc_err *err) CC_MUST_USE;
+int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
+                    struct cc_err *err) CC_MUST_USE;
+
+#endif

@@ -1,0 +1,724 @@
+/* `celeryc beat`: entries, slots, missed-run policy, the heap, and the schedule / state files.
+ *
+ * Design: an entry's schedule is a struct cc_sched (proto/schedule.c, Celery 5.2's next-run
+ * math). Slots are deterministic: interval slots are last + every (UTC seconds: no drift,
+ * unlike Celery, which reschedules from the send time), crontab slots are the next matching
+ * minute after the last slot in the entry's zone (cc_sched_next evaluated at the last slot).
+ * A new entry (no state) first fires as Celery's does: an interval `every` after start, a
+ * crontab at its next match.
+ *
+ * Missed runs: slots that came due while no beat dispatched them (beat down, standby, store
+ * unreachable) are found when the entry is (re)planned. Policy run_once sends one run, for
+ * the latest missed slot, and only when that slot is no older than starting_deadline (when
+ * set); skip (or a missed deadline) sends nothing and waits for the next slot after now.
+ * Celery itself has no policy: an overdue entry runs once at start, then every `every` from
+ * then on; run_once without a deadline is the closest, and is the default.
+ *
+ * Invariants: an entry in the heap has heap_i == its index; wake_us >= slot_us except while a
+ * failed dispatch waits for its retry.
+ *
+ * Reference: celery-wire.md §7 (beat), celery/beat.py (ScheduleEntry, Scheduler.tick). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "beat_int.h"
+#include "isotime.h"
+#include "log.h"
+#include "tzload.h"
+#include "util.h"
+
+/* ---- Zone cache -------------------------------------------------------------------------- */
+
+/* A list of individually allocated nodes: entries keep pointers to the zones (few in use). */
+struct tz_node {
+    char *name;
+    struct cc_tz tz;
+    struct tz_node *next;
+};
+static struct tz_node *tz_list;
+
+const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err)
+{
+    struct tz_node *n;
+
+    if (name == NULL || *name == '\0')
+        name = "UTC";
+    for (n = tz_list; n != NULL; n = n->next)
+        if (strcmp(n->name, name) == 0)
+            return &n->tz;
+    n = cc_xcalloc(1, sizeof(*n));
+    if (cc_tz_load(name, NULL, &n->tz, err) != CC_OK) {
+        free(n);
+        return NULL;
+    }
+    n->name = cc_xstrdup(name);
+    n->next = tz_list;
+    tz_list = n;
+    return &n->tz;
+}
+
+void beat_tz_cache_free(void)
+{
+    while (tz_list != NULL) {
+        struct tz_node *n = tz_list;
+
+        tz_list = n->next;
+        free(n->name);
+        cc_tz_deinit(&n->tz);
+        free(n);
+    }
+}
+
+/* ---- Entries ----------------------------------------------------------------------------- */
+
+void beat_entry_deinit(struct beat_entry *e)
+{
+    if (e == NULL)
+        return;
+    free(e->name);
+    free(e->job_id);
+    free(e->task);
+    json_decref(e->args);
+    json_decref(e->kwargs);
+    free(e->queue);
+    free(e->exchange);
+    free(e->routing_key);
+    free(e->tz_name);
+    free(e->since_kwarg);
+    free(e->fingerprint);
+    memset(e, 0, sizeof(*e));
+}
+
+void beat_entry_free(struct beat_entry *e)
+{
+    beat_entry_deinit(e);
+    free(e);
+}
+
+static char *opt_str(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL && *v != '\0' ? cc_xstrdup(v) : NULL;
+}
+
+/* One crontab field: a string, or a number (Celery accepts crontab(minute=0)). */
+static int cron_field(const json_t *spec, const char *key, char *buf, size_t size, const char **out)
+{
+    const json_t *v = json_object_get(spec, key);
+
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return CC_OK;
+    if (json_is_string(v)) {
+        *out = json_string_value(v);
+        return CC_OK;
+    }
+    if (json_is_integer(v)) {
+        snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        *out = buf;
+        return CC_OK;
+    }
+    return CC_EINVAL;
+}
+
+/* schedule: a number of seconds, {"type":"interval","seconds":N} or a crontab object. */
+static int parse_schedule(struct beat_entry *e, const json_t *s, struct cc_err *err)
+{
+    const char *type = json_string_value(json_object_get(s, "type"));
+    double secs = -1;
+    int rc;
+
+    if (json_is_number(s)) {
+        secs = json_number_value(s);
+    } else if (json_is_object(s) && type != NULL && strcmp(type, "interval") == 0) {
+        const json_t *v = json_object_get(s, "seconds");
+
+        if (!json_is_number(v))
+            return cc_err_set(err, CC_EINVAL, "interval needs a number \"seconds\"");
+        secs = json_number_value(v);
+    } else if (json_is_object(s) && type != NULL && strcmp(type, "crontab") == 0) {
+        static const char *const keys[] = {"minute", "hour", "day_of_week", "day_of_month",
+                                           "month_of_year"};
+        char bufs[5][32];
+        const char *f[5];
+
+        for (size_t i = 0; i < 5; i++)
+            if (cron_field(s, keys[i], bufs[i], sizeof(bufs[i]), &f[i]) != CC_OK)
+                return cc_err_set(err, CC_EINVAL, "crontab %s must be a string", keys[i]);
+        rc = cc_sched_crontab(&e->sched, f[0], f[1], f[2], f[3], f[4], err);
+        if (rc != CC_OK)
+            return rc;
+        goto done;
+    } else {
+        return cc_err_set(err, CC_EINVAL,
+                          "expected seconds, {\"type\": \"interval\", \"seconds\": N} or "
+                          "{\"type\": \"crontab\", ...}");
+    }
+    if (!(secs > 0) || secs > 1e9)
+        return cc_err_set(err, CC_EINVAL, "interval must be > 0 seconds, got %g", secs);
+    rc = cc_sched_interval(&e->sched, (int64_t)(secs * 1e6 + 0.5), err);
+    if (rc != CC_OK)
+        return rc;
+done:
+    e->fingerprint = json_dumps(s, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+    return CC_OK;
+}
+
+/* The fields files and jobs share. `what` prefixes errors ("entry 'x'", "job <id>"). */
+static int entry_fill(struct beat_entry *e, const char *what, const json_t *spec,
+                      const char *tz_name, const json_t *options, struct cc_err *err)
+{
+    const json_t *v;
+    const char *missed = json_string_value(json_object_get(spec, "missed"));
+    struct cc_err sub = {0};
+    char *fp;
+
+    v = json_object_get(spec, "task");
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return cc_err_set(err, CC_EINVAL, "%s: \"task\" (a task name) is required", what);
+    e->task = cc_xstrdup(json_string_value(v));
+    v = json_object_get(spec, "schedule");
+    if (v == NULL || json_is_null(v))
+        return cc_err_set(err, CC_EINVAL, "%s: \"schedule\" is required", what);
+    if (parse_schedule(e, v, &sub) != CC_OK)
+        return cc_err_set(err, CC_EINVAL, "%s: schedule: %s", what, sub.msg);
+    e->tz_name = cc_xstrdup(tz_name != NULL && *tz_name != '\0' ? tz_name : "UTC");
+    e->tz = beat_tz_get(e->tz_name, &sub);
+    if (e->tz == NULL)
+        return cc_err_set(err, CC_EINVAL, "%s: timezone: %s", what, sub.msg);
+    /* The zone is part of the schedule (a crontab's slots move with it). */
+    fp = cc_xmalloc(strlen(e->fingerprint) + strlen(e->tz_name) + 2);
+    sprintf(fp, "%s@%s", e->fingerprint, e->tz_name);
+    free(e->fingerprint);
+    e->fingerprint = fp;
+    v = json_object_get(spec, "args");
+    if (v != NULL && !json_is_null(v) && !json_is_array(v))
+        return cc_err_set(err, CC_EINVAL, "%s: \"args\" must be a list", what);
+    e->args = json_is_array(v) ? json_deep_copy(v) : json_array();
+    v = json_object_get(spec, "kwargs");
+    if (v != NULL && !json_is_null(v) && !json_is_object(v))
+        return cc_err_set(err, CC_EINVAL, "%s: \"kwargs\" must be an object", what);
+    e->kwargs = json_is_object(v) ? json_deep_copy(v) : json_object();
+    if (options != NULL && !json_is_null(options) && !json_is_object(options))
+        return cc_err_set(err, CC_EINVAL, "%s: \"options\" must be an object", what);
+    e->priority = -1;
+    if (json_is_object(options)) {
+        const char *key;
+        json_t *ov;
+
+        json_object_foreach((json_t *)options, key, ov)
+        {
+            if (strcmp(key, "queue") == 0 || strcmp(key, "routing_key") == 0 ||
+                strcmp(key, "exchange") == 0) {
+                if (!json_is_string(ov) && !json_is_null(ov))
+                    return cc_err_set(err, CC_EINVAL, "%s: options.%s must be a string", what, key);
+            } else if (strcmp(key, "priority") == 0) {
+                if (!json_is_integer(ov) || json_integer_value(ov) < 0 ||
+                    json_integer_value(ov) > 255)
+                    return cc_err_set(err, CC_EINVAL,
+                                      "%s: options.priority must be an integer 0..255", what);
+                e->priority = (int)json_integer_value(ov);
+            } else if (strcmp(key, "expires") == 0) {
+                if (!json_is_number(ov) || json_number_value(ov) <= 0)
+                    return cc_err_set(err, CC_EINVAL,
+                                      "%s: options.expires must be a number of seconds > 0", what);
+                e->expires_s = json_number_value(ov);
+            } else {
+                return cc_err_set(err, CC_EINVAL,
+                                  "%s: unknown option '%s' (queue, exchange, routing_key, "
+                                  "priority, expires)",
+                                  what, key);
+            }
+        }
+        if (e->queue == NULL)
+            e->queue = opt_str(options, "queue");
+        e->exchange = opt_str(options, "exchange");
+        e->routing_key = opt_str(options, "routing_key");
+    }
+    if (missed == NULL || strcmp(missed, "run_once") == 0) {
+        e->missed = BEAT_MISSED_RUN_ONCE;
+    } else if (strcmp(missed, "skip") == 0) {
+        e->missed = BEAT_MISSED_SKIP;
+    } else {
+        return cc_err_set(err, CC_EINVAL, "%s: \"missed\" must be \"skip\" or \"run_once\"", what);
+    }
+    v = json_object_get(spec, "starting_deadline");
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_number(v) || json_number_value(v) <= 0)
+            return cc_err_set(err, CC_EINVAL,
+                              "%s: \"starting_deadline\" must be a number of seconds > 0", what);
+        e->deadline_us = (int64_t)(json_number_value(v) * 1e6);
+    }
+    e->heap_i = SIZE_MAX;
+    return CC_OK;
+}
+
+int beat_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
+                         const char *default_tz, struct cc_err *err)
+{
+    char what[200];
+    const char *tz;
+    static const char *const known[] = {"task",   "schedule", "timezone", "args",
+                                        "kwargs", "options",  "missed",   "starting_deadline"};
+    const char *key;
+    json_t *v;
+
+    memset(e, 0, sizeof(*e));
+    snprintf(what, sizeof(what), "entry '%.150s'", name);
+    if (!json_is_object(spec))
+        return cc_err_set(err, CC_EINVAL, "%s: must be an object", what);
+    json_object_foreach((json_t *)spec, key, v)
+    {
+        size_t i;
+
+        for (i = 0; i < CC_ARRAY_LEN(known); i++)
+            if (strcmp(key, known[i]) == 0)
+                break;
+        if (i == CC_ARRAY_LEN(known))
+            return cc_err_set(err, CC_EINVAL, "%s: unknown key '%.60s'", what, key);
+    }
+    e->name = cc_xstrdup(name);
+    tz = json_string_value(json_object_get(spec, "timezone"));
+    if (json_object_get(spec, "timezone") != NULL && tz == NULL)
+        return cc_err_set(err, CC_EINVAL, "%s: \"timezone\" must be a string", what);
+    return entry_fill(e, what, spec, tz != NULL ? tz : default_tz, json_object_get(spec, "options"),
+                      err);
+}
+
+int beat_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err)
+{
+    const char *id = json_string_value(json_object_get(job, "id"));
+    char what[80];
+    const json_t *sk = json_object_get(job, "since_kwarg");
+
+    memset(e, 0, sizeof(*e));
+    if (id == NULL)
+        return cc_err_set(err, CC_EINVAL, "job row without an id");
+    snprintf(what, sizeof(what), "job %s", id);
+    e->is_job = true;
+    e->job_id = cc_xstrdup(id);
+    e->name = cc_xmalloc(strlen(id) + 5);
+    sprintf(e->name, "job:%s", id);
+    e->queue = opt_str(job, "queue");
+    e->since_kwarg =
+        json_is_string(sk) && json_string_length(sk) ? cc_xstrdup(json_string_value(sk)) : NULL;
+    return entry_fill(e, what, job, json_string_value(json_object_get(job, "timezone")),
+                      json_object_get(job, "options"), err);
+}
+
+int beat_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
+                   struct cc_err *err)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *entries, *spec;
+    const char *name;
+    struct beat_entry **arr = NULL;
+    size_t cnt = 0;
+    int rc = CC_OK;
+
+    *out = NULL;
+    *n = 0;
+    if (root == NULL)
+        return cc_err_set(err, CC_EINVAL, "schedule file %s: %s (line %d)", path, jerr.text,
+                          jerr.line);
+    entries = json_object_get(root, "entries");
+    if (!json_is_object(root) || !json_is_object(entries)) {
+        rc = cc_err_set(err, CC_EINVAL, "schedule file %s: expected {\"entries\": {NAME: {...}}}",
+                        path);
+        goto out;
+    }
+    arr = cc_xcalloc(json_object_size(entries) + 1, sizeof(*arr));
+    json_object_foreach(entries, name, spec)
+    {
+        struct cc_err sub = {0};
+        struct beat_entry *e = cc_xcalloc(1, sizeof(*e));
+
+        if (strncmp(name, "job:", 4) == 0 || *name == '\0') {
+            free(e);
+            rc = cc_err_set(err, CC_EINVAL,
+                            "schedule file %s: entry '%s': names may not be empty or start "
+                            "with \"job:\"",
+                            path, name);
+            goto out;
+        }
+        if (beat_entry_from_file(e, name, spec, default_tz, &sub) != CC_OK) {
+            beat_entry_free(e);
+            rc = cc_err_set(err, CC_EINVAL, "schedule file %s: %s", path, sub.msg);
+            goto out;
+        }
+        arr[cnt++] = e;
+    }
+out:
+    json_decref(root);
+    if (rc != CC_OK) {
+        for (size_t i = 0; i < cnt; i++)
+            beat_entry_free(arr[i]);
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = cnt;
+    return CC_OK;
+}
+
+/* ---- Slots ------------------------------------------------------------------------------- */
+
+int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, struct cc_err *err)
+{
+    if (e->sched.kind == CC_SCHED_INTERVAL) {
+        *out_us = t_us + e->sched.every_us;
+        return CC_OK;
+    }
+    /* Celery's remaining_estimate(last_run_at=t) evaluated at t: the next matching minute
+     * after t's minute, in the entry's zone. */
+    return cc_sched_next(&e->sched, t_us, t_us, e->tz, out_us, err);
+}
+
+/* Latest slot <= now, walking from slot `s` (<= now). Bounded: a crontab that matched every
+ * minute for two years is 1M steps; past that we jump to now. */
+static int64_t latest_slot(const struct beat_entry *e, int64_t s, int64_t now_us, int64_t *count)
+{
+    struct cc_err err = {0};
+    int64_t n = 1;
+
+    if (e->sched.kind == CC_SCHED_INTERVAL) {
+        int64_t k = (now_us - s) / e->sched.every_us;
+        *count = k + 1;
+        return s + k * e->sched.every_us;
+    }
+    for (int i = 0; i < 1100000; i++) {
+        int64_t nx;
+
+        if (beat_next_after(e, s, &nx, &err) != CC_OK || nx > now_us)
+            break;
+        s = nx;
+        n++;
+    }
+    *count = n;
+    return s;
+}
+
+static void fmt_us(int64_t us, char *buf, size_t size)
+{
+    cc_iso_format(us, 1, buf, size);
+}
+
+int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, struct cc_err *err)
+{
+    int64_t first, last_due, count = 0;
+    int rc;
+
+    *n_missed = 0;
+    e->is_catchup = false;
+    e->attempts = 0;
+    if (e->last_us == 0) {
+        /* Never ran: as Celery, last_run_at = now (an interval first fires `every` later). */
+        rc = beat_next_after(e, now_us, &first, err);
+        if (rc != CC_OK)
+            return rc;
+        e->slot_us = e->wake_us = first;
+        return CC_OK;
+    }
+    rc = beat_next_after(e, e->last_us, &first, err);
+    if (rc != CC_OK)
+        return rc;
+    if (first > now_us) {
+        e->slot_us = e->wake_us = first;
+        return CC_OK;
+    }
+    last_due = latest_slot(e, first, now_us, &count);
+    *n_missed = count;
+    if (e->missed == BEAT_MISSED_RUN_ONCE &&
+        (e->deadline_us == 0 || now_us - last_due <= e->deadline_us)) {
+        char b[40];
+
+        fmt_us(last_due, b, sizeof(b));
+        cc_info("Scheduler: %" PRId64 " missed run(s) of %s: running once (slot %s)", count,
+                e->name, b);
+        e->slot_us = last_due;
+        e->wake_us = now_us;
+        e->is_catchup = true;
+        return CC_OK;
+    }
+    cc_info("Scheduler: %" PRId64 " missed run(s) of %s: skipped (%s)", count, e->name,
+            e->missed == BEAT_MISSED_SKIP ? "missed=skip" : "past starting_deadline");
+    e->last_us = last_due;
+    rc = beat_next_after(e, last_due, &first, err);
+    if (rc != CC_OK)
+        return rc;
+    e->slot_us = e->wake_us = first;
+    return CC_OK;
+}
+
+int64_t beat_entry_coalesce(struct beat_entry *e, int64_t now_us)
+{
+    int64_t count = 0, latest;
+
+    if (e->slot_us > now_us)
+        return 0;
+    latest = latest_slot(e, e->slot_us, now_us, &count);
+    if (latest != e->slot_us) {
+        e->slot_us = latest;
+        e->attempts = 0;
+    }
+    return count - 1;
+}
+
+/* ---- Heap -------------------------------------------------------------------------------- */
+
+static void heap_set(struct beat_heap *h, size_t i, struct beat_entry *e)
+{
+    h->a[i] = e;
+    e->heap_i = i;
+}
+
+static void heap_up(struct beat_heap *h, size_t i)
+{
+    struct beat_entry *e = h->a[i];
+
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+
+        if (h->a[p]->wake_us <= e->wake_us)
+            break;
+        heap_set(h, i, h->a[p]);
+        i = p;
+    }
+    heap_set(h, i, e);
+}
+
+static void heap_down(struct beat_heap *h, size_t i)
+{
+    struct beat_entry *e = h->a[i];
+
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        int64_t best = e->wake_us;
+
+        if (l < h->n && h->a[l]->wake_us < best) {
+            m = l;
+            best = h->a[l]->wake_us;
+        }
+        if (l + 1 < h->n && h->a[l + 1]->wake_us < best)
+            m = l + 1;
+        if (m == i)
+            break;
+        heap_set(h, i, h->a[m]);
+        i = m;
+    }
+    heap_set(h, i, e);
+}
+
+void beat_heap_push(struct beat_heap *h, struct beat_entry *e)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->a = cc_xrealloc(h->a, h->cap * sizeof(*h->a));
+    }
+    heap_set(h, h->n++, e);
+    heap_up(h, e->heap_i);
+}
+
+void beat_heap_remove(struct beat_heap *h, struct beat_entry *e)
+{
+    size_t i = e->heap_i;
+
+    if (i == SIZE_MAX || i >= h->n || h->a[i] != e)
+        return;
+    e->heap_i = SIZE_MAX;
+    if (--h->n == i)
+        return;
+    heap_set(h, i, h->a[h->n]);
+    heap_down(h, i);
+    heap_up(h, h->a[i]->heap_i);
+}
+
+void beat_heap_fix(struct beat_heap *h, struct beat_entry *e)
+{
+    if (e->heap_i == SIZE_MAX) {
+        beat_heap_push(h, e);
+        return;
+    }
+    heap_down(h, e->heap_i);
+    heap_up(h, e->heap_i);
+}
+
+struct beat_entry *beat_heap_top(const struct beat_heap *h)
+{
+    return h->n ? h->a[0] : NULL;
+}
+
+void beat_heap_deinit(struct beat_heap *h)
+{
+    free(h->a);
+    memset(h, 0, sizeof(*h));
+}
+
+/* ---- Name index -------------------------------------------------------------------------- */
+
+static size_t ix_hash(const char *s, size_t nb)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return (size_t)(h % nb);
+}
+
+struct beat_entry *beat_index_get(const struct beat_index *ix, const char *name)
+{
+    if (ix->nb == 0)
+        return NULL;
+    for (struct beat_entry *e = ix->b[ix_hash(name, ix->nb)]; e != NULL; e = e->hnext)
+        if (strcmp(e->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+void beat_index_put(struct beat_index *ix, struct beat_entry *e)
+{
+    size_t h;
+
+    if (ix->n + 1 > ix->nb) {
+        size_t nb = ix->nb ? ix->nb * 2 : 256;
+        struct beat_entry **b = cc_xcalloc(nb, sizeof(*b));
+
+        for (size_t i = 0; i < ix->nb; i++) {
+            struct beat_entry *x = ix->b[i];
+
+            while (x != NULL) {
+                struct beat_entry *nx = x->hnext;
+                size_t k = ix_hash(x->name, nb);
+
+                x->hnext = b[k];
+                b[k] = x;
+                x = nx;
+            }
+        }
+        free(ix->b);
+        ix->b = b;
+        ix->nb = nb;
+    }
+    h = ix_hash(e->name, ix->nb);
+    e->hnext = ix->b[h];
+    ix->b[h] = e;
+    ix->n++;
+}
+
+void beat_index_del(struct beat_index *ix, struct beat_entry *e)
+{
+    struct beat_entry **pp;
+
+    if (ix->nb == 0)
+        return;
+    for (pp = &ix->b[ix_hash(e->name, ix->nb)]; *pp != NULL; pp = &(*pp)->hnext) {
+        if (*pp == e) {
+            *pp = e->hnext;
+            e->hnext = NULL;
+            ix->n--;
+            return;
+        }
+    }
+}
+
+void beat_index_deinit(struct beat_index *ix)
+{
+    free(ix->b);
+    memset(ix, 0, sizeof(*ix));
+}
+
+/* ---- State file -------------------------------------------------------------------------- */
+
+int beat_state_load(const char *path, json_t **out, struct cc_err *err)
+{
+    json_error_t jerr;
+    json_t *root, *entries;
+
+    *out = NULL;
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        *out = json_object();
+        return CC_OK;
+    }
+    root = json_load_file(path, 0, &jerr);
+    if (root == NULL)
+        return cc_err_set(err, CC_EINVAL, "state file %s: %s", path, jerr.text);
+    entries = json_object_get(root, "entries");
+    if (!json_is_object(entries)) {
+        json_decref(root);
+        return cc_err_set(err, CC_EINVAL, "state file %s: no \"entries\" object", path);
+    }
+    *out = json_incref(entries);
+    json_decref(root);
+    return CC_OK;
+}
+
+int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
+                    struct cc_err *err)
+{
+    json_t *root = json_object(), *ents = json_object();
+    char *tmp = cc_xmalloc(strlen(path) + 16);
+    int fd = -1, rc = CC_OK;
+    char *text = NULL;
+    size_t len, off = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct beat_entry *e = entries[i];
+        char b[40];
+
+        if (e->is_job || (e->last_us == 0 && e->total == 0))
+            continue;
+        fmt_us(e->last_us, b, sizeof(b));
+        json_object_set_new(
+            ents, e->name,
+            json_pack("{s:s,s:I}", "last_run_at", b, "total_run_count", (json_int_t)e->total));
+    }
+    json_object_set_new(root, "version", json_integer(1));
+    json_object_set_new(root, "entries", ents);
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL) {
+        rc = cc_err_set(err, CC_ENOMEM, "state file: out of memory");
+        goto out;
+    }
+    len = strlen(text);
+    sprintf(tmp, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = cc_err_set(err, CC_EIO, "state file %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = cc_err_set(err, CC_EIO, "state file %s: write: %s", tmp, strerror(errno));
+            goto out;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        rc = cc_err_set(err, CC_EIO, "state file %s: fsync: %s", tmp, strerror(errno));
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, path) != 0)
+        rc = cc_err_set(err, CC_EIO, "state file %s: rename: %s", path, strerror(errno));
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc != CC_OK)
+        unlink(tmp);
+    free(tmp);
+    free(text);
+    return rc;
+}
