@@ -396,7 +396,7 @@ def print_table(res, opt):
             continue
         mf = r["missing"] / r["due_slots"] if r["due_slots"] else 0
         vs = ""
-        if py and impl != "python" and r["cpu_us_per_entry"] and py["cpu_us_per_entry"]:
+        if py and impl == "celeryc" and r["cpu_us_per_entry"] and py["cpu_us_per_entry"]:
             vs = "%.0fx" % (py["cpu_us_per_entry"] / r["cpu_us_per_entry"])
         if impl == "ceiling":
             start = "-"
