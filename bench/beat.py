@@ -5,8 +5,10 @@ one run, same broker. Driven by `bench/run.sh --beat` (which builds, starts the 
 exports CELERYC_TEST_*); see bench/README.md.
 
 Schedule: ENTRIES crontab entries whose due times are minute boundaries (UTC), in a mix of
-minute specs ("*", "*/2", "*/5", "*/15" and hourly "M"), so each minute has a known number of
-entries due (2,500 .. 11,500 at the default 100,000; 4,233 a minute on average). Every entry
+minute specs: "*" 1 %, "O-59/2" 2 %, "O-59/5" 2 %, "O-59/15" 5 % (each step spread over its
+offsets O) and hourly "M" 90 % (M = entry % 60), so the same number of entries is due every
+minute (4,233 +- 2 at the default 100,000; 70.6 a second) whichever minutes a beat's window
+falls on. Every entry
 sends task TASK with args [ENTRY] to its own benchmark queue. The same schedule file feeds both
 beats: celeryc reads it with --schedule-file, Python gets it as beat_schedule
 (bench/beat_pyapp.py).
@@ -80,8 +82,11 @@ def make_schedule(n, task, queue_placeholder="@QUEUE@"):
     rows = []
     i = 0
     for spec, step, share in MIX:
-        for _ in range(int(n * share)):
-            rows.append((i, spec, step, 0))
+        for k in range(int(n * share)):
+            # "*/S" spread over its S offsets ("O-59/S"): the same count is due every minute,
+            # so implementations measured in different minutes see the same load.
+            off = k % step
+            rows.append((i, spec if step == 1 else "%d-59/%d" % (off, step), step, off))
             i += 1
     while i < n:
         rows.append((i, str(i % 60), 60, i % 60))
@@ -378,7 +383,8 @@ def print_table(res, opt):
     print()
     print("celeryc beat bench %s: %d crontab entries (%s), %d-minute window per beat, "
           "task %s" % (res["started"][:10], opt.entries,
-                       ", ".join("%s %.0f%%" % (s, 100 * f) for s, _, f in MIX) +
+                       ", ".join("%s %.0f%%" % (s if st == 1 else "O-59/%d" % st, 100 * f)
+                                 for s, st, f in MIX) +
                        ", hourly M %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))),
                        opt.minutes, opt.task))
     mach = res["machine"]
