@@ -9,16 +9,20 @@
 #   bench/run.sh --help     every option (--n, --rounds, --latency-n, --task, ...)
 #   bench/run.sh --chord    chord of 10000 no-op members, C fleet vs Python fleet
 #                           (bench/chord.py; --chord --quick: 2000 members; --chord --help)
+#   bench/run.sh --beat     beat with 100,000 crontab entries: celeryc beat vs Python celery
+#                           beat vs a bare publisher; lateness, CPU, RSS, start-up
+#                           (bench/beat.py; ~12 min; --beat --quick: 1-minute windows, ~8 min)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 SCRIPT=bench/bench.py
 case " $* " in *" --chord "*) SCRIPT=bench/chord.py ;; esac
+case " $* " in *" --beat "*) SCRIPT=bench/beat.py ;; esac
 for a in "$@"; do
-    if [ "$SCRIPT" = bench/chord.py ] && { [ "$a" = -h ] || [ "$a" = --help ]; }; then
+    if [ "$SCRIPT" != bench/bench.py ] && { [ "$a" = -h ] || [ "$a" = --help ]; }; then
         export CELERYC_TEST_AMQP_URL=0 CELERYC_TEST_AMQP_PORT=0 CELERYC_TEST_REDIS_URL=0 \
             CELERYC_TEST_REDIS_PORT=0
-        exec /usr/bin/python3 bench/chord.py "$@"
+        exec /usr/bin/python3 "$SCRIPT" "$@"
     fi
     if [ "$a" = -h ] || [ "$a" = --help ]; then
         exec /usr/bin/python3 - "$@" <<'EOF'
@@ -34,12 +38,16 @@ EOF
 done
 LIMIT=1200
 case " $* " in *" --quick "*) LIMIT=420 ;; esac
+if [ "$SCRIPT" = bench/beat.py ]; then # waits for minute boundaries: longer
+    LIMIT=1800
+    case " $* " in *" --quick "*) LIMIT=1200 ;; esac
+fi
 
 BUILD="${BENCH_BUILD:-$ROOT/build-bench}"
 echo "[bench] building Release in $BUILD" >&2
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target celeryc bench_publish bench_ceiling bench_latency \
-    >/dev/null
+    bench_beatsink bench_beatpub >/dev/null
 
 # Services in a project-local dir. A previous run that was killed may have left its env file:
 # stop those services if they still answer on their recorded ports, else just clear the dir.

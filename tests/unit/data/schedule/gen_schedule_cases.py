@@ -1,8 +1,11 @@
 #!/usr/bin/python3
-"""Generate tests/unit/data/schedule/cases.json with Celery 5.2's own schedules.
+"""Generate the next-run cases for tests/unit/test_schedule.c with Celery 5.2's own schedules.
 
-Regenerate (needs the system Celery 5.2 + pytz, hence /usr/bin/python3):
-    /usr/bin/python3 tests/unit/data/schedule/gen_schedule_cases.py > tests/unit/data/schedule/cases.json
+Run at test time: ctest's `schedule_cases` fixture (CMakeLists.txt) runs
+    /usr/bin/python3 tests/unit/data/schedule/gen_schedule_cases.py --out BUILD/.../cases.json
+before test_schedule, which reads that file. Needs the system Celery 5.2 + pytz (hence
+/usr/bin/python3); when they are missing this fails (ImportError), and so does the test.
+Without --out the cases go to stdout.
 
 Each case: a schedule evaluated in an app timezone with a last_run and a now (UTC instants).
 Expected: next_us = now + remaining_estimate(last_run), and is_due(last_run) -> (due, next).
@@ -101,6 +104,54 @@ for tz in ZONES:
 add('UTC', ('crontab', {'minute': '0', 'hour': '0', 'day_of_month': '31',
                         'month_of_year': '2'}), [('2026-01-01T00:00:00', '2026-01-01T00:00:01')])
 
+# ---- more zones and edge cases (on top of the table above, which stays as it was) ----------
+# Oslo: EU rules (2026-03-29 01:00Z, 2026-10-25 01:00Z). Lord Howe: a 30-minute DST shift,
+# +10:30 -> +11:00 at 2026-10-03 15:30Z (02:00 -> 02:30 local), back at 2026-04-04 15:00Z
+# (02:00 -> 01:30 local). New York once more with the extra specs.
+EXTRA_AROUND = {
+    'Europe/Oslo': ['2026-03-28T20:00:00', '2026-10-24T20:00:00', '2027-03-27T22:00:00'],
+    'America/New_York': ['2026-03-07T22:00:00', '2026-10-31T22:00:00', '2027-11-06T22:00:00'],
+    'Australia/Lord_Howe': ['2026-04-04T10:00:00', '2026-10-03T10:00:00',
+                            '2027-10-02T12:00:00'],
+}
+EXTRA_SPECS = [
+    {},
+    {'minute': '*/30'},
+    {'minute': '0,30', 'hour': '1-3'},
+    {'minute': '45', 'hour': '1'},
+    {'minute': '15', 'hour': '2'},
+    {'minute': '0', 'hour': '2'},
+    {'minute': '10-50/20', 'hour': '8-18/5'},
+    {'minute': '1,2,3,58,59'},
+    {'minute': '0', 'hour': '6', 'day_of_week': 'Wednesday'},
+    {'minute': '30', 'hour': '*/4', 'day_of_week': 'tue,thu'},
+    {'minute': '0', 'hour': '0', 'day_of_week': 'SAT-sun'},
+    {'minute': '0', 'hour': '0', 'day_of_week': '0-6/3'},
+    {'minute': '0', 'hour': '12', 'day_of_month': '30'},
+    {'minute': '0', 'hour': '12', 'day_of_month': '29'},
+    {'minute': '30', 'hour': '4', 'day_of_month': '1,15,31'},
+    {'minute': '0', 'hour': '0', 'month_of_year': '2-4,11'},
+    {'minute': '0', 'hour': '23', 'day_of_month': '29', 'month_of_year': '2'},
+    {'minute': '*/20', 'hour': '22-1', 'day_of_month': '31', 'month_of_year': '*/2'},
+]
+EXTRA_EDGES = ['2024-02-28T20:00:00', '2025-02-28T20:00:00', '2028-02-28T20:00:00',
+               '2026-01-31T20:00:00', '2026-06-30T20:00:00', '2026-12-31T20:00:00']
+for tz, around in EXTRA_AROUND.items():
+    for spec in EXTRA_SPECS:
+        pairs = []
+        for a in around:
+            pairs += series(a, 1800 + 11, 12, 1)
+        for s in EXTRA_EDGES:
+            pairs += series(s, 3600 * 3 + 17, 5, 45)
+        pairs.append(('2019-05-05T05:05:05', '2026-02-28T23:59:59'))
+        pairs.append(('2026-06-15T09:59:59', '2026-06-15T10:00:00'))
+        add(tz, ('crontab', spec), pairs)
+    for every in [45, 1800, 3600, 5400, 86400]:
+        pairs = []
+        for a in around:
+            pairs += series(a, 1800 + 7, 8, 3)
+        add(tz, ('interval', every), pairs)
+
 ERRORS = [
     ('minute', '60'), ('minute', '-1'), ('hour', '24'), ('hour', '1-'), ('minute', '*/0'),
     ('minute', '*/'), ('minute', '1-5/'), ('minute', ''), ('minute', '1,,2'), ('minute', 'x'),
@@ -159,12 +210,21 @@ def main():
             out['parse_err'].append({'field': field, 'spec': v, 'error': str(e),
                                      'max': lim[0], 'min': lim[1]})
     # One case per line: diffable, and about half the size of indented JSON.
-    w = __import__('sys').stdout.write
+    import sys
+    dest = sys.argv[sys.argv.index('--out') + 1] if '--out' in sys.argv else None
+    f = open(dest + '.tmp', 'w') if dest else sys.stdout
+    w = f.write
     w('{"generator": %s,\n' % json.dumps(out['generator']))
     for key in ('parse_ok', 'parse_err', 'cases'):
         w('"%s": [\n' % key)
         w(',\n'.join(json.dumps(x, sort_keys=True, separators=(',', ':')) for x in out[key]))
         w('\n]%s\n' % (',' if key != 'cases' else '}'))
+    if dest:
+        f.close()
+        __import__('os').replace(dest + '.tmp', dest)  # whole or not at all
+        print('%s: %d cases, %d parse_ok, %d parse_err (%s)'
+              % (dest, len(out['cases']), len(out['parse_ok']), len(out['parse_err']),
+                 out['generator']))
 
 
 main()
