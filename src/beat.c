@@ -65,7 +65,8 @@ extern char **environ;
 #define BEAT_PIPELINE          1000 /* publishes per wait for confirms */
 #define BEAT_BATCH_US          300000
 #define BEAT_UNSENT_LIMIT      500
-#define BEAT_EX_CONFIG         78 /* EX_CONFIG */
+#define BEAT_RETRY_SLACK_US    50000 /* a retry's sweep: this long after its not_before */
+#define BEAT_EX_CONFIG         78    /* EX_CONFIG */
 
 struct beat {
     struct cc_config *cfg;
@@ -95,6 +96,7 @@ struct beat {
     json_t *jobs;         /* object: job id -> job row (active jobs, and jobs of runs sent) */
     json_t *run_attempts; /* object: run id -> failed send attempts */
     json_t *runs_changed; /* object: run ids notified (celeryc_runs) since the last look */
+    json_t *retry_wake;   /* object: retry run id -> its not_before (us), not yet due */
 
     /* entries */
     struct beat_heap heap;
@@ -850,6 +852,51 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
     return CC_OK;
 }
 
+/* A retry waits for its not_before (the backoff), often shorter than BEAT_SWEEP_S: note the
+ * not_before of the retries this beat queued... */
+static void retry_wake_note(struct beat *bt, const json_t *runs)
+{
+    const json_t *r;
+    size_t i;
+
+    json_array_foreach(runs, i, r)
+    {
+        const char *id = json_string_value(json_object_get(r, "id"));
+        const char *nb = json_string_value(json_object_get(r, "not_before"));
+        int64_t us;
+
+        if (id != NULL && nb != NULL && cc_iso_parse(nb, &us) == CC_OK &&
+            json_object_size(bt->retry_wake) < 10000)
+            json_object_set_new(bt->retry_wake, id, json_integer(us));
+    }
+}
+
+/* ... and bring the next sweep forward to the earliest one still ahead (those that passed
+ * were sent by this sweep, or are left to the regular ones). */
+static void retry_wake_plan(struct beat *bt)
+{
+    int64_t now = cc_now_us(), first = INT64_MAX;
+    const char *id;
+    json_t *v;
+    void *tmp;
+
+    json_object_foreach_safe(bt->retry_wake, tmp, id, v)
+    {
+        int64_t us = json_integer_value(v);
+
+        if (us <= now)
+            json_object_del(bt->retry_wake, id);
+        else if (us < first)
+            first = us;
+    }
+    if (first != INT64_MAX) {
+        int64_t at = cc_mono_us() + (first - now) + BEAT_RETRY_SLACK_US;
+
+        if (at < bt->sweep_next_mono)
+            bt->sweep_next_mono = at;
+    }
+}
+
 /* Leader sweeps: reaper, retries, unsent runs. */
 static void sweep(struct beat *bt)
 {
@@ -876,6 +923,7 @@ static void sweep(struct beat *bt)
     }
     if (json_array_size(out) > 0)
         cc_info("beat: %zu failed run(s) queued again for retry", json_array_size(out));
+    retry_wake_note(bt, out);
     json_decref(out);
     out = NULL;
     if (cc_store_runs_unsent(bt->st, 0, BEAT_UNSENT_LIMIT, &out, &err) != CC_OK) {
@@ -889,6 +937,7 @@ static void sweep(struct beat *bt)
         (void)run_send(bt, run, NULL, 0, false);
     }
     json_decref(out);
+    retry_wake_plan(bt);
 }
 
 /* NOTIFY celeryc_runs for a run now C (cancelling): `replace` from a manual run, or `celeryc
@@ -1290,6 +1339,7 @@ static void beat_free(struct beat *bt)
     json_decref(bt->jobs_changed);
     json_decref(bt->run_attempts);
     json_decref(bt->runs_changed);
+    json_decref(bt->retry_wake);
     free(bt->lat_ms);
     free(bt->pend);
     free(bt->dirty);
@@ -1489,6 +1539,7 @@ int cc_beat_main(int argc, char **argv)
     bt.jobs_changed = json_object();
     bt.run_attempts = json_object();
     bt.runs_changed = json_object();
+    bt.retry_wake = json_object();
     bt.tls = (struct cc_broker_tls){
         .ca_file = cfg.broker_ssl_ca_certs,
         .cert_file = cfg.broker_ssl_certfile,

@@ -196,7 +196,8 @@ struct cc_jobrun {
     char *task_name;
     struct jobrun_line lines[CC_JOBRUN_LOG_BATCH];
     size_t n_lines;
-    int64_t first_us; /* cc_mono_us() of lines[0] */
+    int64_t first_us;   /* cc_mono_us() of lines[0] */
+    int64_t flushed_us; /* cc_mono_us() of the run's last flush, 0: none yet */
     uint64_t n_dropped;
 };
 
@@ -228,6 +229,7 @@ static void jobrun_reset(struct cc_jobrun *jr)
     free(jr->task_name);
     jr->task_id = jr->run_id = jr->task_name = NULL;
     jr->n_dropped = 0;
+    jr->flushed_us = 0;
     jr->is_active = false;
 }
 
@@ -250,6 +252,7 @@ static void jobrun_flush(struct cc_jobrun *jr)
 
     if (jr->n_lines == 0)
         return;
+    jr->flushed_us = cc_mono_us();
     for (size_t i = 0; i < jr->n_lines; i++)
         batch[i] = (struct cc_run_log){.ts_us = jr->lines[i].ts_us,
                                        .level = jobrun_level_name(jr->lines[i].level),
@@ -325,7 +328,10 @@ void cc_jobrun_log(struct cc_jobrun *jr, int level, const char *message)
     l->message = cc_xmalloc(len + 1);
     memcpy(l->message, message, len);
     l->message[len] = '\0';
-    if (jr->n_lines == CC_JOBRUN_LOG_BATCH || cc_mono_us() - jr->first_us >= CC_JOBRUN_LOG_WAIT_US)
+    /* A line after a quiet second goes out at once (a task that logs rarely, or is stopped
+     * or killed next, does not keep it); the lines that follow it are batched. */
+    if (jr->n_lines == CC_JOBRUN_LOG_BATCH ||
+        cc_mono_us() - (jr->n_lines == 1 ? jr->flushed_us : jr->first_us) >= CC_JOBRUN_LOG_WAIT_US)
         jobrun_flush(jr);
 }
 
