@@ -8,11 +8,12 @@
  *       sleeps `delay` seconds per event. With `partial` the run ends P ("<ok> of <n> events
  *       indexed, <errors> failed"), with `warning` W. Returns {"indexed": ok, "failed":
  *       errors, "since": since, "run_id": the run id or None}.
- *   jobs.sleep(seconds=30)
+ *   jobs.sleep(seconds=30, since=None)
  *       Logs once a second while it sleeps (a run to stop); returns `seconds`.
- *   jobs.fail(message="boom")
+ *   jobs.fail(message="boom", since=None)
  *       Logs "about to fail", then raises ValueError(message): the run ends F with
  *       "ValueError: <message>".
+ * Each takes `since` (the beat adds it to job runs by default: a job's since_kwarg).
  */
 #include <stdint.h>
 #include <time.h>
@@ -102,7 +103,7 @@ static int jobs_sleep(struct cc_task_ctx *ctx, const json_t *args, const json_t 
 const struct cc_task_entry cc_task_jobs_sleep = {
     .name = "jobs.sleep",
     .run = jobs_sleep,
-    .signature = "seconds=30",
+    .signature = "seconds=30, since=None",
 };
 
 static int jobs_fail(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
@@ -121,5 +122,5 @@ static int jobs_fail(struct cc_task_ctx *ctx, const json_t *args, const json_t *
 const struct cc_task_entry cc_task_jobs_fail = {
     .name = "jobs.fail",
     .run = jobs_fail,
-    .signature = "message=\"boom\"",
+    .signature = "message=\"boom\", since=None",
 };
