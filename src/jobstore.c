@@ -798,20 +798,27 @@ int cc_store_job_delete(struct cc_store *s, const char *id, struct cc_err *err)
     return rc;
 }
 
-int cc_store_job_get(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+/* One row by id: `what` ("job", "run") names it in errors, `sql` selects it with $1. */
+static int get_by_id(struct cc_store *s, const char *what, const char *sql, const char *id,
+                     json_t **out, struct cc_err *err)
 {
     const char *vals[1] = {id};
     int rc;
 
     *out = NULL;
-    rc = check_uuid(id, "job", err);
+    rc = check_uuid(id, what, err);
     if (rc != CC_OK)
         return rc;
-    rc = sql_json(s, "job get", "SELECT row_to_json(j) FROM celeryc.jobs j WHERE id = $1::uuid", 1,
-                  vals, out, err);
+    rc = sql_json(s, what, sql, 1, vals, out, err);
     if (rc == CC_ENOTFOUND)
-        rc = cc_err_set(err, CC_ENOTFOUND, "no job %s", id);
+        rc = cc_err_set(err, CC_ENOTFOUND, "no %s %s", what, id);
     return rc;
+}
+
+int cc_store_job_get(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+{
+    return get_by_id(s, "job", "SELECT row_to_json(j) FROM celeryc.jobs j WHERE id = $1::uuid", id,
+                     out, err);
 }
 
 int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out, struct cc_err *err)
@@ -1241,18 +1248,8 @@ int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], ch
 
 int cc_store_run_get(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
 {
-    const char *vals[1] = {id};
-    int rc;
-
-    *out = NULL;
-    rc = check_uuid(id, "run", err);
-    if (rc != CC_OK)
-        return rc;
-    rc = sql_json(s, "run get", "SELECT " RUN_JSON " FROM celeryc.runs r WHERE id = $1::uuid", 1,
-                  vals, out, err);
-    if (rc == CC_ENOTFOUND)
-        rc = cc_err_set(err, CC_ENOTFOUND, "no run %s", id);
-    return rc;
+    return get_by_id(s, "run", "SELECT " RUN_JSON " FROM celeryc.runs r WHERE id = $1::uuid", id,
+                     out, err);
 }
 
 int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t **out,
