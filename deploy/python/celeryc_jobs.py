@@ -26,7 +26,11 @@ a threads-pool thread):
   once for a record that follows a quiet second (the first one too), and at the end.
 - ``task_postrun``: S (P / W when the task called ``partial`` / ``warning``: P wins), F with
   ``traceback.format_exception_only``'s line (``ValueError: kaput``), nothing for RETRY or a
-  requeued Reject (the run stays R), S for Ignore.
+  requeued Reject (the run stays R), S for Ignore. ``task.retry()`` inside a run: the retry
+  message gets the ``celeryc_run`` header back (``before_task_publish``; Celery 5.2 drops
+  custom headers on retry), so the next attempt goes on with the same run. Between attempts
+  nothing heartbeats the run: a countdown longer than the beat's
+  ``--run-heartbeat-timeout`` gets it failed by the reaper.
 - in the worker's main process: ``task_revoked`` (``revoke(terminate=True)``: F
   ``TaskRevokedError: terminated``, which the store turns into X when the run was C;
   expired: F ``TaskRevokedError: expired``; revoked before it started: X) and ``task_failure``
@@ -476,6 +480,15 @@ def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, *
         log.error("celeryc_jobs: task_postrun: %r", e)
 
 
+def _on_before_publish(sender=None, headers=None, **_):
+    """A retry (task.retry() publishes the same task id from inside the run) keeps the run:
+    Celery 5.2 does not copy custom headers into the retry message, so add ours back."""
+    run = _current()
+    if run is None or not isinstance(headers, dict) or headers.get("id") != run.task_id:
+        return
+    headers.setdefault(HEADER, run.run_id)
+
+
 def _finish_quietly(task_id, status, message, what):
     try:
         _st.store.run_finish(task_id, status, message)
@@ -582,6 +595,7 @@ def install(app, job_store_url=None, heartbeat_interval=10.0):
     signals.task_revoked.connect(_on_revoked, weak=False)
     signals.task_failure.connect(_on_failure, weak=False)
     signals.task_received.connect(_on_received, weak=False)
+    signals.before_task_publish.connect(_on_before_publish, weak=False)
 
     @signals.celeryd_init.connect(weak=False)
     def _init(sender=None, **_):

@@ -53,3 +53,12 @@ def sleep(seconds=1.0, since=None):
     time.sleep(seconds)
     celeryc_jobs.warning("slept")
     return seconds
+
+
+@app.task(name="pyjobs.retry_once", bind=True, max_retries=1)
+def retry_once(self, since=None):
+    logger.info("attempt %d", self.request.retries)
+    if not self.request.retries:
+        raise self.retry(countdown=0.5)
+    celeryc_jobs.progress(1, 0)
+    return self.request.retries

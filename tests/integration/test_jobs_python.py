@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from beatutil import pg_query
 from conftest import (HERE, PY, TIMEOUT, Worker, _pg_admin_exec, celeryc_bin, scaled,
                       unique_queue, wait_for)
 
@@ -181,7 +182,11 @@ def test_partial_success_counts_and_logs(env):
     assert (r["processed"], r["errored"]) == (300, 150)
     assert r["message"] == "300 indexed, 150 failed"
     lines = log_lines(env, r["id"])
-    assert len(lines) == 451  # batched: 200 + 200 + 51 at most 3 + 1 statements
+    assert len(lines) == 451
+    # Batched: each statement is its own transaction (autocommit), so its rows share an xmin.
+    (n_tx,), = pg_query(env.url, "SELECT count(DISTINCT xmin::text) FROM celeryc.run_logs "
+                        "WHERE run_id = %s", (r["id"],))
+    assert 3 <= n_tx <= 5, n_tx  # 200 + 200 + the rest (+ the first line, at once)
     assert lines[0] == ("INFO", "run %s since None" % r["id"])
     assert lines[1] == ("INFO", "item 0 indexed")
     assert lines[3] == ("WARNING", "item 2 failed")  # a plain (propagating) logger too
@@ -199,6 +204,15 @@ def test_manual_run_success_and_warning(env):
     assert r["message"] == "slept"
 
 
+def test_retry_keeps_the_run(env):
+    """task.retry(): the retry message carries the run on (same task id, header put back);
+    the run stays R in between and ends S after the second attempt."""
+    job = mkjob(env, "pyjobs.retry_once")
+    r = wait_run(env, manual_run(env, job)["id"], "S")
+    assert (r["processed"], r["attempt"]) == (1, 1)
+    assert log_lines(env, r["id"]) == [("INFO", "attempt 0"), ("INFO", "attempt 1")]
+
+
 def test_long_run_heartbeats_then_stop_terminates(env):
     """A run longer than the reaper timeout stays R (heartbeats); `jobs stop` -> C, revoke
     with terminate -> the worker's main process records it, the store makes it X."""
@@ -214,29 +228,32 @@ def test_long_run_heartbeats_then_stop_terminates(env):
     assert r["finished_at"]
 
 
-def test_cancelled_before_start_is_not_run(env):
-    """A run that is C when the worker starts it (here set by hand, so no revoke reaches the
-    worker) becomes X and the task body does not run."""
+def test_cancelled_before_start_is_not_run(env, app):
+    """A run that is already X when the worker starts it (marked by hand: no revoke reaches
+    the worker, so only the module stops it) is not run; its result is REVOKED."""
     job = mkjob(env, "pyjobs.index", kwargs={"n": 1})
     # Hold the run back: the worker's two processes are busy with two sleeps first.
     jsl = mkjob(env, "pyjobs.sleep", kwargs={"seconds": 3}, concurrency="allow")
     busy = [manual_run(env, jsl)["id"] for _ in range(2)]
     for b in busy:
         wait_run(env, b, "R")
+    r0 = manual_run(env, job)
+    rid = r0["id"]
+    wait_for(lambda: js(env, "jobs", "show", rid)["sent_at"], 10, "run sent")
     c = psycopg2.connect(env.url)
     c.autocommit = True
     try:
         with c.cursor() as cur:
-            # Disable the NOTIFY-driven revoke by marking C only once the message is queued
-            # at the worker; the beat's revoke then races us, both paths end X.
-            rid = manual_run(env, job)["id"]
-            wait_for(lambda: js(env, "jobs", "show", rid)["sent_at"], 10, "run sent")
-            cur.execute("UPDATE celeryc.runs SET status = 'C' WHERE id = %s AND status = 'Q'",
-                        (rid,))
+            cur.execute("UPDATE celeryc.runs SET status = 'X', message = 'by hand' "
+                        "WHERE id = %s AND status = 'Q'", (rid,))
+            assert cur.rowcount == 1, "the run started before the sleeps ended"
     finally:
         c.close()
-    r = wait_run(env, rid, "X")
-    assert r["processed"] is None or r["processed"] == 0 or r["processed"] == -1 or True
+    env.worker.wait_log(r"job run %s was cancelled before it started: not run" % rid, 20)
+    assert wait_for(lambda: app.AsyncResult(r0["task_id"]).state == "REVOKED", 10,
+                    "REVOKED result")
+    r = js(env, "jobs", "show", rid)
+    assert r["status"] == "X" and r["message"] == "by hand" and r["started_at"] is None, r
     assert log_lines(env, rid) == []  # the body never ran (it logs first)
     for b in busy:
         wait_run(env, b, "W")
