@@ -124,7 +124,7 @@ class _Store:
 
     def _connect(self):
         import psycopg2
-        conn = psycopg2.connect(self.dsn, connect_timeout=10, application_name="celeryc_jobs",
+        conn = psycopg2.connect(self.dsn, connect_timeout=5, application_name="celeryc_jobs",
                                 options="-c timezone=UTC", keepalives=1, keepalives_idle=30,
                                 keepalives_interval=10, keepalives_count=3)
         conn.autocommit = True
@@ -280,6 +280,10 @@ def _run_id_of(request):
     return str(v) if v else None
 
 
+def _oneline(e):
+    return " ".join(str(e).split())
+
+
 def _exc_line(exc):
     try:
         return traceback.format_exception_only(type(exc), exc)[-1].strip()
@@ -309,7 +313,7 @@ def _flush(run, essential=False):
         if not run.warned:
             run.warned = True
             log.warning("Task %s[%s]: job run %s: log lines dropped: %s", run.task_name,
-                        run.task_id, run.run_id, e)
+                        run.task_id, run.run_id, _oneline(e))
     finally:
         run.flushing = False
 
@@ -401,7 +405,7 @@ def _on_prerun(sender=None, task_id=None, task=None, **_):
             st = _st.store.run_start(task_id, _hostname(task))
         except Exception as e:
             log.error("Task %s[%s]: job run %s: could not mark it running: %s (the task runs; "
-                      "its outcome is still recorded)", task.name, task_id, rid, e)
+                      "its outcome is still tried)", task.name, task_id, rid, _oneline(e))
             st = "R"
         if st is None:
             log.warning("Task %s[%s]: job run %s: no run with this task id in the job store; "
@@ -472,7 +476,7 @@ def _on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, *
             except Exception as e:
                 log.error("Task %s[%s]: job run %s: could not record its outcome %s: %s (the "
                           "run stays R until the beat's reaper fails it)", run.task_name,
-                          task_id, run.run_id, status, e)
+                          task_id, run.run_id, status, _oneline(e))
         if run.dropped:
             log.warning("Task %s[%s]: job run %s: %d log line(s) dropped (job store "
                         "unreachable)", run.task_name, task_id, run.run_id, run.dropped)
@@ -494,7 +498,7 @@ def _finish_quietly(task_id, status, message, what):
         _st.store.run_finish(task_id, status, message)
     except Exception as e:
         log.error("celeryc_jobs: task %s: could not record %s (%s): %s", task_id, status,
-                  what, e)
+                  what, _oneline(e))
 
 
 def _on_received(sender=None, request=None, **_):

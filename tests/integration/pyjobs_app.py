@@ -49,7 +49,7 @@ def fail(message="kaput", since=None):
 
 @app.task(name="pyjobs.sleep")
 def sleep(seconds=1.0, since=None):
-    logger.info("sleeping %s s", seconds)
+    logger.info("sleeping %s s in pid %d", seconds, os.getpid())
     time.sleep(seconds)
     celeryc_jobs.warning("slept")
     return seconds

@@ -8,6 +8,8 @@ job never runs a second time: test_scheduled_forbid_runs_repeatedly fails then. 
 the worker are shared by the module (one database); every test uses its own jobs."""
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -257,3 +259,61 @@ def test_cancelled_before_start_is_not_run(env, app):
     assert log_lines(env, rid) == []  # the body never ran (it logs first)
     for b in busy:
         wait_run(env, b, "W")
+
+
+def test_child_killed_is_F_and_the_next_child_reconnects(env):
+    """SIGKILL of the prefork child: the main process records WorkerLostError (F). The pool
+    forks a new child from a main process that now has its own connection; that child opens
+    its own, and the next runs (and a store that dropped every session) still work."""
+    job = mkjob(env, "pyjobs.sleep", kwargs={"seconds": 60})
+    rid = manual_run(env, job)["id"]
+    wait_run(env, rid, "R")
+    line = wait_for(lambda: [m for _, m in log_lines(env, rid) if "in pid" in m], 10,
+                    "the sleep's first log line")[0]
+    os.kill(int(re.search(r"in pid (\d+)", line).group(1)), signal.SIGKILL)
+    r = wait_run(env, rid, "F")
+    assert r["message"].startswith("WorkerLostError: Worker exited prematurely: signal 9 "
+                                   "(SIGKILL)"), r["message"]
+    ok = mkjob(env, "pyjobs.index", kwargs={"n": 1})
+    for _ in range(3):
+        wait_run(env, manual_run(env, ok)["id"], "S")
+    # The server ends every session of the module: the next runs reconnect transparently.
+    pg_query(env.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE application_name = 'celeryc_jobs'")
+    for _ in range(3):
+        r = wait_run(env, manual_run(env, ok)["id"], "S")
+        assert len(log_lines(env, r["id"])) == 2
+
+
+def test_store_unreachable_never_fails_the_task(tmp_path):
+    """Eager, in a separate interpreter: a job store nobody listens on; the task still runs
+    and returns, within the connect attempts' time."""
+    from conftest import free_port
+    script = tmp_path / "eager.py"
+    script.write_text("""
+import sys, time, logging
+sys.path.insert(0, %r)
+from celery import Celery
+import celeryc_jobs
+logging.basicConfig(level=logging.INFO)
+app = Celery("eager")
+assert celeryc_jobs.install(app, "postgresql://u:p@127.0.0.1:%d/db", heartbeat_interval=0.1)
+
+@app.task(name="eager.t")
+def t():
+    logging.getLogger("x").warning("a line")
+    celeryc_jobs.progress(1, 0)
+    celeryc_jobs.partial("half")
+    return celeryc_jobs.run_id()
+
+t0 = time.monotonic()
+r = t.apply(task_id="tid-1", headers={"celeryc_run": "run-1"})
+print(r.status, r.result, round(time.monotonic() - t0, 1))
+""" % (str(HERE.parents[1] / "deploy" / "python"), free_port()))
+    p = subprocess.run([PY, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=scaled(60))
+    assert p.returncode == 0, p.stderr
+    status, result, secs = p.stdout.split()
+    assert (status, result) == ("SUCCESS", "run-1"), p.stdout
+    assert float(secs) < 10, p.stdout
+    assert "could not mark it running" in p.stderr and "could not record" in p.stderr, p.stderr
