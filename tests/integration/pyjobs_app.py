@@ -44,6 +44,7 @@ def index(self, n=1, fail_every=0, since=None):
 @app.task(name="pyjobs.fail")
 def fail(message="kaput", since=None):
     logger.info("about to fail")
+    print("printed")  # the worker redirects stdout to the logger celery.redirected
     raise ValueError(message)
 
 

@@ -174,7 +174,7 @@ def test_failure_is_F_with_the_message(env):
     r = wait_run(env, manual_run(env, job)["id"], "F")
     assert r["message"] == "ValueError: kaput"
     assert r["started_at"] and r["finished_at"] and r["hostname"] == env.worker.name
-    assert log_lines(env, r["id"]) == [("INFO", "about to fail")]
+    assert log_lines(env, r["id"]) == [("INFO", "about to fail"), ("WARNING", "printed")]
 
 
 def test_partial_success_counts_and_logs(env):
