@@ -49,8 +49,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, log, machine,  # noqa: E402
-                   machine_busy_us, mem_kb, proc_tree, pss_kb, self_cpu_us)
+from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, fresh_logdir, log, machine,  # noqa: E402
+                   machine_busy_us, mem_kb, proc_tree, pss_kb, self_cpu_us, stop_on_signals)
 
 IMPLS = ("ceiling", "celeryc", "python")
 # (spec, step, share of the entries); hourly "M" entries take the rest (minute = entry % 60).
@@ -466,19 +466,8 @@ def parse_args():
 
 def main():
     opt = parse_args()
-
-    def on_signal(signum, _frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("signal %d: stopping" % signum)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    logdir = Path(os.environ.get("BENCH_LOGDIR", HERE / "results" / "logs"))
-    logdir.mkdir(parents=True, exist_ok=True)
-    for old in logdir.glob("beat-*.log"):
-        old.unlink()
+    stop_on_signals("the beats")
+    logdir = fresh_logdir("beat-*.log")
     rundir = BUILD / "beat-bench"
     rundir.mkdir(parents=True, exist_ok=True)
     rows = make_schedule(opt.entries, opt.task)

@@ -564,22 +564,34 @@ def parse_args():
     return opt
 
 
-def main():
-    opt = parse_args()
+def stop_on_signals(what):
+    """SIGTERM/SIGINT end the run through sys.exit, so the finally blocks stop what it
+    started. One stop request is enough (timeout --foreground forwards the terminal's SIGINT a
+    second time): the rest are ignored so the cleanup runs to the end."""
     def on_signal(signum, _frame):
-        # One stop request is enough (timeout --foreground forwards the terminal's SIGINT a
-        # second time): ignore the rest so the cleanup in the finally blocks runs to the end.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("signal %d: stopping the workers" % signum)
+        log("signal %d: stopping %s" % (signum, what))
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def fresh_logdir(pattern):
+    """The log directory (BENCH_LOGDIR, else bench/results/logs), without the previous run's
+    logs matching `pattern`."""
     logdir = Path(os.environ.get("BENCH_LOGDIR", HERE / "results" / "logs"))
     logdir.mkdir(parents=True, exist_ok=True)
-    for old in logdir.glob("*.log"):  # the previous run's
+    for old in logdir.glob(pattern):
         old.unlink()
+    return logdir
+
+
+def main():
+    opt = parse_args()
+    stop_on_signals("the workers")
+    logdir = fresh_logdir("*.log")
     r = redis.Redis.from_url(REDIS_URL, socket_timeout=30)
     t_start = time.monotonic()
     res = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
