@@ -10,15 +10,13 @@ celeryc only."""
 import json
 import os
 import subprocess
-import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from beatutil import pg_query
-from conftest import (MULT, TIMEOUT, Worker, _pg_admin_exec, c_only, celeryc_bin, scaled,
+from beatutil import dump_logs_on_failure, module_database, pg_query, store_cmd, store_json
+from conftest import (MULT, TIMEOUT, Worker, c_only, celeryc_bin, scaled,
                       unique_queue, wait_for)
 
 pytestmark = c_only
@@ -70,50 +68,31 @@ class E2E:
 
 @pytest.fixture(scope="module")
 def e2e(services, tmp_path_factory):
-    if not os.environ.get("CELERYC_TEST_PG_URL"):
-        pytest.skip("no Postgres (CELERYC_TEST_PG_URL unset)")
-    if not celeryc_bin():
-        pytest.fail("celeryc binary not found (set CELERYC_BIN)")
-    name = "it_e2e_" + uuid.uuid4().hex[:10]
-    _pg_admin_exec("CREATE DATABASE %s OWNER celeryc" % name)
-    url = "%s/%s" % (os.environ["CELERYC_TEST_PG_URL"].rsplit("/", 1)[0], name)
-    env = E2E(url, tmp_path_factory.mktemp("e2e"), unique_queue("e2e"))
-    try:
-        env.start_beat()  # --db-upgrade: the schema exists before the worker checks it
-        env.start_worker()
-        yield env
-    finally:
-        for p in env.processes():
-            p.stop()
-        _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, attempts=20)
+    with module_database("it_e2e_") as url:
+        env = E2E(url, tmp_path_factory.mktemp("e2e"), unique_queue("e2e"))
+        try:
+            env.start_beat()  # --db-upgrade: the schema exists before the worker checks it
+            env.start_worker()
+            yield env
+        finally:
+            for p in env.processes():
+                p.stop()
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(request, e2e):
     yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for p in e2e.processes():
-            sys.stderr.write("\n---- log of %s (%s)\n%s\n" % (p.name, " ".join(p.argv),
-                                                             p.log()[-6000:]))
+    dump_logs_on_failure(request, e2e.processes())
 
 
 # ---- helpers ---------------------------------------------------------------------------------
 
 def cc(e2e, *args, timeout=30):
-    """`celeryc ARGS --job-store URL`; the CompletedProcess (text)."""
-    env = dict(os.environ)
-    for k in ("CELERYC_JOB_STORE", "CELERY_BROKER_URL", "CELERYC_BROKER_URL", "CELERYC_CONFIG"):
-        env.pop(k, None)
-    return subprocess.run([celeryc_bin()] + list(args) + ["--job-store", e2e.url],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=scaled(timeout), env=env)
+    return store_cmd(e2e.url, *args, timeout=timeout)
 
 
 def js(e2e, *args):
-    p = cc(e2e, *(args + ("--json",)))
-    assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-    return json.loads(p.stdout)
+    return store_json(e2e.url, *args)
 
 
 def ts(s):

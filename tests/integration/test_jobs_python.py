@@ -11,14 +11,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 
-from beatutil import pg_query
-from conftest import (HERE, PY, TIMEOUT, Worker, _pg_admin_exec, celeryc_bin, scaled,
+from beatutil import dump_logs_on_failure, module_database, pg_query, store_cmd, store_json
+from conftest import (HERE, PY, TIMEOUT, Worker, celeryc_bin, scaled,
                       unique_queue, wait_for)
 
 psycopg2 = pytest.importorskip("psycopg2")
@@ -60,47 +58,29 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(services, tmp_path_factory):
-    if not os.environ.get("CELERYC_TEST_PG_URL"):
-        pytest.skip("no Postgres (CELERYC_TEST_PG_URL unset)")
-    if not celeryc_bin():
-        pytest.fail("celeryc binary not found (set CELERYC_BIN)")
-    name = "it_pyjobs_" + uuid.uuid4().hex[:10]
-    _pg_admin_exec("CREATE DATABASE %s OWNER celeryc" % name)
-    url = "%s/%s" % (os.environ["CELERYC_TEST_PG_URL"].rsplit("/", 1)[0], name)
-    e = Env(url, tmp_path_factory.mktemp("pyjobs"), unique_queue("pyjobs"))
-    try:
-        e.start_beat()  # --db-upgrade: the schema exists before the worker's first run
-        e.start_worker()
-        yield e
-    finally:
-        for p in e.processes():
-            p.stop()
-        _pg_admin_exec("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, attempts=20)
+    with module_database("it_pyjobs_") as url:
+        e = Env(url, tmp_path_factory.mktemp("pyjobs"), unique_queue("pyjobs"))
+        try:
+            e.start_beat()  # --db-upgrade: the schema exists before the worker's first run
+            e.start_worker()
+            yield e
+        finally:
+            for p in e.processes():
+                p.stop()
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(request, env):
     yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for p in env.processes():
-            sys.stderr.write("\n---- log of %s (%s)\n%s\n" % (p.name, " ".join(p.argv),
-                                                             p.log()[-6000:]))
+    dump_logs_on_failure(request, env.processes())
 
 
 def cc(env, *args, timeout=30):
-    e = dict(os.environ)
-    for k in ("CELERYC_JOB_STORE", "CELERY_BROKER_URL", "CELERYC_BROKER_URL", "CELERYC_CONFIG"):
-        e.pop(k, None)
-    return subprocess.run([celeryc_bin()] + list(args) + ["--job-store", env.url],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=scaled(timeout), env=e)
+    return store_cmd(env.url, *args, timeout=timeout)
 
 
 def js(env, *args):
-    p = cc(env, *(args + ("--json",)))
-    assert p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
-    return json.loads(p.stdout)
+    return store_json(env.url, *args)
 
 
 def mkjob(env, task, kwargs=None, interval=None, concurrency=None):
