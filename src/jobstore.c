@@ -219,6 +219,18 @@ static int sql_json(struct cc_store *s, const char *what, const char *sql, int n
     return CC_OK;
 }
 
+/* sql_json for an aggregate (COALESCE(json_agg(...), '[]') and the like): such a statement
+ * always yields one non-NULL value, so "no row" can only be a server-side surprise. */
+static int sql_json_agg(struct cc_store *s, const char *what, const char *sql, int n,
+                        const char *const *vals, json_t **out, struct cc_err *err)
+{
+    int rc = sql_json(s, what, sql, n, vals, out, err);
+
+    if (rc == CC_ENOTFOUND)
+        rc = cc_err_set(err, CC_EBACKEND, "job store %s: no row from an aggregate", what);
+    return rc;
+}
+
 static bool is_uuid(const char *id)
 {
     size_t i;
@@ -824,16 +836,10 @@ int cc_store_job_get(struct cc_store *s, const char *id, json_t **out, struct cc
 int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out, struct cc_err *err)
 {
     const char *vals[1] = {active_only ? "true" : "false"};
-    int rc = sql_json(s, "jobs list",
-                      "SELECT COALESCE(json_agg(j ORDER BY j.title, j.created), '[]') "
-                      "FROM celeryc.jobs j WHERE j.active OR NOT $1::boolean",
-                      1, vals, out, err);
-
-    if (rc == CC_ENOTFOUND) {
-        *out = json_array();
-        rc = CC_OK;
-    }
-    return rc;
+    return sql_json_agg(s, "jobs list",
+                        "SELECT COALESCE(json_agg(j ORDER BY j.title, j.created), '[]') "
+                        "FROM celeryc.jobs j WHERE j.active OR NOT $1::boolean",
+                        1, vals, out, err);
 }
 
 /* ---- Runs ------------------------------------------------------------------------------- */
@@ -928,15 +934,16 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
     } else if (policy != NULL && strcmp(policy, "replace") == 0) {
         /* A run not started yet (Q) is cancelled outright, as cc_store_run_cancel does; a
          * running one goes to C and the worker finishes it as X after the revoke. */
-        rc = sql_json(s, "run create",
-                      "WITH c AS (UPDATE celeryc.runs AS r SET "
-                      "status = CASE WHEN r.status = 'Q' THEN 'X' ELSE 'C' END, "
-                      "finished_at = CASE WHEN r.status = 'Q' THEN now() ELSE r.finished_at END, "
-                      "message = 'replaced by a new run' "
-                      "WHERE r.job_id = $1::uuid AND r.status IN ('Q', 'R', 'C') "
-                      "RETURNING " RUN_JSON " AS j, r.created) "
-                      "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM c",
-                      1, jvals, &gone, err);
+        rc = sql_json_agg(
+            s, "run create",
+            "WITH c AS (UPDATE celeryc.runs AS r SET "
+            "status = CASE WHEN r.status = 'Q' THEN 'X' ELSE 'C' END, "
+            "finished_at = CASE WHEN r.status = 'Q' THEN now() ELSE r.finished_at END, "
+            "message = 'replaced by a new run' "
+            "WHERE r.job_id = $1::uuid AND r.status IN ('Q', 'R', 'C') "
+            "RETURNING " RUN_JSON " AS j, r.created) "
+            "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM c",
+            1, jvals, &gone, err);
         if (rc != CC_OK)
             goto out;
     }
@@ -1051,16 +1058,12 @@ int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t
 
     snprintf(age, sizeof age, "%d", older_than_s > 0 ? older_than_s : 0);
     snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 100);
-    rc = sql_json(s, "runs unsent",
-                  "SELECT COALESCE(json_agg(r ORDER BY r.created), '[]') FROM ("
-                  "SELECT * FROM celeryc.runs WHERE status = 'Q' AND sent_at IS NULL AND "
-                  "((not_before IS NULL AND created <= now() - $1::int * interval '1 second') "
-                  "OR not_before <= now()) ORDER BY created LIMIT $2::int) r",
-                  2, vals, out, err);
-    if (rc == CC_ENOTFOUND) {
-        *out = json_array();
-        rc = CC_OK;
-    }
+    rc = sql_json_agg(s, "runs unsent",
+                      "SELECT COALESCE(json_agg(r ORDER BY r.created), '[]') FROM ("
+                      "SELECT * FROM celeryc.runs WHERE status = 'Q' AND sent_at IS NULL AND "
+                      "((not_before IS NULL AND created <= now() - $1::int * interval '1 second') "
+                      "OR not_before <= now()) ORDER BY created LIMIT $2::int) r",
+                      2, vals, out, err);
     return rc;
 }
 
@@ -1268,15 +1271,11 @@ int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t
             return rc;
     }
     snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 50);
-    rc = sql_json(s, "runs list",
-                  "SELECT COALESCE(json_agg(r ORDER BY r.created DESC, r.id), '[]') FROM ("
-                  "SELECT * FROM celeryc.runs WHERE $1::uuid IS NULL OR job_id = $1::uuid "
-                  "ORDER BY created DESC, id LIMIT $2::int) r",
-                  2, vals, out, err);
-    if (rc == CC_ENOTFOUND) {
-        *out = json_array();
-        rc = CC_OK;
-    }
+    rc = sql_json_agg(s, "runs list",
+                      "SELECT COALESCE(json_agg(r ORDER BY r.created DESC, r.id), '[]') FROM ("
+                      "SELECT * FROM celeryc.runs WHERE $1::uuid IS NULL OR job_id = $1::uuid "
+                      "ORDER BY created DESC, id LIMIT $2::int) r",
+                      2, vals, out, err);
     return rc;
 }
 
@@ -1374,7 +1373,7 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
      * failures of the last day, so raising max_attempts later does not retry old history.
      * Ids are the server's gen_random_uuid() (a set insert). */
     if (rc == CC_OK)
-        rc = sql_json(
+        rc = sql_json_agg(
             s, "runs retry",
             "WITH n AS (INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, "
             "kwargs, queue, scheduled_for, not_before, attempt, retry_of, epoch) "
@@ -1394,10 +1393,6 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
             "RETURNING " RUN_JSON " AS j, r.created) "
             "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM n",
             1, vals, out, err);
-    if (rc == CC_ENOTFOUND) {
-        *out = json_array();
-        rc = CC_OK;
-    }
     if (rc == CC_OK)
         rc = sql_commit(s, err);
     if (rc != CC_OK) {
@@ -1497,18 +1492,12 @@ int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us,
 
 int cc_store_entries_state(struct cc_store *s, json_t **out, struct cc_err *err)
 {
-    int rc = sql_json(s, "entries state",
-                      "SELECT COALESCE(json_object_agg(name, json_build_object("
-                      "'last_run_at', COALESCE((extract(epoch FROM last_run_at) * 1000000)"
-                      "::bigint, 0), 'total_run_count', total_run_count)), '{}') "
-                      "FROM celeryc.entries",
-                      0, NULL, out, err);
-
-    if (rc == CC_ENOTFOUND) {
-        *out = json_object();
-        rc = CC_OK;
-    }
-    return rc;
+    return sql_json_agg(s, "entries state",
+                        "SELECT COALESCE(json_object_agg(name, json_build_object("
+                        "'last_run_at', COALESCE((extract(epoch FROM last_run_at) * 1000000)"
+                        "::bigint, 0), 'total_run_count', total_run_count)), '{}') "
+                        "FROM celeryc.entries",
+                        0, NULL, out, err);
 }
 
 /* ---- Notifications ---------------------------------------------------------------------- */
