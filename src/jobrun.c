@@ -129,6 +129,7 @@ struct jobrun_args {
     char status;
     const char *message;
     int64_t processed, errored;
+    const json_t *summary; /* NULL: none reported */
     const struct cc_run_log *lines;
     const char *const *ids;
     size_t n;
@@ -142,7 +143,7 @@ static int jobrun_do(struct cc_store *s, enum jobrun_op op, const struct jobrun_
         return cc_store_run_start(s, a->task_id, a->hostname, err);
     case OP_FINISH:
         return cc_store_run_finish(s, a->task_id, a->status, a->message, a->processed, a->errored,
-                                   err);
+                                   a->summary, err);
     case OP_LOGS:
         return cc_store_run_logs_add(s, a->lines, a->n, err);
     case OP_HEARTBEAT:
@@ -352,7 +353,8 @@ static char *jobrun_exc_line(const struct cc_task_outcome *out)
 
 void cc_jobrun_end(struct cc_jobrun *jr, const struct cc_task_outcome *out)
 {
-    struct jobrun_args a = {.processed = out->run_processed, .errored = out->run_errored};
+    struct jobrun_args a = {
+        .processed = out->run_processed, .errored = out->run_errored, .summary = out->run_summary};
     struct cc_err err = {0};
     char *owned = NULL;
 

@@ -1183,7 +1183,7 @@ static int db_debug(struct jcli *c, struct cc_store *s)
         NEED(2);
         rc = cc_store_run_finish(s, a[0], a[1][0], na > 2 ? a[2] : NULL,
                                  na > 3 ? strtoll(a[3], NULL, 10) : -1,
-                                 na > 4 ? strtoll(a[4], NULL, 10) : -1, &err);
+                                 na > 4 ? strtoll(a[4], NULL, 10) : -1, NULL, &err);
     } else if (strcmp(op, "heartbeat") == 0) { /* TASK_ID... */
         rc = cc_store_runs_heartbeat(s, a, (size_t)(na > 0 ? na : 0), &err);
     } else if (strcmp(op, "logs-add") == 0) { /* TASK_ID... --count N: N lines per task id */

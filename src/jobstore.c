@@ -1122,10 +1122,12 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
 }
 
 int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, const char *message,
-                        int64_t processed, int64_t errored, struct cc_err *err)
+                        int64_t processed, int64_t errored, const json_t *summary,
+                        struct cc_err *err)
 {
     char st[2] = {status, '\0'}, pr[24], er[24];
-    const char *vals[5] = {task_id, st, message, pr, er};
+    char *sum = summary != NULL ? json_dumps(summary, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    const char *vals[6] = {task_id, st, message, pr, er, sum};
     int rows, rc;
 
     if (strchr("SFWPX", status) == NULL || status == '\0')
@@ -1141,9 +1143,11 @@ int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, co
                     "message = COALESCE($3::text, r.message), "
                     "processed = CASE WHEN $4::bigint < 0 THEN r.processed ELSE $4::bigint END, "
                     "errored = CASE WHEN $5::bigint < 0 THEN r.errored ELSE $5::bigint END, "
+                    "summary = COALESCE($6::jsonb, r.summary), "
                     "finished_at = now(), heartbeat_at = now() "
                     "WHERE r.task_id = $1 AND r.status IN ('Q', 'R', 'C')",
-                    5, vals, &rows, err);
+                    6, vals, &rows, err);
+    free(sum);
     if (rc == CC_OK && rows == 0) {
         rc = run_state_error(s, "task_id", task_id, NULL, err);
         if (rc == CC_EAGAIN)

@@ -120,10 +120,12 @@ int cc_store_run_fail(struct cc_store *s, const char *id, const char *message,
 int cc_store_run_start(struct cc_store *s, const char *task_id, const char *hostname,
                        struct cc_err *err) CC_MUST_USE;
 /* finish: status one of S F W P X; message (may be NULL); processed/errored counters
- * (negative: leave as they are). finished_at = now(). A run already finished is not
- * changed (CC_OK). A run in C finishing with anything but S/P/W becomes X. */
+ * (negative: leave as they are); summary (a JSON object the task reported with
+ * cc_task_run_summary, borrowed; NULL: leave as it is). finished_at = now(). A run already
+ * finished is not changed (CC_OK). A run in C finishing with anything but S/P/W becomes X. */
 int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, const char *message,
-                        int64_t processed, int64_t errored, struct cc_err *err) CC_MUST_USE;
+                        int64_t processed, int64_t errored, const json_t *summary,
+                        struct cc_err *err) CC_MUST_USE;
 /* heartbeat_at = now() for the runs R/C with these task ids (one statement). */
 int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, size_t n,
                             struct cc_err *err) CC_MUST_USE;

@@ -118,6 +118,54 @@ static const char *const migrations[] = {
     "END $$;\n"
     "CREATE TRIGGER runs_notify AFTER INSERT OR UPDATE ON celeryc.runs\n"
     "    FOR EACH ROW EXECUTE FUNCTION celeryc.notify_run();\n",
+    /* 2: a run's summary (cc_task_run_summary); the statistics indexer's tables (issue #7,
+     * tasks/stats.c, docs/STATS.md). Days are UTC dates; ids and visitors are 16-byte
+     * hashes (proto/statsevent.h). */
+    "ALTER TABLE celeryc.runs ADD COLUMN summary jsonb;\n"
+    /* one random salt per UTC day, deleted after the retention (visitor hashes then can no
+     * longer be recomputed by anyone) */
+    "CREATE TABLE celeryc.stats_salts (\n"
+    "    day date PRIMARY KEY,\n"
+    "    salt bytea NOT NULL,\n"
+    "    created timestamptz NOT NULL DEFAULT now()\n"
+    ");\n"
+    /* the raw events, once each: event_id is the deterministic id */
+    "CREATE TABLE celeryc.stats_events (\n"
+    "    event_id bytea PRIMARY KEY,\n"
+    "    seq bigserial NOT NULL,\n"
+    "    event_type text NOT NULL,\n"
+    "    object_id text NOT NULL,\n"
+    "    ts timestamptz NOT NULL,\n"
+    "    day date NOT NULL,\n"
+    "    visitor bytea NOT NULL,\n"
+    "    robot boolean NOT NULL,\n"
+    "    indexed_at timestamptz NOT NULL DEFAULT now()\n"
+    ");\n"
+    "CREATE INDEX stats_events_seq ON celeryc.stats_events USING brin (seq);\n"
+    "CREATE INDEX stats_events_day ON celeryc.stats_events USING brin (day);\n"
+    /* per event type: every raw event with seq <= last_seq is in the aggregates */
+    "CREATE TABLE celeryc.stats_bookmarks (\n"
+    "    event_type text PRIMARY KEY,\n"
+    "    last_seq bigint NOT NULL DEFAULT 0,\n"
+    "    updated timestamptz NOT NULL DEFAULT now()\n"
+    ");\n"
+    "CREATE TABLE celeryc.stats_daily (\n"
+    "    event_type text NOT NULL,\n"
+    "    object_id text NOT NULL,\n"
+    "    day date NOT NULL,\n"
+    "    count bigint NOT NULL,\n"
+    "    unique_visitors bigint NOT NULL,\n"
+    "    updated timestamptz NOT NULL DEFAULT now(),\n"
+    "    PRIMARY KEY (event_type, object_id, day)\n"
+    ");\n"
+    /* who was already counted as a unique visitor of (type, object, day) */
+    "CREATE TABLE celeryc.stats_daily_visitors (\n"
+    "    event_type text NOT NULL,\n"
+    "    object_id text NOT NULL,\n"
+    "    day date NOT NULL,\n"
+    "    visitor bytea NOT NULL,\n"
+    "    PRIMARY KEY (event_type, object_id, day, visitor)\n"
+    ");\n",
 };
 
 int cc_store_schema_count(void)

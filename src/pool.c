@@ -1293,6 +1293,7 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
 
     memset(p, 0, sizeof(*p));
     p->o = *o;
+    cc_task_set_config(o->cfg); /* [stats] before any executor exists */
     p->n = o->n_children > 0 ? o->n_children : 1;
     if (o->is_solo)
         p->n = 1;

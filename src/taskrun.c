@@ -103,6 +103,7 @@ struct taskrun_state {
     char run_status;
     char *run_message;
     int64_t run_processed, run_errored;
+    json_t *run_summary; /* owned, or NULL */
 
     struct taskrun_block *arena;
 };
@@ -903,6 +904,20 @@ void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- [stats] The worker's configuration ----------------------------------------------- */
+
+static const struct cc_config *taskrun_config;
+
+void cc_task_set_config(const struct cc_config *cfg)
+{
+    taskrun_config = cfg;
+}
+
+const struct cc_config *cc_task_config(void)
+{
+    return taskrun_config;
+}
+
 /* ---- [jobrun] Job runs ------------------------------------------------------------- */
 
 const char *cc_task_run_id(struct cc_task_ctx *ctx)
@@ -919,6 +934,18 @@ void cc_task_run_progress(struct cc_task_ctx *ctx, int64_t processed, int64_t er
         st->run_processed = processed;
     if (errored >= 0)
         st->run_errored = errored;
+}
+
+void cc_task_run_summary(struct cc_task_ctx *ctx, json_t *summary)
+{
+    struct taskrun_state *st = state_of(ctx);
+
+    if (!json_is_object(summary)) {
+        json_decref(summary);
+        return;
+    }
+    json_decref(st->run_summary);
+    st->run_summary = summary;
 }
 
 static void run_report(struct taskrun_state *st, char status, const char *fmt, va_list ap)
@@ -1472,6 +1499,7 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
     out->run_message = st.run_message;
     out->run_processed = st.run_processed;
     out->run_errored = st.run_errored;
+    out->run_summary = st.run_summary;
     json_decref(result);
     for (size_t i = 0; i < st.argc; i++)
         json_decref(st.argv[i]);
@@ -1496,5 +1524,6 @@ void cc_task_outcome_deinit(struct cc_task_outcome *o)
     free(o->retry_eta);
     json_decref(o->children);
     free(o->run_message); /* [jobrun] */
+    json_decref(o->run_summary);
     memset(o, 0, sizeof(*o));
 }

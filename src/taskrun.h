@@ -35,6 +35,7 @@ struct cc_task_outcome {
     char run_status;
     char *run_message;
     int64_t run_processed, run_errored;
+    json_t *run_summary; /* owned JSON object (cc_task_run_summary), or NULL */
 };
 
 /* [canvas] What an executor provides to cc_task_send / cc_task_update_state (taskrun never
@@ -57,6 +58,13 @@ struct cc_task_hooks {
 /* The hooks cc_task_invoke's tasks use on the calling thread (NULL: none; the calls then
  * return CC_EUNSUPP). `h` is borrowed until replaced. */
 void cc_task_set_hooks(const struct cc_task_hooks *h);
+
+/* [stats] The configuration of the worker running tasks: the pool sets it once before any
+ * executor starts (NULL until then, and in unit tests). celeryc's own task families read
+ * settings from it (tasks/stats.c: broker_url and its TLS options, job_store). Borrowed. */
+struct cc_config;
+void cc_task_set_config(const struct cc_config *cfg);
+const struct cc_config *cc_task_config(void);
 
 /* Find a task by registered name in cc_task_table. Borrowed; NULL if unknown.
  * The first call builds a hash index (not thread-safe; the pool calls it once before any

@@ -305,6 +305,12 @@ void cc_task_run_partial(struct cc_task_ctx *ctx, const char *fmt, ...) CC_PRINT
  * and did not also report a partial success (P wins over W). The last message wins. */
 void cc_task_run_warning(struct cc_task_ctx *ctx, const char *fmt, ...) CC_PRINTF(2, 3);
 
+/* A JSON object summarising the run (counters, backlog, timings), stored with the run
+ * (runs.summary; `celeryc jobs show RUN` and the --json outputs print it). Takes ownership
+ * of `summary` (not an object: dropped); the last one wins; stored whatever the outcome.
+ * Outside a job run it is dropped. */
+void cc_task_run_summary(struct cc_task_ctx *ctx, json_t *summary);
+
 /* ---- Memory and logging --------------------------------------------------------------- */
 
 /* Scratch memory released when `run` returns. Never NULL (the executor exits on OOM, the

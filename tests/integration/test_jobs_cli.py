@@ -75,21 +75,25 @@ def mkjob(url, *flags):
               *flags, url=url)
 
 
+# The schema version this celeryc ships (src/jobstore_schema.c): 2 since issue #7.
+LATEST = 2
+
+
 # ---- db ----------------------------------------------------------------------------------
 
 def test_db_upgrade_idempotent_and_version(pg_url):
-    assert js("db", "version", url=pg_url) == {"version": 0, "latest": 1}
+    assert js("db", "version", url=pg_url) == {"version": 0, "latest": LATEST}
     p = cc("jobs", "list", url=pg_url)
     assert p.returncode == 70 and "celeryc db upgrade" in p.stderr, p.stderr
-    assert "upgraded from version 0 to 1" in ok("db", "upgrade", url=pg_url).stdout
-    assert "up to date (version 1)" in ok("db", "upgrade", url=pg_url).stdout
-    assert js("db", "upgrade", url=pg_url) == {"from": 1, "to": 1}
-    assert js("db", "version", url=pg_url) == {"version": 1, "latest": 1}
-    assert "version 1 (this celeryc: 1)" in ok("db", "version", url=pg_url).stdout
+    assert f"upgraded from version 0 to {LATEST}" in ok("db", "upgrade", url=pg_url).stdout
+    assert f"up to date (version {LATEST})" in ok("db", "upgrade", url=pg_url).stdout
+    assert js("db", "upgrade", url=pg_url) == {"from": LATEST, "to": LATEST}
+    assert js("db", "version", url=pg_url) == {"version": LATEST, "latest": LATEST}
+    assert f"version {LATEST} (this celeryc: {LATEST})" in ok("db", "version", url=pg_url).stdout
     # A database from a newer celeryc is refused, not downgraded or re-migrated.
     sql(pg_url, "INSERT INTO celeryc.schema_version (version) VALUES (7)")
     p = cc("db", "upgrade", url=pg_url)
-    assert p.returncode == 70 and "schema version 7 is newer than this celeryc (1)" in p.stderr
+    assert p.returncode == 70 and f"schema version 7 is newer than this celeryc ({LATEST})" in p.stderr
     p = cc("jobs", "list", url=pg_url)
     assert p.returncode == 70 and "newer" in p.stderr
 
@@ -102,8 +106,8 @@ def test_db_upgrade_concurrent(pg_url):
     outs = [p.communicate(timeout=scaled(30)) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     results = sorted(json.loads(o[0])["from"] for o in outs)
-    assert results == [0, 1, 1]  # exactly one applied the migration
-    assert sql(pg_url, "SELECT version FROM celeryc.schema_version") == [(1,)]
+    assert results == [0, LATEST, LATEST]  # exactly one applied the migration
+    assert sql(pg_url, "SELECT version FROM celeryc.schema_version") == [(v,) for v in range(1, LATEST + 1)]
 
 
 def test_store_url_sources(store, tmp_path):
@@ -367,7 +371,7 @@ def test_concurrent_manual_runs_forbid(store):
         p.stdout.close()
         p.stderr.close()
     assert codes == [0, 1, 1, 1, 1, 1]
-    assert sql(store, "SELECT count(*) FROM celeryc.runs") == [(1,)]
+    assert sql(store, "SELECT count(*) FROM celeryc.runs") == [(v,) for v in range(1, LATEST + 1)]
 
 
 def test_run_start_finish_semantics(store):
