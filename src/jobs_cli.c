@@ -723,7 +723,19 @@ static void print_kv(const json_t *row, bool is_run)
         char *t = json_is_string(v) ? cc_xstrdup(json_string_value(v)) : cell(row, key);
         if (is_run && strcmp(key, "status") == 0)
             printf("%-*s  %s (%s)\n", (int)w + 1, "status:", t, status_name(t));
-        else if (!is_run && strcmp(key, "schedule") == 0) {
+        else if (is_run && strcmp(key, "summary") == 0 && json_object_size(v) > 0) {
+            /* the task's cc_task_run_summary: one "  name: value" line per member */
+            const char *sk;
+            json_t *sv;
+            printf("summary:\n");
+            json_object_foreach(v, sk, sv)
+            {
+                char *st = json_is_string(sv) ? cc_xstrdup(json_string_value(sv))
+                                              : json_dumps(sv, JSON_COMPACT | JSON_ENCODE_ANY);
+                printf("  %s: %s\n", sk, st != NULL ? st : "?");
+                free(st);
+            }
+        } else if (!is_run && strcmp(key, "schedule") == 0) {
             char *s = schedule_text(row);
             printf("%-*s  %s\n", (int)w + 1, "schedule:", s);
             free(s);

@@ -7,7 +7,8 @@
  *       failed" at WARNING), reports the counters after each event (processed, errored) and
  *       sleeps `delay` seconds per event. With `partial` the run ends P ("<ok> of <n> events
  *       indexed, <errors> failed"), with `warning` W. Returns {"indexed": ok, "failed":
- *       errors, "since": since, "run_id": the run id or None}.
+ *       errors, "since": since, "run_id": the run id or None}; the run's summary
+ *       (cc_task_run_summary) is {"indexed": ok, "failed": errors}.
  *   jobs.sleep(seconds=30, since=None)
  *       Logs once a second while it sleeps (a run to stop); returns `seconds`.
  *   jobs.fail(message="boom", since=None)
@@ -69,6 +70,8 @@ static int jobs_index_events(struct cc_task_ctx *ctx, const json_t *args, const 
                             (long long)n, (long long)errors);
     if (warning)
         cc_task_run_warning(ctx, "%lld events indexed; the source was slow", (long long)ok);
+    cc_task_run_summary(
+        ctx, json_pack("{s:I,s:I}", "indexed", (json_int_t)ok, "failed", (json_int_t)errors));
     *result =
         json_pack("{s:I,s:I,s:O,s:s?}", "indexed", (json_int_t)ok, "failed", (json_int_t)errors,
                   "since", since != NULL ? since : json_null(), "run_id", run_id);

@@ -123,6 +123,10 @@ def test_outcomes_success_failure_partial_warning(worker_factory, pg_url, app, p
         assert r["started_at"] <= r["finished_at"]
         assert r["hostname"] == w.name
         assert (r["processed"], r["errored"]) == (5, 0)
+        assert r["summary"] == {"indexed": 5, "failed": 0}  # cc_task_run_summary
+        shown = subprocess.run([celeryc_bin(), "jobs", "show", ok, "--job-store", pg_url],
+                               capture_output=True, text=True, timeout=scaled(30)).stdout
+        assert "\nsummary:\n" in shown and "\n  indexed: 5\n" in shown, shown
         assert r["message"] is None
         lines = [x["message"] for x in db.logs(ok)]
         assert lines == ["indexing events since %s" % since] + \
@@ -134,6 +138,7 @@ def test_outcomes_success_failure_partial_warning(worker_factory, pg_url, app, p
             bad_res.get(timeout=TIMEOUT)
         r = db.wait_status(bad, "F")
         assert r["message"] == "ValueError: kaput"
+        assert r["summary"] is None
         assert r["finished_at"] is not None
         assert [x["message"] for x in db.logs(bad)] == ["about to fail"]
 
@@ -142,6 +147,7 @@ def test_outcomes_success_failure_partial_warning(worker_factory, pg_url, app, p
         assert part_res.state == "SUCCESS"
         r = db.wait_status(part, "P")
         assert (r["processed"], r["errored"]) == (3, 1)
+        assert r["summary"] == {"indexed": 3, "failed": 1}
         assert r["message"] == "3 of 4 events indexed, 1 failed"
         levels = [(x["level"], x["message"]) for x in db.logs(part)]
         assert levels[-1] == ("WARNING", "event 3 failed")

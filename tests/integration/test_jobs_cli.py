@@ -371,7 +371,7 @@ def test_concurrent_manual_runs_forbid(store):
         p.stdout.close()
         p.stderr.close()
     assert codes == [0, 1, 1, 1, 1, 1]
-    assert sql(store, "SELECT count(*) FROM celeryc.runs") == [(v,) for v in range(1, LATEST + 1)]
+    assert sql(store, "SELECT count(*) FROM celeryc.runs") == [(1,)]
 
 
 def test_run_start_finish_semantics(store):
