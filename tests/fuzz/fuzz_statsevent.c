@@ -3,6 +3,8 @@
  *
  * Input: any bytes, used twice: as an event body (cc_sev_parse), and as the text of a robots
  * list (cc_sev_robots_new). Properties checked:
+ * - cc_sev_parse (fast path, then jansson) and cc_sev_parse_full (jansson only) agree: same
+ *   status, same reason, same fields;
  * - parse returns CC_OK or CC_EINVAL/CC_ENOMEM with a non-empty, printable-ASCII reason;
  * - an accepted event has a non-empty type and object_id, a visitor field, no string longer
  *   than CC_SEV_FIELD_MAX, a day that holds its timestamp; its visitor key's length is what
@@ -53,6 +55,30 @@ static bool fuzz_naive_match(const char *text, size_t len, const char *ua)
         }
     }
     return false;
+}
+
+static bool fuzz_same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The two parse paths give the same outcome. */
+static void fuzz_check_paths(const uint8_t *data, size_t size, int rc, const struct cc_sev *ev,
+                             const char *why)
+{
+    struct cc_sev full = {0};
+    char why_full[160];
+
+    if (cc_sev_parse_full(&full, (const char *)data, size, why_full, sizeof(why_full)) != rc ||
+        strcmp(why, why_full) != 0 || full.ts_us != ev->ts_us || full.day != ev->day ||
+        !fuzz_same_str(full.type, ev->type) || !fuzz_same_str(full.object_id, ev->object_id) ||
+        !fuzz_same_str(full.unique_id, ev->unique_id) ||
+        !fuzz_same_str(full.user_id, ev->user_id) ||
+        !fuzz_same_str(full.session_id, ev->session_id) ||
+        !fuzz_same_str(full.ip_address, ev->ip_address) ||
+        !fuzz_same_str(full.user_agent, ev->user_agent))
+        abort();
+    cc_sev_clear(&full);
 }
 
 static void fuzz_check_event(const struct cc_sev *ev)
@@ -108,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     why[0] = 'X';
     why[1] = '\0';
     rc = cc_sev_parse(&ev, (const char *)data, size, why, sizeof(why));
+    fuzz_check_paths(data, size, rc, &ev, why);
     if (rc == CC_OK) {
         if (why[0] != '\0')
             abort();
