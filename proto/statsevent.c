@@ -17,9 +17,12 @@
  * pieces (prefix, fields, NUL separators), never assembled in a buffer.
  *
  * Robots: the patterns are lower-cased once; matching scans the user agent once, lower-casing
- * each byte on the fly, and tests each adjacent byte pair against a 64 Ki-bit set of the
- * patterns' first two bytes (8 KiB, stays in L1). Only on a hit are the patterns with that
- * prefix (sorted, found by binary search) compared. One-byte patterns have their own set.
+ * each byte on the fly, and tests each position's next three bytes against a 64 Ki-bit set
+ * (8 KiB, stays in L1) of the hashed first three bytes of the patterns. Only on a hit are the
+ * patterns with the same first two bytes (sorted, found by binary search) compared. Patterns
+ * of one or two bytes have exact sets of their own. Measured on 981 real browser user agents
+ * (134 bytes on average, none a robot): 0.6 us each with a filter on the first two bytes
+ * ("Mozilla", "AppleWebKit", "KHTML" start like patterns), much less with three.
  * The matcher is immutable after cc_sev_robots_new, so one instance can be shared by threads.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -530,13 +533,21 @@ struct sev_pat {
 };
 
 struct cc_sev_robots {
-    uint64_t pairs[65536 / 64]; /* bit p: some pattern starts with the pair p */
-    uint64_t singles[256 / 64]; /* bit c: the one-byte pattern c */
-    size_t n;                   /* patterns, singles included */
-    size_t npats;               /* entries of pats (patterns of two bytes or more) */
-    struct sev_pat *pats;       /* sorted by pair */
-    char *text;                 /* the lower-cased patterns */
+    uint64_t triples[65536 / 64]; /* bit sev_tri(a, b, c): a pattern of >= 3 bytes starts abc */
+    uint64_t pairs[65536 / 64];   /* bit p: the two-byte pattern p (byte0 << 8 | byte1) */
+    uint64_t singles[256 / 64];   /* bit c: the one-byte pattern c */
+    bool has_pairs, has_singles;
+    size_t n;             /* patterns, singles included */
+    size_t npats;         /* entries of pats (patterns of two bytes or more) */
+    struct sev_pat *pats; /* sorted by pair */
+    char *text;           /* the lower-cased patterns */
 };
+
+/* 16-bit hash of three lower-cased bytes (Fibonacci hashing). */
+static inline unsigned sev_tri(unsigned a, unsigned b, unsigned c)
+{
+    return (uint32_t)((a << 16 | b << 8 | c) * 0x9E3779B1u) >> 16;
+}
 
 static inline unsigned sev_lower(unsigned char c)
 {
@@ -586,6 +597,7 @@ struct cc_sev_robots *cc_sev_robots_new(const char *text, size_t len)
             unsigned c = sev_lower((unsigned char)text[start]);
 
             r->singles[c / 64] |= 1ULL << (c % 64);
+            r->has_singles = true;
             continue;
         }
         if (r->npats == cap) {
@@ -603,7 +615,15 @@ struct cc_sev_robots *cc_sev_robots_new(const char *text, size_t len)
         r->pats[r->npats].len = (uint32_t)(end - start);
         r->pats[r->npats].pair =
             (uint16_t)((unsigned char)r->text[used] << 8 | (unsigned char)r->text[used + 1]);
-        r->pairs[r->pats[r->npats].pair / 64] |= 1ULL << (r->pats[r->npats].pair % 64);
+        if (end - start == 2) {
+            r->pairs[r->pats[r->npats].pair / 64] |= 1ULL << (r->pats[r->npats].pair % 64);
+            r->has_pairs = true;
+        } else {
+            unsigned t = sev_tri((unsigned char)r->text[used], (unsigned char)r->text[used + 1],
+                                 (unsigned char)r->text[used + 2]);
+
+            r->triples[t / 64] |= 1ULL << (t % 64);
+        }
         used += end - start;
         r->npats++;
     }
@@ -658,20 +678,29 @@ static bool sev_match_at(const struct cc_sev_robots *r, unsigned pair, const uns
 bool cc_sev_robots_match(const struct cc_sev_robots *r, const char *user_agent)
 {
     const unsigned char *s = (const unsigned char *)user_agent;
-    unsigned c0;
+    unsigned c0, c1;
 
     if (r == NULL || s == NULL || *s == '\0')
         return false;
-    c0 = sev_lower(*s);
-    for (; *s != '\0'; s++) {
-        unsigned c1 = sev_lower(s[1]);
-        unsigned pair = c0 << 8 | c1;
+    /* c0 c1 c2: the bytes at s, lower-cased; s[2] is read only while s[1] is not the end. */
+    c0 = sev_lower(s[0]);
+    c1 = sev_lower(s[1]);
+    for (; c0 != 0; s++) {
+        unsigned c2 = c1 != 0 ? sev_lower(s[2]) : 0;
 
-        if (r->singles[c0 / 64] & (1ULL << (c0 % 64)))
+        if (r->has_singles && (r->singles[c0 / 64] & (1ULL << (c0 % 64))))
             return true;
-        if (c1 != 0 && (r->pairs[pair / 64] & (1ULL << (pair % 64))) && sev_match_at(r, pair, s))
-            return true;
+        if (c1 != 0) {
+            unsigned pair = c0 << 8 | c1;
+            unsigned t = sev_tri(c0, c1, c2);
+            bool maybe = (c2 != 0 && (r->triples[t / 64] & (1ULL << (t % 64)))) ||
+                         (r->has_pairs && (r->pairs[pair / 64] & (1ULL << (pair % 64))));
+
+            if (maybe && sev_match_at(r, pair, s))
+                return true;
+        }
         c0 = c1;
+        c1 = c2;
     }
     return false;
 }

@@ -584,19 +584,24 @@ static void test_statsevent_robots_list_format(void **state)
                                "\t# indented comment\n"
                                "curl/\r\n"
                                "x\n"
+                               "Q!\n"
                                "two words\n"
                                "last-no-newline";
     struct cc_sev_robots *r = cc_sev_robots_new(list, sizeof(list) - 1);
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(cc_sev_robots_count(r), 5);
+    assert_int_equal(cc_sev_robots_count(r), 6);
     assert_true(cc_sev_robots_match(r, "foobot"));
     assert_true(cc_sev_robots_match(r, "Mozilla/5.0 (compatible; FOOBOT/1.0)"));
     assert_true(cc_sev_robots_match(r, "CURL/8.4.0"));
     assert_true(cc_sev_robots_match(r, "fooXbar")); /* one-byte pattern "x" */
     assert_true(cc_sev_robots_match(r, "X"));
     assert_true(cc_sev_robots_match(r, "has Two Words in it"));
+    assert_true(cc_sev_robots_match(r, "aq!b")); /* two-byte pattern "Q!" */
+    assert_true(cc_sev_robots_match(r, "q!"));
+    assert_false(cc_sev_robots_match(r, "q"));
+    assert_false(cc_sev_robots_match(r, "q?!"));
     assert_true(cc_sev_robots_match(r, "ends with last-no-newline"));
     assert_false(cc_sev_robots_match(r, "two  words"));
     assert_false(cc_sev_robots_match(r, "curl")); /* pattern longer than the rest */
