@@ -534,12 +534,13 @@ def test_kill9_mid_batch_loses_nothing(env, emitter, amqp_conn):
     env.extra.append(w)
     job = mkjob(env, et, queue=wq, commit_every=2000, batch_size=60000)
 
-    # 1. SIGKILL the pool child (the process running the task) once some chunks are committed.
+    # 1. SIGKILL the pool child (the process running the task) once a few chunks (of 2000)
+    #    are committed: the run is in the middle of its batch (60000).
     def mid():
         n = n_events(env, et)
         if n >= exp.inserted:
             raise AssertionError("the run committed every event before it could be killed")
-        return n if n > 0 else None
+        return n if n >= 5000 else None
     committed1 = wait_for(mid, 60, "a first committed chunk", interval=0.02)
     kids = [int(p) for p in Path("/proc/%d/task/%d/children" % (w.pid, w.pid))
             .read_text().split()]
@@ -557,7 +558,7 @@ def test_kill9_mid_batch_loses_nothing(env, emitter, amqp_conn):
         n = n_events(env, et)
         if n >= exp.inserted:
             return -1
-        return n if n > committed1 else None
+        return n if n >= committed1 + 7000 else None
     committed2 = wait_for(more, 60, "more events committed after the first kill", interval=0.02)
     if committed2 == -1:
         print("kill 2: skipped, every event was committed before the worker could be killed")
@@ -602,8 +603,8 @@ def test_kill9_mid_batch_loses_nothing(env, emitter, amqp_conn):
         assert s["read"] == s["inserted"] + s["duplicates"] and s["errors"] == 0, s
     ins = sum(r["summary"]["inserted"] for r in ok)
     read = sum(r["summary"]["read"] for r in ok)
-    print("runs: %s" % [(r["status"], r["message"], (r["summary"] or {}).get("read"))
-                        for r in rs])
+    print("runs: %s" % [(r["status"], r["message"], (r["summary"] or {}).get("read"),
+                         (r["summary"] or {}).get("events_per_s")) for r in rs])
     print("kill -9: %d events (%d distinct, %d robots), published in %.1f s; %d runs "
           "(%d killed); the successful ones read %d, inserted %d; drained %.1f s after the "
           "first kill" % (len(evs), exp.inserted, exp.robots, t_pub, len(rs), len(killed),
@@ -704,13 +705,17 @@ def test_malformed_to_dead_letter_queue_run_partial(env, emitter, amqp_conn):
 
 # ---- 5. reaggregate --------------------------------------------------------------------------
 
-def indexed_designed(env, emitter, amqp_conn, prefix):
+def indexed_designed(env, emitter, amqp_conn, prefix, one_by_one=False):
     et = new_type(prefix)
     evs = designed(utc_today())
     exp = Expect(robot_patterns())
     for e in evs:
         exp.add(wire(e, et))
-    emitter.emit_many(et, evs)
+    if one_by_one:
+        for e in evs:
+            emitter.emit(et, **e)
+    else:
+        emitter.emit_many(et, evs)
     wait_depth(amqp_conn, "stats-" + et, len(evs))
     job = mkjob(env, et)
     r = wait_runs(env, job, lambda rs: len(rs) >= 1, 30, "the first run")[0]
@@ -762,9 +767,17 @@ def test_reaggregate_gives_the_same_rows(env, emitter, amqp_conn, app):
 # ---- 6. privacy ------------------------------------------------------------------------------
 
 def test_no_raw_visitor_identity_stored(env, amqp_conn, app):
-    # (published through the Celery app's connection this time)
+    # Salts past the retention (30 days) are deleted by the next run: a day 31 days ago goes,
+    # the oldest day still accepted stays.
+    today = utc_today()
+    old, edge = today - timedelta(days=31), today - timedelta(days=30)
+    env.q("INSERT INTO celeryc.stats_salts (day, salt) VALUES (%s, %s), (%s, %s) "
+          "ON CONFLICT DO NOTHING", old, os.urandom(32), edge, os.urandom(32))
+    # (published one by one through the Celery app's connection this time)
     with celeryc_stats.StatsEmitter(app) as em:
-        et, evs, exp = indexed_designed(env, em, amqp_conn, "privacy")
+        et, evs, exp = indexed_designed(env, em, amqp_conn, "privacy", one_by_one=True)
+    days = {r["day"] for r in env.q("SELECT day FROM celeryc.stats_salts")}
+    assert old not in days and edge in days, sorted(days)
     raw = RAW_USERS + RAW_SESSIONS + RAW_IPS
     assert {str(e.get(k)) for e in evs for k in ("user_id", "session_id", "ip_address")
             if e.get(k) is not None} == set(raw)
