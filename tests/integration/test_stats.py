@@ -813,3 +813,32 @@ def test_no_raw_visitor_identity_stored(env, amqp_conn, app):
     salts = env.q("SELECT day, length(salt) AS n FROM celeryc.stats_salts ORDER BY day")
     assert {r["day"] for r in salts} >= {d for _, d in exp.rows()}
     assert all(r["n"] == 32 for r in salts)
+
+
+# ---- 7. lag and backlog ----------------------------------------------------------------------
+
+def test_backlog_visible_in_the_summary(env, emitter, amqp_conn):
+    """batch_size below the queue depth: the run leaves a backlog and says how old its head
+    is; the next run takes it, starting from that event."""
+    et = new_type("lag")
+    evs = [wire(e, et) for e in designed(utc_today())]
+    exp = Expect(robot_patterns())
+    for e in evs:
+        exp.add(e)
+    assert emitter.publish_bodies(et, [json.dumps(e) for e in evs]) == len(evs)
+    wait_depth(amqp_conn, "stats-" + et, len(evs))
+    job = mkjob(env, et, batch_size=100, commit_every=40)
+    done = wait_runs(env, job, lambda rs: len(rs) >= 2, 30, "two runs")
+    deactivate(env, job)
+    a, b = done[0]["summary"], done[1]["summary"]
+    head = parse_ts(evs[100]["timestamp"])
+    assert (a["read"], a["queue_depth_before"], a["queue_depth_after"], a["chunks"]) == \
+        (100, len(evs), len(evs) - 100, 3), a
+    lag = (done[0]["finished_at"] - head).total_seconds()
+    assert a["backlog_age_s"] == pytest.approx(lag, abs=60), (a["backlog_age_s"], lag)
+    assert b["read"] == len(evs) - 100 and b["queue_depth_after"] == 0, b
+    assert b["backlog_age_s"] is None
+    assert b["oldest_age_s"] == pytest.approx((done[1]["started_at"] - head).total_seconds(),
+                                              abs=60)
+    assert daily(env, et) == exp.rows()
+    assert_queue_drained("stats-" + et)
