@@ -40,14 +40,21 @@
  * TLS options and heartbeat), opened per run and closed at the end; its own libpq
  * connection. The topology is declared as the emitter declares it (exchange durable direct,
  * queues durable without arguments, "<queue>.dead" for malformed events); the queue is
- * consumed with manual acks and a prefetch of min(2 * commit_every, 65535, events left).
- * Every commit_every events (and at the end) the chunk is written in one transaction:
+ * consumed with manual acks and a prefetch of min(2 * commit_every, 65535, events left)
+ * (commit_every is lowered to 32767 so that two chunks fit in the window). Each event is
+ * parsed, checked and hashed as it arrives and appended to the chunk's binary arrays; no
+ * SQL runs per event. Every commit_every events (and at the end) the chunk is written in
+ * one transaction, sent in one round trip (libpq pipeline mode):
  *   BEGIN; bookmark row created if missing and locked FOR UPDATE (indexers of one type
  *   serialise here, so the seq order of a type is its commit order); one INSERT of the
  *   whole chunk (binary arrays through unnest) ON CONFLICT (event_id) DO NOTHING whose
  *   RETURNING rows feed, in the same statement, the new unique visitors
  *   (stats_daily_visitors ON CONFLICT DO NOTHING), the stats_daily upserts and the new
  *   bookmark (max seq); COMMIT; then basic.ack(last tag of the chunk, multiple).
+ * The next chunk is read while Postgres works on the previous one; its results are picked
+ * up between deliveries and its ack sent as soon as its COMMIT is seen. One transaction at
+ * most is in flight (the next one is sent after it landed), so the multiple acks go out in
+ * chunk order and never cover an uncommitted chunk.
  * Malformed events are published unchanged to "<queue>.dead" on a second, confirm-mode
  * connection (headers x-celeryc-error, x-celeryc-run-id, x-celeryc-queue) as they are met,
  * and the chunk waits for their confirms before its COMMIT. Day salts are fetched on the
@@ -69,7 +76,11 @@
  * - Robots are stored (robot = true) and never aggregated; stats.reaggregate reads the
  *   same rows (seq <= last_seq, NOT robot) so it reproduces the numbers exactly.
  * - Every wait is bounded: broker RPCs (30 s), confirms (CC_BROKER_SYNC_TIMEOUT_MS),
- *   idle waits, Postgres statements (statement_timeout 300 s, lock_timeout 60 s).
+ *   idle waits, Postgres statements (statement_timeout 300 s, lock_timeout 60 s; the
+ *   client gives up after STATS_PG_WAIT_S and sends AMQP heartbeats while it waits). The
+ *   soft time limit is polled between deliveries and at least every STATS_SLICE_MS.
+ * - A Postgres or broker failure fails the run at once, with nothing more acked: committed
+ *   chunks stay, the rest goes back to the queue when the connection closes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,7 +107,8 @@
 #define STATS_SLICE_MS      250               /* longest poll: the soft limit is seen */
 #define STATS_UNDRAINED_MS  5000              /* idle wait before depth_before is read */
 #define STATS_TYPE_MAX      100
-#define STATS_PG_WAIT_S     330 /* statement_timeout and a margin */
+#define STATS_CHUNK_MAX     32767 /* half the largest AMQP prefetch */
+#define STATS_PG_WAIT_S     330   /* statement_timeout and a margin */
 #define STATS_ROBOTS_MAX    (1 << 20)
 #define STATS_PG_SETUP                                                                             \
     "SET TIME ZONE 'UTC'; SET statement_timeout = '300s'; "                                        \
@@ -235,6 +247,7 @@ struct stats_run {
     uint64_t fly_tag; /* its last delivery tag */
     int64_t fly_read, fly_events, fly_valid, fly_t0;
     int64_t fly_last_seq, fly_ins, fly_bots, fly_keys, fly_bookmark;
+    int64_t hb_sent_us;              /* last heartbeat sent by stats_heartbeat */
     int64_t db_us, wait_us, take_us; /* time in chunk transactions, idle waits, events */
     int64_t bookmark, depth_before, depth_after;
     double oldest_age_s, backlog_age_s; /* < 0: none */
@@ -255,8 +268,9 @@ static int pg_fail(struct stats_run *r, const PGresult *res, const char *what, s
     if (msg == NULL)
         msg = r->pg != NULL ? PQerrorMessage(r->pg) : "out of memory";
     snprintf(line, sizeof line, "%s", msg != NULL && msg[0] != '\0' ? msg : "unknown error");
+    line[strcspn(line, "\n")] = '\0'; /* libpq adds hint lines */
     n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+    while (n > 0 && line[n - 1] == ' ')
         line[--n] = '\0';
     return cc_err_set(err, CC_EBACKEND, "database %s: %s", what, line);
 }
@@ -749,6 +763,27 @@ static int stats_landed(struct stats_run *r, struct cc_err *err)
     return CC_OK;
 }
 
+/* While blocked on Postgres nothing reads or writes the consuming connection: send our
+ * AMQP heartbeat when half the interval has passed, so a long statement does not make the
+ * broker drop the connection (and requeue the chunk being read). Frames from the broker
+ * wait in the socket; never read them here (a delivery read and dropped would be acked by
+ * the next multiple ack). */
+static void stats_heartbeat(struct stats_run *r)
+{
+    int64_t now = cc_mono_us();
+
+    if (r->amqp.heartbeat_s <= 0 || !r->amqp.is_conn_open)
+        return;
+    if (now - r->hb_sent_us < (int64_t)r->amqp.heartbeat_s * 500000)
+        return;
+    {
+        amqp_frame_t f = {.frame_type = AMQP_FRAME_HEARTBEAT, .channel = 0};
+
+        (void)amqp_send_frame(r->amqp.conn, &f);
+    }
+    r->hb_sent_us = now;
+}
+
 /* Read what is ready of the results of the transaction in flight; with `block`, wait (at
  * most STATS_PG_WAIT_S) until it is done. CC_OK also when nothing is in flight. */
 static int stats_land_results(struct stats_run *r, bool block, struct cc_err *err)
@@ -779,6 +814,7 @@ static int stats_land_results(struct stats_run *r, bool block, struct cc_err *er
                 rc = cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
                 break;
             }
+            stats_heartbeat(r);
             continue;
         }
         res = PQgetResult(r->pg);
@@ -1205,6 +1241,12 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
         (rc = cc_pyops_seconds(ctx, cc_task_arg(ctx, 9), &idle)) != CC_OK)
         return rc;
     r->idle_timeout_s = idle;
+    if (r->commit_every > STATS_CHUNK_MAX) {
+        /* The prefetch (2 chunks) cannot exceed 65535: a larger chunk would never fill. */
+        cc_task_warn(ctx, "commit_every %" PRId64 " lowered to %d", r->commit_every,
+                     STATS_CHUNK_MAX);
+        r->commit_every = STATS_CHUNK_MAX;
+    }
     r->cfg = cc_task_config();
     if (r->cfg == NULL || r->cfg->broker_url == NULL)
         return cc_task_raise(ctx, "builtins", "RuntimeError",
@@ -1278,7 +1320,7 @@ fail:
                   "indexing %s failed after %" PRId64 " events committed in %" PRId64
                   " chunks (the rest stays in %s): %s",
                   r->type, r->committed, r->chunks, r->queue, err.msg);
-    cc_task_run_progress(ctx, r->read, r->errors);
+    cc_task_run_progress(ctx, r->committed, r->errors);
     cc_task_run_summary(ctx, stats_summary(r));
     stats_run_free(r, false);
     return cc_task_raise(ctx, "builtins", "RuntimeError", "%s", err.msg);
