@@ -842,3 +842,21 @@ def test_backlog_visible_in_the_summary(env, emitter, amqp_conn):
                                               abs=60)
     assert daily(env, et) == exp.rows()
     assert_queue_drained("stats-" + et)
+
+
+def test_many_malformed_logged_20_then_one_line(env, emitter, amqp_conn):
+    et = new_type("junk")
+    dq = "stats-%s.dead" % et
+    bodies = [b"not json %d" % i for i in range(25)]
+    good = wire(designed(utc_today())[0], et)
+    assert emitter.publish_bodies(et, bodies + [json.dumps(good)]) == 26
+    wait_depth(amqp_conn, "stats-" + et, 26)
+    job = mkjob(env, et)
+    r = wait_runs(env, job, lambda rs: len(rs) >= 1, 30, "the first run")[0]
+    deactivate(env, job)
+    assert r["status"] == "P" and r["message"] == \
+        "25 of 26 events malformed, moved to %s" % dq, r
+    warnings = [m for lv, m in run_logs(env, r["id"]) if lv == "WARNING"]
+    assert len(warnings) == 21 and "5 more" in warnings[-1], warnings
+    assert sorted(b for b, _ in drain_dlq(amqp_conn, dq)) == sorted(bodies)
+    assert n_events(env, et) == 1
