@@ -6,7 +6,20 @@ exactly against what the test computes from the events it published (class Expec
 rules of proto/statsevent.h), and the run's counters and summary against the same model.
 
 The beat and the worker are shared by the module (one database); every test uses its own
-event type (so its own queue, bookmark and aggregates). celeryc only."""
+event type (so its own queue, bookmark and aggregates). celeryc only.
+
+1. a designed set (repeat visitors, double clicks, explicit ids, robots, the three kinds of
+   visitor) -> stats_daily exactly, the run's counters and summary;
+2. the same bodies published again -> all duplicates, aggregates untouched;
+3. 100,000 events, the pool child and then the whole worker killed with SIGKILL mid-batch ->
+   after more runs, the aggregates of one clean pass, every event stored once, nothing left
+   ready or unacked;
+4. malformed events among good ones -> the dead-letter queue (bodies unchanged, reasons in
+   headers), run P with the counts; past 20, one "... N more" log line;
+5. stats.reaggregate restores damaged aggregates to exactly the incremental numbers;
+6. no raw user id, session id or IP in any stats table; expired salts deleted;
+7. a batch smaller than the queue: backlog depth and age in the summary.
+About 60 s (the kill test about 30 s, mostly publishing)."""
 import json
 import os
 import random
