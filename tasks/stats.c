@@ -481,6 +481,22 @@ static int pg_begin_locked(struct stats_run *r, int64_t *last_seq, struct cc_err
     return CC_OK;
 }
 
+/* The type's bookmark now (0: none yet), for the summary of a run that committed nothing. */
+static int pg_bookmark(struct stats_run *r, struct cc_err *err)
+{
+    const char *vals[1] = {r->type};
+    PGresult *res = NULL;
+    int rc = pg_exec(r, "reading the bookmark",
+                     "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1", 1, NULL,
+                     vals, NULL, NULL, &res, err);
+
+    if (rc == CC_OK) {
+        r->bookmark = PQntuples(res) == 1 ? pg_int(res, 0, 0, 0) : 0;
+        PQclear(res);
+    }
+    return rc;
+}
+
 /* ---- AMQP ----------------------------------------------------------------------------- */
 
 /* The reply of an RPC we issued with rabbitmq-c directly on channel `ch`. A server close
@@ -1289,7 +1305,7 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
             (rc = cc_broker_consume(&r->amqp, r->queue, &err)) != CC_OK)
             goto fail;
     }
-    if ((rc = stats_drain(r, &err)) != CC_OK)
+    if ((rc = stats_drain(r, &err)) != CC_OK || (rc = pg_bookmark(r, &err)) != CC_OK)
         goto fail;
     stats_log_start(r);
     if ((rc = stats_backlog(r, &err)) != CC_OK)
