@@ -965,7 +965,7 @@ static int stats_qos(struct stats_run *r, struct cc_err *err)
 static int stats_drain(struct stats_run *r, struct cc_err *err)
 {
     int64_t last_us = cc_mono_us();
-    int rc;
+    int rc, spins = 0;
 
     while (r->read < r->batch_size) {
         amqp_envelope_t env;
@@ -997,9 +997,12 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
                     return rc;
             }
             last_us = cc_mono_us();
+            spins = 0;
             continue;
         }
-        if (cc_broker_has_buffered(&r->amqp))
+        /* What rabbitmq-c holds may be whole frames behind the one just handled (read them
+         * now) or the start of a frame whose end is still on its way (poll for it). */
+        if (cc_broker_has_buffered(&r->amqp) && spins++ < 16)
             continue;
         {
             int64_t idle_ms = (cc_mono_us() - last_us) / 1000;
@@ -1019,6 +1022,7 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
             if (poll(pfd, 2, (int)wait_ms) < 0 && errno != EINTR)
                 return cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
             r->wait_us += cc_mono_us() - t0;
+            spins = 0;
             if (r->is_flying && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) &&
                 (rc = stats_land_results(r, false, err)) != CC_OK)
                 return rc;
