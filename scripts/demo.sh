@@ -60,11 +60,18 @@ cleanup()
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The job store, and one job the beat runs every 30 s (created once; kept in ./.data).
+# The job store, and two jobs the beat runs every 30 s (created once; kept in ./.data): a
+# demo job, and the statistics indexer of "record-view" events (docs/STATS.md), which
+# scripts/example_app.py feeds.
 ./build/celeryc db upgrade
-if [ "$(./build/celeryc jobs list --json)" = "[]" ]; then
+jobs_now=$(./build/celeryc jobs list --json)
+if ! printf '%s' "$jobs_now" | grep -q '"jobs.index_events"'; then
     ./build/celeryc jobs create --title "demo indexer" --task jobs.index_events \
         --interval 30 --kwargs '{"n": 5, "errors": 1, "partial": true}' >/dev/null
+fi
+if ! printf '%s' "$jobs_now" | grep -q '"stats.index_events"'; then
+    ./build/celeryc jobs create --title "record-view statistics" --task stats.index_events \
+        --interval 30 --kwargs '{"event_type": "record-view"}' >/dev/null
 fi
 ./build/celeryc beat -l info --schedule-file scripts/demo-schedule.json \
     -b "$CELERY_BROKER_URL" >"$DATA/beat.log" 2>&1 &
@@ -80,11 +87,14 @@ cat <<EOM
 
 [demo] celeryc worker running (pid $WORKER_PID); broker $CELERY_BROKER_URL, results $CELERY_RESULT_BACKEND
 [demo] celeryc beat running (pid $BEAT_PID, log $DATA/beat.log): demo.add every 10 s from
-       scripts/demo-schedule.json, and the job "demo indexer" every 30 s from the job store
+       scripts/demo-schedule.json, and the jobs "demo indexer" and "record-view statistics"
+       every 30 s from the job store
 [demo] the job store (another shell):
     CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs runs
     CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs run <JOB_ID>     # a manual run
     CELERYC_JOB_STORE=$CELERYC_JOB_STORE ./build/celeryc jobs logs <RUN_ID>
+[demo] usage statistics (docs/STATS.md), after the next "record-view statistics" run:
+    psql "$CELERYC_JOB_STORE" -c 'SELECT * FROM celeryc.stats_daily ORDER BY day, object_id'
 [demo] enqueue from Python (another shell):
     cd $ROOT/scripts
     CELERY_BROKER_URL=$CELERY_BROKER_URL CELERY_RESULT_BACKEND=$CELERY_RESULT_BACKEND \\
