@@ -42,7 +42,6 @@ phase is checked against it (a mismatch is printed and in the JSON; the figures 
 Writes bench/results/stats-latest.json; logs in bench/results/logs/stats-*.log.
 """
 import argparse
-import datetime
 import json
 import os
 import subprocess
