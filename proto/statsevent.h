@@ -12,7 +12,10 @@
  *      "ip_address": "192.0.2.7",
  *      "user_agent": "Mozilla/5.0 ..."}           (optional; robots are told by it)
  * Other members are ignored. Strings are UTF-8 (jansson checks), at most
- * CC_SEV_FIELD_MAX bytes each; user_id may be a JSON integer (read as its decimal text).
+ * CC_SEV_FIELD_MAX bytes each, without NUL characters; user_id may be a JSON integer (read as
+ * its decimal text). A member that is null is absent; an optional member that is "" is absent
+ * too (an empty visitor field would lump visitors together); type and object_id must be
+ * non-empty. The whole body is at most CC_SEV_BODY_MAX bytes.
  *
  * Identity (all hashes HMAC-SHA256 / SHA-256 truncated to CC_SEV_ID_LEN bytes):
  *   visitor key  "u:<user_id>", else "s:<session_id>", else "a:<ip_address>|<user_agent>"
@@ -34,9 +37,10 @@
 
 #include "celeryc/status.h"
 
-#define CC_SEV_ID_LEN    16   /* bytes of an event id or visitor hash */
-#define CC_SEV_SALT_LEN  32   /* bytes of a day's salt */
-#define CC_SEV_FIELD_MAX 1024 /* longest accepted string field, bytes */
+#define CC_SEV_ID_LEN    16    /* bytes of an event id or visitor hash */
+#define CC_SEV_SALT_LEN  32    /* bytes of a day's salt */
+#define CC_SEV_FIELD_MAX 1024  /* longest accepted string field, bytes */
+#define CC_SEV_BODY_MAX  65536 /* longest accepted event body, bytes */
 
 /* One parsed event. String pointers point into the caller's `body`-derived storage held by
  * the struct itself (`store`), valid until cc_sev_clear() / the next cc_sev_parse(). */
@@ -59,7 +63,8 @@ struct cc_sev {
  * CC_EINVAL and writes a one-line reason to `why` (e.g. "bad JSON at 1:17: ...",
  * "missing field 'object_id'", "'timestamp' is not ISO-8601: \"yesterday\"",
  * "no visitor field (user_id, session_id or ip_address)", "field 'object_id' longer than
- * 1024 bytes"). Never reads beyond len. `ev` must be zero-initialised before first use. */
+ * 1024 bytes"), or CC_ENOMEM if its store cannot grow. Never reads beyond len. `ev` must be
+ * zero-initialised before first use; after a failure its string fields are NULL. */
 int cc_sev_parse(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size);
 
 /* Free what cc_sev_parse allocated (ev may be reused after). */
@@ -84,9 +89,12 @@ void cc_sev_event_id(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT_LEN
  * user_agent is not a robot. */
 struct cc_sev_robots;
 
-/* Build a matcher from the text of a list (len bytes). Returns NULL on out of memory only. */
+/* Build a matcher from the text of a list (len bytes; leading and trailing blanks of a line
+ * are stripped). Returns: owned, free with cc_sev_robots_free(); NULL on out of memory only.
+ * The matcher is immutable: one instance may be shared by threads. */
 struct cc_sev_robots *cc_sev_robots_new(const char *text, size_t len);
-/* The shipped list (deploy/stats/robots.txt as compiled in). */
+/* A new matcher for the shipped list (deploy/stats/robots.txt as compiled in). Returns: owned,
+ * free with cc_sev_robots_free(); NULL on out of memory only. */
 struct cc_sev_robots *cc_sev_robots_builtin(void);
 /* Number of patterns loaded. */
 size_t cc_sev_robots_count(const struct cc_sev_robots *r);
