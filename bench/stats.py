@@ -462,6 +462,7 @@ def run_python(opt, logdir, mon, su):
 def finish(name, n, pub, d, c0, c1, sizes, rows):
     written = sum(c1[k] - c0[k] for k in ("inserted", "updated", "deleted"))
     total = sum(sizes.values())
+    d["wal_bytes_per_body_byte"] = round(d["wal_bytes"] / pub["body_bytes"], 2)
     return dict(events=n, publish=pub, **d,
                 rows_written=written, rows_per_event=round(written / n, 3),
                 rows_detail={k: c1[k] - c0[k] for k in ("inserted", "updated", "deleted",
@@ -632,6 +633,8 @@ def main():
         ratios["celeryc/python events/s"] = round(c["events_per_s"] / p["events_per_s"], 2)
         ratios["python/celeryc CPU per event"] = round(p["cpu_us_per_event"] /
                                                        c["cpu_us_per_event"], 2)
+        ratios["python/celeryc Postgres CPU per event"] = round(p["pg_cpu_us_per_event"] /
+                                                                c["pg_cpu_us_per_event"], 2)
     if "ceiling" in imp:
         for k in ("celeryc", "python"):
             if k in imp:

@@ -32,7 +32,8 @@
  * list), so the expected counts below hold for the list given. Prints one JSON line:
  *   {"published": N, "seconds": S, "per_s": R, "queue_depth": D,
  *    "expected": {"read", "inserted", "duplicates", "robots", "errors", "agg_events",
- *                 "agg_unique_visitors", "agg_keys"}}
+ *                 "agg_unique_visitors", "agg_keys"}, "explicit_dups_sent": K,
+ *    "body_bytes": total bytes of the bodies}
  * where agg_events = sum of stats_daily.count, agg_unique_visitors = sum of unique_visitors,
  * agg_keys = rows of stats_daily, after the queue was indexed once into empty tables.
  */
@@ -351,6 +352,7 @@ struct pub {
     amqp_basic_properties_t props;
     const char *type;
     long sent;
+    long long body_bytes;
 };
 
 static void pub_one(struct pub *p, const char *body, size_t len)
@@ -363,6 +365,7 @@ static void pub_one(struct pub *p, const char *body, size_t len)
         exit(1);
     }
     p->sent++;
+    p->body_bytes += (long long)len;
     if (p->b.publish_seq - p->b.confirmed_upto > WINDOW_OUTSTANDING &&
         cc_broker_wait_confirms(&p->b, p->b.publish_seq - WINDOW_OUTSTANDING / 2, 120000, &err) !=
             CC_OK) {
@@ -628,11 +631,12 @@ int main(int argc, char **argv)
         printf("{\"published\": %ld, \"seconds\": %.3f, \"per_s\": %.0f, \"queue_depth\": %ld, "
                "\"expected\": {\"read\": %ld, \"inserted\": %ld, \"duplicates\": %ld, "
                "\"robots\": %ld, \"errors\": %ld, \"agg_events\": %ld, "
-               "\"agg_unique_visitors\": %zu, \"agg_keys\": %zu}, \"explicit_dups_sent\": %ld}\n",
+               "\"agg_unique_visitors\": %zu, \"agg_keys\": %zu}, \"explicit_dups_sent\": %ld, "
+               "\"body_bytes\": %lld}\n",
                p.sent, s, s > 0 ? (double)p.sent / s : 0.0,
                ok != NULL ? (long)ok->message_count : -1, read, inserted,
                read - x.errors - inserted, x.robots, x.errors, x.agg_events, x.visitors.len,
-               x.keys.len, dups);
+               x.keys.len, dups, p.body_bytes);
     }
     cc_broker_close(&p.b);
     free(zo.cdf);
