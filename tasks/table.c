@@ -62,5 +62,7 @@ const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_jobs_index_events, /* [jobrun] */
     &cc_task_jobs_sleep,
     &cc_task_jobs_fail,
+    &cc_task_stats_index_events, /* [stats] */
+    &cc_task_stats_reaggregate,
     NULL,
 };

@@ -36,6 +36,10 @@ extern const struct cc_task_entry cc_task_jobs_index_events;
 extern const struct cc_task_entry cc_task_jobs_sleep;
 extern const struct cc_task_entry cc_task_jobs_fail;
 
+/* tasks/stats.c: the statistics indexers (issue #7, docs/STATS.md). [stats] */
+extern const struct cc_task_entry cc_task_stats_index_events;
+extern const struct cc_task_entry cc_task_stats_reaggregate;
+
 /* tasks/conformance.c: Celery's t/integration/tasks.py. */
 extern const struct cc_task_entry cc_task_conf_identity;
 extern const struct cc_task_entry cc_task_conf_add;

@@ -123,8 +123,8 @@ static void test_tasks_names_unique_and_looked_up(void **state)
 
     (void)state;
     /* 3 built-ins (ping, accumulate, chord_unlock), 15 demo, 29 conformance + 1 qualified
-     * alias, 2 it.*, 3 jobs.* [jobrun] */
-    assert_int_equal(n, 53);
+     * alias, 2 it.*, 3 jobs.* [jobrun], 2 stats.* [stats] */
+    assert_int_equal(n, 55);
     for (size_t i = 0; i < n; i++) {
         const struct cc_task_entry *e = cc_task_table[i];
 
@@ -193,6 +193,8 @@ static void test_tasks_expected_names_registered(void **state)
         "t.integration.tasks.build_chain_inside_task",
         "t.integration.tasks.chain_add",
         "t.integration.tasks.chord_add",
+        "stats.index_events", /* [stats] */
+        "stats.reaggregate",
     };
 
     (void)state;
