@@ -13,10 +13,10 @@ the event rules are proto/statsevent.h):
     day, truncated to 16 bytes; explicit ids SHA-256 without salt); robots by a
     case-insensitive substring test against the list (one regex);
   - psycopg2: per chunk of commit_every events, the day salts (INSERT .. ON CONFLICT DO
-    NOTHING, then SELECT, cached), then one transaction: bookmark row FOR UPDATE, the chunk's
-    events by execute_values(INSERT .. ON CONFLICT (event_id) DO NOTHING RETURNING robot), the
-    aggregation from the bookmark (stats_daily_visitors ON CONFLICT DO NOTHING RETURNING,
-    stats_daily upsert), the bookmark moved to max(seq); malformed events dead-lettered with
+    NOTHING, then SELECT, cached), then one transaction: bookmark row FOR UPDATE, then the
+    statement tasks/stats.c sends (the chunk's events ON CONFLICT (event_id) DO NOTHING, and
+    from their RETURNING rows the new unique visitors, the stats_daily upserts and the
+    bookmark), its VALUES list built by execute_values; malformed events dead-lettered with
     publisher confirms before the COMMIT.
 
     stats_py.py --amqp URL --db URL --type record-view [--batch-size N] [--commit-every 5000]
@@ -181,7 +181,7 @@ class Indexer:
                 msg = b"e\0%s\0%s\0%s\0%d" % (etype.encode(), obj.encode(), vkey.encode(),
                                                ts_s // w * w)
                 eid = hmac.new(salt, msg, hashlib.sha256).digest()[:16]
-            rows.append((eid, etype, obj, ts, day, visitor, self.is_robot(ua)))
+            rows.append((eid, obj, ts, day, visitor, self.is_robot(ua)))
             if self.oldest_ts is None:
                 self.oldest_ts = ts
         with self.db.cursor() as cur:
@@ -190,20 +190,16 @@ class Indexer:
             cur.execute("SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = %s "
                         "FOR UPDATE", (self.type,))
             last_seq = cur.fetchone()[0]
-            ins = psycopg2.extras.execute_values(
-                cur, "INSERT INTO celeryc.stats_events (event_id, event_type, object_id, ts, "
-                "day, visitor, robot) VALUES %s ON CONFLICT (event_id) DO NOTHING RETURNING robot",
-                rows, page_size=len(rows) or 1, fetch=True)
-            inserted = len(ins)
-            robots = sum(1 for (r,) in ins if r)
-            cur.execute(AGGREGATE, {"t": self.type, "last": last_seq})
-            keys, max_seq = cur.fetchone()
-            if max_seq is not None:
-                cur.execute("UPDATE celeryc.stats_bookmarks SET last_seq = %s, updated = now() "
-                            "WHERE event_type = %s", (max_seq, self.type))
-                self.c["bookmark"] = max_seq
+            if rows:
+                sql = CHUNK.replace("$1", cur.mogrify("%s", (self.type,)).decode()
+                                    .replace("%", "%%"))
+                inserted, robots, keys, bm = psycopg2.extras.execute_values(
+                    cur, sql, rows, template="(%s, %s, %s, %s, %s, %s)",
+                    page_size=len(rows), fetch=True)[0]
             else:
-                self.c["bookmark"] = last_seq
+                inserted = robots = keys = 0
+                bm = None
+            self.c["bookmark"] = bm if bm is not None else max(last_seq, self.c["bookmark"])
         for m, why in bad:  # confirmed (confirm_publish) before the COMMIT
             self.dlq_ch.basic_publish(
                 amqp.Message(m.body, content_type=m.properties.get("content_type"),
@@ -229,6 +225,10 @@ class Indexer:
         opt = self.opt
         t0, cpu0 = time.monotonic(), cpu_s()
         self.db = psycopg2.connect(opt.db)
+        with self.db.cursor() as cur:  # salts past the retention go, as celeryc's run does
+            cur.execute("DELETE FROM celeryc.stats_salts WHERE day < current_date - %s",
+                        (opt.retention_days,))
+        self.db.commit()
         self.conn = amqp.Connection(opt.amqp_host, userid=opt.user, password=opt.password,
                                     virtual_host=opt.vhost, confirm_publish=True)
         self.conn.connect()
@@ -275,30 +275,42 @@ class Indexer:
         return out
 
 
-# The aggregation of the chunk's transaction: every non-robot event of the type after the
-# bookmark counts once in stats_daily, and its visitor once per (object, day) in
-# unique_visitors; returns (keys upserted, max seq seen).
-AGGREGATE = """
-WITH ev AS MATERIALIZED (
-    SELECT seq, object_id, day, visitor, robot FROM celeryc.stats_events
-    WHERE event_type = %(t)s AND seq > %(last)s),
+# The chunk's statement, as tasks/stats.c writes it (its stats_chunk_sql), with a VALUES list
+# (psycopg2's execute_values) where celeryc passes binary arrays through unnest: the chunk's
+# events ON CONFLICT (event_id) DO NOTHING, and from their RETURNING rows, in the same
+# statement, the new unique visitors, the stats_daily upserts and the bookmark. $1 is the
+# event type (inlined as a literal).
+CHUNK = """
+WITH ins AS (
+  INSERT INTO celeryc.stats_events (event_id, event_type, object_id, ts, day, visitor, robot)
+  SELECT u.id, $1, u.obj, u.ts, u.day, u.v, u.r
+    FROM (VALUES %s) AS u(id, obj, ts, day, v, r)
+  ON CONFLICT (event_id) DO NOTHING
+  RETURNING seq, object_id, day, visitor, robot),
+agg AS (SELECT object_id, day, visitor FROM ins WHERE NOT robot),
 nv AS (
-    INSERT INTO celeryc.stats_daily_visitors (event_type, object_id, day, visitor)
-    SELECT DISTINCT %(t)s, object_id, day, visitor FROM ev WHERE NOT robot
-    ON CONFLICT DO NOTHING
-    RETURNING object_id, day),
-cnt AS (SELECT object_id, day, count(*) AS n FROM ev WHERE NOT robot GROUP BY object_id, day),
-uv AS (SELECT object_id, day, count(*) AS u FROM nv GROUP BY object_id, day),
+  INSERT INTO celeryc.stats_daily_visitors (event_type, object_id, day, visitor)
+  SELECT DISTINCT $1, object_id, day, visitor FROM agg
+  ON CONFLICT DO NOTHING
+  RETURNING object_id, day),
+cnt AS (SELECT object_id, day, count(*) AS n FROM agg GROUP BY object_id, day),
+ncnt AS (SELECT object_id, day, count(*) AS n FROM nv GROUP BY object_id, day),
 up AS (
-    INSERT INTO celeryc.stats_daily AS d (event_type, object_id, day, count, unique_visitors)
-    SELECT %(t)s, cnt.object_id, cnt.day, cnt.n, coalesce(uv.u, 0)
-    FROM cnt LEFT JOIN uv USING (object_id, day)
-    ON CONFLICT (event_type, object_id, day) DO UPDATE
-        SET count = d.count + excluded.count,
-            unique_visitors = d.unique_visitors + excluded.unique_visitors,
-            updated = now()
-    RETURNING 1)
-SELECT (SELECT count(*) FROM up), (SELECT max(seq) FROM ev)
+  INSERT INTO celeryc.stats_daily AS d (event_type, object_id, day, count, unique_visitors)
+  SELECT $1, c.object_id, c.day, c.n, coalesce(v.n, 0)
+    FROM cnt c LEFT JOIN ncnt v ON v.object_id = c.object_id AND v.day = c.day
+  ON CONFLICT (event_type, object_id, day) DO UPDATE
+     SET count = d.count + EXCLUDED.count,
+         unique_visitors = d.unique_visitors + EXCLUDED.unique_visitors,
+         updated = now()
+  RETURNING 1),
+bm AS (
+  UPDATE celeryc.stats_bookmarks b SET last_seq = m.s, updated = now()
+    FROM (SELECT max(seq) AS s FROM ins) m
+   WHERE b.event_type = $1 AND m.s IS NOT NULL AND m.s > b.last_seq
+  RETURNING b.last_seq)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM ins WHERE robot),
+       (SELECT count(*) FROM up), (SELECT last_seq FROM bm)
 """
 
 
