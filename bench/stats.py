@@ -344,6 +344,9 @@ def run_celeryc(opt, logdir, mon, su):
     cmd = [str(BUILD / "celeryc"), "worker", "-b", AMQP, "--job-store", url, "-Q", queue,
            "-c", "1", "-P", "prefork", "-n", "bench-stats@localhost", "-l", "info",
            "--result-backend", REDIS_URL or "none"]
+    # e.g. "perf record -g -o /tmp/stats.perf --" to profile the worker (its CPU figure then
+    # includes perf's)
+    cmd = os.environ.get("BENCH_STATS_WORKER_PREFIX", "").split() + cmd
     w = Proc("celeryc worker", cmd, logdir / "stats-celeryc-worker.log")
     try:
         wait_log(w, " ready.", 60)
