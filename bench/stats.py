@@ -196,6 +196,36 @@ def children_cpu_us():
     return int((r.ru_utime + r.ru_stime) * 1e6)
 
 
+def waldump(mon, start, end):
+    """pg_waldump --stats over [start, end): records, their bytes and the full-page images'
+    bytes, and the bytes per resource manager (Heap, Btree, ...). None when the WAL files are
+    not readable here (or were recycled by a checkpoint during the run)."""
+    data = os.environ.get("CELERYC_TEST_DATA_DIR")
+    major = q1(mon, "SELECT current_setting('server_version_num')::int / 10000")[0]
+    tool = Path("/usr/lib/postgresql/%d/bin/pg_waldump" % major)
+    if not data or not tool.exists():
+        return None
+    try:
+        out = subprocess.run([str(tool), "--stats", "-p", str(Path(data) / "postgres" / "data" /
+                                                              "pg_wal"), "-s", start, "-e", end],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": str(e)}
+    res = {"by_rmgr": {}}
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if f and f[0] == "Total":  # Total N record [x%] fpi [y%] combined [100%]
+            res.update(records=int(f[1]), record_bytes=int(f[2]), fpi_bytes=int(f[4]))
+        elif len(f) >= 10 and f[1].isdigit() and f[0] != "Total":
+            combined = int(f[-3])
+            if combined:
+                res["by_rmgr"][f[0]] = combined
+    if "records" not in res:
+        return {"error": out.stdout.strip()[-300:]}
+    return res
+
+
 def checkpoint(su):
     if su is not None:
         with su.cursor() as cur:
@@ -384,6 +414,7 @@ def run_celeryc(opt, logdir, mon, su):
                                                                     opt.deadline))
             time.sleep(0.1)
         b = meter.snap()
+        wal = waldump(mon, a["lsn"], b["lsn"])
         c1 = pg_counters_settled(mon, dbname)
         with db.cursor() as cur:
             cur.execute("SELECT status, message, started_at, finished_at, processed, errored, "
@@ -397,7 +428,8 @@ def run_celeryc(opt, logdir, mon, su):
     sizes, rows = table_bytes(url)
     res = finish("celeryc", opt.n, pub, meter.diff(a, b, opt.n), c0, c1, sizes, rows)
     secs = float(secs)
-    res.update(status=status, message=message, summary=summary, processed=processed,
+    res.update(wal_stats=wal, status=status, message=message, summary=summary,
+               processed=processed,
                errored=errored, run_seconds=round(secs, 3),
                events_per_s=round(opt.n / secs, 1),
                e2e_seconds=round(finished.timestamp() - pub["started_wall"], 3),
@@ -439,6 +471,7 @@ def run_python(opt, logdir, mon, su):
                 p.wait()
             LIVE.remove(p)
     b = meter.snap()
+    wal = waldump(mon, a["lsn"], b["lsn"])
     c1 = pg_counters_settled(mon, dbname)
     if p.returncode != 0:
         raise RuntimeError("stats_py.py exited %s (log %s)" % (p.returncode,
@@ -449,7 +482,7 @@ def run_python(opt, logdir, mon, su):
     res = finish("python", opt.py_n, pub, d, c0, c1, sizes, rows)
     # The indexer's CPU is its own (user+sys over its run, start-up/imports excluded);
     # the process as a whole is in self (reaped child) for other%.
-    res.update(summary=summary, run_seconds=summary["elapsed_s"],
+    res.update(wal_stats=wal, summary=summary, run_seconds=summary["elapsed_s"],
                events_per_s=round(opt.py_n / summary["elapsed_s"], 1),
                cpu_us_per_event=round(summary["cpu_s"] * 1e6 / opt.py_n, 2),
                e2e_seconds=round(b["wall"] - pub["started_wall"], 3))
@@ -525,6 +558,16 @@ def print_table(res, opt):
           "  CPU of processes outside the benchmark, share of all CPUs")
     for k, v in res.get("ratios", {}).items():
         print("  %s: %s" % (k, v))
+    for name in ("celeryc", "python"):
+        r = res["impls"].get(name)
+        ws = r and r.get("wal_stats")
+        if ws and "records" in ws:
+            tot = ws["record_bytes"] + ws["fpi_bytes"]
+            print("  %s WAL: %.1f records/event, full-page images %.1f%%; %s"
+                  % (name, ws["records"] / r["events"], 100.0 * ws["fpi_bytes"] / max(tot, 1),
+                     ", ".join("%s %.0f%%" % (k, 100.0 * v / max(tot, 1))
+                               for k, v in sorted(ws["by_rmgr"].items(),
+                                                  key=lambda kv: -kv[1])[:4])))
     c = res["impls"].get("celeryc")
     if c:
         print("  target >= 50,000 events/s: %.0f %s" % (c["events_per_s"],
