@@ -96,6 +96,7 @@
 #define STATS_SLICE_MS      250               /* longest poll: the soft limit is seen */
 #define STATS_UNDRAINED_MS  5000              /* idle wait before depth_before is read */
 #define STATS_TYPE_MAX      100
+#define STATS_PG_WAIT_S     330 /* statement_timeout and a margin */
 #define STATS_ROBOTS_MAX    (1 << 20)
 #define STATS_PG_SETUP                                                                             \
     "SET TIME ZONE 'UTC'; SET statement_timeout = '300s'; "                                        \
@@ -228,6 +229,13 @@ struct stats_run {
     /* counters */
     int64_t read, inserted, duplicates, robots_n, errors, dead_lettered, chunks, keys;
     int64_t committed; /* events read and acked (in committed chunks) */
+    /* the chunk whose transaction is in flight (stats_fly), at most one */
+    bool is_flying;
+    int fly_q;        /* statement whose results come next (stats_fly_what) */
+    uint64_t fly_tag; /* its last delivery tag */
+    int64_t fly_read, fly_events, fly_valid, fly_t0;
+    int64_t fly_last_seq, fly_ins, fly_bots, fly_keys, fly_bookmark;
+    int64_t db_us, wait_us, take_us; /* time in chunk transactions, idle waits, events */
     int64_t bookmark, depth_before, depth_after;
     double oldest_age_s, backlog_age_s; /* < 0: none */
     bool is_started_logged;
@@ -326,6 +334,8 @@ static int pg_expire_salts(struct stats_run *r, struct cc_err *err)
 
 /* The salt of `day` (days since the epoch): from the run's cache, else created if missing
  * and read back (two committed statements, so concurrent indexers agree on one salt). */
+static int stats_land(struct stats_run *r, struct cc_err *err);
+
 static int stats_salt(struct stats_run *r, int32_t day, const uint8_t **salt, struct cc_err *err)
 {
     uint8_t fresh[CC_SEV_SALT_LEN];
@@ -340,6 +350,8 @@ static int stats_salt(struct stats_run *r, int32_t day, const uint8_t **salt, st
             *salt = r->salts[i].salt;
             return CC_OK;
         }
+    if ((rc = stats_land(r, err)) != CC_OK) /* the connection must be idle */
+        return rc;
     if (getrandom(fresh, sizeof fresh, 0) != (ssize_t)sizeof fresh)
         return cc_err_set(err, CC_EIO, "getrandom: %s", strerror(errno));
     snprintf(dbuf, sizeof dbuf, "%d", (int)day);
@@ -703,14 +715,132 @@ static int stats_take(struct stats_run *r, const amqp_envelope_t *env, struct cc
     return CC_OK;
 }
 
-/* Write the chunk (dead-letter confirms first, then the transaction), then ack it. */
-static int stats_commit(struct stats_run *r, struct cc_err *err)
+/* The chunk's transaction is pipelined: stats_fly sends BEGIN, the bookmark row (created if
+ * missing, then locked FOR UPDATE), the chunk's INSERT and COMMIT in one round trip and
+ * returns; the next chunk is read while Postgres works; stats_land reads the results and
+ * acks. At most one transaction is in flight, so chunks are acked in order and a multiple
+ * ack never covers a chunk that is not committed. */
+static const char *const stats_fly_what[] = {
+    "BEGIN", "creating the bookmark", "locking the bookmark", "inserting the events", "COMMIT"};
+
+/* The transaction in flight committed: ack its deliveries. */
+static int stats_landed(struct stats_run *r, struct cc_err *err)
 {
-    int64_t t0 = cc_mono_us(), last_seq = 0, valid = r->ids.n;
+    int rc;
+
+    if (PQexitPipelineMode(r->pg) != 1)
+        return pg_fail(r, NULL, "leaving pipeline mode", err);
+    r->is_flying = false;
+    r->inserted += r->fly_ins;
+    r->robots_n += r->fly_bots;
+    r->duplicates += r->fly_valid - r->fly_ins;
+    r->keys += r->fly_keys;
+    r->bookmark = r->fly_bookmark >= 0 ? r->fly_bookmark : r->fly_last_seq;
+    if ((rc = cc_broker_ack_multiple(&r->amqp, r->fly_tag, err)) != CC_OK)
+        return rc;
+    r->chunks++;
+    r->committed = r->fly_read;
+    cc_task_debug(r->ctx,
+                  "chunk %" PRId64 ": %" PRId64 " events (%" PRId64 " valid, %" PRId64
+                  " new) committed in %.1f ms",
+                  r->chunks, r->fly_events, r->fly_valid, r->fly_ins,
+                  (double)(cc_mono_us() - r->fly_t0) / 1000.0);
+    cc_task_run_progress(r->ctx, r->committed, r->errors);
+    return CC_OK;
+}
+
+/* Read what is ready of the results of the transaction in flight; with `block`, wait (at
+ * most STATS_PG_WAIT_S) until it is done. CC_OK also when nothing is in flight. */
+static int stats_land_results(struct stats_run *r, bool block, struct cc_err *err)
+{
+    int64_t t0 = cc_mono_us(), deadline = t0 + STATS_PG_WAIT_S * INT64_C(1000000);
+    int rc = CC_OK;
+
+    while (r->is_flying) {
+        PGresult *res;
+
+        if (PQconsumeInput(r->pg) == 0) {
+            rc = pg_fail(r, NULL, stats_fly_what[r->fly_q < 5 ? r->fly_q : 4], err);
+            break;
+        }
+        if (PQisBusy(r->pg)) {
+            struct pollfd pfd = {.fd = PQsocket(r->pg), .events = POLLIN};
+            int64_t left_ms = (deadline - cc_mono_us()) / 1000;
+
+            if (!block)
+                break;
+            if (left_ms <= 0) {
+                rc = cc_err_set(err, CC_ETIMEDOUT,
+                                "database: no reply to a chunk's transaction within %d s",
+                                STATS_PG_WAIT_S);
+                break;
+            }
+            if (poll(&pfd, 1, left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != EINTR) {
+                rc = cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
+                break;
+            }
+            continue;
+        }
+        res = PQgetResult(r->pg);
+        if (res == NULL) {
+            r->fly_q++; /* the next statement's results follow */
+            continue;
+        }
+        switch (PQresultStatus(res)) {
+        case PGRES_PIPELINE_SYNC:
+            PQclear(res);
+            rc = stats_landed(r, err);
+            break;
+        case PGRES_COMMAND_OK:
+            PQclear(res);
+            break;
+        case PGRES_TUPLES_OK:
+            if (r->fly_q == 2) {
+                r->fly_last_seq = PQntuples(res) == 1 ? pg_int(res, 0, 0, 0) : 0;
+            } else if (r->fly_q == 3) {
+                r->fly_ins = pg_int(res, 0, 0, 0);
+                r->fly_bots = pg_int(res, 0, 1, 0);
+                r->fly_keys = pg_int(res, 0, 2, 0);
+                r->fly_bookmark = pg_int(res, 0, 3, -1);
+            }
+            PQclear(res);
+            break;
+        default:
+            rc = pg_fail(r, res, stats_fly_what[r->fly_q < 5 ? r->fly_q : 4], err);
+            PQclear(res);
+            break;
+        }
+        if (rc != CC_OK)
+            break;
+    }
+    if (block)
+        r->db_us += cc_mono_us() - t0;
+    return rc;
+}
+
+static int stats_land(struct stats_run *r, struct cc_err *err)
+{
+    return stats_land_results(r, true, err);
+}
+
+/* Close the chunk being read: wait for the transaction in flight, then for the confirms of
+ * this chunk's dead-letter copies, then send its transaction (or, with no valid event,
+ * ack it at once). */
+static int stats_fly(struct stats_run *r, struct cc_err *err)
+{
+    const Oid types[7] = {OID_TEXT,     OID_BYTEA_ARR, OID_TEXT_ARR, OID_TSTZ_ARR,
+                          OID_DATE_ARR, OID_BYTEA_ARR, OID_BOOL_ARR};
+    struct stats_arr *arrs[6] = {&r->ids, &r->objs, &r->ts, &r->days, &r->visitors, &r->bots};
+    const char *vals[7];
+    int lens[7], fmts[7];
+    int64_t t0;
     int rc;
 
     if (r->chunk_read == 0)
         return CC_OK;
+    if ((rc = stats_land(r, err)) != CC_OK)
+        return rc;
+    t0 = cc_mono_us();
     if (r->has_dlq && r->dlq.confirmed_upto < r->dlq_seq_needed) {
         rc = cc_broker_wait_confirms(&r->dlq, r->dlq_seq_needed, CC_BROKER_SYNC_TIMEOUT_MS, err);
         if (rc != CC_OK) {
@@ -720,54 +850,66 @@ static int stats_commit(struct stats_run *r, struct cc_err *err)
             return cc_err_set(err, rc, "dead-lettering to %s: %s", r->dead, msg);
         }
     }
-    if (valid > 0) {
-        const Oid types[7] = {OID_TEXT,     OID_BYTEA_ARR, OID_TEXT_ARR, OID_TSTZ_ARR,
-                              OID_DATE_ARR, OID_BYTEA_ARR, OID_BOOL_ARR};
-        struct stats_arr *arrs[6] = {&r->ids, &r->objs, &r->ts, &r->days, &r->visitors, &r->bots};
-        const char *vals[7];
-        int lens[7], fmts[7];
-        PGresult *res = NULL;
-        int64_t ins, bots;
-
-        vals[0] = r->type;
-        lens[0] = (int)strlen(r->type);
-        fmts[0] = 1;
-        for (int i = 0; i < 6; i++) {
-            arr_finish(arrs[i]);
-            vals[i + 1] = (const char *)arrs[i]->p;
-            lens[i + 1] = (int)arrs[i]->len;
-            fmts[i + 1] = 1;
-        }
-        if ((rc = pg_begin_locked(r, &last_seq, err)) != CC_OK)
+    if (r->ids.n == 0) {
+        if ((rc = cc_broker_ack_multiple(&r->amqp, r->chunk_last_tag, err)) != CC_OK)
             return rc;
-        rc = pg_exec(r, "inserting the events", stats_chunk_sql, 7, types, vals, lens, fmts, &res,
-                     err);
-        if (rc != CC_OK)
-            return rc;
-        ins = pg_int(res, 0, 0, 0);
-        bots = pg_int(res, 0, 1, 0);
-        r->keys += pg_int(res, 0, 2, 0);
-        r->bookmark = pg_int(res, 0, 3, last_seq);
-        PQclear(res);
-        if ((rc = pg_exec(r, "COMMIT", "COMMIT", 0, NULL, NULL, NULL, NULL, NULL, err)) != CC_OK)
-            return rc;
-        r->inserted += ins;
-        r->robots_n += bots;
-        r->duplicates += valid - ins;
+        r->chunks++;
+        r->committed = r->read;
+        cc_task_run_progress(r->ctx, r->committed, r->errors);
+        chunk_reset(r);
+        return CC_OK;
     }
-    rc = cc_broker_ack_multiple(&r->amqp, r->chunk_last_tag, err);
-    if (rc != CC_OK)
-        return rc;
-    r->chunks++;
-    r->committed = r->read;
-    cc_task_debug(r->ctx, "chunk %" PRId64 ": %" PRId64 " events (%" PRId64 " valid) in %.1f ms",
-                  r->chunks, r->chunk_read, valid, (double)(cc_mono_us() - t0) / 1000.0);
-    cc_task_run_progress(r->ctx, r->read, r->errors);
+    vals[0] = r->type;
+    lens[0] = (int)strlen(r->type);
+    fmts[0] = 1;
+    for (int i = 0; i < 6; i++) {
+        arr_finish(arrs[i]);
+        vals[i + 1] = (const char *)arrs[i]->p;
+        lens[i + 1] = (int)arrs[i]->len;
+        fmts[i + 1] = 1;
+    }
+    /* libpq copies the parameters into its output buffer: the arrays may be reused after. */
+    if (PQenterPipelineMode(r->pg) != 1 ||
+        PQsendQueryParams(r->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryParams(r->pg,
+                          "INSERT INTO celeryc.stats_bookmarks (event_type) VALUES ($1) "
+                          "ON CONFLICT (event_type) DO NOTHING",
+                          1, types, vals, lens, fmts, 0) != 1 ||
+        PQsendQueryParams(r->pg,
+                          "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1 "
+                          "FOR UPDATE",
+                          1, types, vals, lens, fmts, 0) != 1 ||
+        PQsendQueryParams(r->pg, stats_chunk_sql, 7, types, vals, lens, fmts, 0) != 1 ||
+        PQsendQueryParams(r->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQpipelineSync(r->pg) != 1)
+        return pg_fail(r, NULL, "sending a chunk", err);
+    r->is_flying = true;
+    r->fly_q = 0;
+    r->fly_tag = r->chunk_last_tag;
+    r->fly_read = r->read;
+    r->fly_events = r->chunk_read;
+    r->fly_valid = r->ids.n;
+    r->fly_t0 = t0;
+    r->fly_last_seq = r->fly_ins = r->fly_bots = r->fly_keys = 0;
+    r->fly_bookmark = -1;
+    r->db_us += cc_mono_us() - t0;
     chunk_reset(r);
     return CC_OK;
 }
 
-/* The read loop: until batch_size, drained, or the soft time limit. */
+/* The prefetch for what is left of the batch. */
+static int stats_qos(struct stats_run *r, struct cc_err *err)
+{
+    int64_t left = r->batch_size - r->read, pf = r->commit_every * 2;
+
+    if (pf > left)
+        pf = left;
+    if (pf > 65535)
+        pf = 65535;
+    return pf > 0 ? cc_broker_qos(&r->amqp, (unsigned)pf, err) : CC_OK;
+}
+
+/* The read loop: until batch_size, drained, or the soft time limit; then the last chunk. */
 static int stats_drain(struct stats_run *r, struct cc_err *err)
 {
     int64_t last_us = cc_mono_us();
@@ -785,34 +927,34 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
         if (rc != CC_OK)
             return rc;
         if (got) {
+            int64_t t0 = cc_mono_us();
+
             rc = stats_take(r, &env, err);
             amqp_destroy_envelope(&env);
             cc_broker_release(&r->amqp);
+            r->take_us += cc_mono_us() - t0;
             if (rc != CC_OK)
                 return rc;
+            /* Ack the chunk in flight as soon as it is committed: its deliveries hold half
+             * of the prefetch window. */
+            if (r->is_flying && (r->read & 63) == 0 &&
+                (rc = stats_land_results(r, false, err)) != CC_OK)
+                return rc;
             if (r->chunk_read >= r->commit_every) {
-                if ((rc = stats_commit(r, err)) != CC_OK)
+                if ((rc = stats_fly(r, err)) != CC_OK || (rc = stats_qos(r, err)) != CC_OK)
                     return rc;
-                {
-                    int64_t left = r->batch_size - r->read;
-                    int64_t pf = r->commit_every * 2;
-
-                    if (pf > left)
-                        pf = left;
-                    if (pf > 65535)
-                        pf = 65535;
-                    if (pf > 0 && (rc = cc_broker_qos(&r->amqp, (unsigned)pf, err)) != CC_OK)
-                        return rc;
-                }
             }
             last_us = cc_mono_us();
             continue;
         }
+        if (cc_broker_has_buffered(&r->amqp))
+            continue;
         {
             int64_t idle_ms = (cc_mono_us() - last_us) / 1000;
             int64_t limit_ms = (int64_t)(r->idle_timeout_s * 1000);
-            struct pollfd pfd = {.fd = cc_broker_fd(&r->amqp), .events = POLLIN};
-            int64_t wait_ms;
+            struct pollfd pfd[2] = {{.fd = cc_broker_fd(&r->amqp), .events = POLLIN},
+                                    {.fd = r->is_flying ? PQsocket(r->pg) : -1, .events = POLLIN}};
+            int64_t wait_ms, t0;
 
             if (r->read < r->depth_before && limit_ms < STATS_UNDRAINED_MS)
                 limit_ms = STATS_UNDRAINED_MS;
@@ -821,13 +963,18 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
             wait_ms = limit_ms - idle_ms;
             if (wait_ms > STATS_SLICE_MS)
                 wait_ms = STATS_SLICE_MS;
-            if (cc_broker_has_buffered(&r->amqp))
-                continue;
-            if (poll(&pfd, 1, (int)wait_ms) < 0 && errno != EINTR)
+            t0 = cc_mono_us();
+            if (poll(pfd, 2, (int)wait_ms) < 0 && errno != EINTR)
                 return cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
+            r->wait_us += cc_mono_us() - t0;
+            if (r->is_flying && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) &&
+                (rc = stats_land_results(r, false, err)) != CC_OK)
+                return rc;
         }
     }
-    return stats_commit(r, err);
+    if ((rc = stats_fly(r, err)) != CC_OK)
+        return rc;
+    return stats_land(r, err);
 }
 
 /* After the run: give back what was delivered but not read (closing the consuming channel
@@ -1113,13 +1260,15 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
         cc_task_run_partial(ctx, "%" PRId64 " of %" PRId64 " events malformed, moved to %s",
                             r->errors, r->read, r->dead);
     *result = stats_summary(r);
-    cc_task_info(ctx,
-                 "indexed %s: read %" PRId64 ", inserted %" PRId64 ", duplicates %" PRId64
-                 ", robots %" PRId64 ", errors %" PRId64 " in %" PRId64
-                 " chunks (%.0f events/s); %" PRId64 " left in %s",
-                 r->type, r->read, r->inserted, r->duplicates, r->robots_n, r->errors, r->chunks,
-                 json_number_value(json_object_get(*result, "events_per_s")), r->depth_after,
-                 r->queue);
+    cc_task_info(
+        ctx,
+        "indexed %s: read %" PRId64 ", inserted %" PRId64 ", duplicates %" PRId64
+        ", robots %" PRId64 ", errors %" PRId64 " in %" PRId64
+        " chunks (%.0f events/s; %.2f s waiting for the database, %.2f s on events, %.2f s "
+        "waiting for events); %" PRId64 " left in %s",
+        r->type, r->read, r->inserted, r->duplicates, r->robots_n, r->errors, r->chunks,
+        json_number_value(json_object_get(*result, "events_per_s")), (double)r->db_us / 1e6,
+        (double)r->take_us / 1e6, (double)r->wait_us / 1e6, r->depth_after, r->queue);
     cc_task_run_summary(ctx, json_deep_copy(*result));
     stats_run_free(r, true);
     return CC_OK;
