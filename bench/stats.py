@@ -422,13 +422,16 @@ def run_celeryc(opt, logdir, mon, su):
                         "FROM celeryc.runs WHERE id = %s", (run["id"],))
             status, message, started, finished, processed, errored, summary, secs = \
                 cur.fetchone()
+            cur.execute("SELECT level, message FROM celeryc.run_logs WHERE run_id = %s "
+                        "ORDER BY id", (run["id"],))
+            run_logs = ["%s %s" % r for r in cur.fetchall()]
         db.close()
     finally:
         w.stop()
     sizes, rows = table_bytes(url)
     res = finish("celeryc", opt.n, pub, meter.diff(a, b, opt.n), c0, c1, sizes, rows)
     secs = float(secs)
-    res.update(wal_stats=wal, status=status, message=message, summary=summary,
+    res.update(run_logs=run_logs, wal_stats=wal, status=status, message=message, summary=summary,
                processed=processed,
                errored=errored, run_seconds=round(secs, 3),
                events_per_s=round(opt.n / secs, 1),
@@ -580,6 +583,9 @@ def print_table(res, opt):
                   % (c["status"], s.get("read"), s.get("inserted"), s.get("duplicates"),
                      s.get("robots"), s.get("errors"), s.get("chunks"),
                      s.get("aggregated_keys"), s.get("events_per_s")))
+        for line in c.get("run_logs", []):
+            if "indexed " in line:
+                print("  celeryc says: %s" % line.split(" ", 1)[1])
     bad = [m for r in res["impls"].values() for m in r.get("check", [])]
     print("checks: " + ("all counts and aggregates as expected" if not bad else
                         "MISMATCH\n  " + "\n  ".join(bad)))
