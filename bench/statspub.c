@@ -641,5 +641,12 @@ int main(int argc, char **argv)
     cc_broker_close(&p.b);
     free(zo.cdf);
     free(zv.cdf);
+    free(x.ids.slot);
+    free(x.visitors.slot);
+    free(x.keys.slot);
+    for (size_t i = 0; i < n_robot_pat; i++)
+        free(robot_pat[i]);
+    free(robot_pat);
+    free(robot_ua_pat);
     return 0;
 }
