@@ -254,16 +254,21 @@ def publish(opt, etype, n, logdir):
     if opt.robots_file:
         cmd += ["--robots-file", opt.robots_file]
     t0 = time.time()
+    rp = rabbit_pids()
+    r0, c0 = cpu_us(rp), children_cpu_us()
     with open(logdir / ("stats-publish-%s.log" % etype), "ab") as err:
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=err, text=True,
                              timeout=opt.deadline)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["started_wall"] = t0
+    res["broker_cpu_us_per_event"] = round((cpu_us(rp) - r0) / n, 2)
+    res["publisher_cpu_us_per_event"] = round((children_cpu_us() - c0) / n, 2)
     if res["queue_depth"] != n:
         raise RuntimeError("%s: %d messages in the queue after publishing %d (a queue left "
                            "over?)" % (etype, res["queue_depth"], n))
-    log("published %d %s events in %.1f s (%.0f/s); expected %s"
-        % (n, etype, res["seconds"], res["per_s"], res["expected"]))
+    log("published %d %s events in %.1f s (%.0f/s; RabbitMQ %.1f us/event, publisher %.1f); "
+        "expected %s" % (n, etype, res["seconds"], res["per_s"], res["broker_cpu_us_per_event"],
+                         res["publisher_cpu_us_per_event"], res["expected"]))
     return res
 
 
@@ -586,6 +591,10 @@ def print_table(res, opt):
         for line in c.get("run_logs", []):
             if "indexed " in line:
                 print("  celeryc says: %s" % line.split(" ", 1)[1])
+    pubs = ["%s %.0f/s (RabbitMQ %.1f us/event)" % (k, r["publish"]["per_s"],
+                                                  r["publish"]["broker_cpu_us_per_event"])
+            for k, r in res["impls"].items() if r.get("publish")]
+    print("  publishing (bench_statspub, confirms): " + ", ".join(pubs))
     bad = [m for r in res["impls"].values() for m in r.get("check", [])]
     print("checks: " + ("all counts and aggregates as expected" if not bad else
                         "MISMATCH\n  " + "\n  ".join(bad)))
