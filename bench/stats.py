@@ -44,11 +44,14 @@ Writes bench/results/stats-latest.json; logs in bench/results/logs/stats-*.log.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+import amqp
 import psycopg2
 
 HERE = Path(__file__).resolve().parent
@@ -57,12 +60,12 @@ sys.path.insert(0, str(HERE))
 
 from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, fresh_logdir, log, machine,  # noqa: E402
                    machine_busy_us, mem_kb, proc_tree, self_cpu_us, stop_on_signals)
+from beat import LIVE, Proc  # noqa: E402
 
 PG_URL = os.environ.get("CELERYC_TEST_PG_URL", "")  # unset only for --help
 REDIS_URL = os.environ.get("CELERYC_TEST_REDIS_URL", "")
 ROBOTS = ROOT / "deploy" / "stats" / "robots.txt"
 IMPLS = ("ceiling", "celeryc", "python")
-LIVE = []  # Popen objects to stop on the way out
 TABLES = ("stats_events", "stats_daily", "stats_daily_visitors", "stats_bookmarks",
           "stats_salts")
 
@@ -191,7 +194,6 @@ class Meter:
 
 
 def children_cpu_us():
-    import resource
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return int((r.ru_utime + r.ru_stime) * 1e6)
 
@@ -274,8 +276,6 @@ def publish(opt, etype, n, logdir):
 
 def purge(queues):
     """Delete the benchmark's queues (they are declared again by the publisher)."""
-    import amqp
-    from urllib.parse import urlsplit, unquote
     u = urlsplit(AMQP)
     c = amqp.Connection("%s:%d" % (u.hostname, u.port), userid=unquote(u.username),
                         password=unquote(u.password), virtual_host="/")
@@ -284,37 +284,6 @@ def purge(queues):
     for q in queues:
         ch.queue_delete(q)
     c.close()
-
-
-class Proc:
-    def __init__(self, name, cmd, logpath, env=None):
-        self.name, self.log_path = name, logpath
-        self.log = open(logpath, "wb")
-        self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-        LIVE.append(self)
-
-    def check(self):
-        if self.p.poll() is not None:
-            raise RuntimeError("%s exited rc=%s (log %s)" % (self.name, self.p.returncode,
-                                                              self.log_path))
-
-    def stop(self, timeout=30):
-        import signal
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log("%s did not stop in %d s: KILL" % (self.name, timeout))
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.p.wait(10)
-        self.log.close()
-        if self in LIVE:
-            LIVE.remove(self)
 
 
 def check(name, got, expected):
@@ -470,14 +439,12 @@ def run_python(opt, logdir, mon, su):
     a = meter.snap()
     with open(logdir / "stats-python.log", "wb") as err:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        LIVE.append(p)
         try:
             out = p.communicate(timeout=opt.deadline)[0]
         finally:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-            LIVE.remove(p)
     b = meter.snap()
     wal = waldump(mon, a["lsn"], b["lsn"])
     c1 = pg_counters_settled(mon, dbname)
@@ -678,11 +645,7 @@ def main():
                 res["impls"]["python"] = run_python(opt, logdir, mon, su)
     finally:
         for p in list(LIVE):
-            if isinstance(p, Proc):
-                p.stop()
-            elif p.poll() is None:
-                p.kill()
-                p.wait()
+            p.stop()
         if fpw_set:
             with su.cursor() as cur:
                 cur.execute("ALTER SYSTEM RESET full_page_writes")
