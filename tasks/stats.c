@@ -40,14 +40,21 @@
  * TLS options and heartbeat), opened per run and closed at the end; its own libpq
  * connection. The topology is declared as the emitter declares it (exchange durable direct,
  * queues durable without arguments, "<queue>.dead" for malformed events); the queue is
- * consumed with manual acks and a prefetch of min(2 * commit_every, 65535, events left).
- * Every commit_every events (and at the end) the chunk is written in one transaction:
+ * consumed with manual acks and a prefetch of min(2 * commit_every, 65535, events left)
+ * (commit_every is lowered to 32767 so that two chunks fit in the window). Each event is
+ * parsed, checked and hashed as it arrives and appended to the chunk's binary arrays; no
+ * SQL runs per event. Every commit_every events (and at the end) the chunk is written in
+ * one transaction, sent in one round trip (libpq pipeline mode):
  *   BEGIN; bookmark row created if missing and locked FOR UPDATE (indexers of one type
  *   serialise here, so the seq order of a type is its commit order); one INSERT of the
  *   whole chunk (binary arrays through unnest) ON CONFLICT (event_id) DO NOTHING whose
  *   RETURNING rows feed, in the same statement, the new unique visitors
  *   (stats_daily_visitors ON CONFLICT DO NOTHING), the stats_daily upserts and the new
  *   bookmark (max seq); COMMIT; then basic.ack(last tag of the chunk, multiple).
+ * The next chunk is read while Postgres works on the previous one; its results are picked
+ * up between deliveries and its ack sent as soon as its COMMIT is seen. One transaction at
+ * most is in flight (the next one is sent after it landed), so the multiple acks go out in
+ * chunk order and never cover an uncommitted chunk.
  * Malformed events are published unchanged to "<queue>.dead" on a second, confirm-mode
  * connection (headers x-celeryc-error, x-celeryc-run-id, x-celeryc-queue) as they are met,
  * and the chunk waits for their confirms before its COMMIT. Day salts are fetched on the
@@ -69,7 +76,11 @@
  * - Robots are stored (robot = true) and never aggregated; stats.reaggregate reads the
  *   same rows (seq <= last_seq, NOT robot) so it reproduces the numbers exactly.
  * - Every wait is bounded: broker RPCs (30 s), confirms (CC_BROKER_SYNC_TIMEOUT_MS),
- *   idle waits, Postgres statements (statement_timeout 300 s, lock_timeout 60 s).
+ *   idle waits, Postgres statements (statement_timeout 300 s, lock_timeout 60 s; the
+ *   client gives up after STATS_PG_WAIT_S and sends AMQP heartbeats while it waits). The
+ *   soft time limit is polled between deliveries and at least every STATS_SLICE_MS.
+ * - A Postgres or broker failure fails the run at once, with nothing more acked: committed
+ *   chunks stay, the rest goes back to the queue when the connection closes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,7 +107,8 @@
 #define STATS_SLICE_MS      250               /* longest poll: the soft limit is seen */
 #define STATS_UNDRAINED_MS  5000              /* idle wait before depth_before is read */
 #define STATS_TYPE_MAX      100
-#define STATS_PG_WAIT_S     330 /* statement_timeout and a margin */
+#define STATS_CHUNK_MAX     32767 /* half the largest AMQP prefetch */
+#define STATS_PG_WAIT_S     330   /* statement_timeout and a margin */
 #define STATS_ROBOTS_MAX    (1 << 20)
 #define STATS_PG_SETUP                                                                             \
     "SET TIME ZONE 'UTC'; SET statement_timeout = '300s'; "                                        \
@@ -235,6 +247,7 @@ struct stats_run {
     uint64_t fly_tag; /* its last delivery tag */
     int64_t fly_read, fly_events, fly_valid, fly_t0;
     int64_t fly_last_seq, fly_ins, fly_bots, fly_keys, fly_bookmark;
+    int64_t hb_sent_us;              /* last heartbeat sent by stats_heartbeat */
     int64_t db_us, wait_us, take_us; /* time in chunk transactions, idle waits, events */
     int64_t bookmark, depth_before, depth_after;
     double oldest_age_s, backlog_age_s; /* < 0: none */
@@ -255,8 +268,9 @@ static int pg_fail(struct stats_run *r, const PGresult *res, const char *what, s
     if (msg == NULL)
         msg = r->pg != NULL ? PQerrorMessage(r->pg) : "out of memory";
     snprintf(line, sizeof line, "%s", msg != NULL && msg[0] != '\0' ? msg : "unknown error");
+    line[strcspn(line, "\n")] = '\0'; /* libpq adds hint lines */
     n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+    while (n > 0 && line[n - 1] == ' ')
         line[--n] = '\0';
     return cc_err_set(err, CC_EBACKEND, "database %s: %s", what, line);
 }
@@ -465,6 +479,22 @@ static int pg_begin_locked(struct stats_run *r, int64_t *last_seq, struct cc_err
     *last_seq = PQntuples(res) == 1 ? pg_int(res, 0, 0, 0) : 0;
     PQclear(res);
     return CC_OK;
+}
+
+/* The type's bookmark now (0: none yet), for the summary of a run that committed nothing. */
+static int pg_bookmark(struct stats_run *r, struct cc_err *err)
+{
+    const char *vals[1] = {r->type};
+    PGresult *res = NULL;
+    int rc = pg_exec(r, "reading the bookmark",
+                     "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1", 1, NULL,
+                     vals, NULL, NULL, &res, err);
+
+    if (rc == CC_OK) {
+        r->bookmark = PQntuples(res) == 1 ? pg_int(res, 0, 0, 0) : 0;
+        PQclear(res);
+    }
+    return rc;
 }
 
 /* ---- AMQP ----------------------------------------------------------------------------- */
@@ -749,6 +779,27 @@ static int stats_landed(struct stats_run *r, struct cc_err *err)
     return CC_OK;
 }
 
+/* While blocked on Postgres nothing reads or writes the consuming connection: send our
+ * AMQP heartbeat when half the interval has passed, so a long statement does not make the
+ * broker drop the connection (and requeue the chunk being read). Frames from the broker
+ * wait in the socket; never read them here (a delivery read and dropped would be acked by
+ * the next multiple ack). */
+static void stats_heartbeat(struct stats_run *r)
+{
+    int64_t now = cc_mono_us();
+
+    if (r->amqp.heartbeat_s <= 0 || !r->amqp.is_conn_open)
+        return;
+    if (now - r->hb_sent_us < (int64_t)r->amqp.heartbeat_s * 500000)
+        return;
+    {
+        amqp_frame_t f = {.frame_type = AMQP_FRAME_HEARTBEAT, .channel = 0};
+
+        (void)amqp_send_frame(r->amqp.conn, &f);
+    }
+    r->hb_sent_us = now;
+}
+
 /* Read what is ready of the results of the transaction in flight; with `block`, wait (at
  * most STATS_PG_WAIT_S) until it is done. CC_OK also when nothing is in flight. */
 static int stats_land_results(struct stats_run *r, bool block, struct cc_err *err)
@@ -779,6 +830,7 @@ static int stats_land_results(struct stats_run *r, bool block, struct cc_err *er
                 rc = cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
                 break;
             }
+            stats_heartbeat(r);
             continue;
         }
         res = PQgetResult(r->pg);
@@ -913,7 +965,7 @@ static int stats_qos(struct stats_run *r, struct cc_err *err)
 static int stats_drain(struct stats_run *r, struct cc_err *err)
 {
     int64_t last_us = cc_mono_us();
-    int rc;
+    int rc, spins = 0;
 
     while (r->read < r->batch_size) {
         amqp_envelope_t env;
@@ -945,9 +997,12 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
                     return rc;
             }
             last_us = cc_mono_us();
+            spins = 0;
             continue;
         }
-        if (cc_broker_has_buffered(&r->amqp))
+        /* What rabbitmq-c holds may be whole frames behind the one just handled (read them
+         * now) or the start of a frame whose end is still on its way (poll for it). */
+        if (cc_broker_has_buffered(&r->amqp) && spins++ < 16)
             continue;
         {
             int64_t idle_ms = (cc_mono_us() - last_us) / 1000;
@@ -967,6 +1022,7 @@ static int stats_drain(struct stats_run *r, struct cc_err *err)
             if (poll(pfd, 2, (int)wait_ms) < 0 && errno != EINTR)
                 return cc_err_set(err, CC_EIO, "poll: %s", strerror(errno));
             r->wait_us += cc_mono_us() - t0;
+            spins = 0;
             if (r->is_flying && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) &&
                 (rc = stats_land_results(r, false, err)) != CC_OK)
                 return rc;
@@ -1205,6 +1261,12 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
         (rc = cc_pyops_seconds(ctx, cc_task_arg(ctx, 9), &idle)) != CC_OK)
         return rc;
     r->idle_timeout_s = idle;
+    if (r->commit_every > STATS_CHUNK_MAX) {
+        /* The prefetch (2 chunks) cannot exceed 65535: a larger chunk would never fill. */
+        cc_task_warn(ctx, "commit_every %" PRId64 " lowered to %d", r->commit_every,
+                     STATS_CHUNK_MAX);
+        r->commit_every = STATS_CHUNK_MAX;
+    }
     r->cfg = cc_task_config();
     if (r->cfg == NULL || r->cfg->broker_url == NULL)
         return cc_task_raise(ctx, "builtins", "RuntimeError",
@@ -1247,7 +1309,7 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
             (rc = cc_broker_consume(&r->amqp, r->queue, &err)) != CC_OK)
             goto fail;
     }
-    if ((rc = stats_drain(r, &err)) != CC_OK)
+    if ((rc = stats_drain(r, &err)) != CC_OK || (rc = pg_bookmark(r, &err)) != CC_OK)
         goto fail;
     stats_log_start(r);
     if ((rc = stats_backlog(r, &err)) != CC_OK)
@@ -1278,7 +1340,7 @@ fail:
                   "indexing %s failed after %" PRId64 " events committed in %" PRId64
                   " chunks (the rest stays in %s): %s",
                   r->type, r->committed, r->chunks, r->queue, err.msg);
-    cc_task_run_progress(ctx, r->read, r->errors);
+    cc_task_run_progress(ctx, r->committed, r->errors);
     cc_task_run_summary(ctx, stats_summary(r));
     stats_run_free(r, false);
     return cc_task_raise(ctx, "builtins", "RuntimeError", "%s", err.msg);
