@@ -23,7 +23,9 @@
  *       duplicates + errors; robots are among the inserted (stored, flagged, never
  *       aggregated); errors are the malformed events, all dead-lettered; aggregated_keys
  *       counts the (object, day) upserts summed over the chunks; bookmark is the type's
- *       last_seq after the run; oldest_age_s is now - the timestamp of the first event read
+ *       last_seq after the run; elapsed_s the whole run; events_per_s the events committed
+ *       per second from the start to the last commit (the final idle wait excluded);
+ *       oldest_age_s is now - the timestamp of the first event read
  *       (null: none read), backlog_age_s the same for the event at the head of the queue
  *       after the run (null: queue empty). Malformed events (bad JSON, missing fields, another
  *       type, older than the salt retention, more than a day in the future) make the run P
@@ -41,6 +43,7 @@
  * connection. The topology is declared as the emitter declares it (exchange durable direct,
  * queues durable without arguments, "<queue>.dead" for malformed events); the queue is
  * consumed with manual acks and a prefetch of min(2 * commit_every, 65535, events left)
+ * (per consumer: basic.qos global=false, cheaper for RabbitMQ than a channel-wide limit)
  * (commit_every is lowered to 32767 so that two chunks fit in the window). Each event is
  * parsed, checked and hashed as it arrives and appended to the chunk's binary arrays; no
  * SQL runs per event. Every commit_every events (and at the end) the chunk is written in
@@ -253,6 +256,7 @@ struct stats_run {
     double oldest_age_s, backlog_age_s; /* < 0: none */
     bool is_started_logged;
     int64_t t0_mono_us;
+    int64_t last_commit_us; /* when the last chunk was acked */
     int64_t now_us;
     int32_t min_day; /* oldest accepted day */
 };
@@ -770,6 +774,7 @@ static int stats_landed(struct stats_run *r, struct cc_err *err)
         return rc;
     r->chunks++;
     r->committed = r->fly_read;
+    r->last_commit_us = cc_mono_us();
     cc_task_debug(r->ctx,
                   "chunk %" PRId64 ": %" PRId64 " events (%" PRId64 " valid, %" PRId64
                   " new) committed in %.1f ms",
@@ -907,6 +912,7 @@ static int stats_fly(struct stats_run *r, struct cc_err *err)
             return rc;
         r->chunks++;
         r->committed = r->read;
+        r->last_commit_us = cc_mono_us();
         cc_task_run_progress(r->ctx, r->committed, r->errors);
         chunk_reset(r);
         return CC_OK;
@@ -1187,7 +1193,7 @@ static json_t *stats_age(double age_s)
 
 static json_t *stats_summary(const struct stats_run *r)
 {
-    double elapsed = (double)(cc_mono_us() - r->t0_mono_us) / 1e6;
+    double elapsed = (double)(cc_mono_us() - r->t0_mono_us) / 1e6, busy = 0;
     json_t *s = json_object();
 
     json_object_set_new(s, "event_type", json_string(r->type));
@@ -1207,8 +1213,11 @@ static json_t *stats_summary(const struct stats_run *r)
     json_object_set_new(s, "oldest_age_s", stats_age(r->oldest_age_s));
     json_object_set_new(s, "backlog_age_s", stats_age(r->backlog_age_s));
     json_object_set_new(s, "elapsed_s", json_real((double)(int64_t)(elapsed * 1000) / 1000.0));
+    /* The rate while there was work: up to the last commit, not the final idle wait. */
+    if (r->last_commit_us > r->t0_mono_us)
+        busy = (double)(r->last_commit_us - r->t0_mono_us) / 1e6;
     json_object_set_new(s, "events_per_s",
-                        json_integer(elapsed > 0 ? (json_int_t)((double)r->read / elapsed) : 0));
+                        json_integer(busy > 0 ? (json_int_t)((double)r->committed / busy) : 0));
     return s;
 }
 
@@ -1298,6 +1307,9 @@ static int stats_index_events(struct cc_task_ctx *ctx, const json_t *args, const
     if ((rc = stats_connect(r, &r->amqp, r->cfg->heartbeat_s, &err)) != CC_OK ||
         (rc = stats_topology(r, &err)) != CC_OK)
         goto fail;
+    /* One consumer on the channel: a per-consumer prefetch (basic.qos global=false) means
+     * the same, and RabbitMQ delivers ~20% faster without the channel-wide limiter. */
+    r->amqp.is_qos_per_consumer = true;
     {
         int64_t pf = r->commit_every * 2;
 
