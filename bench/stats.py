@@ -7,8 +7,8 @@ bench/README.md ("Statistics indexer benchmark").
 
 One run, one phase after the other on the same services:
   ceiling  bench_statspub publishes N events of type `ceiling-view`; bench_ceiling (bare
-           rabbitmq-c, manual acks, QoS = the indexer's prefetch 2 x commit_every, one
-           multiple-ack per commit_every) drains them: what any consumer gets from this broker.
+           rabbitmq-c, manual acks, QoS as the indexer sets it: per consumer, prefetch
+           2 x commit_every; one multiple-ack per commit_every) drains them: what any consumer gets from this broker.
   celeryc  a fresh database, `celeryc db upgrade`; `celeryc worker --job-store` (prefork -c 1)
            waiting on its queue; bench_statspub publishes N events of type `record-view`
            (publisher confirms: all are in the queue when it returns); a job
@@ -305,7 +305,7 @@ def run_ceiling(opt, logdir):
     r0, m0, s0, t0 = cpu_us(rp), machine_busy_us(), self_cpu_us() + children_cpu_us(), \
         time.monotonic()
     out = subprocess.run([str(BUILD / "bench_ceiling"), "127.0.0.1", AMQP_PORT,
-                          "stats-ceiling-view", str(opt.ceiling_n), str(prefetch)],
+                          "stats-ceiling-view", str(opt.ceiling_n), str(prefetch), "0"],
                          check=True, stdout=subprocess.PIPE, text=True, timeout=opt.deadline)
     r1, m1, s1, t1 = cpu_us(rp), machine_busy_us(), self_cpu_us() + children_cpu_us(), \
         time.monotonic()

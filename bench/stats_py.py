@@ -6,7 +6,8 @@ the event rules are proto/statsevent.h):
 
   - kombu / py-amqp: the same topology (exchange `events` direct durable, queue
     `stats-<type>` durable without arguments, bound with `<type>`, dead-letter queue
-    `stats-<type>.dead`), basic.qos(prefetch = min(2 x commit_every, 65535, batch_size)),
+    `stats-<type>.dead`), basic.qos(prefetch = min(2 x commit_every, 65535, batch_size),
+    per consumer, as celeryc's indexer sets it),
     basic.consume(no_ack=False), one multiple-ack per chunk, after its COMMIT;
   - json.loads + datetime.fromisoformat for each event; visitor key, visitor hash and event id
     with hmac/hashlib exactly as the header says (HMAC-SHA256 with the salt of the event's UTC
@@ -239,7 +240,7 @@ class Indexer:
         ch.queue_declare(self.dlq, durable=True, auto_delete=False)
         _, depth_before, _ = ch.queue_declare(self.queue, durable=True, auto_delete=False)
         ch.queue_bind(self.queue, "events", self.type)
-        ch.basic_qos(0, min(opt.commit_every * 2, 65535, opt.batch_size), True)
+        ch.basic_qos(0, min(opt.commit_every * 2, 65535, opt.batch_size), False)
         chunk = []
 
         def on_message(m):
