@@ -67,6 +67,10 @@ struct cc_sev {
  * zero-initialised before first use; after a failure its string fields are NULL. */
 int cc_sev_parse(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size);
 
+/* cc_sev_parse without its allocation-free fast path: jansson reads every body. Same results
+ * (the fuzz target checks it); for tests and comparisons. */
+int cc_sev_parse_full(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size);
+
 /* Free what cc_sev_parse allocated (ev may be reused after). */
 void cc_sev_clear(struct cc_sev *ev);
 

@@ -214,6 +214,60 @@ static void test_statsevent_parse_reuse_and_len(void **state)
     cc_sev_clear(NULL);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The allocation-free fast path and the jansson path give the same event, whether the fast
+ * path reads the body itself or hands it over (escapes, non-ASCII, nesting, floats). */
+static void test_statsevent_parse_fast_and_full_agree(void **state)
+{
+    static const char *const bodies[] = {
+        /* read by the fast path */
+        "{\"timestamp\":\"2026-12-06T10:00:07Z\",\"type\":\"t\",\"object_id\":\"o\",\"user_id\":7}",
+        " \r\n\t{ \"timestamp\" :\t\"2026-12-06T10:00:07\" , \"type\":\"t\",\n\"object_id\": \"o\","
+        "\"user_id\" : -0 ,\"x\":true,\"y\":false,\"z\":null,\"n\":-12}\n ",
+        "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"a\",\"type\":\"b\",\"object_id\":\"o\","
+        "\"session_id\":\"s\",\"session_id\":null,\"ip_address\":\"1.2.3.4\"}", /* last one wins */
+        "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"t\",\"object_id\":\"o\","
+        "\"user_id\":999999999999999999,\"user_agent\":\"Mozilla/5.0 (X; Y) ~!@#$%^&*()\"}",
+        /* handed to jansson */
+        "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"t\",\"object_id\":\"a\\/b\\\"c\","
+        "\"user_id\":9223372036854775807}",
+        "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"t\",\"object_id\":\"\xc3\xa9\","
+        "\"ip_address\":\"::1\",\"extra\":{\"a\":[1.5e3]}}",
+        "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"t\",\"object_id\":\"o\",\"session_id\":"
+        "\"s\",\"size\":1.0,\"big\":1234567890123456789}",
+    };
+    struct cc_sev a = {0}, b = {0};
+    char why_a[160], why_b[160];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        size_t len = strlen(bodies[i]);
+
+        if (cc_sev_parse(&a, bodies[i], len, why_a, sizeof(why_a)) != CC_OK)
+            fail_msg("case %zu: %s", i, why_a);
+        assert_int_equal(cc_sev_parse_full(&b, bodies[i], len, why_b, sizeof(why_b)), CC_OK);
+        assert_true(a.ts_us == b.ts_us);
+        assert_int_equal(a.day, b.day);
+        assert_true(same_str(a.type, b.type) && same_str(a.object_id, b.object_id) &&
+                    same_str(a.unique_id, b.unique_id) && same_str(a.user_id, b.user_id) &&
+                    same_str(a.session_id, b.session_id) && same_str(a.ip_address, b.ip_address) &&
+                    same_str(a.user_agent, b.user_agent));
+    }
+    assert_int_equal(parse(&a, bodies[1], why_a, sizeof(why_a)), CC_OK);
+    assert_string_equal(a.user_id, "0");
+    assert_int_equal(parse(&a, bodies[2], why_a, sizeof(why_a)), CC_OK);
+    assert_string_equal(a.type, "b");
+    assert_null(a.session_id);
+    assert_int_equal(parse(&a, bodies[4], why_a, sizeof(why_a)), CC_OK);
+    assert_string_equal(a.object_id, "a/b\"c");
+    cc_sev_clear(&a);
+    cc_sev_clear(&b);
+}
+
 #define EV(extra) "{\"timestamp\":\"" T0 "\",\"type\":\"t\",\"object_id\":\"o\"" extra "}"
 
 static void test_statsevent_parse_malformed(void **state)
@@ -273,7 +327,7 @@ static void test_statsevent_parse_malformed(void **state)
          "no visitor field (user_id, session_id or ip_address)"},
     };
     struct cc_sev ev = {0};
-    char why[160];
+    char why[160], why_full[160];
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -288,6 +342,12 @@ static void test_statsevent_parse_malformed(void **state)
         for (const char *p = why; *p != '\0'; p++)
             assert_true(*p >= 0x20 && *p < 0x7f);
         assert_null(ev.type);
+        /* The jansson-only path words it the same. */
+        memset(why_full, 0, sizeof(why_full));
+        assert_int_equal(cc_sev_parse_full(&ev, cases[i].body, strlen(cases[i].body), why_full,
+                                           sizeof(why_full)),
+                         CC_EINVAL);
+        assert_string_equal(why, why_full);
     }
     cc_sev_clear(&ev);
 }
@@ -524,19 +584,24 @@ static void test_statsevent_robots_list_format(void **state)
                                "\t# indented comment\n"
                                "curl/\r\n"
                                "x\n"
+                               "Q!\n"
                                "two words\n"
                                "last-no-newline";
     struct cc_sev_robots *r = cc_sev_robots_new(list, sizeof(list) - 1);
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(cc_sev_robots_count(r), 5);
+    assert_int_equal(cc_sev_robots_count(r), 6);
     assert_true(cc_sev_robots_match(r, "foobot"));
     assert_true(cc_sev_robots_match(r, "Mozilla/5.0 (compatible; FOOBOT/1.0)"));
     assert_true(cc_sev_robots_match(r, "CURL/8.4.0"));
     assert_true(cc_sev_robots_match(r, "fooXbar")); /* one-byte pattern "x" */
     assert_true(cc_sev_robots_match(r, "X"));
     assert_true(cc_sev_robots_match(r, "has Two Words in it"));
+    assert_true(cc_sev_robots_match(r, "aq!b")); /* two-byte pattern "Q!" */
+    assert_true(cc_sev_robots_match(r, "q!"));
+    assert_false(cc_sev_robots_match(r, "q"));
+    assert_false(cc_sev_robots_match(r, "q?!"));
     assert_true(cc_sev_robots_match(r, "ends with last-no-newline"));
     assert_false(cc_sev_robots_match(r, "two  words"));
     assert_false(cc_sev_robots_match(r, "curl")); /* pattern longer than the rest */
@@ -688,6 +753,7 @@ int main(void)
         cmocka_unit_test(test_statsevent_parse_extra_members_ignored),
         cmocka_unit_test(test_statsevent_parse_null_and_empty),
         cmocka_unit_test(test_statsevent_parse_reuse_and_len),
+        cmocka_unit_test(test_statsevent_parse_fast_and_full_agree),
         cmocka_unit_test(test_statsevent_parse_malformed),
         cmocka_unit_test(test_statsevent_parse_limits),
         cmocka_unit_test(test_statsevent_visitor_key_precedence),
