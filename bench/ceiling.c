@@ -1,9 +1,10 @@
 /* bench_ceiling: the broker ceiling for the benchmark: a bare rabbitmq-c consumer that only
  * consumes and acks (no decoding, no task, no result), with the worker's QoS.
  *
- *   bench_ceiling HOST PORT QUEUE N PREFETCH
+ *   bench_ceiling HOST PORT QUEUE N PREFETCH [GLOBAL]
  *
- * basic.qos(0, PREFETCH, global=1) as Celery sets it, basic.consume(no_ack=0); acks are
+ * basic.qos(0, PREFETCH, global=GLOBAL (default 1) as Celery sets it; 0: per consumer, as
+ * the statistics indexer sets it), basic.consume(no_ack=0); acks are
  * batched the way the worker batches them (one multiple-ack when half the prefetch window is
  * pending, or when nothing more is buffered), so the ceiling is the best a consumer can do
  * on this broker, not a per-ack-syscall straw man. Stops after N deliveries. Prints "consumed N in
@@ -33,7 +34,7 @@ int main(int argc, char **argv)
     int64_t t0 = 0;
 
     if (argc < 6) {
-        fprintf(stderr, "usage: %s HOST PORT QUEUE N PREFETCH\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT QUEUE N PREFETCH [GLOBAL]\n", argv[0]);
         return 2;
     }
     n = strtol(argv[4], NULL, 10);
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
         AMQP_RESPONSE_NORMAL)
         return 1;
     amqp_channel_open(conn, 1);
-    amqp_basic_qos(conn, 1, 0, (uint16_t)atoi(argv[5]), 1);
+    amqp_basic_qos(conn, 1, 0, (uint16_t)atoi(argv[5]), argc > 6 ? atoi(argv[6]) != 0 : 1);
     batch = atoi(argv[5]) / 2 > 0 ? atoi(argv[5]) / 2 : 1;
     amqp_basic_consume(conn, 1, amqp_cstring_bytes(argv[3]), amqp_empty_bytes, 0, 0, 0,
                        amqp_empty_table);

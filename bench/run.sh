@@ -12,12 +12,17 @@
 #   bench/run.sh --beat     beat with 100,000 crontab entries: celeryc beat vs Python celery
 #                           beat vs a bare publisher; lateness, CPU, RSS, start-up
 #                           (bench/beat.py; ~12 min; --beat --quick: 1-minute windows, ~8 min)
+#   bench/run.sh --stats    statistics indexer: 1,000,000 usage events through celeryc's
+#                           stats.index_events vs a Python indexer (100,000) vs a bare consumer;
+#                           events/s, CPU, Postgres WAL/rows/bytes per event (bench/stats.py;
+#                           ~6-10 min; --stats --quick: 100,000 / 20,000 events)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 SCRIPT=bench/bench.py
 case " $* " in *" --chord "*) SCRIPT=bench/chord.py ;; esac
 case " $* " in *" --beat "*) SCRIPT=bench/beat.py ;; esac
+case " $* " in *" --stats "*) SCRIPT=bench/stats.py ;; esac
 for a in "$@"; do
     if [ "$SCRIPT" != bench/bench.py ] && { [ "$a" = -h ] || [ "$a" = --help ]; }; then
         export CELERYC_TEST_AMQP_URL=0 CELERYC_TEST_AMQP_PORT=0 CELERYC_TEST_REDIS_URL=0 \
@@ -42,12 +47,16 @@ if [ "$SCRIPT" = bench/beat.py ]; then # waits for minute boundaries: longer
     LIMIT=1800
     case " $* " in *" --quick "*) LIMIT=1200 ;; esac
 fi
+if [ "$SCRIPT" = bench/stats.py ]; then # publishes 2 x 1,000,000 persistent messages
+    LIMIT=2400
+    case " $* " in *" --quick "*) LIMIT=600 ;; esac
+fi
 
 BUILD="${BENCH_BUILD:-$ROOT/build-bench}"
 echo "[bench] building Release in $BUILD" >&2
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target celeryc bench_publish bench_ceiling bench_latency \
-    bench_beatsink bench_beatpub >/dev/null
+    bench_beatsink bench_beatpub bench_statspub >/dev/null
 
 # Services in a project-local dir. A previous run that was killed may have left its env file:
 # stop those services if they still answer on their recorded ports, else just clear the dir.
