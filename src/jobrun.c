@@ -121,6 +121,7 @@ enum jobrun_op {
     OP_FINISH,
     OP_LOGS,
     OP_HEARTBEAT,
+    OP_PROGRESS,
 };
 
 struct jobrun_args {
@@ -148,6 +149,8 @@ static int jobrun_do(struct cc_store *s, enum jobrun_op op, const struct jobrun_
         return cc_store_run_logs_add(s, a->lines, a->n, err);
     case OP_HEARTBEAT:
         return cc_store_runs_heartbeat(s, a->ids, a->n, err);
+    case OP_PROGRESS:
+        return cc_store_run_progress(s, a->task_id, a->processed, a->errored, err);
     }
     return cc_err_set(err, CC_EINVAL, "unknown job store operation");
 }
@@ -200,6 +203,9 @@ struct cc_jobrun {
     int64_t first_us;   /* cc_mono_us() of lines[0] */
     int64_t flushed_us; /* cc_mono_us() of the run's last flush, 0: none yet */
     uint64_t n_dropped;
+    /* the counters the task reported (cc_task_run_progress), written while it runs */
+    int64_t processed, errored;
+    int64_t progress_us; /* cc_mono_us() of the last counters written (or of the start) */
 };
 
 struct cc_jobrun *cc_jobrun_new(const struct cc_config *cfg)
@@ -231,6 +237,8 @@ static void jobrun_reset(struct cc_jobrun *jr)
     jr->task_id = jr->run_id = jr->task_name = NULL;
     jr->n_dropped = 0;
     jr->flushed_us = 0;
+    jr->processed = jr->errored = -1;
+    jr->progress_us = 0;
     jr->is_active = false;
 }
 
@@ -283,6 +291,7 @@ int cc_jobrun_begin(struct cc_jobrun *jr, const struct cc_task_request *req, con
     jr->run_id = cc_xstrdup(run_id);
     jr->task_name = cc_xstrdup(req->task != NULL ? req->task : "?");
     jr->is_active = true;
+    jr->progress_us = cc_mono_us();
     rc = jobrun_call(&jr->conn, OP_START, &a, &err);
     switch (rc) {
     case CC_OK:
@@ -334,6 +343,28 @@ void cc_jobrun_log(struct cc_jobrun *jr, int level, const char *message)
     if (jr->n_lines == CC_JOBRUN_LOG_BATCH ||
         cc_mono_us() - (jr->n_lines == 1 ? jr->flushed_us : jr->first_us) >= CC_JOBRUN_LOG_WAIT_US)
         jobrun_flush(jr);
+}
+
+void cc_jobrun_progress(struct cc_jobrun *jr, int64_t processed, int64_t errored)
+{
+    struct jobrun_args a;
+    struct cc_err err = {0};
+    int64_t now;
+
+    if (jr == NULL || !jr->is_active)
+        return;
+    jr->processed = processed;
+    jr->errored = errored;
+    now = cc_mono_us();
+    if (now - jr->progress_us < CC_JOBRUN_PROGRESS_US)
+        return;
+    jr->progress_us = now;
+    a = (struct jobrun_args){
+        .task_id = jr->task_id, .processed = jr->processed, .errored = jr->errored};
+    /* Best effort: the final counters are written with the outcome anyway. */
+    if (jobrun_call(&jr->conn, OP_PROGRESS, &a, &err) != CC_OK)
+        cc_debug("Task %s[%s]: job run %s: progress not written: %s", jr->task_name, jr->task_id,
+                 jr->run_id, err.msg);
 }
 
 /* "Type: message" of the outcome's exception (Python's format_exception_only line). */

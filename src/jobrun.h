@@ -39,6 +39,8 @@
 /* Log lines buffered before a write, and the longest a line waits (µs). */
 #define CC_JOBRUN_LOG_BATCH   200
 #define CC_JOBRUN_LOG_WAIT_US 1000000
+/* A running run's counters are written at most this often (cc_jobrun_progress). */
+#define CC_JOBRUN_PROGRESS_US 2000000
 
 /* The run id a message's headers carry, or NULL (borrowed from `headers`). */
 const char *cc_jobrun_header(const json_t *headers);
@@ -62,6 +64,10 @@ int cc_jobrun_begin(struct cc_jobrun *jr, const struct cc_task_request *req, con
                     const char *hostname);
 /* One line the task logged (cc_task_hooks.log). */
 void cc_jobrun_log(struct cc_jobrun *jr, int level, const char *message);
+/* The counters the task reported (cc_task_hooks.progress): written to the run while it runs,
+ * at most every CC_JOBRUN_PROGRESS_US (the first one that long after the start), so
+ * `celeryc jobs show` follows a long run; failures are ignored (the outcome has the last). */
+void cc_jobrun_progress(struct cc_jobrun *jr, int64_t processed, int64_t errored);
 /* The run's outcome from the task's final outcome (after the executor stored the result):
  * flushes the logs, then finishes the run (RETRY and a requeued REJECT leave it R). */
 void cc_jobrun_end(struct cc_jobrun *jr, const struct cc_task_outcome *out);

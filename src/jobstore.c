@@ -1156,6 +1156,25 @@ int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, co
     return rc;
 }
 
+int cc_store_run_progress(struct cc_store *s, const char *task_id, int64_t processed,
+                          int64_t errored, struct cc_err *err)
+{
+    char pr[24], er[24];
+    const char *vals[3] = {task_id, pr, er};
+    int rows;
+
+    if (task_id == NULL)
+        return cc_err_set(err, CC_EINVAL, "run progress: no task id");
+    snprintf(pr, sizeof pr, "%" PRId64, processed);
+    snprintf(er, sizeof er, "%" PRId64, errored);
+    return run_update(s, "run progress",
+                      "UPDATE celeryc.runs AS r SET "
+                      "processed = CASE WHEN $2::bigint < 0 THEN r.processed ELSE $2::bigint END, "
+                      "errored = CASE WHEN $3::bigint < 0 THEN r.errored ELSE $3::bigint END "
+                      "WHERE r.task_id = $1 AND r.status IN ('R', 'C')",
+                      3, vals, &rows, err);
+}
+
 int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, size_t n,
                             struct cc_err *err)
 {

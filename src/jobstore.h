@@ -126,6 +126,10 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
 int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, const char *message,
                         int64_t processed, int64_t errored, const json_t *summary,
                         struct cc_err *err) CC_MUST_USE;
+/* A running run's counters while it runs (negative: leave as they are); a run that is not R
+ * or C is left alone (CC_OK). */
+int cc_store_run_progress(struct cc_store *s, const char *task_id, int64_t processed,
+                          int64_t errored, struct cc_err *err) CC_MUST_USE;
 /* heartbeat_at = now() for the runs R/C with these task ids (one statement). */
 int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, size_t n,
                             struct cc_err *err) CC_MUST_USE;

@@ -562,6 +562,12 @@ static void pool_hook_log(void *ud, int level, const char *message)
     cc_jobrun_log(((struct pool_job_hooks *)ud)->jr, level, message);
 }
 
+/* [jobrun] The counters the task reported, for its job run while it runs. */
+static void pool_hook_progress(void *ud, int64_t processed, int64_t errored)
+{
+    cc_jobrun_progress(((struct pool_job_hooks *)ud)->jr, processed, errored);
+}
+
 /* [jobrun] The executor's job run state, made on its first job run (NULL: no job store). */
 static struct cc_jobrun *pool_jobrun(struct pool_child_state *cs)
 {
@@ -996,7 +1002,8 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
                                         .update_state = pool_hook_update_state,
                                         .ud = &jh,
                                         .run_id = jr != NULL ? run_id : NULL, /* [jobrun] */
-                                        .log = pool_hook_log};
+                                        .log = pool_hook_log,
+                                        .progress = pool_hook_progress};
     cc_task_set_hooks(&hooks);
     cc_task_invoke(e, &req, args, kwargs, &out);
     rep.status = out.status;

@@ -934,6 +934,8 @@ void cc_task_run_progress(struct cc_task_ctx *ctx, int64_t processed, int64_t er
         st->run_processed = processed;
     if (errored >= 0)
         st->run_errored = errored;
+    if (taskrun_hooks != NULL && taskrun_hooks->progress != NULL)
+        taskrun_hooks->progress(taskrun_hooks->ud, st->run_processed, st->run_errored);
 }
 
 void cc_task_run_summary(struct cc_task_ctx *ctx, json_t *summary)

@@ -53,6 +53,8 @@ struct cc_task_hooks {
      * NULL) receives each line the task logs, formatted, with its level (CC_TASK_LOG_*). */
     const char *run_id;
     void (*log)(void *ud, int level, const char *message);
+    /* [jobrun] The run's counters after each cc_task_run_progress (may be NULL). */
+    void (*progress)(void *ud, int64_t processed, int64_t errored);
 };
 
 /* The hooks cc_task_invoke's tasks use on the calling thread (NULL: none; the calls then

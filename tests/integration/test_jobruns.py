@@ -296,6 +296,25 @@ def test_child_killed_worker_lost(worker_factory, pg_url, app):
         db.close()
 
 
+def test_counters_written_while_running(worker_factory, pg_url, app):
+    """cc_task_run_progress reaches the run while it runs (at most every 2 s, the first 2 s
+    after the start), so `celeryc jobs show` follows a long run; the outcome has the last."""
+    w = start_worker(worker_factory, pg_url, concurrency=1)
+    db = JobDB(pg_url)
+    try:
+        rid, res = send_run(app, w, db, "jobs.index_events",
+                            {"n": 24, "errors": 6, "delay": 0.25})  # 6 s
+        db.wait_status(rid, "R")
+        seen = wait_for(lambda: (lambda r: r if r["status"] == "R" and 0 < r["processed"]
+                                 else None)(db.get(rid)), scaled(5), "counters while R")
+        assert seen["processed"] < 18 and seen["errored"] == 0  # errors come last
+        assert res.get(timeout=TIMEOUT)["indexed"] == 18
+        r = db.wait_status(rid, "S")
+        assert (r["processed"], r["errored"]) == (18, 6)
+    finally:
+        db.close()
+
+
 def test_store_connection_killed_mid_run(worker_factory, pg_url, app):
     """The server drops every worker connection mid-run: the next write reconnects once and
     nothing is lost (logs, counters, outcome, heartbeats)."""
