@@ -17,16 +17,7 @@
 #include "../../tasks/tasks.h"
 #include "config.h"
 #include "taskrun.h"
-
-static json_t *parse(const char *text)
-{
-    json_error_t jerr;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
-
-    if (v == NULL)
-        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
-    return v;
-}
+#include "helpers/fixture.h"
 
 /* Run `name` with kwargs (JSON text) and expect builtins.<type> whose message starts with
  * `prefix`. */
@@ -34,7 +25,7 @@ static void expect_exc(const char *name, const char *kwargs, const char *type, c
 {
     const struct cc_task_entry *e = cc_task_lookup(name);
     struct cc_task_request req = {.id = "stats-test", .group_index = -1, .hostname = "celery@t"};
-    json_t *a = json_array(), *k = parse(kwargs);
+    json_t *a = json_array(), *k = fixture_json(kwargs);
     struct cc_task_outcome o;
     const json_t *msg;
 

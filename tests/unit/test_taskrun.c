@@ -16,22 +16,13 @@
 
 #include "taskrun.h"
 #include "util.h"
+#include "helpers/fixture.h"
 
 /* ---- Helpers ------------------------------------------------------------------------ */
 
-static json_t *parse(const char *text)
-{
-    json_error_t jerr;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
-
-    if (v == NULL)
-        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
-    return v;
-}
-
 static void assert_json(const json_t *got, const char *expected)
 {
-    json_t *want = parse(expected);
+    json_t *want = fixture_json(expected);
 
     if (!json_equal(got, want)) {
         char *g = json_dumps(got, JSON_ENCODE_ANY);
@@ -48,7 +39,8 @@ static void assert_json(const json_t *got, const char *expected)
 static int invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
                   const char *args, const char *kwargs, struct cc_task_outcome *out)
 {
-    json_t *a = args != NULL ? parse(args) : NULL, *k = kwargs != NULL ? parse(kwargs) : NULL;
+    json_t *a = args != NULL ? fixture_json(args) : NULL,
+           *k = kwargs != NULL ? fixture_json(kwargs) : NULL;
     int rc = cc_task_invoke(e, req, a, k, out);
 
     json_decref(a);
@@ -380,7 +372,7 @@ static int run_raise_args(struct cc_task_ctx *ctx, const json_t *args, const jso
     (void)args;
     (void)kwargs;
     (void)result;
-    json_t *a = current_raise->args != NULL ? parse(current_raise->args) : NULL;
+    json_t *a = current_raise->args != NULL ? fixture_json(current_raise->args) : NULL;
 
     raise_args_line = __LINE__ + 1; /* one line: compilers differ on multi-line macro calls */
     return cc_task_raise_args(ctx, current_raise->module, current_raise->type, a);

@@ -17,22 +17,13 @@
 #include "../../tasks/tasks.h"
 #include "taskrun.h"
 #include "util.h"
+#include "helpers/fixture.h"
 
 /* ---- Helpers ------------------------------------------------------------------------ */
 
-static json_t *parse(const char *text)
-{
-    json_error_t jerr;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
-
-    if (v == NULL)
-        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
-    return v;
-}
-
 static void assert_json(const json_t *got, const char *expected)
 {
-    json_t *want = parse(expected);
+    json_t *want = fixture_json(expected);
 
     if (!json_equal(got, want)) {
         char *g = json_dumps(got, JSON_ENCODE_ANY);
@@ -65,7 +56,7 @@ static void expect_ok_req(const char *name, const struct cc_task_request *req, c
                           const char *kwargs, const char *want)
 {
     const struct cc_task_entry *e = cc_task_lookup(name);
-    json_t *a = parse(args), *k = kwargs != NULL ? parse(kwargs) : json_object();
+    json_t *a = fixture_json(args), *k = kwargs != NULL ? fixture_json(kwargs) : json_object();
     struct cc_task_outcome o;
 
     if (e == NULL)
@@ -90,7 +81,7 @@ static void expect_exc(const char *name, const char *args, const char *kwargs, c
                        const char *type, const char *exc_args)
 {
     const struct cc_task_entry *e = cc_task_lookup(name);
-    json_t *a = parse(args), *k = kwargs != NULL ? parse(kwargs) : json_object();
+    json_t *a = fixture_json(args), *k = kwargs != NULL ? fixture_json(kwargs) : json_object();
     struct cc_task_request req = make_req(0);
     struct cc_task_outcome o;
 
@@ -384,7 +375,7 @@ static void test_tasks_conf_failures(void **state)
 static void test_tasks_conf_request_fields(void **state)
 {
     struct cc_task_request req = make_req(0);
-    json_t *props = parse("{\"app_id\": \"1234\", \"priority\": 3}");
+    json_t *props = fixture_json("{\"app_id\": \"1234\", \"priority\": 3}");
 
     (void)state;
     expect_ok_req(T "ids", &req, "[7]", NULL, "[\"root-1\", \"parent-1\", 7]");
@@ -410,7 +401,7 @@ static void expect_retry(const char *name, int retries, const char *args, double
 {
     const struct cc_task_entry *e = cc_task_lookup(name);
     struct cc_task_request req = make_req(retries);
-    json_t *a = parse(args);
+    json_t *a = fixture_json(args);
     struct cc_task_outcome o;
 
     assert_non_null(e);

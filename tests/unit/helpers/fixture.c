@@ -6,9 +6,14 @@
  * client did with json.dumps(). Header tables are used as the JSON view the broker layer
  * would produce from the AMQP table.
  */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 #include "helpers/fixture.h"
 #include "result.h"
@@ -211,4 +216,14 @@ void fixture_msg_deinit(struct fixture_msg *m)
 const char *fixture_status_name(int rc)
 {
     return cc_strerror(rc);
+}
+
+json_t *fixture_json(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+
+    if (v == NULL)
+        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
+    return v;
 }

@@ -42,6 +42,9 @@ json_t *fixture_records(const json_t *root);
 int fixture_msg_init(const json_t *rec, struct fixture_msg *out);
 void fixture_msg_deinit(struct fixture_msg *m);
 
+/* JSON text parsed (JSON_DECODE_ANY); a bad text fails the running test. Owned. */
+json_t *fixture_json(const char *text);
+
 /* Borrowed string at rec[key] (NULL when absent or not a string). */
 const char *fixture_str(const json_t *obj, const char *key);
 
