@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command #1: build celeryc, start RabbitMQ + Redis + Postgres in ./.data (reused if
-# already running), create the job store (celeryc db upgrade) with one demo job, run
+# already running), create the job store (celeryc db upgrade) with two jobs (a demo job and
+# the record-view statistics indexer), run
 # `celeryc beat` (scripts/demo-schedule.json + the job store) in the background and
 # `celeryc worker` in the foreground with the demo tasks, show a Python client calling it.
 # Ctrl+C stops the worker, the beat and the services.
