@@ -20,13 +20,25 @@
  * Celery 5.2 ends up with. Results are read from this worker's result backend, which must be the
  * Redis server the header tasks store into (the client may use another backend class on it).
  *
- * The other built-ins (celery.backend_cleanup, celery.group, celery.chain, celery.chord,
- * celery.starmap, celery.chunks, celery.map) are not implemented (TODO(#5)).
+ * celery.backend_cleanup: what Celery's beat runs daily (04:00) when the result backend
+ * cannot expire results by itself. With the database backend (`db+postgresql://`) it deletes
+ * the celery_taskmeta and celery_tasksetmeta rows whose date_done (naive UTC) is older than
+ * result_expires, in one transaction, as DatabaseBackend.cleanup() does; with Redis (results
+ * expire by TTL) or no backend it does nothing, as Celery's KeyValueStoreBackend. Returns None.
+ * result_expires 0 (never): nothing is deleted.
+ *
+ * The other built-ins (celery.group, celery.chain, celery.chord, celery.starmap,
+ * celery.chunks, celery.map) are not implemented (TODO(#5)).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
+#include "backend.h"
 #include "chord.h"
+#include "config.h"
+#include "taskrun.h"
 #include "tasks.h"
 
 static int celery_ping(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
@@ -42,6 +54,75 @@ static int celery_ping(struct cc_task_ctx *ctx, const json_t *args, const json_t
 const struct cc_task_entry cc_task_celery_ping = {
     .name = "celery.ping",
     .run = celery_ping,
+    .signature = "",
+};
+
+/* ---- celery.backend_cleanup ------------------------------------------------------------- */
+
+static int celery_backend_cleanup(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
+                                  json_t **result)
+{
+    const struct cc_config *cfg = cc_task_config();
+    char conninfo[1024], secs[24], *end;
+    const char *vals[1] = {secs};
+    long long n_tasks = 0, n_sets = 0;
+    PGconn *c;
+    PGresult *res;
+    int rc = CC_OK;
+
+    (void)args;
+    (void)kwargs;
+    (void)result;
+    if (cfg == NULL || cfg->result_backend == NULL ||
+        cc_backend_pg_conninfo(cfg->result_backend, conninfo, sizeof conninfo) < 0)
+        return CC_OK; /* Redis expires results itself; no backend, nothing to clean */
+    if (cfg->result_expires_s <= 0) {
+        cc_task_info(ctx, "result_expires is 0 (never): nothing to delete");
+        return CC_OK;
+    }
+    snprintf(secs, sizeof secs, "%lld", (long long)cfg->result_expires_s);
+    {
+        /* the URL, plus bounds: a connect or a DELETE never hangs the executor forever */
+        const char *const keys[] = {"dbname", "connect_timeout", "options", NULL};
+        const char *const values[] = {conninfo, "10", "-c statement_timeout=600000", NULL};
+        c = PQconnectdbParams(keys, values, 1);
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        rc =
+            cc_task_raise(ctx, "builtins", "RuntimeError", "result backend: %s", PQerrorMessage(c));
+        goto out;
+    }
+    /* One transaction, like DatabaseBackend.cleanup()'s session; date_done is naive UTC. */
+    res = PQexecParams(c,
+                       "WITH t AS (DELETE FROM celery_taskmeta WHERE date_done < "
+                       "(now() AT TIME ZONE 'UTC') - make_interval(secs => $1::bigint) "
+                       "RETURNING 1), "
+                       "s AS (DELETE FROM celery_tasksetmeta WHERE date_done < "
+                       "(now() AT TIME ZONE 'UTC') - make_interval(secs => $1::bigint) "
+                       "RETURNING 1) "
+                       "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM s)",
+                       1, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *msg = PQresultErrorMessage(res);
+        end = strchr(msg, '\n');
+        rc = cc_task_raise(ctx, "builtins", "RuntimeError", "result backend cleanup: %.*s",
+                           end != NULL ? (int)(end - msg) : (int)strlen(msg), msg);
+        PQclear(res);
+        goto out;
+    }
+    n_tasks = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    n_sets = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    cc_task_info(ctx, "deleted %lld task result(s) and %lld group result(s) older than %s s",
+                 n_tasks, n_sets, secs);
+out:
+    PQfinish(c);
+    return rc;
+}
+
+const struct cc_task_entry cc_task_celery_backend_cleanup = {
+    .name = "celery.backend_cleanup",
+    .run = celery_backend_cleanup,
     .signature = "",
 };
 

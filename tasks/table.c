@@ -10,6 +10,7 @@
 
 const struct cc_task_entry *const cc_task_table[] = {
     &cc_task_celery_ping,
+    &cc_task_celery_backend_cleanup,
     &cc_task_celery_accumulate,   /* [canvas-chord] */
     &cc_task_celery_chord_unlock, /* [canvas-chord] */
     &cc_task_demo_add,

@@ -7,6 +7,7 @@
 
 /* tasks/celery.c: Celery's own built-in tasks. */
 extern const struct cc_task_entry cc_task_celery_ping;
+extern const struct cc_task_entry cc_task_celery_backend_cleanup;
 extern const struct cc_task_entry cc_task_celery_accumulate;   /* [canvas-chord] */
 extern const struct cc_task_entry cc_task_celery_chord_unlock; /* [canvas-chord] */
 

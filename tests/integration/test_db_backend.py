@@ -319,6 +319,30 @@ def test_task_id_too_long_is_not_requeued_forever(worker_factory, pg_url, db):
 
 # ---- Python and C workers on the same tables --------------------------------------------------
 
+def test_backend_cleanup_deletes_expired_rows(worker_factory, pg_url, db):
+    """celery.backend_cleanup (what Celery's beat runs daily for this backend) deletes the
+    task and group rows whose date_done is older than result_expires (one day by default),
+    as Celery's DatabaseBackend.cleanup() does, and keeps the others."""
+    w = start_worker(worker_factory, pg_url)
+    app = client(pg_url)
+    old, new = [app.send_task(T + "identity", args=[i], queue=w.queue) for i in (1, 2)]
+    for r in (old, new):
+        db.wait_row(r.id, READY)
+    db.query("UPDATE celery_taskmeta SET date_done = date_done - interval '2 days' "
+             "WHERE task_id = %s", old.id)
+    db.query("INSERT INTO celery_tasksetmeta (id, taskset_id, result, date_done) VALUES "
+             "(nextval('taskset_id_sequence'), 'old-set', '\\x80'::bytea, "
+             " (now() AT TIME ZONE 'UTC') - interval '25 hours'), "
+             "(nextval('taskset_id_sequence'), 'new-set', '\\x80'::bytea, "
+             " (now() AT TIME ZONE 'UTC') - interval '23 hours')")
+    cleanup = app.send_task("celery.backend_cleanup", queue=w.queue)
+    assert cleanup.get(timeout=TIMEOUT) is None
+    assert db.row(old.id) is None
+    assert db.row(new.id)["status"] == "SUCCESS"
+    assert db.row(cleanup.id)["status"] == "SUCCESS"
+    assert [r[0] for r in db.query("SELECT taskset_id FROM celery_tasksetmeta")] == ["new-set"]
+
+
 def _run_set(app, queue):
     """The same tasks on one worker: [(AsyncResult, expect)]."""
     out = []
