@@ -460,6 +460,14 @@ static int64_t pg_int(const PGresult *res, int row, int col, int64_t dflt)
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+/* The type's bookmark row, created if missing, then locked: the first statements of every
+ * transaction that writes the type's events or aggregates (a chunk, stats.reaggregate). */
+static const char stats_bookmark_create_sql[] =
+    "INSERT INTO celeryc.stats_bookmarks (event_type) VALUES ($1) "
+    "ON CONFLICT (event_type) DO NOTHING";
+static const char stats_bookmark_lock_sql[] =
+    "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1 FOR UPDATE";
+
 /* BEGIN, lock the bookmark row (created if missing): *last_seq. */
 static int pg_begin_locked(struct stats_run *r, int64_t *last_seq, struct cc_err *err)
 {
@@ -469,15 +477,12 @@ static int pg_begin_locked(struct stats_run *r, int64_t *last_seq, struct cc_err
 
     if ((rc = pg_exec(r, "BEGIN", "BEGIN", 0, NULL, NULL, NULL, NULL, NULL, err)) != CC_OK)
         return rc;
-    rc = pg_exec(r, "creating the bookmark",
-                 "INSERT INTO celeryc.stats_bookmarks (event_type) VALUES ($1) "
-                 "ON CONFLICT (event_type) DO NOTHING",
-                 1, NULL, vals, NULL, NULL, NULL, err);
+    rc = pg_exec(r, "creating the bookmark", stats_bookmark_create_sql, 1, NULL, vals, NULL, NULL,
+                 NULL, err);
     if (rc != CC_OK)
         return rc;
-    rc = pg_exec(r, "locking the bookmark",
-                 "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1 FOR UPDATE", 1,
-                 NULL, vals, NULL, NULL, &res, err);
+    rc = pg_exec(r, "locking the bookmark", stats_bookmark_lock_sql, 1, NULL, vals, NULL, NULL,
+                 &res, err);
     if (rc != CC_OK)
         return rc;
     *last_seq = PQntuples(res) == 1 ? pg_int(res, 0, 0, 0) : 0;
@@ -929,14 +934,8 @@ static int stats_fly(struct stats_run *r, struct cc_err *err)
     /* libpq copies the parameters into its output buffer: the arrays may be reused after. */
     if (PQenterPipelineMode(r->pg) != 1 ||
         PQsendQueryParams(r->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
-        PQsendQueryParams(r->pg,
-                          "INSERT INTO celeryc.stats_bookmarks (event_type) VALUES ($1) "
-                          "ON CONFLICT (event_type) DO NOTHING",
-                          1, types, vals, lens, fmts, 0) != 1 ||
-        PQsendQueryParams(r->pg,
-                          "SELECT last_seq FROM celeryc.stats_bookmarks WHERE event_type = $1 "
-                          "FOR UPDATE",
-                          1, types, vals, lens, fmts, 0) != 1 ||
+        PQsendQueryParams(r->pg, stats_bookmark_create_sql, 1, types, vals, lens, fmts, 0) != 1 ||
+        PQsendQueryParams(r->pg, stats_bookmark_lock_sql, 1, types, vals, lens, fmts, 0) != 1 ||
         PQsendQueryParams(r->pg, stats_chunk_sql, 7, types, vals, lens, fmts, 0) != 1 ||
         PQsendQueryParams(r->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
         PQpipelineSync(r->pg) != 1)
