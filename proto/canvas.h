@@ -8,7 +8,7 @@
  * carries out (src/outbox.c: publishes on a confirm-mode connection, backend steps on the
  * executor's result backend) before it stores the parent's result with plan->children.
  *
- * Wire reference: ../shared/reference/celery-wire.md §2.5 (messages the worker publishes),
+ * Wire reference: docs/reference/celery-wire.md §2.5 (messages the worker publishes),
  * §3.4 (groups and chords on Redis). Fixtures: task-v2-chain-continuations,
  * task-v2-link-callback-published, task-v2-errback-published, redis-chord,
  * task-v2-chord-unlock.

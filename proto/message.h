@@ -4,7 +4,7 @@
  * struct cc_msg_raw (headers already converted to JSON by proto/amqptab.h), and
  * cc_msg_decode() validates it into a struct cc_msg, the one shape the worker executes.
  *
- * Wire reference: ../shared/reference/celery-wire.md §2 (headers §2.2, body §2.3, minimal
+ * Wire reference: docs/reference/celery-wire.md §2 (headers §2.2, body §2.3, minimal
  * and poison messages §2.3a, protocol 1 and detection §2.6, serializers §2.7).
  */
 #ifndef CELERYC_PROTO_MESSAGE_H

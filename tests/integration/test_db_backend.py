@@ -30,7 +30,7 @@ from conftest import IMPL, TIMEOUT, c_only, free_port, scaled, wait_for
 T = "t.integration.tasks."
 
 # information_schema.columns of celery_taskmeta / celery_tasksetmeta as Celery 5.2.6
-# (SQLAlchemy 1.4) creates them: shared/fixtures/db-backend-postgres.json schema_psql.
+# (SQLAlchemy 1.4) creates them: tests/fixtures/db-backend-postgres.json schema_psql.
 TASKMETA_COLUMNS = [
     ("id", "integer", None, "NO", None),
     ("task_id", "character varying", 155, "YES", None),

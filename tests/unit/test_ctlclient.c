@@ -1,5 +1,5 @@
 /* Unit tests for proto/ctlclient.c: pidbox requests built from `celery inspect|control` words
- * byte-equal to the captured ones (shared/fixtures/pidbox-*.json), `--json` output equal to
+ * byte-equal to the captured ones (tests/fixtures/pidbox-*.json), `--json` output equal to
  * the captured CLI output, and the text output / events --dump lines as the celery CLI
  * prints them (expected strings captured from celery 5.2.6 against a Python worker). */
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* proto/event.c against the captured Celery events (shared/fixtures/event-*.json): each
+/* proto/event.c against the captured Celery events (tests/fixtures/event-*.json): each
  * event is rebuilt from its decoded fields with the typed builder for its type and must
  * equal the bytes the Python worker sent (body_raw), key order and separators included. */
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Shared unit-test helper: load captured Celery fixtures (shared/fixtures, see its README)
+/* Shared unit-test helper: load captured Celery fixtures (tests/fixtures, see its README)
  * and turn one AMQP message record into the struct cc_msg_raw the broker layer would build.
  */
 #ifndef CELERYC_TEST_FIXTURE_H

@@ -10,7 +10,9 @@ import json
 import os
 import sys
 
-FX = os.environ.get("CC_FIXTURES_DIR", "/work/shared/fixtures")
+FX = os.environ.get(
+    "CC_FIXTURES_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "fixtures"))
 OUT = os.path.dirname(os.path.abspath(__file__))
 
 
