@@ -68,7 +68,8 @@ trap 'exit 130' INT TERM
 jobs_now=$(./build/celeryc jobs list --json)
 if ! printf '%s' "$jobs_now" | grep -q '"jobs.index_events"'; then
     ./build/celeryc jobs create --title "demo indexer" --task jobs.index_events \
-        --interval 30 --kwargs '{"n": 5, "errors": 1, "partial": true}' >/dev/null
+        --interval 30 --kwargs '{"n": 5, "errors": 1, "partial": true}' \
+        --since-kwarg since >/dev/null
 fi
 if ! printf '%s' "$jobs_now" | grep -q '"stats.index_events"'; then
     ./build/celeryc jobs create --title "record-view statistics" --task stats.index_events \

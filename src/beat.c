@@ -745,24 +745,21 @@ static const json_t *job_row(struct beat *bt, const char *job_id)
     return row;
 }
 
-/* kwargs plus <since_kwarg>: ISO-8601 UTC start of the job's last S/P/W run, or null. */
+/* kwargs (owned copy) plus the job's since_kwarg when it has one (NULL: none, the default
+ * since schema 3) and the kwargs do not name it: ISO-8601 UTC start of the job's last S/P/W
+ * run, or null. cc_store_run_create adds it the same way, so a run row already carries it;
+ * for a run sent from its row this only fills in rows inserted without it (by hand). NULL
+ * on a store error. */
 static json_t *kwargs_with_since(struct beat *bt, const json_t *job, const json_t *kwargs,
                                  struct cc_err *err)
 {
-    const char *sk = json_string_value(json_object_get(job, "since_kwarg"));
-    const char *job_id = json_string_value(json_object_get(job, "id"));
-    json_t *kw = json_is_object(kwargs) ? json_deep_copy(kwargs) : json_object();
-    int64_t since_us = 0;
-    char b[40];
+    json_t *empty = NULL, *kw = NULL;
 
-    if (sk == NULL || *sk == '\0' || json_object_get(kw, sk) != NULL)
-        return kw;
-    if (cc_store_job_last_success(bt->st, job_id, &since_us, err) != CC_OK) {
-        json_decref(kw);
-        return NULL;
-    }
-    json_object_set_new(
-        kw, sk, since_us ? json_string(cc_iso_format(since_us, 1, b, sizeof(b))) : json_null());
+    if (!json_is_object(kwargs))
+        kwargs = empty = json_object();
+    if (cc_store_kwargs_since(bt->st, job, kwargs, &kw, err) == CC_OK && kw == NULL)
+        kw = json_deep_copy(kwargs);
+    json_decref(empty);
     return kw;
 }
 

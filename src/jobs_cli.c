@@ -1,10 +1,16 @@
 /* `celeryc jobs` and `celeryc db` (issue #6): the job store's command-line client.
  *
  * Design: parse the words into struct jcli (one flag table for every subcommand; a flag a
- * subcommand does not use is ignored), resolve the store URL (--job-store, then
+ * subcommand does not use is ignored, except that `jobs run` / `rerun` refuse the job fields
+ * they do not take), resolve the store URL (--job-store, then
  * CELERYC_JOB_STORE, then job_store in --config / CELERYC_CONFIG through cc_cfg_load with
  * CC_CMD_BEAT), open the store, run the subcommand through src/jobstore.h and print either
  * human output (aligned tables, "key: value" blocks) or the rows as JSON (--json).
+ *
+ * `jobs run JOB` and `jobs rerun RUN` create a run (cc_store_run_create; rerun_of for a
+ * rerun); --args / --kwargs / --queue replace the job's (or the rerun run's) values for that
+ * run, as the "args" of an invenio-jobs run replace the job's default args. They are checked
+ * before the store is opened (cc_store_run_args_validate: types, sizes; exit 2).
  *
  * `jobs stop` cancels in the store first (Q -> X, R -> C), then broadcasts Celery's revoke
  * (terminate=True, SIGTERM for a running run) through the client commands of src/cli.c
@@ -134,6 +140,7 @@ struct jcli {
     const char *lease;
     json_t *fields; /* create/update: the job fields given by flags (and --json-file) */
     bool has_field_error;
+    const char *job_flag; /* the first job-field flag other than --args/--kwargs/--queue */
 };
 
 static int jcli_usage_error(const struct jcli *c, const char *fmt, const char *arg)
@@ -167,7 +174,13 @@ static void jobs_usage(FILE *out)
                  "  create FLAGS              Create a job (--title and --task are required).\n"
                  "  update JOB_ID FLAGS       Change the given fields of a job.\n"
                  "  delete JOB_ID             Delete a job with its runs and logs.\n"
-                 "  run JOB_ID [--user NAME]  Queue a manual run (the beat leader sends it).\n"
+                 "  run JOB_ID [--user NAME] [--args JSON] [--kwargs JSON] [--queue NAME]\n"
+                 "                            Queue a manual run (the beat leader sends it);\n"
+                 "                            --args / --kwargs / --queue replace the job's\n"
+                 "                            for this run.\n"
+                 "  rerun RUN_ID [--user NAME] [--args JSON] [--kwargs JSON] [--queue NAME]\n"
+                 "                            Queue a new run with the args, kwargs and queue\n"
+                 "                            of a finished run (or these overrides).\n"
                  "  stop RUN_ID [-b URL]      Cancel a run and revoke its task (terminate).\n"
                  "  runs [JOB_ID] [-n N]      Runs, newest first (default 50).\n"
                  "  logs RUN_ID [--follow [--timeout S]]\n"
@@ -185,7 +198,9 @@ static void jobs_usage(FILE *out)
                  "  --retry JSON              {\"max_attempts\":N,\"backoff\":S,\"factor\":F,\n"
                  "                            \"max_backoff\":S}\n"
                  "  --missed skip|run_once    --deadline SECONDS (missed-run starting deadline)\n"
-                 "  --active | --inactive     --since-kwarg NAME (\"\": none; default since)\n"
+                 "  --active | --inactive\n"
+                 "  --since-kwarg NAME        Pass the start of the job's last successful run\n"
+                 "                            as kwarg NAME (\"\" or not given: not passed).\n"
                  "  --json-file FILE          Fields as a JSON object (- for stdin); flags win.\n\n"
                  "Options:\n"
                  "  --job-store URL           postgresql://... (env CELERYC_JOB_STORE).\n"
@@ -424,6 +439,11 @@ static int jcli_flag(struct jcli *c, enum jflag id, const char *flag, const char
     case F_NONE:
         break;
     }
+    /* `jobs run` / `rerun` take --args, --kwargs and --queue of the job fields: remember
+     * one of the others to refuse it there (it would be ignored). */
+    if (id >= F_TITLE && id <= F_JSON_FILE && id != F_ARGS && id != F_KWARGS && id != F_QUEUE &&
+        c->job_flag == NULL)
+        c->job_flag = flag;
     return rc;
 }
 
@@ -653,26 +673,7 @@ static void print_jobs(const json_t *jobs)
 
 static const char *status_name(const char *st)
 {
-    switch (st != NULL ? st[0] : '?') {
-    case 'Q':
-        return "queued";
-    case 'R':
-        return "running";
-    case 'S':
-        return "success";
-    case 'F':
-        return "failed";
-    case 'W':
-        return "warning";
-    case 'C':
-        return "cancelling";
-    case 'X':
-        return "cancelled";
-    case 'P':
-        return "partial success";
-    default:
-        return "?";
-    }
+    return cc_store_status_name(st != NULL ? st[0] : '?');
 }
 
 static void print_runs(const json_t *runs)
@@ -862,7 +863,43 @@ static const char *jcli_user(const struct jcli *c)
     return u != NULL ? u : "unknown";
 }
 
-static int jobs_run(struct jcli *c, struct cc_store *s)
+/* The overrides of `jobs run` / `rerun` (borrowed from c->fields; NULL: not given). A
+ * `--queue ""` reads as "" (refused by the check). */
+static void run_overrides(const struct jcli *c, const json_t **args, const json_t **kwargs,
+                          const char **queue)
+{
+    const json_t *q = json_object_get(c->fields, "queue");
+
+    *args = json_object_get(c->fields, "args");
+    *kwargs = json_object_get(c->fields, "kwargs");
+    *queue = q == NULL ? NULL : json_is_string(q) ? json_string_value(q) : "";
+}
+
+/* Before the store is opened: `jobs run` / `rerun` take only --args, --kwargs, --queue of
+ * the job fields, each valid (cc_store_run_args_validate). 0 or exit status 2. */
+static int run_overrides_check(struct jcli *c)
+{
+    const json_t *args, *kwargs;
+    const char *queue;
+    struct cc_err err = {0};
+    char what[64];
+
+    snprintf(what, sizeof what, "`jobs %s`", c->sub);
+    if (c->job_flag != NULL) {
+        fprintf(stderr,
+                "celeryc %s: error: %s does not apply to %s (it takes --args, --kwargs, --queue "
+                "and --user)\nTry 'celeryc %s --help'.\n",
+                c->prog, c->job_flag, what, c->prog);
+        return JCLI_USAGE;
+    }
+    run_overrides(c, &args, &kwargs, &queue);
+    if (cc_store_run_args_validate(args, kwargs, queue, &err) != CC_OK)
+        return jcli_usage_error(c, err.msg, NULL);
+    return 0;
+}
+
+/* `jobs run JOB_ID` and `jobs rerun RUN_ID` (rerun_of): create the run, print it. */
+static int jobs_queue(struct jcli *c, struct cc_store *s, const char *rerun_of)
 {
     struct cc_run_new rn = {0};
     struct cc_err err = {0};
@@ -871,9 +908,11 @@ static int jobs_run(struct jcli *c, struct cc_store *s)
     json_t *r;
     int rc;
 
-    rn.job_id = c->pos[0];
+    rn.job_id = rerun_of == NULL ? c->pos[0] : NULL;
+    rn.rerun_of = rerun_of;
     rn.started_by = jcli_user(c);
     rn.attempt = 1;
+    run_overrides(c, &rn.args, &rn.kwargs, &rn.queue);
     rc = cc_store_run_create(s, &rn, &run, &cancelled, &err);
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
@@ -882,8 +921,19 @@ static int jobs_run(struct jcli *c, struct cc_store *s)
         print_json(o);
         json_decref(o);
     } else {
-        printf("run %s queued (task id %s)\n", json_string_value(json_object_get(run, "id")),
+        printf("run %s queued (task id %s)", json_string_value(json_object_get(run, "id")),
                json_string_value(json_object_get(run, "task_id")));
+        if (rerun_of != NULL)
+            printf(": a rerun of run %s", rerun_of);
+        printf("\n");
+        /* What it runs with, when that is not simply the job's. */
+        if (rerun_of != NULL || rn.args != NULL || rn.kwargs != NULL || rn.queue != NULL) {
+            char *a = cell(run, "args"), *k = cell(run, "kwargs"), *q = cell(run, "queue");
+            printf("with args %s, kwargs %s, queue %s\n", a, k, q);
+            free(a);
+            free(k);
+            free(q);
+        }
         json_array_foreach(cancelled, i, r)
         {
             printf("replaced run %s: now %s (task id %s; revoke it with `celeryc jobs stop`)\n",
@@ -895,6 +945,16 @@ static int jobs_run(struct jcli *c, struct cc_store *s)
     json_decref(run);
     json_decref(cancelled);
     return 0;
+}
+
+static int jobs_run(struct jcli *c, struct cc_store *s)
+{
+    return jobs_queue(c, s, NULL);
+}
+
+static int jobs_rerun(struct jcli *c, struct cc_store *s)
+{
+    return jobs_queue(c, s, c->pos[0]);
 }
 
 /* `celeryc control terminate SIGTERM <task_id>` (or `revoke <task_id>`) through src/cli.c,
@@ -984,7 +1044,7 @@ static int jobs_stop(struct jcli *c, struct cc_store *s)
         print_json(o);
         json_decref(o);
     } else {
-        printf("run %s is %c (%s)\n", c->pos[0], st, status_name((char[]){st, '\0'}));
+        printf("run %s is %c (%s)\n", c->pos[0], st, cc_store_status_name(st));
         if (c->broker == NULL) {
             printf("no broker given (-b / CELERY_BROKER_URL): the run is marked %c and nothing "
                    "was revoked\n",
@@ -1243,6 +1303,11 @@ static int db_debug(struct jcli *c, struct cc_store *s)
         rc = debug_listen(c, s, atof(a[0]), &err);
         if (rc == CC_OK)
             return 0;
+    } else if (strcmp(op, "upgrade-to") == 0) { /* VERSION: an older schema, for tests */
+        int from = 0, to = 0;
+        NEED(1);
+        rc = cc_store_upgrade_to(s, atoi(a[0]), &from, &to, &err);
+        out = json_pack("{s:i,s:i}", "from", from, "to", to);
     } else if (strcmp(op, "validate") == 0) { /* JSON */
         json_t *f = NULL;
         NEED(1);
@@ -1272,8 +1337,8 @@ int cc_jobs_main(int argc, char **argv)
         {"list", 0, NULL, jobs_list},         {"show", 1, "JOB_ID", jobs_show},
         {"create", 0, NULL, jobs_create},     {"update", 1, "JOB_ID", jobs_update},
         {"delete", 1, "JOB_ID", jobs_delete}, {"run", 1, "JOB_ID", jobs_run},
-        {"stop", 1, "RUN_ID", jobs_stop},     {"runs", -1, NULL, jobs_runs},
-        {"logs", 1, "RUN_ID", jobs_logs},
+        {"rerun", 1, "RUN_ID", jobs_rerun},   {"stop", 1, "RUN_ID", jobs_stop},
+        {"runs", -1, NULL, jobs_runs},        {"logs", 1, "RUN_ID", jobs_logs},
     };
     struct jcli c;
     struct cc_config cfg;
@@ -1312,6 +1377,11 @@ int cc_jobs_main(int argc, char **argv)
     if (strcmp(c.sub, "update") == 0 && cc_store_job_validate(c.fields, false, &err) != CC_OK) {
         rc = jcli_fail(&c, CC_EINVAL, &err);
         goto out;
+    }
+    if (strcmp(c.sub, "run") == 0 || strcmp(c.sub, "rerun") == 0) {
+        rc = run_overrides_check(&c);
+        if (rc != 0)
+            goto out;
     }
     rc = jcli_config(&c, &cfg, &has_cfg);
     if (rc == 0)
@@ -1355,8 +1425,10 @@ int cc_db_main(int argc, char **argv)
         goto out;
     }
     rc = jcli_config(&c, &cfg, &has_cfg);
-    if (rc == 0)
-        rc = jcli_open(&c, &s, strcmp(c.sub, "debug") == 0);
+    if (rc == 0) /* debug needs the current schema, except the op that builds an old one */
+        rc = jcli_open(&c, &s,
+                       strcmp(c.sub, "debug") == 0 &&
+                           (c.n_pos == 0 || strcmp(c.pos[0], "upgrade-to") != 0));
     if (rc != 0)
         goto out;
     if (strcmp(c.sub, "debug") == 0) {

@@ -29,6 +29,7 @@
 
 #include <libpq-fe.h>
 
+#include "isotime.h"
 #include "jobstore_schema.h"
 #include "schedule.h"
 #include "tzload.h"
@@ -382,6 +383,11 @@ int cc_store_version(struct cc_store *s, int *version, struct cc_err *err)
 
 int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err)
 {
+    return cc_store_upgrade_to(s, cc_store_schema_latest(), from, to, err);
+}
+
+int cc_store_upgrade_to(struct cc_store *s, int target, int *from, int *to, struct cc_err *err)
+{
     int v = 0, latest = cc_store_schema_latest(), rc;
 
     rc = sql_begin(s, err);
@@ -397,7 +403,9 @@ int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err)
         *to = v;
     if (rc == CC_OK && v > latest)
         rc = schema_newer(v, err);
-    for (int i = v + 1; rc == CC_OK && i <= latest; i++) {
+    if (rc == CC_OK && (target < 1 || target > latest))
+        rc = cc_err_set(err, CC_EINVAL, "no schema version %d (1 to %d)", target, latest);
+    for (int i = v + 1; rc == CC_OK && i <= target; i++) {
         PGresult *res = PQexec(s->conn, cc_store_schema_migration(i));
         char num[16], what[32];
         const char *vals[1] = {num};
@@ -418,7 +426,7 @@ int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err)
         return rc;
     }
     if (to != NULL)
-        *to = v > latest ? v : latest;
+        *to = v > target ? v : target;
     return CC_OK;
 }
 
@@ -437,6 +445,51 @@ int cc_store_check_schema(struct cc_store *s, struct cc_err *err)
 }
 
 /* ---- Jobs: validation ------------------------------------------------------------------- */
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "?";
+}
+
+/* Bytes of v as compact JSON (what is stored and sent), counted without building it. */
+static int json_size_add(const char *buffer, size_t size, void *data)
+{
+    (void)buffer;
+    *(size_t *)data += size;
+    return 0;
+}
+
+/* `v` (may be NULL) at most CC_STORE_ARGS_MAX_BYTES of compact JSON, else CC_EINVAL naming
+ * `what`. */
+static int json_size_check(const json_t *v, const char *what, struct cc_err *err)
+{
+    size_t n = 0;
+
+    if (v == NULL)
+        return CC_OK;
+    if (json_dump_callback(v, json_size_add, &n, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+        return cc_err_set(err, CC_EINVAL, "%s cannot be encoded as JSON", what);
+    if (n > CC_STORE_ARGS_MAX_BYTES)
+        return cc_err_set(err, CC_EINVAL, "%s is %zu bytes of JSON, more than %d", what, n,
+                          CC_STORE_ARGS_MAX_BYTES);
+    return CC_OK;
+}
 
 enum col_kind { COL_TEXT, COL_JSON, COL_BOOL, COL_INT, COL_UUID };
 
@@ -655,6 +708,37 @@ int cc_store_job_validate(const json_t *fields, bool is_create, struct cc_err *e
         return cc_err_set(err, CC_EINVAL, "kwargs must be a JSON object");
     if ((v = json_object_get(fields, "options")) != NULL && !json_is_object(v))
         return cc_err_set(err, CC_EINVAL, "options must be a JSON object");
+    for (size_t i = 0; i < 3; i++) {
+        static const char *const big[] = {"args", "kwargs", "options"};
+        if (json_size_check(json_object_get(fields, big[i]), big[i], err) != CC_OK)
+            return CC_EINVAL;
+    }
+    if ((v = json_object_get(fields, "queue")) != NULL && json_is_string(v) &&
+        json_string_length(v) > CC_STORE_QUEUE_MAX_BYTES)
+        return cc_err_set(err, CC_EINVAL, "queue is longer than %d bytes",
+                          CC_STORE_QUEUE_MAX_BYTES);
+    return CC_OK;
+}
+
+/* ---- Runs: what a user may give ---------------------------------------------------------- */
+
+int cc_store_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
+                               struct cc_err *err)
+{
+    if (args != NULL && !json_is_array(args))
+        return cc_err_set(err, CC_EINVAL, "--args must be a JSON array (got %s)",
+                          json_type_name(args));
+    if (kwargs != NULL && !json_is_object(kwargs))
+        return cc_err_set(err, CC_EINVAL, "--kwargs must be a JSON object (got %s)",
+                          json_type_name(kwargs));
+    if (json_size_check(args, "--args", err) != CC_OK ||
+        json_size_check(kwargs, "--kwargs", err) != CC_OK)
+        return CC_EINVAL;
+    if (queue != NULL && queue[0] == '\0')
+        return cc_err_set(err, CC_EINVAL, "--queue cannot be empty (leave it out for the job's)");
+    if (queue != NULL && strlen(queue) > CC_STORE_QUEUE_MAX_BYTES)
+        return cc_err_set(err, CC_EINVAL, "--queue is longer than %d bytes",
+                          CC_STORE_QUEUE_MAX_BYTES);
     return CC_OK;
 }
 
@@ -877,20 +961,90 @@ static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, str
  * inserts nothing (-> "exists"). */
 static const char run_insert_sql[] =
     "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, kwargs, queue, "
-    "scheduled_for, not_before, attempt, retry_of, epoch) "
+    "scheduled_for, not_before, attempt, retry_of, epoch, rerun_of) "
     "SELECT $1::uuid, j.id, $3::text, $4::text, COALESCE($5::jsonb, j.args), "
     "COALESCE($6::jsonb, j.kwargs), COALESCE($7::text, j.queue), ('epoch'::timestamptz + "
     "($8)::bigint * interval '1 microsecond'), ('epoch'::timestamptz + ($9)::bigint * interval '1 "
-    "microsecond'), $10::int, $11::uuid, $12::bigint FROM celeryc.jobs j WHERE j.id = $2::uuid "
-    "ON CONFLICT DO NOTHING RETURNING " RUN_JSON;
+    "microsecond'), $10::int, $11::uuid, $12::bigint, $13::uuid FROM celeryc.jobs j "
+    "WHERE j.id = $2::uuid ON CONFLICT DO NOTHING RETURNING " RUN_JSON;
+
+const char *cc_store_status_name(char status)
+{
+    switch (status) {
+    case 'Q':
+        return "queued";
+    case 'R':
+        return "running";
+    case 'S':
+        return "success";
+    case 'F':
+        return "failed";
+    case 'W':
+        return "warning";
+    case 'C':
+        return "cancelling";
+    case 'X':
+        return "cancelled";
+    case 'P':
+        return "partial success";
+    default:
+        return "?";
+    }
+}
+
+int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *kwargs, json_t **out,
+                          struct cc_err *err)
+{
+    const char *sk = json_string_value(json_object_get(job, "since_kwarg"));
+    const char *job_id = json_string_value(json_object_get(job, "id"));
+    int64_t since_us = 0;
+    char b[40];
+    int rc;
+
+    *out = NULL;
+    if (kwargs == NULL)
+        kwargs = json_object_get(job, "kwargs");
+    /* An explicit value (an override, a rerun of a run that had one) wins. */
+    if (sk == NULL || sk[0] == '\0' ||
+        (json_is_object(kwargs) && json_object_get(kwargs, sk) != NULL))
+        return CC_OK;
+    rc = cc_store_job_last_success(s, job_id, &since_us, err);
+    if (rc != CC_OK)
+        return rc;
+    *out = json_is_object(kwargs) ? json_deep_copy(kwargs) : json_object();
+    if (*out == NULL)
+        return cc_err_set(err, CC_ENOMEM, "job store: out of memory");
+    json_object_set_new(*out, sk,
+                        since_us != 0 ? json_string(cc_iso_format(since_us, 1, b, sizeof b))
+                                      : json_null());
+    return CC_OK;
+}
+
+/* The run `id` a rerun copies (*out: its row, owned): it must be finished. */
+static int run_rerun_source(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+{
+    const char *st;
+    int rc = get_by_id(s, "run", "SELECT " RUN_JSON " FROM celeryc.runs r WHERE id = $1::uuid", id,
+                       out, err);
+
+    if (rc != CC_OK)
+        return rc;
+    st = json_string_value(json_object_get(*out, "status"));
+    if (st == NULL || st[0] == '\0' || strchr("SFWPX", st[0]) == NULL)
+        return cc_err_set(err, CC_EAGAIN, "run %s is %s (%s): only a finished run can be rerun", id,
+                          st != NULL ? st : "?", cc_store_status_name(st ? st[0] : '?'));
+    return CC_OK;
+}
 
 int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
                         json_t **cancelled, struct cc_err *err)
 {
     char run_id[37], task_id[37], sched[24], notb[24], ep[24], att[16];
-    const char *jvals[1] = {rn->job_id};
+    const char *job_id = rn->job_id, *queue = rn->queue;
+    const json_t *use_args = rn->args, *use_kwargs = rn->kwargs;
+    const char *jvals[1];
     char *args = NULL, *kwargs = NULL;
-    json_t *job = NULL, *gone = NULL;
+    json_t *job = NULL, *gone = NULL, *orig = NULL, *since_kw = NULL;
     const char *policy;
     PGresult *res = NULL;
     int rc;
@@ -898,9 +1052,14 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
     *out = NULL;
     if (cancelled != NULL)
         *cancelled = NULL;
-    rc = check_uuid(rn->job_id, "job", err);
+    rc = rn->rerun_of != NULL ? check_uuid(rn->rerun_of, "run", err)
+                              : check_uuid(rn->job_id, "job", err);
     if (rc == CC_OK && rn->retry_of != NULL)
         rc = check_uuid(rn->retry_of, "run", err);
+    if (rc == CC_OK && rn->args != NULL && !json_is_array(rn->args))
+        rc = cc_err_set(err, CC_EINVAL, "a run's args must be a JSON array");
+    if (rc == CC_OK && rn->kwargs != NULL && !json_is_object(rn->kwargs))
+        rc = cc_err_set(err, CC_EINVAL, "a run's kwargs must be a JSON object");
     if (rc != CC_OK)
         return rc;
     rc = sql_begin(s, err);
@@ -909,11 +1068,26 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
     rc = lease_check(s, rn->lease, rn->epoch, err);
     if (rc != CC_OK)
         goto out;
+    if (rn->rerun_of != NULL) {
+        /* A finished run stays finished, so reading it before the job lock is safe; the
+         * job lock below keeps it from being deleted (with its job) until the insert. */
+        rc = run_rerun_source(s, rn->rerun_of, &orig, err);
+        if (rc != CC_OK)
+            goto out;
+        job_id = json_string_value(json_object_get(orig, "job_id"));
+        if (use_args == NULL)
+            use_args = json_object_get(orig, "args");
+        if (use_kwargs == NULL)
+            use_kwargs = json_object_get(orig, "kwargs");
+        if (queue == NULL)
+            queue = json_string_value(json_object_get(orig, "queue"));
+    }
+    jvals[0] = job_id;
     rc = sql_json(s, "run create",
                   "SELECT row_to_json(j) FROM celeryc.jobs j WHERE id = $1::uuid FOR UPDATE", 1,
                   jvals, &job, err);
     if (rc == CC_ENOTFOUND)
-        rc = cc_err_set(err, CC_ENOTFOUND, "no job %s", rn->job_id);
+        rc = cc_err_set(err, CC_ENOTFOUND, "no job %s", job_id);
     if (rc != CC_OK)
         goto out;
     policy = json_string_value(json_object_get(job, "concurrency"));
@@ -947,32 +1121,39 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
         if (rc != CC_OK)
             goto out;
     }
+    /* The row records what the run is sent with: `since` included (the beat adds it to
+     * scheduled runs itself; manual runs and reruns get it here). */
+    rc = cc_store_kwargs_since(s, job, use_kwargs, &since_kw, err);
+    if (rc != CC_OK)
+        goto out;
+    if (since_kw != NULL)
+        use_kwargs = since_kw;
     cc_uuid4(run_id);
     cc_uuid4(task_id);
-    if (rn->args != NULL)
-        args = json_dumps(rn->args, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (rn->kwargs != NULL)
-        kwargs = json_dumps(rn->kwargs, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (use_args != NULL)
+        args = json_dumps(use_args, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (use_kwargs != NULL)
+        kwargs = json_dumps(use_kwargs, JSON_COMPACT | JSON_ENCODE_ANY);
     snprintf(att, sizeof att, "%d", rn->attempt > 0 ? rn->attempt : 1);
     snprintf(ep, sizeof ep, "%" PRId64, rn->epoch > 0 ? rn->epoch : 0);
     {
-        const char *vals[12] = {run_id,
-                                rn->job_id,
+        const char *vals[13] = {run_id,
+                                job_id,
                                 rn->started_by,
                                 task_id,
                                 args,
                                 kwargs,
-                                rn->queue,
+                                queue,
                                 us_param(sched, rn->scheduled_for_us),
                                 us_param(notb, rn->not_before_us),
                                 att,
                                 rn->retry_of,
-                                ep};
-        rc = sql_json(s, "run create", run_insert_sql, 12, vals, out, err);
+                                ep,
+                                rn->rerun_of};
+        rc = sql_json(s, "run create", run_insert_sql, 13, vals, out, err);
     }
     if (rc == CC_ENOTFOUND)
-        rc = cc_err_set(err, CC_EAGAIN, "exists: job %s already has a run for this slot",
-                        rn->job_id);
+        rc = cc_err_set(err, CC_EAGAIN, "exists: job %s already has a run for this slot", job_id);
     if (rc == CC_OK)
         rc = sql_commit(s, err);
 out:
@@ -989,6 +1170,8 @@ out:
         json_decref(gone);
     PQclear(res);
     json_decref(job);
+    json_decref(orig);
+    json_decref(since_kw);
     free(args);
     free(kwargs);
     return rc;

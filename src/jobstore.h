@@ -49,6 +49,10 @@ int cc_store_reconnect(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
  * newer than this build is CC_EINVAL ("schema version 5 is newer than this celeryc (3)"). */
 int cc_store_version(struct cc_store *s, int *version, struct cc_err *err) CC_MUST_USE;
 int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err) CC_MUST_USE;
+/* cc_store_upgrade up to version `target` only (1..latest; a database already past it is left
+ * as it is): the tests build an older schema with it (`celeryc db debug upgrade-to N`). */
+int cc_store_upgrade_to(struct cc_store *s, int target, int *from, int *to,
+                        struct cc_err *err) CC_MUST_USE;
 /* CC_OK when the schema is at cc_store_schema_latest(), else CC_EINVAL telling the operator
  * to run `celeryc db upgrade` (or pass --db-upgrade). */
 int cc_store_check_schema(struct cc_store *s, struct cc_err *err) CC_MUST_USE;
@@ -79,30 +83,57 @@ int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out,
 
 /* ---- Runs -------------------------------------------------------------------------------- */
 
+/* Size limits of what a user gives (job fields, run overrides): compact JSON bytes of args,
+ * kwargs and options each, and bytes of a queue name (AMQP's short string). */
+#define CC_STORE_ARGS_MAX_BYTES  65536
+#define CC_STORE_QUEUE_MAX_BYTES 255
+
 struct cc_run_new {
-    const char *job_id;
+    const char *job_id;       /* may be NULL with rerun_of (the run's job) */
     const char *started_by;   /* NULL: the scheduler; else who asked (a user name) */
     int64_t scheduled_for_us; /* the slot (µs since the epoch, UTC); 0 for a manual run */
     int attempt;              /* 1, or n+1 for a retry (retry_of set) */
     const char *retry_of;     /* NULL, or the failed run this one retries */
-    const json_t *args;       /* NULL: the job's args */
-    const json_t *kwargs;     /* NULL: the job's kwargs (a "since" kwarg is added by the caller) */
-    const char *queue;        /* NULL: the job's queue */
+    const char *rerun_of;     /* NULL, or the finished run this one reruns (`jobs rerun`) */
+    const json_t *args;       /* NULL: the job's args (rerun_of: that run's) */
+    const json_t *kwargs;     /* NULL: the job's kwargs (rerun_of: that run's) */
+    const char *queue;        /* NULL: the job's queue (rerun_of: that run's) */
     int64_t not_before_us;    /* 0, or: do not send before this instant (retry backoff) */
     int64_t epoch;            /* the leader's fencing epoch; 0 = not fenced (manual runs) */
     const char *lease;        /* lease name the epoch belongs to ("beat"); NULL when epoch 0 */
 };
 
+/* Check run overrides given by a user (each may be NULL: not given): args a JSON array,
+ * kwargs a JSON object, each at most CC_STORE_ARGS_MAX_BYTES of compact JSON; queue 1 to
+ * CC_STORE_QUEUE_MAX_BYTES bytes. CC_OK or CC_EINVAL, err naming the flag ("--kwargs must be
+ * a JSON object"). Pure. */
+int cc_store_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
+                               struct cc_err *err) CC_MUST_USE;
+
 /* Create a run in status Q with a freshly generated task_id, in one transaction that:
  * - (epoch > 0) checks the lease `lease` still has that epoch, else CC_EAGAIN "lease lost";
+ * - (rerun_of) reads that run: it must be finished (S F W P X), else CC_EAGAIN "run <id> is R
+ *   (running): only a finished run can be rerun"; unknown: CC_ENOTFOUND; the new run belongs
+ *   to its job and takes its args / kwargs / queue where rn gives none;
  * - applies the job's concurrency policy against its Q/R/C runs: allow: nothing; forbid: a
  *   Q/R/C run exists -> CC_EAGAIN "forbid: run <id> is R"; replace: every such run goes to C
  *   and is listed in *cancelled (array of run rows; may be NULL) for the caller to revoke;
+ * - adds the job's since_kwarg (when it has one and the kwargs do not name it already): the
+ *   start of the job's last S/P/W run as ISO-8601 UTC, or null, so the row records what the
+ *   run is sent with;
  * - inserts; a run for the same (job, scheduled_for, attempt) -> CC_EAGAIN "exists".
- * The policy applies to manual runs too. *out: the new run row (keys as the table). `cancelled` may
- * be NULL. */
+ * args / kwargs of the wrong JSON type are CC_EINVAL. The policy applies to manual runs too.
+ * *out: the new run row (keys as the table). `cancelled` may be NULL. */
 int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
                         json_t **cancelled, struct cc_err *err) CC_MUST_USE;
+/* The name of a status letter ("queued" for 'Q', ...; "?" for another). Static string. */
+const char *cc_store_status_name(char status);
+/* `kwargs` (borrowed; NULL: the job's kwargs) plus the job's since_kwarg, when the job (a
+ * row) has one and the kwargs do not name it: the ISO-8601 UTC start of the job's last
+ * S/P/W run, or null. *out: owned, or NULL when nothing is to be added (use kwargs as they
+ * are). CC_OK, or the error of the query. */
+int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *kwargs, json_t **out,
+                          struct cc_err *err) CC_MUST_USE;
 /* The message for run `id` was confirmed by the broker: sent_at = now(). */
 int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *err) CC_MUST_USE;
 /* Q runs never marked sent, created more than older_than_s ago, and Q runs whose

@@ -34,7 +34,8 @@ static const char *const migrations[] = {
     "    missed text NOT NULL DEFAULT 'run_once' CHECK (missed IN ('skip', 'run_once')),\n"
     /* a missed slot older than this is skipped even with run_once (NULL: no deadline) */
     "    starting_deadline integer,\n"
-    /* the kwarg that carries the last successful run's start (NULL: not passed) */
+    /* the kwarg that carries the last successful run's start (NULL: not passed; the
+     * default 'since' is dropped by migration 3) */
     "    since_kwarg text DEFAULT 'since',\n"
     "    created timestamptz NOT NULL DEFAULT now(),\n"
     "    updated timestamptz NOT NULL DEFAULT now()\n"
@@ -166,6 +167,20 @@ static const char *const migrations[] = {
     "    visitor bytea NOT NULL,\n"
     "    PRIMARY KEY (event_type, object_id, day, visitor)\n"
     ");\n",
+    /* 3 (issue #14): `since` only for the jobs that ask for it, and reruns.
+     * Up to version 2 the column default 'since' was written into every job created without
+     * a since_kwarg (`jobs create` leaves the column out), and NULL (`--since-kwarg ""`)
+     * meant "none": the old default is stored in the rows, not implied by NULL. So dropping
+     * the default changes new jobs only; every existing row keeps its value and its
+     * behaviour (a job that got `since` still does). Nothing to rewrite.
+     * rerun_of: the finished run a `jobs rerun` copied (its args, kwargs and queue); not
+     * retry_of, which the retry sweep owns (one retry per failed run, attempt + 1). */
+    "ALTER TABLE celeryc.jobs ALTER COLUMN since_kwarg DROP DEFAULT;\n"
+    "COMMENT ON COLUMN celeryc.jobs.since_kwarg IS\n"
+    "    'kwarg that carries the start of the last successful run; NULL: none';\n"
+    "ALTER TABLE celeryc.runs ADD COLUMN rerun_of uuid\n"
+    "    REFERENCES celeryc.runs(id) ON DELETE SET NULL;\n"
+    "CREATE INDEX runs_rerun_of ON celeryc.runs (rerun_of) WHERE rerun_of IS NOT NULL;\n",
 };
 
 int cc_store_schema_count(void)

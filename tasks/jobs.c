@@ -14,7 +14,8 @@
  *   jobs.fail(message="boom", since=None)
  *       Logs "about to fail", then raises ValueError(message): the run ends F with
  *       "ValueError: <message>".
- * Each takes `since` (the beat adds it to job runs by default: a job's since_kwarg).
+ * Each takes `since`, which a job run gets when its job has since_kwarg "since" (`jobs
+ * create --since-kwarg since`; jobs have none by default since schema version 3).
  */
 #include <stdint.h>
 #include <time.h>

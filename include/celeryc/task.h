@@ -281,9 +281,10 @@ int cc_task_update_state(struct cc_task_ctx *ctx, const char *state, json_t *met
  * job store: it carries the AMQP header `celeryc_run` (the run's id). A worker started with
  * --job-store marks the run R before `run` and S / F / P / W / X after it, and copies the
  * task's log lines (cc_task_log and friends) into the run's logs (README "Job runs in the
- * worker"). A job's kwargs get `since` (the job's since_kwarg): the ISO-8601 UTC start of the
- * job's last successful (S, P or W) run, or None when there was none; declare it in the
- * signature ("since=None") and read it with cc_task_arg like any other argument.
+ * worker"). A job created with `--since-kwarg since` (the job's since_kwarg; none by default)
+ * gets the kwarg `since`: the ISO-8601 UTC start of the job's last successful (S, P or W)
+ * run, or None when there was none; declare it in the signature ("since=None") and read it
+ * with cc_task_arg like any other argument.
  *
  * These calls are harmless no-ops outside a job run or without a job store, so the same task
  * runs unchanged from a plain `send_task`. */

@@ -269,7 +269,8 @@ def test_job_store_jobs_manual_runs_and_changes(pg_url, beat_factory, worker_fac
         # A job's message: header celeryc_run, the run's task id, kwarg since (null: never
         # succeeded), the job's options.
         j3 = _insert_job(pg_url, task="app.add", queue=qn, args=[1, 2], options={"priority": 2},
-                         concurrency="allow", schedule={"type": "interval", "seconds": 1})
+                         concurrency="allow", schedule={"type": "interval", "seconds": 1},
+                         since_kwarg="since")
         wait_for(lambda: queue_depth(amqp_conn, qn) >= 1, 15, "a message of job 3")
         ch = amqp_conn.channel()
         msg = ch.basic_get(qn, no_ack=True)

@@ -75,8 +75,9 @@ def mkjob(url, *flags):
               *flags, url=url)
 
 
-# The schema version this celeryc ships (src/jobstore_schema.c): 2 since issue #7.
-LATEST = 2
+# The schema version this celeryc ships (src/jobstore_schema.c): 3 since issue #14 (no
+# default since_kwarg, runs.rerun_of).
+LATEST = 3
 
 
 # ---- db ----------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_jobs_create_list_show_update_delete(store):
     assert b["schedule"] == {"type": "crontab", "minute": "0", "hour": "3", "day_of_week": "*",
                              "day_of_month": "*", "month_of_year": "*"}
     assert b["active"] is False and b["concurrency"] == "forbid"  # the default policy
-    assert b["since_kwarg"] == "since" and b["retry_policy"] == {"max_attempts": 1}
+    assert b["since_kwarg"] is None and b["retry_policy"] == {"max_attempts": 1}
     # Ordered by title; --active-only drops the inactive one.
     assert [j["title"] for j in js("jobs", "list", url=store)] == ["Harvest", "Nightly"]
     assert [j["title"] for j in js("jobs", "list", "--active-only", url=store)] == ["Harvest"]
@@ -403,6 +404,216 @@ def test_run_start_finish_semantics(store):
         "message never sent: broker down"
     p = cc("db", "debug", "fail", run2["id"], "again", url=store)
     assert p.returncode == 1 and "run is F" in p.stderr
+
+
+# ---- run arguments, since, rerun (issue #14) ---------------------------------------------
+
+def iso(s):
+    from datetime import datetime
+    return datetime.fromisoformat(s) if s is not None else None
+
+
+def finish(url, run, status="S"):
+    js("db", "debug", "start", run["task_id"], "host-a", url=url)
+    js("db", "debug", "finish", run["task_id"], status, url=url)
+
+
+def test_run_args_kwargs_queue_override_applied(store):
+    """`jobs run --args/--kwargs/--queue` exited 0 and ran with the job's own arguments. An
+    override replaces the job's value, as the "args" of an invenio-jobs run replace the job's
+    default args (no merge); what is not given comes from the job. The run row records what
+    the run is sent with, and its retries keep it."""
+    job = mkjob(store, "--args", "[1, 2]", "--kwargs", '{"x": 1, "y": 2}', "--queue", "q1",
+                "--concurrency", "allow", "--retry", '{"max_attempts": 2}')
+    r = js("jobs", "run", job["id"], "--args", "[40]", "--kwargs", '{"y": 2}', "--queue", "q2",
+           url=store)["run"]
+    assert (r["args"], r["kwargs"], r["queue"]) == ([40], {"y": 2}, "q2")
+    assert sql(store, "SELECT args::text, kwargs::text, queue FROM celeryc.runs WHERE id = %s",
+               (r["id"],)) == [("[40]", '{"y": 2}', "q2")]
+    shown = js("jobs", "show", r["id"], url=store)
+    assert (shown["args"], shown["kwargs"], shown["queue"]) == ([40], {"y": 2}, "q2")
+    kv = dict(line.split(":", 1) for line in ok("jobs", "show", r["id"], url=store)
+              .stdout.splitlines() if ":" in line)
+    assert kv["args"].strip() == "[40]" and kv["kwargs"].strip() == '{"y":2}'
+    # Only --kwargs: the args and the queue are the job's; an empty object is an override too.
+    r2 = js("jobs", "run", job["id"], "--kwargs", "{}", url=store)["run"]
+    assert (r2["args"], r2["kwargs"], r2["queue"]) == ([1, 2], {}, "q1")
+    r3 = js("jobs", "run", job["id"], "-a", "[]", url=store)["run"]
+    assert (r3["args"], r3["kwargs"], r3["queue"]) == ([], {"x": 1, "y": 2}, "q1")
+    # The human output says what was overridden.
+    out = ok("jobs", "run", job["id"], "--kwargs", '{"z": 1}', url=store).stdout
+    assert out.startswith("run ") and 'kwargs {"z":1}' in out, out
+    # A retry of a run started with an override keeps it.
+    finish(store, r, "F")
+    new = js("db", "debug", "retry", url=store)
+    assert [(x["retry_of"], x["args"], x["kwargs"], x["queue"], x["attempt"]) for x in new] == \
+        [(r["id"], [40], {"y": 2}, "q2", 2)]
+
+
+RUN_OVERRIDES_BAD = [
+    (["--args", '{"a": 1}'], "--args must be a JSON array"),
+    (["--args", '"x"'], "--args must be a JSON array"),
+    (["--kwargs", "[1]"], "--kwargs must be a JSON object"),
+    (["--kwargs", "null"], "--kwargs must be a JSON object"),
+    (["--kwargs", "{"], "--kwargs: not JSON"),
+    (["--kwargs", json.dumps({"blob": "x" * 70000})], "--kwargs is 70011 bytes of JSON, "
+                                                      "more than 65536"),
+    (["--args", json.dumps(["x" * 70000])], "--args is 70004 bytes of JSON, more than 65536"),
+    (["--queue", ""], "--queue cannot be empty"),
+    (["--queue", "q" * 256], "--queue is longer than 255 bytes"),
+    (["--title", "x"], "--title does not apply to `jobs run`"),
+    (["--since-kwarg", "since"], "--since-kwarg does not apply to `jobs run`"),
+    (["--interval", "5"], "--interval does not apply to `jobs run`"),
+]
+
+
+def test_run_override_invalid_refused_exit_2(store):
+    """A bad override is a usage error (exit 2, nothing queued), not a silent run with the
+    job's arguments."""
+    job = mkjob(store, "--concurrency", "allow")
+    done = js("jobs", "run", job["id"], url=store)["run"]
+    finish(store, done)
+    for cmd, target in (("run", job["id"]), ("rerun", done["id"])):
+        for flags, message in RUN_OVERRIDES_BAD:
+            message = message.replace("`jobs run`", "`jobs %s`" % cmd)
+            p = cc("jobs", cmd, target, *flags, url=store)
+            assert p.returncode == 2 and message in p.stderr, (cmd, flags[0], p.returncode,
+                                                              p.stderr)
+    assert sql(store, "SELECT count(*) FROM celeryc.runs") == [(1,)]
+    # At the limit: accepted.
+    kw = {"b": "x" * (65536 - 8)}
+    assert len(json.dumps(kw, separators=(",", ":"))) == 65536
+    r = js("jobs", "run", job["id"], "--kwargs", json.dumps(kw), url=store)["run"]
+    assert r["kwargs"] == kw
+
+
+def test_new_job_has_no_since_kwarg_by_default(store):
+    """Every job used to get `since=` (the column's default), so an ordinary task such as
+    demo.add(x, y) failed with TypeError. Now a job gets it only with --since-kwarg NAME;
+    the run row records the value (the start of the job's last S/P/W run, or null)."""
+    job = mkjob(store, "--args", "[1, 2]", "--concurrency", "allow")
+    assert job["since_kwarg"] is None
+    r = js("jobs", "run", job["id"], url=store)["run"]
+    assert r["kwargs"] == {}
+    # Opting in, on create ...
+    j2 = mkjob(store, "--since-kwarg", "since", "--concurrency", "allow")
+    assert j2["since_kwarg"] == "since"
+    first = js("jobs", "run", j2["id"], url=store)["run"]
+    assert first["kwargs"] == {"since": None}
+    finish(store, first)
+    started = js("jobs", "show", first["id"], url=store)["started_at"]
+    r = js("jobs", "run", j2["id"], url=store)["run"]
+    assert list(r["kwargs"]) == ["since"] and iso(r["kwargs"]["since"]) == iso(started)
+    # ... an override that names the kwarg wins over the computed value ...
+    r = js("jobs", "run", j2["id"], "--kwargs", '{"since": "2020-01-01T00:00:00+00:00", '
+           '"n": 1}', url=store)["run"]
+    assert r["kwargs"] == {"since": "2020-01-01T00:00:00+00:00", "n": 1}
+    # ... and one that does not still gets it (it is the job's, not one of its kwargs).
+    r = js("jobs", "run", j2["id"], "--kwargs", '{"n": 2}', url=store)["run"]
+    assert r["kwargs"]["n"] == 2 and iso(r["kwargs"]["since"]) == iso(started)
+    # ... and on update: another name, then off again.
+    assert js("jobs", "update", job["id"], "--since-kwarg", "after", url=store)["since_kwarg"] \
+        == "after"
+    assert js("jobs", "run", job["id"], url=store)["run"]["kwargs"] == {"after": None}
+    assert js("jobs", "update", job["id"], "--since-kwarg", "", url=store)["since_kwarg"] is None
+    assert js("jobs", "run", job["id"], url=store)["run"]["kwargs"] == {}
+    # A job inserted with SQL without the column gets none either.
+    jid = str(uuid.uuid4())
+    sql(store, "INSERT INTO celeryc.jobs (id, title, task) VALUES (%s, 'sql', 'demo.add')",
+        (jid,))
+    assert sql(store, "SELECT since_kwarg FROM celeryc.jobs WHERE id = %s", (jid,)) == [(None,)]
+
+
+def test_upgrade_keeps_since_for_jobs_created_before_it(pg_url):
+    """Up to schema version 2 the column's default was 'since', stored in every job created
+    without --since-kwarg; NULL (--since-kwarg "") meant none. The migration changes only
+    the default: every existing row keeps its value, so old jobs still get `since`."""
+    assert js("db", "debug", "upgrade-to", "2", url=pg_url) == {"from": 0, "to": 2}
+    assert js("db", "version", url=pg_url) == {"version": 2, "latest": LATEST}
+    old = {k: str(uuid.uuid4()) for k in ("default", "none", "named")}
+    # What celeryc 2 stored: `jobs create` leaves the column out (its default applies).
+    sql(pg_url, "INSERT INTO celeryc.jobs (id, title, task) VALUES "
+                "(%s, 'old', 'jobs.index_events')", (old["default"],))
+    sql(pg_url, "INSERT INTO celeryc.jobs (id, title, task, since_kwarg) VALUES "
+                "(%s, 'old none', 'demo.add', NULL), (%s, 'old named', 'jobs.index_events', "
+                "'after')", (old["none"], old["named"]))
+    before = dict(sql(pg_url, "SELECT id::text, since_kwarg FROM celeryc.jobs"))
+    assert before == {old["default"]: "since", old["none"]: None, old["named"]: "after"}
+    assert js("db", "upgrade", url=pg_url) == {"from": 2, "to": LATEST}
+    assert dict(sql(pg_url, "SELECT id::text, since_kwarg FROM celeryc.jobs")) == before
+    assert sql(pg_url, "SELECT version FROM celeryc.schema_version ORDER BY 1") == \
+        [(v,) for v in range(1, LATEST + 1)]
+    # Their runs: as before the upgrade.
+    runs = {k: js("jobs", "run", v, url=pg_url)["run"] for k, v in old.items()}
+    assert runs["default"]["kwargs"] == {"since": None}
+    assert runs["none"]["kwargs"] == {}
+    assert runs["named"]["kwargs"] == {"after": None}
+    # A job created after the upgrade gets none.
+    new = mkjob(pg_url)
+    assert new["since_kwarg"] is None
+    assert js("jobs", "run", new["id"], url=pg_url)["run"]["kwargs"] == {}
+
+
+def test_rerun_reproduces_finished_run_arguments(store):
+    """`jobs rerun RUN_ID` queues a new run of the job with the args, kwargs and queue of a
+    finished run (its `since` included), linked by rerun_of, started_by the user."""
+    job = mkjob(store, "--args", "[1, 2]", "--kwargs", '{"x": 1}', "--queue", "q1",
+                "--since-kwarg", "since", "--retry", '{"max_attempts": 2}')  # forbid
+    r = js("jobs", "run", job["id"], "--args", "[7]", "--kwargs", '{"y": 3}', "--queue", "q2",
+           "--user", "alice", url=store)["run"]
+    assert r["kwargs"] == {"y": 3, "since": None} and r["rerun_of"] is None
+    # Not finished (Q, R, C): refused, exit 1, nothing queued.
+    p = cc("jobs", "rerun", r["id"], url=store)
+    assert p.returncode == 1, p.stderr
+    assert "run %s is Q (queued): only a finished run can be rerun" % r["id"] in p.stderr
+    js("db", "debug", "start", r["task_id"], "host-a", url=store)
+    p = cc("jobs", "rerun", r["id"], url=store)
+    assert p.returncode == 1 and "is R (running): only a finished run" in p.stderr, p.stderr
+    js("db", "debug", "finish", r["task_id"], "S", url=store)
+    assert js("jobs", "run", job["id"], url=store)["run"]["kwargs"]["since"] is not None
+    sql(store, "UPDATE celeryc.runs SET status = 'S', finished_at = now() WHERE job_id = %s "
+               "AND status = 'Q'", (job["id"],))
+    out = js("jobs", "rerun", r["id"], "--user", "bob", url=store)
+    n = out["run"]
+    assert out["cancelled"] == []
+    assert (n["args"], n["kwargs"], n["queue"]) == ([7], {"y": 3, "since": None}, "q2")
+    assert (n["rerun_of"], n["started_by"], n["status"], n["attempt"], n["retry_of"],
+            n["scheduled_for"], n["epoch"]) == (r["id"], "bob", "Q", 1, None, None, 0)
+    assert n["task_id"] != r["task_id"] and n["id"] != r["id"]
+    assert js("jobs", "show", n["id"], url=store)["rerun_of"] == r["id"]
+    # The job's concurrency policy applies (forbid: n is queued).
+    p = cc("jobs", "rerun", r["id"], url=store)
+    assert p.returncode == 1 and "forbid: run %s is Q" % n["id"] in p.stderr, p.stderr
+    # A failed run can be rerun; its own retry (retry_of) is still made by the sweep.
+    finish(store, n, "F")
+    human = ok("jobs", "rerun", n["id"], "--user", "carol", url=store).stdout
+    assert human.startswith("run ") and ": a rerun of run %s" % n["id"] in human, human
+    m_id = human.split()[1]
+    m = js("jobs", "show", m_id, url=store)
+    assert (m["rerun_of"], m["started_by"], m["args"], m["kwargs"]) == \
+        (n["id"], "carol", [7], {"y": 3, "since": None})
+    finish(store, m)
+    retry = js("db", "debug", "retry", url=store)
+    assert [(x["retry_of"], x["kwargs"]) for x in retry] == [(n["id"], {"y": 3, "since": None})]
+    finish(store, retry[0])
+    # Overrides apply to a rerun too (they replace the original run's values).
+    o = js("jobs", "rerun", r["id"], "--kwargs", '{"z": 1}', url=store)["run"]
+    assert (o["args"], o["queue"], o["rerun_of"]) == ([7], "q2", r["id"])
+    assert o["kwargs"]["z"] == 1 and sorted(o["kwargs"]) == ["since", "z"]
+    assert o["kwargs"]["since"] is not None  # a fresh `since`: the override has none
+    # A cancelling run (C) is not finished either; unknown and malformed ids.
+    js("db", "debug", "start", o["task_id"], "host-a", url=store)
+    js("jobs", "stop", o["id"], url=store)
+    p = cc("jobs", "rerun", o["id"], url=store)
+    assert p.returncode == 1 and "is C (cancelling): only a finished run" in p.stderr, p.stderr
+    nope = str(uuid.uuid4())
+    p = cc("jobs", "rerun", nope, url=store)
+    assert p.returncode == 1 and "no run %s" % nope in p.stderr
+    p = cc("jobs", "rerun", "42", url=store)
+    assert p.returncode == 1 and "malformed run id" in p.stderr
+    p = cc("jobs", "rerun", url=store)
+    assert p.returncode == 2 and "missing argument RUN_ID" in p.stderr
+    assert sql(store, "SELECT count(*) FROM celeryc.runs WHERE rerun_of IS NOT NULL") == [(3,)]
 
 
 # ---- lease and fencing -------------------------------------------------------------------

@@ -104,8 +104,8 @@ def mkjob(e2e, task, queue=None, kwargs=None, interval=None, concurrency="allow"
           active=True):
     args = ["jobs", "create", "--title", "e2e " + task, "--task", task, "--queue",
             queue or e2e.queue, "--concurrency", concurrency]
-    if task != "jobs.index_events":
-        args += ["--since-kwarg", ""]  # jobs.sleep / jobs.fail take no `since`
+    if task == "jobs.index_events":
+        args += ["--since-kwarg", "since"]  # the incremental one; the others take no `since`
     if kwargs is not None:
         args += ["--kwargs", json.dumps(kwargs)]
     if interval is not None:
@@ -415,7 +415,96 @@ def test_worker_killed_run_reaped(e2e, worker_factory):
     e2e.beat.wait_log(r"reaper: 1 run\(s\) without a worker heartbeat", 5)
 
 
-# ---- 8. beat restart (runs last: it replaces the module's beat) ------------------------------
+# ---- 8. run arguments, since, rerun (issue #14) ----------------------------------------------
+
+def result_of(rds, task_id):
+    """The task's result as the worker stored it (Redis backend): Celery's meta object."""
+    raw = wait_for(lambda: rds.get("celery-task-meta-" + task_id), 10,
+                   "the result of " + task_id)
+    return json.loads(raw)
+
+
+def test_run_kwargs_override_computes_with_override(e2e, rds, amqp_conn):
+    """`jobs run --kwargs/--args/--queue` used to run with the job's own arguments: the
+    worker now computes with the override (read back from the result backend), on the
+    override queue, and a retry of that run keeps it."""
+    idle = unique_queue("e2e-idle")
+    ch = amqp_conn.channel()
+    ch.queue_declare(idle, durable=True, auto_delete=False)  # the job's queue: no consumer
+    ch.close()
+    try:
+        job = mkjob(e2e, "demo.add", queue=idle, kwargs={"x": 1, "y": 2})
+        r0 = js(e2e, "jobs", "run", job, "--user", "e2e", "--kwargs", '{"x": 40, "y": 2}',
+                "--queue", e2e.queue)["run"]
+        r = wait_run(e2e, r0["id"], "S")
+        assert (r["kwargs"], r["queue"], r["hostname"]) == ({"x": 40, "y": 2}, e2e.queue,
+                                                            e2e.worker.name)
+        res = result_of(rds, r["task_id"])
+        assert (res["status"], res["result"]) == ("SUCCESS", 42), res
+        # --args replaces the job's (empty) args; --kwargs '{}' drops the job's kwargs.
+        r1 = js(e2e, "jobs", "run", job, "--args", "[20, 22]", "--kwargs", "{}", "--queue",
+                e2e.queue)["run"]
+        wait_run(e2e, r1["id"], "S")
+        assert result_of(rds, r1["task_id"])["result"] == 42
+    finally:
+        ch = amqp_conn.channel()
+        ch.queue_delete(idle)
+        ch.close()
+    # A retry of a run started with an override keeps the override.
+    jf = mkjob(e2e, "jobs.fail", kwargs={"message": "the job's own"},
+               retry={"max_attempts": 2, "backoff": 0})
+    rf = js(e2e, "jobs", "run", jf, "--kwargs", '{"message": "the override"}')["run"]
+    wait_for(lambda: [x for x in runs(e2e, jf) if x["attempt"] == 2 and x["status"] == "F"],
+             30, "the second attempt to fail", interval=0.2)
+    rs = runs(e2e, jf)
+    assert [(x["attempt"], x["status"], x["message"], x["kwargs"]) for x in rs] == \
+        [(1, "F", "ValueError: the override", {"message": "the override"}),
+         (2, "F", "ValueError: the override", {"message": "the override"})]
+    assert rs[0]["id"] == rf["id"] and rs[1]["retry_of"] == rf["id"]
+
+
+def test_plain_job_runs_demo_add_without_since(e2e, rds):
+    """A job created without --since-kwarg gets no `since` kwarg: demo.add(x, y) used to fail
+    with TypeError (unexpected keyword argument 'since'), scheduled and manual runs alike."""
+    job = mkjob(e2e, "demo.add", kwargs={"x": 2, "y": 3}, interval=1)
+    assert js(e2e, "jobs", "show", job)["since_kwarg"] is None
+    first = wait_for(lambda: runs(e2e, job), 10, "the first scheduled run", interval=0.1)[0]
+    deactivate(e2e, job)
+    r = wait_run(e2e, first["id"], "S")
+    assert r["kwargs"] == {"x": 2, "y": 3} and r["started_by"] is None
+    assert result_of(rds, r["task_id"])["result"] == 5
+    for x in runs(e2e, job):
+        wait_run(e2e, x["id"], "S")
+    m = wait_run(e2e, manual_run(e2e, job)["id"], "S")
+    assert m["kwargs"] == {"x": 2, "y": 3}
+    assert result_of(rds, m["task_id"])["result"] == 5
+
+
+def test_rerun_reproduces_arguments(e2e, rds):
+    """`jobs rerun RUN_ID` sends a new run with the arguments of a finished run (an override
+    included); a run that has not finished is refused."""
+    job = mkjob(e2e, "demo.add", kwargs={"x": 1, "y": 1}, concurrency="forbid")
+    r0 = js(e2e, "jobs", "run", job, "--kwargs", '{"x": 30, "y": 12}')["run"]
+    wait_run(e2e, r0["id"], "S")
+    assert result_of(rds, r0["task_id"])["result"] == 42
+    n = js(e2e, "jobs", "rerun", r0["id"], "--user", "e2e")["run"]
+    assert (n["rerun_of"], n["started_by"]) == (r0["id"], "e2e")
+    r = wait_run(e2e, n["id"], "S")
+    assert r["kwargs"] == {"x": 30, "y": 12} and r["task_id"] != r0["task_id"]
+    assert result_of(rds, r["task_id"])["result"] == 42
+    # A running run cannot be rerun (exit 1, nothing queued).
+    js_ = mkjob(e2e, "jobs.sleep", kwargs={"seconds": 30})
+    rs = manual_run(e2e, js_)
+    wait_run(e2e, rs["id"], "R")
+    p = cc(e2e, "jobs", "rerun", rs["id"])
+    assert p.returncode == 1, p.stderr
+    assert "run %s is R (running): only a finished run can be rerun" % rs["id"] in p.stderr
+    assert len(runs(e2e, js_)) == 1
+    js(e2e, "jobs", "stop", rs["id"], "-b", os.environ["CELERYC_TEST_AMQP_URL"])
+    wait_run(e2e, rs["id"], "X", timeout=10)
+
+
+# ---- 9. beat restart (runs last: it replaces the module's beat) ------------------------------
 
 def test_restart_neither_skips_nor_doubles(e2e):
     """The beat is stopped (SIGTERM) just after a slot and started again just after the next

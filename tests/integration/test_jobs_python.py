@@ -85,6 +85,8 @@ def js(env, *args):
 
 def mkjob(env, task, kwargs=None, interval=None, concurrency=None):
     args = ["jobs", "create", "--title", "py " + task, "--task", task, "--queue", env.queue]
+    if task == "pyjobs.index":
+        args += ["--since-kwarg", "since"]  # it logs the `since` it got
     if concurrency is not None:
         args += ["--concurrency", concurrency]
     if kwargs is not None:
