@@ -137,8 +137,9 @@ int cc_store_run_send_claim(struct cc_store *s, const char *id, int64_t epoch, c
  * deposed leader gives back its own claim). CC_OK also when there was nothing to give back. */
 int cc_store_run_send_undo(struct cc_store *s, const char *id, int64_t epoch, bool is_notify,
                            struct cc_err *err) CC_MUST_USE;
-/* Q runs never marked sent, created more than older_than_s ago, and Q runs whose
- * not_before has passed and that are not sent (retries), oldest first, at most `limit`. */
+/* Q runs whose send nobody has claimed (sent_at NULL), created more than older_than_s ago,
+ * and such Q runs whose not_before has passed (retries), oldest first, at most `limit`. A
+ * read: the caller claims each one (cc_store_run_send_claim) before it sends it. */
 int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t **out,
                          struct cc_err *err) CC_MUST_USE;
 /* Fail run `id` (Q or R) with message (e.g. "message never sent: ..."). */
