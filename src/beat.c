@@ -16,17 +16,21 @@
  * ttl/3; only the holder dispatches. Each slot is claimed before it is sent
  * (cc_store_entry_claim, unique per (entry, slot) and fenced by the lease epoch), and job
  * slots become runs (cc_store_run_create: unique per (job, slot), concurrency policy) whose
- * message carries header celeryc_run and which are marked sent after the confirm. The
- * leader also sends every unsent queued run (manual runs, retries, runs a crashed leader
+ * message carries header celeryc_run; a run is published only after this beat won its send
+ * claim (cc_store_run_send_claim), which it gives back when the message was not published.
+ * The leader also sends every unsent queued run (manual runs, retries, runs a crashed leader
  * committed but never sent), fails those it cannot send after BEAT_RUN_SEND_ATTEMPTS tries,
  * and runs the sweeps (reaper, retries) every BEAT_SWEEP_S seconds. On becoming leader it
  * loads every entry's last slot from the store (cc_store_entries_state) and re-plans.
  *
  * Invariants: a slot is advanced (last_us) only after its message is confirmed (no store)
- * or claimed (store: a claimed slot is never sent by another beat; if this beat dies between
- * the claim and the publish, that file-entry slot is lost, never doubled; a job run stays Q
- * and the next leader sends it). Signals only set flags; TERM/INT finish the current
- * publish, save the state, release the lease and exit 0.
+ * or claimed (store: a claimed slot is never sent by another beat; if this beat dies or is
+ * deposed between the claim and the publish, that file-entry slot is lost, never doubled; a
+ * job run's send claim is given back, or stays with a beat that died, and is never sent by
+ * another). With a store nothing is published unless lease_allows_publish() holds right
+ * before the basic.publish, and no store transaction spans a publish or a confirm wait
+ * (docs/ARCHITECTURE.md "Beat", HA invariants). Signals only set flags; TERM/INT finish the
+ * current publish, save the state, release the lease and exit 0.
  *
  * Reference: celery-wire.md §7 (beat), §2 (messages), §5 (revoke broadcast). */
 #include <errno.h>
@@ -97,6 +101,7 @@ struct beat {
     json_t *run_attempts; /* object: run id -> failed send attempts */
     json_t *runs_changed; /* object: run ids notified (celeryc_runs) since the last look */
     json_t *retry_wake;   /* object: retry run id -> its not_before (us), not yet due */
+    json_t *undo;         /* object: run id -> epoch of a send claim to give back (store away) */
 
     /* entries */
     struct beat_heap heap;
@@ -237,6 +242,34 @@ static void broker_lost(struct beat *bt)
     bt->b_retry_mono = 0; /* reconnect at once, then back off */
 }
 
+static bool lease_allows_publish(const struct beat *bt);
+static void step_down(struct beat *bt, const char *why);
+
+/* Wait for the confirms up to `seq`. A deadline that passed while this process was stopped
+ * (SIGSTOP, a paused VM) must not hide confirms already in the socket: on a timeout, read what
+ * is there and look again. */
+static int beat_wait_confirms(struct beat *bt, uint64_t seq, struct cc_err *err)
+{
+    int rc = cc_broker_wait_confirms(&bt->b, seq, BEAT_CONFIRM_MS, err);
+
+    if (rc == CC_ETIMEDOUT) {
+        struct cc_err e2 = {0};
+        int rc2;
+
+        for (int i = 0; i < 64 && cc_broker_has_readable(&bt->b); i++)
+            if (cc_broker_poll(&bt->b, &e2) != CC_OK)
+                break;
+        rc2 = cc_broker_wait_confirms(&bt->b, seq, 0, &e2);
+        if (rc2 == CC_OK) {
+            rc = CC_OK;
+        } else if (rc2 != CC_ETIMEDOUT) {
+            rc = rc2;
+            *err = e2;
+        }
+    }
+    return rc;
+}
+
 struct beat_send {
     const char *task;
     const char *task_id;
@@ -295,6 +328,14 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
     if (s->exchange != NULL) {
         exchange = s->exchange;
         rk = s->routing_key != NULL ? s->routing_key : queue;
+    }
+    /* The last thing before the basic.publish: a deposed leader (frozen since its claim, its
+     * lease lapsed) does not complete a publish it began (HA invariants, ARCHITECTURE.md). */
+    if (!lease_allows_publish(bt)) {
+        cc_msg_out_deinit(&out);
+        step_down(bt, "lease not renewed in time");
+        return cc_err_set(err, CC_EAGAIN,
+                          "lease lost: not renewed within 90%% of its ttl; nothing published");
     }
     if (seq != NULL) /* pipelined: the caller waits for the confirms of the batch */
         rc = cc_broker_publish_pipelined(&bt->b, exchange, rk, &out, seq, err);
@@ -396,10 +437,18 @@ static int store_ensure(struct beat *bt)
         return CC_OK;
     if (cc_mono_us() < bt->st_retry_mono)
         return CC_EAGAIN;
-    if (bt->st == NULL)
+    if (bt->st == NULL) {
         rc = cc_store_open(bt->cfg->job_store, 5, &bt->st, &err);
-    else
+        /* A statement waits at most a tenth of the lease for another session's lock, and the
+         * server ends this session if it idles inside a transaction for a quarter of it (this
+         * beat frozen mid-transaction): well before the lease it holds expires. Kept for
+         * every reconnect. */
+        if (rc == CC_OK)
+            rc = cc_store_set_timeouts(bt->st, (int)(bt->ttl_ms / 10 > 20 ? bt->ttl_ms / 10 : 20),
+                                       (int)(bt->ttl_ms / 4 > 100 ? bt->ttl_ms / 4 : 100), &err);
+    } else {
         rc = cc_store_reconnect(bt->st, &err);
+    }
     if (rc == CC_OK && bt->cfg->job_store_upgrade) {
         int from = 0, to = 0;
 
@@ -436,6 +485,35 @@ static void step_down(struct beat *bt, const char *why)
     cc_warn("beat: no longer the leader (%s): standing by", why);
 }
 
+/* Give back the send claim of run `run_id` (its message was not published). is_notify: wake
+ * the leader (we are deposed). Kept in bt->undo and retried while the store is away. */
+static void run_send_undo(struct beat *bt, const char *run_id, int64_t epoch, bool is_notify)
+{
+    struct cc_err err = {0};
+
+    if (bt->st_ok && cc_store_run_send_undo(bt->st, run_id, epoch, is_notify, &err) == CC_OK) {
+        json_object_del(bt->undo, run_id);
+        return;
+    }
+    if (err.code != CC_OK)
+        store_failed(bt, "send undo", &err);
+    json_object_set_new(bt->undo, run_id, json_integer(epoch));
+}
+
+static void undo_pending(struct beat *bt)
+{
+    const char *id;
+    json_t *v;
+    void *tmp;
+
+    json_object_foreach_safe(bt->undo, tmp, id, v)
+    {
+        if (!bt->st_ok)
+            return;
+        run_send_undo(bt, id, (int64_t)json_integer_value(v), true);
+    }
+}
+
 /* Take or renew the lease; on becoming leader load every entry's last slot and re-plan. */
 static void lease_tick(struct beat *bt)
 {
@@ -445,14 +523,18 @@ static void lease_tick(struct beat *bt)
 
     bt->lease_next_mono = mono + bt->ttl_ms * 1000 / 3;
     if (store_ensure(bt) != CC_OK) {
-        if (bt->is_leader && mono > bt->lease_ok_mono + bt->ttl_ms * 900)
+        if (bt->is_leader && !lease_allows_publish(bt))
             step_down(bt, "job store unreachable, lease expired");
         return;
     }
+    undo_pending(bt);
     if (cc_store_lease(bt->st, BEAT_LEASE_NAME, bt->holder, (int)bt->ttl_ms, &epoch, &leader,
                        &err) != CC_OK) {
-        store_failed(bt, "lease", &err);
-        if (bt->is_leader && mono > bt->lease_ok_mono + bt->ttl_ms * 900)
+        if (err.code == CC_ETIMEDOUT) /* a frozen leader's fenced write: gone within ttl/4 */
+            cc_warn("beat: %s", err.msg);
+        else
+            store_failed(bt, "lease", &err);
+        if (bt->is_leader && !lease_allows_publish(bt))
             step_down(bt, "lease not renewed in time");
         return;
     }
@@ -478,6 +560,25 @@ static void lease_tick(struct beat *bt)
     }
 }
 
+/* May this beat publish now? Without a job store, always. With one: it holds the lease and
+ * the lease is still valid for a tenth of its ttl on this host's monotonic clock, counted
+ * from before the renewal the server granted (so from no later than the server's own start of
+ * the lease): the server cannot have given the lease to another beat yet. A process stopped
+ * for longer than that (SIGSTOP, a paused VM) finds its lease stale when it resumes. */
+static bool lease_allows_publish(const struct beat *bt)
+{
+    if (!store_mode(bt))
+        return true;
+    return bt->is_leader && cc_mono_us() < bt->lease_ok_mono + bt->ttl_ms * 900;
+}
+
+/* A fenced store call (or beat_publish) said CC_EAGAIN: lease lost, or the slot is already
+ * taken. */
+static bool is_lease_lost(const struct cc_err *err)
+{
+    return err->code == CC_EAGAIN && strncmp(err->msg, "lease lost", 10) == 0;
+}
+
 /* Is this beat allowed to dispatch right now? */
 static bool may_dispatch(struct beat *bt)
 {
@@ -486,7 +587,7 @@ static bool may_dispatch(struct beat *bt)
     if (!bt->is_leader)
         return false;
     /* Our lease may have expired without us noticing (store slow): stop before it does. */
-    if (cc_mono_us() > bt->lease_ok_mono + bt->ttl_ms * 900) {
+    if (!lease_allows_publish(bt)) {
         step_down(bt, "lease not renewed in time");
         return false;
     }
@@ -784,8 +885,10 @@ static void run_send_failed(struct beat *bt, const char *run_id, const struct cc
     cc_error("beat: run %s failed: %s", run_id, msg);
 }
 
-/* Send the message of run `run` (a row) and mark it sent. `entry`: the schedule entry name
- * for the log line, NULL for an unsent run found by the sweep. CC_OK or the error. */
+/* Send the message of run `run` (a row): claim its send (cc_store_run_send_claim: only the
+ * winner publishes it; a run another beat claimed is never sent here), publish with confirm,
+ * and give the claim back when the message was not published. `entry`: the schedule entry
+ * name for the log line, NULL for an unsent run found by the sweep. CC_OK or the error. */
 static int run_send(struct beat *bt, const json_t *run, const char *entry, int64_t slot_us,
                     bool is_catchup)
 {
@@ -798,6 +901,9 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
     struct beat_send s;
     struct cc_err err = {0};
     const json_t *v;
+    uint64_t seq = 0;
+    int64_t epoch = bt->epoch;
+    bool is_written;
     int rc;
 
     if (run_id == NULL || job_id == NULL || task_id == NULL)
@@ -809,6 +915,17 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
     if (kwargs == NULL) {
         store_failed(bt, "last success", &err);
         return err.code;
+    }
+    rc = cc_store_run_send_claim(bt->st, run_id, epoch, BEAT_LEASE_NAME, &err);
+    if (rc != CC_OK) {
+        if (is_lease_lost(&err))
+            step_down(bt, err.msg);
+        else if (rc == CC_EAGAIN || rc == CC_ENOTFOUND) /* sent, stopped, or another's */
+            cc_debug("beat: run %s: not sent by this beat: %s", run_id, err.msg);
+        else
+            store_failed(bt, "send claim", &err);
+        json_decref(kwargs);
+        return rc;
     }
     opt = json_object_get(job, "options");
     memset(&s, 0, sizeof(s));
@@ -832,20 +949,42 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
         cc_info("Scheduler: Sending due task %s (%s)", entry, s.task ? s.task : "?");
     else
         cc_info("Scheduler: Sending run %s of job %s (%s)", run_id, job_id, s.task ? s.task : "?");
-    rc = s.task != NULL ? beat_publish(bt, &s, NULL, &err)
+    rc = s.task != NULL ? beat_publish(bt, &s, &seq, &err)
                         : cc_err_set(&err, CC_EINVAL, "job has no task");
     json_decref(kwargs);
+    is_written = rc == CC_OK;
+    if (is_written)
+        rc = beat_wait_confirms(bt, seq, &err);
+    if (is_written && (rc == CC_ETIMEDOUT || rc == CC_EAGAIN)) {
+        /* Written, then no confirm in time or the broker blocked the connection: the message
+         * is in the broker's hands (a blocked connection's bytes are read once the alarm is
+         * lifted). Sending it again would run it twice: the claim stands. */
+        cc_warn("beat: run %s: %s; its message was written and is not sent again (if the run "
+                "never starts, `celeryc jobs stop` it)",
+                run_id, err.msg);
+        rc = CC_OK;
+        goto sent;
+    }
     if (rc != CC_OK) {
-        run_send_failed(bt, run_id, &err);
+        if (is_written && rc != CC_ENOTFOUND_Q)
+            broker_lost(bt);
+        /* Not published (lease lapsed, broker down or blocked before the write, returned,
+         * nacked) or, connection lost after the write, not known: give the claim back. A
+         * deposed leader wakes the new one; the leader retries on its own sweep. (So a broker
+         * failure in the middle of a publish may send a run twice, as before; a freeze does
+         * not lose the connection: it has no heartbeats, and the confirm of a publish written
+         * before the freeze is read when the process resumes.) */
+        run_send_undo(bt, run_id, epoch, is_lease_lost(&err));
+        if (!is_lease_lost(&err))
+            run_send_failed(bt, run_id, &err);
         return rc;
     }
+sent:
     bt->dispatched++;
     if (slot_us != 0 && !is_catchup)
         stats_add(bt, cc_now_us() - slot_us);
     log_sent(entry != NULL ? entry : run_id, slot_us, task_id);
     json_object_del(bt->run_attempts, run_id);
-    if (cc_store_run_mark_sent(bt->st, run_id, &err) != CC_OK)
-        store_failed(bt, "mark sent", &err); /* the sweep may send it again: same task id */
     return CC_OK;
 }
 
@@ -1009,12 +1148,6 @@ static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_e
     beat_heap_fix(&bt->heap, e);
 }
 
-/* A fenced store call said CC_EAGAIN: lease lost, or the slot is already taken. */
-static bool is_lease_lost(const struct cc_err *err)
-{
-    return err->code == CC_EAGAIN && strncmp(err->msg, "lease lost", 10) == 0;
-}
-
 /* Wait for the confirms of the pipelined batch and settle its entries: confirmed -> next
  * slot; otherwise each is retried (an unroutable batch: every message of it had the same
  * routing key, so all of them were returned). */
@@ -1026,10 +1159,17 @@ static void flush_pending(struct beat *bt)
     if (bt->n_pend == 0)
         return;
     if (bt->b_ok)
-        rc = cc_broker_wait_confirms(&bt->b, bt->pend_seq, BEAT_CONFIRM_MS, &err);
+        rc = beat_wait_confirms(bt, bt->pend_seq, &err);
     else
         rc = cc_err_set(&err, CC_EBROKER, "broker connection lost before the confirms");
-    if (rc == CC_ENOTFOUND_Q)
+    if (rc == CC_ETIMEDOUT || rc == CC_EAGAIN) {
+        /* Written, then no confirm in time or the connection blocked: the broker has them (a
+         * blocked connection's bytes are read once the alarm is lifted); sending the slots
+         * again would double them. */
+        cc_warn("beat: %zu message(s) for %s: %s; counted as sent, not sent again", bt->n_pend,
+                bt->pend_route, err.msg);
+        rc = CC_OK;
+    } else if (rc == CC_ENOTFOUND_Q)
         cc_err_set(&err, CC_ENOTFOUND_Q,
                    "unroutable: no queue is bound for %s (start a worker for the queue first)",
                    bt->pend_route);
@@ -1110,6 +1250,12 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     s.expires_s = e->expires_s;
     cc_info("Scheduler: Sending due task %s (%s)", e->name, e->task);
     rc = beat_publish(bt, &s, &seq, &err);
+    if (rc == CC_EAGAIN && is_lease_lost(&err)) {
+        /* Deposed between the claim and the publish: that slot is not sent (at most once). */
+        cc_warn("beat: %s: slot claimed but not sent: %s", e->name, err.msg);
+        flush_pending(bt);
+        return DISPATCH_STOP;
+    }
     if (rc != CC_OK) {
         if (rc != CC_ENOTFOUND_Q)
             broker_lost(bt);
@@ -1337,6 +1483,7 @@ static void beat_free(struct beat *bt)
     json_decref(bt->run_attempts);
     json_decref(bt->runs_changed);
     json_decref(bt->retry_wake);
+    json_decref(bt->undo);
     free(bt->lat_ms);
     free(bt->pend);
     free(bt->dirty);
@@ -1471,6 +1618,8 @@ static int beat_run(struct beat *bt)
 
     cc_info("beat: shutting down");
     save_state(bt, true);
+    if (store_mode(bt))
+        undo_pending(bt);
     if (store_mode(bt) && bt->st_ok && bt->is_leader) {
         if (cc_store_lease_release(bt->st, BEAT_LEASE_NAME, bt->holder, &err) != CC_OK)
             cc_warn("beat: lease release: %s", err.msg);
@@ -1537,6 +1686,7 @@ int cc_beat_main(int argc, char **argv)
     bt.run_attempts = json_object();
     bt.runs_changed = json_object();
     bt.retry_wake = json_object();
+    bt.undo = json_object();
     bt.tls = (struct cc_broker_tls){
         .ca_file = cfg.broker_ssl_ca_certs,
         .cert_file = cfg.broker_ssl_certfile,

@@ -1287,6 +1287,12 @@ static int db_debug(struct jcli *c, struct cc_store *s)
     } else if (strcmp(op, "unsent") == 0) { /* OLDER_THAN_S */
         NEED(1);
         rc = cc_store_runs_unsent(s, atoi(a[0]), c->limit, &out, &err);
+    } else if (strcmp(op, "send-claim") == 0) { /* RUN_ID --epoch N --lease L */
+        NEED(1);
+        rc = cc_store_run_send_claim(s, a[0], c->epoch, c->lease, &err);
+    } else if (strcmp(op, "send-undo") == 0) { /* RUN_ID --epoch N */
+        NEED(1);
+        rc = cc_store_run_send_undo(s, a[0], c->epoch, true, &err);
     } else if (strcmp(op, "mark-sent") == 0) {
         NEED(1);
         rc = cc_store_run_mark_sent(s, a[0], &err);

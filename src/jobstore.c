@@ -13,9 +13,14 @@
  * - Migrations run in one transaction under pg_advisory_xact_lock(STORE_LOCK_KEY), so
  *   concurrent `celeryc db upgrade`s serialise and the second one finds nothing to do.
  * - The lease: one upsert whose WHERE lets it through when the lease is free, expired or ours;
- *   a change of holder increments the epoch. Fenced writes (runs from the scheduler, entry
- *   slots, retries) lock the lease row FOR SHARE in their transaction and check its epoch,
- *   so a takeover either happened before (the write fails "lease lost") or waits for it.
+ *   a change of holder increments the epoch; it waits at most a tenth of the lease for a lock
+ *   another session holds on the lease row. Fenced writes (runs from the scheduler, entry
+ *   slots, send claims, retries) lock the lease row FOR SHARE and check its epoch, so a
+ *   takeover either happened before (the write fails "lease lost") or waits for it; each is
+ *   one statement (FENCE_SQL), except run creation, which takes that lock in its last
+ *   statement before the COMMIT. No transaction of ours waits on the client for more than a
+ *   round trip, and idle_in_transaction_session_timeout ends the session of a client frozen
+ *   in one, so a frozen process never holds the lease row (or any row) for long.
  * - Concurrency policies run in one transaction with the job row locked FOR UPDATE, so two
  *   `jobs run` at once cannot both pass a forbid check.
  * - Run logs: one INSERT ... SELECT FROM unnest(arrays) WITH ORDINALITY per batch. */
@@ -38,11 +43,19 @@
 /* pg_advisory_xact_lock key of migrations: "celeryc" as ASCII in an int64. */
 #define STORE_LOCK_KEY "27992235497661795"
 
+/* Session defaults (cc_store_set_timeouts changes them): no session of ours idles inside a
+ * transaction for more than a round trip, so a session that does is a frozen process (SIGSTOP,
+ * a paused VM) and the server ends it before its row locks stall everyone else. */
+#define STORE_IDLE_TX_MS_DEFAULT 5000
+
 struct cc_store {
     PGconn *conn;
     char *conninfo;
     int connect_timeout_s;
     bool is_listening;
+    int lock_timeout_ms; /* the session's lock_timeout (0: none) */
+    int idle_tx_ms;      /* its idle_in_transaction_session_timeout */
+    int applied_lock_ms; /* lock_timeout in effect on the connection now */
 };
 
 /* ---- Connection ------------------------------------------------------------------------- */
@@ -71,24 +84,71 @@ static int store_fail(struct cc_store *s, const PGresult *res, const char *what,
     /* 22xxx data exceptions and 23xxx constraint violations are the input's fault. */
     if (state != NULL && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         code = CC_EINVAL;
+    /* 55P03 lock_not_available: lock_timeout passed while another session held a row this
+     * statement needs (nothing was written; the connection is fine). */
+    if (state != NULL && strcmp(state, "55P03") == 0)
+        return cc_err_set(err, CC_ETIMEDOUT,
+                          "job store %s: a row it needs is locked by another session (waited "
+                          "%d ms)",
+                          what, s->applied_lock_ms);
     return cc_err_set(err, code, "job store %s: %s", what, line);
 }
 
+/* Set the session's lock_timeout (one statement outside any transaction). */
+static int store_lock_timeout(struct cc_store *s, int ms, struct cc_err *err)
+{
+    char v[24];
+    const char *vals[1] = {v};
+    PGresult *res;
+    int rc = CC_OK;
+
+    if (ms == s->applied_lock_ms)
+        return CC_OK;
+    snprintf(v, sizeof v, "%dms", ms);
+    res = PQexecParams(s->conn, "SELECT set_config('lock_timeout', $1, false)", 1, NULL, vals, NULL,
+                       NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = store_fail(s, res, "session settings", err);
+    else
+        s->applied_lock_ms = ms;
+    PQclear(res);
+    return rc;
+}
+
+/* Session settings, at every (re)connect, in one statement: time zone UTC, lock_timeout and
+ * idle_in_transaction_session_timeout as configured. */
 static int store_setup(struct cc_store *s, struct cc_err *err)
 {
+    char lock[24], idle[24];
+    const char *vals[2] = {lock, idle};
     PGresult *res;
+    int rc = CC_OK;
 
+    s->applied_lock_ms = -1;
     if (PQstatus(s->conn) != CONNECTION_OK)
         return store_fail(s, NULL, "connect", err);
     PQsetNoticeProcessor(s->conn, store_notice_ignore, NULL);
-    res = PQexec(s->conn, "SET TIME ZONE 'UTC'");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        int rc = store_fail(s, res, "connect", err);
-        PQclear(res);
-        return rc;
-    }
+    snprintf(lock, sizeof lock, "%dms", s->lock_timeout_ms);
+    snprintf(idle, sizeof idle, "%dms", s->idle_tx_ms);
+    res = PQexecParams(s->conn,
+                       "SELECT set_config('TimeZone', 'UTC', false), "
+                       "set_config('lock_timeout', $1, false), "
+                       "set_config('idle_in_transaction_session_timeout', $2, false)",
+                       2, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = store_fail(s, res, "connect", err);
+    else
+        s->applied_lock_ms = s->lock_timeout_ms;
     PQclear(res);
-    return CC_OK;
+    return rc;
+}
+
+int cc_store_set_timeouts(struct cc_store *s, int lock_timeout_ms, int idle_tx_timeout_ms,
+                          struct cc_err *err)
+{
+    s->lock_timeout_ms = lock_timeout_ms > 0 ? lock_timeout_ms : 0;
+    s->idle_tx_ms = idle_tx_timeout_ms > 0 ? idle_tx_timeout_ms : 0;
+    return store_setup(s, err);
 }
 
 int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out, struct cc_err *err)
@@ -104,6 +164,7 @@ int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out,
     s = cc_xcalloc(1, sizeof *s);
     s->conninfo = cc_xstrdup(url);
     s->connect_timeout_s = connect_timeout_s > 0 ? connect_timeout_s : 10;
+    s->idle_tx_ms = STORE_IDLE_TX_MS_DEFAULT;
     {
         char timeout[16];
         const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -928,6 +989,21 @@ int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out, struc
 
 /* ---- Runs ------------------------------------------------------------------------------- */
 
+/* Fencing in one statement: a CTE `fence` with one row when the write may go ahead (epoch 0:
+ * not fenced; else the lease row, locked FOR SHARE, still has that epoch). The statement is
+ * its own transaction, so the lock lasts as long as the statement, however long the client
+ * then takes (a frozen beat cannot keep it). LEASE and EPOCH are parameter references. */
+#define FENCE_SQL(LEASE, EPOCH)                                                                    \
+    "lease AS (SELECT 1 FROM celeryc.leases WHERE name = " LEASE "::text AND epoch = " EPOCH       \
+    "::bigint FOR SHARE), fence AS (SELECT 1 WHERE " EPOCH "::bigint <= 0 OR EXISTS (SELECT 1 "    \
+    "FROM lease))"
+
+static int fence_lost(const char *lease, int64_t epoch, struct cc_err *err)
+{
+    return cc_err_set(err, CC_EAGAIN, "lease lost: %s is no longer at epoch %" PRId64,
+                      lease != NULL ? lease : "?", epoch);
+}
+
 /* In a transaction: lock the lease row and check its epoch (fencing). */
 static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, struct cc_err *err)
 {
@@ -1065,9 +1141,6 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
     rc = sql_begin(s, err);
     if (rc != CC_OK)
         return rc;
-    rc = lease_check(s, rn->lease, rn->epoch, err);
-    if (rc != CC_OK)
-        goto out;
     if (rn->rerun_of != NULL) {
         /* A finished run stays finished, so reading it before the job lock is safe; the
          * job lock below keeps it from being deleted (with its job) until the insert. */
@@ -1136,6 +1209,11 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
         kwargs = json_dumps(use_kwargs, JSON_COMPACT | JSON_ENCODE_ANY);
     snprintf(att, sizeof att, "%d", rn->attempt > 0 ? rn->attempt : 1);
     snprintf(ep, sizeof ep, "%" PRId64, rn->epoch > 0 ? rn->epoch : 0);
+    /* Fencing last: the lease row is locked (FOR SHARE) only from here to the COMMIT, two
+     * round trips, never while this transaction waits for the job row or runs the policy. */
+    rc = lease_check(s, rn->lease, rn->epoch, err);
+    if (rc != CC_OK)
+        goto out;
     {
         const char *vals[13] = {run_id,
                                 job_id,
@@ -1230,6 +1308,66 @@ int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *er
     if (rc == CC_OK && rows == 0)
         rc = cc_err_set(err, CC_ENOTFOUND, "no run %s", id);
     return rc;
+}
+
+int cc_store_run_send_claim(struct cc_store *s, const char *id, int64_t epoch, const char *lease,
+                            struct cc_err *err)
+{
+    char ep[24];
+    const char *vals[3] = {id, ep, lease};
+    PGresult *res = NULL;
+    int rc = check_uuid(id, "run", err);
+
+    if (rc != CC_OK)
+        return rc;
+    if (epoch > 0 && lease == NULL)
+        return cc_err_set(err, CC_EINVAL, "fenced write without a lease name");
+    snprintf(ep, sizeof ep, "%" PRId64, epoch > 0 ? epoch : 0);
+    /* One statement, so only one leader can win a run's send: the UPDATE's row lock orders
+     * two claimants, and the second finds sent_at set. */
+    rc = sql_run(
+        s, "run send claim",
+        "WITH " FENCE_SQL(
+            "$3",
+            "$2") ", "
+                  "u AS (UPDATE celeryc.runs r SET sent_at = now(), epoch = $2::bigint "
+                  "WHERE r.id = $1::uuid AND r.status = 'Q' AND r.sent_at IS NULL "
+                  "AND EXISTS (SELECT 1 FROM fence) RETURNING 1) "
+                  "SELECT EXISTS (SELECT 1 FROM fence), (SELECT count(*) FROM u), "
+                  "(SELECT status || CASE WHEN sent_at IS NULL THEN '' ELSE ' (send claimed by "
+                  "epoch ' || epoch || ')' END FROM celeryc.runs WHERE id = $1::uuid)",
+        3, vals, &res, err);
+    if (rc != CC_OK)
+        return rc;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        rc = fence_lost(lease, epoch, err);
+    else if (atoi(PQgetvalue(res, 0, 1)) == 1)
+        rc = CC_OK;
+    else if (PQgetisnull(res, 0, 2))
+        rc = cc_err_set(err, CC_ENOTFOUND, "no run %s", id);
+    else
+        rc = cc_err_set(err, CC_EAGAIN, "run is %s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+    return rc;
+}
+
+int cc_store_run_send_undo(struct cc_store *s, const char *id, int64_t epoch, bool is_notify,
+                           struct cc_err *err)
+{
+    char ep[24];
+    const char *vals[3] = {id, ep, is_notify ? "t" : "f"};
+    int rc = check_uuid(id, "run", err);
+
+    if (rc != CC_OK)
+        return rc;
+    snprintf(ep, sizeof ep, "%" PRId64, epoch);
+    /* Not fenced: a deposed leader gives back the claim it holds, and only that one (same
+     * epoch, still Q). NOTIFY wakes whoever leads now to send it. */
+    return sql_run(s, "run send undo",
+                   "WITH u AS (UPDATE celeryc.runs SET sent_at = NULL WHERE id = $1::uuid "
+                   "AND epoch = $2::bigint AND status = 'Q' AND sent_at IS NOT NULL RETURNING id) "
+                   "SELECT pg_notify('celeryc_runs', id::text) FROM u WHERE $3::boolean",
+                   3, vals, NULL, err);
 }
 
 int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t **out,
@@ -1566,46 +1704,56 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
                         struct cc_err *err)
 {
     char ep[24];
-    const char *vals[1] = {ep};
+    const char *vals[2] = {ep, lease};
+    PGresult *res = NULL;
+    json_error_t jerr;
     int rc;
 
     *out = NULL;
+    if (epoch > 0 && lease == NULL)
+        return cc_err_set(err, CC_EINVAL, "fenced write without a lease name");
     snprintf(ep, sizeof ep, "%" PRId64, epoch > 0 ? epoch : 0);
-    rc = sql_begin(s, err);
+    /* One statement (fenced: FENCE_SQL; see there). One retry per failed run (NOT EXISTS
+     * retry_of), within the job's max_attempts; only failures of the last day, so raising
+     * max_attempts later does not retry old history. Ids are the server's gen_random_uuid()
+     * (a set insert). */
+    rc = sql_run(
+        s, "runs retry",
+        "WITH " FENCE_SQL(
+            "$2",
+            "$1") ", "
+                  "n AS (INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, "
+                  "kwargs, queue, scheduled_for, not_before, attempt, retry_of, epoch) "
+                  "SELECT gen_random_uuid(), f.job_id, f.started_by, gen_random_uuid()::text, "
+                  "f.args, "
+                  "f.kwargs, f.queue, f.scheduled_for, "
+                  "COALESCE(f.finished_at, now()) + LEAST("
+                  "COALESCE((j.retry_policy->>'max_backoff')::float8, 1e9), "
+                  "COALESCE((j.retry_policy->>'backoff')::float8, 0) * "
+                  "power(COALESCE((j.retry_policy->>'factor')::float8, 1), f.attempt - 1)) "
+                  "* interval '1 second', "
+                  "f.attempt + 1, f.id, $1::bigint "
+                  "FROM celeryc.runs f JOIN celeryc.jobs j ON j.id = f.job_id "
+                  "WHERE EXISTS (SELECT 1 FROM fence) AND f.status = 'F' "
+                  "AND f.attempt < COALESCE((j.retry_policy->>'max_attempts')::int, "
+                  "1) AND COALESCE(f.finished_at, f.created) > now() - interval '1 day' "
+                  "AND NOT EXISTS (SELECT 1 FROM celeryc.runs x WHERE x.retry_of = f.id) "
+                  "ON CONFLICT DO NOTHING "
+                  "RETURNING " RUN_JSON " AS j, r.created) "
+                  "SELECT EXISTS (SELECT 1 FROM fence), "
+                  "(SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM n)",
+        2, vals, &res, err);
     if (rc != CC_OK)
         return rc;
-    rc = lease_check(s, lease, epoch, err);
-    /* One retry per failed run (NOT EXISTS retry_of), within the job's max_attempts; only
-     * failures of the last day, so raising max_attempts later does not retry old history.
-     * Ids are the server's gen_random_uuid() (a set insert). */
-    if (rc == CC_OK)
-        rc = sql_json_agg(
-            s, "runs retry",
-            "WITH n AS (INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, "
-            "kwargs, queue, scheduled_for, not_before, attempt, retry_of, epoch) "
-            "SELECT gen_random_uuid(), f.job_id, f.started_by, gen_random_uuid()::text, f.args, "
-            "f.kwargs, f.queue, f.scheduled_for, "
-            "COALESCE(f.finished_at, now()) + LEAST("
-            "COALESCE((j.retry_policy->>'max_backoff')::float8, 1e9), "
-            "COALESCE((j.retry_policy->>'backoff')::float8, 0) * "
-            "power(COALESCE((j.retry_policy->>'factor')::float8, 1), f.attempt - 1)) "
-            "* interval '1 second', "
-            "f.attempt + 1, f.id, $1::bigint "
-            "FROM celeryc.runs f JOIN celeryc.jobs j ON j.id = f.job_id "
-            "WHERE f.status = 'F' AND f.attempt < COALESCE((j.retry_policy->>'max_attempts')::int, "
-            "1) AND COALESCE(f.finished_at, f.created) > now() - interval '1 day' "
-            "AND NOT EXISTS (SELECT 1 FROM celeryc.runs x WHERE x.retry_of = f.id) "
-            "ON CONFLICT DO NOTHING "
-            "RETURNING " RUN_JSON " AS j, r.created) "
-            "SELECT COALESCE(json_agg(j ORDER BY created), '[]') FROM n",
-            1, vals, out, err);
-    if (rc == CC_OK)
-        rc = sql_commit(s, err);
-    if (rc != CC_OK) {
-        sql_rollback(s);
-        json_decref(*out);
-        *out = NULL;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        rc = fence_lost(lease, epoch, err);
+    } else {
+        *out = json_loads(PQgetvalue(res, 0, 1), 0, &jerr);
+        if (*out == NULL)
+            rc = cc_err_set(err, CC_EBACKEND, "job store runs retry: bad JSON from server: %s",
+                            jerr.text);
     }
+    PQclear(res);
     return rc;
 }
 
@@ -1616,14 +1764,24 @@ int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int
 {
     char ttl[16];
     const char *vals[3] = {name, holder, ttl};
-    PGresult *res;
-    int rc;
+    PGresult *res = NULL;
+    int rc, wait_ms;
 
     *epoch = 0;
     *is_leader = false;
     if (name == NULL || holder == NULL || holder[0] == '\0')
         return cc_err_set(err, CC_EINVAL, "lease: name and holder are required");
-    snprintf(ttl, sizeof ttl, "%d", ttl_ms > 0 ? ttl_ms : 1);
+    if (ttl_ms < 1)
+        ttl_ms = 1;
+    snprintf(ttl, sizeof ttl, "%d", ttl_ms);
+    /* Never wait for another session's lock on the lease row for more than a tenth of the
+     * lease: a leader stopped inside a fenced write would otherwise hold every standby. */
+    wait_ms = ttl_ms / 10 > 10 ? ttl_ms / 10 : 10;
+    if (s->lock_timeout_ms > 0 && s->lock_timeout_ms < wait_ms)
+        wait_ms = s->lock_timeout_ms;
+    rc = store_lock_timeout(s, wait_ms, err);
+    if (rc != CC_OK)
+        return rc;
     /* Free (no holder), expired, or ours: take it. A new holder increments the epoch; our own
      * renewal keeps it (no one else held the lease in between, or the epoch would differ). */
     rc = sql_run(s, "lease",
@@ -1637,14 +1795,26 @@ int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int
                  "WHERE l.holder IS NULL OR l.holder = EXCLUDED.holder OR l.expires_at < now() "
                  "RETURNING l.epoch",
                  3, vals, &res, err);
-    if (rc != CC_OK)
-        return rc;
-    if (PQntuples(res) == 1) {
+    if (rc == CC_ETIMEDOUT)
+        cc_err_set(err, CC_ETIMEDOUT,
+                   "lease '%.60s' is locked by another session (waited %d ms: a beat stopped "
+                   "inside a fenced write?); not taken this time",
+                   name, wait_ms);
+    if (rc == CC_OK && PQntuples(res) == 1) {
         *epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         *is_leader = true;
     }
     PQclear(res);
-    return CC_OK;
+    if (rc != CC_EBACKEND && wait_ms != s->lock_timeout_ms) {
+        struct cc_err e2 = {0};
+        int rc2 = store_lock_timeout(s, s->lock_timeout_ms, &e2);
+
+        if (rc == CC_OK && rc2 != CC_OK) {
+            *err = e2;
+            rc = rc2;
+        }
+    }
+    return rc;
 }
 
 int cc_store_lease_release(struct cc_store *s, const char *name, const char *holder,
@@ -1663,36 +1833,38 @@ int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us,
                          const char *lease, const char *task_id, struct cc_err *err)
 {
     char slot[24], ep[24];
-    const char *vals[4] = {entry, slot, task_id, ep};
-    int rows = 0, rc;
+    const char *vals[5] = {entry, slot, task_id, ep, lease};
+    PGresult *res = NULL;
+    int rc;
 
+    if (epoch > 0 && lease == NULL)
+        return cc_err_set(err, CC_EINVAL, "fenced write without a lease name");
     snprintf(slot, sizeof slot, "%" PRId64, slot_us);
     snprintf(ep, sizeof ep, "%" PRId64, epoch > 0 ? epoch : 0);
-    rc = sql_begin(s, err);
+    /* One statement: fence, slot row, entry state (no transaction spans a round trip). */
+    rc = sql_run(
+        s, "entry claim",
+        "WITH " FENCE_SQL(
+            "$5",
+            "$4") ", "
+                  "n AS (INSERT INTO celeryc.entry_slots (name, slot, task_id, epoch) "
+                  "SELECT $1::text, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
+                  "microsecond'), $3::text, $4::bigint FROM fence "
+                  "ON CONFLICT (name, slot) DO NOTHING RETURNING slot), "
+                  "e AS (INSERT INTO celeryc.entries AS e (name, last_run_at, total_run_count) "
+                  "SELECT $1::text, slot, 1 FROM n ON CONFLICT (name) DO UPDATE SET "
+                  "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
+                  "total_run_count = e.total_run_count + 1 RETURNING 1) "
+                  "SELECT EXISTS (SELECT 1 FROM fence), (SELECT count(*) FROM n), "
+                  "(SELECT count(*) FROM e)",
+        5, vals, &res, err);
     if (rc != CC_OK)
         return rc;
-    rc = lease_check(s, lease, epoch, err);
-    if (rc == CC_OK)
-        rc = run_update(s, "entry claim",
-                        "INSERT INTO celeryc.entry_slots (name, slot, task_id, epoch) "
-                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
-                        "microsecond'), $3, $4::bigint) "
-                        "ON CONFLICT (name, slot) DO NOTHING",
-                        4, vals, &rows, err);
-    if (rc == CC_OK && rows == 0)
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        rc = fence_lost(lease, epoch, err);
+    else if (atoi(PQgetvalue(res, 0, 1)) == 0)
         rc = cc_err_set(err, CC_EAGAIN, "exists: %s already dispatched for this slot", entry);
-    if (rc == CC_OK)
-        rc = run_update(s, "entry claim",
-                        "INSERT INTO celeryc.entries AS e (name, last_run_at, total_run_count) "
-                        "VALUES ($1, ('epoch'::timestamptz + ($2)::bigint * interval '1 "
-                        "microsecond'), 1) ON CONFLICT (name) DO UPDATE SET "
-                        "last_run_at = GREATEST(e.last_run_at, EXCLUDED.last_run_at), "
-                        "total_run_count = e.total_run_count + 1",
-                        2, vals, &rows, err);
-    if (rc == CC_OK)
-        rc = sql_commit(s, err);
-    if (rc != CC_OK)
-        sql_rollback(s);
+    PQclear(res);
     return rc;
 }
 

@@ -16,8 +16,16 @@
  *   CC_ENOTFOUND no such job / run;
  *   CC_EINVAL    bad input (invalid schedule, unknown concurrency policy, ...), err says what;
  *   CC_EAGAIN    not done because of the state of the data (run exists for the slot, forbid
- *                policy, lease lost), err says which.
- * No function retries: the caller (beat loop, worker) decides. */
+ *                policy, lease lost), err says which;
+ *   CC_ETIMEDOUT another session held a row lock the statement needed for longer than the
+ *                session's lock_timeout (cc_store_set_timeouts); nothing was written, the
+ *                connection is fine: try again later.
+ * No function retries: the caller (beat loop, worker) decides.
+ *
+ * Sessions never idle inside a transaction for more than a round trip (the only
+ * multi-statement transactions are cc_store_upgrade and cc_store_run_create); every session
+ * has idle_in_transaction_session_timeout (5 s unless cc_store_set_timeouts says otherwise),
+ * so the server ends the session of a process frozen mid-transaction and its locks go. */
 #ifndef CELERYC_JOBSTORE_H
 #define CELERYC_JOBSTORE_H
 
@@ -39,6 +47,12 @@ int cc_store_schema_latest(void);
 int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out,
                   struct cc_err *err) CC_MUST_USE;
 void cc_store_close(struct cc_store *s);
+/* The session's lock_timeout (0: wait as long as it takes, the default) and
+ * idle_in_transaction_session_timeout (0: none; default 5000), applied now and at every
+ * reconnect. The beat uses a tenth and a quarter of its lease. CC_EBACKEND when the server
+ * refused them (the values are kept for the next reconnect). */
+int cc_store_set_timeouts(struct cc_store *s, int lock_timeout_ms, int idle_tx_timeout_ms,
+                          struct cc_err *err) CC_MUST_USE;
 /* The socket of the connection (for poll(): LISTEN notifications), -1 when closed. */
 int cc_store_fd(const struct cc_store *s);
 /* Reconnect after a failure (same URL). */
@@ -110,17 +124,20 @@ struct cc_run_new {
 int cc_store_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
                                struct cc_err *err) CC_MUST_USE;
 
-/* Create a run in status Q with a freshly generated task_id, in one transaction that:
- * - (epoch > 0) checks the lease `lease` still has that epoch, else CC_EAGAIN "lease lost";
+/* Create a run in status Q with a freshly generated task_id (runs.epoch = rn->epoch), in one
+ * transaction that:
  * - (rerun_of) reads that run: it must be finished (S F W P X), else CC_EAGAIN "run <id> is R
  *   (running): only a finished run can be rerun"; unknown: CC_ENOTFOUND; the new run belongs
  *   to its job and takes its args / kwargs / queue where rn gives none;
- * - applies the job's concurrency policy against its Q/R/C runs: allow: nothing; forbid: a
- *   Q/R/C run exists -> CC_EAGAIN "forbid: run <id> is R"; replace: every such run goes to C
- *   and is listed in *cancelled (array of run rows; may be NULL) for the caller to revoke;
+ * - locks the job row and applies the job's concurrency policy against its Q/R/C runs: allow:
+ *   nothing; forbid: a Q/R/C run exists -> CC_EAGAIN "forbid: run <id> is R"; replace: every
+ *   such run goes to C and is listed in *cancelled (array of run rows; may be NULL) for the
+ *   caller to revoke;
  * - adds the job's since_kwarg (when it has one and the kwargs do not name it already): the
  *   start of the job's last S/P/W run as ISO-8601 UTC, or null, so the row records what the
  *   run is sent with;
+ * - (epoch > 0) then checks the lease `lease` still has that epoch (the lease row locked
+ *   FOR SHARE from there to the COMMIT only), else CC_EAGAIN "lease lost";
  * - inserts; a run for the same (job, scheduled_for, attempt) -> CC_EAGAIN "exists".
  * args / kwargs of the wrong JSON type are CC_EINVAL. The policy applies to manual runs too.
  * *out: the new run row (keys as the table). `cancelled` may be NULL. */
@@ -134,10 +151,26 @@ const char *cc_store_status_name(char status);
  * are). CC_OK, or the error of the query. */
 int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *kwargs, json_t **out,
                           struct cc_err *err) CC_MUST_USE;
-/* The message for run `id` was confirmed by the broker: sent_at = now(). */
+/* sent_at = now() if not set yet (kept for `celeryc db debug mark-sent`; the beat marks a run
+ * with cc_store_run_send_claim before it publishes). */
 int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *err) CC_MUST_USE;
-/* Q runs never marked sent, created more than older_than_s ago, and Q runs whose
- * not_before has passed and that are not sent (retries), oldest first, at most `limit`. */
+/* Claim the send of run `id` for the leader of `epoch`, fenced like cc_store_run_create, in one
+ * statement: a Q run with sent_at NULL gets sent_at = now() and runs.epoch = epoch. Only the
+ * winner may publish the run's message; nobody else sends a run whose send is claimed.
+ * CC_OK: claimed; CC_EAGAIN "lease lost: ..."; CC_EAGAIN "run is R" / "run is Q (send claimed
+ * by epoch N)": someone else has it; CC_ENOTFOUND. */
+int cc_store_run_send_claim(struct cc_store *s, const char *id, int64_t epoch, const char *lease,
+                            struct cc_err *err) CC_MUST_USE;
+/* Give a send claim back (the message was not published: the lease lapsed before the publish,
+ * the broker refused or returned it, the connection was lost): sent_at = NULL if the run is
+ * still Q and its claim is `epoch`'s; is_notify: NOTIFY celeryc_runs so that whoever leads
+ * now sends it (a deposed leader; the leader itself retries at its own pace). Not fenced (a
+ * deposed leader gives back its own claim). CC_OK also when there was nothing to give back. */
+int cc_store_run_send_undo(struct cc_store *s, const char *id, int64_t epoch, bool is_notify,
+                           struct cc_err *err) CC_MUST_USE;
+/* Q runs whose send nobody has claimed (sent_at NULL), created more than older_than_s ago,
+ * and such Q runs whose not_before has passed (retries), oldest first, at most `limit`. A
+ * read: the caller claims each one (cc_store_run_send_claim) before it sends it. */
 int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t **out,
                          struct cc_err *err) CC_MUST_USE;
 /* Fail run `id` (Q or R) with message (e.g. "message never sent: ..."). */
@@ -201,8 +234,8 @@ int cc_store_job_last_success(struct cc_store *s, const char *job_id, int64_t *s
 int cc_store_reap(struct cc_store *s, int timeout_s, int *n, struct cc_err *err) CC_MUST_USE;
 /* F runs of jobs whose retry_policy allows another attempt and that have no retry yet: create
  * the retry run (attempt+1, same slot, retry_of, not_before = finished_at + backoff *
- * factor^(attempt-1) capped at max_backoff), fenced like cc_store_run_create. *out: the new
- * runs (array). */
+ * factor^(attempt-1) capped at max_backoff), fenced (one statement). *out: the new runs
+ * (array). */
 int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, json_t **out,
                         struct cc_err *err) CC_MUST_USE;
 
@@ -210,7 +243,10 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
 
 /* Take or renew lease `name` for `holder` for ttl_ms. The lease is taken when it is free,
  * expired, or already ours; taking it (not renewing) increments the epoch. *epoch: the
- * epoch now held; *is_leader: whether we hold it. Uses the server's clock only. */
+ * epoch now held; *is_leader: whether we hold it. Uses the server's clock only. One
+ * statement, which waits at most ttl_ms/10 (or the session's lock_timeout if shorter) for
+ * another session's lock on the lease row: CC_ETIMEDOUT "lease ... is locked by another
+ * session" then (not taken this time; a fenced write of a frozen leader). */
 int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int ttl_ms,
                    int64_t *epoch, bool *is_leader, struct cc_err *err) CC_MUST_USE;
 /* Give the lease up (at shutdown) if we hold it, so a standby takes over at once. */
@@ -220,7 +256,7 @@ int cc_store_lease_release(struct cc_store *s, const char *name, const char *hol
 /* Record that entry `entry` (a schedule-file entry name, or "job:<uuid>") was dispatched for
  * slot slot_us by the leader of `epoch`: inserts (entry, slot) -- a second dispatch of the
  * same slot is CC_EAGAIN "exists" -- and sets the entry's last_run_at / total_run_count, fenced
- * by the lease like cc_store_run_create. */
+ * by the lease (CC_EAGAIN "lease lost"), all in one statement. */
 int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us, int64_t epoch,
                          const char *lease, const char *task_id, struct cc_err *err) CC_MUST_USE;
 /* last_run_at (µs, 0 when never) and total_run_count of every entry: a JSON object
