@@ -1082,23 +1082,19 @@ static json_t *control_cancel_consumer(struct cc_control *c, json_t *args)
 
 static json_t *control_conf(struct cc_control *c)
 {
-    char *u = cc_url_redact(c->cfg->broker_url ? c->cfg->broker_url : "");
+    /* [issue 14] Every URL as Celery's filter_hidden_settings shows it: the password
+     * replaced by "********" (the result backend's was sent in clear). */
+    char *u = cc_url_mask(c->cfg->broker_url ? c->cfg->broker_url : "", CC_URL_MASK_CONF);
     json_t *o = json_object();
-    char *star = u ? strstr(u, ":**@") : NULL;
-
-    if (star != NULL) { /* Celery's conf masks the password as "********" */
-        size_t n = strlen(u) + 7;
-        char *m = cc_xmalloc(n);
-
-        snprintf(m, n, "%.*s:********%s", (int)(star - u), u, star + 3);
-        free(u);
-        u = m;
-    }
 
     /* Non-default settings we know of, JSON-safe, password masked as Celery does. */
     json_object_set_new(o, "broker_url", json_string(u ? u : ""));
-    if (c->cfg->result_backend != NULL)
-        json_object_set_new(o, "result_backend", json_string(c->cfg->result_backend));
+    if (c->cfg->result_backend != NULL) {
+        char *rb = cc_url_mask(c->cfg->result_backend, CC_URL_MASK_CONF);
+
+        json_object_set_new(o, "result_backend", json_string(rb));
+        free(rb);
+    }
     if (c->cfg->n_queues > 0) {
         json_t *q = json_array();
 
