@@ -41,9 +41,14 @@ def _alive(app, w):
 
 
 def _no_sanitizer_report(w):
+    """Stop the worker (warm), then: exit 0, and no sanitizer report (UBSan, ASan, leaks at
+    exit) in its log."""
+    rc = w.stop()
     log = w.log()
-    for marker in ("runtime error:", "AddressSanitizer", "outside the range of representable"):
+    for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer",
+                   "outside the range of representable"):
         assert marker not in log, log[-4000:]
+    assert rc == 0, (rc, log[-4000:])
 
 
 YEAR_3000_MS = 32503680000000
@@ -92,6 +97,7 @@ def test_zero_time_limit_falls_back_to_the_worker_limit(app, worker_factory, rds
     with pytest.raises(TimeLimitExceeded):
         r.get(timeout=TIMEOUT)
     _alive(app, w)
+    _no_sanitizer_report(w)
 
 
 @c_only
@@ -104,6 +110,7 @@ def test_negative_time_limit_is_rejected(app, worker_factory, hard, soft):
                       soft_time_limit=soft)
     w.wait_log(r"%s.*timelimit\[\d\] is negative" % r.id, 10)
     _alive(app, w)
+    _no_sanitizer_report(w)
 
 
 # ---- Time limits by control command --------------------------------------------------------

@@ -193,6 +193,20 @@ def test_issue_14_no_password_in_any_output(worker_factory, redis_pw, amqp_pw, p
         w.stop()
     outputs.append(("the worker's log", w.log()))
 
+    # The database result backend (Celery's db+postgresql://) the same way.
+    q2 = unique_queue("mask-db")
+    db_backend = "db+" + store
+    w2 = worker_factory(queue=q2, argv=[
+        celeryc_bin(), "worker", "-b", broker, "--result-backend", db_backend, "-Q", q2, "-n",
+        "mask-%s@localhost" % q2, "-c", "1", "-l", "debug"], name="mask-%s@localhost" % q2)
+    try:
+        conf = app.control.inspect(destination=[w2.name], timeout=scaled(3)).conf()[w2.name]
+        assert conf["result_backend"] == db_backend.replace(":" + PW + "@", ":********@"), conf
+        outputs.append(("inspect conf, database backend", json.dumps(conf)))
+    finally:
+        w2.stop()
+    outputs.append(("the database-backend worker's log", w2.log()))
+
     # Every service unreachable: the error texts.
     cp = closed_port()
     dead_broker = "amqp://maskuser:%s@127.0.0.1:%d//" % (PW, cp)
@@ -226,6 +240,9 @@ def test_issue_14_no_password_in_any_output(worker_factory, redis_pw, amqp_pw, p
     cfg.write_text("broker_url amqp://u:%s@h//\n" % PW)
     outputs.append(run("worker", "--config", str(cfg), timeout=30))
 
+    for label, o in outputs:  # under ASan+UBSan: nothing reported on any of these paths
+        for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
+            assert marker not in o, (label, o[-4000:])
     leaks = [(label, o) for label, o in outputs if PW in o]
     assert not leaks, "password in output:\n" + "\n-----\n".join(
         label + "\n" + "\n".join(line for line in o.splitlines() if PW in line)

@@ -154,8 +154,8 @@ static void test_issue_14_retried_follows_the_copys_received(void **state)
     /* Not received here in time: sent by the tick once the hold is over, not before. */
     ev.batch_len = 0;
     ev.n_batched = 0;
-    t0 = cc_mono_us();
     cc_events_task_report(&ev, &r, &rep);
+    t0 = cc_mono_us(); /* after: the hold ends by t0 + CC_EVENTS_RETRY_HOLD_US */
     cc_events_tick(&ev, t0, 0, 0);
     assert_int_equal(ev.n_held, 1);
     cc_events_tick(&ev, t0 + CC_EVENTS_RETRY_HOLD_US + 1, 0, 0);
