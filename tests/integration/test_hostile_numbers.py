@@ -92,7 +92,7 @@ def test_huge_time_limit_is_no_limit(app, worker_factory, rds, hard, soft):
 
 def test_zero_time_limit_falls_back_to_the_worker_limit(app, worker_factory, rds):
     # `time_limit or task.time_limit`: 0 is unset, so the worker's --time-limit applies.
-    w = worker_factory(concurrency=1, extra=["--time-limit", "1"])
+    w = worker_factory(concurrency=1, extra=["--time-limit", "1"], env={"PYW_TIME_LIMIT": "1"})
     r = app.send_task("demo.spin", args=[60], queue=w.queue, time_limit=0)
     with pytest.raises(TimeLimitExceeded):
         r.get(timeout=TIMEOUT)
