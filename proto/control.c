@@ -3,6 +3,17 @@
  * Request parsing follows kombu's pidbox Node.handle_message (destination, pattern and
  * matcher); reply objects are built in the key order Celery's Request.info() and kombu's
  * Queue.as_dict() produce, serialised with Python's json separators (", " and ": ").
+ *
+ * Python's json module writes NaN, Infinity and -Infinity as bare tokens (allow_nan=True is
+ * kombu's default), which are not JSON: `celery control time_limit t nan` or
+ * `app.control.time_limit(t, soft=float('inf'))` made the whole request unreadable and the
+ * client saw no reply. A body jansson refuses is read again after ctl_py_tokens() has
+ * rewritten those tokens outside strings: NaN -> "NaN" (a string: truthy as nan is in
+ * Python, and refused where a number is needed), +-Infinity -> +-DBL_MAX (a huge number,
+ * which means "no limit" to cc_iso_span_us's callers). A valid body is never changed.
+ *
+ * Booleans: every boolean argument is read with cc_ctl_truthy(), Python's `if value:`
+ * (Flower sends terminate=1, strtobool's int).
  */
 #include <fnmatch.h>
 #include <regex.h>
@@ -40,6 +51,89 @@ static bool ctl_match(const char *pattern, const char *matcher, const char *host
     return false;
 }
 
+#define CTL_DBL_MAX_TEXT "1.7976931348623157e308"
+
+/* Copy of `body` with Python's NaN / Infinity / -Infinity tokens outside strings rewritten
+ * (see the head of the file), or NULL when there are none (or on ENOMEM). Owned; *out_len. */
+static char *ctl_py_tokens(const char *body, size_t len, size_t *out_len)
+{
+    static const struct {
+        const char *tok, *rep;
+    } toks[] = {
+        {"NaN", "\"NaN\""}, {"-Infinity", "-" CTL_DBL_MAX_TEXT}, {"Infinity", CTL_DBL_MAX_TEXT}};
+    /* Each token grows at most from 8 to 22 bytes: 3 x len is always enough. */
+    char *out = len < ((size_t)-1) / 3 - 1 ? malloc(3 * len + 1) : NULL;
+    size_t n = 0;
+    bool is_str = false, changed = false;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len;) {
+        size_t k = 0;
+
+        if (is_str) {
+            if (body[i] == '\\' && i + 1 < len) {
+                out[n++] = body[i++];
+            } else if (body[i] == '"') {
+                is_str = false;
+            }
+            out[n++] = body[i++];
+            continue;
+        }
+        if (body[i] == '"') {
+            is_str = true;
+            out[n++] = body[i++];
+            continue;
+        }
+        for (; k < sizeof(toks) / sizeof(toks[0]); k++) {
+            size_t tl = strlen(toks[k].tok);
+
+            if (len - i >= tl && memcmp(body + i, toks[k].tok, tl) == 0) {
+                size_t rl = strlen(toks[k].rep);
+
+                memcpy(out + n, toks[k].rep, rl);
+                n += rl;
+                i += tl;
+                changed = true;
+                break;
+            }
+        }
+        if (k == sizeof(toks) / sizeof(toks[0]))
+            out[n++] = body[i++];
+    }
+    if (!changed) {
+        free(out);
+        return NULL;
+    }
+    out[n] = '\0';
+    *out_len = n;
+    return out;
+}
+
+bool cc_ctl_truthy(const json_t *v)
+{
+    if (v == NULL || json_is_null(v) || json_is_false(v))
+        return false;
+    if (json_is_true(v))
+        return true;
+    if (json_is_integer(v))
+        return json_integer_value(v) != 0;
+    if (json_is_real(v))
+        return json_real_value(v) != 0.0;
+    if (json_is_string(v))
+        return json_string_length(v) > 0;
+    if (json_is_array(v))
+        return json_array_size(v) > 0;
+    return json_object_size(v) > 0;
+}
+
+bool cc_ctl_arg_bool(const json_t *args, const char *key, bool dflt)
+{
+    const json_t *v = json_is_object(args) ? json_object_get(args, key) : NULL;
+
+    return v != NULL ? cc_ctl_truthy(v) : dflt;
+}
+
 int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_ctl_req *out,
                  struct cc_err *err)
 {
@@ -49,6 +143,14 @@ int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_c
     int rc = CC_OK;
 
     memset(out, 0, sizeof(*out));
+    if (root == NULL && body != NULL) { /* Python's NaN / Infinity tokens? */
+        size_t fixed_len = 0;
+        char *fixed = ctl_py_tokens(body, len, &fixed_len);
+
+        if (fixed != NULL)
+            root = json_loadb(fixed, fixed_len, 0, &jerr);
+        free(fixed);
+    }
     if (root == NULL || !json_is_object(root)) {
         rc = cc_err_set(err, CC_EBADMSG, "pidbox request is not a JSON object%s%s",
                         root == NULL ? ": " : "", root == NULL ? jerr.text : "");
@@ -146,10 +248,11 @@ json_t *cc_ctl_request_info(const struct cc_ctl_info *in)
 
     if (di == NULL)
         return NULL;
-    o = json_pack("{s:s, s:s, s:O, s:O, s:s, s:s, s:o, s:b, s:o, s:o}", "id", in->id, "name",
-                  in->name, "args", in->args ? in->args : json_array(), "kwargs",
-                  in->kwargs ? in->kwargs : json_object(), "type", in->name, "hostname",
-                  in->hostname, "time_start",
+    /* "o" steals: a borrowed value gets a reference of its own, a fresh [] / {} is taken */
+    o = json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:o, s:o}", "id", in->id, "name",
+                  in->name, "args", in->args ? json_incref(in->args) : json_array(), "kwargs",
+                  in->kwargs ? json_incref(in->kwargs) : json_object(), "type", in->name,
+                  "hostname", in->hostname, "time_start",
                   in->time_start < 0 ? json_null() : json_real(in->time_start), "acknowledged",
                   in->is_acked, "delivery_info", di, "worker_pid",
                   in->worker_pid > 0 ? json_integer(in->worker_pid) : json_null());

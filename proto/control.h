@@ -21,7 +21,8 @@ struct cc_ctl_req {
     bool is_for_me;       /* destination / pattern+matcher select `hostname` (kombu's Node) */
 };
 
-/* Decode a request body (JSON) and decide whether it is addressed to `hostname`, exactly as
+/* Decode a request body (JSON; Python's NaN / Infinity tokens are read too, see control.c)
+ * and decide whether it is addressed to `hostname`, exactly as
  * kombu's Node.handle_message: destination null or [] = everyone, else membership; when
  * destination is null and pattern+matcher are set, match the pattern (matcher "glob" =
  * fnmatch, "pcre" = re.match, anchored at the start). An unknown matcher selects nobody.
@@ -30,6 +31,13 @@ int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_c
                  struct cc_err *err) CC_MUST_USE;
 
 void cc_ctl_req_deinit(struct cc_ctl_req *r);
+
+/* Python's truthiness (`if value:`) of a JSON value: null, false, 0, 0.0, "", [] and {}
+ * are false, everything else true (1, "yes", "false", [0], {"a": 1}). NULL is false. */
+bool cc_ctl_truthy(const json_t *v);
+
+/* A boolean argument of a command: cc_ctl_truthy of args[key], `dflt` when absent. */
+bool cc_ctl_arg_bool(const json_t *args, const char *key, bool dflt);
 
 /* Reply body `{"<hostname>": value}` with Python json.dumps separators. `value` borrowed
  * (NULL = JSON null). Returns: owned string (free()), *len set; NULL on ENOMEM. */

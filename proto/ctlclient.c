@@ -377,12 +377,22 @@ void cc_ctlc_say_online(struct cc_sbuf *out, size_t n_nodes)
 /* str(datetime.utcfromtimestamp(ts)): "YYYY-MM-DD HH:MM:SS[.ffffff]". */
 static void ctlc_datetime(struct cc_sbuf *out, double ts)
 {
-    long long us = llround(ts * 1e6);
-    time_t secs = (time_t)(us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000));
-    long frac = (long)(us - (long long)secs * 1000000);
+    long long us;
+    time_t secs;
+    long frac;
     struct tm tm;
     char buf[64];
 
+    /* [issue 14] A timestamp from another process's event may be any double: outside
+     * datetime's years 1..9999 (where Python's utcfromtimestamp raises) print the number. */
+    if (!(ts >= -62135596800.0 && ts < 253402300800.0)) {
+        snprintf(buf, sizeof buf, "%.17g", ts);
+        cc_sbuf_puts(out, buf);
+        return;
+    }
+    us = llround(ts * 1e6);
+    secs = (time_t)(us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000));
+    frac = (long)(us - (long long)secs * 1000000);
     gmtime_r(&secs, &tm);
     strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
     cc_sbuf_puts(out, buf);

@@ -7,7 +7,12 @@
  * datetime.isoformat() for result `date_done` (§3.2): the fraction is omitted when the
  * microseconds are zero. Pure: civil-date arithmetic only (Howard Hinnant's days_from_civil),
  * no libc time zone state, so it is safe in any thread and after fork.
+ *
+ * Spans (cc_iso_span_us): the one conversion of a number of seconds from the wire to
+ * microseconds. The comparisons come first and are written so that NaN fails every one of
+ * them; only a value known to be within +-CC_ISO_SPAN_MAX_S is multiplied and converted.
  */
+#include <math.h>
 #include <stdio.h>
 
 #include "isotime.h"
@@ -139,4 +144,32 @@ char *cc_iso_format(int64_t us, int with_offset, char *buf, size_t size)
         snprintf(buf, size, "%04lld-%02u-%02uT%02d:%02d:%02d%s", (long long)y, m, d, secs / 3600,
                  secs / 60 % 60, secs % 60, with_offset ? "+00:00" : "");
     return buf;
+}
+
+enum cc_iso_span cc_iso_span_us(double s, int64_t *us)
+{
+    if (isnan(s)) {
+        *us = 0;
+        return CC_ISO_SPAN_NAN;
+    }
+    if (s > CC_ISO_SPAN_MAX_S) {
+        *us = CC_ISO_SPAN_MAX_US;
+        return CC_ISO_SPAN_HUGE;
+    }
+    if (s < -CC_ISO_SPAN_MAX_S) {
+        *us = -CC_ISO_SPAN_MAX_US;
+        return CC_ISO_SPAN_NEGATIVE;
+    }
+    /* |s * 1e6| <= 1e17 < 2^63: llround is exact-range here. */
+    *us = (int64_t)llround(s * 1e6);
+    return s < 0 ? CC_ISO_SPAN_NEGATIVE : CC_ISO_SPAN_OK;
+}
+
+int64_t cc_iso_add_us(int64_t now_us, int64_t span_us)
+{
+    if (span_us > 0 && now_us > INT64_MAX - span_us)
+        return INT64_MAX;
+    if (span_us < 0 && now_us < INT64_MIN - span_us)
+        return INT64_MIN;
+    return now_us + span_us;
 }

@@ -1,4 +1,5 @@
-/* ISO-8601 timestamps as Celery writes them, pure (the caller passes `now`). */
+/* ISO-8601 timestamps as Celery writes them, and spans of seconds as numbers from the wire;
+ * pure (the caller passes `now`). */
 #ifndef CELERYC_PROTO_ISOTIME_H
 #define CELERYC_PROTO_ISOTIME_H
 
@@ -16,5 +17,37 @@ int cc_iso_parse(const char *s, int64_t *us_out) CC_MUST_USE;
  * omitted when the microseconds are zero, and "+00:00" appended when `with_offset`.
  * `buf` needs 33 bytes. Returns buf. */
 char *cc_iso_format(int64_t us, int with_offset, char *buf, size_t size);
+
+/* ---- Spans of seconds ------------------------------------------------------------------
+ *
+ * Every seconds value that arrives as a number (a message's timelimit, a signature's
+ * countdown / expires, a control command's time limit, a task's retry countdown) becomes
+ * microseconds through cc_iso_span_us(), never through a bare cast: a double beyond int64
+ * (1e300 s is 1e306 us) is undefined behaviour in C, and now + span must not overflow
+ * either. The longest span is CC_ISO_SPAN_MAX_S (about 3,170 years): longer than any real
+ * limit or delay, short enough that now + span stays inside int64 microseconds and inside
+ * the years datetime (and cc_iso_format) can write. Callers decide what each class means,
+ * as Python does for the same value:
+ *   time limit: HUGE = no limit (billiard compares floats: 1e300 never fires), NAN = no
+ *               limit (now >= start + nan is false), NEGATIVE = refused (bad message / error);
+ *   countdown:  HUGE = at the far end (*us = CC_ISO_SPAN_MAX_US), NEGATIVE = now, NAN =
+ *               ignored with a warning (timedelta(seconds=nan) raises in Python). */
+#define CC_ISO_SPAN_MAX_S  1e11
+#define CC_ISO_SPAN_MAX_US 100000000000000000LL /* CC_ISO_SPAN_MAX_S * 1e6 */
+
+enum cc_iso_span {
+    CC_ISO_SPAN_OK = 0,   /* finite, 0 <= s <= CC_ISO_SPAN_MAX_S: *us = s * 1e6, rounded */
+    CC_ISO_SPAN_NEGATIVE, /* s < 0 (also -inf): *us = max(s * 1e6, -CC_ISO_SPAN_MAX_US) */
+    CC_ISO_SPAN_HUGE,     /* s > CC_ISO_SPAN_MAX_S (also +inf): *us = CC_ISO_SPAN_MAX_US */
+    CC_ISO_SPAN_NAN,      /* not a number: *us = 0 */
+};
+
+/* Seconds -> microseconds, rounded to the nearest (as timedelta(seconds=s)), with every
+ * double handled: returns the class of `s` and always sets *us (see enum cc_iso_span).
+ * Pure, no errno, no floating-point exception escapes as undefined behaviour. */
+enum cc_iso_span cc_iso_span_us(double s, int64_t *us);
+
+/* now_us + span_us, saturated at INT64_MIN / INT64_MAX instead of overflowing. */
+int64_t cc_iso_add_us(int64_t now_us, int64_t span_us);
 
 #endif

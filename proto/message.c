@@ -776,6 +776,11 @@ int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out
         }
         /* app/base.py send_task: expiration = str(int(seconds * 1000)), past -> 0 */
         ms = exp_us > now_us ? (exp_us - now_us) / 1000 : 0;
+        /* [issue 14] RabbitMQ refuses an expiration above 2^32-1 ms (49.7 days) with 406
+         * PRECONDITION_FAILED, closing the channel (Python's client fails so too): a later
+         * expiry goes without the property; the `expires` header still applies at receipt. */
+        if (ms > CC_MSG_EXPIRATION_MAX_MS)
+            goto out;
         snprintf(tmp, sizeof(tmp), "%" PRId64, ms);
         out->expiration = strdup(tmp);
         if (out->expiration == NULL) {

@@ -121,8 +121,9 @@ struct cc_msg_out {
  * parent_id, argsrepr, kwargsrepr, origin, ignore_result in that order; body
  * [args, kwargs, embed] with embed keys callbacks, errbacks, chain, chord. Missing argsrepr
  * / kwargsrepr are computed with cc_pyrepr. `now_us` is used for the expiration property
- * (expires_us - now_us in ms, floored at 0). Returns CC_OK, CC_EINVAL (no id or task) or
- * CC_ENOMEM. */
+ * (expires_us - now_us in ms, floored at 0; left out above CC_MSG_EXPIRATION_MAX_MS, which
+ * RabbitMQ refuses). Returns CC_OK, CC_EINVAL (no id or task) or CC_ENOMEM. */
+#define CC_MSG_EXPIRATION_MAX_MS 4294967295LL /* RabbitMQ's ?MAX_EXPIRY_TIMER */
 int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
                   struct cc_err *err) CC_MUST_USE;
 

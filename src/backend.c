@@ -22,6 +22,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "url.h"
 #include "util.h"
 
 int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out, struct cc_err *err)
@@ -38,9 +39,15 @@ int cc_backend_open(const struct cc_config *cfg, struct cc_backend **out, struct
         return cc_backend_redis_new(url, cfg->result_expires_s, out, err);
     if (strncmp(url, "db+", 3) == 0) /* [pgb] Celery's database backend on Postgres */
         return cc_backend_pg_new(url, cfg->result_expires_s, out, err);
-    return cc_err_set(
-        err, CC_EUNSUPP,
-        "result backend not supported (use redis://, db+postgresql:// or none): %.60s", url);
+    {
+        char *m = cc_url_redact(url); /* [issue 14] never a password in an error */
+        int rc = cc_err_set(
+            err, CC_EUNSUPP,
+            "result backend not supported (use redis://, db+postgresql:// or none): %.60s", m);
+
+        free(m);
+        return rc;
+    }
 }
 
 void cc_backend_after_fork(struct cc_backend *b)

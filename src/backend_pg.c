@@ -54,6 +54,7 @@
 #include "backend.h"
 #include "log.h"
 #include "pickle.h"
+#include "url.h"
 #include "util.h"
 
 #define PG_VARCHAR_MAX  155 /* celery_taskmeta's String(155) columns */
@@ -460,8 +461,11 @@ int cc_backend_pg_check_url(const char *url, struct cc_err *err)
     int rc = CC_OK;
 
     if (cc_backend_pg_conninfo(url, conninfo, size) < 0) {
-        rc = cc_err_set(err, CC_EURL, "unsupported database backend '%.40s' (use db+postgresql://)",
-                        url);
+        char *m = cc_url_redact(url); /* [issue 14] never a password in an error */
+
+        rc = cc_err_set(err, CC_EURL, "unsupported database backend '%.60s' (use db+postgresql://)",
+                        m);
+        free(m);
         goto out;
     }
     opts = PQconninfoParse(conninfo, &perr);

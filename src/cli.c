@@ -22,6 +22,7 @@
  * -key, -verify; env CELERYC_BROKER_SSL_CA_CERTS, _CERTFILE, _KEYFILE, _VERIFY).
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -178,6 +179,16 @@ static int cli_usage_error(const char *cmd, const char *msg, const char *arg)
     fprintf(stderr, "celeryc %s: error: %s%s\nTry 'celeryc %s --help' for help.\n", cmd, msg,
             arg ? arg : "", cmd);
     return CLI_EX_USAGE;
+}
+
+/* [issue 14] now + `secs` seconds (>= 0, finite: cli_parse_double), clamped by
+ * cc_iso_span_us: "--countdown 1e300" is the far future, not an int64 overflow. */
+static int64_t cli_after_us(int64_t now_us, double secs)
+{
+    int64_t us;
+
+    (void)cc_iso_span_us(secs, &us);
+    return cc_iso_add_us(now_us, us);
 }
 
 static int cli_parse_double(const char *s, double *out)
@@ -543,7 +554,9 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
     struct cc_broker b;
     char oid[37], ticket[37], qname[80];
     json_t *req, *headers;
-    int rc, timeout_ms = (int)(o->timeout_s * 1000.0 + 0.5);
+    /* [issue 14] "--timeout 1e300" waits at most INT_MAX ms instead of overflowing an int */
+    int rc,
+        timeout_ms = o->timeout_s < INT_MAX / 1000.0 ? (int)(o->timeout_s * 1000.0 + 0.5) : INT_MAX;
     size_t limit = o->n_dest;
     struct cc_sbuf line = {0};
     struct cc_err err = {0};
@@ -690,7 +703,7 @@ static int cli_time_arg(const char *what, const char *s, int64_t now_us, int64_t
 {
     double secs;
     if (cli_parse_double(s, &secs) == 0) {
-        *out_us = now_us + (int64_t)(secs * 1e6);
+        *out_us = cli_after_us(now_us, secs);
         return 0;
     }
     if (cc_iso_parse(s, out_us) == CC_OK)
@@ -733,7 +746,7 @@ static int cli_call(const struct cli_opts *o)
         if (o->eta && cli_time_arg("--eta", o->eta, now, &m.eta_us) != 0)
             goto usage;
         if (!o->eta)
-            m.eta_us = now + (int64_t)(o->countdown_s * 1e6);
+            m.eta_us = cli_after_us(now, o->countdown_s);
         m.eta = cc_iso_format(m.eta_us, 1, eta_buf, sizeof eta_buf);
     }
     if (o->expires) {
@@ -798,7 +811,7 @@ static int cli_result(const struct cli_opts *o)
     struct cc_redis *r = NULL;
     struct cc_err err = {0};
     char key[300];
-    int64_t deadline = o->has_timeout ? cc_mono_us() + (int64_t)(o->timeout_s * 1e6) : 0;
+    int64_t deadline = o->has_timeout ? cli_after_us(cc_mono_us(), o->timeout_s) : 0;
     int rc = 0;
 
     if (o->n_pos != 1)
@@ -1120,7 +1133,7 @@ static int cli_events(const struct cli_opts *o)
     char qname[64], uuid[37];
     char *label_id[CLI_LABELS] = {0}, *label_txt[CLI_LABELS] = {0};
     size_t next_label = 0;
-    int64_t deadline = o->duration_s > 0 ? cc_mono_us() + (int64_t)(o->duration_s * 1e6) : 0;
+    int64_t deadline = o->duration_s > 0 ? cli_after_us(cc_mono_us(), o->duration_s) : 0;
     struct cc_sbuf s = {0};
     int rc;
 

@@ -497,9 +497,12 @@ static int cfg_check_backend(const char *v, char *prob, size_t probsz)
     }
     if (strncmp(v, "redis://", 8) != 0 && strncmp(v, "rediss://", 9) != 0 &&
         strncmp(v, "unix://", 7) != 0) {
+        char *m = cc_url_redact(v); /* [issue 14] never a password in an error */
+
         snprintf(prob, probsz,
-                 "unsupported backend '%.40s' (use redis://, unix://, db+postgresql:// or none)",
-                 v);
+                 "unsupported backend '%.60s' (use redis://, unix://, db+postgresql:// or none)",
+                 m);
+        free(m);
         return CC_ECONFIG;
     }
     if (cc_url_parse_redis(v, &ru, &uerr) != CC_OK) {
@@ -806,7 +809,10 @@ static int cfg_load_file(struct cc_config *cfg, enum cc_cfg_cmd cmd, const char 
         snprintf(source, sizeof(source), "config file %s:%u", path, lineno);
         eq = strchr(s, '=');
         if (eq == NULL) {
-            rc = cc_err_set(err, CC_ECONFIG, "%s: expected 'name = value', got '%.40s'", source, s);
+            char *m = cc_url_redact(s); /* [issue 14] the line may hold a URL */
+
+            rc = cc_err_set(err, CC_ECONFIG, "%s: expected 'name = value', got '%.40s'", source, m);
+            free(m);
             goto out;
         }
         *eq = '\0';

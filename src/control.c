@@ -11,6 +11,7 @@
  * and flushed at once (a crash loses nothing written), compacted at exit.
  */
 #include <errno.h>
+#include <float.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "events.h"
 #include "isotime.h"
 #include "log.h"
+#include "pyrepr.h"
 #include "taskrun.h"
 #include "url.h"
 #include "util.h"
@@ -424,8 +426,14 @@ bool cc_control_is_events(const struct cc_control *c)
 
 /* ---- Request views -------------------------------------------------------------------- */
 
-static json_t *control_info(struct cc_control *c, const struct cc_request *r, int slot)
+/* Request.info(safe): with `is_safe` (inspect active safe=True) args and kwargs are the
+ * message's argsrepr / kwargsrepr strings, as Celery sends them ('' when absent). */
+static json_t *control_info(struct cc_control *c, const struct cc_request *r, int slot,
+                            bool is_safe)
 {
+    json_t *args_repr = is_safe ? json_string(r->msg.argsrepr ? r->msg.argsrepr : "") : NULL;
+    json_t *kwargs_repr = is_safe ? json_string(r->msg.kwargsrepr ? r->msg.kwargsrepr : "") : NULL;
+    json_t *info;
     struct cc_ctl_info in = {
         .id = r->msg.id,
         .name = r->msg.task,
@@ -447,14 +455,22 @@ static json_t *control_info(struct cc_control *c, const struct cc_request *r, in
         if (slot < c->pool->n)
             in.worker_pid = c->pool->kids[slot].pid;
     }
-    return cc_ctl_request_info(&in);
+    if (is_safe) {
+        in.args = args_repr;
+        in.kwargs = kwargs_repr;
+    }
+    info = cc_ctl_request_info(&in);
+    json_decref(args_repr);
+    json_decref(kwargs_repr);
+    return info;
 }
 
 struct control_collect {
     struct cc_control *c;
     enum cc_control_kind want;
-    json_t *out; /* list (active/reserved/scheduled) or object (query_task) */
-    json_t *ids; /* query_task: wanted ids */
+    bool is_safe; /* active safe=True */
+    json_t *out;  /* list (active/reserved/scheduled) or object (query_task) */
+    json_t *ids;  /* query_task: wanted ids */
 };
 
 static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_control_kind kind,
@@ -474,7 +490,7 @@ static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_co
                 json_object_set_new(cc->out, r->msg.id,
                                     json_pack("[s, o]",
                                               kind == CC_CONTROL_ACTIVE ? "active" : "reserved",
-                                              control_info(cc->c, r, slot)));
+                                              control_info(cc->c, r, slot, false)));
                 break;
             }
         }
@@ -487,15 +503,16 @@ static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_co
 
         if (r->msg.eta_us != 0)
             cc_iso_format(r->msg.eta_us, 1, eta, sizeof(eta));
-        json_array_append_new(cc->out, cc_ctl_scheduled_entry(eta, control_info(cc->c, r, -1)));
+        json_array_append_new(cc->out,
+                              cc_ctl_scheduled_entry(eta, control_info(cc->c, r, -1, false)));
     } else {
-        json_array_append_new(cc->out, control_info(cc->c, r, slot));
+        json_array_append_new(cc->out, control_info(cc->c, r, slot, cc->is_safe));
     }
 }
 
-static json_t *control_list(struct cc_control *c, enum cc_control_kind kind)
+static json_t *control_list(struct cc_control *c, enum cc_control_kind kind, bool is_safe)
 {
-    struct control_collect cc = {.c = c, .want = kind, .out = json_array()};
+    struct control_collect cc = {.c = c, .want = kind, .out = json_array(), .is_safe = is_safe};
 
     c->ops.each(c->ops.ud, control_collect_fn, &cc);
     return cc.out;
@@ -572,24 +589,166 @@ static json_t *control_stats(struct cc_control *c)
     return o;
 }
 
-static json_t *control_registered(struct cc_control *c)
+/* Python's str() of a JSON value a command stored (int, float repr, True/False, text), into
+ * buf. +-DBL_MAX is what Python's Infinity token became (ctl_py_tokens): str(inf). */
+static void control_py_str(const json_t *v, char *buf, size_t size)
 {
-    json_t *out = json_array();
+    if (json_is_integer(v)) {
+        snprintf(buf, size, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        char *r = d == DBL_MAX || d == -DBL_MAX ? NULL : cc_pyrepr(v, 0, 0);
 
-    for (size_t i = 0; cc_task_table[i] != NULL; i++) {
-        const struct cc_task_entry *e = cc_task_table[i];
-        json_t *rl = json_object_get(c->rate_limits, e->name);
-        const char *rate = rl ? json_string_value(rl) : e->rate_limit;
-        char buf[512];
-
-        if (strncmp(e->name, "celery.", 7) == 0)
-            continue; /* builtins=False */
-        if (rate != NULL)
-            snprintf(buf, sizeof(buf), "%s [rate_limit=%s]", e->name, rate);
-        else
-            snprintf(buf, sizeof(buf), "%s", e->name);
-        json_array_append_new(out, json_string(buf));
+        snprintf(buf, size, "%s", r != NULL ? r : d < 0 ? "-inf" : "inf");
+        free(r);
+    } else if (json_is_boolean(v)) {
+        snprintf(buf, size, "%s", json_is_true(v) ? "True" : "False");
+    } else if (json_is_string(v)) {
+        snprintf(buf, size, "%s", json_string_value(v));
+    } else {
+        snprintf(buf, size, "None");
     }
+}
+
+/* A C task's limit as Python's Task attribute: None (false) when 0, an int when whole (as
+ * `time_limit=30` in a decorator), else the float. */
+static bool control_entry_limit(double s, char *buf, size_t size)
+{
+    json_t *v;
+
+    if (!(s > 0))
+        return false;
+    v = s < 1e15 && s == (double)(long long)s ? json_integer((json_int_t)s) : json_real(s);
+    control_py_str(v, buf, size);
+    json_decref(v);
+    return true;
+}
+
+/* str(getattr(task, attr, None)) for `inspect registered ATTR...`, into buf; false for None
+ * (left out, as Celery's _extract_info does). The time_limit command replaces both limits
+ * of the task, as it sets task.soft_time_limit and task.time_limit in Celery. */
+static bool control_task_attr(struct cc_control *c, const struct cc_task_entry *e, const char *attr,
+                              char *buf, size_t size)
+{
+    json_t *tl = json_object_get(c->time_limits, e->name);
+
+    if (strcmp(attr, "name") == 0) {
+        snprintf(buf, size, "%s", e->name);
+        return true;
+    }
+    if (strcmp(attr, "rate_limit") == 0) {
+        json_t *rl = json_object_get(c->rate_limits, e->name);
+        const char *rate = rl != NULL ? json_string_value(rl) : e->rate_limit;
+
+        if (rate == NULL)
+            return false;
+        snprintf(buf, size, "%s", rate);
+        return true;
+    }
+    if (strcmp(attr, "time_limit") == 0 || strcmp(attr, "soft_time_limit") == 0) {
+        bool is_soft = attr[0] == 's';
+
+        if (tl != NULL) {
+            json_t *v = json_array_get(tl, is_soft ? 0 : 1);
+
+            if (json_is_null(v))
+                return false;
+            control_py_str(v, buf, size);
+            return true;
+        }
+        return control_entry_limit(is_soft ? e->soft_time_limit_s : e->time_limit_s, buf, size);
+    }
+    if (strcmp(attr, "max_retries") == 0) {
+        if (e->max_retries == CC_MAX_RETRIES_FOREVER)
+            return false; /* max_retries=None */
+        snprintf(buf, size, "%d",
+                 e->max_retries == CC_MAX_RETRIES_DEFAULT ? 3
+                 : e->max_retries == CC_MAX_RETRIES_NONE  ? 0
+                                                          : e->max_retries);
+        return true;
+    }
+    if (strcmp(attr, "default_retry_delay") == 0) {
+        if (!control_entry_limit(e->default_retry_delay_s, buf, size))
+            snprintf(buf, size, "180");
+        return true;
+    }
+    if (strcmp(attr, "serializer") == 0) {
+        snprintf(buf, size, "json");
+        return true;
+    }
+    return false; /* exchange, routing_key, priority, expires, ...: None on a C task */
+}
+
+static int control_str_cmp(const void *a, const void *b)
+{
+    return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* Celery's registered(taskinfoitems=None, builtins=False): "name [a=x b=y]" per task, sorted
+ * by name, with the attributes asked for (default: exchange, routing_key, rate_limit) that
+ * are not None, in the order asked; celery.* tasks only with a truthy `builtins`. */
+static json_t *control_registered(struct cc_control *c, json_t *args)
+{
+    static const char *const dflt[] = {"exchange", "routing_key", "rate_limit"};
+    json_t *items = json_object_get(args, "taskinfoitems");
+    bool builtins = cc_ctl_arg_bool(args, "builtins", false);
+    json_t *want = json_array(), *out = json_array(), *v;
+    size_t i, n;
+    json_t **sorted;
+
+    if (json_is_array(items) && json_array_size(items) > 0) {
+        json_array_foreach(items, i, v) if (json_is_string(v)) json_array_append(want, v);
+    } else {
+        for (i = 0; i < sizeof(dflt) / sizeof(dflt[0]); i++)
+            json_array_append_new(want, json_string(dflt[i]));
+    }
+    for (i = 0; cc_task_table[i] != NULL; i++) {
+        const struct cc_task_entry *e = cc_task_table[i];
+        size_t len = strlen(e->name), cap = len + 64;
+        char *line;
+        bool any = false;
+        size_t k;
+
+        if (!builtins && strncmp(e->name, "celery.", 7) == 0)
+            continue;
+        line = cc_xmalloc(cap);
+        memcpy(line, e->name, len + 1);
+        json_array_foreach(want, k, v)
+        {
+            const char *attr = json_string_value(v);
+            char val[512];
+            bool dup = false;
+            size_t need;
+
+            for (size_t m = 0; m < k && !dup; m++) /* a dict: each key once, first place */
+                dup = strcmp(json_string_value(json_array_get(want, m)), attr) == 0;
+            if (dup || !control_task_attr(c, e, attr, val, sizeof(val)))
+                continue;
+            need = len + 2 + strlen(attr) + 1 + strlen(val) + 2;
+            if (need > cap) {
+                cap = need * 2;
+                line = cc_xrealloc(line, cap);
+            }
+            len += (size_t)snprintf(line + len, cap - len, "%s%s=%s", any ? " " : " [", attr, val);
+            any = true;
+        }
+        if (any)
+            memcpy(line + len, "]", 2);
+        json_array_append_new(out, json_string(line));
+        free(line);
+    }
+    json_decref(want);
+    /* sorted(tasks): by name, which is what each line starts with (" [" sorts after any
+     * name character a task name can end with before it) */
+    n = json_array_size(out);
+    sorted = cc_xmalloc((n ? n : 1) * sizeof(*sorted));
+    for (i = 0; i < n; i++)
+        sorted[i] = json_incref(json_array_get(out, i));
+    qsort(sorted, n, sizeof(*sorted), control_str_cmp);
+    json_array_clear(out);
+    for (i = 0; i < n; i++)
+        json_array_append_new(out, sorted[i]);
+    free(sorted);
     return out;
 }
 
@@ -626,6 +785,11 @@ static int control_signum(const char *name)
         if (strcasecmp(sigs[i].name, name) == 0)
             return sigs[i].num;
     return -1;
+}
+
+static int control_signum_int(json_int_t n)
+{
+    return n >= 1 && n <= 64 ? (int)n : -1;
 }
 
 struct control_term {
@@ -671,7 +835,8 @@ static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_ter
     json_t *reply;
     size_t i;
     json_t *v;
-    bool terminate = force_terminate || json_is_true(json_object_get(args, "terminate"));
+    /* [issue 14] Python's `if terminate:`: Flower sends terminate=1 (strtobool's int). */
+    bool terminate = force_terminate || cc_ctl_arg_bool(args, "terminate", false);
 
     if (json_is_string(tid))
         json_array_append(ids, tid);
@@ -682,7 +847,10 @@ static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_ter
         struct control_term t = {.c = c, .ids = ids, .terminated = json_array()};
         char *text;
 
-        t.signum = control_signum(control_arg_str(args, "signal"));
+        /* billiard's signum(): an int is taken as it is, a name is looked up */
+        t.signum = json_is_integer(json_object_get(args, "signal"))
+                       ? control_signum_int(json_integer_value(json_object_get(args, "signal")))
+                       : control_signum(control_arg_str(args, "signal"));
         if (t.signum <= 0) {
             json_decref(t.terminated);
             json_decref(ids);
@@ -725,12 +893,20 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
     else if (json_is_real(jr))
         snprintf(text, sizeof(text), "%g", json_real_value(jr));
     if (cc_rl_parse(text, &per_s, &err) != CC_OK) {
-        char msg[160];
+        char msg[200];
 
-        snprintf(msg, sizeof(msg),
-                 "Invalid rate limit string: ValueError(\"could not convert string to float: "
-                 "'%.60s'\")",
-                 text);
+        /* [issue 14] "nan" and negative rates parse in Python (and then never run the task):
+         * refused here with their own reason; anything else is Python's float() error. */
+        if (strstr(err.msg, "must be a number") != NULL)
+            snprintf(msg, sizeof(msg),
+                     "Invalid rate limit string: ValueError(\"rate limit must be a number >= 0 "
+                     "or inf: '%.60s'\")",
+                     text);
+        else
+            snprintf(msg, sizeof(msg),
+                     "Invalid rate limit string: ValueError(\"could not convert string to "
+                     "float: '%.60s'\")",
+                     text);
         return cc_ctl_error(msg);
     }
     if (name == NULL || cc_task_lookup(name) == NULL) {
@@ -753,21 +929,49 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
     return cc_ctl_ok("new rate limit set successfully");
 }
 
+/* [issue 14] One argument of time_limit: None (absent / null) or a number >= 0 of any size
+ * (a huge one, 1e300 or Python's Infinity, is no limit: pool.c). Python stores whatever it
+ * gets and then kills every task at once for a negative limit (or breaks billiard's timeout
+ * handler for a string); celeryc refuses those, NaN included (read as the string "NaN"). */
+static bool control_limit_arg_ok(const json_t *v)
+{
+    if (v == NULL || json_is_null(v))
+        return true;
+    if (json_is_integer(v))
+        return json_integer_value(v) >= 0;
+    return json_is_real(v) && json_real_value(v) >= 0;
+}
+
 static json_t *control_time_limit(struct cc_control *c, json_t *args)
 {
     const char *name = control_arg_str(args, "task_name");
     json_t *soft = json_object_get(args, "soft"), *hard = json_object_get(args, "hard");
+    char soft_s[64], hard_s[64];
 
     if (name == NULL || cc_task_lookup(name) == NULL) {
         cc_error("Change time limit attempt for unknown task %s", name ? name : "None");
         return cc_ctl_error("unknown task");
     }
-    json_object_set_new(c->time_limits, name,
-                        json_pack("[f, f]", json_is_number(soft) ? json_number_value(soft) : 0.0,
-                                  json_is_number(hard) ? json_number_value(hard) : 0.0));
-    cc_info("New time limits for tasks of type %s: soft=%g hard=%g", name,
-            json_is_number(soft) ? json_number_value(soft) : 0.0,
-            json_is_number(hard) ? json_number_value(hard) : 0.0);
+    if (!control_limit_arg_ok(soft) || !control_limit_arg_ok(hard)) {
+        const json_t *bad = control_limit_arg_ok(soft) ? hard : soft;
+        char *r = cc_pyrepr(bad, 0, 40);
+        char msg[160];
+
+        snprintf(msg, sizeof(msg),
+                 "ValueError('time limits must be numbers >= 0 or None, got %s=%s')",
+                 bad == soft ? "soft" : "hard", r != NULL ? r : "?");
+        free(r);
+        cc_error("Change time limit for %s refused: %s", name, msg);
+        return cc_ctl_error(msg);
+    }
+    /* Celery sets task.soft_time_limit = soft; task.time_limit = hard: both, None included
+     * (kept as sent, so `inspect registered time_limit` shows them as Python would). */
+    json_object_set_new(
+        c->time_limits, name,
+        json_pack("[O, O]", soft != NULL ? soft : json_null(), hard != NULL ? hard : json_null()));
+    control_py_str(soft != NULL ? soft : json_null(), soft_s, sizeof(soft_s));
+    control_py_str(hard != NULL ? hard : json_null(), hard_s, sizeof(hard_s));
+    cc_info("New time limits for tasks of type %s: soft=%s hard=%s", name, soft_s, hard_s);
     return cc_ctl_ok("time limits set successfully");
 }
 
@@ -878,23 +1082,19 @@ static json_t *control_cancel_consumer(struct cc_control *c, json_t *args)
 
 static json_t *control_conf(struct cc_control *c)
 {
-    char *u = cc_url_redact(c->cfg->broker_url ? c->cfg->broker_url : "");
+    /* [issue 14] Every URL as Celery's filter_hidden_settings shows it: the password
+     * replaced by "********" (the result backend's was sent in clear). */
+    char *u = cc_url_mask(c->cfg->broker_url ? c->cfg->broker_url : "", CC_URL_MASK_CONF);
     json_t *o = json_object();
-    char *star = u ? strstr(u, ":**@") : NULL;
-
-    if (star != NULL) { /* Celery's conf masks the password as "********" */
-        size_t n = strlen(u) + 7;
-        char *m = cc_xmalloc(n);
-
-        snprintf(m, n, "%.*s:********%s", (int)(star - u), u, star + 3);
-        free(u);
-        u = m;
-    }
 
     /* Non-default settings we know of, JSON-safe, password masked as Celery does. */
     json_object_set_new(o, "broker_url", json_string(u ? u : ""));
-    if (c->cfg->result_backend != NULL)
-        json_object_set_new(o, "result_backend", json_string(c->cfg->result_backend));
+    if (c->cfg->result_backend != NULL) {
+        char *rb = cc_url_mask(c->cfg->result_backend, CC_URL_MASK_CONF);
+
+        json_object_set_new(o, "result_backend", json_string(rb));
+        free(rb);
+    }
     if (c->cfg->n_queues > 0) {
         json_t *q = json_array();
 
@@ -936,13 +1136,13 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
     if (strcmp(m, "stats") == 0)
         return control_stats(c);
     if (strcmp(m, "registered") == 0)
-        return control_registered(c);
-    if (strcmp(m, "active") == 0)
-        return control_list(c, CC_CONTROL_ACTIVE);
+        return control_registered(c, a);
+    if (strcmp(m, "active") == 0) /* [issue 14] safe: Python's truthiness, as every boolean */
+        return control_list(c, CC_CONTROL_ACTIVE, cc_ctl_arg_bool(a, "safe", false));
     if (strcmp(m, "reserved") == 0)
-        return control_list(c, CC_CONTROL_RESERVED);
+        return control_list(c, CC_CONTROL_RESERVED, false);
     if (strcmp(m, "scheduled") == 0)
-        return control_list(c, CC_CONTROL_SCHEDULED);
+        return control_list(c, CC_CONTROL_SCHEDULED, false);
     if (strcmp(m, "active_queues") == 0)
         return control_active_queues(c);
     if (strcmp(m, "query_task") == 0) {
@@ -1133,6 +1333,7 @@ bool cc_control_task_limits(void *ud, const char *name, double *soft_s, double *
 
     if (v == NULL)
         return false;
+    /* null (None) is 0 here: the pool falls back to the worker's limit, as billiard does */
     *soft_s = json_number_value(json_array_get(v, 0));
     *hard_s = json_number_value(json_array_get(v, 1));
     return true;

@@ -24,8 +24,20 @@
  * "worker.<what>". Properties: application/json, utf-8, delivery_mode 1, priority 0,
  * headers {hostname} (§4.1).
  *
- * Invariants: memory is the one batch buffer; nothing is queued while disconnected (counted
- * in n_dropped, logged once per outage); the Lamport clock moves forward once per event.
+ * Retry order. [issue 14] A Python worker's pool child publishes the retry message inside
+ * Task.retry() and then stores RETRY, so the master usually receives the new copy (and sends
+ * its task-received) before the child's outcome makes it send task-retried; Flower's state
+ * machine keeps the last of the two, so a retry waiting for its countdown shows RETRY. Here
+ * the master publishes the retry after the report, so task-retried is held
+ * (struct cc_events_held: id and texts, built into an event only when sent, with the clock
+ * and time of that moment) until this worker receives the copy (cc_events_task_received
+ * sends it right after the copy's task-received), for at most CC_EVENTS_RETRY_HOLD_US
+ * (the copy went to another worker, or waits behind a backlog), or until the worker says
+ * the retry was not published (cc_events_retry_release).
+ *
+ * Invariants: memory is the one batch buffer plus CC_EVENTS_HELD_MAX held retries; nothing
+ * is queued while disconnected (counted in n_dropped, logged once per outage); the Lamport
+ * clock moves forward once per event.
  */
 #include "events.h"
 
@@ -44,6 +56,8 @@
 #include "util.h"
 
 static struct cc_events *events_current;
+
+static void events_held_send_due(struct cc_events *ev, int64_t now_us, bool all);
 
 static double events_timestamp(void)
 {
@@ -119,10 +133,21 @@ static void events_own_close(struct cc_events *ev)
     cc_broker_close(&ev->own);
 }
 
+static void events_held_free(struct cc_events_held *hd)
+{
+    free(hd->id);
+    free(hd->exc);
+    free(hd->traceback);
+    memset(hd, 0, sizeof(*hd));
+}
+
 void cc_events_deinit(struct cc_events *ev)
 {
     if (ev == NULL)
         return;
+    for (int i = 0; i < CC_EVENTS_HELD_MAX; i++)
+        events_held_free(&ev->held[i]);
+    ev->n_held = 0;
     events_own_close(ev);
     if (ev->n_dropped > 0)
         cc_info("events: %llu sent, %llu dropped (broker unavailable or blocked)",
@@ -397,6 +422,7 @@ void cc_events_online(struct cc_events *ev, int active, uint64_t processed)
 
 void cc_events_offline(struct cc_events *ev, int active, uint64_t processed)
 {
+    events_held_send_due(ev, 0, true); /* [issue 14] the last of them, before we go */
     events_flush(ev);
     events_worker(ev, "worker-offline", active, processed, false);
     ev->next_hb_us = 0;
@@ -419,6 +445,8 @@ void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t p
         if (cc_broker_has_readable(&ev->own) && cc_broker_poll(&ev->own, &err) != CC_OK)
             events_lost_own(ev, err.msg);
     }
+    if (ev->n_held > 0) /* [issue 14] retries whose copy did not come here in time */
+        events_held_send_due(ev, now_us, false);
     if (ev->n_batched > 0 && now_us - ev->batch_since_us >= CC_EVENTS_FLUSH_US)
         events_flush(ev);
     if (ev->next_hb_us == 0 || now_us < ev->next_hb_us)
@@ -439,6 +467,15 @@ int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t 
 {
     int64_t left_ms;
 
+    for (int i = 0; i < CC_EVENTS_HELD_MAX && ev->n_held > 0; i++) { /* [issue 14] */
+        if (ev->held[i].id != NULL) {
+            int64_t held_ms = (ev->held[i].until_us - now_us + 999) / 1000;
+
+            if (held_ms < ms)
+                ms = held_ms < 0 ? 0 : held_ms;
+        }
+    }
+
     if (ev->n_batched > 0) {
         int64_t flush_ms = (ev->batch_since_us + CC_EVENTS_FLUSH_US - now_us + 999) / 1000;
 
@@ -451,6 +488,65 @@ int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t 
     if (left_ms < 0)
         left_ms = 0;
     return left_ms < ms ? left_ms : ms;
+}
+
+/* ---- [issue 14] Held task-retried events --------------------------------------------------- */
+
+static void events_held_send(struct cc_events *ev, struct cc_events_held *hd)
+{
+    struct cc_event_head h = events_head(ev);
+    size_t len = 0;
+    char *json = cc_event_task_failed(&h, "task-retried", hd->id, hd->exc, hd->traceback, &len);
+
+    events_add(ev, json, len);
+    events_held_free(hd);
+    ev->n_held--;
+}
+
+static struct cc_events_held *events_held_oldest(struct cc_events *ev)
+{
+    struct cc_events_held *oldest = NULL;
+
+    for (int i = 0; i < CC_EVENTS_HELD_MAX; i++)
+        if (ev->held[i].id != NULL && (oldest == NULL || ev->held[i].until_us < oldest->until_us))
+            oldest = &ev->held[i];
+    return oldest;
+}
+
+/* Send the held events whose time is up (all of them with `all`), oldest first. */
+static void events_held_send_due(struct cc_events *ev, int64_t now_us, bool all)
+{
+    while (ev->n_held > 0) {
+        struct cc_events_held *oldest = events_held_oldest(ev);
+
+        if (oldest == NULL || (!all && oldest->until_us > now_us))
+            return;
+        events_held_send(ev, oldest);
+    }
+}
+
+static void events_held_add(struct cc_events *ev, const char *id, const char *exc,
+                            const char *traceback)
+{
+    struct cc_events_held *hd = NULL;
+
+    if (ev->n_held == CC_EVENTS_HELD_MAX) /* full: the oldest goes now */
+        events_held_send(ev, events_held_oldest(ev));
+    for (int i = 0; i < CC_EVENTS_HELD_MAX && hd == NULL; i++)
+        if (ev->held[i].id == NULL)
+            hd = &ev->held[i];
+    hd->id = cc_xstrdup(id);
+    hd->exc = cc_xstrdup(exc);
+    hd->traceback = cc_xstrdup(traceback);
+    hd->until_us = cc_mono_us() + CC_EVENTS_RETRY_HOLD_US;
+    ev->n_held++;
+}
+
+void cc_events_retry_release(struct cc_events *ev, const char *id)
+{
+    for (int i = 0; i < CC_EVENTS_HELD_MAX && ev->n_held > 0 && id != NULL; i++)
+        if (ev->held[i].id != NULL && strcmp(ev->held[i].id, id) == 0)
+            events_held_send(ev, &ev->held[i]);
 }
 
 /* ---- Task events ------------------------------------------------------------------------- */
@@ -477,6 +573,7 @@ void cc_events_task_received(struct cc_events *ev, const struct cc_request *r)
     h = events_head(ev);
     char *json = cc_event_task_received(&h, &rc, &len);
     events_add(ev, json, len);
+    cc_events_retry_release(ev, m->id); /* [issue 14] RECEIVED, then RETRY */
 }
 
 void cc_events_task_started(struct cc_events *ev, const struct cc_request *r)
@@ -573,11 +670,9 @@ void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
         if (!r->is_acked)
             cc_events_task_rejected(ev, r, rep->reject_requeue != 0);
         return;
-    case CC_TASK_RETRY:
-        h = events_head(ev);
-        json = cc_event_task_failed(&h, "task-retried", r->msg.id, first ? first : "Exception()",
-                                    second, &len);
-        break;
+    case CC_TASK_RETRY: /* [issue 14] held until the retry message's task-received */
+        events_held_add(ev, r->msg.id, first ? first : "Exception()", second);
+        return;
     case CC_POOL_TIME_LIMIT: {
         /* billiard.exceptions.TimeLimitExceeded(limit), with the traceback Celery sends
          * (billiard's on_hard_timeout frame; ours names the task). */

@@ -27,6 +27,19 @@
  * task's events within 0.1 s; under load a batch fills first). */
 #define CC_EVENTS_FLUSH_US 100000
 
+/* [issue 14] A task-retried event waits (at most CC_EVENTS_RETRY_HOLD_US) for the retry
+ * message's own task-received, so monitors see RECEIVED then RETRY, as from a Python worker
+ * (whose pool child publishes the retry before the master sends task-retried). Fixed room:
+ * CC_EVENTS_HELD_MAX waiting ones, the oldest is sent when it is full. */
+#define CC_EVENTS_RETRY_HOLD_US 1000000
+#define CC_EVENTS_HELD_MAX      64
+
+struct cc_events_held {
+    char *id;              /* owned task id; NULL = free entry */
+    char *exc, *traceback; /* owned texts of the task-retried event */
+    int64_t until_us;      /* cc_mono_us() after which it is sent anyway */
+};
+
 struct cc_events {
     struct cc_broker *broker; /* borrowed: the consuming connection */
     const char *hostname;     /* borrowed */
@@ -55,6 +68,8 @@ struct cc_events {
     double timeout_s;                /* connect timeout */
     int64_t own_retry_us;            /* cc_mono_us() of the next connect attempt, 0 = none */
     int64_t own_poll_us;             /* cc_mono_us() of the last read while blocked */
+    struct cc_events_held held[CC_EVENTS_HELD_MAX]; /* [issue 14] task-retried, waiting */
+    int n_held;
 };
 
 /* Set up (nothing is sent). `freq_s` <= 0 means 2.0 (Celery's heartbeat interval). */
@@ -91,12 +106,19 @@ void cc_events_tick(struct cc_events *ev, int64_t now_us, int active, uint64_t p
 /* Milliseconds until cc_events_tick has work (capped by `ms`), for the poll timeout. */
 int64_t cc_events_due_in_ms(const struct cc_events *ev, int64_t now_us, int64_t ms);
 
-/* Task events; no-ops unless task events are on. `r` borrowed. */
+/* Task events; no-ops unless task events are on. `r` borrowed. task-received also sends
+ * a task-retried held for the same id right after it (see CC_EVENTS_RETRY_HOLD_US). */
 void cc_events_task_received(struct cc_events *ev, const struct cc_request *r);
 void cc_events_task_started(struct cc_events *ev, const struct cc_request *r);
-/* From a pool report: task-succeeded / -failed / -retried / -rejected. */
+/* From a pool report: task-succeeded / -failed / -rejected now; task-retried is held until
+ * the retry message's task-received (or CC_EVENTS_RETRY_HOLD_US, or
+ * cc_events_retry_release). */
 void cc_events_task_report(struct cc_events *ev, const struct cc_request *r,
                            const struct cc_pool_report *rep);
+/* [issue 14] Send the task-retried held for `id` now (its retry message will not come:
+ * not published, or published elsewhere). No-op when none is held. */
+void cc_events_retry_release(struct cc_events *ev, const char *id);
+
 /* task-failed with an exception repr made by the master, and no traceback. */
 void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, const char *exc_repr);
 /* [tracebacks] task-failed for an exception the master raised on the task's behalf (hard

@@ -65,6 +65,7 @@
 
 #include "canvas.h"
 #include "chord.h"
+#include "isotime.h"
 #include "jobrun.h" /* [jobrun] */
 #include "log.h"
 #include "pool.h"
@@ -1280,13 +1281,15 @@ static int pool_solo_timer_init(struct cc_pool *p, struct cc_err *err)
 static void pool_solo_timer_arm(struct cc_pool *p, double seconds)
 {
     struct itimerspec its;
+    int64_t us;
 
     if (!p->has_solo_timer)
         return;
     memset(&its, 0, sizeof(its));
-    if (seconds > 0) {
-        its.it_value.tv_sec = (time_t)seconds;
-        its.it_value.tv_nsec = (long)((seconds - (double)its.it_value.tv_sec) * 1e9);
+    /* [issue 14] Through the span helper: a huge limit is no limit (the timer stays off). */
+    if (seconds > 0 && cc_iso_span_us(seconds, &us) == CC_ISO_SPAN_OK) {
+        its.it_value.tv_sec = (time_t)(us / 1000000);
+        its.it_value.tv_nsec = (long)(us % 1000000) * 1000;
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
             its.it_value.tv_nsec = 1;
     }
@@ -1361,6 +1364,20 @@ static bool pool_limit_is_int(const struct cc_request *r, size_t i)
     return json_is_integer(json_array_get(tl, i));
 }
 
+/* [issue 14] When a limit of `s` seconds armed at `now` fires, 0 = never. Python's billiard
+ * compares floats (`monotonic() >= start + timeout`), so a limit of 1e300 or inf never fires,
+ * nor does NaN, and a limit too small to count in microseconds fires at once. Everything
+ * goes through cc_iso_span_us: 1e300 s used to overflow int64 microseconds (undefined
+ * behaviour; in practice an immediate TimeLimitExceeded(1e+300)). */
+static int64_t pool_limit_at_us(int64_t now, double s)
+{
+    int64_t us;
+
+    if (!(s > 0) || cc_iso_span_us(s, &us) != CC_ISO_SPAN_OK)
+        return 0; /* 0, negative (the caller falls back), NaN, huge: no limit */
+    return now + (us > 0 ? us : 1);
+}
+
 /* Effective limits, as Celery's Request.execute_using_pool and billiard's apply_async:
  * `timelimit` from the message, else the task's, else the pool's (the worker options). */
 static void pool_arm_limits(struct cc_pool *p, struct cc_pool_child *k, const struct cc_request *r)
@@ -1390,9 +1407,8 @@ static void pool_arm_limits(struct cc_pool *p, struct cc_pool_child *k, const st
         k->soft_s = e_soft > 0 ? e_soft : cfg->soft_time_limit_s;
     }
     /* Only prefork can kill a runaway task (billiard kills the process). */
-    k->hard_at_us =
-        k->hard_s > 0 && !p->o.is_threads && !p->o.is_solo ? now + (int64_t)(k->hard_s * 1e6) : 0;
-    k->soft_at_us = k->soft_s > 0 ? now + (int64_t)(k->soft_s * 1e6) : 0;
+    k->hard_at_us = !p->o.is_threads && !p->o.is_solo ? pool_limit_at_us(now, k->hard_s) : 0;
+    k->soft_at_us = pool_limit_at_us(now, k->soft_s);
 }
 
 int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, uint32_t seq,

@@ -112,8 +112,11 @@ int cc_rl_parse(const char *text, double *per_s, struct cc_err *err)
         end++;
     if (end == num || *end != '\0' || isspace((unsigned char)num[0]))
         return cc_err_set(err, CC_ECONFIG, "rate '%.40s': not a number", text);
-    if (!isfinite(n) || n < 0)
-        return cc_err_set(err, CC_ECONFIG, "rate '%.40s': must be a finite number >= 0", text);
+    /* [issue 14] Python's float() takes "nan" and "inf" too: TokenBucket(inf) never runs dry,
+     * so "inf" is no limit (*per_s = inf, which cc_rl_set treats as none); NaN and negative
+     * rates make no sense (a negative bucket never refills) and are refused. */
+    if (isnan(n) || n < 0)
+        return cc_err_set(err, CC_ECONFIG, "rate '%.40s': must be a number >= 0 (or inf)", text);
     *per_s = n / div;
     return CC_OK;
 }

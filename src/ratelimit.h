@@ -39,9 +39,11 @@ struct cc_rl;
 #define CC_RL_REDIS_PREFIX "celeryc:ratelimit:"
 
 /* Celery's celery.utils.time.rate(): "N/s", "N/m", "N/h", or a bare "N" (per second); N may
- * be fractional ("0.5/s"). NULL, "" and any N of 0 mean no limit (*per_s = 0). Surrounding
+ * be fractional ("0.5/s") or huge ("1e300/s"). NULL, "" and any N of 0 mean no limit
+ * (*per_s = 0); "inf" too (*per_s = inf: Python's TokenBucket(inf) never empties). Surrounding
  * blanks are ignored. Returns CC_OK, or CC_ECONFIG for anything else (Celery raises
- * ValueError or KeyError there) including negative or non-finite N. Pure. */
+ * ValueError or KeyError there) including a negative or NaN N (which Python accepts and then
+ * never runs the task). Pure. */
 int cc_rl_parse(const char *text, double *per_s, struct cc_err *err) CC_MUST_USE;
 
 /* Returns: owned, free with cc_rl_free(). No limits, no Redis. */
@@ -50,8 +52,9 @@ struct cc_rl *cc_rl_new(void);
 /* Takes NULL. Held items are forgotten (drain them first with cc_rl_pop_any). */
 void cc_rl_free(struct cc_rl *rl);
 
-/* Limit `name` to `per_s` starts per second (0 removes the limit). Keeps an existing
- * bucket's reservations. */
+/* Limit `name` to `per_s` starts per second (0, inf, NaN or negative removes the limit).
+ * The interval is rounded up to whole microseconds, at least 1 us and at most 1e15 us
+ * (31.7 years) for the tiniest rates. Keeps an existing bucket's reservations. */
 void cc_rl_set(struct cc_rl *rl, const char *name, double per_s);
 
 /* Apply a "name=rate,name=rate" list (blanks around items ignored, empty items skipped);

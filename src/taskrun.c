@@ -37,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "isotime.h"
 #include "log.h"
 #include "pyrepr.h"
 #include "result.h"
@@ -742,6 +743,23 @@ static int do_retry(struct taskrun_state *st, const struct cc_task_ctx *ctx, dou
     return CC_TASK_RETRY;
 }
 
+/* [issue 14] The countdown a task gave, as do_retry wants it (< 0 = none given). task.h: 0
+ * takes the task's default_retry_delay. A task often passes a number from its arguments,
+ * so every double is handled as Python's Task.retry would: negative = at once (eta in the
+ * past), NaN = none given, with a warning (timedelta(seconds=nan) raises ValueError there);
+ * a huge one is kept and clamped where the eta is computed (worker_publish_retry). */
+static double retry_countdown_arg(struct cc_task_ctx *ctx, double countdown_s)
+{
+    if (isnan(countdown_s)) {
+        cc_task_log(ctx, CC_TASK_LOG_WARNING,
+                    "retry: countdown is NaN; using the task's default retry delay");
+        return -1;
+    }
+    if (countdown_s < 0)
+        return 0;
+    return countdown_s > 0 ? countdown_s : -1;
+}
+
 int cc_task_retry_at(struct cc_task_ctx *ctx, const char *file, int line, const char *func,
                      const struct cc_task_retry_opts *opts)
 {
@@ -751,10 +769,9 @@ int cc_task_retry_at(struct cc_task_ctx *ctx, const char *file, int line, const 
 
     if (opts == NULL)
         opts = &none;
-    /* task.h: a zero countdown takes the task's default_retry_delay. */
-    rc = do_retry(st, ctx, opts->countdown_s > 0 ? opts->countdown_s : -1, opts->eta,
-                  opts->max_retries, opts->exc_type != NULL ? opts->exc_module : NULL,
-                  opts->exc_type, opts->exc_args);
+    rc =
+        do_retry(st, ctx, retry_countdown_arg(ctx, opts->countdown_s), opts->eta, opts->max_retries,
+                 opts->exc_type != NULL ? opts->exc_module : NULL, opts->exc_type, opts->exc_args);
     /* Retry (or MaxRetriesExceededError) is raised where the task called retry(). */
     st->loc = (struct taskrun_loc){file, line, func};
     return rc;
@@ -1122,9 +1139,13 @@ int cc_task_table_check(struct cc_err *err)
         if (e->max_retries < CC_MAX_RETRIES_FOREVER)
             return cc_err_set(err, CC_EINVAL, "task %s: bad max_retries %d", e->name,
                               e->max_retries);
-        if (e->retry_backoff_s < 0 || e->retry_backoff_max_s < 0 || e->default_retry_delay_s < 0 ||
-            e->time_limit_s < 0 || e->soft_time_limit_s < 0)
-            return cc_err_set(err, CC_EINVAL, "task %s: negative delay or limit", e->name);
+        /* [issue 14] `!(x >= 0 && x <= max)` also catches NaN; backoffs are cast to integers. */
+        if (!(e->retry_backoff_s >= 0 && e->retry_backoff_s <= CC_ISO_SPAN_MAX_S) ||
+            !(e->retry_backoff_max_s >= 0 && e->retry_backoff_max_s <= CC_ISO_SPAN_MAX_S) ||
+            !(e->default_retry_delay_s >= 0) || !(e->time_limit_s >= 0) ||
+            !(e->soft_time_limit_s >= 0))
+            return cc_err_set(err, CC_EINVAL, "task %s: negative, NaN or huge delay or limit",
+                              e->name);
         for (const char *const *a = e->autoretry_for; a != NULL && *a != NULL; a++) {
             if (strcmp(*a, "*") != 0 && strchr(*a, '.') == NULL)
                 return cc_err_set(err, CC_EINVAL,

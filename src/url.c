@@ -103,6 +103,16 @@ static int url_decode(struct url_view v, bool lower, const char *what, char **ou
     return CC_OK;
 }
 
+/* CC_EURL "what: '<url, passwords masked>'" (issue 14: error texts never show a password). */
+static int url_err_masked(struct cc_err *err, const char *what, const char *url)
+{
+    char *m = cc_url_mask(url, CC_URL_MASK_LOG);
+    int rc = cc_err_set(err, CC_EURL, "%s: '%.80s'", what, m);
+
+    free(m);
+    return rc;
+}
+
 /* Split `url` into its raw parts with urlparse's rules (see the file comment). */
 static int url_split(const char *url, struct url_parts *pp, struct cc_err *err)
 {
@@ -113,13 +123,13 @@ static int url_split(const char *url, struct url_parts *pp, struct cc_err *err)
         return cc_err_set(err, CC_EURL, "empty URL");
     sep = strstr(url, "://");
     if (sep == NULL || sep == url)
-        return cc_err_set(err, CC_EURL, "not a URL (expected scheme://...): '%.60s'", url);
+        return url_err_masked(err, "not a URL (expected scheme://...)", url);
     for (const char *c = url; c < sep; c++) {
         if (!isalnum((unsigned char)*c) && *c != '+' && *c != '-' && *c != '.')
-            return cc_err_set(err, CC_EURL, "bad scheme in URL '%.60s'", url);
+            return url_err_masked(err, "bad scheme in URL", url);
     }
     if (strchr(url, ';') != NULL)
-        return cc_err_set(err, CC_EURL, "failover URL lists (';') are not supported: '%.60s'", url);
+        return url_err_masked(err, "failover URL lists (';') are not supported", url);
     pp->scheme = url_view_make(url, (size_t)(sep - url));
 
     auth = sep + 3;
@@ -387,7 +397,7 @@ int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err 
         if (rc != CC_OK)
             goto out;
         if (path == NULL) {
-            rc = cc_err_set(err, CC_EURL, "unix socket URL without a path: '%.60s'", url);
+            rc = url_err_masked(err, "unix socket URL without a path", url);
             goto out;
         }
         out->socket_path = cc_xmalloc(strlen(path) + 2);
@@ -442,37 +452,212 @@ void cc_url_redis_deinit(struct cc_redis_url *u)
     memset(u, 0, sizeof(*u));
 }
 
-/* ---- Redaction ---------------------------------------------------------------------------- */
+/* ---- Masking (issue 14) --------------------------------------------------------------------
+ *
+ * Every URL celeryc reports (inspect conf, logs, the banner, error texts, `celeryc jobs` /
+ * `db` output) goes through cc_url_mask, which hides every password it can find: the user
+ * info's (with urllib's split: the authority ends at the first '/', '?' or '#', the user
+ * info at its last '@', the password after its first ':'; and, for a password holding '/',
+ * '?' or '#' that urllib would misread, up to the last '@' of the URL), query parameters
+ * whose name holds "pass", "secret" or "token" (libpq's ?password=, sslpassword), libpq
+ * "key=value" conninfo strings, and each URL of a "url;url" failover list. Masking too much
+ * is harmless; masking too little is a leak, so unknown shapes lean to masking. */
+
+struct url_out {
+    char *p;
+    size_t len, cap;
+};
+
+static void url_out_put(struct url_out *o, const char *s, size_t n)
+{
+    if (o->len + n + 1 > o->cap) {
+        o->cap = (o->len + n + 1) * 2;
+        o->p = cc_xrealloc(o->p, o->cap);
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static bool url_is_secret_key(const char *k, size_t n)
+{
+    static const char *const words[] = {"pass", "secret", "token"};
+
+    for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+        size_t wl = strlen(words[w]);
+
+        for (size_t i = 0; i + wl <= n; i++)
+            if (strncasecmp(k + i, words[w], wl) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* "a=1&password=x;b=2": values of secret keys masked. */
+static void url_mask_query(struct url_out *o, const char *q, size_t n, const char *mask)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t end = i, eq;
+
+        while (end < n && q[end] != '&' && q[end] != ';')
+            end++;
+        for (eq = i; eq < end && q[eq] != '='; eq++)
+            ;
+        if (eq < end && url_is_secret_key(q + i, eq - i)) {
+            url_out_put(o, q + i, eq + 1 - i);
+            url_out_put(o, mask, strlen(mask));
+        } else {
+            url_out_put(o, q + i, end - i);
+        }
+        if (end < n)
+            url_out_put(o, q + end, 1);
+        i = end + 1;
+    }
+}
+
+/* libpq conninfo: "host=h password=secret dbname=d" / "password = 'it''s'". */
+static void url_mask_conninfo(struct url_out *o, const char *s, size_t n, const char *mask)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t k0, k1, v0, v1;
+
+        while (i < n && isspace((unsigned char)s[i]))
+            url_out_put(o, s + i++, 1);
+        k0 = i;
+        while (i < n && !isspace((unsigned char)s[i]) && s[i] != '=')
+            i++;
+        k1 = i;
+        while (i < n && isspace((unsigned char)s[i]))
+            i++;
+        if (i >= n || s[i] != '=') { /* not key=value: copy as it is */
+            url_out_put(o, s + k0, i - k0);
+            continue;
+        }
+        i++;
+        while (i < n && isspace((unsigned char)s[i]))
+            i++;
+        v0 = i;
+        if (i < n && s[i] == '\'') {
+            for (i++; i < n && s[i] != '\''; i++)
+                if (s[i] == '\\' && i + 1 < n)
+                    i++;
+            if (i < n)
+                i++;
+        } else {
+            while (i < n && !isspace((unsigned char)s[i]))
+                i++;
+        }
+        v1 = i;
+        url_out_put(o, s + k0, v0 - k0);
+        if (url_is_secret_key(s + k0, k1 - k0))
+            url_out_put(o, mask, strlen(mask));
+        else
+            url_out_put(o, s + v0, v1 - v0);
+    }
+}
+
+static bool url_all_digits(const char *p, const char *e)
+{
+    if (p == e)
+        return false;
+    for (; p < e; p++)
+        if (!isdigit((unsigned char)*p))
+            return false;
+    return true;
+}
+
+/* One URL (no failover ';'). */
+static void url_mask_one(struct url_out *o, const char *u, size_t n, const char *mask)
+{
+    const char *end = u + n, *sep = NULL, *auth, *auth_end, *at = NULL, *colon = NULL, *q;
+
+    for (const char *c = u; c + 3 <= end; c++)
+        if (memcmp(c, "://", 3) == 0) {
+            sep = c;
+            break;
+        }
+    if (sep == NULL) {
+        url_mask_conninfo(o, u, n, mask);
+        return;
+    }
+    auth = sep + 3;
+    for (auth_end = auth; auth_end < end && !strchr("/?#", *auth_end); auth_end++)
+        ;
+    for (const char *c = auth; c < auth_end; c++)
+        if (*c == '@')
+            at = c;
+    if (at != NULL) {
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    } else {
+        /* A password holding '/', '?' or '#' (urllib cannot split it): user:pass up to the
+         * URL's last '@', unless what follows the ':' is a port. */
+        const char *last = NULL, *c2;
+
+        for (const char *c = auth_end; c < end; c++)
+            if (*c == '@')
+                last = c;
+        c2 = last != NULL ? memchr(auth, ':', (size_t)(auth_end - auth)) : NULL;
+        if (c2 != NULL && !url_all_digits(c2 + 1, auth_end)) {
+            at = last;
+            colon = c2;
+        }
+    }
+    if (colon != NULL && colon + 1 < at) {
+        url_out_put(o, u, (size_t)(colon + 1 - u));
+        url_out_put(o, mask, strlen(mask));
+        for (auth_end = at; auth_end < end && !strchr("/?#", *auth_end); auth_end++)
+            ;
+        url_out_put(o, at, (size_t)(auth_end - at));
+    } else {
+        url_out_put(o, u, (size_t)(auth_end - u));
+    }
+    q = memchr(auth_end, '?', (size_t)(end - auth_end));
+    if (q == NULL) {
+        url_out_put(o, auth_end, (size_t)(end - auth_end));
+        return;
+    }
+    url_out_put(o, auth_end, (size_t)(q + 1 - auth_end));
+    url_mask_query(o, q + 1, (size_t)(end - q - 1), mask);
+}
+
+/* Whether `s` starts with "scheme://" (the next URL of a failover list). */
+static bool url_starts_url(const char *s)
+{
+    const char *c = s;
+
+    if (!isalpha((unsigned char)*c))
+        return false;
+    while (isalnum((unsigned char)*c) || *c == '+' || *c == '-' || *c == '.')
+        c++;
+    return strncmp(c, "://", 3) == 0;
+}
+
+char *cc_url_mask(const char *url, const char *mask)
+{
+    struct url_out o = {0};
+    const char *p = url != NULL ? url : "";
+
+    url_out_put(&o, "", 0);
+    for (;;) {
+        const char *semi = p;
+
+        /* a ';' that starts another scheme:// is a failover separator; others are data */
+        while ((semi = strchr(semi, ';')) != NULL && !url_starts_url(semi + 1))
+            semi++;
+        url_mask_one(&o, p, semi != NULL ? (size_t)(semi - p) : strlen(p), mask);
+        if (semi == NULL)
+            break;
+        url_out_put(&o, ";", 1);
+        p = semi + 1;
+    }
+    return o.p;
+}
 
 char *cc_url_redact(const char *url)
 {
-    const char *sep, *auth, *auth_end, *at = NULL, *colon;
-    char *out;
-    size_t head, tail;
-
-    if (url == NULL)
-        return cc_xstrdup("");
-    sep = strstr(url, "://");
-    if (sep == NULL)
-        return cc_xstrdup(url);
-    auth = sep + 3;
-    auth_end = auth + strcspn(auth, "/?#");
-    for (const char *c = auth; c < auth_end; c++) {
-        if (*c == '@')
-            at = c;
-    }
-    if (at == NULL)
-        return cc_xstrdup(url);
-    colon = memchr(auth, ':', (size_t)(at - auth));
-    if (colon == NULL || colon + 1 == at)
-        return cc_xstrdup(url); /* no password, nothing to hide */
-    /* Keep everything up to and including ':', then "**", then from '@' on, as kombu's
-     * sanitize_url prints it ("amqp://guest:**@localhost:5672//"). */
-    head = (size_t)(colon + 1 - url);
-    tail = strlen(at);
-    out = cc_xmalloc(head + 2 + tail + 1);
-    memcpy(out, url, head);
-    memcpy(out + head, "**", 2);
-    memcpy(out + head + 2, at, tail + 1);
-    return out;
+    return cc_url_mask(url, CC_URL_MASK_LOG);
 }

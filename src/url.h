@@ -51,7 +51,18 @@ void cc_url_amqp_deinit(struct cc_amqp_url *u);
 int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err *err) CC_MUST_USE;
 void cc_url_redis_deinit(struct cc_redis_url *u);
 
-/* The URL with any password replaced by "**", as Celery prints it in its banner. Owned. */
+/* [issue 14] Masks: kombu's sanitize_url default (banner, logs, errors) and Celery's
+ * inspect conf (filter_hidden_settings: "********"). */
+#define CC_URL_MASK_LOG  "**"
+#define CC_URL_MASK_CONF "********"
+
+/* The URL with every password replaced by `mask`: the user info's ("redis://:MASK@h/0",
+ * "amqp://u:MASK@h//"), query parameters named *pass* / *secret* / *token*
+ * ("?password=MASK"), libpq conninfo "password=MASK", each URL of a "url;url" list; the rest
+ * unchanged (Celery's masked forms, with the query kept). NULL -> "". Returns: owned. */
+char *cc_url_mask(const char *url, const char *mask);
+
+/* cc_url_mask(url, CC_URL_MASK_LOG), as Celery prints URLs in its banner. Owned. */
 char *cc_url_redact(const char *url);
 
 #endif

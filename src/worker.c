@@ -832,7 +832,13 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     if (rep->retry_eta[0] != '\0' && cc_iso_parse(rep->retry_eta, &eta_us) == CC_OK) {
         snprintf(eta, sizeof(eta), "%s", rep->retry_eta);
     } else {
-        eta_us = now + (int64_t)(rep->retry_countdown_s * 1e6);
+        int64_t span_us;
+
+        /* [issue 14] A task's countdown may be any double (often one of its arguments):
+         * negative or NaN = now, huge = the far end of cc_iso_span_us, never an overflow. */
+        if (cc_iso_span_us(rep->retry_countdown_s, &span_us) != CC_ISO_SPAN_OK && span_us < 0)
+            span_us = 0;
+        eta_us = cc_iso_add_us(now, span_us);
         cc_iso_format(eta_us, 1, eta, sizeof(eta));
     }
     m.retries = r->msg.retries + 1;
@@ -964,9 +970,11 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
             cc_warn("Task %s[%s]: retry not published: the connection was lost before the "
                     "message was acked, so the broker redelivers it",
                     cc_request_name(r), r->msg.id);
+            cc_events_retry_release(&w->ev, r->msg.id); /* [issue 14] no copy will come */
             break;
         }
         if (worker_publish_retry(w, r, rep, &err) != CC_OK) {
+            cc_events_retry_release(&w->ev, r->msg.id); /* [issue 14] no copy (yet) */
             if (err.code == CC_EAGAIN) {
                 /* [blocked] Keep the retry until the broker takes publishes again; an
                  * acks_late original stays unacked until then (requeueing it now would

@@ -1,5 +1,6 @@
 /* Fuzz target for src/url.c: cc_url_parse_amqp(), cc_url_parse_redis() and cc_url_redact().
  *
+ * cc_url_mask() too (issue 14).
  * Input: any bytes, copied and NUL-terminated (an embedded NUL ends the string, as it would
  * for a URL read from a config file, the environment or argv). Every parser runs on it.
  * Properties checked: on success every string the struct documents as set is non-NULL, ports
@@ -79,6 +80,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_url_amqp(s);
     fuzz_url_redis(s);
     r = cc_url_redact(s);
+    if (r == NULL)
+        abort();
+    free(r);
+    r = cc_url_mask(s, CC_URL_MASK_CONF); /* issue 14: every shape, any bytes */
     if (r == NULL)
         abort();
     free(r);

@@ -282,3 +282,46 @@ def test_pidbox_and_added_queue_survive_reconnect(app, worker_factory):
     wait_for(ping, 20, "ping answered after the reconnect", interval=0.5)
     assert [q["name"] for q in inspect_json("active_queues", w.name)] == [w.queue, extra]
     assert app.send_task("demo.add", args=[2, 3], queue=extra).get(timeout=TIMEOUT) == 5
+
+
+def test_issue_14_registered_shows_time_limits_set_by_control(app, worker_factory):
+    """`inspect registered time_limit soft_time_limit` shows what `control time_limit` set,
+    as Celery does (task.soft_time_limit / task.time_limit, str() of what was sent): floats
+    from the CLI, ints from the API, None (left out) for a limit not given."""
+    w = worker_factory(concurrency=1)
+    node = w.name
+
+    def line(task, *items):
+        return [x for x in inspect_json("registered", node, *items) if x.split(" ")[0] == task]
+
+    assert line("demo.sleep", "time_limit", "soft_time_limit") == ["demo.sleep"]
+    assert control_json("time_limit", node, "demo.sleep", "5", "10") == \
+        {"ok": "time limits set successfully"}
+    assert line("demo.sleep", "time_limit", "soft_time_limit") == \
+        ["demo.sleep [time_limit=10.0 soft_time_limit=5.0]"]
+    # the order asked for; an attribute a task does not have is left out
+    assert line("demo.sleep", "soft_time_limit", "no_such_attr", "time_limit") == \
+        ["demo.sleep [soft_time_limit=5.0 time_limit=10.0]"]
+    assert app.control.time_limit("demo.sleep", soft=3, reply=True, destination=[node],
+                                  timeout=scaled(5)) == \
+        [{node: {"ok": "time limits set successfully"}}]
+    assert line("demo.sleep", "time_limit", "soft_time_limit") == \
+        ["demo.sleep [soft_time_limit=3]"]
+    assert app.control.time_limit("demo.sleep", soft=0, hard=1e300, reply=True,
+                                  destination=[node], timeout=scaled(5)) == \
+        [{node: {"ok": "time limits set successfully"}}]
+    assert line("demo.sleep", "time_limit", "soft_time_limit") == \
+        ["demo.sleep [time_limit=1e+300 soft_time_limit=0]"]
+    # the default items are untouched by time limits; other tasks too
+    assert line("demo.sleep") == ["demo.sleep"]
+    assert line("demo.add", "time_limit") == ["demo.add"]
+    # builtins: Python's truthiness (the CLI cannot send it; the API can)
+    def registered(**arguments):
+        return app.control.broadcast("registered", arguments=arguments, reply=True,
+                                     destination=[node], timeout=scaled(3))[0][node]
+    assert any(x.startswith("celery.") for x in registered(builtins=1))
+    assert any(x.startswith("celery.") for x in registered(builtins="yes"))
+    for falsy in (0, "", None, []):
+        reg = registered(builtins=falsy)
+        assert not any(x.startswith("celery.") for x in reg), (falsy, reg)
+    assert reg == sorted(reg)

@@ -185,3 +185,39 @@ def test_heartbeat_command_sends_one_now(app, worker_factory):
         with mon.lock:
             hb = [e for e in mon.of(w.name, "worker-heartbeat") if e.get("freq") == 5][0]
         assert {"sw_ident", "sw_ver", "sw_sys", "hostname", "clock", "timestamp"} <= set(hb)
+
+
+def test_issue_14_retry_events_in_pythons_order(app, worker_factory):
+    """A retried task: the copy's task-received comes before task-retried, so a monitor
+    (Flower: celery.events.state) shows RETRY while the retry waits for its countdown. Checked
+    against a celeryc worker and the Python worker side by side, with one EventReceiver."""
+    qc, qp = unique_queue("evr-c"), unique_queue("evr-py")
+    with Monitor(app) as mon:
+        workers = [start_worker(worker_factory, qc, events=True, impl="c")]
+        if IMPL == "c":
+            workers.append(start_worker(worker_factory, qp, events=True, impl="python"))
+        for w in workers:
+            mon.wait(lambda: mon.of(w.name, "worker-online"), scaled(20), "worker-online")
+        # retry_once retries itself once with this countdown (in both implementations).
+        rs = [app.send_task("t.integration.tasks.retry_once", kwargs={"countdown": 3},
+                            queue=w.queue) for w in workers]
+
+        def seen_retry(r):
+            return lambda: {"task-retried", "task-received"} <= set(mon.task_events(r.id)) and \
+                mon.task_events(r.id).count("task-received") == 2
+        for r in rs:
+            mon.wait(seen_retry(r), scaled(15), "task-retried and the copy's task-received")
+        time.sleep(scaled(0.5))  # anything late would arrive now; the countdown runs on
+        for w, r in zip(workers, rs):
+            with mon.lock:
+                evs = [e for e in mon.events if e.get("uuid") == r.id]
+                state = mon.state.tasks[r.id].state
+            types = [e["type"] for e in evs]
+            assert types[:4] == ["task-received", "task-started", "task-received",
+                                 "task-retried"], (w.name, types)
+            assert [e.get("retries") for e in evs if e["type"] == "task-received"] == [0, 1]
+            assert evs[3]["clock"] > evs[2]["clock"], evs
+            # What Flower shows while the retry waits for its countdown.
+            assert state == "RETRY", (w.name, state, types)
+        for r in rs:
+            assert r.get(timeout=TIMEOUT) == 1

@@ -419,6 +419,43 @@ def test_flower_control_api(app, worker_factory):
     assert w.wait_exit(20) == 0, w.log()[-3000:]
 
 
+# ---- Revoke with terminate (api/control.py TaskRevoke) -----------------------------------------
+
+def _wait_active(app, node, tid):
+    def active():
+        got = app.control.inspect(timeout=scaled(1.0), destination=[node]).active() or {}
+        return any(t["id"] == tid for t in got.get(node, []))
+    wait_for(active, 20, "task %s active" % tid)
+
+
+# Flower's TaskRevoke: terminate = self.get_argument('terminate', default=False, type=bool),
+# which goes through strtobool: the int 1 (its Terminate button too); then
+# app.control.revoke(taskid, terminate=terminate, signal=signal). Other truthy spellings a
+# client may send are true as well (Python's `if terminate:`).
+@pytest.mark.parametrize("terminate", [1, True, "yes", "false", [1], {"a": 1}, 2.5])
+def test_issue_14_flower_revoke_terminate_one(app, worker_factory, terminate):
+    w = start_worker(worker_factory, unique_queue("fl-term"), events=True, concurrency=1)
+    r = app.send_task("demo.sleep", args=[60], queue=w.queue)
+    _wait_active(app, w.name, r.id)
+    t0 = time.monotonic()
+    app.control.revoke(r.id, terminate=terminate, signal="SIGTERM")
+    wait_for(lambda: r.state == "REVOKED", 20, "the running task terminated")
+    assert time.monotonic() - t0 < scaled(20)
+    assert app.send_task("demo.add", args=[1, 2], queue=w.queue).get(timeout=TIMEOUT) == 3
+
+
+@pytest.mark.parametrize("terminate", [0, False, "", None, [], {}, 0.0])
+def test_issue_14_flower_revoke_falsy_terminate_lets_it_finish(app, worker_factory, terminate):
+    # Not terminated: the running task finishes and keeps its result (the id is revoked for
+    # any later delivery), as in Celery.
+    w = start_worker(worker_factory, unique_queue("fl-noterm"), events=True, concurrency=1)
+    r = app.send_task("demo.sleep", args=[2], queue=w.queue)
+    _wait_active(app, w.name, r.id)
+    app.control.revoke(r.id, terminate=terminate, signal="SIGTERM")
+    assert r.get(timeout=TIMEOUT) == 2
+    assert r.state == "SUCCESS"
+
+
 # ---- One Flower over a mixed fleet -----------------------------------------------------------
 
 def test_flower_mixed_fleet(app, worker_factory):

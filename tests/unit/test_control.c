@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,82 @@ static void test_ctl_rebuilt_replies(void **state)
     check_rebuilt("pidbox-control-revoke.json", rebuild_revoke);
 }
 
+/* issue 14: revoke(terminate=1) from Flower was ignored (only JSON true counted). Every
+ * boolean argument is Python's `if value:`. */
+static void test_issue_14_truthy_is_pythons(void **state)
+{
+    static const struct {
+        const char *json;
+        bool want;
+    } cases[] = {
+        {"true", true},       {"false", false}, {"null", false}, {"1", true},     {"0", false},
+        {"-1", true},         {"0.0", false},   {"0.5", true},   {"\"\"", false}, {"\"yes\"", true},
+        {"\"false\"", true},  {"\"0\"", true},  {"[]", false},   {"[0]", true},   {"{}", false},
+        {"{\"a\": 0}", true}, {"1e300", true},  {"-0.0", false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_error_t jerr;
+        json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, &jerr);
+
+        assert_non_null(v);
+        if (cc_ctl_truthy(v) != cases[i].want)
+            fail_msg("%s: want %d", cases[i].json, cases[i].want);
+        json_decref(v);
+    }
+    assert_false(cc_ctl_truthy(NULL));
+}
+
+/* The request Flower's Terminate button makes (flower/api/control.py TaskRevoke: terminate
+ * goes through strtobool, an int) and the same with other spellings. */
+static void test_issue_14_revoke_terminate_one(void **state)
+{
+    static const char body[] =
+        "{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"t1\", \"terminate\": 1, "
+        "\"signal\": \"SIGTERM\"}, \"destination\": null, \"pattern\": null, \"matcher\": null}";
+    struct cc_ctl_req q;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(cc_ctl_parse(body, strlen(body), NODE, &q, &err), CC_OK);
+    assert_true(cc_ctl_arg_bool(q.arguments, "terminate", false));
+    assert_false(cc_ctl_arg_bool(q.arguments, "missing", false));
+    assert_true(cc_ctl_arg_bool(q.arguments, "missing", true));
+    cc_ctl_req_deinit(&q);
+}
+
+/* issue 14: Python's json writes NaN / Infinity / -Infinity as bare tokens; the request
+ * used to be dropped unread. Outside strings they are read as "NaN" / +-DBL_MAX; inside
+ * strings nothing changes; a body that is bad for another reason stays bad. */
+static void test_issue_14_parse_python_nan_tokens(void **state)
+{
+    static const char body[] =
+        "{\"method\": \"time_limit\", \"arguments\": {\"task_name\": \"NaN Infinity \\\" NaN\", "
+        "\"soft\": NaN, \"hard\": Infinity, \"x\": [-Infinity, NaN]}, \"reply_to\": "
+        "{\"exchange\": \"reply.celery.pidbox\", \"routing_key\": \"k\"}, \"ticket\": \"t\"}";
+    struct cc_ctl_req q;
+    struct cc_err err = {0};
+    const json_t *a, *x;
+
+    (void)state;
+    assert_int_equal(cc_ctl_parse(body, strlen(body), NODE, &q, &err), CC_OK);
+    a = q.arguments;
+    assert_string_equal(json_string_value(json_object_get(a, "task_name")), "NaN Infinity \" NaN");
+    assert_string_equal(json_string_value(json_object_get(a, "soft")), "NaN");
+    assert_true(json_real_value(json_object_get(a, "hard")) == DBL_MAX);
+    x = json_object_get(a, "x");
+    assert_true(json_real_value(json_array_get(x, 0)) == -DBL_MAX);
+    assert_string_equal(json_string_value(json_array_get(x, 1)), "NaN");
+    assert_string_equal(q.ticket, "t");
+    cc_ctl_req_deinit(&q);
+    assert_int_equal(cc_ctl_parse("{\"method\": NaNx}", 16, NODE, &q, &err), CC_EBADMSG);
+    cc_ctl_req_deinit(&q);
+    assert_int_equal(cc_ctl_parse("{\"method\": \"ping\", \"a\": Nan}", 28, NODE, &q, &err),
+                     CC_EBADMSG);
+    cc_ctl_req_deinit(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +345,9 @@ int main(void)
         cmocka_unit_test(test_ctl_destination),
         cmocka_unit_test(test_ctl_bad_requests),
         cmocka_unit_test(test_ctl_rebuilt_replies),
+        cmocka_unit_test(test_issue_14_truthy_is_pythons),
+        cmocka_unit_test(test_issue_14_revoke_terminate_one),
+        cmocka_unit_test(test_issue_14_parse_python_nan_tokens),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "util.h"
 
 static struct cc_request *req(struct cc_request *r)
 {
@@ -105,6 +106,70 @@ static void test_events_clock(void **state)
     cc_events_deinit(&ev);
 }
 
+/* issue 14: a Python worker's copy of a retried task is received (task-received) before
+ * the master sends task-retried, so Flower shows RETRY while the retry waits; celeryc sent
+ * them the other way round. task-retried is now held until the copy's task-received, or
+ * CC_EVENTS_RETRY_HOLD_US, or cc_events_retry_release. */
+static void test_issue_14_retried_follows_the_copys_received(void **state)
+{
+    static const char text[] = "Retry in 5s\0Traceback (most recent call last):\n";
+    struct cc_broker b;
+    struct cc_events ev;
+    struct cc_request r, other;
+    struct cc_pool_report rep;
+    const char *recv, *retried;
+    int64_t t0;
+
+    (void)state;
+    memset(&b, 0, sizeof(b));
+    b.fd = -1;
+    memset(&rep, 0, sizeof(rep));
+    rep.status = CC_TASK_RETRY;
+    memcpy(rep.ev_text, text, sizeof(text));
+    rep.ev_len = sizeof(text);
+    cc_events_init(&ev, &b, "c@h", true, 2.0);
+    ev.is_open = true; /* batches build up; nothing is flushed before 24 or the tick */
+    t0 = cc_mono_us();
+    cc_events_task_report(&ev, req(&r), &rep);
+    assert_int_equal(ev.n_batched, 0); /* held */
+    assert_int_equal(ev.n_held, 1);
+    assert_true(cc_events_due_in_ms(&ev, cc_mono_us(), 5000) <= CC_EVENTS_RETRY_HOLD_US / 1000);
+    /* Another task's receipt does not release it; the copy's does, right after it. */
+    req(&other);
+    other.msg.id = (char *)"ffffffff-1111-2222-3333-444455556666";
+    cc_events_task_received(&ev, &other);
+    assert_int_equal(ev.n_held, 1);
+    r.msg.retries = 1;
+    cc_events_task_received(&ev, &r);
+    assert_int_equal(ev.n_held, 0);
+    assert_int_equal(ev.n_batched, 3);
+    ev.batch[ev.batch_len] = '\0';
+    recv = strstr(ev.batch, "\"retries\": 1");
+    retried = strstr(ev.batch, "\"type\": \"task-retried\"");
+    assert_non_null(recv);
+    assert_non_null(retried);
+    assert_true(recv < retried);
+    assert_non_null(strstr(recv, "\"exception\": \"Retry in 5s\""));
+
+    /* Not received here in time: sent by the tick once the hold is over, not before. */
+    ev.batch_len = 0;
+    ev.n_batched = 0;
+    cc_events_task_report(&ev, &r, &rep);
+    t0 = cc_mono_us(); /* after: the hold ends by t0 + CC_EVENTS_RETRY_HOLD_US */
+    cc_events_tick(&ev, t0, 0, 0);
+    assert_int_equal(ev.n_held, 1);
+    cc_events_tick(&ev, t0 + CC_EVENTS_RETRY_HOLD_US + 1, 0, 0);
+    assert_int_equal(ev.n_held, 0);
+    /* Released by the worker (retry not published); the room is bounded. */
+    cc_events_task_report(&ev, &r, &rep);
+    cc_events_retry_release(&ev, r.msg.id);
+    assert_int_equal(ev.n_held, 0);
+    for (int i = 0; i < CC_EVENTS_HELD_MAX + 5; i++)
+        cc_events_task_report(&ev, &r, &rep);
+    assert_int_equal(ev.n_held, CC_EVENTS_HELD_MAX);
+    cc_events_deinit(&ev); /* frees the held ones */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_events_failed_publish_drops_bounded),
         cmocka_unit_test(test_events_no_busy_loop_after_loss),
         cmocka_unit_test(test_events_clock),
+        cmocka_unit_test(test_issue_14_retried_follows_the_copys_received),
     };
 
     return cmocka_run_group_tests_name("events", tests, NULL, NULL);

@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <float.h>
 #include <string.h>
 
 #include "helpers/fixture.h"
@@ -485,6 +486,89 @@ static void test_msg_decode_invalid_cases(void **state)
     free_names(names, n);
 }
 
+/* issue 14: time limits of 0, 1e300, DBL_MAX (an infinity that came through an AMQP double)
+ * and null decode as sent; the worker decides what they mean (pool.c: huge = no limit).
+ * Negative ones are data/message/invalid/timelimit-*. */
+static void test_issue_14_msg_decode_extreme_timelimits(void **state)
+{
+    static const struct {
+        const char *timelimit;
+        double hard, soft;
+    } cases[] = {
+        {"[1e300, null]", 1e300, 0},
+        {"[null, 1e300]", 0, 1e300},
+        {"[1.7976931348623157e308, 0]", DBL_MAX, 0},
+        {"[0, 0]", 0, 0},
+        {"[0.0, 1e-300]", 0, 1e-300},
+        {"[9223372036854775807, null]", 9223372036854775807.0, 0},
+        {"null", 0, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char hdrs[256];
+        json_error_t jerr;
+        json_t *h;
+        struct cc_msg_raw raw = {.priority = -1};
+        struct cc_msg_limits lim = {0, 0};
+        struct cc_msg m;
+        struct cc_err err = {0};
+
+        snprintf(hdrs, sizeof(hdrs),
+                 "{\"task\": \"app.add\", \"id\": \"0b6e1f2a-0000-4000-8000-000000000001\", "
+                 "\"timelimit\": %s}",
+                 cases[i].timelimit);
+        h = json_loads(hdrs, 0, &jerr);
+        assert_non_null(h);
+        raw.content_type = cc_bytes_str("application/json");
+        raw.content_encoding = cc_bytes_str("utf-8");
+        raw.headers = h;
+        raw.body = cc_bytes_str("[[2, 3], {}, {}]");
+        if (cc_msg_decode(&raw, &lim, &m, &err) != CC_OK)
+            fail_msg("%s: %s", cases[i].timelimit, err.msg);
+        assert_true(m.time_limit_s == cases[i].hard);
+        assert_true(m.soft_time_limit_s == cases[i].soft);
+        cc_msg_deinit(&m);
+        json_decref(h);
+    }
+}
+
+/* issue 14: a callback with expires=1e300 (clamped to the far future) was published with
+ * expiration "100000000000000" ms, which RabbitMQ refuses (406, channel closed): above
+ * 2^32-1 ms the property is left out and the expires header carries the time. */
+static void test_issue_14_msg_encode_huge_expires_has_no_expiration(void **state)
+{
+    static const struct {
+        int64_t in_us;
+        const char *want; /* NULL: no property */
+    } cases[] = {
+        {4294967295LL * 1000, "4294967295"},
+        {4294967296LL * 1000, NULL},
+        {100000000000000000LL, NULL},
+        {-5000000, "0"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t now = 1798761600000000LL;
+        struct cc_msg m = {0};
+        struct cc_msg_out o;
+        struct cc_err err = {0};
+
+        m.id = (char *)"id1";
+        m.task = (char *)"app.t";
+        m.group_index = -1;
+        m.expires_us = now + cases[i].in_us;
+        assert_int_equal(cc_msg_encode(&m, now, &o, &err), CC_OK);
+        if (cases[i].want == NULL)
+            assert_null(o.expiration);
+        else
+            assert_string_equal(o.expiration, cases[i].want);
+        assert_non_null(json_string_value(json_object_get(o.headers, "expires")));
+        cc_msg_out_deinit(&o);
+    }
+}
+
 /* ---- Allocation failure ---------------------------------------------------------------- */
 
 static long alloc_budget = -1; /* allocations left before failing; -1 = unlimited */
@@ -559,6 +643,8 @@ int main(void)
         cmocka_unit_test(test_msg_decode_hybrid),
         cmocka_unit_test(test_msg_encode_defaults),
         cmocka_unit_test(test_msg_decode_invalid_cases),
+        cmocka_unit_test(test_issue_14_msg_decode_extreme_timelimits),
+        cmocka_unit_test(test_issue_14_msg_encode_huge_expires_has_no_expiration),
         cmocka_unit_test(test_msg_alloc_failure),
     };
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -141,9 +142,13 @@ static int setup_max_tasks_1(void **state)
     return setup_kind(state, false, false, 1);
 }
 
+static double limit_hard_s, limit_soft_s; /* the message's timelimit for run_ticking */
+
 static int teardown(void **state)
 {
     struct fix *f = *state;
+
+    limit_hard_s = limit_soft_s = 0;
 
     cc_pool_fork = fork;
     cc_pool_stop(&f->pool, true, 1000, 0, NULL, NULL);
@@ -336,6 +341,7 @@ static void test_pool_warm_stop_turns_cold_on_request(void **state)
 /* ---- Time limits, recycling, other pools --------------------------------------------- */
 
 static struct cc_request limit_req;
+static int64_t limit_deadline_us; /* cc_pool_deadline_us right after the dispatch */
 
 /* Dispatch task(args) to slot 0 as seq 11, keeping the request alive (the pool borrows it
  * until the report), and wait up to 10 s for the report while ticking the time limits. */
@@ -353,8 +359,11 @@ static struct cc_pool_report run_ticking(struct fix *f, const char *task, json_t
     limit_req.msg.group_index = -1;
     limit_req.msg.args = args;
     limit_req.msg.kwargs = json_object();
+    limit_req.msg.time_limit_s = limit_hard_s;
+    limit_req.msg.soft_time_limit_s = limit_soft_s;
     assert_int_equal(cc_pool_idle(&f->pool), 0);
     assert_int_equal(cc_pool_dispatch(&f->pool, 0, &limit_req, 11, &err), CC_OK);
+    limit_deadline_us = cc_pool_deadline_us(&f->pool);
     while (n == 0 && cc_mono_us() < deadline) {
         struct pollfd pfd = {.fd = cc_pool_report_fd(&f->pool), .events = POLLIN};
 
@@ -423,6 +432,30 @@ static void test_pool_soft_time_limit_signals_child(void **state)
     assert_non_null(strstr(stored, "\"result\": \"soft limit\""));
     assert_non_null(strstr(stored, "\"exc_type\": \"SoftTimeLimitExceeded\""));
     free(stored);
+}
+
+/* issue 14: a limit of 1e300 s (message or worker) overflowed int64 microseconds: the
+ * Release build killed the task at once, UBSan aborted the master. Huge = no limit. */
+static void test_issue_14_pool_huge_time_limit_is_no_limit(void **state)
+{
+    static const double huge[] = {1e300, 1e12, 9223372036854775807.0, INFINITY};
+    struct fix *f = *state;
+    struct cc_pool_report rep;
+
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        limit_hard_s = huge[i];
+        limit_soft_s = huge[i];
+        rep = run_ticking(f, "demo.sleep", json_pack("[f]", 0.05));
+        assert_int_equal(rep.status, CC_OK);
+        assert_true(limit_deadline_us == 0); /* nothing to watch */
+    }
+    /* Tiny and ordinary limits still count from the hand-off. */
+    limit_hard_s = 0;
+    limit_soft_s = 30;
+    rep = run_ticking(f, "demo.sleep", json_pack("[f]", 0.05));
+    assert_int_equal(rep.status, CC_OK);
+    assert_true(limit_deadline_us > cc_mono_us() + 20 * 1000000LL);
+    limit_soft_s = 0;
 }
 
 static void test_pool_max_tasks_per_child_retires(void **state)
@@ -676,6 +709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pool_warm_stop_turns_cold_on_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_hard_time_limit_kills_child, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_soft_time_limit_signals_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_issue_14_pool_huge_time_limit_is_no_limit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pool_max_tasks_per_child_retires, setup_max_tasks_1,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pool_threads_run_and_soft_limit, setup_threads,

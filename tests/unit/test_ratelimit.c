@@ -48,7 +48,16 @@ static const struct rate_case rate_cases[] = {
     {"5/s/s", -1},
     {"-1/s", -1},
     {"nan", -1},
-    {"inf/s", -1},
+    {"nan/s", -1},
+    {"-inf/s", -1},
+    {"-1e300", -1},
+    /* issue 14: Python's rate("inf") is inf, a bucket that never empties: no limit */
+    {"inf/s", INFINITY},
+    {"inf", INFINITY},
+    {"1e300/s", 1e300},
+    {"1e300/h", 1e300 / 3600},
+    {"1e-300/s", 1e-300},
+    {"-0", 0},
     {"1 0/s", -1},
 };
 
@@ -69,7 +78,7 @@ static void test_ratelimit_parse(void **state)
         } else {
             if (rc != CC_OK)
                 fail_msg("'%s': %s", c->text, err.msg);
-            if (fabs(per_s - c->per_s) > 1e-12)
+            if (per_s != c->per_s && fabs(per_s - c->per_s) > 1e-12)
                 fail_msg("'%s': %g, want %g", c->text, per_s, c->per_s);
         }
     }
@@ -122,6 +131,31 @@ static void test_ratelimit_interval_rounds_up(void **state)
     cc_rl_set(rl, "t", 0); /* removed */
     assert_int_equal(cc_rl_count(rl), 0);
     assert_int_equal(cc_rl_admit(rl, "t", 9 * SEC), 9 * SEC);
+    cc_rl_free(rl);
+}
+
+/* issue 14: rates of 0, 1e300, 1e-300, inf and NaN give a sane interval (or no bucket);
+ * no double is cast to an integer out of range. */
+static void test_issue_14_ratelimit_extreme_rates(void **state)
+{
+    struct cc_rl *rl = cc_rl_new();
+
+    (void)state;
+    cc_rl_set(rl, "t", 1e300); /* 1 us apart, the fastest */
+    assert_int_equal(cc_rl_admit(rl, "t", SEC), SEC);
+    assert_int_equal(cc_rl_admit(rl, "t", SEC), SEC + 1);
+    cc_rl_set(rl, "t", 1e-300); /* the slowest: one now, the next ~31.7 years later */
+    assert_int_equal(cc_rl_admit(rl, "t", 5 * SEC), 5 * SEC);
+    assert_true(cc_rl_admit(rl, "t", 5 * SEC) == 5 * SEC + 1000000000000000LL);
+    cc_rl_set(rl, "t", 4.9e-324); /* 1e6 / denormal is inf: the same cap */
+    assert_int_equal(cc_rl_count(rl), 1);
+    cc_rl_set(rl, "t", INFINITY); /* no limit */
+    assert_int_equal(cc_rl_count(rl), 0);
+    cc_rl_set(rl, "t", NAN);
+    assert_int_equal(cc_rl_count(rl), 0);
+    cc_rl_set(rl, "t", -1);
+    assert_int_equal(cc_rl_count(rl), 0);
+    assert_int_equal(cc_rl_admit(rl, "t", 7 * SEC), 7 * SEC);
     cc_rl_free(rl);
 }
 
@@ -294,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_ratelimit_parse),
         cmocka_unit_test(test_ratelimit_spacing_per_type),
         cmocka_unit_test(test_ratelimit_interval_rounds_up),
+        cmocka_unit_test(test_issue_14_ratelimit_extreme_rates),
         cmocka_unit_test(test_ratelimit_held_fifo),
         cmocka_unit_test(test_ratelimit_set_list),
         cmocka_unit_test(test_ratelimit_task_table_rates_parse),

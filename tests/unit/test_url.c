@@ -193,6 +193,87 @@ static void test_url_redact(void **state)
     }
 }
 
+/* issue 14: every password of every URL shape, masked as Celery's inspect conf does
+ * (kombu's maybe_sanitize_url(url, mask='********') for the user info), and what Celery
+ * drops (the query) kept but with its secrets masked. */
+static void test_issue_14_url_mask_every_password(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        /* the forms kombu prints (checked with maybe_sanitize_url(u, mask='********')) */
+        {"redis://:S3cretPW@127.0.0.1:6379/0", "redis://:********@127.0.0.1:6379/0"},
+        {"redis://user:S3cretPW@h:1/0", "redis://user:********@h:1/0"},
+        {"amqp://guest:S3cretPW@localhost:5672//", "amqp://guest:********@localhost:5672//"},
+        {"db+postgresql://u:S3cretPW@h:5432/db", "db+postgresql://u:********@h:5432/db"},
+        {"rediss://:p%40ss@h:6380/0?ssl_cert_reqs=required",
+         "rediss://:********@h:6380/0?ssl_cert_reqs=required"},
+        {"redis://h:6379/0", "redis://h:6379/0"},
+        {"amqp://u@h//", "amqp://u@h//"},
+        {"unix:///tmp/x.sock?db=2", "unix:///tmp/x.sock?db=2"},
+        /* secrets in the query (libpq, rediss) */
+        {"postgresql://u@h/db?sslmode=require&password=S3cretPW",
+         "postgresql://u@h/db?sslmode=require&password=********"},
+        {"postgresql://h/db?PassWord=S3cretPW&sslpassword=S3cretPW&token=x&user=u",
+         "postgresql://h/db?PassWord=********&sslpassword=********&token=********&user=u"},
+        /* libpq conninfo strings */
+        {"host=h password=S3cretPW dbname=d", "host=h password=******** dbname=d"},
+        {"host=h password = 'S3 cret\\'PW' user=u", "host=h password = ******** user=u"},
+        /* failover lists, and a ';' that is part of a password */
+        {"amqp://u:S3cretPW@h1//;amqp://u:S3cretPW@h2//",
+         "amqp://u:********@h1//;amqp://u:********@h2//"},
+        {"redis://:S3c;retPW@h/0", "redis://:********@h/0"},
+        /* a password urllib cannot split ('/', '#', '?' in it): masked up to the last '@' */
+        {"redis://:S3c/retPW@h/0", "redis://:********@h/0"},
+        {"amqp://u:S3c#ret?PW@h//", "amqp://u:********@h//"},
+        /* a port, then '@' in the path: nothing to hide */
+        {"amqp://h:5672/v@x", "amqp://h:5672/v@x"},
+        {"amqp://a@b:S3cretPW@h/", "amqp://a@b:********@h/"},
+        {"none", "none"},
+        {"", ""},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *r = cc_url_mask(cases[i].in, CC_URL_MASK_CONF);
+
+        if (strcmp(r, cases[i].out) != 0)
+            fail_msg("%s -> %s, want %s", cases[i].in, r, cases[i].out);
+        assert_null(strstr(r, "S3c"));
+        free(r);
+    }
+    {
+        char *r = cc_url_mask(NULL, "**");
+
+        assert_string_equal(r, "");
+        free(r);
+    }
+}
+
+/* issue 14: parse errors that quote the URL quote it masked. */
+static void test_issue_14_url_errors_are_masked(void **state)
+{
+    static const char *const bad[] = {"amqp://u:S3cretPW@h1//;amqp://u:S3cretPW@h2//",
+                                      "am qp://u:S3cretPW@h//", "unix://:S3cretPW@"};
+    struct cc_amqp_url a;
+    struct cc_redis_url r;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cc_err err = {0};
+
+        if (cc_url_parse_amqp(bad[i], &a, &err) == CC_OK)
+            cc_url_amqp_deinit(&a);
+        if (strstr(err.msg, "S3cret") != NULL)
+            fail_msg("%s", err.msg);
+        memset(&err, 0, sizeof(err));
+        if (cc_url_parse_redis(bad[i], &r, &err) == CC_OK)
+            cc_url_redis_deinit(&r);
+        if (strstr(err.msg, "S3cret") != NULL)
+            fail_msg("%s", err.msg);
+    }
+}
+
 /* rediss:// query options (Celery's names); redis:// ignores its query, as Celery does. */
 static void test_url_redis_tls_options(void **state)
 {
@@ -288,6 +369,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_redis_table, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_redis_tls_options, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_redact, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_issue_14_url_mask_every_password, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_issue_14_url_errors_are_masked, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_error_messages, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_url_fuzz_unix_without_query, NULL, NULL),
     };
