@@ -857,7 +857,7 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
  * have the task's own exception, so it names the publish error. */
 static void worker_retry_failed(struct worker *w, struct cc_request *r, const struct cc_err *err)
 {
-    char msg[256];
+    char msg[320];
 
     snprintf(msg, sizeof(msg), "celeryc: could not publish the retry message: %s", err->msg);
     cc_error("Task %s[%s]: %s; storing FAILURE", cc_request_name(r), r->msg.id, msg);

@@ -266,17 +266,12 @@ struct stats_run {
 static int pg_fail(struct stats_run *r, const PGresult *res, const char *what, struct cc_err *err)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    char line[140];
-    size_t n;
 
     if (msg == NULL)
         msg = r->pg != NULL ? PQerrorMessage(r->pg) : "out of memory";
-    snprintf(line, sizeof line, "%s", msg != NULL && msg[0] != '\0' ? msg : "unknown error");
-    line[strcspn(line, "\n")] = '\0'; /* libpq adds hint lines */
-    n = strlen(line);
-    while (n > 0 && line[n - 1] == ' ')
-        line[--n] = '\0';
-    return cc_err_set(err, CC_EBACKEND, "database %s: %s", what, line);
+    /* Whole: cc_err_set folds libpq's hint lines and marks what does not fit. */
+    return cc_err_set(err, CC_EBACKEND, "database %s: %s", what,
+                      msg != NULL && msg[0] != '\0' ? msg : "unknown error");
 }
 
 /* Run `sql` (text or binary parameters as given); *out (may be NULL) gets a result with
