@@ -50,6 +50,7 @@
 #include "amqptab.h"
 #include "broker.h"
 #include "log.h"
+#include "netprobe.h"
 #include "url.h"
 #include "util.h"
 
@@ -287,10 +288,20 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
         const char *hint = "";
         int e = errno;
 
-        if (st == AMQP_STATUS_SOCKET_ERROR && e != 0) {
-            /* rabbitmq-c says "a socket error occurred"; the errno says which. */
-            rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port,
-                            strerror(e));
+        if (st == AMQP_STATUS_SOCKET_ERROR) {
+            /* rabbitmq-c says "a socket error occurred" and keeps the reason (its connect
+             * is non-blocking: SO_ERROR) to itself, leaving errno at EINPROGRESS, which
+             * read "Operation now in progress" for a refused connection (issue #14). Ask
+             * a connect of our own, briefly, what it gets now. */
+            struct cc_err why = {0};
+            int diag_ms = timeout_s < 1 ? (int)(timeout_s * 1000) : 1000;
+
+            if (cc_netprobe_diagnose(u.host, u.port, diag_ms, &why) == CC_OK)
+                snprintf(why.msg, sizeof(why.msg), "%s",
+                         e != 0 && e != EINPROGRESS ? strerror(e)
+                                                    : "connection failed (accepted on a retry)");
+            rc =
+                cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port, why.msg);
             goto out;
         }
 
