@@ -16,6 +16,9 @@
 #   CELERYC_TEST_TIMEOUT_MULT  deadline multiplier for the integration tests (default 1)
 #   CELERYC_TEST_KEEP=1        keep service data/logs on failure
 #   PYTEST_ARGS                extra pytest arguments (e.g. "-k malformed")
+#   CELERYC_FUZZ_SECONDS       length of the message fuzz campaign (test_fuzz_messages.py):
+#                              default 90 s in the ASan+UBSan pass (CELERYC_FUZZ_LONG=1 there),
+#                              10 s against the plain build; CELERYC_FUZZ_SEED to reproduce
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -159,9 +162,11 @@ if [ -x build-ci/celeryc ]; then
         run_pytest "integration (pytest)" "$ROOT/build-ci/celeryc"
         if [ "${CELERYC_IT_SANITIZED:-1}" = 1 ] && [ -x build-asan/celeryc ]; then
             say "integration tests against build-asan/celeryc"
+            # CELERYC_FUZZ_LONG: the message fuzz campaign runs its long form only here.
             ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
                 CELERYC_TEST_TIMEOUT_MULT="${CELERYC_TEST_TIMEOUT_MULT:-3}" \
+                CELERYC_FUZZ_LONG=1 \
                 run_pytest "integration asan+ubsan" "$ROOT/build-asan/celeryc"
         fi
         t0=$(date +%s)
