@@ -12,7 +12,8 @@
  * connect (cc_netprobe) that never blocks them longer than REDIS_PROBE_WAIT_MS. A server
  * that accepts the probe but then fails the command (frozen, its listen socket still
  * accepting; each such command costs the caller its I/O timeout) doubles the probe interval
- * up to REDIS_PROBE_MAX_MS; a command that gets a reply resets it.
+ * up to REDIS_PROBE_MAX_MS; a command that gets a reply, or a refused probe (the server is
+ * down, not frozen), resets it.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ struct cc_redis {
     redisReader *reader;      /* rediss:// replies */
     /* Reachability (cc_redis_probe). */
     bool is_conn_failed;   /* the last connect or command failed on the connection */
-    bool is_probe_trusted; /* a probe was accepted since: a failure now backs probes off */
+    bool is_probe_trusted; /* a probe was accepted since the last command: a failure now
+                              backs probes off; until then cc_redis_probe says yes */
     int probe_ms;          /* interval between probes, REDIS_PROBE_MS .. REDIS_PROBE_MAX_MS */
     int64_t probe_next_us; /* cc_mono_us() before which no probe starts */
     struct cc_netprobe probe;
@@ -256,6 +258,8 @@ bool cc_redis_probe(struct cc_redis *r)
         return true;
     if (!r->is_conn_failed)
         return false;
+    if (r->is_probe_trusted) /* accepted, and no command tried since: still worth one */
+        return true;
     if (!cc_netprobe_is_active(&r->probe)) {
         int64_t now = cc_mono_us();
 
@@ -271,8 +275,16 @@ bool cc_redis_probe(struct cc_redis *r)
     } else {
         rc = cc_netprobe_check(&r->probe, 0, &err);
     }
-    if (rc != CC_OK)
+    if (rc == CC_EAGAIN)
         return false;
+    if (rc != CC_OK) {
+        /* Refused (or timed out): the server is down, not frozen; when it comes back, find
+         * it at the base pace (a shutdown that still accepted probes may have doubled it). */
+        r->probe_ms = REDIS_PROBE_MS;
+        if (r->probe_next_us > cc_mono_us() + (int64_t)REDIS_PROBE_MS * 1000)
+            r->probe_next_us = cc_mono_us() + (int64_t)REDIS_PROBE_MS * 1000;
+        return false;
+    }
     r->is_probe_trusted = true;
     return true;
 }

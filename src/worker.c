@@ -164,8 +164,9 @@ struct worker_retry {
  * does not come back in lock step and the worker consumes again within about a second of
  * the broker accepting connections; only when a probe is accepted is the full connect
  * (AMQP handshake, topology, consume) tried. What backs off is the log: a failed attempt
- * is logged (and counted against broker_connection_max_retries) 1 s after the loss, then
- * after delays doubling to 30 s, each scaled by [0.5, 1.0), as the attempts were before.
+ * is logged (and counted against broker_connection_max_retries) at once after the loss, then
+ * after delays of 1 s doubling to 30 s, each scaled by [0.5, 1.0), as the attempts were
+ * before, so giving up takes as long as it did.
  * A full connect that fails although the probe was accepted (a broker that refuses our
  * login, or one frozen with its listen socket still accepting: each such connect blocks the
  * loop up to broker_connection_timeout) is tried again only after its own backoff, 1 s
