@@ -25,6 +25,7 @@ Environment:
   CELERYC_FUZZ_ONLY          only these mutation classes (comma-separated)
   CELERYC_FUZZ_REPLAY        a messages.jsonl written by an earlier run (path[:first[:last]]):
                              publish exactly those messages instead of mutating
+  CELERYC_FUZZ_POOL          prefork, threads or solo (default: chosen by the seed)
 Every message sent is written to messages.jsonl in the test's tmp dir (kept on failure; its
 path is in the failure message) with its index and mutation classes.
 """
@@ -648,6 +649,7 @@ class LogWatch:
         size = os.path.getsize(self.w.log_path)
         if size > LOG_LIMIT:  # stop it before it fills the disk
             self.w.kill()
+            self.seen.add("exit")  # killed here, not a crash
             self._add("flood", "log flood: the worker wrote %d MiB of log (a message requeued "
                                "forever?); it was killed" % (size >> 20))
         end = min(size, LOG_LIMIT)
@@ -673,15 +675,48 @@ class LogWatch:
         return self.problems
 
 
+def _culprit(w, record_path):
+    """Best effort: the message behind a failure. The task id the log repeats most (a
+    message requeued forever), or the last task named before a sanitizer report; then the
+    recorded messages that carry that id."""
+    with open(w.log_path, "rb") as f:
+        f.seek(max(0, min(os.path.getsize(w.log_path), LOG_LIMIT) - (2 << 20)))
+        log = f.read(2 << 20).decode(errors="replace")
+    m = SANITIZER.search(log)
+    ids = re.findall(r"Task [^\[\s]*\[([^\]\s]{1,300})", log[:m.start()] if m else log)
+    if not ids:
+        return None
+    if m:
+        tid, why = ids[-1], "the last task named before the sanitizer report"
+    else:
+        counts = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        tid = max(counts, key=counts.get)
+        why = "the task id the log repeats most (%d times)" % counts[tid]
+    needle = json.dumps(tid[:60])[1:-1]
+    hits = []
+    with open(record_path) as f:
+        for line in f:
+            if needle in line:
+                hits.append(json.loads(line)["i"])
+    if not hits:
+        return "culprit: %s is %r..., not found in %s" % (why, tid[:60], record_path)
+    return ("culprit: %s is %r...: message(s) %s; replay one with CELERYC_FUZZ_REPLAY=%s:%d:%d"
+            % (why, tid[:60], hits[:5], record_path, hits[0], hits[0]))
+
+
 def test_fuzz_messages_worker_survives(worker_factory, rds, tmp_path):
     rng = random.Random(SEED)
     seeds = load_seeds()
     plain = next(s for s in seeds if s[1].get("task") == "app.add" and s[2].startswith(b"[[2, 3]"))
     mut = Mutator(rng, seeds)
     acks_late = rng.random() < 0.5
+    pool = rng.choice(["prefork", "prefork", "threads", "solo"])  # drawn always: same stream
+    pool = os.environ.get("CELERYC_FUZZ_POOL") or pool
     w = worker_factory(concurrency=2, acks_late=acks_late,
-                       extra=["-E", "--time-limit", "30", "--max-message-bytes",
-                              str(MAX_MESSAGE_BYTES)])
+                       extra=["-E", "--pool", pool, "--time-limit", "30",
+                              "--max-message-bytes", str(MAX_MESSAGE_BYTES)])
     pub = Publisher()
     # Valid tasks go on a connection of their own: the broker closes the fuzzing channel
     # now and then (a header it cannot parse) and drops what was published on it meanwhile.
@@ -694,9 +729,9 @@ def test_fuzz_messages_worker_survives(worker_factory, rds, tmp_path):
     deadline = time.monotonic() + SECONDS
     watch = LogWatch(w)
     problems = watch.problems  # the watch's findings and the test's own, one list
-    header = ("fuzz campaign: seed %d, %s, acks_late=%s, worker %s; reproduce with "
+    header = ("fuzz campaign: seed %d, %s, acks_late=%s, pool %s, worker %s; reproduce with "
               "CELERYC_FUZZ_SEED=%d CELERYC_FUZZ_MESSAGES=%%d (messages: %s)"
-              % (SEED, "replay " + REPLAY if REPLAY else "%.0f s" % SECONDS, acks_late,
+              % (SEED, "replay " + REPLAY if REPLAY else "%.0f s" % SECONDS, acks_late, pool,
                  celeryc_bin(), SEED, record_path))
     with open(record_path, "w") as rec:
         while not problems:
@@ -775,4 +810,7 @@ def test_fuzz_messages_worker_survives(worker_factory, rds, tmp_path):
         problems.append("suspects: the last messages before it was seen; replay them with "
                         "CELERYC_FUZZ_REPLAY=%s:%d:%d (the classes of each are in the file)"
                         % (record_path, first, sent - 1))
+        culprit = _culprit(w, record_path)
+        if culprit:
+            problems.append(culprit)
     assert not problems, header + "\n" + "\n".join(problems)

@@ -8,11 +8,13 @@ an exponential backoff to have grown past 15 s), starts it again and measures, f
 moment the service's port accepts a TCP connection (a thread polls it every 20 ms), until
 a task published after the restart has its result stored. The figures are printed (run
 with -s to see them) and asserted against CELERYC_TEST_RECONNECT_BOUND_S (default 2 s,
-scaled by CELERYC_TEST_TIMEOUT_MULT for sanitizer builds).
+scaled by CELERYC_TEST_TIMEOUT_MULT for sanitizer builds); the broker test repeats its
+outage CELERYC_TEST_RECONNECT_CYCLES times (default 1) and asserts the median.
 """
 import json
 import os
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ import pytest
 from conftest import ROOT, c_only, free_port, scaled, wait_for
 
 OUTAGE_S = float(os.environ.get("CELERYC_TEST_OUTAGE_S", "30"))
+CYCLES = int(os.environ.get("CELERYC_TEST_RECONNECT_CYCLES", "1"))
 BOUND_S = scaled(float(os.environ.get("CELERYC_TEST_RECONNECT_BOUND_S", "2")))
 
 pytestmark = c_only
@@ -94,33 +97,46 @@ def _report(what, figures):
 
 
 def test_broker_back_worker_consumes_within_2s(app, worker_factory, rds):
+    """CELERYC_TEST_RECONNECT_CYCLES outages (default 1); the median is asserted."""
     w = worker_factory(concurrency=1)
     assert _send_fresh(app, "demo.add", [1, 2], w.queue).get(timeout=scaled(20)) == 3
-    _ctl("stop_app")
-    restarted = False
-    try:
-        time.sleep(OUTAGE_S)
-        assert w.proc.poll() is None, "the worker exited during the outage"
-        watch = _PortWatch(_amqp_port()).start()
-        _ctl("start_app")
-        restarted = True
-        started_at = time.monotonic()
-        accepted_at = watch.wait(30)
-        res = _send_fresh(app, "demo.add", [20, 22], w.queue)
-        wait_for(lambda: (_meta(rds, res.id) or {}).get("status") == "SUCCESS", 60,
-                 "the task published after the restart")
-        done_at = time.monotonic()
-    finally:
-        if not restarted:
+    figures = []
+    for cycle in range(CYCLES):
+        _ctl("stop_app")
+        restarted = False
+        try:
+            time.sleep(OUTAGE_S)
+            assert w.proc.poll() is None, "the worker exited during the outage"
+            watch = _PortWatch(_amqp_port()).start()
             _ctl("start_app")
-    assert _meta(rds, res.id)["result"] == 42
+            restarted = True
+            started_at = time.monotonic()
+            accepted_at = watch.wait(30)
+            res = _send_fresh(app, "demo.add", [20, cycle], w.queue)
+            wait_for(lambda: (_meta(rds, res.id) or {}).get("status") == "SUCCESS", 60,
+                     "the task published after the restart")
+            done_at = time.monotonic()
+        finally:
+            if not restarted:
+                _ctl("start_app")
+        assert _meta(rds, res.id)["result"] == 20 + cycle
+        figures.append((done_at - accepted_at, done_at - started_at))
     w.wait_log(r"Connected to amqp://", 5)
-    line = _report("broker", {"accept->result": done_at - accepted_at,
-                              "start_app returned->result": done_at - started_at})
-    assert done_at - accepted_at < BOUND_S, line
+    median = statistics.median(f[0] for f in figures)
+    line = _report("broker", {"median accept->result": median,
+                              "max accept->result": max(f[0] for f in figures),
+                              "median start_app returned->result":
+                                  statistics.median(f[1] for f in figures)})
+    print("[reconnect] broker cycles (accept->result, start_app->result): %s"
+          % ", ".join("(%.3f, %.3f)" % f for f in figures))
+    assert median < BOUND_S, line
+    log = w.log()
+    # The real reason, not rabbitmq-c's leftover errno.
+    assert "Connection refused" in log and "Operation now in progress" not in log
     # The log backs off: a 30 s outage is a handful of lines, not one per probe.
-    n = w.log().count("Cannot connect to amqp://")
-    assert 1 <= n <= 12, "%d 'Cannot connect' lines for a %.0f s outage" % (n, OUTAGE_S)
+    n = log.count("Cannot connect to amqp://")
+    most = CYCLES * (8 + OUTAGE_S / 15)
+    assert 1 <= n <= most, "%d 'Cannot connect' lines for %d x %.0f s" % (n, CYCLES, OUTAGE_S)
 
 
 class _Redis:
