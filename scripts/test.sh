@@ -19,6 +19,8 @@
 #   CELERYC_FUZZ_SECONDS       length of the message fuzz campaign (test_fuzz_messages.py):
 #                              default 90 s in the ASan+UBSan pass (CELERYC_FUZZ_LONG=1 there),
 #                              10 s against the plain build; CELERYC_FUZZ_SEED to reproduce
+#   CELERYC_PYTEST_TIMEOUT     bound on each integration run, seconds (default 1800: the
+#                              fuzz campaign and the reconnect outages add ~3-6 min a run)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -130,7 +132,7 @@ run_pytest()
     t0=$(date +%s)
     xml="$SVC_DIR/pytest-$(basename "$(dirname "$bin")").xml"
     # shellcheck disable=SC2086
-    CELERYC_BIN="$bin" timeout 1200 "$PY" -m pytest tests/integration -q -rfE \
+    CELERYC_BIN="$bin" timeout "${CELERYC_PYTEST_TIMEOUT:-1800}" "$PY" -m pytest tests/integration -q -rfE \
         -p no:cacheprovider -W ignore::DeprecationWarning --junitxml="$xml" ${PYTEST_ARGS:-}
     counts=$("$PY" - "$xml" <<'EOF' 2>/dev/null
 import sys, xml.etree.ElementTree as ET
