@@ -56,6 +56,23 @@
 
 /* ---- Error mapping ------------------------------------------------------------------- */
 
+const char *cc_broker_status_text(int status, int saved_errno, char *buf, size_t size)
+{
+    const char *text = amqp_error_string2(status);
+    char ebuf[96];
+
+    /* rabbitmq-c says "a socket error occurred"; errno, saved right after the failed call,
+     * says which, when it is a socket's own reason (never EINPROGRESS or EAGAIN, which a
+     * non-blocking call leaves behind without meaning anything). */
+    if (status == AMQP_STATUS_SOCKET_ERROR && saved_errno != 0 && saved_errno != EINPROGRESS &&
+        saved_errno != EAGAIN && saved_errno != EINTR) {
+        snprintf(buf, size, "%s (%s)", text, strerror_r(saved_errno, ebuf, sizeof(ebuf)));
+        return buf;
+    }
+    snprintf(buf, size, "%s", text);
+    return buf;
+}
+
 static int broker_code_for(int reply_code)
 {
     switch (reply_code) {
@@ -115,13 +132,18 @@ static int broker_reply(struct cc_broker *b, amqp_rpc_reply_t r, const char *wha
             return broker_server_close(b, &r.reply, what, err);
         return cc_err_set(err, CC_EBROKER, "%s: unexpected server method 0x%08x", what,
                           (unsigned)r.reply.id);
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
+        char text[160];
+        int e = errno;
+
         if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
             r.library_error == AMQP_STATUS_SOCKET_ERROR ||
             r.library_error == AMQP_STATUS_HEARTBEAT_TIMEOUT ||
             r.library_error == AMQP_STATUS_SOCKET_CLOSED)
             b->is_conn_open = b->is_channel_open = false;
-        return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(r.library_error));
+        return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                          cc_broker_status_text(r.library_error, e, text, sizeof(text)));
+    }
     default:
         return cc_err_set(err, CC_EBROKER, "%s: no reply from the broker", what);
     }
@@ -129,12 +151,16 @@ static int broker_reply(struct cc_broker *b, amqp_rpc_reply_t r, const char *wha
 
 static int broker_status(struct cc_broker *b, int status, const char *what, struct cc_err *err)
 {
+    char text[160];
+    int e = errno;
+
     if (status == AMQP_STATUS_OK)
         return CC_OK;
     if (status == AMQP_STATUS_CONNECTION_CLOSED || status == AMQP_STATUS_SOCKET_ERROR ||
         status == AMQP_STATUS_SOCKET_CLOSED || status == AMQP_STATUS_HEARTBEAT_TIMEOUT)
         b->is_conn_open = b->is_channel_open = false;
-    return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(status));
+    return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                      cc_broker_status_text(status, e, text, sizeof(text)));
 }
 
 /* ---- [blocked] Flow control ---------------------------------------------------------- */

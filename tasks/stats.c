@@ -539,9 +539,14 @@ static int amqp_check(struct cc_broker *b, amqp_channel_t ch, amqp_rpc_reply_t r
         }
         return cc_err_set(err, CC_EBROKER, "%s: unexpected method 0x%08x", what,
                           (unsigned)rep.reply.id);
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
+        char text[160];
+        int e = errno;
+
         b->is_conn_open = b->is_channel_open = false; /* abandon it, never reuse it */
-        return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(rep.library_error));
+        return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                          cc_broker_status_text(rep.library_error, e, text, sizeof(text)));
+    }
     default:
         b->is_conn_open = b->is_channel_open = false;
         return cc_err_set(err, CC_EBROKER, "%s: no reply from the broker", what);
@@ -653,8 +658,12 @@ static int stats_dead_letter(struct stats_run *r, const amqp_envelope_t *env, co
                             amqp_cstring_bytes(r->dead), 1, 0, &p, env->message.body);
     free(entries);
     if (st != AMQP_STATUS_OK) {
+        char text[160];
+        int e = errno;
+
         r->dlq.is_conn_open = r->dlq.is_channel_open = false;
-        return cc_err_set(err, CC_EBROKER, "publishing to %s: %s", r->dead, amqp_error_string2(st));
+        return cc_err_set(err, CC_EBROKER, "publishing to %s: %s", r->dead,
+                          cc_broker_status_text(st, e, text, sizeof(text)));
     }
     r->dlq_seq_needed = ++r->dlq.publish_seq;
     r->dead_lettered++;
