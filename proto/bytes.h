@@ -28,4 +28,12 @@ static inline int cc_bytes_eq(cc_bytes_t b, const char *s)
  * callers distinguish by checking b.p. Free with free(). */
 char *cc_bytes_dup(cc_bytes_t b);
 
+/* Show a view from the network in a log line or an error text: printable ASCII as it is,
+ * a backslash as "\\", every other byte (NUL, controls, non-ASCII) as "\xNN", so that
+ * "application/json\0evil" reads application/json\x00evil, never "application/json". At
+ * most max_bytes of the view are shown; whatever is left out (past max_bytes, or what does
+ * not fit in buf) is marked with "..." (callers print the real length next to it). A NULL
+ * view gives "". buf (size >= 4) is always NUL-terminated. Returns buf. Pure. */
+const char *cc_bytes_escape(cc_bytes_t b, size_t max_bytes, char *buf, size_t size);
+
 #endif

@@ -249,16 +249,22 @@ static int check_content(const struct cc_msg_raw *raw, struct cc_err *err)
                                   "refusing to deserialize untrusted content of type %s (%s)",
                                   known[i].name, known[i].type);
         }
-        return cc_err_set(err, CC_ECONTENT, "content type %.*s refused (only application/json)",
-                          (int)(ct.len > 60 ? 60 : ct.len), (const char *)ct.p);
+        char shown[80]; /* escaped: a NUL byte must not end the text early (issue #14) */
+
+        return cc_err_set(err, CC_ECONTENT,
+                          "content type '%s' (%zu bytes) refused (only application/json)",
+                          cc_bytes_escape(ct, 60, shown, sizeof(shown)), ct.len);
     }
     /* kombu decodes JSON bodies as UTF-8 text; "binary" skips that step (bytes are parsed
      * as UTF-8 JSON all the same). */
     if (ce.p != NULL && !(ce.len == 5 && strncasecmp((const char *)ce.p, "utf-8", 5) == 0) &&
         !(ce.len == 4 && strncasecmp((const char *)ce.p, "utf8", 4) == 0) &&
-        !cc_bytes_eq(ce, "binary"))
-        return cc_err_set(err, CC_EENCODING, "content_encoding %.*s not supported",
-                          (int)(ce.len > 60 ? 60 : ce.len), (const char *)ce.p);
+        !cc_bytes_eq(ce, "binary")) {
+        char shown[80];
+
+        return cc_err_set(err, CC_EENCODING, "content_encoding '%s' (%zu bytes) not supported",
+                          cc_bytes_escape(ce, 60, shown, sizeof(shown)), ce.len);
+    }
     return CC_OK;
 }
 
@@ -559,8 +565,12 @@ int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limi
          * zlib stream; inflate_body() takes either framing. */
         if (c == NULL ||
             (strcmp(c, "application/x-gzip") != 0 && strcmp(c, "application/zlib") != 0)) {
-            rc = cc_err_set(err, CC_EENCODING, "compression %.60s not supported",
-                            c ? c : cc_py_type_name(comp));
+            char shown[80];
+            cc_bytes_t cv = {(const uint8_t *)c, c != NULL ? json_string_length(comp) : 0};
+
+            rc = cc_err_set(err, CC_EENCODING, "compression %s not supported",
+                            c ? cc_bytes_escape(cv, 60, shown, sizeof(shown))
+                              : cc_py_type_name(comp));
             goto out;
         }
         if ((rc = inflate_body(body, max_inflated, &inflated, &inflated_len, err)) != CC_OK)

@@ -16,6 +16,11 @@
 #   CELERYC_TEST_TIMEOUT_MULT  deadline multiplier for the integration tests (default 1)
 #   CELERYC_TEST_KEEP=1        keep service data/logs on failure
 #   PYTEST_ARGS                extra pytest arguments (e.g. "-k malformed")
+#   CELERYC_FUZZ_SECONDS       length of the message fuzz campaign (test_fuzz_messages.py):
+#                              default 90 s in the ASan+UBSan pass (CELERYC_FUZZ_LONG=1 there),
+#                              10 s against the plain build; CELERYC_FUZZ_SEED to reproduce
+#   CELERYC_PYTEST_TIMEOUT     bound on each integration run, seconds (default 1800: the
+#                              fuzz campaign and the reconnect outages add ~3-6 min a run)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -127,7 +132,7 @@ run_pytest()
     t0=$(date +%s)
     xml="$SVC_DIR/pytest-$(basename "$(dirname "$bin")").xml"
     # shellcheck disable=SC2086
-    CELERYC_BIN="$bin" timeout 1200 "$PY" -m pytest tests/integration -q -rfE \
+    CELERYC_BIN="$bin" timeout "${CELERYC_PYTEST_TIMEOUT:-1800}" "$PY" -m pytest tests/integration -q -rfE \
         -p no:cacheprovider -W ignore::DeprecationWarning --junitxml="$xml" ${PYTEST_ARGS:-}
     counts=$("$PY" - "$xml" <<'EOF' 2>/dev/null
 import sys, xml.etree.ElementTree as ET
@@ -159,9 +164,11 @@ if [ -x build-ci/celeryc ]; then
         run_pytest "integration (pytest)" "$ROOT/build-ci/celeryc"
         if [ "${CELERYC_IT_SANITIZED:-1}" = 1 ] && [ -x build-asan/celeryc ]; then
             say "integration tests against build-asan/celeryc"
+            # CELERYC_FUZZ_LONG: the message fuzz campaign runs its long form only here.
             ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
                 CELERYC_TEST_TIMEOUT_MULT="${CELERYC_TEST_TIMEOUT_MULT:-3}" \
+                CELERYC_FUZZ_LONG=1 \
                 run_pytest "integration asan+ubsan" "$ROOT/build-asan/celeryc"
         fi
         t0=$(date +%s)

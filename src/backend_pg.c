@@ -242,11 +242,8 @@ static int pg_connect(struct pg_backend *pb, struct cc_err *err)
     if (pb->conn == NULL)
         return cc_err_set(err, CC_EBACKEND, "postgres: out of memory");
     if (PQstatus(pb->conn) != CONNECTION_OK) {
-        char *msg = cc_xstrdup(PQerrorMessage(pb->conn));
-
-        msg[strcspn(msg, "\n")] = '\0';
-        rc = cc_err_set(err, CC_EBACKEND, "postgres connect: %s", msg);
-        free(msg);
+        /* Whole, hint lines folded onto the line (cc_err_set). */
+        rc = cc_err_set(err, CC_EBACKEND, "postgres connect: %s", PQerrorMessage(pb->conn));
         goto out;
     }
     PQsetNoticeProcessor(pb->conn, pg_quiet_notice, NULL);
@@ -382,11 +379,8 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-        rc = cc_err_set(err, CC_EBACKEND, "postgres: %s%s%s", state ? "[" : "", state ? state : "",
-                        state ? "] " : "");
-        snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), "%s",
-                 PQerrorMessage(pb->conn));
-        err->msg[strcspn(err->msg, "\n")] = '\0';
+        rc = cc_err_set(err, CC_EBACKEND, "postgres: %s%s%s%s", state ? "[" : "",
+                        state ? state : "", state ? "] " : "", PQerrorMessage(pb->conn));
         /* Whatever it was (connection lost, tables dropped, a server restart), the next
          * attempt starts on a new connection that checks the tables and prepares again. */
         pg_drop(pb);

@@ -50,10 +50,28 @@
 #include "amqptab.h"
 #include "broker.h"
 #include "log.h"
+#include "netprobe.h"
 #include "url.h"
 #include "util.h"
 
 /* ---- Error mapping ------------------------------------------------------------------- */
+
+const char *cc_broker_status_text(int status, int saved_errno, char *buf, size_t size)
+{
+    const char *text = amqp_error_string2(status);
+    char ebuf[96];
+
+    /* rabbitmq-c says "a socket error occurred"; errno, saved right after the failed call,
+     * says which, when it is a socket's own reason (never EINPROGRESS or EAGAIN, which a
+     * non-blocking call leaves behind without meaning anything). */
+    if (status == AMQP_STATUS_SOCKET_ERROR && saved_errno != 0 && saved_errno != EINPROGRESS &&
+        saved_errno != EAGAIN && saved_errno != EINTR) {
+        snprintf(buf, size, "%s (%s)", text, strerror_r(saved_errno, ebuf, sizeof(ebuf)));
+        return buf;
+    }
+    snprintf(buf, size, "%s", text);
+    return buf;
+}
 
 static int broker_code_for(int reply_code)
 {
@@ -114,13 +132,18 @@ static int broker_reply(struct cc_broker *b, amqp_rpc_reply_t r, const char *wha
             return broker_server_close(b, &r.reply, what, err);
         return cc_err_set(err, CC_EBROKER, "%s: unexpected server method 0x%08x", what,
                           (unsigned)r.reply.id);
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
+        char text[160];
+        int e = errno;
+
         if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
             r.library_error == AMQP_STATUS_SOCKET_ERROR ||
             r.library_error == AMQP_STATUS_HEARTBEAT_TIMEOUT ||
             r.library_error == AMQP_STATUS_SOCKET_CLOSED)
             b->is_conn_open = b->is_channel_open = false;
-        return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(r.library_error));
+        return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                          cc_broker_status_text(r.library_error, e, text, sizeof(text)));
+    }
     default:
         return cc_err_set(err, CC_EBROKER, "%s: no reply from the broker", what);
     }
@@ -128,12 +151,16 @@ static int broker_reply(struct cc_broker *b, amqp_rpc_reply_t r, const char *wha
 
 static int broker_status(struct cc_broker *b, int status, const char *what, struct cc_err *err)
 {
+    char text[160];
+    int e = errno;
+
     if (status == AMQP_STATUS_OK)
         return CC_OK;
     if (status == AMQP_STATUS_CONNECTION_CLOSED || status == AMQP_STATUS_SOCKET_ERROR ||
         status == AMQP_STATUS_SOCKET_CLOSED || status == AMQP_STATUS_HEARTBEAT_TIMEOUT)
         b->is_conn_open = b->is_channel_open = false;
-    return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(status));
+    return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                      cc_broker_status_text(status, e, text, sizeof(text)));
 }
 
 /* ---- [blocked] Flow control ---------------------------------------------------------- */
@@ -287,10 +314,20 @@ int cc_broker_connect(struct cc_broker *b, const char *url, double heartbeat_s, 
         const char *hint = "";
         int e = errno;
 
-        if (st == AMQP_STATUS_SOCKET_ERROR && e != 0) {
-            /* rabbitmq-c says "a socket error occurred"; the errno says which. */
-            rc = cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port,
-                            strerror(e));
+        if (st == AMQP_STATUS_SOCKET_ERROR) {
+            /* rabbitmq-c says "a socket error occurred" and keeps the reason (its connect
+             * is non-blocking: SO_ERROR) to itself, leaving errno at EINPROGRESS, which
+             * read "Operation now in progress" for a refused connection (issue #14). Ask
+             * a connect of our own, briefly, what it gets now. */
+            struct cc_err why = {0};
+            int diag_ms = timeout_s < 1 ? (int)(timeout_s * 1000) : 1000;
+
+            if (cc_netprobe_diagnose(u.host, u.port, diag_ms, &why) == CC_OK)
+                snprintf(why.msg, sizeof(why.msg), "%s",
+                         e != 0 && e != EINPROGRESS ? strerror(e)
+                                                    : "connection failed (accepted on a retry)");
+            rc =
+                cc_err_set(err, CC_EBROKER, "cannot connect to %s:%d: %s", u.host, u.port, why.msg);
             goto out;
         }
 

@@ -63,6 +63,11 @@ struct cc_broker_tls {
     bool is_verify;        /* check the chain and the host name (false: warn, encrypt only) */
 };
 
+/* rabbitmq-c's text for `status` (amqp_error_string2), with the socket's own reason for
+ * AMQP_STATUS_SOCKET_ERROR ("a socket error occurred (Connection reset by peer)") when
+ * saved_errno, read right after the failed call, holds one. Returns buf. Thread-safe. */
+const char *cc_broker_status_text(int status, int saved_errno, char *buf, size_t size);
+
 /* Connect to `url` (amqp://, amqps://, pyamqp://), log in, open channel 1. heartbeat_s and
  * timeout_s as configured (broker_heartbeat, broker_connection_timeout); `tls` is used for
  * amqps:// only (NULL = defaults: system CAs, verification on). `b` is caller's storage,

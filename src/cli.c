@@ -422,6 +422,7 @@ static int cli_connect(struct cc_broker *b, const struct cli_opts *o)
 
 static int cli_rpc_ok(struct cc_broker *b, const char *what)
 {
+    int e = errno; /* the failed call's, before fprintf touches it */
     amqp_rpc_reply_t r = amqp_get_rpc_reply(b->conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
         return 0;
@@ -431,7 +432,9 @@ static int cli_rpc_ok(struct cc_broker *b, const char *what)
         fprintf(stderr, ": %.*s", (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         b->is_channel_open = false;
     } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-        fprintf(stderr, ": %s", amqp_error_string2(r.library_error));
+        char text[160];
+
+        fprintf(stderr, ": %s", cc_broker_status_text(r.library_error, e, text, sizeof(text)));
     }
     fputc('\n', stderr);
     return -1;

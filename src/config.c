@@ -726,7 +726,7 @@ static int cfg_set(struct cc_config *cfg, const struct cfg_opt *o, const char *v
 static int cfg_apply(struct cc_config *cfg, const struct cfg_opt *o, const char *v,
                      const char *source, struct cc_err *err)
 {
-    char prob[160];
+    char prob[256]; /* a whole struct cc_err message */
 
     prob[0] = '\0';
     if (cfg_set(cfg, o, v, prob, sizeof(prob)) != CC_OK)
@@ -799,7 +799,7 @@ static int cfg_load_file(struct cc_config *cfg, enum cc_cfg_cmd cmd, const char 
         return cc_err_set(err, CC_ECONFIG, "config file %s: cannot open: %s", path,
                           strerror(errno));
     while (getline(&line, &cap, f) >= 0) {
-        char source[200], prob[160];
+        char source[200], prob[256];
         char *s = cfg_trim(line), *eq, *name, *value;
         const struct cfg_opt *o;
 
@@ -1034,7 +1034,7 @@ static int cfg_finish_tls(struct cc_config *cfg, char **env, struct cc_err *err)
     struct cc_amqp_url au;
     struct cc_err uerr = {0};
     const char *from = NULL;
-    char prob[160];
+    char prob[256];
     bool is_tls = false;
 
     cfg_unset_empty(&cfg->broker_ssl_certfile);

@@ -151,13 +151,21 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     if (rc != CC_OK) {
         consumer_what(&m, what, sizeof(what));
         if (rc == CC_ECONTENT) {
-            char *ct = cc_bytes_dup(raw.content_type);
+            /* Escaped, with its real length: a NUL byte inside must not make
+             * "application/json\0evil" read "application/json" (issue #14). */
+            char ct[160];
+            const char *name;
 
-            cc_error("Refusing to deserialize untrusted content of type %s (%s) (delivery tag "
-                     "%llu%s)",
-                     consumer_serializer_name(ct ? ct : ""), ct ? ct : "",
-                     (unsigned long long)env->delivery_tag, what);
-            free(ct);
+            cc_bytes_escape(raw.content_type, 100, ct, sizeof(ct));
+            name = consumer_serializer_name(ct);
+            if (name != ct)
+                cc_error("Refusing to deserialize untrusted content of type %s (%s) (delivery tag "
+                         "%llu%s)",
+                         name, ct, (unsigned long long)env->delivery_tag, what);
+            else
+                cc_error("Refusing to deserialize untrusted content of type '%s' (%zu bytes) "
+                         "(delivery tag %llu%s)",
+                         ct, raw.content_type.len, (unsigned long long)env->delivery_tag, what);
         } else {
             cc_error("Rejecting malformed message (delivery tag %llu%s): %s",
                      (unsigned long long)env->delivery_tag, what, derr.msg);

@@ -204,8 +204,10 @@ static void events_drop(struct cc_events *ev, uint64_t n, const char *why)
     }
 }
 
-#define EVENTS_OWN_RETRY_US 5000000 /* [blocked] reconnect our own connection this often */
-#define EVENTS_OWN_POLL_US  100000  /* [blocked] read it at least this often from the tick */
+/* [blocked] Reconnect our own connection this often: it fails alone while the consuming
+ * connection is up, so the broker answers and a retry is cheap (issue #14: was 5 s). */
+#define EVENTS_OWN_RETRY_US 1000000
+#define EVENTS_OWN_POLL_US  100000 /* [blocked] read it at least this often from the tick */
 
 /* [blocked] Our own connection failed while the consuming one may still be up: drop it
  * and try a new one from cc_events_tick. */

@@ -66,21 +66,19 @@ static void store_notice_ignore(void *arg, const char *message)
     (void)message;
 }
 
-/* Copy libpq's message for a failed result (or the connection's) into err, one line. */
+/* libpq's message for a failed result (or the connection's) into err, whole: cc_err_set
+ * folds libpq's hint lines onto the one line and marks what does not fit (issue #14: a
+ * fixed 160-byte copy cut it at "accepting TCP/IP connecti"). */
 static int store_fail(struct cc_store *s, const PGresult *res, const char *what, struct cc_err *err)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    char line[160];
-    size_t n;
     int code = CC_EBACKEND;
 
     if (msg == NULL)
         msg = PQerrorMessage(s->conn);
-    snprintf(line, sizeof line, "%s", msg != NULL ? msg : "unknown error");
-    n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
-        line[--n] = '\0';
+    if (msg == NULL || msg[0] == '\0')
+        msg = "unknown error";
     /* 22xxx data exceptions and 23xxx constraint violations are the input's fault. */
     if (state != NULL && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         code = CC_EINVAL;
@@ -91,7 +89,7 @@ static int store_fail(struct cc_store *s, const PGresult *res, const char *what,
                           "job store %s: a row it needs is locked by another session (waited "
                           "%d ms)",
                           what, s->applied_lock_ms);
-    return cc_err_set(err, code, "job store %s: %s", what, line);
+    return cc_err_set(err, code, "job store %s: %s", what, msg);
 }
 
 /* Set the session's lock_timeout (one statement outside any transaction). */

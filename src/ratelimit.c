@@ -334,8 +334,9 @@ int64_t cc_rl_admit(struct cc_rl *rl, const char *name, int64_t now_us)
 
     if (rl->n_b == 0 || (b = rl_find(rl, name)) == NULL)
         return now_us;
-    if (rl->redis == NULL || (rl->is_fleet_down && now_us < rl->fleet_retry_us))
-        return rl_admit_local(b, now_us);
+    if (rl->redis == NULL ||
+        (rl->is_fleet_down && now_us < rl->fleet_retry_us && !cc_redis_probe(rl->redis)))
+        return rl_admit_local(b, now_us); /* a probe finds it back early (issue #14) */
     if (rl_admit_fleet(rl, b, now_us, &slot, &err) != CC_OK) {
         if (!rl->is_fleet_down)
             cc_warn("rate limits: fleet Redis %s unavailable (%s); limiting per worker until "

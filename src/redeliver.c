@@ -131,7 +131,8 @@ bool cc_redeliver_meta_is_success(const char *meta, size_t len)
 
 bool cc_redeliver_kv_usable(const struct cc_redeliver_kv *kv)
 {
-    return kv->redis != NULL && cc_mono_us() >= kv->down_until_us;
+    /* Skipped for a while after a failure, unless a probe finds it back (issue #14). */
+    return kv->redis != NULL && (cc_mono_us() >= kv->down_until_us || cc_redis_probe(kv->redis));
 }
 
 redisReply *cc_redeliver_kv_cmd(struct cc_redeliver_kv *kv, int argc, const char **argv,
@@ -145,8 +146,9 @@ redisReply *cc_redeliver_kv_cmd(struct cc_redeliver_kv *kv, int argc, const char
     rep = cc_redis_cmd(kv->redis, argc, argv, lens, &err);
     if (rep == NULL) {
         if (kv->down_until_us == 0)
-            cc_warn("redis (%s): %s; falling back for %d s", kv->what, err.msg,
-                    CC_REDELIVER_REDIS_BACKOFF_US / 1000000);
+            cc_warn("redis (%s): %s; falling back until it is back (probed every 0.5 s, "
+                    "retried at least every %d s)",
+                    kv->what, err.msg, CC_REDELIVER_REDIS_BACKOFF_US / 1000000);
         kv->down_until_us = cc_mono_us() + CC_REDELIVER_REDIS_BACKOFF_US;
         return NULL;
     }

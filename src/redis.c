@@ -5,6 +5,15 @@
  * redisReader fed from the TLS stream. Any failure drops the connection; the next command
  * reconnects (connect timeout 4 s, I/O timeout as opened), so a Redis restart costs the
  * caller one failed command, never a wedged connection.
+ *
+ * Reachability (issue #14): callers skip a Redis that failed for a few seconds so that an
+ * outage costs one timeout rather than one per message; cc_redis_probe() lets them come
+ * back within about REDIS_PROBE_MS of the server accepting connections again, with a TCP
+ * connect (cc_netprobe) that never blocks them longer than REDIS_PROBE_WAIT_MS. A server
+ * that accepts the probe but then fails the command (frozen, its listen socket still
+ * accepting; each such command costs the caller its I/O timeout) doubles the probe interval
+ * up to REDIS_PROBE_MAX_MS; a command that gets a reply, or a refused probe (the server is
+ * down, not frozen), resets it.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -12,12 +21,16 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "netprobe.h"
 #include "redis.h"
 #include "redis_tls.h"
 #include "url.h"
 #include "util.h"
 
 #define REDIS_CONNECT_TIMEOUT_MS 4000
+#define REDIS_PROBE_MS           500
+#define REDIS_PROBE_MAX_MS       5000
+#define REDIS_PROBE_WAIT_MS      20
 
 struct cc_redis {
     struct cc_redis *next; /* registry of open clients (redis_registry) */
@@ -26,6 +39,13 @@ struct cc_redis {
     redisContext *ctx;        /* redis://, unix:// */
     struct cc_redis_tls *tls; /* rediss:// */
     redisReader *reader;      /* rediss:// replies */
+    /* Reachability (cc_redis_probe). */
+    bool is_conn_failed;   /* the last connect or command failed on the connection */
+    bool is_probe_trusted; /* a probe was accepted since the last command: a failure now
+                              backs probes off; until then cc_redis_probe says yes */
+    int probe_ms;          /* interval between probes, REDIS_PROBE_MS .. REDIS_PROBE_MAX_MS */
+    int64_t probe_next_us; /* cc_mono_us() before which no probe starts */
+    struct cc_netprobe probe;
 };
 
 /* Every open client, so a forked child can drop them all (redis_atfork_child): the worker
@@ -41,8 +61,10 @@ static void redis_drop(struct cc_redis *r);
  * thread that is gone, so walk the list without it. */
 static void redis_atfork_child(void)
 {
-    for (struct cc_redis *r = redis_registry; r != NULL; r = r->next)
+    for (struct cc_redis *r = redis_registry; r != NULL; r = r->next) {
         redis_drop(r);
+        cc_netprobe_forget(&r->probe); /* closed by netprobe's own atfork handler */
+    }
     pthread_mutex_init(&redis_registry_lock, NULL);
 }
 
@@ -74,6 +96,8 @@ int cc_redis_open(const char *url, int io_timeout_ms, struct cc_redis **out, str
         return rc;
     }
     r->io_timeout_ms = io_timeout_ms > 0 ? io_timeout_ms : 5000;
+    r->probe_ms = REDIS_PROBE_MS;
+    cc_netprobe_init(&r->probe);
     pthread_once(&redis_atfork_once, redis_atfork_register);
     pthread_mutex_lock(&redis_registry_lock);
     r->next = redis_registry;
@@ -97,6 +121,19 @@ static int redis_setup(struct cc_redis *r, int argc, const char **argv, struct c
     return rc;
 }
 
+/* A connect or command failed. On the connection (is_conn: refused, reset, timed out) a
+ * probe can tell when the server is back; a refusal by the server (AUTH, a certificate) it
+ * cannot. */
+static void redis_failed(struct cc_redis *r, bool is_conn)
+{
+    if (is_conn && r->is_probe_trusted) { /* accepted the probe, failed the command */
+        r->probe_ms = r->probe_ms * 2 > REDIS_PROBE_MAX_MS ? REDIS_PROBE_MAX_MS : r->probe_ms * 2;
+        r->is_probe_trusted = false;
+    }
+    r->is_conn_failed = is_conn;
+    r->probe_next_us = cc_mono_us() + (int64_t)r->probe_ms * 1000;
+}
+
 static int redis_connect(struct cc_redis *r, struct cc_err *err)
 {
     struct timeval ctv = {REDIS_CONNECT_TIMEOUT_MS / 1000, 0};
@@ -112,6 +149,8 @@ static int redis_connect(struct cc_redis *r, struct cc_err *err)
                                   &is_cert_error, err);
         if (rc == CC_OK)
             r->reader = redisReaderCreate();
+        else
+            redis_failed(r, !is_cert_error);
         return rc;
     }
     if (r->url.socket_path != NULL)
@@ -125,6 +164,7 @@ static int redis_connect(struct cc_redis *r, struct cc_err *err)
             cc_err_set(err, CC_EBACKEND, "redis connect %s:%d: %s",
                        r->url.host ? r->url.host : r->url.socket_path, r->url.port, r->ctx->errstr);
         redis_drop(r);
+        redis_failed(r, true);
         return rc;
     }
     redisSetTimeout(r->ctx, iotv);
@@ -141,8 +181,13 @@ static int redis_connect(struct cc_redis *r, struct cc_err *err)
         snprintf(db, sizeof(db), "%d", r->url.db);
         rc = redis_setup(r, 2, argv, err);
     }
-    if (rc != CC_OK)
+    if (rc != CC_OK) {
+        /* An I/O failure of AUTH / SELECT was noted by cc_redis_cmd; an error reply is the
+         * server refusing us. */
+        if (r->ctx != NULL)
+            redis_failed(r, false);
         redis_drop(r);
+    }
     return rc;
 }
 
@@ -193,9 +238,55 @@ redisReply *cc_redis_cmd(struct cc_redis *r, int argc, const char **argv, const 
         if (reply == NULL)
             cc_err_set(err, CC_EBACKEND, "redis: %s", r->ctx->errstr[0] ? r->ctx->errstr : "I/O");
     }
-    if (reply == NULL)
+    if (reply == NULL) {
         redis_drop(r);
+        redis_failed(r, true);
+    } else if (r->is_conn_failed || r->probe_ms != REDIS_PROBE_MS) {
+        r->is_conn_failed = false;
+        r->probe_ms = REDIS_PROBE_MS;
+    }
+    r->is_probe_trusted = false;
     return reply;
+}
+
+bool cc_redis_probe(struct cc_redis *r)
+{
+    struct cc_err err = {0};
+    int rc;
+
+    if (r->ctx != NULL || r->tls != NULL)
+        return true;
+    if (!r->is_conn_failed)
+        return false;
+    if (r->is_probe_trusted) /* accepted, and no command tried since: still worth one */
+        return true;
+    if (!cc_netprobe_is_active(&r->probe)) {
+        int64_t now = cc_mono_us();
+
+        if (now < r->probe_next_us)
+            return false;
+        r->probe_next_us = now + (int64_t)r->probe_ms * 1000;
+        rc = r->url.socket_path != NULL ? cc_netprobe_start(&r->probe, r->url.socket_path, -1,
+                                                            REDIS_CONNECT_TIMEOUT_MS, &err)
+                                        : cc_netprobe_start(&r->probe, r->url.host, r->url.port,
+                                                            REDIS_CONNECT_TIMEOUT_MS, &err);
+        if (rc == CC_EAGAIN)
+            rc = cc_netprobe_check(&r->probe, REDIS_PROBE_WAIT_MS, &err);
+    } else {
+        rc = cc_netprobe_check(&r->probe, 0, &err);
+    }
+    if (rc == CC_EAGAIN)
+        return false;
+    if (rc != CC_OK) {
+        /* Refused (or timed out): the server is down, not frozen; when it comes back, find
+         * it at the base pace (a shutdown that still accepted probes may have doubled it). */
+        r->probe_ms = REDIS_PROBE_MS;
+        if (r->probe_next_us > cc_mono_us() + (int64_t)REDIS_PROBE_MS * 1000)
+            r->probe_next_us = cc_mono_us() + (int64_t)REDIS_PROBE_MS * 1000;
+        return false;
+    }
+    r->is_probe_trusted = true;
+    return true;
 }
 
 int cc_redis_cmd_int(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
@@ -235,6 +326,7 @@ void cc_redis_free(struct cc_redis *r)
         }
     pthread_mutex_unlock(&redis_registry_lock);
     redis_drop(r);
+    cc_netprobe_stop(&r->probe);
     cc_url_redis_deinit(&r->url);
     free(r);
 }

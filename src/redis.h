@@ -14,6 +14,7 @@
 #ifndef CELERYC_REDIS_H
 #define CELERYC_REDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <hiredis/hiredis.h>
@@ -39,6 +40,15 @@ redisReply *cc_redis_cmd(struct cc_redis *r, int argc, const char **argv, const 
  * number): CC_OK and *out, or CC_EBACKEND (I/O failure, error reply, or another type). */
 int cc_redis_cmd_int(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
                      long long *out, struct cc_err *err) CC_MUST_USE;
+
+/* Is it worth trying again? For callers that skip a Redis for a while after a failure (so
+ * an outage costs one timeout, not one per command) and want to come back promptly:
+ * true while connected, or when the last failure was on the connection (refused, reset,
+ * timed out) and a TCP probe finds the server accepting connections again. A probe starts
+ * at most every 0.5 s after a failure (backing off to 5 s while accepted probes are followed
+ * by failed commands: a frozen server); its outcome is waited for at most 20 ms, else
+ * looked at again on the next call. False after the server refused us (AUTH, TLS). */
+bool cc_redis_probe(struct cc_redis *r);
 
 /* Forget an inherited connection without I/O on it (in a forked child). */
 void cc_redis_after_fork(struct cc_redis *r);

@@ -1,19 +1,104 @@
 /* Status code names and the error-detail helper (include/celeryc/status.h). */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "celeryc/status.h"
 
+/* Fold `in` onto one line into t (at most tsize - 1 bytes, see cc_err_set); *boundary gets the
+ * length of the longest prefix that ends where a line of `in` ended and that is at most
+ * max_boundary long (0 if none). Returns the length written. */
+static size_t err_fold(const char *in, char *t, size_t tsize, size_t max_boundary, size_t *boundary)
+{
+    size_t o = 0;
+    bool is_line_end = false; /* a line break was seen and not yet written as a space */
+
+    *boundary = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && o + 5 < tsize; p++) {
+        unsigned char c = *p;
+
+        /* A line break and the white space around it become one space. */
+        if (c == '\n' || c == '\r' || (is_line_end && (c == '\t' || c == ' '))) {
+            is_line_end = true;
+            continue;
+        }
+        if (is_line_end) {
+            if (o <= max_boundary)
+                *boundary = o;
+            if (o > 0)
+                t[o++] = ' ';
+            is_line_end = false;
+        }
+        if (c == '\t') {
+            t[o++] = ' ';
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(t + o, tsize - o, "\\x%02x", c);
+            o += 4;
+        } else {
+            t[o++] = (char)c;
+        }
+    }
+    if (is_line_end && o <= max_boundary) /* a trailing newline ends the last line */
+        *boundary = o;
+    t[o] = '\0';
+    return o;
+}
+
 int cc_err_set(struct cc_err *err, int code, const char *fmt, ...)
 {
-    if (err != NULL) {
-        va_list ap;
+    /* Formatted into a larger buffer first, so that what does not fit is known and cut
+     * where it does least harm. Never allocates; about 5 KiB of stack. */
+    char raw[1024], t[4 * sizeof(raw) + 8];
+    size_t cap, len, boundary, limit;
+    bool is_cut;
+    va_list ap;
+    int n;
 
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-        va_end(ap);
+    if (err == NULL)
+        return code;
+    err->code = code;
+    cap = sizeof(err->msg) - 1;
+    limit = cap - 4; /* room for " ..." */
+    va_start(ap, fmt);
+    n = vsnprintf(raw, sizeof(raw), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        raw[0] = '\0';
+    is_cut = n >= (int)sizeof(raw);
+    len = err_fold(raw, t, sizeof(t), limit, &boundary);
+    if (len <= cap && !is_cut) {
+        memcpy(err->msg, t, len + 1);
+        return code;
     }
+    if (len <= limit) { /* the formatting buffer was cut, but what it holds fits */
+        memcpy(err->msg, t, len);
+        memcpy(err->msg + len, " ...", 5);
+        return code;
+    }
+    if (boundary >= limit / 2) { /* whole lines, then the marker */
+        memcpy(err->msg, t, boundary);
+        memcpy(err->msg + boundary, " ...", 5);
+        return code;
+    }
+    for (size_t i = limit; i >= limit / 2; i--) {
+        if (t[i] == ' ') { /* whole words, then the marker */
+            memcpy(err->msg, t, i);
+            memcpy(err->msg + i, " ...", 5);
+            return code;
+        }
+    }
+    /* One long word: cut it, on a character boundary, not inside a \xNN escape. */
+    len = cap - 3;
+    while (len > 0 && ((unsigned char)t[len] & 0xC0) == 0x80)
+        len--;
+    for (size_t k = len >= 3 ? len - 3 : 0; k < len; k++)
+        if (t[k] == '\\' && t[k + 1] == 'x' && k + 4 > len) {
+            len = k;
+            break;
+        }
+    memcpy(err->msg, t, len);
+    memcpy(err->msg + len, "...", 4);
     return code;
 }
 

@@ -52,6 +52,7 @@
 #include "isotime.h"
 #include "jobrun.h" /* [jobrun] */
 #include "log.h"
+#include "netprobe.h"
 #include "pool.h"
 #include "redeliver.h"
 #include "ratelimit.h"
@@ -83,8 +84,11 @@ struct worker {
     /* Connection state (see worker_broker_lost / worker_reconnect). */
     struct cc_broker_tls tls;
     bool is_connected;
-    int64_t reconnect_at_us;      /* cc_mono_us() of the next attempt while disconnected */
-    unsigned reconnect_attempt;   /* failed attempts since the connection was lost */
+    int64_t reconnect_at_us;      /* cc_mono_us() of the next probe while disconnected */
+    int64_t reconnect_log_at_us;  /* ... of the next logged (counted) failed attempt */
+    unsigned reconnect_attempt;   /* failed attempts logged since the connection was lost */
+    unsigned full_failures;       /* full connects failed after an accepted probe, in a row */
+    struct cc_netprobe probe;     /* TCP probe of the broker in flight, while disconnected */
     uint64_t jitter;              /* xorshift state for the backoff jitter */
     uint8_t *stale;               /* by pool slot: RUN_* for running[slot] after a disconnect */
     struct worker_retry *retries; /* retry messages waiting for the connection to come back */
@@ -154,8 +158,23 @@ struct worker_retry {
  * messages are redelivered; with acks_late each such run is a duplicate execution). */
 #define WORKER_BROKER_SERVICE_US 100000
 
-/* Reconnect backoff: 1 s doubling to 30 s, each delay scaled by a random factor in
- * [0.5, 1.0) so a fleet that lost the same broker does not come back in lock step. */
+/* Reconnect pacing (issue #14: with a plain backoff the worker came back 15 s after the
+ * broker did). While disconnected the broker is probed (a TCP connect, closed at once:
+ * cc_netprobe) every WORKER_PROBE_MS scaled by a random factor in [0.5, 1.0), so a fleet
+ * does not come back in lock step and the worker consumes again within about a second of
+ * the broker accepting connections; only when a probe is accepted is the full connect
+ * (AMQP handshake, topology, consume) tried. What backs off is the log: a failed attempt
+ * is logged (and counted against broker_connection_max_retries) at once after the loss, then
+ * after delays of 1 s doubling to 30 s, each scaled by [0.5, 1.0), as the attempts were
+ * before, so giving up takes as long as it did.
+ * A full connect that fails although the probe was accepted (a broker that refuses our
+ * login, or one frozen with its listen socket still accepting: each such connect blocks the
+ * loop up to broker_connection_timeout) is tried again only after its own backoff, 1 s
+ * doubling to 30 s (jittered), which a failed probe resets. A probe in flight is looked at
+ * every WORKER_PROBE_WAIT_MS at most (the loop's poll timeout), so a broker that drops SYNs
+ * costs no blocking wait. */
+#define WORKER_PROBE_MS          1000
+#define WORKER_PROBE_WAIT_MS     20
 #define WORKER_RECONNECT_BASE_MS 1000
 #define WORKER_RECONNECT_MAX_MS  30000
 
@@ -296,6 +315,7 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
     w->reconnect_attempt = 0;
     w->reconnect_at_us = cc_mono_us(); /* first attempt at once: a dropped connection often
                                            just needs a new one */
+    w->reconnect_log_at_us = w->reconnect_at_us;
 }
 
 /* Acks are collected and sent by worker_flush_acks(), which coalesces them into one
@@ -863,7 +883,7 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
  * have the task's own exception, so it names the publish error. */
 static void worker_retry_failed(struct worker *w, struct cc_request *r, const struct cc_err *err)
 {
-    char msg[256];
+    char msg[320];
 
     snprintf(msg, sizeof(msg), "celeryc: could not publish the retry message: %s", err->msg);
     cc_error("Task %s[%s]: %s; storing FAILURE", cc_request_name(r), r->msg.id, msg);
@@ -1314,31 +1334,39 @@ static int64_t worker_backoff_ms(struct worker *w)
     return ms / 2 + (int64_t)(w->jitter % (uint64_t)(ms / 2 + 1));
 }
 
-/* One reconnect attempt, when due. On success: log as Celery does, publish the retries
- * that waited. On failure: schedule the next attempt, or give up after
- * broker_connection_max_retries (exit 1 once running tasks have finished). */
-static void worker_reconnect(struct worker *w)
+/* A probe (is_full false) or a full connect failed: schedule the next probe (after a full
+ * connect, its own backoff); when a logged attempt is due, count it, log it (Celery's lines)
+ * and schedule the next one with the backoff, or give up. */
+static void worker_reconnect_failed(struct worker *w, bool is_full, const struct cc_err *err)
 {
-    struct cc_err err = {0};
-    char *u;
+    int64_t now = cc_mono_us(), next_ms;
+    char max[16] = "inf", *u;
 
-    if (w->is_connected || w->state != WORKER_RUNNING || cc_mono_us() < w->reconnect_at_us)
+    w->jitter ^= w->jitter << 13;
+    w->jitter ^= w->jitter >> 7;
+    w->jitter ^= w->jitter << 17;
+    if (is_full) {
+        int64_t ms = WORKER_RECONNECT_BASE_MS;
+
+        w->full_failures++;
+        for (unsigned i = 1; i < w->full_failures && ms < WORKER_RECONNECT_MAX_MS; i++)
+            ms *= 2;
+        if (ms > WORKER_RECONNECT_MAX_MS)
+            ms = WORKER_RECONNECT_MAX_MS;
+        next_ms = ms / 2 + (int64_t)(w->jitter % (uint64_t)(ms / 2));
+    } else {
+        w->full_failures = 0;
+        next_ms = WORKER_PROBE_MS / 2 + (int64_t)(w->jitter % (WORKER_PROBE_MS / 2));
+    }
+    w->reconnect_at_us = now + next_ms * 1000;
+    if (now < w->reconnect_log_at_us)
         return;
     u = cc_url_redact(w->cfg->broker_url ? w->cfg->broker_url : "");
-    if (worker_connect(w, &err) == CC_OK) {
-        cc_warn("consumer: Connected to %s", u ? u : "?");
-        w->reconnect_attempt = 0;
-        cc_events_online(&w->ev, w->pool.n_busy, /* [events] as Celery's Heart; [flower] */
-                         cc_control_processed(&w->ctl));
-        worker_flush_retries(w);
-        free(u);
-        return;
-    }
     w->reconnect_attempt++;
     if (w->cfg->connection_max_retries > 0 &&
         w->reconnect_attempt >= (unsigned)w->cfg->connection_max_retries) {
         cc_crit("consumer: Cannot connect to %s: %s. Giving up after %u attempts; exiting",
-                u ? u : "?", err.msg, w->reconnect_attempt);
+                u ? u : "?", err->msg, w->reconnect_attempt);
         w->state = WORKER_COLD;
         w->exit_code = 1;
         w->is_broker_lost = true;
@@ -1346,13 +1374,79 @@ static void worker_reconnect(struct worker *w)
         return;
     }
     int64_t ms = worker_backoff_ms(w);
-    char max[16] = "inf";
     if (w->cfg->connection_max_retries > 0)
         snprintf(max, sizeof(max), "%d", w->cfg->connection_max_retries);
-    cc_error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%u/%s)",
-             u ? u : "?", err.msg, (double)ms / 1000.0, w->reconnect_attempt, max);
-    w->reconnect_at_us = cc_mono_us() + ms * 1000;
+    cc_error("consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%u/%s; %s, "
+             "next report in %.0f s)",
+             u ? u : "?", err->msg, (double)next_ms / 1000.0, w->reconnect_attempt, max,
+             is_full ? "the broker accepts connections" : "probing about every second",
+             (double)ms / 1000.0);
+    w->reconnect_log_at_us = now + ms * 1000;
     free(u);
+}
+
+/* While disconnected, once per loop pass: probe the broker when a probe is due, look at the
+ * probe in flight, and connect fully when the broker accepts connections (see
+ * WORKER_PROBE_MS). On success: log as Celery does, publish the retries that waited. On
+ * failure: log it when a logged attempt is due, give up after broker_connection_max_retries
+ * logged attempts (exit 1 once running tasks have finished). */
+static void worker_reconnect(struct worker *w)
+{
+    struct cc_err err = {0};
+    int64_t now = cc_mono_us();
+    bool is_full;
+    int rc;
+
+    if (w->is_connected || w->state != WORKER_RUNNING)
+        return;
+    if (!cc_netprobe_is_active(&w->probe)) {
+        struct cc_amqp_url au;
+
+        if (now < w->reconnect_at_us)
+            return;
+        rc = cc_url_parse_amqp(w->cfg->broker_url, &au, &err);
+        if (rc == CC_OK) {
+            int timeout_ms =
+                w->cfg->connect_timeout_s > 0 ? (int)(w->cfg->connect_timeout_s * 1000) : 4000;
+
+            rc = cc_netprobe_start(&w->probe, au.host, au.port, timeout_ms, &err);
+            cc_url_amqp_deinit(&au);
+        }
+    } else {
+        rc = CC_EAGAIN;
+    }
+    if (rc == CC_EAGAIN) /* in flight: a loopback or LAN broker answers within the wait */
+        rc = cc_netprobe_check(&w->probe, WORKER_PROBE_WAIT_MS, &err);
+    if (rc == CC_EAGAIN)
+        return;
+    is_full = rc == CC_OK;
+    if (is_full) {
+        rc = worker_connect(w, &err);
+        if (rc == CC_OK) {
+            char *u = cc_url_redact(w->cfg->broker_url ? w->cfg->broker_url : "");
+
+            cc_warn("consumer: Connected to %s", u ? u : "?");
+            free(u);
+            w->reconnect_attempt = 0;
+            w->full_failures = 0;
+            cc_events_online(&w->ev, w->pool.n_busy, /* [events] as Celery's Heart; [flower] */
+                             cc_control_processed(&w->ctl));
+            worker_flush_retries(w);
+            return;
+        }
+    } else {
+        /* The probe's reason alone ("Connection refused"): say where, as the connect does. */
+        char why[sizeof(err.msg)];
+        struct cc_amqp_url au;
+        struct cc_err perr = {0};
+
+        snprintf(why, sizeof(why), "%s", err.msg);
+        if (cc_url_parse_amqp(w->cfg->broker_url, &au, &perr) == CC_OK) {
+            cc_err_set(&err, CC_EBROKER, "cannot connect to %s:%d: %s", au.host, au.port, why);
+            cc_url_amqp_deinit(&au);
+        }
+    }
+    worker_reconnect_failed(w, is_full, &err);
 }
 
 static void worker_banner(const struct worker *w)
@@ -1541,6 +1635,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
         int64_t left_us = w->reconnect_at_us - cc_mono_us();
         int64_t rc_ms = left_us <= 0 ? 0 : (left_us + 999) / 1000;
 
+        if (cc_netprobe_is_active(&w->probe)) /* look at the probe in flight soon */
+            rc_ms = WORKER_PROBE_WAIT_MS;
         if (rc_ms < ms)
             ms = rc_ms;
     }
@@ -1755,6 +1851,7 @@ int cc_worker_main(const struct cc_config *cfg)
         .is_verify = cfg->broker_ssl_verify != CC_SSL_VERIFY_NONE,
     };
     w.jitter = (uint64_t)cc_mono_us() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    cc_netprobe_init(&w.probe);
     /* At start-up a broker we cannot reach or a topology it refuses is fatal (exit 1, the
      * service manager restarts us): it is usually a configuration error. Once running, a
      * lost connection is retried (worker_reconnect). */
@@ -1855,6 +1952,7 @@ out:
         cc_broker_abandon(&w.pub);
     cc_broker_close(&w.broker);
     cc_broker_close(&w.pub);
+    cc_netprobe_stop(&w.probe);
     cc_backend_free(w.backend);
     if (w.is_ctl_init) /* [control] compacts the state file */
         cc_control_deinit(&w.ctl);

@@ -266,17 +266,12 @@ struct stats_run {
 static int pg_fail(struct stats_run *r, const PGresult *res, const char *what, struct cc_err *err)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    char line[140];
-    size_t n;
 
     if (msg == NULL)
         msg = r->pg != NULL ? PQerrorMessage(r->pg) : "out of memory";
-    snprintf(line, sizeof line, "%s", msg != NULL && msg[0] != '\0' ? msg : "unknown error");
-    line[strcspn(line, "\n")] = '\0'; /* libpq adds hint lines */
-    n = strlen(line);
-    while (n > 0 && line[n - 1] == ' ')
-        line[--n] = '\0';
-    return cc_err_set(err, CC_EBACKEND, "database %s: %s", what, line);
+    /* Whole: cc_err_set folds libpq's hint lines and marks what does not fit. */
+    return cc_err_set(err, CC_EBACKEND, "database %s: %s", what,
+                      msg != NULL && msg[0] != '\0' ? msg : "unknown error");
 }
 
 /* Run `sql` (text or binary parameters as given); *out (may be NULL) gets a result with
@@ -544,9 +539,14 @@ static int amqp_check(struct cc_broker *b, amqp_channel_t ch, amqp_rpc_reply_t r
         }
         return cc_err_set(err, CC_EBROKER, "%s: unexpected method 0x%08x", what,
                           (unsigned)rep.reply.id);
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
+        char text[160];
+        int e = errno;
+
         b->is_conn_open = b->is_channel_open = false; /* abandon it, never reuse it */
-        return cc_err_set(err, CC_EBROKER, "%s: %s", what, amqp_error_string2(rep.library_error));
+        return cc_err_set(err, CC_EBROKER, "%s: %s", what,
+                          cc_broker_status_text(rep.library_error, e, text, sizeof(text)));
+    }
     default:
         b->is_conn_open = b->is_channel_open = false;
         return cc_err_set(err, CC_EBROKER, "%s: no reply from the broker", what);
@@ -658,8 +658,12 @@ static int stats_dead_letter(struct stats_run *r, const amqp_envelope_t *env, co
                             amqp_cstring_bytes(r->dead), 1, 0, &p, env->message.body);
     free(entries);
     if (st != AMQP_STATUS_OK) {
+        char text[160];
+        int e = errno;
+
         r->dlq.is_conn_open = r->dlq.is_channel_open = false;
-        return cc_err_set(err, CC_EBROKER, "publishing to %s: %s", r->dead, amqp_error_string2(st));
+        return cc_err_set(err, CC_EBROKER, "publishing to %s: %s", r->dead,
+                          cc_broker_status_text(st, e, text, sizeof(text)));
     }
     r->dlq_seq_needed = ++r->dlq.publish_seq;
     r->dead_lettered++;

@@ -79,14 +79,20 @@ enum {
     CC_TASK_MIN = -503,
 };
 
-/* Caller-owned error detail. code mirrors the returned status; msg is always NUL-terminated. */
+/* Caller-owned error detail. code mirrors the returned status; msg is always NUL-terminated
+ * and one line. 256 bytes: a library's whole first line (libpq's "connection to server at
+ * ... failed: ...") with our prefix fits. */
 struct cc_err {
     int code;
-    char msg[160];
+    char msg[256];
 };
 
-/* Fill `err` (may be NULL) with `code` and a formatted message, truncating silently.
- * Returns `code`. Never allocates. */
+/* Fill `err` (may be NULL) with `code` and a formatted message, as one line: line breaks
+ * and the tabs/spaces around them (a library's multi-line text, e.g. libpq's hint lines)
+ * become one space, trailing white space goes, other control bytes are written as \xNN.
+ * A message that does not fit ends at a line boundary (when that keeps most of it) or a
+ * word boundary, followed by " ...", or else mid-word followed by "...": never cut without
+ * a marker. Returns `code`. Never allocates. */
 int cc_err_set(struct cc_err *err, int code, const char *fmt, ...) CC_PRINTF(3, 4);
 
 /* Static name of a status code ("CC_EBADMSG: malformed message"); "unknown status" for
