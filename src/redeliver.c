@@ -26,9 +26,9 @@
  *    consumes the mark if it is there for the message's retries and then INCRements
  *    celeryc-deliveries-<id> (TTL CC_REDELIVER_KEY_TTL_S); the in-memory table does the same
  *    for what this process handed out (it also covers a Redis that refused or lost a mark).
- *    Not marked: not counted. The count is x-delivery-count when the message has it (a
- *    quorum queue counts every return; only its marked returns are acted on), else the Redis
- *    counter, else the table. When no mark can be read at all (the bookkeeping Redis is
+ *    Not marked: not counted. The count is the Redis counter (or the table's, the larger),
+ *    even on a quorum queue, whose x-delivery-count also counts the returns of a message
+ *    that was only prefetched. When no mark can be read at all (the bookkeeping Redis is
  *    unreachable and this process never handed the message out), only a quorum queue's
  *    x-delivery-count can tell, and then it decides alone: with it, prefetched returns count
  *    too; without it nothing is counted. Past worker_max_redeliveries:
@@ -562,22 +562,28 @@ static void redeliver_count(struct cc_redeliver *rd, const amqp_envelope_t *env,
             c->is_marked = rep->element[0]->integer != 0;
             n_redis = rep->element[1]->integer;
         } else if (rep != NULL) {
-            cc_warn("redis (%s): %s: %s", rd->state.what, CC_REDELIVER_KEY_PREFIX,
-                    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+            /* An error reply (a script refused, ...): skip this Redis for a while, logged
+             * once, as for a lost connection. */
+            struct cc_err eerr = {0};
+
+            cc_err_set(&eerr, CC_EBACKEND, "%s: %s", CC_REDELIVER_KEY_PREFIX,
+                       rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+            redeliver_kv_failed(&rd->state, &eerr);
         }
         if (rep != NULL)
             freeReplyObject(rep);
     }
     c->is_marked = c->is_marked || is_local_marked;
     c->is_known = n_redis >= 0 || is_local_marked;
-    if (xdc >= 0) {
+    if (c->is_known) {
+        /* Our own count: marked redeliveries only (a quorum queue's x-delivery-count also
+         * counts the returns of a message that was only prefetched). */
+        c->n = n_redis > n_local ? n_redis : n_local;
+        c->how = n_redis >= 0 ? "redis" : "local";
+    } else if (xdc >= 0) {
         c->n = xdc;
         c->how = "x-delivery-count";
-        if (!c->is_known)
-            c->is_marked = true; /* nothing else to go by (see the head of this file) */
-    } else if (n_redis >= 0) {
-        c->n = n_redis > n_local ? n_redis : n_local;
-        c->how = "redis";
+        c->is_marked = true; /* nothing else to go by (see the head of this file) */
     } else {
         c->n = n_local;
         c->how = "local";

@@ -1,17 +1,21 @@
-"""Poison-message protection Celery lacks: deliveries of the same task are counted and past
---max-redeliveries the message is dead-lettered (to <queue>.dead, or to the queue's DLX),
-FAILURE (WorkerLostError) is stored so AsyncResult.get() raises, and the worker carries on.
+"""Poison-message protection Celery lacks: redeliveries of a message that was executing are
+counted and past --max-redeliveries the message is dead-lettered (to <queue>.dead, or to the
+queue's DLX), FAILURE (WorkerLostError) is stored so AsyncResult.get() raises, and the
+worker carries on.
 
-Counting sources: a quorum queue's x-delivery-count header (simulated here by publishing it
-on a classic queue: the worker cannot declare a quorum queue yet), and the Redis counter
-celeryc-deliveries-<task id> for redelivered messages (real redeliveries: the worker is
-killed with SIGKILL in the middle of an acks_late task, so the message comes back).
+What counts (redeliver.h): a redelivery of a message that was handed to an executor and not
+settled (its hand-off mark, in the bookkeeping Redis as celeryc-handed-<task id> and in the
+worker's memory), counted in celeryc-deliveries-<task id>: the worker killed in the middle of
+an acks_late task, or the worker's own requeue after a failed store. A message only
+prefetched when its worker died is not counted. Without a reachable bookkeeping Redis a
+quorum queue's x-delivery-count decides alone (simulated here by publishing the header on a
+classic queue).
 
 celeryc-only (Celery has no such limit)."""
 import json
+import os
 import re
 import signal
-import os
 import subprocess
 import time
 import uuid
@@ -240,7 +244,7 @@ def test_quorum_queue_consumed_and_poison_counted_by_x_delivery_count(app, worke
                queue_arguments={"x-queue-type": "quorum"})
     assert app.send_task("demo.add", args=[2, 3], queue=qq).get(timeout=TIMEOUT) == 5
     poison = app.send_task("demo.crash", args=["segv"], queue=qq)
-    w.wait_log(r"dead-lettered.*counted by (x-delivery-count|redis)", 60, "poison dead-lettered")
+    w.wait_log(r"dead-lettered.*counted by redis", 60, "poison dead-lettered")
     wait_for(lambda: queue_depth(amqp_conn, q + ".dead") == 1, 10, "message in %s.dead" % q)
     assert w.log().count("WorkerLostError") >= 3 or w.log().count("requeued") >= 2
     meta = json.loads(rds.get("celery-task-meta-" + poison.id))
@@ -270,22 +274,24 @@ def test_quorum_queue_countdown_goes_to_the_delay_store(app, worker_factory, rds
 
 # ---- Issue #14: requeues after a failed store count; prefetched messages do not ------------
 
-@pytest.mark.parametrize("counter", ["redis", "local", "x-delivery-count"])
-def test_store_failure_requeues_count_towards_max_redeliveries(counter, app, worker_factory,
-                                                               amqp_conn, rds7, oom_redis_url,
-                                                               dead_redis_url):
+@pytest.mark.parametrize("counter,queue_type", [
+    ("redis", "classic"), ("local", "classic"), ("redis", "quorum"), ("local", "quorum")])
+def test_store_failure_requeues_count_towards_max_redeliveries(counter, queue_type, app,
+                                                               worker_factory, amqp_conn, rds7,
+                                                               oom_redis_url, dead_redis_url):
     """An acks_late task whose result cannot be stored is requeued to run again; each requeue
     must count towards --max-redeliveries whatever counts them: the Redis counter (a working
-    --redis-url), the in-memory table (no bookkeeping Redis reachable), or a quorum queue's
-    x-delivery-count. A long task id (past the old 256-byte key buffers) used to keep the
-    count at "1 of at most N" forever."""
+    --redis-url) or the in-memory table (no bookkeeping Redis reachable), on a classic queue
+    or a quorum queue (whose x-delivery-count rises with each requeue too: the worker's own
+    count, which knows the message was executing, is the one compared). A long task id (past
+    the old 256-byte key buffers) used to keep the count at "1 of at most N" forever."""
     q = unique_queue("storefail")
     tid = "t" * 300
     runs = "storefail-" + uuid.uuid4().hex
     redis_url = {"redis": os.environ["CELERYC_TEST_REDIS_URL"]}.get(counter, dead_redis_url)
     extra = ["--max-redeliveries", "2", "--result-backend", oom_redis_url,
              "--redis-url", redis_url]
-    if counter == "x-delivery-count":
+    if queue_type == "quorum":
         extra += ["--queue-type", "quorum"]
     w = worker_factory(queue=q, acks_late=True, concurrency=1, extra=extra)
     publish_raw(amqp_conn, q, "it.count_sleep", [runs, 0], tid)
