@@ -403,6 +403,7 @@ void cc_redeliver_on_handoff(struct cc_redeliver *rd, struct cc_request *r)
 
         if (cc_redis_append(rd->state.redis, 5, argv, NULL, &err) != CC_OK) {
             redeliver_kv_failed(&rd->state, &err);
+            rd->n_unsent = 0; /* dropped with the connection */
             return;
         }
         if (rd->n_unsent++ == 0)
@@ -435,9 +436,10 @@ static void redeliver_forget(struct cc_redeliver *rd, const char *id, int retrie
     {
         const char *argv[3] = {"DEL", redeliver_key(rd, CC_REDELIVER_MARK_PREFIX, id), count_key};
 
-        if (cc_redis_append(rd->state.redis, 3, argv, NULL, &err) != CC_OK)
+        if (cc_redis_append(rd->state.redis, 3, argv, NULL, &err) != CC_OK) {
             redeliver_kv_failed(&rd->state, &err);
-        else if (rd->n_unsent++ == 0)
+            rd->n_unsent = 0; /* dropped with the connection */
+        } else if (rd->n_unsent++ == 0)
             rd->unsent_since_us = cc_mono_us();
     }
     free(count_key);
@@ -458,8 +460,10 @@ void cc_redeliver_tick(struct cc_redeliver *rd, bool is_busy)
     size_t before;
     int n_errors = 0;
 
-    if (kv->redis == NULL || cc_redis_pending(kv->redis) == 0)
+    if (kv->redis == NULL || cc_redis_pending(kv->redis) == 0) {
+        rd->n_unsent = 0; /* written by a synchronous command, or dropped with a connection */
         return;
+    }
     before = cc_redis_pending(kv->redis);
     if (rd->n_unsent > 0 && (!is_busy || rd->n_unsent >= CC_REDELIVER_UNSENT_MAX ||
                              cc_redeliver_due_in_ms(rd, 1) == 0)) {
