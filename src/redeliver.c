@@ -743,7 +743,10 @@ enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
     if (max <= 0)
         return CC_REDELIVER_RUN;
     redeliver_count(rd, env, r, &c);
-    if (!c.is_marked) {
+    /* Not counted now, but already past the limit: its dead-lettering failed last time (the
+     * broker refused the publish, the connection dropped); the count is deleted only once a
+     * message is dead-lettered or done. */
+    if (!c.is_marked && c.n <= max) {
         cc_info("Task %s[%s] redelivered (not counted: it was not executing when its delivery "
                 "was lost)",
                 name, id);

@@ -179,6 +179,35 @@ static void test_redeliver_long_ids_counted(void **state)
     }
 }
 
+/* A message past the limit whose dead-letter publish failed (the broker refused it, the
+ * channel was gone) is still past the limit at its next receipt, mark or not: it is never run
+ * again in between. */
+static void test_redeliver_failed_dead_letter_stays_past_limit(void **state)
+{
+    struct fx *f = *state;
+    amqp_envelope_t env;
+    struct cc_err err = {0};
+    int rc;
+
+    f->cfg.dead_letter = CC_DEAD_LETTER_QUEUE; /* the fixture's broker has no channel */
+    for (int i = 0; i < 2; i++) {
+        hand_off(f, "stuck", 0, false);
+        assert_int_equal(receive(f, "stuck", 0), CC_REDELIVER_RUN);
+    }
+    hand_off(f, "stuck", 0, false);
+    for (int i = 0; i < 3; i++) { /* requeued by the caller each time, no hand-off */
+        struct cc_request *r = req("stuck", 0, true);
+
+        memset(&env, 0, sizeof(env));
+        env.redelivered = 1;
+        (void)cc_redeliver_on_receipt(&f->rd, &env, r, &rc, &err);
+        assert_int_equal(rc, CC_ECHANNEL); /* tried to dead-letter it, every time */
+        cc_request_free(r);
+    }
+    f->cfg.dead_letter = CC_DEAD_LETTER_DLX;
+    assert_int_equal(receive(f, "stuck", 0), CC_REDELIVER_REJECT);
+}
+
 /* A running message's mark outlives thousands of other tasks handed out and settled. */
 static void test_redeliver_running_mark_survives_traffic(void **state)
 {
@@ -207,6 +236,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redeliver_settled_or_other_retry_not_counted, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_redeliver_long_ids_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redeliver_failed_dead_letter_stays_past_limit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_redeliver_running_mark_survives_traffic, setup,
                                         teardown),
     };
