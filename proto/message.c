@@ -78,8 +78,19 @@ static int dup_jstr(const json_t *v, char **out)
     return CC_OK;
 }
 
-/* Optional string field: absent/null -> NULL; string -> copy; other -> CC_EBADMSG. */
-static int opt_str(const struct msg_src *s, const char *key, char **out, struct cc_err *err)
+/* The size limit of a string field: CC_ETOOBIG naming the field (`what`), its size and the
+ * limit, never its content (it may be 100 KB of anything). */
+static int check_len(const char *what, size_t n, size_t max, struct cc_err *err)
+{
+    if (n <= max)
+        return CC_OK;
+    return cc_err_set(err, CC_ETOOBIG, "%s of %zu bytes is over the %zu-byte limit", what, n, max);
+}
+
+/* Optional string field of at most `max` bytes: absent/null -> NULL; string -> copy; other
+ * -> CC_EBADMSG; longer -> CC_ETOOBIG. */
+static int opt_str(const struct msg_src *s, const char *key, size_t max, char **out,
+                   struct cc_err *err)
 {
     const json_t *v = field(s, key);
     int rc;
@@ -88,6 +99,8 @@ static int opt_str(const struct msg_src *s, const char *key, char **out, struct 
         return CC_OK;
     if (!json_is_string(v))
         return cc_err_set(err, CC_EBADMSG, "%s is a %s, not a string", key, cc_py_type_name(v));
+    if ((rc = check_len(key, json_string_length(v), max, err)) != CC_OK)
+        return rc;
     rc = dup_jstr(v, out);
     if (rc == CC_EBADMSG)
         return cc_err_set(err, rc, "%s holds a NUL byte", key);
@@ -96,12 +109,19 @@ static int opt_str(const struct msg_src *s, const char *key, char **out, struct 
     return CC_OK;
 }
 
-/* Informational string (origin, argsrepr, ...): anything but a clean string is dropped. */
-static int info_str(const struct msg_src *s, const char *key, char **out, struct cc_err *err)
+/* Informational string (origin, argsrepr, ...): anything but a clean string is dropped; a
+ * string over `max` bytes is refused like any other field (CC_ETOOBIG). */
+static int info_str(const struct msg_src *s, const char *key, size_t max, char **out,
+                    struct cc_err *err)
 {
     const json_t *v = field(s, key);
+    int rc;
 
-    if (!json_is_string(v) || dup_jstr(v, out) == CC_EBADMSG)
+    if (!json_is_string(v))
+        return CC_OK;
+    if ((rc = check_len(key, json_string_length(v), max, err)) != CC_OK)
+        return rc;
+    if (dup_jstr(v, out) == CC_EBADMSG)
         return CC_OK;
     if (*out == NULL)
         return cc_err_set(err, CC_ENOMEM, "out of memory copying %s", key);
@@ -111,7 +131,7 @@ static int info_str(const struct msg_src *s, const char *key, char **out, struct
 static int opt_time(const struct msg_src *s, const char *key, char **out, int64_t *us,
                     struct cc_err *err)
 {
-    int rc = opt_str(s, key, out, err);
+    int rc = opt_str(s, key, CC_MSG_MAX_TIME_BYTES, out, err);
 
     if (rc != CC_OK || *out == NULL)
         return rc;
@@ -414,21 +434,25 @@ static int decode_fields(const struct msg_src *s, struct cc_msg *m, struct cc_er
         if ((rc = dup_jstr(v, &m->id)) != CC_OK)
             return cc_err_set(err, rc == CC_ENOMEM ? rc : CC_ENOID, "task id unusable");
     }
+    /* Checked on the copies, which peek_ids() may have made before any limit applied. */
+    if ((rc = check_len("task id", strlen(m->id), CC_MSG_MAX_ID_BYTES, err)) != CC_OK ||
+        (rc = check_len("task name", strlen(m->task), CC_MSG_MAX_NAME_BYTES, err)) != CC_OK)
+        return rc;
 
-    if ((rc = opt_str(s, "shadow", &m->shadow, err)) != CC_OK ||
-        (rc = opt_str(s, "root_id", &m->root_id, err)) != CC_OK ||
-        (rc = opt_str(s, "parent_id", &m->parent_id, err)) != CC_OK ||
-        (rc = opt_str(s, "group", &m->group, err)) != CC_OK ||
+    if ((rc = opt_str(s, "shadow", CC_MSG_MAX_NAME_BYTES, &m->shadow, err)) != CC_OK ||
+        (rc = opt_str(s, "root_id", CC_MSG_MAX_ID_BYTES, &m->root_id, err)) != CC_OK ||
+        (rc = opt_str(s, "parent_id", CC_MSG_MAX_ID_BYTES, &m->parent_id, err)) != CC_OK ||
+        (rc = opt_str(s, "group", CC_MSG_MAX_ID_BYTES, &m->group, err)) != CC_OK ||
         (rc = get_group_index(s, &m->group_index, err)) != CC_OK ||
         (rc = get_retries(s, &m->retries, err)) != CC_OK ||
         (rc = opt_time(s, "eta", &m->eta, &m->eta_us, err)) != CC_OK ||
         (rc = opt_time(s, "expires", &m->expires, &m->expires_us, err)) != CC_OK ||
         (rc = get_timelimit(s, m, err)) != CC_OK ||
         (rc = get_bool(s, "ignore_result", false, &m->ignore_result, err)) != CC_OK ||
-        (rc = info_str(s, "origin", &m->origin, err)) != CC_OK ||
-        (rc = info_str(s, "lang", &m->lang, err)) != CC_OK ||
-        (rc = info_str(s, "argsrepr", &m->argsrepr, err)) != CC_OK ||
-        (rc = info_str(s, "kwargsrepr", &m->kwargsrepr, err)) != CC_OK)
+        (rc = info_str(s, "origin", CC_MSG_MAX_ORIGIN_BYTES, &m->origin, err)) != CC_OK ||
+        (rc = info_str(s, "lang", CC_MSG_MAX_LANG_BYTES, &m->lang, err)) != CC_OK ||
+        (rc = info_str(s, "argsrepr", CC_MSG_MAX_REPR_BYTES, &m->argsrepr, err)) != CC_OK ||
+        (rc = info_str(s, "kwargsrepr", CC_MSG_MAX_REPR_BYTES, &m->kwargsrepr, err)) != CC_OK)
         return rc;
     return CC_OK;
 }
@@ -507,6 +531,9 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
         if (ts != NULL) {
             free(m->group);
             m->group = NULL;
+            if (json_is_string(ts) && (rc = check_len("taskset", json_string_length(ts),
+                                                      CC_MSG_MAX_ID_BYTES, err)) != CC_OK)
+                return rc;
             if (json_is_string(ts) && (rc = dup_jstr(ts, &m->group)) != CC_OK)
                 return cc_err_set(err, rc, "taskset unusable");
             if (!json_is_string(ts) && !json_is_null(ts))

@@ -40,6 +40,21 @@ struct cc_msg_limits {
 #define CC_MSG_MAX_BODY_DEFAULT     (16u * 1024u * 1024u)
 #define CC_MSG_MAX_INFLATED_DEFAULT (64u * 1024u * 1024u) /* max_inflated_bytes when 0 */
 
+/* Fixed limits on the string fields of a task message, in bytes of UTF-8 (README "Message
+ * limits"). Past one, cc_msg_decode() returns CC_ETOOBIG naming the field, its size and the
+ * limit. Ids and names allow 255 characters of 4-byte UTF-8 (a Celery client cannot send a
+ * longer id: it also goes in the correlation_id property, an AMQP short string of at most
+ * 255 bytes), with room to spare; the rest are what Celery itself writes, with headroom
+ * (argsrepr: argsrepr_maxsize is 1024 characters by default). AMQP caps the short strings
+ * (routing key, exchange, reply_to, correlation_id, content type and encoding) at 255 bytes
+ * and the header table at one frame (frame_max 131072 bytes, negotiated at login). */
+#define CC_MSG_MAX_ID_BYTES     1024u         /* id, root_id, parent_id, group */
+#define CC_MSG_MAX_NAME_BYTES   1024u         /* task, shadow */
+#define CC_MSG_MAX_ORIGIN_BYTES 1024u         /* origin ("gen<pid>@<hostname>") */
+#define CC_MSG_MAX_LANG_BYTES   64u           /* lang ("py") */
+#define CC_MSG_MAX_TIME_BYTES   64u           /* eta, expires (ISO-8601 text) */
+#define CC_MSG_MAX_REPR_BYTES   (64u * 1024u) /* argsrepr, kwargsrepr */
+
 /* A validated task message. Every string is owned (NUL-terminated) or NULL when absent;
  * JSON values are owned references. Free with cc_msg_deinit(). */
 struct cc_msg {
@@ -86,15 +101,18 @@ struct cc_msg {
  * Rejects, with a one-line reason in `err`:
  *   CC_ECONTENT    content type other than application/json (pickle, yaml, msgpack, ...)
  *   CC_EENCODING   unknown compression header or corrupt compressed body
- *   CC_ETOOBIG     body over limits->max_body_bytes (or inflated over max_inflated_bytes)
+ *   CC_ETOOBIG     body over limits->max_body_bytes (or inflated over max_inflated_bytes),
+ *                  or a string field over its CC_MSG_MAX_*_BYTES limit
  *   CC_EBADMSG     not JSON / not UTF-8, body not [args, kwargs, embed] (2-element bodies
  *                  included), args not a list, kwargs not a dict, embed not dict/null,
  *                  timelimit not a 2-element list of numbers/nulls, retries not an int (a
  *                  decimal string such as "0" is accepted as Python does), bad eta/expires
  *   CC_ENOTASK / CC_ENOID  missing or non-string task name / id
  *   CC_ENOMEM
- * On failure `out` holds whatever could be read of id/task (for the log line) and must still
- * be released with cc_msg_deinit(). `limits` may be NULL. */
+ * On failure `out` holds whatever could be read of id/task (for the log line; possibly longer
+ * than their limits: log them through cc_log_str) and must still be released with
+ * cc_msg_deinit(). The reason in `err` never quotes more than 60 bytes of a field. `limits`
+ * may be NULL. */
 int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
                   struct cc_msg *out, struct cc_err *err) CC_MUST_USE;
 

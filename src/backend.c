@@ -8,7 +8,10 @@
  *
  * Retries live here, not in the implementations: a store that fails on the connection is
  * retried the way Celery's RedisBackend.ensure() does (retry_policy, see backend.h) in a pool
- * child, and once at once in the master.
+ * child, and once at once in the master. A store the server refused (an error reply such as
+ * OOM or READONLY: is_refused) is not retried, as ensure() retries only connection errors;
+ * the caller decides (an acks_late message is requeued, and that requeue counts towards
+ * worker_max_redeliveries, redeliver.h).
  *
  * Invariants: the none backend never encodes anything (hot path stays allocation-free);
  * date_done is naive UTC (5.2 style) for READY states and null otherwise.
@@ -91,9 +94,12 @@ static int backend_store_retrying(struct cc_backend *b, bool is_key, const char 
 {
     int max_retries = b->is_patient ? CC_BACKEND_RETRY_MAX : 1;
     int64_t deadline_us = cc_mono_us() + (int64_t)CC_BACKEND_RETRY_BUDGET_MS * 1000;
-    int rc = backend_attempt(b, is_key, task_id, meta, len, err);
+    int rc;
 
-    for (int n = 0; rc == CC_EBACKEND && n < max_retries; n++) {
+    b->is_refused = false;
+    rc = backend_attempt(b, is_key, task_id, meta, len, err);
+
+    for (int n = 0; rc == CC_EBACKEND && !b->is_refused && n < max_retries; n++) {
         int64_t wait_ms = n == 0 ? 0 : 1000;
 
         if (!b->is_failing) {

@@ -53,6 +53,10 @@ struct cc_backend {
     int64_t expires_s; /* result_expires */
     bool is_patient;   /* retry a failed store per Celery's retry_policy (may block ~20 s) */
     bool is_failing;   /* a store failed and none has succeeded since (logging state) */
+    /* Set by an implementation when its last failed attempt was refused by the server (an
+     * error reply: OOM, READONLY, NOPERM, ...) rather than lost on the connection: Celery's
+     * ensure() retries only connection errors, so cc_backend_store does not retry these. */
+    bool is_refused;
 };
 
 /* Open the backend named by cfg->result_backend: "none" (or empty), redis://, unix:// or
@@ -74,9 +78,9 @@ void cc_backend_set_patient(struct cc_backend *b, bool is_patient);
 void cc_backend_free(struct cc_backend *b);
 
 /* Encode `r` with cc_result_encode and store it, retrying a CC_EBACKEND failure as
- * cc_backend_set_patient says. Logs one WARNING when stores start failing and one when they
- * succeed again; the caller logs a store it gives up on. No-op (CC_OK) for the none backend.
- * Returns CC_OK, CC_EBACKEND, CC_ENOMEM. */
+ * cc_backend_set_patient says (a failure the server refused, is_refused, is not retried). Logs one
+ * WARNING when stores start failing and one when they succeed again; the caller logs a store it
+ * gives up on. No-op (CC_OK) for the none backend. Returns CC_OK, CC_EBACKEND, CC_ENOMEM. */
 int cc_backend_store(struct cc_backend *b, const struct cc_result *r,
                      struct cc_err *err) CC_MUST_USE;
 
@@ -131,5 +135,9 @@ struct cc_redis *cc_backend_redis_client(struct cc_backend *b);
 /* "celery-task-meta-<id>" into buf (size bytes); returns the length, or -1 if too small.
  * Pure (unit-tested). */
 int cc_backend_redis_key(const char *task_id, char *buf, size_t size);
+
+/* "celery-task-meta-<id>" sized from the id (ids have no fixed maximum here). Returns:
+ * owned, free(); *len (may be NULL) gets its length. Never NULL (cc_xmalloc). */
+char *cc_backend_redis_key_dup(const char *task_id, size_t *len);
 
 #endif

@@ -389,7 +389,7 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
 drop:
     /* This result can never be stored (retrying, or requeueing an acks_late message, would
      * loop forever): say so once and carry on, as for any task whose result is lost. */
-    cc_error("Task [%s]: result not stored in Postgres: %s", task_id, err->msg);
+    cc_error("Task [%s]: result not stored in Postgres: %s", cc_log_str(task_id), err->msg);
     rc = CC_OK;
 out:
     PQclear(res);

@@ -10,7 +10,10 @@
  *
  * Invariants: a failed write (I/O error, error reply) drops the connection, so the next
  * attempt starts on a fresh one; redis_store makes one attempt and cc_backend_store (backend.c)
- * decides how often and how patiently to retry, as Celery's retry_policy does. Celery's
+ * decides how often and how patiently to retry, as Celery's retry_policy does (an error reply
+ * other than LOADING/BUSY/MASTERDOWN/TRYAGAIN sets is_refused: not retried, as Celery's
+ * ensure() retries only connection errors). No buffer has a fixed size: the key is sized
+ * from the task id, which may be as long as the message limits allow. Celery's
  * worker also GETs the key first to avoid overwriting a SUCCESS; we skip that round trip
  * (a task id runs once per delivery here).
  *
@@ -45,6 +48,8 @@ struct redis_backend {
     size_t cmd_cap;
     struct cc_redis *kv; /* [canvas-chord] cc_backend_redis_client, NULL until asked */
     char *url_text;      /* [canvas-chord] the URL, for kv */
+    char *key;           /* reused "celery-task-meta-<id>" buffer, sized from each id */
+    size_t key_cap;
 };
 
 int cc_backend_redis_key(const char *task_id, char *buf, size_t size)
@@ -52,6 +57,38 @@ int cc_backend_redis_key(const char *task_id, char *buf, size_t size)
     int n = snprintf(buf, size, REDIS_KEY_PREFIX "%s", task_id);
 
     return (n < 0 || (size_t)n >= size) ? -1 : n;
+}
+
+char *cc_backend_redis_key_dup(const char *task_id, size_t *len)
+{
+    size_t n = sizeof(REDIS_KEY_PREFIX) - 1 + strlen(task_id);
+    char *k = cc_xmalloc(n + 1);
+
+    memcpy(k, REDIS_KEY_PREFIX, sizeof(REDIS_KEY_PREFIX) - 1);
+    memcpy(k + sizeof(REDIS_KEY_PREFIX) - 1, task_id, n - (sizeof(REDIS_KEY_PREFIX) - 1) + 1);
+    if (len != NULL)
+        *len = n;
+    return k;
+}
+
+/* An error reply that a retry may get past: redis-py raises BusyLoadingError (a
+ * ConnectionError, so Celery's ensure() retries it) for LOADING; BUSY, MASTERDOWN and
+ * TRYAGAIN pass too. Anything else (OOM, READONLY, NOPERM, WRONGTYPE, ...) is a refusal. */
+static bool redis_reply_is_transient(const char *text)
+{
+    static const char *const transient[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"};
+
+    for (size_t i = 0; i < CC_ARRAY_LEN(transient); i++)
+        if (strncmp(text, transient[i], strlen(transient[i])) == 0)
+            return true;
+    return false;
+}
+
+/* Fill err from an error reply, and say whether the server refused the store for good. */
+static int redis_refused(struct redis_backend *rb, const char *text, struct cc_err *err)
+{
+    rb->base.is_refused = !redis_reply_is_transient(text);
+    return cc_err_set(err, CC_EBACKEND, "redis replied: %s", text);
 }
 
 static void redis_drop(struct redis_backend *rb)
@@ -154,11 +191,11 @@ static int redis_write_tls(struct redis_backend *rb, size_t len, struct cc_err *
         if (rc != CC_OK)
             break;
         if (reply.type == '-')
-            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply.str);
+            rc = redis_refused(rb, reply.str, err);
         else if (i == 3 && reply.type != '*')
             rc = cc_err_set(err, CC_EBACKEND, "redis: transaction aborted");
         else if (i == 3 && reply.has_error_element)
-            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply.str);
+            rc = redis_refused(rb, reply.str, err);
     }
     return rc;
 }
@@ -224,13 +261,13 @@ static int redis_write(struct redis_backend *rb, const char *key, size_t key_len
             goto out;
         }
         if (reply->type == REDIS_REPLY_ERROR && rc == CC_OK)
-            rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply->str);
+            rc = redis_refused(rb, reply->str, err);
         else if (i == 3 && rc == CC_OK) {
             if (reply->type != REDIS_REPLY_ARRAY)
                 rc = cc_err_set(err, CC_EBACKEND, "redis: transaction aborted");
             for (size_t k = 0; rc == CC_OK && k < reply->elements; k++)
                 if (reply->element[k]->type == REDIS_REPLY_ERROR)
-                    rc = cc_err_set(err, CC_EBACKEND, "redis replied: %s", reply->element[k]->str);
+                    rc = redis_refused(rb, reply->element[k]->str, err);
         }
         freeReplyObject(reply);
         reply = NULL;
@@ -245,18 +282,22 @@ static int redis_store(struct cc_backend *b, const char *task_id, const char *me
                        struct cc_err *err)
 {
     struct redis_backend *rb = (struct redis_backend *)b;
-    char key[256];
-    int key_len = cc_backend_redis_key(task_id, key, sizeof(key));
+    size_t id_len = strlen(task_id), key_len = sizeof(REDIS_KEY_PREFIX) - 1 + id_len;
+    bool is_cert_error;
     int rc = CC_OK;
 
-    if (key_len < 0)
-        return cc_err_set(err, CC_EINVAL, "task id too long for a result key");
-    bool is_cert_error;
-
+    /* The key is sized from the id (no fixed buffer: issue #14, a 239-character id
+     * overflowed 256 bytes and every store failed). */
+    if (key_len + 1 > rb->key_cap) {
+        rb->key = cc_xrealloc(rb->key, key_len + 1);
+        rb->key_cap = key_len + 1;
+    }
+    memcpy(rb->key, REDIS_KEY_PREFIX, sizeof(REDIS_KEY_PREFIX) - 1);
+    memcpy(rb->key + sizeof(REDIS_KEY_PREFIX) - 1, task_id, id_len + 1);
     if (rb->ctx == NULL && rb->tls == NULL &&
         (rc = redis_connect(rb, &is_cert_error, err)) != CC_OK)
         return rc;
-    return redis_write(rb, key, (size_t)key_len, meta, len, err);
+    return redis_write(rb, rb->key, key_len, meta, len, err);
 }
 
 /* [canvas] backend.set(key, value): the same pipeline as a result, under `key` as given. */
@@ -293,6 +334,7 @@ static void redis_destroy(struct cc_backend *b)
     free(rb->url_text);
     cc_url_redis_deinit(&rb->url);
     free(rb->cmd);
+    free(rb->key);
     free(rb);
 }
 

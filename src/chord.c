@@ -369,23 +369,40 @@ static const char chord_part_lua[] =
     "end\n"
     "return {added, count, fire}\n";
 
+/* The join's keys, sized from the group id (no fixed buffer: a group id is as long as the
+ * message limits allow). Free with chord_keys_free. */
 struct chord_keys {
-    char j[256], t[256], s[256], c[256], h[256];
+    char *j, *t, *s, *c, *h;
 };
 
-static int chord_keys_make(const char *gid, struct chord_keys *k, struct cc_err *err)
+static char *chord_key(const char *prefix, const char *gid, const char *suffix)
 {
-    int n[5];
+    size_t a = strlen(prefix), b = strlen(gid), c = strlen(suffix);
+    char *k = cc_xmalloc(a + b + c + 1);
 
-    n[0] = snprintf(k->j, sizeof(k->j), CC_CHORD_KEY_PREFIX "%s.j", gid);
-    n[1] = snprintf(k->t, sizeof(k->t), CC_CHORD_KEY_PREFIX "%s.t", gid);
-    n[2] = snprintf(k->s, sizeof(k->s), CC_CHORD_KEY_PREFIX "%s.s", gid);
-    n[3] = snprintf(k->c, sizeof(k->c), CC_CHORD_COMPLETER_PREFIX "%s", gid);
-    n[4] = snprintf(k->h, sizeof(k->h), CC_CHORD_KEY_PREFIX "%s", gid);
-    for (int i = 0; i < 5; i++)
-        if (n[i] < 0 || (size_t)n[i] >= sizeof(k->j))
-            return cc_err_set(err, CC_EINVAL, "group id too long for a chord key");
-    return CC_OK;
+    memcpy(k, prefix, a);
+    memcpy(k + a, gid, b);
+    memcpy(k + a + b, suffix, c + 1);
+    return k;
+}
+
+static void chord_keys_make(const char *gid, struct chord_keys *k)
+{
+    k->j = chord_key(CC_CHORD_KEY_PREFIX, gid, ".j");
+    k->t = chord_key(CC_CHORD_KEY_PREFIX, gid, ".t");
+    k->s = chord_key(CC_CHORD_KEY_PREFIX, gid, ".s");
+    k->c = chord_key(CC_CHORD_COMPLETER_PREFIX, gid, "");
+    k->h = chord_key(CC_CHORD_KEY_PREFIX, gid, "");
+}
+
+static void chord_keys_free(struct chord_keys *k)
+{
+    free(k->j);
+    free(k->t);
+    free(k->s);
+    free(k->c);
+    free(k->h);
+    memset(k, 0, sizeof(*k));
 }
 
 static struct cc_redis *chord_redis(struct cc_backend *be, struct cc_err *err)
@@ -422,14 +439,11 @@ static int chord_get_json(struct cc_redis *r, const char *key, json_t **out, str
 
 static json_t *chord_fetch_meta(const char *task_id, void *arg, int *rc, struct cc_err *err)
 {
-    char key[256];
+    char *key = cc_backend_redis_key_dup(task_id, NULL);
     json_t *meta = NULL;
 
-    if (cc_backend_redis_key(task_id, key, sizeof(key)) < 0) {
-        *rc = cc_err_set(err, CC_EINVAL, "task id too long for a result key");
-        return NULL;
-    }
     *rc = chord_get_json(arg, key, &meta, err);
+    free(key);
     return meta;
 }
 
@@ -576,23 +590,22 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
                          char **done_group, struct cc_err *err)
 {
     const json_t *body = json_object_get(req->embed, "chord");
-    struct chord_keys k;
+    struct chord_keys k = {0};
     struct cc_redis *r;
     char *member = NULL, *prefix = NULL, *error_text = NULL;
     char score[24], ttl[24];
     json_t *results = NULL;
     redisReply *rep = NULL;
     long long added, count, fire;
-    int rc;
+    int rc = CC_OK;
 
     *done_group = NULL;
     if (req->group == NULL || req->id == NULL || !json_is_object(body) ||
         cc_backend_redis_client(be) == NULL)
         return CC_OK;
-    if ((rc = chord_keys_make(req->group, &k, err)) != CC_OK)
-        return rc;
     if ((r = chord_redis(be, err)) == NULL)
         return CC_EBACKEND;
+    chord_keys_make(req->group, &k);
     member = cc_chord_member_encode(req->id, state, result);
     prefix = cc_chord_member_encode(req->id, "", NULL);
     if (member == NULL || prefix == NULL) {
@@ -630,7 +643,7 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
         rep->element[0]->type != REDIS_REPLY_INTEGER) {
-        rc = cc_err_set(err, CC_EBACKEND, "chord %s: %s", req->group,
+        rc = cc_err_set(err, CC_EBACKEND, "chord %s: %s", cc_log_str(req->group),
                         rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected script reply");
         goto out;
     }
@@ -638,14 +651,16 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
     count = rep->element[1]->integer;
     fire = rep->element[2]->integer;
     if (!added)
-        cc_info("Chord %s: member %s was already counted (redelivered)", req->group, req->id);
+        cc_info("Chord %s: member %s was already counted (redelivered)", cc_log_str(req->group),
+                cc_log_str(req->id));
     if (!fire)
         goto out;
-    cc_debug("Chord %s complete (%lld members): firing the body", req->group, count);
+    cc_debug("Chord %s complete (%lld members): firing the body", cc_log_str(req->group), count);
     if ((rc = chord_collect(r, &k, cfg->result_chord_ordered, &results, &error_text, err)) != CC_OK)
         goto out;
     if (error_text != NULL) {
-        cc_error("Chord %s raised: ChordError(%s)", req->group, error_text);
+        cc_error("Chord %s raised: ChordError(%s)", cc_log_str(req->group),
+                 cc_log_strn(error_text, CC_LOG_TEXT_MAX));
         rc = cc_chord_fail_body(be, body, error_text, ctx, plan, err);
     } else {
         rc = cc_canvas_chord_body(plan, body, results, ctx, err);
@@ -654,7 +669,7 @@ int cc_chord_part_return(struct cc_backend *be, const struct cc_config *cfg,
             char *text = NULL;
             struct cc_err ferr = {0};
 
-            cc_error("Chord %s: could not apply the body: %s", req->group, err->msg);
+            cc_error("Chord %s: could not apply the body: %s", cc_log_str(req->group), err->msg);
             if (rc != CC_ENOMEM && asprintf(&text, "Callback error: %s", err->msg) >= 0) {
                 rc = cc_chord_fail_body(be, body, text, ctx, plan, &ferr);
                 if (rc != CC_OK)
@@ -672,6 +687,7 @@ out:
     free(error_text);
     free(member);
     free(prefix);
+    chord_keys_free(&k);
     return rc;
 }
 
@@ -680,19 +696,19 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
     struct chord_keys k;
     struct cc_redis *r;
     redisReply *rep;
-    int rc;
+    int rc = CC_OK;
 
     if (group_id == NULL)
         return CC_OK;
-    if ((rc = chord_keys_make(group_id, &k, err)) != CC_OK)
-        return rc;
     if ((r = chord_redis(be, err)) == NULL)
         return CC_EBACKEND;
+    chord_keys_make(group_id, &k);
     {
         const char *argv[5] = {"DEL", k.j, k.t, k.s, k.c};
 
         rep = cc_redis_cmd(r, 5, argv, NULL, err);
     }
+    chord_keys_free(&k);
     if (rep == NULL)
         return CC_EBACKEND;
     if (rep->type == REDIS_REPLY_ERROR)
@@ -736,7 +752,8 @@ int cc_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
                                             NULL, &err) != CC_OK) {
             rc = CC_EBACKEND;
             cc_error("Task %s[%s]: could not store FAILURE for its chain step %s: %s",
-                     req->task ? req->task : "?", req->id, step.id, err.msg);
+                     cc_log_str(req->task ? req->task : "?"), cc_log_str(req->id),
+                     cc_log_str(step.id), err.msg);
         }
         if (part != NULL && json_is_object(chord) && step.group != NULL) {
             json_t *embed = json_pack("{sO}", "chord", chord);

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "amqptab.h"
+#include "backend.h"
 #include "broker.h"
 #include "cli.h"
 #include "ctlclient.h"
@@ -813,7 +814,7 @@ static int cli_result(const struct cli_opts *o)
     static const char pending[] = "{\"status\": \"PENDING\", \"result\": null}";
     struct cc_redis *r = NULL;
     struct cc_err err = {0};
-    char key[300];
+    char *key = NULL;
     int64_t deadline = o->has_timeout ? cli_after_us(cc_mono_us(), o->timeout_s) : 0;
     int rc = 0;
 
@@ -829,7 +830,7 @@ static int cli_result(const struct cli_opts *o)
         fprintf(stderr, "Error: %s\n", err.msg);
         return CLI_EX_USAGE;
     }
-    snprintf(key, sizeof key, "celery-task-meta-%s", o->pos[0]);
+    key = cc_backend_redis_key_dup(o->pos[0], NULL); /* sized from the id: no fixed buffer */
     signal(SIGINT, cli_on_signal);
     signal(SIGTERM, cli_on_signal);
     for (;;) {
@@ -882,6 +883,7 @@ static int cli_result(const struct cli_opts *o)
         usleep(100000);
     }
     cc_redis_free(r);
+    free(key);
     return rc;
 }
 

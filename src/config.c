@@ -305,8 +305,9 @@ static const struct cfg_opt cfg_options[] = {
      "result backend is acked without running again (Celery's option; on by default here)."},
     {"worker_max_redeliveries", CFG_INT, CFG_OFF(max_redeliveries), "10", NULL, 0,
      "--max-redeliveries", "N", 0, 1000000, NULL, CFG_W, true,
-     "Dead-letter a message redelivered more than N times (x-delivery-count, else a counter "
-     "in Redis, else in memory) and store FAILURE (WorkerLostError); 0 = unlimited."},
+     "Dead-letter a message redelivered more than N times while it was executing (handed to "
+     "a pool process, or requeued by the worker) and store FAILURE (WorkerLostError), unless "
+     "its result is already SUCCESS; prefetched messages do not count; 0 = unlimited."},
     {"worker_dead_letter", CFG_CHOICE, CFG_OFF(dead_letter), "queue", NULL, 0, "--dead-letter",
      "MODE", 0, 0, cfg_dead_letter_choices, CFG_W, true,
      "Where messages past worker_max_redeliveries go: queue (publish unchanged to the durable "

@@ -6,9 +6,12 @@
  * so requests can wait for an idle child or their ETA.
  *
  * Invariants: every delivery is answered exactly once by its eventual owner: here (reject)
- * for refused content, oversized or malformed bodies and unknown tasks, or by the master
+ * for refused content, oversized or malformed bodies, fields over their limits (message.h:
+ * CC_MSG_MAX_*) and unknown tasks, or by the master
  * (ack/reject) for requests returned. Nothing is ever requeued from here, so a poison
  * message cannot loop (Python 5.2.6 crashes on some of them: §2.3a).
+ *
+ * Every message-derived string in a log line here goes through cc_log_str (log.h).
  *
  * Reference: celery-wire.md §2.2-2.3a (headers, body, poison messages), §2.6 (detection),
  * §2.7 (untrusted serializers), §3.3 and §6.8 (unknown task: NotRegistered, reject).
@@ -53,11 +56,13 @@ static int consumer_reject(struct cc_consumer *c, uint64_t tag, struct cc_err *e
     return rc == CC_OK ? CC_EAGAIN : rc;
 }
 
-/* "celeryc.tasks.add[<id>]" style suffix for reject logs: what is known of the message. */
+/* "celeryc.tasks.add[<id>]" style suffix for reject logs: what is known of the message, each
+ * part cut to CC_LOG_FIELD_MAX bytes (a rejected id may be 100 KB). */
 static void consumer_what(const struct cc_msg *m, char *buf, size_t size)
 {
     if (m->task != NULL || m->id != NULL)
-        snprintf(buf, size, ", task %s[%s]", m->task ? m->task : "?", m->id ? m->id : "?");
+        snprintf(buf, size, ", task %s[%s]", m->task ? cc_log_str(m->task) : "?",
+                 m->id ? cc_log_str(m->id) : "?");
     else
         buf[0] = '\0';
 }
@@ -73,7 +78,7 @@ static int consumer_unknown_task(struct cc_consumer *c, const amqp_envelope_t *e
     cc_error("Received unregistered task of type '%s'.\nThe message has been ignored and "
              "discarded.\n\nDid you remember to import the module containing this task?\nOr "
              "maybe you're using relative imports?\n(delivery tag %llu, id %s)",
-             m->task, (unsigned long long)env->delivery_tag, m->id);
+             cc_log_str(m->task), (unsigned long long)env->delivery_tag, cc_log_str(m->id));
     if (!m->ignore_result) {
         memset(&tmp, 0, sizeof(tmp));
         tmp.msg = *m; /* shallow: borrowed for the view only */
@@ -82,7 +87,7 @@ static int consumer_unknown_task(struct cc_consumer *c, const amqp_envelope_t *e
         cc_request_view(&tmp, c->hostname, &view);
         if (cc_backend_store_exc(c->backend, c->cfg, &view, m->args, m->kwargs, "FAILURE",
                                  "celery.exceptions", "NotRegistered", m->task, &serr) != CC_OK)
-            cc_error("could not store NotRegistered for %s: %s", m->id, serr.msg);
+            cc_error("could not store NotRegistered for %s: %s", cc_log_str(m->id), serr.msg);
         free(tmp.exchange);
         free(tmp.routing_key);
     }
@@ -105,7 +110,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     json_t *headers = NULL;
     const struct cc_task_entry *e;
     struct cc_request *r;
-    char what[200];
+    char what[2 * CC_LOG_FIELD_MAX + 64];
     int rc;
 
     *out = NULL;
@@ -191,7 +196,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     r->track_started = consumer_tristate(e->track_started, c->cfg->track_started);
     r->received_us = cc_now_us();
     if (cc_log_enabled(CC_LOG_INFO))
-        cc_info("Task %s[%s] received", cc_request_name(r), r->msg.id);
+        cc_info("Task %s[%s] received", cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
     *out = r;
     rc = CC_OK;
 out:

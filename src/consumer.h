@@ -36,6 +36,10 @@ struct cc_request {
     char *delay_rec;
     size_t delay_rec_len;
     bool is_rate_admitted; /* its rate-limit slot is reserved (worker.c, ratelimit.c) */
+    /* [redisx] handed to an executor and marked so (cc_redeliver_on_handoff); cleared by
+     * cc_redeliver_settled when its outcome is settled without a requeue. */
+    bool is_marked;
+    bool is_requeued; /* [redisx] rejected with requeue=true by the master */
 };
 
 struct cc_consumer {

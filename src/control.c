@@ -166,22 +166,30 @@ bool cc_control_is_revoked(struct cc_control *c, const char *id)
 static int control_statedb_load(struct cc_control *c, const char *path, struct cc_err *err)
 {
     FILE *f = fopen(path, "r");
-    char line[512];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
     double now = control_now();
 
     if (f == NULL) {
         if (errno != ENOENT)
             return cc_err_set(err, CC_EIO, "worker_state_db %s: %s", path, strerror(errno));
     } else {
-        while (fgets(line, sizeof(line), f) != NULL) {
-            double ts;
-            char id[256];
+        /* "<epoch> <id>" lines of any length (no fixed buffer: a revoked id is as long as a
+         * message may make it, issue #14). */
+        while ((len = getline(&line, &cap, f)) > 0) {
+            char *end, *id;
+            double ts = strtod(line, &end);
 
-            if (sscanf(line, "%lf %255s", &ts, id) != 2)
+            if (end == line || *end != ' ')
                 continue;
-            if (now - ts <= CC_CONTROL_REVOKE_EXPIRES_S)
+            id = end + 1;
+            if (line[len - 1] == '\n')
+                line[len - 1] = '\0';
+            if (id[0] != '\0' && now - ts <= CC_CONTROL_REVOKE_EXPIRES_S)
                 control_revoked_put(c, id, ts);
         }
+        free(line);
         fclose(f);
     }
     c->statedb = fopen(path, "a");
@@ -818,11 +826,11 @@ static void control_term_fn(void *ctx, const struct cc_request *r, enum cc_contr
         /* Only a forked child can be signalled alone (threads/solo share our pid). */
         if (c->cfg->pool != CC_POOL_PREFORK || pid <= 0 || pid == getpid())
             break;
-        cc_info("Terminating %s (%d)", r->msg.id, t->signum);
+        cc_info("Terminating %s (%d)", cc_log_str(r->msg.id), t->signum);
         json_object_set_new(c->terminated, r->msg.id, json_integer(t->signum));
         json_array_append_new(t->terminated, json_string(r->msg.id));
         if (kill(pid, t->signum) != 0)
-            cc_warn("terminate %s: kill(%d, %d): %s", r->msg.id, (int)pid, t->signum,
+            cc_warn("terminate %s: kill(%d, %d): %s", cc_log_str(r->msg.id), (int)pid, t->signum,
                     strerror(errno));
         break;
     }
@@ -910,7 +918,7 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
         return cc_ctl_error(msg);
     }
     if (name == NULL || cc_task_lookup(name) == NULL) {
-        cc_error("Rate limit attempt for unknown task %s", name ? name : "None");
+        cc_error("Rate limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
         return cc_ctl_error("unknown task");
     }
     if (c->rl != NULL)
@@ -922,10 +930,10 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
      * sends) is truthy, so Celery answers "new rate limit" although the limit is off. */
     if (jr == NULL || json_is_null(jr) || (json_is_number(jr) && json_number_value(jr) == 0) ||
         (json_is_string(jr) && json_string_length(jr) == 0)) {
-        cc_info("Rate limits disabled for tasks of type %s", name);
+        cc_info("Rate limits disabled for tasks of type %s", cc_log_str(name));
         return cc_ctl_ok("rate limit disabled successfully");
     }
-    cc_info("New rate limit for tasks of type %s: %s.", name, text);
+    cc_info("New rate limit for tasks of type %s: %s.", cc_log_str(name), text);
     return cc_ctl_ok("new rate limit set successfully");
 }
 
@@ -949,7 +957,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
     char soft_s[64], hard_s[64];
 
     if (name == NULL || cc_task_lookup(name) == NULL) {
-        cc_error("Change time limit attempt for unknown task %s", name ? name : "None");
+        cc_error("Change time limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
         return cc_ctl_error("unknown task");
     }
     if (!control_limit_arg_ok(soft) || !control_limit_arg_ok(hard)) {
@@ -961,7 +969,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
                  "ValueError('time limits must be numbers >= 0 or None, got %s=%s')",
                  bad == soft ? "soft" : "hard", r != NULL ? r : "?");
         free(r);
-        cc_error("Change time limit for %s refused: %s", name, msg);
+        cc_error("Change time limit for %s refused: %s", cc_log_str(name), msg);
         return cc_ctl_error(msg);
     }
     /* Celery sets task.soft_time_limit = soft; task.time_limit = hard: both, None included
@@ -971,7 +979,8 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
         json_pack("[O, O]", soft != NULL ? soft : json_null(), hard != NULL ? hard : json_null()));
     control_py_str(soft != NULL ? soft : json_null(), soft_s, sizeof(soft_s));
     control_py_str(hard != NULL ? hard : json_null(), hard_s, sizeof(hard_s));
-    cc_info("New time limits for tasks of type %s: soft=%s hard=%s", name, soft_s, hard_s);
+    cc_info("New time limits for tasks of type %s: soft=%s hard=%s", cc_log_str(name), soft_s,
+            hard_s);
     return cc_ctl_ok("time limits set successfully");
 }
 

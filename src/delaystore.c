@@ -409,7 +409,7 @@ int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_req
 
     if (rc != CC_OK) {
         cc_warn("Task %s[%s]: cannot encode it for the delay store (%s); holding it",
-                cc_request_name(r), r->msg.id, err.msg);
+                cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
         return rc;
     }
     rc = cc_redeliver_kv_usable(d->kv) ? delay_zadd(d, rec, len, r->msg.eta_us, &err)
@@ -420,7 +420,7 @@ int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_req
     }
     /* Hold it (as Celery would) and retry the move when Redis is back. */
     cc_warn("Task %s[%s]: delay store unavailable (%s); holding it until it can be moved",
-            cc_request_name(r), r->msg.id, err.msg);
+            cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
     r->delay_rec = rec;
     r->delay_rec_len = len;
     if (!d->has_pending)
@@ -454,8 +454,8 @@ int cc_delay_retry(struct cc_delay *d, struct cc_request *r, int64_t now_us)
     }
     rc = delay_zadd(d, r->delay_rec, r->delay_rec_len, r->msg.eta_us, &err);
     if (rc == CC_OK)
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
-                r->msg.eta ? r->msg.eta : "?");
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_request_name(r)),
+                cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
     return rc;
 }
 

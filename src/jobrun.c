@@ -55,7 +55,7 @@ void cc_jobrun_warn_no_store(const char *task_id)
     if (!atomic_exchange(&is_warned, true))
         cc_warn("Task %s is a job run (header %s) but this worker has no job store "
                 "(--job-store): the run is not tracked (warned once)",
-                task_id != NULL ? task_id : "?", CC_JOBRUN_HEADER);
+                cc_log_str(task_id != NULL ? task_id : "?"), CC_JOBRUN_HEADER);
 }
 
 static const char *jobrun_level_name(int level)
@@ -271,7 +271,8 @@ static void jobrun_flush(struct cc_jobrun *jr)
         if (jr->n_dropped == 0)
             cc_warn("Task %s[%s]: job run %s: dropping its log lines: %s (counted; the task "
                     "goes on)",
-                    jr->task_name, jr->task_id, jr->run_id, err.msg);
+                    cc_log_str(jr->task_name), cc_log_str(jr->task_id), cc_log_str(jr->run_id),
+                    err.msg);
         jr->n_dropped += jr->n_lines;
     }
     jobrun_lines_free(jr);
@@ -295,23 +296,24 @@ int cc_jobrun_begin(struct cc_jobrun *jr, const struct cc_task_request *req, con
     rc = jobrun_call(&jr->conn, OP_START, &a, &err);
     switch (rc) {
     case CC_OK:
-        cc_debug("Task %s[%s]: job run %s started", jr->task_name, jr->task_id, run_id);
+        cc_debug("Task %s[%s]: job run %s started", cc_log_str(jr->task_name),
+                 cc_log_str(jr->task_id), cc_log_str(run_id));
         return CC_OK;
     case CC_ESHUTDOWN:
-        cc_info("Task %s[%s]: job run %s was cancelled before it started: not run", jr->task_name,
-                jr->task_id, run_id);
+        cc_info("Task %s[%s]: job run %s was cancelled before it started: not run",
+                cc_log_str(jr->task_name), cc_log_str(jr->task_id), cc_log_str(run_id));
         jobrun_reset(jr);
         return CC_ESHUTDOWN;
     case CC_ENOTFOUND:
         cc_warn("Task %s[%s]: job run %s: no run with this task id in the job store; the task "
                 "runs untracked",
-                jr->task_name, jr->task_id, run_id);
+                cc_log_str(jr->task_name), cc_log_str(jr->task_id), cc_log_str(run_id));
         jobrun_reset(jr);
         return CC_OK;
     default:
         /* Run it anyway: its logs and outcome are written if the store comes back. */
-        cc_warn("Task %s[%s]: job run %s: could not mark it started: %s", jr->task_name,
-                jr->task_id, run_id, err.msg);
+        cc_warn("Task %s[%s]: job run %s: could not mark it started: %s", cc_log_str(jr->task_name),
+                cc_log_str(jr->task_id), cc_log_str(run_id), err.msg);
         return CC_OK;
     }
 }
@@ -363,8 +365,8 @@ void cc_jobrun_progress(struct cc_jobrun *jr, int64_t processed, int64_t errored
         .task_id = jr->task_id, .processed = jr->processed, .errored = jr->errored};
     /* Best effort: the final counters are written with the outcome anyway. */
     if (jobrun_call(&jr->conn, OP_PROGRESS, &a, &err) != CC_OK)
-        cc_debug("Task %s[%s]: job run %s: progress not written: %s", jr->task_name, jr->task_id,
-                 jr->run_id, err.msg);
+        cc_debug("Task %s[%s]: job run %s: progress not written: %s", cc_log_str(jr->task_name),
+                 cc_log_str(jr->task_id), cc_log_str(jr->run_id), err.msg);
 }
 
 /* "Type: message" of the outcome's exception (Python's format_exception_only line). */
@@ -416,10 +418,12 @@ void cc_jobrun_end(struct cc_jobrun *jr, const struct cc_task_outcome *out)
     if (a.status != 0 && jobrun_call(&jr->conn, OP_FINISH, &a, &err) != CC_OK)
         cc_error("Task %s[%s]: job run %s: could not record its outcome %c: %s (the run stays "
                  "R until the beat's reaper fails it)",
-                 jr->task_name, jr->task_id, jr->run_id, a.status, err.msg);
+                 cc_log_str(jr->task_name), cc_log_str(jr->task_id), cc_log_str(jr->run_id),
+                 a.status, err.msg);
     if (jr->n_dropped > 0)
         cc_warn("Task %s[%s]: job run %s: %llu log line(s) dropped (job store unreachable)",
-                jr->task_name, jr->task_id, jr->run_id, (unsigned long long)jr->n_dropped);
+                cc_log_str(jr->task_name), cc_log_str(jr->task_id), cc_log_str(jr->run_id),
+                (unsigned long long)jr->n_dropped);
     free(owned);
     jobrun_reset(jr);
 }
@@ -517,8 +521,8 @@ static void jobkeeper_write(struct cc_jobkeeper *k)
             continue;
         }
         if (rc != CC_OK)
-            cc_error("job run of task %s: outcome %c not recorded: %s", f->task_id, f->status,
-                     err.msg);
+            cc_error("job run of task %s: outcome %c not recorded: %s", cc_log_str(f->task_id),
+                     f->status, err.msg);
         jobkeeper_finish_free(f);
     }
     if (keep == NULL)
@@ -690,7 +694,7 @@ void cc_jobkeeper_finish(struct cc_jobkeeper *k, const struct cc_request *r, cha
         pthread_mutex_unlock(&k->mu);
         cc_error("job run of task %s: outcome %c not recorded: %d outcomes already wait for "
                  "the job store",
-                 r->msg.id, status, JOBKEEPER_PENDING_MAX);
+                 cc_log_str(r->msg.id), status, JOBKEEPER_PENDING_MAX);
         return;
     }
     f = cc_xcalloc(1, sizeof(*f));
@@ -724,7 +728,7 @@ void cc_jobkeeper_stop(struct cc_jobkeeper *k, int wait_ms)
         k->head = f->next;
         cc_error("job run of task %s: outcome %c not recorded before exit (the beat's reaper "
                  "fails the run)",
-                 f->task_id, f->status);
+                 cc_log_str(f->task_id), f->status);
         jobkeeper_finish_free(f);
     }
     for (int i = 0; i < k->n_slots; i++)

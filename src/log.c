@@ -12,10 +12,14 @@
  *
  * Design: each call formats the whole line into a stack buffer and issues one write(2), so
  * lines from the master and forked children never interleave mid-line (a write to a pipe of
- * at most PIPE_BUF bytes is atomic; longer lines are still written in one call). Messages
- * longer than LOG_MSG_MAX are cut and end in "...". No allocation, no locks: cc_log() is
- * safe from any thread and after fork(); it preserves errno so callers may log strerror(errno)
- * and still use errno afterwards.
+ * at most PIPE_BUF bytes is atomic; longer lines are still written in one call). Bounded
+ * output, two layers: message-derived fields are cut by their call sites with cc_log_str()
+ * (CC_LOG_FIELD_MAX bytes, or CC_LOG_TEXT_MAX for texts), so a message costs a few hundred
+ * bytes per line whatever its publisher sent; and as a safety net for a call site that
+ * forgot, a message longer than LOG_MSG_MAX (a whole line: LOG_LINE_MAX) is cut too. Every
+ * cut ends in "...[+N bytes]", N being what was left out. No allocation, no locks: cc_log()
+ * is safe from any thread and after fork(); it preserves errno so callers may log
+ * strerror(errno) and still use errno afterwards.
  *
  * Invariants: the settings (level, format, fd) are plain statics written only by
  * cc_log_init() during start-up; the process name is thread-local, set by
@@ -38,8 +42,9 @@ void cc_logv(int level, const char *fmt, va_list ap) CC_PRINTF(2, 0);
 void cc_log_taskv(int level, const char *task_name, const char *task_id, const char *fmt,
                   va_list ap) CC_PRINTF(4, 0);
 
-#define LOG_MSG_MAX  8192 /* bytes of formatted message kept before "..." */
-#define LOG_LINE_MAX 16384
+#define LOG_MSG_MAX  8192  /* bytes of formatted message kept before "...[+N bytes]" */
+#define LOG_LINE_MAX 16384 /* a whole line, prefix and escaping included */
+#define LOG_CUT_ROOM 40    /* kept free for "...[+N bytes]" and the line's end */
 
 static int log_level = CC_LOG_WARNING; /* Celery's default -l */
 static enum cc_log_format log_format = CC_LOG_HUMAN;
@@ -111,6 +116,40 @@ static const char *log_level_name(int level, char buf[16])
     }
 }
 
+/* ---- Message-derived strings ------------------------------------------------------------ */
+
+/* Per thread: CC_LOG_STR_RING buffers used in turn, each big enough for the widest cut. */
+static _Thread_local char log_str_ring[CC_LOG_STR_RING][CC_LOG_TEXT_MAX + 32];
+static _Thread_local unsigned log_str_next;
+
+const char *cc_log_strn(const char *s, size_t max)
+{
+    size_t n, keep;
+    char *out;
+
+    if (s == NULL)
+        return "(null)";
+    if (max > CC_LOG_TEXT_MAX)
+        max = CC_LOG_TEXT_MAX;
+    n = strnlen(s, max + 1);
+    if (n <= max)
+        return s;
+    n = max + 1 + strlen(s + max + 1);
+    /* Back up over UTF-8 continuation bytes so no character is split. */
+    keep = max;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
+        keep--;
+    out = log_str_ring[log_str_next++ % CC_LOG_STR_RING];
+    memcpy(out, s, keep);
+    snprintf(out + keep, sizeof(log_str_ring[0]) - keep, "...[+%zu bytes]", n - keep);
+    return out;
+}
+
+const char *cc_log_str(const char *s)
+{
+    return cc_log_strn(s, CC_LOG_FIELD_MAX);
+}
+
 /* ---- Line buffer -------------------------------------------------------------------------- */
 
 struct log_line {
@@ -118,15 +157,26 @@ struct log_line {
     size_t len;
 };
 
-/* Append at most what fits, keeping 5 bytes for "...\n" and a NUL. */
-static void log_put(struct log_line *l, const char *s, size_t n)
+/* Append at most what fits, keeping LOG_CUT_ROOM bytes for the cut marker and the line's
+ * end. Returns the bytes appended. */
+static size_t log_put(struct log_line *l, const char *s, size_t n)
 {
-    size_t room = sizeof(l->buf) - 5 - l->len;
+    size_t room = sizeof(l->buf) - LOG_CUT_ROOM - l->len;
 
     if (n > room)
         n = room;
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+    return n;
+}
+
+/* "...[+N bytes]": N bytes of the message were left out. */
+static void log_put_cut(struct log_line *l, size_t n_cut)
+{
+    int w = snprintf(l->buf + l->len, sizeof(l->buf) - l->len, "...[+%zu bytes]", n_cut);
+
+    if (w > 0)
+        l->len += (size_t)w;
 }
 
 static void log_puts(struct log_line *l, const char *s)
@@ -172,18 +222,19 @@ static size_t log_utf8_len(const unsigned char *s, size_t n)
 }
 
 /* Append `s` as the inside of a JSON string. Stops (cleanly, never mid-escape) when the
- * buffer is nearly full; returns false then so the caller can mark the cut. */
-static bool log_put_json(struct log_line *l, const char *s, size_t n)
+ * buffer is nearly full; returns the bytes of `s` consumed (< n: the caller marks the cut). */
+static size_t log_put_json(struct log_line *l, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
 
-    for (size_t i = 0; i < n;) {
+    while (i < n) {
         char esc[8];
         size_t elen = 0, step = 1;
 
         if (sizeof(l->buf) - l->len < 64)
-            return false;
+            return i;
         switch (p[i]) {
         case '"':
             memcpy(esc, "\\\"", elen = 2);
@@ -220,7 +271,7 @@ static bool log_put_json(struct log_line *l, const char *s, size_t n)
             log_put(l, s + i, step);
         i += step;
     }
-    return true;
+    return i;
 }
 
 static void log_write(const struct log_line *l)
@@ -250,15 +301,18 @@ static CC_PRINTF(4, 0) void log_emit(int level, const char *task_name, const cha
     struct timespec ts;
     struct tm tm;
     char tbuf[64];
+    size_t msg_len, total, done;
     int n;
-    bool cut;
 
     n = vsnprintf(msg, sizeof(msg), fmt, ap);
     if (n < 0)
         n = snprintf(msg, sizeof(msg), "(log format error: %s)", fmt);
-    cut = (size_t)n >= sizeof(msg);
+    total = (size_t)n; /* the whole message, of which msg holds the first LOG_MSG_MAX - 1 */
+    msg_len = strlen(msg);
     clock_gettime(CLOCK_REALTIME, &ts);
     line.len = 0;
+    task_name = task_name != NULL ? cc_log_str(task_name) : NULL;
+    task_id = task_id != NULL ? cc_log_str(task_id) : NULL;
 
     if (log_format == CC_LOG_JSON) {
         gmtime_r(&ts.tv_sec, &tm);
@@ -280,10 +334,9 @@ static CC_PRINTF(4, 0) void log_emit(int level, const char *task_name, const cha
             log_puts(&line, "\"");
         }
         log_puts(&line, ",\"msg\":\"");
-        if (!log_put_json(&line, msg, strlen(msg)))
-            cut = true;
-        if (cut)
-            log_puts(&line, "...");
+        done = log_put_json(&line, msg, msg_len);
+        if (done < total)
+            log_put_cut(&line, total - done);
         /* log_put kept room for these even if the message filled the buffer. */
         memcpy(line.buf + line.len, "\"}\n", 3);
         line.len += 3;
@@ -303,13 +356,9 @@ static CC_PRINTF(4, 0) void log_emit(int level, const char *task_name, const cha
             log_puts(&line, task_id ? task_id : "");
             log_puts(&line, "]: ");
         }
-        if (line.len + strlen(msg) > sizeof(line.buf) - 5)
-            cut = true;
-        log_puts(&line, msg);
-        if (cut) {
-            memcpy(line.buf + line.len, "...", 3);
-            line.len += 3;
-        }
+        done = log_put(&line, msg, msg_len);
+        if (done < total)
+            log_put_cut(&line, total - done);
         line.buf[line.len++] = '\n';
     }
     log_write(&line);

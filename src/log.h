@@ -11,6 +11,7 @@
 #define CELERYC_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #include "celeryc/status.h"
 
@@ -44,11 +45,35 @@ void cc_log(int level, const char *fmt, ...) CC_PRINTF(2, 3);
 void cc_logv(int level, const char *fmt, va_list ap);
 
 /* A line tagged with a task, as Celery's task logger: "<name>[<id>]: <message>".
- * In JSON format the name and id become fields "task" and "task_id". */
+ * In JSON format the name and id become fields "task" and "task_id". Name and id go through
+ * cc_log_str() here (they come from the message). */
 void cc_log_task(int level, const char *task_name, const char *task_id, const char *fmt, ...)
     CC_PRINTF(4, 5);
 void cc_log_taskv(int level, const char *task_name, const char *task_id, const char *fmt,
                   va_list ap);
+
+/* ---- Message-derived strings ------------------------------------------------------------
+ *
+ * Anything a publisher controls (task ids and names, group/parent/root ids, routing keys,
+ * content types, exception texts built from the wire) goes into a log line through
+ * cc_log_str(), so one hostile message cannot write 100 KB of log per line. */
+
+/* Bytes of a message-derived field kept in a log line (a UUID is 36). */
+#define CC_LOG_FIELD_MAX 200
+/* The cap cc_log_strn() allows at most: for texts such as exception messages. */
+#define CC_LOG_TEXT_MAX 1024
+/* Distinct results of cc_log_str/cc_log_strn alive at once per thread. */
+#define CC_LOG_STR_RING 8
+
+/* `s` when it is at most CC_LOG_FIELD_MAX bytes; else its first bytes, cut on a UTF-8
+ * boundary, followed by "...[+N bytes]" (N = the bytes left out). NULL gives "(null)".
+ * Returns: borrowed; either `s` itself or a per-thread buffer that stays valid for the next
+ * CC_LOG_STR_RING - 1 calls in the same thread, so use at most CC_LOG_STR_RING of them in
+ * one log call. Never allocates; safe in any thread and after fork(). */
+const char *cc_log_str(const char *s);
+
+/* The same with a cap of `max` bytes (clamped to CC_LOG_TEXT_MAX). */
+const char *cc_log_strn(const char *s, size_t max);
 
 #define cc_debug(...) cc_log(CC_LOG_DEBUG, __VA_ARGS__)
 #define cc_info(...)  cc_log(CC_LOG_INFO, __VA_ARGS__)

@@ -181,31 +181,37 @@ static int outbox_publish(struct cc_outbox *o, const struct cc_canvas_step *s, i
 static int outbox_backend_step(struct cc_backend *be, const struct cc_canvas_step *s,
                                struct cc_err *err)
 {
-    char key[300];
-    char *value = NULL;
+    char *key, *value = NULL;
+    size_t key_size;
     int rc;
 
     if (s->group_id == NULL)
         return cc_err_set(err, CC_EINVAL, "backend step without a group id");
+    /* Sized from the group id, which a message may carry (issue #14: no fixed buffer). */
+    key_size = sizeof("celery-taskset-meta-.s") + strlen(s->group_id);
+    key = cc_xmalloc(key_size);
     if (s->kind == CC_CANVAS_CHORD_SIZE) {
         char num[32];
 
-        snprintf(key, sizeof(key), "celery-taskset-meta-%s.s", s->group_id);
+        snprintf(key, key_size, "celery-taskset-meta-%s.s", s->group_id);
         snprintf(num, sizeof(num), "%ld", s->chord_size);
-        return cc_backend_set(be, key, num, strlen(num), err);
+        rc = cc_backend_set(be, key, num, strlen(num), err);
+        free(key);
+        return rc;
     }
     /* GroupResult.save() -> _save_group: encode({'result': result.as_tuple()}). */
     json_t *doc = json_pack("{s:O}", "result", s->group_result ? s->group_result : json_null());
 
-    if (doc == NULL)
-        return cc_err_set(err, CC_ENOMEM, "out of memory");
-    value = cc_json_dumps(doc);
+    value = doc != NULL ? cc_json_dumps(doc) : NULL;
     json_decref(doc);
-    if (value == NULL)
+    if (value == NULL) {
+        free(key);
         return cc_err_set(err, CC_ENOMEM, "out of memory");
-    snprintf(key, sizeof(key), "celery-taskset-meta-%s", s->group_id);
+    }
+    snprintf(key, key_size, "celery-taskset-meta-%s", s->group_id);
     rc = cc_backend_set(be, key, value, strlen(value), err);
     free(value);
+    free(key);
     return rc;
 }
 

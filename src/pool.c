@@ -351,16 +351,17 @@ static void pool_chord_part(struct pool_child_state *cs, const struct cc_task_re
     rc = cc_chord_part_return(cs->be, cs->p->o.cfg, req, state, result, &cctx, &plan, &done, &err);
     if (rc != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: chord part not recorded: %s", name, req->id, err.msg);
+        cc_error("Task %s[%s]: chord part not recorded: %s", cc_log_str(name), cc_log_str(req->id),
+                 err.msg);
     } else if (done != NULL) {
         rc = pool_run_plan(cs, &plan, &err);
         if (rc != CC_OK) {
             rep->publish_failed = 1;
-            cc_error("Task %s[%s]: could not fire the chord body of group %s: %s", name, req->id,
-                     done, err.msg);
+            cc_error("Task %s[%s]: could not fire the chord body of group %s: %s", cc_log_str(name),
+                     cc_log_str(req->id), cc_log_str(done), err.msg);
         } else if (cc_chord_done(cs->be, done, &err) != CC_OK) {
-            cc_warn("Task %s[%s]: chord %s: keys not deleted (they expire): %s", name, req->id,
-                    done, err.msg);
+            cc_warn("Task %s[%s]: chord %s: keys not deleted (they expire): %s", cc_log_str(name),
+                    cc_log_str(req->id), cc_log_str(done), err.msg);
         }
     }
     free(done);
@@ -476,7 +477,8 @@ static void pool_call_errback(const struct cc_task_request *req, const json_t *a
     struct cc_task_request ereq;
     struct cc_task_outcome eo;
     json_t *eargs = json_array();
-    char id[37];
+    char uuid[37];
+    const char *id = uuid; /* the signature's task_id, whole (borrowed from sig), or a uuid4 */
 
     if (!json_is_true(json_object_get(sig, "immutable"))) {
         json_array_append_new(eargs, pool_request_dict(req, args, kwargs));
@@ -487,9 +489,9 @@ static void pool_call_errback(const struct cc_task_request *req, const json_t *a
     if (json_is_array(sargs))
         json_array_extend(eargs, (json_t *)sargs);
     if (json_is_string(tid))
-        snprintf(id, sizeof(id), "%s", json_string_value(tid));
+        id = json_string_value(tid);
     else
-        cc_uuid4(id);
+        cc_uuid4(uuid);
     memset(&ereq, 0, sizeof(ereq));
     ereq.id = id;
     ereq.task = e->name;
@@ -501,8 +503,9 @@ static void pool_call_errback(const struct cc_task_request *req, const json_t *a
     ereq.delivery_info.priority = -1;
     cc_task_invoke(e, &ereq, eargs, json_is_object(skwargs) ? skwargs : NULL, &eo);
     if (eo.status == CC_TASK_FAILED)
-        cc_error("Task %s[%s]: errback %s raised: %s", req->shadow ? req->shadow : req->task,
-                 req->id, e->name, eo.exc_repr ? eo.exc_repr : "Exception()");
+        cc_error("Task %s[%s]: errback %s raised: %s",
+                 cc_log_str(req->shadow ? req->shadow : req->task), cc_log_str(req->id), e->name,
+                 cc_log_strn(eo.exc_repr ? eo.exc_repr : "Exception()", CC_LOG_TEXT_MAX));
     cc_task_outcome_deinit(&eo);
     json_decref(eargs);
 }
@@ -541,7 +544,8 @@ static void pool_errbacks(struct pool_child_state *cs, const struct cc_task_requ
         if (rc == CC_OK)
             rc = pool_run_plan(cs, &plan, &err);
         if (rc != CC_OK) {
-            cc_error("Task %s[%s]: could not apply its errbacks: %s", name, req->id, err.msg);
+            cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_log_str(name),
+                     cc_log_str(req->id), err.msg);
             if (rc != CC_EINVAL && rc != CC_ENOMEM)
                 rep->publish_failed = 1;
         }
@@ -586,14 +590,16 @@ static void pool_run_cancelled(struct pool_child_state *cs, const struct cc_task
     const struct cc_config *cfg = cs->p->o.cfg;
     struct cc_err err = {0};
 
-    cc_info("Discarding revoked task: %s[%s]", req->shadow ? req->shadow : req->task, req->id);
+    cc_info("Discarding revoked task: %s[%s]", cc_log_str(req->shadow ? req->shadow : req->task),
+            cc_log_str(req->id));
     rep->status = CC_TASK_IGNORE;
     if ((flags & JOB_F_IGNORE_RESULT) && !cfg->store_errors_even_if_ignored)
         return;
     if (cc_backend_store_exc(cs->be, cfg, req, args, kwargs, "REVOKED", "celery.exceptions",
                              "TaskRevokedError", "revoked", &err) != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: could not store REVOKED: %s", req->task, req->id, err.msg);
+        cc_error("Task %s[%s]: could not store REVOKED: %s", cc_log_str(req->task),
+                 cc_log_str(req->id), err.msg);
     }
 }
 
@@ -659,7 +665,8 @@ static void pool_on_failure(struct pool_child_state *cs, const struct cc_task_re
     if (store_errors && cc_backend_store_state(cs->be, cfg, req, args, kwargs, "FAILURE", out->exc,
                                                out->traceback, out->children, &err) != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+        cc_error("Task %s[%s]: could not store the result: %s", cc_log_str(name),
+                 cc_log_str(req->id), err.msg);
     }
     pool_chord_part(cs, req, "FAILURE", out->exc, rep);
     {
@@ -717,7 +724,7 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
             rep->publish_failed = 1;
             cc_error("Task %s[%s]: publish failed: could not apply its callbacks/chain: %s; "
                      "result not stored, the message is requeued",
-                     name, req->id, err.msg);
+                     cc_log_str(name), cc_log_str(req->id), err.msg);
             return;
         }
         snprintf(msg, sizeof(msg), "%s", err.msg);
@@ -730,8 +737,9 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
                                       json_object_get(out->exc, "exc_message"));
         if (is_publish)
             rep->publish_failed = 1;
-        cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
-                 out->exc_repr ? out->exc_repr : "OperationalError()");
+        cc_error(
+            "Task %s[%s] raised unexpected: %s", cc_log_str(name), cc_log_str(req->id),
+            cc_log_strn(out->exc_repr ? out->exc_repr : "OperationalError()", CC_LOG_TEXT_MAX));
         rep->status = out->status = CC_TASK_FAILED;
         pool_on_failure(cs, req, args, kwargs, !ignore || cfg->store_errors_even_if_ignored, out,
                         rep);
@@ -741,7 +749,8 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
     if (!ignore && cc_backend_store_state(cs->be, cfg, req, args, kwargs, "SUCCESS", retval, NULL,
                                           children, &err) != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+        cc_error("Task %s[%s]: could not store the result: %s", cc_log_str(name),
+                 cc_log_str(req->id), err.msg);
     }
     pool_chord_part(cs, req, "SUCCESS", retval, rep);
     if (cc_log_enabled(CC_LOG_INFO)) {
@@ -749,7 +758,8 @@ static void pool_on_success(struct pool_child_state *cs, const struct cc_task_re
         char rt[40];
 
         pool_float_repr(out->runtime_s, rt, sizeof(rt));
-        cc_info("Task %s[%s] succeeded in %ss: %s", name, req->id, rt, repr ? repr : "?");
+        cc_info("Task %s[%s] succeeded in %ss: %s", cc_log_str(name), cc_log_str(req->id), rt,
+                repr ? repr : "?");
         free(repr);
     }
 }
@@ -785,18 +795,19 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
             snprintf(rep->retry_eta, sizeof(rep->retry_eta), "%s", out->retry_eta);
         rep->retry_countdown_s = out->retry_countdown_s;
         if (out->retry_eta != NULL)
-            cc_info("Task %s[%s] retry: Retry at %s: %s", name, req->id, out->retry_eta,
-                    out->exc_repr ? out->exc_repr : "None");
+            cc_info("Task %s[%s] retry: Retry at %s: %s", cc_log_str(name), cc_log_str(req->id),
+                    out->retry_eta,
+                    cc_log_strn(out->exc_repr ? out->exc_repr : "None", CC_LOG_TEXT_MAX));
         else {
             pool_float_repr(out->retry_countdown_s, rt, sizeof(rt));
-            cc_info("Task %s[%s] retry: Retry in %ss: %s", name, req->id, rt,
-                    out->exc_repr ? out->exc_repr : "None");
+            cc_info("Task %s[%s] retry: Retry in %ss: %s", cc_log_str(name), cc_log_str(req->id),
+                    rt, cc_log_strn(out->exc_repr ? out->exc_repr : "None", CC_LOG_TEXT_MAX));
         }
         break;
     }
     case CC_TASK_REJECT:
         rep->reject_requeue = out->reject_requeue;
-        cc_info("Task %s[%s] rejected (requeue=%s)", name, req->id,
+        cc_info("Task %s[%s] rejected (requeue=%s)", cc_log_str(name), cc_log_str(req->id),
                 out->reject_requeue ? "True" : "False");
         break;
     case CC_TASK_IGNORE:
@@ -804,22 +815,27 @@ static void pool_child_outcome(struct pool_child_state *cs, const struct cc_task
     default: /* CC_TASK_FAILED and any bug code taskrun folded into a failure */
         pool_on_failure(cs, req, args, kwargs, store_errors, out, rep);
         if (out->traceback != NULL) {
-            /* Celery prints the traceback after the line; drop its final newline. */
-            int tb_len = (int)strlen(out->traceback);
+            /* Celery prints the traceback after the line; drop its final newline. Its
+             * exception line may quote the wire (a keyword name): cut like the repr. */
+            const char *tb = cc_log_strn(out->traceback, CC_LOG_TEXT_MAX);
+            int tb_len = (int)strlen(tb);
 
-            while (tb_len > 0 && out->traceback[tb_len - 1] == '\n')
+            while (tb_len > 0 && tb[tb_len - 1] == '\n')
                 tb_len--;
-            cc_error("Task %s[%s] raised unexpected: %s\n%.*s", name, req->id,
-                     out->exc_repr ? out->exc_repr : "Exception()", tb_len, out->traceback);
+            cc_error("Task %s[%s] raised unexpected: %s\n%.*s", cc_log_str(name),
+                     cc_log_str(req->id),
+                     cc_log_strn(out->exc_repr ? out->exc_repr : "Exception()", CC_LOG_TEXT_MAX),
+                     tb_len, tb);
         } else {
-            cc_error("Task %s[%s] raised unexpected: %s", name, req->id,
-                     out->exc_repr ? out->exc_repr : "Exception()");
+            cc_error("Task %s[%s] raised unexpected: %s", cc_log_str(name), cc_log_str(req->id),
+                     cc_log_strn(out->exc_repr ? out->exc_repr : "Exception()", CC_LOG_TEXT_MAX));
         }
         return;
     }
     if (rc != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: could not store the result: %s", name, req->id, err.msg);
+        cc_error("Task %s[%s]: could not store the result: %s", cc_log_str(name),
+                 cc_log_str(req->id), err.msg);
     }
 }
 
@@ -906,15 +922,16 @@ static void pool_child_corrupt(struct pool_child_state *cs, const struct cc_task
 
     snprintf(msg, sizeof(msg), "celeryc internal error: corrupt job record (seq %u): %s", h->seq,
              why);
-    cc_crit("Task %s[%s]: %s", req->task ? req->task : "?", req->id ? req->id : "?", msg);
+    cc_crit("Task %s[%s]: %s", cc_log_str(req->task ? req->task : "?"),
+            cc_log_str(req->id ? req->id : "?"), msg);
     rep->status = CC_TASK_FAILED;
     if (req->id == NULL || (ignore && !cfg->store_errors_even_if_ignored))
         return;
     if (cc_backend_store_exc(cs->be, cfg, req, NULL, NULL, "FAILURE", "builtins", "RuntimeError",
                              msg, &err) != CC_OK) {
         rep->store_failed = 1;
-        cc_error("Task %s[%s]: could not store the result: %s", req->task ? req->task : "?",
-                 req->id, err.msg);
+        cc_error("Task %s[%s]: could not store the result: %s",
+                 cc_log_str(req->task ? req->task : "?"), cc_log_str(req->id), err.msg);
     }
 }
 
@@ -991,7 +1008,8 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
 
         if (cc_backend_store_state(cs->be, cfg, &req, args, kwargs, "STARTED", started, NULL, NULL,
                                    &err) != CC_OK)
-            cc_error("Task %s[%s]: could not store STARTED: %s", req.task, req.id, err.msg);
+            cc_error("Task %s[%s]: could not store STARTED: %s", cc_log_str(req.task),
+                     cc_log_str(req.id), err.msg);
         json_decref(started);
     }
     /* A soft-limit signal for an earlier job was delivered before this one was read (the
@@ -1166,7 +1184,7 @@ static void *pool_thread_main(void *arg)
     cc_task_set_soft_limit_flag(cs->soft_flag);
     cc_chord_executor_set(cs->be, cs->p->o.cfg); /* [canvas] */
     if (pool_exec_loop(cs) != 0)
-        cc_error("pool thread %s: job pipe broken; thread exits", name);
+        cc_error("pool thread %s: job pipe broken; thread exits", cc_log_str(name));
     pool_outbox_free(cs->obp); /* [canvas] */
     /* [jobrun] */
     cc_jobrun_free(cs->own_jr);
@@ -1443,8 +1461,8 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
 
             /* Logged late: the master was running the task when the timer fired. */
             pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
-            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(r),
-                    r->msg.id);
+            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim,
+                    cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
         }
         if (pool_write_full(p->report_wr, &rep, CC_POOL_REPORT_BYTES(&rep)) != 0)
             return cc_err_set(err, CC_EIO, "report pipe: %s", strerror(errno));
@@ -1546,8 +1564,8 @@ static void pool_hard_timeout(struct cc_pool *p, int slot)
     char lim[40];
 
     pool_limit_repr(k->hard_s, k->is_hard_int, lim, sizeof(lim));
-    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(k->req),
-             k->req->msg.id);
+    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_log_str(cc_request_name(k->req)),
+             cc_log_str(k->req->msg.id));
     if (k->pid > 0)
         kill(k->pid, SIGKILL);
     /* Never give this process another job; cc_pool_reap replaces it. */
@@ -1584,8 +1602,8 @@ void cc_pool_tick(struct cc_pool *p, int64_t now_us)
             /* Request.on_timeout(soft=True), then billiard signals the process. */
             k->is_soft_sent = true;
             pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
-            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim, cc_request_name(k->req),
-                    k->req->msg.id);
+            cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim,
+                    cc_log_str(cc_request_name(k->req)), cc_log_str(k->req->msg.id));
             if (p->o.is_threads)
                 atomic_store(&k->soft_flag, 1);
             else if (k->pid > 0)
@@ -1633,8 +1651,8 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
     /* Celery's on_timeout stores no traceback (mark_as_failure outside an except block). */
     if (cc_backend_store_state(p->o.backend, cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE", exc,
                                NULL, NULL, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
-                 err.msg);
+        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_request_name(r)),
+                 cc_log_str(r->msg.id), err.msg);
     json_decref(exc);
 }
 

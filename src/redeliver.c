@@ -1,30 +1,49 @@
 /* Redelivered messages: delivery counting, dead-lettering of poison messages, and Celery's
  * worker_deduplicate_successful_tasks.
  *
- * Design. Everything here is keyed on the AMQP `redelivered` flag (or a quorum queue's
- * x-delivery-count header), so a first delivery costs nothing: no Redis round trip, no
- * lookup. For a redelivered message:
+ * Design. Receipt work is keyed on the AMQP `redelivered` flag (or a quorum queue's
+ * x-delivery-count header), so a first delivery costs nothing there. What is counted is
+ * the redelivery of a message that was *executing*: handed to an executor (prefork child,
+ * pool thread, the solo master) and not settled when its delivery was lost. Messages that
+ * were only prefetched when a worker died come back redelivered too, but they cannot be
+ * the poison, and counting them dead-lettered innocent neighbours of a task that crashed
+ * the master (issue #14).
  *
- *  - Counting, at receipt (cc_redeliver_on_receipt). The number of redeliveries is, in order
- *    of preference: the x-delivery-count header (RabbitMQ quorum queues count returned
- *    deliveries themselves); else a counter in Redis, `celeryc-deliveries-<task id>`,
- *    incremented and given a TTL of CC_REDELIVER_KEY_TTL_S in one EVAL (one round trip;
- *    shared by every worker of the fleet and surviving the crash it is meant to count);
- *    else a small in-memory table (it only sees redeliveries to this worker process, so it
- *    catches a message that kills pool children repeatedly, not one that kills the worker).
- *    Past worker_max_redeliveries the message is dead-lettered: published unchanged
- *    (properties, headers, body) to the durable queue "<queue>.dead" through the default
- *    exchange and then acked, or, with worker_dead_letter=dlx, rejected with requeue=false
- *    so that RabbitMQ routes it to the queue's dead-letter exchange. FAILURE with
- *    billiard.exceptions.WorkerLostError is stored (unless the result is ignored), so a
- *    client blocked in AsyncResult.get() raises instead of waiting forever; Celery's client
- *    rebuilds that class (celery.exceptions imports it). The counter key is deleted, so a
- *    message shovelled back from the dead queue starts from zero.
- *    Counting happens at receipt, not at execution: a poison message that kills the whole
- *    worker (OOM of the master, a crash in decoding) never reaches a child, and a message
- *    must be dead-lettered before it is handed out again. The price: a message that was only
- *    prefetched (never run) when a worker stopped counts as redelivered too, which is why the
- *    default limit (10) is well above the redeliveries that restarts cause in practice.
+ *  - Marks, at hand-off (cc_redeliver_on_handoff): just before the master gives a request
+ *    to an executor it records "handed out" for (task id, retries): in a small in-memory
+ *    table, and in the bookkeeping Redis as SET celeryc-handed-<id> <retries> EX 86400,
+ *    pipelined (no round trip; written within 10 ms, see CC_REDELIVER_UNSENT_MAX_US). The
+ *    mark of a redelivered message is written before its hand-off, so a message that kills
+ *    the master in the hand-off itself is counted from its second crash on (a first-delivery
+ *    mark may die unsent with the master: one uncounted run, the price of not paying a
+ *    write(2) per task). When the outcome is settled (acked, or rejected without requeue:
+ *    cc_redeliver_settled) the mark and the count are deleted (a pipelined DEL, written
+ *    after the ack it follows). A requeue by the master (result not
+ *    stored, publish failed, reject_on_worker_lost, Reject(requeue=True)) and a lost
+ *    connection leave the mark, so that redelivery counts.
+ *
+ *  - Counting, at receipt (cc_redeliver_on_receipt), for a redelivered message: one EVAL
+ *    consumes the mark if it is there for the message's retries and then INCRements
+ *    celeryc-deliveries-<id> (TTL CC_REDELIVER_KEY_TTL_S); the in-memory table does the same
+ *    for what this process handed out (it also covers a Redis that refused or lost a mark).
+ *    Not marked: not counted. The count is the Redis counter (or the table's, the larger),
+ *    even on a quorum queue, whose x-delivery-count also counts the returns of a message
+ *    that was only prefetched. When no mark can be read at all (the bookkeeping Redis is
+ *    unreachable and this process never handed the message out), only a quorum queue's
+ *    x-delivery-count can tell, and then it decides alone: with it, prefetched returns count
+ *    too; without it nothing is counted. Past worker_max_redeliveries:
+ *      * if the result is already SUCCESS (one GET on a Redis result backend), the message is
+ *        acked as done: never dead-lettered, never run, its result never overwritten;
+ *      * else it is dead-lettered: published unchanged (properties, headers, body) to the
+ *        durable queue "<queue>.dead" through the default exchange and then acked, or, with
+ *        worker_dead_letter=dlx, rejected with requeue=false so that RabbitMQ routes it to
+ *        the queue's dead-letter exchange. FAILURE with billiard.exceptions.WorkerLostError is
+ *        stored (unless the result is ignored), so a client blocked in AsyncResult.get()
+ *        raises instead of waiting forever. The counter and mark are deleted, so a message
+ *        shovelled back from the dead queue starts from zero.
+ *    Counting happens at receipt, not at execution: a message that kills the whole worker in
+ *    the hand-off never reaches a child, and must be dead-lettered before it is handed out
+ *    again.
  *
  *  - Deduplication, at dispatch (cc_redeliver_gate), in the master just before the hand-off
  *    to a child. Celery checks inside the pool child before running (app/trace.py): its
@@ -41,7 +60,11 @@
  *    receipt keeps the check as late, hence as fresh, as possible. When Redis cannot be
  *    read the task runs (at-least-once), as Celery's BackendGetMetaError branch does.
  *
- * Invariants: a parked request is unacked and counted by cc_redeliver_lowest_tag, so a
+ * Invariants: a redelivery is counted only if that message (task id, retries) was handed to
+ * an executor and not settled since, and each hand-off is counted at most once (the receipt
+ * that counts it consumes its mark). A message whose result is SUCCESS is never
+ * dead-lettered and its result never overwritten. No buffer has a fixed size: keys are sized
+ * from the task id. A parked request is unacked and counted by cc_redeliver_lowest_tag, so a
  * coalesced basic.ack(multiple) never covers it; it is dispatched only when no running slot
  * holds its task id. A dead-lettered message is acked only after its copy was published.
  *
@@ -117,6 +140,17 @@ int cc_redeliver_key(const char *task_id, char *buf, size_t size)
     return (n < 0 || (size_t)n >= size) ? -1 : n;
 }
 
+uint64_t cc_redeliver_id_hash(const char *task_id)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (const unsigned char *p = (const unsigned char *)task_id; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return h != 0 ? h : 1;
+}
+
 bool cc_redeliver_meta_is_success(const char *meta, size_t len)
 {
     json_t *root = json_loadb(meta, len, 0, NULL);
@@ -135,6 +169,24 @@ bool cc_redeliver_kv_usable(const struct cc_redeliver_kv *kv)
     return kv->redis != NULL && (cc_mono_us() >= kv->down_until_us || cc_redis_probe(kv->redis));
 }
 
+/* A command on `kv` failed: log once per outage and skip it for a while. */
+static void redeliver_kv_failed(struct cc_redeliver_kv *kv, const struct cc_err *err)
+{
+    if (kv->down_until_us == 0)
+        cc_warn("redis (%s): %s; falling back until it is back (probed every 0.5 s, "
+                "retried at least every %d s)",
+                kv->what, err->msg, CC_REDELIVER_REDIS_BACKOFF_US / 1000000);
+    kv->down_until_us = cc_mono_us() + CC_REDELIVER_REDIS_BACKOFF_US;
+}
+
+static void redeliver_kv_ok(struct cc_redeliver_kv *kv)
+{
+    if (kv->down_until_us != 0) {
+        cc_warn("redis (%s): reachable again", kv->what);
+        kv->down_until_us = 0;
+    }
+}
+
 redisReply *cc_redeliver_kv_cmd(struct cc_redeliver_kv *kv, int argc, const char **argv,
                                 const size_t *lens)
 {
@@ -145,17 +197,10 @@ redisReply *cc_redeliver_kv_cmd(struct cc_redeliver_kv *kv, int argc, const char
         return NULL;
     rep = cc_redis_cmd(kv->redis, argc, argv, lens, &err);
     if (rep == NULL) {
-        if (kv->down_until_us == 0)
-            cc_warn("redis (%s): %s; falling back until it is back (probed every 0.5 s, "
-                    "retried at least every %d s)",
-                    kv->what, err.msg, CC_REDELIVER_REDIS_BACKOFF_US / 1000000);
-        kv->down_until_us = cc_mono_us() + CC_REDELIVER_REDIS_BACKOFF_US;
+        redeliver_kv_failed(kv, &err);
         return NULL;
     }
-    if (kv->down_until_us != 0) {
-        cc_warn("redis (%s): reachable again", kv->what);
-        kv->down_until_us = 0;
-    }
+    redeliver_kv_ok(kv);
     return rep;
 }
 
@@ -198,6 +243,7 @@ int cc_redeliver_init(struct cc_redeliver *rd, const struct cc_config *cfg, cons
     rd->n_queues = n_queues;
     rd->results.what = "result backend";
     rd->state.what = "worker_redis_url";
+    rd->local = cc_xcalloc(CC_REDELIVER_LOCAL_SLOTS, sizeof(*rd->local));
     if (!redeliver_is_atfork_set) {
         if (pthread_atfork(NULL, NULL, redeliver_atfork_child) != 0)
             return cc_err_set(err, CC_EIO, "pthread_atfork failed");
@@ -246,6 +292,11 @@ void cc_redeliver_deinit(struct cc_redeliver *rd)
         cc_redis_free(rd->results.redis);
     rd->state.redis = rd->results.redis = NULL;
     rd->state.is_owned = rd->results.is_owned = false;
+    free(rd->local);
+    rd->local = NULL;
+    free(rd->key);
+    rd->key = NULL;
+    rd->key_cap = 0;
     cc_redeliver_chord_clear(rd); /* [canvas-chord] */
 }
 
@@ -278,68 +329,271 @@ int cc_redeliver_declare(struct cc_redeliver *rd, struct cc_err *err)
 
 /* ---- Counting and dead-lettering ----------------------------------------------------- */
 
-static int redeliver_local_count(struct cc_redeliver *rd, const char *id)
+/* "<prefix><task id>" in rd->key, grown to fit (ids have no fixed maximum here). Valid
+ * until the next call. */
+static const char *redeliver_key(struct cc_redeliver *rd, const char *prefix, const char *id)
 {
-    struct cc_redeliver_local *slot = NULL, *oldest = &rd->local[0];
-    int64_t now = cc_mono_us();
+    size_t a = strlen(prefix), b = strlen(id);
 
-    for (size_t i = 0; i < CC_REDELIVER_LOCAL_SLOTS; i++) {
-        struct cc_redeliver_local *l = &rd->local[i];
-
-        if (l->id[0] != '\0' && strcmp(l->id, id) == 0) {
-            slot = l;
-            break;
-        }
-        if (l->used_us < oldest->used_us)
-            oldest = l;
+    if (a + b + 1 > rd->key_cap) {
+        rd->key_cap = a + b + 1;
+        rd->key = cc_xrealloc(rd->key, rd->key_cap);
     }
-    if (slot == NULL) {
-        slot = oldest; /* a free slot has used_us 0, the oldest possible */
-        snprintf(slot->id, sizeof(slot->id), "%s", id);
-        slot->count = 0;
-    }
-    slot->used_us = now;
-    return ++slot->count;
+    memcpy(rd->key, prefix, a);
+    memcpy(rd->key + a, id, b + 1);
+    return rd->key;
 }
 
-/* INCR + EXPIRE in one round trip. */
-static const char redeliver_incr_lua[] = "local n = redis.call('INCR', KEYS[1]) "
-                                         "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
-                                         "return n";
+/* Whether slot `a` is a better one to reuse than `b`: a free slot first, then one without a
+ * mark (a message that is not running), then the least recently used. */
+static bool redeliver_local_worse(const struct cc_redeliver_local *a,
+                                  const struct cc_redeliver_local *b)
+{
+    if ((a->hash == 0) != (b->hash == 0))
+        return a->hash == 0;
+    if ((a->mark < 0) != (b->mark < 0))
+        return a->mark < 0;
+    return a->used_us < b->used_us;
+}
 
-/* Redeliveries of r so far (this one included); *how names the source for the log. */
-static long long redeliver_count(struct cc_redeliver *rd, const amqp_envelope_t *env,
-                                 const struct cc_request *r, const char **how)
+/* The in-memory entry of `id`: found among its CC_REDELIVER_LOCAL_PROBE slots, or (when
+ * is_create) put in the best one to reuse (redeliver_local_worse). NULL when absent. */
+static struct cc_redeliver_local *redeliver_local(struct cc_redeliver *rd, const char *id,
+                                                  bool is_create)
+{
+    uint64_t h = cc_redeliver_id_hash(id);
+    struct cc_redeliver_local *victim = NULL;
+
+    for (size_t i = 0; i < CC_REDELIVER_LOCAL_PROBE; i++) {
+        struct cc_redeliver_local *l = &rd->local[(h + i) % CC_REDELIVER_LOCAL_SLOTS];
+
+        if (l->hash == h)
+            return l;
+        if (victim == NULL || redeliver_local_worse(l, victim))
+            victim = l;
+    }
+    if (!is_create)
+        return NULL;
+    *victim = (struct cc_redeliver_local){.hash = h, .mark = -1, .count = 0};
+    return victim;
+}
+
+static bool redeliver_is_on(const struct cc_redeliver *rd)
+{
+    return rd->cfg->max_redeliveries > 0;
+}
+
+void cc_redeliver_on_handoff(struct cc_redeliver *rd, struct cc_request *r)
+{
+    struct cc_redeliver_local *l;
+    struct cc_err err = {0};
+    char retries[16], ttl[16];
+
+    if (!redeliver_is_on(rd))
+        return;
+    l = redeliver_local(rd, r->msg.id, true);
+    l->mark = r->msg.retries;
+    l->used_us = cc_mono_us();
+    r->is_marked = true;
+    if (!cc_redeliver_kv_usable(&rd->state))
+        return;
+    snprintf(retries, sizeof(retries), "%d", r->msg.retries);
+    snprintf(ttl, sizeof(ttl), "%d", CC_REDELIVER_KEY_TTL_S);
+    {
+        const char *argv[5] = {"SET", redeliver_key(rd, CC_REDELIVER_MARK_PREFIX, r->msg.id),
+                               retries, "EX", ttl};
+
+        if (cc_redis_append(rd->state.redis, 5, argv, NULL, &err) != CC_OK) {
+            redeliver_kv_failed(&rd->state, &err);
+            rd->n_unsent = 0; /* dropped with the connection */
+            return;
+        }
+        if (rd->n_unsent++ == 0)
+            rd->unsent_since_us = cc_mono_us();
+        /* A redelivery may be the message that killed its last worker in the hand-off: its
+         * mark goes out now (with whatever was queued), before it is handed out again. */
+        if (r->redelivered) {
+            rd->n_unsent = 0;
+            if (cc_redis_flush(rd->state.redis, &err) != CC_OK)
+                redeliver_kv_failed(&rd->state, &err);
+        }
+    }
+}
+
+/* Forget the marks and counts of `id` (settled, dead-lettered, done): in the table, and in
+ * Redis with one pipelined DEL (sent by cc_redeliver_tick). */
+static void redeliver_forget(struct cc_redeliver *rd, const char *id, int retries)
+{
+    struct cc_redeliver_local *l = redeliver_local(rd, id, false);
+    struct cc_err err = {0};
+    char *count_key;
+
+    if (l != NULL && (retries < 0 || l->mark == retries)) {
+        l->mark = -1;
+        l->count = 0;
+    }
+    if (!cc_redeliver_kv_usable(&rd->state))
+        return;
+    count_key = cc_xstrdup(redeliver_key(rd, CC_REDELIVER_KEY_PREFIX, id));
+    {
+        const char *argv[3] = {"DEL", redeliver_key(rd, CC_REDELIVER_MARK_PREFIX, id), count_key};
+
+        if (cc_redis_append(rd->state.redis, 3, argv, NULL, &err) != CC_OK) {
+            redeliver_kv_failed(&rd->state, &err);
+            rd->n_unsent = 0; /* dropped with the connection */
+        } else if (rd->n_unsent++ == 0)
+            rd->unsent_since_us = cc_mono_us();
+    }
+    free(count_key);
+}
+
+void cc_redeliver_settled(struct cc_redeliver *rd, struct cc_request *r)
+{
+    if (!r->is_marked)
+        return;
+    r->is_marked = false;
+    redeliver_forget(rd, r->msg.id, r->msg.retries);
+}
+
+void cc_redeliver_tick(struct cc_redeliver *rd, bool is_busy)
+{
+    struct cc_redeliver_kv *kv = &rd->state;
+    struct cc_err err = {0};
+    size_t before;
+    int n_errors = 0;
+
+    if (kv->redis == NULL || cc_redis_pending(kv->redis) == 0) {
+        rd->n_unsent = 0; /* written by a synchronous command, or dropped with a connection */
+        return;
+    }
+    before = cc_redis_pending(kv->redis);
+    if (rd->n_unsent > 0 && (!is_busy || rd->n_unsent >= CC_REDELIVER_UNSENT_MAX ||
+                             cc_redeliver_due_in_ms(rd, 1) == 0)) {
+        rd->n_unsent = 0;
+        if (cc_redis_flush(kv->redis, &err) != CC_OK) {
+            redeliver_kv_failed(kv, &err);
+            return;
+        }
+    }
+    if (is_busy && before < CC_REDELIVER_PENDING_READ)
+        return;
+    if (cc_redis_drain(kv->redis, before > CC_REDELIVER_PENDING_MAX, &n_errors, &err) != CC_OK) {
+        redeliver_kv_failed(kv, &err);
+        return;
+    }
+    if (n_errors > 0) {
+        /* Refused (OOM, READONLY, ...): marks live only in this process's table for now. */
+        if (!rd->is_mark_failing)
+            cc_warn("redis (%s): hand-off marks refused: %s; redeliveries are counted by this "
+                    "worker only, retried in %d s",
+                    kv->what, err.msg, CC_REDELIVER_REDIS_BACKOFF_US / 1000000);
+        rd->is_mark_failing = true;
+        kv->down_until_us = cc_mono_us() + CC_REDELIVER_REDIS_BACKOFF_US;
+    } else if (rd->is_mark_failing && cc_redis_pending(kv->redis) < before) {
+        cc_warn("redis (%s): hand-off marks stored again", kv->what);
+        rd->is_mark_failing = false;
+    }
+}
+
+int64_t cc_redeliver_due_in_ms(const struct cc_redeliver *rd, int64_t ms)
+{
+    int64_t left_us;
+
+    if (rd->n_unsent == 0)
+        return ms;
+    left_us = rd->unsent_since_us + CC_REDELIVER_UNSENT_MAX_US - cc_mono_us();
+    if (left_us <= 0)
+        return 0;
+    return (left_us + 999) / 1000 < ms ? (left_us + 999) / 1000 : ms;
+}
+
+/* KEYS[1] the mark, KEYS[2] the counter; ARGV[1] the message's retries, ARGV[2] "1" when
+ * this process has its own mark, ARGV[3] the TTL. Consumes a matching mark and counts;
+ * returns {marked, count}. */
+static const char redeliver_count_lua[] = "local m = redis.call('GET', KEYS[1]) "
+                                          "local marked = 0 "
+                                          "if m == ARGV[1] or ARGV[2] == '1' then "
+                                          "  marked = 1 "
+                                          "  if m then redis.call('DEL', KEYS[1]) end "
+                                          "end "
+                                          "local n "
+                                          "if marked == 1 then "
+                                          "  n = redis.call('INCR', KEYS[2]) "
+                                          "  redis.call('EXPIRE', KEYS[2], ARGV[3]) "
+                                          "else "
+                                          "  n = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 "
+                                          "end "
+                                          "return {marked, n}";
+
+/* What the receipt of a redelivered message learnt. */
+struct redeliver_count {
+    bool is_marked; /* it was handed out and not settled: this redelivery counts */
+    bool is_known;  /* a mark could be read (Redis answered, or this process marked it) */
+    long long n;    /* redeliveries so far, this one included when counted */
+    const char *how;
+};
+
+static void redeliver_count(struct cc_redeliver *rd, const amqp_envelope_t *env,
+                            const struct cc_request *r, struct redeliver_count *c)
 {
     const amqp_basic_properties_t *p = &env->message.properties;
-    long long n =
+    long long xdc =
         (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? cc_redeliver_header_count(&p->headers) : -1;
-    char key[256], ttl[24];
+    struct cc_redeliver_local *l = redeliver_local(rd, r->msg.id, false);
+    bool is_local_marked = l != NULL && l->mark == r->msg.retries;
+    long long n_local = 0, n_redis = -1;
+    char retries[16], ttl[16];
     redisReply *rep;
 
-    if (n >= 0) {
-        *how = "x-delivery-count";
-        return n;
+    memset(c, 0, sizeof(*c));
+    if (is_local_marked) {
+        l->mark = -1;
+        l->count++;
+        l->used_us = cc_mono_us();
     }
-    if (cc_redeliver_key(r->msg.id, key, sizeof(key)) >= 0 && rd->state.redis != NULL) {
-        const char *argv[5] = {"EVAL", redeliver_incr_lua, "1", key, ttl};
+    n_local = l != NULL ? l->count : 0;
+    snprintf(retries, sizeof(retries), "%d", r->msg.retries);
+    snprintf(ttl, sizeof(ttl), "%d", CC_REDELIVER_KEY_TTL_S);
+    if (cc_redeliver_kv_usable(&rd->state)) {
+        char *mark = cc_xstrdup(redeliver_key(rd, CC_REDELIVER_MARK_PREFIX, r->msg.id));
+        const char *count_key = redeliver_key(rd, CC_REDELIVER_KEY_PREFIX, r->msg.id);
+        const char *argv[8] = {"EVAL",  redeliver_count_lua,         "2", mark, count_key,
+                               retries, is_local_marked ? "1" : "0", ttl};
 
-        snprintf(ttl, sizeof(ttl), "%d", CC_REDELIVER_KEY_TTL_S);
-        rep = cc_redeliver_kv_cmd(&rd->state, 5, argv, NULL);
-        if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
-            n = rep->integer;
-            freeReplyObject(rep);
-            *how = "redis";
-            return n;
+        rep = cc_redeliver_kv_cmd(&rd->state, 8, argv, NULL);
+        free(mark);
+        if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+            rep->element[0]->type == REDIS_REPLY_INTEGER &&
+            rep->element[1]->type == REDIS_REPLY_INTEGER) {
+            c->is_marked = rep->element[0]->integer != 0;
+            n_redis = rep->element[1]->integer;
+        } else if (rep != NULL) {
+            /* An error reply (a script refused, ...): skip this Redis for a while, logged
+             * once, as for a lost connection. */
+            struct cc_err eerr = {0};
+
+            cc_err_set(&eerr, CC_EBACKEND, "%s: %s", CC_REDELIVER_KEY_PREFIX,
+                       rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+            redeliver_kv_failed(&rd->state, &eerr);
         }
-        if (rep != NULL) {
-            cc_warn("redis (%s): %s: %s", rd->state.what, CC_REDELIVER_KEY_PREFIX,
-                    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        if (rep != NULL)
             freeReplyObject(rep);
-        }
     }
-    *how = "local";
-    return redeliver_local_count(rd, r->msg.id);
+    c->is_marked = c->is_marked || is_local_marked;
+    c->is_known = n_redis >= 0 || is_local_marked;
+    if (c->is_known) {
+        /* Our own count: marked redeliveries only (a quorum queue's x-delivery-count also
+         * counts the returns of a message that was only prefetched). */
+        c->n = n_redis > n_local ? n_redis : n_local;
+        c->how = n_redis >= 0 ? "redis" : "local";
+    } else if (xdc >= 0) {
+        c->n = xdc;
+        c->how = "x-delivery-count";
+        c->is_marked = true; /* nothing else to go by (see the head of this file) */
+    } else {
+        c->n = n_local;
+        c->how = "local";
+    }
 }
 
 /* The queue the delivery came from: consumer tags are assigned in basic.consume order, which
@@ -415,7 +669,8 @@ void cc_redeliver_chord_part_args(struct cc_redeliver *rd, const struct cc_reque
     if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
                                             &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
         cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",
-                 cc_request_name(r), r->msg.id, view->group, exc ? err.msg : "out of memory");
+                 cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), cc_log_str(view->group),
+                 exc ? err.msg : "out of memory");
     json_decref(exc);
 }
 
@@ -429,10 +684,46 @@ static void redeliver_store_failure(struct cc_redeliver *rd, const struct cc_req
     if (!(r->ignore_result && !rd->cfg->store_errors_even_if_ignored) &&
         cc_backend_store_exc(rd->backend, rd->cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE",
                              "billiard.exceptions", "WorkerLostError", msg, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_request_name(r), r->msg.id,
-                 err.msg);
+        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_request_name(r)),
+                 cc_log_str(r->msg.id), err.msg);
     /* [canvas-chord] it never runs again: fail its chord instead of leaving it pending */
     cc_redeliver_chord_part(rd, r, &view, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
+}
+
+/* a + b + c, owned (cc_xmalloc: never NULL). */
+static char *redeliver_cat3(const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char *s = cc_xmalloc(la + lb + lc + 1);
+
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb);
+    memcpy(s + la + lb, c, lc + 1);
+    return s;
+}
+
+/* Whether the result backend (Redis) holds SUCCESS for `id`. False when it cannot be read. */
+static bool redeliver_is_done(struct cc_redeliver *rd, const char *id)
+{
+    char *key;
+    redisReply *rep;
+    bool is_done = false;
+
+    if (rd->results.redis == NULL)
+        return false;
+    key = cc_backend_redis_key_dup(id, NULL);
+    {
+        const char *argv[2] = {"GET", key};
+
+        rep = cc_redeliver_kv_cmd(&rd->results, 2, argv, NULL);
+    }
+    free(key);
+    if (rep == NULL)
+        return false;
+    if (rep->type == REDIS_REPLY_STRING)
+        is_done = cc_redeliver_meta_is_success(rep->str, rep->len);
+    freeReplyObject(rep);
+    return is_done;
 }
 
 enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
@@ -441,9 +732,10 @@ enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
 {
     const amqp_basic_properties_t *p = &env->message.properties;
     const int max = rd->cfg->max_redeliveries;
-    const char *how = "", *q;
-    char dest[300], msg[512], key[256];
-    long long n;
+    const char *q, *name = cc_log_str(cc_request_name(r)), *id = cc_log_str(r->msg.id);
+    struct redeliver_count c;
+    char *dest = NULL, *msg = NULL;
+    enum cc_redeliver_verdict verdict;
 
     *rc = CC_OK;
     /* Quorum queues send x-delivery-count: 0 with a first delivery (RabbitMQ 3.10). */
@@ -452,45 +744,67 @@ enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
         return CC_REDELIVER_RUN;
     if (max <= 0)
         return CC_REDELIVER_RUN;
-    n = redeliver_count(rd, env, r, &how);
-    if (n <= max) {
-        cc_info("Task %s[%s] redelivered (%lld of at most %d redeliveries, counted by %s)",
-                cc_request_name(r), r->msg.id, n, max, how);
+    redeliver_count(rd, env, r, &c);
+    /* Not counted now, but already past the limit: its dead-lettering failed last time (the
+     * broker refused the publish, the connection dropped); the count is deleted only once a
+     * message is dead-lettered or done. */
+    if (!c.is_marked && c.n <= max) {
+        cc_info("Task %s[%s] redelivered (not counted: it was not executing when its delivery "
+                "was lost)",
+                name, id);
         return CC_REDELIVER_RUN;
+    }
+    if (c.n <= max) {
+        cc_info("Task %s[%s] redelivered (%lld of at most %d redeliveries, counted by %s)", name,
+                id, c.n, max, c.how);
+        return CC_REDELIVER_RUN;
+    }
+    /* Past the limit. A task that did complete is not a poison message: its result stays and
+     * the message is done (Celery's "Task already completed successfully."), whatever
+     * worker_deduplicate_successful_tasks says, since running it again is what the limit
+     * exists to stop. */
+    if (redeliver_is_done(rd, r->msg.id)) {
+        rd->n_dedup++;
+        cc_info("Task %s[%s] Task already completed successfully.", name, id);
+        redeliver_forget(rd, r->msg.id, -1);
+        return CC_REDELIVER_DONE;
     }
     q = redeliver_queue_of(rd, env, r);
     if (rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE) {
         amqp_bytes_t body = env->message.body;
 
-        snprintf(dest, sizeof(dest), "%s" CC_REDELIVER_DEAD_SUFFIX, q);
+        dest = redeliver_cat3(q, CC_REDELIVER_DEAD_SUFFIX, "");
         *rc = cc_broker_publish_props(rd->broker, "", dest, p, body, err);
         if (*rc != CC_OK) {
-            cc_error("Task %s[%s]: could not dead-letter to queue '%s': %s", cc_request_name(r),
-                     r->msg.id, dest, err->msg);
+            cc_error("Task %s[%s]: could not dead-letter to queue '%s': %s", name, id,
+                     cc_log_str(dest), err->msg);
+            free(dest);
             return CC_REDELIVER_RUN; /* unused: the caller treats *rc as fatal */
         }
     } else {
-        snprintf(dest, sizeof(dest), "the dead-letter exchange of queue '%s'", q);
+        dest = redeliver_cat3("the dead-letter exchange of queue '", q, "'");
     }
     rd->n_dead++;
     cc_error("Task %s[%s] dead-lettered: redelivered %lld times, more than "
              "worker_max_redeliveries=%d (counted by %s); moved to %s%s%s",
-             cc_request_name(r), r->msg.id, n, max, how,
-             rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE ? "queue '" : "", dest,
+             name, id, c.n, max, c.how,
+             rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE ? "queue '" : "", cc_log_str(dest),
              rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE ? "'" : "");
-    snprintf(msg, sizeof(msg),
-             "celeryc: message redelivered %lld times (worker_max_redeliveries=%d), "
-             "dead-lettered to %s",
-             n, max, dest);
-    redeliver_store_failure(rd, r, msg);
-    if (strcmp(how, "redis") == 0 && cc_redeliver_key(r->msg.id, key, sizeof(key)) >= 0) {
-        const char *argv[2] = {"DEL", key};
-        redisReply *rep = cc_redeliver_kv_cmd(&rd->state, 2, argv, NULL);
+    {
+        size_t size = strlen(dest) + 128;
 
-        if (rep != NULL)
-            freeReplyObject(rep);
+        msg = cc_xmalloc(size);
+        snprintf(msg, size,
+                 "celeryc: message redelivered %lld times (worker_max_redeliveries=%d), "
+                 "dead-lettered to %s",
+                 c.n, max, dest);
     }
-    return rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE ? CC_REDELIVER_ACK : CC_REDELIVER_REJECT;
+    redeliver_store_failure(rd, r, msg);
+    redeliver_forget(rd, r->msg.id, -1);
+    verdict = rd->cfg->dead_letter == CC_DEAD_LETTER_QUEUE ? CC_REDELIVER_ACK : CC_REDELIVER_REJECT;
+    free(dest);
+    free(msg);
+    return verdict;
 }
 
 /* ---- Deduplication and parking ------------------------------------------------------- */
@@ -513,11 +827,6 @@ static bool redeliver_dedup_applies(const struct cc_redeliver *rd, const struct 
 enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_request *r,
                                          struct cc_request *const *running, int n)
 {
-    char key[256];
-    int len;
-    redisReply *rep;
-    bool is_done = false;
-
     if (!r->redelivered)
         return CC_GATE_RUN;
     if (redeliver_is_running(r->msg.id, running, n)) {
@@ -525,30 +834,20 @@ enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_requ
 
         cc_info("Task %s[%s] is already running in this worker; holding its redelivered copy "
                 "until it finishes",
-                cc_request_name(r), r->msg.id);
+                cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
         while (*tail != NULL)
             tail = &(*tail)->next;
         r->next = NULL;
         *tail = r;
         return CC_GATE_PARKED;
     }
-    if (!redeliver_dedup_applies(rd, r))
-        return CC_GATE_RUN;
-    len = cc_backend_redis_key(r->msg.id, key, sizeof(key));
-    if (len < 0)
-        return CC_GATE_RUN;
-    const char *argv[2] = {"GET", key};
-    rep = cc_redeliver_kv_cmd(&rd->results, 2, argv, NULL);
-    if (rep == NULL)
-        return CC_GATE_RUN; /* Celery: BackendGetMetaError -> run it */
-    if (rep->type == REDIS_REPLY_STRING)
-        is_done = cc_redeliver_meta_is_success(rep->str, rep->len);
-    freeReplyObject(rep);
-    if (!is_done)
+    /* Celery: BackendGetMetaError -> run it (redeliver_is_done is false then). */
+    if (!redeliver_dedup_applies(rd, r) || !redeliver_is_done(rd, r->msg.id))
         return CC_GATE_RUN;
     rd->n_dedup++;
     /* Celery's LOG_IGNORED with description 'Task already completed successfully.' */
-    cc_info("Task %s[%s] Task already completed successfully.", cc_request_name(r), r->msg.id);
+    cc_info("Task %s[%s] Task already completed successfully.", cc_log_str(cc_request_name(r)),
+            cc_log_str(r->msg.id));
     return CC_GATE_DONE;
 }
 

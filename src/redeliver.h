@@ -3,11 +3,16 @@
  *
  * The master calls, for every request it gets from the consumer:
  *   cc_redeliver_on_receipt()   (only does work for redelivered messages) counts the
- *                               deliveries of the task and, past worker_max_redeliveries,
- *                               dead-letters the message and stores FAILURE;
+ *                               redelivery when the message was executing when its delivery
+ *                               was lost (see cc_redeliver_on_handoff) and, past
+ *                               worker_max_redeliveries, acks it if its result is already
+ *                               SUCCESS, else dead-letters it and stores FAILURE;
  *   cc_redeliver_gate()         just before handing a redelivered request to a child: holds
  *                               it while the same task id runs here ("parked"), and acks it
  *                               without running when the backend already has SUCCESS;
+ *   cc_redeliver_on_handoff()   as the request goes to an executor: marks it "handed out";
+ *   cc_redeliver_settled()      when its outcome is settled without a requeue: unmarks it;
+ *   cc_redeliver_tick()         once per loop pass: sends queued unmarks, reads replies;
  *   cc_redeliver_take_unparked() at the start of each dispatch pass, to put parked requests
  *                               whose twin has finished back in the ready FIFO.
  *
@@ -29,7 +34,11 @@
 
 /* Redis key prefix of the per-task delivery counters ("celeryc-deliveries-<task id>"). */
 #define CC_REDELIVER_KEY_PREFIX "celeryc-deliveries-"
-/* Counters expire this long after their last increment. */
+/* Redis key prefix of the hand-off marks ("celeryc-handed-<task id>" = the message's
+ * retries): set when the message goes to an executor, deleted when its outcome is settled,
+ * consumed by the receipt that counts its redelivery. */
+#define CC_REDELIVER_MARK_PREFIX "celeryc-handed-"
+/* Counters and marks expire this long after they were last written. */
 #define CC_REDELIVER_KEY_TTL_S 86400
 /* Suffix of the dead-letter queue celeryc declares per consumed queue. */
 #define CC_REDELIVER_DEAD_SUFFIX ".dead"
@@ -39,7 +48,22 @@
 #define CC_REDELIVER_REDIS_BACKOFF_US 5000000
 /* Bound on each master-side Redis command (the event loop waits for it). */
 #define CC_REDELIVER_REDIS_TIMEOUT_MS 2000
-#define CC_REDELIVER_LOCAL_SLOTS      512
+/* The in-memory table (marks and counts this process saw): slots, and how many neighbouring
+ * slots one id may use (bounded work per lookup; the least recently used of them is
+ * replaced). */
+#define CC_REDELIVER_LOCAL_SLOTS 4096
+#define CC_REDELIVER_LOCAL_PROBE 8
+/* Marks and unmarks are pipelined: queued in the client and written by cc_redeliver_tick
+ * once CC_REDELIVER_UNSENT_MAX wait, the oldest has waited CC_REDELIVER_UNSENT_MAX_US (the
+ * loop's poll timeout honours it: cc_redeliver_due_in_ms) or no task runs; a redelivered
+ * message's mark is written before its hand-off. Replies are read once
+ * CC_REDELIVER_PENDING_READ are unread (or no task runs), and waited for past
+ * CC_REDELIVER_PENDING_MAX. So a busy worker spends a fraction of a write(2) per task on
+ * them (a write per hand-off cost ~17 us of master CPU on loopback). */
+#define CC_REDELIVER_UNSENT_MAX    64
+#define CC_REDELIVER_UNSENT_MAX_US 10000
+#define CC_REDELIVER_PENDING_READ  256
+#define CC_REDELIVER_PENDING_MAX   1024
 
 /* A Redis client with the back-off above. */
 struct cc_redeliver_kv {
@@ -49,9 +73,13 @@ struct cc_redeliver_kv {
     const char *what;      /* "result backend", "worker_redis_url" (for logs) */
 };
 
+/* One task id in the in-memory table, keyed by a 64-bit hash of the whole id (no copy, no
+ * length limit; two ids sharing a hash would share a count, which 64 bits make
+ * negligible). */
 struct cc_redeliver_local {
-    char id[64]; /* task id ("" = free slot) */
-    int count;
+    uint64_t hash; /* 0 = free slot */
+    int mark;      /* retries of the message handed out and not settled, -1 = no mark */
+    int count;     /* redeliveries counted */
     int64_t used_us;
 };
 
@@ -62,9 +90,14 @@ struct cc_redeliver {
     struct cc_backend *backend; /* borrowed */
     char *const *queues;        /* borrowed: the consumed queues, in basic.consume order */
     size_t n_queues;
-    struct cc_redeliver_kv state;   /* counters, delay store: worker_redis_url or results */
-    struct cc_redeliver_kv results; /* the result backend, when it is Redis (dedup GET) */
-    struct cc_redeliver_local local[CC_REDELIVER_LOCAL_SLOTS]; /* fallback counts */
+    struct cc_redeliver_kv state;     /* counters, delay store: worker_redis_url or results */
+    struct cc_redeliver_kv results;   /* the result backend, when it is Redis (dedup GET) */
+    struct cc_redeliver_local *local; /* CC_REDELIVER_LOCAL_SLOTS: marks and counts seen here */
+    char *key;                        /* reused buffer for "<prefix><task id>" keys */
+    size_t key_cap;
+    bool is_mark_failing;      /* marks could not be written to Redis (logged once) */
+    size_t n_unsent;           /* unmarks queued in the client, not written yet */
+    int64_t unsent_since_us;   /* cc_mono_us() of the oldest of them */
     struct cc_request *parked; /* FIFO (r->next) of redelivered twins of running tasks */
     uint64_t n_dead, n_dedup;
     /* [canvas-chord] A chord member that ended in the master (cc_redeliver_chord_part)
@@ -112,12 +145,17 @@ enum cc_redeliver_verdict {
     CC_REDELIVER_RUN,    /* schedule as usual */
     CC_REDELIVER_ACK,    /* dead-lettered to <queue>.dead: ack and free it */
     CC_REDELIVER_REJECT, /* dead-lettered through the DLX: reject(requeue=false) and free */
+    CC_REDELIVER_DONE,   /* past the limit but SUCCESS is stored: ack and free it, unrun */
 };
 
-/* At receipt (env still alive). Counts the deliveries of a redelivered message (or one
- * with an x-delivery-count header) and, past worker_max_redeliveries, dead-letters it
- * (publishes the original to <queue>.dead in queue mode), logs an ERROR and stores
- * FAILURE WorkerLostError unless ignore_result. Returns the verdict; *rc is CC_OK or a
+/* At receipt (env still alive). For a redelivered message (or one with a positive
+ * x-delivery-count header): counts the redelivery if the message had been handed to an
+ * executor and not settled since (its mark, in Redis or in this process's table); when no
+ * mark can be read (Redis unreachable, not seen here) only x-delivery-count can say. Past
+ * worker_max_redeliveries a counted message whose result is SUCCESS is acked as done
+ * (CC_REDELIVER_DONE: never dead-lettered, its result never overwritten); else it is
+ * dead-lettered (published to <queue>.dead in queue mode), an ERROR logged and FAILURE
+ * WorkerLostError stored unless ignore_result. Returns the verdict; *rc is CC_OK or a
  * broker error from the dead-letter publish (the caller treats it as fatal, leaving the
  * message unacked). */
 enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
@@ -136,6 +174,29 @@ enum cc_redeliver_gate {
 enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_request *r,
                                          struct cc_request *const *running, int n);
 
+/* `r` is being handed to an executor (before cc_pool_dispatch): mark it, so that its
+ * redelivery counts. In this process's table, and in the bookkeeping Redis
+ * ("celeryc-handed-<id>" = retries, TTL CC_REDELIVER_KEY_TTL_S) as a pipelined SET, written
+ * within CC_REDELIVER_UNSENT_MAX_US (cc_redeliver_tick), or before this returns when the
+ * message is a redelivery (so a message that already came back once is never handed out
+ * again without its mark on the way, even if the hand-off itself kills this process). No-op
+ * with worker_max_redeliveries = 0. Sets r->is_marked. */
+void cc_redeliver_on_handoff(struct cc_redeliver *rd, struct cc_request *r);
+
+/* The outcome of a handed-out request is settled and its message acked or rejected
+ * without requeue: drop its mark (a pipelined DEL, sent by cc_redeliver_tick). Not for a
+ * request whose message was requeued or whose connection was lost: its mark stays, so its
+ * redelivery counts. No-op unless r->is_marked. */
+void cc_redeliver_settled(struct cc_redeliver *rd, struct cc_request *r);
+
+/* Once per loop pass: send queued unmarks and read the replies that have arrived, when due
+ * (see CC_REDELIVER_PENDING_READ; at once when !is_busy: no task runs, e.g. at exit); log
+ * refused marks once. */
+void cc_redeliver_tick(struct cc_redeliver *rd, bool is_busy);
+
+/* min(ms, milliseconds until cc_redeliver_tick must write queued marks). */
+int64_t cc_redeliver_due_in_ms(const struct cc_redeliver *rd, int64_t ms);
+
 /* Take one parked request whose twin no longer runs (NULL when none). */
 struct cc_request *cc_redeliver_take_unparked(struct cc_redeliver *rd,
                                               struct cc_request *const *running, int n);
@@ -149,6 +210,8 @@ uint64_t cc_redeliver_lowest_tag(const struct cc_redeliver *rd, uint64_t low);
 long long cc_redeliver_header_count(const amqp_table_t *headers);
 /* "celeryc-deliveries-<id>" into buf; length or -1 when it does not fit. */
 int cc_redeliver_key(const char *task_id, char *buf, size_t size);
+/* 64-bit FNV-1a of a task id, never 0 (the in-memory table's key). */
+uint64_t cc_redeliver_id_hash(const char *task_id);
 /* Whether a stored meta JSON text has "status": "SUCCESS". */
 bool cc_redeliver_meta_is_success(const char *meta, size_t len);
 

@@ -14,7 +14,13 @@
  * accepting; each such command costs the caller its I/O timeout) doubles the probe interval
  * up to REDIS_PROBE_MAX_MS; a command that gets a reply, or a refused probe (the server is
  * down, not frozen), resets it.
+ *
+ * Pipelining (cc_redis_append/flush/drain): appended commands are counted in n_pending and
+ * their replies read in order before anything else on the stream (cc_redis_cmd drains them
+ * first), so a synchronous command never takes another command's reply. A dropped
+ * connection forgets them.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +52,7 @@ struct cc_redis {
     int probe_ms;          /* interval between probes, REDIS_PROBE_MS .. REDIS_PROBE_MAX_MS */
     int64_t probe_next_us; /* cc_mono_us() before which no probe starts */
     struct cc_netprobe probe;
+    size_t n_pending; /* cc_redis_append'ed commands whose replies are unread */
 };
 
 /* Every open client, so a forked child can drop them all (redis_atfork_child): the worker
@@ -75,6 +82,7 @@ static void redis_atfork_register(void)
 
 static void redis_drop(struct cc_redis *r)
 {
+    r->n_pending = 0; /* their replies die with the connection */
     if (r->ctx != NULL)
         redisFree(r->ctx);
     r->ctx = NULL;
@@ -224,12 +232,138 @@ static redisReply *redis_cmd_tls(struct cc_redis *r, int argc, const char **argv
     return reply;
 }
 
+/* One reply of the TLS stream into *out (NULL: none complete yet and !is_wait). */
+static int redis_tls_reply(struct cc_redis *r, bool is_wait, void **out, struct cc_err *err)
+{
+    *out = NULL;
+    for (;;) {
+        char buf[4096];
+        size_t got = 0;
+
+        if (redisReaderGetReply(r->reader, out) != REDIS_OK)
+            return cc_err_set(err, CC_EBACKEND, "redis: bad reply: %s", r->reader->errstr);
+        if (*out != NULL || !is_wait)
+            return CC_OK;
+        if (cc_redis_tls_read_some(r->tls, buf, sizeof(buf), &got, err) != CC_OK)
+            return CC_EBACKEND;
+        if (redisReaderFeed(r->reader, buf, got) != REDIS_OK)
+            return cc_err_set(err, CC_EBACKEND, "redis: bad reply: %s", r->reader->errstr);
+    }
+}
+
+int cc_redis_append(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                    struct cc_err *err)
+{
+    int rc = CC_OK;
+
+    if (r->ctx == NULL && r->tls == NULL && redis_connect(r, err) != CC_OK)
+        return CC_EBACKEND;
+    if (r->tls != NULL) {
+        char *cmd = NULL;
+        long long len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+
+        if (len < 0)
+            return cc_err_set(err, CC_EBACKEND, "redis: cannot format command");
+        rc = cc_redis_tls_write(r->tls, cmd, (size_t)len, err);
+        redisFreeCommand(cmd);
+    } else if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
+        rc = cc_err_set(err, CC_EBACKEND, "redis: %s", r->ctx->errstr);
+    }
+    if (rc != CC_OK) {
+        redis_drop(r);
+        redis_failed(r, true);
+        return rc;
+    }
+    r->n_pending++;
+    return CC_OK;
+}
+
+int cc_redis_flush(struct cc_redis *r, struct cc_err *err)
+{
+    int done = 0;
+
+    if (r->ctx == NULL)
+        return CC_OK; /* TLS wrote at append time; nothing connected: nothing queued */
+    while (!done) {
+        if (redisBufferWrite(r->ctx, &done) != REDIS_OK) {
+            cc_err_set(err, CC_EBACKEND, "redis: %s",
+                       r->ctx->errstr[0] ? r->ctx->errstr : "write failed");
+            redis_drop(r);
+            redis_failed(r, true);
+            return CC_EBACKEND;
+        }
+    }
+    return CC_OK;
+}
+
+int cc_redis_drain(struct cc_redis *r, bool is_wait, int *n_errors, struct cc_err *err)
+{
+    int rc = CC_OK;
+
+    if (n_errors != NULL)
+        *n_errors = 0;
+    if (r->n_pending == 0)
+        return CC_OK;
+    if (!is_wait && r->ctx != NULL) {
+        /* Pull in what the socket holds now without blocking; the parse below takes
+         * whatever complete replies that gives. */
+        struct pollfd pfd = {.fd = r->ctx->fd, .events = POLLIN};
+
+        if (cc_redis_flush(r, err) != CC_OK)
+            return CC_EBACKEND;
+        if (poll(&pfd, 1, 0) > 0 && redisBufferRead(r->ctx) != REDIS_OK) {
+            rc = cc_err_set(err, CC_EBACKEND, "redis: %s",
+                            r->ctx->errstr[0] ? r->ctx->errstr : "read failed");
+            redis_drop(r);
+            redis_failed(r, true);
+            return rc;
+        }
+    }
+    while (r->n_pending > 0) {
+        void *reply = NULL;
+
+        if (r->tls != NULL)
+            rc = redis_tls_reply(r, is_wait, &reply, err);
+        else if (is_wait)
+            rc = redisGetReply(r->ctx, &reply) == REDIS_OK
+                     ? CC_OK
+                     : cc_err_set(err, CC_EBACKEND, "redis: %s",
+                                  r->ctx->errstr[0] ? r->ctx->errstr : "I/O");
+        else
+            rc = redisReaderGetReply(r->ctx->reader, &reply) == REDIS_OK
+                     ? CC_OK
+                     : cc_err_set(err, CC_EBACKEND, "redis: bad reply");
+        if (rc != CC_OK) {
+            redis_drop(r);
+            redis_failed(r, true);
+            return rc;
+        }
+        if (reply == NULL)
+            break; /* !is_wait: nothing more complete yet */
+        r->n_pending--;
+        if (((redisReply *)reply)->type == REDIS_REPLY_ERROR) {
+            if (n_errors != NULL && (*n_errors)++ == 0)
+                cc_err_set(err, CC_EBACKEND, "redis replied: %s", ((redisReply *)reply)->str);
+        }
+        freeReplyObject(reply);
+    }
+    return CC_OK;
+}
+
+size_t cc_redis_pending(const struct cc_redis *r)
+{
+    return r->n_pending;
+}
+
 redisReply *cc_redis_cmd(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
                          struct cc_err *err)
 {
     redisReply *reply;
 
     if (r->ctx == NULL && r->tls == NULL && redis_connect(r, err) != CC_OK)
+        return NULL;
+    /* Replies of pipelined commands come first on the stream: read them off. */
+    if (r->n_pending > 0 && cc_redis_drain(r, true, NULL, err) != CC_OK)
         return NULL;
     if (r->tls != NULL)
         reply = redis_cmd_tls(r, argc, argv, lens, err);

@@ -50,6 +50,32 @@ int cc_redis_cmd_int(struct cc_redis *r, int argc, const char **argv, const size
  * looked at again on the next call. False after the server refused us (AUTH, TLS). */
 bool cc_redis_probe(struct cc_redis *r);
 
+/* ---- Pipelining (fire and forget) ----------------------------------------------------------
+ *
+ * For bookkeeping writes on the worker's hot path (redeliver.c's hand-off marks): queue a
+ * command without waiting for its reply; the replies are read later, in batches, and an
+ * error among them is reported then. cc_redis_cmd drains what is pending first, so the
+ * synchronous API stays in step. */
+
+/* Queue one command (connecting first if needed). The bytes stay in the client until
+ * cc_redis_flush (rediss:// writes them at once). Returns CC_OK or CC_EBACKEND (the
+ * connection is dropped, and pending replies with it). */
+int cc_redis_append(struct cc_redis *r, int argc, const char **argv, const size_t *lens,
+                    struct cc_err *err) CC_MUST_USE;
+
+/* Write everything queued (blocking, bounded by the I/O timeout). Once it returns CC_OK the
+ * bytes are in the kernel's socket buffer: they reach Redis even if this process dies at the
+ * next instruction. CC_EBACKEND drops the connection. */
+int cc_redis_flush(struct cc_redis *r, struct cc_err *err) CC_MUST_USE;
+
+/* Read replies of queued commands: every one when `is_wait`, else only those readable now
+ * (no wait). Error replies are counted in *n_errors and the first one's text goes to err.
+ * Returns CC_OK, or CC_EBACKEND on I/O failure (the connection is dropped). */
+int cc_redis_drain(struct cc_redis *r, bool is_wait, int *n_errors, struct cc_err *err) CC_MUST_USE;
+
+/* Commands queued whose replies have not been read. */
+size_t cc_redis_pending(const struct cc_redis *r);
+
 /* Forget an inherited connection without I/O on it (in a forked child). */
 void cc_redis_after_fork(struct cc_redis *r);
 

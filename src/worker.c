@@ -303,7 +303,7 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
             continue;
         }
         cc_info("Task %s[%s]: retry not published: the broker redelivers the original",
-                cc_request_name(w->retries[i].r), w->retries[i].r->msg.id);
+                cc_log_str(cc_request_name(w->retries[i].r)), cc_log_str(w->retries[i].r->msg.id));
         cc_request_free(w->retries[i].r);
         w->n_retries--;
     }
@@ -442,8 +442,19 @@ static void worker_reject(struct worker *w, struct cc_request *r, bool requeue)
     if (r->is_acked)
         return;
     r->is_acked = true;
+    r->is_requeued = requeue; /* [redisx] its hand-off mark stays: the redelivery counts */
     if (cc_broker_reject(&w->broker, r->tag, requeue, &err) != CC_OK)
         worker_broker_lost(w, &err);
+}
+
+/* [redisx] A request that ran is done with: unless its message went back to the queue
+ * (requeued by us, or its connection was lost before the ack), its hand-off mark is dropped
+ * (redeliver.h). Frees r. */
+static void worker_release(struct worker *w, struct cc_request *r, bool is_returned)
+{
+    if (!r->is_requeued && !is_returned)
+        cc_redeliver_settled(&w->rd, r);
+    cc_request_free(r);
 }
 
 /* Forget every request not running (ready FIFO, ETA heap) without a broker call: after a
@@ -494,8 +505,8 @@ static void worker_store_exc(struct worker *w, struct cc_request *r, const char 
     if (!(r->ignore_result && !w->cfg->store_errors_even_if_ignored) &&
         cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
                              type, arg, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store %s: %s", cc_request_name(r), r->msg.id, status,
-                 err.msg);
+        cc_error("Task %s[%s]: could not store %s: %s", cc_log_str(cc_request_name(r)),
+                 cc_log_str(r->msg.id), status, err.msg);
     /* [canvas-chord] a chord member ending here returns its part (Celery's mark_as_failure /
      * mark_as_revoked -> on_chord_part_return), before the caller acks */
     cc_redeliver_chord_part(&w->rd, r, &view, status, module, type, arg);
@@ -525,7 +536,8 @@ static void worker_update_qos(struct worker *w)
 /* Expired (§6.3): REVOKED TaskRevokedError('expired'), ack. Frees r. */
 static void worker_expire(struct worker *w, struct cc_request *r)
 {
-    cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_request_name(r)),
+            cc_log_str(r->msg.id));
     cc_events_task_revoked(&w->ev, r, false, 0, true); /* [events] */
     /* [jobrun] a job run that expired before it could start */
     cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: expired");
@@ -537,7 +549,8 @@ static void worker_expire(struct worker *w, struct cc_request *r)
 /* [control] Revoked (§6.3): REVOKED TaskRevokedError('revoked'), ack. Frees r. */
 static void worker_discard_revoked(struct worker *w, struct cc_request *r)
 {
-    cc_info("Discarding revoked task: %s[%s]", cc_request_name(r), r->msg.id);
+    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_request_name(r)),
+            cc_log_str(r->msg.id));
     cc_events_task_revoked(&w->ev, r, false, 0, false); /* [events] */
     /* [jobrun] a job run revoked before it started: cancelled */
     cc_jobkeeper_finish(w->jk, r, 'X', "revoked before it started");
@@ -579,9 +592,14 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         worker_reject(w, r, false);
         cc_request_free(r);
         return;
+    case CC_REDELIVER_DONE: /* past the limit, but SUCCESS is stored: done, not poison */
+        worker_ack(w, r);
+        cc_request_free(r);
+        return;
     }
     if (rc == CC_EAGAIN) { /* [blocked] dead-letter publish refused: back to the queue */
-        cc_warn("Task %s[%s]: requeued: %s", cc_request_name(r), r->msg.id, err.msg);
+        cc_warn("Task %s[%s]: requeued: %s", cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id),
+                err.msg);
         worker_reject(w, r, true);
         cc_request_free(r);
         return;
@@ -608,8 +626,8 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
          * so ack it instead of holding it; QoS is not raised. If the store failed, the
          * branch below holds it as before (worker_delay_retry moves it later). */
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_request_name(r), r->msg.id,
-                r->msg.eta ? r->msg.eta : "?");
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_request_name(r)),
+                cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
         worker_ack(w, r);
         cc_request_free(r);
     } else if (r->msg.eta_us > now) {
@@ -749,12 +767,13 @@ static void worker_chord_flush(struct worker *w)
 
         if (st->kind == CC_CANVAS_PUBLISH &&
             (rc = worker_publish(w, st->exchange, st->routing_key, &st->msg, &err)) != CC_OK)
-            cc_error("Chord %s: could not publish %s[%s]: %s", rd->chord_group, st->task,
-                     st->task_id, err.msg);
+            cc_error("Chord %s: could not publish %s[%s]: %s", cc_log_str(rd->chord_group),
+                     cc_log_str(st->task), cc_log_str(st->task_id), err.msg);
     }
     if (rc == CC_OK && rd->chord_group != NULL &&
         cc_chord_done(w->backend, rd->chord_group, &err) != CC_OK)
-        cc_warn("Chord %s: could not delete its keys (they expire): %s", rd->chord_group, err.msg);
+        cc_warn("Chord %s: could not delete its keys (they expire): %s",
+                cc_log_str(rd->chord_group), err.msg);
     cc_redeliver_chord_clear(rd);
 }
 
@@ -823,15 +842,16 @@ static void worker_errbacks(struct worker *w, const struct cc_request *r, const 
     exc = cc_result_exc_new(module, type, exc_args);
     cc_canvas_plan_init(&plan);
     if (exc == NULL || cc_pool_master_errbacks(&w->pool, r, exc, &plan, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_request_name(r), r->msg.id,
-                 exc ? err.msg : "out of memory");
+        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_log_str(cc_request_name(r)),
+                 cc_log_str(r->msg.id), exc ? err.msg : "out of memory");
     for (size_t i = 0; i < plan.n; i++) {
         const struct cc_canvas_step *st = &plan.steps[i];
 
         if (st->kind == CC_CANVAS_PUBLISH &&
             worker_publish(w, st->exchange, st->routing_key, &st->msg, &err) != CC_OK)
-            cc_error("Task %s[%s]: could not publish errback %s[%s]: %s", cc_request_name(r),
-                     r->msg.id, st->task, st->task_id, err.msg);
+            cc_error("Task %s[%s]: could not publish errback %s[%s]: %s",
+                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), cc_log_str(st->task),
+                     cc_log_str(st->task_id), err.msg);
     }
     cc_canvas_plan_deinit(&plan);
     json_decref(exc);
@@ -886,7 +906,8 @@ static void worker_retry_failed(struct worker *w, struct cc_request *r, const st
     char msg[320];
 
     snprintf(msg, sizeof(msg), "celeryc: could not publish the retry message: %s", err->msg);
-    cc_error("Task %s[%s]: %s; storing FAILURE", cc_request_name(r), r->msg.id, msg);
+    cc_error("Task %s[%s]: %s; storing FAILURE", cc_log_str(cc_request_name(r)),
+             cc_log_str(r->msg.id), msg);
     w->n_failed++;
     worker_store_exc(w, r, "FAILURE", "builtins", "RuntimeError", msg);
 }
@@ -905,8 +926,8 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->n_held++;
         w->is_qos_dirty = true;
     }
-    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_request_name(r), r->msg.id,
-            w->is_blocked ? "unblock publishing" : "come back");
+    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_log_str(cc_request_name(r)),
+            cc_log_str(r->msg.id), w->is_blocked ? "unblock publishing" : "come back");
 }
 
 /* Publish the deferred retries on the new connection. Their originals were acked on the
@@ -932,7 +953,7 @@ static void worker_flush_retries(struct worker *w)
             w->n_held--;
             w->is_qos_dirty = true;
         }
-        cc_request_free(d->r);
+        worker_release(w, d->r, false);
     }
     if (i == 0)
         return;
@@ -989,7 +1010,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
              * redelivery is the retry. Publishing one too would run the task twice. */
             cc_warn("Task %s[%s]: retry not published: the connection was lost before the "
                     "message was acked, so the broker redelivers it",
-                    cc_request_name(r), r->msg.id);
+                    cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
             cc_events_retry_release(&w->ev, r->msg.id); /* [issue 14] no copy will come */
             break;
         }
@@ -1007,7 +1028,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                  * than drop the retry. */
                 cc_error("Task %s[%s]: could not publish the retry message: %s; requeueing "
                          "the original",
-                         cc_request_name(r), r->msg.id, err.msg);
+                         cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
                 worker_reject(w, r, true);
             } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL) {
                 /* Acked when it started, so the retry message is all there is: keep it and
@@ -1038,24 +1059,24 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     if (rep->publish_failed) { /* [canvas] the executor logged what it could not publish */
         if (!r->is_acked) {
             cc_error("Task %s[%s]: publish failed; requeueing the message to run it again",
-                     cc_request_name(r), r->msg.id);
+                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
             worker_reject(w, r, true);
         } else {
             cc_error("Task %s[%s]: publish failed: a continuation of this task is lost (the "
                      "message was acked when the task started)",
-                     cc_request_name(r), r->msg.id);
+                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
         }
     }
     if (rep->store_failed && !rep->publish_failed && rep->status != CC_TASK_RETRY &&
         rep->status != CC_TASK_REJECT) {
         if (!r->is_acked) {
             cc_error("Task %s[%s]: result not stored; requeueing the message to run it again",
-                     cc_request_name(r), r->msg.id);
+                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
             worker_reject(w, r, true);
         } else {
             cc_error("Task %s[%s]: result lost: it could not be stored and the message was "
                      "acked when the task started",
-                     cc_request_name(r), r->msg.id);
+                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
         }
     }
     /* acks_late: the child has stored the result; now ack. A failure or timeout is acked
@@ -1068,13 +1089,14 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         worker_reject(w, r, false);
     }
     worker_ack(w, r);
-    cc_request_free(r);
+    worker_release(w, r, stale == RUN_STALE_UNSETTLED);
 }
 
 static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
 {
     struct worker *w = ud;
     struct cc_request *r = w->running[slot];
+    int stale = w->stale[slot];
     char how[64], msg[160];
 
     w->running[slot] = NULL;
@@ -1089,7 +1111,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: terminated");
         worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "terminated");
         worker_ack(w, r);
-        cc_request_free(r);
+        worker_release(w, r, stale == RUN_STALE_UNSETTLED);
         return;
     }
     cc_pool_human_status(wstatus, how, sizeof(how));
@@ -1102,10 +1124,11 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
      * off. Early-acked messages were acked when the task started. */
     if (r->acks_late && !r->is_acked &&
         cc_task_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
-        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_request_name(r), r->msg.id);
+        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_log_str(cc_request_name(r)),
+                cc_log_str(r->msg.id));
         cc_events_task_rejected(&w->ev, r, true); /* [events] */
         worker_reject(w, r, true);
-        cc_request_free(r);
+        worker_release(w, r, true);
         return;
     }
     worker_store_exc(w, r, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
@@ -1127,7 +1150,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
         worker_reject(w, r, false);
     worker_ack(w, r);
-    cc_request_free(r);
+    worker_release(w, r, stale == RUN_STALE_UNSETTLED);
 }
 
 static void worker_drain_reports(struct worker *w)
@@ -1241,6 +1264,7 @@ static void worker_dispatch(struct worker *w)
         cc_control_on_start(&w->ctl, slot, r);             /* [control] time_start, stats total */
         w->pool.is_event_text = cc_events_task_on(&w->ev); /* [events] */
         cc_events_task_started(&w->ev, r);                 /* [events] */
+        cc_redeliver_on_handoff(&w->rd, r);                /* [redisx] its redelivery will count */
         if (cc_pool_dispatch(&w->pool, slot, r, seq, &err) != CC_OK)
             cc_warn("dispatch: %s (the job will be reported lost)", err.msg);
         /* Ack early = when execution starts, i.e. now that a child has the job. */
@@ -1621,6 +1645,7 @@ static int worker_poll_timeout_ms(const struct worker *w)
     }
     if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
         ms = cc_delay_due_in_ms(&w->ds, ms);
+    ms = cc_redeliver_due_in_ms(&w->rd, ms);        /* [redisx] queued hand-off marks */
     if (cc_broker_is_blocked(&w->pub) && ms > 1000) /* [blocked] worker_flow reads it */
         ms = 1000;
     ms = cc_events_due_in_ms(&w->ev, cc_mono_us(), ms); /* [events] heartbeat, batch */
@@ -1689,7 +1714,8 @@ static void worker_loop(struct worker *w)
             worker_update_qos(w);
         if (worker_acks_due(w, cc_mono_us()))
             worker_flush_acks(w);
-        if (w->is_connected) /* [events] heartbeat, task batch when due */
+        cc_redeliver_tick(&w->rd, w->pool.n_busy > 0); /* [redisx] hand-off unmarks */
+        if (w->is_connected)                           /* [events] heartbeat, task batch when due */
             cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy,
                            cc_control_processed(&w->ctl)); /* [flower] processed */
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
@@ -1920,6 +1946,8 @@ out:
     }
     cc_jobkeeper_stop(w.jk, 5000); /* [jobrun] queued outcomes get 5 s */
     worker_flush_acks(&w);
+    if (w.is_rd_init) /* [redisx] the last unmarks */
+        cc_redeliver_tick(&w.rd, false);
     if (w.is_connected)                                                        /* [events] */
         cc_events_offline(&w.ev, w.pool.n_busy, cc_control_processed(&w.ctl)); /* [flower] */
     cc_events_deinit(&w.ev);
@@ -1935,10 +1963,12 @@ out:
         if (w.retries[i].is_unsettled) /* [blocked] its unacked original goes back */
             cc_warn("Task %s[%s]: retry not published before exit; the original message "
                     "returns to the queue",
-                    cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+                    cc_log_str(cc_request_name(w.retries[i].r)),
+                    cc_log_str(w.retries[i].r->msg.id));
         else
             cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
-                     cc_request_name(w.retries[i].r), w.retries[i].r->msg.id);
+                     cc_log_str(cc_request_name(w.retries[i].r)),
+                     cc_log_str(w.retries[i].r->msg.id));
         cc_request_free(w.retries[i].r);
     }
     free(w.retries);

@@ -105,3 +105,47 @@ def test_redelivered_twin_waits_for_running_task(app, worker_factory, amqp_conn)
     w.wait_log(r"Task demo\.sleep\[%s\] Task already completed successfully\." % tid, 10)
     assert len(re.findall(r"demo\.sleep\[%s\] succeeded" % tid, w.log())) == 1
     wait_for(lambda: queue_depth(amqp_conn, q) == 0, 10, "queue drained")
+
+
+@pytest.mark.parametrize("acks_late", [True, False])
+def test_success_redelivered_past_limit_is_acked_not_dead_lettered(app, worker_factory, amqp_conn,
+                                                                   rds, rds7, acks_late):
+    """A message whose result is already SUCCESS and that comes back past
+    --max-redeliveries (it was executing each time its worker died: the hand-off mark and a
+    count at the limit are what a third crash leaves in the bookkeeping Redis, and a quorum
+    queue would say x-delivery-count 5) is acked as done: never dead-lettered, never run,
+    and its SUCCESS is not overwritten with WorkerLostError."""
+    q = unique_queue("dedupdl")
+    declare(amqp_conn, q)
+    tid = str(uuid.uuid4())
+    key = "dedupdl-" + tid
+    store_success(rds, tid, result=42)
+    rds.set("celeryc-handed-" + tid, "0", ex=600)
+    rds.set("celeryc-deliveries-" + tid, "2", ex=600)
+    ch = amqp_conn.channel()
+    import amqp
+    h = {"lang": "py", "task": T + "redis_count", "id": tid, "shadow": None, "eta": None,
+         "expires": None, "group": None, "group_index": None, "retries": 0,
+         "timelimit": [None, None], "root_id": tid, "parent_id": None, "argsrepr": "()",
+         "kwargsrepr": "{}", "origin": "it@localhost", "ignore_result": False,
+         "x-delivery-count": 5}
+    ch.basic_publish(amqp.Message(json.dumps([[key], {}, {"callbacks": None, "errbacks": None,
+                                                         "chain": None, "chord": None}]),
+                                  content_type="application/json", content_encoding="utf-8",
+                                  correlation_id=tid, delivery_mode=2, application_headers=h),
+                     exchange=q, routing_key=q)
+    ch.close()
+    make_redelivered(amqp_conn, q, 1)
+
+    w = worker_factory(queue=q, acks_late=acks_late, extra=["--max-redeliveries", "2"])
+    w.wait_log(r"Task %s\[%s\] Task already completed successfully\." % (
+        re.escape(T + "redis_count"), tid), 10)
+    wait_for(lambda: queue_depth(amqp_conn, q) == 0, 10, "acked")
+    meta = json.loads(rds.get("celery-task-meta-" + tid))
+    assert meta["status"] == "SUCCESS" and meta["result"] == 42
+    assert app.AsyncResult(tid).get(timeout=TIMEOUT) == 42
+    assert "dead-lettered" not in w.log()
+    assert queue_depth(amqp_conn, q + ".dead") == 0
+    assert rds7.get(key) is None  # never ran
+    w.stop()
+    assert queue_depth(amqp_conn, q) == 0

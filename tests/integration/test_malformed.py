@@ -77,7 +77,7 @@ def _publish(conn, queue, headers, body, content_type, case):
              "delivery_mode": 2, "priority": 0, "message_id": case,
              "application_headers": headers}
     tid = headers.get("id") if isinstance(headers, dict) else None
-    if tid:
+    if tid and len(tid.encode()) <= 255:  # an AMQP short string
         props["correlation_id"] = tid
     ch.basic_publish(amqp.Message(body, **props), exchange="", routing_key=queue)
     ch.close()
@@ -133,3 +133,127 @@ def test_all_malformed_in_a_burst(app, worker_factory, amqp_conn, dlx_queue, rds
     assert w.proc.poll() is None
     # The pickle message must never have been executed: no result under its id.
     assert rds.get("celery-task-meta-" + CASES["pickle"][0]["id"]) is None
+
+
+# ---- Long and oversized fields (issue #14) -------------------------------------------------
+#
+# Limits (README "Message limits"): ids (id, root_id, parent_id, group) and names (task,
+# shadow) up to 1024 bytes, origin 1024, lang 64, eta/expires 64, argsrepr/kwargsrepr 64 KiB.
+# AMQP itself caps short strings (routing key, reply_to, correlation_id, content type) at 255
+# bytes and the header table at one frame.
+
+ID_MAX = 1024
+LIMITS = {"id": ID_MAX, "root_id": ID_MAX, "parent_id": ID_MAX, "group": ID_MAX,
+          "task": ID_MAX, "shadow": ID_MAX, "origin": 1024, "lang": 64, "eta": 64,
+          "expires": 64, "argsrepr": 65536, "kwargsrepr": 65536}
+
+
+def _publish_count(conn, queue, tid, key, **headers):
+    """it.count_sleep(key, 0) under task id `tid`, as a Celery client would send it (the
+    correlation_id property is an AMQP short string: only ids of <= 255 bytes fit there)."""
+    h = _headers(task="it.count_sleep", tid=tid)
+    h.update(headers)
+    ch = conn.channel()
+    props = {"content_type": "application/json", "content_encoding": "utf-8",
+             "delivery_mode": 2, "application_headers": h}
+    if len(tid.encode()) <= 255:
+        props["correlation_id"] = tid
+    ch.basic_publish(amqp.Message(json.dumps([[key, 0], {}, EMBED]).encode(), **props),
+                     exchange="", routing_key=queue)
+    ch.close()
+
+
+@pytest.mark.parametrize("tid", [
+    "a" * 239,                 # the first length that overflowed the 256-byte result key
+    "b" * 255,                 # the longest a Celery client can send as correlation_id
+    "\U0001F600" * 255,        # 255 characters, 1020 bytes of UTF-8
+    "c" * ID_MAX,              # the limit itself
+], ids=["239", "255", "255-chars-4-bytes", "limit"])
+def test_long_task_id_stored_and_run_once(tid, worker_factory, amqp_conn, rds, rds7):
+    """A task id of 239+ characters overflowed the result key buffer: the store failed, the
+    message was requeued, and the redelivery counter never moved, so the task ran forever.
+    Now the result is stored under the whole id and the task runs once."""
+    w = worker_factory(queue=unique_queue("longid"), concurrency=1, acks_late=True,
+                       extra=["--max-redeliveries", "3"])
+    key = "longid-" + uuid.uuid4().hex
+    _publish_count(amqp_conn, w.queue, tid, key)
+    raw = wait_for(lambda: rds.get("celery-task-meta-" + tid), TIMEOUT, "the stored result")
+    meta = json.loads(raw)
+    assert meta["status"] == "SUCCESS" and meta["result"] == 1 and meta["task_id"] == tid
+    wait_for(lambda: queue_depth(amqp_conn, w.queue) == 0, 5, "message acked")
+    # Settle: nothing runs it again.
+    import time
+    time.sleep(1)
+    assert rds7.get(key) == b"1"
+    assert "could not store" not in w.log() and "requeueing" not in w.log()
+    assert w.proc.poll() is None
+
+
+@pytest.mark.parametrize("field", sorted(LIMITS))
+def test_field_over_limit_rejected_once(field, app, worker_factory, amqp_conn, dlx_queue, rds7):
+    """Every string field has an explicit limit; one byte past it the message is rejected
+    without requeue (dead-lettered), with one ERROR line that names the field, its size and
+    the limit, and it never runs."""
+    w = _worker(worker_factory)
+    n = LIMITS[field] + 1
+    tid = str(uuid.uuid4())
+    key = "overlimit-" + uuid.uuid4().hex
+    value = ("x" * n) if field not in ("eta", "expires") else ("2026-01-01T00:00:00" + "0" * n)[:n]
+    h = {field: value} if field != "id" else {}
+    if field == "id":
+        tid = value
+    _publish_count(amqp_conn, w.queue, tid, key, **h)
+    assert app.send_task("demo.add", args=[2, 3], queue=w.queue).get(timeout=TIMEOUT) == 5
+    ch, dname = dlx_queue
+    got = wait_for(lambda: _dead_lettered(ch, dname), 5, "dead-lettered message")
+    assert len(got) == 1 and got[0].headers["x-death"][0]["reason"] == "rejected"
+    assert queue_depth(amqp_conn, w.queue) == 0
+    assert rds7.get(key) is None  # never ran
+    lines = [ln for ln in w.log().splitlines() if "Rejecting" in ln]
+    assert len(lines) == 1, lines
+    assert "%s of %d bytes is over the %d-byte limit" % (
+        {"id": "task id", "task": "task name"}.get(field, field), n, LIMITS[field]) in lines[0]
+    assert len(lines[0]) < 1024
+    assert w.proc.poll() is None
+
+
+def test_huge_fields_keep_log_lines_bounded(app, worker_factory, amqp_conn, dlx_queue):
+    """Task ids and names of 30-120 KB were logged in full on ~5 lines per message. Now every
+    message-derived string in a log line is cut (with a marker and its length), so what the
+    worker logs per message stays small whatever the publisher sends."""
+    w = worker_factory(queue=unique_queue("dlq"), concurrency=1)
+    big = 120000
+    msgs = []
+    # Rejected: each field in turn 120 KB.
+    for field in sorted(LIMITS):
+        tid = str(uuid.uuid4())
+        h = _headers(task="demo.add", tid=tid)
+        if field == "id":
+            h["id"] = "i" * big
+        else:
+            h[field] = "f" * big
+        msgs.append((h, json.dumps([[1, 2], {}, EMBED]).encode(), "application/json"))
+    # Accepted, with every id and name at its limit: an unknown task (NotRegistered), a task
+    # that fails binding on a huge keyword name (TypeError from the wire), one that runs.
+    long = {"id": "i" * ID_MAX, "root_id": "r" * ID_MAX, "parent_id": "p" * ID_MAX,
+            "group": "g" * ID_MAX, "shadow": "s" * ID_MAX, "origin": "o" * 1024}
+    msgs.append((_headers(task="n" * ID_MAX, **long), json.dumps([[1], {}, EMBED]).encode(),
+                 "application/json"))
+    msgs.append((_headers(task="demo.add", **long),
+                 json.dumps([[1, 2], {"k" * 60000: 1}, EMBED]).encode(), "application/json"))
+    msgs.append((_headers(task="demo.add", **long), json.dumps([[1, 2], {}, EMBED]).encode(),
+                 "application/json"))
+    # A content type the worker refuses, at AMQP's 255-byte limit.
+    msgs.append((_headers(task="demo.add"), b"x", "application/" + "y" * 243))
+    before = len(w.log().encode())
+    for i, (h, body, ctype) in enumerate(msgs):
+        _publish(amqp_conn, w.queue, h, body, ctype, "big-%d" % i)
+    assert app.send_task("demo.add", args=[2, 3], queue=w.queue).get(timeout=TIMEOUT) == 5
+    logged = w.log().encode()[before:]
+    per_msg = len(logged) / len(msgs)
+    longest = max(len(ln) for ln in logged.splitlines())
+    print("log bytes per message: %.0f, longest line %d" % (per_msg, longest))
+    assert per_msg < 3072, logged[:3000]
+    assert longest < 4096
+    assert b"...[+" in logged  # the cut is marked, with the original length
+    assert w.proc.poll() is None

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "backend.h"
@@ -16,6 +17,7 @@ struct flaky_backend {
     struct cc_backend base; /* first: the ops cast */
     int fail_first;         /* attempts that fail before one succeeds */
     int attempts;
+    bool is_refusing; /* fail with an error reply (OOM) rather than a lost connection */
 };
 
 static int flaky_store(struct cc_backend *b, const char *task_id, const char *meta, size_t len,
@@ -26,7 +28,12 @@ static int flaky_store(struct cc_backend *b, const char *task_id, const char *me
     (void)task_id;
     (void)meta;
     (void)len;
-    if (fb->attempts++ < fb->fail_first)
+    if (fb->attempts++ < fb->fail_first && fb->is_refusing) {
+        b->is_refused = true;
+        return cc_err_set(err, CC_EBACKEND,
+                          "redis replied: OOM command not allowed when used memory > 'maxmemory'.");
+    }
+    if (fb->attempts - 1 < fb->fail_first)
         return cc_err_set(err, CC_EBACKEND, "redis connect 127.0.0.1:1: Connection refused");
     return CC_OK;
 }
@@ -106,12 +113,36 @@ static void test_backend_bad_task_id_not_retried(void **state)
     assert_int_equal(fb.attempts, 0);
 }
 
+/* Celery's ensure() retries connection errors only: a store the server refused (OOM,
+ * READONLY, ...) fails at once even in a patient pool child, so an acks_late task is
+ * requeued (and counted) without 20 s of retries per run. */
+static void test_backend_refused_store_not_retried(void **state)
+{
+    struct flaky_backend fb = {.base = {.ops = &flaky_ops}, .fail_first = 5, .is_refusing = true};
+    struct cc_err err = {0};
+    int64_t t0 = cc_mono_us();
+
+    (void)state;
+    cc_backend_set_patient(&fb.base, true);
+    assert_int_equal(store_one(&fb, &err), CC_EBACKEND);
+    assert_int_equal(fb.attempts, 1);
+    assert_true(cc_mono_us() - t0 < 500000);
+    assert_non_null(strstr(err.msg, "OOM"));
+    /* The next store starts afresh: a connection error is retried again. */
+    fb.is_refusing = false;
+    fb.attempts = 0;
+    fb.fail_first = 1;
+    assert_int_equal(store_one(&fb, &err), CC_OK);
+    assert_int_equal(fb.attempts, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_backend_master_retries_once_at_once, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_backend_patient_rides_out_a_short_outage, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_backend_bad_task_id_not_retried, NULL, NULL),
+        cmocka_unit_test_setup_teardown(test_backend_refused_store_not_retried, NULL, NULL),
     };
 
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -31,6 +32,23 @@ static void test_backend_redis_format_key_too_long(void **state)
     assert_int_equal(cc_backend_redis_key("0123456789", buf, sizeof(buf)), -1);
 }
 
+/* Issue #14: the key is sized from the id; 239+ characters overflowed a 256-byte buffer. */
+static void test_backend_redis_format_key_of_long_id(void **state)
+{
+    char id[1025];
+    size_t len = 0;
+    char *key;
+
+    (void)state;
+    memset(id, 'x', 1024);
+    id[1024] = '\0';
+    key = cc_backend_redis_key_dup(id, &len);
+    assert_int_equal(len, strlen("celery-task-meta-") + 1024);
+    assert_int_equal(strlen(key), len);
+    assert_memory_equal(key, "celery-task-meta-xxx", 20);
+    free(key);
+}
+
 static void test_backend_redis_format_worker_lost_wording(void **state)
 {
     char buf[64];
@@ -51,6 +69,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backend_redis_format_key),
         cmocka_unit_test(test_backend_redis_format_key_too_long),
+        cmocka_unit_test(test_backend_redis_format_key_of_long_id),
         cmocka_unit_test(test_backend_redis_format_worker_lost_wording),
     };
 

@@ -221,7 +221,9 @@ static void test_log_long_line_truncated(void **state)
     line = drain(c);
     len = strlen(line);
     assert_true(len > 8000 && len < 8400);
-    assert_string_equal(line + len - 4, "...\n");
+    /* The cut is marked with how much was left out (20000 - 8191 kept). */
+    assert_non_null(strstr(line, "...[+11809 bytes]\n"));
+    assert_string_equal(line + len - 18, "...[+11809 bytes]\n");
     assert_null(memchr(line, '\n', len - 1));
 
     /* JSON: escaping makes it longer (a '"' is two bytes); still one valid object. */
@@ -233,10 +235,110 @@ static void test_log_long_line_truncated(void **state)
         const char *msg = json_string_value(json_object_get(j, "msg"));
 
         assert_true(strlen(msg) > 4000 && strlen(msg) < 8200);
-        assert_string_equal(msg + strlen(msg) - 3, "...");
+        assert_non_null(strstr(msg, "...[+"));
+        assert_string_equal(msg + strlen(msg) - 7, " bytes]");
     }
     json_decref(j);
     free(big);
+}
+
+/* ---- Message-derived fields (issue #14) ------------------------------------------------ */
+
+static char *repeat(const char *unit, size_t n_units)
+{
+    size_t u = strlen(unit);
+    char *s = malloc(u * n_units + 1);
+
+    assert_non_null(s);
+    for (size_t i = 0; i < n_units; i++)
+        memcpy(s + i * u, unit, u);
+    s[u * n_units] = '\0';
+    return s;
+}
+
+static void test_log_str_keeps_short_fields(void **state)
+{
+    char *at = repeat("a", CC_LOG_FIELD_MAX);
+    static const char id[] = "2b4fd78d-825e-401a-b839-d8415726f5a8";
+
+    (void)state;
+    assert_ptr_equal(cc_log_str(id), id); /* short: the string itself */
+    assert_string_equal(cc_log_str("demo.add"), "demo.add");
+    assert_ptr_equal(cc_log_str(at), at); /* at the limit: the string itself, no copy */
+    assert_string_equal(cc_log_str(NULL), "(null)");
+    free(at);
+}
+
+static void test_log_str_cuts_long_fields_with_their_length(void **state)
+{
+    char *big = repeat("x", 120000);
+    char *over = repeat("y", CC_LOG_FIELD_MAX + 1);
+    char want[CC_LOG_FIELD_MAX + 64];
+    const char *s;
+
+    (void)state;
+    s = cc_log_str(big);
+    snprintf(want, sizeof(want), "%.*s...[+%d bytes]", CC_LOG_FIELD_MAX, big,
+             120000 - CC_LOG_FIELD_MAX);
+    assert_string_equal(s, want);
+    assert_string_equal(cc_log_str(over) + CC_LOG_FIELD_MAX, "...[+1 bytes]");
+    /* A wider cap for texts (exception messages from the wire). */
+    s = cc_log_strn(big, CC_LOG_TEXT_MAX);
+    assert_int_equal(strlen(s), CC_LOG_TEXT_MAX + strlen("...[+118976 bytes]"));
+    free(big);
+    free(over);
+}
+
+static void test_log_str_cuts_on_a_utf8_boundary(void **state)
+{
+    char *big = repeat("\xF0\x9F\x98\x80", 100); /* 400 bytes of 4-byte characters */
+    const char *s;
+    size_t kept;
+
+    (void)state;
+    s = cc_log_str(big);
+    kept = (size_t)(strstr(s, "...[+") - s);
+    assert_true(kept <= CC_LOG_FIELD_MAX && kept % 4 == 0 && kept >= CC_LOG_FIELD_MAX - 3);
+    assert_int_equal(atoi(s + kept + 5), (int)(400 - kept));
+    free(big);
+}
+
+/* Several fields in one log call each get their own buffer. */
+static void test_log_str_ring_serves_one_call(void **state)
+{
+    char *a = repeat("a", 1000), *b = repeat("b", 1000), *c = repeat("c", 1000);
+    char line[2048];
+
+    (void)state;
+    snprintf(line, sizeof(line), "%s|%s|%s", cc_log_str(a), cc_log_str(b), cc_log_str(c));
+    assert_int_equal(line[0], 'a');
+    assert_non_null(strstr(line, "|bbbb"));
+    assert_non_null(strstr(line, "|cccc"));
+    assert_int_equal(strlen(line), 3 * (CC_LOG_FIELD_MAX + strlen("...[+800 bytes]")) + 2);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* cc_log_task cuts the task name and id itself (Celery's task logger prefix). */
+static void test_log_task_prefix_cut(void **state)
+{
+    struct capture *c = *state;
+    char *name = repeat("n", 120000), *id = repeat("i", 120000);
+    const char *line;
+
+    cc_log_init(CC_LOG_INFO, CC_LOG_HUMAN, c->wr);
+    cc_log_task(CC_LOG_INFO, name, id, "hello");
+    line = drain(c);
+    assert_true(strlen(line) < 1024);
+    assert_non_null(strstr(line, "nnn...[+119800 bytes][iii"));
+    assert_non_null(strstr(line, "iii...[+119800 bytes]]: hello\n"));
+    cc_log_init(CC_LOG_INFO, CC_LOG_JSON, c->wr);
+    cc_log_task(CC_LOG_INFO, name, id, "hello");
+    line = drain(c);
+    assert_true(strlen(line) < 1024);
+    free(name);
+    free(id);
 }
 
 int main(void)
@@ -249,6 +351,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_preserves_errno, setup_pipe, teardown_pipe),
         cmocka_unit_test_setup_teardown(test_log_json_format, setup_pipe, teardown_pipe),
         cmocka_unit_test_setup_teardown(test_log_long_line_truncated, setup_pipe, teardown_pipe),
+        cmocka_unit_test(test_log_str_keeps_short_fields),
+        cmocka_unit_test(test_log_str_cuts_long_fields_with_their_length),
+        cmocka_unit_test(test_log_str_cuts_on_a_utf8_boundary),
+        cmocka_unit_test(test_log_str_ring_serves_one_call),
+        cmocka_unit_test_setup_teardown(test_log_task_prefix_cut, setup_pipe, teardown_pipe),
     };
 
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);

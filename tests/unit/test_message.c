@@ -569,6 +569,142 @@ static void test_issue_14_msg_encode_huge_expires_has_no_expiration(void **state
     }
 }
 
+/* ---- Field limits (issue #14) ---------------------------------------------------------- */
+
+static const struct {
+    const char *key;  /* header (v2) or body-dict (v1) key */
+    const char *what; /* the name the error gives it */
+    size_t max;
+} field_limits[] = {
+    {"id", "task id", CC_MSG_MAX_ID_BYTES},
+    {"task", "task name", CC_MSG_MAX_NAME_BYTES},
+    {"shadow", "shadow", CC_MSG_MAX_NAME_BYTES},
+    {"root_id", "root_id", CC_MSG_MAX_ID_BYTES},
+    {"parent_id", "parent_id", CC_MSG_MAX_ID_BYTES},
+    {"group", "group", CC_MSG_MAX_ID_BYTES},
+    {"origin", "origin", CC_MSG_MAX_ORIGIN_BYTES},
+    {"lang", "lang", CC_MSG_MAX_LANG_BYTES},
+    {"eta", "eta", CC_MSG_MAX_TIME_BYTES},
+    {"expires", "expires", CC_MSG_MAX_TIME_BYTES},
+    {"argsrepr", "argsrepr", CC_MSG_MAX_REPR_BYTES},
+    {"kwargsrepr", "kwargsrepr", CC_MSG_MAX_REPR_BYTES},
+};
+
+/* A value of n bytes for `key` (n copies of 'x'); for the times, which must parse, a valid
+ * ISO-8601 text when n is within the limit (a shorter one: no valid time is 64 bytes long)
+ * and "2026-01-01T00:00:00" padded with zeros past it. */
+static char *limit_value(const char *key, size_t n)
+{
+    char *v = malloc(n + 1);
+
+    assert_non_null(v);
+    memset(v, 'x', n);
+    v[n] = '\0';
+    if (strcmp(key, "eta") == 0 || strcmp(key, "expires") == 0) {
+        static const char t[] = "2026-01-01T00:00:00.000000+00:00";
+
+        memset(v, '0', n);
+        memcpy(v, t, n < sizeof(t) - 1 ? n : sizeof(t) - 1);
+        if (n <= CC_MSG_MAX_TIME_BYTES)
+            v[n < sizeof(t) - 1 ? n : sizeof(t) - 1] = '\0';
+    }
+    return v;
+}
+
+/* Decode a v2 message (or v1 when is_v1) whose `key` is `value`. */
+static int decode_with(const char *key, const char *value, bool is_v1, struct cc_msg *m,
+                       struct cc_err *err)
+{
+    json_t *f = json_pack("{s:s, s:s}", "task", "app.add", "id", "id-1");
+    json_t *hdr = NULL;
+    char *body;
+    int rc;
+
+    json_object_set_new(f, key, json_string(value));
+    if (is_v1) {
+        json_object_set_new(f, "args", json_array());
+        body = json_dumps(f, 0);
+    } else {
+        hdr = json_incref(f);
+        body = strdup("[[], {}, {}]");
+    }
+    struct cc_msg_raw raw = {.content_type = cc_bytes_str("application/json"),
+                             .priority = -1,
+                             .headers = hdr,
+                             .body = cc_bytes_str(body)};
+    rc = cc_msg_decode(&raw, NULL, m, err);
+    free(body);
+    json_decref(hdr);
+    json_decref(f);
+    return rc;
+}
+
+/* Every string field has a limit: at it the value is accepted and kept whole; one byte more
+ * is CC_ETOOBIG with a reason naming the field, its size and the limit (never the value), in
+ * protocol 2 (headers) and 1 (body dict) alike. */
+static void test_msg_decode_field_limits(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(field_limits) / sizeof(field_limits[0]); i++) {
+        const char *key = field_limits[i].key;
+        size_t max = field_limits[i].max;
+
+        for (int v1 = 0; v1 < 2; v1++) {
+            char *at = limit_value(key, max), *over = limit_value(key, max + 1);
+            char want[160];
+            struct cc_msg m;
+            struct cc_err err = {0};
+            int rc;
+
+            rc = decode_with(key, at, v1, &m, &err);
+            if (rc != CC_OK)
+                fail_msg("%s (v%d) at %zu bytes: %s", key, v1 ? 1 : 2, max, err.msg);
+            cc_msg_deinit(&m);
+            rc = decode_with(key, over, v1, &m, &err);
+            if (rc != CC_ETOOBIG)
+                fail_msg("%s (v%d) at %zu bytes: got %s (%s)", key, v1 ? 1 : 2, max + 1,
+                         cc_strerror(rc), err.msg);
+            snprintf(want, sizeof(want), "%s of %zu bytes is over the %zu-byte limit",
+                     field_limits[i].what, max + 1, max);
+            assert_string_equal(err.msg, want);
+            cc_msg_deinit(&m);
+            free(at);
+            free(over);
+        }
+    }
+}
+
+/* Issue #14: an id long enough to overflow a 256-byte key buffer decodes whole. */
+static void test_msg_decode_long_id_kept_whole(void **state)
+{
+    char *id = limit_value("id", 300);
+    struct cc_msg m;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(decode_with("id", id, false, &m, &err), CC_OK);
+    assert_int_equal(strlen(m.id), 300);
+    assert_string_equal(m.id, id);
+    cc_msg_deinit(&m);
+    free(id);
+}
+
+/* A 120 KB id is refused with a one-line reason; the task name is still there for the log
+ * line (which cuts the id: cc_log_str). */
+static void test_msg_decode_huge_id_refused(void **state)
+{
+    char *id = limit_value("id", 120000);
+    struct cc_msg m;
+    struct cc_err err = {0};
+
+    (void)state;
+    assert_int_equal(decode_with("id", id, false, &m, &err), CC_ETOOBIG);
+    assert_string_equal(err.msg, "task id of 120000 bytes is over the 1024-byte limit");
+    assert_non_null(m.task);
+    cc_msg_deinit(&m);
+    free(id);
+}
+
 /* ---- Allocation failure ---------------------------------------------------------------- */
 
 static long alloc_budget = -1; /* allocations left before failing; -1 = unlimited */
@@ -645,6 +781,9 @@ int main(void)
         cmocka_unit_test(test_msg_decode_invalid_cases),
         cmocka_unit_test(test_issue_14_msg_decode_extreme_timelimits),
         cmocka_unit_test(test_issue_14_msg_encode_huge_expires_has_no_expiration),
+        cmocka_unit_test(test_msg_decode_field_limits),
+        cmocka_unit_test(test_msg_decode_long_id_kept_whole),
+        cmocka_unit_test(test_msg_decode_huge_id_refused),
         cmocka_unit_test(test_msg_alloc_failure),
     };
 
