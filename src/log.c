@@ -145,8 +145,61 @@ const char *cc_log_strn(const char *s, size_t max)
     return out;
 }
 
+static bool log_is_ctl(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
+/* `s` with its control bytes escaped (\n \r \t, else \xNN), at most `max` bytes of output
+ * (an escape is never split; nor is a UTF-8 character), then "...[+N bytes]" when source
+ * bytes were left out (N counts source bytes). */
+static const char *log_str_escaped(const char *s, size_t max)
+{
+    char *out = log_str_ring[log_str_next++ % CC_LOG_STR_RING];
+    size_t o = 0, j = 0;
+
+    for (; s[j] != '\0'; j++) {
+        unsigned char c = (unsigned char)s[j];
+        char esc[8];
+        size_t n = 1;
+
+        if (log_is_ctl(c)) {
+            n = c == '\n'   ? (size_t)snprintf(esc, sizeof esc, "\\n")
+                : c == '\r' ? (size_t)snprintf(esc, sizeof esc, "\\r")
+                : c == '\t' ? (size_t)snprintf(esc, sizeof esc, "\\t")
+                            : (size_t)snprintf(esc, sizeof esc, "\\x%02x", c);
+        }
+        if (o + n > max)
+            break;
+        if (n == 1)
+            out[o] = (char)c;
+        else
+            memcpy(out + o, esc, n);
+        o += n;
+    }
+    /* Back up over UTF-8 continuation bytes (copied as they are) so no character is split. */
+    while (s[j] != '\0' && j > 0 && o > 0 && ((unsigned char)s[j] & 0xc0) == 0x80) {
+        j--;
+        o--;
+    }
+    if (s[j] == '\0')
+        out[o] = '\0';
+    else
+        snprintf(out + o, sizeof(log_str_ring[0]) - o, "...[+%zu bytes]", strlen(s + j));
+    return out;
+}
+
 const char *cc_log_str(const char *s)
 {
+    size_t i;
+
+    if (s == NULL)
+        return "(null)";
+    /* Control bytes would let a field start a log line of its own (a forged "CRITICAL"
+     * line, issue #14): escaped. Only the bytes that can be kept are looked at. */
+    for (i = 0; i <= CC_LOG_FIELD_MAX && s[i] != '\0'; i++)
+        if (log_is_ctl((unsigned char)s[i]))
+            return log_str_escaped(s, CC_LOG_FIELD_MAX);
     return cc_log_strn(s, CC_LOG_FIELD_MAX);
 }
 

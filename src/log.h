@@ -65,14 +65,17 @@ void cc_log_taskv(int level, const char *task_name, const char *task_id, const c
 /* Distinct results of cc_log_str/cc_log_strn alive at once per thread. */
 #define CC_LOG_STR_RING 8
 
-/* `s` when it is at most CC_LOG_FIELD_MAX bytes; else its first bytes, cut on a UTF-8
- * boundary, followed by "...[+N bytes]" (N = the bytes left out). NULL gives "(null)".
+/* `s` when it is at most CC_LOG_FIELD_MAX bytes of printable text; else its first bytes, cut
+ * on a UTF-8 boundary, followed by "...[+N bytes]" (N = the bytes left out). Control bytes
+ * (newline, ESC, ...) are escaped as \n, \r, \t or \xNN, so a field can never start a
+ * forged log line of its own. NULL gives "(null)".
  * Returns: borrowed; either `s` itself or a per-thread buffer that stays valid for the next
  * CC_LOG_STR_RING - 1 calls in the same thread, so use at most CC_LOG_STR_RING of them in
  * one log call. Never allocates; safe in any thread and after fork(). */
 const char *cc_log_str(const char *s);
 
-/* The same with a cap of `max` bytes (clamped to CC_LOG_TEXT_MAX). */
+/* The same cut with a cap of `max` bytes (clamped to CC_LOG_TEXT_MAX), for multi-line texts
+ * (tracebacks): control bytes are kept. */
 const char *cc_log_strn(const char *s, size_t max);
 
 #define cc_debug(...) cc_log(CC_LOG_DEBUG, __VA_ARGS__)

@@ -70,6 +70,11 @@ SAFE_TASKS = ["demo.add", "demo.xsum", "demo.noop", "demo.fail", "demo.fib", "de
 SANITIZER = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
                        r"SUMMARY: (?:Address|UndefinedBehavior|Leak)Sanitizer|"
                        r"WARNING: ThreadSanitizer|AddressSanitizer:DEADLYSIGNAL")
+# An id that tries to write a log line of its own (a forged CRITICAL line); the log must
+# show it escaped, never as a line (issue #14, found by this campaign).
+FORGED_ID = "abc\n[2026-01-01 00:00:00,000: CRITICAL/MainProcess] forged-by-fuzz\r\x1b[2J"
+FORGED_LINE = re.compile(r"^\[2026-01-01 00:00:00,000: CRITICAL/MainProcess\] forged-by-fuzz",
+                         re.M)
 CHILD_CRASH = re.compile(r"exited prematurely|WorkerLostError", re.I)
 
 
@@ -232,7 +237,7 @@ class Mutator:
 
     def m_id(self, p, h, b):
         tid = self.rng.choice([self.string(), self.value(), "", None, str(uuid.uuid4()).upper(),
-                               "../../etc", "id with spaces", "%d%s"])
+                               "../../etc", "id with spaces", "%d%s", FORGED_ID])
         h["id"] = tid
         if self.rng.random() < 0.5:
             p["correlation_id"] = tid if isinstance(tid, str) else str(tid)
@@ -666,6 +671,9 @@ class LogWatch:
                 stop = log.find("\n", log.find("SUMMARY:", m.start()))
                 stop = stop if stop > 0 and stop - start < 8000 else start + 4000
                 self._add("sanitizer", "sanitizer report:\n" + log[start:stop])
+            if FORGED_LINE.search(text):
+                self._add("forged", "a message field wrote a log line of its own: " +
+                          FORGED_LINE.search(text).group(0))
             m = CHILD_CRASH.search(text)
             if m:
                 start = text.rfind("\n", 0, m.start()) + 1

@@ -257,3 +257,30 @@ def test_huge_fields_keep_log_lines_bounded(app, worker_factory, amqp_conn, dlx_
     assert longest < 4096
     assert b"...[+" in logged  # the cut is marked, with the original length
     assert w.proc.poll() is None
+
+
+FORGED = "[2026-01-01 00:00:00,000: CRITICAL/MainProcess] forged"
+
+
+def test_message_fields_cannot_forge_log_lines(app, worker_factory, amqp_conn, dlx_queue):
+    """A task id or name with a newline wrote a log line of its own (a fake CRITICAL line;
+    the fuzz campaign found 206 in 90 s). Control bytes of message fields are escaped in
+    the log: the text shows up, never as a line."""
+    w = worker_factory(queue=unique_queue("forge"), concurrency=1)
+    evil = "x\n" + FORGED + "\r\x1b[2J"
+    msgs = [
+        (_headers(task="demo.add", tid=evil), json.dumps([[1, 2], {}, EMBED]).encode()),
+        (_headers(task="no.such" + evil), json.dumps([[1], {}, EMBED]).encode()),
+        (_headers(task="demo.add", parent_id=evil, root_id=evil),
+         json.dumps([[1, "a"], {}, EMBED]).encode()),
+    ]
+    before = len(w.log())
+    for i, (h, body) in enumerate(msgs):
+        _publish(amqp_conn, w.queue, h, body, "application/json", "forge-%d" % i)
+    assert app.send_task("demo.add", args=[2, 3], queue=w.queue).get(timeout=TIMEOUT) == 5
+    logged = w.log()[before:]
+    assert "forged" in logged  # the fields were logged...
+    lines = [ln for ln in logged.splitlines() if ln.startswith(FORGED)]
+    assert not lines, lines  # ...but never as a line of their own
+    assert "\x1b" not in logged and "\r" not in logged
+    assert w.proc.poll() is None

@@ -321,6 +321,30 @@ static void test_log_str_ring_serves_one_call(void **state)
 }
 
 /* cc_log_task cuts the task name and id itself (Celery's task logger prefix). */
+/* issue 14 (found by the fuzz campaign): a task id with a newline wrote a forged log line
+ * ("abc\n[...: CRITICAL/MainProcess] forged"). Control bytes of a message-derived field are
+ * escaped, so a field never starts a line of its own; the cut still counts source bytes. */
+static void test_log_str_escapes_control_bytes_no_forged_lines(void **state)
+{
+    char big[600];
+    const char *s;
+
+    (void)state;
+    assert_string_equal(cc_log_str("abc\n[2026-01-01 00:00:00,000: CRITICAL/MainProcess] x"),
+                        "abc\\n[2026-01-01 00:00:00,000: CRITICAL/MainProcess] x");
+    assert_string_equal(cc_log_str("a\rb\tc\x1b[31md\x7f"), "a\\rb\\tc\\x1b[31md\\x7f");
+    memset(big, '\n', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    s = cc_log_str(big); /* 100 escapes of 2 bytes fill the 200, 499 bytes left out */
+    assert_null(strchr(s, '\n'));
+    assert_string_equal(s + 200, "...[+499 bytes]");
+    memset(big, 'x', sizeof(big) - 1);
+    big[199] = '\n'; /* the escape would end past the limit: cut before it */
+    s = cc_log_str(big);
+    assert_null(strchr(s, '\n'));
+    assert_string_equal(s + 199, "...[+400 bytes]");
+}
+
 static void test_log_task_prefix_cut(void **state)
 {
     struct capture *c = *state;
@@ -355,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_log_str_cuts_long_fields_with_their_length),
         cmocka_unit_test(test_log_str_cuts_on_a_utf8_boundary),
         cmocka_unit_test(test_log_str_ring_serves_one_call),
+        cmocka_unit_test(test_log_str_escapes_control_bytes_no_forged_lines),
         cmocka_unit_test_setup_teardown(test_log_task_prefix_cut, setup_pipe, teardown_pipe),
     };
 
