@@ -128,6 +128,13 @@ static int info_str(const struct msg_src *s, const char *key, size_t max, char *
     return CC_OK;
 }
 
+/* Bytes of a wire string quoted in an error text: at most `max`, never ending inside a UTF-8
+ * character (an error text goes to the log). */
+static int msg_quote_len(const char *str, size_t max)
+{
+    return (int)cc_utf8_valid_prefix((const uint8_t *)str, strnlen(str, max));
+}
+
 static int opt_time(const struct msg_src *s, const char *key, char **out, int64_t *us,
                     struct cc_err *err)
 {
@@ -136,7 +143,8 @@ static int opt_time(const struct msg_src *s, const char *key, char **out, int64_
     if (rc != CC_OK || *out == NULL)
         return rc;
     if (cc_iso_parse(*out, us) != CC_OK)
-        return cc_err_set(err, CC_EBADMSG, "%s is not an ISO-8601 time: \"%.60s\"", key, *out);
+        return cc_err_set(err, CC_EBADMSG, "%s is not an ISO-8601 time: \"%.*s\"", key,
+                          msg_quote_len(*out, 60), *out);
     return CC_OK;
 }
 
@@ -158,7 +166,8 @@ static int get_retries(const struct msg_src *s, int *out, struct cc_err *err)
         errno = 0;
         n = strtoll(str, &end, 10);
         if (end == str || *end != '\0' || errno != 0 || json_string_length(v) != strlen(str))
-            return cc_err_set(err, CC_EBADMSG, "retries is not a number: \"%.40s\"", str);
+            return cc_err_set(err, CC_EBADMSG, "retries is not a number: \"%.*s\"",
+                              msg_quote_len(str, 40), str);
     } else {
         return cc_err_set(err, CC_EBADMSG, "retries is a %s, not an int", cc_py_type_name(v));
     }

@@ -29,6 +29,7 @@
 #include "helpers/fixture.h"
 #include "isotime.h"
 #include "message.h"
+#include "strbuf.h"
 
 /* ---- Helpers --------------------------------------------------------------------------- */
 
@@ -569,6 +570,38 @@ static void test_issue_14_msg_encode_huge_expires_has_no_expiration(void **state
     }
 }
 
+/* issue 14 (fuzz campaign): "retries is not a number: \"%.40s\"" cut a UTF-8 character in
+ * half, so the error text (logged) was invalid UTF-8. Quoted wire text ends on a character. */
+static void test_msg_error_text_quotes_whole_utf8_characters(void **state)
+{
+    static const char *const cases[] = {
+        "{\"task\": \"a.b\", \"id\": \"i1\", \"retries\": "
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9\u00e9\"}",
+        "{\"task\": \"a.b\", \"id\": \"i1\", \"eta\": "
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u20ac\"}",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_error_t jerr;
+        json_t *h = json_loads(cases[i], 0, &jerr);
+        struct cc_msg_raw raw = {.priority = -1};
+        struct cc_msg_limits lim = {0, 0};
+        struct cc_msg m;
+        struct cc_err err = {0};
+
+        assert_non_null(h);
+        raw.content_type = cc_bytes_str("application/json");
+        raw.content_encoding = cc_bytes_str("utf-8");
+        raw.headers = h;
+        raw.body = cc_bytes_str("[[2, 3], {}, {}]");
+        assert_int_equal(cc_msg_decode(&raw, &lim, &m, &err), CC_EBADMSG);
+        assert_int_equal(cc_utf8_valid_prefix((const uint8_t *)err.msg, strlen(err.msg)),
+                         strlen(err.msg));
+        json_decref(h);
+    }
+}
+
 /* ---- Field limits (issue #14) ---------------------------------------------------------- */
 
 static const struct {
@@ -781,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_msg_decode_invalid_cases),
         cmocka_unit_test(test_issue_14_msg_decode_extreme_timelimits),
         cmocka_unit_test(test_issue_14_msg_encode_huge_expires_has_no_expiration),
+        cmocka_unit_test(test_msg_error_text_quotes_whole_utf8_characters),
         cmocka_unit_test(test_msg_decode_field_limits),
         cmocka_unit_test(test_msg_decode_long_id_kept_whole),
         cmocka_unit_test(test_msg_decode_huge_id_refused),
