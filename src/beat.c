@@ -978,20 +978,12 @@ enum { DISPATCH_DONE, DISPATCH_RETRY, DISPATCH_STOP };
 static void entry_advance(struct beat *bt, struct beat_entry *e, bool sent)
 {
     struct cc_err err = {0};
-    int64_t next;
 
-    e->last_us = e->slot_us;
-    if (sent)
-        e->total++;
-    e->attempts = 0;
-    e->is_catchup = false;
-    e->claimed_slot_us = 0;
-    if (beat_next_after(e, e->slot_us, &next, &err) != CC_OK) {
+    if (beat_entry_step(e, sent, &err) != CC_OK) {
         cc_error("beat: %s: %s: the entry is disabled", e->name, err.msg);
         beat_heap_remove(&bt->heap, e);
         return;
     }
-    e->slot_us = e->wake_us = next;
     beat_heap_fix(&bt->heap, e);
     if (!e->is_job) {
         if (bt->n_dirty == bt->cap_dirty) {

@@ -85,6 +85,12 @@ int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
 int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
                     struct cc_err *err) CC_MUST_USE;
 
+/* The entry's slot_us was dispatched (`is_sent`) or given up (skipped, or sent by another
+ * beat): last_us = slot_us (total_run_count + 1 when sent), and slot_us = wake_us = the next
+ * slot after it (beat_next_after). On an error (a crontab that can never fire again) slot_us
+ * is left as it was and the caller disables the entry. */
+int beat_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err) CC_MUST_USE;
+
 /* When the loop finds the entry due (slot_us <= now): move slot_us forward to the latest slot
  * <= now (a stalled loop sends one run, not a burst). Returns how many slots were merged. */
 int64_t beat_entry_coalesce(struct beat_entry *e, int64_t now_us);

@@ -2,8 +2,10 @@
  *
  * Design: an entry's schedule is a struct cc_sched (proto/schedule.c, Celery 5.2's next-run
  * math). Slots are deterministic: interval slots are last + every (UTC seconds: no drift,
- * unlike Celery, which reschedules from the send time), crontab slots are the next matching
- * minute after the last slot in the entry's zone (cc_sched_next evaluated at the last slot).
+ * unlike Celery, which reschedules from the send time; elapsed time across DST changes too),
+ * crontab slots are the first instants at which Celery's beat would find the entry due after
+ * the last slot: cc_sched_next evaluated with the UTC offset at the time of the check
+ * (beat_next_after).
  * A new entry (no state) first fires as Celery's does: an interval `every` after start, a
  * crontab at its next match.
  *
@@ -371,15 +373,92 @@ out:
 
 /* ---- Slots ------------------------------------------------------------------------------- */
 
+#define DAY_US 86400000000LL
+
+static int64_t floordiv64(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* The local date (days since the epoch) of instant t_us in zone tz. */
+static int64_t local_day(const struct cc_tz *tz, int64_t t_us)
+{
+    return floordiv64(t_us + cc_tz_offset(tz, floordiv64(t_us, 1000000)) * 1000000LL, DAY_US);
+}
+
+/* The first instant after at_us at which Celery's remaining_estimate(last) may change: the
+ * zone's next UTC-offset change, or (while the local date of `now` is not past last's, which
+ * decides crontab's "execute this hour") the next local midnight. INT64_MAX: none. */
+static int64_t next_break(const struct cc_tz *tz, int64_t last_us, int64_t at_us)
+{
+    int64_t at_s = floordiv64(at_us, 1000000), b = INT64_MAX;
+
+    if (tz != NULL && tz->n > 0 && at_s < tz->trans[tz->n - 1]) {
+        size_t lo = 0, hi = tz->n - 1; /* the first transition > at_s is trans[hi] */
+
+        if (tz->trans[0] > at_s) {
+            hi = 0;
+        } else {
+            while (hi - lo > 1) { /* trans[lo] <= at_s < trans[hi] */
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (tz->trans[mid] > at_s)
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+        }
+        b = tz->trans[hi] * 1000000LL;
+    }
+    if (local_day(tz, at_us) <= local_day(tz, last_us)) {
+        int64_t off_us = cc_tz_offset(tz, at_s) * 1000000LL;
+        int64_t midnight = (local_day(tz, at_us) + 1) * DAY_US - off_us;
+
+        if (midnight > at_us && midnight < b)
+            b = midnight;
+    }
+    return b;
+}
+
 int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, struct cc_err *err)
 {
+    int64_t at = t_us;
+
     if (e->sched.kind == CC_SCHED_INTERVAL) {
+        /* Elapsed time: `every` after the last slot, whatever the wall clock does (Celery
+         * re-labels the last run with the new offset instead; README "Beat" says how). */
         *out_us = t_us + e->sched.every_us;
         return CC_OK;
     }
-    /* Celery's remaining_estimate(last_run_at=t) evaluated at t: the next matching minute
-     * after t's minute, in the entry's zone. */
-    return cc_sched_next(&e->sched, t_us, t_us, e->tz, out_us, err);
+    /* A crontab's next slot is the first instant T > t at which Celery's beat, checking
+     * is_due(last_run_at = t) at T, finds it due. remaining_estimate(t) evaluated at T reads
+     * the target wall time with the UTC offset in force at T, not at t (proto/schedule.c),
+     * and depends on T only through T's offset and T's local date. So: evaluate at T = t; if
+     * the instant it names comes before the next change of either, that is the slot; else
+     * move T to that change and evaluate again (at a change the slot may be T itself: a wall
+     * time skipped by a spring-forward runs at the change, as Celery's beat runs it at its
+     * first check after the change). Bounded by the zone's changes before the target (about
+     * two a year). */
+    for (int i = 0; i < 4096; i++) {
+        int64_t c, b;
+        int rc = cc_sched_next(&e->sched, t_us, at, e->tz, &c, err);
+
+        if (rc != CC_OK)
+            return rc;
+        if (c <= at) {
+            *out_us = at;
+            return CC_OK;
+        }
+        b = next_break(e->tz, t_us, at);
+        if (c < b) {
+            *out_us = c;
+            return CC_OK;
+        }
+        at = b;
+    }
+    return cc_err_set(err, CC_EINVAL, "no next run found across the zone's offset changes");
 }
 
 /* Latest slot <= now, walking from slot `s` (<= now). Bounded: a crontab that matched every
@@ -455,6 +534,24 @@ int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, str
     if (rc != CC_OK)
         return rc;
     e->slot_us = e->wake_us = first;
+    return CC_OK;
+}
+
+int beat_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err)
+{
+    int64_t next;
+    int rc;
+
+    e->last_us = e->slot_us;
+    if (is_sent)
+        e->total++;
+    e->attempts = 0;
+    e->is_catchup = false;
+    e->claimed_slot_us = 0;
+    rc = beat_next_after(e, e->slot_us, &next, err);
+    if (rc != CC_OK)
+        return rc;
+    e->slot_us = e->wake_us = next;
     return CC_OK;
 }
 

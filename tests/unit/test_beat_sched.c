@@ -208,6 +208,108 @@ static void test_beat_sched_plan_missed(void **state)
     beat_tz_cache_free();
 }
 
+#ifdef CC_BEAT_DST_CASES
+/* Drive the beat's own stepping as the loop does, with a fake clock: a new entry planned at
+ * `start`, then at each wake-up (clock = wake_us) the due slot is dispatched and the entry
+ * steps to its next slot (beat_entry_step, what the loop's entry_advance calls). */
+static size_t beat_slots(struct beat_entry *e, int64_t start, int64_t end, int64_t *out, size_t max,
+                         struct cc_err *err)
+{
+    int64_t missed = 0;
+    size_t n = 0;
+
+    if (beat_entry_plan(e, start, &missed, err) != CC_OK)
+        return SIZE_MAX;
+    while (e->slot_us <= end && n < max) {
+        int64_t now = e->wake_us;
+
+        if (beat_entry_coalesce(e, now) != 0) {
+            cc_err_set(err, CC_EINVAL, "coalesced at a wake-up");
+            return SIZE_MAX;
+        }
+        out[n++] = e->slot_us;
+        if (beat_entry_step(e, true, err) != CC_OK)
+            return SIZE_MAX;
+        if (e->slot_us <= now) {
+            cc_err_set(err, CC_EINVAL, "slot did not move forward");
+            return SIZE_MAX;
+        }
+    }
+    return n;
+}
+
+static void fmt_slots(char *buf, size_t size, const int64_t *v, size_t n)
+{
+    size_t off = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && off + 40 < size; i++) {
+        char b[40];
+
+        off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? " " : "",
+                                cc_iso_format(v[i], 0, b, sizeof(b)));
+    }
+}
+
+/* Issue #14: crontab slots across DST changes are the first instants at which Celery's
+ * is_due(last_run_at) says True (the UTC offset at the time of the check, not at the last
+ * slot), over thousands of random specs x zones x offset changes (gen_beat_dst_cases.py). */
+static void test_beat_sched_dst_slots_as_celery(void **state)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(CC_BEAT_DST_CASES, 0, &jerr), *c;
+    size_t i, bad = 0, n_slots = 0;
+
+    (void)state;
+    if (root == NULL)
+        fail_msg("%s: %s (run the beat_dst_cases fixture first)", CC_BEAT_DST_CASES, jerr.text);
+    assert_true(json_array_size(json_object_get(root, "cases")) > 2000);
+    json_array_foreach(json_object_get(root, "cases"), i, c)
+    {
+        const json_t *want = json_object_get(c, "slots");
+        size_t nw = json_array_size(want), ng;
+        int64_t start = json_integer_value(json_object_get(c, "start"));
+        int64_t end = json_integer_value(json_object_get(c, "end"));
+        int64_t got[400], exp[400];
+        json_t *sched = json_deep_copy(json_object_get(c, "spec")), *spec;
+        struct beat_entry e;
+        struct cc_err err = {0};
+        bool same;
+
+        json_object_set_new(sched, "type", json_string("crontab"));
+        spec = json_pack("{s:s,s:o,s:O}", "task", "t", "schedule", sched, "timezone",
+                         json_object_get(c, "tz"));
+        assert_int_equal(beat_entry_from_file(&e, "dst", spec, "UTC", &err), CC_OK);
+        json_decref(spec);
+        assert_true(nw <= 400);
+        for (size_t k = 0; k < nw; k++)
+            exp[k] = json_integer_value(json_array_get(want, k));
+        ng = beat_slots(&e, start, end, got,
+                        json_is_true(json_object_get(c, "truncated")) ? nw : 400, &err);
+        same = ng == nw && memcmp(got, exp, nw * sizeof(*got)) == 0;
+        n_slots += nw;
+        if (!same && bad++ < 8) {
+            char *sp = json_dumps(json_object_get(c, "spec"), JSON_SORT_KEYS | JSON_COMPACT);
+            char bw[2000], bg[2000], b0[40];
+
+            fmt_slots(bw, sizeof(bw), exp, nw < 8 ? nw : 8);
+            fmt_slots(bg, sizeof(bg), got, ng == SIZE_MAX ? 0 : (ng < 8 ? ng : 8));
+            print_message("case %zu: %s %s from %s:%s\n  celery: %s\n  beat:   %s\n", i,
+                          json_string_value(json_object_get(c, "tz")), sp,
+                          cc_iso_format(start, 0, b0, sizeof(b0)), ng == SIZE_MAX ? err.msg : "",
+                          bw, bg);
+            free(sp);
+        }
+        beat_entry_deinit(&e);
+    }
+    print_message("%zu cases, %zu slots, %zu differ\n",
+                  json_array_size(json_object_get(root, "cases")), n_slots, bad);
+    json_decref(root);
+    beat_tz_cache_free();
+    assert_int_equal(bad, 0);
+}
+#endif
+
 static void test_beat_sched_heap_and_index(void **state)
 {
     enum { N = 500 };
@@ -317,6 +419,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_beat_sched_file_load, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_beat_sched_slots, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_beat_sched_plan_missed, NULL, NULL),
+#ifdef CC_BEAT_DST_CASES
+        cmocka_unit_test_setup_teardown(test_beat_sched_dst_slots_as_celery, NULL, NULL),
+#endif
         cmocka_unit_test_setup_teardown(test_beat_sched_heap_and_index, NULL, NULL),
         cmocka_unit_test_setup_teardown(test_beat_sched_state_file_roundtrip, NULL, NULL),
     };
