@@ -628,7 +628,9 @@ static void jobs_reload(struct beat *bt)
     bt->reload_next_mono = cc_mono_us() + BEAT_JOBS_RELOAD_S * 1000000LL;
     if (cc_store_jobs_list(bt->st, true, &list, &err) != CC_OK) {
         store_failed(bt, "jobs", &err);
-        bt->want_reload = true;
+        /* After a reconnect (connection lost), else in BEAT_SWEEP_S: never at once. */
+        bt->want_reload = err.code == CC_EBACKEND;
+        bt->reload_next_mono = cc_mono_us() + BEAT_SWEEP_S * 1000000LL;
         json_decref(seen);
         return;
     }
@@ -655,7 +657,8 @@ static void jobs_reload(struct beat *bt)
     free(gone);
     if (bt->is_leader && cc_store_entries_state(bt->st, &state, &err) != CC_OK) {
         store_failed(bt, "entry state", &err);
-        bt->want_reload = true;
+        bt->want_reload = err.code == CC_EBACKEND;
+        bt->reload_next_mono = cc_mono_us() + BEAT_SWEEP_S * 1000000LL;
         goto out;
     }
     json_array_foreach(list, i, row)
@@ -694,7 +697,9 @@ static void jobs_apply_changes(struct beat *bt)
             job_upsert(bt, id, NULL, NULL);
         } else if (rc != CC_OK) {
             store_failed(bt, "job", &err);
-            return; /* kept in jobs_changed: retried */
+            if (err.code == CC_EBACKEND)
+                return; /* kept in jobs_changed: retried after the reconnect */
+            /* Anything else would fail again at once: the periodic reload retries it. */
         } else {
             json_object_set(bt->jobs, id, row);
             job_upsert(bt, id, row, NULL);
@@ -1441,7 +1446,12 @@ static int beat_run(struct beat *bt)
                 wait_us = min64(wait_us, bt->st_retry_mono - now_mono);
             if (bt->is_leader)
                 wait_us = min64(wait_us, bt->sweep_next_mono - now_mono);
-            if (bt->want_sweep || bt->want_reload || json_object_size(bt->jobs_changed) > 0)
+            /* Work left for the next pass, only what this beat will do then: a standby
+             * never sweeps (its want_sweep waits until it leads: becoming leader sweeps
+             * anyway), and nothing is done while the store is away (its retry bounds the
+             * wait above). */
+            if (bt->st_ok && ((bt->want_sweep && bt->is_leader) || bt->want_reload ||
+                              json_object_size(bt->jobs_changed) > 0))
                 wait_us = 0;
         }
         if (wait_us < 0)
