@@ -65,8 +65,20 @@ extern char **environ;
 #define BEAT_PIPELINE          1000 /* publishes per wait for confirms */
 #define BEAT_BATCH_US          300000
 #define BEAT_UNSENT_LIMIT      500
-#define BEAT_RETRY_SLACK_US    50000 /* a retry's sweep: this long after its not_before */
-#define BEAT_EX_CONFIG         78    /* EX_CONFIG */
+#define BEAT_RETRY_SLACK_US    50000      /* a retry's sweep: this long after its not_before */
+#define BEAT_EX_CONFIG         78         /* EX_CONFIG */
+#define BEAT_PROBE_MAX_US      1000000LL  /* a service that is away: an attempt a second */
+#define BEAT_OUTAGE_LOG_MAX_US 60000000LL /* ... and a line about it at least a minute apart */
+
+/* A service (broker, job store) while it is away: it is probed at least every second
+ * (probe_us), so the beat is back within about a second of the service; only the log lines
+ * back off (outage_log_due). */
+struct beat_outage {
+    int64_t down_mono;  /* first failure of this outage */
+    int64_t up_mono;    /* when the current connection was made */
+    int64_t log_mono;   /* next failure line */
+    int64_t log_gap_us; /* 1 s, doubling to BEAT_OUTAGE_LOG_MAX_US */
+};
 
 struct beat {
     struct cc_config *cfg;
@@ -79,14 +91,16 @@ struct beat {
     struct cc_broker b;
     struct cc_broker_tls tls;
     bool b_ok, b_ctl_ok;
-    int64_t b_retry_mono;
-    int b_fails;
+    int64_t b_retry_mono; /* next connection attempt while it is away */
+    int b_fails;          /* failed attempts in this outage */
+    struct beat_outage b_out;
 
     /* job store */
     struct cc_store *st;
     bool st_ok;
-    int64_t st_retry_mono;
-    int st_fails;
+    int64_t st_retry_mono; /* next connection attempt while it is away */
+    int st_fails;          /* failed attempts in this outage */
+    struct beat_outage st_out;
     bool is_leader;
     int64_t epoch;
     int64_t lease_next_mono, lease_ok_mono;
@@ -198,6 +212,49 @@ static int64_t backoff_us(int fails)
     return (s > 30 ? 30 : s) * 1000000LL;
 }
 
+/* The wait before the next connection attempt after `fails` failed ones in a row: 0.25 s,
+ * 0.5 s, then 1 s for as long as the service is away (never longer: the beat must be back
+ * promptly once it returns; a refused connect costs next to nothing). */
+static int64_t probe_us(int fails)
+{
+    return fails >= 2 ? BEAT_PROBE_MAX_US : 250000LL << fails;
+}
+
+/* A connection attempt failed (fails: the failed attempts before this one). Returns whether
+ * to log it: the first, then after 1, 2, 4, ... 60 s. */
+static bool outage_log_due(struct beat_outage *o, int fails)
+{
+    int64_t now = cc_mono_us();
+
+    if (fails == 0) {
+        o->down_mono = now;
+        o->log_gap_us = 1000000;
+        o->log_mono = now + o->log_gap_us;
+        return true;
+    }
+    if (now < o->log_mono)
+        return false;
+    o->log_gap_us =
+        o->log_gap_us * 2 > BEAT_OUTAGE_LOG_MAX_US ? BEAT_OUTAGE_LOG_MAX_US : o->log_gap_us * 2;
+    o->log_mono = now + o->log_gap_us;
+    return true;
+}
+
+static double outage_s(const struct beat_outage *o)
+{
+    return (double)(cc_mono_us() - o->down_mono) / 1e6;
+}
+
+/* A connection that worked was lost: the first attempt to reconnect is at once, unless the
+ * connection was made less than a second ago (a service that accepts and then drops every
+ * connection is probed like one that is away, not in a tight loop). */
+static int64_t reconnect_at(const struct beat_outage *o)
+{
+    int64_t now = cc_mono_us();
+
+    return now - o->up_mono >= BEAT_PROBE_MAX_US ? 0 : now + BEAT_PROBE_MAX_US;
+}
+
 static int broker_ensure(struct beat *bt, struct cc_err *err)
 {
     int rc;
@@ -215,13 +272,18 @@ static int broker_ensure(struct beat *bt, struct cc_err *err)
         rc = cc_broker_confirm_select(&bt->b, err);
     if (rc != CC_OK) {
         cc_broker_abandon(&bt->b);
-        bt->b_retry_mono = cc_mono_us() + backoff_us(bt->b_fails++);
-        cc_error("beat: cannot connect to the broker: %s (retrying in %d s)", err->msg,
-                 (int)(backoff_us(bt->b_fails - 1) / 1000000));
+        bt->b_retry_mono = cc_mono_us() + probe_us(bt->b_fails);
+        if (outage_log_due(&bt->b_out, bt->b_fails))
+            cc_error("beat: cannot connect to the broker: %s (%d attempt(s) in %.0f s; trying "
+                     "again every second at most)",
+                     err->msg, bt->b_fails + 1, outage_s(&bt->b_out));
+        bt->b_fails++;
         return rc;
     }
     if (bt->b_fails > 0)
-        cc_info("beat: connected to the broker again");
+        cc_info("beat: connected to the broker again (after %.1f s, %d failed attempt(s))",
+                outage_s(&bt->b_out), bt->b_fails);
+    bt->b_out.up_mono = cc_mono_us();
     bt->b_ok = true;
     bt->b_ctl_ok = false;
     bt->b_fails = 0;
@@ -234,7 +296,7 @@ static void broker_lost(struct beat *bt)
         return;
     cc_broker_abandon(&bt->b);
     bt->b_ok = false;
-    bt->b_retry_mono = 0; /* reconnect at once, then back off */
+    bt->b_retry_mono = reconnect_at(&bt->b_out); /* at once, then every second at most */
 }
 
 struct beat_send {
@@ -374,17 +436,18 @@ static bool store_mode(const struct beat *bt)
 }
 
 /* A store call failed with `err`: CC_EBACKEND means the connection is suspect: drop it and
- * reconnect with backoff. */
+ * reconnect (at once, then every second at most while the store is away). */
 static void store_failed(struct beat *bt, const char *what, const struct cc_err *err)
 {
     if (err->code != CC_EBACKEND) {
         cc_error("beat: job store: %s: %s", what, err->msg);
         return;
     }
-    if (bt->st_ok)
+    if (bt->st_ok) {
         cc_error("beat: job store: %s: %s (reconnecting)", what, err->msg);
+        bt->st_retry_mono = reconnect_at(&bt->st_out);
+    }
     bt->st_ok = false;
-    bt->st_retry_mono = cc_mono_us() + backoff_us(bt->st_fails++);
 }
 
 static int store_ensure(struct beat *bt)
@@ -412,13 +475,18 @@ static int store_ensure(struct beat *bt)
     if (rc == CC_OK)
         rc = cc_store_listen(bt->st, &err);
     if (rc != CC_OK) {
-        bt->st_retry_mono = cc_mono_us() + backoff_us(bt->st_fails++);
-        cc_error("beat: job store: %s (retrying in %d s)", err.msg,
-                 (int)(backoff_us(bt->st_fails - 1) / 1000000));
+        bt->st_retry_mono = cc_mono_us() + probe_us(bt->st_fails);
+        if (outage_log_due(&bt->st_out, bt->st_fails))
+            cc_error("beat: job store: %s (%d attempt(s) in %.0f s; trying again every second "
+                     "at most)",
+                     err.msg, bt->st_fails + 1, outage_s(&bt->st_out));
+        bt->st_fails++;
         return rc;
     }
     if (bt->st_fails > 0)
-        cc_info("beat: job store connected again");
+        cc_info("beat: job store connected again (after %.1f s, %d failed attempt(s))",
+                outage_s(&bt->st_out), bt->st_fails);
+    bt->st_out.up_mono = cc_mono_us();
     bt->st_ok = true;
     bt->st_fails = 0;
     bt->want_reload = true; /* notifications were missed while away */
@@ -939,6 +1007,8 @@ static void sweep(struct beat *bt)
     {
         if (!may_dispatch(bt) || !bt->st_ok)
             break;
+        if (!bt->b_ok && broker_ensure(bt, &err) != CC_OK)
+            break; /* broker away: not an attempt of these runs; sent once it is back */
         (void)run_send(bt, run, NULL, 0, false);
     }
     json_decref(out);
@@ -1009,6 +1079,15 @@ static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_e
     beat_heap_fix(&bt->heap, e);
 }
 
+/* The broker connection failed under a publish: the entry stays due, without an attempt
+ * counted or a line of its own; it is sent once the broker is connected again (dispatch_due
+ * waits for that). Its task id is kept (store mode: the slot stays claimed by this beat). */
+static void entry_hold(struct beat *bt, struct beat_entry *e)
+{
+    e->wake_us = e->slot_us;
+    beat_heap_fix(&bt->heap, e);
+}
+
 /* A fenced store call said CC_EAGAIN: lease lost, or the slot is already taken. */
 static bool is_lease_lost(const struct cc_err *err)
 {
@@ -1033,13 +1112,21 @@ static void flush_pending(struct beat *bt)
         cc_err_set(&err, CC_ENOTFOUND_Q,
                    "unroutable: no queue is bound for %s (start a worker for the queue first)",
                    bt->pend_route);
-    else if (rc != CC_OK)
+    else if (rc != CC_OK) {
         broker_lost(bt);
+        cc_error("beat: %zu message(s) not confirmed: %s; sent again once the broker is "
+                 "connected",
+                 bt->n_pend, err.msg);
+    }
     for (size_t i = 0; i < bt->n_pend; i++) {
         struct beat_entry *e = bt->pend[i];
 
-        if (rc != CC_OK) {
+        if (rc == CC_ENOTFOUND_Q) {
             entry_retry(bt, e, &err);
+            continue;
+        }
+        if (rc != CC_OK) {
+            entry_hold(bt, e);
             continue;
         }
         bt->dispatched++;
@@ -1113,8 +1200,13 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     if (rc != CC_OK) {
         if (rc != CC_ENOTFOUND_Q)
             broker_lost(bt);
-        flush_pending(bt); /* fails them too when the connection is gone */
-        entry_retry(bt, e, &err);
+        flush_pending(bt); /* holds them too when the connection is gone */
+        if (rc == CC_ENOTFOUND_Q) {
+            entry_retry(bt, e, &err);
+        } else {
+            cc_error("beat: %s: not sent: %s; sent once the broker is connected", e->name, err.msg);
+            entry_hold(bt, e);
+        }
         return DISPATCH_RETRY;
     }
     if (bt->n_pend == bt->cap_pend) {
@@ -1227,10 +1319,18 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
 
         if (e == NULL || e->wake_us > now)
             break;
+        /* Broker away: every due entry waits for it, in the heap, unchanged (the loop sleeps
+         * until the next connection attempt, at most a second away). */
+        if (!bt->b_ok) {
+            struct cc_err err = {0};
+
+            if (broker_ensure(bt, &err) != CC_OK)
+                break;
+        }
         merged = beat_entry_coalesce(e, now);
         if (merged > 0)
-            cc_warn("beat: %s: %" PRId64 " slot(s) passed while the loop was busy: one run "
-                    "for the latest",
+            cc_warn("beat: %s: %" PRId64 " slot(s) passed unsent (loop busy or broker away): "
+                    "one run for the latest",
                     e->name, merged);
         if (e->is_job)
             flush_pending(bt); /* run messages are confirmed one by one */
@@ -1239,8 +1339,6 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
             break;
         if (++n >= BEAT_BATCH_MAX || cc_mono_us() - start > BEAT_BATCH_US)
             break;
-        if (!bt->b_ok && bt->b_retry_mono > cc_mono_us())
-            break; /* broker down: every due entry is waiting for it */
     }
     flush_pending(bt);
 }
@@ -1437,8 +1535,14 @@ static int beat_run(struct beat *bt)
 
         /* Sleep until the next due entry, the lease, the sweep, or max_loop_interval. */
         wait_us = (int64_t)(bt->cfg->beat_max_loop_interval_s * 1e6);
-        if (may_dispatch(bt) && (!store_mode(bt) || bt->st_ok) && beat_heap_top(&bt->heap) != NULL)
-            wait_us = min64(wait_us, beat_heap_top(&bt->heap)->wake_us - cc_now_us());
+        if (may_dispatch(bt) && (!store_mode(bt) || bt->st_ok) &&
+            beat_heap_top(&bt->heap) != NULL) {
+            int64_t due_in = beat_heap_top(&bt->heap)->wake_us - cc_now_us();
+
+            if (due_in <= 0 && !bt->b_ok) /* due, but the broker is away: its next attempt */
+                due_in = bt->b_retry_mono - cc_mono_us();
+            wait_us = min64(wait_us, due_in);
+        }
         if (store_mode(bt)) {
             now_mono = cc_mono_us();
             wait_us = min64(wait_us, bt->lease_next_mono - now_mono);
