@@ -1,17 +1,18 @@
 /* bench_beatpub: the ceiling of the beat benchmark (bench/beat.py): a bare publisher that does
  * only what any beat must do at a due time, with no scheduler at all. It knows the benchmark's
- * schedule in advance (every entry is due when minute-of-hour % STEP == OFFSET), sleeps until
- * each minute boundary (CLOCK_REALTIME, absolute), then encodes (cc_msg_encode: fresh uuid4,
- * protocol 2 JSON, args [ENTRY]) and publishes the message of every entry due at that minute,
- * as fast as it can, to exchange QUEUE with routing key QUEUE (what Celery does for
- * options.queue).
+ * schedule in advance (every entry is due at the epoch seconds t with t % PERIOD == PHASE),
+ * sleeps until each whole second at which entries are due (CLOCK_REALTIME, absolute), then
+ * encodes (cc_msg_encode: fresh uuid4, protocol 2 JSON, args [ENTRY]) and publishes the message
+ * of every entry due then, as fast as it can, to exchange QUEUE with routing key QUEUE (what
+ * Celery does for options.queue).
  *
  *   bench_beatpub HOST PORT QUEUE TASK ENTRIES_FILE UNTIL_EPOCH_S
  *
- * ENTRIES_FILE: one line per entry, "ENTRY STEP OFFSET" (STEP divides 60; the hourly "M" spec is
- * STEP 60, OFFSET M). Stops after the last boundary < UNTIL_EPOCH_S (or on SIGTERM). Prints
- * "ready" once connected, then one line per boundary: "boundary EPOCH_S due N published_in_ms X".
- */
+ * ENTRIES_FILE: one line per entry, "ENTRY PERIOD_S PHASE_S" (0 <= PHASE_S < PERIOD_S; the
+ * crontab minute O-59/5 is PERIOD_S 300, PHASE_S O * 60; an hourly minute M is 3600, M * 60).
+ * At most 16 distinct periods. Stops after the last due second < UNTIL_EPOCH_S (or on
+ * SIGTERM). Prints "ready" once connected, then one line per due second: "boundary EPOCH_S due N
+ * published_in_ms X". */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +45,24 @@ struct due_list {
     long *v;
     size_t n, cap;
 };
+
+/* The entries of one period, by phase. */
+struct period {
+    long period;
+    struct due_list *by_phase; /* period lists */
+};
+
+static int due_push(struct due_list *d, long entry)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 64;
+        d->v = realloc(d->v, d->cap * sizeof(*d->v));
+        if (d->v == NULL)
+            return -1;
+    }
+    d->v[d->n++] = entry;
+    return 0;
+}
 
 static int publish_one(amqp_connection_state_t conn, amqp_pool_t *pool, const char *queue,
                        const char *task, long entry)
@@ -102,9 +121,10 @@ int main(int argc, char **argv)
     amqp_connection_state_t conn;
     amqp_socket_t *sock;
     amqp_pool_t pool;
-    struct due_list due[60];
+    struct period per[16];
+    size_t n_per = 0;
     struct sigaction sa;
-    long entry, step, off, until;
+    long entry, step, off, until, next_s;
     FILE *f;
     int rc = 1;
 
@@ -112,7 +132,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s HOST PORT QUEUE TASK ENTRIES_FILE UNTIL_EPOCH_S\n", argv[0]);
         return 2;
     }
-    memset(due, 0, sizeof(due));
+    memset(per, 0, sizeof(per));
     until = strtol(argv[6], NULL, 10);
     f = fopen(argv[5], "r");
     if (f == NULL) {
@@ -120,21 +140,27 @@ int main(int argc, char **argv)
         return 1;
     }
     while (fscanf(f, "%ld %ld %ld", &entry, &step, &off) == 3) {
-        if (step <= 0 || step > 60 || 60 % step != 0 || off < 0 || off >= step) {
+        size_t k;
+
+        if (step <= 0 || step > 86400 * 7 || off < 0 || off >= step) {
             fprintf(stderr, "bench_beatpub: bad entry line %ld %ld %ld\n", entry, step, off);
             return 2;
         }
-        for (long mi = off; mi < 60; mi += step) {
-            struct due_list *d = &due[mi];
-
-            if (d->n == d->cap) {
-                d->cap = d->cap ? d->cap * 2 : 1024;
-                d->v = realloc(d->v, d->cap * sizeof(*d->v));
-                if (d->v == NULL)
-                    return 1;
+        for (k = 0; k < n_per && per[k].period != step; k++)
+            ;
+        if (k == n_per) {
+            if (n_per == 16) {
+                fprintf(stderr, "bench_beatpub: more than 16 periods\n");
+                return 2;
             }
-            d->v[d->n++] = entry;
+            per[k].period = step;
+            per[k].by_phase = calloc((size_t)step, sizeof(struct due_list));
+            if (per[k].by_phase == NULL)
+                return 1;
+            n_per++;
         }
+        if (due_push(&per[k].by_phase[off], entry) != 0)
+            return 1;
     }
     fclose(f);
     memset(&sa, 0, sizeof(sa));
@@ -157,30 +183,42 @@ int main(int argc, char **argv)
     init_amqp_pool(&pool, 4096);
     printf("ready\n");
     fflush(stdout);
+    next_s = cc_now_us() / 1000000 + 1;
     while (!stop_flag) {
-        long b = cc_now_us() / 60000000 * 60 + 60; /* the next minute boundary, s */
+        long b = next_s; /* the next whole second with entries due */
         struct timespec ts = {.tv_sec = b, .tv_nsec = 0};
-        struct due_list *d = &due[(b / 60) % 60];
+        size_t n_due = 0;
         int64_t t0;
         int e;
 
+        for (size_t k = 0; k < n_per; k++)
+            n_due += per[k].by_phase[b % per[k].period].n;
         if (b >= until) {
             rc = 0;
             break;
         }
+        if (n_due == 0) {
+            next_s++;
+            continue;
+        }
         e = clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &ts, NULL);
         if (e == EINTR)
             continue;
+        next_s++;
         t0 = cc_now_us();
-        for (size_t i = 0; i < d->n && !stop_flag; i++)
-            if (publish_one(conn, &pool, argv[3], argv[4], d->v[i]) != 0)
-                goto out;
+        for (size_t k = 0; k < n_per; k++) {
+            const struct due_list *d = &per[k].by_phase[b % per[k].period];
+
+            for (size_t i = 0; i < d->n && !stop_flag; i++)
+                if (publish_one(conn, &pool, argv[3], argv[4], d->v[i]) != 0)
+                    goto out;
+        }
         /* A synchronous round trip: the broker has taken them all. */
         amqp_exchange_declare(conn, 1, amqp_cstring_bytes(argv[3]), amqp_cstring_bytes("direct"), 1,
                               1, 0, 0, amqp_empty_table);
         if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL)
             goto out;
-        printf("boundary %ld due %zu published_in_ms %.1f\n", b, d->n,
+        printf("boundary %ld due %zu published_in_ms %.1f\n", b, n_due,
                (double)(cc_now_us() - t0) / 1000.0);
         fflush(stdout);
     }
@@ -191,7 +229,10 @@ out:
     amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(conn);
-    for (int i = 0; i < 60; i++)
-        free(due[i].v);
+    for (size_t k = 0; k < n_per; k++) {
+        for (long i = 0; i < per[k].period; i++)
+            free(per[k].by_phase[i].v);
+        free(per[k].by_phase);
+    }
     return rc;
 }
