@@ -52,7 +52,7 @@ sys.path.insert(0, str(HERE))
 from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, fresh_logdir, log, machine,  # noqa: E402
                    machine_busy_us, mem_kb, proc_tree, pss_kb, self_cpu_us, stop_on_signals)
 
-IMPLS = ("ceiling", "celeryc", "python")
+IMPLS = ("ceiling", "before", "celeryc", "python")  # before: --celeryc-before BINARY
 MIXES = ("minute", "second")
 # (spec, step, share of the entries); hourly "M" entries take the rest (minute = entry % 60).
 MIX = [("*", 1, 0.01), ("*/2", 2, 0.02), ("*/5", 5, 0.02), ("*/15", 15, 0.05)]
@@ -207,10 +207,11 @@ def rabbit_pids():
     return proc_tree(int(os.environ["CELERYC_TEST_RABBITMQ_PID"]))
 
 
-def beat_cmd(impl, rundir, sched_path, queue, task, entries_path):
-    if impl == "celeryc":
+def beat_cmd(impl, rundir, sched_path, queue, task, entries_path, opt=None):
+    if impl in ("celeryc", "before"):
         extra = os.environ.get("BENCH_CBEAT_ARGS", "").split()
-        return [str(BUILD / "celeryc"), "beat", "-b", AMQP, "--schedule-file", str(sched_path),
+        binary = opt.celeryc_before if impl == "before" else str(BUILD / "celeryc")
+        return [binary, "beat", "-b", AMQP, "--schedule-file", str(sched_path),
                 "-s", str(rundir / "celeryc-beat.state"), "-l", "warning"] + extra, None, None
     if impl == "python":
         env = dict(os.environ, CELERY_BROKER_URL=AMQP, BENCH_BEAT_SCHEDULE=str(sched_path),
@@ -277,7 +278,7 @@ def run_impl(impl, rows, opt, rundir, logdir):
         write_seeds(rows, first_slot_s, rundir / "celeryc-beat.state",
                     rundir / "python-seeds.json")
     sleep_until(start_at)
-    cmd, env, cwd = beat_cmd(impl, rundir, sched_path, queue, opt.task, entries_path)
+    cmd, env, cwd = beat_cmd(impl, rundir, sched_path, queue, opt.task, entries_path, opt)
     t_spawn = now()
     beat = Proc(impl, cmd, logdir / ("beat-%s.log" % impl), env=env, cwd=cwd)
     res = {"queue": queue, "command": " ".join(cmd), "spawned": t_spawn}
@@ -464,7 +465,8 @@ def print_table(res, opt):
             continue
         mf = r["missing"] / r["due_slots"] if r["due_slots"] else 0
         vs = ""
-        if py and impl == "celeryc" and r["cpu_us_per_entry"] and py["cpu_us_per_entry"]:
+        if py and impl in ("celeryc", "before") and r["cpu_us_per_entry"] and \
+                py["cpu_us_per_entry"]:
             vs = "%.0fx" % (py["cpu_us_per_entry"] / r["cpu_us_per_entry"])
         if impl == "ceiling":
             start = "-"
@@ -513,8 +515,12 @@ def parse_args():
                     "whole seconds (70.6 due every second)")
     ap.add_argument("--minutes", type=int, help="measured minutes per implementation (2; "
                     "quick 1)")
-    ap.add_argument("--impls", default=",".join(IMPLS),
-                    help="which to run, in order (ceiling,celeryc,python)")
+    ap.add_argument("--impls", default="ceiling,celeryc,python",
+                    help="which to run, in order (ceiling,celeryc,python; with --celeryc-before "
+                    "also `before`, by default just before celeryc)")
+    ap.add_argument("--celeryc-before", metavar="BINARY",
+                    help="another celeryc binary (e.g. main's) measured as impl `before` in the "
+                    "same run, for before/after figures")
     ap.add_argument("--task", default="bench.beat.noop", help="task name the entries send")
     ap.add_argument("--grace", type=float, default=10.0,
                     help="seconds after the window for the last minute's messages (10)")
@@ -524,6 +530,11 @@ def parse_args():
     opt = ap.parse_args()
     opt.minutes = opt.minutes or (1 if opt.quick else 2)
     opt.impls = [x.strip() for x in opt.impls.split(",") if x.strip()]
+    if opt.celeryc_before and "before" not in opt.impls:
+        opt.impls.insert(opt.impls.index("celeryc") if "celeryc" in opt.impls
+                         else len(opt.impls), "before")
+    if "before" in opt.impls and not opt.celeryc_before:
+        ap.error("impl `before` needs --celeryc-before BINARY")
     for x in opt.impls:
         if x not in IMPLS:
             ap.error("unknown implementation %r (%s)" % (x, ", ".join(IMPLS)))
@@ -545,11 +556,16 @@ def main():
            "options": {k: v for k, v in vars(opt).items() if k != "out"},
            "mix": [{"spec": s, "share": f} for s, _, f in MIX] +
                   [{"spec": "M (entry % 60)", "share": round(1 - sum(f for *_, f in MIX), 4)}],
-           "due_per_minute_of_hour": [due_at(rows, m * 60) for m in range(60)],
+           "due_per_minute_of_hour": [due_at(rows, m * 60) if opt.mix == "minute" else
+                                      sum(due_at(rows, m * 60 + k) for k in range(60))
+                                      for m in range(60)],
            "impls": {}}
-    log("%d entries; due per minute %d .. %d (mean %.0f)"
+    log("%d entries; due per minute %d .. %d (mean %.0f)%s"
         % (opt.entries, min(res["due_per_minute_of_hour"]), max(res["due_per_minute_of_hour"]),
-           sum(res["due_per_minute_of_hour"]) / 60))
+           sum(res["due_per_minute_of_hour"]) / 60,
+           "" if opt.mix == "minute" else "; per second %d .. %d" % (
+               min(due_at(rows, t) for t in range(3600)),
+               max(due_at(rows, t) for t in range(3600)))))
     try:
         for impl in opt.impls:
             res["impls"][impl] = run_impl(impl, rows, opt, rundir, logdir)

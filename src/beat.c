@@ -44,6 +44,7 @@
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amqptab.h"
@@ -75,6 +76,7 @@ extern char **environ;
 #define BEAT_EX_CONFIG         78         /* EX_CONFIG */
 #define BEAT_PROBE_MAX_US      1000000LL  /* a service that is away: an attempt a second */
 #define BEAT_LAT_MAX_MS        10000      /* stats: lateness histogram range */
+#define BEAT_CORK_MSGS         32         /* corked publishes flushed every this many */
 #define BEAT_OUTAGE_LOG_MAX_US 60000000LL /* ... and a line about it at least a minute apart */
 
 /* A service (broker, job store) while it is away: it is probed at least every second
@@ -99,6 +101,7 @@ struct beat {
     struct cc_broker_tls tls;
     bool b_ok, b_ctl_ok;
     bool b_corked;        /* TCP_CORK on the connection's socket (a batch of publishes) */
+    int b_corked_n;       /* publishes since the last flush */
     int64_t b_retry_mono; /* next connection attempt while it is away */
     int b_fails;          /* failed attempts in this outage */
     struct beat_outage b_out;
@@ -307,10 +310,20 @@ static void broker_cork(struct beat *bt, bool on)
 {
     int fd = bt->b_ok ? cc_broker_fd(&bt->b) : -1, v = on;
 
+    if (on && bt->b_corked && ++bt->b_corked_n >= BEAT_CORK_MSGS) {
+        /* The first messages of a burst need not wait for the last: flush every few. */
+        v = 0;
+        if (fd >= 0)
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+        v = 1;
+        bt->b_corked = false;
+    }
     if (bt->b_corked == on || fd < 0)
         return;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)) == 0)
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)) == 0) {
         bt->b_corked = on;
+        bt->b_corked_n = 0;
+    }
 }
 
 static void broker_lost(struct beat *bt)
@@ -1572,7 +1585,8 @@ static int beat_run(struct beat *bt)
 
     while (!stop) {
         struct pollfd pfd[4];
-        int nfd = 0, timeout_ms;
+        int nfd = 0;
+        struct timespec ts;
         int64_t now_mono = cc_mono_us(), wait_us;
         struct cc_sig_counts sc = cc_sig_take();
         char buf[16];
@@ -1636,14 +1650,16 @@ static int beat_run(struct beat *bt)
         }
         if (wait_us < 0)
             wait_us = 0;
-        timeout_ms = (int)((wait_us + 999) / 1000);
+        /* ppoll: to the microsecond (poll's milliseconds made every wake-up up to 1 ms late). */
+        ts.tv_sec = (time_t)(wait_us / 1000000);
+        ts.tv_nsec = (long)(wait_us % 1000000) * 1000;
         pfd[nfd++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
         pfd[nfd++] = (struct pollfd){.fd = beat_usr1_pipe[0], .events = POLLIN};
         if (store_mode(bt) && bt->st_ok && cc_store_fd(bt->st) >= 0)
             pfd[nfd++] = (struct pollfd){.fd = cc_store_fd(bt->st), .events = POLLIN};
         if (bt->b_ok && cc_broker_fd(&bt->b) >= 0)
             pfd[nfd++] = (struct pollfd){.fd = cc_broker_fd(&bt->b), .events = POLLIN};
-        if (poll(pfd, (nfds_t)nfd, timeout_ms) < 0 && errno != EINTR) {
+        if (ppoll(pfd, (nfds_t)nfd, &ts, NULL) < 0 && errno != EINTR) {
             cc_crit("beat: poll: %s", strerror(errno));
             break;
         }
