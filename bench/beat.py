@@ -53,7 +53,7 @@ from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, fresh_logdir, log, machine,  
                    machine_busy_us, mem_kb, proc_tree, pss_kb, self_cpu_us, stop_on_signals)
 
 IMPLS = ("ceiling", "before", "celeryc", "python")  # before: --celeryc-before BINARY
-MIXES = ("minute", "second")
+MIXES = ("minute", "second", "spread")
 # (spec, step, share of the entries); hourly "M" entries take the rest (minute = entry % 60).
 MIX = [("*", 1, 0.01), ("*/2", 2, 0.02), ("*/5", 5, 0.02), ("*/15", 15, 0.05)]
 SEED_AHEAD_S = 20  # --mix second: the first slot of every entry is at least this after spawn
@@ -79,35 +79,51 @@ def pct(vals, q):
 
 # ---- the schedule -------------------------------------------------------------------------
 
-def make_schedule(n, mix="minute"):
-    """[(entry, schedule, period_s, phase_s)]: entry i is due at the instants t (epoch seconds)
-    with t % period_s == phase_s; `schedule` is its schedule-file value.
+def make_schedule(n, mix="minute", period_s=None):
+    """[(entry, schedule, period_ms, phase_ms)]: entry i is due at the instants t (epoch
+    milliseconds) with t % period_ms == phase_ms; `schedule` is its schedule-file value.
 
     minute: crontab minute specs, due on minute boundaries ("*/S" spread over its S offsets
     "O-59/S": the same count is due every minute, so implementations measured in different
     minutes see the same load). second: interval schedules of the same periods (60, 120, 300,
     900 s, hourly for the rest), each entry's phase a whole second spread over its period, so
-    70.6 entries are due every second on average (the same rate)."""
+    70.6 entries are due every second on average (the same rate), at the same instant. spread:
+    the same intervals with phases spread evenly over the period to the millisecond: one entry
+    due every ~14 ms. period_s (second, spread): every entry that period instead (60: 1,667
+    due a second)."""
     rows = []
     i = 0
+
+    def interval(k, count, period_s):
+        period = period_s * 1000
+        if mix == "second":
+            return (i, period_s, period, (k % period_s) * 1000)
+        return (i, period_s, period, (k * period) // count)
+
     for spec, step, share in MIX:
-        for k in range(int(n * share)):
+        count = int(n * share)
+        for k in range(count):
             off = k % step
             if mix == "minute":
                 rows.append((i, {"type": "crontab",
                                  "minute": spec if step == 1 else "%d-59/%d" % (off, step)},
-                             step * 60, off * 60))
+                             step * 60000, off * 60000))
             else:
-                rows.append((i, step * 60, step * 60, k % (step * 60)))
+                rows.append(interval(k, count, step * 60))
             i += 1
-    k = 0
-    while i < n:
+    k, count = 0, n - i
+    while i < n and period_s is None:
         if mix == "minute":
-            rows.append((i, {"type": "crontab", "minute": str(i % 60)}, 3600, (i % 60) * 60))
+            rows.append((i, {"type": "crontab", "minute": str(i % 60)}, 3600000,
+                         (i % 60) * 60000))
         else:
-            rows.append((i, 3600, 3600, k % 3600))
+            rows.append(interval(k, count, 3600))
         i += 1
         k += 1
+    if period_s is not None and mix != "minute":
+        rows = []
+        for i in range(n):
+            rows.append(interval(i, n, period_s))
     return rows
 
 
@@ -123,44 +139,52 @@ def first_slot_at_or_after(t, period, phase):
     return t + (phase - t) % period
 
 
-def write_seeds(rows, t0, celeryc_state, py_seeds):
-    """--mix second: each entry's last run, so that its next slot is its first phase-aligned
-    instant >= t0 (an interval's next run is last + every, in both beats): celeryc's state
-    file and, for Python, {name: epoch_s} (beat_pyapp passes them as last_run_at)."""
+def write_seeds(rows, t0_s, celeryc_state, py_seeds):
+    """--mix second/spread: each entry's last run, so that its next slot is its first
+    phase-aligned instant >= t0 (an interval's next run is last + every, in both beats):
+    celeryc's state file and, for Python, {name: epoch_s} (beat_pyapp passes them as
+    last_run_at)."""
     st, py = {}, {}
     for i, _, period, phase in rows:
-        last = first_slot_at_or_after(t0, period, phase) - period
-        st["e%06d" % i] = {"last_run_at": last * 1000000, "total_run_count": 0}
-        py["e%06d" % i] = last
+        last = first_slot_at_or_after(t0_s * 1000, period, phase) - period
+        st["e%06d" % i] = {"last_run_at": last * 1000, "total_run_count": 0}
+        py["e%06d" % i] = last / 1000.0
     celeryc_state.write_text(json.dumps({"version": 1, "entries": st}, separators=(",", ":")))
     py_seeds.write_text(json.dumps(py, separators=(",", ":")))
 
 
-_DUE = {}
+_GROUPS = {}
 
 
-def due_at(rows, boundary_s):
-    """How many entries are due at boundary_s."""
-    key = id(rows)
-    if key not in _DUE:
+def _groups(rows):
+    """{(period, phase): entries} of a schedule (cached; the rows are kept with it)."""
+    hit = _GROUPS.get(id(rows))
+    if hit is None or hit[0] is not rows:
         cnt = {}
         for _, _, period, phase in rows:
             cnt[(period, phase)] = cnt.get((period, phase), 0) + 1
-        _DUE[key] = (sorted({p for p, _ in cnt}), cnt)
-    periods, cnt = _DUE[key]
-    return sum(cnt.get((p, boundary_s % p), 0) for p in periods)
+        hit = _GROUPS[id(rows)] = (rows, cnt)
+    return hit[1]
+
+
+def due_in(rows, a_s, b_s):
+    """How many slots fall in [a_s, b_s) (seconds)."""
+    a, b, n = int(a_s * 1000), int(b_s * 1000), 0
+    for (period, phase), c in _groups(rows).items():
+        first = first_slot_at_or_after(a, period, phase)
+        if first < b:
+            n += c * ((b - 1 - first) // period + 1)
+    return n
 
 
 def slots_by_group(rows, first_s, last_s):
-    """{(period, phase): [boundary_s ...]} for due instants in [first_s, last_s]."""
-    groups = {}
-    for _, _, period, phase in rows:
-        groups.setdefault((period, phase), None)
-    for g in groups:
-        period, phase = g
-        groups[g] = list(range(first_slot_at_or_after(first_s, period, phase), last_s + 1,
-                               period))
-    return groups
+    """{(period, phase): [slot_s ...]} for due instants in [first_s, last_s] (seconds, float)."""
+    out = {}
+    a, b = int(first_s * 1000), int(last_s * 1000)
+    for period, phase in _groups(rows):
+        out[(period, phase)] = [t / 1000.0 for t in
+                                range(first_slot_at_or_after(a, period, phase), b + 1, period)]
+    return out
 
 
 # ---- processes ----------------------------------------------------------------------------
@@ -273,7 +297,7 @@ def run_impl(impl, rows, opt, rundir, logdir):
     log("%s: queue %s, starting at %s (in %.0f s)"
         % (impl, queue, time.strftime("%H:%M:%S", time.gmtime(start_at)), start_at - t))
     first_slot_s = None
-    if opt.mix == "second" and impl != "ceiling":
+    if opt.mix != "minute" and impl != "ceiling":
         first_slot_s = int(start_at) + SEED_AHEAD_S
         write_seeds(rows, first_slot_s, rundir / "celeryc-beat.state",
                     rundir / "python-seeds.json")
@@ -389,7 +413,7 @@ def analyze(rows, sink_out, first_s, B0, opt, w0, w1):
                     s = slots[j]
                     if B0 <= s < B_last + 60:
                         late.append(r - s)
-                        per_min.setdefault(s // 60 * 60, []).append(r - s)
+                        per_min.setdefault(int(s // 60 * 60), []).append(r - s)
                         if not first:
                             coalesced += 1
                     first = False
@@ -399,7 +423,7 @@ def analyze(rows, sink_out, first_s, B0, opt, w0, w1):
         for s in slots[j:]:
             if B0 <= s < B_last + 60:
                 late.append(math.inf)
-                per_min.setdefault(s // 60 * 60, []).append(math.inf)
+                per_min.setdefault(int(s // 60 * 60), []).append(math.inf)
     late.sort()
     sent_late.sort()
     due = len(late)
@@ -412,13 +436,12 @@ def analyze(rows, sink_out, first_s, B0, opt, w0, w1):
     for s in sorted(per_min):
         v = sorted(per_min[s])
         minutes.append({"boundary": time.strftime("%H:%M", time.gmtime(s)), "due": len(v),
-                        "due_expected": sum(due_at(rows, t) for t in range(s, s + 60)),
+                        "due_expected": due_in(rows, s, s + 60),
                         "missing": sum(1 for x in v if x == math.inf),
                         "p50_ms": ms(pct(v, 0.5)), "p99_ms": ms(pct(v, 0.99)),
                         "last_ms": ms(v[-1])})
     return {"messages_total": total, "messages_in_window": in_window, "unknown_entry": bad,
-            "due_slots": due, "due_expected": sum(due_at(rows, s)
-                                                  for s in range(B0, B_last + 60)),
+            "due_slots": due, "due_expected": due_in(rows, B0, B_last + 60),
             "missing": missing, "coalesced": coalesced, "duplicates": dupes,
             "lateness_p50_ms": ms(pct(late, 0.5)), "lateness_p90_ms": ms(pct(late, 0.9)),
             "lateness_p99_ms": ms(pct(late, 0.99)),
@@ -445,9 +468,14 @@ def print_table(res, opt):
                       for s, st, f in MIX) +
             ", hourly M %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))))
     else:
-        what = "interval entries (%s, 3600 s %.0f%%; whole-second phases: 70.6 due a second)" % (
-            ", ".join("%d s %.0f%%" % (st * 60, 100 * f) for _, st, f in MIX),
-            100 * (1 - sum(f for _, _, f in MIX)))
+        what = "interval entries (%s; %s)" % (
+            "every %d s" % opt.period if opt.period else
+            ", ".join("%d s %.0f%%" % (st * 60, 100 * f) for _, st, f in MIX) +
+            ", 3600 s %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))),
+            "whole-second phases, %.1f due at once every second" % (opt.entries / (
+                opt.period or 1416.4)) if opt.mix == "second" else
+            "phases spread to the millisecond, %.1f due a second" % (opt.entries / (
+                opt.period or 1416.4)))
     print("celeryc beat bench %s: %d %s, %d-minute window per beat, task %s"
           % (res["started"][:10], opt.entries, what, opt.minutes, opt.task))
     mach = res["machine"]
@@ -512,9 +540,13 @@ def parse_args():
     ap.add_argument("--mix", choices=MIXES, default="minute",
                     help="minute: crontab entries due on minute boundaries (4,233 at once every "
                     "minute); second: interval entries of the same periods, phases spread over "
-                    "whole seconds (70.6 due every second)")
+                    "whole seconds (70.6 due at once every second); spread: the same, phases "
+                    "spread to the millisecond (one due every ~14 ms)")
     ap.add_argument("--minutes", type=int, help="measured minutes per implementation (2; "
                     "quick 1)")
+    ap.add_argument("--period", type=int, metavar="S",
+                    help="--mix second/spread: every entry every S seconds instead of the "
+                    "minute mix's periods (60: 1,667 due a second)")
     ap.add_argument("--impls", default="ceiling,celeryc,python",
                     help="which to run, in order (ceiling,celeryc,python; with --celeryc-before "
                     "also `before`, by default just before celeryc)")
@@ -547,7 +579,7 @@ def main():
     logdir = fresh_logdir("beat-*.log")
     rundir = BUILD / "beat-bench"
     rundir.mkdir(parents=True, exist_ok=True)
-    rows = make_schedule(opt.entries, opt.mix)
+    rows = make_schedule(opt.entries, opt.mix, opt.period)
     (rundir / "entries.txt").write_text("".join("%d %d %d\n" % (i, period, phase)
                                                 for i, _, period, phase in rows))
     t_start = time.monotonic()
@@ -556,16 +588,14 @@ def main():
            "options": {k: v for k, v in vars(opt).items() if k != "out"},
            "mix": [{"spec": s, "share": f} for s, _, f in MIX] +
                   [{"spec": "M (entry % 60)", "share": round(1 - sum(f for *_, f in MIX), 4)}],
-           "due_per_minute_of_hour": [due_at(rows, m * 60) if opt.mix == "minute" else
-                                      sum(due_at(rows, m * 60 + k) for k in range(60))
-                                      for m in range(60)],
+           "due_per_minute_of_hour": [due_in(rows, m * 60, m * 60 + 60) for m in range(60)],
            "impls": {}}
     log("%d entries; due per minute %d .. %d (mean %.0f)%s"
         % (opt.entries, min(res["due_per_minute_of_hour"]), max(res["due_per_minute_of_hour"]),
            sum(res["due_per_minute_of_hour"]) / 60,
            "" if opt.mix == "minute" else "; per second %d .. %d" % (
-               min(due_at(rows, t) for t in range(3600)),
-               max(due_at(rows, t) for t in range(3600)))))
+               min(due_in(rows, t, t + 1) for t in range(3600)),
+               max(due_in(rows, t, t + 1) for t in range(3600)))))
     try:
         for impl in opt.impls:
             res["impls"][impl] = run_impl(impl, rows, opt, rundir, logdir)

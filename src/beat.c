@@ -395,7 +395,10 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
         exchange = s->exchange;
         rk = s->routing_key != NULL ? s->routing_key : queue;
     }
-    broker_cork(bt, seq != NULL);
+    /* Corked from the second message of a batch: a lone message leaves at once, without
+     * the two setsockopt calls (one due every 0.6 ms: they were ~10 % of the beat's CPU). */
+    if (seq == NULL || bt->n_pend > 0)
+        broker_cork(bt, seq != NULL);
     if (seq != NULL) /* pipelined: the caller waits for the confirms of the batch */
         rc = cc_broker_publish_pipelined(&bt->b, exchange, rk, &out, seq, err);
     else
