@@ -10,7 +10,7 @@ import signal
 import time
 
 from beatutil import beat_factory, sent, write_schedule  # noqa: F401 (fixture)
-from conftest import c_only, queue_depth, scaled, unique_queue, wait_for
+from conftest import c_only, celeryc_bin, queue_depth, scaled, unique_queue, wait_for
 from test_beat import _declare, _delete
 
 pytestmark = c_only
@@ -19,6 +19,12 @@ N_ENTRIES = 100000
 N_EVERY_SECOND = 10
 RSS_LIMIT_MIB = 60.0
 STATS_RX = re.compile(r"beat stats: dispatched (\d+), lateness p50 (\d+) ms p99 (\d+) ms")
+
+
+def _sanitized():
+    """An ASan build: its memory is the sanitizer's (redzones, quarantine), not the beat's."""
+    with open(celeryc_bin(), "rb") as f:
+        return b"AddressSanitizer" in f.read()
 
 
 def _vm_kib(pid, key):
@@ -75,8 +81,10 @@ def test_beat_holds_100k_entries_in_60_mib(beat_factory, amqp_conn, tmp_path):
               "ticks; %s messages, lateness at the confirm p50 %s ms p99 %s ms"
               % (rss, hwm, rss_later, m.group(1), m.group(2), m.group(3)))
         assert beat.proc.poll() is None, beat.log()[-3000:]
-        assert rss < RSS_LIMIT_MIB, "RSS %.1f MiB for %d entries" % (rss, N_ENTRIES)
-        assert rss_later < RSS_LIMIT_MIB, "RSS %.1f MiB for %d entries" % (rss_later, N_ENTRIES)
+        if not _sanitized():
+            assert rss < RSS_LIMIT_MIB, "RSS %.1f MiB for %d entries" % (rss, N_ENTRIES)
+            assert rss_later < RSS_LIMIT_MIB, "RSS %.1f MiB for %d entries" % (rss_later,
+                                                                             N_ENTRIES)
         # Every tick slot is sent once, one second apart.
         for i in range(N_EVERY_SECOND):
             slots = sorted(s for n, s, _ in sent(beat.log()) if n == "tick%d" % i)
