@@ -52,9 +52,11 @@ sys.path.insert(0, str(HERE))
 from bench import (AMQP, AMQP_PORT, BUILD, cpu_us, fresh_logdir, log, machine,  # noqa: E402
                    machine_busy_us, mem_kb, proc_tree, pss_kb, self_cpu_us, stop_on_signals)
 
-IMPLS = ("ceiling", "celeryc", "python")
+IMPLS = ("ceiling", "before", "celeryc", "python")  # before: --celeryc-before BINARY
+MIXES = ("minute", "second", "spread")
 # (spec, step, share of the entries); hourly "M" entries take the rest (minute = entry % 60).
 MIX = [("*", 1, 0.01), ("*/2", 2, 0.02), ("*/5", 5, 0.02), ("*/15", 15, 0.05)]
+SEED_AHEAD_S = 20  # --mix second: the first slot of every entry is at least this after spawn
 LIVE = []  # Popen objects to stop on the way out
 
 
@@ -77,46 +79,112 @@ def pct(vals, q):
 
 # ---- the schedule -------------------------------------------------------------------------
 
-def make_schedule(n, task, queue_placeholder="@QUEUE@"):
-    """[(entry, spec, step, offset)] and the schedule-file dict (queue filled in per run)."""
+def make_schedule(n, mix="minute", period_s=None):
+    """[(entry, schedule, period_ms, phase_ms)]: entry i is due at the instants t (epoch
+    milliseconds) with t % period_ms == phase_ms; `schedule` is its schedule-file value.
+
+    minute: crontab minute specs, due on minute boundaries ("*/S" spread over its S offsets
+    "O-59/S": the same count is due every minute, so implementations measured in different
+    minutes see the same load). second: interval schedules of the same periods (60, 120, 300,
+    900 s, hourly for the rest), each entry's phase a whole second spread over its period, so
+    70.6 entries are due every second on average (the same rate), at the same instant. spread:
+    the same intervals with phases spread evenly over the period to the millisecond: one entry
+    due every ~14 ms. period_s (second, spread): every entry that period instead (60: 1,667
+    due a second)."""
     rows = []
     i = 0
+
+    def interval(k, count, period_s):
+        period = period_s * 1000
+        if mix == "second":
+            return (i, period_s, period, (k % period_s) * 1000)
+        return (i, period_s, period, (k * period) // count)
+
     for spec, step, share in MIX:
-        for k in range(int(n * share)):
-            # "*/S" spread over its S offsets ("O-59/S"): the same count is due every minute,
-            # so implementations measured in different minutes see the same load.
+        count = int(n * share)
+        for k in range(count):
             off = k % step
-            rows.append((i, spec if step == 1 else "%d-59/%d" % (off, step), step, off))
+            if mix == "minute":
+                rows.append((i, {"type": "crontab",
+                                 "minute": spec if step == 1 else "%d-59/%d" % (off, step)},
+                             step * 60000, off * 60000))
+            else:
+                rows.append(interval(k, count, step * 60))
             i += 1
-    while i < n:
-        rows.append((i, str(i % 60), 60, i % 60))
+    k, count = 0, n - i
+    while i < n and period_s is None:
+        if mix == "minute":
+            rows.append((i, {"type": "crontab", "minute": str(i % 60)}, 3600000,
+                         (i % 60) * 60000))
+        else:
+            rows.append(interval(k, count, 3600))
         i += 1
+        k += 1
+    if period_s is not None and mix != "minute":
+        rows = []
+        for i in range(n):
+            rows.append(interval(i, n, period_s))
     return rows
 
 
 def write_schedule(rows, task, queue, path):
     entries = {}
-    for i, spec, step, off in rows:
-        entries["e%06d" % i] = {"task": task, "schedule": {"type": "crontab", "minute": spec},
+    for i, sched, _, _ in rows:
+        entries["e%06d" % i] = {"task": task, "schedule": sched,
                                 "args": [i], "kwargs": {}, "options": {"queue": queue}}
     path.write_text(json.dumps({"entries": entries}, separators=(",", ":")))
 
 
-def due_at(rows, boundary_s):
-    mi = (boundary_s // 60) % 60
-    return sum(1 for _, _, step, off in rows if mi % step == off)
+def first_slot_at_or_after(t, period, phase):
+    return t + (phase - t) % period
+
+
+def write_seeds(rows, t0_s, celeryc_state, py_seeds):
+    """--mix second/spread: each entry's last run, so that its next slot is its first
+    phase-aligned instant >= t0 (an interval's next run is last + every, in both beats):
+    celeryc's state file and, for Python, {name: epoch_s} (beat_pyapp passes them as
+    last_run_at)."""
+    st, py = {}, {}
+    for i, _, period, phase in rows:
+        last = first_slot_at_or_after(t0_s * 1000, period, phase) - period
+        st["e%06d" % i] = {"last_run_at": last * 1000, "total_run_count": 0}
+        py["e%06d" % i] = last / 1000.0
+    celeryc_state.write_text(json.dumps({"version": 1, "entries": st}, separators=(",", ":")))
+    py_seeds.write_text(json.dumps(py, separators=(",", ":")))
+
+
+_GROUPS = {}
+
+
+def _groups(rows):
+    """{(period, phase): entries} of a schedule (cached; the rows are kept with it)."""
+    hit = _GROUPS.get(id(rows))
+    if hit is None or hit[0] is not rows:
+        cnt = {}
+        for _, _, period, phase in rows:
+            cnt[(period, phase)] = cnt.get((period, phase), 0) + 1
+        hit = _GROUPS[id(rows)] = (rows, cnt)
+    return hit[1]
+
+
+def due_in(rows, a_s, b_s):
+    """How many slots fall in [a_s, b_s) (seconds)."""
+    a, b, n = int(a_s * 1000), int(b_s * 1000), 0
+    for (period, phase), c in _groups(rows).items():
+        first = first_slot_at_or_after(a, period, phase)
+        if first < b:
+            n += c * ((b - 1 - first) // period + 1)
+    return n
 
 
 def slots_by_group(rows, first_s, last_s):
-    """{(step, offset): [boundary_s ...]} for boundaries in [first_s, last_s]."""
-    groups = {}
-    for _, _, step, off in rows:
-        groups.setdefault((step, off), None)
-    b0 = (first_s + 59) // 60 * 60
-    for g in groups:
-        step, off = g
-        groups[g] = [b for b in range(b0, last_s + 1, 60) if ((b // 60) % 60) % step == off]
-    return groups
+    """{(period, phase): [slot_s ...]} for due instants in [first_s, last_s] (seconds, float)."""
+    out = {}
+    a, b = int(first_s * 1000), int(last_s * 1000)
+    for period, phase in _groups(rows):
+        out[(period, phase)] = [t / 1000.0 for t in
+                                range(first_slot_at_or_after(a, period, phase), b + 1, period)]
+    return out
 
 
 # ---- processes ----------------------------------------------------------------------------
@@ -163,14 +231,18 @@ def rabbit_pids():
     return proc_tree(int(os.environ["CELERYC_TEST_RABBITMQ_PID"]))
 
 
-def beat_cmd(impl, rundir, sched_path, queue, task, entries_path):
-    if impl == "celeryc":
+def beat_cmd(impl, rundir, sched_path, queue, task, entries_path, opt=None):
+    if impl in ("celeryc", "before"):
         extra = os.environ.get("BENCH_CBEAT_ARGS", "").split()
-        return [str(BUILD / "celeryc"), "beat", "-b", AMQP, "--schedule-file", str(sched_path),
+        binary = opt.celeryc_before if impl == "before" else str(BUILD / "celeryc")
+        return [binary, "beat", "-b", AMQP, "--schedule-file", str(sched_path),
                 "-s", str(rundir / "celeryc-beat.state"), "-l", "warning"] + extra, None, None
     if impl == "python":
         env = dict(os.environ, CELERY_BROKER_URL=AMQP, BENCH_BEAT_SCHEDULE=str(sched_path),
                    PYTHONPATH=str(HERE))
+        seeds = rundir / "python-seeds.json"
+        if seeds.exists():
+            env["BENCH_BEAT_LAST_RUN"] = str(seeds)
         return (["/usr/bin/python3", "-m", "celery", "-A", "beat_pyapp", "beat",
                  "-s", str(rundir / "celerybeat-schedule"), "--pidfile",
                  str(rundir / "celerybeat.pid"), "-l", "warning"], env, str(rundir))
@@ -207,6 +279,8 @@ def run_impl(impl, rows, opt, rundir, logdir):
         f.unlink()
     for f in rundir.glob("celeryc-beat.state*"):
         f.unlink()
+    for f in rundir.glob("python-seeds.json"):
+        f.unlink()
     sink = Proc("sink", [str(BUILD / "bench_beatsink"), "127.0.0.1", AMQP_PORT, queue,
                          str(sink_out)], logdir / ("beat-sink-%s.log" % impl), stdout_pipe=True)
     if sink.p.stdout.readline().strip() != "ready":
@@ -222,15 +296,20 @@ def run_impl(impl, rows, opt, rundir, logdir):
         start_at = b + 1 if b - t < 59 else b - 59
     log("%s: queue %s, starting at %s (in %.0f s)"
         % (impl, queue, time.strftime("%H:%M:%S", time.gmtime(start_at)), start_at - t))
+    first_slot_s = None
+    if opt.mix != "minute" and impl != "ceiling":
+        first_slot_s = int(start_at) + SEED_AHEAD_S
+        write_seeds(rows, first_slot_s, rundir / "celeryc-beat.state",
+                    rundir / "python-seeds.json")
     sleep_until(start_at)
-    cmd, env, cwd = beat_cmd(impl, rundir, sched_path, queue, opt.task, entries_path)
+    cmd, env, cwd = beat_cmd(impl, rundir, sched_path, queue, opt.task, entries_path, opt)
     t_spawn = now()
     beat = Proc(impl, cmd, logdir / ("beat-%s.log" % impl), env=env, cwd=cwd)
     res = {"queue": queue, "command": " ".join(cmd), "spawned": t_spawn}
     try:
         # Up to the first due boundary: a beat still busy then is dispatching (or still
         # starting up: its first message tells, see first_message_s).
-        first_due = (int(t_spawn) // 60 + 1) * 60
+        first_due = first_slot_s or (int(t_spawn) // 60 + 1) * 60
         startup = wait_startup(beat, min(opt.startup_limit, first_due + 2 - t_spawn), t_spawn)
         t_ready = now()
         pids = proc_tree(beat.p.pid)
@@ -278,7 +357,8 @@ def run_impl(impl, rows, opt, rundir, logdir):
     res.update(window_start=w0, window_end=w1, window_s=round(secs, 1),
                cpu_us=win_cpu, broker_cpu_us=r1 - r0,
                foreign_cpu_pct=round(max(0.0, 100.0 * other / (secs * 1e6 * (os.cpu_count() or 1))), 1))
-    res.update(analyze(rows, sink_out, t_spawn, B0, opt, w0, w1))
+    res.update(analyze(rows, sink_out, max(int(t_spawn) + 1, first_slot_s or 0), B0, opt, w0,
+                       w1))
     res["first_message_s"] = (round(res.pop("first_message_at") - t_spawn, 2)
                               if res.get("first_message_at") else None)
     n = res["messages_in_window"]
@@ -289,12 +369,14 @@ def run_impl(impl, rows, opt, rundir, logdir):
     return res
 
 
-def analyze(rows, sink_out, t_spawn, B0, opt, w0, w1):
+def analyze(rows, sink_out, first_s, B0, opt, w0, w1):
+    """first_s: the first instant whose slots the beat owes (1 s after spawn; --mix second:
+    the first slot the seeded state asks for, SEED_AHEAD_S after the start)."""
     B_last = B0 + (opt.minutes - 1) * 60
     # Slots up to the end of the collection (so that the grace period's messages for the next
     # boundary are not taken for duplicates); statistics only for [B0, B_last].
-    groups = slots_by_group(rows, int(t_spawn) + 1, int(w1 + opt.grace))
-    group_of = {i: (step, off) for i, _, step, off in rows}
+    groups = slots_by_group(rows, first_s, int(w1 + opt.grace))
+    group_of = {i: (period, phase) for i, _, period, phase in rows}
     msgs = {}
     first_at = None
     total = 0
@@ -319,8 +401,8 @@ def analyze(rows, sink_out, t_spawn, B0, opt, w0, w1):
     per_min = {}         # boundary -> [lateness...]
     coalesced = dupes = 0
     sent_late = []       # seconds, per message received in the window: arrival - its slot
-    for i, _, step, off in rows:
-        slots = groups[(step, off)]
+    for i, _, period, phase in rows:
+        slots = groups[(period, phase)]
         j = 0
         for r in msgs.get(i, ()):
             if j < len(slots) and slots[j] <= r:
@@ -329,9 +411,9 @@ def analyze(rows, sink_out, t_spawn, B0, opt, w0, w1):
                 first = True
                 while j < len(slots) and slots[j] <= r:
                     s = slots[j]
-                    if B0 <= s <= B_last:
+                    if B0 <= s < B_last + 60:
                         late.append(r - s)
-                        per_min.setdefault(s, []).append(r - s)
+                        per_min.setdefault(int(s // 60 * 60), []).append(r - s)
                         if not first:
                             coalesced += 1
                     first = False
@@ -339,9 +421,9 @@ def analyze(rows, sink_out, t_spawn, B0, opt, w0, w1):
             else:
                 dupes += 1
         for s in slots[j:]:
-            if B0 <= s <= B_last:
+            if B0 <= s < B_last + 60:
                 late.append(math.inf)
-                per_min.setdefault(s, []).append(math.inf)
+                per_min.setdefault(int(s // 60 * 60), []).append(math.inf)
     late.sort()
     sent_late.sort()
     due = len(late)
@@ -354,13 +436,12 @@ def analyze(rows, sink_out, t_spawn, B0, opt, w0, w1):
     for s in sorted(per_min):
         v = sorted(per_min[s])
         minutes.append({"boundary": time.strftime("%H:%M", time.gmtime(s)), "due": len(v),
-                        "due_expected": due_at(rows, s),
+                        "due_expected": due_in(rows, s, s + 60),
                         "missing": sum(1 for x in v if x == math.inf),
                         "p50_ms": ms(pct(v, 0.5)), "p99_ms": ms(pct(v, 0.99)),
                         "last_ms": ms(v[-1])})
     return {"messages_total": total, "messages_in_window": in_window, "unknown_entry": bad,
-            "due_slots": due, "due_expected": sum(due_at(rows, s)
-                                                  for s in range(B0, B_last + 1, 60)),
+            "due_slots": due, "due_expected": due_in(rows, B0, B_last + 60),
             "missing": missing, "coalesced": coalesced, "duplicates": dupes,
             "lateness_p50_ms": ms(pct(late, 0.5)), "lateness_p90_ms": ms(pct(late, 0.9)),
             "lateness_p99_ms": ms(pct(late, 0.99)),
@@ -381,12 +462,22 @@ def fmt_ms(v, missing_frac):
 
 def print_table(res, opt):
     print()
-    print("celeryc beat bench %s: %d crontab entries (%s), %d-minute window per beat, "
-          "task %s" % (res["started"][:10], opt.entries,
-                       ", ".join("%s %.0f%%" % (s if st == 1 else "O-59/%d" % st, 100 * f)
-                                 for s, st, f in MIX) +
-                       ", hourly M %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))),
-                       opt.minutes, opt.task))
+    if opt.mix == "minute":
+        what = "crontab entries (%s)" % (
+            ", ".join("%s %.0f%%" % (s if st == 1 else "O-59/%d" % st, 100 * f)
+                      for s, st, f in MIX) +
+            ", hourly M %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))))
+    else:
+        what = "interval entries (%s; %s)" % (
+            "every %d s" % opt.period if opt.period else
+            ", ".join("%d s %.0f%%" % (st * 60, 100 * f) for _, st, f in MIX) +
+            ", 3600 s %.0f%%" % (100 * (1 - sum(f for _, _, f in MIX))),
+            "whole-second phases, %.1f due at once every second" % (opt.entries / (
+                opt.period or 1416.4)) if opt.mix == "second" else
+            "phases spread to the millisecond, %.1f due a second" % (opt.entries / (
+                opt.period or 1416.4)))
+    print("celeryc beat bench %s: %d %s, %d-minute window per beat, task %s"
+          % (res["started"][:10], opt.entries, what, opt.minutes, opt.task))
     mach = res["machine"]
     print("machine: %d CPUs, %s; RabbitMQ %s, Celery %s"
           % (mach["nproc"], mach["cpu_model"], mach["versions"]["rabbitmq-server"],
@@ -402,7 +493,8 @@ def print_table(res, opt):
             continue
         mf = r["missing"] / r["due_slots"] if r["due_slots"] else 0
         vs = ""
-        if py and impl == "celeryc" and r["cpu_us_per_entry"] and py["cpu_us_per_entry"]:
+        if py and impl in ("celeryc", "before") and r["cpu_us_per_entry"] and \
+                py["cpu_us_per_entry"]:
             vs = "%.0fx" % (py["cpu_us_per_entry"] / r["cpu_us_per_entry"])
         if impl == "ceiling":
             start = "-"
@@ -418,9 +510,9 @@ def print_table(res, opt):
                    "%.1f" % r["cpu_us_per_entry"] if r["cpu_us_per_entry"] else "-", vs,
                    "%.1f" % r["broker_cpu_us_per_entry"] if r["broker_cpu_us_per_entry"]
                    else "-", "%.0f" % r["foreign_cpu_pct"]))
-    print("due: entry x minute slots in the window; sent: messages received in the window;\n"
+    print("due: entry x due-instant slots in the window; sent: messages received in the window;\n"
           "  missing: due slots with no message by the end (counted as infinitely late);\n"
-          "  p50/p99/max: arrival at the consumer - the minute boundary; CPU: utime+stime of\n"
+          "  p50/p99/max: arrival at the consumer - the due instant; CPU: utime+stime of\n"
           "  the beat (ceiling: the bare publisher) over the window, per minute and per sent\n"
           "  message; vs py: CPU per entry, times less than Python; start s: spawn -> CPU idle")
     for impl in opt.impls:
@@ -445,10 +537,22 @@ def parse_args():
     ap.add_argument("--beat", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="1-minute windows (else 2)")
     ap.add_argument("--entries", type=int, default=100000, help="schedule entries (100000)")
+    ap.add_argument("--mix", choices=MIXES, default="minute",
+                    help="minute: crontab entries due on minute boundaries (4,233 at once every "
+                    "minute); second: interval entries of the same periods, phases spread over "
+                    "whole seconds (70.6 due at once every second); spread: the same, phases "
+                    "spread to the millisecond (one due every ~14 ms)")
     ap.add_argument("--minutes", type=int, help="measured minutes per implementation (2; "
                     "quick 1)")
-    ap.add_argument("--impls", default=",".join(IMPLS),
-                    help="which to run, in order (ceiling,celeryc,python)")
+    ap.add_argument("--period", type=int, metavar="S",
+                    help="--mix second/spread: every entry every S seconds instead of the "
+                    "minute mix's periods (60: 1,667 due a second)")
+    ap.add_argument("--impls", default="ceiling,celeryc,python",
+                    help="which to run, in order (ceiling,celeryc,python; with --celeryc-before "
+                    "also `before`, by default just before celeryc)")
+    ap.add_argument("--celeryc-before", metavar="BINARY",
+                    help="another celeryc binary (e.g. main's) measured as impl `before` in the "
+                    "same run, for before/after figures")
     ap.add_argument("--task", default="bench.beat.noop", help="task name the entries send")
     ap.add_argument("--grace", type=float, default=10.0,
                     help="seconds after the window for the last minute's messages (10)")
@@ -458,6 +562,11 @@ def parse_args():
     opt = ap.parse_args()
     opt.minutes = opt.minutes or (1 if opt.quick else 2)
     opt.impls = [x.strip() for x in opt.impls.split(",") if x.strip()]
+    if opt.celeryc_before and "before" not in opt.impls:
+        opt.impls.insert(opt.impls.index("celeryc") if "celeryc" in opt.impls
+                         else len(opt.impls), "before")
+    if "before" in opt.impls and not opt.celeryc_before:
+        ap.error("impl `before` needs --celeryc-before BINARY")
     for x in opt.impls:
         if x not in IMPLS:
             ap.error("unknown implementation %r (%s)" % (x, ", ".join(IMPLS)))
@@ -470,20 +579,23 @@ def main():
     logdir = fresh_logdir("beat-*.log")
     rundir = BUILD / "beat-bench"
     rundir.mkdir(parents=True, exist_ok=True)
-    rows = make_schedule(opt.entries, opt.task)
-    (rundir / "entries.txt").write_text("".join("%d %d %d\n" % (i, step, off)
-                                                for i, _, step, off in rows))
+    rows = make_schedule(opt.entries, opt.mix, opt.period)
+    (rundir / "entries.txt").write_text("".join("%d %d %d\n" % (i, period, phase)
+                                                for i, _, period, phase in rows))
     t_start = time.monotonic()
     res = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
            "command": os.environ.get("BENCH_COMMAND", " ".join(sys.argv)),
            "options": {k: v for k, v in vars(opt).items() if k != "out"},
            "mix": [{"spec": s, "share": f} for s, _, f in MIX] +
                   [{"spec": "M (entry % 60)", "share": round(1 - sum(f for *_, f in MIX), 4)}],
-           "due_per_minute_of_hour": [due_at(rows, m * 60) for m in range(60)],
+           "due_per_minute_of_hour": [due_in(rows, m * 60, m * 60 + 60) for m in range(60)],
            "impls": {}}
-    log("%d entries; due per minute %d .. %d (mean %.0f)"
+    log("%d entries; due per minute %d .. %d (mean %.0f)%s"
         % (opt.entries, min(res["due_per_minute_of_hour"]), max(res["due_per_minute_of_hour"]),
-           sum(res["due_per_minute_of_hour"]) / 60))
+           sum(res["due_per_minute_of_hour"]) / 60,
+           "" if opt.mix == "minute" else "; per second %d .. %d" % (
+               min(due_in(rows, t, t + 1) for t in range(3600)),
+               max(due_in(rows, t, t + 1) for t in range(3600)))))
     try:
         for impl in opt.impls:
             res["impls"][impl] = run_impl(impl, rows, opt, rundir, logdir)

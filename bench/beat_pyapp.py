@@ -7,9 +7,13 @@ is the benchmark's schedule file, the same file `celeryc beat --schedule-file` r
 
 Run as `celery -A beat_pyapp beat -s STATEFILE` (default PersistentScheduler) with
 CELERY_BROKER_URL and BENCH_BEAT_SCHEDULE (the file) in the environment. Timezone UTC.
+BENCH_BEAT_LAST_RUN (optional, `--mix second`): a JSON file {NAME: epoch_s}, each entry's
+last_run_at (ScheduleEntry's own argument), so that its interval's runs fall on the phase the
+benchmark gave it, as celeryc gets them from its state file.
 """
 import json
 import os
+from datetime import datetime, timezone
 
 from celery import Celery
 from celery.schedules import crontab
@@ -31,9 +35,15 @@ def _schedule(s):
 
 with open(os.environ["BENCH_BEAT_SCHEDULE"]) as f:
     _entries = json.load(f)["entries"]
+_last = {}
+if os.environ.get("BENCH_BEAT_LAST_RUN"):
+    with open(os.environ["BENCH_BEAT_LAST_RUN"]) as f:
+        _last = json.load(f)
 app.conf.beat_schedule = {
-    name: {"task": e["task"], "schedule": _schedule(e["schedule"]),
-           "args": tuple(e.get("args", ())), "kwargs": e.get("kwargs", {}),
-           "options": e.get("options", {})}
+    name: dict({"task": e["task"], "schedule": _schedule(e["schedule"]),
+                "args": tuple(e.get("args", ())), "kwargs": e.get("kwargs", {}),
+                "options": e.get("options", {})},
+               **({"last_run_at": datetime.fromtimestamp(_last[name], timezone.utc)}
+                  if name in _last else {}))
     for name, e in _entries.items()}
-del _entries
+del _entries, _last

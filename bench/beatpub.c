@@ -1,17 +1,17 @@
 /* bench_beatpub: the ceiling of the beat benchmark (bench/beat.py): a bare publisher that does
- * only what any beat must do at a due time, with no scheduler at all. It knows the benchmark's
- * schedule in advance (every entry is due when minute-of-hour % STEP == OFFSET), sleeps until
- * each minute boundary (CLOCK_REALTIME, absolute), then encodes (cc_msg_encode: fresh uuid4,
- * protocol 2 JSON, args [ENTRY]) and publishes the message of every entry due at that minute,
- * as fast as it can, to exchange QUEUE with routing key QUEUE (what Celery does for
- * options.queue).
+ * only what any beat must do at a due time, with no scheduler to speak of. It knows the
+ * benchmark's schedule in advance (entry i is due at the epoch milliseconds t with
+ * t % PERIOD_MS == PHASE_MS), sleeps until each due instant (CLOCK_REALTIME, absolute), then
+ * encodes (cc_msg_encode: fresh uuid4, protocol 2 JSON, args [ENTRY]) and publishes the message
+ * of every entry due then, as fast as it can, to exchange QUEUE with routing key QUEUE (what
+ * Celery does for options.queue). No publisher confirms.
  *
  *   bench_beatpub HOST PORT QUEUE TASK ENTRIES_FILE UNTIL_EPOCH_S
  *
- * ENTRIES_FILE: one line per entry, "ENTRY STEP OFFSET" (STEP divides 60; the hourly "M" spec is
- * STEP 60, OFFSET M). Stops after the last boundary < UNTIL_EPOCH_S (or on SIGTERM). Prints
- * "ready" once connected, then one line per boundary: "boundary EPOCH_S due N published_in_ms X".
- */
+ * ENTRIES_FILE: one line per entry, "ENTRY PERIOD_MS PHASE_MS" (0 <= PHASE_MS < PERIOD_MS; the
+ * crontab minute O-59/5 is 300000, O * 60000). Stops before the first due instant at or after
+ * UNTIL_EPOCH_S (or on SIGTERM). Prints "ready" once connected, then one line per due instant
+ * with at least 100 entries: "boundary EPOCH_MS due N published_in_ms X". */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,10 +40,53 @@ static void on_stop(int sig)
     stop_flag = 1;
 }
 
-struct due_list {
-    long *v;
+/* A min-heap of (next due ms, entry): pop what is due, publish, push the next due time. */
+struct due {
+    int64_t at_ms, period_ms;
+    long entry;
+};
+
+struct due_heap {
+    struct due *a;
     size_t n, cap;
 };
+
+static void heap_push(struct due_heap *h, struct due d)
+{
+    size_t i;
+
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 1024;
+        h->a = realloc(h->a, h->cap * sizeof(*h->a));
+        if (h->a == NULL)
+            abort();
+    }
+    for (i = h->n++; i > 0 && h->a[(i - 1) / 2].at_ms > d.at_ms; i = (i - 1) / 2)
+        h->a[i] = h->a[(i - 1) / 2];
+    h->a[i] = d;
+}
+
+static struct due heap_pop(struct due_heap *h)
+{
+    struct due top = h->a[0], last = h->a[--h->n];
+    size_t i = 0;
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && h->a[c + 1].at_ms < h->a[c].at_ms)
+            c++;
+        if (h->a[c].at_ms >= last.at_ms)
+            break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (h->n > 0)
+        h->a[i] = last;
+    return top;
+}
 
 static int publish_one(amqp_connection_state_t conn, amqp_pool_t *pool, const char *queue,
                        const char *task, long entry)
@@ -102,9 +145,10 @@ int main(int argc, char **argv)
     amqp_connection_state_t conn;
     amqp_socket_t *sock;
     amqp_pool_t pool;
-    struct due_list due[60];
+    struct due_heap heap = {0};
     struct sigaction sa;
-    long entry, step, off, until;
+    long entry, period, phase;
+    int64_t until_ms, now_ms;
     FILE *f;
     int rc = 1;
 
@@ -112,29 +156,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s HOST PORT QUEUE TASK ENTRIES_FILE UNTIL_EPOCH_S\n", argv[0]);
         return 2;
     }
-    memset(due, 0, sizeof(due));
-    until = strtol(argv[6], NULL, 10);
+    until_ms = strtoll(argv[6], NULL, 10) * 1000;
+    now_ms = cc_now_us() / 1000;
     f = fopen(argv[5], "r");
     if (f == NULL) {
         perror(argv[5]);
         return 1;
     }
-    while (fscanf(f, "%ld %ld %ld", &entry, &step, &off) == 3) {
-        if (step <= 0 || step > 60 || 60 % step != 0 || off < 0 || off >= step) {
-            fprintf(stderr, "bench_beatpub: bad entry line %ld %ld %ld\n", entry, step, off);
+    while (fscanf(f, "%ld %ld %ld", &entry, &period, &phase) == 3) {
+        struct due d;
+
+        if (period <= 0 || phase < 0 || phase >= period) {
+            fprintf(stderr, "bench_beatpub: bad entry line %ld %ld %ld\n", entry, period, phase);
             return 2;
         }
-        for (long mi = off; mi < 60; mi += step) {
-            struct due_list *d = &due[mi];
-
-            if (d->n == d->cap) {
-                d->cap = d->cap ? d->cap * 2 : 1024;
-                d->v = realloc(d->v, d->cap * sizeof(*d->v));
-                if (d->v == NULL)
-                    return 1;
-            }
-            d->v[d->n++] = entry;
-        }
+        d.period_ms = period;
+        d.entry = entry;
+        d.at_ms = now_ms + 1 + ((phase - (now_ms + 1)) % period + period) % period;
+        heap_push(&heap, d);
     }
     fclose(f);
     memset(&sa, 0, sizeof(sa));
@@ -157,32 +196,32 @@ int main(int argc, char **argv)
     init_amqp_pool(&pool, 4096);
     printf("ready\n");
     fflush(stdout);
-    while (!stop_flag) {
-        long b = cc_now_us() / 60000000 * 60 + 60; /* the next minute boundary, s */
-        struct timespec ts = {.tv_sec = b, .tv_nsec = 0};
-        struct due_list *d = &due[(b / 60) % 60];
-        int64_t t0;
-        int e;
+    while (!stop_flag && heap.n > 0) {
+        int64_t b = heap.a[0].at_ms, t0;
+        struct timespec ts = {.tv_sec = (time_t)(b / 1000), .tv_nsec = (long)(b % 1000) * 1000000};
+        size_t n_due = 0;
 
-        if (b >= until) {
+        if (b >= until_ms) {
             rc = 0;
             break;
         }
-        e = clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &ts, NULL);
-        if (e == EINTR)
+        if (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
             continue;
         t0 = cc_now_us();
-        for (size_t i = 0; i < d->n && !stop_flag; i++)
-            if (publish_one(conn, &pool, argv[3], argv[4], d->v[i]) != 0)
+        while (heap.n > 0 && heap.a[0].at_ms == b && !stop_flag) {
+            struct due d = heap_pop(&heap);
+
+            if (publish_one(conn, &pool, argv[3], argv[4], d.entry) != 0)
                 goto out;
-        /* A synchronous round trip: the broker has taken them all. */
-        amqp_exchange_declare(conn, 1, amqp_cstring_bytes(argv[3]), amqp_cstring_bytes("direct"), 1,
-                              1, 0, 0, amqp_empty_table);
-        if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL)
-            goto out;
-        printf("boundary %ld due %zu published_in_ms %.1f\n", b, d->n,
-               (double)(cc_now_us() - t0) / 1000.0);
-        fflush(stdout);
+            n_due++;
+            d.at_ms += d.period_ms;
+            heap_push(&heap, d);
+        }
+        if (n_due >= 100) {
+            printf("boundary %lld due %zu published_in_ms %.1f\n", (long long)b, n_due,
+                   (double)(cc_now_us() - t0) / 1000.0);
+            fflush(stdout);
+        }
     }
     if (stop_flag)
         rc = 0;
@@ -191,7 +230,6 @@ out:
     amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(conn);
-    for (int i = 0; i < 60; i++)
-        free(due[i].v);
+    free(heap.a);
     return rc;
 }

@@ -26,8 +26,14 @@ static void fuzz_jobspec_entry(struct beat_entry *e)
 {
     static const int64_t pts[] = {0, 1774744200000000LL, 1798761599999999LL};
 
-    if (e->task == NULL || !json_is_array(e->args) || !json_is_object(e->kwargs))
+    json_t *args = NULL, *kwargs = NULL;
+
+    /* File entries keep their arguments as text (interned), jobs as JSON: both read back. */
+    if (e->task == NULL || beat_entry_args(e, &args, &kwargs) != CC_OK || !json_is_array(args) ||
+        !json_is_object(kwargs))
         abort();
+    json_decref(args);
+    json_decref(kwargs);
     for (size_t i = 0; i < sizeof(pts) / sizeof(pts[0]); i++) {
         struct cc_err err = {0};
         int64_t next = 0;

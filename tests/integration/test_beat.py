@@ -117,20 +117,38 @@ def test_message_is_celerys(beat_factory, amqp_conn, tmp_path):
 
 
 def _celery_slots(spec, tzname, start, n):
-    """Celery's own next runs: now + remaining_estimate(last_run_at=now), repeated."""
+    """The first n slots Celery's beat dispatches for a crontab entry new at `start`: its
+    is_due(last_run_at) checked with a fake clock at every instant its answer can change
+    (tests/unit/data/schedule/gen_beat_dst_cases.py, the unit test's oracle)."""
+    import sys
     import pytz
     from celery import Celery
     from celery.schedules import crontab
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "data" / "schedule"))
+    import gen_beat_dst_cases as oracle
     app = Celery(set_as_current=False)
     app.conf.timezone = tzname
     app.conf.enable_utc = True
     tz = pytz.timezone(tzname)
-    out, t = [], start
-    for _ in range(n):
-        sch = crontab(app=app, nowfun=(lambda t=t: t.astimezone(tz)), **spec)
-        t = t + sch.remaining_estimate(t.astimezone(tz))
-        out.append(t)
-    return out
+    clock = [start]
+    sch = crontab(app=app, nowfun=lambda: clock[0].astimezone(tz), **spec)
+    end = start + timedelta(days=4 * 366)
+    changes = oracle.offset_changes(tz, start - timedelta(days=1), end)
+    oracle.MAX_SLOTS = n
+    slots, _ = oracle.simulate(sch, clock, tz, changes, start, end)
+    return [oracle.from_us(v) for v in slots]
+
+
+def _print_next(entries, n, now, default_tz="UTC"):
+    r = subprocess.run([celeryc_bin(), "beat", "--schedule-file", entries, "--timezone",
+                        default_tz, "--print-next", str(n), "--now", now],
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for line in r.stdout.splitlines():
+        name, iso = line.split()
+        got.setdefault(name, []).append(datetime.fromisoformat(iso))
+    return got
 
 
 def test_crontab_slots_match_celery(tmp_path):
@@ -149,17 +167,41 @@ def test_crontab_slots_match_celery(tmp_path):
         entries[name] = e
     sched = write_schedule(tmp_path / "s.json", entries)
     start = "2026-03-07T22:10:00+00:00"
-    r = subprocess.run([celeryc_bin(), "beat", "--schedule-file", sched, "--timezone",
-                        "Asia/Kolkata", "--print-next", "12", "--now", start],
-                       capture_output=True, text=True, timeout=scaled(30))
-    assert r.returncode == 0, r.stderr
-    got = {}
-    for line in r.stdout.splitlines():
-        name, iso = line.split()
-        got.setdefault(name, []).append(datetime.fromisoformat(iso))
+    got = _print_next(sched, 12, start, "Asia/Kolkata")
     t0 = datetime.fromisoformat(start)
     for name, (spec, tz) in specs.items():
         assert got[name] == _celery_slots(spec, tz or "Asia/Kolkata", t0, 12), name
+
+
+def test_crontab_dst_next_slot_uses_the_offset_at_the_check(tmp_path):
+    """Issue #14: the next slot of a crontab is taken with the UTC offset in force when
+    Celery's beat checks it, not at the previous slot: `0 3 * * *` in Zurich runs once on the
+    fall-back day (03:00 CET) and at 03:00 CEST on the spring-forward day; `0 4 * * sun` in
+    New York at 04:00 EDT; `0 12 * * *` on Lord Howe (30-minute shift) once."""
+    cases = {
+        "zurich-fall": ({"minute": "0", "hour": "3"}, "Europe/Zurich", "2026-10-23T12:00:00",
+                        ["2026-10-24T01:00", "2026-10-25T02:00", "2026-10-26T02:00"]),
+        "zurich-spring": ({"minute": "0", "hour": "3"}, "Europe/Zurich", "2026-03-27T12:00:00",
+                          ["2026-03-28T02:00", "2026-03-29T01:00", "2026-03-30T01:00"]),
+        "ny-sun": ({"minute": "0", "hour": "4", "day_of_week": "sun"}, "America/New_York",
+                   "2024-02-27T12:00:00", ["2024-03-03T09:00", "2024-03-10T08:00",
+                                           "2024-03-17T08:00"]),
+        "lord-howe": ({"minute": "0", "hour": "12"}, "Australia/Lord_Howe", "2026-04-03T12:00:00",
+                      ["2026-04-04T01:00", "2026-04-05T01:30", "2026-04-06T01:30"]),
+        # 02:30 does not exist on the spring-forward night: run at the change (03:00 CEST),
+        # once; on the fall-back night 02:30 exists twice: run at the first one only.
+        "paris-gap": ({"minute": "30", "hour": "2"}, "Europe/Paris", "2026-03-27T12:00:00",
+                      ["2026-03-28T01:30", "2026-03-29T01:00", "2026-03-30T00:30"]),
+        "paris-overlap": ({"minute": "30", "hour": "2"}, "Europe/Paris", "2026-10-23T12:00:00",
+                          ["2026-10-24T00:30", "2026-10-25T00:30", "2026-10-26T01:30"]),
+    }
+    for name, (spec, tz, now, want) in cases.items():
+        sched = write_schedule(tmp_path / (name + ".json"), {
+            name: {"task": "app.echo", "schedule": dict(spec, type="crontab"), "timezone": tz}})
+        got = _print_next(sched, len(want), now + "+00:00")[name]
+        assert got == [datetime.fromisoformat(w + ":00+00:00") for w in want], name
+        t0 = datetime.fromisoformat(now + "+00:00")
+        assert got == _celery_slots(spec, tz, t0, len(want)), name
 
 
 def test_bad_schedule_file_names_the_entry(tmp_path):
