@@ -25,7 +25,6 @@
 #include <strings.h>
 
 #include "url.h"
-#include "util.h"
 
 /* The raw (still percent-encoded) pieces of a URL: views into the caller's string. */
 struct url_view {
@@ -64,6 +63,15 @@ static int url_hexval(int c)
     return -1;
 }
 
+/* *dst = a copy of `v` when it is still NULL (a URL part left out). */
+static int url_default(char **dst, const char *v, struct cc_err *err)
+{
+    if (*dst != NULL)
+        return CC_OK;
+    *dst = strdup(v);
+    return *dst != NULL ? CC_OK : cc_err_set(err, CC_ENOMEM, "out of memory");
+}
+
 /* Percent-decode `v` into an owned string. An empty or absent view gives NULL (kombu turns
  * '' into None so the default applies). `lower` lowercases, as urllib does for host names. */
 static int url_decode(struct url_view v, bool lower, const char *what, char **out,
@@ -75,7 +83,9 @@ static int url_decode(struct url_view v, bool lower, const char *what, char **ou
     *out = NULL;
     if (!v.present || v.len == 0)
         return CC_OK;
-    s = cc_xmalloc(v.len + 1);
+    s = malloc(v.len + 1);
+    if (s == NULL)
+        return cc_err_set(err, CC_ENOMEM, "out of memory");
     for (size_t i = 0; i < v.len; i++) {
         int c = (unsigned char)v.p[i];
 
@@ -294,14 +304,13 @@ int cc_url_parse_amqp(const char *url, struct cc_amqp_url *out, struct cc_err *e
         rc = url_decode(pp.path, false, "virtual host", &out->vhost, err);
     if (rc != CC_OK)
         goto out;
-    if (out->host == NULL)
-        out->host = cc_xstrdup("localhost");
-    if (out->user == NULL)
-        out->user = cc_xstrdup("guest");
-    if (out->password == NULL)
-        out->password = cc_xstrdup("guest");
-    if (out->vhost == NULL)
-        out->vhost = cc_xstrdup("/");
+    rc = url_default(&out->host, "localhost", err);
+    if (rc == CC_OK)
+        rc = url_default(&out->user, "guest", err);
+    if (rc == CC_OK)
+        rc = url_default(&out->password, "guest", err);
+    if (rc == CC_OK)
+        rc = url_default(&out->vhost, "/", err);
 out:
     if (rc != CC_OK)
         cc_url_amqp_deinit(out);
@@ -400,7 +409,12 @@ int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err 
             rc = url_err_masked(err, "unix socket URL without a path", url);
             goto out;
         }
-        out->socket_path = cc_xmalloc(strlen(path) + 2);
+        out->socket_path = malloc(strlen(path) + 2);
+        if (out->socket_path == NULL) {
+            free(path);
+            rc = cc_err_set(err, CC_ENOMEM, "out of memory");
+            goto out;
+        }
         out->socket_path[0] = '/';
         strcpy(out->socket_path + 1, path);
         free(path);
@@ -413,8 +427,8 @@ int cc_url_parse_redis(const char *url, struct cc_redis_url *out, struct cc_err 
             rc = url_decode(pp.host, true, "host", &out->host, err);
         if (rc == CC_OK)
             rc = url_decode(pp.path, false, "db", &db, err);
-        if (rc == CC_OK && out->host == NULL)
-            out->host = cc_xstrdup("localhost");
+        if (rc == CC_OK)
+            rc = url_default(&out->host, "localhost", err);
         /* Celery strips any further slashes: "redis://h//1" is db 1. */
         if (rc == CC_OK && db != NULL) {
             size_t n = strlen(db);
@@ -466,13 +480,23 @@ void cc_url_redis_deinit(struct cc_redis_url *u)
 struct url_out {
     char *p;
     size_t len, cap;
+    bool is_oom; /* an allocation failed: nothing more is written, the result is NULL */
 };
 
 static void url_out_put(struct url_out *o, const char *s, size_t n)
 {
+    if (o->is_oom)
+        return;
     if (o->len + n + 1 > o->cap) {
-        o->cap = (o->len + n + 1) * 2;
-        o->p = cc_xrealloc(o->p, o->cap);
+        size_t cap = (o->len + n + 1) * 2;
+        char *p = realloc(o->p, cap);
+
+        if (p == NULL) {
+            o->is_oom = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
     }
     memcpy(o->p + o->len, s, n);
     o->len += n;
@@ -653,6 +677,10 @@ char *cc_url_mask(const char *url, const char *mask)
             break;
         url_out_put(&o, ";", 1);
         p = semi + 1;
+    }
+    if (o.is_oom) {
+        free(o.p);
+        return NULL;
     }
     return o.p;
 }

@@ -59,7 +59,8 @@ void cc_url_redis_deinit(struct cc_redis_url *u);
 /* The URL with every password replaced by `mask`: the user info's ("redis://:MASK@h/0",
  * "amqp://u:MASK@h//"), query parameters named *pass* / *secret* / *token*
  * ("?password=MASK"), libpq conninfo "password=MASK", each URL of a "url;url" list; the rest
- * unchanged (Celery's masked forms, with the query kept). NULL -> "". Returns: owned. */
+ * unchanged (Celery's masked forms, with the query kept). NULL -> "". Returns: owned; NULL
+ * only when memory ran out. */
 char *cc_url_mask(const char *url, const char *mask);
 
 /* cc_url_mask(url, CC_URL_MASK_LOG), as Celery prints URLs in its banner. Owned. */
