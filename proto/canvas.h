@@ -5,7 +5,7 @@
  *
  * Pure: no sockets, clocks or globals. Ids come from ctx->new_id and time from ctx->now_us,
  * so tests are deterministic. The result is a *plan*: an ordered list of steps the executor
- * carries out (src/outbox.c: publishes on a confirm-mode connection, backend steps on the
+ * carries out (src/worker/outbox.c: publishes on a confirm-mode connection, backend steps on the
  * executor's result backend) before it stores the parent's result with plan->children.
  *
  * Wire reference: docs/reference/celery-wire.md §2.5 (messages the worker publishes),
@@ -102,7 +102,7 @@ int cc_canvas_apply(struct cc_canvas_plan *plan, const json_t *sig, const json_t
  * does), then the last element of `chain` popped and applied with (retval,) and
  * chain=<the rest> ([] not null); parent_id = ctx->parent_id, root_id = ctx->root_id,
  * priority = ctx->priority. `embed` is the message's embed object (callbacks/errbacks/chain/
- * chord; NULL = {}); `chord` is ignored here (src/chord.c). plan->children is what Celery
+ * chord; NULL = {}); `chord` is ignored here (src/worker/chord.c). plan->children is what Celery
  * stores as the result's "children" (call this before storing the result). */
 int cc_canvas_on_success(struct cc_canvas_plan *plan, const json_t *embed, const json_t *retval,
                          const struct cc_canvas_ctx *ctx, struct cc_err *err) CC_MUST_USE;

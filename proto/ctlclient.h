@@ -1,6 +1,7 @@
 /* The client side of Celery remote control (pidbox) and of `celery events --dump`: pure
  * encoding of requests from command-line words and text formatting of replies and events
- * exactly as the `celery` CLI prints them. No sockets, clocks or globals; src/cli.c does I/O.
+ * exactly as the `celery` CLI prints them. No sockets, clocks or globals; src/client/cli.c does
+ * I/O.
  *
  * References: celery-wire.md §5 (pidbox request/reply), §4 (events); celery/bin/control.py
  * (_compile_arguments, _say_remote_command_reply), celery/bin/base.py (pretty, pretty_list,

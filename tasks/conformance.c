@@ -3,7 +3,7 @@
  * our conformance scripts can drive this worker unchanged.
  *
  * Design. Each task mirrors the Python function line by line: same signature (bound by
- * src/taskrun.c exactly as Python binds the call), same return value after JSON encoding
+ * src/worker/taskrun.c exactly as Python binds the call), same return value after JSON encoding
  * (tuples become lists), same exception class, module and args. Python operators go through
  * tasks/pyops.c so type errors read as Python's. Where the Python task needs something this
  * worker does not have yet, the difference is written next to the task:
@@ -738,7 +738,7 @@ const struct cc_task_entry cc_task_conf_retry_once_priority = {
  *     def run(self):
  *         if self.request.retries: return self.request.retries
  *         raise ValueError()
- * src/taskrun.c's autoretry turns the ValueError into a retry with countdown
+ * src/worker/taskrun.c's autoretry turns the ValueError into a retry with countdown
  * randrange(min(600, 2 ** retries) + 1). */
 static int conf_auto_retry(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
                            json_t **result)

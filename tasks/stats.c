@@ -1,6 +1,6 @@
 /* Statistics indexers (issue #7): usage events from a queue to idempotent per-day aggregates
  * in Postgres, with nothing lost. docs/STATS.md is the user-facing page; proto/statsevent.h
- * is the event codec (shape, identity, robots); migration 2 of src/jobstore_schema.c has the
+ * is the event codec (shape, identity, robots); migration 2 of src/jobs/jobstore_schema.c has the
  * tables.
  *
  *   stats.index_events(event_type, batch_size=100000, commit_every=5000,
@@ -504,7 +504,7 @@ static int pg_bookmark(struct stats_run *r, struct cc_err *err)
 /* ---- AMQP ----------------------------------------------------------------------------- */
 
 /* The reply of an RPC we issued with rabbitmq-c directly on channel `ch`. A server close
- * is answered (close-ok) and mapped as src/broker.c does. */
+ * is answered (close-ok) and mapped as src/core/broker.c does. */
 static int amqp_check(struct cc_broker *b, amqp_channel_t ch, amqp_rpc_reply_t rep,
                       const char *what, struct cc_err *err)
 {

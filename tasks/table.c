@@ -1,7 +1,7 @@
 /* The task table: every task this binary can run, in one NULL-terminated array.
  *
  * Adding a task is adding its entry to its family's file (declared in tasks/tasks.h) and one
- * line here. src/taskrun.c indexes the table by name on first lookup and checks every entry
+ * line here. src/worker/taskrun.c indexes the table by name on first lookup and checks every entry
  * at start-up (cc_task_table_check): names unique, signatures valid.
  */
 #include <stddef.h>

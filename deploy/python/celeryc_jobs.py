@@ -67,7 +67,7 @@ _EXCLUDED_LOGGERS = ("celery", "kombu", "amqp", "billiard", "celeryc_jobs", "psy
 
 log = logging.getLogger("celeryc_jobs")
 
-# ---- SQL: the statements of src/jobstore.c, unchanged in meaning ----------------------------
+# ---- SQL: the statements of src/jobs/jobstore.c, unchanged in meaning ----------------------------
 
 SQL_START = (
     "UPDATE celeryc.runs AS r SET "
@@ -173,7 +173,7 @@ class _Store:
                     self._drop()
                     raise
 
-    # -- the worker-side operations of src/jobstore.h --
+    # -- the worker-side operations of src/jobs/jobstore.h --
 
     def run_start(self, task_id, hostname):
         """'R' started, 'X' cancelled (do not run), other letter: left as it was (a

@@ -1,7 +1,7 @@
 /* `celeryc beat`: the periodic task scheduler (issue #6).
  *
  * Design: one thread, one poll(2) loop. Entries (schedule-file entries and the job store's
- * active jobs, src/beat_sched.c) sit in a min-heap by the time they next need a look; the loop
+ * active jobs, src/beat/beat_sched.c) sit in a min-heap by the time they next need a look; the loop
  * sleeps until the earliest one (bounded by beat_max_loop_interval), a signal, the broker
  * socket, or the job store's socket (LISTEN celeryc_jobs / celeryc_runs), then dispatches
  * every due entry: one Celery protocol-2 message per slot, encoded by cc_msg_encode (the

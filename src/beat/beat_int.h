@@ -1,5 +1,5 @@
-/* `celeryc beat` internals shared by src/beat.c (the daemon: loop, broker, job store, lease)
- * and src/beat_sched.c (entries, slots, the heap, the schedule and state files).
+/* `celeryc beat` internals shared by src/beat/beat.c (the daemon: loop, broker, job store, lease)
+ * and src/beat/beat_sched.c (entries, slots, the heap, the schedule and state files).
  *
  * Vocabulary: an *entry* is one periodic thing to send (a schedule-file entry "NAME" or a job
  * of the job store "job:<uuid>"); a *slot* is one instant at which the entry is due (interval:

@@ -1,7 +1,7 @@
 /* The `celeryc` client commands (issue #4): inspect, control, status, call, result, purge,
  * events --dump. They work against any Celery 5 fleet, Python workers included.
  *
- * Design: one short-lived AMQP connection (src/broker.c's connect/close, plus rabbitmq-c
+ * Design: one short-lived AMQP connection (src/core/broker.c's connect/close, plus rabbitmq-c
  * calls for what the worker never does: a reply queue with arguments, no-ack consume with a
  * timeout, queue.purge). Pure parts (request encoding, reply and event formatting) are in
  * proto/ctlclient.c. Remote control follows kombu's Mailbox._broadcast/_collect:

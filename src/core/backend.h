@@ -127,8 +127,8 @@ int cc_backend_pg_conninfo(const char *url, char *buf, size_t size);
  * with the reason in err (not Postgres, or libpq cannot parse it). */
 int cc_backend_pg_check_url(const char *url, struct cc_err *err) CC_MUST_USE;
 
-/* [canvas-chord] A general-purpose Redis client on the backend's URL (src/redis.h), for
- * chord keys (src/chord.c): opened lazily, owned by the backend, dropped in a forked child
+/* [canvas-chord] A general-purpose Redis client on the backend's URL (src/core/redis.h), for
+ * chord keys (src/worker/chord.c): opened lazily, owned by the backend, dropped in a forked child
  * by redis.c's atfork handler. NULL when the backend is not Redis. */
 struct cc_redis *cc_backend_redis_client(struct cc_backend *b);
 

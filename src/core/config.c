@@ -148,7 +148,7 @@ static const struct cfg_opt cfg_options[] = {
      "--job-run-heartbeat-interval", "SECONDS", 0.1, 3600, NULL, CFG_W, true,
      "Seconds between heartbeats of the job runs this worker executes (with --job-store); "
      "the beat's reaper fails a run whose heartbeat is older than its timeout."},
-    /* [beat] `celeryc beat` (src/beat.c); Celery's beat settings and `celery beat` flags. */
+    /* [beat] `celeryc beat` (src/beat/beat.c); Celery's beat settings and `celery beat` flags. */
     {"beat_schedule_file", CFG_STR, CFG_OFF(beat_schedule_file), "", NULL, 0,
      "--schedule-file", "FILE", 0, 0, NULL, CC_CMD_BEAT, true,
      "JSON schedule ({\"entries\": {NAME: {\"task\", \"schedule\", ...}}}, see the README); "
@@ -298,7 +298,7 @@ static const struct cfg_opt cfg_options[] = {
      "--broker-ssl-verify", "MODE", 0, 0, cfg_ssl_verify_choices, CFG_WB, true,
      "amqps:// certificate checks: required (chain and host name, Celery's CERT_REQUIRED) or "
      "none (encrypted but not authenticated; the worker warns at start)."},
-    /* Delivery guarantees (src/redeliver.c, src/delaystore.c). */
+    /* Delivery guarantees (src/worker/redeliver.c, src/worker/delaystore.c). */
     {"worker_deduplicate_successful_tasks", CFG_BOOL, CFG_OFF(dedup_successful), "true", NULL,
      0, "--deduplicate-successful-tasks", NULL, 0, 0, NULL, CFG_W, true,
      "With acks_late: a redelivered message whose result is already SUCCESS in the (Redis) "
@@ -326,12 +326,12 @@ static const struct cfg_opt cfg_options[] = {
      "--delay-store-key", "KEY", 0, 0, NULL, CFG_W, true,
      "Redis sorted set of the ETA delay store (leases in KEY.claimed); workers sharing it "
      "must share the broker."},
-    /* [control] Remote control (src/control.c). */
+    /* [control] Remote control (src/worker/control.c). */
     {"worker_state_db", CFG_STR, CFG_OFF(state_db), "", NULL, 'S', "--statedb", "FILE", 0, 0,
      NULL, CFG_W, true,
      "File that keeps the revoked task ids across restarts (Celery's --statedb; a celeryc "
      "text format, not Python's shelve)."},
-    /* Rate limits (src/ratelimit.c). Celery has no worker flag for these settings. */
+    /* Rate limits (src/worker/ratelimit.c). Celery has no worker flag for these settings. */
     {"worker_disable_rate_limits", CFG_BOOL, CFG_OFF(disable_rate_limits), "false", NULL, 0,
      "--disable-rate-limits", NULL, 0, 0, NULL, CFG_W, true,
      "Ignore every task rate limit (Celery's worker_disable_rate_limits)."},
@@ -479,7 +479,7 @@ static bool cfg_backend_is_none(const char *v)
     return *v == '\0' || strcasecmp(v, "none") == 0 || strcasecmp(v, "disabled") == 0;
 }
 
-/* The backends src/backend.c implements: Redis (redis://, rediss://, unix://), [pgb] Postgres
+/* The backends src/core/backend.c implements: Redis (redis://, rediss://, unix://), [pgb] Postgres
  * (db+postgresql://) and none.
  * Anything else fails here, at start-up, rather than at the first result. */
 static int cfg_check_backend(const char *v, char *prob, size_t probsz)

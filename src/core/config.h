@@ -97,7 +97,8 @@ struct cc_config {
     char *broker_ssl_keyfile;  /* --broker-ssl-key; NULL = key is in broker_ssl_certfile */
     enum cc_ssl_verify broker_ssl_verify; /* --broker-ssl-verify required|none */
 
-    /* Delivery guarantees (src/redeliver.c, src/delaystore.c; docs/ARCHITECTURE.md). */
+    /* Delivery guarantees (src/worker/redeliver.c, src/worker/delaystore.c; docs/ARCHITECTURE.md).
+     */
     bool dedup_successful;  /* worker_deduplicate_successful_tasks; default true (with acks_late) */
     int max_redeliveries;   /* worker_max_redeliveries; default 10; 0 = unlimited */
     int dead_letter;        /* worker_dead_letter: CC_DEAD_LETTER_QUEUE (default) or _DLX */
@@ -105,18 +106,18 @@ struct cc_config {
     double eta_horizon_s;   /* worker_eta_horizon; -1 = auto (600 s with Redis), 0 = off */
     char *delay_store_key;  /* worker_delay_store_key; default "celeryc-delayed" */
     char *state_db;         /* [control] worker_state_db (-S/--statedb); NULL = none */
-    /* Rate limits (src/ratelimit.c). Rates are Celery's "10/s", "100/m", "1000/h", "5". */
+    /* Rate limits (src/worker/ratelimit.c). Rates are Celery's "10/s", "100/m", "1000/h", "5". */
     bool disable_rate_limits;    /* worker_disable_rate_limits; default false */
     char *default_rate_limit;    /* task_default_rate_limit; "" = none */
     char *rate_limits;           /* task_rate_limits "name=rate,..." ("*" = every task) */
     bool fleet_rate_limits;      /* worker_fleet_rate_limits: share them through Redis */
     char *fleet_rate_limits_url; /* worker_fleet_rate_limits_url; "" = the result backend */
-    /* Job store (issue #6, src/jobstore.h). */
+    /* Job store (issue #6, src/jobs/jobstore.h). */
     char *job_store;        /* job_store, --job-store URL; NULL/"" = none */
     bool job_store_upgrade; /* job_store_upgrade, --db-upgrade: migrate at start */
     /* [jobrun] job_run_heartbeat_interval: seconds between heartbeats of running job runs */
     double job_run_heartbeat_s;
-    /* [beat] `celeryc beat` (src/beat.c). */
+    /* [beat] `celeryc beat` (src/beat/beat.c). */
     char *beat_schedule_file;         /* beat_schedule_file, --schedule-file; NULL = none */
     char *beat_state_file;            /* beat_schedule, -s/--schedule (state without a store) */
     double beat_max_loop_interval_s;  /* beat_max_loop_interval, --max-interval; 300 */

@@ -4,7 +4,7 @@
  * subcommand does not use is ignored, except that `jobs run` / `rerun` refuse the job fields
  * they do not take), resolve the store URL (--job-store, then
  * CELERYC_JOB_STORE, then job_store in --config / CELERYC_CONFIG through cc_cfg_load with
- * CC_CMD_BEAT), open the store, run the subcommand through src/jobstore.h and print either
+ * CC_CMD_BEAT), open the store, run the subcommand through src/jobs/jobstore.h and print either
  * human output (aligned tables, "key: value" blocks) or the rows as JSON (--json).
  *
  * `jobs run JOB` and `jobs rerun RUN` create a run (cc_store_run_create; rerun_of for a
@@ -13,7 +13,7 @@
  * before the store is opened (cc_store_run_args_validate: types, sizes; exit 2).
  *
  * `jobs stop` cancels in the store first (Q -> X, R -> C), then broadcasts Celery's revoke
- * (terminate=True, SIGTERM for a running run) through the client commands of src/cli.c
+ * (terminate=True, SIGTERM for a running run) through the client commands of src/client/cli.c
  * (`celeryc control terminate|revoke`), whose replies it reads from a temporary stdout.
  *
  * `db debug ...` is a hidden set of subcommands that call single store functions (lease,
@@ -957,7 +957,7 @@ static int jobs_rerun(struct jcli *c, struct cc_store *s)
     return jobs_queue(c, s, c->pos[0]);
 }
 
-/* `celeryc control terminate SIGTERM <task_id>` (or `revoke <task_id>`) through src/cli.c,
+/* `celeryc control terminate SIGTERM <task_id>` (or `revoke <task_id>`) through src/client/cli.c,
  * its stdout (the JSON list of worker replies) captured in a temporary file. *replies: the
  * workers that replied (array of {node: reply}). Returns 0 sent (whether or not a worker
  * replied), else the control command's exit status. */

@@ -1,4 +1,4 @@
-/* `celeryc jobs` and `celeryc db`: the job store's command-line client (src/jobstore.h). */
+/* `celeryc jobs` and `celeryc db`: the job store's command-line client (src/jobs/jobstore.h). */
 #ifndef CELERYC_JOBS_CLI_H
 #define CELERYC_JOBS_CLI_H
 

@@ -1,4 +1,4 @@
-/* The job store (src/jobstore.h) on libpq: jobs, runs, run logs, the beat lease and the beat's
+/* The job store (src/jobs/jobstore.h) on libpq: jobs, runs, run logs, the beat lease and the beat's
  * per-entry state in the Postgres schema "celeryc" (migrations in jobstore_schema.c).
  *
  * Design: one blocking libpq connection per struct cc_store, session time zone UTC (so

@@ -1,5 +1,5 @@
 /* Job runs on the worker side: the executor's run tracking and batched run logs, and the
- * master's heartbeat thread (src/jobrun.h; docs/ARCHITECTURE.md "Job runs (worker side)").
+ * master's heartbeat thread (src/worker/jobrun.h; docs/ARCHITECTURE.md "Job runs (worker side)").
  *
  * Design. Each executor owns one `struct cc_jobrun` and one job store connection, opened on
  * its first job run (after fork for a prefork child), used only by its thread. Store calls

@@ -1,7 +1,7 @@
 /* Job runs on the worker side (issue #6): a task message with the header `celeryc_run` (a
  * run id) executed by a worker started with --job-store.
  *
- * Two halves, each with its own job store connection (src/jobstore.h), none crossing fork:
+ * Two halves, each with its own job store connection (src/jobs/jobstore.h), none crossing fork:
  *
  * - Executor (`struct cc_jobrun`, one per prefork child / pool thread / the solo master,
  *   connection opened lazily on the first job run): cc_jobrun_begin marks the run R

@@ -1,4 +1,4 @@
-/* The executor's outbox (src/outbox.h): publish a canvas plan's messages on the executor's
+/* The executor's outbox (src/worker/outbox.h): publish a canvas plan's messages on the executor's
  * own confirm-mode connection and write its backend steps.
  *
  * Design. The connection is opened on the first PUBLISH step and kept for the executor's

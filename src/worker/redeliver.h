@@ -16,7 +16,7 @@
  *   cc_redeliver_take_unparked() at the start of each dispatch pass, to put parked requests
  *                               whose twin has finished back in the ready FIFO.
  *
- * It also owns the master's Redis clients for bookkeeping (src/redis.h), which the delay
+ * It also owns the master's Redis clients for bookkeeping (src/core/redis.h), which the delay
  * store borrows. Master only; nothing here crosses fork().
  */
 #ifndef CELERYC_REDELIVER_H

@@ -1,5 +1,5 @@
 /* Running one task from the table: argument binding, the task API of include/celeryc/task.h
- * and the outcome the worker turns into a stored result and events (src/taskrun.h).
+ * and the outcome the worker turns into a stored result and events (src/worker/taskrun.h).
  *
  * Design. cc_task_invoke() builds a private per-invocation state (struct taskrun_state,
  * reached through ctx->priv), binds the message's args/kwargs against the entry's Python-style

@@ -86,7 +86,7 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
 void cc_task_outcome_deinit(struct cc_task_outcome *o);
 
 /* The Python-shaped traceback celeryc writes for exc_module.exc_type(*exc_args) raised in
- * task `task_name` (src/taskrun.c, "Tracebacks"): one frame, File "<file>", line <line>, in
+ * task `task_name` (src/worker/taskrun.c, "Tracebacks"): one frame, File "<file>", line <line>, in
  * <func>, or File "<celeryc>", line 0, in <task_name> when `file` is NULL (the worker raised
  * on the task's behalf: time limits, lost executors), then Python's last line. Owned. */
 char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,

@@ -1165,7 +1165,7 @@ static void worker_drain_reports(struct worker *w)
     } while (n == (int)CC_ARRAY_LEN(reps));
 }
 
-/* ---- Rate limits (src/ratelimit.c) --------------------------------------------------- */
+/* ---- Rate limits (src/worker/ratelimit.c) --------------------------------------------------- */
 
 /* Beyond this many requests waiting for a rate-limit slot, further ones no longer raise the
  * QoS prefetch (they then use the base window, as every rate-limited message does in

@@ -1,9 +1,9 @@
-/* Fuzz target for src/config.c: cc_cfg_load() reading an untrusted config file.
+/* Fuzz target for src/core/config.c: cc_cfg_load() reading an untrusted config file.
  *
  * Input: the bytes of a config file. They are written to a private temp file under /tmp
  * (created once per process, removed at exit) and loaded as `celeryc worker --config FILE`
  * with an empty environment, so the file parser, the unquoting, every option's value parser
- * and range check, the broker/backend URL checks (src/url.c) and the derived values
+ * and range check, the broker/backend URL checks (proto/url.c) and the derived values
  * (queue list, hostname expansion) all see fuzzed text.
  * Properties checked: CC_OK leaves the invariants config.h promises (broker URL set, at
  * least one queue, concurrency >= 1, hostname expanded); a failure is CC_ECONFIG with a

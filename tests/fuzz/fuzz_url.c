@@ -1,4 +1,4 @@
-/* Fuzz target for src/url.c: cc_url_parse_amqp(), cc_url_parse_redis() and cc_url_redact().
+/* Fuzz target for proto/url.c: cc_url_parse_amqp(), cc_url_parse_redis() and cc_url_redact().
  *
  * cc_url_mask() too (issue 14).
  * Input: any bytes, copied and NUL-terminated (an embedded NUL ends the string, as it would

@@ -1,4 +1,4 @@
-"""Chords with the Redis result backend (Celery's native join, src/chord.c) and the
+"""Chords with the Redis result backend (Celery's native join, src/worker/chord.c) and the
 celery.chord_unlock / celery.accumulate built-ins (tasks/celery.c), driven by real Celery
 5.2 clients.
 

@@ -1,4 +1,4 @@
-"""The job store (src/jobstore.c) through its command-line client: `celeryc db upgrade|version`
+"""The job store (src/jobs/jobstore.c) through its command-line client: `celeryc db upgrade|version`
 and `celeryc jobs ...` (issue #6), against a real Postgres (a fresh database per test, the
 `pg_url` fixture) and, for `jobs stop`, RabbitMQ and a celeryc worker.
 
@@ -75,7 +75,7 @@ def mkjob(url, *flags):
               *flags, url=url)
 
 
-# The schema version this celeryc ships (src/jobstore_schema.c): 3 since issue #14 (no
+# The schema version this celeryc ships (src/jobs/jobstore_schema.c): 3 since issue #14 (no
 # default since_kwarg, runs.rerun_of).
 LATEST = 3
 

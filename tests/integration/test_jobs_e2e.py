@@ -25,7 +25,7 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 LEASE_TTL = 2
 REAP_TIMEOUT = 2  # --run-heartbeat-timeout (s)
-SWEEP_S = 5  # BEAT_SWEEP_S in src/beat.c
+SWEEP_S = 5  # BEAT_SWEEP_S in src/beat/beat.c
 HEARTBEAT = 0.5  # --job-run-heartbeat-interval (s)
 
 

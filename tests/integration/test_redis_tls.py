@@ -1,4 +1,4 @@
-"""rediss:// result backend end to end: the C worker stores results over TLS (src/redis_tls.c,
+"""rediss:// result backend end to end: the C worker stores results over TLS (src/core/redis_tls.c,
 since Debian 12's hiredis 0.14 has no TLS) on Redis' TLS port (scripts/services.sh: same
 throwaway CA and server certificate as RabbitMQ's, with an IP:127.0.0.1 SAN), and a Python
 Celery client configured with the same rediss:// URL reads them with AsyncResult.get(): the

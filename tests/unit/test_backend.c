@@ -1,4 +1,4 @@
-/* Unit tests for src/backend.c: how a failed store is retried. A patient backend (a pool
+/* Unit tests for src/core/backend.c: how a failed store is retried. A patient backend (a pool
  * child's) follows Celery's RedisBackend retry_policy (an immediate retry, then one a
  * second); the master's retries once, at once, so its event loop never stalls. */
 #include <stdarg.h>

@@ -1,5 +1,5 @@
-/* Unit tests for the pure parts of src/backend_pg.c: the db+postgresql:// URL as libpq gets it,
- * and the start-up URL check (config.c's result_backend validation). No server needed.
+/* Unit tests for the pure parts of src/core/backend_pg.c: the db+postgresql:// URL as libpq gets
+ * it, and the start-up URL check (config.c's result_backend validation). No server needed.
  */
 #include <stdarg.h>
 #include <stddef.h>

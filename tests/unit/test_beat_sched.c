@@ -1,4 +1,4 @@
-/* Unit tests for src/beat_sched.c: schedule-file entries (and the errors that name them),
+/* Unit tests for src/beat/beat_sched.c: schedule-file entries (and the errors that name them),
  * slots, the missed-run policy, coalescing, the heap, the name index and the state file. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* src/broker.c error texts (issue #14): rabbitmq-c's "a socket error occurred" says which
+/* src/core/broker.c error texts (issue #14): rabbitmq-c's "a socket error occurred" says which
  * socket error when errno holds one, and never repeats a non-blocking call's leftover
  * EINPROGRESS ("Operation now in progress" for a refused connection). */
 #include <stdarg.h>

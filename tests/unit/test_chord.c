@@ -1,5 +1,5 @@
-/* Unit tests for the pure parts of src/chord.c: the chord member bytes Celery's redis backend
- * writes (checked against redis-chord.json and strings printed by CPython's json.dumps),
+/* Unit tests for the pure parts of src/worker/chord.c: the chord member bytes Celery's redis
+ * backend writes (checked against redis-chord.json and strings printed by CPython's json.dumps),
  * decoding them, the ChordError text (_unpack_chord_result), unpacking in order, the
  * GroupResult join behind celery.chord_unlock, and chord_unlock's retry bound. */
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Unit tests for src/config.c: defaults, precedence file < env < CLI, flag spellings, error
+/* Unit tests for src/core/config.c: defaults, precedence file < env < CLI, flag spellings, error
  * messages that name the option and the source, the option table, nodename expansion. */
 #include <stdarg.h>
 #include <stddef.h>

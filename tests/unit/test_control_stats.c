@@ -1,4 +1,4 @@
-/* src/control.c's counters without a broker: every task handed to the pool counts in the
+/* src/worker/control.c's counters without a broker: every task handed to the pool counts in the
  * stats `total` and in `processed` (Celery's all_total_count, which worker events carry and
  * Flower's dashboard shows), at start, so a running or terminated task counts too. */
 #include <stdarg.h>

@@ -1,5 +1,5 @@
-/* Unit tests for the pure parts of src/delaystore.c (the store record codec) and
- * src/redeliver.c (x-delivery-count, counter keys, SUCCESS detection). */
+/* Unit tests for the pure parts of src/worker/delaystore.c (the store record codec) and
+ * src/worker/redeliver.c (x-delivery-count, counter keys, SUCCESS detection). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

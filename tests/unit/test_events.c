@@ -1,4 +1,4 @@
-/* src/events.c without a broker: task events only when enabled, everything produced while
+/* src/worker/events.c without a broker: task events only when enabled, everything produced while
  * disconnected (or when a publish fails) dropped and counted, a fixed batch, no busy loop
  * after a connection loss, the Lamport clock. */
 #include <stdarg.h>

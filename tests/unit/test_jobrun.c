@@ -1,6 +1,6 @@
-/* Unit tests for the job run task API (include/celeryc/task.h "Job runs", src/taskrun.c) and
- * the pure parts of src/jobrun.c: what a task reports ends up in its outcome; log lines reach
- * the executor's hook only inside a job run; outside one, every call is a harmless no-op. The
+/* Unit tests for the job run task API (include/celeryc/task.h "Job runs", src/worker/taskrun.c) and
+ * the pure parts of src/worker/jobrun.c: what a task reports ends up in its outcome; log lines
+ * reach the executor's hook only inside a job run; outside one, every call is a harmless no-op. The
  * store side is covered by tests/integration/test_jobruns.py. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for the pure parts of src/jobstore.c: job validation (no database) and the
+/* Unit tests for the pure parts of src/jobs/jobstore.c: job validation (no database) and the
  * migration table. The database paths are tested in tests/integration/test_jobs_cli.py. */
 #include <stdarg.h>
 #include <stddef.h>

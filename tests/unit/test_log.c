@@ -1,4 +1,4 @@
-/* Unit tests for src/log.c: level parsing, Celery's human line format, JSON lines, task
+/* Unit tests for src/core/log.c: level parsing, Celery's human line format, JSON lines, task
  * lines, truncation, thresholds. Lines are captured through a pipe. */
 #include <stdarg.h>
 #include <stddef.h>

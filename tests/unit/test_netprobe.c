@@ -1,4 +1,4 @@
-/* src/netprobe.c on loopback: a listening port is found accepting, a closed one is reported
+/* src/core/netprobe.c on loopback: a listening port is found accepting, a closed one is reported
  * as "Connection refused" (issue #14: rabbitmq-c's leftover errno said "Operation now in
  * progress"), an unresolvable name by the resolver's text. */
 #include <stdarg.h>

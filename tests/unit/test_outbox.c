@@ -1,5 +1,5 @@
-/* Unit tests for the executor's outbox (src/outbox.c) and the task API hooks behind
- * cc_task_send / cc_task_update_state (src/taskrun.c). No services: publishing is tested
+/* Unit tests for the executor's outbox (src/worker/outbox.c) and the task API hooks behind
+ * cc_task_send / cc_task_update_state (src/worker/taskrun.c). No services: publishing is tested
  * against a closed port (bounded failure); the integration suite publishes for real
  * (tests/integration/test_canvas_exec.py). */
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Unit tests for src/pool.c with real forked children and a backend that appends every
+/* Unit tests for src/worker/pool.c with real forked children and a backend that appends every
  * stored meta to a file (the child's stores happen in another process): job records with
  * U+0000 in strings, a job record the child cannot run, respawn after a failed fork, the
  * bounded warm stop, soft and hard time limits, max_tasks_per_child, the threads and solo

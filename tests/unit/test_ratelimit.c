@@ -1,4 +1,4 @@
-/* src/ratelimit.c: Celery's rate() parser, the capacity-1 token bucket as "next free slot",
+/* src/worker/ratelimit.c: Celery's rate() parser, the capacity-1 token bucket as "next free slot",
  * the held-request heap, the configuration, and the fall-back when the fleet Redis is
  * unreachable. Time is a fake clock (plain numbers). */
 #include <stdarg.h>

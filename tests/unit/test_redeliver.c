@@ -1,4 +1,4 @@
-/* Unit tests for src/redeliver.c's counting without Redis (the in-memory table): only a
+/* Unit tests for src/worker/redeliver.c's counting without Redis (the in-memory table): only a
  * redelivery of a message that was handed to an executor and not settled counts (issue #14:
  * prefetched neighbours of a poison task were dead-lettered with it), each hand-off counts
  * once, ids of any length count, and a running message's mark survives a flood of others. */

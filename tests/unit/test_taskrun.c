@@ -1,4 +1,4 @@
-/* Unit tests for src/taskrun.c: Python-exact argument binding, the exception outcome, the
+/* Unit tests for src/worker/taskrun.c: Python-exact argument binding, the exception outcome, the
  * unknown-status fallback, the arena, retry resolution (max_retries, countdown, eta,
  * MaxRetriesExceededError), autoretry_for with exponential backoff, reject and ignore.
  *

@@ -1,4 +1,4 @@
-/* Unit tests for src/url.c: AMQP and Redis URLs as kombu/Celery parse them, and redaction.
+/* Unit tests for proto/url.c: AMQP and Redis URLs as kombu/Celery parse them, and redaction.
  * Expected values were checked against kombu.utils.url.url_to_parts (kombu 5.2). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -48,7 +48,7 @@ json_t *fixture_json(const char *text);
 /* Borrowed string at rec[key] (NULL when absent or not a string). */
 const char *fixture_str(const json_t *obj, const char *key);
 
-/* cc_strerror(rc) for failure messages. (Also keeps src/status.c on every test's link line:
+/* cc_strerror(rc) for failure messages. (Also keeps proto/status.c on every test's link line:
  * cc_proto needs cc_err_set, which lives in cc_core, linked before cc_proto.) */
 const char *fixture_status_name(int rc);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Slot sequences of crontab entries across DST changes, as Celery 5.2's beat dispatches them:
 the oracle of test_beat_sched's `test_beat_sched_dst_slots_as_celery` (the beat's own
-stepping, src/beat_sched.c, driven the same way).
+stepping, src/beat/beat_sched.c, driven the same way).
 
 Run at test time: ctest's `beat_dst_cases` fixture (CMakeLists.txt) runs
     /usr/bin/python3 tests/unit/data/schedule/gen_beat_dst_cases.py --out BUILD/.../beat_dst.json
