@@ -12,7 +12,7 @@
  * Python, and refused where a number is needed), +-Infinity -> +-DBL_MAX (a huge number,
  * which means "no limit" to cc_iso_span_us's callers). A valid body is never changed.
  *
- * Booleans: every boolean argument is read with cc_ctl_truthy(), Python's `if value:`
+ * Booleans: every boolean argument is read with cc_control_truthy(), Python's `if value:`
  * (Flower sends terminate=1, strtobool's int).
  */
 #include <fnmatch.h>
@@ -110,7 +110,7 @@ static char *ctl_py_tokens(const char *body, size_t len, size_t *out_len)
     return out;
 }
 
-bool cc_ctl_truthy(const json_t *v)
+bool cc_control_truthy(const json_t *v)
 {
     if (v == NULL || json_is_null(v) || json_is_false(v))
         return false;
@@ -127,15 +127,15 @@ bool cc_ctl_truthy(const json_t *v)
     return json_object_size(v) > 0;
 }
 
-bool cc_ctl_arg_bool(const json_t *args, const char *key, bool dflt)
+bool cc_control_arg_bool(const json_t *args, const char *key, bool dflt)
 {
     const json_t *v = json_is_object(args) ? json_object_get(args, key) : NULL;
 
-    return v != NULL ? cc_ctl_truthy(v) : dflt;
+    return v != NULL ? cc_control_truthy(v) : dflt;
 }
 
-int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_ctl_req *out,
-                 struct cc_err *err)
+int cc_control_parse(const void *body, size_t len, const char *hostname, struct cc_control_req *out,
+                     struct cc_err *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, 0, &jerr);
@@ -196,7 +196,7 @@ out:
     return rc;
 }
 
-void cc_ctl_req_deinit(struct cc_ctl_req *r)
+void cc_control_req_deinit(struct cc_control_req *r)
 {
     if (r == NULL)
         return;
@@ -208,7 +208,7 @@ void cc_ctl_req_deinit(struct cc_ctl_req *r)
     memset(r, 0, sizeof(*r));
 }
 
-char *cc_ctl_reply_body(const char *hostname, json_t *value, size_t *len)
+char *cc_control_reply_body(const char *hostname, json_t *value, size_t *len)
 {
     json_t *o = json_object();
     struct cc_sbuf sb;
@@ -229,17 +229,17 @@ char *cc_ctl_reply_body(const char *hostname, json_t *value, size_t *len)
     return s;
 }
 
-json_t *cc_ctl_ok(const char *text)
+json_t *cc_control_ok(const char *text)
 {
     return json_pack("{s:s}", "ok", text);
 }
 
-json_t *cc_ctl_error(const char *text)
+json_t *cc_control_error(const char *text)
 {
     return json_pack("{s:s}", "error", text);
 }
 
-json_t *cc_ctl_request_info(const struct cc_ctl_info *in)
+json_t *cc_control_request_info(const struct cc_control_info *in)
 {
     json_t *di = json_pack("{s:s, s:s, s:i, s:b}", "exchange", in->exchange ? in->exchange : "",
                            "routing_key", in->routing_key ? in->routing_key : "", "priority",
@@ -259,14 +259,14 @@ json_t *cc_ctl_request_info(const struct cc_ctl_info *in)
     return o;
 }
 
-json_t *cc_ctl_scheduled_entry(const char *eta_iso, json_t *info)
+json_t *cc_control_scheduled_entry(const char *eta_iso, json_t *info)
 {
     return json_pack("{s:s, s:i, s:o}", "eta", eta_iso ? eta_iso : "", "priority", 6, "request",
                      info);
 }
 
-json_t *cc_ctl_queue_info(const char *name, const char *exchange, const char *exchange_type,
-                          const char *routing_key, bool is_durable, int max_priority)
+json_t *cc_control_queue_info(const char *name, const char *exchange, const char *exchange_type,
+                              const char *routing_key, bool is_durable, int max_priority)
 {
     json_t *ex = json_pack("{s:s, s:s, s:n, s:b, s:b, s:b, s:n, s:b}", "name", exchange, "type",
                            exchange_type, "arguments", "durable", is_durable, "passive", 0,
@@ -285,7 +285,7 @@ json_t *cc_ctl_queue_info(const char *name, const char *exchange, const char *ex
                      max_priority > 0 ? json_integer(max_priority) : json_null());
 }
 
-char *cc_ctl_join_ids(const char *prefix, json_t *ids, const char *suffix)
+char *cc_control_join_ids(const char *prefix, json_t *ids, const char *suffix)
 {
     struct cc_sbuf sb;
     size_t i;

@@ -11,8 +11,8 @@
 
 #include "celeryc/status.h"
 
-/* A decoded pidbox request. Strings owned or NULL; free with cc_ctl_req_deinit(). */
-struct cc_ctl_req {
+/* A decoded pidbox request. Strings owned or NULL; free with cc_control_req_deinit(). */
+struct cc_control_req {
     char *method;
     json_t *arguments;    /* owned reference, always an object ({} when absent) */
     char *ticket;         /* NULL for a cast (no reply wanted) */
@@ -27,28 +27,28 @@ struct cc_ctl_req {
  * destination is null and pattern+matcher are set, match the pattern (matcher "glob" =
  * fnmatch, "pcre" = re.match, anchored at the start). An unknown matcher selects nobody.
  * Returns CC_OK, CC_EBADMSG (not a JSON object, no method), CC_ENOMEM. */
-int cc_ctl_parse(const void *body, size_t len, const char *hostname, struct cc_ctl_req *out,
-                 struct cc_err *err) CC_MUST_USE;
+int cc_control_parse(const void *body, size_t len, const char *hostname, struct cc_control_req *out,
+                     struct cc_err *err) CC_MUST_USE;
 
-void cc_ctl_req_deinit(struct cc_ctl_req *r);
+void cc_control_req_deinit(struct cc_control_req *r);
 
 /* Python's truthiness (`if value:`) of a JSON value: null, false, 0, 0.0, "", [] and {}
  * are false, everything else true (1, "yes", "false", [0], {"a": 1}). NULL is false. */
-bool cc_ctl_truthy(const json_t *v);
+bool cc_control_truthy(const json_t *v);
 
-/* A boolean argument of a command: cc_ctl_truthy of args[key], `dflt` when absent. */
-bool cc_ctl_arg_bool(const json_t *args, const char *key, bool dflt);
+/* A boolean argument of a command: cc_control_truthy of args[key], `dflt` when absent. */
+bool cc_control_arg_bool(const json_t *args, const char *key, bool dflt);
 
 /* Reply body `{"<hostname>": value}` with Python json.dumps separators. `value` borrowed
  * (NULL = JSON null). Returns: owned string (free()), *len set; NULL on ENOMEM. */
-char *cc_ctl_reply_body(const char *hostname, json_t *value, size_t *len);
+char *cc_control_reply_body(const char *hostname, json_t *value, size_t *len);
 
 /* {"ok": text} / {"error": text}. Returns: new reference. */
-json_t *cc_ctl_ok(const char *text);
-json_t *cc_ctl_error(const char *text);
+json_t *cc_control_ok(const char *text);
+json_t *cc_control_error(const char *text);
 
 /* What the worker knows of one request, for request-info objects (Request.info()). */
-struct cc_ctl_info {
+struct cc_control_info {
     const char *id, *name;
     json_t *args, *kwargs; /* borrowed; NULL = [] / {} */
     const char *hostname;
@@ -63,18 +63,18 @@ struct cc_ctl_info {
 /* {"id","name","args","kwargs","type","hostname","time_start","acknowledged",
  *  "delivery_info":{"exchange","routing_key","priority","redelivered"},"worker_pid"}.
  * Returns: new reference, NULL on ENOMEM. */
-json_t *cc_ctl_request_info(const struct cc_ctl_info *in);
+json_t *cc_control_request_info(const struct cc_control_info *in);
 
 /* A scheduled entry: {"eta": eta_iso, "priority": 6, "request": info} (steals `info`). */
-json_t *cc_ctl_scheduled_entry(const char *eta_iso, json_t *info);
+json_t *cc_control_scheduled_entry(const char *eta_iso, json_t *info);
 
 /* kombu Queue.as_dict(recurse=True) for Queue(name, Exchange(exchange, type,
  * durable), routing_key): the key order of the active_queues reply. max_priority <= 0 = null. */
-json_t *cc_ctl_queue_info(const char *name, const char *exchange, const char *exchange_type,
-                          const char *routing_key, bool is_durable, int max_priority);
+json_t *cc_control_queue_info(const char *name, const char *exchange, const char *exchange_type,
+                              const char *routing_key, bool is_durable, int max_priority);
 
 /* "tasks a, b flagged as revoked" / "terminate: a, b" text for a revoke reply, from a
  * JSON array of ids. Returns: owned string. */
-char *cc_ctl_join_ids(const char *prefix, json_t *ids, const char *suffix);
+char *cc_control_join_ids(const char *prefix, json_t *ids, const char *suffix);
 
 #endif

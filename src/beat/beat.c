@@ -62,7 +62,7 @@
 #include "log.h"
 #include "message.h"
 #include "pyrepr.h"
-#include "sig.h"
+#include "signals.h"
 #include "util.h"
 
 extern char **environ;
@@ -1707,7 +1707,7 @@ static int beat_run(struct beat *bt)
     volatile bool stop = false;
     struct cc_err err = {0};
 
-    if (cc_sig_init(&err) != CC_OK || usr1_init() != 0) {
+    if (cc_signals_init(&err) != CC_OK || usr1_init() != 0) {
         cc_crit("beat: signals: %s", err.msg);
         return 1;
     }
@@ -1734,7 +1734,7 @@ static int beat_run(struct beat *bt)
         int nfd = 0;
         struct timespec ts;
         int64_t now_mono = cc_mono_us(), wait_us;
-        struct cc_sig_counts sc = cc_sig_take();
+        struct cc_sig_counts sc = cc_signals_take();
         char buf[16];
 
         if (sc.term || sc.intr || sc.quit) {
@@ -1799,7 +1799,7 @@ static int beat_run(struct beat *bt)
         /* ppoll: to the microsecond (poll's milliseconds made every wake-up up to 1 ms late). */
         ts.tv_sec = (time_t)(wait_us / 1000000);
         ts.tv_nsec = (long)(wait_us % 1000000) * 1000;
-        pfd[nfd++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
+        pfd[nfd++] = (struct pollfd){.fd = cc_signals_fd(), .events = POLLIN};
         pfd[nfd++] = (struct pollfd){.fd = beat_usr1_pipe[0], .events = POLLIN};
         if (store_mode(bt) && bt->st_ok && cc_store_fd(bt->st) >= 0)
             pfd[nfd++] = (struct pollfd){.fd = cc_store_fd(bt->st), .events = POLLIN};
@@ -1920,7 +1920,7 @@ int cc_beat_main(int argc, char **argv)
         cc_broker_close(&bt.b);
     cc_store_close(bt.st);
     beat_free(&bt);
-    cc_sig_deinit();
+    cc_signals_deinit();
     cc_cfg_deinit(&cfg);
     return status;
 }

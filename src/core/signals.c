@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sig.h"
+#include "signals.h"
 
 static volatile sig_atomic_t sig_term, sig_int, sig_quit, sig_chld;
 static int sig_pipe[2] = {-1, -1};
@@ -60,7 +60,7 @@ static int sig_install(int signo, void (*fn)(int))
     return sigaction(signo, &sa, NULL);
 }
 
-int cc_sig_init(struct cc_err *err)
+int cc_signals_init(struct cc_err *err)
 {
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
         return cc_err_set(err, CC_EIO, "signal pipe: %s", strerror(errno));
@@ -71,12 +71,12 @@ int cc_sig_init(struct cc_err *err)
     return CC_OK;
 }
 
-int cc_sig_fd(void)
+int cc_signals_fd(void)
 {
     return sig_pipe[0];
 }
 
-struct cc_sig_counts cc_sig_take(void)
+struct cc_sig_counts cc_signals_take(void)
 {
     struct cc_sig_counts c;
     char buf[64];
@@ -105,7 +105,7 @@ static void sig_close_pipe(void)
     }
 }
 
-void cc_sig_child_reset(void)
+void cc_signals_child_reset(void)
 {
     sig_install(SIGTERM, SIG_DFL);
     sig_install(SIGQUIT, SIG_DFL);
@@ -117,7 +117,7 @@ void cc_sig_child_reset(void)
     sig_close_pipe();
 }
 
-void cc_sig_deinit(void)
+void cc_signals_deinit(void)
 {
     sig_install(SIGTERM, SIG_DFL);
     sig_install(SIGINT, SIG_DFL);

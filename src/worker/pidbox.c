@@ -2,7 +2,7 @@
  *
  * Design. Requests arrive on channel 2 (no_ack) of the consuming connection and are handled
  * at once in the master's loop: every command only reads the master's bookkeeping (through
- * cc_control_ops) or flips state the loop acts on. Replies are published on the same
+ * cc_pidbox_ops) or flips state the loop acts on. Replies are published on the same
  * channel, to reply_to.exchange with reply_to.routing_key, headers {ticket, clock}, body
  * {"<hostname>": reply}; casts (no ticket / reply_to) get no reply, nor does shutdown.
  *
@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "celeryc/version.h"
-#include "control.h"
+#include "pidbox.h"
 #include "events.h"
 #include "isotime.h"
 #include "log.h"
@@ -29,20 +29,20 @@
 #include "url.h"
 #include "util.h"
 
-#include "../proto/control.h"
+#include "control.h"
 
 /* ---- Lamport clock -------------------------------------------------------------------- */
 
 /* One Lamport clock per process: the events dispatcher's when there is one (events and
  * pidbox replies then share it, as in Celery's app.clock), else our own. */
-uint64_t cc_control_clock_forward(struct cc_control *c)
+uint64_t cc_pidbox_clock_forward(struct cc_pidbox *c)
 {
     struct cc_events *ev = cc_events_get();
 
     return c->clock = ev != NULL ? cc_events_clock_forward(ev) : c->clock + 1;
 }
 
-void cc_control_clock_adjust(struct cc_control *c, uint64_t other)
+void cc_pidbox_clock_adjust(struct cc_pidbox *c, uint64_t other)
 {
     struct cc_events *ev = cc_events_get();
 
@@ -59,7 +59,7 @@ static double control_now(void)
     return (double)cc_now_us() / 1e6;
 }
 
-static void control_revoked_purge(struct cc_control *c, double now)
+static void control_revoked_purge(struct cc_pidbox *c, double now)
 {
     const char *k;
     json_t *v;
@@ -67,26 +67,26 @@ static void control_revoked_purge(struct cc_control *c, double now)
 
     json_object_foreach_safe(c->revoked, tmp, k, v)
     {
-        if (now - json_real_value(v) > CC_CONTROL_REVOKE_EXPIRES_S ||
-            json_object_size(c->revoked) > CC_CONTROL_REVOKES_MAX)
+        if (now - json_real_value(v) > CC_PIDBOX_REVOKE_EXPIRES_S ||
+            json_object_size(c->revoked) > CC_PIDBOX_REVOKES_MAX)
             json_object_del(c->revoked, k);
         else
             break; /* insertion order: the rest are newer */
     }
 }
 
-static void control_revoked_put(struct cc_control *c, const char *id, double ts)
+static void control_revoked_put(struct cc_pidbox *c, const char *id, double ts)
 {
     json_object_del(c->revoked, id); /* re-inserted last: newest */
     json_object_set_new(c->revoked, id, json_real(ts));
-    if (json_object_size(c->revoked) > CC_CONTROL_REVOKES_MAX)
+    if (json_object_size(c->revoked) > CC_PIDBOX_REVOKES_MAX)
         control_revoked_purge(c, ts);
 }
 
-/* Fleet-wide revokes: read what other workers added to CC_CONTROL_REVOKED_KEY since the last
+/* Fleet-wide revokes: read what other workers added to CC_PIDBOX_REVOKED_KEY since the last
  * look (with 5 s of overlap for clock skew between writers), or everything younger than
- * CC_CONTROL_REVOKE_EXPIRES_S at start. */
-static void control_revoked_sync(struct cc_control *c)
+ * CC_PIDBOX_REVOKE_EXPIRES_S at start. */
+static void control_revoked_sync(struct cc_pidbox *c)
 {
     char lo[48];
     const char *argv[5];
@@ -99,9 +99,9 @@ static void control_revoked_sync(struct cc_control *c)
     if (c->synced_max_score > 0)
         snprintf(lo, sizeof(lo), "%.0f", c->synced_max_score - 5000);
     else
-        snprintf(lo, sizeof(lo), "%.0f", (now - CC_CONTROL_REVOKE_EXPIRES_S) * 1000);
+        snprintf(lo, sizeof(lo), "%.0f", (now - CC_PIDBOX_REVOKE_EXPIRES_S) * 1000);
     argv[0] = "ZRANGEBYSCORE";
-    argv[1] = CC_CONTROL_REVOKED_KEY;
+    argv[1] = CC_PIDBOX_REVOKED_KEY;
     argv[2] = lo;
     argv[3] = "+inf";
     argv[4] = "WITHSCORES";
@@ -125,24 +125,24 @@ static void control_revoked_sync(struct cc_control *c)
     freeReplyObject(rep);
 }
 
-static void control_revoked_publish(struct cc_control *c, const char *id, double now)
+static void control_revoked_publish(struct cc_pidbox *c, const char *id, double now)
 {
     char score[32], old_ms[32];
-    const char *add[4] = {"ZADD", CC_CONTROL_REVOKED_KEY, score, id};
-    const char *trim[4] = {"ZREMRANGEBYSCORE", CC_CONTROL_REVOKED_KEY, "-inf", old_ms};
+    const char *add[4] = {"ZADD", CC_PIDBOX_REVOKED_KEY, score, id};
+    const char *trim[4] = {"ZREMRANGEBYSCORE", CC_PIDBOX_REVOKED_KEY, "-inf", old_ms};
     redisReply *rep;
 
     if (c->kv == NULL || !cc_redeliver_kv_usable(c->kv))
         return;
     snprintf(score, sizeof(score), "%.0f", now * 1000);
-    snprintf(old_ms, sizeof(old_ms), "%.0f", (now - CC_CONTROL_REVOKE_EXPIRES_S) * 1000);
+    snprintf(old_ms, sizeof(old_ms), "%.0f", (now - CC_PIDBOX_REVOKE_EXPIRES_S) * 1000);
     if ((rep = cc_redeliver_kv_cmd(c->kv, 4, add, NULL)) != NULL)
         freeReplyObject(rep);
     if ((rep = cc_redeliver_kv_cmd(c->kv, 4, trim, NULL)) != NULL) /* expired ones */
         freeReplyObject(rep);
 }
 
-void cc_control_revoke_add(struct cc_control *c, const char *id)
+void cc_pidbox_revoke_add(struct cc_pidbox *c, const char *id)
 {
     double now = control_now();
 
@@ -154,16 +154,16 @@ void cc_control_revoke_add(struct cc_control *c, const char *id)
     control_revoked_publish(c, id, now);
 }
 
-bool cc_control_is_revoked(struct cc_control *c, const char *id)
+bool cc_pidbox_is_revoked(struct cc_pidbox *c, const char *id)
 {
     if (id == NULL || c->revoked == NULL)
         return false;
-    if (c->kv != NULL && cc_mono_us() - c->synced_mono_us >= CC_CONTROL_REVOKED_SYNC_US)
+    if (c->kv != NULL && cc_mono_us() - c->synced_mono_us >= CC_PIDBOX_REVOKED_SYNC_US)
         control_revoked_sync(c);
     return json_object_get(c->revoked, id) != NULL;
 }
 
-static int control_statedb_load(struct cc_control *c, const char *path, struct cc_err *err)
+static int control_statedb_load(struct cc_pidbox *c, const char *path, struct cc_err *err)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL;
@@ -186,7 +186,7 @@ static int control_statedb_load(struct cc_control *c, const char *path, struct c
             id = end + 1;
             if (line[len - 1] == '\n')
                 line[len - 1] = '\0';
-            if (id[0] != '\0' && now - ts <= CC_CONTROL_REVOKE_EXPIRES_S)
+            if (id[0] != '\0' && now - ts <= CC_PIDBOX_REVOKE_EXPIRES_S)
                 control_revoked_put(c, id, ts);
         }
         free(line);
@@ -200,7 +200,7 @@ static int control_statedb_load(struct cc_control *c, const char *path, struct c
     return CC_OK;
 }
 
-static void control_statedb_compact(struct cc_control *c)
+static void control_statedb_compact(struct cc_pidbox *c)
 {
     const char *path = c->cfg->state_db;
     char tmp[4096];
@@ -224,10 +224,10 @@ static void control_statedb_compact(struct cc_control *c)
 
 /* ---- Life cycle ----------------------------------------------------------------------- */
 
-static void control_queue_add(struct cc_control *c, const char *name, const char *exchange,
+static void control_queue_add(struct cc_pidbox *c, const char *name, const char *exchange,
                               const char *type, const char *rk, bool is_config)
 {
-    struct cc_control_queue *q;
+    struct cc_pidbox_queue *q;
 
     c->queues = cc_xrealloc(c->queues, (c->n_queues + 1) * sizeof(*c->queues));
     q = &c->queues[c->n_queues++];
@@ -240,7 +240,7 @@ static void control_queue_add(struct cc_control *c, const char *name, const char
     q->is_config = is_config;
 }
 
-static struct cc_control_queue *control_queue_find(struct cc_control *c, const char *name)
+static struct cc_pidbox_queue *control_queue_find(struct cc_pidbox *c, const char *name)
 {
     for (size_t i = 0; i < c->n_queues; i++)
         if (strcmp(c->queues[i].name, name) == 0)
@@ -248,10 +248,9 @@ static struct cc_control_queue *control_queue_find(struct cc_control *c, const c
     return NULL;
 }
 
-int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const char *hostname,
-                    struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
-                    struct cc_redeliver_kv *kv, const struct cc_control_ops *ops,
-                    struct cc_err *err)
+int cc_pidbox_init(struct cc_pidbox *c, const struct cc_config *cfg, const char *hostname,
+                   struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
+                   struct cc_redeliver_kv *kv, const struct cc_pidbox_ops *ops, struct cc_err *err)
 {
     const char *dq = cfg->default_queue ? cfg->default_queue : "celery";
     size_t len = strlen(hostname) + sizeof(".celery.pidbox");
@@ -264,7 +263,7 @@ int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const cha
     c->rl = rl;
     c->ops = *ops;
     c->started_mono_us = cc_mono_us();
-    c->is_events = false; /* [control] the events module owns -E; see cc_control_is_events */
+    c->is_events = false; /* [control] the events module owns -E; see cc_pidbox_is_events */
     c->queue_name = cc_xmalloc(len);
     snprintf(c->queue_name, len, "%s.celery.pidbox", hostname);
     c->total = json_object();
@@ -289,13 +288,13 @@ int cc_control_init(struct cc_control *c, const struct cc_config *cfg, const cha
 
         control_revoked_sync(c);
         if (json_object_size(c->revoked) > before)
-            cc_info("Loaded %zu revoked task ids from Redis key " CC_CONTROL_REVOKED_KEY,
+            cc_info("Loaded %zu revoked task ids from Redis key " CC_PIDBOX_REVOKED_KEY,
                     json_object_size(c->revoked) - before);
     }
     return CC_OK;
 }
 
-void cc_control_deinit(struct cc_control *c)
+void cc_pidbox_deinit(struct cc_pidbox *c)
 {
     if (c == NULL)
         return;
@@ -320,8 +319,7 @@ void cc_control_deinit(struct cc_control *c)
     memset(c, 0, sizeof(*c));
 }
 
-static int control_consume_queue(struct cc_control *c, struct cc_control_queue *q,
-                                 struct cc_err *err)
+static int control_consume_queue(struct cc_pidbox *c, struct cc_pidbox_queue *q, struct cc_err *err)
 {
     struct cc_broker *b = c->broker;
     int rc = CC_OK;
@@ -338,7 +336,7 @@ static int control_consume_queue(struct cc_control *c, struct cc_control_queue *
     return rc;
 }
 
-int cc_control_attach(struct cc_control *c, struct cc_err *err)
+int cc_pidbox_attach(struct cc_pidbox *c, struct cc_err *err)
 {
     struct cc_broker *b = c->broker;
     size_t i_cfg = 0;
@@ -346,7 +344,7 @@ int cc_control_attach(struct cc_control *c, struct cc_err *err)
 
     /* worker_declare consumed the configured queues in order: learn their tags. */
     for (size_t i = 0; i < c->n_queues; i++) {
-        struct cc_control_queue *q = &c->queues[i];
+        struct cc_pidbox_queue *q = &c->queues[i];
 
         q->tag[0] = '\0';
         if (q->is_config) {
@@ -355,7 +353,7 @@ int cc_control_attach(struct cc_control *c, struct cc_err *err)
         }
     }
     for (size_t i = 0; i < c->n_queues; i++) { /* re-apply add/cancel_consumer */
-        struct cc_control_queue *q = &c->queues[i];
+        struct cc_pidbox_queue *q = &c->queues[i];
 
         if (!q->is_active && q->tag[0] != '\0') {
             rc = cc_broker_cancel_on(b, b->channel, q->tag, err);
@@ -368,28 +366,28 @@ int cc_control_attach(struct cc_control *c, struct cc_err *err)
                 return rc;
         }
     }
-    rc = cc_broker_channel_open(b, CC_CONTROL_CHANNEL, err);
+    rc = cc_broker_channel_open(b, CC_PIDBOX_CHANNEL, err);
     /* kombu Mailbox: Exchange('celery.pidbox', 'fanout', durable=False); the node's queue
      * Queue('<host>.celery.pidbox', durable=False, auto_delete=True, expires=10,
      * message_ttl=300) bound with routing key ''; replies to Exchange('reply.celery.pidbox',
      * 'direct', durable=False). */
     if (rc == CC_OK)
-        rc = cc_broker_declare_exchange_on(b, CC_CONTROL_CHANNEL, "celery.pidbox", "fanout", false,
+        rc = cc_broker_declare_exchange_on(b, CC_PIDBOX_CHANNEL, "celery.pidbox", "fanout", false,
                                            err);
     if (rc == CC_OK)
-        rc = cc_broker_declare_queue_on(b, CC_CONTROL_CHANNEL, c->queue_name, false, true, 10000,
+        rc = cc_broker_declare_queue_on(b, CC_PIDBOX_CHANNEL, c->queue_name, false, true, 10000,
                                         300000, err);
     if (rc == CC_OK)
-        rc = cc_broker_bind_on(b, CC_CONTROL_CHANNEL, c->queue_name, "celery.pidbox", "", err);
+        rc = cc_broker_bind_on(b, CC_PIDBOX_CHANNEL, c->queue_name, "celery.pidbox", "", err);
     if (rc == CC_OK)
-        rc = cc_broker_declare_exchange_on(b, CC_CONTROL_CHANNEL, "reply.celery.pidbox", "direct",
+        rc = cc_broker_declare_exchange_on(b, CC_PIDBOX_CHANNEL, "reply.celery.pidbox", "direct",
                                            false, err);
     if (rc == CC_OK)
-        rc = cc_broker_consume_on(b, CC_CONTROL_CHANNEL, c->queue_name, true, NULL, 0, err);
+        rc = cc_broker_consume_on(b, CC_PIDBOX_CHANNEL, c->queue_name, true, NULL, 0, err);
     return rc;
 }
 
-void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request *r)
+void cc_pidbox_on_start(struct cc_pidbox *c, int slot, const struct cc_request *r)
 {
     json_t *n;
 
@@ -410,12 +408,12 @@ void cc_control_on_start(struct cc_control *c, int slot, const struct cc_request
         json_object_set_new(c->total, r->msg.task, json_integer(1));
 }
 
-uint64_t cc_control_processed(const struct cc_control *c)
+uint64_t cc_pidbox_processed(const struct cc_pidbox *c)
 {
     return c->n_accepted;
 }
 
-bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signum)
+bool cc_pidbox_take_terminated(struct cc_pidbox *c, const char *id, int *signum)
 {
     json_t *v = json_object_get(c->terminated, id);
 
@@ -427,7 +425,7 @@ bool cc_control_take_terminated(struct cc_control *c, const char *id, int *signu
     return true;
 }
 
-bool cc_control_is_events(const struct cc_control *c)
+bool cc_pidbox_is_events(const struct cc_pidbox *c)
 {
     return c->is_events;
 }
@@ -436,13 +434,12 @@ bool cc_control_is_events(const struct cc_control *c)
 
 /* Request.info(safe): with `is_safe` (inspect active safe=True) args and kwargs are the
  * message's argsrepr / kwargsrepr strings, as Celery sends them ('' when absent). */
-static json_t *control_info(struct cc_control *c, const struct cc_request *r, int slot,
-                            bool is_safe)
+static json_t *control_info(struct cc_pidbox *c, const struct cc_request *r, int slot, bool is_safe)
 {
     json_t *args_repr = is_safe ? json_string(r->msg.argsrepr ? r->msg.argsrepr : "") : NULL;
     json_t *kwargs_repr = is_safe ? json_string(r->msg.kwargsrepr ? r->msg.kwargsrepr : "") : NULL;
     json_t *info;
-    struct cc_ctl_info in = {
+    struct cc_control_info in = {
         .id = r->msg.id,
         .name = r->msg.task,
         .args = r->msg.args,
@@ -467,21 +464,21 @@ static json_t *control_info(struct cc_control *c, const struct cc_request *r, in
         in.args = args_repr;
         in.kwargs = kwargs_repr;
     }
-    info = cc_ctl_request_info(&in);
+    info = cc_control_request_info(&in);
     json_decref(args_repr);
     json_decref(kwargs_repr);
     return info;
 }
 
 struct control_collect {
-    struct cc_control *c;
-    enum cc_control_kind want;
+    struct cc_pidbox *c;
+    enum cc_pidbox_kind want;
     bool is_safe; /* active safe=True */
     json_t *out;  /* list (active/reserved/scheduled) or object (query_task) */
     json_t *ids;  /* query_task: wanted ids */
 };
 
-static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_control_kind kind,
+static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_pidbox_kind kind,
                                int slot)
 {
     struct control_collect *cc = ctx;
@@ -490,14 +487,14 @@ static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_co
         size_t i;
         json_t *v;
 
-        if (kind == CC_CONTROL_SCHEDULED)
+        if (kind == CC_PIDBOX_SCHEDULED)
             return;
         json_array_foreach(cc->ids, i, v)
         {
             if (json_is_string(v) && strcmp(json_string_value(v), r->msg.id) == 0) {
                 json_object_set_new(cc->out, r->msg.id,
                                     json_pack("[s, o]",
-                                              kind == CC_CONTROL_ACTIVE ? "active" : "reserved",
+                                              kind == CC_PIDBOX_ACTIVE ? "active" : "reserved",
                                               control_info(cc->c, r, slot, false)));
                 break;
             }
@@ -506,19 +503,19 @@ static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_co
     }
     if (kind != cc->want)
         return;
-    if (kind == CC_CONTROL_SCHEDULED) {
+    if (kind == CC_PIDBOX_SCHEDULED) {
         char eta[64] = "";
 
         if (r->msg.eta_us != 0)
             cc_iso_format(r->msg.eta_us, 1, eta, sizeof(eta));
         json_array_append_new(cc->out,
-                              cc_ctl_scheduled_entry(eta, control_info(cc->c, r, -1, false)));
+                              cc_control_scheduled_entry(eta, control_info(cc->c, r, -1, false)));
     } else {
         json_array_append_new(cc->out, control_info(cc->c, r, slot, cc->is_safe));
     }
 }
 
-static json_t *control_list(struct cc_control *c, enum cc_control_kind kind, bool is_safe)
+static json_t *control_list(struct cc_pidbox *c, enum cc_pidbox_kind kind, bool is_safe)
 {
     struct control_collect cc = {.c = c, .want = kind, .out = json_array(), .is_safe = is_safe};
 
@@ -539,7 +536,7 @@ static json_t *control_limit(double s)
     return s > 0 ? json_real(s) : json_integer(0);
 }
 
-static json_t *control_stats(struct cc_control *c)
+static json_t *control_stats(struct cc_pidbox *c)
 {
     struct rusage ru;
     struct cc_amqp_url u = {0};
@@ -635,7 +632,7 @@ static bool control_entry_limit(double s, char *buf, size_t size)
 /* str(getattr(task, attr, None)) for `inspect registered ATTR...`, into buf; false for None
  * (left out, as Celery's _extract_info does). The time_limit command replaces both limits
  * of the task, as it sets task.soft_time_limit and task.time_limit in Celery. */
-static bool control_task_attr(struct cc_control *c, const struct cc_task_entry *e, const char *attr,
+static bool control_task_attr(struct cc_pidbox *c, const struct cc_task_entry *e, const char *attr,
                               char *buf, size_t size)
 {
     json_t *tl = json_object_get(c->time_limits, e->name);
@@ -695,11 +692,11 @@ static int control_str_cmp(const void *a, const void *b)
 /* Celery's registered(taskinfoitems=None, builtins=False): "name [a=x b=y]" per task, sorted
  * by name, with the attributes asked for (default: exchange, routing_key, rate_limit) that
  * are not None, in the order asked; celery.* tasks only with a truthy `builtins`. */
-static json_t *control_registered(struct cc_control *c, json_t *args)
+static json_t *control_registered(struct cc_pidbox *c, json_t *args)
 {
     static const char *const dflt[] = {"exchange", "routing_key", "rate_limit"};
     json_t *items = json_object_get(args, "taskinfoitems");
-    bool builtins = cc_ctl_arg_bool(args, "builtins", false);
+    bool builtins = cc_control_arg_bool(args, "builtins", false);
     json_t *want = json_array(), *out = json_array(), *v;
     size_t i, n;
     json_t **sorted;
@@ -760,17 +757,17 @@ static json_t *control_registered(struct cc_control *c, json_t *args)
     return out;
 }
 
-static json_t *control_active_queues(struct cc_control *c)
+static json_t *control_active_queues(struct cc_pidbox *c)
 {
     json_t *out = json_array();
 
     for (size_t i = 0; i < c->n_queues; i++) {
-        const struct cc_control_queue *q = &c->queues[i];
+        const struct cc_pidbox_queue *q = &c->queues[i];
 
         if (q->is_active)
-            json_array_append_new(out, cc_ctl_queue_info(q->name, q->exchange, q->exchange_type,
-                                                         q->routing_key, true,
-                                                         c->cfg->queue_max_priority));
+            json_array_append_new(out, cc_control_queue_info(q->name, q->exchange, q->exchange_type,
+                                                             q->routing_key, true,
+                                                             c->cfg->queue_max_priority));
     }
     return out;
 }
@@ -801,21 +798,21 @@ static int control_signum_int(json_int_t n)
 }
 
 struct control_term {
-    struct cc_control *c;
+    struct cc_pidbox *c;
     json_t *ids;        /* wanted */
     json_t *terminated; /* ids signalled, list */
     int signum;
 };
 
-static void control_term_fn(void *ctx, const struct cc_request *r, enum cc_control_kind kind,
+static void control_term_fn(void *ctx, const struct cc_request *r, enum cc_pidbox_kind kind,
                             int slot)
 {
     struct control_term *t = ctx;
-    struct cc_control *c = t->c;
+    struct cc_pidbox *c = t->c;
     size_t i;
     json_t *v;
 
-    if (kind != CC_CONTROL_ACTIVE || slot < 0 || slot >= c->pool->n)
+    if (kind != CC_PIDBOX_ACTIVE || slot < 0 || slot >= c->pool->n)
         return;
     json_array_foreach(t->ids, i, v)
     {
@@ -836,7 +833,7 @@ static void control_term_fn(void *ctx, const struct cc_request *r, enum cc_contr
     }
 }
 
-static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_terminate)
+static json_t *control_revoke(struct cc_pidbox *c, json_t *args, bool force_terminate)
 {
     json_t *tid = json_object_get(args, "task_id");
     json_t *ids = json_array();
@@ -844,13 +841,13 @@ static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_ter
     size_t i;
     json_t *v;
     /* [issue 14] Python's `if terminate:`: Flower sends terminate=1 (strtobool's int). */
-    bool terminate = force_terminate || cc_ctl_arg_bool(args, "terminate", false);
+    bool terminate = force_terminate || cc_control_arg_bool(args, "terminate", false);
 
     if (json_is_string(tid))
         json_array_append(ids, tid);
     else if (json_is_array(tid))
         json_array_foreach(tid, i, v) if (json_is_string(v)) json_array_append(ids, v);
-    json_array_foreach(ids, i, v) cc_control_revoke_add(c, json_string_value(v));
+    json_array_foreach(ids, i, v) cc_pidbox_revoke_add(c, json_string_value(v));
     if (terminate) {
         struct control_term t = {.c = c, .ids = ids, .terminated = json_array()};
         char *text;
@@ -862,31 +859,31 @@ static json_t *control_revoke(struct cc_control *c, json_t *args, bool force_ter
         if (t.signum <= 0) {
             json_decref(t.terminated);
             json_decref(ids);
-            return cc_ctl_error("ValueError('unknown signal')");
+            return cc_control_error("ValueError('unknown signal')");
         }
         c->ops.each(c->ops.ud, control_term_fn, &t);
         if (json_array_size(t.terminated) == 0)
-            reply = cc_ctl_ok("terminate: tasks unknown");
+            reply = cc_control_ok("terminate: tasks unknown");
         else {
-            text = cc_ctl_join_ids("terminate: ", t.terminated, "");
-            reply = cc_ctl_ok(text ? text : "");
+            text = cc_control_join_ids("terminate: ", t.terminated, "");
+            reply = cc_control_ok(text ? text : "");
             free(text);
         }
         json_decref(t.terminated);
     } else {
-        char *text = cc_ctl_join_ids("tasks ", ids, " flagged as revoked");
-        char *idstr = cc_ctl_join_ids("", ids, "");
+        char *text = cc_control_join_ids("tasks ", ids, " flagged as revoked");
+        char *idstr = cc_control_join_ids("", ids, "");
 
         cc_info("Tasks flagged as revoked: %s", idstr ? idstr : "");
         free(idstr);
-        reply = cc_ctl_ok(text ? text : "");
+        reply = cc_control_ok(text ? text : "");
         free(text);
     }
     json_decref(ids);
     return reply;
 }
 
-static json_t *control_rate_limit(struct cc_control *c, json_t *args)
+static json_t *control_rate_limit(struct cc_pidbox *c, json_t *args)
 {
     const char *name = control_arg_str(args, "task_name");
     json_t *jr = json_object_get(args, "rate_limit");
@@ -915,11 +912,11 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
                      "Invalid rate limit string: ValueError(\"could not convert string to "
                      "float: '%.60s'\")",
                      text);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     if (name == NULL || cc_task_lookup(name) == NULL) {
         cc_error("Rate limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
-        return cc_ctl_error("unknown task");
+        return cc_control_error("unknown task");
     }
     if (c->rl != NULL)
         cc_rl_set(c->rl, name, per_s);
@@ -931,10 +928,10 @@ static json_t *control_rate_limit(struct cc_control *c, json_t *args)
     if (jr == NULL || json_is_null(jr) || (json_is_number(jr) && json_number_value(jr) == 0) ||
         (json_is_string(jr) && json_string_length(jr) == 0)) {
         cc_info("Rate limits disabled for tasks of type %s", cc_log_str(name));
-        return cc_ctl_ok("rate limit disabled successfully");
+        return cc_control_ok("rate limit disabled successfully");
     }
     cc_info("New rate limit for tasks of type %s: %s.", cc_log_str(name), text);
-    return cc_ctl_ok("new rate limit set successfully");
+    return cc_control_ok("new rate limit set successfully");
 }
 
 /* [issue 14] One argument of time_limit: None (absent / null) or a number >= 0 of any size
@@ -950,7 +947,7 @@ static bool control_limit_arg_ok(const json_t *v)
     return json_is_real(v) && json_real_value(v) >= 0;
 }
 
-static json_t *control_time_limit(struct cc_control *c, json_t *args)
+static json_t *control_time_limit(struct cc_pidbox *c, json_t *args)
 {
     const char *name = control_arg_str(args, "task_name");
     json_t *soft = json_object_get(args, "soft"), *hard = json_object_get(args, "hard");
@@ -958,7 +955,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
 
     if (name == NULL || cc_task_lookup(name) == NULL) {
         cc_error("Change time limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
-        return cc_ctl_error("unknown task");
+        return cc_control_error("unknown task");
     }
     if (!control_limit_arg_ok(soft) || !control_limit_arg_ok(hard)) {
         const json_t *bad = control_limit_arg_ok(soft) ? hard : soft;
@@ -970,7 +967,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
                  bad == soft ? "soft" : "hard", r != NULL ? r : "?");
         free(r);
         cc_error("Change time limit for %s refused: %s", cc_log_str(name), msg);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     /* Celery sets task.soft_time_limit = soft; task.time_limit = hard: both, None included
      * (kept as sent, so `inspect registered time_limit` shows them as Python would). */
@@ -981,7 +978,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
     control_py_str(hard != NULL ? hard : json_null(), hard_s, sizeof(hard_s));
     cc_info("New time limits for tasks of type %s: soft=%s hard=%s", cc_log_str(name), soft_s,
             hard_s);
-    return cc_ctl_ok("time limits set successfully");
+    return cc_control_ok("time limits set successfully");
 }
 
 /* [poolsize] pool_grow / pool_shrink, as Celery's control.py: the pool changes size now
@@ -990,7 +987,7 @@ static json_t *control_time_limit(struct cc_control *c, json_t *args)
  * and threads pools have no grow/shrink: the solo reply is Celery's AttributeError; the
  * threads pool here resizes like prefork. Shrinking never kills a busy executor (billiard
  * answers "Can't shrink pool. All processes busy!"; celeryc lets it finish its task). */
-static json_t *control_pool_resize(struct cc_control *c, json_t *args, bool is_grow)
+static json_t *control_pool_resize(struct cc_pidbox *c, json_t *args, bool is_grow)
 {
     const char *verb = is_grow ? "grow" : "shrink";
     json_t *jn = json_object_get(args, "n");
@@ -1001,7 +998,7 @@ static json_t *control_pool_resize(struct cc_control *c, json_t *args, bool is_g
     if (c->cfg->pool == CC_POOL_SOLO) {
         snprintf(msg, sizeof(msg), "AttributeError(\"'TaskPool' object has no attribute '%s'\")",
                  verb);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     /* Python's n=1 default; range(n) wants an int (the CLI converts N to one). */
     if (jn != NULL && !json_is_integer(jn)) {
@@ -1012,45 +1009,46 @@ static json_t *control_pool_resize(struct cc_control *c, json_t *args, bool is_g
                  : json_is_array(jn)  ? "list"
                  : json_is_object(jn) ? "dict"
                                       : "bool");
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     json_int_t n = jn != NULL ? json_integer_value(jn) : 1;
     if (n < 0 || n > cc_pool_max_size(c->pool)) {
         snprintf(msg, sizeof(msg), "ValueError('pool_%s: n must be in 0..%d, got %lld')", verb,
                  cc_pool_max_size(c->pool), (long long)n);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     rc = is_grow ? cc_pool_grow(c->pool, (int)n, &err) : cc_pool_shrink(c->pool, (int)n, &err);
     if (rc != CC_OK) {
         cc_error("pool_%s %lld: %s", verb, (long long)n, err.msg);
         snprintf(msg, sizeof(msg), "ValueError('%.150s')", err.msg);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
     if (n > 0)
         cc_info("pool_%s %lld by remote: the pool now has %d %s", verb, (long long)n,
                 cc_pool_size(c->pool), c->cfg->pool == CC_POOL_THREADS ? "threads" : "processes");
     if (c->ops.pool_resized != NULL)
         c->ops.pool_resized(c->ops.ud);
-    return cc_ctl_ok(is_grow ? "pool will grow" : "pool will shrink");
+    return cc_control_ok(is_grow ? "pool will grow" : "pool will shrink");
 }
 
-static json_t *control_add_consumer(struct cc_control *c, json_t *args)
+static json_t *control_add_consumer(struct cc_pidbox *c, json_t *args)
 {
     const char *queue = control_arg_str(args, "queue");
     const char *ex = control_arg_str(args, "exchange");
     const char *type = control_arg_str(args, "exchange_type");
     const char *rk = control_arg_str(args, "routing_key");
-    struct cc_control_queue *q;
+    struct cc_pidbox_queue *q;
     struct cc_err err = {0};
     char msg[300];
 
     if (queue == NULL)
-        return cc_ctl_error("TypeError(\"add_consumer() missing 1 required positional argument: "
-                            "'queue'\")");
+        return cc_control_error(
+            "TypeError(\"add_consumer() missing 1 required positional argument: "
+            "'queue'\")");
     q = control_queue_find(c, queue);
     if (q != NULL && q->is_active) {
         snprintf(msg, sizeof(msg), "already consuming from %s", queue);
-        return cc_ctl_ok(msg);
+        return cc_control_ok(msg);
     }
     if (q == NULL) {
         control_queue_add(c, queue, ex ? ex : queue, type ? type : "direct", rk ? rk : queue,
@@ -1064,19 +1062,19 @@ static json_t *control_add_consumer(struct cc_control *c, json_t *args)
     else
         cc_info("Started consuming from %s", queue);
     snprintf(msg, sizeof(msg), "add consumer %s", queue);
-    return cc_ctl_ok(msg);
+    return cc_control_ok(msg);
 }
 
-static json_t *control_cancel_consumer(struct cc_control *c, json_t *args)
+static json_t *control_cancel_consumer(struct cc_pidbox *c, json_t *args)
 {
     const char *queue = control_arg_str(args, "queue");
-    struct cc_control_queue *q = queue ? control_queue_find(c, queue) : NULL;
+    struct cc_pidbox_queue *q = queue ? control_queue_find(c, queue) : NULL;
     struct cc_err err = {0};
     char msg[300];
 
     if (queue == NULL)
-        return cc_ctl_error("TypeError(\"cancel_consumer() missing 1 required positional "
-                            "argument: 'queue'\")");
+        return cc_control_error("TypeError(\"cancel_consumer() missing 1 required positional "
+                                "argument: 'queue'\")");
     if (q != NULL) {
         q->is_active = false;
         if (q->tag[0] != '\0' && c->broker->is_channel_open &&
@@ -1086,10 +1084,10 @@ static json_t *control_cancel_consumer(struct cc_control *c, json_t *args)
         cc_info("Stopped consuming from %s", queue);
     }
     snprintf(msg, sizeof(msg), "no longer consuming from %s", queue);
-    return cc_ctl_ok(msg);
+    return cc_control_ok(msg);
 }
 
-static json_t *control_conf(struct cc_control *c)
+static json_t *control_conf(struct cc_pidbox *c)
 {
     /* [issue 14] Every URL as Celery's filter_hidden_settings shows it: the password
      * replaced by "********" (the result backend's was sent in clear). */
@@ -1130,28 +1128,28 @@ static json_t *control_report(void)
 
     snprintf(buf, sizeof(buf), "\nsoftware -> celeryc:%s (C) \nplatform -> system:Linux\n",
              CELERYC_VERSION);
-    return cc_ctl_ok(buf);
+    return cc_control_ok(buf);
 }
 
 /* Returns the reply value (new reference; NULL = JSON null), *no_reply for shutdown. */
-static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q, bool *no_reply)
+static json_t *control_dispatch(struct cc_pidbox *c, const struct cc_control_req *q, bool *no_reply)
 {
     const char *m = q->method;
     json_t *a = q->arguments;
 
     *no_reply = false;
     if (strcmp(m, "ping") == 0)
-        return cc_ctl_ok("pong");
+        return cc_control_ok("pong");
     if (strcmp(m, "stats") == 0)
         return control_stats(c);
     if (strcmp(m, "registered") == 0)
         return control_registered(c, a);
     if (strcmp(m, "active") == 0) /* [issue 14] safe: Python's truthiness, as every boolean */
-        return control_list(c, CC_CONTROL_ACTIVE, cc_ctl_arg_bool(a, "safe", false));
+        return control_list(c, CC_PIDBOX_ACTIVE, cc_control_arg_bool(a, "safe", false));
     if (strcmp(m, "reserved") == 0)
-        return control_list(c, CC_CONTROL_RESERVED, false);
+        return control_list(c, CC_PIDBOX_RESERVED, false);
     if (strcmp(m, "scheduled") == 0)
-        return control_list(c, CC_CONTROL_SCHEDULED, false);
+        return control_list(c, CC_PIDBOX_SCHEDULED, false);
     if (strcmp(m, "active_queues") == 0)
         return control_active_queues(c);
     if (strcmp(m, "query_task") == 0) {
@@ -1196,9 +1194,10 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
         c->is_events = on;
         (void)cc_events_enable(on);
         if (was == on)
-            return cc_ctl_ok(on ? "task events already enabled" : "task events already disabled");
+            return cc_control_ok(on ? "task events already enabled"
+                                    : "task events already disabled");
         cc_info("Events of group {task} %s by remote.", on ? "enabled" : "disabled");
-        return cc_ctl_ok(on ? "task events enabled" : "task events disabled");
+        return cc_control_ok(on ? "task events enabled" : "task events disabled");
     }
     if (strcmp(m, "heartbeat") == 0) {
         struct cc_events *ev = cc_events_get();
@@ -1220,9 +1219,9 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
         return control_pool_resize(c, a, m[5] == 'g');
     /* No --autoscale (no autoscaler): Celery's answer for a worker started without it. */
     if (strcmp(m, "autoscale") == 0)
-        return cc_ctl_error("ValueError('Autoscale not enabled')");
+        return cc_control_error("ValueError('Autoscale not enabled')");
     if (strcmp(m, "pool_restart") == 0)
-        return cc_ctl_error("ValueError('Pool restarts not enabled')");
+        return cc_control_error("ValueError('Pool restarts not enabled')");
     if (strcmp(m, "hello") == 0) {
         /* mingle: answer with our revoked ids so a Python node can sync (§5.3). */
         const char *from = control_arg_str(a, "from_node");
@@ -1243,7 +1242,7 @@ static json_t *control_dispatch(struct cc_control *c, const struct cc_ctl_req *q
 
         snprintf(msg, sizeof(msg), "KeyError('%.100s')", m);
         cc_error("No such control command: %s", m);
-        return cc_ctl_error(msg);
+        return cc_control_error(msg);
     }
 }
 
@@ -1287,10 +1286,10 @@ static bool control_header_int(const amqp_table_t *t, const char *key, uint64_t 
     return false;
 }
 
-void cc_control_on_delivery(struct cc_control *c, const amqp_envelope_t *env)
+void cc_pidbox_on_delivery(struct cc_pidbox *c, const amqp_envelope_t *env)
 {
     const amqp_basic_properties_t *p = &env->message.properties;
-    struct cc_ctl_req q;
+    struct cc_control_req q;
     struct cc_err err = {0};
     struct cc_msg_out out;
     json_t *value;
@@ -1298,15 +1297,15 @@ void cc_control_on_delivery(struct cc_control *c, const amqp_envelope_t *env)
     uint64_t clock;
 
     if ((p->_flags & AMQP_BASIC_HEADERS_FLAG) && control_header_int(&p->headers, "clock", &clock))
-        cc_control_clock_adjust(c, clock);
-    if (cc_ctl_parse(env->message.body.bytes, env->message.body.len, c->hostname, &q, &err) !=
+        cc_pidbox_clock_adjust(c, clock);
+    if (cc_control_parse(env->message.body.bytes, env->message.body.len, c->hostname, &q, &err) !=
         CC_OK) {
         cc_warn("pidbox: dropping a bad request: %s", err.msg);
-        cc_ctl_req_deinit(&q);
+        cc_control_req_deinit(&q);
         return;
     }
     if (!q.is_for_me) {
-        cc_ctl_req_deinit(&q);
+        cc_control_req_deinit(&q);
         return;
     }
     cc_debug("pidbox received method %s [reply_to:%s ticket:%s]", q.method,
@@ -1314,30 +1313,30 @@ void cc_control_on_delivery(struct cc_control *c, const amqp_envelope_t *env)
     value = control_dispatch(c, &q, &no_reply);
     if (!no_reply && q.reply_exchange != NULL && q.reply_rk != NULL) {
         size_t len = 0;
-        char *body = cc_ctl_reply_body(c->hostname, value, &len);
+        char *body = cc_control_reply_body(c->hostname, value, &len);
 
         memset(&out, 0, sizeof(out));
         out.headers = json_pack("{s:s?, s:I}", "ticket", q.ticket, "clock",
-                                (json_int_t)cc_control_clock_forward(c));
+                                (json_int_t)cc_pidbox_clock_forward(c));
         out.body = body;
         out.body_len = len;
         out.content_type = "application/json";
         out.content_encoding = "utf-8";
         out.delivery_mode = 1;
         if (body != NULL && out.headers != NULL &&
-            cc_broker_publish_on(c->broker, CC_CONTROL_CHANNEL, q.reply_exchange, q.reply_rk, &out,
+            cc_broker_publish_on(c->broker, CC_PIDBOX_CHANNEL, q.reply_exchange, q.reply_rk, &out,
                                  &err) != CC_OK)
             cc_warn("pidbox: reply to %s failed: %s", q.method, err.msg);
         json_decref(out.headers);
         free(body);
     }
     json_decref(value);
-    cc_ctl_req_deinit(&q);
+    cc_control_req_deinit(&q);
 }
 
-bool cc_control_task_limits(void *ud, const char *name, double *soft_s, double *hard_s)
+bool cc_pidbox_task_limits(void *ud, const char *name, double *soft_s, double *hard_s)
 {
-    struct cc_control *c = ud;
+    struct cc_pidbox *c = ud;
     json_t *v = json_object_get(c->time_limits, name);
 
     if (v == NULL)

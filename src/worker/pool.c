@@ -71,7 +71,7 @@
 #include "pool.h"
 #include "pyrepr.h"
 #include "result.h"
-#include "sig.h"
+#include "signals.h"
 #include "taskrun.h"
 #include "util.h"
 
@@ -1140,7 +1140,7 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
         _exit(1); /* the master died before prctl took effect */
     snprintf(name, sizeof(name), "ForkPoolWorker-%d", p->kids[slot].index);
     cc_log_set_process(name);
-    cc_sig_child_reset();
+    cc_signals_child_reset();
     if (pool_install_soft_handler() != 0)
         cc_error("sigaction(SIGUSR1): %s; soft time limits will kill this child", strerror(errno));
     cs.soft_flag = &pool_soft_flag;

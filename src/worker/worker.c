@@ -46,7 +46,7 @@
 #include "celeryc/version.h"
 #include "chord.h" /* [canvas-chord] */
 #include "consumer.h"
-#include "control.h"
+#include "pidbox.h"
 #include "events.h" /* [events] */
 #include "delaystore.h"
 #include "isotime.h"
@@ -56,7 +56,7 @@
 #include "pool.h"
 #include "redeliver.h"
 #include "ratelimit.h"
-#include "sig.h"
+#include "signals.h"
 #include "taskrun.h"
 #include "url.h"
 #include "util.h"
@@ -118,7 +118,7 @@ struct worker {
     struct cc_delay ds;
     bool is_rd_init;
 
-    struct cc_control ctl; /* [control] pidbox node, revoked set (control.c) */
+    struct cc_pidbox ctl; /* [control] pidbox node, revoked set (control.c) */
     bool is_ctl_init;
     struct cc_events ev; /* [events] celeryev dispatcher (events.c) */
     bool is_blocked;     /* [blocked] a connection is blocked by the broker (worker_flow) */
@@ -566,8 +566,8 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     int64_t now;
     int rc;
 
-    if (env->channel == CC_CONTROL_CHANNEL) { /* [control] a pidbox request */
-        cc_control_on_delivery(&w->ctl, env);
+    if (env->channel == CC_PIDBOX_CHANNEL) { /* [control] a pidbox request */
+        cc_pidbox_on_delivery(&w->ctl, env);
         return;
     }
     rc = cc_consumer_on_delivery(&w->consumer, env, &r, &err);
@@ -619,7 +619,7 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         cc_request_free(r);
     } else if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
-    } else if (cc_control_is_revoked(&w->ctl, r->msg.id)) { /* [control] */
+    } else if (cc_pidbox_is_revoked(&w->ctl, r->msg.id)) { /* [control] */
         worker_discard_revoked(w, r);
     } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
                cc_delay_offer(&w->ds, env, r) == CC_OK) {
@@ -1104,7 +1104,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
     cc_jobkeeper_on_done(w->jk, slot); /* [jobrun] */
     if (r == NULL)
         return;
-    if (cc_control_take_terminated(&w->ctl, r->msg.id, NULL)) { /* [control] revoke terminate */
+    if (cc_pidbox_take_terminated(&w->ctl, r->msg.id, NULL)) { /* [control] revoke terminate */
         cc_events_task_revoked(&w->ev, r, true, WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0,
                                false); /* [events] */
         /* [jobrun] X when the run was being stopped (C), else F: the store decides */
@@ -1242,7 +1242,7 @@ static void worker_dispatch(struct worker *w)
             worker_expire(w, r);
             continue;
         }
-        if (cc_control_is_revoked(&w->ctl, r->msg.id)) { /* [control] and before execution */
+        if (cc_pidbox_is_revoked(&w->ctl, r->msg.id)) { /* [control] and before execution */
             worker_discard_revoked(w, r);
             continue;
         }
@@ -1261,7 +1261,7 @@ static void worker_dispatch(struct worker *w)
         seq = w->next_seq++;
         w->running[slot] = r;
         cc_jobkeeper_on_dispatch(w->jk, slot, r);          /* [jobrun] heartbeats while it runs */
-        cc_control_on_start(&w->ctl, slot, r);             /* [control] time_start, stats total */
+        cc_pidbox_on_start(&w->ctl, slot, r);              /* [control] time_start, stats total */
         w->pool.is_event_text = cc_events_task_on(&w->ev); /* [events] */
         cc_events_task_started(&w->ev, r);                 /* [events] */
         cc_redeliver_on_handoff(&w->rd, r);                /* [redisx] its redelivery will count */
@@ -1333,7 +1333,7 @@ static int worker_connect(struct worker *w, struct cc_err *err)
     if (rc == CC_OK)
         rc = worker_declare(w, err);
     if (rc == CC_OK) /* [control] pidbox queue on channel 2, add/cancel_consumer */
-        rc = cc_control_attach(&w->ctl, err);
+        rc = cc_pidbox_attach(&w->ctl, err);
     if (rc != CC_OK) {
         cc_broker_abandon(&w->broker);
         return rc;
@@ -1454,7 +1454,7 @@ static void worker_reconnect(struct worker *w)
             w->reconnect_attempt = 0;
             w->full_failures = 0;
             cc_events_online(&w->ev, w->pool.n_busy, /* [events] as Celery's Heart; [flower] */
-                             cc_control_processed(&w->ctl));
+                             cc_pidbox_processed(&w->ctl));
             worker_flush_retries(w);
             return;
         }
@@ -1513,7 +1513,7 @@ static char *worker_hostname(const struct cc_config *cfg)
 
 static void worker_signals(struct worker *w)
 {
-    struct cc_sig_counts sc = cc_sig_take();
+    struct cc_sig_counts sc = cc_signals_take();
     struct cc_err err = {0};
 
     bool is_int_cold = (sc.intr > 0 && w->state == WORKER_WARM) || sc.intr >= 2;
@@ -1717,12 +1717,12 @@ static void worker_loop(struct worker *w)
         cc_redeliver_tick(&w->rd, w->pool.n_busy > 0); /* [redisx] hand-off unmarks */
         if (w->is_connected)                           /* [events] heartbeat, task batch when due */
             cc_events_tick(&w->ev, cc_mono_us(), w->pool.n_busy,
-                           cc_control_processed(&w->ctl)); /* [flower] processed */
+                           cc_pidbox_processed(&w->ctl)); /* [flower] processed */
         if (w->state == WORKER_WARM && w->pool.n_busy == 0)
             break;
         if (w->state == WORKER_COLD)
             break;
-        pfd[n++] = (struct pollfd){.fd = cc_sig_fd(), .events = POLLIN};
+        pfd[n++] = (struct pollfd){.fd = cc_signals_fd(), .events = POLLIN};
         pfd[n++] = (struct pollfd){.fd = cc_pool_report_fd(&w->pool), .events = POLLIN};
         if (cc_broker_fd(&w->broker) >= 0 && worker_wants_deliveries(w))
             pfd[n++] = (struct pollfd){.fd = cc_broker_fd(&w->broker), .events = POLLIN};
@@ -1745,7 +1745,7 @@ static void worker_loop(struct worker *w)
 /* While the pool stops after the broker was lost: a TERM, INT or QUIT means "stop now". */
 static bool worker_is_cold_now(void *ud)
 {
-    struct cc_sig_counts sc = cc_sig_take();
+    struct cc_sig_counts sc = cc_signals_take();
 
     (void)ud;
     if (sc.term == 0 && sc.intr == 0 && sc.quit == 0)
@@ -1788,17 +1788,17 @@ static void worker_pool_resized(void *ud)
 }
 
 /* [control] Read-only view of the bookkeeping for inspect active/reserved/scheduled. */
-static void worker_ctl_each(void *ud, cc_control_visit_fn fn, void *ctx)
+static void worker_ctl_each(void *ud, cc_pidbox_visit_fn fn, void *ctx)
 {
     struct worker *w = ud;
 
     for (int i = 0; w->running != NULL && i < w->pool.n; i++)
         if (w->running[i] != NULL)
-            fn(ctx, w->running[i], CC_CONTROL_ACTIVE, i);
+            fn(ctx, w->running[i], CC_PIDBOX_ACTIVE, i);
     for (struct cc_request *r = w->ready_head; r != NULL; r = r->next)
-        fn(ctx, r, CC_CONTROL_RESERVED, -1);
+        fn(ctx, r, CC_PIDBOX_RESERVED, -1);
     for (size_t i = 0; i < w->n_eta; i++)
-        fn(ctx, w->eta[i], CC_CONTROL_SCHEDULED, -1);
+        fn(ctx, w->eta[i], CC_PIDBOX_SCHEDULED, -1);
 }
 
 int cc_worker_main(const struct cc_config *cfg)
@@ -1830,7 +1830,7 @@ int cc_worker_main(const struct cc_config *cfg)
         w.exit_code = 78; /* a configuration error, as main.c's EX_CONFIG */
         goto out;
     }
-    if (cc_sig_init(&err) != CC_OK) {
+    if (cc_signals_init(&err) != CC_OK) {
         cc_crit("%s", err.msg);
         goto out;
     }
@@ -1851,10 +1851,10 @@ int cc_worker_main(const struct cc_config *cfg)
     }
     cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     /* [control] the pidbox node and the revoked set (worker_state_db) */
-    const struct cc_control_ops ctl_ops = {
+    const struct cc_pidbox_ops ctl_ops = {
         .ud = &w, .each = worker_ctl_each, .pool_resized = worker_pool_resized}; /* [poolsize] */
-    rc = cc_control_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
-                         cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
+    rc = cc_pidbox_init(&w.ctl, cfg, w.hostname, &w.broker, &w.pool, w.rl,
+                        cc_redeliver_state_kv(&w.rd), &ctl_ops, &err);
     w.is_ctl_init = true;
     if (rc != CC_OK) {
         cc_crit("start-up: %s", err.msg);
@@ -1892,7 +1892,7 @@ int cc_worker_main(const struct cc_config *cfg)
     }
     rc = worker_declare(&w, &err);
     if (rc == CC_OK) /* [control] pidbox queue on channel 2 */
-        rc = cc_control_attach(&w.ctl, &err);
+        rc = cc_pidbox_attach(&w.ctl, &err);
     if (rc != CC_OK) {
         if (rc != CC_EPRECOND)
             cc_crit("start-up: %s", err.msg);
@@ -1909,7 +1909,7 @@ int cc_worker_main(const struct cc_config *cfg)
     po.broker = &w.broker;
     po.is_solo = cfg->pool == CC_POOL_SOLO;
     po.is_threads = cfg->pool == CC_POOL_THREADS;
-    po.task_limits = cc_control_task_limits; /* [control] time_limit command */
+    po.task_limits = cc_pidbox_task_limits; /* [control] time_limit command */
     po.task_limits_ud = &w.ctl;
     rc = cc_pool_start(&w.pool, &po, &err);
     w.is_pool_started = true;
@@ -1948,8 +1948,8 @@ out:
     worker_flush_acks(&w);
     if (w.is_rd_init) /* [redisx] the last unmarks */
         cc_redeliver_tick(&w.rd, false);
-    if (w.is_connected)                                                        /* [events] */
-        cc_events_offline(&w.ev, w.pool.n_busy, cc_control_processed(&w.ctl)); /* [flower] */
+    if (w.is_connected)                                                       /* [events] */
+        cc_events_offline(&w.ev, w.pool.n_busy, cc_pidbox_processed(&w.ctl)); /* [flower] */
     cc_events_deinit(&w.ev);
     free(w.acks);
     worker_free_requests(&w);
@@ -1985,9 +1985,9 @@ out:
     cc_netprobe_stop(&w.probe);
     cc_backend_free(w.backend);
     if (w.is_ctl_init) /* [control] compacts the state file */
-        cc_control_deinit(&w.ctl);
+        cc_pidbox_deinit(&w.ctl);
     cc_rl_free(w.rl);
-    cc_sig_deinit();
+    cc_signals_deinit();
     free(w.hostname);
     return w.exit_code;
 }

@@ -48,7 +48,7 @@ static void test_ctl_all_fixtures(void **state)
     while ((e = readdir(d)) != NULL) {
         json_t *root;
         const json_t *req, *rep;
-        struct cc_ctl_req q;
+        struct cc_control_req q;
         struct cc_err err = {0};
         const char *raw;
 
@@ -62,7 +62,7 @@ static void test_ctl_all_fixtures(void **state)
             json_decref(root);
             continue;
         }
-        if (cc_ctl_parse(raw, strlen(raw), NODE, &q, &err) != CC_OK)
+        if (cc_control_parse(raw, strlen(raw), NODE, &q, &err) != CC_OK)
             fail_msg("%s: %s", e->d_name, err.msg);
         {
             const json_t *dec = json_object_get(req, "body_decoded");
@@ -81,14 +81,14 @@ static void test_ctl_all_fixtures(void **state)
             if (!q.is_for_me && first_reply(root) != NULL) /* someone answered: it was w1@vm */
                 fail_msg("%s: not for " NODE, e->d_name);
         }
-        cc_ctl_req_deinit(&q);
+        cc_control_req_deinit(&q);
         rep = first_reply(root);
         if (rep != NULL && fixture_str(rep, "body_raw") != NULL) {
             const char *want = fixture_str(rep, "body_raw");
             const json_t *dec = json_object_get(rep, "body_decoded");
             const char *node = json_object_iter_key(json_object_iter((json_t *)dec));
             size_t len = 0;
-            char *got = cc_ctl_reply_body(node, json_object_get(dec, node), &len);
+            char *got = cc_control_reply_body(node, json_object_get(dec, node), &len);
 
             assert_non_null(got);
             if (strcmp(got, want) != 0)
@@ -107,13 +107,13 @@ static void test_ctl_all_fixtures(void **state)
 
 static void check_dest(const char *body, const char *host, bool want)
 {
-    struct cc_ctl_req q;
+    struct cc_control_req q;
     struct cc_err err = {0};
 
-    assert_int_equal(cc_ctl_parse(body, strlen(body), host, &q, &err), CC_OK);
+    assert_int_equal(cc_control_parse(body, strlen(body), host, &q, &err), CC_OK);
     if (q.is_for_me != want)
         fail_msg("%s for %s: got %d", body, host, q.is_for_me);
-    cc_ctl_req_deinit(&q);
+    cc_control_req_deinit(&q);
 }
 
 static void test_ctl_destination(void **state)
@@ -143,22 +143,22 @@ static void test_ctl_destination(void **state)
 
 static void test_ctl_bad_requests(void **state)
 {
-    struct cc_ctl_req q;
+    struct cc_control_req q;
     struct cc_err err = {0};
 
     (void)state;
-    assert_int_equal(cc_ctl_parse("[1]", 3, NODE, &q, &err), CC_EBADMSG);
-    cc_ctl_req_deinit(&q);
-    assert_int_equal(cc_ctl_parse("{", 1, NODE, &q, &err), CC_EBADMSG);
-    cc_ctl_req_deinit(&q);
-    assert_int_equal(cc_ctl_parse("{\"arguments\": {}}", 17, NODE, &q, &err), CC_EBADMSG);
-    cc_ctl_req_deinit(&q);
+    assert_int_equal(cc_control_parse("[1]", 3, NODE, &q, &err), CC_EBADMSG);
+    cc_control_req_deinit(&q);
+    assert_int_equal(cc_control_parse("{", 1, NODE, &q, &err), CC_EBADMSG);
+    cc_control_req_deinit(&q);
+    assert_int_equal(cc_control_parse("{\"arguments\": {}}", 17, NODE, &q, &err), CC_EBADMSG);
+    cc_control_req_deinit(&q);
     /* a cast: no ticket, no reply_to; arguments missing -> {} */
-    assert_int_equal(cc_ctl_parse("{\"method\": \"revoke\"}", 20, NODE, &q, &err), CC_OK);
+    assert_int_equal(cc_control_parse("{\"method\": \"revoke\"}", 20, NODE, &q, &err), CC_OK);
     assert_null(q.ticket);
     assert_null(q.reply_exchange);
     assert_int_equal(json_object_size(q.arguments), 0);
-    cc_ctl_req_deinit(&q);
+    cc_control_req_deinit(&q);
 }
 
 static json_t *info_from(const json_t *o)
@@ -166,7 +166,7 @@ static json_t *info_from(const json_t *o)
     const json_t *di = json_object_get(o, "delivery_info");
     const json_t *ts = json_object_get(o, "time_start");
     const json_t *pid = json_object_get(o, "worker_pid");
-    struct cc_ctl_info in = {
+    struct cc_control_info in = {
         .id = json_string_value(json_object_get(o, "id")),
         .name = json_string_value(json_object_get(o, "name")),
         .args = json_object_get(o, "args"),
@@ -181,7 +181,7 @@ static json_t *info_from(const json_t *o)
         .worker_pid = json_is_null(pid) ? 0 : (long)json_integer_value(pid),
     };
 
-    return cc_ctl_request_info(&in);
+    return cc_control_request_info(&in);
 }
 
 /* Rebuild a whole reply from the fields and compare with the captured bytes. */
@@ -191,7 +191,7 @@ static void check_rebuilt(const char *fixture, json_t *(*rebuild)(const json_t *
     const json_t *rep = first_reply(root);
     const json_t *dec = json_object_get(rep, "body_decoded");
     json_t *v = rebuild(json_object_get(dec, NODE));
-    char *got = cc_ctl_reply_body(NODE, v, NULL);
+    char *got = cc_control_reply_body(NODE, v, NULL);
 
     if (strcmp(got, fixture_str(rep, "body_raw")) != 0)
         fail_msg("%s:\n got  %s\n want %s", fixture, got, fixture_str(rep, "body_raw"));
@@ -217,8 +217,8 @@ static json_t *rebuild_scheduled(const json_t *dec)
     json_t *o;
 
     json_array_foreach(dec, i, o) json_array_append_new(
-        out, cc_ctl_scheduled_entry(json_string_value(json_object_get(o, "eta")),
-                                    info_from(json_object_get(o, "request"))));
+        out, cc_control_scheduled_entry(json_string_value(json_object_get(o, "eta")),
+                                        info_from(json_object_get(o, "request"))));
     return out;
 }
 
@@ -236,14 +236,14 @@ static json_t *rebuild_query(const json_t *dec)
 static json_t *rebuild_queues(const json_t *dec)
 {
     (void)dec;
-    return json_pack("[o]", cc_ctl_queue_info("celery", "celery", "direct", "celery", true, 0));
+    return json_pack("[o]", cc_control_queue_info("celery", "celery", "direct", "celery", true, 0));
 }
 
 static json_t *rebuild_revoke(const json_t *dec)
 {
     json_t *ids = json_pack("[s]", "24f21374-586b-4d56-b457-04a2860d2ba5");
-    char *text = cc_ctl_join_ids("tasks ", ids, " flagged as revoked");
-    json_t *v = cc_ctl_ok(text);
+    char *text = cc_control_join_ids("tasks ", ids, " flagged as revoked");
+    json_t *v = cc_control_ok(text);
 
     (void)dec;
     free(text);
@@ -282,11 +282,11 @@ static void test_issue_14_truthy_is_pythons(void **state)
         json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, &jerr);
 
         assert_non_null(v);
-        if (cc_ctl_truthy(v) != cases[i].want)
+        if (cc_control_truthy(v) != cases[i].want)
             fail_msg("%s: want %d", cases[i].json, cases[i].want);
         json_decref(v);
     }
-    assert_false(cc_ctl_truthy(NULL));
+    assert_false(cc_control_truthy(NULL));
 }
 
 /* The request Flower's Terminate button makes (flower/api/control.py TaskRevoke: terminate
@@ -296,15 +296,15 @@ static void test_issue_14_revoke_terminate_one(void **state)
     static const char body[] =
         "{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"t1\", \"terminate\": 1, "
         "\"signal\": \"SIGTERM\"}, \"destination\": null, \"pattern\": null, \"matcher\": null}";
-    struct cc_ctl_req q;
+    struct cc_control_req q;
     struct cc_err err = {0};
 
     (void)state;
-    assert_int_equal(cc_ctl_parse(body, strlen(body), NODE, &q, &err), CC_OK);
-    assert_true(cc_ctl_arg_bool(q.arguments, "terminate", false));
-    assert_false(cc_ctl_arg_bool(q.arguments, "missing", false));
-    assert_true(cc_ctl_arg_bool(q.arguments, "missing", true));
-    cc_ctl_req_deinit(&q);
+    assert_int_equal(cc_control_parse(body, strlen(body), NODE, &q, &err), CC_OK);
+    assert_true(cc_control_arg_bool(q.arguments, "terminate", false));
+    assert_false(cc_control_arg_bool(q.arguments, "missing", false));
+    assert_true(cc_control_arg_bool(q.arguments, "missing", true));
+    cc_control_req_deinit(&q);
 }
 
 /* issue 14: Python's json writes NaN / Infinity / -Infinity as bare tokens; the request
@@ -316,12 +316,12 @@ static void test_issue_14_parse_python_nan_tokens(void **state)
         "{\"method\": \"time_limit\", \"arguments\": {\"task_name\": \"NaN Infinity \\\" NaN\", "
         "\"soft\": NaN, \"hard\": Infinity, \"x\": [-Infinity, NaN]}, \"reply_to\": "
         "{\"exchange\": \"reply.celery.pidbox\", \"routing_key\": \"k\"}, \"ticket\": \"t\"}";
-    struct cc_ctl_req q;
+    struct cc_control_req q;
     struct cc_err err = {0};
     const json_t *a, *x;
 
     (void)state;
-    assert_int_equal(cc_ctl_parse(body, strlen(body), NODE, &q, &err), CC_OK);
+    assert_int_equal(cc_control_parse(body, strlen(body), NODE, &q, &err), CC_OK);
     a = q.arguments;
     assert_string_equal(json_string_value(json_object_get(a, "task_name")), "NaN Infinity \" NaN");
     assert_string_equal(json_string_value(json_object_get(a, "soft")), "NaN");
@@ -330,12 +330,12 @@ static void test_issue_14_parse_python_nan_tokens(void **state)
     assert_true(json_real_value(json_array_get(x, 0)) == -DBL_MAX);
     assert_string_equal(json_string_value(json_array_get(x, 1)), "NaN");
     assert_string_equal(q.ticket, "t");
-    cc_ctl_req_deinit(&q);
-    assert_int_equal(cc_ctl_parse("{\"method\": NaNx}", 16, NODE, &q, &err), CC_EBADMSG);
-    cc_ctl_req_deinit(&q);
-    assert_int_equal(cc_ctl_parse("{\"method\": \"ping\", \"a\": Nan}", 28, NODE, &q, &err),
+    cc_control_req_deinit(&q);
+    assert_int_equal(cc_control_parse("{\"method\": NaNx}", 16, NODE, &q, &err), CC_EBADMSG);
+    cc_control_req_deinit(&q);
+    assert_int_equal(cc_control_parse("{\"method\": \"ping\", \"a\": Nan}", 28, NODE, &q, &err),
                      CC_EBADMSG);
-    cc_ctl_req_deinit(&q);
+    cc_control_req_deinit(&q);
 }
 
 int main(void)

@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "control.h"
+#include "pidbox.h"
 #include "consumer.h"
 #include "pool.h"
 
 static void test_control_processed_counts_started_tasks(void **state)
 {
-    struct cc_control c;
+    struct cc_pidbox c;
     struct cc_pool pool;
     struct cc_request r;
 
@@ -27,15 +27,15 @@ static void test_control_processed_counts_started_tasks(void **state)
     pool.n = 2;
     c.pool = &pool;
     c.total = json_object();
-    assert_int_equal(cc_control_processed(&c), 0);
+    assert_int_equal(cc_pidbox_processed(&c), 0);
 
     r.msg.task = (char *)"demo.add";
-    cc_control_on_start(&c, 0, &r);
-    cc_control_on_start(&c, 1, &r);
+    cc_pidbox_on_start(&c, 0, &r);
+    cc_pidbox_on_start(&c, 1, &r);
     r.msg.task = (char *)"demo.sleep";
-    cc_control_on_start(&c, 0, &r); /* still running when the heartbeat goes out */
+    cc_pidbox_on_start(&c, 0, &r); /* still running when the heartbeat goes out */
 
-    assert_int_equal(cc_control_processed(&c), 3);
+    assert_int_equal(cc_pidbox_processed(&c), 3);
     assert_int_equal(json_integer_value(json_object_get(c.total, "demo.add")), 2);
     assert_int_equal(json_integer_value(json_object_get(c.total, "demo.sleep")), 1);
     json_decref(c.total);
