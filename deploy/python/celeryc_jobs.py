@@ -14,7 +14,7 @@ What it does, in the process that executes the task (a prefork child, the solo w
 a threads-pool thread):
 
 - ``task_prerun``: Q -> R (started_at, heartbeat_at, hostname), the SQL of celeryc's
-  ``cc_store_run_start``. A run already C (being stopped) becomes X, a run already X stays X,
+  ``cc_jobstore_run_start``. A run already C (being stopped) becomes X, a run already X stays X,
   and neither is executed: the module's ``before_start`` (Celery 5.2 calls ``Task.before_start``
   inside the trace, where ``Ignore`` is honoured; signal receivers cannot stop a task) stores the
   result REVOKED, as Celery stores a revoked task, and raises ``celery.exceptions.Ignore``.

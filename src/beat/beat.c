@@ -12,16 +12,16 @@
  * state file (-s, written atomically after each batch), so a restart neither skips (missed
  * slots follow the entry's missed-run policy) nor repeats a slot.
  *
- * With a job store: every beat takes or renews the lease "beat" (cc_store_lease) every
+ * With a job store: every beat takes or renews the lease "beat" (cc_jobstore_lease) every
  * ttl/3; only the holder dispatches. Each slot is claimed before it is sent
- * (cc_store_entry_claim, unique per (entry, slot) and fenced by the lease epoch), and job
- * slots become runs (cc_store_run_create: unique per (job, slot), concurrency policy) whose
+ * (cc_jobstore_entry_claim, unique per (entry, slot) and fenced by the lease epoch), and job
+ * slots become runs (cc_jobstore_run_create: unique per (job, slot), concurrency policy) whose
  * message carries header celeryc_run; a run is published only after this beat won its send
- * claim (cc_store_run_send_claim), which it gives back when the message was not published.
+ * claim (cc_jobstore_run_send_claim), which it gives back when the message was not published.
  * The leader also sends every unsent queued run (manual runs, retries, runs a crashed leader
  * committed but never sent), fails those it cannot send after BEAT_RUN_SEND_ATTEMPTS tries,
  * and runs the sweeps (reaper, retries) every BEAT_SWEEP_S seconds. On becoming leader it
- * loads every entry's last slot from the store (cc_store_entries_state) and re-plans.
+ * loads every entry's last slot from the store (cc_jobstore_entries_state) and re-plans.
  *
  * Invariants: a slot is advanced (last_us) only after its message is confirmed (no store)
  * or claimed (store: a claimed slot is never sent by another beat; if this beat dies or is
@@ -111,7 +111,7 @@ struct beat {
     struct beat_outage b_out;
 
     /* job store */
-    struct cc_store *st;
+    struct cc_jobstore *st;
     bool st_ok;
     int64_t st_retry_mono; /* next connection attempt while it is away */
     int st_fails;          /* failed attempts in this outage */
@@ -543,28 +543,28 @@ static int store_ensure(struct beat *bt)
     if (cc_mono_us() < bt->st_retry_mono)
         return CC_EAGAIN;
     if (bt->st == NULL) {
-        rc = cc_store_open(bt->cfg->job_store, 5, &bt->st, &err);
+        rc = cc_jobstore_open(bt->cfg->job_store, 5, &bt->st, &err);
         /* A statement waits at most a tenth of the lease for another session's lock, and the
          * server ends this session if it idles inside a transaction for a quarter of it (this
          * beat frozen mid-transaction): well before the lease it holds expires. Kept for
          * every reconnect. */
         if (rc == CC_OK)
-            rc = cc_store_set_timeouts(bt->st, (int)(bt->ttl_ms / 10 > 20 ? bt->ttl_ms / 10 : 20),
+            rc = cc_jobstore_set_timeouts(bt->st, (int)(bt->ttl_ms / 10 > 20 ? bt->ttl_ms / 10 : 20),
                                        (int)(bt->ttl_ms / 4 > 100 ? bt->ttl_ms / 4 : 100), &err);
     } else {
-        rc = cc_store_reconnect(bt->st, &err);
+        rc = cc_jobstore_reconnect(bt->st, &err);
     }
     if (rc == CC_OK && bt->cfg->job_store_upgrade) {
         int from = 0, to = 0;
 
-        rc = cc_store_upgrade(bt->st, &from, &to, &err);
+        rc = cc_jobstore_upgrade(bt->st, &from, &to, &err);
         if (rc == CC_OK && from != to)
             cc_info("beat: job store schema upgraded from %d to %d", from, to);
     }
     if (rc == CC_OK)
-        rc = cc_store_check_schema(bt->st, &err);
+        rc = cc_jobstore_check_schema(bt->st, &err);
     if (rc == CC_OK)
-        rc = cc_store_listen(bt->st, &err);
+        rc = cc_jobstore_listen(bt->st, &err);
     if (rc != CC_OK) {
         bt->st_retry_mono = cc_mono_us() + probe_us(bt->st_fails);
         if (outage_log_due(&bt->st_out, bt->st_fails))
@@ -601,7 +601,7 @@ static void run_send_undo(struct beat *bt, const char *run_id, int64_t epoch, bo
 {
     struct cc_err err = {0};
 
-    if (bt->st_ok && cc_store_run_send_undo(bt->st, run_id, epoch, is_notify, &err) == CC_OK) {
+    if (bt->st_ok && cc_jobstore_run_send_undo(bt->st, run_id, epoch, is_notify, &err) == CC_OK) {
         json_object_del(bt->undo, run_id);
         return;
     }
@@ -638,7 +638,7 @@ static void lease_tick(struct beat *bt)
         return;
     }
     undo_pending(bt);
-    if (cc_store_lease(bt->st, BEAT_LEASE_NAME, bt->holder, (int)bt->ttl_ms, &epoch, &leader,
+    if (cc_jobstore_lease(bt->st, BEAT_LEASE_NAME, bt->holder, (int)bt->ttl_ms, &epoch, &leader,
                        &err) != CC_OK) {
         if (err.code == CC_ETIMEDOUT) /* a frozen leader's fenced write: gone within ttl/4 */
             cc_warn("beat: %s", err.msg);
@@ -656,7 +656,7 @@ static void lease_tick(struct beat *bt)
     if (!bt->is_leader || epoch != bt->epoch) {
         json_t *state = NULL;
 
-        if (cc_store_entries_state(bt->st, &state, &err) != CC_OK) {
+        if (cc_jobstore_entries_state(bt->st, &state, &err) != CC_OK) {
             store_failed(bt, "entry state", &err);
             return; /* not leader until the state is known: try at the next tick */
         }
@@ -839,7 +839,7 @@ static void job_upsert(struct beat *bt, const char *id, const json_t *row, const
          * job). */
         json_t *st = NULL;
 
-        if (cc_store_entries_state(bt->st, &st, &err) == CC_OK)
+        if (cc_jobstore_entries_state(bt->st, &st, &err) == CC_OK)
             apply_state(e, st);
         json_decref(st);
     }
@@ -858,7 +858,7 @@ static void jobs_reload(struct beat *bt)
 
     bt->want_reload = false;
     bt->reload_next_mono = cc_mono_us() + BEAT_JOBS_RELOAD_S * 1000000LL;
-    if (cc_store_jobs_list(bt->st, true, &list, &err) != CC_OK) {
+    if (cc_jobstore_jobs_list(bt->st, true, &list, &err) != CC_OK) {
         store_failed(bt, "jobs", &err);
         /* After a reconnect (connection lost), else in BEAT_SWEEP_S: never at once. */
         bt->want_reload = err.code == CC_EBACKEND;
@@ -887,7 +887,7 @@ static void jobs_reload(struct beat *bt)
         entry_drop(bt, gone[k]);
     }
     free(gone);
-    if (bt->is_leader && cc_store_entries_state(bt->st, &state, &err) != CC_OK) {
+    if (bt->is_leader && cc_jobstore_entries_state(bt->st, &state, &err) != CC_OK) {
         store_failed(bt, "entry state", &err);
         bt->want_reload = err.code == CC_EBACKEND;
         bt->reload_next_mono = cc_mono_us() + BEAT_SWEEP_S * 1000000LL;
@@ -922,7 +922,7 @@ static void jobs_apply_changes(struct beat *bt)
     {
         json_t *row = NULL;
         struct cc_err err = {0};
-        int rc = cc_store_job_get(bt->st, id, &row, &err);
+        int rc = cc_jobstore_job_get(bt->st, id, &row, &err);
 
         if (rc == CC_ENOTFOUND) {
             json_object_del(bt->jobs, id);
@@ -960,7 +960,7 @@ static void store_drain(struct beat *bt)
 
     if (!bt->st_ok)
         return;
-    if (cc_store_notifications(bt->st, on_notify, bt, &err) < 0)
+    if (cc_jobstore_notifications(bt->st, on_notify, bt, &err) < 0)
         store_failed(bt, "notifications", &err);
 }
 
@@ -973,7 +973,7 @@ static const json_t *job_row(struct beat *bt, const char *job_id)
 
     if (row != NULL)
         return row;
-    if (cc_store_job_get(bt->st, job_id, &row, &err) != CC_OK) {
+    if (cc_jobstore_job_get(bt->st, job_id, &row, &err) != CC_OK) {
         if (err.code != CC_ENOTFOUND)
             store_failed(bt, "job", &err);
         return NULL;
@@ -984,7 +984,7 @@ static const json_t *job_row(struct beat *bt, const char *job_id)
 
 /* kwargs (owned copy) plus the job's since_kwarg when it has one (NULL: none, the default
  * since schema 3) and the kwargs do not name it: ISO-8601 UTC start of the job's last S/P/W
- * run, or null. cc_store_run_create adds it the same way, so a run row already carries it;
+ * run, or null. cc_jobstore_run_create adds it the same way, so a run row already carries it;
  * for a run sent from its row this only fills in rows inserted without it (by hand). NULL
  * on a store error. */
 static json_t *kwargs_with_since(struct beat *bt, const json_t *job, const json_t *kwargs,
@@ -994,7 +994,7 @@ static json_t *kwargs_with_since(struct beat *bt, const json_t *job, const json_
 
     if (!json_is_object(kwargs))
         kwargs = empty = json_object();
-    if (cc_store_kwargs_since(bt->st, job, kwargs, &kw, err) == CC_OK && kw == NULL)
+    if (cc_jobstore_kwargs_since(bt->st, job, kwargs, &kw, err) == CC_OK && kw == NULL)
         kw = json_deep_copy(kwargs);
     json_decref(empty);
     return kw;
@@ -1013,7 +1013,7 @@ static void run_send_failed(struct beat *bt, const char *run_id, const struct cc
         return;
     }
     snprintf(msg, sizeof(msg), "message never sent after %d attempts: %s", (int)n, why->msg);
-    if (cc_store_run_fail(bt->st, run_id, msg, &err) != CC_OK) {
+    if (cc_jobstore_run_fail(bt->st, run_id, msg, &err) != CC_OK) {
         store_failed(bt, "run fail", &err);
         return;
     }
@@ -1021,7 +1021,7 @@ static void run_send_failed(struct beat *bt, const char *run_id, const struct cc
     cc_error("beat: run %s failed: %s", run_id, msg);
 }
 
-/* Send the message of run `run` (a row): claim its send (cc_store_run_send_claim: only the
+/* Send the message of run `run` (a row): claim its send (cc_jobstore_run_send_claim: only the
  * winner publishes it; a run another beat claimed is never sent here), publish with confirm,
  * and give the claim back when the message was not published. `entry`: the schedule entry
  * name for the log line, NULL for an unsent run found by the sweep. CC_OK or the error. */
@@ -1052,7 +1052,7 @@ static int run_send(struct beat *bt, const json_t *run, const char *entry, int64
         store_failed(bt, "last success", &err);
         return err.code;
     }
-    rc = cc_store_run_send_claim(bt->st, run_id, epoch, BEAT_LEASE_NAME, &err);
+    rc = cc_jobstore_run_send_claim(bt->st, run_id, epoch, BEAT_LEASE_NAME, &err);
     if (rc != CC_OK) {
         if (is_lease_lost(&err))
             step_down(bt, err.msg);
@@ -1179,14 +1179,14 @@ static void sweep(struct beat *bt)
 
     bt->want_sweep = false;
     bt->sweep_next_mono = cc_mono_us() + BEAT_SWEEP_S * 1000000LL;
-    if (cc_store_reap(bt->st, bt->cfg->beat_run_heartbeat_timeout_s, &n, &err) != CC_OK) {
+    if (cc_jobstore_reap(bt->st, bt->cfg->beat_run_heartbeat_timeout_s, &n, &err) != CC_OK) {
         store_failed(bt, "reap", &err);
         return;
     }
     if (n > 0)
         cc_warn("beat: reaper: %d run(s) without a worker heartbeat for %d s marked failed", n,
                 bt->cfg->beat_run_heartbeat_timeout_s);
-    if (cc_store_runs_retry(bt->st, bt->epoch, BEAT_LEASE_NAME, &out, &err) != CC_OK) {
+    if (cc_jobstore_runs_retry(bt->st, bt->epoch, BEAT_LEASE_NAME, &out, &err) != CC_OK) {
         if (err.code == CC_EAGAIN)
             step_down(bt, err.msg);
         else
@@ -1198,7 +1198,7 @@ static void sweep(struct beat *bt)
     retry_wake_note(bt, out);
     json_decref(out);
     out = NULL;
-    if (cc_store_runs_unsent(bt->st, 0, BEAT_UNSENT_LIMIT, &out, &err) != CC_OK) {
+    if (cc_jobstore_runs_unsent(bt->st, 0, BEAT_UNSENT_LIMIT, &out, &err) != CC_OK) {
         store_failed(bt, "unsent runs", &err);
         return;
     }
@@ -1227,7 +1227,7 @@ static void runs_apply_changes(struct beat *bt)
     {
         json_t *run = NULL;
         struct cc_err err = {0};
-        int rc = cc_store_run_get(bt->st, id, &run, &err);
+        int rc = cc_jobstore_run_get(bt->st, id, &run, &err);
 
         if (rc != CC_OK && rc != CC_ENOTFOUND) {
             store_failed(bt, "run", &err);
@@ -1371,7 +1371,7 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     } else {
         cc_uuid4(e->claimed_task_id);
         if (store_mode(bt)) {
-            rc = cc_store_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
+            rc = cc_jobstore_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
                                       e->claimed_task_id, &err);
             if (rc == CC_EAGAIN && is_lease_lost(&err)) {
                 step_down(bt, err.msg);
@@ -1472,7 +1472,7 @@ static int dispatch_job(struct beat *bt, struct beat_entry *e)
     rn.kwargs = kwargs;
     rn.epoch = bt->epoch;
     rn.lease = BEAT_LEASE_NAME;
-    rc = cc_store_run_create(bt->st, &rn, &run, &cancelled, &err);
+    rc = cc_jobstore_run_create(bt->st, &rn, &run, &cancelled, &err);
     json_decref(kwargs);
     if (rc == CC_EAGAIN && is_lease_lost(&err)) {
         step_down(bt, err.msg);
@@ -1493,7 +1493,7 @@ static int dispatch_job(struct beat *bt, struct beat_entry *e)
         snprintf(slot_task_id, sizeof(slot_task_id), "%s", tid ? tid : "");
     }
     /* Record the slot (entry state for the next leader); "exists" is fine. */
-    if (cc_store_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
+    if (cc_jobstore_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
                              slot_task_id[0] ? slot_task_id : NULL, &err) != CC_OK) {
         if (is_lease_lost(&err)) {
             step_down(bt, err.msg);
@@ -1801,8 +1801,8 @@ static int beat_run(struct beat *bt)
         ts.tv_nsec = (long)(wait_us % 1000000) * 1000;
         pfd[nfd++] = (struct pollfd){.fd = cc_signals_fd(), .events = POLLIN};
         pfd[nfd++] = (struct pollfd){.fd = beat_usr1_pipe[0], .events = POLLIN};
-        if (store_mode(bt) && bt->st_ok && cc_store_fd(bt->st) >= 0)
-            pfd[nfd++] = (struct pollfd){.fd = cc_store_fd(bt->st), .events = POLLIN};
+        if (store_mode(bt) && bt->st_ok && cc_jobstore_fd(bt->st) >= 0)
+            pfd[nfd++] = (struct pollfd){.fd = cc_jobstore_fd(bt->st), .events = POLLIN};
         if (bt->b_ok && cc_broker_fd(&bt->b) >= 0)
             pfd[nfd++] = (struct pollfd){.fd = cc_broker_fd(&bt->b), .events = POLLIN};
         if (ppoll(pfd, (nfds_t)nfd, &ts, NULL) < 0 && errno != EINTR) {
@@ -1821,7 +1821,7 @@ static int beat_run(struct beat *bt)
     if (store_mode(bt))
         undo_pending(bt);
     if (store_mode(bt) && bt->st_ok && bt->is_leader) {
-        if (cc_store_lease_release(bt->st, BEAT_LEASE_NAME, bt->holder, &err) != CC_OK)
+        if (cc_jobstore_lease_release(bt->st, BEAT_LEASE_NAME, bt->holder, &err) != CC_OK)
             cc_warn("beat: lease release: %s", err.msg);
         else
             cc_info("beat: lease released");
@@ -1918,7 +1918,7 @@ int cc_beat_main(int argc, char **argv)
     }
     if (bt.b_ok)
         cc_broker_close(&bt.b);
-    cc_store_close(bt.st);
+    cc_jobstore_close(bt.st);
     beat_free(&bt);
     cc_signals_deinit();
     cc_cfg_deinit(&cfg);

@@ -262,9 +262,9 @@ static int pg_connect(struct pg_backend *pb, struct cc_err *err)
     }
     if (rc != CC_OK)
         goto out;
-    rc = pg_prepare(pb->conn, "cc_store", pg_store_sql, 5, err);
+    rc = pg_prepare(pb->conn, "cc_jobstore", pg_store_sql, 5, err);
     if (rc == CC_OK)
-        rc = pg_prepare(pb->conn, "cc_store_ext", pg_store_ext_sql, 11, err);
+        rc = pg_prepare(pb->conn, "cc_jobstore_ext", pg_store_ext_sql, 11, err);
 out:
     if (rc != CC_OK) {
         /* err->msg ends with libpq's newline; keep one line in logs */
@@ -374,7 +374,7 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
     }
     if (pb->conn == NULL && (rc = pg_connect(pb, err)) != CC_OK)
         goto out;
-    res = PQexecPrepared(pb->conn, is_ext ? "cc_store_ext" : "cc_store", is_ext ? 11 : 5, vals,
+    res = PQexecPrepared(pb->conn, is_ext ? "cc_jobstore_ext" : "cc_jobstore", is_ext ? 11 : 5, vals,
                          lens, fmts, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

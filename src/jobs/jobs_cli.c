@@ -7,10 +7,10 @@
  * CC_CMD_BEAT), open the store, run the subcommand through src/jobs/jobstore.h and print either
  * human output (aligned tables, "key: value" blocks) or the rows as JSON (--json).
  *
- * `jobs run JOB` and `jobs rerun RUN` create a run (cc_store_run_create; rerun_of for a
+ * `jobs run JOB` and `jobs rerun RUN` create a run (cc_jobstore_run_create; rerun_of for a
  * rerun); --args / --kwargs / --queue replace the job's (or the rerun run's) values for that
  * run, as the "args" of an invenio-jobs run replace the job's default args. They are checked
- * before the store is opened (cc_store_run_args_validate: types, sizes; exit 2).
+ * before the store is opened (cc_jobstore_run_args_validate: types, sizes; exit 2).
  *
  * `jobs stop` cancels in the store first (Q -> X, R -> C), then broadcasts Celery's revoke
  * (terminate=True, SIGTERM for a running run) through the client commands of src/client/cli.c
@@ -539,7 +539,7 @@ static int jcli_config(struct jcli *c, struct cc_config *cfg, bool *has_cfg)
     return 0;
 }
 
-static int jcli_open(struct jcli *c, struct cc_store **s, bool check_schema)
+static int jcli_open(struct jcli *c, struct cc_jobstore **s, bool check_schema)
 {
     struct cc_err err = {0};
     int rc;
@@ -552,12 +552,12 @@ static int jcli_open(struct jcli *c, struct cc_store **s, bool check_schema)
                 c->prog);
         return JCLI_USAGE;
     }
-    rc = cc_store_open(c->store_url, 10, s, &err);
+    rc = cc_jobstore_open(c->store_url, 10, s, &err);
     if (rc == CC_OK && check_schema)
-        rc = cc_store_check_schema(*s, &err);
+        rc = cc_jobstore_check_schema(*s, &err);
     if (rc != CC_OK) {
         fprintf(stderr, "celeryc %s: error: %s\n", c->prog, err.msg);
-        cc_store_close(*s);
+        cc_jobstore_close(*s);
         *s = NULL;
         return JCLI_SOFTWARE;
     }
@@ -673,7 +673,7 @@ static void print_jobs(const json_t *jobs)
 
 static const char *status_name(const char *st)
 {
-    return cc_store_status_name(st != NULL ? st[0] : '?');
+    return cc_jobstore_status_name(st != NULL ? st[0] : '?');
 }
 
 static void print_runs(const json_t *runs)
@@ -768,11 +768,11 @@ static int need_pos(struct jcli *c, int n, const char *what)
     return 0;
 }
 
-static int jobs_list(struct jcli *c, struct cc_store *s)
+static int jobs_list(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     json_t *jobs = NULL;
-    int rc = cc_store_jobs_list(s, c->is_active_only, &jobs, &err);
+    int rc = cc_jobstore_jobs_list(s, c->is_active_only, &jobs, &err);
 
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
@@ -796,33 +796,33 @@ static int jobs_print_row(struct jcli *c, json_t *row, bool is_run)
     return 0;
 }
 
-static int jobs_show(struct jcli *c, struct cc_store *s)
+static int jobs_show(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     json_t *job = NULL;
-    int rc = cc_store_job_get(s, c->pos[0], &job, &err);
+    int rc = cc_jobstore_job_get(s, c->pos[0], &job, &err);
 
     /* A run id shows the run. */
     struct cc_err err2 = {0};
-    if (rc == CC_ENOTFOUND && cc_store_run_get(s, c->pos[0], &job, &err2) == CC_OK)
+    if (rc == CC_ENOTFOUND && cc_jobstore_run_get(s, c->pos[0], &job, &err2) == CC_OK)
         return jobs_print_row(c, job, true);
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
     return jobs_print_row(c, job, false);
 }
 
-static int jobs_create(struct jcli *c, struct cc_store *s)
+static int jobs_create(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     json_t *job = NULL;
-    int rc = cc_store_job_create(s, c->fields, &job, &err);
+    int rc = cc_jobstore_job_create(s, c->fields, &job, &err);
 
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
     return jobs_print_row(c, job, false);
 }
 
-static int jobs_update(struct jcli *c, struct cc_store *s)
+static int jobs_update(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     json_t *job = NULL;
@@ -830,16 +830,16 @@ static int jobs_update(struct jcli *c, struct cc_store *s)
 
     if (json_object_size(c->fields) == 0)
         return jcli_usage_error(c, "update: no field given (see --help)", NULL);
-    rc = cc_store_job_update(s, c->pos[0], c->fields, &job, &err);
+    rc = cc_jobstore_job_update(s, c->pos[0], c->fields, &job, &err);
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
     return jobs_print_row(c, job, false);
 }
 
-static int jobs_delete(struct jcli *c, struct cc_store *s)
+static int jobs_delete(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
-    int rc = cc_store_job_delete(s, c->pos[0], &err);
+    int rc = cc_jobstore_job_delete(s, c->pos[0], &err);
 
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
@@ -876,7 +876,7 @@ static void run_overrides(const struct jcli *c, const json_t **args, const json_
 }
 
 /* Before the store is opened: `jobs run` / `rerun` take only --args, --kwargs, --queue of
- * the job fields, each valid (cc_store_run_args_validate). 0 or exit status 2. */
+ * the job fields, each valid (cc_jobstore_run_args_validate). 0 or exit status 2. */
 static int run_overrides_check(struct jcli *c)
 {
     const json_t *args, *kwargs;
@@ -893,13 +893,13 @@ static int run_overrides_check(struct jcli *c)
         return JCLI_USAGE;
     }
     run_overrides(c, &args, &kwargs, &queue);
-    if (cc_store_run_args_validate(args, kwargs, queue, &err) != CC_OK)
+    if (cc_jobstore_run_args_validate(args, kwargs, queue, &err) != CC_OK)
         return jcli_usage_error(c, err.msg, NULL);
     return 0;
 }
 
 /* `jobs run JOB_ID` and `jobs rerun RUN_ID` (rerun_of): create the run, print it. */
-static int jobs_queue(struct jcli *c, struct cc_store *s, const char *rerun_of)
+static int jobs_queue(struct jcli *c, struct cc_jobstore *s, const char *rerun_of)
 {
     struct cc_run_new rn = {0};
     struct cc_err err = {0};
@@ -913,7 +913,7 @@ static int jobs_queue(struct jcli *c, struct cc_store *s, const char *rerun_of)
     rn.started_by = jcli_user(c);
     rn.attempt = 1;
     run_overrides(c, &rn.args, &rn.kwargs, &rn.queue);
-    rc = cc_store_run_create(s, &rn, &run, &cancelled, &err);
+    rc = cc_jobstore_run_create(s, &rn, &run, &cancelled, &err);
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
     if (c->is_json) {
@@ -947,12 +947,12 @@ static int jobs_queue(struct jcli *c, struct cc_store *s, const char *rerun_of)
     return 0;
 }
 
-static int jobs_run(struct jcli *c, struct cc_store *s)
+static int jobs_run(struct jcli *c, struct cc_jobstore *s)
 {
     return jobs_queue(c, s, NULL);
 }
 
-static int jobs_rerun(struct jcli *c, struct cc_store *s)
+static int jobs_rerun(struct jcli *c, struct cc_jobstore *s)
 {
     return jobs_queue(c, s, c->pos[0]);
 }
@@ -1024,13 +1024,13 @@ static int jobs_revoke(struct jcli *c, const char *task_id, bool terminate, json
     return rc;
 }
 
-static int jobs_stop(struct jcli *c, struct cc_store *s)
+static int jobs_stop(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     char task_id[64], st = '?';
     json_t *replies = NULL;
     bool terminate;
-    int rc = cc_store_run_cancel(s, c->pos[0], task_id, &st, &err);
+    int rc = cc_jobstore_run_cancel(s, c->pos[0], task_id, &st, &err);
 
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
@@ -1044,7 +1044,7 @@ static int jobs_stop(struct jcli *c, struct cc_store *s)
         print_json(o);
         json_decref(o);
     } else {
-        printf("run %s is %c (%s)\n", c->pos[0], st, cc_store_status_name(st));
+        printf("run %s is %c (%s)\n", c->pos[0], st, cc_jobstore_status_name(st));
         if (c->broker == NULL) {
             printf("no broker given (-b / CELERY_BROKER_URL): the run is marked %c and nothing "
                    "was revoked\n",
@@ -1068,11 +1068,11 @@ static int jobs_stop(struct jcli *c, struct cc_store *s)
     return rc == 0 ? 0 : JCLI_SOFTWARE;
 }
 
-static int jobs_runs(struct jcli *c, struct cc_store *s)
+static int jobs_runs(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     json_t *runs = NULL;
-    int rc = cc_store_runs_list(s, c->n_pos > 0 ? c->pos[0] : NULL, c->limit, &runs, &err);
+    int rc = cc_jobstore_runs_list(s, c->n_pos > 0 ? c->pos[0] : NULL, c->limit, &runs, &err);
 
     if (rc != CC_OK)
         return jcli_fail(c, rc, &err);
@@ -1092,7 +1092,7 @@ static bool run_is_finished(const json_t *run)
     return st != NULL && strchr("QRC", st[0]) == NULL;
 }
 
-static int jobs_logs(struct jcli *c, struct cc_store *s)
+static int jobs_logs(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     int64_t after = 0, deadline_us = 0;
@@ -1109,7 +1109,7 @@ static int jobs_logs(struct jcli *c, struct cc_store *s)
 
         /* Read the status before the lines, so lines written before it finished are shown. */
         if (c->is_follow) {
-            r = cc_store_run_get(s, c->pos[0], &run, &err);
+            r = cc_jobstore_run_get(s, c->pos[0], &run, &err);
             if (r != CC_OK) {
                 rc = jcli_fail(c, r, &err);
                 break;
@@ -1118,7 +1118,7 @@ static int jobs_logs(struct jcli *c, struct cc_store *s)
             json_decref(run);
         }
         do {
-            r = cc_store_run_logs_get(s, c->pos[0], after, 1000, &lines, &err);
+            r = cc_jobstore_run_logs_get(s, c->pos[0], after, 1000, &lines, &err);
             if (r != CC_OK) {
                 rc = jcli_fail(c, r, &err);
                 break;
@@ -1180,23 +1180,23 @@ static void debug_on_notify(const char *channel, const char *payload, void *arg)
 
 /* LISTEN for `seconds` (or until --count notifications), one JSON line per notification; a
  * lost connection is reconnected (and LISTEN renewed), printing {"reconnected": true}. */
-static int debug_listen(struct jcli *c, struct cc_store *s, double seconds, struct cc_err *err)
+static int debug_listen(struct jcli *c, struct cc_jobstore *s, double seconds, struct cc_err *err)
 {
     int64_t end = cc_mono_us() + (int64_t)(seconds * 1e6), got = 0;
-    int rc = cc_store_listen(s, err);
+    int rc = cc_jobstore_listen(s, err);
 
     if (rc != CC_OK)
         return rc;
     printf("{\"listening\": true}\n");
     fflush(stdout);
     while (cc_mono_us() < end && (c->count <= 0 || got < c->count)) {
-        struct pollfd pfd = {cc_store_fd(s), POLLIN, 0};
+        struct pollfd pfd = {cc_jobstore_fd(s), POLLIN, 0};
         int n = poll(&pfd, 1, 100);
 
-        if (n > 0 && cc_store_notifications(s, debug_on_notify, &got, err) >= 0)
+        if (n > 0 && cc_jobstore_notifications(s, debug_on_notify, &got, err) >= 0)
             continue;
         if (n > 0 || pfd.fd < 0) {
-            while (cc_store_reconnect(s, err) != CC_OK) {
+            while (cc_jobstore_reconnect(s, err) != CC_OK) {
                 if (cc_mono_us() >= end)
                     return err->code;
                 usleep(100 * 1000);
@@ -1208,7 +1208,7 @@ static int debug_listen(struct jcli *c, struct cc_store *s, double seconds, stru
     return CC_OK;
 }
 
-static int db_debug(struct jcli *c, struct cc_store *s)
+static int db_debug(struct jcli *c, struct cc_jobstore *s)
 {
     struct cc_err err = {0};
     const char *op = c->n_pos > 0 ? c->pos[0] : "";
@@ -1225,11 +1225,11 @@ static int db_debug(struct jcli *c, struct cc_store *s)
         int64_t epoch;
         bool is_leader;
         NEED(3);
-        rc = cc_store_lease(s, a[0], a[1], atoi(a[2]), &epoch, &is_leader, &err);
+        rc = cc_jobstore_lease(s, a[0], a[1], atoi(a[2]), &epoch, &is_leader, &err);
         out = json_pack("{s:b,s:I}", "is_leader", is_leader, "epoch", (json_int_t)epoch);
     } else if (strcmp(op, "lease-release") == 0) { /* NAME HOLDER */
         NEED(2);
-        rc = cc_store_lease_release(s, a[0], a[1], &err);
+        rc = cc_jobstore_lease_release(s, a[0], a[1], &err);
     } else if (strcmp(op, "run-create") == 0) { /* JOB [--epoch N --lease L --slot US --user] */
         struct cc_run_new rn = {0};
         json_t *run = NULL, *cancelled = NULL;
@@ -1240,24 +1240,24 @@ static int db_debug(struct jcli *c, struct cc_store *s)
         rn.attempt = 1;
         rn.epoch = c->epoch;
         rn.lease = c->lease;
-        rc = cc_store_run_create(s, &rn, &run, &cancelled, &err);
+        rc = cc_jobstore_run_create(s, &rn, &run, &cancelled, &err);
         if (rc == CC_OK)
             out = json_pack("{s:o,s:o}", "run", run, "cancelled", cancelled);
     } else if (strcmp(op, "claim") == 0) { /* ENTRY TASK_ID --slot US --epoch N --lease L */
         NEED(2);
-        rc = cc_store_entry_claim(s, a[0], c->slot_us, c->epoch, c->lease, a[1], &err);
+        rc = cc_jobstore_entry_claim(s, a[0], c->slot_us, c->epoch, c->lease, a[1], &err);
     } else if (strcmp(op, "entries") == 0) {
-        rc = cc_store_entries_state(s, &out, &err);
+        rc = cc_jobstore_entries_state(s, &out, &err);
     } else if (strcmp(op, "start") == 0) { /* TASK_ID HOST */
         NEED(2);
-        rc = cc_store_run_start(s, a[0], a[1], &err);
+        rc = cc_jobstore_run_start(s, a[0], a[1], &err);
     } else if (strcmp(op, "finish") == 0) { /* TASK_ID STATUS [MESSAGE [PROCESSED ERRORED]] */
         NEED(2);
-        rc = cc_store_run_finish(s, a[0], a[1][0], na > 2 ? a[2] : NULL,
+        rc = cc_jobstore_run_finish(s, a[0], a[1][0], na > 2 ? a[2] : NULL,
                                  na > 3 ? strtoll(a[3], NULL, 10) : -1,
                                  na > 4 ? strtoll(a[4], NULL, 10) : -1, NULL, &err);
     } else if (strcmp(op, "heartbeat") == 0) { /* TASK_ID... */
-        rc = cc_store_runs_heartbeat(s, a, (size_t)(na > 0 ? na : 0), &err);
+        rc = cc_jobstore_runs_heartbeat(s, a, (size_t)(na > 0 ? na : 0), &err);
     } else if (strcmp(op, "logs-add") == 0) { /* TASK_ID... --count N: N lines per task id */
         size_t n = (size_t)(c->count > 0 ? c->count : 1) * (size_t)(na > 0 ? na : 0), k = 0;
         struct cc_run_log *lines = cc_xcalloc(n + 1, sizeof *lines);
@@ -1272,7 +1272,7 @@ static int db_debug(struct jcli *c, struct cc_store *s)
                 lines[k].message = msgs[k];
                 lines[k].task_id = a[t];
             }
-        rc = cc_store_run_logs_add(s, lines, n, &err);
+        rc = cc_jobstore_run_logs_add(s, lines, n, &err);
         for (size_t i = 0; i < n; i++)
             free(msgs[i]);
         free(msgs);
@@ -1280,29 +1280,29 @@ static int db_debug(struct jcli *c, struct cc_store *s)
     } else if (strcmp(op, "reap") == 0) { /* TIMEOUT_S */
         int n = 0;
         NEED(1);
-        rc = cc_store_reap(s, atoi(a[0]), &n, &err);
+        rc = cc_jobstore_reap(s, atoi(a[0]), &n, &err);
         out = json_pack("{s:i}", "reaped", n);
     } else if (strcmp(op, "retry") == 0) { /* [--epoch N --lease L] */
-        rc = cc_store_runs_retry(s, c->epoch, c->lease, &out, &err);
+        rc = cc_jobstore_runs_retry(s, c->epoch, c->lease, &out, &err);
     } else if (strcmp(op, "unsent") == 0) { /* OLDER_THAN_S */
         NEED(1);
-        rc = cc_store_runs_unsent(s, atoi(a[0]), c->limit, &out, &err);
+        rc = cc_jobstore_runs_unsent(s, atoi(a[0]), c->limit, &out, &err);
     } else if (strcmp(op, "send-claim") == 0) { /* RUN_ID --epoch N --lease L */
         NEED(1);
-        rc = cc_store_run_send_claim(s, a[0], c->epoch, c->lease, &err);
+        rc = cc_jobstore_run_send_claim(s, a[0], c->epoch, c->lease, &err);
     } else if (strcmp(op, "send-undo") == 0) { /* RUN_ID --epoch N */
         NEED(1);
-        rc = cc_store_run_send_undo(s, a[0], c->epoch, true, &err);
+        rc = cc_jobstore_run_send_undo(s, a[0], c->epoch, true, &err);
     } else if (strcmp(op, "mark-sent") == 0) {
         NEED(1);
-        rc = cc_store_run_mark_sent(s, a[0], &err);
+        rc = cc_jobstore_run_mark_sent(s, a[0], &err);
     } else if (strcmp(op, "fail") == 0) { /* RUN_ID MESSAGE */
         NEED(2);
-        rc = cc_store_run_fail(s, a[0], a[1], &err);
+        rc = cc_jobstore_run_fail(s, a[0], a[1], &err);
     } else if (strcmp(op, "last-success") == 0) {
         int64_t us = 0;
         NEED(1);
-        rc = cc_store_job_last_success(s, a[0], &us, &err);
+        rc = cc_jobstore_job_last_success(s, a[0], &us, &err);
         out = json_pack("{s:I}", "started_us", (json_int_t)us);
     } else if (strcmp(op, "listen") == 0) { /* SECONDS [--count N] */
         NEED(1);
@@ -1312,14 +1312,14 @@ static int db_debug(struct jcli *c, struct cc_store *s)
     } else if (strcmp(op, "upgrade-to") == 0) { /* VERSION: an older schema, for tests */
         int from = 0, to = 0;
         NEED(1);
-        rc = cc_store_upgrade_to(s, atoi(a[0]), &from, &to, &err);
+        rc = cc_jobstore_upgrade_to(s, atoi(a[0]), &from, &to, &err);
         out = json_pack("{s:i,s:i}", "from", from, "to", to);
     } else if (strcmp(op, "validate") == 0) { /* JSON */
         json_t *f = NULL;
         NEED(1);
         if (jcli_json_arg(c, "validate", a[0], &f) != 0)
             return JCLI_USAGE;
-        rc = cc_store_job_validate(f, true, &err);
+        rc = cc_jobstore_job_validate(f, true, &err);
         json_decref(f);
     } else {
         return jcli_usage_error(c, "debug: unknown operation: ", op);
@@ -1338,7 +1338,7 @@ int cc_jobs_main(int argc, char **argv)
         const char *name;
         int npos; /* -1: 0 or 1 */
         const char *what;
-        int (*fn)(struct jcli *, struct cc_store *);
+        int (*fn)(struct jcli *, struct cc_jobstore *);
     } subs[] = {
         {"list", 0, NULL, jobs_list},         {"show", 1, "JOB_ID", jobs_show},
         {"create", 0, NULL, jobs_create},     {"update", 1, "JOB_ID", jobs_update},
@@ -1348,7 +1348,7 @@ int cc_jobs_main(int argc, char **argv)
     };
     struct jcli c;
     struct cc_config cfg;
-    struct cc_store *s = NULL;
+    struct cc_jobstore *s = NULL;
     struct cc_err err = {0};
     bool has_cfg = false;
     size_t k;
@@ -1376,11 +1376,11 @@ int cc_jobs_main(int argc, char **argv)
         rc = jcli_usage_error(&c, "unexpected argument: ", c.pos[1]);
     if (rc != 0)
         goto out;
-    if (strcmp(c.sub, "create") == 0 && cc_store_job_validate(c.fields, true, &err) != CC_OK) {
+    if (strcmp(c.sub, "create") == 0 && cc_jobstore_job_validate(c.fields, true, &err) != CC_OK) {
         rc = jcli_fail(&c, CC_EINVAL, &err);
         goto out;
     }
-    if (strcmp(c.sub, "update") == 0 && cc_store_job_validate(c.fields, false, &err) != CC_OK) {
+    if (strcmp(c.sub, "update") == 0 && cc_jobstore_job_validate(c.fields, false, &err) != CC_OK) {
         rc = jcli_fail(&c, CC_EINVAL, &err);
         goto out;
     }
@@ -1396,7 +1396,7 @@ int cc_jobs_main(int argc, char **argv)
         rc = subs[k].fn(&c, s);
 out:
     fflush(stdout);
-    cc_store_close(s);
+    cc_jobstore_close(s);
     if (has_cfg)
         cc_cfg_deinit(&cfg);
     json_decref(c.fields);
@@ -1407,7 +1407,7 @@ int cc_db_main(int argc, char **argv)
 {
     struct jcli c;
     struct cc_config cfg;
-    struct cc_store *s = NULL;
+    struct cc_jobstore *s = NULL;
     struct cc_err err = {0};
     bool has_cfg = false;
     int rc, from = 0, to = 0;
@@ -1440,7 +1440,7 @@ int cc_db_main(int argc, char **argv)
     if (strcmp(c.sub, "debug") == 0) {
         rc = db_debug(&c, s);
     } else if (strcmp(c.sub, "upgrade") == 0) {
-        int r = cc_store_upgrade(s, &from, &to, &err);
+        int r = cc_jobstore_upgrade(s, &from, &to, &err);
         if (r != CC_OK) {
             rc = jcli_fail(&c, r, &err);
             rc = rc == JCLI_REFUSED ? JCLI_SOFTWARE : rc;
@@ -1454,25 +1454,25 @@ int cc_db_main(int argc, char **argv)
             printf("job store schema upgraded from version %d to %d\n", from, to);
         }
     } else {
-        int r = cc_store_version(s, &from, &err);
+        int r = cc_jobstore_version(s, &from, &err);
         if (r != CC_OK && from == 0) {
             rc = jcli_fail(&c, r, &err);
             rc = rc == JCLI_REFUSED ? JCLI_SOFTWARE : rc;
         } else if (c.is_json) {
-            json_t *o = json_pack("{s:i,s:i}", "version", from, "latest", cc_store_schema_latest());
+            json_t *o = json_pack("{s:i,s:i}", "version", from, "latest", cc_jobstore_schema_latest());
             print_json(o);
             json_decref(o);
         } else {
             printf("job store schema version %d (this celeryc: %d)%s\n", from,
-                   cc_store_schema_latest(),
-                   from < cc_store_schema_latest()   ? ": run `celeryc db upgrade`"
-                   : from > cc_store_schema_latest() ? ": newer than this celeryc"
+                   cc_jobstore_schema_latest(),
+                   from < cc_jobstore_schema_latest()   ? ": run `celeryc db upgrade`"
+                   : from > cc_jobstore_schema_latest() ? ": newer than this celeryc"
                                                      : "");
         }
     }
 out:
     fflush(stdout);
-    cc_store_close(s);
+    cc_jobstore_close(s);
     if (has_cfg)
         cc_cfg_deinit(&cfg);
     json_decref(c.fields);

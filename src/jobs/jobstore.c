@@ -1,7 +1,7 @@
 /* The job store (src/jobs/jobstore.h) on libpq: jobs, runs, run logs, the beat lease and the beat's
  * per-entry state in the Postgres schema "celeryc" (migrations in jobstore_schema.c).
  *
- * Design: one blocking libpq connection per struct cc_store, session time zone UTC (so
+ * Design: one blocking libpq connection per struct cc_jobstore, session time zone UTC (so
  * row_to_json gives "...+00:00" timestamps), notices swallowed. Every statement that carries a
  * user value is parameterised (PQexecParams); the only SQL text built here is the column list
  * of a job insert/update, taken from the static column table below, never from input. Rows
@@ -43,12 +43,12 @@
 /* pg_advisory_xact_lock key of migrations: "celeryc" as ASCII in an int64. */
 #define STORE_LOCK_KEY "27992235497661795"
 
-/* Session defaults (cc_store_set_timeouts changes them): no session of ours idles inside a
+/* Session defaults (cc_jobstore_set_timeouts changes them): no session of ours idles inside a
  * transaction for more than a round trip, so a session that does is a frozen process (SIGSTOP,
  * a paused VM) and the server ends it before its row locks stall everyone else. */
 #define STORE_IDLE_TX_MS_DEFAULT 5000
 
-struct cc_store {
+struct cc_jobstore {
     PGconn *conn;
     char *conninfo;
     int connect_timeout_s;
@@ -69,7 +69,7 @@ static void store_notice_ignore(void *arg, const char *message)
 /* libpq's message for a failed result (or the connection's) into err, whole: cc_err_set
  * folds libpq's hint lines onto the one line and marks what does not fit (issue #14: a
  * fixed 160-byte copy cut it at "accepting TCP/IP connecti"). */
-static int store_fail(struct cc_store *s, const PGresult *res, const char *what, struct cc_err *err)
+static int store_fail(struct cc_jobstore *s, const PGresult *res, const char *what, struct cc_err *err)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -93,7 +93,7 @@ static int store_fail(struct cc_store *s, const PGresult *res, const char *what,
 }
 
 /* Set the session's lock_timeout (one statement outside any transaction). */
-static int store_lock_timeout(struct cc_store *s, int ms, struct cc_err *err)
+static int store_lock_timeout(struct cc_jobstore *s, int ms, struct cc_err *err)
 {
     char v[24];
     const char *vals[1] = {v};
@@ -115,7 +115,7 @@ static int store_lock_timeout(struct cc_store *s, int ms, struct cc_err *err)
 
 /* Session settings, at every (re)connect, in one statement: time zone UTC, lock_timeout and
  * idle_in_transaction_session_timeout as configured. */
-static int store_setup(struct cc_store *s, struct cc_err *err)
+static int store_setup(struct cc_jobstore *s, struct cc_err *err)
 {
     char lock[24], idle[24];
     const char *vals[2] = {lock, idle};
@@ -141,7 +141,7 @@ static int store_setup(struct cc_store *s, struct cc_err *err)
     return rc;
 }
 
-int cc_store_set_timeouts(struct cc_store *s, int lock_timeout_ms, int idle_tx_timeout_ms,
+int cc_jobstore_set_timeouts(struct cc_jobstore *s, int lock_timeout_ms, int idle_tx_timeout_ms,
                           struct cc_err *err)
 {
     s->lock_timeout_ms = lock_timeout_ms > 0 ? lock_timeout_ms : 0;
@@ -149,9 +149,9 @@ int cc_store_set_timeouts(struct cc_store *s, int lock_timeout_ms, int idle_tx_t
     return store_setup(s, err);
 }
 
-int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out, struct cc_err *err)
+int cc_jobstore_open(const char *url, int connect_timeout_s, struct cc_jobstore **out, struct cc_err *err)
 {
-    struct cc_store *s;
+    struct cc_jobstore *s;
     int rc;
 
     *out = NULL;
@@ -172,19 +172,19 @@ int cc_store_open(const char *url, int connect_timeout_s, struct cc_store **out,
         s->conn = PQconnectdbParams(keys, vals, 1);
     }
     if (s->conn == NULL) {
-        cc_store_close(s);
+        cc_jobstore_close(s);
         return cc_err_set(err, CC_ENOMEM, "job store: out of memory");
     }
     rc = store_setup(s, err);
     if (rc != CC_OK) {
-        cc_store_close(s);
+        cc_jobstore_close(s);
         return rc;
     }
     *out = s;
     return CC_OK;
 }
 
-void cc_store_close(struct cc_store *s)
+void cc_jobstore_close(struct cc_jobstore *s)
 {
     if (s == NULL)
         return;
@@ -194,14 +194,14 @@ void cc_store_close(struct cc_store *s)
     free(s);
 }
 
-int cc_store_fd(const struct cc_store *s)
+int cc_jobstore_fd(const struct cc_jobstore *s)
 {
     if (s == NULL || s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
         return -1;
     return PQsocket(s->conn);
 }
 
-int cc_store_reconnect(struct cc_store *s, struct cc_err *err)
+int cc_jobstore_reconnect(struct cc_jobstore *s, struct cc_err *err)
 {
     int rc;
 
@@ -209,7 +209,7 @@ int cc_store_reconnect(struct cc_store *s, struct cc_err *err)
     rc = store_setup(s, err);
     if (rc == CC_OK && s->is_listening) {
         s->is_listening = false;
-        rc = cc_store_listen(s, err);
+        rc = cc_jobstore_listen(s, err);
     }
     return rc;
 }
@@ -218,7 +218,7 @@ int cc_store_reconnect(struct cc_store *s, struct cc_err *err)
 
 /* Run one parameterised statement (text parameters, NULL = SQL NULL). *out (may be NULL)
  * gets the result, to PQclear. */
-static int sql_run(struct cc_store *s, const char *what, const char *sql, int n,
+static int sql_run(struct cc_jobstore *s, const char *what, const char *sql, int n,
                    const char *const *vals, PGresult **out, struct cc_err *err)
 {
     PGresult *res = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0);
@@ -239,24 +239,24 @@ static int sql_run(struct cc_store *s, const char *what, const char *sql, int n,
     return rc;
 }
 
-static void sql_rollback(struct cc_store *s)
+static void sql_rollback(struct cc_jobstore *s)
 {
     PQclear(PQexec(s->conn, "ROLLBACK"));
 }
 
-static int sql_begin(struct cc_store *s, struct cc_err *err)
+static int sql_begin(struct cc_jobstore *s, struct cc_err *err)
 {
     return sql_run(s, "begin", "BEGIN", 0, NULL, NULL, err);
 }
 
-static int sql_commit(struct cc_store *s, struct cc_err *err)
+static int sql_commit(struct cc_jobstore *s, struct cc_err *err)
 {
     return sql_run(s, "commit", "COMMIT", 0, NULL, NULL, err);
 }
 
 /* A statement returning one json value in row 0 column 0. No row or SQL NULL: CC_ENOTFOUND
  * (err not set: the caller says what was not found). */
-static int sql_json(struct cc_store *s, const char *what, const char *sql, int n,
+static int sql_json(struct cc_jobstore *s, const char *what, const char *sql, int n,
                     const char *const *vals, json_t **out, struct cc_err *err)
 {
     PGresult *res;
@@ -281,7 +281,7 @@ static int sql_json(struct cc_store *s, const char *what, const char *sql, int n
 
 /* sql_json for an aggregate (COALESCE(json_agg(...), '[]') and the like): such a statement
  * always yields one non-NULL value, so "no row" can only be a server-side surprise. */
-static int sql_json_agg(struct cc_store *s, const char *what, const char *sql, int n,
+static int sql_json_agg(struct cc_jobstore *s, const char *what, const char *sql, int n,
                         const char *const *vals, json_t **out, struct cc_err *err)
 {
     int rc = sql_json(s, what, sql, n, vals, out, err);
@@ -393,13 +393,13 @@ static void array_end(char **buf, size_t *len, size_t *cap)
 
 /* ---- Schema ----------------------------------------------------------------------------- */
 
-int cc_store_schema_latest(void)
+int cc_jobstore_schema_latest(void)
 {
-    return cc_store_schema_count();
+    return cc_jobstore_schema_count();
 }
 
 /* Version in the current transaction/snapshot: 0 when celeryc.schema_version does not exist. */
-static int schema_read(struct cc_store *s, int *version, struct cc_err *err)
+static int schema_read(struct cc_jobstore *s, int *version, struct cc_err *err)
 {
     PGresult *res;
     int rc;
@@ -426,28 +426,28 @@ static int schema_read(struct cc_store *s, int *version, struct cc_err *err)
 static int schema_newer(int version, struct cc_err *err)
 {
     return cc_err_set(err, CC_EINVAL, "schema version %d is newer than this celeryc (%d)", version,
-                      cc_store_schema_latest());
+                      cc_jobstore_schema_latest());
 }
 
-int cc_store_version(struct cc_store *s, int *version, struct cc_err *err)
+int cc_jobstore_version(struct cc_jobstore *s, int *version, struct cc_err *err)
 {
     int v = 0, rc = schema_read(s, &v, err);
 
     if (version != NULL)
         *version = v;
-    if (rc == CC_OK && v > cc_store_schema_latest())
+    if (rc == CC_OK && v > cc_jobstore_schema_latest())
         rc = schema_newer(v, err);
     return rc;
 }
 
-int cc_store_upgrade(struct cc_store *s, int *from, int *to, struct cc_err *err)
+int cc_jobstore_upgrade(struct cc_jobstore *s, int *from, int *to, struct cc_err *err)
 {
-    return cc_store_upgrade_to(s, cc_store_schema_latest(), from, to, err);
+    return cc_jobstore_upgrade_to(s, cc_jobstore_schema_latest(), from, to, err);
 }
 
-int cc_store_upgrade_to(struct cc_store *s, int target, int *from, int *to, struct cc_err *err)
+int cc_jobstore_upgrade_to(struct cc_jobstore *s, int target, int *from, int *to, struct cc_err *err)
 {
-    int v = 0, latest = cc_store_schema_latest(), rc;
+    int v = 0, latest = cc_jobstore_schema_latest(), rc;
 
     rc = sql_begin(s, err);
     if (rc != CC_OK)
@@ -465,7 +465,7 @@ int cc_store_upgrade_to(struct cc_store *s, int target, int *from, int *to, stru
     if (rc == CC_OK && (target < 1 || target > latest))
         rc = cc_err_set(err, CC_EINVAL, "no schema version %d (1 to %d)", target, latest);
     for (int i = v + 1; rc == CC_OK && i <= target; i++) {
-        PGresult *res = PQexec(s->conn, cc_store_schema_migration(i));
+        PGresult *res = PQexec(s->conn, cc_jobstore_schema_migration(i));
         char num[16], what[32];
         const char *vals[1] = {num};
 
@@ -489,17 +489,17 @@ int cc_store_upgrade_to(struct cc_store *s, int target, int *from, int *to, stru
     return CC_OK;
 }
 
-int cc_store_check_schema(struct cc_store *s, struct cc_err *err)
+int cc_jobstore_check_schema(struct cc_jobstore *s, struct cc_err *err)
 {
-    int v = 0, rc = cc_store_version(s, &v, err);
+    int v = 0, rc = cc_jobstore_version(s, &v, err);
 
     if (rc != CC_OK)
         return rc;
-    if (v < cc_store_schema_latest())
+    if (v < cc_jobstore_schema_latest())
         return cc_err_set(err, CC_EINVAL,
                           "job store schema is at version %d, this celeryc needs %d: run "
                           "`celeryc db upgrade` (or pass --db-upgrade)",
-                          v, cc_store_schema_latest());
+                          v, cc_jobstore_schema_latest());
     return CC_OK;
 }
 
@@ -534,7 +534,7 @@ static int json_size_add(const char *buffer, size_t size, void *data)
     return 0;
 }
 
-/* `v` (may be NULL) at most CC_STORE_ARGS_MAX_BYTES of compact JSON, else CC_EINVAL naming
+/* `v` (may be NULL) at most CC_JOBSTORE_ARGS_MAX_BYTES of compact JSON, else CC_EINVAL naming
  * `what`. */
 static int json_size_check(const json_t *v, const char *what, struct cc_err *err)
 {
@@ -544,9 +544,9 @@ static int json_size_check(const json_t *v, const char *what, struct cc_err *err
         return CC_OK;
     if (json_dump_callback(v, json_size_add, &n, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
         return cc_err_set(err, CC_EINVAL, "%s cannot be encoded as JSON", what);
-    if (n > CC_STORE_ARGS_MAX_BYTES)
+    if (n > CC_JOBSTORE_ARGS_MAX_BYTES)
         return cc_err_set(err, CC_EINVAL, "%s is %zu bytes of JSON, more than %d", what, n,
-                          CC_STORE_ARGS_MAX_BYTES);
+                          CC_JOBSTORE_ARGS_MAX_BYTES);
     return CC_OK;
 }
 
@@ -682,7 +682,7 @@ static int validate_retry(const json_t *rp, struct cc_err *err)
     return CC_OK;
 }
 
-int cc_store_job_validate(const json_t *fields, bool is_create, struct cc_err *err)
+int cc_jobstore_job_validate(const json_t *fields, bool is_create, struct cc_err *err)
 {
     const char *key;
     json_t *v;
@@ -773,15 +773,15 @@ int cc_store_job_validate(const json_t *fields, bool is_create, struct cc_err *e
             return CC_EINVAL;
     }
     if ((v = json_object_get(fields, "queue")) != NULL && json_is_string(v) &&
-        json_string_length(v) > CC_STORE_QUEUE_MAX_BYTES)
+        json_string_length(v) > CC_JOBSTORE_QUEUE_MAX_BYTES)
         return cc_err_set(err, CC_EINVAL, "queue is longer than %d bytes",
-                          CC_STORE_QUEUE_MAX_BYTES);
+                          CC_JOBSTORE_QUEUE_MAX_BYTES);
     return CC_OK;
 }
 
 /* ---- Runs: what a user may give ---------------------------------------------------------- */
 
-int cc_store_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
+int cc_jobstore_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
                                struct cc_err *err)
 {
     if (args != NULL && !json_is_array(args))
@@ -795,9 +795,9 @@ int cc_store_run_args_validate(const json_t *args, const json_t *kwargs, const c
         return CC_EINVAL;
     if (queue != NULL && queue[0] == '\0')
         return cc_err_set(err, CC_EINVAL, "--queue cannot be empty (leave it out for the job's)");
-    if (queue != NULL && strlen(queue) > CC_STORE_QUEUE_MAX_BYTES)
+    if (queue != NULL && strlen(queue) > CC_JOBSTORE_QUEUE_MAX_BYTES)
         return cc_err_set(err, CC_EINVAL, "--queue is longer than %d bytes",
-                          CC_STORE_QUEUE_MAX_BYTES);
+                          CC_JOBSTORE_QUEUE_MAX_BYTES);
     return CC_OK;
 }
 
@@ -848,7 +848,7 @@ static void sql_append(char **sql, size_t *len, size_t *cap, const char *fmt, ..
     *len += (size_t)n;
 }
 
-int cc_store_job_create(struct cc_store *s, const json_t *fields, json_t **out, struct cc_err *err)
+int cc_jobstore_job_create(struct cc_jobstore *s, const json_t *fields, json_t **out, struct cc_err *err)
 {
     char id[37], *vals[CC_ARRAY_LEN(job_cols)];
     size_t cap = 512, len = 0, n = 0;
@@ -856,7 +856,7 @@ int cc_store_job_create(struct cc_store *s, const json_t *fields, json_t **out, 
     int rc;
 
     *out = NULL;
-    rc = cc_store_job_validate(fields, true, err);
+    rc = cc_jobstore_job_validate(fields, true, err);
     if (rc != CC_OK)
         return rc;
     cc_uuid4(id);
@@ -893,7 +893,7 @@ int cc_store_job_create(struct cc_store *s, const json_t *fields, json_t **out, 
     return rc;
 }
 
-int cc_store_job_update(struct cc_store *s, const char *id, const json_t *fields, json_t **out,
+int cc_jobstore_job_update(struct cc_jobstore *s, const char *id, const json_t *fields, json_t **out,
                         struct cc_err *err)
 {
     char *vals[CC_ARRAY_LEN(job_cols) + 1];
@@ -906,7 +906,7 @@ int cc_store_job_update(struct cc_store *s, const char *id, const json_t *fields
         *out = NULL;
     rc = check_uuid(id, "job", err);
     if (rc == CC_OK)
-        rc = cc_store_job_validate(fields, false, err);
+        rc = cc_jobstore_job_validate(fields, false, err);
     if (rc != CC_OK)
         return rc;
     vals[0] = cc_xstrdup(id);
@@ -935,7 +935,7 @@ int cc_store_job_update(struct cc_store *s, const char *id, const json_t *fields
     return rc;
 }
 
-int cc_store_job_delete(struct cc_store *s, const char *id, struct cc_err *err)
+int cc_jobstore_job_delete(struct cc_jobstore *s, const char *id, struct cc_err *err)
 {
     const char *vals[1] = {id};
     PGresult *res;
@@ -954,7 +954,7 @@ int cc_store_job_delete(struct cc_store *s, const char *id, struct cc_err *err)
 }
 
 /* One row by id: `what` ("job", "run") names it in errors, `sql` selects it with $1. */
-static int get_by_id(struct cc_store *s, const char *what, const char *sql, const char *id,
+static int get_by_id(struct cc_jobstore *s, const char *what, const char *sql, const char *id,
                      json_t **out, struct cc_err *err)
 {
     const char *vals[1] = {id};
@@ -970,13 +970,13 @@ static int get_by_id(struct cc_store *s, const char *what, const char *sql, cons
     return rc;
 }
 
-int cc_store_job_get(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+int cc_jobstore_job_get(struct cc_jobstore *s, const char *id, json_t **out, struct cc_err *err)
 {
     return get_by_id(s, "job", "SELECT row_to_json(j) FROM celeryc.jobs j WHERE id = $1::uuid", id,
                      out, err);
 }
 
-int cc_store_jobs_list(struct cc_store *s, bool active_only, json_t **out, struct cc_err *err)
+int cc_jobstore_jobs_list(struct cc_jobstore *s, bool active_only, json_t **out, struct cc_err *err)
 {
     const char *vals[1] = {active_only ? "true" : "false"};
     return sql_json_agg(s, "jobs list",
@@ -1003,7 +1003,7 @@ static int fence_lost(const char *lease, int64_t epoch, struct cc_err *err)
 }
 
 /* In a transaction: lock the lease row and check its epoch (fencing). */
-static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, struct cc_err *err)
+static int lease_check(struct cc_jobstore *s, const char *lease, int64_t epoch, struct cc_err *err)
 {
     char ep[24];
     const char *vals[2] = {lease, ep};
@@ -1031,7 +1031,7 @@ static int lease_check(struct cc_store *s, const char *lease, int64_t epoch, str
 /* The run columns as json, for RETURNING/SELECT on alias r. */
 #define RUN_JSON "row_to_json(r)"
 
-/* The insert of cc_store_run_create: a conflict on (job, slot, attempt) or on retry_of
+/* The insert of cc_jobstore_run_create: a conflict on (job, slot, attempt) or on retry_of
  * inserts nothing (-> "exists"). */
 static const char run_insert_sql[] =
     "INSERT INTO celeryc.runs AS r (id, job_id, started_by, task_id, args, kwargs, queue, "
@@ -1042,7 +1042,7 @@ static const char run_insert_sql[] =
     "microsecond'), $10::int, $11::uuid, $12::bigint, $13::uuid FROM celeryc.jobs j "
     "WHERE j.id = $2::uuid ON CONFLICT DO NOTHING RETURNING " RUN_JSON;
 
-const char *cc_store_status_name(char status)
+const char *cc_jobstore_status_name(char status)
 {
     switch (status) {
     case 'Q':
@@ -1066,7 +1066,7 @@ const char *cc_store_status_name(char status)
     }
 }
 
-int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *kwargs, json_t **out,
+int cc_jobstore_kwargs_since(struct cc_jobstore *s, const json_t *job, const json_t *kwargs, json_t **out,
                           struct cc_err *err)
 {
     const char *sk = json_string_value(json_object_get(job, "since_kwarg"));
@@ -1082,7 +1082,7 @@ int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *k
     if (sk == NULL || sk[0] == '\0' ||
         (json_is_object(kwargs) && json_object_get(kwargs, sk) != NULL))
         return CC_OK;
-    rc = cc_store_job_last_success(s, job_id, &since_us, err);
+    rc = cc_jobstore_job_last_success(s, job_id, &since_us, err);
     if (rc != CC_OK)
         return rc;
     *out = json_is_object(kwargs) ? json_deep_copy(kwargs) : json_object();
@@ -1095,7 +1095,7 @@ int cc_store_kwargs_since(struct cc_store *s, const json_t *job, const json_t *k
 }
 
 /* The run `id` a rerun copies (*out: its row, owned): it must be finished. */
-static int run_rerun_source(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+static int run_rerun_source(struct cc_jobstore *s, const char *id, json_t **out, struct cc_err *err)
 {
     const char *st;
     int rc = get_by_id(s, "run", "SELECT " RUN_JSON " FROM celeryc.runs r WHERE id = $1::uuid", id,
@@ -1106,11 +1106,11 @@ static int run_rerun_source(struct cc_store *s, const char *id, json_t **out, st
     st = json_string_value(json_object_get(*out, "status"));
     if (st == NULL || st[0] == '\0' || strchr("SFWPX", st[0]) == NULL)
         return cc_err_set(err, CC_EAGAIN, "run %s is %s (%s): only a finished run can be rerun", id,
-                          st != NULL ? st : "?", cc_store_status_name(st ? st[0] : '?'));
+                          st != NULL ? st : "?", cc_jobstore_status_name(st ? st[0] : '?'));
     return CC_OK;
 }
 
-int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t **out,
+int cc_jobstore_run_create(struct cc_jobstore *s, const struct cc_run_new *rn, json_t **out,
                         json_t **cancelled, struct cc_err *err)
 {
     char run_id[37], task_id[37], sched[24], notb[24], ep[24], att[16];
@@ -1177,7 +1177,7 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
         PQclear(res);
         res = NULL;
     } else if (policy != NULL && strcmp(policy, "replace") == 0) {
-        /* A run not started yet (Q) is cancelled outright, as cc_store_run_cancel does; a
+        /* A run not started yet (Q) is cancelled outright, as cc_jobstore_run_cancel does; a
          * running one goes to C and the worker finishes it as X after the revoke. */
         rc = sql_json_agg(
             s, "run create",
@@ -1194,7 +1194,7 @@ int cc_store_run_create(struct cc_store *s, const struct cc_run_new *rn, json_t 
     }
     /* The row records what the run is sent with: `since` included (the beat adds it to
      * scheduled runs itself; manual runs and reruns get it here). */
-    rc = cc_store_kwargs_since(s, job, use_kwargs, &since_kw, err);
+    rc = cc_jobstore_kwargs_since(s, job, use_kwargs, &since_kw, err);
     if (rc != CC_OK)
         goto out;
     if (since_kw != NULL)
@@ -1255,7 +1255,7 @@ out:
 
 /* After an UPDATE touched no row: CC_ENOTFOUND "no run X" when it does not exist, else
  * CC_EAGAIN "run is <status>". `key` is "id" or "task_id". */
-static int run_state_error(struct cc_store *s, const char *key, const char *val, char *status,
+static int run_state_error(struct cc_jobstore *s, const char *key, const char *val, char *status,
                            struct cc_err *err)
 {
     const char *vals[1] = {val};
@@ -1279,7 +1279,7 @@ static int run_state_error(struct cc_store *s, const char *key, const char *val,
     return rc;
 }
 
-static int run_update(struct cc_store *s, const char *what, const char *sql, int n,
+static int run_update(struct cc_jobstore *s, const char *what, const char *sql, int n,
                       const char *const *vals, int *rows, struct cc_err *err)
 {
     PGresult *res;
@@ -1293,7 +1293,7 @@ static int run_update(struct cc_store *s, const char *what, const char *sql, int
     return rc;
 }
 
-int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *err)
+int cc_jobstore_run_mark_sent(struct cc_jobstore *s, const char *id, struct cc_err *err)
 {
     const char *vals[1] = {id};
     int rows, rc = check_uuid(id, "run", err);
@@ -1308,7 +1308,7 @@ int cc_store_run_mark_sent(struct cc_store *s, const char *id, struct cc_err *er
     return rc;
 }
 
-int cc_store_run_send_claim(struct cc_store *s, const char *id, int64_t epoch, const char *lease,
+int cc_jobstore_run_send_claim(struct cc_jobstore *s, const char *id, int64_t epoch, const char *lease,
                             struct cc_err *err)
 {
     char ep[24];
@@ -1349,7 +1349,7 @@ int cc_store_run_send_claim(struct cc_store *s, const char *id, int64_t epoch, c
     return rc;
 }
 
-int cc_store_run_send_undo(struct cc_store *s, const char *id, int64_t epoch, bool is_notify,
+int cc_jobstore_run_send_undo(struct cc_jobstore *s, const char *id, int64_t epoch, bool is_notify,
                            struct cc_err *err)
 {
     char ep[24];
@@ -1368,7 +1368,7 @@ int cc_store_run_send_undo(struct cc_store *s, const char *id, int64_t epoch, bo
                    3, vals, NULL, err);
 }
 
-int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t **out,
+int cc_jobstore_runs_unsent(struct cc_jobstore *s, int older_than_s, int limit, json_t **out,
                          struct cc_err *err)
 {
     char age[16], lim[16];
@@ -1386,7 +1386,7 @@ int cc_store_runs_unsent(struct cc_store *s, int older_than_s, int limit, json_t
     return rc;
 }
 
-int cc_store_run_fail(struct cc_store *s, const char *id, const char *message, struct cc_err *err)
+int cc_jobstore_run_fail(struct cc_jobstore *s, const char *id, const char *message, struct cc_err *err)
 {
     const char *vals[2] = {id, message};
     int rows, rc = check_uuid(id, "run", err);
@@ -1401,7 +1401,7 @@ int cc_store_run_fail(struct cc_store *s, const char *id, const char *message, s
     return rc;
 }
 
-int cc_store_run_start(struct cc_store *s, const char *task_id, const char *hostname,
+int cc_jobstore_run_start(struct cc_jobstore *s, const char *task_id, const char *hostname,
                        struct cc_err *err)
 {
     const char *vals[2] = {task_id, hostname};
@@ -1440,7 +1440,7 @@ int cc_store_run_start(struct cc_store *s, const char *task_id, const char *host
     return rc;
 }
 
-int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, const char *message,
+int cc_jobstore_run_finish(struct cc_jobstore *s, const char *task_id, char status, const char *message,
                         int64_t processed, int64_t errored, const json_t *summary,
                         struct cc_err *err)
 {
@@ -1475,7 +1475,7 @@ int cc_store_run_finish(struct cc_store *s, const char *task_id, char status, co
     return rc;
 }
 
-int cc_store_run_progress(struct cc_store *s, const char *task_id, int64_t processed,
+int cc_jobstore_run_progress(struct cc_jobstore *s, const char *task_id, int64_t processed,
                           int64_t errored, struct cc_err *err)
 {
     char pr[24], er[24];
@@ -1494,7 +1494,7 @@ int cc_store_run_progress(struct cc_store *s, const char *task_id, int64_t proce
                       3, vals, &rows, err);
 }
 
-int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, size_t n,
+int cc_jobstore_runs_heartbeat(struct cc_jobstore *s, const char *const *task_ids, size_t n,
                             struct cc_err *err)
 {
     size_t len, cap;
@@ -1517,7 +1517,7 @@ int cc_store_runs_heartbeat(struct cc_store *s, const char *const *task_ids, siz
     return rc;
 }
 
-int cc_store_run_logs_add(struct cc_store *s, const struct cc_run_log *lines, size_t n,
+int cc_jobstore_run_logs_add(struct cc_jobstore *s, const struct cc_run_log *lines, size_t n,
                           struct cc_err *err)
 {
     size_t len[4], cap[4];
@@ -1554,7 +1554,7 @@ int cc_store_run_logs_add(struct cc_store *s, const struct cc_run_log *lines, si
     return rc;
 }
 
-int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], char *new_status,
+int cc_jobstore_run_cancel(struct cc_jobstore *s, const char *id, char task_id[64], char *new_status,
                         struct cc_err *err)
 {
     const char *vals[1] = {id};
@@ -1591,13 +1591,13 @@ int cc_store_run_cancel(struct cc_store *s, const char *id, char task_id[64], ch
     return rc;
 }
 
-int cc_store_run_get(struct cc_store *s, const char *id, json_t **out, struct cc_err *err)
+int cc_jobstore_run_get(struct cc_jobstore *s, const char *id, json_t **out, struct cc_err *err)
 {
     return get_by_id(s, "run", "SELECT " RUN_JSON " FROM celeryc.runs r WHERE id = $1::uuid", id,
                      out, err);
 }
 
-int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t **out,
+int cc_jobstore_runs_list(struct cc_jobstore *s, const char *job_id, int limit, json_t **out,
                        struct cc_err *err)
 {
     char lim[16];
@@ -1607,7 +1607,7 @@ int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t
     *out = NULL;
     if (job_id != NULL) {
         json_t *job = NULL;
-        rc = cc_store_job_get(s, job_id, &job, err);
+        rc = cc_jobstore_job_get(s, job_id, &job, err);
         json_decref(job);
         if (rc != CC_OK)
             return rc;
@@ -1621,7 +1621,7 @@ int cc_store_runs_list(struct cc_store *s, const char *job_id, int limit, json_t
     return rc;
 }
 
-int cc_store_run_logs_get(struct cc_store *s, const char *id, int64_t after_id, int limit,
+int cc_jobstore_run_logs_get(struct cc_jobstore *s, const char *id, int64_t after_id, int limit,
                           json_t **out, struct cc_err *err)
 {
     char after[24], lim[16];
@@ -1647,7 +1647,7 @@ int cc_store_run_logs_get(struct cc_store *s, const char *id, int64_t after_id, 
     return rc;
 }
 
-int cc_store_job_last_success(struct cc_store *s, const char *job_id, int64_t *started_us,
+int cc_jobstore_job_last_success(struct cc_jobstore *s, const char *job_id, int64_t *started_us,
                               struct cc_err *err)
 {
     const char *vals[1] = {job_id};
@@ -1671,7 +1671,7 @@ int cc_store_job_last_success(struct cc_store *s, const char *job_id, int64_t *s
 
 /* ---- Sweeps ----------------------------------------------------------------------------- */
 
-int cc_store_reap(struct cc_store *s, int timeout_s, int *n, struct cc_err *err)
+int cc_jobstore_reap(struct cc_jobstore *s, int timeout_s, int *n, struct cc_err *err)
 {
     char t[16];
     const char *vals[1] = {t};
@@ -1698,7 +1698,7 @@ int cc_store_reap(struct cc_store *s, int timeout_s, int *n, struct cc_err *err)
     return rc;
 }
 
-int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, json_t **out,
+int cc_jobstore_runs_retry(struct cc_jobstore *s, int64_t epoch, const char *lease, json_t **out,
                         struct cc_err *err)
 {
     char ep[24];
@@ -1757,7 +1757,7 @@ int cc_store_runs_retry(struct cc_store *s, int64_t epoch, const char *lease, js
 
 /* ---- Lease and entries ------------------------------------------------------------------ */
 
-int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int ttl_ms,
+int cc_jobstore_lease(struct cc_jobstore *s, const char *name, const char *holder, int ttl_ms,
                    int64_t *epoch, bool *is_leader, struct cc_err *err)
 {
     char ttl[16];
@@ -1815,7 +1815,7 @@ int cc_store_lease(struct cc_store *s, const char *name, const char *holder, int
     return rc;
 }
 
-int cc_store_lease_release(struct cc_store *s, const char *name, const char *holder,
+int cc_jobstore_lease_release(struct cc_jobstore *s, const char *name, const char *holder,
                            struct cc_err *err)
 {
     const char *vals[2] = {name, holder};
@@ -1827,7 +1827,7 @@ int cc_store_lease_release(struct cc_store *s, const char *name, const char *hol
                       2, vals, &rows, err);
 }
 
-int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us, int64_t epoch,
+int cc_jobstore_entry_claim(struct cc_jobstore *s, const char *entry, int64_t slot_us, int64_t epoch,
                          const char *lease, const char *task_id, struct cc_err *err)
 {
     char slot[24], ep[24];
@@ -1866,7 +1866,7 @@ int cc_store_entry_claim(struct cc_store *s, const char *entry, int64_t slot_us,
     return rc;
 }
 
-int cc_store_entries_state(struct cc_store *s, json_t **out, struct cc_err *err)
+int cc_jobstore_entries_state(struct cc_jobstore *s, json_t **out, struct cc_err *err)
 {
     return sql_json_agg(s, "entries state",
                         "SELECT COALESCE(json_object_agg(name, json_build_object("
@@ -1878,7 +1878,7 @@ int cc_store_entries_state(struct cc_store *s, json_t **out, struct cc_err *err)
 
 /* ---- Notifications ---------------------------------------------------------------------- */
 
-int cc_store_listen(struct cc_store *s, struct cc_err *err)
+int cc_jobstore_listen(struct cc_jobstore *s, struct cc_err *err)
 {
     int rc = sql_run(s, "listen", "LISTEN celeryc_jobs", 0, NULL, NULL, err);
 
@@ -1889,7 +1889,7 @@ int cc_store_listen(struct cc_store *s, struct cc_err *err)
     return rc;
 }
 
-int cc_store_notifications(struct cc_store *s,
+int cc_jobstore_notifications(struct cc_jobstore *s,
                            void (*fn)(const char *channel, const char *payload, void *arg),
                            void *arg, struct cc_err *err)
 {

@@ -1,4 +1,4 @@
-/* The job store's schema, as migrations applied in order by cc_store_upgrade (jobstore.c).
+/* The job store's schema, as migrations applied in order by cc_jobstore_upgrade (jobstore.c).
  * Append a migration to change the schema; never edit one that has shipped.
  *
  * Everything lives in the schema "celeryc" so it can share a database with Celery's result
@@ -183,14 +183,14 @@ static const char *const migrations[] = {
     "CREATE INDEX runs_rerun_of ON celeryc.runs (rerun_of) WHERE rerun_of IS NOT NULL;\n",
 };
 
-int cc_store_schema_count(void)
+int cc_jobstore_schema_count(void)
 {
     return (int)(sizeof migrations / sizeof migrations[0]);
 }
 
-const char *cc_store_schema_migration(int version)
+const char *cc_jobstore_schema_migration(int version)
 {
-    if (version < 1 || version > cc_store_schema_count())
+    if (version < 1 || version > cc_jobstore_schema_count())
         return NULL;
     return migrations[version - 1];
 }

@@ -3,8 +3,8 @@
 #define CELERYC_JOBSTORE_SCHEMA_H
 
 /* Number of migrations: the latest schema version. */
-int cc_store_schema_count(void);
+int cc_jobstore_schema_count(void);
 /* The SQL of migration `version` (1-based), NULL when out of range. */
-const char *cc_store_schema_migration(int version);
+const char *cc_jobstore_schema_migration(int version);
 
 #endif

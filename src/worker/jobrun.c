@@ -75,7 +75,7 @@ static const char *jobrun_level_name(int level)
 
 struct jobrun_conn {
     const char *url;
-    struct cc_store *s;
+    struct cc_jobstore *s;
     int64_t retry_at_us; /* cc_mono_us(): no connect attempt before this */
     bool is_away;        /* the last attempt failed (logged once until it works again) */
     const char *who;     /* for the log: "executor" or "master" */
@@ -83,7 +83,7 @@ struct jobrun_conn {
 
 static void jobrun_conn_close(struct jobrun_conn *c)
 {
-    cc_store_close(c->s);
+    cc_jobstore_close(c->s);
     c->s = NULL;
 }
 
@@ -105,7 +105,7 @@ static int jobrun_conn_get(struct jobrun_conn *c, bool is_forced, struct cc_err 
     if (c->is_away && !is_forced && cc_mono_us() < c->retry_at_us)
         return cc_err_set(err, CC_EBACKEND, "job store unreachable (next attempt in %lld ms)",
                           (long long)(c->retry_at_us - cc_mono_us()) / 1000);
-    return cc_store_open(c->url, JOBRUN_CONNECT_TIMEOUT_S, &c->s, err);
+    return cc_jobstore_open(c->url, JOBRUN_CONNECT_TIMEOUT_S, &c->s, err);
 }
 
 static void jobrun_conn_ok(struct jobrun_conn *c)
@@ -136,21 +136,21 @@ struct jobrun_args {
     size_t n;
 };
 
-static int jobrun_do(struct cc_store *s, enum jobrun_op op, const struct jobrun_args *a,
+static int jobrun_do(struct cc_jobstore *s, enum jobrun_op op, const struct jobrun_args *a,
                      struct cc_err *err)
 {
     switch (op) {
     case OP_START:
-        return cc_store_run_start(s, a->task_id, a->hostname, err);
+        return cc_jobstore_run_start(s, a->task_id, a->hostname, err);
     case OP_FINISH:
-        return cc_store_run_finish(s, a->task_id, a->status, a->message, a->processed, a->errored,
+        return cc_jobstore_run_finish(s, a->task_id, a->status, a->message, a->processed, a->errored,
                                    a->summary, err);
     case OP_LOGS:
-        return cc_store_run_logs_add(s, a->lines, a->n, err);
+        return cc_jobstore_run_logs_add(s, a->lines, a->n, err);
     case OP_HEARTBEAT:
-        return cc_store_runs_heartbeat(s, a->ids, a->n, err);
+        return cc_jobstore_runs_heartbeat(s, a->ids, a->n, err);
     case OP_PROGRESS:
-        return cc_store_run_progress(s, a->task_id, a->processed, a->errored, err);
+        return cc_jobstore_run_progress(s, a->task_id, a->processed, a->errored, err);
     }
     return cc_err_set(err, CC_EINVAL, "unknown job store operation");
 }
@@ -591,13 +591,13 @@ static int jobkeeper_schema(struct cc_jobkeeper *k, const struct cc_config *cfg,
     int rc = jobrun_conn_get(&k->conn, true, &e);
 
     if (rc == CC_OK && cfg->job_store_upgrade) {
-        rc = cc_store_upgrade(k->conn.s, &from, &to, &e);
+        rc = cc_jobstore_upgrade(k->conn.s, &from, &to, &e);
         if (rc != CC_OK)
             return cc_err_set(err, rc, "job store: upgrade failed: %s", e.msg);
         if (from != to)
             cc_warn("job store: schema upgraded from version %d to %d", from, to);
     } else if (rc == CC_OK) {
-        rc = cc_store_check_schema(k->conn.s, &e);
+        rc = cc_jobstore_check_schema(k->conn.s, &e);
         if (rc != CC_OK && rc != CC_EBACKEND)
             return cc_err_set(err, CC_ECONFIG, "%s", e.msg);
     }

@@ -5,17 +5,17 @@
  *
  * - Executor (`struct cc_jobrun`, one per prefork child / pool thread / the solo master,
  *   connection opened lazily on the first job run): cc_jobrun_begin marks the run R
- *   (cc_store_run_start; a run cancelled before it started is not run), cc_jobrun_log buffers
- *   the task's log lines and writes them in batches (cc_store_run_logs_add: at 200 lines, 1 s
+ *   (cc_jobstore_run_start; a run cancelled before it started is not run), cc_jobrun_log buffers
+ *   the task's log lines and writes them in batches (cc_jobstore_run_logs_add: at 200 lines, 1 s
  *   after the first unwritten line, and at the end), cc_jobrun_end writes the outcome
- *   (cc_store_run_finish: S, F with "Type: message", P / W as the task reported, with the
+ *   (cc_jobstore_run_finish: S, F with "Type: message", P / W as the task reported, with the
  *   counters). A store that is unreachable never fails the task: log lines are dropped and
  *   counted (one warning), the outcome is tried once more on a fresh connection.
  *
  * - Master (`struct cc_jobkeeper`): a thread of the master process with its own connection,
  *   so the event loop never waits for Postgres. The loop tells it, under a mutex, which
  *   slots run which job run (cc_jobkeeper_on_dispatch / _on_done); every
- *   job_run_heartbeat_interval seconds it sends one cc_store_runs_heartbeat for all of them.
+ *   job_run_heartbeat_interval seconds it sends one cc_jobstore_runs_heartbeat for all of them.
  *   Outcomes the master decides (WorkerLostError, revoke with terminate, hard time limit,
  *   expired) are queued with cc_jobkeeper_finish and written by the thread (retried every
  *   few seconds while the store is away, bounded).

@@ -1,5 +1,5 @@
 /* Fuzz target for the job and schedule-entry specs an operator or admin hands in: the JSON of
- * `celeryc jobs create/update` (cc_store_job_validate) and of a schedule-file entry or a job
+ * `celeryc jobs create/update` (cc_jobstore_job_validate) and of a schedule-file entry or a job
  * row as the beat reads it (beat_entry_from_file / beat_entry_from_job, then the next slot).
  *
  * Input: JSON bytes. Properties checked: every call returns CC_OK or a negative code with a
@@ -55,9 +55,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (v == NULL)
         return 0;
-    fuzz_jobspec_check(cc_store_job_validate(v, true, &err), &err);
+    fuzz_jobspec_check(cc_jobstore_job_validate(v, true, &err), &err);
     err.msg[0] = '\0';
-    fuzz_jobspec_check(cc_store_job_validate(v, false, &err), &err);
+    fuzz_jobspec_check(cc_jobstore_job_validate(v, false, &err), &err);
     err.msg[0] = '\0';
     rc = beat_entry_from_file(&e, "fuzz", v, "UTC", &err);
     fuzz_jobspec_check(rc, &err);

@@ -458,7 +458,7 @@ def test_job_concurrency_forbid_and_replace(pg_url, beat_factory, amqp_conn):
                                 "--json"], capture_output=True, text=True, timeout=scaled(30))
             assert r.returncode == 0, r.stderr
             ids.append(json.loads(r.stdout)["run"]["task_id"])
-            # What a worker's cc_store_run_start does:
+            # What a worker's cc_jobstore_run_start does:
             pg_query(pg_url, "UPDATE celeryc.runs SET status = 'R', started_at = now(), "
                      "heartbeat_at = now(), hostname = 'w@host' WHERE task_id = %s", (ids[-1],))
         wait_for(lambda: ids[0] in revoked(terminate=True), 10,

@@ -365,7 +365,7 @@ def test_worker_killed_heartbeat_stops(worker_factory, pg_url, app):
         r = db.get(rid)
         assert r["status"] == "R"
         assert r["heartbeat_at"] == hb1
-        # The beat leader's reaper (cc_store_reap, here through the store CLI's debug hook).
+        # The beat leader's reaper (cc_jobstore_reap, here through the store CLI's debug hook).
         out = celeryc("db", "debug", "reap", "2", "--job-store", pg_url)
         assert out.returncode == 0, out.stdout
         r = db.get(rid)

@@ -885,7 +885,7 @@ def test_stop_without_broker(store):
 
 
 def test_listen_in_c_survives_a_lost_connection(store):
-    """cc_store_listen / cc_store_notifications / cc_store_reconnect (what the beat uses):
+    """cc_jobstore_listen / cc_jobstore_notifications / cc_jobstore_reconnect (what the beat uses):
     notifications arrive, and after the server drops the connection the store reconnects
     and LISTENs again."""
     job = mkjob(store)

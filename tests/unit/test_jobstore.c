@@ -20,7 +20,7 @@ static int validate(const char *text, bool is_create, struct cc_err *err)
 
     if (f == NULL)
         fail_msg("bad test JSON %s: %s", text, jerr.text);
-    rc = cc_store_job_validate(f, is_create, err);
+    rc = cc_jobstore_job_validate(f, is_create, err);
     json_decref(f);
     return rc;
 }
@@ -108,23 +108,23 @@ static void test_jobstore_validate_refuses(void **state)
         if (strstr(err.msg, bad[i].msg) == NULL)
             fail_msg("%s: message \"%s\" lacks \"%s\"", bad[i].fields, err.msg, bad[i].msg);
     }
-    assert_int_equal(cc_store_job_validate(NULL, true, &err), CC_EINVAL);
+    assert_int_equal(cc_jobstore_job_validate(NULL, true, &err), CC_EINVAL);
 }
 
-/* Args / kwargs / options larger than CC_STORE_ARGS_MAX_BYTES of compact JSON, and a queue
- * name past CC_STORE_QUEUE_MAX_BYTES, are refused on create and update (issue #14). */
+/* Args / kwargs / options larger than CC_JOBSTORE_ARGS_MAX_BYTES of compact JSON, and a queue
+ * name past CC_JOBSTORE_QUEUE_MAX_BYTES, are refused on create and update (issue #14). */
 static void test_jobstore_validate_size_limits(void **state)
 {
     static const char *const keys[] = {"args", "kwargs", "options"};
     struct cc_err err = {0};
-    char *big = malloc(CC_STORE_ARGS_MAX_BYTES + 1);
+    char *big = malloc(CC_JOBSTORE_ARGS_MAX_BYTES + 1);
 
     (void)state;
     assert_non_null(big);
     for (size_t i = 0; i < 3; i++) {
         for (int over = 0; over <= 1; over++) {
             /* ["xx..."] and {"k":"xx..."}: the limit exactly, then one byte more. */
-            size_t wrap = i == 0 ? 4 : 8, n = CC_STORE_ARGS_MAX_BYTES - wrap + (size_t)over;
+            size_t wrap = i == 0 ? 4 : 8, n = CC_JOBSTORE_ARGS_MAX_BYTES - wrap + (size_t)over;
             json_t *s, *v, *f = json_object();
             memset(big, 'x', n);
             big[n] = '\0';
@@ -132,7 +132,7 @@ static void test_jobstore_validate_size_limits(void **state)
             v = i == 0 ? json_pack("[o]", s) : json_pack("{s:o}", "k", s);
             json_object_set_new(f, keys[i], v);
             memset(&err, 0, sizeof err);
-            assert_int_equal(cc_store_job_validate(f, false, &err), over ? CC_EINVAL : CC_OK);
+            assert_int_equal(cc_jobstore_job_validate(f, false, &err), over ? CC_EINVAL : CC_OK);
             if (over && strstr(err.msg, "bytes of JSON, more than 65536") == NULL)
                 fail_msg("%s: %s", keys[i], err.msg);
             json_decref(f);
@@ -142,14 +142,14 @@ static void test_jobstore_validate_size_limits(void **state)
     big[256] = '\0';
     {
         json_t *f = json_pack("{s:s}", "queue", big);
-        assert_int_equal(cc_store_job_validate(f, false, &err), CC_EINVAL);
+        assert_int_equal(cc_jobstore_job_validate(f, false, &err), CC_EINVAL);
         assert_non_null(strstr(err.msg, "queue is longer than 255 bytes"));
         json_decref(f);
     }
     free(big);
 }
 
-/* `jobs run` / `rerun` overrides (cc_store_run_args_validate): types, sizes, queue. */
+/* `jobs run` / `rerun` overrides (cc_jobstore_run_args_validate): types, sizes, queue. */
 static void test_jobstore_run_args_validate(void **state)
 {
     static const struct {
@@ -175,7 +175,7 @@ static void test_jobstore_run_args_validate(void **state)
         int rc;
 
         memset(&err, 0, sizeof err);
-        rc = cc_store_run_args_validate(a, k, cases[i].queue, &err);
+        rc = cc_jobstore_run_args_validate(a, k, cases[i].queue, &err);
         if (cases[i].msg == NULL && rc != CC_OK)
             fail_msg("case %zu refused: %s", i, err.msg);
         if (cases[i].msg != NULL && (rc != CC_EINVAL || strstr(err.msg, cases[i].msg) == NULL))
@@ -184,25 +184,25 @@ static void test_jobstore_run_args_validate(void **state)
         json_decref(k);
     }
     {
-        char q[CC_STORE_QUEUE_MAX_BYTES + 2];
+        char q[CC_JOBSTORE_QUEUE_MAX_BYTES + 2];
         memset(q, 'q', sizeof q - 1);
         q[sizeof q - 1] = '\0';
-        assert_int_equal(cc_store_run_args_validate(NULL, NULL, q, &err), CC_EINVAL);
+        assert_int_equal(cc_jobstore_run_args_validate(NULL, NULL, q, &err), CC_EINVAL);
         assert_non_null(strstr(err.msg, "--queue is longer than 255 bytes"));
         q[sizeof q - 2] = '\0';
-        assert_int_equal(cc_store_run_args_validate(NULL, NULL, q, &err), CC_OK);
+        assert_int_equal(cc_jobstore_run_args_validate(NULL, NULL, q, &err), CC_OK);
     }
     {
         /* {"k":"xx..."} of 65536 bytes, then 65537. */
-        char *big = malloc(CC_STORE_ARGS_MAX_BYTES);
+        char *big = malloc(CC_JOBSTORE_ARGS_MAX_BYTES);
         json_t *kw;
         assert_non_null(big);
-        memset(big, 'x', CC_STORE_ARGS_MAX_BYTES - 8);
-        big[CC_STORE_ARGS_MAX_BYTES - 8] = '\0';
+        memset(big, 'x', CC_JOBSTORE_ARGS_MAX_BYTES - 8);
+        big[CC_JOBSTORE_ARGS_MAX_BYTES - 8] = '\0';
         kw = json_pack("{s:s}", "k", big);
-        assert_int_equal(cc_store_run_args_validate(NULL, kw, NULL, &err), CC_OK);
+        assert_int_equal(cc_jobstore_run_args_validate(NULL, kw, NULL, &err), CC_OK);
         json_object_set_new(kw, "k", json_sprintf("%sx", big));
-        assert_int_equal(cc_store_run_args_validate(NULL, kw, NULL, &err), CC_EINVAL);
+        assert_int_equal(cc_jobstore_run_args_validate(NULL, kw, NULL, &err), CC_EINVAL);
         assert_non_null(strstr(err.msg, "--kwargs is 65537 bytes of JSON, more than 65536"));
         json_decref(kw);
         free(big);
@@ -214,24 +214,24 @@ static void test_jobstore_status_names(void **state)
     static const char letters[] = "QRSFWCXP";
     (void)state;
     for (size_t i = 0; i < sizeof letters - 1; i++)
-        assert_string_not_equal(cc_store_status_name(letters[i]), "?");
-    assert_string_equal(cc_store_status_name('R'), "running");
-    assert_string_equal(cc_store_status_name('Z'), "?");
+        assert_string_not_equal(cc_jobstore_status_name(letters[i]), "?");
+    assert_string_equal(cc_jobstore_status_name('R'), "running");
+    assert_string_equal(cc_jobstore_status_name('Z'), "?");
 }
 
 static void test_jobstore_schema_table(void **state)
 {
     (void)state;
-    assert_true(cc_store_schema_latest() >= 1);
-    assert_int_equal(cc_store_schema_latest(), cc_store_schema_count());
-    for (int v = 1; v <= cc_store_schema_count(); v++)
-        assert_non_null(cc_store_schema_migration(v));
-    assert_null(cc_store_schema_migration(0));
-    assert_null(cc_store_schema_migration(cc_store_schema_count() + 1));
-    assert_non_null(strstr(cc_store_schema_migration(1), "CREATE TABLE celeryc.runs"));
+    assert_true(cc_jobstore_schema_latest() >= 1);
+    assert_int_equal(cc_jobstore_schema_latest(), cc_jobstore_schema_count());
+    for (int v = 1; v <= cc_jobstore_schema_count(); v++)
+        assert_non_null(cc_jobstore_schema_migration(v));
+    assert_null(cc_jobstore_schema_migration(0));
+    assert_null(cc_jobstore_schema_migration(cc_jobstore_schema_count() + 1));
+    assert_non_null(strstr(cc_jobstore_schema_migration(1), "CREATE TABLE celeryc.runs"));
     /* Migration 1 shipped the default 'since'; migration 3 drops it (issue #14). */
-    assert_non_null(strstr(cc_store_schema_migration(1), "since_kwarg text DEFAULT 'since'"));
-    assert_non_null(strstr(cc_store_schema_migration(3), "since_kwarg DROP DEFAULT"));
+    assert_non_null(strstr(cc_jobstore_schema_migration(1), "since_kwarg text DEFAULT 'since'"));
+    assert_non_null(strstr(cc_jobstore_schema_migration(3), "since_kwarg DROP DEFAULT"));
 }
 
 int main(void)
