@@ -544,12 +544,12 @@ static int cfg_check_rate_option(const struct cfg_opt *o, const char *v, char *p
     int rc = CC_OK;
 
     if (o->off == CFG_OFF(default_rate_limit)) {
-        rc = cc_rl_parse(v, &per_s, &rerr);
+        rc = cc_ratelimit_parse(v, &per_s, &rerr);
     } else if (o->off == CFG_OFF(rate_limits)) {
-        struct cc_rl *rl = cc_rl_new();
+        struct cc_ratelimit *rl = cc_ratelimit_new();
 
-        rc = cc_rl_set_list(rl, v, &rerr);
-        cc_rl_free(rl);
+        rc = cc_ratelimit_set_list(rl, v, &rerr);
+        cc_ratelimit_free(rl);
     } else if (o->off == CFG_OFF(fleet_rate_limits_url) && *v != '\0') {
         rc = cc_url_parse_redis(v, &ru, &rerr);
         if (rc == CC_OK)

@@ -249,7 +249,7 @@ static struct cc_pidbox_queue *control_queue_find(struct cc_pidbox *c, const cha
 }
 
 int cc_pidbox_init(struct cc_pidbox *c, const struct cc_config *cfg, const char *hostname,
-                   struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
+                   struct cc_broker *broker, struct cc_pool *pool, struct cc_ratelimit *rl,
                    struct cc_redeliver_kv *kv, const struct cc_pidbox_ops *ops, struct cc_err *err)
 {
     const char *dq = cfg->default_queue ? cfg->default_queue : "celery";
@@ -897,7 +897,7 @@ static json_t *control_rate_limit(struct cc_pidbox *c, json_t *args)
         snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(jr));
     else if (json_is_real(jr))
         snprintf(text, sizeof(text), "%g", json_real_value(jr));
-    if (cc_rl_parse(text, &per_s, &err) != CC_OK) {
+    if (cc_ratelimit_parse(text, &per_s, &err) != CC_OK) {
         char msg[200];
 
         /* [issue 14] "nan" and negative rates parse in Python (and then never run the task):
@@ -919,7 +919,7 @@ static json_t *control_rate_limit(struct cc_pidbox *c, json_t *args)
         return cc_control_error("unknown task");
     }
     if (c->rl != NULL)
-        cc_rl_set(c->rl, name, per_s);
+        cc_ratelimit_set(c->rl, name, per_s);
     /* registered shows str(task.rate_limit) unless it is None, as Celery */
     json_object_set_new(c->rate_limits, name,
                         jr == NULL || json_is_null(jr) ? json_null() : json_string(text));

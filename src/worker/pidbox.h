@@ -72,7 +72,7 @@ struct cc_pidbox {
     const char *hostname; /* borrowed */
     struct cc_broker *broker;
     struct cc_pool *pool;
-    struct cc_rl *rl;
+    struct cc_ratelimit *rl;
     struct cc_pidbox_ops ops;
     char *queue_name; /* "<hostname>.celery.pidbox" */
     uint64_t clock;   /* Lamport clock (kombu's LamportClock) */
@@ -100,7 +100,7 @@ struct cc_pidbox {
  * `pool` is read only after it started. Returns CC_OK or CC_EIO (state file unreadable or
  * not writable). */
 int cc_pidbox_init(struct cc_pidbox *c, const struct cc_config *cfg, const char *hostname,
-                   struct cc_broker *broker, struct cc_pool *pool, struct cc_rl *rl,
+                   struct cc_broker *broker, struct cc_pool *pool, struct cc_ratelimit *rl,
                    struct cc_redeliver_kv *kv, const struct cc_pidbox_ops *ops,
                    struct cc_err *err) CC_MUST_USE;
 

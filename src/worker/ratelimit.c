@@ -53,7 +53,7 @@ struct rl_held {
     void *item;
 };
 
-struct cc_rl {
+struct cc_ratelimit {
     struct rl_bucket *b;
     size_t n_b, cap_b;
     double star_per_s;
@@ -70,7 +70,7 @@ struct cc_rl {
 
 /* ---- Parsing ------------------------------------------------------------------------ */
 
-int cc_rl_parse(const char *text, double *per_s, struct cc_err *err)
+int cc_ratelimit_parse(const char *text, double *per_s, struct cc_err *err)
 {
     const char *p = text, *slash;
     char num[64], *end;
@@ -113,7 +113,7 @@ int cc_rl_parse(const char *text, double *per_s, struct cc_err *err)
     if (end == num || *end != '\0' || isspace((unsigned char)num[0]))
         return cc_err_set(err, CC_ECONFIG, "rate '%.40s': not a number", text);
     /* [issue 14] Python's float() takes "nan" and "inf" too: TokenBucket(inf) never runs dry,
-     * so "inf" is no limit (*per_s = inf, which cc_rl_set treats as none); NaN and negative
+     * so "inf" is no limit (*per_s = inf, which cc_ratelimit_set treats as none); NaN and negative
      * rates make no sense (a negative bucket never refills) and are refused. */
     if (isnan(n) || n < 0)
         return cc_err_set(err, CC_ECONFIG, "rate '%.40s': must be a number >= 0 (or inf)", text);
@@ -123,12 +123,12 @@ int cc_rl_parse(const char *text, double *per_s, struct cc_err *err)
 
 /* ---- Buckets ------------------------------------------------------------------------ */
 
-struct cc_rl *cc_rl_new(void)
+struct cc_ratelimit *cc_ratelimit_new(void)
 {
-    return cc_xcalloc(1, sizeof(struct cc_rl));
+    return cc_xcalloc(1, sizeof(struct cc_ratelimit));
 }
 
-void cc_rl_free(struct cc_rl *rl)
+void cc_ratelimit_free(struct cc_ratelimit *rl)
 {
     if (rl == NULL)
         return;
@@ -141,7 +141,7 @@ void cc_rl_free(struct cc_rl *rl)
     free(rl);
 }
 
-static struct rl_bucket *rl_find(const struct cc_rl *rl, const char *name)
+static struct rl_bucket *rl_find(const struct cc_ratelimit *rl, const char *name)
 {
     for (size_t i = 0; i < rl->n_b; i++)
         if (strcmp(rl->b[i].name, name) == 0)
@@ -149,7 +149,7 @@ static struct rl_bucket *rl_find(const struct cc_rl *rl, const char *name)
     return NULL;
 }
 
-void cc_rl_set(struct cc_rl *rl, const char *name, double per_s)
+void cc_ratelimit_set(struct cc_ratelimit *rl, const char *name, double per_s)
 {
     struct rl_bucket *b = rl_find(rl, name);
 
@@ -205,7 +205,7 @@ static int rl_item(const char *b, const char *e, char *name, size_t namesz, doub
     name[ne - b] = '\0';
     memcpy(rate, eq + 1, (size_t)(e - eq - 1));
     rate[e - eq - 1] = '\0';
-    return cc_rl_parse(rate, per_s, err);
+    return cc_ratelimit_parse(rate, per_s, err);
 }
 
 /* Call fn(ud, name, per_s) for every item of a "name=rate,..." list, in order, after
@@ -237,32 +237,32 @@ static int rl_list_each(const char *list, void (*fn)(void *ud, const char *name,
 
 static void rl_list_set(void *ud, const char *name, double per_s)
 {
-    struct cc_rl *rl = ud;
+    struct cc_ratelimit *rl = ud;
 
     if (strcmp(name, "*") == 0)
         rl->star_per_s = per_s;
     else
-        cc_rl_set(rl, name, per_s);
+        cc_ratelimit_set(rl, name, per_s);
 }
 
-int cc_rl_set_list(struct cc_rl *rl, const char *list, struct cc_err *err)
+int cc_ratelimit_set_list(struct cc_ratelimit *rl, const char *list, struct cc_err *err)
 {
     return rl_list_each(list, rl_list_set, rl, err);
 }
 
-double cc_rl_star(const struct cc_rl *rl)
+double cc_ratelimit_star(const struct cc_ratelimit *rl)
 {
     return rl->star_per_s;
 }
 
-double cc_rl_get(const struct cc_rl *rl, const char *name)
+double cc_ratelimit_get(const struct cc_ratelimit *rl, const char *name)
 {
     const struct rl_bucket *b = rl_find(rl, name);
 
     return b != NULL ? b->per_s : 0;
 }
 
-size_t cc_rl_count(const struct cc_rl *rl)
+size_t cc_ratelimit_count(const struct cc_ratelimit *rl)
 {
     return rl != NULL ? rl->n_b : 0;
 }
@@ -295,7 +295,7 @@ static const char RL_LUA[] =
     "           string.format('%.0f', math.floor((nxt - now) / 1000) + 1000))\n"
     "return math.floor(tat - now)\n";
 
-int cc_rl_fleet_open(struct cc_rl *rl, const char *url, struct cc_err *err)
+int cc_ratelimit_fleet_open(struct cc_ratelimit *rl, const char *url, struct cc_err *err)
 {
     int rc;
 
@@ -310,7 +310,7 @@ int cc_rl_fleet_open(struct cc_rl *rl, const char *url, struct cc_err *err)
 }
 
 /* One EVAL. Returns CC_OK and the slot (local clock), or the Redis error. */
-static int rl_admit_fleet(struct cc_rl *rl, const struct rl_bucket *b, int64_t now_us,
+static int rl_admit_fleet(struct cc_ratelimit *rl, const struct rl_bucket *b, int64_t now_us,
                           int64_t *slot, struct cc_err *err)
 {
     char key[300], iv[32];
@@ -318,7 +318,7 @@ static int rl_admit_fleet(struct cc_rl *rl, const struct rl_bucket *b, int64_t n
     long long delay = 0;
     int rc;
 
-    snprintf(key, sizeof(key), "%s%s", CC_RL_REDIS_PREFIX, b->name);
+    snprintf(key, sizeof(key), "%s%s", CC_RATELIMIT_REDIS_PREFIX, b->name);
     snprintf(iv, sizeof(iv), "%lld", (long long)b->interval_us);
     rc = cc_redis_cmd_int(rl->redis, 5, argv, NULL, &delay, err);
     if (rc == CC_OK)
@@ -326,7 +326,7 @@ static int rl_admit_fleet(struct cc_rl *rl, const struct rl_bucket *b, int64_t n
     return rc;
 }
 
-int64_t cc_rl_admit(struct cc_rl *rl, const char *name, int64_t now_us)
+int64_t cc_ratelimit_admit(struct cc_ratelimit *rl, const char *name, int64_t now_us)
 {
     struct rl_bucket *b;
     struct cc_err err = {0};
@@ -357,7 +357,7 @@ int64_t cc_rl_admit(struct cc_rl *rl, const char *name, int64_t now_us)
     return slot;
 }
 
-bool cc_rl_is_fleet_down(const struct cc_rl *rl)
+bool cc_ratelimit_is_fleet_down(const struct cc_ratelimit *rl)
 {
     return rl->is_fleet_down;
 }
@@ -369,7 +369,7 @@ static bool rl_before(const struct rl_held *a, const struct rl_held *b)
     return a->due_us < b->due_us || (a->due_us == b->due_us && a->seq < b->seq);
 }
 
-void cc_rl_hold(struct cc_rl *rl, void *item, int64_t due_us)
+void cc_ratelimit_hold(struct cc_ratelimit *rl, void *item, int64_t due_us)
 {
     struct rl_held x = {.due_us = due_us, .seq = rl->seq++, .item = item};
     size_t i;
@@ -390,7 +390,7 @@ void cc_rl_hold(struct cc_rl *rl, void *item, int64_t due_us)
     rl->h[i] = x;
 }
 
-static void *rl_pop_top(struct cc_rl *rl)
+static void *rl_pop_top(struct cc_ratelimit *rl)
 {
     void *top = rl->h[0].item;
     struct rl_held last = rl->h[--rl->n_h];
@@ -413,29 +413,29 @@ static void *rl_pop_top(struct cc_rl *rl)
     return top;
 }
 
-void *cc_rl_pop_due(struct cc_rl *rl, int64_t now_us)
+void *cc_ratelimit_pop_due(struct cc_ratelimit *rl, int64_t now_us)
 {
     if (rl->n_h == 0 || rl->h[0].due_us > now_us)
         return NULL;
     return rl_pop_top(rl);
 }
 
-void *cc_rl_pop_any(struct cc_rl *rl)
+void *cc_ratelimit_pop_any(struct cc_ratelimit *rl)
 {
     return rl->n_h == 0 ? NULL : rl_pop_top(rl);
 }
 
-int64_t cc_rl_next_due_us(const struct cc_rl *rl)
+int64_t cc_ratelimit_next_due_us(const struct cc_ratelimit *rl)
 {
     return rl->n_h == 0 ? INT64_MAX : rl->h[0].due_us;
 }
 
-size_t cc_rl_n_held(const struct cc_rl *rl)
+size_t cc_ratelimit_n_held(const struct cc_ratelimit *rl)
 {
     return rl != NULL ? rl->n_h : 0;
 }
 
-void *cc_rl_held_get(const struct cc_rl *rl, size_t i)
+void *cc_ratelimit_held_get(const struct cc_ratelimit *rl, size_t i)
 {
     CC_ASSERT(i < rl->n_h);
     return rl->h[i].item;
@@ -478,9 +478,9 @@ static void rl_list_warn_unknown(void *ud, const char *name, double per_s)
     cc_warn("task_rate_limits: no task named '%s' in this worker", name);
 }
 
-int cc_rl_from_config(const struct cc_config *cfg, struct cc_rl **out, struct cc_err *err)
+int cc_ratelimit_from_config(const struct cc_config *cfg, struct cc_ratelimit **out, struct cc_err *err)
 {
-    struct cc_rl *rl = cc_rl_new();
+    struct cc_ratelimit *rl = cc_ratelimit_new();
     struct rl_lookup star = {.name = "*"};
     double dflt = 0;
     int rc = CC_OK;
@@ -489,7 +489,7 @@ int cc_rl_from_config(const struct cc_config *cfg, struct cc_rl **out, struct cc
     if (cfg->disable_rate_limits)
         goto done;
     /* Options were checked when loaded, so these only fail on a bug. */
-    rc = cc_rl_parse(cfg->default_rate_limit, &dflt, err);
+    rc = cc_ratelimit_parse(cfg->default_rate_limit, &dflt, err);
     if (rc == CC_OK)
         rc = rl_list_each(cfg->rate_limits, rl_list_lookup, &star, err);
     for (size_t i = 0; rc == CC_OK && cc_task_table[i] != NULL; i++) {
@@ -500,7 +500,7 @@ int cc_rl_from_config(const struct cc_config *cfg, struct cc_rl **out, struct cc
         if (e->rate_limit != NULL && e->rate_limit[0] != '\0') {
             struct cc_err perr = {0};
 
-            rc = cc_rl_parse(e->rate_limit, &per_s, &perr);
+            rc = cc_ratelimit_parse(e->rate_limit, &per_s, &perr);
             if (rc != CC_OK) {
                 rc = cc_err_set(err, CC_ECONFIG, "task %s: rate_limit: %s", e->name, perr.msg);
                 break;
@@ -512,7 +512,7 @@ int cc_rl_from_config(const struct cc_config *cfg, struct cc_rl **out, struct cc
             per_s = own.per_s;
         if (star.is_found)
             per_s = star.per_s;
-        cc_rl_set(rl, e->name, per_s);
+        cc_ratelimit_set(rl, e->name, per_s);
     }
     if (rc == CC_OK)
         rc = rl_list_each(cfg->rate_limits, rl_list_warn_unknown, NULL, err);
@@ -526,13 +526,13 @@ int cc_rl_from_config(const struct cc_config *cfg, struct cc_rl **out, struct cc
                             "worker_fleet_rate_limits needs a Redis: set "
                             "worker_fleet_rate_limits_url or a Redis result backend");
         else
-            rc = cc_rl_fleet_open(rl, url, err);
+            rc = cc_ratelimit_fleet_open(rl, url, err);
     }
 done:
     for (size_t i = 0; rc == CC_OK && i < rl->n_b; i++)
         rl_log_limit(rl->b[i].name, rl->b[i].per_s, rl->redis != NULL);
     if (rc != CC_OK) {
-        cc_rl_free(rl);
+        cc_ratelimit_free(rl);
         return rc;
     }
     *out = rl;

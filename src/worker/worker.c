@@ -103,7 +103,7 @@ struct worker {
     unsigned base_prefetch; /* concurrency x multiplier; 0 = no QoS */
     size_t n_held;          /* requests with is_eta_held (each raises the QoS by one) */
     bool is_qos_dirty;      /* n_held changed: worker_update_qos at the end of the pass */
-    struct cc_rl *rl;       /* rate limits; requests waiting for their slot (ratelimit.c) */
+    struct cc_ratelimit *rl;       /* rate limits; requests waiting for their slot (ratelimit.c) */
 
     uint64_t n_done, n_failed;
 
@@ -347,10 +347,10 @@ static uint64_t worker_lowest_held(const struct worker *w)
 {
     uint64_t low = UINT64_MAX;
 
-    if (w->n_ready + w->n_eta + cc_rl_n_held(w->rl) > 256)
+    if (w->n_ready + w->n_eta + cc_ratelimit_n_held(w->rl) > 256)
         return 0;
-    for (size_t i = 0; i < cc_rl_n_held(w->rl); i++) { /* rate-limit hook: held unacked too */
-        const struct cc_request *r = cc_rl_held_get(w->rl, i);
+    for (size_t i = 0; i < cc_ratelimit_n_held(w->rl); i++) { /* rate-limit hook: held unacked too */
+        const struct cc_request *r = cc_ratelimit_held_get(w->rl, i);
 
         low = r->tag < low ? r->tag : low;
     }
@@ -475,11 +475,11 @@ static void worker_free_held(struct worker *w)
 static void worker_return_held(struct worker *w)
 {
     struct cc_request *r;
-    size_t n = w->n_ready + w->n_eta + (w->rl != NULL ? cc_rl_n_held(w->rl) : 0);
+    size_t n = w->n_ready + w->n_eta + (w->rl != NULL ? cc_ratelimit_n_held(w->rl) : 0);
 
     while (w->is_connected &&
            ((r = worker_fifo_pop(w)) != NULL || (r = worker_heap_pop(w)) != NULL ||
-            (w->rl != NULL && (r = cc_rl_pop_any(w->rl)) != NULL))) {
+            (w->rl != NULL && (r = cc_ratelimit_pop_any(w->rl)) != NULL))) {
         worker_reject(w, r, true);
         cc_request_free(r);
     }
@@ -1182,19 +1182,19 @@ static bool worker_rate_hold(struct worker *w, struct cc_request *r)
 {
     int64_t now_us, slot_us;
 
-    if (r->is_rate_admitted || cc_rl_count(w->rl) == 0)
+    if (r->is_rate_admitted || cc_ratelimit_count(w->rl) == 0)
         return false;
     r->is_rate_admitted = true;
     now_us = cc_mono_us();
-    slot_us = cc_rl_admit(w->rl, r->entry->name, now_us);
+    slot_us = cc_ratelimit_admit(w->rl, r->entry->name, now_us);
     if (slot_us <= now_us)
         return false;
-    if (cc_rl_n_held(w->rl) < WORKER_RATE_MAX_QOS_BUMP) {
+    if (cc_ratelimit_n_held(w->rl) < WORKER_RATE_MAX_QOS_BUMP) {
         r->is_eta_held = true;
         w->n_held++;
         w->is_qos_dirty = true;
     }
-    cc_rl_hold(w->rl, r, slot_us);
+    cc_ratelimit_hold(w->rl, r, slot_us);
     return true;
 }
 
@@ -1204,10 +1204,10 @@ static void worker_rate_release(struct worker *w)
     struct cc_request *r;
     int64_t now_us;
 
-    if (cc_rl_n_held(w->rl) == 0)
+    if (cc_ratelimit_n_held(w->rl) == 0)
         return;
     now_us = cc_mono_us();
-    while ((r = cc_rl_pop_due(w->rl, now_us)) != NULL)
+    while ((r = cc_ratelimit_pop_due(w->rl, now_us)) != NULL)
         worker_fifo_push(w, r);
 }
 
@@ -1623,8 +1623,8 @@ static int worker_poll_timeout_ms(const struct worker *w)
         if (due_ms < ms)
             ms = due_ms < 0 ? 0 : due_ms;
     }
-    if (cc_rl_n_held(w->rl) > 0 && w->state == WORKER_RUNNING) { /* rate-limit hook */
-        int64_t rl_ms = (cc_rl_next_due_us(w->rl) - cc_mono_us() + 999) / 1000;
+    if (cc_ratelimit_n_held(w->rl) > 0 && w->state == WORKER_RUNNING) { /* rate-limit hook */
+        int64_t rl_ms = (cc_ratelimit_next_due_us(w->rl) - cc_mono_us() + 999) / 1000;
 
         if (rl_ms < ms)
             ms = rl_ms < 0 ? 0 : rl_ms;
@@ -1762,7 +1762,7 @@ static void worker_free_requests(struct worker *w)
         cc_request_free(r);
     while ((r = worker_heap_pop(w)) != NULL)
         cc_request_free(r);
-    while (w->rl != NULL && (r = cc_rl_pop_any(w->rl)) != NULL) /* rate-limit hook */
+    while (w->rl != NULL && (r = cc_ratelimit_pop_any(w->rl)) != NULL) /* rate-limit hook */
         cc_request_free(r);
     for (int i = 0; w->running != NULL && i < w->pool.n; i++) {
         cc_request_free(w->running[i]);
@@ -1825,7 +1825,7 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("task table: %s", err.msg);
         goto out;
     }
-    if (cc_rl_from_config(cfg, &w.rl, &err) != CC_OK) { /* rate limits (ratelimit.c) */
+    if (cc_ratelimit_from_config(cfg, &w.rl, &err) != CC_OK) { /* rate limits (ratelimit.c) */
         cc_crit("rate limits: %s", err.msg);
         w.exit_code = 78; /* a configuration error, as main.c's EX_CONFIG */
         goto out;
@@ -1986,7 +1986,7 @@ out:
     cc_backend_free(w.backend);
     if (w.is_ctl_init) /* [control] compacts the state file */
         cc_pidbox_deinit(&w.ctl);
-    cc_rl_free(w.rl);
+    cc_ratelimit_free(w.rl);
     cc_signals_deinit();
     free(w.hostname);
     return w.exit_code;
