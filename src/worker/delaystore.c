@@ -136,7 +136,7 @@ static int delay_put_headers(struct delay_buf *b, const amqp_table_t *t, struct 
     return rc;
 }
 
-int cc_delay_encode(amqp_bytes_t exchange, amqp_bytes_t routing_key,
+int cc_delaystore_encode(amqp_bytes_t exchange, amqp_bytes_t routing_key,
                     const amqp_basic_properties_t *p, amqp_bytes_t body, char **out,
                     size_t *out_len, struct cc_err *err)
 {
@@ -249,7 +249,7 @@ static char *delay_cstr(amqp_bytes_t s)
     return c;
 }
 
-int cc_delay_decode(const char *rec, size_t len, struct cc_delay_rec *out, struct cc_err *err)
+int cc_delaystore_decode(const char *rec, size_t len, struct cc_delaystore_rec *out, struct cc_err *err)
 {
     struct delay_rd r = {(const uint8_t *)rec, len, 0, false};
     amqp_basic_properties_t *p = &out->props;
@@ -314,7 +314,7 @@ int cc_delay_decode(const char *rec, size_t len, struct cc_delay_rec *out, struc
     return CC_OK;
 }
 
-void cc_delay_rec_deinit(struct cc_delay_rec *r)
+void cc_delaystore_rec_deinit(struct cc_delaystore_rec *r)
 {
     free(r->exchange);
     free(r->routing_key);
@@ -324,27 +324,27 @@ void cc_delay_rec_deinit(struct cc_delay_rec *r)
 
 /* ---- The store ----------------------------------------------------------------------- */
 
-void cc_delay_init(struct cc_delay *d, const struct cc_config *cfg, struct cc_redeliver_kv *kv)
+void cc_delaystore_init(struct cc_delaystore *d, const struct cc_config *cfg, struct cc_redeliver_kv *kv)
 {
     const char *key =
         cfg->delay_store_key && cfg->delay_store_key[0] ? cfg->delay_store_key : "celeryc-delayed";
-    size_t n = strlen(key) + sizeof(CC_DELAY_CLAIMED_SUFFIX);
+    size_t n = strlen(key) + sizeof(CC_DELAYSTORE_CLAIMED_SUFFIX);
 
     memset(d, 0, sizeof(*d));
     d->kv = kv;
     d->key = cc_xstrdup(key);
     d->claimed_key = cc_xmalloc(n);
-    snprintf(d->claimed_key, n, "%s" CC_DELAY_CLAIMED_SUFFIX, key);
+    snprintf(d->claimed_key, n, "%s" CC_DELAYSTORE_CLAIMED_SUFFIX, key);
     if (cfg->eta_horizon_s < 0 && cfg->queue_type == CC_QUEUE_QUORUM) {
         /* Per-consumer QoS on quorum queues is fixed once consuming: a held ETA message
          * would take a prefetch slot for good, so every ETA message moves to the store. */
-        d->horizon_us = kv != NULL ? (int64_t)CC_DELAY_QUORUM_HORIZON_MS * 1000 : 0;
+        d->horizon_us = kv != NULL ? (int64_t)CC_DELAYSTORE_QUORUM_HORIZON_MS * 1000 : 0;
         if (kv == NULL)
             cc_warn("quorum queues without Redis (worker_redis_url or a Redis result "
                     "backend): ETA messages are held in the fixed prefetch window and can "
                     "starve the worker");
     } else if (cfg->eta_horizon_s < 0)
-        d->horizon_us = kv != NULL ? (int64_t)CC_DELAY_DEFAULT_HORIZON_S * 1000000 : 0;
+        d->horizon_us = kv != NULL ? (int64_t)CC_DELAYSTORE_DEFAULT_HORIZON_S * 1000000 : 0;
     else if (kv == NULL) {
         if (cfg->eta_horizon_s > 0)
             cc_warn("worker_eta_horizon is set but no Redis is configured (worker_redis_url or "
@@ -357,20 +357,20 @@ void cc_delay_init(struct cc_delay *d, const struct cc_config *cfg, struct cc_re
                 (double)d->horizon_us / 1e6, d->key);
 }
 
-void cc_delay_deinit(struct cc_delay *d)
+void cc_delaystore_deinit(struct cc_delaystore *d)
 {
     free(d->key);
     free(d->claimed_key);
     d->key = d->claimed_key = NULL;
 }
 
-bool cc_delay_wants(const struct cc_delay *d, int64_t eta_us, int64_t now_us)
+bool cc_delaystore_wants(const struct cc_delaystore *d, int64_t eta_us, int64_t now_us)
 {
     return d->horizon_us > 0 && d->kv != NULL && eta_us - now_us > d->horizon_us;
 }
 
 /* ZADD the record. CC_OK or CC_EBACKEND. */
-static int delay_zadd(struct cc_delay *d, const char *rec, size_t len, int64_t eta_us,
+static int delay_zadd(struct cc_delaystore *d, const char *rec, size_t len, int64_t eta_us,
                       struct cc_err *err)
 {
     char score[32];
@@ -399,12 +399,12 @@ static int delay_zadd(struct cc_delay *d, const char *rec, size_t len, int64_t e
     return rc;
 }
 
-int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_request *r)
+int cc_delaystore_offer(struct cc_delaystore *d, const amqp_envelope_t *env, struct cc_request *r)
 {
     struct cc_err err = {0};
     char *rec = NULL;
     size_t len = 0;
-    int rc = cc_delay_encode(env->exchange, env->routing_key, &env->message.properties,
+    int rc = cc_delaystore_encode(env->exchange, env->routing_key, &env->message.properties,
                              env->message.body, &rec, &len, &err);
 
     if (rc != CC_OK) {
@@ -424,30 +424,30 @@ int cc_delay_offer(struct cc_delay *d, const amqp_envelope_t *env, struct cc_req
     r->delay_rec = rec;
     r->delay_rec_len = len;
     if (!d->has_pending)
-        d->next_retry_us = cc_mono_us() + CC_DELAY_RETRY_US;
+        d->next_retry_us = cc_mono_us() + CC_DELAYSTORE_RETRY_US;
     d->has_pending = true;
     return rc;
 }
 
-bool cc_delay_retry_due(const struct cc_delay *d)
+bool cc_delaystore_retry_due(const struct cc_delaystore *d)
 {
     return d->has_pending && cc_mono_us() >= d->next_retry_us && cc_redeliver_kv_usable(d->kv);
 }
 
-void cc_delay_retry_done(struct cc_delay *d, size_t n_left)
+void cc_delaystore_retry_done(struct cc_delaystore *d, size_t n_left)
 {
     d->has_pending = n_left > 0;
-    d->next_retry_us = cc_mono_us() + CC_DELAY_RETRY_US;
+    d->next_retry_us = cc_mono_us() + CC_DELAYSTORE_RETRY_US;
 }
 
-int cc_delay_retry(struct cc_delay *d, struct cc_request *r, int64_t now_us)
+int cc_delaystore_retry(struct cc_delaystore *d, struct cc_request *r, int64_t now_us)
 {
     struct cc_err err = {0};
     int rc;
 
     if (r->delay_rec == NULL)
         return CC_EAGAIN;
-    if (!cc_delay_wants(d, r->msg.eta_us, now_us)) {
+    if (!cc_delaystore_wants(d, r->msg.eta_us, now_us)) {
         free(r->delay_rec); /* due soon now: holding it is what we want */
         r->delay_rec = NULL;
         return CC_EAGAIN;
@@ -492,21 +492,21 @@ static const char delay_claim_lua[] =
  * caller) or a broker error. */
 static int delay_publish(struct cc_broker *b, const redisReply *m, struct cc_err *err)
 {
-    struct cc_delay_rec rec;
-    int rc = cc_delay_decode(m->str, m->len, &rec, err);
+    struct cc_delaystore_rec rec;
+    int rc = cc_delaystore_decode(m->str, m->len, &rec, err);
 
     if (rc == CC_OK)
         rc = cc_broker_publish_props(b, rec.exchange, rec.routing_key, &rec.props, rec.body, err);
-    cc_delay_rec_deinit(&rec);
+    cc_delaystore_rec_deinit(&rec);
     return rc;
 }
 
-bool cc_delay_is_due(const struct cc_delay *d)
+bool cc_delaystore_is_due(const struct cc_delaystore *d)
 {
     return d->kv != NULL && d->horizon_us > 0 && cc_mono_us() >= d->next_poll_us;
 }
 
-int cc_delay_tick(struct cc_delay *d, struct cc_broker *b, struct cc_err *err)
+int cc_delaystore_tick(struct cc_delaystore *d, struct cc_broker *b, struct cc_err *err)
 {
     int64_t mono = cc_mono_us(), now_ms = cc_now_us() / 1000, next_ms = -1;
     char now_s[32], lease_s[32], limit_s[16];
@@ -517,10 +517,10 @@ int cc_delay_tick(struct cc_delay *d, struct cc_broker *b, struct cc_err *err)
     if (d->kv == NULL || d->horizon_us <= 0 || mono < d->next_poll_us ||
         !cc_redeliver_kv_usable(d->kv))
         return CC_OK;
-    d->next_poll_us = mono + CC_DELAY_POLL_MIN_US;
+    d->next_poll_us = mono + CC_DELAYSTORE_POLL_MIN_US;
     snprintf(now_s, sizeof(now_s), "%lld", (long long)now_ms);
-    snprintf(lease_s, sizeof(lease_s), "%lld", (long long)(now_ms + CC_DELAY_LEASE_MS));
-    snprintf(limit_s, sizeof(limit_s), "%d", CC_DELAY_CLAIM_MAX);
+    snprintf(lease_s, sizeof(lease_s), "%lld", (long long)(now_ms + CC_DELAYSTORE_LEASE_MS));
+    snprintf(limit_s, sizeof(limit_s), "%d", CC_DELAYSTORE_CLAIM_MAX);
     const char *argv[8] = {"EVAL",         delay_claim_lua, "2",     d->key,
                            d->claimed_key, now_s,           lease_s, limit_s};
     rep = cc_redeliver_kv_cmd(d->kv, 8, argv, NULL);
@@ -579,23 +579,23 @@ int cc_delay_tick(struct cc_delay *d, struct cc_broker *b, struct cc_err *err)
     /* Next claim: at once when the batch was full; else when the earliest record is due,
      * between 1 s and 30 s from now (a record another worker adds is due at least one
      * horizon later than now, and horizons are normally equal across the fleet). */
-    if (n >= CC_DELAY_CLAIM_MAX) {
+    if (n >= CC_DELAYSTORE_CLAIM_MAX) {
         d->next_poll_us = mono;
     } else {
-        int64_t wait_us = CC_DELAY_POLL_MAX_US;
+        int64_t wait_us = CC_DELAYSTORE_POLL_MAX_US;
 
         if (d->horizon_us < wait_us)
             wait_us = d->horizon_us;
         if (next_ms >= 0 && (next_ms - now_ms) * 1000 < wait_us)
             wait_us = (next_ms - now_ms) * 1000;
-        if (wait_us < CC_DELAY_POLL_MIN_US)
-            wait_us = CC_DELAY_POLL_MIN_US;
+        if (wait_us < CC_DELAYSTORE_POLL_MIN_US)
+            wait_us = CC_DELAYSTORE_POLL_MIN_US;
         d->next_poll_us = mono + wait_us;
     }
     return CC_OK;
 }
 
-int64_t cc_delay_due_in_ms(const struct cc_delay *d, int64_t cap)
+int64_t cc_delaystore_due_in_ms(const struct cc_delaystore *d, int64_t cap)
 {
     int64_t left;
 

@@ -115,7 +115,7 @@ struct worker {
     /* [redisx] delivery guarantees: redelivery counting, dead-lettering, dedup (parked
      * requests live in rd), ETA delay store. */
     struct cc_redeliver rd;
-    struct cc_delay ds;
+    struct cc_delaystore ds;
     bool is_rd_init;
 
     struct cc_pidbox ctl; /* [control] pidbox node, revoked set (control.c) */
@@ -621,8 +621,8 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         worker_expire(w, r);
     } else if (cc_pidbox_is_revoked(&w->ctl, r->msg.id)) { /* [control] */
         worker_discard_revoked(w, r);
-    } else if (r->msg.eta_us > now && cc_delay_wants(&w->ds, r->msg.eta_us, now) &&
-               cc_delay_offer(&w->ds, env, r) == CC_OK) {
+    } else if (r->msg.eta_us > now && cc_delaystore_wants(&w->ds, r->msg.eta_us, now) &&
+               cc_delaystore_offer(&w->ds, env, r) == CC_OK) {
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
          * so ack it instead of holding it; QoS is not raised. If the store failed, the
          * branch below holds it as before (worker_delay_retry moves it later). */
@@ -647,9 +647,9 @@ static void worker_delay_tick(struct worker *w)
 {
     struct cc_err err = {0};
 
-    if (!cc_delay_is_due(&w->ds) || w->is_blocked) /* [blocked] claims wait for unblock */
+    if (!cc_delaystore_is_due(&w->ds) || w->is_blocked) /* [blocked] claims wait for unblock */
         return;
-    if (worker_pub_open(w, &err) == CC_OK && cc_delay_tick(&w->ds, &w->pub, &err) == CC_OK)
+    if (worker_pub_open(w, &err) == CC_OK && cc_delaystore_tick(&w->ds, &w->pub, &err) == CC_OK)
         return;
     if (err.code == CC_EAGAIN) /* [blocked] found blocked: its claims expire and return */
         return;
@@ -668,9 +668,9 @@ static void worker_delay_retry(struct worker *w)
     size_t n = w->n_eta, left = 0;
     struct cc_request **all;
 
-    if (!cc_delay_retry_due(&w->ds) || n == 0) {
-        if (n == 0 && cc_delay_retry_due(&w->ds))
-            cc_delay_retry_done(&w->ds, 0);
+    if (!cc_delaystore_retry_due(&w->ds) || n == 0) {
+        if (n == 0 && cc_delaystore_retry_due(&w->ds))
+            cc_delaystore_retry_done(&w->ds, 0);
         return;
     }
     all = cc_xmalloc(n * sizeof(*all));
@@ -678,7 +678,7 @@ static void worker_delay_retry(struct worker *w)
     w->n_eta = 0;
     for (size_t i = 0; i < n; i++) {
         struct cc_request *r = all[i];
-        int rc = r->delay_rec != NULL ? cc_delay_retry(&w->ds, r, now) : CC_EAGAIN;
+        int rc = r->delay_rec != NULL ? cc_delaystore_retry(&w->ds, r, now) : CC_EAGAIN;
 
         if (rc == CC_OK) {
             if (r->is_eta_held) {
@@ -694,7 +694,7 @@ static void worker_delay_retry(struct worker *w)
         worker_heap_push(w, r);
     }
     free(all);
-    cc_delay_retry_done(&w->ds, left);
+    cc_delaystore_retry_done(&w->ds, left);
 }
 
 /* ---- Pool reports -------------------------------------------------------------------- */
@@ -1644,7 +1644,7 @@ static int worker_poll_timeout_ms(const struct worker *w)
             ms = lim_ms;
     }
     if (w->state == WORKER_RUNNING) /* [redisx] next delay-store claim */
-        ms = cc_delay_due_in_ms(&w->ds, ms);
+        ms = cc_delaystore_due_in_ms(&w->ds, ms);
     ms = cc_redeliver_due_in_ms(&w->rd, ms);        /* [redisx] queued hand-off marks */
     if (cc_broker_is_blocked(&w->pub) && ms > 1000) /* [blocked] worker_flow reads it */
         ms = 1000;
@@ -1849,7 +1849,7 @@ int cc_worker_main(const struct cc_config *cfg)
         cc_crit("start-up: %s", err.msg);
         goto out;
     }
-    cc_delay_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
+    cc_delaystore_init(&w.ds, cfg, cc_redeliver_state_kv(&w.rd));
     /* [control] the pidbox node and the revoked set (worker_state_db) */
     const struct cc_pidbox_ops ctl_ops = {
         .ud = &w, .each = worker_ctl_each, .pool_resized = worker_pool_resized}; /* [poolsize] */
@@ -1955,7 +1955,7 @@ out:
     worker_free_requests(&w);
     if (w.is_rd_init) { /* [redisx] parked requests are unacked: freed, returned on close */
         cc_redeliver_deinit(&w.rd);
-        cc_delay_deinit(&w.ds);
+        cc_delaystore_deinit(&w.ds);
     }
     free(w.running);
     free(w.stale);

@@ -83,7 +83,7 @@ static const char BODY[] = "[[2, 3], {}, {\"callbacks\": null}]\0binary\xff";
 static void test_delaystore_roundtrip(void **state)
 {
     struct fixture f;
-    struct cc_delay_rec rec;
+    struct cc_delaystore_rec rec;
     struct cc_err err = {0};
     amqp_bytes_t body = {sizeof(BODY), (void *)BODY};
     char *enc = NULL;
@@ -91,8 +91,8 @@ static void test_delaystore_roundtrip(void **state)
 
     (void)state;
     fixture_fill(&f, false);
-    assert_int_equal(cc_delay_encode(b("celery"), b("rk.x"), &f.p, body, &enc, &len, &err), CC_OK);
-    assert_int_equal(cc_delay_decode(enc, len, &rec, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("rk.x"), &f.p, body, &enc, &len, &err), CC_OK);
+    assert_int_equal(cc_delaystore_decode(enc, len, &rec, &err), CC_OK);
     assert_string_equal(rec.exchange, "celery");
     assert_string_equal(rec.routing_key, "rk.x");
     assert_int_equal(rec.props._flags, f.p._flags);
@@ -120,7 +120,7 @@ static void test_delaystore_roundtrip(void **state)
     assert_int_equal(rec.props.headers.entries[2].value.value.i32, 3);
     assert_int_equal(rec.props.headers.entries[3].value.value.array.num_entries, 2);
     assert_true(rec.props.headers.entries[3].value.value.array.entries[1].value.f64 == 2.5);
-    cc_delay_rec_deinit(&rec);
+    cc_delaystore_rec_deinit(&rec);
     free(enc);
 }
 
@@ -137,9 +137,9 @@ static void test_delaystore_canonical(void **state)
     (void)state;
     fixture_fill(&f1, false);
     fixture_fill(&f2, true);
-    assert_int_equal(cc_delay_encode(b("celery"), b("celery"), &f1.p, body, &e1, &l1, &err), CC_OK);
-    assert_int_equal(cc_delay_encode(b("celery"), b("celery"), &f1.p, body, &e2, &l2, &err), CC_OK);
-    assert_int_equal(cc_delay_encode(b("celery"), b("celery"), &f2.p, body, &e3, &l3, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e1, &l1, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e2, &l2, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f2.p, body, &e3, &l3, &err), CC_OK);
     assert_int_equal(l1, l2);
     assert_memory_equal(e1, e2, l1);
     assert_int_equal(l1, l3);
@@ -152,20 +152,20 @@ static void test_delaystore_canonical(void **state)
 static void test_delaystore_minimal_properties(void **state)
 {
     amqp_basic_properties_t p;
-    struct cc_delay_rec rec;
+    struct cc_delaystore_rec rec;
     struct cc_err err = {0};
     char *enc = NULL;
     size_t len;
 
     (void)state;
     memset(&p, 0, sizeof(p));
-    assert_int_equal(cc_delay_encode(b(""), b("q"), &p, b(""), &enc, &len, &err), CC_OK);
-    assert_int_equal(cc_delay_decode(enc, len, &rec, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b(""), b("q"), &p, b(""), &enc, &len, &err), CC_OK);
+    assert_int_equal(cc_delaystore_decode(enc, len, &rec, &err), CC_OK);
     assert_string_equal(rec.exchange, "");
     assert_string_equal(rec.routing_key, "q");
     assert_int_equal(rec.props._flags, 0);
     assert_int_equal(rec.body.len, 0);
-    cc_delay_rec_deinit(&rec);
+    cc_delaystore_rec_deinit(&rec);
     free(enc);
 }
 
@@ -173,7 +173,7 @@ static void test_delaystore_minimal_properties(void **state)
 static void test_delaystore_bad_records(void **state)
 {
     struct fixture f;
-    struct cc_delay_rec rec;
+    struct cc_delaystore_rec rec;
     struct cc_err err = {0};
     amqp_bytes_t body = {sizeof(BODY), (void *)BODY};
     char *enc = NULL;
@@ -181,23 +181,23 @@ static void test_delaystore_bad_records(void **state)
 
     (void)state;
     fixture_fill(&f, false);
-    assert_int_equal(cc_delay_encode(b("celery"), b("celery"), &f.p, body, &enc, &len, &err),
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f.p, body, &enc, &len, &err),
                      CC_OK);
     for (size_t n = 0; n < len; n++) {
         char *cut = malloc(n ? n : 1);
 
         memcpy(cut, enc, n);
-        assert_int_equal(cc_delay_decode(cut, n, &rec, &err), CC_EBADMSG);
-        cc_delay_rec_deinit(&rec);
+        assert_int_equal(cc_delaystore_decode(cut, n, &rec, &err), CC_EBADMSG);
+        cc_delaystore_rec_deinit(&rec);
         free(cut);
     }
     enc[0] = 'X';
-    assert_int_equal(cc_delay_decode(enc, len, &rec, &err), CC_EBADMSG);
-    cc_delay_rec_deinit(&rec);
+    assert_int_equal(cc_delaystore_decode(enc, len, &rec, &err), CC_EBADMSG);
+    cc_delaystore_rec_deinit(&rec);
     enc[0] = 'C';
     enc[7] = 0x7f; /* exchange length huge */
-    assert_int_equal(cc_delay_decode(enc, len, &rec, &err), CC_EBADMSG);
-    cc_delay_rec_deinit(&rec);
+    assert_int_equal(cc_delaystore_decode(enc, len, &rec, &err), CC_EBADMSG);
+    cc_delaystore_rec_deinit(&rec);
     free(enc);
 }
 
