@@ -4,7 +4,7 @@
  * Parsing: the common shape (a flat object of ASCII strings and integers) is read by a
  * one-pass scanner that allocates nothing; anything else, and every event that is refused,
  * goes through jansson, so the reasons are jansson's (see the banner of the parsing section).
- * The body is bounded by CC_SEV_BODY_MAX; the strings are copied into the event's own store
+ * The body is bounded by CC_STATSEVENT_BODY_MAX; the strings are copied into the event's own store
  * (one buffer, grown, reused across calls), so a steady stream of events allocates nothing.
  * Reasons for a refusal are one printable-ASCII line (they go into run logs and an AMQP
  * header): any other byte is written as '?'.
@@ -23,7 +23,7 @@
  * of one or two bytes have exact sets of their own. Measured on 981 real browser user agents
  * (134 bytes on average, none a robot): 0.6 us each with a filter on the first two bytes
  * ("Mozilla", "AppleWebKit", "KHTML" start like patterns), much less with three.
- * The matcher is immutable after cc_sev_robots_new, so one instance can be shared by threads.
+ * The matcher is immutable after cc_statsevent_robots_new, so one instance can be shared by threads.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "statsevent.h"
@@ -124,8 +124,8 @@ static int sev_check(enum sev_field f, const struct sev_val *v, char num[32], co
         *out_len = v->len;
         return CC_OK;
     }
-    if (v->len > CC_SEV_FIELD_MAX) {
-        sev_why(why, why_size, "field '%s' longer than %d bytes", name, CC_SEV_FIELD_MAX);
+    if (v->len > CC_STATSEVENT_FIELD_MAX) {
+        sev_why(why, why_size, "field '%s' longer than %d bytes", name, CC_STATSEVENT_FIELD_MAX);
         return CC_EINVAL;
     }
     /* Ids are hashed with NUL separators and handled as C strings: an embedded NUL would
@@ -147,7 +147,7 @@ static int sev_check(enum sev_field f, const struct sev_val *v, char num[32], co
     return CC_OK;
 }
 
-static void sev_reset(struct cc_sev *ev)
+static void sev_reset(struct cc_statsevent *ev)
 {
     ev->ts_us = 0;
     ev->day = 0;
@@ -156,7 +156,7 @@ static void sev_reset(struct cc_sev *ev)
 }
 
 /* Validate the members and copy them into ev's store. */
-static int sev_fill(struct cc_sev *ev, const struct sev_val vals[F_N], char *why, size_t why_size)
+static int sev_fill(struct cc_statsevent *ev, const struct sev_val vals[F_N], char *why, size_t why_size)
 {
     const char **dst[F_N] = {NULL,         &ev->type,       &ev->object_id,  &ev->unique_id,
                              &ev->user_id, &ev->session_id, &ev->ip_address, &ev->user_agent};
@@ -313,7 +313,7 @@ static bool sev_scan(const char *p, size_t len, struct sev_val vals[F_N])
 }
 
 /* The full path: jansson reads the body, then the same checks. */
-static int sev_parse_json(struct cc_sev *ev, const char *body, size_t len, char *why,
+static int sev_parse_json(struct cc_statsevent *ev, const char *body, size_t len, char *why,
                           size_t why_size)
 {
     struct sev_val vals[F_N];
@@ -350,7 +350,7 @@ out:
     return rc;
 }
 
-static int sev_parse(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size,
+static int sev_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size,
                      bool fast)
 {
     int rc = CC_EINVAL;
@@ -362,8 +362,8 @@ static int sev_parse(struct cc_sev *ev, const char *body, size_t len, char *why,
         sev_why(why, why_size, "no body");
         goto out;
     }
-    if (len > CC_SEV_BODY_MAX) {
-        sev_why(why, why_size, "event larger than %d bytes", CC_SEV_BODY_MAX);
+    if (len > CC_STATSEVENT_BODY_MAX) {
+        sev_why(why, why_size, "event larger than %d bytes", CC_STATSEVENT_BODY_MAX);
         goto out;
     }
     if (fast && body != NULL) {
@@ -382,17 +382,17 @@ out:
     return rc;
 }
 
-int cc_sev_parse(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size)
+int cc_statsevent_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size)
 {
     return sev_parse(ev, body, len, why, why_size, true);
 }
 
-int cc_sev_parse_full(struct cc_sev *ev, const char *body, size_t len, char *why, size_t why_size)
+int cc_statsevent_parse_full(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size)
 {
     return sev_parse(ev, body, len, why, why_size, false);
 }
 
-void cc_sev_clear(struct cc_sev *ev)
+void cc_statsevent_clear(struct cc_statsevent *ev)
 {
     if (ev == NULL)
         return;
@@ -404,7 +404,7 @@ void cc_sev_clear(struct cc_sev *ev)
 
 /* ---- Visitor key and hashes -------------------------------------------------------------- */
 
-size_t cc_sev_visitor_key(const struct cc_sev *ev, char *buf, size_t size)
+size_t cc_statsevent_visitor_key(const struct cc_statsevent *ev, char *buf, size_t size)
 {
     int n;
 
@@ -418,8 +418,8 @@ size_t cc_sev_visitor_key(const struct cc_sev *ev, char *buf, size_t size)
     return n < 0 ? 0 : (size_t)n;
 }
 
-/* Feed the visitor key to a running hash, exactly the bytes cc_sev_visitor_key writes. */
-static void sev_update_visitor(SHA256_CTX *c, const struct cc_sev *ev)
+/* Feed the visitor key to a running hash, exactly the bytes cc_statsevent_visitor_key writes. */
+static void sev_update_visitor(SHA256_CTX *c, const struct cc_statsevent *ev)
 {
     if (ev->user_id != NULL) {
         SHA256_Update(c, "u:", 2);
@@ -437,20 +437,20 @@ static void sev_update_visitor(SHA256_CTX *c, const struct cc_sev *ev)
     }
 }
 
-/* HMAC-SHA256 (RFC 2104) with a CC_SEV_SALT_LEN-byte key, shorter than SHA-256's 64-byte
+/* HMAC-SHA256 (RFC 2104) with a CC_STATSEVENT_SALT_LEN-byte key, shorter than SHA-256's 64-byte
  * block, so the key is zero-padded and never hashed first. */
-static void sev_hmac_begin(SHA256_CTX *c, const uint8_t salt[CC_SEV_SALT_LEN])
+static void sev_hmac_begin(SHA256_CTX *c, const uint8_t salt[CC_STATSEVENT_SALT_LEN])
 {
     uint8_t pad[SHA256_CBLOCK];
 
     for (size_t i = 0; i < sizeof(pad); i++)
-        pad[i] = (uint8_t)((i < CC_SEV_SALT_LEN ? salt[i] : 0) ^ 0x36);
+        pad[i] = (uint8_t)((i < CC_STATSEVENT_SALT_LEN ? salt[i] : 0) ^ 0x36);
     SHA256_Init(c);
     SHA256_Update(c, pad, sizeof(pad));
 }
 
-static void sev_hmac_end(SHA256_CTX *c, const uint8_t salt[CC_SEV_SALT_LEN],
-                         uint8_t out[CC_SEV_ID_LEN])
+static void sev_hmac_end(SHA256_CTX *c, const uint8_t salt[CC_STATSEVENT_SALT_LEN],
+                         uint8_t out[CC_STATSEVENT_ID_LEN])
 {
     uint8_t pad[SHA256_CBLOCK];
     uint8_t inner[SHA256_DIGEST_LENGTH];
@@ -458,16 +458,16 @@ static void sev_hmac_end(SHA256_CTX *c, const uint8_t salt[CC_SEV_SALT_LEN],
 
     SHA256_Final(inner, c);
     for (size_t i = 0; i < sizeof(pad); i++)
-        pad[i] = (uint8_t)((i < CC_SEV_SALT_LEN ? salt[i] : 0) ^ 0x5c);
+        pad[i] = (uint8_t)((i < CC_STATSEVENT_SALT_LEN ? salt[i] : 0) ^ 0x5c);
     SHA256_Init(c);
     SHA256_Update(c, pad, sizeof(pad));
     SHA256_Update(c, inner, sizeof(inner));
     SHA256_Final(md, c);
-    memcpy(out, md, CC_SEV_ID_LEN);
+    memcpy(out, md, CC_STATSEVENT_ID_LEN);
 }
 
-void cc_sev_visitor_hash(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT_LEN],
-                         uint8_t out[CC_SEV_ID_LEN])
+void cc_statsevent_visitor_hash(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN],
+                         uint8_t out[CC_STATSEVENT_ID_LEN])
 {
     SHA256_CTX c;
 
@@ -477,8 +477,8 @@ void cc_sev_visitor_hash(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT
     sev_hmac_end(&c, salt, out);
 }
 
-void cc_sev_event_id(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT_LEN], int64_t window_s,
-                     uint8_t out[CC_SEV_ID_LEN])
+void cc_statsevent_event_id(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN], int64_t window_s,
+                     uint8_t out[CC_STATSEVENT_ID_LEN])
 {
     SHA256_CTX c;
 
@@ -490,7 +490,7 @@ void cc_sev_event_id(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT_LEN
         SHA256_Update(&c, ev->type, strlen(ev->type) + 1);
         SHA256_Update(&c, ev->unique_id, strlen(ev->unique_id));
         SHA256_Final(md, &c);
-        memcpy(out, md, CC_SEV_ID_LEN);
+        memcpy(out, md, CC_STATSEVENT_ID_LEN);
         return;
     }
     {
@@ -512,15 +512,15 @@ void cc_sev_event_id(const struct cc_sev *ev, const uint8_t salt[CC_SEV_SALT_LEN
     }
 }
 
-char *cc_sev_hex(const uint8_t id[CC_SEV_ID_LEN], char out[2 * CC_SEV_ID_LEN + 1])
+char *cc_statsevent_hex(const uint8_t id[CC_STATSEVENT_ID_LEN], char out[2 * CC_STATSEVENT_ID_LEN + 1])
 {
     static const char digits[] = "0123456789abcdef";
 
-    for (int i = 0; i < CC_SEV_ID_LEN; i++) {
+    for (int i = 0; i < CC_STATSEVENT_ID_LEN; i++) {
         out[2 * i] = digits[id[i] >> 4];
         out[2 * i + 1] = digits[id[i] & 15];
     }
-    out[2 * CC_SEV_ID_LEN] = '\0';
+    out[2 * CC_STATSEVENT_ID_LEN] = '\0';
     return out;
 }
 
@@ -532,7 +532,7 @@ struct sev_pat {
     uint32_t len;  /* >= 2 */
 };
 
-struct cc_sev_robots {
+struct cc_statsevent_robots {
     uint64_t triples[65536 / 64]; /* bit sev_tri(a, b, c): a pattern of >= 3 bytes starts abc */
     uint64_t pairs[65536 / 64];   /* bit p: the two-byte pattern p (byte0 << 8 | byte1) */
     uint64_t singles[256 / 64];   /* bit c: the one-byte pattern c */
@@ -566,9 +566,9 @@ static bool sev_blank(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
 }
 
-struct cc_sev_robots *cc_sev_robots_new(const char *text, size_t len)
+struct cc_statsevent_robots *cc_statsevent_robots_new(const char *text, size_t len)
 {
-    struct cc_sev_robots *r = calloc(1, sizeof(*r));
+    struct cc_statsevent_robots *r = calloc(1, sizeof(*r));
     size_t cap = 0;
     size_t used = 0;
     size_t i = 0;
@@ -631,26 +631,26 @@ struct cc_sev_robots *cc_sev_robots_new(const char *text, size_t len)
         qsort(r->pats, r->npats, sizeof(*r->pats), sev_pat_cmp);
     return r;
 fail:
-    cc_sev_robots_free(r);
+    cc_statsevent_robots_free(r);
     return NULL;
 }
 
 /* deploy/stats/robots.txt, as a byte array CMake generates in the build tree. */
-extern const unsigned char cc_sev_robots_txt[];
-extern const size_t cc_sev_robots_txt_len;
+extern const unsigned char cc_robots_txt[];
+extern const size_t cc_robots_txt_len;
 
-struct cc_sev_robots *cc_sev_robots_builtin(void)
+struct cc_statsevent_robots *cc_statsevent_robots_builtin(void)
 {
-    return cc_sev_robots_new((const char *)cc_sev_robots_txt, cc_sev_robots_txt_len);
+    return cc_statsevent_robots_new((const char *)cc_robots_txt, cc_robots_txt_len);
 }
 
-size_t cc_sev_robots_count(const struct cc_sev_robots *r)
+size_t cc_statsevent_robots_count(const struct cc_statsevent_robots *r)
 {
     return r != NULL ? r->n : 0;
 }
 
 /* Does a pattern that starts with `pair` match at s (whose first two bytes are that pair)? */
-static bool sev_match_at(const struct cc_sev_robots *r, unsigned pair, const unsigned char *s)
+static bool sev_match_at(const struct cc_statsevent_robots *r, unsigned pair, const unsigned char *s)
 {
     size_t lo = 0, hi = r->npats;
 
@@ -675,7 +675,7 @@ static bool sev_match_at(const struct cc_sev_robots *r, unsigned pair, const uns
     return false;
 }
 
-bool cc_sev_robots_match(const struct cc_sev_robots *r, const char *user_agent)
+bool cc_statsevent_robots_match(const struct cc_statsevent_robots *r, const char *user_agent)
 {
     const unsigned char *s = (const unsigned char *)user_agent;
     unsigned c0, c1;
@@ -705,7 +705,7 @@ bool cc_sev_robots_match(const struct cc_sev_robots *r, const char *user_agent)
     return false;
 }
 
-void cc_sev_robots_free(struct cc_sev_robots *r)
+void cc_statsevent_robots_free(struct cc_statsevent_robots *r)
 {
     if (r == NULL)
         return;

@@ -213,7 +213,7 @@ static void arr_free(struct stats_arr *a)
 
 struct stats_salt {
     int32_t day;
-    uint8_t salt[CC_SEV_SALT_LEN];
+    uint8_t salt[CC_STATSEVENT_SALT_LEN];
 };
 
 struct stats_run {
@@ -223,7 +223,7 @@ struct stats_run {
     char *queue, *dead; /* owned */
     int64_t batch_size, commit_every, window_s, retention_days;
     double idle_timeout_s;
-    struct cc_sev_robots *robots;
+    struct cc_statsevent_robots *robots;
     bool is_robots_owned;
     /* connections */
     const struct cc_config *cfg;
@@ -240,7 +240,7 @@ struct stats_run {
     int64_t chunk_read;
     uint64_t chunk_last_tag;
     uint64_t dlq_seq_needed; /* confirms to wait for before this chunk's COMMIT */
-    struct cc_sev ev;
+    struct cc_statsevent ev;
     /* counters */
     int64_t read, inserted, duplicates, robots_n, errors, dead_lettered, chunks, keys;
     int64_t committed; /* events read and acked (in committed chunks) */
@@ -351,7 +351,7 @@ static int stats_land(struct stats_run *r, struct cc_err *err);
 
 static int stats_salt(struct stats_run *r, int32_t day, const uint8_t **salt, struct cc_err *err)
 {
-    uint8_t fresh[CC_SEV_SALT_LEN];
+    uint8_t fresh[CC_STATSEVENT_SALT_LEN];
     char dbuf[16];
     const char *vals[2];
     int lens[2], fmts[2] = {0, 1};
@@ -384,12 +384,12 @@ static int stats_salt(struct stats_run *r, int32_t day, const uint8_t **salt, st
                  1, NULL, vals, NULL, NULL, &res, err);
     if (rc != CC_OK)
         return rc;
-    if (PQntuples(res) != 1 || PQgetlength(res, 0, 0) != 2 * CC_SEV_SALT_LEN) {
+    if (PQntuples(res) != 1 || PQgetlength(res, 0, 0) != 2 * CC_STATSEVENT_SALT_LEN) {
         PQclear(res);
         return cc_err_set(err, CC_EBACKEND,
                           "database: the salt of day %d is missing or not "
                           "%d bytes",
-                          (int)day, CC_SEV_SALT_LEN);
+                          (int)day, CC_STATSEVENT_SALT_LEN);
     }
     if (r->n_salts == r->cap_salts) {
         r->cap_salts = r->cap_salts ? 2 * r->cap_salts : 8;
@@ -400,7 +400,7 @@ static int stats_salt(struct stats_run *r, int32_t day, const uint8_t **salt, st
         const char *hex = PQgetvalue(res, 0, 0);
 
         s->day = day;
-        for (int i = 0; i < CC_SEV_SALT_LEN; i++) {
+        for (int i = 0; i < CC_STATSEVENT_SALT_LEN; i++) {
             unsigned v;
 
             (void)sscanf(hex + 2 * i, "%2x", &v);
@@ -703,8 +703,8 @@ static int stats_take(struct stats_run *r, const amqp_envelope_t *env, struct cc
 {
     char why[256];
     const uint8_t *salt = NULL;
-    uint8_t id[CC_SEV_ID_LEN], visitor[CC_SEV_ID_LEN];
-    struct cc_sev *ev = &r->ev;
+    uint8_t id[CC_STATSEVENT_ID_LEN], visitor[CC_STATSEVENT_ID_LEN];
+    struct cc_statsevent *ev = &r->ev;
     bool ok = false;
     int rc = CC_OK;
 
@@ -712,9 +712,9 @@ static int stats_take(struct stats_run *r, const amqp_envelope_t *env, struct cc
     r->chunk_read++;
     r->chunk_last_tag = env->delivery_tag;
     why[0] = '\0';
-    if (env->message.body.len > CC_SEV_BODY_MAX) {
-        snprintf(why, sizeof why, "event larger than %d bytes", CC_SEV_BODY_MAX);
-    } else if ((rc = cc_sev_parse(ev, env->message.body.bytes, env->message.body.len, why,
+    if (env->message.body.len > CC_STATSEVENT_BODY_MAX) {
+        snprintf(why, sizeof why, "event larger than %d bytes", CC_STATSEVENT_BODY_MAX);
+    } else if ((rc = cc_statsevent_parse(ev, env->message.body.bytes, env->message.body.len, why,
                                   sizeof why)) == CC_OK) {
         if (r->oldest_age_s < 0)
             r->oldest_age_s = (double)(r->now_us - ev->ts_us) / 1e6;
@@ -743,15 +743,15 @@ static int stats_take(struct stats_run *r, const amqp_envelope_t *env, struct cc
     }
     if ((rc = stats_salt(r, ev->day, &salt, err)) != CC_OK)
         return rc;
-    cc_sev_event_id(ev, salt, r->window_s, id);
-    cc_sev_visitor_hash(ev, salt, visitor);
+    cc_statsevent_event_id(ev, salt, r->window_s, id);
+    cc_statsevent_visitor_hash(ev, salt, visitor);
     arr_put(&r->ids, id, sizeof id);
     arr_put(&r->objs, ev->object_id, strlen(ev->object_id));
     arr_put_i64(&r->ts, ev->ts_us - STATS_PG_EPOCH_US);
     arr_put_i32(&r->days, ev->day - STATS_PG_EPOCH_DAYS);
     arr_put(&r->visitors, visitor, sizeof visitor);
     {
-        uint8_t bot = cc_sev_robots_match(r->robots, ev->user_agent) ? 1 : 0;
+        uint8_t bot = cc_statsevent_robots_match(r->robots, ev->user_agent) ? 1 : 0;
 
         arr_put(&r->bots, &bot, 1);
     }
@@ -1076,7 +1076,7 @@ static int stats_backlog(struct stats_run *r, struct cc_err *err)
         rep = amqp_read_message(b->conn, b->channel, &msg, 0);
         if ((rc = amqp_check(b, b->channel, rep, "basic.get (content)", err)) != CC_OK)
             return rc;
-        if (cc_sev_parse(&r->ev, msg.body.bytes, msg.body.len, why, sizeof why) == CC_OK)
+        if (cc_statsevent_parse(&r->ev, msg.body.bytes, msg.body.len, why, sizeof why) == CC_OK)
             r->backlog_age_s = (double)(cc_now_us() - r->ev.ts_us) / 1e6;
         amqp_destroy_message(&msg);
         rc = cc_broker_reject(b, tag, true, err);
@@ -1164,7 +1164,7 @@ static int stats_load_robots(struct stats_run *r, const char *path)
     size_t n;
 
     if (path == NULL) {
-        r->robots = cc_sev_robots_builtin();
+        r->robots = cc_statsevent_robots_builtin();
         r->is_robots_owned = true;
         if (r->robots == NULL)
             return cc_task_raise(r->ctx, "builtins", "MemoryError", "robots list");
@@ -1181,7 +1181,7 @@ static int stats_load_robots(struct stats_run *r, const char *path)
         return cc_task_raise(r->ctx, "builtins", "ValueError", "robots_file %s: over %d bytes",
                              path, STATS_ROBOTS_MAX);
     }
-    r->robots = cc_sev_robots_new(text, n);
+    r->robots = cc_statsevent_robots_new(text, n);
     r->is_robots_owned = true;
     free(text);
     if (r->robots == NULL)
@@ -1231,8 +1231,8 @@ static void stats_run_free(struct stats_run *r, bool is_clean)
         amqp_end(&r->dlq, is_clean);
     pg_close(r);
     if (r->is_robots_owned)
-        cc_sev_robots_free(r->robots);
-    cc_sev_clear(&r->ev);
+        cc_statsevent_robots_free(r->robots);
+    cc_statsevent_clear(&r->ev);
     arr_free(&r->ids);
     arr_free(&r->objs);
     arr_free(&r->ts);

@@ -1,14 +1,14 @@
 /* Fuzz target for the statistics event codec (proto/statsevent.c): an event body straight off
  * the queue, then everything the indexer does with an event that parsed.
  *
- * Input: any bytes, used twice: as an event body (cc_sev_parse), and as the text of a robots
- * list (cc_sev_robots_new). Properties checked:
- * - cc_sev_parse (fast path, then jansson) and cc_sev_parse_full (jansson only) agree: same
+ * Input: any bytes, used twice: as an event body (cc_statsevent_parse), and as the text of a robots
+ * list (cc_statsevent_robots_new). Properties checked:
+ * - cc_statsevent_parse (fast path, then jansson) and cc_statsevent_parse_full (jansson only) agree: same
  *   status, same reason, same fields;
  * - parse returns CC_OK or CC_EINVAL/CC_ENOMEM with a non-empty, printable-ASCII reason;
  * - an accepted event has a non-empty type and object_id, a visitor field, no string longer
- *   than CC_SEV_FIELD_MAX, a day that holds its timestamp; its visitor key's length is what
- *   cc_sev_visitor_key says; hashes are deterministic; an explicit id ignores window and salt;
+ *   than CC_STATSEVENT_FIELD_MAX, a day that holds its timestamp; its visitor key's length is what
+ *   cc_statsevent_visitor_key says; hashes are deterministic; an explicit id ignores window and salt;
  * - the pair-indexed robots matcher agrees with a naive substring search over the same
  *   patterns, for the event's user agent and for the input itself as a user agent;
  * - the shipped list never crashes on the user agent. */
@@ -63,13 +63,13 @@ static bool fuzz_same_str(const char *a, const char *b)
 }
 
 /* The two parse paths give the same outcome. */
-static void fuzz_check_paths(const uint8_t *data, size_t size, int rc, const struct cc_sev *ev,
+static void fuzz_check_paths(const uint8_t *data, size_t size, int rc, const struct cc_statsevent *ev,
                              const char *why)
 {
-    struct cc_sev full = {0};
+    struct cc_statsevent full = {0};
     char why_full[160];
 
-    if (cc_sev_parse_full(&full, (const char *)data, size, why_full, sizeof(why_full)) != rc ||
+    if (cc_statsevent_parse_full(&full, (const char *)data, size, why_full, sizeof(why_full)) != rc ||
         strcmp(why, why_full) != 0 || full.ts_us != ev->ts_us || full.day != ev->day ||
         !fuzz_same_str(full.type, ev->type) || !fuzz_same_str(full.object_id, ev->object_id) ||
         !fuzz_same_str(full.unique_id, ev->unique_id) ||
@@ -78,17 +78,17 @@ static void fuzz_check_paths(const uint8_t *data, size_t size, int rc, const str
         !fuzz_same_str(full.ip_address, ev->ip_address) ||
         !fuzz_same_str(full.user_agent, ev->user_agent))
         abort();
-    cc_sev_clear(&full);
+    cc_statsevent_clear(&full);
 }
 
-static void fuzz_check_event(const struct cc_sev *ev)
+static void fuzz_check_event(const struct cc_statsevent *ev)
 {
-    static const uint8_t salt_a[CC_SEV_SALT_LEN] = {1, 2, 3};
-    static const uint8_t salt_b[CC_SEV_SALT_LEN] = {9, 8, 7};
+    static const uint8_t salt_a[CC_STATSEVENT_SALT_LEN] = {1, 2, 3};
+    static const uint8_t salt_b[CC_STATSEVENT_SALT_LEN] = {9, 8, 7};
     const char *strs[] = {ev->type,       ev->object_id,  ev->unique_id, ev->user_id,
                           ev->session_id, ev->ip_address, ev->user_agent};
-    uint8_t a[CC_SEV_ID_LEN], b[CC_SEV_ID_LEN];
-    char key[2 * CC_SEV_FIELD_MAX + 8];
+    uint8_t a[CC_STATSEVENT_ID_LEN], b[CC_STATSEVENT_ID_LEN];
+    char key[2 * CC_STATSEVENT_FIELD_MAX + 8];
     size_t klen;
     int64_t day_start_us;
 
@@ -98,42 +98,42 @@ static void fuzz_check_event(const struct cc_sev *ev)
     if (ev->user_id == NULL && ev->session_id == NULL && ev->ip_address == NULL)
         abort();
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-        if (strs[i] != NULL && (strlen(strs[i]) > CC_SEV_FIELD_MAX || strs[i][0] == '\0'))
+        if (strs[i] != NULL && (strlen(strs[i]) > CC_STATSEVENT_FIELD_MAX || strs[i][0] == '\0'))
             abort();
     day_start_us = (int64_t)ev->day * 86400 * 1000000;
     if (ev->ts_us < day_start_us || ev->ts_us >= day_start_us + 86400LL * 1000000)
         abort();
-    klen = cc_sev_visitor_key(ev, key, sizeof(key));
+    klen = cc_statsevent_visitor_key(ev, key, sizeof(key));
     if (klen >= sizeof(key) || strlen(key) != klen || klen < 2 || key[1] != ':')
         abort();
 
-    cc_sev_visitor_hash(ev, salt_a, a);
-    cc_sev_visitor_hash(ev, salt_a, b);
+    cc_statsevent_visitor_hash(ev, salt_a, a);
+    cc_statsevent_visitor_hash(ev, salt_a, b);
     if (memcmp(a, b, sizeof(a)) != 0)
         abort();
-    cc_sev_event_id(ev, salt_a, 30, a);
-    cc_sev_event_id(ev, salt_a, 30, b);
+    cc_statsevent_event_id(ev, salt_a, 30, a);
+    cc_statsevent_event_id(ev, salt_a, 30, b);
     if (memcmp(a, b, sizeof(a)) != 0)
         abort();
-    cc_sev_event_id(ev, salt_b, 1, b);
+    cc_statsevent_event_id(ev, salt_b, 1, b);
     if ((memcmp(a, b, sizeof(a)) == 0) != (ev->unique_id != NULL))
         abort();
-    cc_sev_event_id(ev, salt_a, INT64_MAX, b);
-    cc_sev_event_id(ev, salt_a, 0, b);
-    cc_sev_event_id(ev, salt_a, -5, b);
+    cc_statsevent_event_id(ev, salt_a, INT64_MAX, b);
+    cc_statsevent_event_id(ev, salt_a, 0, b);
+    cc_statsevent_event_id(ev, salt_a, -5, b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct cc_sev ev = {0};
-    struct cc_sev_robots *mine, *shipped;
+    struct cc_statsevent ev = {0};
+    struct cc_statsevent_robots *mine, *shipped;
     char why[160];
     char *ua;
     int rc;
 
     why[0] = 'X';
     why[1] = '\0';
-    rc = cc_sev_parse(&ev, (const char *)data, size, why, sizeof(why));
+    rc = cc_statsevent_parse(&ev, (const char *)data, size, why, sizeof(why));
     fuzz_check_paths(data, size, rc, &ev, why);
     if (rc == CC_OK) {
         if (why[0] != '\0')
@@ -147,25 +147,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
     }
 
-    mine = cc_sev_robots_new((const char *)data, size);
-    shipped = cc_sev_robots_builtin();
+    mine = cc_statsevent_robots_new((const char *)data, size);
+    shipped = cc_statsevent_robots_builtin();
     if (mine == NULL || shipped == NULL)
         abort();
-    if (cc_sev_robots_match(mine, ev.user_agent) !=
+    if (cc_statsevent_robots_match(mine, ev.user_agent) !=
         fuzz_naive_match((const char *)data, size, ev.user_agent))
         abort();
-    (void)cc_sev_robots_match(shipped, ev.user_agent);
+    (void)cc_statsevent_robots_match(shipped, ev.user_agent);
     ua = malloc(size + 1);
     if (ua == NULL)
         abort();
     memcpy(ua, data, size);
     ua[size] = '\0';
-    if (cc_sev_robots_match(mine, ua) != fuzz_naive_match((const char *)data, size, ua))
+    if (cc_statsevent_robots_match(mine, ua) != fuzz_naive_match((const char *)data, size, ua))
         abort();
-    (void)cc_sev_robots_match(shipped, ua);
+    (void)cc_statsevent_robots_match(shipped, ua);
     free(ua);
-    cc_sev_robots_free(mine);
-    cc_sev_robots_free(shipped);
-    cc_sev_clear(&ev);
+    cc_statsevent_robots_free(mine);
+    cc_statsevent_robots_free(shipped);
+    cc_statsevent_clear(&ev);
     return 0;
 }

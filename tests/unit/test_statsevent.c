@@ -24,12 +24,12 @@
 #define T0_S 1796551207LL
 #define DAY0 20793 /* 2026-12-06 */
 
-static const uint8_t SALT[CC_SEV_SALT_LEN] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+static const uint8_t SALT[CC_STATSEVENT_SALT_LEN] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
                                               11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
                                               22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
 /* Parse a NUL-terminated body from an exact-size heap copy, so ASan sees any read past len. */
-static int parse(struct cc_sev *ev, const char *body, char *why, size_t why_size)
+static int parse(struct cc_statsevent *ev, const char *body, char *why, size_t why_size)
 {
     size_t len = strlen(body);
     char *copy = malloc(len > 0 ? len : 1);
@@ -37,23 +37,23 @@ static int parse(struct cc_sev *ev, const char *body, char *why, size_t why_size
 
     assert_non_null(copy);
     memcpy(copy, body, len);
-    rc = cc_sev_parse(ev, copy, len, why, why_size);
+    rc = cc_statsevent_parse(ev, copy, len, why, why_size);
     free(copy);
     return rc;
 }
 
-static const char *hex(const uint8_t id[CC_SEV_ID_LEN])
+static const char *hex(const uint8_t id[CC_STATSEVENT_ID_LEN])
 {
-    static char buf[2 * CC_SEV_ID_LEN + 1];
+    static char buf[2 * CC_STATSEVENT_ID_LEN + 1];
 
-    return cc_sev_hex(id, buf);
+    return cc_statsevent_hex(id, buf);
 }
 
 /* ---- Parsing ----------------------------------------------------------------------------- */
 
 static void test_statsevent_parse_all_fields(void **state)
 {
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char why[160];
 
     (void)state;
@@ -74,7 +74,7 @@ static void test_statsevent_parse_all_fields(void **state)
     assert_string_equal(ev.ip_address, "192.0.2.7");
     assert_string_equal(ev.user_agent, "Mozilla/5.0");
     assert_string_equal(why, "");
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
     assert_null(ev.store);
     assert_null(ev.type);
 }
@@ -90,7 +90,7 @@ static void test_statsevent_parse_integer_user_id(void **state)
         {"0", "0"},
         {"9223372036854775807", "9223372036854775807"},
     };
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char body[256], why[160];
 
     (void)state;
@@ -105,7 +105,7 @@ static void test_statsevent_parse_integer_user_id(void **state)
         assert_null(ev.user_agent);
         assert_null(ev.unique_id);
     }
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 static void test_statsevent_parse_timestamps(void **state)
@@ -124,7 +124,7 @@ static void test_statsevent_parse_timestamps(void **state)
         {"1969-12-31T23:59:59.5", -500000, -1},
         {"1970-01-01T00:00:00", 0, 0},
     };
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char body[256], why[160];
 
     (void)state;
@@ -136,12 +136,12 @@ static void test_statsevent_parse_timestamps(void **state)
         assert_true(ev.ts_us == cases[i].us);
         assert_int_equal(ev.day, cases[i].day);
     }
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 static void test_statsevent_parse_extra_members_ignored(void **state)
 {
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char why[160];
 
     (void)state;
@@ -156,13 +156,13 @@ static void test_statsevent_parse_extra_members_ignored(void **state)
     assert_string_equal(ev.type, "file-download");
     assert_string_equal(ev.object_id, "f/\xc3\xa9");
     assert_string_equal(ev.ip_address, "2001:db8::1");
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 /* null members are absent; an empty optional member is absent too. */
 static void test_statsevent_parse_null_and_empty(void **state)
 {
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char why[160];
 
     (void)state;
@@ -177,7 +177,7 @@ static void test_statsevent_parse_null_and_empty(void **state)
     assert_null(ev.unique_id);
     assert_null(ev.user_agent);
     assert_string_equal(ev.ip_address, "192.0.2.1");
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 /* One struct across good and bad events: a failure leaves no stale pointers, the store is
@@ -186,32 +186,32 @@ static void test_statsevent_parse_reuse_and_len(void **state)
 {
     static const char body[] = "{\"timestamp\":\"" T0 "\",\"type\":\"t\",\"object_id\":\"o\","
                                "\"session_id\":\"s\"}GARBAGE";
-    struct cc_sev ev = {0};
-    char big[2 * CC_SEV_FIELD_MAX + 200], why[160];
+    struct cc_statsevent ev = {0};
+    char big[2 * CC_STATSEVENT_FIELD_MAX + 200], why[160];
     int n;
 
     (void)state;
-    assert_int_equal(cc_sev_parse(&ev, body, sizeof(body) - 1 - 7, why, sizeof(why)), CC_OK);
+    assert_int_equal(cc_statsevent_parse(&ev, body, sizeof(body) - 1 - 7, why, sizeof(why)), CC_OK);
     assert_string_equal(ev.session_id, "s");
-    assert_int_equal(cc_sev_parse(&ev, body, sizeof(body) - 1, why, sizeof(why)), CC_EINVAL);
+    assert_int_equal(cc_statsevent_parse(&ev, body, sizeof(body) - 1, why, sizeof(why)), CC_EINVAL);
     assert_null(ev.type);
     assert_null(ev.session_id);
     assert_int_equal(strncmp(why, "bad JSON at 1:", 14), 0);
     n = snprintf(big, sizeof(big),
                  "{\"timestamp\":\"" T0 "\",\"type\":\"t\",\"object_id\":\"%0*d\","
                  "\"user_agent\":\"%0*d\",\"ip_address\":\"x\"}",
-                 CC_SEV_FIELD_MAX, 0, CC_SEV_FIELD_MAX, 0);
+                 CC_STATSEVENT_FIELD_MAX, 0, CC_STATSEVENT_FIELD_MAX, 0);
     assert_true(n > 0 && (size_t)n < sizeof(big));
     assert_int_equal(parse(&ev, big, why, sizeof(why)), CC_OK);
-    assert_int_equal(strlen(ev.object_id), CC_SEV_FIELD_MAX);
-    assert_int_equal(strlen(ev.user_agent), CC_SEV_FIELD_MAX);
+    assert_int_equal(strlen(ev.object_id), CC_STATSEVENT_FIELD_MAX);
+    assert_int_equal(strlen(ev.user_agent), CC_STATSEVENT_FIELD_MAX);
     assert_string_equal(ev.ip_address, "x");
-    assert_true(ev.store_cap >= 2 * CC_SEV_FIELD_MAX + 2);
-    assert_int_equal(cc_sev_parse(&ev, body, sizeof(body) - 1 - 7, why, sizeof(why)), CC_OK);
+    assert_true(ev.store_cap >= 2 * CC_STATSEVENT_FIELD_MAX + 2);
+    assert_int_equal(cc_statsevent_parse(&ev, body, sizeof(body) - 1 - 7, why, sizeof(why)), CC_OK);
     assert_string_equal(ev.object_id, "o");
-    cc_sev_clear(&ev);
-    cc_sev_clear(&ev); /* twice is fine */
-    cc_sev_clear(NULL);
+    cc_statsevent_clear(&ev);
+    cc_statsevent_clear(&ev); /* twice is fine */
+    cc_statsevent_clear(NULL);
 }
 
 static bool same_str(const char *a, const char *b)
@@ -240,16 +240,16 @@ static void test_statsevent_parse_fast_and_full_agree(void **state)
         "{\"timestamp\":\"2026-12-06T10:00:07\",\"type\":\"t\",\"object_id\":\"o\",\"session_id\":"
         "\"s\",\"size\":1.0,\"big\":1234567890123456789}",
     };
-    struct cc_sev a = {0}, b = {0};
+    struct cc_statsevent a = {0}, b = {0};
     char why_a[160], why_b[160];
 
     (void)state;
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         size_t len = strlen(bodies[i]);
 
-        if (cc_sev_parse(&a, bodies[i], len, why_a, sizeof(why_a)) != CC_OK)
+        if (cc_statsevent_parse(&a, bodies[i], len, why_a, sizeof(why_a)) != CC_OK)
             fail_msg("case %zu: %s", i, why_a);
-        assert_int_equal(cc_sev_parse_full(&b, bodies[i], len, why_b, sizeof(why_b)), CC_OK);
+        assert_int_equal(cc_statsevent_parse_full(&b, bodies[i], len, why_b, sizeof(why_b)), CC_OK);
         assert_true(a.ts_us == b.ts_us);
         assert_int_equal(a.day, b.day);
         assert_true(same_str(a.type, b.type) && same_str(a.object_id, b.object_id) &&
@@ -264,8 +264,8 @@ static void test_statsevent_parse_fast_and_full_agree(void **state)
     assert_null(a.session_id);
     assert_int_equal(parse(&a, bodies[4], why_a, sizeof(why_a)), CC_OK);
     assert_string_equal(a.object_id, "a/b\"c");
-    cc_sev_clear(&a);
-    cc_sev_clear(&b);
+    cc_statsevent_clear(&a);
+    cc_statsevent_clear(&b);
 }
 
 #define EV(extra) "{\"timestamp\":\"" T0 "\",\"type\":\"t\",\"object_id\":\"o\"" extra "}"
@@ -326,7 +326,7 @@ static void test_statsevent_parse_malformed(void **state)
         {EV(",\"user_id\":\"\",\"session_id\":\"\",\"ip_address\":null"),
          "no visitor field (user_id, session_id or ip_address)"},
     };
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char why[160], why_full[160];
 
     (void)state;
@@ -344,12 +344,12 @@ static void test_statsevent_parse_malformed(void **state)
         assert_null(ev.type);
         /* The jansson-only path words it the same. */
         memset(why_full, 0, sizeof(why_full));
-        assert_int_equal(cc_sev_parse_full(&ev, cases[i].body, strlen(cases[i].body), why_full,
+        assert_int_equal(cc_statsevent_parse_full(&ev, cases[i].body, strlen(cases[i].body), why_full,
                                            sizeof(why_full)),
                          CC_EINVAL);
         assert_string_equal(why, why_full);
     }
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 /* Field and body size limits, at the limit and one past it. */
@@ -357,10 +357,10 @@ static void test_statsevent_parse_limits(void **state)
 {
     static const char *const fields[] = {"type",       "object_id",  "unique_id", "user_id",
                                          "session_id", "ip_address", "user_agent"};
-    size_t cap = CC_SEV_BODY_MAX + 64;
+    size_t cap = CC_STATSEVENT_BODY_MAX + 64;
     char *body = malloc(cap);
-    char *pad = malloc(CC_SEV_BODY_MAX + 1);
-    struct cc_sev ev = {0};
+    char *pad = malloc(CC_STATSEVENT_BODY_MAX + 1);
+    struct cc_statsevent ev = {0};
     char why[160], want[160];
 
     (void)state;
@@ -368,8 +368,8 @@ static void test_statsevent_parse_limits(void **state)
     assert_non_null(pad);
     for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
         for (int extra = 0; extra <= 1; extra++) {
-            memset(pad, 'a', CC_SEV_FIELD_MAX + extra);
-            pad[CC_SEV_FIELD_MAX + extra] = '\0';
+            memset(pad, 'a', CC_STATSEVENT_FIELD_MAX + extra);
+            pad[CC_STATSEVENT_FIELD_MAX + extra] = '\0';
             /* A later member of the same name wins (jansson), so the field under test is
              * written after the defaults. */
             snprintf(body, cap,
@@ -381,20 +381,20 @@ static void test_statsevent_parse_limits(void **state)
             } else {
                 assert_int_equal(parse(&ev, body, why, sizeof(why)), CC_EINVAL);
                 snprintf(want, sizeof(want), "field '%s' longer than %d bytes", fields[f],
-                         CC_SEV_FIELD_MAX);
+                         CC_STATSEVENT_FIELD_MAX);
                 assert_string_equal(why, want);
             }
         }
     }
-    /* The body: exactly CC_SEV_BODY_MAX bytes is accepted, one more is not. */
+    /* The body: exactly CC_STATSEVENT_BODY_MAX bytes is accepted, one more is not. */
     for (int extra = 0; extra <= 1; extra++) {
         size_t head = strlen(EV(",\"user_id\":1,\"x\":\"\""));
-        size_t n = CC_SEV_BODY_MAX + extra - head;
+        size_t n = CC_STATSEVENT_BODY_MAX + extra - head;
 
         memset(pad, 'b', n);
         pad[n] = '\0';
         snprintf(body, cap, EV(",\"user_id\":1,\"x\":\"%s\""), pad);
-        assert_int_equal(strlen(body), CC_SEV_BODY_MAX + extra);
+        assert_int_equal(strlen(body), CC_STATSEVENT_BODY_MAX + extra);
         if (extra == 0) {
             assert_int_equal(parse(&ev, body, why, sizeof(why)), CC_OK);
         } else {
@@ -403,11 +403,11 @@ static void test_statsevent_parse_limits(void **state)
         }
     }
     /* A tiny or absent reason buffer is fine. */
-    assert_int_equal(cc_sev_parse(&ev, "[]", 2, why, 4), CC_EINVAL);
+    assert_int_equal(cc_statsevent_parse(&ev, "[]", 2, why, 4), CC_EINVAL);
     assert_string_equal(why, "eve");
-    assert_int_equal(cc_sev_parse(&ev, "[]", 2, NULL, 0), CC_EINVAL);
-    assert_int_equal(cc_sev_parse(&ev, NULL, 0, NULL, 0), CC_EINVAL);
-    cc_sev_clear(&ev);
+    assert_int_equal(cc_statsevent_parse(&ev, "[]", 2, NULL, 0), CC_EINVAL);
+    assert_int_equal(cc_statsevent_parse(&ev, NULL, 0, NULL, 0), CC_EINVAL);
+    cc_statsevent_clear(&ev);
     free(pad);
     free(body);
 }
@@ -428,7 +428,7 @@ static void test_statsevent_visitor_key_precedence(void **state)
         {",\"ip_address\":\"192.0.2.7\",\"user_agent\":\"Mozilla/5.0\"", "a:192.0.2.7|Mozilla/5.0"},
         {",\"ip_address\":\"192.0.2.7\"", "a:192.0.2.7|"},
     };
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char body[256], key[64], why[160];
 
     (void)state;
@@ -437,18 +437,18 @@ static void test_statsevent_visitor_key_precedence(void **state)
                  "{\"timestamp\":\"" T0 "\",\"type\":\"t\",\"object_id\":\"o\"%s}",
                  cases[i].members);
         assert_int_equal(parse(&ev, body, why, sizeof(why)), CC_OK);
-        assert_int_equal(cc_sev_visitor_key(&ev, key, sizeof(key)), strlen(cases[i].key));
+        assert_int_equal(cc_statsevent_visitor_key(&ev, key, sizeof(key)), strlen(cases[i].key));
         assert_string_equal(key, cases[i].key);
     }
     /* Truncated like snprintf: the full length is returned. */
-    assert_int_equal(cc_sev_visitor_key(&ev, key, 5), strlen("a:192.0.2.7|"));
+    assert_int_equal(cc_statsevent_visitor_key(&ev, key, 5), strlen("a:192.0.2.7|"));
     assert_string_equal(key, "a:19");
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 static void test_statsevent_known_answers(void **state)
 {
-    static const uint8_t salt2[CC_SEV_SALT_LEN] = {
+    static const uint8_t salt2[CC_STATSEVENT_SALT_LEN] = {
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; /* bytes([0xff] * 32) */
@@ -478,8 +478,8 @@ static void test_statsevent_known_answers(void **state)
         {",\"user_id\":42,\"unique_id\":\"evt-1\"", "file-download", 1,
          "7a38d3e3002c52b3d07aa08d9612e469", "c9b5df1295016fc96e79311de51ed1fd"},
     };
-    struct cc_sev ev = {0};
-    uint8_t v[CC_SEV_ID_LEN], id[CC_SEV_ID_LEN];
+    struct cc_statsevent ev = {0};
+    uint8_t v[CC_STATSEVENT_ID_LEN], id[CC_STATSEVENT_ID_LEN];
     char body[256], why[160];
 
     (void)state;
@@ -490,16 +490,16 @@ static void test_statsevent_known_answers(void **state)
                  "{\"timestamp\":\"" T0 "\",\"type\":\"%s\",\"object_id\":\"%s\"%s}", cases[i].type,
                  obj, cases[i].members);
         assert_int_equal(parse(&ev, body, why, sizeof(why)), CC_OK);
-        cc_sev_visitor_hash(&ev, SALT, v);
+        cc_statsevent_visitor_hash(&ev, SALT, v);
         assert_string_equal(hex(v), cases[i].visitor);
         if (cases[i].id != NULL) {
-            cc_sev_event_id(&ev, SALT, cases[i].window_s, id);
+            cc_statsevent_event_id(&ev, SALT, cases[i].window_s, id);
             assert_string_equal(hex(id), cases[i].id);
         }
     }
     /* Another salt, another visitor: hmac.new(b"\xff" * 32, b"v\0u:42", sha256). */
     assert_int_equal(parse(&ev, EV(",\"user_id\":42"), why, sizeof(why)), CC_OK);
-    cc_sev_visitor_hash(&ev, salt2, v);
+    cc_statsevent_visitor_hash(&ev, salt2, v);
     assert_string_equal(hex(v), "f1b5b27beb67814d4fd5955f92fe3331");
     /* Before 1970 the window still floors: t = -1 -> start -30 (Python: -1 // 30 * 30).
      * HMAC(SALT, "e\0record-view\0o\0s:x\0-30")[:16] */
@@ -508,68 +508,68 @@ static void test_statsevent_known_answers(void **state)
                            "\"object_id\":\"o\",\"session_id\":\"x\"}",
                            why, sizeof(why)),
                      CC_OK);
-    cc_sev_event_id(&ev, SALT, 30, id);
+    cc_statsevent_event_id(&ev, SALT, 30, id);
     assert_string_equal(hex(id), "ad39fd0b7ae920eed0d85e8af9838dfe");
-    cc_sev_clear(&ev);
+    cc_statsevent_clear(&ev);
 }
 
 static void id_at(const char *ts, const char *members, int64_t window_s,
-                  const uint8_t salt[CC_SEV_SALT_LEN], uint8_t out[CC_SEV_ID_LEN])
+                  const uint8_t salt[CC_STATSEVENT_SALT_LEN], uint8_t out[CC_STATSEVENT_ID_LEN])
 {
-    struct cc_sev ev = {0};
+    struct cc_statsevent ev = {0};
     char body[256], why[160];
 
     snprintf(body, sizeof(body),
              "{\"timestamp\":\"%s\",\"type\":\"record-view\",\"object_id\":\"abcd-1234\"%s}", ts,
              members);
     assert_int_equal(parse(&ev, body, why, sizeof(why)), CC_OK);
-    cc_sev_event_id(&ev, salt, window_s, out);
-    cc_sev_clear(&ev);
+    cc_statsevent_event_id(&ev, salt, window_s, out);
+    cc_statsevent_clear(&ev);
 }
 
 static void test_statsevent_double_click_window(void **state)
 {
-    static const uint8_t other_salt[CC_SEV_SALT_LEN] = {1};
-    uint8_t a[CC_SEV_ID_LEN], b[CC_SEV_ID_LEN];
+    static const uint8_t other_salt[CC_STATSEVENT_SALT_LEN] = {1};
+    uint8_t a[CC_STATSEVENT_ID_LEN], b[CC_STATSEVENT_ID_LEN];
     const char *u = ",\"user_id\":42";
 
     (void)state;
     /* 10:00:07 and 10:00:29.999 share the window [10:00:00, 10:00:30). */
     id_at(T0, u, 30, SALT, a);
     id_at("2026-12-06T10:00:29.999999", u, 30, SALT, b);
-    assert_memory_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_equal(a, b, CC_STATSEVENT_ID_LEN);
     id_at("2026-12-06T10:00:00", u, 30, SALT, b);
-    assert_memory_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_equal(a, b, CC_STATSEVENT_ID_LEN);
     /* 10:00:30 opens the next window. */
     id_at("2026-12-06T10:00:30", u, 30, SALT, b);
-    assert_memory_not_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_not_equal(a, b, CC_STATSEVENT_ID_LEN);
     /* Same instant, another visitor, object or salt: another id. */
     id_at(T0, ",\"user_id\":43", 30, SALT, b);
-    assert_memory_not_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_not_equal(a, b, CC_STATSEVENT_ID_LEN);
     id_at(T0, u, 30, other_salt, b);
-    assert_memory_not_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_not_equal(a, b, CC_STATSEVENT_ID_LEN);
     /* A window of 1 s: 10:00:07.1 and 10:00:07.9 still share an id; window_s < 1 acts as 1. */
     id_at("2026-12-06T10:00:07.1", u, 1, SALT, a);
     id_at("2026-12-06T10:00:07.9", u, 0, SALT, b);
-    assert_memory_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_equal(a, b, CC_STATSEVENT_ID_LEN);
     /* An explicit unique_id wins: the window, the time, the visitor and the salt do not
      * matter, only the type and the id. */
     id_at(T0, ",\"user_id\":42,\"unique_id\":\"evt-1\"", 30, SALT, a);
     id_at("2027-01-01T00:00:00", ",\"session_id\":\"z\",\"unique_id\":\"evt-1\"", 1, other_salt, b);
-    assert_memory_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_equal(a, b, CC_STATSEVENT_ID_LEN);
     id_at(T0, ",\"user_id\":42,\"unique_id\":\"evt-2\"", 30, SALT, b);
-    assert_memory_not_equal(a, b, CC_SEV_ID_LEN);
+    assert_memory_not_equal(a, b, CC_STATSEVENT_ID_LEN);
 }
 
 static void test_statsevent_hex(void **state)
 {
-    uint8_t id[CC_SEV_ID_LEN];
-    char out[2 * CC_SEV_ID_LEN + 1];
+    uint8_t id[CC_STATSEVENT_ID_LEN];
+    char out[2 * CC_STATSEVENT_ID_LEN + 1];
 
     (void)state;
-    for (int i = 0; i < CC_SEV_ID_LEN; i++)
+    for (int i = 0; i < CC_STATSEVENT_ID_LEN; i++)
         id[i] = (uint8_t)(i * 17);
-    assert_ptr_equal(cc_sev_hex(id, out), out);
+    assert_ptr_equal(cc_statsevent_hex(id, out), out);
     assert_string_equal(out, "00112233445566778899aabbccddeeff");
 }
 
@@ -587,43 +587,43 @@ static void test_statsevent_robots_list_format(void **state)
                                "Q!\n"
                                "two words\n"
                                "last-no-newline";
-    struct cc_sev_robots *r = cc_sev_robots_new(list, sizeof(list) - 1);
+    struct cc_statsevent_robots *r = cc_statsevent_robots_new(list, sizeof(list) - 1);
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(cc_sev_robots_count(r), 6);
-    assert_true(cc_sev_robots_match(r, "foobot"));
-    assert_true(cc_sev_robots_match(r, "Mozilla/5.0 (compatible; FOOBOT/1.0)"));
-    assert_true(cc_sev_robots_match(r, "CURL/8.4.0"));
-    assert_true(cc_sev_robots_match(r, "fooXbar")); /* one-byte pattern "x" */
-    assert_true(cc_sev_robots_match(r, "X"));
-    assert_true(cc_sev_robots_match(r, "has Two Words in it"));
-    assert_true(cc_sev_robots_match(r, "aq!b")); /* two-byte pattern "Q!" */
-    assert_true(cc_sev_robots_match(r, "q!"));
-    assert_false(cc_sev_robots_match(r, "q"));
-    assert_false(cc_sev_robots_match(r, "q?!"));
-    assert_true(cc_sev_robots_match(r, "ends with last-no-newline"));
-    assert_false(cc_sev_robots_match(r, "two  words"));
-    assert_false(cc_sev_robots_match(r, "curl")); /* pattern longer than the rest */
-    assert_false(cc_sev_robots_match(r, "foobo"));
-    assert_false(cc_sev_robots_match(r, "# comment"));
-    assert_false(cc_sev_robots_match(r, ""));
-    assert_false(cc_sev_robots_match(r, NULL));
-    cc_sev_robots_free(r);
+    assert_int_equal(cc_statsevent_robots_count(r), 6);
+    assert_true(cc_statsevent_robots_match(r, "foobot"));
+    assert_true(cc_statsevent_robots_match(r, "Mozilla/5.0 (compatible; FOOBOT/1.0)"));
+    assert_true(cc_statsevent_robots_match(r, "CURL/8.4.0"));
+    assert_true(cc_statsevent_robots_match(r, "fooXbar")); /* one-byte pattern "x" */
+    assert_true(cc_statsevent_robots_match(r, "X"));
+    assert_true(cc_statsevent_robots_match(r, "has Two Words in it"));
+    assert_true(cc_statsevent_robots_match(r, "aq!b")); /* two-byte pattern "Q!" */
+    assert_true(cc_statsevent_robots_match(r, "q!"));
+    assert_false(cc_statsevent_robots_match(r, "q"));
+    assert_false(cc_statsevent_robots_match(r, "q?!"));
+    assert_true(cc_statsevent_robots_match(r, "ends with last-no-newline"));
+    assert_false(cc_statsevent_robots_match(r, "two  words"));
+    assert_false(cc_statsevent_robots_match(r, "curl")); /* pattern longer than the rest */
+    assert_false(cc_statsevent_robots_match(r, "foobo"));
+    assert_false(cc_statsevent_robots_match(r, "# comment"));
+    assert_false(cc_statsevent_robots_match(r, ""));
+    assert_false(cc_statsevent_robots_match(r, NULL));
+    cc_statsevent_robots_free(r);
 
     /* An empty list (or only comments) matches nothing. */
-    r = cc_sev_robots_new("", 0);
+    r = cc_statsevent_robots_new("", 0);
     assert_non_null(r);
-    assert_int_equal(cc_sev_robots_count(r), 0);
-    assert_false(cc_sev_robots_match(r, "Googlebot"));
-    cc_sev_robots_free(r);
-    r = cc_sev_robots_new(NULL, 0);
+    assert_int_equal(cc_statsevent_robots_count(r), 0);
+    assert_false(cc_statsevent_robots_match(r, "Googlebot"));
+    cc_statsevent_robots_free(r);
+    r = cc_statsevent_robots_new(NULL, 0);
     assert_non_null(r);
-    assert_false(cc_sev_robots_match(r, "x"));
-    cc_sev_robots_free(r);
-    assert_false(cc_sev_robots_match(NULL, "x"));
-    assert_int_equal(cc_sev_robots_count(NULL), 0);
-    cc_sev_robots_free(NULL);
+    assert_false(cc_statsevent_robots_match(r, "x"));
+    cc_statsevent_robots_free(r);
+    assert_false(cc_statsevent_robots_match(NULL, "x"));
+    assert_int_equal(cc_statsevent_robots_count(NULL), 0);
+    cc_statsevent_robots_free(NULL);
 }
 
 /* Many patterns sharing their first two bytes: every one is found. */
@@ -631,21 +631,21 @@ static void test_statsevent_robots_shared_prefix(void **state)
 {
     char list[4096], ua[64];
     size_t off = 0;
-    struct cc_sev_robots *r;
+    struct cc_statsevent_robots *r;
 
     (void)state;
     for (int i = 0; i < 200; i++)
         off += (size_t)snprintf(list + off, sizeof(list) - off, "zz%03d\n", i);
-    r = cc_sev_robots_new(list, off);
+    r = cc_statsevent_robots_new(list, off);
     assert_non_null(r);
-    assert_int_equal(cc_sev_robots_count(r), 200);
+    assert_int_equal(cc_statsevent_robots_count(r), 200);
     for (int i = 0; i < 200; i++) {
         snprintf(ua, sizeof(ua), "agent ZZ%03d!", i);
-        assert_true(cc_sev_robots_match(r, ua));
+        assert_true(cc_statsevent_robots_match(r, ua));
     }
-    assert_false(cc_sev_robots_match(r, "agent zz200"));
-    assert_false(cc_sev_robots_match(r, "agent zz"));
-    cc_sev_robots_free(r);
+    assert_false(cc_statsevent_robots_match(r, "agent zz200"));
+    assert_false(cc_statsevent_robots_match(r, "agent zz"));
+    cc_statsevent_robots_free(r);
 }
 
 static const char *const BROWSERS[] = {
@@ -709,18 +709,18 @@ static const char *const CRAWLERS[] = {
 
 static void test_statsevent_robots_builtin(void **state)
 {
-    struct cc_sev_robots *r = cc_sev_robots_builtin();
+    struct cc_statsevent_robots *r = cc_statsevent_robots_builtin();
 
     (void)state;
     assert_non_null(r);
-    assert_true(cc_sev_robots_count(r) >= 100);
+    assert_true(cc_statsevent_robots_count(r) >= 100);
     for (size_t i = 0; i < sizeof(BROWSERS) / sizeof(BROWSERS[0]); i++)
-        if (cc_sev_robots_match(r, BROWSERS[i]))
+        if (cc_statsevent_robots_match(r, BROWSERS[i]))
             fail_msg("browser taken for a robot: %s", BROWSERS[i]);
     for (size_t i = 0; i < sizeof(CRAWLERS) / sizeof(CRAWLERS[0]); i++)
-        if (!cc_sev_robots_match(r, CRAWLERS[i]))
+        if (!cc_statsevent_robots_match(r, CRAWLERS[i]))
             fail_msg("robot not recognised: %s", CRAWLERS[i]);
-    cc_sev_robots_free(r);
+    cc_statsevent_robots_free(r);
 }
 
 /* The compiled-in list is deploy/stats/robots.txt as it is now (the build embeds the file). */
@@ -729,18 +729,18 @@ static void test_statsevent_robots_builtin_is_the_file(void **state)
     FILE *f = fopen(CC_TEST_DATA_DIR "/../../../deploy/stats/robots.txt", "rb");
     char *text = malloc(1 << 20);
     size_t n;
-    struct cc_sev_robots *a, *b;
+    struct cc_statsevent_robots *a, *b;
 
     (void)state;
     assert_non_null(f);
     assert_non_null(text);
     n = fread(text, 1, 1 << 20, f);
     fclose(f);
-    a = cc_sev_robots_new(text, n);
-    b = cc_sev_robots_builtin();
-    assert_int_equal(cc_sev_robots_count(a), cc_sev_robots_count(b));
-    cc_sev_robots_free(a);
-    cc_sev_robots_free(b);
+    a = cc_statsevent_robots_new(text, n);
+    b = cc_statsevent_robots_builtin();
+    assert_int_equal(cc_statsevent_robots_count(a), cc_statsevent_robots_count(b));
+    cc_statsevent_robots_free(a);
+    cc_statsevent_robots_free(b);
     free(text);
 }
 
