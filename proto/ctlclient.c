@@ -22,13 +22,13 @@ struct ctlc_arg {
 
 struct ctlc_cmd {
     const char *name;
-    enum cc_ctlc_kind kind;
+    enum cc_ctlclient_kind kind;
     struct ctlc_arg args[4]; /* NULL-name terminated */
     const char *variadic;    /* NULL = none */
 };
 
-#define I CC_CTLC_INSPECT
-#define C CC_CTLC_CONTROL
+#define I CC_CTLCLIENT_INSPECT
+#define C CC_CTLCLIENT_CONTROL
 static const struct ctlc_cmd ctlc_cmds[] = {
     {"active", I, {{NULL, T_STR}}, NULL},
     {"active_queues", I, {{NULL, T_STR}}, NULL},
@@ -78,13 +78,13 @@ static const struct ctlc_cmd *ctlc_find(const char *method)
     return NULL;
 }
 
-enum cc_ctlc_kind cc_ctlc_kind(const char *method)
+enum cc_ctlclient_kind cc_ctlclient_kind(const char *method)
 {
     const struct ctlc_cmd *c = method ? ctlc_find(method) : NULL;
-    return c ? c->kind : CC_CTLC_UNKNOWN;
+    return c ? c->kind : CC_CTLCLIENT_UNKNOWN;
 }
 
-void cc_ctlc_list(struct cc_sbuf *out, enum cc_ctlc_kind kind)
+void cc_ctlclient_list(struct cc_sbuf *out, enum cc_ctlclient_kind kind)
 {
     for (size_t i = 0; i < sizeof ctlc_cmds / sizeof ctlc_cmds[0]; i++) {
         const struct ctlc_cmd *c = &ctlc_cmds[i];
@@ -149,7 +149,7 @@ static json_t *ctlc_convert(enum ctlc_type t, const char *s)
     return NULL;
 }
 
-int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, json_t **out,
+int cc_ctlclient_arguments(const char *method, int argc, const char *const *argv, json_t **out,
                       struct cc_err *err)
 {
     const struct ctlc_cmd *c = ctlc_find(method);
@@ -189,7 +189,7 @@ int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, jso
     return CC_OK;
 }
 
-json_t *cc_ctlc_request(const char *method, const json_t *arguments, const char *const *dest,
+json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const char *const *dest,
                         size_t n_dest, const char *ticket, const char *reply_exchange,
                         const char *reply_routing_key)
 {
@@ -287,12 +287,12 @@ static void ctlc_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort
     }
 }
 
-void cc_ctlc_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys)
+void cc_ctlclient_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys)
 {
     ctlc_dump(out, v, indent, sort_keys, 0);
 }
 
-void cc_ctlc_pystr(struct cc_sbuf *out, const json_t *v)
+void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v)
 {
     if (json_is_string(v))
         cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
@@ -327,7 +327,7 @@ static int ctlc_pretty(struct cc_sbuf *out, const json_t *n)
             if (i)
                 cc_sbuf_putc(out, '\n');
             cc_sbuf_puts(out, "* ");
-            cc_ctlc_pystr(out, json_array_get(n, i));
+            cc_ctlclient_pystr(out, json_array_get(n, i));
         }
         return 1;
     }
@@ -348,11 +348,11 @@ static int ctlc_pretty(struct cc_sbuf *out, const json_t *n)
         cc_sbuf_putc(out, '\n');
         return 1;
     }
-    cc_ctlc_pystr(out, n);
+    cc_ctlclient_pystr(out, n);
     return 1;
 }
 
-void cc_ctlc_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body)
+void cc_ctlclient_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body)
 {
     struct cc_sbuf body = {0};
     int is_ok = ctlc_pretty(&body, reply);
@@ -367,7 +367,7 @@ void cc_ctlc_say_reply(struct cc_sbuf *out, const char *node, const json_t *repl
     cc_sbuf_deinit(&body);
 }
 
-void cc_ctlc_say_online(struct cc_sbuf *out, size_t n_nodes)
+void cc_ctlclient_say_online(struct cc_sbuf *out, size_t n_nodes)
 {
     char line[64];
     snprintf(line, sizeof line, "\n%zu %s online.\n", n_nodes, n_nodes == 1 ? "node" : "nodes");
@@ -426,7 +426,7 @@ static int ctlc_is_popped(const char *k, int is_task, int is_recv)
     return 0;
 }
 
-void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
+void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
                         char **new_label)
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -466,13 +466,13 @@ void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_
         cc_sbuf_putc(out, ':');
     if (is_task) {
         if (is_recv) {
-            cc_ctlc_pystr(&label, json_object_get(ev, "name"));
+            cc_ctlclient_pystr(&label, json_object_get(ev, "name"));
             cc_sbuf_putc(&label, '(');
-            cc_ctlc_pystr(&label, json_object_get(ev, "uuid"));
+            cc_ctlclient_pystr(&label, json_object_get(ev, "uuid"));
             cc_sbuf_puts(&label, ") args=");
-            cc_ctlc_pystr(&label, json_object_get(ev, "args"));
+            cc_ctlclient_pystr(&label, json_object_get(ev, "args"));
             cc_sbuf_puts(&label, " kwargs=");
-            cc_ctlc_pystr(&label, json_object_get(ev, "kwargs"));
+            cc_ctlclient_pystr(&label, json_object_get(ev, "kwargs"));
             cc_sbuf_putc(out, ' ');
             if (label.p)
                 cc_sbuf_putn(out, label.p, label.len);
@@ -489,7 +489,7 @@ void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_
             cc_sbuf_puts(out, ", ");
         cc_sbuf_puts(out, keys[i]);
         cc_sbuf_putc(out, '=');
-        cc_ctlc_pystr(out, json_object_get(ev, keys[i]));
+        cc_ctlclient_pystr(out, json_object_get(ev, keys[i]));
     }
     cc_sbuf_deinit(&label);
     free(keys);
@@ -664,7 +664,7 @@ static const char *ctlc_oserror_subclass(json_int_t e)
     return "OSError";
 }
 
-void cc_ctlc_client_exc_line(struct cc_sbuf *out, const json_t *exc)
+void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
 {
     const char *module, *type, *shown_module = NULL, *shown_type;
     const json_t *msg = json_object_get(exc, "exc_message");
@@ -729,14 +729,14 @@ void cc_ctlc_client_exc_line(struct cc_sbuf *out, const json_t *exc)
     json_decref(args);
 }
 
-int cc_ctlc_result_is_ready(const json_t *meta)
+int cc_ctlclient_result_is_ready(const json_t *meta)
 {
     const char *st = json_string_value(json_object_get(meta, "status"));
     return st != NULL &&
            (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 || strcmp(st, "REVOKED") == 0);
 }
 
-int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
                        int show_traceback)
 {
     const char *st = json_string_value(json_object_get(meta, "status"));
@@ -748,7 +748,7 @@ int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *m
         if (json_is_string(v))
             cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
         else if (v != NULL && !json_is_null(v))
-            cc_ctlc_pystr(out, v);
+            cc_ctlclient_pystr(out, v);
         cc_sbuf_putc(out, '\n');
         return 0;
     }
@@ -756,13 +756,13 @@ int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *m
         /* click.echo(task_result.get()): str(value), None prints an empty line. */
         v = json_object_get(meta, "result");
         if (v != NULL && !json_is_null(v))
-            cc_ctlc_pystr(out, v);
+            cc_ctlclient_pystr(out, v);
         cc_sbuf_putc(out, '\n');
         return 0;
     }
     /* FAILURE / REVOKED: get() re-raises; Python prints the CLI's own traceback, whose last
      * line is this one, and exits 1. */
-    cc_ctlc_client_exc_line(err, json_object_get(meta, "result"));
+    cc_ctlclient_client_exc_line(err, json_object_get(meta, "result"));
     cc_sbuf_putc(err, '\n');
     return 1;
 }

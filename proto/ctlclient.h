@@ -19,48 +19,48 @@
 #include "celeryc/status.h"
 #include "strbuf.h"
 
-enum cc_ctlc_kind {
-    CC_CTLC_UNKNOWN = 0,
-    CC_CTLC_INSPECT = 1,
-    CC_CTLC_CONTROL = 2,
+enum cc_ctlclient_kind {
+    CC_CTLCLIENT_UNKNOWN = 0,
+    CC_CTLCLIENT_INSPECT = 1,
+    CC_CTLCLIENT_CONTROL = 2,
 };
 
 /* Whether `method` is an inspect or a control command as `celery inspect|control` lists them
  * (Panel.meta, visible ones). */
-enum cc_ctlc_kind cc_ctlc_kind(const char *method);
+enum cc_ctlclient_kind cc_ctlclient_kind(const char *method);
 
 /* Print the methods of `kind`, one per line with their arguments, for --help. */
-void cc_ctlc_list(struct cc_sbuf *out, enum cc_ctlc_kind kind);
+void cc_ctlclient_list(struct cc_sbuf *out, enum cc_ctlclient_kind kind);
 
 /* Build the request `arguments` from the words after the method, as celery's
  * _compile_arguments does: positional arguments by name and type (str, int, float, bool),
  * the rest into the variadic list (revoke/terminate task_id, query_task ids, registered
  * taskinfoitems). Returns CC_OK and *out (owned) or CC_EUSAGE (too many arguments, bad number)
  * with the reason in err. */
-int cc_ctlc_arguments(const char *method, int argc, const char *const *argv, json_t **out,
+int cc_ctlclient_arguments(const char *method, int argc, const char *const *argv, json_t **out,
                       struct cc_err *err) CC_MUST_USE;
 
 /* The request body in kombu's key order: method, arguments, destination (list or null),
  * pattern, matcher (null), then ticket and reply_to {exchange, routing_key} when `ticket`
  * is non-NULL. `arguments` is borrowed (copied in). Returns an owned object or NULL. */
-json_t *cc_ctlc_request(const char *method, const json_t *arguments, const char *const *dest,
+json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const char *const *dest,
                         size_t n_dest, const char *ticket, const char *reply_exchange,
                         const char *reply_routing_key);
 
 /* The `celery inspect`/`control` lines for one node's reply:
  *   "->  <node>: OK\n" then the reply pretty-printed and indented (show_body), or
  *   "->  <node>: ERROR\n" for {"error": ...}. As celery/bin/base.py pretty() without colour. */
-void cc_ctlc_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body);
+void cc_ctlclient_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body);
 
 /* "\n<n> node(s) online.\n" */
-void cc_ctlc_say_online(struct cc_sbuf *out, size_t n_nodes);
+void cc_ctlclient_say_online(struct cc_sbuf *out, size_t n_nodes);
 
 /* json.dumps(v, sort_keys=sort, indent=indent) as Python prints it (indent < 0: one line with
  * ", " and ": " separators, ensure_ascii, Python float repr). */
-void cc_ctlc_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys);
+void cc_ctlclient_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys);
 
 /* str(v) in Python: a string as is, anything else as its repr. */
-void cc_ctlc_pystr(struct cc_sbuf *out, const json_t *v);
+void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v);
 
 /* One `celery events --dump` line (without the newline) for event `ev` (an object with type,
  * hostname, timestamp, ...): "<host> [<utc datetime>] <human type>: k=v, ..." with task events
@@ -68,14 +68,14 @@ void cc_ctlc_pystr(struct cc_sbuf *out, const json_t *v);
  * for the uuid from its task-received/task-sent event ("name(uuid) args=.. kwargs=.."), or "";
  * for task-received/task-sent, the label is built and also stored in *new_label (owned) when
  * new_label is non-NULL. */
-void cc_ctlc_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
+void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
                         char **new_label);
 
 /* ---- celery result -------------------------------------------------------------------- */
 
 /* Whether a stored meta (celery-task-meta-<id>) is in a ready state: SUCCESS, FAILURE or
  * REVOKED (AsyncResult.get() returns or raises; it waits through PENDING, STARTED, RETRY). */
-int cc_ctlc_result_is_ready(const json_t *meta);
+int cc_ctlclient_result_is_ready(const json_t *meta);
 
 /* What `celery result <id>` (celery/bin/result.py, no -A app) prints for the stored `meta`:
  *   show_traceback: the stored traceback and a newline (an empty line when there is none),
@@ -83,9 +83,9 @@ int cc_ctlc_result_is_ready(const json_t *meta);
  *   SUCCESS: str(result) and a newline on stdout (None: an empty line); exit 0;
  *   FAILURE, REVOKED: get() re-raises in the client, Python prints a traceback of the CLI
  *     itself on stderr and exits 1; `err` gets its last line, the exception as the client
- *     rebuilt it (cc_ctlc_client_exc_line) and a newline.
+ *     rebuilt it (cc_ctlclient_client_exc_line) and a newline.
  * Returns the exit status (0 or 1). */
-int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
                        int show_traceback);
 
 /* The last traceback line Python prints for the stored exception dict `exc`
@@ -96,6 +96,6 @@ int cc_ctlc_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *m
  * its errno subclass); any other module is not loaded there, so the class is created in
  * celery.exceptions and str() is Exception's ("celery.exceptions.CustomError: ('x', 42)").
  * No newline. */
-void cc_ctlc_client_exc_line(struct cc_sbuf *out, const json_t *exc);
+void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc);
 
 #endif

@@ -481,7 +481,7 @@ static void beat_revoke(struct beat *bt, const char *task_id, bool terminate)
     arguments = terminate ? json_pack("{s:s,s:b,s:s}", "task_id", task_id, "terminate", 1, "signal",
                                       "SIGTERM")
                           : json_pack("{s:s}", "task_id", task_id);
-    req = cc_ctlc_request("revoke", arguments, NULL, 0, NULL, NULL, NULL);
+    req = cc_ctlclient_request("revoke", arguments, NULL, 0, NULL, NULL, NULL);
     headers = json_pack("{s:i,s:f}", "clock", 1, "expires", (double)cc_now_us() / 1e6 + 60.0);
     body = json_dumps(req, JSON_COMPACT);
     memset(&p, 0, sizeof(p));

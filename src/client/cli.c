@@ -107,7 +107,7 @@ static void cli_usage(FILE *out, const char *cmd)
     struct cc_sbuf list = {0};
 
     if (strcmp(cmd, "inspect") == 0 || strcmp(cmd, "control") == 0) {
-        cc_ctlc_list(&list, strcmp(cmd, "inspect") == 0 ? CC_CTLC_INSPECT : CC_CTLC_CONTROL);
+        cc_ctlclient_list(&list, strcmp(cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
         fprintf(out,
                 "Usage: celeryc %s [OPTIONS] COMMAND [ARGS]...\n\n"
                 "%s\n\nCommands:\n%s\n",
@@ -585,7 +585,7 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
         cc_broker_close(&b);
         return CLI_EX_SOFTWARE;
     }
-    req = cc_ctlc_request(method, arguments, o->dest, o->n_dest, ticket, CLI_REPLY_EXCHANGE, oid);
+    req = cc_ctlclient_request(method, arguments, o->dest, o->n_dest, ticket, CLI_REPLY_EXCHANGE, oid);
     headers =
         json_pack("{s:i,s:f}", "clock", 1, "expires", (double)cc_now_us() / 1e6 + o->timeout_s);
     rc = cli_publish_json(&b, CLI_PIDBOX_EXCHANGE, "", req, headers, 2);
@@ -613,7 +613,7 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
             !(exp > 0 && (double)cc_now_us() / 1e6 > exp)) {
             if (!o->is_json && json_object_size(body) > 0) {
                 const char *node = json_object_iter_key(json_object_iter(body));
-                cc_ctlc_say_reply(&line, node, json_object_get(body, node), show_body);
+                cc_ctlclient_say_reply(&line, node, json_object_get(body, node), show_body);
                 cli_flush(&line);
             }
             json_array_append(*replies, body);
@@ -647,7 +647,7 @@ static json_t *cli_merge(const json_t *replies)
 static void cli_print_json(const json_t *v)
 {
     struct cc_sbuf s = {0};
-    cc_ctlc_json_dump(&s, v, -1, 0);
+    cc_ctlclient_json_dump(&s, v, -1, 0);
     cc_sbuf_putc(&s, '\n');
     cli_flush(&s);
     cc_sbuf_deinit(&s);
@@ -656,7 +656,7 @@ static void cli_print_json(const json_t *v)
 static int cli_remote(const struct cli_opts *o)
 {
     int is_status = strcmp(o->cmd, "status") == 0;
-    enum cc_ctlc_kind want = strcmp(o->cmd, "inspect") == 0 ? CC_CTLC_INSPECT : CC_CTLC_CONTROL;
+    enum cc_ctlclient_kind want = strcmp(o->cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL;
     const char *method = is_status ? "ping" : (o->n_pos ? o->pos[0] : NULL);
     json_t *arguments = NULL, *replies = NULL;
     struct cc_err err = {0};
@@ -666,14 +666,14 @@ static int cli_remote(const struct cli_opts *o)
     if (!is_status) {
         if (method == NULL)
             return cli_usage_error(o->cmd, "missing argument 'ACTION'", NULL);
-        if (cc_ctlc_kind(method) != want) {
+        if (cc_ctlclient_kind(method) != want) {
             fprintf(stderr,
                     "celeryc %s: error: invalid value for 'ACTION': '%s' is not a %s "
                     "command.\nTry 'celeryc %s --help' for the list.\n",
                     o->cmd, method, o->cmd, o->cmd);
             return CLI_EX_USAGE;
         }
-        if (cc_ctlc_arguments(method, o->n_pos - 1, (const char *const *)(o->pos + 1), &arguments,
+        if (cc_ctlclient_arguments(method, o->n_pos - 1, (const char *const *)(o->pos + 1), &arguments,
                               &err) != CC_OK)
             return cli_usage_error(o->cmd, err.msg, NULL);
     } else if (o->n_pos) {
@@ -685,13 +685,13 @@ static int cli_remote(const struct cli_opts *o)
         rc = cli_no_reply();
     if (rc == 0) {
         if (o->is_json) {
-            json_t *merged = want == CC_CTLC_INSPECT || is_status ? cli_merge(replies) : NULL;
+            json_t *merged = want == CC_CTLCLIENT_INSPECT || is_status ? cli_merge(replies) : NULL;
             cli_print_json(merged ? merged : replies);
             json_decref(merged);
         }
-        if ((!o->is_json && want == CC_CTLC_INSPECT) || is_status) {
+        if ((!o->is_json && want == CC_CTLCLIENT_INSPECT) || is_status) {
             json_t *merged = cli_merge(replies);
-            cc_ctlc_say_online(&s, json_object_size(merged));
+            cc_ctlclient_say_online(&s, json_object_size(merged));
             cli_flush(&s);
             json_decref(merged);
         }
@@ -806,7 +806,7 @@ usage:
 /* `celery result` (celery/bin/result.py): AsyncResult(id).get() or .traceback, echoed.
  * get() waits through PENDING, STARTED and RETRY (without -A, celery's CLI polls the
  * backend; so do we, every 100 ms, up to --timeout); --traceback does not wait. Text output
- * and exit status are cc_ctlc_result_say's. --json prints the stored meta as stored (PENDING:
+ * and exit status are cc_ctlclient_result_say's. --json prints the stored meta as stored (PENDING:
  * the meta Celery's backend returns for a missing key), exit 1 for FAILURE/REVOKED unless
  * --traceback, as the text form. */
 static int cli_result(const struct cli_opts *o)
@@ -847,10 +847,10 @@ static int cli_result(const struct cli_opts *o)
         }
         if (rep->type == REDIS_REPLY_STRING)
             meta = json_loadb(rep->str, rep->len, JSON_DECODE_ANY, NULL);
-        if (o->is_traceback || cc_ctlc_result_is_ready(meta)) {
+        if (o->is_traceback || cc_ctlclient_result_is_ready(meta)) {
             struct cc_sbuf out = {0}, errout = {0};
 
-            rc = cc_ctlc_result_say(&out, &errout, meta, o->is_traceback);
+            rc = cc_ctlclient_result_say(&out, &errout, meta, o->is_traceback);
             if (o->is_json) {
                 cc_sbuf_deinit(&out);
                 if (rep->type == REDIS_REPLY_STRING)
@@ -1212,7 +1212,7 @@ static int cli_events(const struct cli_opts *o)
             for (size_t k = 0; id && k < CLI_LABELS; k++)
                 if (label_id[k] && strcmp(label_id[k], id) == 0)
                     label = label_txt[k];
-            cc_ctlc_event_line(&s, ev, label, &fresh);
+            cc_ctlclient_event_line(&s, ev, label, &fresh);
             cc_sbuf_putc(&s, '\n');
             cli_flush(&s);
             if (fresh && id) {

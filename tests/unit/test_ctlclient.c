@@ -70,20 +70,20 @@ static void check_fixture(const char *name)
         words[n++] = t;
     /* celery -A app KIND METHOD ARGS... [-d NODE] -j */
     is_inspect = strcmp(words[3], "inspect") == 0;
-    assert_int_equal(cc_ctlc_kind(words[4]), is_inspect ? CC_CTLC_INSPECT : CC_CTLC_CONTROL);
+    assert_int_equal(cc_ctlclient_kind(words[4]), is_inspect ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
     first_arg = 5;
     last_arg = n - 1; /* -j */
     if (last_arg >= 2 && strcmp(words[last_arg - 2], "-d") == 0) {
         dest[n_dest++] = words[last_arg - 1];
         last_arg -= 2;
     }
-    if (cc_ctlc_arguments(words[4], last_arg - first_arg, (const char *const *)(words + first_arg),
+    if (cc_ctlclient_arguments(words[4], last_arg - first_arg, (const char *const *)(words + first_arg),
                           &args, &err) != CC_OK)
         fail_msg("%s: %s", name, err.msg);
     body = json_object_get(json_object_get(root, "request"), "body_decoded");
     ticket = json_string_value(json_object_get(body, "ticket"));
     rk = json_string_value(json_object_get(json_object_get(body, "reply_to"), "routing_key"));
-    req = cc_ctlc_request(words[4], args, n_dest ? dest : NULL, n_dest, ticket,
+    req = cc_ctlclient_request(words[4], args, n_dest ? dest : NULL, n_dest, ticket,
                           "reply.celery.pidbox", rk);
     cc_sbuf_json(&s, req);
     cc_sbuf_putc(&s, '\0');
@@ -105,7 +105,7 @@ static void check_fixture(const char *name)
         }
     }
     if (json_array_size(replies) > 0 && cli_out) {
-        cc_ctlc_json_dump(&s, is_inspect ? merged : replies, -1, 0);
+        cc_ctlclient_json_dump(&s, is_inspect ? merged : replies, -1, 0);
         cc_sbuf_putc(&s, '\n');
         cc_sbuf_putc(&s, '\0');
         if (strcmp(s.p, cli_out) != 0)
@@ -131,7 +131,7 @@ static void check_say(const char *reply_json, int show, const char *want)
 {
     json_t *r = json_loads(reply_json, JSON_DECODE_ANY, NULL);
     struct cc_sbuf s = {0};
-    cc_ctlc_say_reply(&s, "w1@localhost", r, show);
+    cc_ctlclient_say_reply(&s, "w1@localhost", r, show);
     cc_sbuf_putc(&s, '\0');
     if (strcmp(s.p, want) != 0)
         fail_msg("say(%s):\n got <%s>\n want <%s>", reply_json, s.p, want);
@@ -156,8 +156,8 @@ static void test_ctlclient_text(void **state)
               "->  w1@localhost: OK\n    {\n        \"a\": {},\n        \"b\": [\n"
               "            1,\n            2.5\n        ]\n    }\n    \n");
     check_say("null", 1, "->  w1@localhost: OK\n    None\n");
-    cc_ctlc_say_online(&s, 1);
-    cc_ctlc_say_online(&s, 2);
+    cc_ctlclient_say_online(&s, 1);
+    cc_ctlclient_say_online(&s, 2);
     cc_sbuf_putc(&s, '\0');
     assert_string_equal(s.p, "\n1 node online.\n\n2 nodes online.\n");
     cc_sbuf_deinit(&s);
@@ -174,27 +174,27 @@ static void test_ctlclient_arguments(void **state)
     struct cc_sbuf s = {0};
     (void)state;
 
-    assert_int_equal(cc_ctlc_arguments("time_limit", 3, a, &o, &err), CC_OK);
+    assert_int_equal(cc_ctlclient_arguments("time_limit", 3, a, &o, &err), CC_OK);
     cc_sbuf_json(&s, o);
     cc_sbuf_putc(&s, '\0');
     assert_string_equal(s.p, "{\"task_name\": \"demo.add\", \"soft\": 3.0, \"hard\": 4.5}");
     json_decref(o);
-    assert_int_equal(cc_ctlc_arguments("time_limit", 4, a, &o, &err), CC_EUSAGE);
+    assert_int_equal(cc_ctlclient_arguments("time_limit", 4, a, &o, &err), CC_EUSAGE);
     assert_null(o);
-    assert_int_equal(cc_ctlc_arguments("terminate", 3, b, &o, &err), CC_OK);
+    assert_int_equal(cc_ctlclient_arguments("terminate", 3, b, &o, &err), CC_OK);
     s.len = 0;
     cc_sbuf_json(&s, o);
     cc_sbuf_putc(&s, '\0');
     assert_string_equal(s.p, "{\"signal\": \"SIGKILL\", \"task_id\": [\"id1\", \"id2\"]}");
     json_decref(o);
-    assert_int_equal(cc_ctlc_arguments("pool_grow", 1, c, &o, &err), CC_EUSAGE);
-    assert_int_equal(cc_ctlc_arguments("conf", 1, c, &o, &err), CC_EUSAGE); /* strtobool */
-    assert_int_equal(cc_ctlc_arguments("conf", 1, off, &o, &err), CC_OK);
+    assert_int_equal(cc_ctlclient_arguments("pool_grow", 1, c, &o, &err), CC_EUSAGE);
+    assert_int_equal(cc_ctlclient_arguments("conf", 1, c, &o, &err), CC_EUSAGE); /* strtobool */
+    assert_int_equal(cc_ctlclient_arguments("conf", 1, off, &o, &err), CC_OK);
     assert_true(json_is_false(json_object_get(o, "with_defaults")));
     json_decref(o);
-    assert_int_equal(cc_ctlc_arguments("no_such", 0, c, &o, &err), CC_EUSAGE);
-    assert_int_equal(cc_ctlc_kind("hello"), CC_CTLC_UNKNOWN); /* not visible in the CLI */
-    assert_int_equal(cc_ctlc_kind("shutdown"), CC_CTLC_CONTROL);
+    assert_int_equal(cc_ctlclient_arguments("no_such", 0, c, &o, &err), CC_EUSAGE);
+    assert_int_equal(cc_ctlclient_kind("hello"), CC_CTLCLIENT_UNKNOWN); /* not visible in the CLI */
+    assert_int_equal(cc_ctlclient_kind("shutdown"), CC_CTLCLIENT_CONTROL);
     cc_sbuf_deinit(&s);
 }
 
@@ -205,7 +205,7 @@ static void check_event(const char *ev_json, const char *label, const char *want
     struct cc_sbuf s = {0};
     char *fresh = NULL;
     assert_non_null(ev);
-    cc_ctlc_event_line(&s, ev, label, &fresh);
+    cc_ctlclient_event_line(&s, ev, label, &fresh);
     cc_sbuf_putc(&s, '\0');
     if (strcmp(s.p, want) != 0)
         fail_msg("event line:\n got  <%s>\n want <%s>", s.p, want);
@@ -309,7 +309,7 @@ static void test_ctlclient_client_exc_line(void **state)
         struct cc_sbuf b = {0};
 
         assert_non_null(exc);
-        cc_ctlc_client_exc_line(&b, exc);
+        cc_ctlclient_client_exc_line(&b, exc);
         assert_non_null(b.p);
         assert_string_equal(b.p, client_exc_cases[i].line);
         cc_sbuf_deinit(&b);
@@ -324,7 +324,7 @@ static void check_result(const char *meta_json, int tb, int want_rc, const char 
     json_t *meta = meta_json ? json_loads(meta_json, 0, NULL) : NULL;
     struct cc_sbuf out = {0}, err = {0};
 
-    assert_int_equal(cc_ctlc_result_say(&out, &err, meta, tb), want_rc);
+    assert_int_equal(cc_ctlclient_result_say(&out, &err, meta, tb), want_rc);
     assert_string_equal(out.p ? out.p : "", want_out);
     assert_string_equal(err.p ? err.p : "", want_err);
     cc_sbuf_deinit(&out);
@@ -357,12 +357,12 @@ static void test_ctlclient_result(void **state)
                  "\"traceback\": null}",
                  0, 1, "", "celery.exceptions.TaskRevokedError: terminated\n");
     check_result(NULL, 1, 0, "\n", ""); /* PENDING --traceback */
-    assert_false(cc_ctlc_result_is_ready(NULL));
+    assert_false(cc_ctlclient_result_is_ready(NULL));
     for (int i = 0; i < 5; i++) {
         static const char *const st[] = {"RETRY", "STARTED", "SUCCESS", "FAILURE", "REVOKED"};
         json_t *m = json_pack("{s:s}", "status", st[i]);
 
-        assert_int_equal(cc_ctlc_result_is_ready(m), i >= 2);
+        assert_int_equal(cc_ctlclient_result_is_ready(m), i >= 2);
         json_decref(m);
     }
 }
