@@ -898,13 +898,13 @@ static json_t *maybe_list(const json_t *v)
     return json_pack("[O]", v);
 }
 
-/* [issue 14] A signature's countdown / expires in microseconds, clamped by cc_iso_span_us
+/* [issue 14] A signature's countdown / expires in microseconds, clamped by cc_isotime_span_us
  * (huge = the far end, NaN = 0; Python's timedelta would raise OverflowError). */
 static int64_t canvas_span_us(double s)
 {
     int64_t us;
 
-    (void)cc_iso_span_us(s, &us);
+    (void)cc_isotime_span_us(s, &us);
     return us;
 }
 
@@ -946,14 +946,14 @@ static int send_task(struct apply *A, const char *name, json_t *args, json_t *kw
         return rc;
     } else if (has) {
         /* [issue 14] any double (1e300, -1e300) through the span helper, never a bare cast */
-        m.expires_us = cc_iso_add_us(ctx->now_us, canvas_span_us(num));
+        m.expires_us = cc_isotime_add_us(ctx->now_us, canvas_span_us(num));
         if (m.expires_us <= 0)
             m.expires_us = 1;
     }
     if ((rc = opt_number(A, o, "countdown", &has, &num)) != CC_OK)
         return rc;
     if (has && num != 0) {
-        m.eta_us = cc_iso_add_us(ctx->now_us, canvas_span_us(num));
+        m.eta_us = cc_isotime_add_us(ctx->now_us, canvas_span_us(num));
         if (m.eta_us <= 0) /* a countdown far in the past: due now, still a valid date */
             m.eta_us = 1;
     } else if ((rc = opt_str(A, o, "eta", &s)) != CC_OK) {

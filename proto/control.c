@@ -10,7 +10,7 @@
  * client saw no reply. A body jansson refuses is read again after ctl_py_tokens() has
  * rewritten those tokens outside strings: NaN -> "NaN" (a string: truthy as nan is in
  * Python, and refused where a number is needed), +-Infinity -> +-DBL_MAX (a huge number,
- * which means "no limit" to cc_iso_span_us's callers). A valid body is never changed.
+ * which means "no limit" to cc_isotime_span_us's callers). A valid body is never changed.
  *
  * Booleans: every boolean argument is read with cc_control_truthy(), Python's `if value:`
  * (Flower sends terminate=1, strtobool's int).

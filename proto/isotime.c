@@ -8,9 +8,9 @@
  * microseconds are zero. Pure: civil-date arithmetic only (Howard Hinnant's days_from_civil),
  * no libc time zone state, so it is safe in any thread and after fork.
  *
- * Spans (cc_iso_span_us): the one conversion of a number of seconds from the wire to
+ * Spans (cc_isotime_span_us): the one conversion of a number of seconds from the wire to
  * microseconds. The comparisons come first and are written so that NaN fails every one of
- * them; only a value known to be within +-CC_ISO_SPAN_MAX_S is multiplied and converted.
+ * them; only a value known to be within +-CC_ISOTIME_SPAN_MAX_S is multiplied and converted.
  */
 #include <math.h>
 #include <stdio.h>
@@ -70,7 +70,7 @@ static int is_leap(int y)
     return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
-int cc_iso_parse(const char *s, int64_t *us_out)
+int cc_isotime_parse(const char *s, int64_t *us_out)
 {
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int year, mon, day, hh, mm, ss;
@@ -122,7 +122,7 @@ int cc_iso_parse(const char *s, int64_t *us_out)
     return CC_OK;
 }
 
-char *cc_iso_format(int64_t us, int with_offset, char *buf, size_t size)
+char *cc_isotime_format(int64_t us, int with_offset, char *buf, size_t size)
 {
     int64_t days = us / US_PER_DAY;
     int64_t rem = us % US_PER_DAY;
@@ -146,26 +146,26 @@ char *cc_iso_format(int64_t us, int with_offset, char *buf, size_t size)
     return buf;
 }
 
-enum cc_iso_span cc_iso_span_us(double s, int64_t *us)
+enum cc_isotime_span cc_isotime_span_us(double s, int64_t *us)
 {
     if (isnan(s)) {
         *us = 0;
-        return CC_ISO_SPAN_NAN;
+        return CC_ISOTIME_SPAN_NAN;
     }
-    if (s > CC_ISO_SPAN_MAX_S) {
-        *us = CC_ISO_SPAN_MAX_US;
-        return CC_ISO_SPAN_HUGE;
+    if (s > CC_ISOTIME_SPAN_MAX_S) {
+        *us = CC_ISOTIME_SPAN_MAX_US;
+        return CC_ISOTIME_SPAN_HUGE;
     }
-    if (s < -CC_ISO_SPAN_MAX_S) {
-        *us = -CC_ISO_SPAN_MAX_US;
-        return CC_ISO_SPAN_NEGATIVE;
+    if (s < -CC_ISOTIME_SPAN_MAX_S) {
+        *us = -CC_ISOTIME_SPAN_MAX_US;
+        return CC_ISOTIME_SPAN_NEGATIVE;
     }
     /* |s * 1e6| <= 1e17 < 2^63: llround is exact-range here. */
     *us = (int64_t)llround(s * 1e6);
-    return s < 0 ? CC_ISO_SPAN_NEGATIVE : CC_ISO_SPAN_OK;
+    return s < 0 ? CC_ISOTIME_SPAN_NEGATIVE : CC_ISOTIME_SPAN_OK;
 }
 
-int64_t cc_iso_add_us(int64_t now_us, int64_t span_us)
+int64_t cc_isotime_add_us(int64_t now_us, int64_t span_us)
 {
     if (span_us > 0 && now_us > INT64_MAX - span_us)
         return INT64_MAX;

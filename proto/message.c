@@ -142,7 +142,7 @@ static int opt_time(const struct msg_src *s, const char *key, char **out, int64_
 
     if (rc != CC_OK || *out == NULL)
         return rc;
-    if (cc_iso_parse(*out, us) != CC_OK)
+    if (cc_isotime_parse(*out, us) != CC_OK)
         return cc_err_set(err, CC_EBADMSG, "%s is not an ISO-8601 time: \"%.*s\"", key,
                           msg_quote_len(*out, 60), *out);
     return CC_OK;
@@ -698,7 +698,7 @@ static json_t *time_or_null(const char *s, int64_t us)
     if (s != NULL)
         return json_string(s);
     if (us != 0)
-        return json_string(cc_iso_format(us, 1, buf, sizeof(buf)));
+        return json_string(cc_isotime_format(us, 1, buf, sizeof(buf)));
     return json_null();
 }
 
@@ -816,7 +816,7 @@ int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out
         int64_t ms;
         char tmp[24];
 
-        if (m->expires != NULL && cc_iso_parse(m->expires, &exp_us) != CC_OK) {
+        if (m->expires != NULL && cc_isotime_parse(m->expires, &exp_us) != CC_OK) {
             rc = cc_err_set(err, CC_EINVAL, "expires is not an ISO-8601 time");
             goto out;
         }

@@ -171,7 +171,7 @@ static int sev_fill(struct cc_statsevent *ev, const struct sev_val vals[F_N], ch
         if (f == F_TS) {
             memcpy(ts, val[f], vlen[f]); /* <= 64 bytes, checked */
             ts[vlen[f]] = '\0';
-            if (cc_iso_parse(ts, &ev->ts_us) != CC_OK) {
+            if (cc_isotime_parse(ts, &ev->ts_us) != CC_OK) {
                 sev_why(why, why_size, "'timestamp' is not ISO-8601: \"%.40s%s\"", ts,
                         vlen[f] > 40 ? "..." : "");
                 return CC_EINVAL;

@@ -217,7 +217,7 @@ static void log_sent(const char *name, int64_t slot_us, const char *task_id)
     if (!cc_log_enabled(CC_LOG_DEBUG))
         return;
     cc_debug("beat: sent %s slot %s id %s", name,
-             slot_us ? cc_iso_format(slot_us, 1, b, sizeof(b)) : "-", task_id);
+             slot_us ? cc_isotime_format(slot_us, 1, b, sizeof(b)) : "-", task_id);
 }
 
 /* ---- Broker ------------------------------------------------------------------------------ */
@@ -415,7 +415,7 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
     m.kwargsrepr = kwargsrepr;
     if (s->expires_s > 0) {
         m.expires_us = now + (int64_t)(s->expires_s * 1e6);
-        m.expires = cc_iso_format(m.expires_us, 1, exp_buf, sizeof(exp_buf));
+        m.expires = cc_isotime_format(m.expires_us, 1, exp_buf, sizeof(exp_buf));
     }
     rc = cc_msg_encode(&m, now, &out, err);
     free(argsrepr);
@@ -713,7 +713,7 @@ static int64_t state_last_us(const json_t *st)
 
     if (json_is_integer(v))
         return (int64_t)json_integer_value(v);
-    if (json_is_string(v) && cc_iso_parse(json_string_value(v), &us) == CC_OK)
+    if (json_is_string(v) && cc_isotime_parse(json_string_value(v), &us) == CC_OK)
         return us;
     return 0;
 }
@@ -1137,7 +1137,7 @@ static void retry_wake_note(struct beat *bt, const json_t *runs)
         const char *nb = json_string_value(json_object_get(r, "not_before"));
         int64_t us;
 
-        if (id != NULL && nb != NULL && cc_iso_parse(nb, &us) == CC_OK &&
+        if (id != NULL && nb != NULL && cc_isotime_parse(nb, &us) == CC_OK &&
             json_object_size(bt->retry_wake) < 10000)
             json_object_set_new(bt->retry_wake, id, json_integer(us));
     }
@@ -1643,7 +1643,7 @@ static int print_next(struct beat *bt, int count, int64_t now)
                 fprintf(stderr, "%s: %s\n", e->name, err.msg);
                 return 1;
             }
-            printf("%s %s\n", e->name, cc_iso_format(t, 1, b, sizeof(b)));
+            printf("%s %s\n", e->name, cc_isotime_format(t, 1, b, sizeof(b)));
         }
     }
     return 0;
@@ -1854,7 +1854,7 @@ int cc_beat_main(int argc, char **argv)
         if (strcmp(argv[i], "--print-next") == 0 && i + 1 < argc) {
             print_n = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--now") == 0 && i + 1 < argc) {
-            if (cc_iso_parse(argv[++i], &print_now) != CC_OK) {
+            if (cc_isotime_parse(argv[++i], &print_now) != CC_OK) {
                 fprintf(stderr, "celeryc beat: --now: not an ISO-8601 time\n");
                 free(av);
                 return 2;

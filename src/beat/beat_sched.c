@@ -851,7 +851,7 @@ static int64_t latest_slot(const struct beat_entry *e, int64_t s, int64_t now_us
 
 static void fmt_us(int64_t us, char *buf, size_t size)
 {
-    cc_iso_format(us, 1, buf, size);
+    cc_isotime_format(us, 1, buf, size);
 }
 
 int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, struct cc_err *err)
@@ -1147,7 +1147,7 @@ static int state_member(const char *name, json_t *st, void *arg, struct cc_err *
     (void)err;
     if (json_is_integer(v))
         us = (int64_t)json_integer_value(v);
-    else if (!json_is_string(v) || cc_iso_parse(json_string_value(v), &us) != CC_OK)
+    else if (!json_is_string(v) || cc_isotime_parse(json_string_value(v), &us) != CC_OK)
         return CC_OK; /* not a slot: as if absent */
     sl->fn(name, us, (int64_t)json_integer_value(json_object_get(st, "total_run_count")), sl->arg);
     return CC_OK;

@@ -183,13 +183,13 @@ static int cli_usage_error(const char *cmd, const char *msg, const char *arg)
 }
 
 /* [issue 14] now + `secs` seconds (>= 0, finite: cli_parse_double), clamped by
- * cc_iso_span_us: "--countdown 1e300" is the far future, not an int64 overflow. */
+ * cc_isotime_span_us: "--countdown 1e300" is the far future, not an int64 overflow. */
 static int64_t cli_after_us(int64_t now_us, double secs)
 {
     int64_t us;
 
-    (void)cc_iso_span_us(secs, &us);
-    return cc_iso_add_us(now_us, us);
+    (void)cc_isotime_span_us(secs, &us);
+    return cc_isotime_add_us(now_us, us);
 }
 
 static int cli_parse_double(const char *s, double *out)
@@ -710,7 +710,7 @@ static int cli_time_arg(const char *what, const char *s, int64_t now_us, int64_t
         *out_us = cli_after_us(now_us, secs);
         return 0;
     }
-    if (cc_iso_parse(s, out_us) == CC_OK)
+    if (cc_isotime_parse(s, out_us) == CC_OK)
         return 0;
     fprintf(stderr, "celeryc call: error: %s: not an ISO-8601 time or seconds: '%s'\n", what, s);
     return -1;
@@ -751,12 +751,12 @@ static int cli_call(const struct cli_opts *o)
             goto usage;
         if (!o->eta)
             m.eta_us = cli_after_us(now, o->countdown_s);
-        m.eta = cc_iso_format(m.eta_us, 1, eta_buf, sizeof eta_buf);
+        m.eta = cc_isotime_format(m.eta_us, 1, eta_buf, sizeof eta_buf);
     }
     if (o->expires) {
         if (cli_time_arg("--expires", o->expires, now, &m.expires_us) != 0)
             goto usage;
-        m.expires = cc_iso_format(m.expires_us, 1, exp_buf, sizeof exp_buf);
+        m.expires = cc_isotime_format(m.expires_us, 1, exp_buf, sizeof exp_buf);
     }
     cc_uuid4(id);
     if (gethostname(host, sizeof host) != 0)

@@ -1089,7 +1089,7 @@ int cc_jobstore_kwargs_since(struct cc_jobstore *s, const json_t *job, const jso
     if (*out == NULL)
         return cc_err_set(err, CC_ENOMEM, "job store: out of memory");
     json_object_set_new(*out, sk,
-                        since_us != 0 ? json_string(cc_iso_format(since_us, 1, b, sizeof b))
+                        since_us != 0 ? json_string(cc_isotime_format(since_us, 1, b, sizeof b))
                                       : json_null());
     return CC_OK;
 }

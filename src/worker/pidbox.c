@@ -507,7 +507,7 @@ static void control_collect_fn(void *ctx, const struct cc_request *r, enum cc_pi
         char eta[64] = "";
 
         if (r->msg.eta_us != 0)
-            cc_iso_format(r->msg.eta_us, 1, eta, sizeof(eta));
+            cc_isotime_format(r->msg.eta_us, 1, eta, sizeof(eta));
         json_array_append_new(cc->out,
                               cc_control_scheduled_entry(eta, control_info(cc->c, r, -1, false)));
     } else {

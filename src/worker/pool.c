@@ -1305,7 +1305,7 @@ static void pool_solo_timer_arm(struct cc_pool *p, double seconds)
         return;
     memset(&its, 0, sizeof(its));
     /* [issue 14] Through the span helper: a huge limit is no limit (the timer stays off). */
-    if (seconds > 0 && cc_iso_span_us(seconds, &us) == CC_ISO_SPAN_OK) {
+    if (seconds > 0 && cc_isotime_span_us(seconds, &us) == CC_ISOTIME_SPAN_OK) {
         its.it_value.tv_sec = (time_t)(us / 1000000);
         its.it_value.tv_nsec = (long)(us % 1000000) * 1000;
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
@@ -1385,13 +1385,13 @@ static bool pool_limit_is_int(const struct cc_request *r, size_t i)
 /* [issue 14] When a limit of `s` seconds armed at `now` fires, 0 = never. Python's billiard
  * compares floats (`monotonic() >= start + timeout`), so a limit of 1e300 or inf never fires,
  * nor does NaN, and a limit too small to count in microseconds fires at once. Everything
- * goes through cc_iso_span_us: 1e300 s used to overflow int64 microseconds (undefined
+ * goes through cc_isotime_span_us: 1e300 s used to overflow int64 microseconds (undefined
  * behaviour; in practice an immediate TimeLimitExceeded(1e+300)). */
 static int64_t pool_limit_at_us(int64_t now, double s)
 {
     int64_t us;
 
-    if (!(s > 0) || cc_iso_span_us(s, &us) != CC_ISO_SPAN_OK)
+    if (!(s > 0) || cc_isotime_span_us(s, &us) != CC_ISOTIME_SPAN_OK)
         return 0; /* 0, negative (the caller falls back), NaN, huge: no limit */
     return now + (us > 0 ? us : 1);
 }

@@ -1140,8 +1140,8 @@ int cc_task_table_check(struct cc_err *err)
             return cc_err_set(err, CC_EINVAL, "task %s: bad max_retries %d", e->name,
                               e->max_retries);
         /* [issue 14] `!(x >= 0 && x <= max)` also catches NaN; backoffs are cast to integers. */
-        if (!(e->retry_backoff_s >= 0 && e->retry_backoff_s <= CC_ISO_SPAN_MAX_S) ||
-            !(e->retry_backoff_max_s >= 0 && e->retry_backoff_max_s <= CC_ISO_SPAN_MAX_S) ||
+        if (!(e->retry_backoff_s >= 0 && e->retry_backoff_s <= CC_ISOTIME_SPAN_MAX_S) ||
+            !(e->retry_backoff_max_s >= 0 && e->retry_backoff_max_s <= CC_ISOTIME_SPAN_MAX_S) ||
             !(e->default_retry_delay_s >= 0) || !(e->time_limit_s >= 0) ||
             !(e->soft_time_limit_s >= 0))
             return cc_err_set(err, CC_EINVAL, "task %s: negative, NaN or huge delay or limit",

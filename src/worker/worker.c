@@ -869,17 +869,17 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     int rc;
 
     memset(&out, 0, sizeof(out));
-    if (rep->retry_eta[0] != '\0' && cc_iso_parse(rep->retry_eta, &eta_us) == CC_OK) {
+    if (rep->retry_eta[0] != '\0' && cc_isotime_parse(rep->retry_eta, &eta_us) == CC_OK) {
         snprintf(eta, sizeof(eta), "%s", rep->retry_eta);
     } else {
         int64_t span_us;
 
         /* [issue 14] A task's countdown may be any double (often one of its arguments):
-         * negative or NaN = now, huge = the far end of cc_iso_span_us, never an overflow. */
-        if (cc_iso_span_us(rep->retry_countdown_s, &span_us) != CC_ISO_SPAN_OK && span_us < 0)
+         * negative or NaN = now, huge = the far end of cc_isotime_span_us, never an overflow. */
+        if (cc_isotime_span_us(rep->retry_countdown_s, &span_us) != CC_ISOTIME_SPAN_OK && span_us < 0)
             span_us = 0;
-        eta_us = cc_iso_add_us(now, span_us);
-        cc_iso_format(eta_us, 1, eta, sizeof(eta));
+        eta_us = cc_isotime_add_us(now, span_us);
+        cc_isotime_format(eta_us, 1, eta, sizeof(eta));
     }
     m.retries = r->msg.retries + 1;
     m.eta = eta;

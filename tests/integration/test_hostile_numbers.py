@@ -3,7 +3,7 @@ retry delays given as 0, negative, NaN, infinity or 1e300, in messages and contr
 
 Every one of them used to be converted to int64 microseconds without a range check: a
 `timelimit` of 1e300 failed the task at once with TimeLimitExceeded(1e+300) in a Release
-build and crash-looped the master under UBSan. Now one helper (cc_iso_span_us,
+build and crash-looped the master under UBSan. Now one helper (cc_isotime_span_us,
 proto/isotime.c) maps a seconds value to microseconds with explicit NaN / negative / huge
 handling, and the callers decide as Python does:
 
@@ -173,7 +173,7 @@ def test_retry_negative_countdown_retries_now(app, worker_factory, rds):
 @pytest.mark.parametrize("countdown", [HUGE, 1e12, 2.0 ** 63, sys.float_info.max])
 def test_retry_huge_countdown_waits_far_away(app, worker_factory, rds, countdown):
     # Python's retry raises OverflowError past datetime's range (year 9999) and rejects the
-    # task; celeryc parks the retry at now + CC_ISO_SPAN_MAX_S (year ~5200; in the Redis
+    # task; celeryc parks the retry at now + CC_ISOTIME_SPAN_MAX_S (year ~5200; in the Redis
     # delay store, past worker_eta_horizon): it never runs again, the worker is unharmed.
     w = worker_factory(concurrency=1)
     r = app.send_task(RETRY_ONCE, kwargs={"countdown": countdown}, queue=w.queue)

@@ -21,7 +21,7 @@ static int64_t iso(const char *s)
 {
     int64_t us = 0;
 
-    assert_int_equal(cc_iso_parse(s, &us), CC_OK);
+    assert_int_equal(cc_isotime_parse(s, &us), CC_OK);
     return us;
 }
 
@@ -330,7 +330,7 @@ static void fmt_slots(char *buf, size_t size, const int64_t *v, size_t n)
         char b[40];
 
         off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? " " : "",
-                                cc_iso_format(v[i], 0, b, sizeof(b)));
+                                cc_isotime_format(v[i], 0, b, sizeof(b)));
     }
 }
 
@@ -379,7 +379,7 @@ static void test_beat_sched_dst_slots_as_celery(void **state)
             fmt_slots(bg, sizeof(bg), got, ng == SIZE_MAX ? 0 : (ng < 8 ? ng : 8));
             print_message("case %zu: %s %s from %s:%s\n  celery: %s\n  beat:   %s\n", i,
                           json_string_value(json_object_get(c, "tz")), sp,
-                          cc_iso_format(start, 0, b0, sizeof(b0)), ng == SIZE_MAX ? err.msg : "",
+                          cc_isotime_format(start, 0, b0, sizeof(b0)), ng == SIZE_MAX ? err.msg : "",
                           bw, bg);
             free(sp);
         }

@@ -34,13 +34,13 @@ static void test_iso_parse_and_format(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t us = 0;
 
-        assert_int_equal(cc_iso_parse(cases[i].in, &us), CC_OK);
+        assert_int_equal(cc_isotime_parse(cases[i].in, &us), CC_OK);
         assert_true(us == cases[i].us);
-        assert_string_equal(cc_iso_format(us, 0, buf, sizeof(buf)), cases[i].naive);
+        assert_string_equal(cc_isotime_format(us, 0, buf, sizeof(buf)), cases[i].naive);
     }
-    assert_string_equal(cc_iso_format(1893499200000000LL, 1, buf, sizeof(buf)),
+    assert_string_equal(cc_isotime_format(1893499200000000LL, 1, buf, sizeof(buf)),
                         "2030-01-01T12:00:00+00:00");
-    assert_string_equal(cc_iso_format(253402300799999999LL, 1, buf, sizeof(buf)),
+    assert_string_equal(cc_isotime_format(253402300799999999LL, 1, buf, sizeof(buf)),
                         "9999-12-31T23:59:59.999999+00:00");
 }
 
@@ -69,10 +69,10 @@ static void test_iso_parse_rejects(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (cc_iso_parse(bad[i], &us) != CC_EBADTIME)
+        if (cc_isotime_parse(bad[i], &us) != CC_EBADTIME)
             fail_msg("accepted \"%s\"", bad[i]);
     }
-    assert_int_equal(cc_iso_parse(NULL, &us), CC_EBADTIME);
+    assert_int_equal(cc_isotime_parse(NULL, &us), CC_EBADTIME);
 }
 
 /* issue 14: every double a span can be, as the wire gives it: 0, negative, NaN, +-inf,
@@ -81,38 +81,38 @@ static void test_issue_14_span_us_clamps_every_double(void **state)
 {
     static const struct {
         double s;
-        enum cc_iso_span want;
+        enum cc_isotime_span want;
         int64_t us;
     } cases[] = {
-        {0.0, CC_ISO_SPAN_OK, 0},
-        {-0.0, CC_ISO_SPAN_OK, 0},
-        {1.0, CC_ISO_SPAN_OK, 1000000},
-        {1.5, CC_ISO_SPAN_OK, 1500000},
-        {0.0000004, CC_ISO_SPAN_OK, 0},
-        {0.0000006, CC_ISO_SPAN_OK, 1},
-        {1e-300, CC_ISO_SPAN_OK, 0},
-        {86400.25, CC_ISO_SPAN_OK, 86400250000LL},
-        {1e11, CC_ISO_SPAN_OK, CC_ISO_SPAN_MAX_US},
-        {1e11 + 1, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {1e12, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {9223372036854.775807, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {9223372036854775807.0, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {1e300, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {DBL_MAX, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {INFINITY, CC_ISO_SPAN_HUGE, CC_ISO_SPAN_MAX_US},
-        {-1.0, CC_ISO_SPAN_NEGATIVE, -1000000},
-        {-1e-300, CC_ISO_SPAN_NEGATIVE, 0},
-        {-1e11, CC_ISO_SPAN_NEGATIVE, -CC_ISO_SPAN_MAX_US},
-        {-1e300, CC_ISO_SPAN_NEGATIVE, -CC_ISO_SPAN_MAX_US},
-        {-INFINITY, CC_ISO_SPAN_NEGATIVE, -CC_ISO_SPAN_MAX_US},
-        {NAN, CC_ISO_SPAN_NAN, 0},
-        {-NAN, CC_ISO_SPAN_NAN, 0},
+        {0.0, CC_ISOTIME_SPAN_OK, 0},
+        {-0.0, CC_ISOTIME_SPAN_OK, 0},
+        {1.0, CC_ISOTIME_SPAN_OK, 1000000},
+        {1.5, CC_ISOTIME_SPAN_OK, 1500000},
+        {0.0000004, CC_ISOTIME_SPAN_OK, 0},
+        {0.0000006, CC_ISOTIME_SPAN_OK, 1},
+        {1e-300, CC_ISOTIME_SPAN_OK, 0},
+        {86400.25, CC_ISOTIME_SPAN_OK, 86400250000LL},
+        {1e11, CC_ISOTIME_SPAN_OK, CC_ISOTIME_SPAN_MAX_US},
+        {1e11 + 1, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {1e12, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {9223372036854.775807, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {9223372036854775807.0, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {1e300, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {DBL_MAX, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {INFINITY, CC_ISOTIME_SPAN_HUGE, CC_ISOTIME_SPAN_MAX_US},
+        {-1.0, CC_ISOTIME_SPAN_NEGATIVE, -1000000},
+        {-1e-300, CC_ISOTIME_SPAN_NEGATIVE, 0},
+        {-1e11, CC_ISOTIME_SPAN_NEGATIVE, -CC_ISOTIME_SPAN_MAX_US},
+        {-1e300, CC_ISOTIME_SPAN_NEGATIVE, -CC_ISOTIME_SPAN_MAX_US},
+        {-INFINITY, CC_ISOTIME_SPAN_NEGATIVE, -CC_ISOTIME_SPAN_MAX_US},
+        {NAN, CC_ISOTIME_SPAN_NAN, 0},
+        {-NAN, CC_ISOTIME_SPAN_NAN, 0},
     };
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t us = 12345;
-        enum cc_iso_span got = cc_iso_span_us(cases[i].s, &us);
+        enum cc_isotime_span got = cc_isotime_span_us(cases[i].s, &us);
 
         if (got != cases[i].want || us != cases[i].us)
             fail_msg("case %zu (%g): class %d us %lld, want %d %lld", i, cases[i].s, (int)got,
@@ -120,7 +120,7 @@ static void test_issue_14_span_us_clamps_every_double(void **state)
     }
 }
 
-/* now + the longest span is still a date cc_iso_format writes with four digits, and the
+/* now + the longest span is still a date cc_isotime_format writes with four digits, and the
  * saturating add never wraps. */
 static void test_issue_14_span_max_stays_formattable(void **state)
 {
@@ -129,14 +129,14 @@ static void test_issue_14_span_max_stays_formattable(void **state)
     int64_t back;
 
     (void)state;
-    cc_iso_format(cc_iso_add_us(now, CC_ISO_SPAN_MAX_US), 1, buf, sizeof(buf));
+    cc_isotime_format(cc_isotime_add_us(now, CC_ISOTIME_SPAN_MAX_US), 1, buf, sizeof(buf));
     assert_string_equal(buf, "5195-11-16T09:46:40+00:00");
-    assert_int_equal(cc_iso_parse(buf, &back), CC_OK);
-    assert_true(back == now + CC_ISO_SPAN_MAX_US);
-    assert_true(cc_iso_add_us(INT64_MAX - 5, 10) == INT64_MAX);
-    assert_true(cc_iso_add_us(INT64_MIN + 5, -10) == INT64_MIN);
-    assert_true(cc_iso_add_us(now, -CC_ISO_SPAN_MAX_US) == now - CC_ISO_SPAN_MAX_US);
-    assert_true(cc_iso_add_us(7, 8) == 15);
+    assert_int_equal(cc_isotime_parse(buf, &back), CC_OK);
+    assert_true(back == now + CC_ISOTIME_SPAN_MAX_US);
+    assert_true(cc_isotime_add_us(INT64_MAX - 5, 10) == INT64_MAX);
+    assert_true(cc_isotime_add_us(INT64_MIN + 5, -10) == INT64_MIN);
+    assert_true(cc_isotime_add_us(now, -CC_ISOTIME_SPAN_MAX_US) == now - CC_ISOTIME_SPAN_MAX_US);
+    assert_true(cc_isotime_add_us(7, 8) == 15);
 }
 
 int main(void)

@@ -342,7 +342,7 @@ static void test_msg_decode_v1_taskset_and_utc(void **state)
     assert_int_equal(m.protocol, 1);
     assert_string_equal(m.group, "ts1");
     assert_false(m.utc);
-    assert_int_equal(cc_iso_parse("2030-01-01T00:00:00+00:00", &want), CC_OK);
+    assert_int_equal(cc_isotime_parse("2030-01-01T00:00:00+00:00", &want), CC_OK);
     assert_true(m.eta_us == want); /* naive local time read as UTC (documented) */
     assert_non_null(m.chord);
     assert_null(m.chain);

@@ -37,7 +37,7 @@ static void check_value(const char *raw, const char *where)
     r.children = json_object_get(v, "children");
     dd = fixture_str(v, "date_done");
     if (dd != NULL) {
-        assert_int_equal(cc_iso_parse(dd, &r.date_done_us), CC_OK);
+        assert_int_equal(cc_isotime_parse(dd, &r.date_done_us), CC_OK);
         r.date_done_with_offset = strstr(dd, "+00:00") != NULL;
     }
     r.group_id = fixture_str(v, "group_id");
@@ -166,7 +166,7 @@ static void test_result_success_exact(void **state)
         "\"2b4fd78d-825e-401a-b839-d8415726f5a8\"}";
 
     (void)state;
-    assert_int_equal(cc_iso_parse("2026-11-22T23:33:20.549281", &r.date_done_us), CC_OK);
+    assert_int_equal(cc_isotime_parse("2026-11-22T23:33:20.549281", &r.date_done_us), CC_OK);
     assert_int_equal(cc_result_encode(&r, &out, &len, NULL), CC_OK);
     assert_string_equal(out, want);
     free(out);
