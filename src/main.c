@@ -6,7 +6,7 @@
  *   celeryc inspect|control|status|call|result|purge|events ...   client commands (cli.c)
  *
  * Design: main() only parses and dispatches; the worker's configuration is loaded by
- * cc_cfg_load() (file < environment < command line) before logging is set up, so a bad
+ * cc_config_load() (file < environment < command line) before logging is set up, so a bad
  * option is reported on stderr in plain text and the worker never connects.
  *
  * Exit statuses: 0 success (and --help, --version); 2 command-line usage error (unknown
@@ -69,35 +69,35 @@ static int main_worker(int argc, char **argv)
 {
     struct cc_config cfg;
     struct cc_err err = {0};
-    int rc = cc_cfg_load(&cfg, CC_CMD_WORKER, argc, argv, environ, &err);
+    int rc = cc_config_load(&cfg, CC_CMD_WORKER, argc, argv, environ, &err);
     int status;
 
     switch (rc) {
     case CC_OK:
         break;
     case CC_EAGAIN: /* --help */
-        cc_cfg_usage(stdout, CC_CMD_WORKER);
-        cc_cfg_deinit(&cfg);
+        cc_config_usage(stdout, CC_CMD_WORKER);
+        cc_config_deinit(&cfg);
         return 0;
     case CC_EUSAGE:
         fprintf(stderr, "celeryc worker: error: %s\nTry 'celeryc worker --help' for help.\n",
                 err.msg);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
         return MAIN_EX_USAGE;
     case CC_ECONFIG:
     case CC_EURL:
         fprintf(stderr, "celeryc worker: configuration error: %s\n", err.msg);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
         return MAIN_EX_CONFIG;
     default:
         fprintf(stderr, "celeryc worker: %s: %s\n", cc_strerror(rc), err.msg);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
         return MAIN_EX_SOFTWARE;
     }
     cc_log_init(cfg.loglevel, (enum cc_log_format)cfg.log_format, -1);
     cc_log_set_process("MainProcess");
     status = cc_worker_main(&cfg);
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
     return status;
 }
 

@@ -1836,7 +1836,7 @@ static void beat_usage(void)
            "Start the periodic task scheduler: sends the schedule file's entries and the job\n"
            "store's jobs when due (Celery protocol 2). With a job store several beats may run;\n"
            "one holds the lease and dispatches.\n\n");
-    cc_cfg_usage(stdout, CC_CMD_BEAT);
+    cc_config_usage(stdout, CC_CMD_BEAT);
 }
 
 int cc_beat_main(int argc, char **argv)
@@ -1863,16 +1863,16 @@ int cc_beat_main(int argc, char **argv)
             av[ac++] = argv[i];
         }
     }
-    status = cc_cfg_load(&cfg, CC_CMD_BEAT, ac, av, environ, &err);
+    status = cc_config_load(&cfg, CC_CMD_BEAT, ac, av, environ, &err);
     free(av);
     if (status == CC_EAGAIN) {
         beat_usage();
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
         return 0;
     }
     if (status != CC_OK) {
         fprintf(stderr, "celeryc beat: error: %s\n", err.msg);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
         return status == CC_EUSAGE ? 2 : BEAT_EX_CONFIG;
     }
     cc_log_init(cfg.loglevel, (enum cc_log_format)cfg.log_format, -1);
@@ -1921,6 +1921,6 @@ int cc_beat_main(int argc, char **argv)
     cc_jobstore_close(bt.st);
     beat_free(&bt);
     cc_signals_deinit();
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
     return status;
 }

@@ -20,8 +20,8 @@
  * and "-c2" all work. Boolean flags take no value ("--acks-late"), "--no-acks-late" turns
  * one off, and "--acks-late=false" also works. --help/-h anywhere -> CC_EAGAIN.
  *
- * Invariants: after cc_cfg_load(), whatever it returned, `cfg` may be passed to
- * cc_cfg_deinit() (also twice). On CC_OK: broker_url parsed as AMQP, result_backend is "none"
+ * Invariants: after cc_config_load(), whatever it returned, `cfg` may be passed to
+ * cc_config_deinit() (also twice). On CC_OK: broker_url parsed as AMQP, result_backend is "none"
  * or a URL of a supported scheme, queues non-empty, concurrency >= 1, hostname expanded,
  * every TLS file set explicitly is a readable regular file, and broker_ssl_ca_certs is
  * resolved (the option, else $SSL_CERT_FILE, else the system bundle; the last two are only
@@ -286,7 +286,7 @@ static const struct cfg_opt cfg_options[] = {
     {"broker_ssl_ca_certs", CFG_FILE, CFG_OFF(broker_ssl_ca_certs), "", NULL, 0,
      "--broker-ssl-ca", "FILE", 0, 0, NULL, CFG_WB, true,
      "CA certificates (PEM) that sign the broker's certificate, for amqps://. Default: "
-     "$SSL_CERT_FILE, else the system bundle " CC_CFG_SYSTEM_CA_FILE "."},
+     "$SSL_CERT_FILE, else the system bundle " CC_CONFIG_SYSTEM_CA_FILE "."},
     {"broker_ssl_certfile", CFG_FILE, CFG_OFF(broker_ssl_certfile), "", NULL, 0,
      "--broker-ssl-cert", "FILE", 0, 0, NULL, CFG_WB, true,
      "Client certificate (PEM, may include the chain) presented to the broker over amqps://."},
@@ -357,17 +357,17 @@ static const struct cfg_opt cfg_options[] = {
 
 #define CFG_N_OPTIONS (sizeof(cfg_options) / sizeof(cfg_options[0]))
 
-size_t cc_cfg_option_count(void)
+size_t cc_config_option_count(void)
 {
     return CFG_N_OPTIONS;
 }
 
-const char *cc_cfg_option_name(size_t i)
+const char *cc_config_option_name(size_t i)
 {
     return i < CFG_N_OPTIONS ? cfg_options[i].name : NULL;
 }
 
-const char *cc_cfg_option_help(size_t i)
+const char *cc_config_option_help(size_t i)
 {
     return i < CFG_N_OPTIONS ? cfg_options[i].help : NULL;
 }
@@ -737,7 +737,7 @@ static int cfg_apply(struct cc_config *cfg, const struct cfg_opt *o, const char 
 
 /* ---- Config file -------------------------------------------------------------------------- */
 
-static const struct cfg_opt *cfg_find_name(const char *name, enum cc_cfg_cmd cmd)
+static const struct cfg_opt *cfg_find_name(const char *name, enum cc_config_cmd cmd)
 {
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {
         if ((cfg_options[i].cmds & (unsigned)cmd) && strcmp(cfg_options[i].name, name) == 0)
@@ -787,7 +787,7 @@ static int cfg_unquote(char *v, char *prob, size_t probsz)
     return CC_OK;
 }
 
-static int cfg_load_file(struct cc_config *cfg, enum cc_cfg_cmd cmd, const char *path,
+static int cfg_load_file(struct cc_config *cfg, enum cc_config_cmd cmd, const char *path,
                          struct cc_err *err)
 {
     FILE *f = fopen(path, "r");
@@ -822,7 +822,7 @@ static int cfg_load_file(struct cc_config *cfg, enum cc_cfg_cmd cmd, const char 
         o = cfg_find_name(name, cmd);
         /* [beat] One file serves `celeryc worker` and `celeryc beat`: an option of the other
          * command is not a typo. */
-        if (o == NULL && cfg_find_name(name, (enum cc_cfg_cmd)(CC_CMD_WORKER | CC_CMD_BEAT)))
+        if (o == NULL && cfg_find_name(name, (enum cc_config_cmd)(CC_CMD_WORKER | CC_CMD_BEAT)))
             continue;
         if (o == NULL) {
             rc = cc_err_set(err, CC_ECONFIG, "%s: unknown option '%.60s'", source, name);
@@ -872,7 +872,7 @@ static void cfg_env_name(const struct cfg_opt *o, char *out, size_t outsz)
         out[i] = (char)toupper((unsigned char)out[i]);
 }
 
-static int cfg_load_env(struct cc_config *cfg, enum cc_cfg_cmd cmd, char **env, struct cc_err *err)
+static int cfg_load_env(struct cc_config *cfg, enum cc_config_cmd cmd, char **env, struct cc_err *err)
 {
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {
         const struct cfg_opt *o = &cfg_options[i];
@@ -909,7 +909,7 @@ struct cfg_arg {
 };
 
 static const struct cfg_opt *cfg_find_flag(const char *lflag, size_t len, char sflag,
-                                           enum cc_cfg_cmd cmd)
+                                           enum cc_config_cmd cmd)
 {
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {
         const struct cfg_opt *o = &cfg_options[i];
@@ -926,7 +926,7 @@ static const struct cfg_opt *cfg_find_flag(const char *lflag, size_t len, char s
 
 /* Turn argv[1..] into (option, value) pairs without applying them, so the config file named
  * by --config can be read first. Returns CC_EAGAIN for --help. */
-static int cfg_parse_argv(enum cc_cfg_cmd cmd, int argc, char **argv, struct cfg_arg *out,
+static int cfg_parse_argv(enum cc_config_cmd cmd, int argc, char **argv, struct cfg_arg *out,
                           size_t *n_out, struct cc_err *err)
 {
     size_t n = 0;
@@ -1001,7 +1001,7 @@ static int cfg_parse_argv(enum cc_cfg_cmd cmd, int argc, char **argv, struct cfg
 
 /* ---- Loading ------------------------------------------------------------------------------ */
 
-static int cfg_defaults(struct cc_config *cfg, enum cc_cfg_cmd cmd, struct cc_err *err)
+static int cfg_defaults(struct cc_config *cfg, enum cc_config_cmd cmd, struct cc_err *err)
 {
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {
         const struct cfg_opt *o = &cfg_options[i];
@@ -1053,7 +1053,7 @@ static int cfg_finish_tls(struct cc_config *cfg, char **env, struct cc_err *err)
 
         from = v != NULL ? "environment SSL_CERT_FILE" : "default";
         free(cfg->broker_ssl_ca_certs);
-        cfg->broker_ssl_ca_certs = cc_xstrdup(v != NULL ? v : CC_CFG_SYSTEM_CA_FILE);
+        cfg->broker_ssl_ca_certs = cc_xstrdup(v != NULL ? v : CC_CONFIG_SYSTEM_CA_FILE);
     }
     if (from != NULL && is_tls && cfg->broker_ssl_verify == CC_SSL_VERIFY_REQUIRED &&
         cfg_check_file(cfg->broker_ssl_ca_certs, prob, sizeof(prob)) != CC_OK)
@@ -1085,7 +1085,7 @@ static int cfg_finish(struct cc_config *cfg, char **env, struct cc_err *err)
         snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = '\0';
     {
-        char *expanded = cc_cfg_expand_hostname(cfg->hostname, host);
+        char *expanded = cc_config_expand_hostname(cfg->hostname, host);
 
         free(cfg->hostname);
         cfg->hostname = expanded;
@@ -1093,7 +1093,7 @@ static int cfg_finish(struct cc_config *cfg, char **env, struct cc_err *err)
     return cfg_finish_tls(cfg, env, err);
 }
 
-int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv, char **env,
+int cc_config_load(struct cc_config *cfg, enum cc_config_cmd cmd, int argc, char **argv, char **env,
                 struct cc_err *err)
 {
     struct cfg_arg *args = NULL;
@@ -1142,7 +1142,7 @@ out:
     return rc;
 }
 
-void cc_cfg_deinit(struct cc_config *cfg)
+void cc_config_deinit(struct cc_config *cfg)
 {
     if (cfg == NULL)
         return;
@@ -1198,7 +1198,7 @@ static void cfg_wrap(FILE *out, const char *text, int indent, int width)
     fputc('\n', out);
 }
 
-void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd)
+void cc_config_usage(FILE *out, enum cc_config_cmd cmd)
 {
     /* [beat] `celeryc beat` prints its own description first. */
     if (cmd == CC_CMD_WORKER)
@@ -1234,7 +1234,7 @@ void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd)
         else if (o->off == CFG_OFF(queues))
             dflt = "task_default_queue";
         else if (o->off == CFG_OFF(broker_ssl_ca_certs))
-            dflt = "$SSL_CERT_FILE, else " CC_CFG_SYSTEM_CA_FILE;
+            dflt = "$SSL_CERT_FILE, else " CC_CONFIG_SYSTEM_CA_FILE;
         else if (o->off == CFG_OFF(broker_ssl_keyfile))
             dflt = "broker_ssl_certfile";
         else if (o->dflt[0] == '\0')
@@ -1252,7 +1252,7 @@ void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd)
 
 /* ---- Nodenames ---------------------------------------------------------------------------- */
 
-char *cc_cfg_expand_hostname(const char *tmpl, const char *host)
+char *cc_config_expand_hostname(const char *tmpl, const char *host)
 {
     const char *at = strchr(tmpl, '@');
     const char *name, *hostpart;

@@ -44,9 +44,9 @@ enum cc_dead_letter {
 };
 
 /* The system CA bundle, used when neither broker_ssl_ca_certs nor SSL_CERT_FILE is set. */
-#define CC_CFG_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+#define CC_CONFIG_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
-/* All worker options, resolved. Strings are owned (free with cc_cfg_deinit). */
+/* All worker options, resolved. Strings are owned (free with cc_config_deinit). */
 struct cc_config {
     char *config_file; /* --config FILE (also CELERYC_CONFIG) */
     char *broker_url; /* -b/--broker, CELERY_BROKER_URL; default amqp://guest:guest@localhost:5672//
@@ -92,7 +92,7 @@ struct cc_config {
     /* TLS for amqps:// (Celery's broker_use_ssl keys); ignored for amqp://. Paths are
      * readable regular files when set (checked at load). */
     char *broker_ssl_ca_certs; /* --broker-ssl-ca; never NULL after load: the option, else
-                                  $SSL_CERT_FILE, else CC_CFG_SYSTEM_CA_FILE */
+                                  $SSL_CERT_FILE, else CC_CONFIG_SYSTEM_CA_FILE */
     char *broker_ssl_certfile; /* --broker-ssl-cert; NULL = no client certificate */
     char *broker_ssl_keyfile;  /* --broker-ssl-key; NULL = key is in broker_ssl_certfile */
     enum cc_ssl_verify broker_ssl_verify; /* --broker-ssl-verify required|none */
@@ -127,7 +127,7 @@ struct cc_config {
 };
 
 /* Which command the options are for: the table marks options per command. */
-enum cc_cfg_cmd {
+enum cc_config_cmd {
     CC_CMD_WORKER = 1,
     CC_CMD_BEAT = 2,
 };
@@ -137,25 +137,25 @@ enum cc_cfg_cmd {
  * option), then argv (argv[0] is the subcommand name, e.g. "worker").
  * Returns CC_OK; CC_EUSAGE (bad/unknown flag, missing value), CC_ECONFIG (bad value or file
  * line; the message names the option and the source) or CC_ENOMEM. `--help` is reported as
- * CC_EAGAIN with cfg untouched beyond defaults so the caller prints cc_cfg_usage() and
+ * CC_EAGAIN with cfg untouched beyond defaults so the caller prints cc_config_usage() and
  * exits 0. `env` is the environment to read (NULL-terminated "K=V" strings), usually
  * `environ`; tests pass their own. */
-int cc_cfg_load(struct cc_config *cfg, enum cc_cfg_cmd cmd, int argc, char **argv, char **env,
+int cc_config_load(struct cc_config *cfg, enum cc_config_cmd cmd, int argc, char **argv, char **env,
                 struct cc_err *err) CC_MUST_USE;
 
-void cc_cfg_deinit(struct cc_config *cfg);
+void cc_config_deinit(struct cc_config *cfg);
 
 /* Print `celeryc <cmd> --help`: every option with its flags, env var, default and help. */
-void cc_cfg_usage(FILE *out, enum cc_cfg_cmd cmd);
+void cc_config_usage(FILE *out, enum cc_config_cmd cmd);
 
 /* Expand Celery's nodename templates: "%h" full host name, "%n" name before the first dot,
  * "%d" domain after it, "%%" a percent sign; a name without '@' gets "celery@" prepended.
  * `host` is the machine's host name (passed in for testability). Returns an owned string. */
-char *cc_cfg_expand_hostname(const char *tmpl, const char *host);
+char *cc_config_expand_hostname(const char *tmpl, const char *host);
 
 /* Introspection for tests and `inspect conf`: number of options and the i-th one's names. */
-size_t cc_cfg_option_count(void);
-const char *cc_cfg_option_name(size_t i);
-const char *cc_cfg_option_help(size_t i);
+size_t cc_config_option_count(void);
+const char *cc_config_option_name(size_t i);
+const char *cc_config_option_help(size_t i);
 
 #endif

@@ -3,7 +3,7 @@
  * Design: parse the words into struct jcli (one flag table for every subcommand; a flag a
  * subcommand does not use is ignored, except that `jobs run` / `rerun` refuse the job fields
  * they do not take), resolve the store URL (--job-store, then
- * CELERYC_JOB_STORE, then job_store in --config / CELERYC_CONFIG through cc_cfg_load with
+ * CELERYC_JOB_STORE, then job_store in --config / CELERYC_CONFIG through cc_config_load with
  * CC_CMD_BEAT), open the store, run the subcommand through src/jobs/jobstore.h and print either
  * human output (aligned tables, "key: value" blocks) or the rows as JSON (--json).
  *
@@ -527,8 +527,8 @@ static int jcli_config(struct jcli *c, struct cc_config *cfg, bool *has_cfg)
         c->broker = jcli_env("CELERY_BROKER_URL");
     if (file == NULL)
         return 0;
-    *has_cfg = true; /* cc_cfg_deinit also after a failed load */
-    if (cc_cfg_load(cfg, CC_CMD_BEAT, 3, argv, environ, &err) != CC_OK) {
+    *has_cfg = true; /* cc_config_deinit also after a failed load */
+    if (cc_config_load(cfg, CC_CMD_BEAT, 3, argv, environ, &err) != CC_OK) {
         fprintf(stderr, "celeryc %s: error: %s\n", c->prog, err.msg);
         return JCLI_USAGE;
     }
@@ -1398,7 +1398,7 @@ out:
     fflush(stdout);
     cc_jobstore_close(s);
     if (has_cfg)
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     json_decref(c.fields);
     return rc;
 }
@@ -1474,7 +1474,7 @@ out:
     fflush(stdout);
     cc_jobstore_close(s);
     if (has_cfg)
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     json_decref(c.fields);
     return rc;
 }

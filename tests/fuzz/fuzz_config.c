@@ -1,4 +1,4 @@
-/* Fuzz target for src/core/config.c: cc_cfg_load() reading an untrusted config file.
+/* Fuzz target for src/core/config.c: cc_config_load() reading an untrusted config file.
  *
  * Input: the bytes of a config file. They are written to a private temp file under /tmp
  * (created once per process, removed at exit) and loaded as `celeryc worker --config FILE`
@@ -7,7 +7,7 @@
  * (queue list, hostname expansion) all see fuzzed text.
  * Properties checked: CC_OK leaves the invariants config.h promises (broker URL set, at
  * least one queue, concurrency >= 1, hostname expanded); a failure is CC_ECONFIG with a
- * message; cc_cfg_deinit() always frees everything (LeakSanitizer) and may run twice.
+ * message; cc_config_deinit() always frees everything (LeakSanitizer) and may run twice.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -63,17 +63,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0)
         abort();
     argv[2] = (char *)path;
-    rc = cc_cfg_load(&cfg, CC_CMD_WORKER, 3, argv, env, &err);
+    rc = cc_config_load(&cfg, CC_CMD_WORKER, 3, argv, env, &err);
     if (rc == CC_OK) {
         if (cfg.broker_url == NULL || cfg.result_backend == NULL || cfg.hostname == NULL ||
             strchr(cfg.hostname, '@') == NULL || cfg.n_queues < 1 || cfg.queues == NULL ||
             cfg.queues[cfg.n_queues] != NULL || cfg.concurrency < 1 || cfg.default_queue == NULL)
             abort();
     } else if (rc != CC_ECONFIG || err.msg[0] == '\0') {
-        fprintf(stderr, "cc_cfg_load: rc %d (%s): %s\n", rc, cc_strerror(rc), err.msg);
+        fprintf(stderr, "cc_config_load: rc %d (%s): %s\n", rc, cc_strerror(rc), err.msg);
         abort();
     }
-    cc_cfg_deinit(&cfg);
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
+    cc_config_deinit(&cfg);
     return 0;
 }

@@ -28,7 +28,7 @@ static int load(struct cc_config *cfg, char **env, struct cc_err *err, const cha
     for (; args != NULL && *args != NULL; args++)
         argv[argc++] = (char *)*args;
     argv[argc] = NULL;
-    return cc_cfg_load(cfg, CC_CMD_WORKER, argc, argv, env ? env : no_env, err);
+    return cc_config_load(cfg, CC_CMD_WORKER, argc, argv, env ? env : no_env, err);
 }
 
 static const char *machine_host(void)
@@ -72,12 +72,12 @@ static void test_config_defaults(void **state)
     assert_int_equal(cfg.max_message_bytes, 16 * 1024 * 1024);
     assert_true(cfg.heartbeat_s == 120.0);
     assert_true(cfg.connect_timeout_s == 4.0);
-    assert_string_equal(cfg.broker_ssl_ca_certs, CC_CFG_SYSTEM_CA_FILE);
+    assert_string_equal(cfg.broker_ssl_ca_certs, CC_CONFIG_SYSTEM_CA_FILE);
     assert_null(cfg.broker_ssl_certfile);
     assert_null(cfg.broker_ssl_keyfile);
     assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_REQUIRED);
-    cc_cfg_deinit(&cfg);
-    cc_cfg_deinit(&cfg); /* idempotent */
+    cc_config_deinit(&cfg);
+    cc_config_deinit(&cfg); /* idempotent */
 }
 
 static void test_config_file_full(void **state)
@@ -116,7 +116,7 @@ static void test_config_file_full(void **state)
     assert_int_equal(cfg.max_message_bytes, 1024 * 1024);
     assert_true(cfg.heartbeat_s == 30.5);
     assert_true(cfg.connect_timeout_s == 2.0);
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 static void test_config_file_quoting(void **state)
@@ -135,7 +135,7 @@ static void test_config_file_quoting(void **state)
     assert_int_equal(cfg.n_queues, 2);
     assert_string_equal(cfg.queues[0], "a#b"); /* '#' inside an unquoted value is kept */
     assert_string_equal(cfg.queues[1], "c");
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 /* Each layer overrides the previous one, option by option. */
@@ -166,7 +166,7 @@ static void test_config_precedence(void **state)
     assert_string_equal(cfg.default_queue, "fromfile");
     assert_string_equal(cfg.queues[0], "fromfile"); /* default queue list follows it */
     assert_non_null(strstr(cfg.hostname, "celery@"));
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 /* CELERYC_BROKER_URL beats Celery's CELERY_BROKER_URL; -b beats both; --config beats
@@ -190,10 +190,10 @@ static void test_config_precedence_aliases(void **state)
     assert_int_equal(load(&cfg, env, &err, args1), CC_OK);
     assert_string_equal(cfg.broker_url, "amqp://celeryc-env//");
     assert_string_equal(cfg.result_backend, "redis://r/1");
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
     assert_int_equal(load(&cfg, env, &err, args2), CC_OK);
     assert_string_equal(cfg.broker_url, "amqp://cli//");
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 /* The flag spellings `celery worker` users type. */
@@ -233,7 +233,7 @@ static void test_config_cli_forms(void **state)
         assert_int_equal(cfg.create_missing_queues, cases[i].create_missing);
         assert_string_equal(cfg.queues[0], cases[i].queue0);
         assert_int_equal(cfg.n_queues, cases[i].n_queues);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
 }
 
@@ -283,7 +283,7 @@ static void test_config_cli_values(void **state)
     assert_true(cfg.heartbeat_s == 0.0);
     assert_true(cfg.connect_timeout_s == 0.5);
     assert_true(cfg.track_started && cfg.result_extended && cfg.store_errors_even_if_ignored);
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 static void test_config_backend_none_spellings(void **state)
@@ -300,7 +300,7 @@ static void test_config_backend_none_spellings(void **state)
         snprintf(arg, sizeof(arg), "--result-backend=%s", spellings[i]);
         assert_int_equal(load(&cfg, NULL, &err, args), CC_OK);
         assert_string_equal(cfg.result_backend, "none");
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
 }
 
@@ -441,7 +441,7 @@ static void test_config_bad_values(void **state)
         }
         if (rc != CC_OK && rc != CC_EAGAIN)
             assert_int_equal(err.code, rc);
-        cc_cfg_deinit(&cfg); /* valid whatever load returned */
+        cc_config_deinit(&cfg); /* valid whatever load returned */
     }
 }
 
@@ -455,7 +455,7 @@ static void test_config_help(void **state)
     (void)state;
     assert_int_equal(load(&cfg, NULL, &err, args), CC_EAGAIN);
     assert_string_equal(cfg.broker_url, "amqp://guest:guest@localhost:5672//");
-    cc_cfg_deinit(&cfg);
+    cc_config_deinit(&cfg);
 }
 
 /* Walk the table: names unique and help present; then the usage text: every option listed
@@ -465,7 +465,7 @@ static void test_config_table(void **state)
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    size_t n = cc_cfg_option_count();
+    size_t n = cc_config_option_count();
     char *flags[64];
     size_t n_flags = 0;
     char *beat_text = NULL;
@@ -474,25 +474,25 @@ static void test_config_table(void **state)
     (void)state;
     assert_true(n >= 20);
     for (size_t i = 0; i < n; i++) {
-        const char *name = cc_cfg_option_name(i);
-        const char *help = cc_cfg_option_help(i);
+        const char *name = cc_config_option_name(i);
+        const char *help = cc_config_option_help(i);
 
         assert_non_null(name);
         assert_non_null(help);
         assert_true(strlen(help) > 10);
         for (size_t k = 0; k < i; k++)
-            assert_string_not_equal(name, cc_cfg_option_name(k));
+            assert_string_not_equal(name, cc_config_option_name(k));
     }
-    assert_null(cc_cfg_option_name(n));
-    assert_null(cc_cfg_option_help(n));
+    assert_null(cc_config_option_name(n));
+    assert_null(cc_config_option_help(n));
 
     assert_non_null(f);
-    cc_cfg_usage(f, CC_CMD_WORKER);
+    cc_config_usage(f, CC_CMD_WORKER);
     fclose(f);
     /* [beat] beat-only options are listed by `celeryc beat --help`. */
     f = open_memstream(&beat_text, &beat_len);
     assert_non_null(f);
-    cc_cfg_usage(f, CC_CMD_BEAT);
+    cc_config_usage(f, CC_CMD_BEAT);
     fclose(f);
     assert_null(strstr(text, "guest:guest"));
     assert_non_null(strstr(text, "guest:**@"));
@@ -500,7 +500,7 @@ static void test_config_table(void **state)
         char envname[96], tag[120];
         size_t k;
 
-        snprintf(envname, sizeof(envname), "CELERYC_%s", cc_cfg_option_name(i));
+        snprintf(envname, sizeof(envname), "CELERYC_%s", cc_config_option_name(i));
         for (k = 8; envname[k] != '\0'; k++)
             envname[k] =
                 (char)(envname[k] >= 'a' && envname[k] <= 'z' ? envname[k] - 32 : envname[k]);
@@ -547,8 +547,8 @@ static void scratch_file(char *tmpl)
  * $SSL_CERT_FILE, and an explicit option or CELERYC_ variable wins over it. */
 static void test_config_ssl_options(void **state)
 {
-    char ca[] = "/tmp/cc_cfg_ca_XXXXXX", crt[] = "/tmp/cc_cfg_crt_XXXXXX";
-    char key[] = "/tmp/cc_cfg_key_XXXXXX", conf[] = "/tmp/cc_cfg_ssl_XXXXXX";
+    char ca[] = "/tmp/cc_config_ca_XXXXXX", crt[] = "/tmp/cc_config_crt_XXXXXX";
+    char key[] = "/tmp/cc_config_key_XXXXXX", conf[] = "/tmp/cc_config_ssl_XXXXXX";
     char env_ssl[64], env_ca[80];
     struct cc_config cfg;
     struct cc_err err = {0};
@@ -579,21 +579,21 @@ static void test_config_ssl_options(void **state)
         assert_string_equal(cfg.broker_ssl_certfile, crt);
         assert_string_equal(cfg.broker_ssl_keyfile, key);
         assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_NONE);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     {
         char *env[] = {env_ssl, NULL};
 
         assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
         assert_string_equal(cfg.broker_ssl_ca_certs, ca);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     {
         char *env[] = {env_ssl, env_ca, NULL};
 
         assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
         assert_string_equal(cfg.broker_ssl_ca_certs, crt);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     {
         /* The file's values, then the command line unsets the key ("" = key in the cert). */
@@ -613,7 +613,7 @@ static void test_config_ssl_options(void **state)
         assert_string_equal(cfg.broker_ssl_certfile, crt);
         assert_null(cfg.broker_ssl_keyfile);
         assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_REQUIRED);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     unlink(ca);
     unlink(crt);
@@ -637,7 +637,7 @@ static void test_config_ssl_implicit_ca(void **state)
 
         assert_int_equal(load(&cfg, env, &err, NULL), CC_OK);
         assert_string_equal(cfg.broker_ssl_ca_certs, "/nonexistent/bundle.pem");
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     {
         char *env[] = {bad_env, amqps, NULL};
@@ -646,14 +646,14 @@ static void test_config_ssl_implicit_ca(void **state)
         assert_non_null(strstr(err.msg, "environment SSL_CERT_FILE: broker_ssl_ca_certs: "
                                         "cannot read '/nonexistent/bundle.pem'"));
         assert_non_null(strstr(err.msg, "--broker-ssl-ca"));
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
     {
         char *env[] = {bad_env, amqps, NULL};
 
         assert_int_equal(load(&cfg, env, &err, verify_none), CC_OK);
         assert_int_equal(cfg.broker_ssl_verify, CC_SSL_VERIFY_NONE);
-        cc_cfg_deinit(&cfg);
+        cc_config_deinit(&cfg);
     }
 }
 
@@ -683,7 +683,7 @@ static void test_config_expand_hostname(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *got = cc_cfg_expand_hostname(cases[i].tmpl, cases[i].host);
+        char *got = cc_config_expand_hostname(cases[i].tmpl, cases[i].host);
 
         if (strcmp(got, cases[i].want) != 0)
             fail_msg("'%s' with host %s -> '%s', want '%s'", cases[i].tmpl, cases[i].host, got,
@@ -697,7 +697,7 @@ static void test_config_expand_hostname(void **state)
 static void test_config_example_conf(void **state)
 {
     FILE *in = fopen(CC_TEST_DATA_DIR "/../../../deploy/celeryc.conf", "r");
-    char tmpl[] = "/tmp/cc_cfg_example_XXXXXX";
+    char tmpl[] = "/tmp/cc_config_example_XXXXXX";
     int fd = mkstemp(tmpl);
     FILE *out;
     char line[512];
@@ -722,7 +722,7 @@ static void test_config_example_conf(void **state)
     }
     fclose(in);
     fclose(out);
-    assert_int_equal(n_set, cc_cfg_option_count() - 1); /* all but "config" itself */
+    assert_int_equal(n_set, cc_config_option_count() - 1); /* all but "config" itself */
 
     assert_int_equal(load(&dflt, NULL, &err, NULL), CC_OK);
     if (load(&cfg, NULL, &err, args) != CC_OK)
@@ -755,8 +755,8 @@ static void test_config_example_conf(void **state)
     assert_int_equal(cfg.max_memory_per_child_kib, dflt.max_memory_per_child_kib);
     assert_true(cfg.heartbeat_s == dflt.heartbeat_s);
     assert_true(cfg.connect_timeout_s == dflt.connect_timeout_s);
-    cc_cfg_deinit(&cfg);
-    cc_cfg_deinit(&dflt);
+    cc_config_deinit(&cfg);
+    cc_config_deinit(&dflt);
 }
 
 int main(void)

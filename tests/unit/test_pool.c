@@ -80,7 +80,7 @@ static int setup(void **state)
     struct cc_pool_opts o = {0};
     int fd;
 
-    assert_int_equal(cc_cfg_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
+    assert_int_equal(cc_config_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
     f->be.base.ops = &file_ops;
     snprintf(f->be.path, sizeof(f->be.path), "/tmp/cc_test_pool.XXXXXX");
     fd = mkstemp(f->be.path);
@@ -107,7 +107,7 @@ static int setup_kind(void **state, bool is_threads, bool is_solo, int max_tasks
     struct cc_pool_opts o = {0};
     int fd;
 
-    assert_int_equal(cc_cfg_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
+    assert_int_equal(cc_config_load(&f->cfg, CC_CMD_WORKER, 1, argv, env, &err), CC_OK);
     f->cfg.max_tasks_per_child = max_tasks_per_child; /* children read their copy */
     f->be.base.ops = &file_ops;
     snprintf(f->be.path, sizeof(f->be.path), "/tmp/cc_test_pool.XXXXXX");
@@ -153,7 +153,7 @@ static int teardown(void **state)
     cc_pool_fork = fork;
     cc_pool_stop(&f->pool, true, 1000, 0, NULL, NULL);
     unlink(f->be.path);
-    cc_cfg_deinit(&f->cfg);
+    cc_config_deinit(&f->cfg);
     free(f);
     return 0;
 }
