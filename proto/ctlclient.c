@@ -297,7 +297,7 @@ void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v)
     if (json_is_string(v))
         cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
     else
-        cc_sbuf_pyrepr(out, v, 0);
+        cc_pyrepr_put(out, v, 0);
 }
 
 /* text.indent(s, n): every line (split on '\n') prefixed with n spaces. */
@@ -712,7 +712,7 @@ void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
         cc_sbuf_puts(out, type);
         cc_sbuf_putn(out, ": ", 2);
         size_t mark = out->len;
-        cc_sbuf_pyexc_str(out, "", type, args);
+        cc_pyrepr_put_exc_str(out, "", type, args);
         if (out->len == mark && !out->oom) {
             out->len -= 2;
             out->p[out->len] = '\0';
@@ -724,7 +724,7 @@ void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
             json_array_size(args) >= 2 && json_array_size(args) <= 5 &&
             json_is_integer(json_array_get(args, 0)))
             shown_type = ctlc_oserror_subclass(json_integer_value(json_array_get(args, 0)));
-        cc_sbuf_pyexc_line(out, shown_module, shown_type, args);
+        cc_pyrepr_put_exc_line(out, shown_module, shown_type, args);
     }
     json_decref(args);
 }

@@ -98,7 +98,7 @@ static int opt_str(const struct msg_src *s, const char *key, size_t max, char **
     if (v == NULL || json_is_null(v))
         return CC_OK;
     if (!json_is_string(v))
-        return cc_err_set(err, CC_EBADMSG, "%s is a %s, not a string", key, cc_py_type_name(v));
+        return cc_err_set(err, CC_EBADMSG, "%s is a %s, not a string", key, cc_pyrepr_type_name(v));
     if ((rc = check_len(key, json_string_length(v), max, err)) != CC_OK)
         return rc;
     rc = dup_jstr(v, out);
@@ -169,7 +169,7 @@ static int get_retries(const struct msg_src *s, int *out, struct cc_err *err)
             return cc_err_set(err, CC_EBADMSG, "retries is not a number: \"%.*s\"",
                               msg_quote_len(str, 40), str);
     } else {
-        return cc_err_set(err, CC_EBADMSG, "retries is a %s, not an int", cc_py_type_name(v));
+        return cc_err_set(err, CC_EBADMSG, "retries is a %s, not an int", cc_pyrepr_type_name(v));
     }
     if (n < 0 || n > INT_MAX)
         return cc_err_set(err, CC_EBADMSG, "retries out of range: %lld", n);
@@ -188,7 +188,7 @@ static int get_timelimit(const struct msg_src *s, struct cc_msg *m, struct cc_er
      * kills the 5.2.6 worker (§2.3a), so it is a bad message here. */
     if (!json_is_array(v) || json_array_size(v) != 2)
         return cc_err_set(err, CC_EBADMSG, "timelimit is not a 2-element list (%s of %zu)",
-                          cc_py_type_name(v), json_is_array(v) ? json_array_size(v) : (size_t)0);
+                          cc_pyrepr_type_name(v), json_is_array(v) ? json_array_size(v) : (size_t)0);
     for (size_t i = 0; i < 2; i++) {
         const json_t *e = json_array_get(v, i);
 
@@ -196,7 +196,7 @@ static int get_timelimit(const struct msg_src *s, struct cc_msg *m, struct cc_er
             continue;
         if (!json_is_number(e))
             return cc_err_set(err, CC_EBADMSG, "timelimit[%zu] is a %s, not a number", i,
-                              cc_py_type_name(e));
+                              cc_pyrepr_type_name(e));
         lim[i] = json_number_value(e);
         if (!(lim[i] >= 0))
             return cc_err_set(err, CC_EBADMSG, "timelimit[%zu] is negative", i);
@@ -215,7 +215,7 @@ static int get_group_index(const struct msg_src *s, int *out, struct cc_err *err
         return CC_OK;
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT_MAX)
         return cc_err_set(err, CC_EBADMSG, "group_index is not a small int (%s)",
-                          cc_py_type_name(v));
+                          cc_pyrepr_type_name(v));
     *out = (int)json_integer_value(v);
     return CC_OK;
 }
@@ -233,7 +233,7 @@ static int get_bool(const struct msg_src *s, const char *key, bool dflt, bool *o
     else if (json_is_integer(v)) /* Python truthiness of an int */
         *out = json_integer_value(v) != 0;
     else
-        return cc_err_set(err, CC_EBADMSG, "%s is a %s, not a bool", key, cc_py_type_name(v));
+        return cc_err_set(err, CC_EBADMSG, "%s is a %s, not a bool", key, cc_pyrepr_type_name(v));
     return CC_OK;
 }
 
@@ -381,7 +381,7 @@ static int fill_embed(struct cc_msg *m, json_t *embed, struct cc_err *err)
         return CC_OK;
     }
     if (!json_is_object(embed))
-        return cc_err_set(err, CC_EBADMSG, "embed is a %s, not a dict", cc_py_type_name(embed));
+        return cc_err_set(err, CC_EBADMSG, "embed is a %s, not a dict", cc_pyrepr_type_name(embed));
     m->embed = json_incref(embed);
     for (size_t i = 0; i < 4; i++) {
         json_t *v = json_object_get(embed, keys[i]);
@@ -391,7 +391,7 @@ static int fill_embed(struct cc_msg *m, json_t *embed, struct cc_err *err)
             continue;
         if (want_obj ? !json_is_object(v) : !json_is_array(v))
             return cc_err_set(err, CC_EBADMSG, "embed %s is a %s, not a %s", keys[i],
-                              cc_py_type_name(v), want_obj ? "dict" : "list");
+                              cc_pyrepr_type_name(v), want_obj ? "dict" : "list");
         *slots[i] = v;
     }
     return CC_OK;
@@ -473,9 +473,9 @@ static int args_from_dict(struct cc_msg *m, const json_t *dict, struct cc_err *e
     json_t *k = json_object_get(dict, "kwargs");
 
     if (a != NULL && !json_is_array(a))
-        return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list", cc_py_type_name(a));
+        return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list", cc_pyrepr_type_name(a));
     if (k != NULL && !json_is_object(k))
-        return cc_err_set(err, CC_EBADMSG, "kwargs is a %s, not a dict", cc_py_type_name(k));
+        return cc_err_set(err, CC_EBADMSG, "kwargs is a %s, not a dict", cc_pyrepr_type_name(k));
     m->args = a ? json_incref(a) : json_array();
     m->kwargs = k ? json_incref(k) : json_object();
     if (m->args == NULL || m->kwargs == NULL)
@@ -505,17 +505,17 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
 
             if (!json_is_array(body))
                 return cc_err_set(err, CC_EBADMSG, "body is a %s, not [args, kwargs, embed]",
-                                  cc_py_type_name(body));
+                                  cc_pyrepr_type_name(body));
             if (n != 3) /* 2 elements: the 5.2.6 poison message of §2.3a */
                 return cc_err_set(err, CC_EBADMSG,
                                   "body has %zu elements, not 3 [args, kwargs, embed]", n);
             a = json_array_get(body, 0);
             k = json_array_get(body, 1);
             if (!json_is_array(a))
-                return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list", cc_py_type_name(a));
+                return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list", cc_pyrepr_type_name(a));
             if (!json_is_object(k))
                 return cc_err_set(err, CC_EBADMSG, "kwargs is a %s, not a dict",
-                                  cc_py_type_name(k));
+                                  cc_pyrepr_type_name(k));
             m->args = json_incref(a);
             m->kwargs = json_incref(k);
             if ((rc = fill_embed(m, json_array_get(body, 2), err)) != CC_OK)
@@ -547,7 +547,7 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
                 return cc_err_set(err, rc, "taskset unusable");
             if (!json_is_string(ts) && !json_is_null(ts))
                 return cc_err_set(err, CC_EBADMSG, "taskset is a %s, not a string",
-                                  cc_py_type_name(ts));
+                                  cc_pyrepr_type_name(ts));
         }
         return CC_OK;
     } else {
@@ -606,7 +606,7 @@ int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limi
 
             rc = cc_err_set(err, CC_EENCODING, "compression %s not supported",
                             c ? cc_bytes_escape(cv, 60, shown, sizeof(shown))
-                              : cc_py_type_name(comp));
+                              : cc_pyrepr_type_name(comp));
             goto out;
         }
         if ((rc = inflate_body(body, max_inflated, &inflated, &inflated_len, err)) != CC_OK)

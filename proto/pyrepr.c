@@ -97,7 +97,7 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
 
 static const struct cc_sbuf_style repr_style = {.str = repr_str, .is_json = false};
 
-void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple)
+void cc_pyrepr_put(struct cc_sbuf *b, const json_t *v, int as_tuple)
 {
     cc_sbuf_value(b, v, &repr_style, as_tuple);
 }
@@ -111,7 +111,7 @@ char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)
     if (v == NULL)
         cc_sbuf_putn(&b, "None", 4);
     else
-        cc_sbuf_pyrepr(&b, v, as_tuple);
+        cc_pyrepr_put(&b, v, as_tuple);
     if (!b.oom && max_chars != 0 && b.len > max_chars) {
         size_t keep = max_chars > 3 ? max_chars - 3 : max_chars;
 
@@ -140,16 +140,16 @@ char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args)
         for (size_t i = 0; i < json_array_size(exc_args); i++) {
             if (i)
                 cc_sbuf_putn(&b, ", ", 2);
-            cc_sbuf_pyrepr(&b, json_array_get(exc_args, i), 0);
+            cc_pyrepr_put(&b, json_array_get(exc_args, i), 0);
         }
     } else if (exc_args != NULL) {
-        cc_sbuf_pyrepr(&b, exc_args, 0);
+        cc_pyrepr_put(&b, exc_args, 0);
     }
     cc_sbuf_putc(&b, ')');
     return cc_sbuf_take(&b, NULL);
 }
 
-const char *cc_py_type_name(const json_t *v)
+const char *cc_pyrepr_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -187,10 +187,10 @@ static void sbuf_pystr(struct cc_sbuf *b, const json_t *v)
     if (json_is_string(v))
         cc_sbuf_putn(b, json_string_value(v), json_string_length(v));
     else
-        cc_sbuf_pyrepr(b, v, 0);
+        cc_pyrepr_put(b, v, 0);
 }
 
-void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
                        const json_t *exc_args)
 {
     /* OSError and its subclasses (builtins): OSError.__str__ with 2..5 args. */
@@ -225,10 +225,10 @@ void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *ex
         /* billiard: "TimeLimitExceeded%s" % (self.args,) -> "TimeLimitExceeded(1,)". */
         cc_sbuf_puts(b, type);
         if (json_is_array(exc_args))
-            cc_sbuf_pyrepr(b, exc_args, 1);
+            cc_pyrepr_put(b, exc_args, 1);
         else if (exc_args != NULL) {
             cc_sbuf_putc(b, '(');
-            cc_sbuf_pyrepr(b, exc_args, 0);
+            cc_pyrepr_put(b, exc_args, 0);
             cc_sbuf_putn(b, ",)", 2);
         } else
             cc_sbuf_putn(b, "()", 2);
@@ -245,26 +245,26 @@ void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *ex
         sbuf_pystr(b, json_array_get(exc_args, 1));
         if (fn != NULL && !json_is_null(fn)) {
             cc_sbuf_putn(b, ": ", 2);
-            cc_sbuf_pyrepr(b, fn, 0);
+            cc_pyrepr_put(b, fn, 0);
             if (fn2 != NULL && !json_is_null(fn2)) {
                 cc_sbuf_puts(b, " -> ");
-                cc_sbuf_pyrepr(b, fn2, 0);
+                cc_pyrepr_put(b, fn2, 0);
             }
         }
         return;
     }
     if (n > 1) {
-        cc_sbuf_pyrepr(b, exc_args, 1); /* str(self.args) */
+        cc_pyrepr_put(b, exc_args, 1); /* str(self.args) */
         return;
     }
     if ((strcmp(mod, "builtins") == 0 || strcmp(mod, "celery.exceptions") == 0) &&
         is_one_of(type, keyerrors))
-        cc_sbuf_pyrepr(b, a0, 0);
+        cc_pyrepr_put(b, a0, 0);
     else
         sbuf_pystr(b, a0);
 }
 
-void cc_sbuf_pyexc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
                         const json_t *exc_args)
 {
     const char *type = exc_type != NULL ? exc_type : "Exception";
@@ -282,7 +282,7 @@ void cc_sbuf_pyexc_line(struct cc_sbuf *b, const char *exc_module, const char *e
     cc_sbuf_puts(b, type);
     cc_sbuf_putn(b, ": ", 2);
     mark = b->len;
-    cc_sbuf_pyexc_str(b, exc_module, exc_type, exc_args);
+    cc_pyrepr_put_exc_str(b, exc_module, exc_type, exc_args);
     if (b->len == mark && !b->oom) { /* empty str(): "Type" alone */
         b->len -= 2;
         b->p[b->len] = '\0';
@@ -294,6 +294,6 @@ char *cc_pyrepr_exc_line(const char *exc_module, const char *exc_type, const jso
     struct cc_sbuf b;
 
     cc_sbuf_init(&b, 0);
-    cc_sbuf_pyexc_line(&b, exc_module, exc_type, exc_args);
+    cc_pyrepr_put_exc_line(&b, exc_module, exc_type, exc_args);
     return cc_sbuf_take(&b, NULL);
 }

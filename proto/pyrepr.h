@@ -16,7 +16,7 @@ char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars);
 
 /* type(v).__name__ of the Python value a JSON value decodes to: "dict", "list", "str",
  * "int", "float", "bool", "NoneType". Static string. */
-const char *cc_py_type_name(const json_t *v);
+const char *cc_pyrepr_type_name(const json_t *v);
 
 /* "ValueError('boom')" from an exception type and its args list (NULL = no args):
  * ExpectedException() / KeyError('k') / CustomError('custom failure', 42). Owned. */

@@ -56,18 +56,18 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n);
 
 /* repr(v) of the Python value json.loads would build; `as_tuple` renders a top-level array
  * as a tuple. */
-void cc_sbuf_pyrepr(struct cc_sbuf *b, const json_t *v, int as_tuple);
+void cc_pyrepr_put(struct cc_sbuf *b, const json_t *v, int as_tuple);
 
 /* str(exc) of the Python exception exc_module.exc_type(*exc_args) (exc_args a JSON array, or
  * one value, or NULL): the args' str, with the __str__ of the classes Celery users meet
  * (KeyError, OSError and its subclasses, billiard's time limits). */
-void cc_sbuf_pyexc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
                        const json_t *exc_args);
 /* The last line of Python's traceback for that exception, without the newline
  * (traceback.format_exception_only): "ValueError: boom", "app.CustomError: ('x', 42)",
  * "billiard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded()", "celery.exceptions.Ignore".
  */
-void cc_sbuf_pyexc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
                         const json_t *exc_args);
 
 /* Length of the valid UTF-8 prefix of s[0..n): n when it is all valid (no overlongs, no

@@ -21,7 +21,7 @@
 
 const char *cc_pyops_type_name(const json_t *v)
 {
-    return cc_py_type_name(v);
+    return cc_pyrepr_type_name(v);
 }
 
 bool cc_pyops_truthy(const json_t *v)
