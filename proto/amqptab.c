@@ -24,7 +24,7 @@ static int table_to_json(const amqp_table_t *t, int depth, json_t **out, struct 
 
 static int bytes_to_json(amqp_bytes_t b, json_t **out, struct cc_err *err)
 {
-    if (cc_utf8_valid_prefix(b.bytes, b.len) != b.len)
+    if (cc_strbuf_utf8_valid_prefix(b.bytes, b.len) != b.len)
         return cc_err_set(err, CC_EBADTABLE, "header string is not UTF-8");
     *out = json_stringn_nocheck(b.len ? (const char *)b.bytes : "", b.len);
     return *out ? CC_OK : cc_err_set(err, CC_ENOMEM, "out of memory");
@@ -131,7 +131,7 @@ static int table_to_json(const amqp_table_t *t, int depth, json_t **out, struct 
         json_t *v;
         int rc;
 
-        if (cc_utf8_valid_prefix(e->key.bytes, e->key.len) != e->key.len) {
+        if (cc_strbuf_utf8_valid_prefix(e->key.bytes, e->key.len) != e->key.len) {
             json_decref(o);
             return cc_err_set(err, CC_EBADTABLE, "header key is not UTF-8");
         }

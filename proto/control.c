@@ -211,18 +211,18 @@ void cc_control_req_deinit(struct cc_control_req *r)
 char *cc_control_reply_body(const char *hostname, json_t *value, size_t *len)
 {
     json_t *o = json_object();
-    struct cc_sbuf sb;
+    struct cc_strbuf sb;
     char *s = NULL;
     size_t n = 0;
 
     if (o == NULL)
         return NULL;
-    cc_sbuf_init(&sb, 0);
+    cc_strbuf_init(&sb, 0);
     if (json_object_set(o, hostname, value ? value : json_null()) == 0) {
-        cc_sbuf_json(&sb, o); /* Python's separators and float repr */
-        s = cc_sbuf_take(&sb, &n);
+        cc_strbuf_json(&sb, o); /* Python's separators and float repr */
+        s = cc_strbuf_take(&sb, &n);
     }
-    cc_sbuf_deinit(&sb);
+    cc_strbuf_deinit(&sb);
     json_decref(o);
     if (s != NULL && len != NULL)
         *len = n;
@@ -287,21 +287,21 @@ json_t *cc_control_queue_info(const char *name, const char *exchange, const char
 
 char *cc_control_join_ids(const char *prefix, json_t *ids, const char *suffix)
 {
-    struct cc_sbuf sb;
+    struct cc_strbuf sb;
     size_t i;
     json_t *v;
     char *s;
 
-    cc_sbuf_init(&sb, 0);
-    cc_sbuf_puts(&sb, prefix);
+    cc_strbuf_init(&sb, 0);
+    cc_strbuf_puts(&sb, prefix);
     json_array_foreach(ids, i, v)
     {
         if (i > 0)
-            cc_sbuf_puts(&sb, ", ");
-        cc_sbuf_puts(&sb, json_string_value(v) ? json_string_value(v) : "");
+            cc_strbuf_puts(&sb, ", ");
+        cc_strbuf_puts(&sb, json_string_value(v) ? json_string_value(v) : "");
     }
-    cc_sbuf_puts(&sb, suffix);
-    s = cc_sbuf_take(&sb, NULL);
-    cc_sbuf_deinit(&sb);
+    cc_strbuf_puts(&sb, suffix);
+    s = cc_strbuf_take(&sb, NULL);
+    cc_strbuf_deinit(&sb);
     return s;
 }

@@ -84,25 +84,25 @@ enum cc_ctlclient_kind cc_ctlclient_kind(const char *method)
     return c ? c->kind : CC_CTLCLIENT_UNKNOWN;
 }
 
-void cc_ctlclient_list(struct cc_sbuf *out, enum cc_ctlclient_kind kind)
+void cc_ctlclient_list(struct cc_strbuf *out, enum cc_ctlclient_kind kind)
 {
     for (size_t i = 0; i < sizeof ctlc_cmds / sizeof ctlc_cmds[0]; i++) {
         const struct ctlc_cmd *c = &ctlc_cmds[i];
         if (c->kind != kind)
             continue;
-        cc_sbuf_puts(out, "  ");
-        cc_sbuf_puts(out, c->name);
+        cc_strbuf_puts(out, "  ");
+        cc_strbuf_puts(out, c->name);
         for (size_t a = 0; a < 4 && c->args[a].name; a++) {
-            cc_sbuf_puts(out, " [");
-            cc_sbuf_puts(out, c->args[a].name);
-            cc_sbuf_puts(out, "]");
+            cc_strbuf_puts(out, " [");
+            cc_strbuf_puts(out, c->args[a].name);
+            cc_strbuf_puts(out, "]");
         }
         if (c->variadic) {
-            cc_sbuf_puts(out, " [");
-            cc_sbuf_puts(out, c->variadic);
-            cc_sbuf_puts(out, " ...]");
+            cc_strbuf_puts(out, " [");
+            cc_strbuf_puts(out, c->variadic);
+            cc_strbuf_puts(out, " ...]");
         }
-        cc_sbuf_putc(out, '\n');
+        cc_strbuf_putc(out, '\n');
     }
 }
 
@@ -218,11 +218,11 @@ json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const 
     return o;
 }
 
-static void ctlc_nl_indent(struct cc_sbuf *out, int indent, int level)
+static void ctlc_nl_indent(struct cc_strbuf *out, int indent, int level)
 {
-    cc_sbuf_putc(out, '\n');
+    cc_strbuf_putc(out, '\n');
     for (int i = 0; i < indent * level; i++)
-        cc_sbuf_putc(out, ' ');
+        cc_strbuf_putc(out, ' ');
 }
 
 static int ctlc_key_cmp(const void *a, const void *b)
@@ -230,34 +230,34 @@ static int ctlc_key_cmp(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void ctlc_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort, int level)
+static void ctlc_dump(struct cc_strbuf *out, const json_t *v, int indent, int sort, int level)
 {
     const char *item_sep = indent < 0 ? ", " : ",";
 
     if (json_is_array(v)) {
         size_t n = json_array_size(v);
         if (n == 0) {
-            cc_sbuf_puts(out, "[]");
+            cc_strbuf_puts(out, "[]");
             return;
         }
-        cc_sbuf_putc(out, '[');
+        cc_strbuf_putc(out, '[');
         for (size_t i = 0; i < n; i++) {
             if (i)
-                cc_sbuf_puts(out, item_sep);
+                cc_strbuf_puts(out, item_sep);
             if (indent >= 0)
                 ctlc_nl_indent(out, indent, level + 1);
             ctlc_dump(out, json_array_get(v, i), indent, sort, level + 1);
         }
         if (indent >= 0)
             ctlc_nl_indent(out, indent, level);
-        cc_sbuf_putc(out, ']');
+        cc_strbuf_putc(out, ']');
     } else if (json_is_object(v)) {
         size_t n = json_object_size(v), k = 0;
         const char **keys;
         const char *key;
         json_t *val;
         if (n == 0) {
-            cc_sbuf_puts(out, "{}");
+            cc_strbuf_puts(out, "{}");
             return;
         }
         keys = malloc(n * sizeof *keys);
@@ -268,65 +268,65 @@ static void ctlc_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort
         json_object_foreach((json_t *)v, key, val) keys[k++] = key;
         if (sort)
             qsort(keys, n, sizeof *keys, ctlc_key_cmp);
-        cc_sbuf_putc(out, '{');
+        cc_strbuf_putc(out, '{');
         for (size_t i = 0; i < n; i++) {
             if (i)
-                cc_sbuf_puts(out, item_sep);
+                cc_strbuf_puts(out, item_sep);
             if (indent >= 0)
                 ctlc_nl_indent(out, indent, level + 1);
-            cc_sbuf_json_str(out, keys[i], strlen(keys[i]));
-            cc_sbuf_puts(out, ": ");
+            cc_strbuf_json_str(out, keys[i], strlen(keys[i]));
+            cc_strbuf_puts(out, ": ");
             ctlc_dump(out, json_object_get(v, keys[i]), indent, sort, level + 1);
         }
         free(keys);
         if (indent >= 0)
             ctlc_nl_indent(out, indent, level);
-        cc_sbuf_putc(out, '}');
+        cc_strbuf_putc(out, '}');
     } else {
-        cc_sbuf_json(out, v);
+        cc_strbuf_json(out, v);
     }
 }
 
-void cc_ctlclient_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys)
+void cc_ctlclient_json_dump(struct cc_strbuf *out, const json_t *v, int indent, int sort_keys)
 {
     ctlc_dump(out, v, indent, sort_keys, 0);
 }
 
-void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v)
+void cc_ctlclient_pystr(struct cc_strbuf *out, const json_t *v)
 {
     if (json_is_string(v))
-        cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
+        cc_strbuf_putn(out, json_string_value(v), json_string_length(v));
     else
         cc_pyrepr_put(out, v, 0);
 }
 
 /* text.indent(s, n): every line (split on '\n') prefixed with n spaces. */
-static void ctlc_indent(struct cc_sbuf *out, const char *s, size_t len, int n)
+static void ctlc_indent(struct cc_strbuf *out, const char *s, size_t len, int n)
 {
     size_t i = 0;
     for (;;) {
         for (int k = 0; k < n; k++)
-            cc_sbuf_putc(out, ' ');
+            cc_strbuf_putc(out, ' ');
         while (i < len && s[i] != '\n')
-            cc_sbuf_putc(out, s[i++]);
+            cc_strbuf_putc(out, s[i++]);
         if (i >= len)
             break;
-        cc_sbuf_putc(out, s[i++]);
+        cc_strbuf_putc(out, s[i++]);
     }
 }
 
 /* celery/bin/base.py CLIContext.pretty(): returns 1 for OK, 0 for ERROR; the text in out. */
-static int ctlc_pretty(struct cc_sbuf *out, const json_t *n)
+static int ctlc_pretty(struct cc_strbuf *out, const json_t *n)
 {
     if (json_is_array(n)) {
         if (json_array_size(n) == 0) {
-            cc_sbuf_puts(out, "- empty -");
+            cc_strbuf_puts(out, "- empty -");
             return 1;
         }
         for (size_t i = 0; i < json_array_size(n); i++) {
             if (i)
-                cc_sbuf_putc(out, '\n');
-            cc_sbuf_puts(out, "* ");
+                cc_strbuf_putc(out, '\n');
+            cc_strbuf_puts(out, "* ");
             cc_ctlclient_pystr(out, json_array_get(n, i));
         }
         return 1;
@@ -335,47 +335,47 @@ static int ctlc_pretty(struct cc_sbuf *out, const json_t *n)
         const json_t *ok = json_object_get(n, "ok");
         const json_t *e = json_object_get(n, "error");
         if (ok || e) {
-            struct cc_sbuf inner = {0};
+            struct cc_strbuf inner = {0};
             int is_ok = ok != NULL;
             (void)ctlc_pretty(&inner, is_ok ? ok : e);
             ctlc_indent(out, inner.p ? inner.p : "", inner.len, 4);
-            cc_sbuf_deinit(&inner);
+            cc_strbuf_deinit(&inner);
             return is_ok;
         }
         ctlc_dump(out, n, 4, 1, 0);
         /* Celery runs this through pygments' highlight(), which ends it with a newline
          * (colour codes are stripped when stdout is not a terminal; the newline stays). */
-        cc_sbuf_putc(out, '\n');
+        cc_strbuf_putc(out, '\n');
         return 1;
     }
     cc_ctlclient_pystr(out, n);
     return 1;
 }
 
-void cc_ctlclient_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body)
+void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply, int show_body)
 {
-    struct cc_sbuf body = {0};
+    struct cc_strbuf body = {0};
     int is_ok = ctlc_pretty(&body, reply);
 
-    cc_sbuf_puts(out, "->  ");
-    cc_sbuf_puts(out, node);
-    cc_sbuf_puts(out, is_ok ? ": OK\n" : ": ERROR\n");
+    cc_strbuf_puts(out, "->  ");
+    cc_strbuf_puts(out, node);
+    cc_strbuf_puts(out, is_ok ? ": OK\n" : ": ERROR\n");
     if (show_body && body.len) {
         ctlc_indent(out, body.p, body.len, 4);
-        cc_sbuf_putc(out, '\n');
+        cc_strbuf_putc(out, '\n');
     }
-    cc_sbuf_deinit(&body);
+    cc_strbuf_deinit(&body);
 }
 
-void cc_ctlclient_say_online(struct cc_sbuf *out, size_t n_nodes)
+void cc_ctlclient_say_online(struct cc_strbuf *out, size_t n_nodes)
 {
     char line[64];
     snprintf(line, sizeof line, "\n%zu %s online.\n", n_nodes, n_nodes == 1 ? "node" : "nodes");
-    cc_sbuf_puts(out, line);
+    cc_strbuf_puts(out, line);
 }
 
 /* str(datetime.utcfromtimestamp(ts)): "YYYY-MM-DD HH:MM:SS[.ffffff]". */
-static void ctlc_datetime(struct cc_sbuf *out, double ts)
+static void ctlc_datetime(struct cc_strbuf *out, double ts)
 {
     long long us;
     time_t secs;
@@ -387,7 +387,7 @@ static void ctlc_datetime(struct cc_sbuf *out, double ts)
      * datetime's years 1..9999 (where Python's utcfromtimestamp raises) print the number. */
     if (!(ts >= -62135596800.0 && ts < 253402300800.0)) {
         snprintf(buf, sizeof buf, "%.17g", ts);
-        cc_sbuf_puts(out, buf);
+        cc_strbuf_puts(out, buf);
         return;
     }
     us = llround(ts * 1e6);
@@ -395,24 +395,24 @@ static void ctlc_datetime(struct cc_sbuf *out, double ts)
     frac = (long)(us - (long long)secs * 1000000);
     gmtime_r(&secs, &tm);
     strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-    cc_sbuf_puts(out, buf);
+    cc_strbuf_puts(out, buf);
     if (frac) {
         snprintf(buf, sizeof buf, ".%06ld", frac);
-        cc_sbuf_puts(out, buf);
+        cc_strbuf_puts(out, buf);
     }
 }
 
-static void ctlc_human_type(struct cc_sbuf *out, const char *type)
+static void ctlc_human_type(struct cc_strbuf *out, const char *type)
 {
     if (strcasecmp(type, "worker-offline") == 0)
-        cc_sbuf_puts(out, "shutdown");
+        cc_strbuf_puts(out, "shutdown");
     else if (strcasecmp(type, "worker-online") == 0)
-        cc_sbuf_puts(out, "started");
+        cc_strbuf_puts(out, "started");
     else if (strcasecmp(type, "worker-heartbeat") == 0)
-        cc_sbuf_puts(out, "heartbeat");
+        cc_strbuf_puts(out, "heartbeat");
     else
         for (const char *p = type; *p; p++)
-            cc_sbuf_putc(out, *p == '-' ? ' ' : (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
+            cc_strbuf_putc(out, *p == '-' ? ' ' : (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
 }
 
 static int ctlc_is_popped(const char *k, int is_task, int is_recv)
@@ -426,7 +426,7 @@ static int ctlc_is_popped(const char *k, int is_task, int is_recv)
     return 0;
 }
 
-void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
+void cc_ctlclient_event_line(struct cc_strbuf *out, const json_t *ev, const char *task_label,
                         char **new_label)
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
@@ -437,7 +437,7 @@ void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *
     const char **keys;
     const char *key;
     json_t *val;
-    struct cc_sbuf label = {0};
+    struct cc_strbuf label = {0};
     int any = 0;
 
     if (new_label)
@@ -445,10 +445,10 @@ void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *
     type = type ? type : "";
     is_task = strncasecmp(type, "task-", 5) == 0;
     is_recv = strcasecmp(type, "task-received") == 0 || strcasecmp(type, "task-sent") == 0;
-    cc_sbuf_puts(out, host ? host : "None");
-    cc_sbuf_puts(out, " [");
+    cc_strbuf_puts(out, host ? host : "None");
+    cc_strbuf_puts(out, " [");
     ctlc_datetime(out, json_number_value(ts));
-    cc_sbuf_puts(out, "] ");
+    cc_strbuf_puts(out, "] ");
     ctlc_human_type(out, type);
 
     keys = malloc((n ? n : 1) * sizeof *keys);
@@ -463,35 +463,35 @@ void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *
     }
     qsort(keys, k, sizeof *keys, ctlc_key_cmp);
     if (k)
-        cc_sbuf_putc(out, ':');
+        cc_strbuf_putc(out, ':');
     if (is_task) {
         if (is_recv) {
             cc_ctlclient_pystr(&label, json_object_get(ev, "name"));
-            cc_sbuf_putc(&label, '(');
+            cc_strbuf_putc(&label, '(');
             cc_ctlclient_pystr(&label, json_object_get(ev, "uuid"));
-            cc_sbuf_puts(&label, ") args=");
+            cc_strbuf_puts(&label, ") args=");
             cc_ctlclient_pystr(&label, json_object_get(ev, "args"));
-            cc_sbuf_puts(&label, " kwargs=");
+            cc_strbuf_puts(&label, " kwargs=");
             cc_ctlclient_pystr(&label, json_object_get(ev, "kwargs"));
-            cc_sbuf_putc(out, ' ');
+            cc_strbuf_putc(out, ' ');
             if (label.p)
-                cc_sbuf_putn(out, label.p, label.len);
+                cc_strbuf_putn(out, label.p, label.len);
             if (new_label)
-                *new_label = cc_sbuf_take(&label, NULL);
+                *new_label = cc_strbuf_take(&label, NULL);
         } else {
-            cc_sbuf_putc(out, ' ');
-            cc_sbuf_puts(out, task_label ? task_label : "");
+            cc_strbuf_putc(out, ' ');
+            cc_strbuf_puts(out, task_label ? task_label : "");
         }
     }
-    cc_sbuf_putc(out, ' ');
+    cc_strbuf_putc(out, ' ');
     for (size_t i = 0; i < k; i++) {
         if (any++)
-            cc_sbuf_puts(out, ", ");
-        cc_sbuf_puts(out, keys[i]);
-        cc_sbuf_putc(out, '=');
+            cc_strbuf_puts(out, ", ");
+        cc_strbuf_puts(out, keys[i]);
+        cc_strbuf_putc(out, '=');
         cc_ctlclient_pystr(out, json_object_get(ev, keys[i]));
     }
-    cc_sbuf_deinit(&label);
+    cc_strbuf_deinit(&label);
     free(keys);
 }
 
@@ -664,7 +664,7 @@ static const char *ctlc_oserror_subclass(json_int_t e)
     return "OSError";
 }
 
-void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
+void cc_ctlclient_client_exc_line(struct cc_strbuf *out, const json_t *exc)
 {
     const char *module, *type, *shown_module = NULL, *shown_type;
     const json_t *msg = json_object_get(exc, "exc_message");
@@ -673,7 +673,7 @@ void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
 
     if (!json_is_object(exc) || json_object_size(exc) == 0) {
         /* exception_to_python(None) is None; vine's reraise then raises this. */
-        cc_sbuf_puts(out, "TypeError: exceptions must derive from BaseException");
+        cc_strbuf_puts(out, "TypeError: exceptions must derive from BaseException");
         return;
     }
     module = json_string_value(json_object_get(exc, "exc_module"));
@@ -708,9 +708,9 @@ void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc)
         /* create_exception_cls(exc_type, 'celery.exceptions') (module given but not loaded
          * in the client, or unknown there), or 'celery.backends.base' without exc_module: a
          * plain Exception subclass, so str() is Exception's. */
-        cc_sbuf_puts(out, module != NULL ? "celery.exceptions." : "celery.backends.base.");
-        cc_sbuf_puts(out, type);
-        cc_sbuf_putn(out, ": ", 2);
+        cc_strbuf_puts(out, module != NULL ? "celery.exceptions." : "celery.backends.base.");
+        cc_strbuf_puts(out, type);
+        cc_strbuf_putn(out, ": ", 2);
         size_t mark = out->len;
         cc_pyrepr_put_exc_str(out, "", type, args);
         if (out->len == mark && !out->oom) {
@@ -736,7 +736,7 @@ int cc_ctlclient_result_is_ready(const json_t *meta)
            (strcmp(st, "SUCCESS") == 0 || strcmp(st, "FAILURE") == 0 || strcmp(st, "REVOKED") == 0);
 }
 
-int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+int cc_ctlclient_result_say(struct cc_strbuf *out, struct cc_strbuf *err, const json_t *meta,
                        int show_traceback)
 {
     const char *st = json_string_value(json_object_get(meta, "status"));
@@ -746,10 +746,10 @@ int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json
         /* click.echo(task_result.traceback): None prints an empty line. */
         v = json_object_get(meta, "traceback");
         if (json_is_string(v))
-            cc_sbuf_putn(out, json_string_value(v), json_string_length(v));
+            cc_strbuf_putn(out, json_string_value(v), json_string_length(v));
         else if (v != NULL && !json_is_null(v))
             cc_ctlclient_pystr(out, v);
-        cc_sbuf_putc(out, '\n');
+        cc_strbuf_putc(out, '\n');
         return 0;
     }
     if (st != NULL && strcmp(st, "SUCCESS") == 0) {
@@ -757,12 +757,12 @@ int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json
         v = json_object_get(meta, "result");
         if (v != NULL && !json_is_null(v))
             cc_ctlclient_pystr(out, v);
-        cc_sbuf_putc(out, '\n');
+        cc_strbuf_putc(out, '\n');
         return 0;
     }
     /* FAILURE / REVOKED: get() re-raises; Python prints the CLI's own traceback, whose last
      * line is this one, and exits 1. */
     cc_ctlclient_client_exc_line(err, json_object_get(meta, "result"));
-    cc_sbuf_putc(err, '\n');
+    cc_strbuf_putc(err, '\n');
     return 1;
 }

@@ -30,7 +30,7 @@ enum cc_ctlclient_kind {
 enum cc_ctlclient_kind cc_ctlclient_kind(const char *method);
 
 /* Print the methods of `kind`, one per line with their arguments, for --help. */
-void cc_ctlclient_list(struct cc_sbuf *out, enum cc_ctlclient_kind kind);
+void cc_ctlclient_list(struct cc_strbuf *out, enum cc_ctlclient_kind kind);
 
 /* Build the request `arguments` from the words after the method, as celery's
  * _compile_arguments does: positional arguments by name and type (str, int, float, bool),
@@ -50,17 +50,17 @@ json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const 
 /* The `celery inspect`/`control` lines for one node's reply:
  *   "->  <node>: OK\n" then the reply pretty-printed and indented (show_body), or
  *   "->  <node>: ERROR\n" for {"error": ...}. As celery/bin/base.py pretty() without colour. */
-void cc_ctlclient_say_reply(struct cc_sbuf *out, const char *node, const json_t *reply, int show_body);
+void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply, int show_body);
 
 /* "\n<n> node(s) online.\n" */
-void cc_ctlclient_say_online(struct cc_sbuf *out, size_t n_nodes);
+void cc_ctlclient_say_online(struct cc_strbuf *out, size_t n_nodes);
 
 /* json.dumps(v, sort_keys=sort, indent=indent) as Python prints it (indent < 0: one line with
  * ", " and ": " separators, ensure_ascii, Python float repr). */
-void cc_ctlclient_json_dump(struct cc_sbuf *out, const json_t *v, int indent, int sort_keys);
+void cc_ctlclient_json_dump(struct cc_strbuf *out, const json_t *v, int indent, int sort_keys);
 
 /* str(v) in Python: a string as is, anything else as its repr. */
-void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v);
+void cc_ctlclient_pystr(struct cc_strbuf *out, const json_t *v);
 
 /* One `celery events --dump` line (without the newline) for event `ev` (an object with type,
  * hostname, timestamp, ...): "<host> [<utc datetime>] <human type>: k=v, ..." with task events
@@ -68,7 +68,7 @@ void cc_ctlclient_pystr(struct cc_sbuf *out, const json_t *v);
  * for the uuid from its task-received/task-sent event ("name(uuid) args=.. kwargs=.."), or "";
  * for task-received/task-sent, the label is built and also stored in *new_label (owned) when
  * new_label is non-NULL. */
-void cc_ctlclient_event_line(struct cc_sbuf *out, const json_t *ev, const char *task_label,
+void cc_ctlclient_event_line(struct cc_strbuf *out, const json_t *ev, const char *task_label,
                         char **new_label);
 
 /* ---- celery result -------------------------------------------------------------------- */
@@ -85,7 +85,7 @@ int cc_ctlclient_result_is_ready(const json_t *meta);
  *     itself on stderr and exits 1; `err` gets its last line, the exception as the client
  *     rebuilt it (cc_ctlclient_client_exc_line) and a newline.
  * Returns the exit status (0 or 1). */
-int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json_t *meta,
+int cc_ctlclient_result_say(struct cc_strbuf *out, struct cc_strbuf *err, const json_t *meta,
                        int show_traceback);
 
 /* The last traceback line Python prints for the stored exception dict `exc`
@@ -96,6 +96,6 @@ int cc_ctlclient_result_say(struct cc_sbuf *out, struct cc_sbuf *err, const json
  * its errno subclass); any other module is not loaded there, so the class is created in
  * celery.exceptions and str() is Exception's ("celery.exceptions.CustomError: ('x', 42)").
  * No newline. */
-void cc_ctlclient_client_exc_line(struct cc_sbuf *out, const json_t *exc);
+void cc_ctlclient_client_exc_line(struct cc_strbuf *out, const json_t *exc);
 
 #endif

@@ -17,19 +17,19 @@
 
 #include "strbuf.h"
 
-static void event_key(struct cc_sbuf *b, const char *key)
+static void event_key(struct cc_strbuf *b, const char *key)
 {
-    cc_sbuf_puts(b, ", ");
-    cc_sbuf_json_str(b, key, strlen(key));
-    cc_sbuf_puts(b, ": ");
+    cc_strbuf_puts(b, ", ");
+    cc_strbuf_json_str(b, key, strlen(key));
+    cc_strbuf_puts(b, ": ");
 }
 
-static void event_float(struct cc_sbuf *b, double d)
+static void event_float(struct cc_strbuf *b, double d)
 {
     char num[32];
-    size_t n = cc_float_repr(d, num);
+    size_t n = cc_strbuf_float_repr(d, num);
 
-    cc_sbuf_putn(b, num, n);
+    cc_strbuf_putn(b, num, n);
 }
 
 /* Python's round(d, 2): correctly rounded from the exact binary value, which glibc's
@@ -42,40 +42,40 @@ static double event_round2(double d)
     return strtod(num, NULL);
 }
 
-static void event_field(struct cc_sbuf *b, const struct cc_event_field *f)
+static void event_field(struct cc_strbuf *b, const struct cc_event_field *f)
 {
     event_key(b, f->key);
     switch (f->kind) {
     case CC_EVF_STR:
         if (f->s == NULL)
-            cc_sbuf_puts(b, "null");
+            cc_strbuf_puts(b, "null");
         else
-            cc_sbuf_json_str(b, f->s, strlen(f->s));
+            cc_strbuf_json_str(b, f->s, strlen(f->s));
         break;
     case CC_EVF_INT:
-        cc_sbuf_int(b, f->i);
+        cc_strbuf_int(b, f->i);
         break;
     case CC_EVF_NINT:
         if (f->is_null)
-            cc_sbuf_puts(b, "null");
+            cc_strbuf_puts(b, "null");
         else
-            cc_sbuf_int(b, f->i);
+            cc_strbuf_int(b, f->i);
         break;
     case CC_EVF_FLOAT:
         event_float(b, f->f);
         break;
     case CC_EVF_BOOL:
-        cc_sbuf_puts(b, f->b ? "true" : "false");
+        cc_strbuf_puts(b, f->b ? "true" : "false");
         break;
     case CC_EVF_LOADAVG:
         /* Celery: tuple(round(l, 2) for l in os.getloadavg()). */
-        cc_sbuf_putc(b, '[');
+        cc_strbuf_putc(b, '[');
         for (int i = 0; i < 3; i++) {
             if (i > 0)
-                cc_sbuf_puts(b, ", ");
+                cc_strbuf_puts(b, ", ");
             event_float(b, event_round2(f->loadavg ? f->loadavg[i] : 0.0));
         }
-        cc_sbuf_putc(b, ']');
+        cc_strbuf_putc(b, ']');
         break;
     }
 }
@@ -83,25 +83,25 @@ static void event_field(struct cc_sbuf *b, const struct cc_event_field *f)
 char *cc_event_build(const struct cc_event_head *h, const char *type,
                      const struct cc_event_field *fields, size_t n_fields, size_t *len)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
-    cc_sbuf_puts(&b, "{\"hostname\": ");
-    cc_sbuf_json_str(&b, h->hostname ? h->hostname : "", h->hostname ? strlen(h->hostname) : 0);
-    cc_sbuf_puts(&b, ", \"utcoffset\": ");
-    cc_sbuf_int(&b, h->utcoffset);
-    cc_sbuf_puts(&b, ", \"pid\": ");
-    cc_sbuf_int(&b, h->pid);
-    cc_sbuf_puts(&b, ", \"clock\": ");
-    cc_sbuf_int(&b, (long long)h->clock);
+    cc_strbuf_init(&b, 0);
+    cc_strbuf_puts(&b, "{\"hostname\": ");
+    cc_strbuf_json_str(&b, h->hostname ? h->hostname : "", h->hostname ? strlen(h->hostname) : 0);
+    cc_strbuf_puts(&b, ", \"utcoffset\": ");
+    cc_strbuf_int(&b, h->utcoffset);
+    cc_strbuf_puts(&b, ", \"pid\": ");
+    cc_strbuf_int(&b, h->pid);
+    cc_strbuf_puts(&b, ", \"clock\": ");
+    cc_strbuf_int(&b, (long long)h->clock);
     for (size_t i = 0; i < n_fields; i++)
         event_field(&b, &fields[i]);
-    cc_sbuf_puts(&b, ", \"timestamp\": ");
+    cc_strbuf_puts(&b, ", \"timestamp\": ");
     event_float(&b, h->timestamp);
-    cc_sbuf_puts(&b, ", \"type\": ");
-    cc_sbuf_json_str(&b, type, strlen(type));
-    cc_sbuf_putc(&b, '}');
-    return cc_sbuf_take(&b, len);
+    cc_strbuf_puts(&b, ", \"type\": ");
+    cc_strbuf_json_str(&b, type, strlen(type));
+    cc_strbuf_putc(&b, '}');
+    return cc_strbuf_take(&b, len);
 }
 
 void cc_event_routing_key(const char *type, char *out, size_t size)

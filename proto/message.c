@@ -132,7 +132,7 @@ static int info_str(const struct msg_src *s, const char *key, size_t max, char *
  * character (an error text goes to the log). */
 static int msg_quote_len(const char *str, size_t max)
 {
-    return (int)cc_utf8_valid_prefix((const uint8_t *)str, strnlen(str, max));
+    return (int)cc_strbuf_utf8_valid_prefix((const uint8_t *)str, strnlen(str, max));
 }
 
 static int opt_time(const struct msg_src *s, const char *key, char **out, int64_t *us,
@@ -620,7 +620,7 @@ int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limi
     }
     /* jansson checks UTF-8 too, but its message ("unable to decode byte 0xff") does not say
      * where; this scan is cheap next to parsing and gives the offset. */
-    valid = cc_utf8_valid_prefix(body.p, body.len);
+    valid = cc_strbuf_utf8_valid_prefix(body.p, body.len);
     if (valid != body.len) {
         rc = cc_err_set(err, CC_EBADMSG, "body is not UTF-8 (bad byte at offset %zu)", valid);
         goto out;
@@ -722,11 +722,11 @@ int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out
     json_t *vals[16];
     char *argsrepr = NULL;
     char *kwargsrepr = NULL;
-    struct cc_sbuf b;
+    struct cc_strbuf b;
     int rc = CC_OK;
 
     memset(out, 0, sizeof(*out));
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     if (m == NULL || m->id == NULL || m->task == NULL)
         return cc_err_set(err, CC_EINVAL, "message to encode has no %s",
                           m && m->id ? "task" : "id");
@@ -771,32 +771,32 @@ int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out
         goto out;
 
     /* Body: json.dumps((args, kwargs, embed)) with embed in Celery's key order. */
-    cc_sbuf_putc(&b, '[');
+    cc_strbuf_putc(&b, '[');
     if (m->args)
-        cc_sbuf_json(&b, m->args);
+        cc_strbuf_json(&b, m->args);
     else
-        cc_sbuf_putn(&b, "[]", 2);
-    cc_sbuf_putn(&b, ", ", 2);
+        cc_strbuf_putn(&b, "[]", 2);
+    cc_strbuf_putn(&b, ", ", 2);
     if (m->kwargs)
-        cc_sbuf_json(&b, m->kwargs);
+        cc_strbuf_json(&b, m->kwargs);
     else
-        cc_sbuf_putn(&b, "{}", 2);
+        cc_strbuf_putn(&b, "{}", 2);
     {
         const char *ek[] = {"callbacks", "errbacks", "chain", "chord"};
         const json_t *ev[] = {m->callbacks, m->errbacks, m->chain, m->chord};
 
         for (size_t i = 0; i < 4; i++) {
-            cc_sbuf_puts(&b, i == 0 ? ", {" : ", ");
-            cc_sbuf_json_str(&b, ek[i], strlen(ek[i]));
-            cc_sbuf_putn(&b, ": ", 2);
+            cc_strbuf_puts(&b, i == 0 ? ", {" : ", ");
+            cc_strbuf_json_str(&b, ek[i], strlen(ek[i]));
+            cc_strbuf_putn(&b, ": ", 2);
             if (ev[i])
-                cc_sbuf_json(&b, ev[i]);
+                cc_strbuf_json(&b, ev[i]);
             else
-                cc_sbuf_putn(&b, "null", 4);
+                cc_strbuf_putn(&b, "null", 4);
         }
     }
-    cc_sbuf_putn(&b, "}]", 2);
-    out->body = cc_sbuf_take(&b, &out->body_len);
+    cc_strbuf_putn(&b, "}]", 2);
+    out->body = cc_strbuf_take(&b, &out->body_len);
     if (out->body == NULL) {
         rc = cc_err_set(err, CC_ENOMEM, "out of memory encoding body");
         goto out;
@@ -837,7 +837,7 @@ int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out
 out:
     free(argsrepr);
     free(kwargsrepr);
-    cc_sbuf_deinit(&b);
+    cc_strbuf_deinit(&b);
     if (rc != CC_OK)
         cc_msg_out_deinit(out);
     return rc;

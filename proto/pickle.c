@@ -30,7 +30,7 @@
 #define PICKLE_BATCH 1000 /* Python's _BATCHSIZE */
 
 struct pickler {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
     uint32_t memo; /* next memo index */
 };
 
@@ -39,7 +39,7 @@ static void pk_u32le(struct pickler *p, uint32_t v)
     char le[4] = {(char)(v & 0xff), (char)((v >> 8) & 0xff), (char)((v >> 16) & 0xff),
                   (char)((v >> 24) & 0xff)};
 
-    cc_sbuf_putn(&p->b, le, 4);
+    cc_strbuf_putn(&p->b, le, 4);
 }
 
 static void pk_memoize(struct pickler *p)
@@ -47,9 +47,9 @@ static void pk_memoize(struct pickler *p)
     if (p->memo < 256) {
         char op[2] = {'q', (char)p->memo};
 
-        cc_sbuf_putn(&p->b, op, 2);
+        cc_strbuf_putn(&p->b, op, 2);
     } else {
-        cc_sbuf_putc(&p->b, 'r');
+        cc_strbuf_putc(&p->b, 'r');
         pk_u32le(p, p->memo);
     }
     p->memo++;
@@ -57,9 +57,9 @@ static void pk_memoize(struct pickler *p)
 
 static void pk_str(struct pickler *p, const char *s, size_t n)
 {
-    cc_sbuf_putc(&p->b, 'X');
+    cc_strbuf_putc(&p->b, 'X');
     pk_u32le(p, (uint32_t)n);
-    cc_sbuf_putn(&p->b, s, n);
+    cc_strbuf_putn(&p->b, s, n);
     pk_memoize(p);
 }
 
@@ -74,17 +74,17 @@ static void pk_int(struct pickler *p, json_int_t v)
     if (x >= 0 && x <= 0xff) {
         char op[2] = {'K', (char)x};
 
-        cc_sbuf_putn(&p->b, op, 2);
+        cc_strbuf_putn(&p->b, op, 2);
         return;
     }
     if (x >= 0 && x <= 0xffff) {
         char op[3] = {'M', (char)(x & 0xff), (char)((x >> 8) & 0xff)};
 
-        cc_sbuf_putn(&p->b, op, 3);
+        cc_strbuf_putn(&p->b, op, 3);
         return;
     }
     if (x >= -0x80000000LL && x <= 0x7fffffffLL) {
-        cc_sbuf_putc(&p->b, 'J');
+        cc_strbuf_putc(&p->b, 'J');
         pk_u32le(p, (uint32_t)ux);
         return;
     }
@@ -101,8 +101,8 @@ static void pk_int(struct pickler *p, json_int_t v)
     {
         char op[2] = {(char)0x8a, (char)n};
 
-        cc_sbuf_putn(&p->b, op, 2);
-        cc_sbuf_putn(&p->b, (const char *)bytes, (size_t)n);
+        cc_strbuf_putn(&p->b, op, 2);
+        cc_strbuf_putn(&p->b, (const char *)bytes, (size_t)n);
     }
 }
 
@@ -115,7 +115,7 @@ static void pk_float(struct pickler *p, double d)
     be[0] = 'G';
     for (int i = 0; i < 8; i++)
         be[1 + i] = (char)((u >> (56 - 8 * i)) & 0xff);
-    cc_sbuf_putn(&p->b, be, 9);
+    cc_strbuf_putn(&p->b, be, 9);
 }
 
 static int pk_value(struct pickler *p, const json_t *v, bool as_tuple, int depth,
@@ -127,16 +127,16 @@ static int pk_tuple(struct pickler *p, const json_t *v, int depth, struct cc_err
     int rc = CC_OK;
 
     if (n == 0) {
-        cc_sbuf_putc(&p->b, ')'); /* EMPTY_TUPLE: never memoized */
+        cc_strbuf_putc(&p->b, ')'); /* EMPTY_TUPLE: never memoized */
         return CC_OK;
     }
     if (n > 3)
-        cc_sbuf_putc(&p->b, '(');
+        cc_strbuf_putc(&p->b, '(');
     for (size_t i = 0; i < n && rc == CC_OK; i++)
         rc = pk_value(p, json_array_get(v, i), false, depth + 1, err);
     if (rc != CC_OK)
         return rc;
-    cc_sbuf_putc(&p->b, n == 1 ? (char)0x85 : n == 2 ? (char)0x86 : n == 3 ? (char)0x87 : 't');
+    cc_strbuf_putc(&p->b, n == 1 ? (char)0x85 : n == 2 ? (char)0x86 : n == 3 ? (char)0x87 : 't');
     pk_memoize(p);
     return CC_OK;
 }
@@ -146,16 +146,16 @@ static int pk_list(struct pickler *p, const json_t *v, int depth, struct cc_err 
     size_t n = json_array_size(v);
     int rc = CC_OK;
 
-    cc_sbuf_putc(&p->b, ']');
+    cc_strbuf_putc(&p->b, ']');
     pk_memoize(p);
     for (size_t start = 0; start < n && rc == CC_OK; start += PICKLE_BATCH) {
         size_t end = n - start > PICKLE_BATCH ? start + PICKLE_BATCH : n;
 
         if (end - start > 1)
-            cc_sbuf_putc(&p->b, '(');
+            cc_strbuf_putc(&p->b, '(');
         for (size_t i = start; i < end && rc == CC_OK; i++)
             rc = pk_value(p, json_array_get(v, i), false, depth + 1, err);
-        cc_sbuf_putc(&p->b, end - start > 1 ? 'e' : 'a');
+        cc_strbuf_putc(&p->b, end - start > 1 ? 'e' : 'a');
     }
     return rc;
 }
@@ -167,12 +167,12 @@ static int pk_dict(struct pickler *p, const json_t *v, int depth, struct cc_err 
     json_t *val;
     int rc = CC_OK;
 
-    cc_sbuf_putc(&p->b, '}');
+    cc_strbuf_putc(&p->b, '}');
     pk_memoize(p);
     json_object_foreach((json_t *)v, key, val)
     {
         if (in_batch == 0 && n - done > 1)
-            cc_sbuf_putc(&p->b, '(');
+            cc_strbuf_putc(&p->b, '(');
         pk_str(p, key, strlen(key));
         rc = pk_value(p, val, false, depth + 1, err);
         if (rc != CC_OK)
@@ -181,7 +181,7 @@ static int pk_dict(struct pickler *p, const json_t *v, int depth, struct cc_err 
         in_batch++;
         /* A batch ends after PICKLE_BATCH items or with the last item. */
         if (in_batch == PICKLE_BATCH || done == n) {
-            cc_sbuf_putc(&p->b, in_batch > 1 ? 'u' : 's');
+            cc_strbuf_putc(&p->b, in_batch > 1 ? 'u' : 's');
             in_batch = 0;
         }
     }
@@ -195,7 +195,7 @@ static int pk_value(struct pickler *p, const json_t *v, bool as_tuple, int depth
         return cc_err_set(err, CC_ERANGE, "value nested deeper than %d levels",
                           CC_PICKLE_MAX_DEPTH);
     if (v == NULL) {
-        cc_sbuf_putc(&p->b, 'N');
+        cc_strbuf_putc(&p->b, 'N');
         return CC_OK;
     }
     switch (json_typeof(v)) {
@@ -213,14 +213,14 @@ static int pk_value(struct pickler *p, const json_t *v, bool as_tuple, int depth
         pk_float(p, json_real_value(v));
         return CC_OK;
     case JSON_TRUE:
-        cc_sbuf_putc(&p->b, (char)0x88);
+        cc_strbuf_putc(&p->b, (char)0x88);
         return CC_OK;
     case JSON_FALSE:
-        cc_sbuf_putc(&p->b, (char)0x89);
+        cc_strbuf_putc(&p->b, (char)0x89);
         return CC_OK;
     case JSON_NULL:
     default:
-        cc_sbuf_putc(&p->b, 'N');
+        cc_strbuf_putc(&p->b, 'N');
         return CC_OK;
     }
 }
@@ -237,19 +237,19 @@ static int pk_dumps(const json_t *v, bool top_as_tuple, bool exc_tuple, char **o
     if (len != NULL)
         *len = 0;
     memset(&p, 0, sizeof(p));
-    cc_sbuf_init(&p.b, 0);
-    (void)cc_sbuf_reserve(&p.b, 64);
-    cc_sbuf_putn(&p.b, "\x80\x02", 2);
+    cc_strbuf_init(&p.b, 0);
+    (void)cc_strbuf_reserve(&p.b, 64);
+    cc_strbuf_putn(&p.b, "\x80\x02", 2);
     if (exc_tuple) {
         /* pk_dict with the one key special-cased (same opcodes otherwise). */
         size_t n = json_object_size(v);
         const char *key;
         json_t *val;
 
-        cc_sbuf_putc(&p.b, '}');
+        cc_strbuf_putc(&p.b, '}');
         pk_memoize(&p);
         if (n > 1)
-            cc_sbuf_putc(&p.b, '(');
+            cc_strbuf_putc(&p.b, '(');
         json_object_foreach((json_t *)v, key, val)
         {
             pk_str(&p, key, strlen(key));
@@ -259,16 +259,16 @@ static int pk_dumps(const json_t *v, bool top_as_tuple, bool exc_tuple, char **o
         }
         /* Exception dicts have 3 keys: no batch boundary to care about. */
         if (rc == CC_OK)
-            cc_sbuf_putc(&p.b, n > 1 ? 'u' : 's');
+            cc_strbuf_putc(&p.b, n > 1 ? 'u' : 's');
     } else {
         rc = pk_value(&p, v, top_as_tuple, 0, err);
     }
     if (rc != CC_OK) {
-        cc_sbuf_deinit(&p.b);
+        cc_strbuf_deinit(&p.b);
         return rc;
     }
-    cc_sbuf_putc(&p.b, '.');
-    *out = cc_sbuf_take(&p.b, len);
+    cc_strbuf_putc(&p.b, '.');
+    *out = cc_strbuf_take(&p.b, len);
     if (*out == NULL)
         return cc_err_set(err, CC_ENOMEM, "out of memory writing a pickle");
     return CC_OK;

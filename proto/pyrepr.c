@@ -1,11 +1,11 @@
 /* Python repr() of JSON values (proto/pyrepr.h), for argsrepr / kwargsrepr headers, events
  * and logs (celery-wire.md §2.2, §4.3).
  *
- * Design: one recursive pass into a cc_sbuf whose growth is capped at max_chars + 1, so the
+ * Design: one recursive pass into a cc_strbuf whose growth is capped at max_chars + 1, so the
  * repr of a 100 MB argument costs O(max_chars). Python semantics matched: str quoting
  * (single quotes unless the text holds ' and no "), escapes \\ \' \n \r \t and \xNN for other
  * C0 controls and DEL, non-ASCII left as is when printable; None/True/False; float repr via
- * cc_float_repr(); dicts in insertion order; tuples "(1,)".
+ * cc_strbuf_float_repr(); dicts in insertion order; tuples "(1,)".
  *
  * Deliberate simplifications (documented in the header contract's spirit):
  *  - Printability of non-ASCII uses a small table (C1 controls, NBSP, soft hyphen, the
@@ -37,7 +37,7 @@ static int py_printable(uint32_t cp)
     return 1;
 }
 
-static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
+static void repr_str(struct cc_strbuf *b, const char *s, size_t n)
 {
     const uint8_t *u = (const uint8_t *)s;
     char quote = '\'';
@@ -45,7 +45,7 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
 
     if (memchr(s, '\'', n) != NULL && memchr(s, '"', n) == NULL)
         quote = '"';
-    cc_sbuf_putc(b, quote);
+    cc_strbuf_putc(b, quote);
     for (size_t i = 0; i < n && !b->truncated;) {
         size_t run = i;
 
@@ -53,24 +53,24 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
                u[run] != (uint8_t)quote)
             run++;
         if (run > i) {
-            cc_sbuf_putn(b, s + i, run - i);
+            cc_strbuf_putn(b, s + i, run - i);
             i = run;
             continue;
         }
         if (u[i] == '\\' || u[i] == (uint8_t)quote) {
             esc[0] = '\\';
             esc[1] = (char)u[i];
-            cc_sbuf_putn(b, esc, 2);
+            cc_strbuf_putn(b, esc, 2);
             i++;
         } else if (u[i] < 0x80) {
             if (u[i] == '\n')
-                cc_sbuf_putn(b, "\\n", 2);
+                cc_strbuf_putn(b, "\\n", 2);
             else if (u[i] == '\r')
-                cc_sbuf_putn(b, "\\r", 2);
+                cc_strbuf_putn(b, "\\r", 2);
             else if (u[i] == '\t')
-                cc_sbuf_putn(b, "\\t", 2);
+                cc_strbuf_putn(b, "\\t", 2);
             else
-                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", u[i]));
+                cc_strbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", u[i]));
             i++;
         } else {
             size_t k = u[i] >= 0xf0 ? 3 : u[i] >= 0xe0 ? 2 : 1;
@@ -82,34 +82,34 @@ static void repr_str(struct cc_sbuf *b, const char *s, size_t n)
             for (size_t j = 1; j <= k; j++)
                 cp = (cp << 6) | (u[i + j] & 0x3f);
             if (py_printable(cp))
-                cc_sbuf_putn(b, s + i, k + 1);
+                cc_strbuf_putn(b, s + i, k + 1);
             else if (cp <= 0xff)
-                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", cp));
+                cc_strbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\x%02x", cp));
             else if (cp <= 0xffff)
-                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\u%04x", cp));
+                cc_strbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\u%04x", cp));
             else
-                cc_sbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\U%08x", cp));
+                cc_strbuf_putn(b, esc, (size_t)snprintf(esc, sizeof(esc), "\\U%08x", cp));
             i += k + 1;
         }
     }
-    cc_sbuf_putc(b, quote);
+    cc_strbuf_putc(b, quote);
 }
 
-static const struct cc_sbuf_style repr_style = {.str = repr_str, .is_json = false};
+static const struct cc_strbuf_style repr_style = {.str = repr_str, .is_json = false};
 
-void cc_pyrepr_put(struct cc_sbuf *b, const json_t *v, int as_tuple)
+void cc_pyrepr_put(struct cc_strbuf *b, const json_t *v, int as_tuple)
 {
-    cc_sbuf_value(b, v, &repr_style, as_tuple);
+    cc_strbuf_value(b, v, &repr_style, as_tuple);
 }
 
 char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
     /* One byte over the cap tells "exactly max_chars" from "longer". */
-    cc_sbuf_init(&b, max_chars ? max_chars + 1 : 0);
+    cc_strbuf_init(&b, max_chars ? max_chars + 1 : 0);
     if (v == NULL)
-        cc_sbuf_putn(&b, "None", 4);
+        cc_strbuf_putn(&b, "None", 4);
     else
         cc_pyrepr_put(&b, v, as_tuple);
     if (!b.oom && max_chars != 0 && b.len > max_chars) {
@@ -122,31 +122,31 @@ char *cc_pyrepr(const json_t *v, int as_tuple, size_t max_chars)
         b.p[keep] = '\0';
         if (max_chars > 3) {
             b.limit = 0;
-            cc_sbuf_putn(&b, "...", 3);
+            cc_strbuf_putn(&b, "...", 3);
         }
     }
-    return cc_sbuf_take(&b, NULL);
+    return cc_strbuf_take(&b, NULL);
 }
 
 char *cc_pyrepr_exc(const char *exc_type, const json_t *exc_args)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
-    cc_sbuf_puts(&b, exc_type ? exc_type : "Exception");
-    cc_sbuf_putc(&b, '(');
+    cc_strbuf_init(&b, 0);
+    cc_strbuf_puts(&b, exc_type ? exc_type : "Exception");
+    cc_strbuf_putc(&b, '(');
     /* BaseException.__repr__: the args tuple without the one-element trailing comma. */
     if (json_is_array(exc_args)) {
         for (size_t i = 0; i < json_array_size(exc_args); i++) {
             if (i)
-                cc_sbuf_putn(&b, ", ", 2);
+                cc_strbuf_putn(&b, ", ", 2);
             cc_pyrepr_put(&b, json_array_get(exc_args, i), 0);
         }
     } else if (exc_args != NULL) {
         cc_pyrepr_put(&b, exc_args, 0);
     }
-    cc_sbuf_putc(&b, ')');
-    return cc_sbuf_take(&b, NULL);
+    cc_strbuf_putc(&b, ')');
+    return cc_strbuf_take(&b, NULL);
 }
 
 const char *cc_pyrepr_type_name(const json_t *v)
@@ -182,15 +182,15 @@ static int is_one_of(const char *s, const char *const *names)
 }
 
 /* str(arg) of one exception argument: the text of a str, repr() of anything else. */
-static void sbuf_pystr(struct cc_sbuf *b, const json_t *v)
+static void sbuf_pystr(struct cc_strbuf *b, const json_t *v)
 {
     if (json_is_string(v))
-        cc_sbuf_putn(b, json_string_value(v), json_string_length(v));
+        cc_strbuf_putn(b, json_string_value(v), json_string_length(v));
     else
         cc_pyrepr_put(b, v, 0);
 }
 
-void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_str(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
                        const json_t *exc_args)
 {
     /* OSError and its subclasses (builtins): OSError.__str__ with 2..5 args. */
@@ -223,15 +223,15 @@ void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char
     if (strcmp(mod, "billiard.exceptions") == 0 &&
         (strcmp(type, "TimeLimitExceeded") == 0 || strcmp(type, "SoftTimeLimitExceeded") == 0)) {
         /* billiard: "TimeLimitExceeded%s" % (self.args,) -> "TimeLimitExceeded(1,)". */
-        cc_sbuf_puts(b, type);
+        cc_strbuf_puts(b, type);
         if (json_is_array(exc_args))
             cc_pyrepr_put(b, exc_args, 1);
         else if (exc_args != NULL) {
-            cc_sbuf_putc(b, '(');
+            cc_strbuf_putc(b, '(');
             cc_pyrepr_put(b, exc_args, 0);
-            cc_sbuf_putn(b, ",)", 2);
+            cc_strbuf_putn(b, ",)", 2);
         } else
-            cc_sbuf_putn(b, "()", 2);
+            cc_strbuf_putn(b, "()", 2);
         return;
     }
     if (n == 0)
@@ -239,15 +239,15 @@ void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char
     if (strcmp(mod, "builtins") == 0 && n >= 2 && n <= 5 && is_one_of(type, oserrors)) {
         const json_t *fn = json_array_get(exc_args, 2), *fn2 = json_array_get(exc_args, 4);
 
-        cc_sbuf_puts(b, "[Errno ");
+        cc_strbuf_puts(b, "[Errno ");
         sbuf_pystr(b, a0);
-        cc_sbuf_putn(b, "] ", 2);
+        cc_strbuf_putn(b, "] ", 2);
         sbuf_pystr(b, json_array_get(exc_args, 1));
         if (fn != NULL && !json_is_null(fn)) {
-            cc_sbuf_putn(b, ": ", 2);
+            cc_strbuf_putn(b, ": ", 2);
             cc_pyrepr_put(b, fn, 0);
             if (fn2 != NULL && !json_is_null(fn2)) {
-                cc_sbuf_puts(b, " -> ");
+                cc_strbuf_puts(b, " -> ");
                 cc_pyrepr_put(b, fn2, 0);
             }
         }
@@ -264,7 +264,7 @@ void cc_pyrepr_put_exc_str(struct cc_sbuf *b, const char *exc_module, const char
         sbuf_pystr(b, a0);
 }
 
-void cc_pyrepr_put_exc_line(struct cc_sbuf *b, const char *exc_module, const char *exc_type,
+void cc_pyrepr_put_exc_line(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
                         const json_t *exc_args)
 {
     const char *type = exc_type != NULL ? exc_type : "Exception";
@@ -274,13 +274,13 @@ void cc_pyrepr_put_exc_line(struct cc_sbuf *b, const char *exc_module, const cha
      * builtins and __main__; IOError and EnvironmentError are OSError's aliases. */
     if (exc_module != NULL && strcmp(exc_module, "builtins") != 0 &&
         strcmp(exc_module, "__main__") != 0) {
-        cc_sbuf_puts(b, exc_module);
-        cc_sbuf_putc(b, '.');
+        cc_strbuf_puts(b, exc_module);
+        cc_strbuf_putc(b, '.');
     } else if (strcmp(type, "IOError") == 0 || strcmp(type, "EnvironmentError") == 0) {
         type = "OSError";
     }
-    cc_sbuf_puts(b, type);
-    cc_sbuf_putn(b, ": ", 2);
+    cc_strbuf_puts(b, type);
+    cc_strbuf_putn(b, ": ", 2);
     mark = b->len;
     cc_pyrepr_put_exc_str(b, exc_module, exc_type, exc_args);
     if (b->len == mark && !b->oom) { /* empty str(): "Type" alone */
@@ -291,9 +291,9 @@ void cc_pyrepr_put_exc_line(struct cc_sbuf *b, const char *exc_module, const cha
 
 char *cc_pyrepr_exc_line(const char *exc_module, const char *exc_type, const json_t *exc_args)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     cc_pyrepr_put_exc_line(&b, exc_module, exc_type, exc_args);
-    return cc_sbuf_take(&b, NULL);
+    return cc_strbuf_take(&b, NULL);
 }

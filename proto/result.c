@@ -18,33 +18,33 @@
 #include "result.h"
 #include "strbuf.h"
 
-static void put_key(struct cc_sbuf *b, const char *key, int first)
+static void put_key(struct cc_strbuf *b, const char *key, int first)
 {
     if (!first)
-        cc_sbuf_putn(b, ", ", 2);
-    cc_sbuf_json_str(b, key, strlen(key));
-    cc_sbuf_putn(b, ": ", 2);
+        cc_strbuf_putn(b, ", ", 2);
+    cc_strbuf_json_str(b, key, strlen(key));
+    cc_strbuf_putn(b, ": ", 2);
 }
 
-static void put_str(struct cc_sbuf *b, const char *s)
+static void put_str(struct cc_strbuf *b, const char *s)
 {
     if (s == NULL)
-        cc_sbuf_putn(b, "null", 4);
+        cc_strbuf_putn(b, "null", 4);
     else
-        cc_sbuf_json_str(b, s, strlen(s));
+        cc_strbuf_json_str(b, s, strlen(s));
 }
 
-static void put_json(struct cc_sbuf *b, const json_t *v, const char *dflt)
+static void put_json(struct cc_strbuf *b, const json_t *v, const char *dflt)
 {
     if (v == NULL)
-        cc_sbuf_puts(b, dflt);
+        cc_strbuf_puts(b, dflt);
     else
-        cc_sbuf_json(b, v);
+        cc_strbuf_json(b, v);
 }
 
 int cc_result_encode(const struct cc_result *r, char **out, size_t *len, struct cc_err *err)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
     char when[40];
 
     *out = NULL;
@@ -53,10 +53,10 @@ int cc_result_encode(const struct cc_result *r, char **out, size_t *len, struct 
     if (r == NULL || r->task_id == NULL || r->status == NULL)
         return cc_err_set(err, CC_EINVAL, "result has no %s",
                           r && r->task_id ? "status" : "task_id");
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     /* Typical values are a few hundred bytes; one reservation avoids most regrowth. */
-    (void)cc_sbuf_reserve(&b, 256);
-    cc_sbuf_putc(&b, '{');
+    (void)cc_strbuf_reserve(&b, 256);
+    cc_strbuf_putc(&b, '{');
     put_key(&b, "status", 1);
     put_str(&b, r->status);
     put_key(&b, "result", 0);
@@ -87,14 +87,14 @@ int cc_result_encode(const struct cc_result *r, char **out, size_t *len, struct 
         put_key(&b, "worker", 0);
         put_str(&b, r->worker);
         put_key(&b, "retries", 0);
-        cc_sbuf_int(&b, r->retries);
+        cc_strbuf_int(&b, r->retries);
         put_key(&b, "queue", 0);
         put_str(&b, r->queue);
     }
     put_key(&b, "task_id", 0);
     put_str(&b, r->task_id);
-    cc_sbuf_putc(&b, '}');
-    *out = cc_sbuf_take(&b, len);
+    cc_strbuf_putc(&b, '}');
+    *out = cc_strbuf_take(&b, len);
     if (*out == NULL)
         return cc_err_set(err, CC_ENOMEM, "out of memory encoding result");
     return CC_OK;
@@ -114,12 +114,12 @@ json_t *cc_result_exc_new(const char *exc_module, const char *exc_type, json_t *
 
 char *cc_json_dumps(const json_t *v)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     if (v == NULL)
-        cc_sbuf_putn(&b, "null", 4);
+        cc_strbuf_putn(&b, "null", 4);
     else
-        cc_sbuf_json(&b, v);
-    return cc_sbuf_take(&b, NULL);
+        cc_strbuf_json(&b, v);
+    return cc_strbuf_take(&b, NULL);
 }

@@ -21,20 +21,20 @@
 
 /* ---- Buffer ---------------------------------------------------------------------------- */
 
-void cc_sbuf_init(struct cc_sbuf *b, size_t limit)
+void cc_strbuf_init(struct cc_strbuf *b, size_t limit)
 {
     memset(b, 0, sizeof(*b));
     b->limit = limit;
 }
 
-void cc_sbuf_deinit(struct cc_sbuf *b)
+void cc_strbuf_deinit(struct cc_strbuf *b)
 {
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
 }
 
-bool cc_sbuf_reserve(struct cc_sbuf *b, size_t n)
+bool cc_strbuf_reserve(struct cc_strbuf *b, size_t n)
 {
     size_t need;
     size_t cap;
@@ -62,46 +62,46 @@ bool cc_sbuf_reserve(struct cc_sbuf *b, size_t n)
     return true;
 }
 
-void cc_sbuf_putn(struct cc_sbuf *b, const char *s, size_t n)
+void cc_strbuf_putn(struct cc_strbuf *b, const char *s, size_t n)
 {
     if (b->limit != 0 && n > b->limit - b->len) {
         n = b->limit - b->len; /* len never exceeds limit */
         b->truncated = true;
     }
-    if (n == 0 || !cc_sbuf_reserve(b, n))
+    if (n == 0 || !cc_strbuf_reserve(b, n))
         return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
 }
 
-void cc_sbuf_puts(struct cc_sbuf *b, const char *s)
+void cc_strbuf_puts(struct cc_strbuf *b, const char *s)
 {
-    cc_sbuf_putn(b, s, strlen(s));
+    cc_strbuf_putn(b, s, strlen(s));
 }
 
-void cc_sbuf_putc(struct cc_sbuf *b, char c)
+void cc_strbuf_putc(struct cc_strbuf *b, char c)
 {
-    cc_sbuf_putn(b, &c, 1);
+    cc_strbuf_putn(b, &c, 1);
 }
 
-void cc_sbuf_int(struct cc_sbuf *b, long long v)
+void cc_strbuf_int(struct cc_strbuf *b, long long v)
 {
     char tmp[24];
     int n = snprintf(tmp, sizeof(tmp), "%lld", v);
 
-    cc_sbuf_putn(b, tmp, (size_t)n);
+    cc_strbuf_putn(b, tmp, (size_t)n);
 }
 
-char *cc_sbuf_take(struct cc_sbuf *b, size_t *len)
+char *cc_strbuf_take(struct cc_strbuf *b, size_t *len)
 {
     char *p;
 
     if (b->oom) {
-        cc_sbuf_deinit(b);
+        cc_strbuf_deinit(b);
         return NULL;
     }
-    if (b->p == NULL && !cc_sbuf_reserve(b, 0))
+    if (b->p == NULL && !cc_strbuf_reserve(b, 0))
         return NULL;
     p = b->p;
     if (len != NULL)
@@ -113,7 +113,7 @@ char *cc_sbuf_take(struct cc_sbuf *b, size_t *len)
 
 /* ---- UTF-8 ----------------------------------------------------------------------------- */
 
-size_t cc_utf8_valid_prefix(const uint8_t *s, size_t n)
+size_t cc_strbuf_utf8_valid_prefix(const uint8_t *s, size_t n)
 {
     size_t i = 0;
 
@@ -163,7 +163,7 @@ size_t cc_utf8_valid_prefix(const uint8_t *s, size_t n)
  * zeros, which we strip; subnormals search from 1 digit).
  * Known gap: at an exact power of two the 16-digit candidate printf rounds to may fail while
  * another 16-digit string would pass; we then print 17 digits where Python prints 16. */
-size_t cc_float_repr(double d, char *out)
+size_t cc_strbuf_float_repr(double d, char *out)
 {
     char tmp[40];
     char digits[20];
@@ -243,21 +243,21 @@ size_t cc_float_repr(double d, char *out)
 
 static const char hexdig[] = "0123456789abcdef";
 
-static void json_u_escape(struct cc_sbuf *b, uint32_t u)
+static void json_u_escape(struct cc_strbuf *b, uint32_t u)
 {
     char e[6] = {
         '\\',          'u', hexdig[(u >> 12) & 15], hexdig[(u >> 8) & 15], hexdig[(u >> 4) & 15],
         hexdig[u & 15]};
 
-    cc_sbuf_putn(b, e, 6);
+    cc_strbuf_putn(b, e, 6);
 }
 
-void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n)
+void cc_strbuf_json_str(struct cc_strbuf *b, const char *s, size_t n)
 {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
 
-    cc_sbuf_putc(b, '"');
+    cc_strbuf_putc(b, '"');
     while (i < n) {
         size_t run = i;
         uint8_t c;
@@ -266,7 +266,7 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n)
         while (run < n && u[run] >= 0x20 && u[run] < 0x7f && u[run] != '"' && u[run] != '\\')
             run++;
         if (run > i) {
-            cc_sbuf_putn(b, s + i, run - i);
+            cc_strbuf_putn(b, s + i, run - i);
             i = run;
             if (i == n)
                 break;
@@ -274,25 +274,25 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n)
         c = u[i];
         switch (c) {
         case '"':
-            cc_sbuf_putn(b, "\\\"", 2);
+            cc_strbuf_putn(b, "\\\"", 2);
             break;
         case '\\':
-            cc_sbuf_putn(b, "\\\\", 2);
+            cc_strbuf_putn(b, "\\\\", 2);
             break;
         case '\n':
-            cc_sbuf_putn(b, "\\n", 2);
+            cc_strbuf_putn(b, "\\n", 2);
             break;
         case '\r':
-            cc_sbuf_putn(b, "\\r", 2);
+            cc_strbuf_putn(b, "\\r", 2);
             break;
         case '\t':
-            cc_sbuf_putn(b, "\\t", 2);
+            cc_strbuf_putn(b, "\\t", 2);
             break;
         case '\b':
-            cc_sbuf_putn(b, "\\b", 2);
+            cc_strbuf_putn(b, "\\b", 2);
             break;
         case '\f':
-            cc_sbuf_putn(b, "\\f", 2);
+            cc_strbuf_putn(b, "\\f", 2);
             break;
         default:
             if (c < 0x80) {
@@ -323,10 +323,10 @@ void cc_sbuf_json_str(struct cc_sbuf *b, const char *s, size_t n)
         }
         i++;
     }
-    cc_sbuf_putc(b, '"');
+    cc_strbuf_putc(b, '"');
 }
 
-void cc_sbuf_value(struct cc_sbuf *b, const json_t *v, const struct cc_sbuf_style *st, int as_tuple)
+void cc_strbuf_value(struct cc_strbuf *b, const json_t *v, const struct cc_strbuf_style *st, int as_tuple)
 {
     char tmp[40];
 
@@ -338,69 +338,69 @@ void cc_sbuf_value(struct cc_sbuf *b, const json_t *v, const struct cc_sbuf_styl
         json_t *val;
         int first = 1;
 
-        cc_sbuf_putc(b, '{');
+        cc_strbuf_putc(b, '{');
         json_object_foreach((json_t *)v, key, val)
         {
             if (b->truncated)
                 break;
             if (!first)
-                cc_sbuf_putn(b, ", ", 2);
+                cc_strbuf_putn(b, ", ", 2);
             first = 0;
             /* Keys may hold NUL bytes (JSON_ALLOW_NUL); jansson 2.14 keeps their length. */
             st->str(b, key, json_object_iter_key_len(json_object_key_to_iter(key)));
-            cc_sbuf_putn(b, ": ", 2);
-            cc_sbuf_value(b, val, st, 0);
+            cc_strbuf_putn(b, ": ", 2);
+            cc_strbuf_value(b, val, st, 0);
         }
-        cc_sbuf_putc(b, '}');
+        cc_strbuf_putc(b, '}');
         break;
     }
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
 
-        cc_sbuf_putc(b, as_tuple ? '(' : '[');
+        cc_strbuf_putc(b, as_tuple ? '(' : '[');
         for (size_t i = 0; i < n && !b->truncated; i++) {
             if (i)
-                cc_sbuf_putn(b, ", ", 2);
-            cc_sbuf_value(b, json_array_get(v, i), st, 0);
+                cc_strbuf_putn(b, ", ", 2);
+            cc_strbuf_value(b, json_array_get(v, i), st, 0);
         }
         if (as_tuple && n == 1)
-            cc_sbuf_putc(b, ',');
-        cc_sbuf_putc(b, as_tuple ? ')' : ']');
+            cc_strbuf_putc(b, ',');
+        cc_strbuf_putc(b, as_tuple ? ')' : ']');
         break;
     }
     case JSON_STRING:
         st->str(b, json_string_value(v), json_string_length(v));
         break;
     case JSON_INTEGER:
-        cc_sbuf_int(b, (long long)json_integer_value(v));
+        cc_strbuf_int(b, (long long)json_integer_value(v));
         break;
     case JSON_REAL: {
         double d = json_real_value(v);
 
         /* jansson refuses non-finite reals, but json.dumps would say Infinity / NaN. */
         if (st->is_json && isnan(d))
-            cc_sbuf_puts(b, "NaN");
+            cc_strbuf_puts(b, "NaN");
         else if (st->is_json && isinf(d))
-            cc_sbuf_puts(b, d < 0 ? "-Infinity" : "Infinity");
+            cc_strbuf_puts(b, d < 0 ? "-Infinity" : "Infinity");
         else
-            cc_sbuf_putn(b, tmp, cc_float_repr(d, tmp));
+            cc_strbuf_putn(b, tmp, cc_strbuf_float_repr(d, tmp));
         break;
     }
     case JSON_TRUE:
-        cc_sbuf_puts(b, st->is_json ? "true" : "True");
+        cc_strbuf_puts(b, st->is_json ? "true" : "True");
         break;
     case JSON_FALSE:
-        cc_sbuf_puts(b, st->is_json ? "false" : "False");
+        cc_strbuf_puts(b, st->is_json ? "false" : "False");
         break;
     case JSON_NULL:
-        cc_sbuf_puts(b, st->is_json ? "null" : "None");
+        cc_strbuf_puts(b, st->is_json ? "null" : "None");
         break;
     }
 }
 
-static const struct cc_sbuf_style json_style = {.str = cc_sbuf_json_str, .is_json = true};
+static const struct cc_strbuf_style json_style = {.str = cc_strbuf_json_str, .is_json = true};
 
-void cc_sbuf_json(struct cc_sbuf *b, const json_t *v)
+void cc_strbuf_json(struct cc_strbuf *b, const json_t *v)
 {
-    cc_sbuf_value(b, v, &json_style, 0);
+    cc_strbuf_value(b, v, &json_style, 0);
 }

@@ -1182,18 +1182,18 @@ static int write_all(int fd, const char *p, size_t len, const char *path, struct
 }
 
 /* One journal line per entry: {"n": NAME, "l": slot_us, "t": total}. */
-static void journal_lines(struct cc_sbuf *b, struct beat_entry *const *entries, size_t n)
+static void journal_lines(struct cc_strbuf *b, struct beat_entry *const *entries, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const struct beat_entry *e = entries[i];
 
-        cc_sbuf_puts(b, "{\"n\": ");
-        cc_sbuf_json_str(b, e->name, strlen(e->name));
-        cc_sbuf_puts(b, ", \"l\": ");
-        cc_sbuf_int(b, (long long)e->last_us);
-        cc_sbuf_puts(b, ", \"t\": ");
-        cc_sbuf_int(b, (long long)e->total);
-        cc_sbuf_puts(b, "}\n");
+        cc_strbuf_puts(b, "{\"n\": ");
+        cc_strbuf_json_str(b, e->name, strlen(e->name));
+        cc_strbuf_puts(b, ", \"l\": ");
+        cc_strbuf_int(b, (long long)e->last_us);
+        cc_strbuf_puts(b, ", \"t\": ");
+        cc_strbuf_int(b, (long long)e->total);
+        cc_strbuf_puts(b, "}\n");
     }
 }
 
@@ -1219,13 +1219,13 @@ out:
 int beat_state_append(const char *path, struct beat_entry *const *entries, size_t n,
                       struct cc_err *err)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
     int rc;
 
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     journal_lines(&b, entries, n);
     rc = journal_write(path, b.p ? b.p : "", b.len, err);
-    cc_sbuf_deinit(&b);
+    cc_strbuf_deinit(&b);
     return rc;
 }
 
@@ -1242,16 +1242,16 @@ static int state_save_rows(const char *path, const struct state_row *rows, size_
 {
     char *tmp = cc_xmalloc(strlen(path) + 16);
     int fd = -1, rc = CC_OK;
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     sprintf(tmp, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = cc_err_set(err, CC_EIO, "state file %s: %s", tmp, strerror(errno));
         goto out;
     }
-    cc_sbuf_puts(&b, "{\"version\":1,\"entries\":{");
+    cc_strbuf_puts(&b, "{\"version\":1,\"entries\":{");
     for (size_t i = 0; i < n; i++) {
         char iso[40];
 
@@ -1263,16 +1263,16 @@ static int state_save_rows(const char *path, const struct state_row *rows, size_
             b.len = 0;
         }
         if (i > 0)
-            cc_sbuf_putc(&b, ',');
-        cc_sbuf_json_str(&b, rows[i].name, strlen(rows[i].name));
-        cc_sbuf_puts(&b, ":{\"last_run_at\":\"");
+            cc_strbuf_putc(&b, ',');
+        cc_strbuf_json_str(&b, rows[i].name, strlen(rows[i].name));
+        cc_strbuf_puts(&b, ":{\"last_run_at\":\"");
         fmt_us(rows[i].last_us, iso, sizeof(iso));
-        cc_sbuf_puts(&b, iso);
-        cc_sbuf_puts(&b, "\",\"total_run_count\":");
-        cc_sbuf_int(&b, (long long)rows[i].total);
-        cc_sbuf_putc(&b, '}');
+        cc_strbuf_puts(&b, iso);
+        cc_strbuf_puts(&b, "\",\"total_run_count\":");
+        cc_strbuf_int(&b, (long long)rows[i].total);
+        cc_strbuf_putc(&b, '}');
     }
-    cc_sbuf_puts(&b, "}}");
+    cc_strbuf_puts(&b, "}}");
     if (b.oom) {
         rc = cc_err_set(err, CC_ENOMEM, "state file %s: out of memory", tmp);
         goto out;
@@ -1303,7 +1303,7 @@ out:
     if (rc != CC_OK)
         unlink(tmp);
     free(tmp);
-    cc_sbuf_deinit(&b);
+    cc_strbuf_deinit(&b);
     return rc;
 }
 
@@ -1406,14 +1406,14 @@ static void *sw_main(void *arg)
         } else if (j->next == NULL) {
             rc = journal_write(w->path, j->text, j->len, &err);
         } else {
-            struct cc_sbuf b;
+            struct cc_strbuf b;
 
-            cc_sbuf_init(&b, 0);
+            cc_strbuf_init(&b, 0);
             for (struct sw_job *k = j; k != NULL; k = k->next)
-                cc_sbuf_putn(&b, k->text, k->len);
+                cc_strbuf_putn(&b, k->text, k->len);
             rc = b.p != NULL ? journal_write(w->path, b.p, b.len, &err)
                              : cc_err_set(&err, CC_ENOMEM, "state file: out of memory");
-            cc_sbuf_deinit(&b);
+            cc_strbuf_deinit(&b);
         }
         if (rc != CC_OK)
             cc_error("beat: %s", err.msg);
@@ -1472,15 +1472,15 @@ void beat_state_writer_append(struct beat_state_writer *w, struct beat_entry *co
                               size_t n)
 {
     struct sw_job *j;
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
     if (n == 0)
         return;
-    cc_sbuf_init(&b, 0);
+    cc_strbuf_init(&b, 0);
     journal_lines(&b, entries, n);
     j = cc_xcalloc(1, sizeof(*j));
-    j->text = cc_sbuf_take(&b, &j->len);
-    cc_sbuf_deinit(&b);
+    j->text = cc_strbuf_take(&b, &j->len);
+    cc_strbuf_deinit(&b);
     if (j->text == NULL) { /* out of memory: as a failed append */
         free(j);
         pthread_mutex_lock(&w->mu);

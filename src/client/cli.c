@@ -104,7 +104,7 @@ int cc_cli_is_command(const char *cmd)
 
 static void cli_usage(FILE *out, const char *cmd)
 {
-    struct cc_sbuf list = {0};
+    struct cc_strbuf list = {0};
 
     if (strcmp(cmd, "inspect") == 0 || strcmp(cmd, "control") == 0) {
         cc_ctlclient_list(&list, strcmp(cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
@@ -163,7 +163,7 @@ static void cli_usage(FILE *out, const char *cmd)
                      "names.\n"
                      "  -j, --json              Use json as output format.\n");
     fprintf(out, "  -h, --help              Show this message and exit.\n");
-    cc_sbuf_deinit(&list);
+    cc_strbuf_deinit(&list);
 }
 
 static const char *cli_env(const char *a, const char *b, const char *dflt)
@@ -510,7 +510,7 @@ static json_t *cli_env_body(const amqp_envelope_t *env)
     return json_loadb(env->message.body.bytes, env->message.body.len, JSON_DECODE_ANY, &jerr);
 }
 
-static void cli_flush(struct cc_sbuf *s)
+static void cli_flush(struct cc_strbuf *s)
 {
     if (s->p && s->len)
         fwrite(s->p, 1, s->len, stdout);
@@ -524,7 +524,7 @@ static int cli_publish_json(struct cc_broker *b, const char *exchange, const cha
 {
     amqp_basic_properties_t p;
     amqp_pool_t pool;
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     struct cc_err err = {0};
     int rc;
 
@@ -538,11 +538,11 @@ static int cli_publish_json(struct cc_broker *b, const char *exchange, const cha
     p.priority = 0;
     if (headers && cc_amqptab_from_json(headers, &pool, &p.headers, &err) == CC_OK)
         p._flags |= AMQP_BASIC_HEADERS_FLAG;
-    cc_sbuf_json(&s, body);
+    cc_strbuf_json(&s, body);
     rc = cc_broker_publish_props(b, exchange, rk, &p, (amqp_bytes_t){s.len, s.p}, &err);
     if (rc != CC_OK)
         fprintf(stderr, "Error: publish to %s failed: %s\n", exchange, err.msg);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     empty_amqp_pool(&pool);
     return rc == CC_OK ? 0 : -1;
 }
@@ -562,7 +562,7 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
     int rc,
         timeout_ms = o->timeout_s < INT_MAX / 1000.0 ? (int)(o->timeout_s * 1000.0 + 0.5) : INT_MAX;
     size_t limit = o->n_dest;
-    struct cc_sbuf line = {0};
+    struct cc_strbuf line = {0};
     struct cc_err err = {0};
 
     *replies = json_array();
@@ -623,7 +623,7 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
         if (limit && json_array_size(*replies) >= limit)
             break;
     }
-    cc_sbuf_deinit(&line);
+    cc_strbuf_deinit(&line);
     cc_broker_close(&b);
     return 0;
 }
@@ -646,11 +646,11 @@ static json_t *cli_merge(const json_t *replies)
 
 static void cli_print_json(const json_t *v)
 {
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     cc_ctlclient_json_dump(&s, v, -1, 0);
-    cc_sbuf_putc(&s, '\n');
+    cc_strbuf_putc(&s, '\n');
     cli_flush(&s);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
 }
 
 static int cli_remote(const struct cli_opts *o)
@@ -660,7 +660,7 @@ static int cli_remote(const struct cli_opts *o)
     const char *method = is_status ? "ping" : (o->n_pos ? o->pos[0] : NULL);
     json_t *arguments = NULL, *replies = NULL;
     struct cc_err err = {0};
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     int rc;
 
     if (!is_status) {
@@ -696,7 +696,7 @@ static int cli_remote(const struct cli_opts *o)
             json_decref(merged);
         }
     }
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     json_decref(replies);
     return rc;
 }
@@ -848,23 +848,23 @@ static int cli_result(const struct cli_opts *o)
         if (rep->type == REDIS_REPLY_STRING)
             meta = json_loadb(rep->str, rep->len, JSON_DECODE_ANY, NULL);
         if (o->is_traceback || cc_ctlclient_result_is_ready(meta)) {
-            struct cc_sbuf out = {0}, errout = {0};
+            struct cc_strbuf out = {0}, errout = {0};
 
             rc = cc_ctlclient_result_say(&out, &errout, meta, o->is_traceback);
             if (o->is_json) {
-                cc_sbuf_deinit(&out);
+                cc_strbuf_deinit(&out);
                 if (rep->type == REDIS_REPLY_STRING)
-                    cc_sbuf_putn(&out, rep->str, rep->len);
+                    cc_strbuf_putn(&out, rep->str, rep->len);
                 else
-                    cc_sbuf_puts(&out, pending);
-                cc_sbuf_putc(&out, '\n');
+                    cc_strbuf_puts(&out, pending);
+                cc_strbuf_putc(&out, '\n');
             } else if (errout.len > 0) {
                 fflush(stdout);
                 fwrite(errout.p, 1, errout.len, stderr);
             }
             cli_flush(&out);
-            cc_sbuf_deinit(&out);
-            cc_sbuf_deinit(&errout);
+            cc_strbuf_deinit(&out);
+            cc_strbuf_deinit(&errout);
             freeReplyObject(rep);
             json_decref(meta);
             break;
@@ -1139,7 +1139,7 @@ static int cli_events(const struct cli_opts *o)
     char *label_id[CLI_LABELS] = {0}, *label_txt[CLI_LABELS] = {0};
     size_t next_label = 0;
     int64_t deadline = o->duration_s > 0 ? cli_after_us(cc_mono_us(), o->duration_s) : 0;
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     int rc;
 
     struct live *lv = NULL;
@@ -1213,7 +1213,7 @@ static int cli_events(const struct cli_opts *o)
                 if (label_id[k] && strcmp(label_id[k], id) == 0)
                     label = label_txt[k];
             cc_ctlclient_event_line(&s, ev, label, &fresh);
-            cc_sbuf_putc(&s, '\n');
+            cc_strbuf_putc(&s, '\n');
             cli_flush(&s);
             if (fresh && id) {
                 free(label_id[next_label]);
@@ -1235,7 +1235,7 @@ static int cli_events(const struct cli_opts *o)
         free(label_id[k]);
         free(label_txt[k]);
     }
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     cc_broker_close(&b);
     return rc;
 }

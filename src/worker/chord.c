@@ -54,20 +54,20 @@
 
 char *cc_chord_member_encode(const char *tid, const char *state, const json_t *result)
 {
-    struct cc_sbuf b;
+    struct cc_strbuf b;
 
-    cc_sbuf_init(&b, 0);
-    cc_sbuf_puts(&b, "[1, ");
-    cc_sbuf_json_str(&b, tid, strlen(tid));
-    cc_sbuf_puts(&b, ", ");
-    cc_sbuf_json_str(&b, state, strlen(state));
-    cc_sbuf_puts(&b, ", ");
+    cc_strbuf_init(&b, 0);
+    cc_strbuf_puts(&b, "[1, ");
+    cc_strbuf_json_str(&b, tid, strlen(tid));
+    cc_strbuf_puts(&b, ", ");
+    cc_strbuf_json_str(&b, state, strlen(state));
+    cc_strbuf_puts(&b, ", ");
     if (result == NULL)
-        cc_sbuf_puts(&b, "null");
+        cc_strbuf_puts(&b, "null");
     else
-        cc_sbuf_json(&b, result);
-    cc_sbuf_putc(&b, ']');
-    return cc_sbuf_take(&b, NULL);
+        cc_strbuf_json(&b, result);
+    cc_strbuf_putc(&b, ']');
+    return cc_strbuf_take(&b, NULL);
 }
 
 int cc_chord_member_decode(const char *s, size_t len, char **tid, char **state, json_t **result,

@@ -56,7 +56,7 @@ static void check_fixture(const char *name)
     size_t n_dest = 0;
     json_t *req, *args = NULL, *body, *merged, *replies;
     struct cc_err err = {0};
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     const char *ticket, *rk;
     int is_inspect;
 
@@ -85,8 +85,8 @@ static void check_fixture(const char *name)
     rk = json_string_value(json_object_get(json_object_get(body, "reply_to"), "routing_key"));
     req = cc_ctlclient_request(words[4], args, n_dest ? dest : NULL, n_dest, ticket,
                           "reply.celery.pidbox", rk);
-    cc_sbuf_json(&s, req);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_json(&s, req);
+    cc_strbuf_putc(&s, '\0');
     if (strcmp(s.p, fixture_str(json_object_get(root, "request"), "body_raw")) != 0)
         fail_msg("%s request:\n got  %s\n want %s", name, s.p,
                  fixture_str(json_object_get(root, "request"), "body_raw"));
@@ -106,8 +106,8 @@ static void check_fixture(const char *name)
     }
     if (json_array_size(replies) > 0 && cli_out) {
         cc_ctlclient_json_dump(&s, is_inspect ? merged : replies, -1, 0);
-        cc_sbuf_putc(&s, '\n');
-        cc_sbuf_putc(&s, '\0');
+        cc_strbuf_putc(&s, '\n');
+        cc_strbuf_putc(&s, '\0');
         if (strcmp(s.p, cli_out) != 0)
             fail_msg("%s --json:\n got  %s\n want %s", name, s.p, cli_out);
     }
@@ -115,7 +115,7 @@ static void check_fixture(const char *name)
     json_decref(merged);
     json_decref(req);
     json_decref(args);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     free(copy);
     json_decref(root);
 }
@@ -130,18 +130,18 @@ static void test_ctlclient_fixtures(void **state)
 static void check_say(const char *reply_json, int show, const char *want)
 {
     json_t *r = json_loads(reply_json, JSON_DECODE_ANY, NULL);
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     cc_ctlclient_say_reply(&s, "w1@localhost", r, show);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_putc(&s, '\0');
     if (strcmp(s.p, want) != 0)
         fail_msg("say(%s):\n got <%s>\n want <%s>", reply_json, s.p, want);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     json_decref(r);
 }
 
 static void test_ctlclient_text(void **state)
 {
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     (void)state;
     check_say("{\"ok\": \"pong\"}", 1, "->  w1@localhost: OK\n        pong\n");
     check_say("{\"ok\": \"pong\"}", 0, "->  w1@localhost: OK\n");
@@ -158,9 +158,9 @@ static void test_ctlclient_text(void **state)
     check_say("null", 1, "->  w1@localhost: OK\n    None\n");
     cc_ctlclient_say_online(&s, 1);
     cc_ctlclient_say_online(&s, 2);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_putc(&s, '\0');
     assert_string_equal(s.p, "\n1 node online.\n\n2 nodes online.\n");
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
 }
 
 static void test_ctlclient_arguments(void **state)
@@ -171,20 +171,20 @@ static void test_ctlclient_arguments(void **state)
     const char *off[] = {"Off"};
     json_t *o = NULL;
     struct cc_err err = {0};
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     (void)state;
 
     assert_int_equal(cc_ctlclient_arguments("time_limit", 3, a, &o, &err), CC_OK);
-    cc_sbuf_json(&s, o);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_json(&s, o);
+    cc_strbuf_putc(&s, '\0');
     assert_string_equal(s.p, "{\"task_name\": \"demo.add\", \"soft\": 3.0, \"hard\": 4.5}");
     json_decref(o);
     assert_int_equal(cc_ctlclient_arguments("time_limit", 4, a, &o, &err), CC_EUSAGE);
     assert_null(o);
     assert_int_equal(cc_ctlclient_arguments("terminate", 3, b, &o, &err), CC_OK);
     s.len = 0;
-    cc_sbuf_json(&s, o);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_json(&s, o);
+    cc_strbuf_putc(&s, '\0');
     assert_string_equal(s.p, "{\"signal\": \"SIGKILL\", \"task_id\": [\"id1\", \"id2\"]}");
     json_decref(o);
     assert_int_equal(cc_ctlclient_arguments("pool_grow", 1, c, &o, &err), CC_EUSAGE);
@@ -195,18 +195,18 @@ static void test_ctlclient_arguments(void **state)
     assert_int_equal(cc_ctlclient_arguments("no_such", 0, c, &o, &err), CC_EUSAGE);
     assert_int_equal(cc_ctlclient_kind("hello"), CC_CTLCLIENT_UNKNOWN); /* not visible in the CLI */
     assert_int_equal(cc_ctlclient_kind("shutdown"), CC_CTLCLIENT_CONTROL);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
 }
 
 static void check_event(const char *ev_json, const char *label, const char *want,
                         const char *want_label)
 {
     json_t *ev = json_loads(ev_json, 0, NULL);
-    struct cc_sbuf s = {0};
+    struct cc_strbuf s = {0};
     char *fresh = NULL;
     assert_non_null(ev);
     cc_ctlclient_event_line(&s, ev, label, &fresh);
-    cc_sbuf_putc(&s, '\0');
+    cc_strbuf_putc(&s, '\0');
     if (strcmp(s.p, want) != 0)
         fail_msg("event line:\n got  <%s>\n want <%s>", s.p, want);
     if (want_label)
@@ -214,7 +214,7 @@ static void check_event(const char *ev_json, const char *label, const char *want
     else
         assert_null(fresh);
     free(fresh);
-    cc_sbuf_deinit(&s);
+    cc_strbuf_deinit(&s);
     json_decref(ev);
 }
 
@@ -306,13 +306,13 @@ static void test_ctlclient_client_exc_line(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof client_exc_cases / sizeof client_exc_cases[0]; i++) {
         json_t *exc = json_loads(client_exc_cases[i].exc, 0, NULL);
-        struct cc_sbuf b = {0};
+        struct cc_strbuf b = {0};
 
         assert_non_null(exc);
         cc_ctlclient_client_exc_line(&b, exc);
         assert_non_null(b.p);
         assert_string_equal(b.p, client_exc_cases[i].line);
-        cc_sbuf_deinit(&b);
+        cc_strbuf_deinit(&b);
         json_decref(exc);
     }
 }
@@ -322,13 +322,13 @@ static void check_result(const char *meta_json, int tb, int want_rc, const char 
                          const char *want_err)
 {
     json_t *meta = meta_json ? json_loads(meta_json, 0, NULL) : NULL;
-    struct cc_sbuf out = {0}, err = {0};
+    struct cc_strbuf out = {0}, err = {0};
 
     assert_int_equal(cc_ctlclient_result_say(&out, &err, meta, tb), want_rc);
     assert_string_equal(out.p ? out.p : "", want_out);
     assert_string_equal(err.p ? err.p : "", want_err);
-    cc_sbuf_deinit(&out);
-    cc_sbuf_deinit(&err);
+    cc_strbuf_deinit(&out);
+    cc_strbuf_deinit(&err);
     json_decref(meta);
 }
 

@@ -596,7 +596,7 @@ static void test_msg_error_text_quotes_whole_utf8_characters(void **state)
         raw.headers = h;
         raw.body = cc_bytes_str("[[2, 3], {}, {}]");
         assert_int_equal(cc_msg_decode(&raw, &lim, &m, &err), CC_EBADMSG);
-        assert_int_equal(cc_utf8_valid_prefix((const uint8_t *)err.msg, strlen(err.msg)),
+        assert_int_equal(cc_strbuf_utf8_valid_prefix((const uint8_t *)err.msg, strlen(err.msg)),
                          strlen(err.msg));
         cc_msg_deinit(&m); /* what decode filled before it refused */
         json_decref(h);

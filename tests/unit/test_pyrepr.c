@@ -137,7 +137,7 @@ static void test_pyrepr_float_shortest(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         double d = strtod(cases[i].hex, NULL);
 
-        cc_float_repr(d, buf);
+        cc_strbuf_float_repr(d, buf);
         if (strcmp(buf, cases[i].want) != 0)
             fail_msg("%s: got %s want %s", cases[i].hex, buf, cases[i].want);
     }
@@ -149,12 +149,12 @@ static void test_pyrepr_float_shortest(void **state)
         memcpy(&d, &bits, sizeof(d));
         if (d != d || d - d != 0)
             continue;
-        cc_float_repr(d, buf);
+        cc_strbuf_float_repr(d, buf);
         assert_true(strtod(buf, NULL) == d);
     }
-    cc_float_repr(1.0 / 0.0, buf);
+    cc_strbuf_float_repr(1.0 / 0.0, buf);
     assert_string_equal(buf, "inf");
-    cc_float_repr(0.0 / 0.0, buf);
+    cc_strbuf_float_repr(0.0 / 0.0, buf);
     assert_string_equal(buf, "nan");
 }
 
