@@ -2,7 +2,7 @@
  * only what any beat must do at a due time, with no scheduler to speak of. It knows the
  * benchmark's schedule in advance (entry i is due at the epoch milliseconds t with
  * t % PERIOD_MS == PHASE_MS), sleeps until each due instant (CLOCK_REALTIME, absolute), then
- * encodes (cc_msg_encode: fresh uuid4, protocol 2 JSON, args [ENTRY]) and publishes the message
+ * encodes (cc_message_encode: fresh uuid4, protocol 2 JSON, args [ENTRY]) and publishes the message
  * of every entry due then, as fast as it can, to exchange QUEUE with routing key QUEUE (what
  * Celery does for options.queue). No publisher confirms.
  *
@@ -111,7 +111,7 @@ static int publish_one(amqp_connection_state_t conn, amqp_pool_t *pool, const ch
     m.embed = json_object();
     m.origin = (char *)"bench-beatpub@localhost";
     m.delivery_mode = 2;
-    if (cc_msg_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
+    if (cc_message_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
         cc_amqptab_from_json(out.headers, pool, &headers, &err) != CC_OK) {
         fprintf(stderr, "bench_beatpub: encode: %s\n", err.msg);
         goto out;
@@ -132,7 +132,7 @@ static int publish_one(amqp_connection_state_t conn, amqp_pool_t *pool, const ch
     }
     rc = 0;
 out:
-    cc_msg_out_deinit(&out);
+    cc_message_out_deinit(&out);
     json_decref(m.args);
     json_decref(m.kwargs);
     json_decref(m.embed);

@@ -8,7 +8,7 @@
  * ones, all sent to QUEUE (declared by the worker that consumes it). Blocks run in the order
  * given, so the caller can interleave the workers under test.
  *
- * Per task: the message is encoded first (cc_msg_encode, as bench_publish does: fresh uuid4
+ * Per task: the message is encoded first (cc_message_encode, as bench_publish does: fresh uuid4
  * id, protocol 2, JSON); the clock starts just before basic.publish and stops when the
  * result's PUBLISH on celery-task-meta-<id> arrives on a Redis pattern subscription (what
  * AsyncResult.get() waits for with the Redis backend). The result must be SUCCESS and, unless
@@ -107,7 +107,7 @@ static int64_t latency_one(struct lat_ctx *c, const char *queue)
     m.embed = json_object();
     m.origin = (char *)"bench@localhost";
     m.delivery_mode = 2;
-    if (cc_msg_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
+    if (cc_message_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
         cc_amqptab_from_json(out.headers, &c->pool, &headers, &err) != CC_OK) {
         fprintf(stderr, "bench_latency: encode: %s\n", err.msg);
         goto out;
@@ -135,7 +135,7 @@ static int64_t latency_one(struct lat_ctx *c, const char *queue)
 out:
     json_decref(m.kwargs);
     json_decref(m.embed);
-    cc_msg_out_deinit(&out);
+    cc_message_out_deinit(&out);
     recycle_amqp_pool(&c->pool);
     return lat;
 }

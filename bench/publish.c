@@ -4,7 +4,7 @@
  *
  * Declares QUEUE as the worker will (durable, direct exchange of the same name, bound with the
  * queue name) and publishes N messages to "" / QUEUE exactly as a Python client would: each
- * message is encoded with cc_msg_encode() (fresh uuid4 id, root_id = id) and its headers
+ * message is encoded with cc_message_encode() (fresh uuid4 id, root_id = id) and its headers
  * converted with cc_amqptab_from_json(). Publisher confirms are off; the connection is closed
  * cleanly, so every message is in the queue when this exits 0. Prints "published N in S s".
  */
@@ -95,7 +95,7 @@ int main(int argc, char **argv)
         m.embed = json_object();
         m.origin = (char *)"bench@localhost";
         m.delivery_mode = 2;
-        if (cc_msg_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
+        if (cc_message_encode(&m, cc_now_us(), &out, &err) != CC_OK ||
             cc_amqptab_from_json(out.headers, &pool, &headers, &err) != CC_OK) {
             fprintf(stderr, "bench_publish: encode: %s\n", err.msg);
             goto out;
@@ -115,10 +115,10 @@ int main(int argc, char **argv)
         if (amqp_basic_publish(conn, 1, amqp_empty_bytes, amqp_cstring_bytes(argv[3]), 0, 0, &props,
                                (amqp_bytes_t){out.body_len, out.body}) != AMQP_STATUS_OK) {
             fprintf(stderr, "bench_publish: publish failed at %ld\n", i);
-            cc_msg_out_deinit(&out);
+            cc_message_out_deinit(&out);
             goto out;
         }
-        cc_msg_out_deinit(&out);
+        cc_message_out_deinit(&out);
         recycle_amqp_pool(&pool);
     }
     /* A synchronous round trip after the last publish: the broker has processed them all. */

@@ -1035,7 +1035,7 @@ static int send_task(struct apply *A, const char *name, json_t *args, json_t *kw
     if ((rc = plan_push(A, &st)) != CC_OK)
         goto out;
     st->kind = CC_CANVAS_PUBLISH;
-    if ((rc = cc_msg_encode(&m, ctx->now_us, &st->msg, A->err)) != CC_OK) {
+    if ((rc = cc_message_encode(&m, ctx->now_us, &st->msg, A->err)) != CC_OK) {
         A->plan->n--;
         goto out;
     }
@@ -1825,7 +1825,7 @@ void cc_canvas_plan_deinit(struct cc_canvas_plan *p)
 
         free(s->exchange);
         free(s->routing_key);
-        cc_msg_out_deinit(&s->msg);
+        cc_message_out_deinit(&s->msg);
         free(s->task_id);
         free(s->task);
         free(s->group_id);

@@ -557,7 +557,7 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
     return decode_fields(&src, m, err);
 }
 
-int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
+int cc_message_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
                   struct cc_msg *out, struct cc_err *err)
 {
     size_t max_body =
@@ -655,7 +655,7 @@ out:
     return rc;
 }
 
-void cc_msg_deinit(struct cc_msg *m)
+void cc_message_deinit(struct cc_msg *m)
 {
     if (m == NULL)
         return;
@@ -712,7 +712,7 @@ static json_t *limit_or_null(double s)
     return json_real(s);
 }
 
-int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
+int cc_message_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
                   struct cc_err *err)
 {
     const char *keys[] = {"lang",     "task",       "id",      "shadow",
@@ -839,11 +839,11 @@ out:
     free(kwargsrepr);
     cc_strbuf_deinit(&b);
     if (rc != CC_OK)
-        cc_msg_out_deinit(out);
+        cc_message_out_deinit(out);
     return rc;
 }
 
-void cc_msg_out_deinit(struct cc_msg_out *o)
+void cc_message_out_deinit(struct cc_msg_out *o)
 {
     if (o == NULL)
         return;

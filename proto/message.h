@@ -2,7 +2,7 @@
  *
  * Pure codec: no sockets, clocks or globals. The broker layer turns an AMQP delivery into a
  * struct cc_msg_raw (headers already converted to JSON by proto/amqptab.h), and
- * cc_msg_decode() validates it into a struct cc_msg, the one shape the worker executes.
+ * cc_message_decode() validates it into a struct cc_msg, the one shape the worker executes.
  *
  * Wire reference: docs/reference/celery-wire.md §2 (headers §2.2, body §2.3, minimal
  * and poison messages §2.3a, protocol 1 and detection §2.6, serializers §2.7).
@@ -41,7 +41,7 @@ struct cc_msg_limits {
 #define CC_MSG_MAX_INFLATED_DEFAULT (64u * 1024u * 1024u) /* max_inflated_bytes when 0 */
 
 /* Fixed limits on the string fields of a task message, in bytes of UTF-8 (README "Message
- * limits"). Past one, cc_msg_decode() returns CC_ETOOBIG naming the field, its size and the
+ * limits"). Past one, cc_message_decode() returns CC_ETOOBIG naming the field, its size and the
  * limit. Ids and names allow 255 characters of 4-byte UTF-8 (a Celery client cannot send a
  * longer id: it also goes in the correlation_id property, an AMQP short string of at most
  * 255 bytes), with room to spare; the rest are what Celery itself writes, with headroom
@@ -56,7 +56,7 @@ struct cc_msg_limits {
 #define CC_MSG_MAX_REPR_BYTES   (64u * 1024u) /* argsrepr, kwargsrepr */
 
 /* A validated task message. Every string is owned (NUL-terminated) or NULL when absent;
- * JSON values are owned references. Free with cc_msg_deinit(). */
+ * JSON values are owned references. Free with cc_message_deinit(). */
 struct cc_msg {
     int protocol; /* 2 or 1 */
     char *id;
@@ -111,16 +111,16 @@ struct cc_msg {
  *   CC_ENOMEM
  * On failure `out` holds whatever could be read of id/task (for the log line; possibly longer
  * than their limits: log them through cc_log_str) and must still be released with
- * cc_msg_deinit(). The reason in `err` never quotes more than 60 bytes of a field. `limits`
+ * cc_message_deinit(). The reason in `err` never quotes more than 60 bytes of a field. `limits`
  * may be NULL. */
-int cc_msg_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
+int cc_message_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
                   struct cc_msg *out, struct cc_err *err) CC_MUST_USE;
 
 /* Release everything `m` owns and zero it. NULL-safe; idempotent. */
-void cc_msg_deinit(struct cc_msg *m);
+void cc_message_deinit(struct cc_msg *m);
 
 /* A message ready for publishing: AMQP properties, headers as a JSON object in Celery's key
- * order, and the body bytes. Free with cc_msg_out_deinit(). */
+ * order, and the body bytes. Free with cc_message_out_deinit(). */
 struct cc_msg_out {
     json_t *headers; /* owned; convert with cc_amqptab_from_json() */
     char *body;      /* owned, body_len bytes, not NUL-terminated on purpose */
@@ -142,9 +142,9 @@ struct cc_msg_out {
  * (expires_us - now_us in ms, floored at 0; left out above CC_MSG_EXPIRATION_MAX_MS, which
  * RabbitMQ refuses). Returns CC_OK, CC_EINVAL (no id or task) or CC_ENOMEM. */
 #define CC_MSG_EXPIRATION_MAX_MS 4294967295LL /* RabbitMQ's ?MAX_EXPIRY_TIMER */
-int cc_msg_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
+int cc_message_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
                   struct cc_err *err) CC_MUST_USE;
 
-void cc_msg_out_deinit(struct cc_msg_out *o);
+void cc_message_out_deinit(struct cc_msg_out *o);
 
 #endif

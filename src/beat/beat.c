@@ -4,7 +4,7 @@
  * active jobs, src/beat/beat_sched.c) sit in a min-heap by the time they next need a look; the loop
  * sleeps until the earliest one (bounded by beat_max_loop_interval), a signal, the broker
  * socket, or the job store's socket (LISTEN celeryc_jobs / celeryc_runs), then dispatches
- * every due entry: one Celery protocol-2 message per slot, encoded by cc_msg_encode (the
+ * every due entry: one Celery protocol-2 message per slot, encoded by cc_message_encode (the
  * `celeryc call` path) and published with publisher confirms and mandatory=true, so a
  * message is either confirmed by the broker or the failure is logged and retried.
  *
@@ -379,7 +379,7 @@ struct beat_send {
     const char *run_id;
 };
 
-/* Encode (cc_msg_encode, as `celeryc call`) and publish with confirm (seq NULL: wait for it;
+/* Encode (cc_message_encode, as `celeryc call`) and publish with confirm (seq NULL: wait for it;
  * else pipelined, *seq = its confirm number). Routing as Celery's
  * send_task_message for a direct queue: exchange "" and routing key = the queue name, unless
  * both exchange and routing_key are given (§1.2). */
@@ -417,7 +417,7 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
         m.expires_us = now + (int64_t)(s->expires_s * 1e6);
         m.expires = cc_isotime_format(m.expires_us, 1, exp_buf, sizeof(exp_buf));
     }
-    rc = cc_msg_encode(&m, now, &out, err);
+    rc = cc_message_encode(&m, now, &out, err);
     free(argsrepr);
     free(kwargsrepr);
     if (rc != CC_OK)
@@ -431,7 +431,7 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
     /* The last thing before the basic.publish: a deposed leader (frozen since its claim, its
      * lease lapsed) does not complete a publish it began (HA invariants, ARCHITECTURE.md). */
     if (!lease_allows_publish(bt)) {
-        cc_msg_out_deinit(&out);
+        cc_message_out_deinit(&out);
         step_down(bt, "lease not renewed in time");
         return cc_err_set(err, CC_EAGAIN,
                           "lease lost: not renewed within 90%% of its ttl; nothing published");
@@ -444,7 +444,7 @@ static int beat_publish(struct beat *bt, const struct beat_send *s, uint64_t *se
         rc = cc_broker_publish_pipelined(&bt->b, exchange, rk, &out, seq, err);
     else
         rc = cc_broker_publish_confirmed(&bt->b, exchange, rk, &out, BEAT_CONFIRM_MS, err);
-    cc_msg_out_deinit(&out);
+    cc_message_out_deinit(&out);
     if (rc == CC_ENOTFOUND_Q) {
         cc_err_set(err, CC_ENOTFOUND_Q,
                    "unroutable: no queue is bound to exchange '%s' with routing key '%s' "

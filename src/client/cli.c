@@ -767,7 +767,7 @@ static int cli_call(const struct cli_opts *o)
     m.task = o->pos[0];
     m.origin = origin;
     m.delivery_mode = 2;
-    rc = cc_msg_encode(&m, now, &out, &err);
+    rc = cc_message_encode(&m, now, &out, &err);
     json_decref(m.args);
     json_decref(m.kwargs);
     if (rc != CC_OK) {
@@ -775,7 +775,7 @@ static int cli_call(const struct cli_opts *o)
         return CLI_EX_SOFTWARE;
     }
     if ((rc = cli_connect(&b, o)) != 0) {
-        cc_msg_out_deinit(&out);
+        cc_message_out_deinit(&out);
         return rc;
     }
     /* As Celery's producer: declare the queue's exchange, the queue and the binding (the
@@ -792,7 +792,7 @@ static int cli_call(const struct cli_opts *o)
         fprintf(stderr, "Error: %s\n", err.msg);
     else
         printf("%s\n", id);
-    cc_msg_out_deinit(&out);
+    cc_message_out_deinit(&out);
     cc_broker_close(&b);
     return rc;
 usage:

@@ -152,7 +152,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     limits.max_body_bytes = c->cfg->max_message_bytes;
     limits.max_inflated_bytes = c->cfg->max_message_bytes;
 
-    rc = cc_msg_decode(&raw, &limits, &m, &derr);
+    rc = cc_message_decode(&raw, &limits, &m, &derr);
     if (rc != CC_OK) {
         consumer_what(&m, what, sizeof(what));
         if (rc == CC_ECONTENT) {
@@ -200,7 +200,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     *out = r;
     rc = CC_OK;
 out:
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     json_decref(headers);
     return rc;
 }
@@ -244,7 +244,7 @@ void cc_request_free(struct cc_request *r)
 {
     if (r == NULL)
         return;
-    cc_msg_deinit(&r->msg);
+    cc_message_deinit(&r->msg);
     free(r->exchange);
     free(r->routing_key);
     free(r->delay_rec);

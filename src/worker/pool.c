@@ -955,7 +955,7 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     rep.seq = h->seq;
     for (int i = 0; i < JOB_NSTR; i++)
         s[i] = pool_str(payload, h->str_len, &off, i);
-    /* JSON_ALLOW_NUL: cc_msg_decode accepted the message with it (Python's json allows
+    /* JSON_ALLOW_NUL: cc_message_decode accepted the message with it (Python's json allows
      * "\u0000" in strings), so the record the master framed from it may hold one too. */
     all = json_loadb(payload + off, h->json_len, JSON_ALLOW_NUL, &jerr);
     memset(&req, 0, sizeof(req));

@@ -862,7 +862,7 @@ static void worker_errbacks(struct worker *w, const struct cc_request *r, const 
 static int worker_publish_retry(struct worker *w, struct cc_request *r,
                                 const struct cc_pool_report *rep, struct cc_err *err)
 {
-    struct cc_msg m = r->msg; /* shallow: only read by cc_msg_encode */
+    struct cc_msg m = r->msg; /* shallow: only read by cc_message_encode */
     struct cc_msg_out out;
     char eta[sizeof(rep->retry_eta)];
     int64_t now = cc_now_us(), eta_us;
@@ -885,14 +885,14 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
     m.eta = eta;
     m.eta_us = eta_us;
     m.parent_id = r->msg.id;
-    rc = cc_msg_encode(&m, now, &out, err);
+    rc = cc_message_encode(&m, now, &out, err);
     if (rc == CC_OK && cc_jobrun_header(r->msg.headers) != NULL) /* [jobrun] the run goes on */
         json_object_set(out.headers, CC_JOBRUN_HEADER,
                         json_object_get(r->msg.headers, CC_JOBRUN_HEADER));
     if (rc == CC_OK) {
         rc = worker_publish(w, r->exchange, r->routing_key, &out, err);
     }
-    cc_msg_out_deinit(&out);
+    cc_message_out_deinit(&out);
     return rc;
 }
 

@@ -1,4 +1,4 @@
-/* Fuzz target for cc_msg_decode (and, on success, cc_msg_encode + decode again).
+/* Fuzz target for cc_message_decode (and, on success, cc_message_encode + decode again).
  *
  * Input layout: the bytes up to the first '\n' are a JSON object used as the header table
  * (anything else: no header table); the rest is the body. A leading '!' on the first line
@@ -41,22 +41,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         raw.body.len = size;
     }
     raw.headers = hdr;
-    if (cc_msg_decode(&raw, &lim, &m, &err) == CC_OK) {
-        if (cc_msg_encode(&m, 0, &o, &err) != CC_OK) {
-            fprintf(stderr, "cc_msg_encode: %s: %s\n", cc_strerror(err.code), err.msg);
+    if (cc_message_decode(&raw, &lim, &m, &err) == CC_OK) {
+        if (cc_message_encode(&m, 0, &o, &err) != CC_OK) {
+            fprintf(stderr, "cc_message_encode: %s: %s\n", cc_strerror(err.code), err.msg);
             abort();
         }
         raw.headers = o.headers;
         raw.body.p = (const uint8_t *)o.body;
         raw.body.len = o.body_len;
-        if (cc_msg_decode(&raw, NULL, &m2, &err) != CC_OK || strcmp(m.id, m2.id) != 0 ||
+        if (cc_message_decode(&raw, NULL, &m2, &err) != CC_OK || strcmp(m.id, m2.id) != 0 ||
             strcmp(m.task, m2.task) != 0 || !json_equal(m.args, m2.args) ||
             !json_equal(m.kwargs, m2.kwargs))
             abort();
-        cc_msg_deinit(&m2);
-        cc_msg_out_deinit(&o);
+        cc_message_deinit(&m2);
+        cc_message_out_deinit(&o);
     }
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     json_decref(hdr);
     return 0;
 }

@@ -218,7 +218,7 @@ static int check_reencode(const struct fixture_msg *f, const struct cc_msg *m)
         return 0;
     if (expiration != NULL)
         now_us = m->expires_us - atoll(expiration) * 1000;
-    assert_int_equal(cc_msg_encode(m, now_us, &o, &err), CC_OK);
+    assert_int_equal(cc_message_encode(m, now_us, &o, &err), CC_OK);
     assert_int_equal(o.body_len, strlen(body_raw));
     assert_memory_equal(o.body, body_raw, o.body_len);
     check_json("encoded headers", o.headers, f->headers);
@@ -234,7 +234,7 @@ static int check_reencode(const struct fixture_msg *f, const struct cc_msg *m)
     check_str("reply_to", o.reply_to, json_object_get(props, "reply_to"));
     check_str("expiration", o.expiration, json_object_get(props, "expiration"));
     assert_int_equal(o.delivery_mode, json_integer_value(json_object_get(props, "delivery_mode")));
-    cc_msg_out_deinit(&o);
+    cc_message_out_deinit(&o);
     return 1;
 }
 
@@ -266,7 +266,7 @@ static void test_msg_decode_golden_all_fixtures(void **state)
 
             if (fixture_msg_init(rec, &f) != 0)
                 fail_msg("%s[%zu]: not a message record", files[i], r);
-            rc = cc_msg_decode(&f.raw, NULL, &m, &err);
+            rc = cc_message_decode(&f.raw, NULL, &m, &err);
             if (!cc_bytes_eq(f.raw.content_type, "application/json")) {
                 if (rc != CC_ECONTENT)
                     fail_msg("%s[%zu]: rc %d, want CC_ECONTENT", files[i], r, rc);
@@ -286,7 +286,7 @@ static void test_msg_decode_golden_all_fixtures(void **state)
                 reencoded += (size_t)check_reencode(&f, &m);
                 decoded++;
             }
-            cc_msg_deinit(&m);
+            cc_message_deinit(&m);
             fixture_msg_deinit(&f);
         }
         json_decref(recs);
@@ -312,12 +312,12 @@ static void test_msg_decode_zlib_matches_plain(void **state)
     (void)state;
     assert_non_null(root);
     assert_int_equal(fixture_msg_init(root, &f), 0);
-    assert_int_equal(cc_msg_decode(&f.raw, NULL, &m, &err), CC_OK);
+    assert_int_equal(cc_message_decode(&f.raw, NULL, &m, &err), CC_OK);
     check_json("args", m.args, json_array_get(f.expect_body, 0));
     check_json("kwargs", m.kwargs, json_array_get(f.expect_body, 1));
-    cc_msg_deinit(&m);
-    assert_int_equal(cc_msg_decode(&f.raw, &small, &m, &err), CC_ETOOBIG);
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
+    assert_int_equal(cc_message_decode(&f.raw, &small, &m, &err), CC_ETOOBIG);
+    cc_message_deinit(&m);
     fixture_msg_deinit(&f);
     json_decref(root);
 }
@@ -338,7 +338,7 @@ static void test_msg_decode_v1_taskset_and_utc(void **state)
     int64_t want;
 
     (void)state;
-    assert_int_equal(cc_msg_decode(&raw, NULL, &m, &err), CC_OK);
+    assert_int_equal(cc_message_decode(&raw, NULL, &m, &err), CC_OK);
     assert_int_equal(m.protocol, 1);
     assert_string_equal(m.group, "ts1");
     assert_false(m.utc);
@@ -348,8 +348,8 @@ static void test_msg_decode_v1_taskset_and_utc(void **state)
     assert_null(m.chain);
     assert_int_equal(m.delivery_mode, 2);
     assert_int_equal(m.priority, 0);
-    cc_msg_deinit(&m);
-    cc_msg_deinit(&m); /* idempotent */
+    cc_message_deinit(&m);
+    cc_message_deinit(&m); /* idempotent */
     json_decref(hdr);
 }
 
@@ -366,14 +366,14 @@ static void test_msg_decode_hybrid(void **state)
     struct cc_err err = {0};
 
     (void)state;
-    assert_int_equal(cc_msg_decode(&raw, NULL, &m, &err), CC_OK);
+    assert_int_equal(cc_message_decode(&raw, NULL, &m, &err), CC_OK);
     assert_int_equal(m.protocol, 2);
     assert_string_equal(m.task, "app.h");
     assert_string_equal(m.root_id, "r-hdr"); /* headers override the body dict */
     assert_int_equal(m.retries, 2);
     assert_int_equal(json_integer_value(json_array_get(m.args, 0)), 4);
     assert_int_equal(json_array_size(m.callbacks), 1);
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     json_decref(hdr);
 }
 
@@ -388,7 +388,7 @@ static void test_msg_encode_defaults(void **state)
                                     "\"errbacks\": null, \"chain\": null, \"chord\": null}]";
 
     (void)state;
-    assert_int_equal(cc_msg_encode(&m, 0, &o, &err), CC_EINVAL);
+    assert_int_equal(cc_message_encode(&m, 0, &o, &err), CC_EINVAL);
     m.id = (char *)"id1";
     m.task = (char *)"app.t";
     m.args = args;
@@ -397,7 +397,7 @@ static void test_msg_encode_defaults(void **state)
     m.time_limit_s = 30;
     m.soft_time_limit_s = 2.5;
     m.expires_us = 2000000;
-    assert_int_equal(cc_msg_encode(&m, 1000000, &o, &err), CC_OK);
+    assert_int_equal(cc_message_encode(&m, 1000000, &o, &err), CC_OK);
     assert_int_equal(o.body_len, strlen(want_body));
     assert_memory_equal(o.body, want_body, o.body_len);
     assert_string_equal(json_string_value(json_object_get(o.headers, "argsrepr")), "(1, \"it's\")");
@@ -409,8 +409,8 @@ static void test_msg_encode_defaults(void **state)
     assert_true(json_is_integer(json_array_get(json_object_get(o.headers, "timelimit"), 0)));
     assert_true(json_is_real(json_array_get(json_object_get(o.headers, "timelimit"), 1)));
     assert_null(o.reply_to);
-    cc_msg_out_deinit(&o);
-    cc_msg_out_deinit(&o);
+    cc_message_out_deinit(&o);
+    cc_message_out_deinit(&o);
     json_decref(args);
     json_decref(kwargs);
 }
@@ -461,13 +461,13 @@ static void run_invalid_case(const char *name)
         json_object_get(json_object_get(in, "limits"), "max_body_bytes"));
     lim.max_inflated_bytes = (size_t)json_integer_value(
         json_object_get(json_object_get(in, "limits"), "max_inflated_bytes"));
-    rc = cc_msg_decode(&raw, &lim, &m, &err);
+    rc = cc_message_decode(&raw, &lim, &m, &err);
     if (rc != want)
         fail_msg("%s: got %s (%s), want %s", name, cc_strerror(rc), err.msg, errname);
     assert_int_equal(err.code, rc);
     assert_true(err.msg[0] != '\0');
     assert_null(strchr(err.msg, '\n'));
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     json_decref(in);
     free(b64);
     free(input);
@@ -525,11 +525,11 @@ static void test_issue_14_msg_decode_extreme_timelimits(void **state)
         raw.content_encoding = cc_bytes_str("utf-8");
         raw.headers = h;
         raw.body = cc_bytes_str("[[2, 3], {}, {}]");
-        if (cc_msg_decode(&raw, &lim, &m, &err) != CC_OK)
+        if (cc_message_decode(&raw, &lim, &m, &err) != CC_OK)
             fail_msg("%s: %s", cases[i].timelimit, err.msg);
         assert_true(m.time_limit_s == cases[i].hard);
         assert_true(m.soft_time_limit_s == cases[i].soft);
-        cc_msg_deinit(&m);
+        cc_message_deinit(&m);
         json_decref(h);
     }
 }
@@ -560,13 +560,13 @@ static void test_issue_14_msg_encode_huge_expires_has_no_expiration(void **state
         m.task = (char *)"app.t";
         m.group_index = -1;
         m.expires_us = now + cases[i].in_us;
-        assert_int_equal(cc_msg_encode(&m, now, &o, &err), CC_OK);
+        assert_int_equal(cc_message_encode(&m, now, &o, &err), CC_OK);
         if (cases[i].want == NULL)
             assert_null(o.expiration);
         else
             assert_string_equal(o.expiration, cases[i].want);
         assert_non_null(json_string_value(json_object_get(o.headers, "expires")));
-        cc_msg_out_deinit(&o);
+        cc_message_out_deinit(&o);
     }
 }
 
@@ -595,10 +595,10 @@ static void test_msg_error_text_quotes_whole_utf8_characters(void **state)
         raw.content_encoding = cc_bytes_str("utf-8");
         raw.headers = h;
         raw.body = cc_bytes_str("[[2, 3], {}, {}]");
-        assert_int_equal(cc_msg_decode(&raw, &lim, &m, &err), CC_EBADMSG);
+        assert_int_equal(cc_message_decode(&raw, &lim, &m, &err), CC_EBADMSG);
         assert_int_equal(cc_strbuf_utf8_valid_prefix((const uint8_t *)err.msg, strlen(err.msg)),
                          strlen(err.msg));
-        cc_msg_deinit(&m); /* what decode filled before it refused */
+        cc_message_deinit(&m); /* what decode filled before it refused */
         json_decref(h);
     }
 }
@@ -666,7 +666,7 @@ static int decode_with(const char *key, const char *value, bool is_v1, struct cc
                              .priority = -1,
                              .headers = hdr,
                              .body = cc_bytes_str(body)};
-    rc = cc_msg_decode(&raw, NULL, m, err);
+    rc = cc_message_decode(&raw, NULL, m, err);
     free(body);
     json_decref(hdr);
     json_decref(f);
@@ -693,7 +693,7 @@ static void test_msg_decode_field_limits(void **state)
             rc = decode_with(key, at, v1, &m, &err);
             if (rc != CC_OK)
                 fail_msg("%s (v%d) at %zu bytes: %s", key, v1 ? 1 : 2, max, err.msg);
-            cc_msg_deinit(&m);
+            cc_message_deinit(&m);
             rc = decode_with(key, over, v1, &m, &err);
             if (rc != CC_ETOOBIG)
                 fail_msg("%s (v%d) at %zu bytes: got %s (%s)", key, v1 ? 1 : 2, max + 1,
@@ -701,7 +701,7 @@ static void test_msg_decode_field_limits(void **state)
             snprintf(want, sizeof(want), "%s of %zu bytes is over the %zu-byte limit",
                      field_limits[i].what, max + 1, max);
             assert_string_equal(err.msg, want);
-            cc_msg_deinit(&m);
+            cc_message_deinit(&m);
             free(at);
             free(over);
         }
@@ -719,7 +719,7 @@ static void test_msg_decode_long_id_kept_whole(void **state)
     assert_int_equal(decode_with("id", id, false, &m, &err), CC_OK);
     assert_int_equal(strlen(m.id), 300);
     assert_string_equal(m.id, id);
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     free(id);
 }
 
@@ -735,7 +735,7 @@ static void test_msg_decode_huge_id_refused(void **state)
     assert_int_equal(decode_with("id", id, false, &m, &err), CC_ETOOBIG);
     assert_string_equal(err.msg, "task id of 120000 bytes is over the 1024-byte limit");
     assert_non_null(m.task);
-    cc_msg_deinit(&m);
+    cc_message_deinit(&m);
     free(id);
 }
 
@@ -777,14 +777,14 @@ static void test_msg_alloc_failure(void **state)
             alloc_failed = 0;
             alloc_budget = n;
             json_set_alloc_funcs(failing_malloc, free);
-            rc = cc_msg_decode(&f.raw, NULL, &m, &err);
+            rc = cc_message_decode(&f.raw, NULL, &m, &err);
             if (rc == CC_OK) {
-                int erc = cc_msg_encode(&m, 0, &o, &err);
+                int erc = cc_message_encode(&m, 0, &o, &err);
 
                 assert_true(erc == CC_OK || erc == CC_ENOMEM);
                 if (erc == CC_OK) {
                     completed = alloc_failed == 0;
-                    cc_msg_out_deinit(&o);
+                    cc_message_out_deinit(&o);
                 }
             } else {
                 /* jansson 2.14 reports an allocation failure inside its lexer (token
@@ -796,7 +796,7 @@ static void test_msg_alloc_failure(void **state)
                     fail_msg("%s alloc %ld: rc %d: %s", files[fi], n, rc, err.msg);
             }
             json_set_alloc_funcs(malloc, free);
-            cc_msg_deinit(&m);
+            cc_message_deinit(&m);
         }
         assert_true(completed);
         fixture_msg_deinit(&f);
