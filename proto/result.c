@@ -112,7 +112,7 @@ json_t *cc_result_exc_new(const char *exc_module, const char *exc_type, json_t *
     return o;
 }
 
-char *cc_json_dumps(const json_t *v)
+char *cc_result_json_dumps(const json_t *v)
 {
     struct cc_strbuf b;
 

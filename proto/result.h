@@ -46,6 +46,6 @@ int cc_result_encode(const struct cc_result *r, char **out, size_t *len,
 json_t *cc_result_exc_new(const char *exc_module, const char *exc_type, json_t *exc_args);
 
 /* Serialise any JSON value with Celery's separators and ASCII escapes. Owned, or NULL. */
-char *cc_json_dumps(const json_t *v);
+char *cc_result_json_dumps(const json_t *v);
 
 #endif

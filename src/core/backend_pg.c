@@ -354,12 +354,12 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
             vals[5] = name = pg_truncate(pg_meta_str(meta, "name"), PG_VARCHAR_MAX);
         /* Celery: ensure_bytes(self.encode(request.args)): json.dumps bytes, null as None. */
         if ((jv = json_object_get(meta, "args")) != NULL && !json_is_null(jv)) {
-            vals[6] = args = cc_json_dumps(jv);
+            vals[6] = args = cc_result_json_dumps(jv);
             lens[6] = args ? (int)strlen(args) : 0;
             fmts[6] = 1;
         }
         if ((jv = json_object_get(meta, "kwargs")) != NULL && !json_is_null(jv)) {
-            vals[7] = kwargs = cc_json_dumps(jv);
+            vals[7] = kwargs = cc_result_json_dumps(jv);
             lens[7] = kwargs ? (int)strlen(kwargs) : 0;
             fmts[7] = 1;
         }

@@ -202,7 +202,7 @@ static int outbox_backend_step(struct cc_backend *be, const struct cc_canvas_ste
     /* GroupResult.save() -> _save_group: encode({'result': result.as_tuple()}). */
     json_t *doc = json_pack("{s:O}", "result", s->group_result ? s->group_result : json_null());
 
-    value = doc != NULL ? cc_json_dumps(doc) : NULL;
+    value = doc != NULL ? cc_result_json_dumps(doc) : NULL;
     json_decref(doc);
     if (value == NULL) {
         free(key);

@@ -180,7 +180,7 @@ static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t
         p->buf[off + n] = '\0';
         off += n + 1;
     }
-    /* One dump of [args, kwargs, embed, headers]: the child parses it once. cc_json_dumps
+    /* One dump of [args, kwargs, embed, headers]: the child parses it once. cc_result_json_dumps
      * (json.dumps' writer) rather than json_dumpb: it reads back into the same values (floats
      * in shortest round-trip form, non-ASCII as \u escapes) and costs about a quarter of
      * jansson's per-character callback dumper, which was the master's largest single cost
@@ -190,7 +190,7 @@ static size_t pool_frame(struct cc_pool *p, const struct cc_request *r, uint32_t
     json_array_append(all, m->kwargs ? m->kwargs : json_null());
     json_array_append(all, m->embed ? m->embed : json_null());
     json_array_append(all, m->headers ? m->headers : json_null());
-    text = cc_json_dumps(all);
+    text = cc_result_json_dumps(all);
     json_decref(all);
     if (text == NULL) {
         cc_crit("out of memory framing a job; exiting (unacked messages return to the queue)");

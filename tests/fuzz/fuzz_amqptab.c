@@ -2,7 +2,7 @@
  *
  * Input: any bytes; when they parse as JSON, the value goes JSON -> AMQP field table ->
  * JSON and must come back equal (unless the encoder refuses it: too deep, key too long),
- * and cc_json_dumps() output must parse back to an equal value. cc_pyrepr() runs for
+ * and cc_result_json_dumps() output must parse back to an equal value. cc_pyrepr() runs for
  * crash detection. rabbitmq-c's wire-level table decoder is private API, so the wire bytes
  * themselves are not fuzzed here.
  */
@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     empty_amqp_pool(&pool);
 
-    s = cc_json_dumps(v);
+    s = cc_result_json_dumps(v);
     if (s == NULL)
         abort();
     back = json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);

@@ -1,7 +1,7 @@
 /* Unit tests for proto/result.c: every result value captured from Celery 5.2.6's redis
  * backend (value_raw of redis-result-*.json and every SETEX in redis_commands_in_order of
  * the redis-*.json fixtures) is rebuilt field by field and re-encoded byte for byte; the
- * exception dict, cc_json_dumps escapes, and allocation failures.
+ * exception dict, cc_result_json_dumps escapes, and allocation failures.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -195,13 +195,13 @@ static void test_result_exc_new(void **state)
 
     (void)state;
     assert_non_null(e);
-    s = cc_json_dumps(e);
+    s = cc_result_json_dumps(e);
     assert_string_equal(s, "{\"exc_type\": \"CustomError\", \"exc_message\": [\"custom failure\", "
                            "42], \"exc_module\": \"app\"}");
     free(s);
     json_decref(e);
     e = cc_result_exc_new("celery.exceptions", "TaskRevokedError", NULL);
-    s = cc_json_dumps(e);
+    s = cc_result_json_dumps(e);
     assert_string_equal(s, "{\"exc_type\": \"TaskRevokedError\", \"exc_message\": [], "
                            "\"exc_module\": \"celery.exceptions\"}");
     free(s);
@@ -230,7 +230,7 @@ static void test_result_json_dumps_python_compat(void **state)
         char *s;
 
         assert_non_null(v);
-        s = cc_json_dumps(v);
+        s = cc_result_json_dumps(v);
         assert_string_equal(s, cases[i].want);
         free(s);
         json_decref(v);

@@ -2,7 +2,7 @@
  *
  * Fixture records hold the body either as text (body_raw, exactly as sent) or base64
  * (body_b64: msgpack, pickle, compressed); hand-made cases (task-v2-minimal-accepted.json)
- * hold the body as JSON (body_sent), serialised here with cc_json_dumps() as py-amqp's
+ * hold the body as JSON (body_sent), serialised here with cc_result_json_dumps() as py-amqp's
  * client did with json.dumps(). Header tables are used as the JSON view the broker layer
  * would produce from the AMQP table.
  */
@@ -163,7 +163,7 @@ int fixture_msg_init(const json_t *rec, struct fixture_msg *out)
 
         out->headers = json_incref(json_object_get(rec, "headers_sent"));
         out->expect_body = json_object_get(rec, "body_sent");
-        out->body = (uint8_t *)cc_json_dumps(out->expect_body);
+        out->body = (uint8_t *)cc_result_json_dumps(out->expect_body);
         if (out->body == NULL)
             return -1;
         out->body_len = strlen((char *)out->body);
