@@ -92,12 +92,12 @@ static int sch_mdays(int64_t y, int m)
 
 /* ---- time zones -------------------------------------------------------------------------- */
 
-void cc_tz_utc(struct cc_tz *tz)
+void cc_schedule_tz_utc(struct cc_tz *tz)
 {
     memset(tz, 0, sizeof(*tz));
 }
 
-void cc_tz_deinit(struct cc_tz *tz)
+void cc_schedule_tz_deinit(struct cc_tz *tz)
 {
     if (tz == NULL)
         return;
@@ -106,7 +106,7 @@ void cc_tz_deinit(struct cc_tz *tz)
     memset(tz, 0, sizeof(*tz));
 }
 
-int32_t cc_tz_offset(const struct cc_tz *tz, int64_t t_s)
+int32_t cc_schedule_tz_offset(const struct cc_tz *tz, int64_t t_s)
 {
     size_t lo = 0, hi;
 
@@ -164,7 +164,7 @@ static uint64_t sch_block(const struct sch_hdr *h, unsigned tsz)
            (uint64_t)h->leap * (tsz + 4) + h->isstd + h->isut;
 }
 
-int cc_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_err *err)
+int cc_schedule_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_err *err)
 {
     struct sch_hdr h;
     int version;
@@ -208,7 +208,7 @@ int cc_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_er
         tz->trans = malloc(h.time * sizeof(*tz->trans));
         tz->off = malloc(h.time * sizeof(*tz->off));
         if (tz->trans == NULL || tz->off == NULL) {
-            cc_tz_deinit(tz);
+            cc_schedule_tz_deinit(tz);
             return cc_err_set(err, CC_ENOMEM, "out of memory");
         }
     }
@@ -216,18 +216,18 @@ int cc_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_er
         int64_t t = tsz == 8 ? sch_be64(p + i * 8) : (int32_t)sch_be32(p + i * 4);
 
         if (idx[i] >= h.type || (i > 0 && t <= tz->trans[i - 1])) {
-            cc_tz_deinit(tz);
+            cc_schedule_tz_deinit(tz);
             return cc_err_set(err, CC_EINVAL, "TZif transition %zu invalid", i);
         }
         tz->trans[i] = t;
         tz->off[i] = (int32_t)sch_be32(types + (size_t)idx[i] * 6);
         if (tz->off[i] < -86400 || tz->off[i] > 86400) {
-            cc_tz_deinit(tz);
+            cc_schedule_tz_deinit(tz);
             return cc_err_set(err, CC_EINVAL, "TZif offset out of range");
         }
     }
     if (tz->off_first < -86400 || tz->off_first > 86400) {
-        cc_tz_deinit(tz);
+        cc_schedule_tz_deinit(tz);
         return cc_err_set(err, CC_EINVAL, "TZif offset out of range");
     }
     tz->n = h.time;
@@ -388,7 +388,7 @@ static int sch_part(const char *s, size_t n, int max_, int min_, uint64_t *bits,
     return CC_OK;
 }
 
-int cc_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits, struct cc_err *err)
+int cc_schedule_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits, struct cc_err *err)
 {
     const char *p = spec;
 
@@ -412,17 +412,17 @@ int cc_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits, st
     }
 }
 
-int cc_sched_interval(struct cc_sched *s, int64_t every_us, struct cc_err *err)
+int cc_schedule_interval(struct cc_schedule *s, int64_t every_us, struct cc_err *err)
 {
     memset(s, 0, sizeof(*s));
     if (every_us <= 0)
         return cc_err_set(err, CC_EINVAL, "interval must be positive");
-    s->kind = CC_SCHED_INTERVAL;
+    s->kind = CC_SCHEDULE_INTERVAL;
     s->every_us = every_us;
     return CC_OK;
 }
 
-int cc_sched_crontab(struct cc_sched *s, const char *minute, const char *hour,
+int cc_schedule_crontab(struct cc_schedule *s, const char *minute, const char *hour,
                      const char *day_of_week, const char *day_of_month, const char *month_of_year,
                      struct cc_err *err)
 {
@@ -441,14 +441,14 @@ int cc_sched_crontab(struct cc_sched *s, const char *minute, const char *hour,
     for (int i = 0; i < 5; i++) {
         const char *v = spec[i] ? spec[i] : "*";
 
-        if (cc_cron_parse_field(v, f[i].max_, f[i].min_, &bits[i], err) != CC_OK) {
+        if (cc_schedule_cron_parse_field(v, f[i].max_, f[i].min_, &bits[i], err) != CC_OK) {
             char msg[sizeof(err->msg)];
 
             memcpy(msg, err->msg, sizeof(msg));
             return cc_err_set(err, CC_EINVAL, "crontab %s '%.40s': %s", f[i].name, v, msg);
         }
     }
-    s->kind = CC_SCHED_CRONTAB;
+    s->kind = CC_SCHEDULE_CRONTAB;
     s->minute = bits[0];
     s->hour = (uint32_t)bits[1];
     s->dow = (uint8_t)bits[2];
@@ -479,7 +479,7 @@ static int sch_min_above(uint64_t bits, int v) /* smallest > v, or -1 */
 }
 
 /* crontab._delta_to_next: the date of the next run, or -1 ("unable to rollover"). */
-static int sch_delta_to_next(const struct cc_sched *s, const struct sch_tm *L, int64_t last_run_us,
+static int sch_delta_to_next(const struct cc_schedule *s, const struct sch_tm *L, int64_t last_run_us,
                              int64_t *oy, int *omo, int *od)
 {
     int doms[31], moys[12], ndom = 0, nmoy = 0, di, mi;
@@ -541,11 +541,11 @@ static int sch_delta_to_next(const struct cc_sched *s, const struct sch_tm *L, i
     return -1;
 }
 
-static int sch_cron_next(const struct cc_sched *s, int64_t last_us, int64_t now_us,
+static int sch_cron_next(const struct cc_schedule *s, int64_t last_us, int64_t now_us,
                          const struct cc_tz *tz, int64_t *next_us, struct cc_err *err)
 {
-    int32_t off_last = cc_tz_offset(tz, sch_floordiv(last_us, 1000000));
-    int32_t off_now = cc_tz_offset(tz, sch_floordiv(now_us, 1000000));
+    int32_t off_last = cc_schedule_tz_offset(tz, sch_floordiv(last_us, 1000000));
+    int32_t off_now = cc_schedule_tz_offset(tz, sch_floordiv(now_us, 1000000));
     struct sch_tm L, N;
     int64_t target;
     int this_date, this_hour;
@@ -591,27 +591,27 @@ static int sch_cron_next(const struct cc_sched *s, int64_t last_us, int64_t now_
     return CC_OK;
 }
 
-int cc_sched_next(const struct cc_sched *s, int64_t last_run_us, int64_t now_us,
+int cc_schedule_next(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
                   const struct cc_tz *tz, int64_t *next_us, struct cc_err *err)
 {
-    if (s->kind == CC_SCHED_INTERVAL) {
-        int32_t off_last = cc_tz_offset(tz, sch_floordiv(last_run_us, 1000000));
-        int32_t off_now = cc_tz_offset(tz, sch_floordiv(now_us, 1000000));
+    if (s->kind == CC_SCHEDULE_INTERVAL) {
+        int32_t off_last = cc_schedule_tz_offset(tz, sch_floordiv(last_run_us, 1000000));
+        int32_t off_now = cc_schedule_tz_offset(tz, sch_floordiv(now_us, 1000000));
 
         /* remaining(): start re-labelled with now's offset when the offsets differ. */
         *next_us = last_run_us + (int64_t)(off_last - off_now) * 1000000LL + s->every_us;
         return CC_OK;
     }
-    if (s->kind == CC_SCHED_CRONTAB)
+    if (s->kind == CC_SCHEDULE_CRONTAB)
         return sch_cron_next(s, last_run_us, now_us, tz, next_us, err);
     return cc_err_set(err, CC_EINVAL, "schedule not initialised");
 }
 
-int cc_sched_is_due(const struct cc_sched *s, int64_t last_run_us, int64_t now_us,
+int cc_schedule_is_due(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
                     const struct cc_tz *tz, int *due, int64_t *next_check_us, struct cc_err *err)
 {
     int64_t next;
-    int rc = cc_sched_next(s, last_run_us, now_us, tz, &next, err);
+    int rc = cc_schedule_next(s, last_run_us, now_us, tz, &next, err);
 
     if (rc != CC_OK)
         return rc;
@@ -621,11 +621,11 @@ int cc_sched_is_due(const struct cc_sched *s, int64_t last_run_us, int64_t now_u
         return CC_OK;
     }
     *due = 1;
-    if (s->kind == CC_SCHED_INTERVAL) {
+    if (s->kind == CC_SCHEDULE_INTERVAL) {
         *next_check_us = s->every_us;
         return CC_OK;
     }
-    rc = cc_sched_next(s, now_us, now_us, tz, &next, err);
+    rc = cc_schedule_next(s, now_us, now_us, tz, &next, err);
     if (rc != CC_OK)
         return rc;
     *next_check_us = next > now_us ? next - now_us : 0;

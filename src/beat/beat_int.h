@@ -40,7 +40,7 @@ struct beat_entry {
     const char *routing_key; /* interned */
     int priority;            /* -1: none (AMQP priority 0) */
     double expires_s;
-    struct cc_sched sched;
+    struct cc_schedule sched;
     const char *tz_name;    /* interned */
     const struct cc_tz *tz; /* borrowed from the zone cache */
     enum beat_missed missed;
@@ -63,7 +63,7 @@ struct beat_entry {
 
 /* ---- Entries (beat_sched.c) -------------------------------------------------------------- */
 
-/* Zone cache: cc_tz_load once per name, shared by entries. NULL/"" = UTC. */
+/* Zone cache: cc_tzload_zone once per name, shared by entries. NULL/"" = UTC. */
 const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err);
 /* One shared copy of `s` (NULL: NULL), valid until beat_caches_free(). */
 const char *beat_intern(const char *s);

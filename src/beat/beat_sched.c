@@ -1,10 +1,10 @@
 /* `celeryc beat`: entries, slots, missed-run policy, the heap, and the schedule / state files.
  *
- * Design: an entry's schedule is a struct cc_sched (proto/schedule.c, Celery 5.2's next-run
+ * Design: an entry's schedule is a struct cc_schedule (proto/schedule.c, Celery 5.2's next-run
  * math). Slots are deterministic: interval slots are last + every (UTC seconds: no drift,
  * unlike Celery, which reschedules from the send time; elapsed time across DST changes too),
  * crontab slots are the first instants at which Celery's beat would find the entry due after
- * the last slot: cc_sched_next evaluated with the UTC offset at the time of the check
+ * the last slot: cc_schedule_next evaluated with the UTC offset at the time of the check
  * (beat_next_after).
  * A new entry (no state) first fires as Celery's does: an interval `every` after start, a
  * crontab at its next match.
@@ -58,7 +58,7 @@ const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err)
         if (strcmp(n->name, name) == 0)
             return &n->tz;
     n = cc_xcalloc(1, sizeof(*n));
-    if (cc_tz_load(name, NULL, &n->tz, err) != CC_OK) {
+    if (cc_tzload_zone(name, NULL, &n->tz, err) != CC_OK) {
         free(n);
         return NULL;
     }
@@ -126,7 +126,7 @@ void beat_caches_free(void)
 
         tz_list = n->next;
         free(n->name);
-        cc_tz_deinit(&n->tz);
+        cc_schedule_tz_deinit(&n->tz);
         free(n);
     }
     for (size_t k = 0; k < intern_set.cap; k++)
@@ -207,7 +207,7 @@ static int parse_schedule(struct beat_entry *e, const json_t *s, struct cc_err *
         for (size_t i = 0; i < 5; i++)
             if (cron_field(s, keys[i], bufs[i], sizeof(bufs[i]), &f[i]) != CC_OK)
                 return cc_err_set(err, CC_EINVAL, "crontab %s must be a string", keys[i]);
-        rc = cc_sched_crontab(&e->sched, f[0], f[1], f[2], f[3], f[4], err);
+        rc = cc_schedule_crontab(&e->sched, f[0], f[1], f[2], f[3], f[4], err);
         if (rc != CC_OK)
             return rc;
         goto done;
@@ -218,7 +218,7 @@ static int parse_schedule(struct beat_entry *e, const json_t *s, struct cc_err *
     }
     if (!(secs > 0) || secs > 1e9)
         return cc_err_set(err, CC_EINVAL, "interval must be > 0 seconds, got %g", secs);
-    rc = cc_sched_interval(&e->sched, (int64_t)(secs * 1e6 + 0.5), err);
+    rc = cc_schedule_interval(&e->sched, (int64_t)(secs * 1e6 + 0.5), err);
     if (rc != CC_OK)
         return rc;
 done:
@@ -749,7 +749,7 @@ static int64_t floordiv64(int64_t a, int64_t b)
 /* The local date (days since the epoch) of instant t_us in zone tz. */
 static int64_t local_day(const struct cc_tz *tz, int64_t t_us)
 {
-    return floordiv64(t_us + cc_tz_offset(tz, floordiv64(t_us, 1000000)) * 1000000LL, DAY_US);
+    return floordiv64(t_us + cc_schedule_tz_offset(tz, floordiv64(t_us, 1000000)) * 1000000LL, DAY_US);
 }
 
 /* The first instant after at_us at which Celery's remaining_estimate(last) may change: the
@@ -777,7 +777,7 @@ static int64_t next_break(const struct cc_tz *tz, int64_t last_us, int64_t at_us
         b = tz->trans[hi] * 1000000LL;
     }
     if (local_day(tz, at_us) <= local_day(tz, last_us)) {
-        int64_t off_us = cc_tz_offset(tz, at_s) * 1000000LL;
+        int64_t off_us = cc_schedule_tz_offset(tz, at_s) * 1000000LL;
         int64_t midnight = (local_day(tz, at_us) + 1) * DAY_US - off_us;
 
         if (midnight > at_us && midnight < b)
@@ -790,7 +790,7 @@ int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, s
 {
     int64_t at = t_us;
 
-    if (e->sched.kind == CC_SCHED_INTERVAL) {
+    if (e->sched.kind == CC_SCHEDULE_INTERVAL) {
         /* Elapsed time: `every` after the last slot, whatever the wall clock does (Celery
          * re-labels the last run with the new offset instead; README "Beat" says how). */
         *out_us = t_us + e->sched.every_us;
@@ -807,7 +807,7 @@ int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, s
      * two a year). */
     for (int i = 0; i < 4096; i++) {
         int64_t c, b;
-        int rc = cc_sched_next(&e->sched, t_us, at, e->tz, &c, err);
+        int rc = cc_schedule_next(&e->sched, t_us, at, e->tz, &c, err);
 
         if (rc != CC_OK)
             return rc;
@@ -832,7 +832,7 @@ static int64_t latest_slot(const struct beat_entry *e, int64_t s, int64_t now_us
     struct cc_err err = {0};
     int64_t n = 1;
 
-    if (e->sched.kind == CC_SCHED_INTERVAL) {
+    if (e->sched.kind == CC_SCHEDULE_INTERVAL) {
         int64_t k = (now_us - s) / e->sched.every_us;
         *count = k + 1;
         return s + k * e->sched.every_us;

@@ -1,4 +1,4 @@
-/* Zone files: read /usr/share/zoneinfo/<name>, parse with cc_tz_parse (proto/schedule.c). */
+/* Zone files: read /usr/share/zoneinfo/<name>, parse with cc_schedule_tz_parse (proto/schedule.c). */
 #include "tzload.h"
 
 #include <errno.h>
@@ -8,7 +8,7 @@
 
 #define TZLOAD_MAX (1024 * 1024)
 
-int cc_tz_load(const char *name, const char *dir, struct cc_tz *tz, struct cc_err *err)
+int cc_tzload_zone(const char *name, const char *dir, struct cc_tz *tz, struct cc_err *err)
 {
     char path[4096];
     uint8_t *buf;
@@ -16,7 +16,7 @@ int cc_tz_load(const char *name, const char *dir, struct cc_tz *tz, struct cc_er
     FILE *f;
     int rc;
 
-    cc_tz_utc(tz);
+    cc_schedule_tz_utc(tz);
     if (name == NULL || name[0] == '\0' || strcmp(name, "UTC") == 0 || strcmp(name, "Etc/UTC") == 0)
         return CC_OK;
     if (name[0] == '/' || strstr(name, "..") != NULL || strlen(name) > 255 ||
@@ -35,7 +35,7 @@ int cc_tz_load(const char *name, const char *dir, struct cc_tz *tz, struct cc_er
     }
     n = fread(buf, 1, TZLOAD_MAX, f);
     fclose(f);
-    rc = cc_tz_parse(buf, n, tz, err);
+    rc = cc_schedule_tz_parse(buf, n, tz, err);
     free(buf);
     if (rc == CC_EINVAL) {
         char msg[sizeof(err->msg)];

@@ -590,7 +590,7 @@ static const struct job_col *job_col_find(const char *name)
 static int validate_schedule(const json_t *sch, struct cc_err *err)
 {
     const char *type;
-    struct cc_sched sc;
+    struct cc_schedule sc;
     struct cc_err e2 = {0};
     const char *key;
     json_t *v;
@@ -615,7 +615,7 @@ static int validate_schedule(const json_t *sch, struct cc_err *err)
         d = json_number_value(sec);
         if (!(d > 0) || d > 1e10)
             return cc_err_set(err, CC_EINVAL, "schedule: interval seconds must be > 0 (got %g)", d);
-        if (cc_sched_interval(&sc, (int64_t)(d * 1e6), &e2) != CC_OK)
+        if (cc_schedule_interval(&sc, (int64_t)(d * 1e6), &e2) != CC_OK)
             return cc_err_set(err, CC_EINVAL, "schedule: %s", e2.msg);
         return CC_OK;
     }
@@ -639,13 +639,13 @@ static int validate_schedule(const json_t *sch, struct cc_err *err)
                                   fields[i]);
             val[i] = f != NULL ? json_string_value(f) : "*";
         }
-        if (cc_sched_crontab(&sc, val[0], val[1], val[2], val[3], val[4], &e2) != CC_OK)
+        if (cc_schedule_crontab(&sc, val[0], val[1], val[2], val[3], val[4], &e2) != CC_OK)
             return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
         /* Celery accepts a crontab that matches no date (30 February) and fails at run time
          * ("unable to rollover"); refuse it here instead of storing a job that never runs. */
         {
             int64_t now = cc_now_us(), next = 0;
-            if (cc_sched_next(&sc, now, now, NULL, &next, &e2) != CC_OK)
+            if (cc_schedule_next(&sc, now, now, NULL, &next, &e2) != CC_OK)
                 return cc_err_set(err, CC_EINVAL, "invalid schedule: %s", e2.msg);
         }
         return CC_OK;
@@ -741,9 +741,9 @@ int cc_jobstore_job_validate(const json_t *fields, bool is_create, struct cc_err
     if ((v = json_object_get(fields, "timezone")) != NULL) {
         struct cc_tz tz;
         struct cc_err e2 = {0};
-        int rc = cc_tz_load(json_string_value(v), NULL, &tz, &e2);
+        int rc = cc_tzload_zone(json_string_value(v), NULL, &tz, &e2);
 
-        cc_tz_deinit(&tz);
+        cc_schedule_tz_deinit(&tz);
         if (rc != CC_OK)
             return cc_err_set(err, CC_EINVAL, "timezone: %s", e2.msg);
     }

@@ -49,7 +49,7 @@ static void test_beat_sched_file_entry_fields(void **state)
 
     (void)state;
     assert_string_equal(e->task, "app.add");
-    assert_int_equal(e->sched.kind, CC_SCHED_INTERVAL);
+    assert_int_equal(e->sched.kind, CC_SCHEDULE_INTERVAL);
     assert_int_equal(e->sched.every_us, 2500000);
     {
         json_t *args = NULL, *kwargs = NULL;
@@ -128,7 +128,7 @@ static void test_beat_sched_file_load(void **state)
     assert_int_equal(beat_file_load(path, "UTC", &arr, &n, &err), CC_OK);
     assert_int_equal(n, 2);
     assert_string_equal(arr[1]->tz_name, "Europe/Oslo");
-    assert_int_equal(arr[1]->sched.kind, CC_SCHED_CRONTAB);
+    assert_int_equal(arr[1]->sched.kind, CC_SCHEDULE_CRONTAB);
     for (size_t i = 0; i < n; i++)
         beat_entry_free(arr[i]);
     free(arr);

@@ -1,7 +1,7 @@
 /* Unit tests for proto/schedule.c. The expected values come from Celery 5.2 itself, computed at
  * test time: ctest's fixture test `schedule_cases` runs
  * tests/unit/data/schedule/gen_schedule_cases.py with /usr/bin/python3 (Celery 5.2.6 + pytz) and
- * writes CC_SCHED_CASES in the build tree before this test runs (CMakeLists.txt). Run by hand:
+ * writes CC_SCHEDULE_CASES in the build tree before this test runs (CMakeLists.txt). Run by hand:
  *   ctest --test-dir build -R test_schedule      (runs the generator first)
  * Zones are read from the system zoneinfo (/usr/share/zoneinfo). */
 #include <stdarg.h>
@@ -18,10 +18,10 @@
 #include "schedule.h"
 #include "tzload.h"
 
-#ifndef CC_SCHED_CASES
-#error "CC_SCHED_CASES (the generated cases file) is set by CMakeLists.txt"
+#ifndef CC_SCHEDULE_CASES
+#error "CC_SCHEDULE_CASES (the generated cases file) is set by CMakeLists.txt"
 #endif
-#define SCHED_DATA CC_SCHED_CASES
+#define SCHED_DATA CC_SCHEDULE_CASES
 
 /* Every zone the generator uses; a case in another zone fails the test. */
 static const char *const ZONES[] = {"UTC", "Europe/Paris", "America/New_York", "Europe/Oslo",
@@ -45,7 +45,7 @@ static void load_tz(const char *name, struct cc_tz *tz)
 {
     struct cc_err err = {0};
 
-    assert_int_equal(cc_tz_load(name, NULL, tz, &err), CC_OK);
+    assert_int_equal(cc_tzload_zone(name, NULL, tz, &err), CC_OK);
     assert_true(tz->n > 100); /* the system files carry transitions up to 2037 */
 }
 
@@ -65,7 +65,7 @@ static void test_schedule_celery_table(void **state)
     json_t *c;
 
     (void)state;
-    cc_tz_utc(&tzs[0]);
+    cc_schedule_tz_utc(&tzs[0]);
     for (z = 1; z < NZONES; z++)
         load_tz(ZONES[z], &tzs[z]);
     cases = json_object_get(root, "cases");
@@ -79,7 +79,7 @@ static void test_schedule_celery_table(void **state)
         const struct cc_tz *tz = NULL;
         int64_t last = json_integer_value(json_object_get(c, "last"));
         int64_t now = json_integer_value(json_object_get(c, "now"));
-        struct cc_sched s;
+        struct cc_schedule s;
         struct cc_err err = {0};
         int64_t next = 0, chk = 0;
         int due = -1, rc;
@@ -92,7 +92,7 @@ static void test_schedule_celery_table(void **state)
         if (tz == NULL)
             fail_msg("case %zu: zone %s not loaded by this test", i, tzn ? tzn : "(none)");
         if (strcmp(kind, "crontab") == 0) {
-            assert_int_equal(cc_sched_crontab(&s, field_or_null(spec, "minute"),
+            assert_int_equal(cc_schedule_crontab(&s, field_or_null(spec, "minute"),
                                               field_or_null(spec, "hour"),
                                               field_or_null(spec, "day_of_week"),
                                               field_or_null(spec, "day_of_month"),
@@ -100,9 +100,9 @@ static void test_schedule_celery_table(void **state)
                              CC_OK);
         } else {
             assert_int_equal(
-                cc_sched_interval(&s, (int64_t)(json_number_value(spec) * 1e6 + 0.5), &err), CC_OK);
+                cc_schedule_interval(&s, (int64_t)(json_number_value(spec) * 1e6 + 0.5), &err), CC_OK);
         }
-        rc = cc_sched_next(&s, last, now, tz, &next, &err);
+        rc = cc_schedule_next(&s, last, now, tz, &next, &err);
         if (json_object_get(c, "error")) {
             assert_int_equal(rc, CC_EINVAL);
             checked++;
@@ -110,7 +110,7 @@ static void test_schedule_celery_table(void **state)
             continue;
         }
         assert_int_equal(rc, CC_OK);
-        assert_int_equal(cc_sched_is_due(&s, last, now, tz, &due, &chk, &err), CC_OK);
+        assert_int_equal(cc_schedule_is_due(&s, last, now, tz, &due, &chk, &err), CC_OK);
         if (next != json_integer_value(json_object_get(c, "next")) ||
             due != json_is_true(json_object_get(c, "due")) ||
             chk != json_integer_value(json_object_get(c, "next_check"))) {
@@ -133,7 +133,7 @@ static void test_schedule_celery_table(void **state)
     assert_true(errors >= 1);
     assert_int_equal(failed, 0);
     for (z = 0; z < NZONES; z++)
-        cc_tz_deinit(&tzs[z]);
+        cc_schedule_tz_deinit(&tzs[z]);
     json_decref(root);
 }
 
@@ -155,7 +155,7 @@ static void test_schedule_parse_table(void **state)
 
         json_array_foreach(json_object_get(c, "values"), j, v) want |= 1ULL
                                                                        << json_integer_value(v);
-        if (cc_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
+        if (cc_schedule_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
                                 (int)json_integer_value(json_object_get(c, "min")), &bits,
                                 &err) != CC_OK ||
             bits != want)
@@ -169,7 +169,7 @@ static void test_schedule_parse_table(void **state)
         const char *spec = json_string_value(json_object_get(c, "spec"));
 
         assert_int_equal(
-            cc_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
+            cc_schedule_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
                                 (int)json_integer_value(json_object_get(c, "min")), &bits, &err),
             CC_EINVAL);
         assert_int_equal(bits, 0);
@@ -180,17 +180,17 @@ static void test_schedule_parse_table(void **state)
 
 static void test_schedule_crontab_errors(void **state)
 {
-    struct cc_sched s;
+    struct cc_schedule s;
     struct cc_err err = {0};
     int64_t next;
 
     (void)state;
-    assert_int_equal(cc_sched_crontab(&s, "0", "24", NULL, NULL, NULL, &err), CC_EINVAL);
+    assert_int_equal(cc_schedule_crontab(&s, "0", "24", NULL, NULL, NULL, &err), CC_EINVAL);
     assert_string_equal(err.msg, "crontab hour '24': Invalid end range: 24 > 23.");
-    assert_int_equal(cc_sched_interval(&s, 0, &err), CC_EINVAL);
+    assert_int_equal(cc_schedule_interval(&s, 0, &err), CC_EINVAL);
     /* Feb 31 never exists: Celery raises RuntimeError('unable to rollover ...'). */
-    assert_int_equal(cc_sched_crontab(&s, "0", "0", NULL, "31", "2", &err), CC_OK);
-    assert_int_equal(cc_sched_next(&s, 0, 1000000, NULL, &next, &err), CC_EINVAL);
+    assert_int_equal(cc_schedule_crontab(&s, "0", "0", NULL, "31", "2", &err), CC_OK);
+    assert_int_equal(cc_schedule_next(&s, 0, 1000000, NULL, &next, &err), CC_EINVAL);
 }
 
 static void test_tz_parse_rejects(void **state)
@@ -200,20 +200,20 @@ static void test_tz_parse_rejects(void **state)
     uint8_t junk[60] = "TZif2";
 
     (void)state;
-    assert_int_equal(cc_tz_load("Nowhere/Atlantis", NULL, &tz, &err), CC_EINVAL);
-    assert_int_equal(cc_tz_load("../etc/passwd", NULL, &tz, &err), CC_EINVAL);
-    assert_int_equal(cc_tz_load("UTC", NULL, &tz, &err), CC_OK);
-    assert_int_equal(cc_tz_offset(&tz, 1774744200), 0);
-    assert_int_equal(cc_tz_load("Europe/Paris", NULL, &tz, &err), CC_OK);
-    assert_int_equal(cc_tz_offset(&tz, 1774746000 - 1), 3600); /* 2026-03-29 00:59:59Z */
-    assert_int_equal(cc_tz_offset(&tz, 1774746000), 7200);
+    assert_int_equal(cc_tzload_zone("Nowhere/Atlantis", NULL, &tz, &err), CC_EINVAL);
+    assert_int_equal(cc_tzload_zone("../etc/passwd", NULL, &tz, &err), CC_EINVAL);
+    assert_int_equal(cc_tzload_zone("UTC", NULL, &tz, &err), CC_OK);
+    assert_int_equal(cc_schedule_tz_offset(&tz, 1774744200), 0);
+    assert_int_equal(cc_tzload_zone("Europe/Paris", NULL, &tz, &err), CC_OK);
+    assert_int_equal(cc_schedule_tz_offset(&tz, 1774746000 - 1), 3600); /* 2026-03-29 00:59:59Z */
+    assert_int_equal(cc_schedule_tz_offset(&tz, 1774746000), 7200);
     /* July 2038: past the last transition, pytz (and we) keep CET, no DST. */
-    assert_int_equal(cc_tz_offset(&tz, 2145916800LL + 200 * 86400), 3600);
-    cc_tz_deinit(&tz);
-    assert_int_equal(cc_tz_parse((const uint8_t *)"nope", 4, &tz, &err), CC_EINVAL);
-    assert_int_equal(cc_tz_parse(junk, sizeof(junk), &tz, &err), CC_EINVAL);
+    assert_int_equal(cc_schedule_tz_offset(&tz, 2145916800LL + 200 * 86400), 3600);
+    cc_schedule_tz_deinit(&tz);
+    assert_int_equal(cc_schedule_tz_parse((const uint8_t *)"nope", 4, &tz, &err), CC_EINVAL);
+    assert_int_equal(cc_schedule_tz_parse(junk, sizeof(junk), &tz, &err), CC_EINVAL);
     assert_int_equal(tz.n, 0);
-    cc_tz_deinit(&tz);
+    cc_schedule_tz_deinit(&tz);
 }
 
 int main(void)
