@@ -84,7 +84,7 @@ static int consumer_unknown_task(struct cc_consumer *c, const amqp_envelope_t *e
         tmp.msg = *m; /* shallow: borrowed for the view only */
         tmp.exchange = cc_bytes_dup(consumer_view(env->exchange));
         tmp.routing_key = cc_bytes_dup(consumer_view(env->routing_key));
-        cc_request_view(&tmp, c->hostname, &view);
+        cc_consumer_request_view(&tmp, c->hostname, &view);
         if (cc_backend_store_exc(c->backend, c->cfg, &view, m->args, m->kwargs, "FAILURE",
                                  "celery.exceptions", "NotRegistered", m->task, &serr) != CC_OK)
             cc_error("could not store NotRegistered for %s: %s", cc_log_str(m->id), serr.msg);
@@ -196,7 +196,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     r->track_started = consumer_tristate(e->track_started, c->cfg->track_started);
     r->received_us = cc_now_us();
     if (cc_log_enabled(CC_LOG_INFO))
-        cc_info("Task %s[%s] received", cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+        cc_info("Task %s[%s] received", cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
     *out = r;
     rc = CC_OK;
 out:
@@ -205,7 +205,7 @@ out:
     return rc;
 }
 
-void cc_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out)
+void cc_consumer_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out)
 {
     const struct cc_msg *m = &r->msg;
 
@@ -235,12 +235,12 @@ void cc_request_view(const struct cc_request *r, const char *hostname, struct cc
     out->embed = m->embed;
 }
 
-const char *cc_request_name(const struct cc_request *r)
+const char *cc_consumer_request_name(const struct cc_request *r)
 {
     return r->msg.shadow ? r->msg.shadow : r->msg.task;
 }
 
-void cc_request_free(struct cc_request *r)
+void cc_consumer_request_free(struct cc_request *r)
 {
     if (r == NULL)
         return;

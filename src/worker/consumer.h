@@ -52,7 +52,7 @@ struct cc_consumer {
 };
 
 /* Turn a delivery into a request. Returns:
- *   CC_OK      *out is an owned request to schedule (free with cc_request_free);
+ *   CC_OK      *out is an owned request to schedule (free with cc_consumer_request_free);
  *   CC_EAGAIN  the delivery was bad or unknown and has been rejected (and NotRegistered
  *              stored when applicable); nothing to do;
  *   a broker error (the reject could not be sent), with err filled.
@@ -62,11 +62,11 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
 
 /* Borrowed view of `r` as the task API's request (hostname: this worker's nodename). Valid
  * while `r` lives. */
-void cc_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out);
+void cc_consumer_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out);
 
 /* Display name in logs: shadow if set, else the task name. */
-const char *cc_request_name(const struct cc_request *r);
+const char *cc_consumer_request_name(const struct cc_request *r);
 
-void cc_request_free(struct cc_request *r);
+void cc_consumer_request_free(struct cc_request *r);
 
 #endif

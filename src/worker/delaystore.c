@@ -409,7 +409,7 @@ int cc_delaystore_offer(struct cc_delaystore *d, const amqp_envelope_t *env, str
 
     if (rc != CC_OK) {
         cc_warn("Task %s[%s]: cannot encode it for the delay store (%s); holding it",
-                cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
+                cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), err.msg);
         return rc;
     }
     rc = cc_redeliver_kv_usable(d->kv) ? delay_zadd(d, rec, len, r->msg.eta_us, &err)
@@ -420,7 +420,7 @@ int cc_delaystore_offer(struct cc_delaystore *d, const amqp_envelope_t *env, str
     }
     /* Hold it (as Celery would) and retry the move when Redis is back. */
     cc_warn("Task %s[%s]: delay store unavailable (%s); holding it until it can be moved",
-            cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
+            cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), err.msg);
     r->delay_rec = rec;
     r->delay_rec_len = len;
     if (!d->has_pending)
@@ -454,7 +454,7 @@ int cc_delaystore_retry(struct cc_delaystore *d, struct cc_request *r, int64_t n
     }
     rc = delay_zadd(d, r->delay_rec, r->delay_rec_len, r->msg.eta_us, &err);
     if (rc == CC_OK)
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_request_name(r)),
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_consumer_request_name(r)),
                 cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
     return rc;
 }

@@ -1462,7 +1462,7 @@ int cc_pool_dispatch(struct cc_pool *p, int slot, const struct cc_request *r, ui
             /* Logged late: the master was running the task when the timer fired. */
             pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
             cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim,
-                    cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                    cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
         }
         if (pool_write_full(p->report_wr, &rep, CC_POOL_REPORT_BYTES(&rep)) != 0)
             return cc_err_set(err, CC_EIO, "report pipe: %s", strerror(errno));
@@ -1564,7 +1564,7 @@ static void pool_hard_timeout(struct cc_pool *p, int slot)
     char lim[40];
 
     pool_limit_repr(k->hard_s, k->is_hard_int, lim, sizeof(lim));
-    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_log_str(cc_request_name(k->req)),
+    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_log_str(cc_consumer_request_name(k->req)),
              cc_log_str(k->req->msg.id));
     if (k->pid > 0)
         kill(k->pid, SIGKILL);
@@ -1603,7 +1603,7 @@ void cc_pool_tick(struct cc_pool *p, int64_t now_us)
             k->is_soft_sent = true;
             pool_limit_repr(k->soft_s, k->is_soft_int, lim, sizeof(lim));
             cc_warn("Soft time limit (%ss) exceeded for %s[%s]", lim,
-                    cc_log_str(cc_request_name(k->req)), cc_log_str(k->req->msg.id));
+                    cc_log_str(cc_consumer_request_name(k->req)), cc_log_str(k->req->msg.id));
             if (p->o.is_threads)
                 atomic_store(&k->soft_flag, 1);
             else if (k->pid > 0)
@@ -1647,11 +1647,11 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
     json_array_append_new(args, rep->is_limit_int ? json_integer((json_int_t)rep->time_limit_s)
                                                   : json_real(rep->time_limit_s));
     exc = cc_result_exc_new("billiard.exceptions", "TimeLimitExceeded", args);
-    cc_request_view(r, p->o.hostname, &view);
+    cc_consumer_request_view(r, p->o.hostname, &view);
     /* Celery's on_timeout stores no traceback (mark_as_failure outside an except block). */
     if (cc_backend_store_state(p->o.backend, cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE", exc,
                                NULL, NULL, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_request_name(r)),
+        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_consumer_request_name(r)),
                  cc_log_str(r->msg.id), err.msg);
     json_decref(exc);
 }
@@ -1673,7 +1673,7 @@ int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const
         p->master_ob = cc_xcalloc(1, sizeof(*p->master_ob));
         cc_outbox_init(p->master_ob, p->o.cfg);
     }
-    cc_request_view(r, p->o.hostname, &view);
+    cc_consumer_request_view(r, p->o.hostname, &view);
     memset(&out, 0, sizeof(out));
     out.status = CC_TASK_FAILED;
     out.exc = (json_t *)exc; /* borrowed: only read */

@@ -277,7 +277,7 @@ void cc_redeliver_forget_parked(struct cc_redeliver *rd)
 
     while ((r = rd->parked) != NULL) {
         rd->parked = r->next;
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     }
 }
 
@@ -669,7 +669,7 @@ void cc_redeliver_chord_part_args(struct cc_redeliver *rd, const struct cc_reque
     if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
                                             &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
         cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",
-                 cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), cc_log_str(view->group),
+                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), cc_log_str(view->group),
                  exc ? err.msg : "out of memory");
     json_decref(exc);
 }
@@ -680,11 +680,11 @@ static void redeliver_store_failure(struct cc_redeliver *rd, const struct cc_req
     struct cc_task_request view;
     struct cc_err err = {0};
 
-    cc_request_view(r, rd->hostname, &view);
+    cc_consumer_request_view(r, rd->hostname, &view);
     if (!(r->ignore_result && !rd->cfg->store_errors_even_if_ignored) &&
         cc_backend_store_exc(rd->backend, rd->cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE",
                              "billiard.exceptions", "WorkerLostError", msg, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_request_name(r)),
+        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_consumer_request_name(r)),
                  cc_log_str(r->msg.id), err.msg);
     /* [canvas-chord] it never runs again: fail its chord instead of leaving it pending */
     cc_redeliver_chord_part(rd, r, &view, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
@@ -732,7 +732,7 @@ enum cc_redeliver_verdict cc_redeliver_on_receipt(struct cc_redeliver *rd,
 {
     const amqp_basic_properties_t *p = &env->message.properties;
     const int max = rd->cfg->max_redeliveries;
-    const char *q, *name = cc_log_str(cc_request_name(r)), *id = cc_log_str(r->msg.id);
+    const char *q, *name = cc_log_str(cc_consumer_request_name(r)), *id = cc_log_str(r->msg.id);
     struct redeliver_count c;
     char *dest = NULL, *msg = NULL;
     enum cc_redeliver_verdict verdict;
@@ -834,7 +834,7 @@ enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_requ
 
         cc_info("Task %s[%s] is already running in this worker; holding its redelivered copy "
                 "until it finishes",
-                cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
         while (*tail != NULL)
             tail = &(*tail)->next;
         r->next = NULL;
@@ -846,7 +846,7 @@ enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_requ
         return CC_GATE_RUN;
     rd->n_dedup++;
     /* Celery's LOG_IGNORED with description 'Task already completed successfully.' */
-    cc_info("Task %s[%s] Task already completed successfully.", cc_log_str(cc_request_name(r)),
+    cc_info("Task %s[%s] Task already completed successfully.", cc_log_str(cc_consumer_request_name(r)),
             cc_log_str(r->msg.id));
     return CC_GATE_DONE;
 }

@@ -303,8 +303,8 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
             continue;
         }
         cc_info("Task %s[%s]: retry not published: the broker redelivers the original",
-                cc_log_str(cc_request_name(w->retries[i].r)), cc_log_str(w->retries[i].r->msg.id));
-        cc_request_free(w->retries[i].r);
+                cc_log_str(cc_consumer_request_name(w->retries[i].r)), cc_log_str(w->retries[i].r->msg.id));
+        cc_consumer_request_free(w->retries[i].r);
         w->n_retries--;
     }
     if (w->is_rd_init)
@@ -454,7 +454,7 @@ static void worker_release(struct worker *w, struct cc_request *r, bool is_retur
 {
     if (!r->is_requeued && !is_returned)
         cc_redeliver_settled(&w->rd, r);
-    cc_request_free(r);
+    cc_consumer_request_free(r);
 }
 
 /* Forget every request not running (ready FIFO, ETA heap) without a broker call: after a
@@ -464,9 +464,9 @@ static void worker_free_held(struct worker *w)
     struct cc_request *r;
 
     while ((r = worker_fifo_pop(w)) != NULL)
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     while ((r = worker_heap_pop(w)) != NULL)
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     w->n_held = 0;
     w->is_qos_dirty = false;
 }
@@ -481,7 +481,7 @@ static void worker_return_held(struct worker *w)
            ((r = worker_fifo_pop(w)) != NULL || (r = worker_heap_pop(w)) != NULL ||
             (w->rl != NULL && (r = cc_ratelimit_pop_any(w->rl)) != NULL))) {
         worker_reject(w, r, true);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     }
     worker_free_held(w); /* whatever is left if the connection dropped meanwhile */
     if (n > 0)
@@ -501,11 +501,11 @@ static void worker_store_exc(struct worker *w, struct cc_request *r, const char 
     struct cc_task_request view;
     struct cc_err err = {0};
 
-    cc_request_view(r, w->hostname, &view);
+    cc_consumer_request_view(r, w->hostname, &view);
     if (!(r->ignore_result && !w->cfg->store_errors_even_if_ignored) &&
         cc_backend_store_exc(w->backend, w->cfg, &view, r->msg.args, r->msg.kwargs, status, module,
                              type, arg, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store %s: %s", cc_log_str(cc_request_name(r)),
+        cc_error("Task %s[%s]: could not store %s: %s", cc_log_str(cc_consumer_request_name(r)),
                  cc_log_str(r->msg.id), status, err.msg);
     /* [canvas-chord] a chord member ending here returns its part (Celery's mark_as_failure /
      * mark_as_revoked -> on_chord_part_return), before the caller acks */
@@ -536,27 +536,27 @@ static void worker_update_qos(struct worker *w)
 /* Expired (§6.3): REVOKED TaskRevokedError('expired'), ack. Frees r. */
 static void worker_expire(struct worker *w, struct cc_request *r)
 {
-    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_request_name(r)),
+    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_consumer_request_name(r)),
             cc_log_str(r->msg.id));
     cc_events_task_revoked(&w->ev, r, false, 0, true); /* [events] */
     /* [jobrun] a job run that expired before it could start */
     cc_jobkeeper_finish(w->jk, r, 'F', "TaskRevokedError: expired");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "expired");
     worker_ack(w, r);
-    cc_request_free(r);
+    cc_consumer_request_free(r);
 }
 
 /* [control] Revoked (§6.3): REVOKED TaskRevokedError('revoked'), ack. Frees r. */
 static void worker_discard_revoked(struct worker *w, struct cc_request *r)
 {
-    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_request_name(r)),
+    cc_info("Discarding revoked task: %s[%s]", cc_log_str(cc_consumer_request_name(r)),
             cc_log_str(r->msg.id));
     cc_events_task_revoked(&w->ev, r, false, 0, false); /* [events] */
     /* [jobrun] a job run revoked before it started: cancelled */
     cc_jobkeeper_finish(w->jk, r, 'X', "revoked before it started");
     worker_store_exc(w, r, "REVOKED", "celery.exceptions", "TaskRevokedError", "revoked");
     worker_ack(w, r);
-    cc_request_free(r);
+    cc_consumer_request_free(r);
 }
 
 static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
@@ -585,27 +585,27 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     case CC_REDELIVER_ACK:
         worker_chord_flush(w); /* [canvas-chord] */
         worker_ack(w, r);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
         return;
     case CC_REDELIVER_REJECT:
         worker_chord_flush(w); /* [canvas-chord] */
         worker_reject(w, r, false);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
         return;
     case CC_REDELIVER_DONE: /* past the limit, but SUCCESS is stored: done, not poison */
         worker_ack(w, r);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
         return;
     }
     if (rc == CC_EAGAIN) { /* [blocked] dead-letter publish refused: back to the queue */
-        cc_warn("Task %s[%s]: requeued: %s", cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id),
+        cc_warn("Task %s[%s]: requeued: %s", cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
                 err.msg);
         worker_reject(w, r, true);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
         return;
     }
     if (rc != CC_OK) {
-        cc_request_free(r); /* unacked: it returns to the queue with the channel */
+        cc_consumer_request_free(r); /* unacked: it returns to the queue with the channel */
         worker_broker_lost(w, &err);
         return;
     }
@@ -616,7 +616,7 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
     if (w->state != WORKER_RUNNING) {
         /* Delivered before our basic.cancel took effect: not ours to start any more. */
         worker_reject(w, r, true);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     } else if (r->msg.expires_us != 0 && now > r->msg.expires_us) {
         worker_expire(w, r);
     } else if (cc_pidbox_is_revoked(&w->ctl, r->msg.id)) { /* [control] */
@@ -626,10 +626,10 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
          * so ack it instead of holding it; QoS is not raised. If the store failed, the
          * branch below holds it as before (worker_delay_retry moves it later). */
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_request_name(r)),
+        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_consumer_request_name(r)),
                 cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
         worker_ack(w, r);
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     } else if (r->msg.eta_us > now) {
         r->is_eta_held = true;
         w->n_held++;
@@ -687,7 +687,7 @@ static void worker_delay_retry(struct worker *w)
                 w->is_qos_dirty = true;
             }
             worker_ack(w, r);
-            cc_request_free(r);
+            cc_consumer_request_free(r);
             continue;
         }
         left += r->delay_rec != NULL;
@@ -814,7 +814,7 @@ static void worker_fail_chain(struct worker *w, const struct cc_request *r, cons
         json_decref(exc_args);
         return;
     }
-    cc_request_view(r, w->hostname, &view);
+    cc_consumer_request_view(r, w->hostname, &view);
     exc = cc_result_exc_new(module, type, exc_args);
     if (exc != NULL)
         (void)cc_chain_fail_rest(w->backend, w->cfg, &view,
@@ -842,7 +842,7 @@ static void worker_errbacks(struct worker *w, const struct cc_request *r, const 
     exc = cc_result_exc_new(module, type, exc_args);
     cc_canvas_plan_init(&plan);
     if (exc == NULL || cc_pool_master_errbacks(&w->pool, r, exc, &plan, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_log_str(cc_request_name(r)),
+        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_log_str(cc_consumer_request_name(r)),
                  cc_log_str(r->msg.id), exc ? err.msg : "out of memory");
     for (size_t i = 0; i < plan.n; i++) {
         const struct cc_canvas_step *st = &plan.steps[i];
@@ -850,7 +850,7 @@ static void worker_errbacks(struct worker *w, const struct cc_request *r, const 
         if (st->kind == CC_CANVAS_PUBLISH &&
             worker_publish(w, st->exchange, st->routing_key, &st->msg, &err) != CC_OK)
             cc_error("Task %s[%s]: could not publish errback %s[%s]: %s",
-                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), cc_log_str(st->task),
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), cc_log_str(st->task),
                      cc_log_str(st->task_id), err.msg);
     }
     cc_canvas_plan_deinit(&plan);
@@ -906,7 +906,7 @@ static void worker_retry_failed(struct worker *w, struct cc_request *r, const st
     char msg[320];
 
     snprintf(msg, sizeof(msg), "celeryc: could not publish the retry message: %s", err->msg);
-    cc_error("Task %s[%s]: %s; storing FAILURE", cc_log_str(cc_request_name(r)),
+    cc_error("Task %s[%s]: %s; storing FAILURE", cc_log_str(cc_consumer_request_name(r)),
              cc_log_str(r->msg.id), msg);
     w->n_failed++;
     worker_store_exc(w, r, "FAILURE", "builtins", "RuntimeError", msg);
@@ -926,7 +926,7 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->n_held++;
         w->is_qos_dirty = true;
     }
-    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_log_str(cc_request_name(r)),
+    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_log_str(cc_consumer_request_name(r)),
             cc_log_str(r->msg.id), w->is_blocked ? "unblock publishing" : "come back");
 }
 
@@ -987,7 +987,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
         { /* its chord fails (on_timeout -> mark_as_failure -> on_chord_part_return) */
             struct cc_task_request view;
 
-            cc_request_view(r, w->hostname, &view);
+            cc_consumer_request_view(r, w->hostname, &view);
             cc_redeliver_chord_part_args(&w->rd, r, &view, "FAILURE", "billiard.exceptions",
                                          "TimeLimitExceeded", worker_limit_args(rep));
             worker_chord_flush(w);
@@ -1010,7 +1010,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
              * redelivery is the retry. Publishing one too would run the task twice. */
             cc_warn("Task %s[%s]: retry not published: the connection was lost before the "
                     "message was acked, so the broker redelivers it",
-                    cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                    cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
             cc_events_retry_release(&w->ev, r->msg.id); /* [issue 14] no copy will come */
             break;
         }
@@ -1028,7 +1028,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
                  * than drop the retry. */
                 cc_error("Task %s[%s]: could not publish the retry message: %s; requeueing "
                          "the original",
-                         cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id), err.msg);
+                         cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), err.msg);
                 worker_reject(w, r, true);
             } else if (!w->is_connected || err.code == CC_EBROKER || err.code == CC_ECHANNEL) {
                 /* Acked when it started, so the retry message is all there is: keep it and
@@ -1059,24 +1059,24 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
     if (rep->publish_failed) { /* [canvas] the executor logged what it could not publish */
         if (!r->is_acked) {
             cc_error("Task %s[%s]: publish failed; requeueing the message to run it again",
-                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
             worker_reject(w, r, true);
         } else {
             cc_error("Task %s[%s]: publish failed: a continuation of this task is lost (the "
                      "message was acked when the task started)",
-                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
         }
     }
     if (rep->store_failed && !rep->publish_failed && rep->status != CC_TASK_RETRY &&
         rep->status != CC_TASK_REJECT) {
         if (!r->is_acked) {
             cc_error("Task %s[%s]: result not stored; requeueing the message to run it again",
-                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
             worker_reject(w, r, true);
         } else {
             cc_error("Task %s[%s]: result lost: it could not be stored and the message was "
                      "acked when the task started",
-                     cc_log_str(cc_request_name(r)), cc_log_str(r->msg.id));
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
         }
     }
     /* acks_late: the child has stored the result; now ack. A failure or timeout is acked
@@ -1124,7 +1124,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
      * off. Early-acked messages were acked when the task started. */
     if (r->acks_late && !r->is_acked &&
         cc_task_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
-        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_log_str(cc_request_name(r)),
+        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_log_str(cc_consumer_request_name(r)),
                 cc_log_str(r->msg.id));
         cc_events_task_rejected(&w->ev, r, true); /* [events] */
         worker_reject(w, r, true);
@@ -1253,7 +1253,7 @@ static void worker_dispatch(struct worker *w)
             continue;
         if (gate == CC_GATE_DONE) {
             worker_ack(w, r);
-            cc_request_free(r);
+            cc_consumer_request_free(r);
             continue;
         }
         if (worker_rate_hold(w, r)) /* rate-limit hook: wait for the task type's slot */
@@ -1759,13 +1759,13 @@ static void worker_free_requests(struct worker *w)
     struct cc_request *r;
 
     while ((r = worker_fifo_pop(w)) != NULL)
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     while ((r = worker_heap_pop(w)) != NULL)
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     while (w->rl != NULL && (r = cc_ratelimit_pop_any(w->rl)) != NULL) /* rate-limit hook */
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     for (int i = 0; w->running != NULL && i < w->pool.n; i++) {
-        cc_request_free(w->running[i]);
+        cc_consumer_request_free(w->running[i]);
         w->running[i] = NULL;
     }
     free(w->eta);
@@ -1963,13 +1963,13 @@ out:
         if (w.retries[i].is_unsettled) /* [blocked] its unacked original goes back */
             cc_warn("Task %s[%s]: retry not published before exit; the original message "
                     "returns to the queue",
-                    cc_log_str(cc_request_name(w.retries[i].r)),
+                    cc_log_str(cc_consumer_request_name(w.retries[i].r)),
                     cc_log_str(w.retries[i].r->msg.id));
         else
             cc_error("Task %s[%s]: retry message lost: the broker did not come back before exit",
-                     cc_log_str(cc_request_name(w.retries[i].r)),
+                     cc_log_str(cc_consumer_request_name(w.retries[i].r)),
                      cc_log_str(w.retries[i].r->msg.id));
-        cc_request_free(w.retries[i].r);
+        cc_consumer_request_free(w.retries[i].r);
     }
     free(w.retries);
     /* Closing the channel returns every unacked delivery (prefetched, ETA-held) to its

@@ -82,7 +82,7 @@ static enum cc_redeliver_verdict receive(struct fx *f, const char *id, int retri
     env.redelivered = 1;
     v = cc_redeliver_on_receipt(&f->rd, &env, r, &rc, &err);
     assert_int_equal(rc, CC_OK);
-    cc_request_free(r);
+    cc_consumer_request_free(r);
     return v;
 }
 
@@ -95,7 +95,7 @@ static void hand_off(struct fx *f, const char *id, int retries, bool is_settled)
     assert_true(r->is_marked);
     if (is_settled)
         cc_redeliver_settled(&f->rd, r);
-    cc_request_free(r);
+    cc_consumer_request_free(r);
 }
 
 static void test_redeliver_prefetched_never_counts(void **state)
@@ -202,7 +202,7 @@ static void test_redeliver_failed_dead_letter_stays_past_limit(void **state)
         env.redelivered = 1;
         (void)cc_redeliver_on_receipt(&f->rd, &env, r, &rc, &err);
         assert_int_equal(rc, CC_ECHANNEL); /* tried to dead-letter it, every time */
-        cc_request_free(r);
+        cc_consumer_request_free(r);
     }
     f->cfg.dead_letter = CC_DEAD_LETTER_DLX;
     assert_int_equal(receive(f, "stuck", 0), CC_REDELIVER_REJECT);
