@@ -38,7 +38,7 @@
 
 /* The va_list entry points are printf-like too; saying so here lets clang's
  * -Wformat-nonliteral check the calls below (log.h could carry this as well). */
-void cc_logv(int level, const char *fmt, va_list ap) CC_PRINTF(2, 0);
+void cc_log_v(int level, const char *fmt, va_list ap) CC_PRINTF(2, 0);
 void cc_log_taskv(int level, const char *task_name, const char *task_id, const char *fmt,
                   va_list ap) CC_PRINTF(4, 0);
 
@@ -417,7 +417,7 @@ static CC_PRINTF(4, 0) void log_emit(int level, const char *task_name, const cha
     log_write(&line);
 }
 
-void cc_logv(int level, const char *fmt, va_list ap)
+void cc_log_v(int level, const char *fmt, va_list ap)
 {
     int saved = errno;
 
@@ -431,7 +431,7 @@ void cc_log(int level, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    cc_logv(level, fmt, ap);
+    cc_log_v(level, fmt, ap);
     va_end(ap);
 }
 

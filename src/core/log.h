@@ -42,7 +42,7 @@ int cc_log_level_parse(const char *s);
 int cc_log_enabled(int level);
 
 void cc_log(int level, const char *fmt, ...) CC_PRINTF(2, 3);
-void cc_logv(int level, const char *fmt, va_list ap);
+void cc_log_v(int level, const char *fmt, va_list ap);
 
 /* A line tagged with a task, as Celery's task logger: "<name>[<id>]: <message>".
  * In JSON format the name and id become fields "task" and "task_id". Name and id go through
