@@ -125,7 +125,7 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
  * (complex signatures) are skipped, as Celery skips them. Returns CC_OK, or CC_EBACKEND when
  * a store failed (logged; the other steps are still tried). */
 typedef void (*cc_chain_part_fn)(void *ud, const struct cc_task_request *step, const json_t *exc);
-int cc_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
+int cc_chord_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
                        const struct cc_task_request *req, bool store, const json_t *exc,
                        const char *traceback, cc_chain_part_fn part, void *ud);
 

@@ -637,7 +637,7 @@ static int pool_hook_update_state(void *ud, const struct cc_task_request *req, c
                                   NULL, children, err);
 }
 
-/* The chord part of a later chain step (cc_chain_fail_rest). */
+/* The chord part of a later chain step (cc_chord_chain_fail_rest). */
 struct pool_chain_part {
     struct pool_child_state *cs;
     struct cc_pool_report *rep;
@@ -672,7 +672,7 @@ static void pool_on_failure(struct pool_child_state *cs, const struct cc_task_re
     {
         struct pool_chain_part pp = {.cs = cs, .rep = rep};
 
-        if (cc_chain_fail_rest(cs->be, cfg, req, store_errors, out->exc, out->traceback,
+        if (cc_chord_chain_fail_rest(cs->be, cfg, req, store_errors, out->exc, out->traceback,
                                pool_chain_part, &pp) != CC_OK)
             rep->store_failed = 1;
     }

@@ -817,7 +817,7 @@ static void worker_fail_chain(struct worker *w, const struct cc_request *r, cons
     cc_consumer_request_view(r, w->hostname, &view);
     exc = cc_result_exc_new(module, type, exc_args);
     if (exc != NULL)
-        (void)cc_chain_fail_rest(w->backend, w->cfg, &view,
+        (void)cc_chord_chain_fail_rest(w->backend, w->cfg, &view,
                                  !(r->ignore_result && !w->cfg->store_errors_even_if_ignored), exc,
                                  NULL, worker_chain_part, &wp);
     json_decref(exc);
