@@ -122,9 +122,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "beat") == 0) /* issue #6: src/beat/beat.c */
         return cc_beat_main(argc - 1, argv + 1);
     if (strcmp(cmd, "jobs") == 0) /* issue #6: src/jobs/jobs_cli.c */
-        return cc_jobs_main(argc - 1, argv + 1);
+        return cc_jobs_cli_jobs_main(argc - 1, argv + 1);
     if (strcmp(cmd, "db") == 0)
-        return cc_db_main(argc - 1, argv + 1);
+        return cc_jobs_cli_db_main(argc - 1, argv + 1);
     if (cc_cli_is_command(cmd)) /* issue #4: client commands, src/client/cli.c */
         return cc_cli_main(argc - 1, argv + 1);
     fprintf(stderr, "celeryc: error: no such command '%s'\n\n", cmd);

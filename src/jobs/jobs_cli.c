@@ -1332,7 +1332,7 @@ static int db_debug(struct jcli *c, struct cc_jobstore *s)
 
 /* ---- Entry points ----------------------------------------------------------------------- */
 
-int cc_jobs_main(int argc, char **argv)
+int cc_jobs_cli_jobs_main(int argc, char **argv)
 {
     static const struct {
         const char *name;
@@ -1403,7 +1403,7 @@ out:
     return rc;
 }
 
-int cc_db_main(int argc, char **argv)
+int cc_jobs_cli_db_main(int argc, char **argv)
 {
     struct jcli c;
     struct cc_config cfg;
