@@ -730,11 +730,11 @@ static void apply_state(struct beat_entry *e, const json_t *state)
     }
 }
 
-/* beat_state_load: a persisted slot of a schedule-file entry (the latest wins). */
+/* cc_beat_sched_state_load: a persisted slot of a schedule-file entry (the latest wins). */
 static void state_file_entry(const char *name, int64_t last_us, int64_t total, void *arg)
 {
     struct beat *bt = arg;
-    struct beat_entry *e = beat_index_get(&bt->ix, name);
+    struct beat_entry *e = cc_beat_sched_index_get(&bt->ix, name);
 
     if (e != NULL && !e->is_job &&
         (last_us > e->last_us || (last_us == e->last_us && total > e->total))) {
@@ -756,12 +756,12 @@ static void plan_entry(struct beat *bt, struct beat_entry *e, int64_t now)
     struct cc_err err = {0};
     int64_t missed = 0;
 
-    if (beat_entry_plan(e, now, &missed, &err) != CC_OK) {
+    if (cc_beat_sched_entry_plan(e, now, &missed, &err) != CC_OK) {
         cc_error("beat: %s: %s: the entry is disabled", e->name, err.msg);
-        beat_heap_remove(&bt->heap, e);
+        cc_beat_sched_heap_remove(&bt->heap, e);
         return;
     }
-    beat_heap_fix(&bt->heap, e);
+    cc_beat_sched_heap_fix(&bt->heap, e);
 }
 
 static void replan_all(struct beat *bt, const json_t *state)
@@ -778,9 +778,9 @@ static void replan_all(struct beat *bt, const json_t *state)
 
 static void entry_drop(struct beat *bt, struct beat_entry *e)
 {
-    beat_heap_remove(&bt->heap, e);
-    beat_index_del(&bt->ix, e);
-    beat_entry_free(e);
+    cc_beat_sched_heap_remove(&bt->heap, e);
+    cc_beat_sched_index_del(&bt->ix, e);
+    cc_beat_sched_entry_free(e);
 }
 
 /* Insert or update the entry of a job row (jobs without a schedule or inactive: removed). */
@@ -792,7 +792,7 @@ static void job_upsert(struct beat *bt, const char *id, const json_t *row, const
     const json_t *sched = json_object_get(row, "schedule");
 
     snprintf(name, sizeof(name), "job:%s", id);
-    old = beat_index_get(&bt->ix, name);
+    old = cc_beat_sched_index_get(&bt->ix, name);
     if (row == NULL || !json_is_true(json_object_get(row, "active")) || sched == NULL ||
         json_is_null(sched)) {
         if (old != NULL) {
@@ -802,9 +802,9 @@ static void job_upsert(struct beat *bt, const char *id, const json_t *row, const
         return;
     }
     e = cc_xcalloc(1, sizeof(*e));
-    if (beat_entry_from_job(e, row, &err) != CC_OK) {
+    if (cc_beat_sched_entry_from_job(e, row, &err) != CC_OK) {
         cc_error("beat: %s: not scheduled", err.msg);
-        beat_entry_free(e);
+        cc_beat_sched_entry_free(e);
         if (old != NULL)
             entry_drop(bt, old);
         return;
@@ -824,14 +824,14 @@ static void job_upsert(struct beat *bt, const char *id, const json_t *row, const
             memcpy(e->claimed_task_id, old->claimed_task_id, sizeof(e->claimed_task_id));
         }
         entry_drop(bt, old);
-        beat_index_put(&bt->ix, e);
+        cc_beat_sched_index_put(&bt->ix, e);
         if (same)
-            beat_heap_push(&bt->heap, e);
+            cc_beat_sched_heap_push(&bt->heap, e);
         else
             plan_entry(bt, e, cc_now_us());
         return;
     }
-    beat_index_put(&bt->ix, e);
+    cc_beat_sched_index_put(&bt->ix, e);
     if (state != NULL) {
         apply_state(e, state);
     } else if (bt->is_leader) {
@@ -1253,12 +1253,12 @@ static void entry_advance(struct beat *bt, struct beat_entry *e, bool sent)
 {
     struct cc_err err = {0};
 
-    if (beat_entry_step(e, sent, &err) != CC_OK) {
+    if (cc_beat_sched_entry_step(e, sent, &err) != CC_OK) {
         cc_error("beat: %s: %s: the entry is disabled", e->name, err.msg);
-        beat_heap_remove(&bt->heap, e);
+        cc_beat_sched_heap_remove(&bt->heap, e);
         return;
     }
-    beat_heap_fix(&bt->heap, e);
+    cc_beat_sched_heap_fix(&bt->heap, e);
     if (!e->is_job) {
         if (bt->n_dirty == bt->cap_dirty) {
             bt->cap_dirty = bt->cap_dirty ? bt->cap_dirty * 2 : 256;
@@ -1275,7 +1275,7 @@ static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_e
     cc_error("beat: %s: not sent (attempt %d): %s; retrying in %d s", e->name, e->attempts,
              why->msg, (int)(wait / 1000000));
     e->wake_us = cc_now_us() + wait;
-    beat_heap_fix(&bt->heap, e);
+    cc_beat_sched_heap_fix(&bt->heap, e);
 }
 
 /* The broker connection failed under a publish: the entry stays due, without an attempt
@@ -1284,7 +1284,7 @@ static void entry_retry(struct beat *bt, struct beat_entry *e, const struct cc_e
 static void entry_hold(struct beat *bt, struct beat_entry *e)
 {
     e->wake_us = e->slot_us;
-    beat_heap_fix(&bt->heap, e);
+    cc_beat_sched_heap_fix(&bt->heap, e);
 }
 
 static void entry_route(const struct beat *bt, const struct beat_entry *e, char *buf, size_t size)
@@ -1393,7 +1393,7 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     /* One batch per routing key (see flush_pending), at most BEAT_PIPELINE messages. */
     if (bt->n_pend > 0 && (!same_route(e, bt->pend_first) || bt->n_pend >= BEAT_PIPELINE))
         flush_pending(bt);
-    if (beat_entry_args(e, &args, &kwargs) != CC_OK) {
+    if (cc_beat_sched_entry_args(e, &args, &kwargs) != CC_OK) {
         cc_err_set(&err, CC_ENOMEM, "out of memory");
         entry_retry(bt, e, &err);
         return DISPATCH_RETRY;
@@ -1440,7 +1440,7 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
     bt->pend_seq = seq;
     /* Out of the heap's way until its confirm settles it. */
     e->wake_us = INT64_MAX;
-    beat_heap_fix(&bt->heap, e);
+    cc_beat_sched_heap_fix(&bt->heap, e);
     return DISPATCH_DONE;
 }
 
@@ -1533,7 +1533,7 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
     int n = 0;
 
     while (!*stop && may_dispatch(bt) && (!store_mode(bt) || bt->st_ok)) {
-        struct beat_entry *e = beat_heap_top(&bt->heap);
+        struct beat_entry *e = cc_beat_sched_heap_top(&bt->heap);
         int64_t now = cc_now_us();
         int64_t merged;
         int rc;
@@ -1548,7 +1548,7 @@ static void dispatch_due(struct beat *bt, volatile bool *stop)
             if (broker_ensure(bt, &err) != CC_OK)
                 break;
         }
-        merged = beat_entry_coalesce(e, now);
+        merged = cc_beat_sched_entry_coalesce(e, now);
         if (merged > 0)
             cc_warn("beat: %s: %" PRId64 " slot(s) passed unsent (loop busy or broker away): "
                     "one run for the latest",
@@ -1575,13 +1575,13 @@ static int load_files(struct beat *bt, struct cc_err *err)
 
     if (path == NULL || *path == '\0')
         return CC_OK;
-    rc = beat_file_load(path, bt->cfg->timezone, &arr, &n, err);
+    rc = cc_beat_sched_file_load(path, bt->cfg->timezone, &arr, &n, err);
     if (rc != CC_OK)
         return rc;
     bt->files = arr;
     bt->n_files = n;
     for (size_t i = 0; i < n; i++)
-        beat_index_put(&bt->ix, arr[i]);
+        cc_beat_sched_index_put(&bt->ix, arr[i]);
     cc_info("beat: %zu entr%s from %s", n, n == 1 ? "y" : "ies", path);
     return CC_OK;
 }
@@ -1594,14 +1594,14 @@ static void save_state(struct beat *bt, bool is_final)
 {
     struct cc_err err = {0};
     const char *path = bt->cfg->beat_state_file;
-    bool snapshot = bt->sw != NULL && beat_state_writer_take_failed(bt->sw);
+    bool snapshot = bt->sw != NULL && cc_beat_sched_state_writer_take_failed(bt->sw);
 
     if (store_mode(bt))
         return;
     if (bt->n_dirty > 0) {
         if (bt->sw != NULL) {
-            beat_state_writer_append(bt->sw, bt->dirty, bt->n_dirty);
-        } else if (beat_state_append(path, bt->dirty, bt->n_dirty, &err) != CC_OK) {
+            cc_beat_sched_state_writer_append(bt->sw, bt->dirty, bt->n_dirty);
+        } else if (cc_beat_sched_state_append(path, bt->dirty, bt->n_dirty, &err) != CC_OK) {
             cc_error("beat: %s", err.msg);
             snapshot = true; /* the snapshot may still be writable */
         }
@@ -1609,7 +1609,7 @@ static void save_state(struct beat *bt, bool is_final)
         bt->n_dirty = 0;
     }
     if (is_final) {
-        beat_state_writer_stop(bt->sw);
+        cc_beat_sched_state_writer_stop(bt->sw);
         bt->sw = NULL;
         snapshot = snapshot || bt->journal_lines > 0;
     } else if (bt->journal_lines > 1000 && bt->journal_lines > 2 * bt->n_files) {
@@ -1618,9 +1618,9 @@ static void save_state(struct beat *bt, bool is_final)
     if (!snapshot)
         return;
     if (bt->sw != NULL) {
-        if (beat_state_writer_snapshot(bt->sw, bt->files, bt->n_files))
+        if (cc_beat_sched_state_writer_snapshot(bt->sw, bt->files, bt->n_files))
             bt->journal_lines = 0;
-    } else if (beat_state_save(path, bt->files, bt->n_files, &err) != CC_OK) {
+    } else if (cc_beat_sched_state_save(path, bt->files, bt->n_files, &err) != CC_OK) {
         cc_error("beat: %s", err.msg);
     } else {
         bt->journal_lines = 0;
@@ -1639,7 +1639,7 @@ static int print_next(struct beat *bt, int count, int64_t now)
             struct cc_err err = {0};
             char b[40];
 
-            if (beat_next_after(e, t, &t, &err) != CC_OK) {
+            if (cc_beat_sched_next_after(e, t, &t, &err) != CC_OK) {
                 fprintf(stderr, "%s: %s\n", e->name, err.msg);
                 return 1;
             }
@@ -1657,13 +1657,13 @@ static void beat_free(struct beat *bt)
         while (e != NULL) {
             struct beat_entry *nx = e->hnext;
 
-            beat_entry_free(e);
+            cc_beat_sched_entry_free(e);
             e = nx;
         }
     }
     free(bt->files);
-    beat_index_deinit(&bt->ix);
-    beat_heap_deinit(&bt->heap);
+    cc_beat_sched_index_deinit(&bt->ix);
+    cc_beat_sched_heap_deinit(&bt->heap);
     json_decref(bt->jobs);
     json_decref(bt->jobs_changed);
     json_decref(bt->run_attempts);
@@ -1673,7 +1673,7 @@ static void beat_free(struct beat *bt)
     free(bt->lat_hist);
     free(bt->pend);
     free(bt->dirty);
-    beat_caches_free();
+    cc_beat_sched_caches_free();
 }
 
 static int usr1_init(void)
@@ -1712,13 +1712,13 @@ static int beat_run(struct beat *bt)
         return 1;
     }
     if (!store_mode(bt)) {
-        if (beat_state_load(bt->cfg->beat_state_file, state_file_entry, bt, &err) != CC_OK) {
+        if (cc_beat_sched_state_load(bt->cfg->beat_state_file, state_file_entry, bt, &err) != CC_OK) {
             cc_crit("beat: %s", err.msg);
             return BEAT_EX_CONFIG;
         }
         replan_all(bt, NULL);
         release_free_memory();
-        if (beat_state_writer_start(&bt->sw, bt->cfg->beat_state_file, &err) != CC_OK)
+        if (cc_beat_sched_state_writer_start(&bt->sw, bt->cfg->beat_state_file, &err) != CC_OK)
             cc_warn("beat: %s: writing the state file from the loop", err.msg);
         cc_info("beat: state in %s (no job store: this beat dispatches)", bt->cfg->beat_state_file);
     } else {
@@ -1772,8 +1772,8 @@ static int beat_run(struct beat *bt)
         /* Sleep until the next due entry, the lease, the sweep, or max_loop_interval. */
         wait_us = (int64_t)(bt->cfg->beat_max_loop_interval_s * 1e6);
         if (may_dispatch(bt) && (!store_mode(bt) || bt->st_ok) &&
-            beat_heap_top(&bt->heap) != NULL) {
-            int64_t due_in = beat_heap_top(&bt->heap)->wake_us - cc_now_us();
+            cc_beat_sched_heap_top(&bt->heap) != NULL) {
+            int64_t due_in = cc_beat_sched_heap_top(&bt->heap)->wake_us - cc_now_us();
 
             if (due_in <= 0 && !bt->b_ok) /* due, but the broker is away: its next attempt */
                 due_in = bt->b_retry_mono - cc_mono_us();
@@ -1901,7 +1901,7 @@ int cc_beat_main(int argc, char **argv)
     cc_uuid4(bt.oid);
 
     status = 0;
-    if (beat_tz_get(cfg.timezone, &err) == NULL) {
+    if (cc_beat_sched_tz_get(cfg.timezone, &err) == NULL) {
         fprintf(stderr, "celeryc beat: error: timezone: %s\n", err.msg);
         status = BEAT_EX_CONFIG;
     } else if (load_files(&bt, &err) != CC_OK) {

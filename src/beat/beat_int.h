@@ -24,8 +24,8 @@ enum beat_missed {
 };
 
 /* Memory: the beat holds one per entry (100,000 schedule-file entries in < 60 MiB): what many
- * entries share is interned (beat_intern: task, queue, exchange, routing key, zone name, and a
- * file entry's args/kwargs as compact JSON text, parsed at each send by beat_entry_args). */
+ * entries share is interned (cc_beat_sched_intern: task, queue, exchange, routing key, zone name, and a
+ * file entry's args/kwargs as compact JSON text, parsed at each send by cc_beat_sched_entry_args). */
 struct beat_entry {
     char *name;              /* "NAME" (file) or "job:<uuid>" (job store); the key everywhere */
     bool is_job;             /* from the job store */
@@ -64,46 +64,46 @@ struct beat_entry {
 /* ---- Entries (beat_sched.c) -------------------------------------------------------------- */
 
 /* Zone cache: cc_tzload_zone once per name, shared by entries. NULL/"" = UTC. */
-const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err);
-/* One shared copy of `s` (NULL: NULL), valid until beat_caches_free(). */
-const char *beat_intern(const char *s);
+const struct cc_tz *cc_beat_sched_tz_get(const char *name, struct cc_err *err);
+/* One shared copy of `s` (NULL: NULL), valid until cc_beat_sched_caches_free(). */
+const char *cc_beat_sched_intern(const char *s);
 /* Free the zone cache and the interned strings (at exit, after every entry). */
-void beat_caches_free(void);
+void cc_beat_sched_caches_free(void);
 
 /* Fill `e` from a schedule-file entry (name, JSON object) or a job row. default_tz: the beat's
  * `timezone` option. Errors name the entry: "entry 'x': schedule: ...". */
-int beat_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
+int cc_beat_sched_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
                          const char *default_tz, struct cc_err *err) CC_MUST_USE;
-int beat_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err) CC_MUST_USE;
-void beat_entry_deinit(struct beat_entry *e);
+int cc_beat_sched_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err) CC_MUST_USE;
+void cc_beat_sched_entry_deinit(struct beat_entry *e);
 /* The entry's args and kwargs as new references (file entries: parsed from their text). */
-int beat_entry_args(const struct beat_entry *e, json_t **args, json_t **kwargs) CC_MUST_USE;
-void beat_entry_free(struct beat_entry *e);
+int cc_beat_sched_entry_args(const struct beat_entry *e, json_t **args, json_t **kwargs) CC_MUST_USE;
+void cc_beat_sched_entry_free(struct beat_entry *e);
 
 /* Read a schedule file: {"entries": {NAME: {...}}}. *out: array of owned entries. */
-int beat_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
+int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
                    struct cc_err *err) CC_MUST_USE;
 
 /* The first slot strictly after instant t_us. */
-int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
+int cc_beat_sched_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
                     struct cc_err *err) CC_MUST_USE;
 
 /* (Re)compute the entry's next slot at `now_us` from last_us, applying the missed-run policy
  * to slots that came due while no beat dispatched them (at start, takeover, reload). Sets
  * slot_us, wake_us, is_catchup; may advance last_us over skipped slots. *n_missed: how many
  * slots were missed (0: none). Logs the decision at info level. */
-int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
+int cc_beat_sched_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
                     struct cc_err *err) CC_MUST_USE;
 
 /* The entry's slot_us was dispatched (`is_sent`) or given up (skipped, or sent by another
  * beat): last_us = slot_us (total_run_count + 1 when sent), and slot_us = wake_us = the next
- * slot after it (beat_next_after). On an error (a crontab that can never fire again) slot_us
+ * slot after it (cc_beat_sched_next_after). On an error (a crontab that can never fire again) slot_us
  * is left as it was and the caller disables the entry. */
-int beat_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err) CC_MUST_USE;
+int cc_beat_sched_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err) CC_MUST_USE;
 
 /* When the loop finds the entry due (slot_us <= now): move slot_us forward to the latest slot
  * <= now (a stalled loop sends one run, not a burst). Returns how many slots were merged. */
-int64_t beat_entry_coalesce(struct beat_entry *e, int64_t now_us);
+int64_t cc_beat_sched_entry_coalesce(struct beat_entry *e, int64_t now_us);
 
 /* ---- Heap of entries by wake_us ---------------------------------------------------------- */
 
@@ -117,11 +117,11 @@ struct beat_heap {
     struct beat_heap_node *a;
     size_t n, cap;
 };
-void beat_heap_push(struct beat_heap *h, struct beat_entry *e);
-void beat_heap_remove(struct beat_heap *h, struct beat_entry *e);
-void beat_heap_fix(struct beat_heap *h, struct beat_entry *e); /* after wake_us changed */
-struct beat_entry *beat_heap_top(const struct beat_heap *h);
-void beat_heap_deinit(struct beat_heap *h);
+void cc_beat_sched_heap_push(struct beat_heap *h, struct beat_entry *e);
+void cc_beat_sched_heap_remove(struct beat_heap *h, struct beat_entry *e);
+void cc_beat_sched_heap_fix(struct beat_heap *h, struct beat_entry *e); /* after wake_us changed */
+struct beat_entry *cc_beat_sched_heap_top(const struct beat_heap *h);
+void cc_beat_sched_heap_deinit(struct beat_heap *h);
 
 /* ---- Name index -------------------------------------------------------------------------- */
 
@@ -129,10 +129,10 @@ struct beat_index {
     struct beat_entry **b;
     size_t nb, n;
 };
-struct beat_entry *beat_index_get(const struct beat_index *ix, const char *name);
-void beat_index_put(struct beat_index *ix, struct beat_entry *e); /* name not yet present */
-void beat_index_del(struct beat_index *ix, struct beat_entry *e);
-void beat_index_deinit(struct beat_index *ix);
+struct beat_entry *cc_beat_sched_index_get(const struct beat_index *ix, const char *name);
+void cc_beat_sched_index_put(struct beat_index *ix, struct beat_entry *e); /* name not yet present */
+void cc_beat_sched_index_del(struct beat_index *ix, struct beat_entry *e);
+void cc_beat_sched_index_deinit(struct beat_index *ix);
 
 /* ---- Local state file (no job store) ----------------------------------------------------- */
 
@@ -145,10 +145,10 @@ void beat_index_deinit(struct beat_index *ix);
  * the journal is emptied; replaying a journal over a newer snapshot is harmless (the latest
  * slot wins). */
 typedef void (*beat_state_fn)(const char *name, int64_t last_us, int64_t total, void *arg);
-int beat_state_load(const char *path, beat_state_fn fn, void *arg, struct cc_err *err) CC_MUST_USE;
-int beat_state_append(const char *path, struct beat_entry *const *entries, size_t n,
+int cc_beat_sched_state_load(const char *path, beat_state_fn fn, void *arg, struct cc_err *err) CC_MUST_USE;
+int cc_beat_sched_state_append(const char *path, struct beat_entry *const *entries, size_t n,
                       struct cc_err *err) CC_MUST_USE;
-int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
+int cc_beat_sched_state_save(const char *path, struct beat_entry *const *entries, size_t n,
                     struct cc_err *err) CC_MUST_USE;
 
 /* The same writes off the dispatch loop: a thread that appends journal lines and writes
@@ -159,16 +159,16 @@ int beat_state_save(const char *path, struct beat_entry *const *entries, size_t 
  * due entry behind it. Crash: lines still queued are lost like lines not yet appended (those
  * slots are sent again after the restart). */
 struct beat_state_writer;
-int beat_state_writer_start(struct beat_state_writer **w, const char *path,
+int cc_beat_sched_state_writer_start(struct beat_state_writer **w, const char *path,
                             struct cc_err *err) CC_MUST_USE;
-void beat_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
+void cc_beat_sched_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
                               size_t n);
 /* false: a snapshot is still queued (nothing done). */
-bool beat_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
+bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
                                 size_t n);
 /* Whether an append failed since the last call (the caller then asks for a snapshot). */
-bool beat_state_writer_take_failed(struct beat_state_writer *w);
+bool cc_beat_sched_state_writer_take_failed(struct beat_state_writer *w);
 /* Finish every queued write, then stop the thread and free `w` (NULL: nothing). */
-void beat_state_writer_stop(struct beat_state_writer *w);
+void cc_beat_sched_state_writer_stop(struct beat_state_writer *w);
 
 #endif

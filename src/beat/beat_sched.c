@@ -5,7 +5,7 @@
  * unlike Celery, which reschedules from the send time; elapsed time across DST changes too),
  * crontab slots are the first instants at which Celery's beat would find the entry due after
  * the last slot: cc_schedule_next evaluated with the UTC offset at the time of the check
- * (beat_next_after).
+ * (cc_beat_sched_next_after).
  * A new entry (no state) first fires as Celery's does: an interval `every` after start, a
  * crontab at its next match.
  *
@@ -48,7 +48,7 @@ struct tz_node {
 };
 static struct tz_node *tz_list;
 
-const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err)
+const struct cc_tz *cc_beat_sched_tz_get(const char *name, struct cc_err *err)
 {
     struct tz_node *n;
 
@@ -72,7 +72,7 @@ const struct cc_tz *beat_tz_get(const char *name, struct cc_err *err)
 
 /* Task names, queues, exchanges, zones and argument lists that many entries share are kept
  * once (100,000 entries of one task to one queue: one copy of each). An open-addressing set,
- * grown at 50 % load, freed by beat_caches_free() at exit: entries only borrow. */
+ * grown at 50 % load, freed by cc_beat_sched_caches_free() at exit: entries only borrow. */
 static struct {
     char **slot;
     size_t cap, n;
@@ -87,7 +87,7 @@ static uint64_t str_hash(const char *s)
     return h;
 }
 
-const char *beat_intern(const char *s)
+const char *cc_beat_sched_intern(const char *s)
 {
     size_t i;
 
@@ -119,7 +119,7 @@ const char *beat_intern(const char *s)
     return intern_set.slot[i];
 }
 
-void beat_caches_free(void)
+void cc_beat_sched_caches_free(void)
 {
     while (tz_list != NULL) {
         struct tz_node *n = tz_list;
@@ -137,7 +137,7 @@ void beat_caches_free(void)
 
 /* ---- Entries ----------------------------------------------------------------------------- */
 
-void beat_entry_deinit(struct beat_entry *e)
+void cc_beat_sched_entry_deinit(struct beat_entry *e)
 {
     if (e == NULL)
         return;
@@ -147,19 +147,19 @@ void beat_entry_deinit(struct beat_entry *e)
     json_decref(e->kwargs);
     free(e->since_kwarg);
     free(e->fingerprint);
-    memset(e, 0, sizeof(*e)); /* the other strings are interned (beat_intern) */
+    memset(e, 0, sizeof(*e)); /* the other strings are interned (cc_beat_sched_intern) */
 }
 
-void beat_entry_free(struct beat_entry *e)
+void cc_beat_sched_entry_free(struct beat_entry *e)
 {
-    beat_entry_deinit(e);
+    cc_beat_sched_entry_deinit(e);
     free(e);
 }
 
 static const char *opt_str(const json_t *o, const char *key)
 {
     const char *v = json_string_value(json_object_get(o, key));
-    return v != NULL && *v != '\0' ? beat_intern(v) : NULL;
+    return v != NULL && *v != '\0' ? cc_beat_sched_intern(v) : NULL;
 }
 
 /* One crontab field: a string, or a number (Celery accepts crontab(minute=0)). */
@@ -234,16 +234,16 @@ static const char *args_text(const json_t *v, const char *dflt)
     const char *out;
 
     if (v == NULL || json_is_null(v))
-        return beat_intern(dflt);
+        return cc_beat_sched_intern(dflt);
     text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL)
         return NULL;
-    out = beat_intern(text);
+    out = cc_beat_sched_intern(text);
     free(text);
     return out;
 }
 
-int beat_entry_args(const struct beat_entry *e, json_t **args, json_t **kwargs)
+int cc_beat_sched_entry_args(const struct beat_entry *e, json_t **args, json_t **kwargs)
 {
     json_error_t jerr;
 
@@ -275,14 +275,14 @@ static int entry_fill(struct beat_entry *e, const char *what, const json_t *spec
     v = json_object_get(spec, "task");
     if (!json_is_string(v) || json_string_length(v) == 0)
         return cc_err_set(err, CC_EINVAL, "%s: \"task\" (a task name) is required", what);
-    e->task = beat_intern(json_string_value(v));
+    e->task = cc_beat_sched_intern(json_string_value(v));
     v = json_object_get(spec, "schedule");
     if (v == NULL || json_is_null(v))
         return cc_err_set(err, CC_EINVAL, "%s: \"schedule\" is required", what);
     if (parse_schedule(e, v, &sub) != CC_OK)
         return cc_err_set(err, CC_EINVAL, "%s: schedule: %s", what, sub.msg);
-    e->tz_name = beat_intern(tz_name != NULL && *tz_name != '\0' ? tz_name : "UTC");
-    e->tz = beat_tz_get(e->tz_name, &sub);
+    e->tz_name = cc_beat_sched_intern(tz_name != NULL && *tz_name != '\0' ? tz_name : "UTC");
+    e->tz = cc_beat_sched_tz_get(e->tz_name, &sub);
     if (e->tz == NULL)
         return cc_err_set(err, CC_EINVAL, "%s: timezone: %s", what, sub.msg);
     if (e->fingerprint != NULL) { /* the zone is part of the schedule */
@@ -359,7 +359,7 @@ static int entry_fill(struct beat_entry *e, const char *what, const json_t *spec
     return CC_OK;
 }
 
-int beat_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
+int cc_beat_sched_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
                          const char *default_tz, struct cc_err *err)
 {
     char what[200];
@@ -391,7 +391,7 @@ int beat_entry_from_file(struct beat_entry *e, const char *name, const json_t *s
                       err);
 }
 
-int beat_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err)
+int cc_beat_sched_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err)
 {
     const char *id = json_string_value(json_object_get(job, "id"));
     char what[80];
@@ -687,12 +687,12 @@ static int file_entry(const char *name, json_t *spec, void *arg, struct cc_err *
                           "schedule file %s: entry '%.150s': names may not be empty or start "
                           "with \"job:\"",
                           fl->path, name);
-    if (beat_index_get(&fl->seen, name) != NULL)
+    if (cc_beat_sched_index_get(&fl->seen, name) != NULL)
         return cc_err_set(err, CC_EINVAL, "schedule file %s: entry '%.150s' appears twice",
                           fl->path, name);
     e = cc_xcalloc(1, sizeof(*e));
-    if (beat_entry_from_file(e, name, spec, fl->default_tz, &sub) != CC_OK) {
-        beat_entry_free(e);
+    if (cc_beat_sched_entry_from_file(e, name, spec, fl->default_tz, &sub) != CC_OK) {
+        cc_beat_sched_entry_free(e);
         return cc_err_set(err, CC_EINVAL, "schedule file %s: %s", fl->path, sub.msg);
     }
     if (fl->n == fl->cap) {
@@ -700,11 +700,11 @@ static int file_entry(const char *name, json_t *spec, void *arg, struct cc_err *
         fl->arr = cc_xrealloc(fl->arr, fl->cap * sizeof(*fl->arr));
     }
     fl->arr[fl->n++] = e;
-    beat_index_put(&fl->seen, e);
+    cc_beat_sched_index_put(&fl->seen, e);
     return CC_OK;
 }
 
-int beat_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
+int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
                    struct cc_err *err)
 {
     struct file_load fl = {.path = path, .default_tz = default_tz};
@@ -718,10 +718,10 @@ int beat_file_load(const char *path, const char *default_tz, struct beat_entry *
     /* The entries' hnext chained them in `seen`: the caller indexes them again. */
     for (size_t i = 0; i < fl.n; i++)
         fl.arr[i]->hnext = NULL;
-    beat_index_deinit(&fl.seen);
+    cc_beat_sched_index_deinit(&fl.seen);
     if (rc != CC_OK) {
         for (size_t i = 0; i < fl.n; i++)
-            beat_entry_free(fl.arr[i]);
+            cc_beat_sched_entry_free(fl.arr[i]);
         free(fl.arr);
         if (strncmp(sub.msg, "schedule file ", 14) == 0)
             return cc_err_set(err, rc, "%s", sub.msg);
@@ -786,7 +786,7 @@ static int64_t next_break(const struct cc_tz *tz, int64_t last_us, int64_t at_us
     return b;
 }
 
-int beat_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, struct cc_err *err)
+int cc_beat_sched_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, struct cc_err *err)
 {
     int64_t at = t_us;
 
@@ -840,7 +840,7 @@ static int64_t latest_slot(const struct beat_entry *e, int64_t s, int64_t now_us
     for (int i = 0; i < 1100000; i++) {
         int64_t nx;
 
-        if (beat_next_after(e, s, &nx, &err) != CC_OK || nx > now_us)
+        if (cc_beat_sched_next_after(e, s, &nx, &err) != CC_OK || nx > now_us)
             break;
         s = nx;
         n++;
@@ -854,7 +854,7 @@ static void fmt_us(int64_t us, char *buf, size_t size)
     cc_isotime_format(us, 1, buf, size);
 }
 
-int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, struct cc_err *err)
+int cc_beat_sched_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, struct cc_err *err)
 {
     int64_t first, last_due, count = 0;
     int rc;
@@ -864,13 +864,13 @@ int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, str
     e->attempts = 0;
     if (e->last_us == 0) {
         /* Never ran: as Celery, last_run_at = now (an interval first fires `every` later). */
-        rc = beat_next_after(e, now_us, &first, err);
+        rc = cc_beat_sched_next_after(e, now_us, &first, err);
         if (rc != CC_OK)
             return rc;
         e->slot_us = e->wake_us = first;
         return CC_OK;
     }
-    rc = beat_next_after(e, e->last_us, &first, err);
+    rc = cc_beat_sched_next_after(e, e->last_us, &first, err);
     if (rc != CC_OK)
         return rc;
     if (first > now_us) {
@@ -894,14 +894,14 @@ int beat_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, str
     cc_info("Scheduler: %" PRId64 " missed run(s) of %s: skipped (%s)", count, e->name,
             e->missed == BEAT_MISSED_SKIP ? "missed=skip" : "past starting_deadline");
     e->last_us = last_due;
-    rc = beat_next_after(e, last_due, &first, err);
+    rc = cc_beat_sched_next_after(e, last_due, &first, err);
     if (rc != CC_OK)
         return rc;
     e->slot_us = e->wake_us = first;
     return CC_OK;
 }
 
-int beat_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err)
+int cc_beat_sched_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err)
 {
     int64_t next;
     int rc;
@@ -912,14 +912,14 @@ int beat_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err)
     e->attempts = 0;
     e->is_catchup = false;
     e->claimed_slot_us = 0;
-    rc = beat_next_after(e, e->slot_us, &next, err);
+    rc = cc_beat_sched_next_after(e, e->slot_us, &next, err);
     if (rc != CC_OK)
         return rc;
     e->slot_us = e->wake_us = next;
     return CC_OK;
 }
 
-int64_t beat_entry_coalesce(struct beat_entry *e, int64_t now_us)
+int64_t cc_beat_sched_entry_coalesce(struct beat_entry *e, int64_t now_us)
 {
     int64_t count = 0, latest;
 
@@ -978,7 +978,7 @@ static void heap_down(struct beat_heap *h, size_t i)
     heap_set(h, i, n);
 }
 
-void beat_heap_push(struct beat_heap *h, struct beat_entry *e)
+void cc_beat_sched_heap_push(struct beat_heap *h, struct beat_entry *e)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
@@ -988,7 +988,7 @@ void beat_heap_push(struct beat_heap *h, struct beat_entry *e)
     heap_up(h, e->heap_i);
 }
 
-void beat_heap_remove(struct beat_heap *h, struct beat_entry *e)
+void cc_beat_sched_heap_remove(struct beat_heap *h, struct beat_entry *e)
 {
     size_t i = e->heap_i;
 
@@ -1002,10 +1002,10 @@ void beat_heap_remove(struct beat_heap *h, struct beat_entry *e)
     heap_up(h, h->a[i].e->heap_i);
 }
 
-void beat_heap_fix(struct beat_heap *h, struct beat_entry *e)
+void cc_beat_sched_heap_fix(struct beat_heap *h, struct beat_entry *e)
 {
     if (e->heap_i == SIZE_MAX) {
-        beat_heap_push(h, e);
+        cc_beat_sched_heap_push(h, e);
         return;
     }
     h->a[e->heap_i].wake_us = e->wake_us;
@@ -1013,12 +1013,12 @@ void beat_heap_fix(struct beat_heap *h, struct beat_entry *e)
     heap_up(h, e->heap_i);
 }
 
-struct beat_entry *beat_heap_top(const struct beat_heap *h)
+struct beat_entry *cc_beat_sched_heap_top(const struct beat_heap *h)
 {
     return h->n ? h->a[0].e : NULL;
 }
 
-void beat_heap_deinit(struct beat_heap *h)
+void cc_beat_sched_heap_deinit(struct beat_heap *h)
 {
     free(h->a);
     memset(h, 0, sizeof(*h));
@@ -1035,7 +1035,7 @@ static size_t ix_hash(const char *s, size_t nb)
     return (size_t)(h % nb);
 }
 
-struct beat_entry *beat_index_get(const struct beat_index *ix, const char *name)
+struct beat_entry *cc_beat_sched_index_get(const struct beat_index *ix, const char *name)
 {
     if (ix->nb == 0)
         return NULL;
@@ -1045,7 +1045,7 @@ struct beat_entry *beat_index_get(const struct beat_index *ix, const char *name)
     return NULL;
 }
 
-void beat_index_put(struct beat_index *ix, struct beat_entry *e)
+void cc_beat_sched_index_put(struct beat_index *ix, struct beat_entry *e)
 {
     size_t h;
 
@@ -1075,7 +1075,7 @@ void beat_index_put(struct beat_index *ix, struct beat_entry *e)
     ix->n++;
 }
 
-void beat_index_del(struct beat_index *ix, struct beat_entry *e)
+void cc_beat_sched_index_del(struct beat_index *ix, struct beat_entry *e)
 {
     struct beat_entry **pp;
 
@@ -1091,7 +1091,7 @@ void beat_index_del(struct beat_index *ix, struct beat_entry *e)
     }
 }
 
-void beat_index_deinit(struct beat_index *ix)
+void cc_beat_sched_index_deinit(struct beat_index *ix)
 {
     free(ix->b);
     memset(ix, 0, sizeof(*ix));
@@ -1153,7 +1153,7 @@ static int state_member(const char *name, json_t *st, void *arg, struct cc_err *
     return CC_OK;
 }
 
-int beat_state_load(const char *path, beat_state_fn fn, void *arg, struct cc_err *err)
+int cc_beat_sched_state_load(const char *path, beat_state_fn fn, void *arg, struct cc_err *err)
 {
     struct state_load sl = {fn, arg};
     struct cc_err sub = {0};
@@ -1216,7 +1216,7 @@ out:
     return rc;
 }
 
-int beat_state_append(const char *path, struct beat_entry *const *entries, size_t n,
+int cc_beat_sched_state_append(const char *path, struct beat_entry *const *entries, size_t n,
                       struct cc_err *err)
 {
     struct cc_strbuf b;
@@ -1324,7 +1324,7 @@ static struct state_row *state_rows(struct beat_entry *const *entries, size_t n,
     return rows;
 }
 
-int beat_state_save(const char *path, struct beat_entry *const *entries, size_t n,
+int cc_beat_sched_state_save(const char *path, struct beat_entry *const *entries, size_t n,
                     struct cc_err *err)
 {
     size_t k;
@@ -1436,7 +1436,7 @@ static void *sw_main(void *arg)
     return NULL;
 }
 
-int beat_state_writer_start(struct beat_state_writer **out, const char *path, struct cc_err *err)
+int cc_beat_sched_state_writer_start(struct beat_state_writer **out, const char *path, struct cc_err *err)
 {
     struct beat_state_writer *w = cc_xcalloc(1, sizeof(*w));
     int e;
@@ -1468,7 +1468,7 @@ static void sw_queue(struct beat_state_writer *w, struct sw_job *j)
     pthread_mutex_unlock(&w->mu);
 }
 
-void beat_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
+void cc_beat_sched_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
                               size_t n)
 {
     struct sw_job *j;
@@ -1491,7 +1491,7 @@ void beat_state_writer_append(struct beat_state_writer *w, struct beat_entry *co
     sw_queue(w, j);
 }
 
-bool beat_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
+bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
                                 size_t n)
 {
     struct sw_job *j;
@@ -1509,7 +1509,7 @@ bool beat_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *
     return true;
 }
 
-bool beat_state_writer_take_failed(struct beat_state_writer *w)
+bool cc_beat_sched_state_writer_take_failed(struct beat_state_writer *w)
 {
     bool failed;
 
@@ -1520,7 +1520,7 @@ bool beat_state_writer_take_failed(struct beat_state_writer *w)
     return failed;
 }
 
-void beat_state_writer_stop(struct beat_state_writer *w)
+void cc_beat_sched_state_writer_stop(struct beat_state_writer *w)
 {
     if (w == NULL)
         return;

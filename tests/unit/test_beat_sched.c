@@ -33,7 +33,7 @@ static struct beat_entry *entry(const char *name, const char *spec_json)
     struct cc_err err = {0};
 
     assert_non_null(spec);
-    if (beat_entry_from_file(e, name, spec, "UTC", &err) != CC_OK)
+    if (cc_beat_sched_entry_from_file(e, name, spec, "UTC", &err) != CC_OK)
         fail_msg("%s", err.msg);
     json_decref(spec);
     return e;
@@ -54,7 +54,7 @@ static void test_beat_sched_file_entry_fields(void **state)
     {
         json_t *args = NULL, *kwargs = NULL;
 
-        assert_int_equal(beat_entry_args(e, &args, &kwargs), CC_OK);
+        assert_int_equal(cc_beat_sched_entry_args(e, &args, &kwargs), CC_OK);
         assert_int_equal(json_array_size(args), 1);
         assert_int_equal(json_integer_value(json_object_get(kwargs, "a")), 1);
         json_decref(args);
@@ -67,8 +67,8 @@ static void test_beat_sched_file_entry_fields(void **state)
     assert_true(e->expires_s == 30.0);
     assert_int_equal(e->missed, BEAT_MISSED_SKIP);
     assert_int_equal(e->deadline_us, 60 * S);
-    beat_entry_free(e);
-    beat_caches_free();
+    cc_beat_sched_entry_free(e);
+    cc_beat_sched_caches_free();
 }
 
 static void test_beat_sched_file_errors_name_the_entry(void **state)
@@ -101,13 +101,13 @@ static void test_beat_sched_file_errors_name_the_entry(void **state)
         struct cc_err err = {0};
 
         assert_non_null(spec);
-        assert_int_equal(beat_entry_from_file(&e, "bad", spec, "UTC", &err), CC_EINVAL);
+        assert_int_equal(cc_beat_sched_entry_from_file(&e, "bad", spec, "UTC", &err), CC_EINVAL);
         if (strstr(err.msg, cases[i].want) == NULL)
             fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, cases[i].want);
-        beat_entry_deinit(&e);
+        cc_beat_sched_entry_deinit(&e);
         json_decref(spec);
     }
-    beat_caches_free();
+    cc_beat_sched_caches_free();
 }
 
 static void test_beat_sched_file_load(void **state)
@@ -125,17 +125,17 @@ static void test_beat_sched_file_load(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
-    assert_int_equal(beat_file_load(path, "UTC", &arr, &n, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_file_load(path, "UTC", &arr, &n, &err), CC_OK);
     assert_int_equal(n, 2);
     assert_string_equal(arr[1]->tz_name, "Europe/Oslo");
     assert_int_equal(arr[1]->sched.kind, CC_SCHEDULE_CRONTAB);
     for (size_t i = 0; i < n; i++)
-        beat_entry_free(arr[i]);
+        cc_beat_sched_entry_free(arr[i]);
     free(arr);
     unlink(path);
-    assert_int_equal(beat_file_load("/nonexistent/x.json", "UTC", &arr, &n, &err), CC_EINVAL);
+    assert_int_equal(cc_beat_sched_file_load("/nonexistent/x.json", "UTC", &arr, &n, &err), CC_EINVAL);
     assert_non_null(strstr(err.msg, "/nonexistent/x.json"));
-    beat_caches_free();
+    cc_beat_sched_caches_free();
 }
 
 static int load_text(const char *text, struct beat_entry ***arr, size_t *n, struct cc_err *err)
@@ -146,7 +146,7 @@ static int load_text(const char *text, struct beat_entry ***arr, size_t *n, stru
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
-    rc = beat_file_load(path, "UTC", arr, n, err);
+    rc = cc_beat_sched_file_load(path, "UTC", arr, n, err);
     unlink(path);
     return rc;
 }
@@ -201,17 +201,17 @@ static void test_beat_sched_file_load_member_by_member(void **state)
             assert_int_equal(n, 1);
             assert_string_equal(arr[0]->name, "a\"}{");
             assert_string_equal(arr[0]->task, "t{[\"");
-            assert_int_equal(beat_entry_args(arr[0], &args, &kwargs), CC_OK);
+            assert_int_equal(cc_beat_sched_entry_args(arr[0], &args, &kwargs), CC_OK);
             assert_string_equal(json_string_value(json_array_get(args, 0)), "]");
             assert_int_equal(json_object_size(kwargs), 0);
             json_decref(args);
             json_decref(kwargs);
         }
         for (size_t k = 0; k < n; k++)
-            beat_entry_free(arr[k]);
+            cc_beat_sched_entry_free(arr[k]);
         free(arr);
     }
-    beat_caches_free();
+    cc_beat_sched_caches_free();
 }
 
 static void test_beat_sched_slots(void **state)
@@ -224,17 +224,17 @@ static void test_beat_sched_slots(void **state)
     int64_t t0 = iso("2026-03-29T00:31:21Z"), next = 0;
 
     (void)state;
-    assert_int_equal(beat_next_after(iv, t0, &next, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_next_after(iv, t0, &next, &err), CC_OK);
     assert_int_equal(next, t0 + 10 * S);
     /* Celery's probe (celery-wire.md section 7.3): every 15 min at :31:21 -> :45. */
-    assert_int_equal(beat_next_after(cr, t0, &next, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_next_after(cr, t0, &next, &err), CC_OK);
     assert_int_equal(next, iso("2026-03-29T00:45:00Z"));
     /* A slot exactly on a match: the next one, not the same (slots never repeat). */
-    assert_int_equal(beat_next_after(cr, next, &next, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_next_after(cr, next, &next, &err), CC_OK);
     assert_int_equal(next, iso("2026-03-29T01:00:00Z"));
-    beat_entry_free(iv);
-    beat_entry_free(cr);
-    beat_caches_free();
+    cc_beat_sched_entry_free(iv);
+    cc_beat_sched_entry_free(cr);
+    cc_beat_sched_caches_free();
 }
 
 static void test_beat_sched_plan_missed(void **state)
@@ -252,66 +252,66 @@ static void test_beat_sched_plan_missed(void **state)
     fresh = entry("fresh", PLAN_SPEC("run_once", ""));
     once->last_us = skip->last_us = late->last_us = now - 25 * S; /* missed: -15 s, -5 s */
 
-    assert_int_equal(beat_entry_plan(once, now, &missed, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_entry_plan(once, now, &missed, &err), CC_OK);
     assert_int_equal(missed, 2);
     assert_int_equal(once->slot_us, now - 5 * S); /* the latest missed slot, at once */
     assert_int_equal(once->wake_us, now);
     assert_true(once->is_catchup);
 
-    assert_int_equal(beat_entry_plan(skip, now, &missed, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_entry_plan(skip, now, &missed, &err), CC_OK);
     assert_int_equal(missed, 2);
     assert_int_equal(skip->slot_us, now + 5 * S);
     assert_int_equal(skip->last_us, now - 5 * S);
     assert_false(skip->is_catchup);
 
-    assert_int_equal(beat_entry_plan(late, now, &missed, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_entry_plan(late, now, &missed, &err), CC_OK);
     assert_int_equal(late->slot_us, now + 5 * S); /* 5 s late > deadline 2 s */
 
     /* Never ran: as Celery, the first run is `every` after now. */
-    assert_int_equal(beat_entry_plan(fresh, now, &missed, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_entry_plan(fresh, now, &missed, &err), CC_OK);
     assert_int_equal(missed, 0);
     assert_int_equal(fresh->slot_us, now + 10 * S);
 
     /* Not missed: the next slot is in the future. */
     once->last_us = now - 3 * S;
-    assert_int_equal(beat_entry_plan(once, now, &missed, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_entry_plan(once, now, &missed, &err), CC_OK);
     assert_int_equal(missed, 0);
     assert_int_equal(once->slot_us, now + 7 * S);
 
     /* A stalled loop: three slots due, one run for the latest. */
     once->slot_us = now - 20 * S;
-    assert_int_equal(beat_entry_coalesce(once, now), 2);
+    assert_int_equal(cc_beat_sched_entry_coalesce(once, now), 2);
     assert_int_equal(once->slot_us, now);
-    assert_int_equal(beat_entry_coalesce(once, now - S), 0);
+    assert_int_equal(cc_beat_sched_entry_coalesce(once, now - S), 0);
 
-    beat_entry_free(once);
-    beat_entry_free(skip);
-    beat_entry_free(late);
-    beat_entry_free(fresh);
-    beat_caches_free();
+    cc_beat_sched_entry_free(once);
+    cc_beat_sched_entry_free(skip);
+    cc_beat_sched_entry_free(late);
+    cc_beat_sched_entry_free(fresh);
+    cc_beat_sched_caches_free();
 }
 
 #ifdef CC_BEAT_DST_CASES
 /* Drive the beat's own stepping as the loop does, with a fake clock: a new entry planned at
  * `start`, then at each wake-up (clock = wake_us) the due slot is dispatched and the entry
- * steps to its next slot (beat_entry_step, what the loop's entry_advance calls). */
+ * steps to its next slot (cc_beat_sched_entry_step, what the loop's entry_advance calls). */
 static size_t beat_slots(struct beat_entry *e, int64_t start, int64_t end, int64_t *out, size_t max,
                          struct cc_err *err)
 {
     int64_t missed = 0;
     size_t n = 0;
 
-    if (beat_entry_plan(e, start, &missed, err) != CC_OK)
+    if (cc_beat_sched_entry_plan(e, start, &missed, err) != CC_OK)
         return SIZE_MAX;
     while (e->slot_us <= end && n < max) {
         int64_t now = e->wake_us;
 
-        if (beat_entry_coalesce(e, now) != 0) {
+        if (cc_beat_sched_entry_coalesce(e, now) != 0) {
             cc_err_set(err, CC_EINVAL, "coalesced at a wake-up");
             return SIZE_MAX;
         }
         out[n++] = e->slot_us;
-        if (beat_entry_step(e, true, err) != CC_OK)
+        if (cc_beat_sched_entry_step(e, true, err) != CC_OK)
             return SIZE_MAX;
         if (e->slot_us <= now) {
             cc_err_set(err, CC_EINVAL, "slot did not move forward");
@@ -362,7 +362,7 @@ static void test_beat_sched_dst_slots_as_celery(void **state)
         json_object_set_new(sched, "type", json_string("crontab"));
         spec = json_pack("{s:s,s:o,s:O}", "task", "t", "schedule", sched, "timezone",
                          json_object_get(c, "tz"));
-        assert_int_equal(beat_entry_from_file(&e, "dst", spec, "UTC", &err), CC_OK);
+        assert_int_equal(cc_beat_sched_entry_from_file(&e, "dst", spec, "UTC", &err), CC_OK);
         json_decref(spec);
         assert_true(nw <= 400);
         for (size_t k = 0; k < nw; k++)
@@ -383,12 +383,12 @@ static void test_beat_sched_dst_slots_as_celery(void **state)
                           bw, bg);
             free(sp);
         }
-        beat_entry_deinit(&e);
+        cc_beat_sched_entry_deinit(&e);
     }
     print_message("%zu cases, %zu slots, %zu differ\n",
                   json_array_size(json_object_get(root, "cases")), n_slots, bad);
     json_decref(root);
-    beat_caches_free();
+    cc_beat_sched_caches_free();
     assert_int_equal(bad, 0);
 }
 #endif
@@ -408,32 +408,32 @@ static void test_beat_sched_heap_and_index(void **state)
         es[i].name = strdup(name);
         es[i].wake_us = (int64_t)((i * 7919) % N);
         es[i].heap_i = SIZE_MAX;
-        beat_heap_push(&h, &es[i]);
-        beat_index_put(&ix, &es[i]);
+        cc_beat_sched_heap_push(&h, &es[i]);
+        cc_beat_sched_index_put(&ix, &es[i]);
     }
-    assert_ptr_equal(beat_index_get(&ix, "e123"), &es[123]);
-    beat_index_del(&ix, &es[123]);
-    assert_null(beat_index_get(&ix, "e123"));
-    beat_heap_remove(&h, &es[10]);
+    assert_ptr_equal(cc_beat_sched_index_get(&ix, "e123"), &es[123]);
+    cc_beat_sched_index_del(&ix, &es[123]);
+    assert_null(cc_beat_sched_index_get(&ix, "e123"));
+    cc_beat_sched_heap_remove(&h, &es[10]);
     es[20].wake_us = -5;
-    beat_heap_fix(&h, &es[20]);
-    assert_ptr_equal(beat_heap_top(&h), &es[20]);
-    while (beat_heap_top(&h) != NULL) {
-        struct beat_entry *e = beat_heap_top(&h);
+    cc_beat_sched_heap_fix(&h, &es[20]);
+    assert_ptr_equal(cc_beat_sched_heap_top(&h), &es[20]);
+    while (cc_beat_sched_heap_top(&h) != NULL) {
+        struct beat_entry *e = cc_beat_sched_heap_top(&h);
 
         assert_true(e->wake_us >= prev);
         assert_true(e != &es[10]);
         prev = e->wake_us;
-        beat_heap_remove(&h, e);
+        cc_beat_sched_heap_remove(&h, e);
     }
     for (int i = 0; i < N; i++)
         free(es[i].name);
     free(es);
-    beat_heap_deinit(&h);
-    beat_index_deinit(&ix);
+    cc_beat_sched_heap_deinit(&h);
+    cc_beat_sched_index_deinit(&ix);
 }
 
-/* beat_state_load's callback: keep the latest slot per name, as the beat does. */
+/* cc_beat_sched_state_load's callback: keep the latest slot per name, as the beat does. */
 static void collect_state(const char *name, int64_t last_us, int64_t total, void *arg)
 {
     json_t *o = arg, *cur = json_object_get(o, name);
@@ -446,7 +446,7 @@ static void collect_state(const char *name, int64_t last_us, int64_t total, void
 static int load_state(const char *path, json_t **out, struct cc_err *err)
 {
     *out = json_object();
-    return beat_state_load(path, collect_state, *out, err);
+    return cc_beat_sched_state_load(path, collect_state, *out, err);
 }
 
 static void test_beat_sched_state_file_roundtrip(void **state)
@@ -467,7 +467,7 @@ static void test_beat_sched_state_file_roundtrip(void **state)
     json_decref(st);
     e->last_us = iso("2026-11-23T12:00:00.123456Z");
     e->total = 42;
-    assert_int_equal(beat_state_save(path, arr, 2, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_state_save(path, arr, 2, &err), CC_OK);
     assert_int_equal(load_state(path, &st, &err), CC_OK);
     assert_int_equal(json_object_size(st), 1); /* entries that never ran are not written */
     assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "e"), "l")),
@@ -477,16 +477,16 @@ static void test_beat_sched_state_file_roundtrip(void **state)
     /* The journal: appended per batch, replayed over the snapshot at load. */
     e->last_us += 5 * S;
     e->total = 43;
-    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_state_append(path, arr, 1, &err), CC_OK);
     e->last_us += 5 * S;
     e->total = 44;
-    assert_int_equal(beat_state_append(path, arr, 1, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_state_append(path, arr, 1, &err), CC_OK);
     assert_int_equal(load_state(path, &st, &err), CC_OK);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "e"), "l")),
                      e->last_us);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "e"), "t")), 44);
     json_decref(st);
-    assert_int_equal(beat_state_save(path, arr, 2, &err), CC_OK); /* empties the journal */
+    assert_int_equal(cc_beat_sched_state_save(path, arr, 2, &err), CC_OK); /* empties the journal */
     {
         char jp[64];
         FILE *f;
@@ -510,9 +510,9 @@ static void test_beat_sched_state_file_roundtrip(void **state)
         assert_non_null(strstr(err.msg, path));
     }
     unlink(path);
-    beat_entry_free(e);
-    beat_entry_free(never);
-    beat_caches_free();
+    cc_beat_sched_entry_free(e);
+    cc_beat_sched_entry_free(never);
+    cc_beat_sched_caches_free();
 }
 
 /* The state writer thread: appends and snapshots in the order queued; a snapshot empties the
@@ -534,21 +534,21 @@ static void test_beat_sched_state_writer_keeps_order(void **state)
     close(fd);
     unlink(path);
     snprintf(jp, sizeof(jp), "%s.journal", path);
-    assert_int_equal(beat_state_writer_start(&w, path, &err), CC_OK);
+    assert_int_equal(cc_beat_sched_state_writer_start(&w, path, &err), CC_OK);
     for (int i = 1; i <= 50; i++) {
         a->last_us = i * S;
         a->total = i;
-        beat_state_writer_append(w, arr, 1);
+        cc_beat_sched_state_writer_append(w, arr, 1);
     }
     b->last_us = 7 * S;
     b->total = 1;
-    assert_true(beat_state_writer_snapshot(w, arr, 2));
+    assert_true(cc_beat_sched_state_writer_snapshot(w, arr, 2));
     for (int i = 51; i <= 60; i++) {
         a->last_us = i * S;
         a->total = i;
-        beat_state_writer_append(w, arr, 1);
+        cc_beat_sched_state_writer_append(w, arr, 1);
     }
-    beat_state_writer_stop(w);
+    cc_beat_sched_state_writer_stop(w);
     assert_int_equal(load_state(path, &st, &err), CC_OK);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "a"), "l")), 60 * S);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "a"), "t")), 60);
@@ -562,9 +562,9 @@ static void test_beat_sched_state_writer_keeps_order(void **state)
     assert_int_equal(lines, 10);
     unlink(jp);
     unlink(path);
-    beat_entry_free(a);
-    beat_entry_free(b);
-    beat_caches_free();
+    cc_beat_sched_entry_free(a);
+    cc_beat_sched_entry_free(b);
+    cc_beat_sched_caches_free();
 }
 
 int main(void)
