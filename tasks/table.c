@@ -2,7 +2,7 @@
  *
  * Adding a task is adding its entry to its family's file (declared in tasks/tasks.h) and one
  * line here. src/worker/taskrun.c indexes the table by name on first lookup and checks every entry
- * at start-up (cc_task_table_check): names unique, signatures valid.
+ * at start-up (cc_taskrun_table_check): names unique, signatures valid.
  */
 #include <stddef.h>
 

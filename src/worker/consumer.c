@@ -178,7 +178,7 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
         rc = consumer_reject(c, env->delivery_tag, err);
         goto out;
     }
-    e = cc_task_lookup(m.task);
+    e = cc_taskrun_lookup(m.task);
     if (e == NULL) {
         rc = consumer_unknown_task(c, env, &m, err);
         goto out;

@@ -123,7 +123,7 @@ void cc_events_retry_release(struct cc_events *ev, const char *id);
 void cc_events_task_failed(struct cc_events *ev, const struct cc_request *r, const char *exc_repr);
 /* [tracebacks] task-failed for an exception the master raised on the task's behalf (hard
  * time limit, WorkerLostError): exception = repr of exc_type(*exc_args), traceback = the
- * Python-shaped one (cc_task_traceback), as Celery sends billiard's. `exc_args` borrowed. */
+ * Python-shaped one (cc_taskrun_traceback), as Celery sends billiard's. `exc_args` borrowed. */
 void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
                                const char *exc_module, const char *exc_type,
                                const json_t *exc_args);

@@ -914,7 +914,7 @@ static json_t *control_rate_limit(struct cc_pidbox *c, json_t *args)
                      text);
         return cc_control_error(msg);
     }
-    if (name == NULL || cc_task_lookup(name) == NULL) {
+    if (name == NULL || cc_taskrun_lookup(name) == NULL) {
         cc_error("Rate limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
         return cc_control_error("unknown task");
     }
@@ -953,7 +953,7 @@ static json_t *control_time_limit(struct cc_pidbox *c, json_t *args)
     json_t *soft = json_object_get(args, "soft"), *hard = json_object_get(args, "hard");
     char soft_s[64], hard_s[64];
 
-    if (name == NULL || cc_task_lookup(name) == NULL) {
+    if (name == NULL || cc_taskrun_lookup(name) == NULL) {
         cc_error("Change time limit attempt for unknown task %s", cc_log_str(name ? name : "None"));
         return cc_control_error("unknown task");
     }

@@ -10,7 +10,7 @@
  *     JSON text [args, kwargs, embed, headers]
  * and is written with one write(2) (the executor is idle, so a record larger than the pipe
  * buffer simply completes as it reads). The executor rebuilds a struct cc_task_request
- * pointing into its receive buffer, runs cc_task_invoke(), stores STARTED/SUCCESS/FAILURE/
+ * pointing into its receive buffer, runs cc_taskrun_invoke(), stores STARTED/SUCCESS/FAILURE/
  * RETRY itself through its own backend connection (opened after fork), logs the outcome as
  * "ForkPoolWorker-N" the way Celery's trace does, then reports {slot, seq, status, runtime,
  * retry eta, is_exiting} to the master, which acks and counts. The same loop
@@ -501,12 +501,12 @@ static void pool_call_errback(const struct cc_task_request *req, const json_t *a
     ereq.hostname = req->hostname;
     ereq.protocol = 2;
     ereq.delivery_info.priority = -1;
-    cc_task_invoke(e, &ereq, eargs, json_is_object(skwargs) ? skwargs : NULL, &eo);
+    cc_taskrun_invoke(e, &ereq, eargs, json_is_object(skwargs) ? skwargs : NULL, &eo);
     if (eo.status == CC_TASK_FAILED)
         cc_error("Task %s[%s]: errback %s raised: %s",
                  cc_log_str(req->shadow ? req->shadow : req->task), cc_log_str(req->id), e->name,
                  cc_log_strn(eo.exc_repr ? eo.exc_repr : "Exception()", CC_LOG_TEXT_MAX));
-    cc_task_outcome_deinit(&eo);
+    cc_taskrun_outcome_deinit(&eo);
     json_decref(eargs);
 }
 
@@ -530,7 +530,7 @@ static void pool_errbacks(struct pool_child_state *cs, const struct cc_task_requ
     {
         const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
         const struct cc_task_entry *e =
-            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+            json_is_string(tn) ? cc_taskrun_lookup(json_string_value(tn)) : NULL;
 
         if (e != NULL && pool_errback_is_new_style(e))
             pool_call_errback(req, args, kwargs, e, sig, out);
@@ -980,7 +980,7 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     req.delivery_info.routing_key = s[JOB_S_ROUTING_KEY];
     req.delivery_info.priority = h->priority;
     req.delivery_info.redelivered = (h->flags & JOB_F_REDELIVERED) != 0;
-    e = req.task ? cc_task_lookup(req.task) : NULL;
+    e = req.task ? cc_taskrun_lookup(req.task) : NULL;
     if (all == NULL || !json_is_array(all) || json_array_size(all) != 4 || e == NULL) {
         /* The master framed it from a validated message: this is a bug, not bad input. */
         pool_child_corrupt(cs, &req, h,
@@ -1023,8 +1023,8 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
                                         .run_id = jr != NULL ? run_id : NULL, /* [jobrun] */
                                         .log = pool_hook_log,
                                         .progress = pool_hook_progress};
-    cc_task_set_hooks(&hooks);
-    cc_task_invoke(e, &req, args, kwargs, &out);
+    cc_taskrun_set_hooks(&hooks);
+    cc_taskrun_invoke(e, &req, args, kwargs, &out);
     rep.status = out.status;
     rep.runtime_s = out.runtime_s;
     pool_child_outcome(cs, &req, args, kwargs, h->flags, &out, &rep);
@@ -1032,8 +1032,8 @@ static void pool_child_run(struct pool_child_state *cs, const char *payload,
     cc_jobrun_end(jr, &out);
     if (h->flags & JOB_F_EVENT_TEXT) /* [events] */
         pool_event_text(&out, &rep);
-    cc_task_set_hooks(NULL);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_set_hooks(NULL);
+    cc_taskrun_outcome_deinit(&out);
 report:
     json_decref(all);
     *rep_out = rep;
@@ -1144,7 +1144,7 @@ static CC_NORETURN void pool_child_main(struct cc_pool *p, int slot, int job_fd,
     if (pool_install_soft_handler() != 0)
         cc_error("sigaction(SIGUSR1): %s; soft time limits will kill this child", strerror(errno));
     cs.soft_flag = &pool_soft_flag;
-    cc_task_set_soft_limit_flag(&pool_soft_flag);
+    cc_taskrun_set_soft_limit_flag(&pool_soft_flag);
     /* No connection crosses fork(): drop every descriptor that belongs to the master. */
     cc_broker_forget(p->o.broker);
     if (p->solo_ob != NULL) /* [canvas] never set with prefork; no connection crosses fork */
@@ -1181,7 +1181,7 @@ static void *pool_thread_main(void *arg)
 
     snprintf(name, sizeof(name), "ThreadPoolExecutor-0_%d", cs->slot);
     cc_log_set_process(name);
-    cc_task_set_soft_limit_flag(cs->soft_flag);
+    cc_taskrun_set_soft_limit_flag(cs->soft_flag);
     cc_chord_executor_set(cs->be, cs->p->o.cfg); /* [canvas] */
     if (pool_exec_loop(cs) != 0)
         cc_error("pool thread %s: job pipe broken; thread exits", cc_log_str(name));
@@ -1292,7 +1292,7 @@ static int pool_solo_timer_init(struct cc_pool *p, struct cc_err *err)
     if (timer_create(CLOCK_MONOTONIC, &sev, &p->solo_timer) != 0)
         return cc_err_set(err, CC_EIO, "timer_create: %s", strerror(errno));
     p->has_solo_timer = true;
-    cc_task_set_soft_limit_flag(&pool_soft_flag);
+    cc_taskrun_set_soft_limit_flag(&pool_soft_flag);
     return CC_OK;
 }
 
@@ -1321,7 +1321,7 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
 
     memset(p, 0, sizeof(*p));
     p->o = *o;
-    cc_task_set_config(o->cfg); /* [stats] before any executor exists */
+    cc_taskrun_set_config(o->cfg); /* [stats] before any executor exists */
     p->n = o->n_children > 0 ? o->n_children : 1;
     if (o->is_solo)
         p->n = 1;
@@ -1334,7 +1334,7 @@ int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err
     for (int i = 0; i < p->n_slots_max; i++)
         p->kids[i].job_fd = -1;
     /* Build the task index now: lookups are read-only (thread-safe) from here on. */
-    (void)cc_task_lookup("");
+    (void)cc_taskrun_lookup("");
     if (pipe2(fds, O_CLOEXEC) != 0)
         return cc_err_set(err, CC_EIO, "pipe: %s", strerror(errno));
     p->report_rd = fds[0];
@@ -1682,7 +1682,7 @@ int cc_pool_master_errbacks(struct cc_pool *p, const struct cc_request *r, const
     {
         const json_t *tn = json_is_object(sig) ? json_object_get(sig, "task") : NULL;
         const struct cc_task_entry *e =
-            json_is_string(tn) ? cc_task_lookup(json_string_value(tn)) : NULL;
+            json_is_string(tn) ? cc_taskrun_lookup(json_string_value(tn)) : NULL;
 
         if (e != NULL && pool_errback_is_new_style(e))
             pool_call_errback(&view, r->msg.args, r->msg.kwargs, e, sig, &out);

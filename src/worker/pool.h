@@ -154,7 +154,7 @@ struct cc_pool {
 extern pid_t (*cc_pool_fork)(void);
 
 /* Create the report pipe and fork o->n_children children (threads: start them, each with
- * its own backend object from cc_backend_open; solo: nothing). Builds cc_task_lookup's
+ * its own backend object from cc_backend_open; solo: nothing). Builds cc_taskrun_lookup's
  * index first. Warns when hard time limits are configured with a pool that cannot enforce
  * them. Returns CC_OK or CC_EIO. */
 int cc_pool_start(struct cc_pool *p, const struct cc_pool_opts *o, struct cc_err *err) CC_MUST_USE;

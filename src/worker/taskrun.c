@@ -1,7 +1,7 @@
 /* Running one task from the table: argument binding, the task API of include/celeryc/task.h
  * and the outcome the worker turns into a stored result and events (src/worker/taskrun.h).
  *
- * Design. cc_task_invoke() builds a private per-invocation state (struct taskrun_state,
+ * Design. cc_taskrun_invoke() builds a private per-invocation state (struct taskrun_state,
  * reached through ctx->priv), binds the message's args/kwargs against the entry's Python-style
  * signature exactly as CPython 3.11 binds a call (initialize_locals() in ceval.c: positional
  * arguments first, then keywords in message order, then the too-many-positional check, then
@@ -18,7 +18,7 @@
  * ("ids() takes 2 positional arguments but 3 were given"), and not visible to cc_task_arg().
  *
  * Invariants: every json_t the state holds is owned (one reference) and released before
- * cc_task_invoke() returns; the arena is freed when run() returns; the outcome owns what it
+ * cc_taskrun_invoke() returns; the arena is freed when run() returns; the outcome owns what it
  * points at and nothing else.
  *
  * Wire reference: §3.3 (exception dicts), §6.4 (retry). Celery sources matched:
@@ -109,10 +109,10 @@ struct taskrun_state {
     struct taskrun_block *arena;
 };
 
-/* The executor's soft-time-limit flag for this thread (cc_task_set_soft_limit_flag). */
+/* The executor's soft-time-limit flag for this thread (cc_taskrun_set_soft_limit_flag). */
 static _Thread_local atomic_int *taskrun_soft_flag;
 
-/* [canvas] The executor's hooks for this thread (cc_task_set_hooks). */
+/* [canvas] The executor's hooks for this thread (cc_taskrun_set_hooks). */
 static _Thread_local const struct cc_task_hooks *taskrun_hooks;
 
 static struct taskrun_state *state_of(struct cc_task_ctx *ctx)
@@ -801,7 +801,7 @@ int cc_task_ignore(struct cc_task_ctx *ctx)
 
 /* ---- [canvas] Sending and progress -------------------------------------------------- */
 
-void cc_task_set_hooks(const struct cc_task_hooks *h)
+void cc_taskrun_set_hooks(const struct cc_task_hooks *h)
 {
     taskrun_hooks = h;
 }
@@ -925,7 +925,7 @@ void cc_task_log(struct cc_task_ctx *ctx, int level, const char *fmt, ...)
 
 static const struct cc_config *taskrun_config;
 
-void cc_task_set_config(const struct cc_config *cfg)
+void cc_taskrun_set_config(const struct cc_config *cfg)
 {
     taskrun_config = cfg;
 }
@@ -999,7 +999,7 @@ void cc_task_run_warning(struct cc_task_ctx *ctx, const char *fmt, ...)
 
 /* ---- Time limits -------------------------------------------------------------------- */
 
-void cc_task_set_soft_limit_flag(atomic_int *flag)
+void cc_taskrun_set_soft_limit_flag(atomic_int *flag)
 {
     taskrun_soft_flag = flag;
 }
@@ -1019,14 +1019,14 @@ bool cc_task_soft_limit_exceeded(struct cc_task_ctx *ctx)
     return true;
 }
 
-bool cc_task_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt)
+bool cc_taskrun_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt)
 {
     if (e == NULL || e->acks_on_failure_or_timeout == CC_DEFAULT)
         return dflt;
     return e->acks_on_failure_or_timeout == CC_YES;
 }
 
-bool cc_task_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt)
+bool cc_taskrun_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt)
 {
     if (e == NULL || e->reject_on_worker_lost == CC_DEFAULT)
         return dflt;
@@ -1071,7 +1071,7 @@ static uint64_t hash_name(const char *s)
     return h;
 }
 
-size_t cc_task_count(void)
+size_t cc_taskrun_count(void)
 {
     size_t n = 0;
 
@@ -1082,7 +1082,7 @@ size_t cc_task_count(void)
 
 static void lookup_build(void)
 {
-    size_t n = cc_task_count(), cap = 16;
+    size_t n = cc_taskrun_count(), cap = 16;
 
     while (cap < 2 * n)
         cap *= 2;
@@ -1094,12 +1094,12 @@ static void lookup_build(void)
 
         while (lookup_slots[h] != NULL && strcmp(lookup_slots[h]->name, e->name) != 0)
             h = (h + 1) & lookup_mask;
-        if (lookup_slots[h] == NULL) /* first entry wins; cc_task_table_check flags dups */
+        if (lookup_slots[h] == NULL) /* first entry wins; cc_taskrun_table_check flags dups */
             lookup_slots[h] = e;
     }
 }
 
-const struct cc_task_entry *cc_task_lookup(const char *name)
+const struct cc_task_entry *cc_taskrun_lookup(const char *name)
 {
     size_t h;
 
@@ -1116,9 +1116,9 @@ const struct cc_task_entry *cc_task_lookup(const char *name)
     return NULL;
 }
 
-int cc_task_table_check(struct cc_err *err)
+int cc_taskrun_table_check(struct cc_err *err)
 {
-    size_t n = cc_task_count();
+    size_t n = cc_taskrun_count();
 
     for (size_t i = 0; i < n; i++) {
         const struct cc_task_entry *e = cc_task_table[i];
@@ -1304,7 +1304,7 @@ static int maybe_autoretry(struct taskrun_state *st, const struct cc_task_ctx *c
 static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_entry *e,
                             const char *last_line);
 
-char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,
+char *cc_taskrun_traceback(const char *task_name, const char *file, int line, const char *func,
                         const char *exc_module, const char *exc_type, const json_t *exc_args)
 {
     const struct taskrun_loc loc = {file, line, func};
@@ -1399,7 +1399,7 @@ static void outcome_retry(struct taskrun_state *st, const struct cc_task_entry *
     free(line);
 }
 
-int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
+int cc_taskrun_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
                    const json_t *args, const json_t *kwargs, struct cc_task_outcome *out)
 {
     static const struct cc_task_request empty_req = {.group_index = -1};
@@ -1536,7 +1536,7 @@ int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *
     return out->status;
 }
 
-void cc_task_outcome_deinit(struct cc_task_outcome *o)
+void cc_taskrun_outcome_deinit(struct cc_task_outcome *o)
 {
     if (o == NULL)
         return;

@@ -1,7 +1,7 @@
 /* Running one task from the table: argument binding, the task API behind
  * include/celeryc/task.h, and the outcome the worker turns into a result and events.
  *
- * Executors call cc_task_invoke() (in the forked child for the prefork pool). It never
+ * Executors call cc_taskrun_invoke() (in the forked child for the prefork pool). It never
  * touches the broker or the backend: what to store or publish is decided by the caller from
  * the returned outcome.
  */
@@ -39,7 +39,7 @@ struct cc_task_outcome {
 };
 
 /* [canvas] What an executor provides to cc_task_send / cc_task_update_state (taskrun never
- * touches the broker or the backend itself). Set per thread with cc_task_set_hooks. */
+ * touches the broker or the backend itself). Set per thread with cc_taskrun_set_hooks. */
 struct cc_task_hooks {
     /* Apply `sig` (borrowed) for the running request `req`: publish it (confirmed) and append
      * its result tuple(s) to `children` (a JSON array); fill out_id (may be NULL). */
@@ -57,54 +57,54 @@ struct cc_task_hooks {
     void (*progress)(void *ud, int64_t processed, int64_t errored);
 };
 
-/* The hooks cc_task_invoke's tasks use on the calling thread (NULL: none; the calls then
+/* The hooks cc_taskrun_invoke's tasks use on the calling thread (NULL: none; the calls then
  * return CC_EUNSUPP). `h` is borrowed until replaced. */
-void cc_task_set_hooks(const struct cc_task_hooks *h);
+void cc_taskrun_set_hooks(const struct cc_task_hooks *h);
 
 /* [stats] The configuration of the worker running tasks: the pool sets it once before any
  * executor starts (NULL until then, and in unit tests). celeryc's own task families read
  * settings from it (tasks/stats.c: broker_url and its TLS options, job_store). Borrowed. */
 struct cc_config;
-void cc_task_set_config(const struct cc_config *cfg);
+void cc_taskrun_set_config(const struct cc_config *cfg);
 const struct cc_config *cc_task_config(void);
 
 /* Find a task by registered name in cc_task_table. Borrowed; NULL if unknown.
  * The first call builds a hash index (not thread-safe; the pool calls it once before any
  * thread starts, after which lookups are read-only and safe from any thread). */
-const struct cc_task_entry *cc_task_lookup(const char *name);
+const struct cc_task_entry *cc_taskrun_lookup(const char *name);
 
 /* Number of entries in cc_task_table. */
-size_t cc_task_count(void);
+size_t cc_taskrun_count(void);
 
 /* Bind args/kwargs against e->signature (TypeError with Python's wording on mismatch, e.g.
  * "add() takes 2 positional arguments but 3 were given", "add() missing 1 required
  * positional argument: 'y'", "add() got an unexpected keyword argument 'z'"), run the task,
  * and fill `out` (caller's storage, fully overwritten). Returns out->status. */
-int cc_task_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
+int cc_taskrun_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
                    const json_t *args, const json_t *kwargs, struct cc_task_outcome *out);
 
-void cc_task_outcome_deinit(struct cc_task_outcome *o);
+void cc_taskrun_outcome_deinit(struct cc_task_outcome *o);
 
 /* The Python-shaped traceback celeryc writes for exc_module.exc_type(*exc_args) raised in
  * task `task_name` (src/worker/taskrun.c, "Tracebacks"): one frame, File "<file>", line <line>, in
  * <func>, or File "<celeryc>", line 0, in <task_name> when `file` is NULL (the worker raised
  * on the task's behalf: time limits, lost executors), then Python's last line. Owned. */
-char *cc_task_traceback(const char *task_name, const char *file, int line, const char *func,
+char *cc_taskrun_traceback(const char *task_name, const char *file, int line, const char *func,
                         const char *exc_module, const char *exc_type, const json_t *exc_args);
 
-/* The soft-time-limit flag cc_task_invoke() reads on the calling thread (NULL: none). The
+/* The soft-time-limit flag cc_taskrun_invoke() reads on the calling thread (NULL: none). The
  * executor sets it once per thread: a prefork child points it at the flag its SIGUSR1
  * handler sets, a pool thread at the flag the master sets; the executor clears the flag
  * before each job. A flag still set when the task returns, and not acknowledged through
  * cc_task_soft_limit_exceeded(), turns the outcome into FAILURE SoftTimeLimitExceeded(). */
-void cc_task_set_soft_limit_flag(atomic_int *flag);
+void cc_taskrun_set_soft_limit_flag(atomic_int *flag);
 
 /* Resolve the per-task ack options against the worker-wide values (tristate DEFAULT). */
-bool cc_task_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt);
-bool cc_task_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt);
+bool cc_taskrun_acks_on_failure_or_timeout(const struct cc_task_entry *e, bool dflt);
+bool cc_taskrun_reject_on_worker_lost(const struct cc_task_entry *e, bool dflt);
 
 /* Validate every entry's signature once at start-up (unit tests walk the whole table).
  * Returns CC_OK or CC_EINVAL naming the first bad entry in err. */
-int cc_task_table_check(struct cc_err *err);
+int cc_taskrun_table_check(struct cc_err *err);
 
 #endif

@@ -1083,7 +1083,7 @@ static void worker_on_report(struct worker *w, const struct cc_pool_report *rep)
      * too unless acks_on_failure_or_timeout is off (task or worker): then, as Celery's
      * Request.on_failure, the message is rejected without requeue (dead-lettered). */
     if (is_failure && r->acks_late &&
-        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout)) {
+        !cc_taskrun_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout)) {
         if (!r->is_acked) /* [events] Celery's Request.reject */
             cc_events_task_rejected(&w->ev, r, false);
         worker_reject(w, r, false);
@@ -1123,7 +1123,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
      * the message acked, or rejected without requeue when acks_on_failure_or_timeout is
      * off. Early-acked messages were acked when the task started. */
     if (r->acks_late && !r->is_acked &&
-        cc_task_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
+        cc_taskrun_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
         cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_log_str(cc_consumer_request_name(r)),
                 cc_log_str(r->msg.id));
         cc_events_task_rejected(&w->ev, r, true); /* [events] */
@@ -1147,7 +1147,7 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
         json_decref(exc_args);
     }
     if (r->acks_late &&
-        !cc_task_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
+        !cc_taskrun_acks_on_failure_or_timeout(r->entry, w->cfg->acks_on_failure_or_timeout))
         worker_reject(w, r, false);
     worker_ack(w, r);
     worker_release(w, r, stale == RUN_STALE_UNSETTLED);
@@ -1490,7 +1490,7 @@ static void worker_banner(const struct worker *w)
             "queues %s, %zu tasks",
             CELERYC_VERSION, CELERYC_CELERY_COMPAT, w->hostname, broker ? broker : "?",
             backend ? backend : "?", w->pool.n, cc_pool_kind_name(&w->pool), queues,
-            cc_task_count());
+            cc_taskrun_count());
     free(broker);
     free(backend);
 }
@@ -1821,7 +1821,7 @@ int cc_worker_main(const struct cc_config *cfg)
     /* [blocked] events on a connection of their own, forgotten by children too */
     cc_events_set_transport(&w.ev, cfg->broker_url, &w.tls, cfg->connect_timeout_s);
     w.pub.linked = cc_events_conn(&w.ev);
-    if (cc_task_table_check(&err) != CC_OK) {
+    if (cc_taskrun_table_check(&err) != CC_OK) {
         cc_crit("task table: %s", err.msg);
         goto out;
     }

@@ -283,11 +283,11 @@ static void test_chord_state_propagates(void **state)
     assert_false(cc_chord_state_propagates(NULL));
 }
 
-/* Run a built-in through cc_task_invoke (no executor: no backend, no publisher). */
+/* Run a built-in through cc_taskrun_invoke (no executor: no backend, no publisher). */
 static int run_builtin(const char *name, const char *args, const char *kwargs,
                        struct cc_task_outcome *o)
 {
-    const struct cc_task_entry *e = cc_task_lookup(name);
+    const struct cc_task_entry *e = cc_taskrun_lookup(name);
     struct cc_task_request req;
     json_t *a = parse(args), *k = parse(kwargs), *embed = json_object();
     int rc;
@@ -300,7 +300,7 @@ static int run_builtin(const char *name, const char *args, const char *kwargs,
     req.group_index = -1;
     req.protocol = 2;
     req.embed = embed;
-    rc = cc_task_invoke(e, &req, a, k, o); /* the outcome's status */
+    rc = cc_taskrun_invoke(e, &req, a, k, o); /* the outcome's status */
     json_decref(a);
     json_decref(k);
     json_decref(embed);
@@ -318,7 +318,7 @@ static void check_accumulate(const char *args, const char *kwargs, const char *w
     if (strcmp(dump, want) != 0)
         fail_msg("accumulate(%s, %s): got %s want %s", args, kwargs, dump, want);
     free(dump);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* builtins.py: accumulate(self, *args, **kwargs): args[index] if index is not None else args */
@@ -335,7 +335,7 @@ static void test_chord_builtin_accumulate(void **state)
     assert_int_equal(run_builtin("celery.accumulate", "[1]", "{\"index\": 1}", &o), CC_TASK_FAILED);
     assert_int_equal(o.status, CC_TASK_FAILED);
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "IndexError");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* Without a Redis result backend chord_unlock cannot see the header: a clear ChordError. */
@@ -353,10 +353,10 @@ static void test_chord_builtin_unlock_without_backend(void **state)
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")),
                         "celery.exceptions");
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "ChordError");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     assert_int_equal(run_builtin("celery.chord_unlock", "[\"g\", 1]", "{}", &o), CC_TASK_FAILED);
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "TypeError");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 int main(void)

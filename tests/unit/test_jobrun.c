@@ -60,7 +60,7 @@ static void invoke(const char *mode, struct cc_task_outcome *out)
     struct cc_task_request req = {.id = "tid-1", .task = "t.reporter", .group_index = -1};
     json_t *args = json_pack("[s]", mode);
 
-    cc_task_invoke(&reporter_entry, &req, args, NULL, out);
+    cc_taskrun_invoke(&reporter_entry, &req, args, NULL, out);
     json_decref(args);
 }
 
@@ -76,27 +76,27 @@ static void test_outcome_carries_reports(void **state)
     assert_int_equal(out.run_processed, 7);
     assert_int_equal(out.run_errored, 1);
     assert_string_equal(json_string_value(out.result), "done"); /* still SUCCESS */
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 
     invoke("warning", &out);
     assert_int_equal(out.run_status, 'W');
     assert_string_equal(out.run_message, "slow source");
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 
     invoke("both", &out); /* P outranks W whatever the order */
     assert_int_equal(out.run_status, 'P');
     assert_string_equal(out.run_message, "7 of 8");
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 
     invoke("plain", &out);
     assert_int_equal(out.run_status, 0);
     assert_null(out.run_message);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 
     invoke("fail", &out);
     assert_int_equal(out.status, CC_TASK_FAILED);
     assert_int_equal(out.run_processed, 7);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 }
 
 static void test_no_reports_means_minus_one(void **state)
@@ -107,12 +107,12 @@ static void test_no_reports_means_minus_one(void **state)
 
     (void)state;
     /* A TypeError at binding: run() never called, nothing reported. */
-    cc_task_invoke(&quiet, NULL, args, NULL, &out);
+    cc_taskrun_invoke(&quiet, NULL, args, NULL, &out);
     assert_int_equal(out.status, CC_TASK_FAILED);
     assert_int_equal(out.run_status, 0);
     assert_int_equal(out.run_processed, -1);
     assert_int_equal(out.run_errored, -1);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
     json_decref(args);
 }
 
@@ -124,22 +124,22 @@ static void test_log_hook_only_in_a_job_run(void **state)
 
     (void)state;
     /* No hooks at all: run id NULL, nothing forwarded. */
-    cc_task_set_hooks(NULL);
+    cc_taskrun_set_hooks(NULL);
     invoke("plain", &out);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
     assert_int_equal(s.n, 0);
 
     /* Hooks, but not a job run: nothing forwarded. */
-    cc_task_set_hooks(&h);
+    cc_taskrun_set_hooks(&h);
     invoke("plain", &out);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
     assert_int_equal(s.n, 0);
 
     /* A job run: INFO forwarded formatted; DEBUG only when the worker logs at DEBUG. */
     h.run_id = "run-9";
     invoke("plain", &out);
-    cc_task_outcome_deinit(&out);
-    cc_task_set_hooks(NULL);
+    cc_taskrun_outcome_deinit(&out);
+    cc_taskrun_set_hooks(NULL);
     assert_int_equal(s.n, 1);
     assert_int_equal(s.levels[0], CC_TASK_LOG_INFO);
     assert_string_equal(s.msgs[0], "run run-9");

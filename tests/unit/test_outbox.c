@@ -201,9 +201,9 @@ static void test_task_send_and_update_state_use_hooks(void **state)
     struct cc_task_outcome out;
 
     (void)state;
-    cc_task_set_hooks(&hooks);
-    assert_int_equal(cc_task_invoke(&sends_entry, &req, NULL, NULL, &out), CC_OK);
-    cc_task_set_hooks(NULL);
+    cc_taskrun_set_hooks(&hooks);
+    assert_int_equal(cc_taskrun_invoke(&sends_entry, &req, NULL, NULL, &out), CC_OK);
+    cc_taskrun_set_hooks(NULL);
     assert_int_equal(log.n_send, 1);
     assert_int_equal(log.n_update, 1);
     assert_string_equal(log.state, "PROGRESS");
@@ -213,7 +213,7 @@ static void test_task_send_and_update_state_use_hooks(void **state)
     assert_non_null(out.children);
     assert_int_equal(json_array_size(out.children), 1);
     free(log.meta);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 }
 
 static void test_task_send_without_executor_is_unsupported(void **state)
@@ -222,11 +222,11 @@ static void test_task_send_without_executor_is_unsupported(void **state)
     struct cc_task_outcome out;
 
     (void)state;
-    cc_task_set_hooks(NULL);
+    cc_taskrun_set_hooks(NULL);
     /* update_state fails first with CC_EUNSUPP: an unknown status becomes RuntimeError. */
-    assert_int_equal(cc_task_invoke(&sends_entry, &req, NULL, NULL, &out), CC_TASK_FAILED);
+    assert_int_equal(cc_taskrun_invoke(&sends_entry, &req, NULL, NULL, &out), CC_TASK_FAILED);
     assert_null(out.children);
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 }
 
 int main(void)

@@ -23,14 +23,14 @@
  * `prefix`. */
 static void expect_exc(const char *name, const char *kwargs, const char *type, const char *prefix)
 {
-    const struct cc_task_entry *e = cc_task_lookup(name);
+    const struct cc_task_entry *e = cc_taskrun_lookup(name);
     struct cc_task_request req = {.id = "stats-test", .group_index = -1, .hostname = "celery@t"};
     json_t *a = json_array(), *k = fixture_json(kwargs);
     struct cc_task_outcome o;
     const json_t *msg;
 
     assert_non_null(e);
-    if (cc_task_invoke(e, &req, a, k, &o) != CC_TASK_FAILED)
+    if (cc_taskrun_invoke(e, &req, a, k, &o) != CC_TASK_FAILED)
         fail_msg("%s(%s): expected %s, got status %d", name, kwargs, type, o.status);
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")), "builtins");
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), type);
@@ -40,15 +40,15 @@ static void expect_exc(const char *name, const char *kwargs, const char *type, c
     if (!json_is_string(msg) || strncmp(json_string_value(msg), prefix, strlen(prefix)) != 0)
         fail_msg("%s(%s): message %s, want it to start with '%s'", name, kwargs,
                  json_is_string(msg) ? json_string_value(msg) : "?", prefix);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     json_decref(a);
     json_decref(k);
 }
 
 static void test_stats_registered(void **state)
 {
-    const struct cc_task_entry *ix = cc_task_lookup("stats.index_events");
-    const struct cc_task_entry *re = cc_task_lookup("stats.reaggregate");
+    const struct cc_task_entry *ix = cc_taskrun_lookup("stats.index_events");
+    const struct cc_task_entry *re = cc_taskrun_lookup("stats.reaggregate");
 
     (void)state;
     assert_ptr_equal(ix, &cc_task_stats_index_events);
@@ -64,7 +64,7 @@ static void test_stats_registered(void **state)
 static void test_stats_index_arguments(void **state)
 {
     (void)state;
-    cc_task_set_config(NULL);
+    cc_taskrun_set_config(NULL);
     expect_exc("stats.index_events", "{}", "TypeError",
                "index_events() missing 1 required positional argument: 'event_type'");
     expect_exc("stats.index_events", "{\"event_type\": \"Record View\"}", "ValueError",
@@ -104,7 +104,7 @@ static void test_stats_index_connect_failures(void **state)
     cfg.broker_url = broker;
     cfg.job_store = store;
     cfg.connect_timeout_s = 1;
-    cc_task_set_config(&cfg);
+    cc_taskrun_set_config(&cfg);
     /* database=None: the job store, which refuses the connection. */
     expect_exc("stats.index_events", "{\"event_type\": \"record-view\"}", "RuntimeError",
                "database connect: ");
@@ -113,13 +113,13 @@ static void test_stats_index_connect_failures(void **state)
                "FileNotFoundError", "robots_file /nonexistent/robots");
     expect_exc("stats.reaggregate", "{\"event_type\": \"record-view\", \"start\": \"2026-12-01\"}",
                "RuntimeError", "database connect: ");
-    cc_task_set_config(NULL);
+    cc_taskrun_set_config(NULL);
 }
 
 static void test_stats_reaggregate_arguments(void **state)
 {
     (void)state;
-    cc_task_set_config(NULL);
+    cc_taskrun_set_config(NULL);
     expect_exc("stats.reaggregate", "{\"event_type\": \"record-view\"}", "TypeError",
                "reaggregate() missing 1 required positional argument: 'start'");
     expect_exc("stats.reaggregate",

@@ -41,7 +41,7 @@ static int invoke(const struct cc_task_entry *e, const struct cc_task_request *r
 {
     json_t *a = args != NULL ? fixture_json(args) : NULL,
            *k = kwargs != NULL ? fixture_json(kwargs) : NULL;
-    int rc = cc_task_invoke(e, req, a, k, out);
+    int rc = cc_taskrun_invoke(e, req, a, k, out);
 
     json_decref(a);
     json_decref(k);
@@ -218,7 +218,7 @@ static void test_taskrun_bind_cases(void **state)
                          o.exc_repr != NULL ? o.exc_repr : "");
             assert_json(o.result, c->bound);
         }
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
 }
 
@@ -238,11 +238,11 @@ static void test_taskrun_no_signature_passes_raw(void **state)
     (void)state;
     assert_int_equal(invoke(&e, NULL, "[1, 2]", "{\"a\": 1}", &o), CC_OK);
     assert_json(o.result, "[[1, 2], {\"a\": 1}]");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     /* Absent args/kwargs are an empty list and dict. */
-    assert_int_equal(cc_task_invoke(&e, NULL, NULL, NULL, &o), CC_OK);
+    assert_int_equal(cc_taskrun_invoke(&e, NULL, NULL, NULL, &o), CC_OK);
     assert_json(o.result, "[[], {}]");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static void test_taskrun_bad_signatures_rejected(void **state)
@@ -258,11 +258,11 @@ static void test_taskrun_bad_signatures_rejected(void **state)
         struct cc_task_outcome o;
 
         /* A bad signature is a bug in the table: RuntimeError at run time, and
-         * cc_task_table_check refuses it at start-up (tested in test_tasks.c). */
+         * cc_taskrun_table_check refuses it at start-up (tested in test_tasks.c). */
         if (invoke(&e, NULL, "[]", NULL, &o) != CC_TASK_FAILED)
             fail_msg("signature \"%s\" accepted", bad[i]);
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "RuntimeError");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
 }
 
@@ -299,7 +299,7 @@ static void test_taskrun_raise_formats_exception(void **state)
              __FILE__, raise_fmt_line);
     assert_string_equal(o.traceback, want);
     assert_null(strstr(o.traceback, "/work/")); /* relative to the source tree */
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* The plain function (no location: a binary built against the old header, or a function
@@ -326,7 +326,7 @@ static void test_taskrun_raise_plain_function_frame(void **state)
     assert_string_equal(o.traceback, "Traceback (most recent call last):\n"
                                      "  File \"<celeryc>\", line 0, in t.plain\n"
                                      "celery.exceptions.Ignore: x\n");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 struct raise_case {
@@ -395,7 +395,7 @@ static void test_taskrun_raise_args_encoding(void **state)
                  "%s\n",
                  __FILE__, raise_args_line, current_raise->last_line);
         assert_string_equal(o.traceback, want);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
 }
 
@@ -420,7 +420,7 @@ static void test_taskrun_raise_traceback_and_last_wins(void **state)
     assert_exc(&o, "builtins", "KeyError", "[\"k\"]");
     assert_string_equal(o.exc_repr, "KeyError('k')");
     assert_string_equal(o.traceback, "my traceback\n");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static int status_to_return;
@@ -448,7 +448,7 @@ static void test_taskrun_unknown_status_is_runtime_error(void **state)
         assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_TASK_FAILED);
         snprintf(want, sizeof(want), "[\"%s\"]", cc_strerror(codes[i]));
         assert_exc(&o, "builtins", "RuntimeError", want);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
     /* Outcome codes returned without the matching call are bugs too. */
     static const int bare[] = {CC_TASK_FAILED, CC_TASK_RETRY, CC_TASK_REJECT};
@@ -456,13 +456,13 @@ static void test_taskrun_unknown_status_is_runtime_error(void **state)
         status_to_return = bare[i];
         assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_TASK_FAILED);
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "RuntimeError");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
     status_to_return = CC_OK;
     assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_OK);
     assert_json(o.result, "1");
     assert_true(o.runtime_s >= 0);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static int run_none(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
@@ -484,8 +484,8 @@ static void test_taskrun_none_result_is_json_null(void **state)
     assert_int_equal(invoke(&e, NULL, "[]", "{}", &o), CC_OK);
     assert_true(json_is_null(o.result));
     assert_null(o.exc);
-    cc_task_outcome_deinit(&o);
-    cc_task_outcome_deinit(NULL);
+    cc_taskrun_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(NULL);
 }
 
 /* ---- Arena -------------------------------------------------------------------------- */
@@ -520,7 +520,7 @@ static void test_taskrun_arena_freed_after_run(void **state)
     /* Leaks would be reported by LeakSanitizer in the sanitizer build. */
     assert_int_equal(invoke(&e, NULL, NULL, NULL, &o), CC_OK);
     assert_true(json_integer_value(o.result) > 2000000);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* ---- Retry -------------------------------------------------------------------------- */
@@ -568,12 +568,12 @@ static void test_taskrun_retry_default_countdown(void **state)
     assert_non_null(strstr(o.traceback, "\ncelery.exceptions.Retry: Retry in 180s\n"));
     /* The frame is the cc_task_retry() call in this file. */
     assert_non_null(strstr(o.traceback, "\n  File \"" __FILE__ "\", line "));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     e.default_retry_delay_s = 1;
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
     assert_true(o.retry_countdown_s == 1.0);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static void test_taskrun_retry_countdown_eta_and_exc(void **state)
@@ -591,19 +591,19 @@ static void test_taskrun_retry_countdown_eta_and_exc(void **state)
     assert_string_equal(o.exc_repr, "ExpectedException()");
     assert_non_null(
         strstr(o.traceback, "\ncelery.exceptions.Retry: Retry in 5s: ExpectedException()\n"));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     retry_opts.countdown_s = 0.1;
     retry_with_exc = false;
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
     assert_non_null(strstr(o.traceback, "Retry in 0.1s\n"));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     retry_opts.eta = "2030-01-01T00:00:00+00:00";
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
     assert_string_equal(o.retry_eta, "2030-01-01T00:00:00+00:00");
     assert_non_null(strstr(o.traceback, "Retry at 2030-01-01T00:00:00+00:00\n"));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static void test_taskrun_retry_max_retries_resolution(void **state)
@@ -617,55 +617,55 @@ static void test_taskrun_retry_max_retries_resolution(void **state)
     for (int r = 0; r < 3; r++) {
         req = make_req(r);
         assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
     req = make_req(3);
     assert_int_equal(invoke(&e, &req, "[1, \"a\"]", "{\"k\": 2}", &o), CC_TASK_FAILED);
     assert_exc(&o, "celery.exceptions", "MaxRetriesExceededError",
                "[\"Can't retry t.retry[id-1] args:(1, 'a') kwargs:{'k': 2}\"]");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     /* One-element args render as a 1-tuple. */
     assert_int_equal(invoke(&e, &req, "[7]", NULL, &o), CC_TASK_FAILED);
     assert_exc(&o, "celery.exceptions", "MaxRetriesExceededError",
                "[\"Can't retry t.retry[id-1] args:(7,) kwargs:{}\"]");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     /* With exc: past the limit the given exception is raised instead. */
     retry_with_exc = true;
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_FAILED);
     assert_exc(&o, "t.integration.tasks", "ExpectedException", "[]");
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     retry_with_exc = false;
 
     /* CC_MAX_RETRIES_NONE: no retries at all. */
     e.max_retries = CC_MAX_RETRIES_NONE;
     req = make_req(0);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_FAILED);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     /* CC_MAX_RETRIES_FOREVER (Celery's max_retries=None). */
     e.max_retries = CC_MAX_RETRIES_FOREVER;
     req = make_req(100000);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     /* An explicit count on the entry, then overridden by the call. */
     e.max_retries = 1;
     req = make_req(1);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_FAILED);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     retry_opts.max_retries = 5;
     req = make_req(4);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_RETRY);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     req = make_req(5);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_FAILED);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     retry_opts.max_retries = CC_MAX_RETRIES_NONE;
     req = make_req(0);
     assert_int_equal(invoke(&e, &req, "[]", NULL, &o), CC_TASK_FAILED);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 static int run_raise_then_retry(struct cc_task_ctx *ctx, const json_t *args, const json_t *kwargs,
@@ -687,7 +687,7 @@ static void test_taskrun_retry_replaces_pending_exception(void **state)
     (void)state;
     assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_RETRY);
     assert_true(json_is_null(o.exc));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* ---- Autoretry ---------------------------------------------------------------------- */
@@ -732,7 +732,7 @@ static void test_taskrun_autoretry_backoff_exact(void **state)
             fail_msg("retries %d: countdown %g, want %g", want[i].retries, o.retry_countdown_s,
                      want[i].countdown);
         assert_exc(&o, "builtins", "ValueError", "[\"auto\"]");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
     /* retry_backoff=3, retry_backoff_max=10; int() truncation of 2.9 -> 2. */
     e.retry_backoff_s = 3;
@@ -742,21 +742,21 @@ static void test_taskrun_autoretry_backoff_exact(void **state)
 
         assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_RETRY);
         assert_true(o.retry_countdown_s == 6);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         req = make_req(2);
         assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_RETRY);
         assert_true(o.retry_countdown_s == 10);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         e.retry_backoff_s = 2.9;
         req = make_req(1);
         assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_RETRY);
         assert_true(o.retry_countdown_s == 4);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         /* No backoff: the default retry delay. */
         e.retry_backoff_s = 0;
         assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_RETRY);
         assert_true(o.retry_countdown_s == 180);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
 }
 
@@ -785,7 +785,7 @@ static void test_taskrun_autoretry_jitter_bounds(void **state)
         assert_true(c >= 0 && c <= 8 && c == (double)(int)c);
         seen_low |= c == 0;
         seen_high |= c == 8;
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
     assert_true(seen_low && seen_high);
 }
@@ -825,7 +825,7 @@ static void test_taskrun_autoretry_matching(void **state)
         auto_exc_type = cases[i].type;
         if (invoke(&e, &req, NULL, NULL, &o) != cases[i].status)
             fail_msg("case %zu: %s.%s", i, cases[i].module, cases[i].type);
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
     }
 }
 
@@ -843,7 +843,7 @@ static void test_taskrun_autoretry_exhausted_raises_original(void **state)
     assert_int_equal(invoke(&e, &req, NULL, NULL, &o), CC_TASK_FAILED);
     assert_exc(&o, "builtins", "ValueError", "[\"auto\"]");
     assert_non_null(strstr(o.traceback, "\nValueError: auto\n"));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     /* Binding errors go through the autoretry wrapper too, as in Celery. */
     static const char *const type_error[] = {"builtins.TypeError", NULL};
@@ -851,7 +851,7 @@ static void test_taskrun_autoretry_exhausted_raises_original(void **state)
         .name = "t.b", .run = run_none, .signature = "x", .autoretry_for = type_error};
     req = make_req(0);
     assert_int_equal(invoke(&b, &req, "[]", NULL, &o), CC_TASK_RETRY);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* ---- Reject and ignore -------------------------------------------------------------- */
@@ -890,16 +890,16 @@ static void test_taskrun_reject_and_ignore(void **state)
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "Reject");
     assert_json(json_object_get(o.exc, "exc_message"), "[\"no thanks\", true]");
     assert_null(o.traceback);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     reject_requeue = false;
     assert_int_equal(invoke(&rj, NULL, NULL, NULL, &o), CC_TASK_REJECT);
     assert_false(o.reject_requeue);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 
     assert_int_equal(invoke(&ig, NULL, NULL, NULL, &o), CC_TASK_IGNORE);
     assert_null(o.result);
     assert_null(o.exc);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
 }
 
 /* ---- Soft time limit ------------------------------------------------------------------ */
@@ -941,30 +941,30 @@ static void test_taskrun_soft_limit_outcomes(void **state)
     atomic_int flag = 0;
 
     (void)state;
-    cc_task_set_soft_limit_flag(&flag);
-    assert_int_equal(cc_task_invoke(&ign, NULL, NULL, NULL, &out), CC_OK);
+    cc_taskrun_set_soft_limit_flag(&flag);
+    assert_int_equal(cc_taskrun_invoke(&ign, NULL, NULL, NULL, &out), CC_OK);
     assert_json(out.result, "42");
-    cc_task_outcome_deinit(&out);
-    assert_int_equal(cc_task_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
+    cc_taskrun_outcome_deinit(&out);
+    assert_int_equal(cc_taskrun_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
     assert_json(out.result, "\"done\"");
-    cc_task_outcome_deinit(&out);
+    cc_taskrun_outcome_deinit(&out);
 
     atomic_store(&flag, 1);
-    assert_int_equal(cc_task_invoke(&ign, NULL, NULL, NULL, &out), CC_TASK_FAILED);
+    assert_int_equal(cc_taskrun_invoke(&ign, NULL, NULL, NULL, &out), CC_TASK_FAILED);
     assert_json(out.exc, "{\"exc_type\": \"SoftTimeLimitExceeded\", \"exc_message\": [], "
                          "\"exc_module\": \"billiard.exceptions\"}");
     assert_string_equal(out.exc_repr, "SoftTimeLimitExceeded()");
     assert_non_null(strstr(out.traceback, "billiard.exceptions.SoftTimeLimitExceeded: "
                                           "SoftTimeLimitExceeded()\n"));
     assert_null(out.result);
-    cc_task_outcome_deinit(&out);
-    assert_int_equal(cc_task_invoke(&retry, NULL, NULL, NULL, &out), CC_TASK_FAILED);
+    cc_taskrun_outcome_deinit(&out);
+    assert_int_equal(cc_taskrun_invoke(&retry, NULL, NULL, NULL, &out), CC_TASK_FAILED);
     assert_null(out.retry_eta);
-    cc_task_outcome_deinit(&out);
-    assert_int_equal(cc_task_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
+    cc_taskrun_outcome_deinit(&out);
+    assert_int_equal(cc_taskrun_invoke(&look, NULL, NULL, NULL, &out), CC_OK);
     assert_json(out.result, "\"cleaned\"");
-    cc_task_outcome_deinit(&out);
-    cc_task_set_soft_limit_flag(NULL);
+    cc_taskrun_outcome_deinit(&out);
+    cc_taskrun_set_soft_limit_flag(NULL);
 }
 
 static void test_taskrun_ack_options_tristate(void **state)
@@ -976,14 +976,14 @@ static void test_taskrun_ack_options_tristate(void **state)
         .name = "n", .acks_on_failure_or_timeout = CC_NO, .reject_on_worker_lost = CC_NO};
 
     (void)state;
-    assert_true(cc_task_acks_on_failure_or_timeout(&d, true));
-    assert_false(cc_task_acks_on_failure_or_timeout(&d, false));
-    assert_true(cc_task_acks_on_failure_or_timeout(&y, false));
-    assert_false(cc_task_acks_on_failure_or_timeout(&n, true));
-    assert_true(cc_task_acks_on_failure_or_timeout(NULL, true));
-    assert_false(cc_task_reject_on_worker_lost(&d, false));
-    assert_true(cc_task_reject_on_worker_lost(&y, false));
-    assert_false(cc_task_reject_on_worker_lost(&n, true));
+    assert_true(cc_taskrun_acks_on_failure_or_timeout(&d, true));
+    assert_false(cc_taskrun_acks_on_failure_or_timeout(&d, false));
+    assert_true(cc_taskrun_acks_on_failure_or_timeout(&y, false));
+    assert_false(cc_taskrun_acks_on_failure_or_timeout(&n, true));
+    assert_true(cc_taskrun_acks_on_failure_or_timeout(NULL, true));
+    assert_false(cc_taskrun_reject_on_worker_lost(&d, false));
+    assert_true(cc_taskrun_reject_on_worker_lost(&y, false));
+    assert_false(cc_taskrun_reject_on_worker_lost(&n, true));
 }
 
 int main(void)

@@ -55,16 +55,16 @@ static struct cc_task_request make_req(int retries)
 static void expect_ok_req(const char *name, const struct cc_task_request *req, const char *args,
                           const char *kwargs, const char *want)
 {
-    const struct cc_task_entry *e = cc_task_lookup(name);
+    const struct cc_task_entry *e = cc_taskrun_lookup(name);
     json_t *a = fixture_json(args), *k = kwargs != NULL ? fixture_json(kwargs) : json_object();
     struct cc_task_outcome o;
 
     if (e == NULL)
         fail_msg("task %s not registered", name);
-    if (cc_task_invoke(e, req, a, k, &o) != CC_OK)
+    if (cc_taskrun_invoke(e, req, a, k, &o) != CC_OK)
         fail_msg("%s%s: status %d, %s", name, args, o.status, o.exc_repr != NULL ? o.exc_repr : "");
     assert_json(o.result, want);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     json_decref(a);
     json_decref(k);
 }
@@ -80,19 +80,19 @@ static void expect_ok(const char *name, const char *args, const char *kwargs, co
 static void expect_exc(const char *name, const char *args, const char *kwargs, const char *module,
                        const char *type, const char *exc_args)
 {
-    const struct cc_task_entry *e = cc_task_lookup(name);
+    const struct cc_task_entry *e = cc_taskrun_lookup(name);
     json_t *a = fixture_json(args), *k = kwargs != NULL ? fixture_json(kwargs) : json_object();
     struct cc_task_request req = make_req(0);
     struct cc_task_outcome o;
 
     if (e == NULL)
         fail_msg("task %s not registered", name);
-    if (cc_task_invoke(e, &req, a, k, &o) != CC_TASK_FAILED)
+    if (cc_taskrun_invoke(e, &req, a, k, &o) != CC_TASK_FAILED)
         fail_msg("%s%s: expected %s, got status %d", name, args, type, o.status);
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")), module);
     assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), type);
     assert_json(json_object_get(o.exc, "exc_message"), exc_args);
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     json_decref(a);
     json_decref(k);
 }
@@ -104,13 +104,13 @@ static void test_tasks_table_check_ok(void **state)
     struct cc_err err = {0};
 
     (void)state;
-    if (cc_task_table_check(&err) != CC_OK)
+    if (cc_taskrun_table_check(&err) != CC_OK)
         fail_msg("%s", err.msg);
 }
 
 static void test_tasks_names_unique_and_looked_up(void **state)
 {
-    size_t n = cc_task_count();
+    size_t n = cc_taskrun_count();
 
     (void)state;
     /* 3 built-ins (ping, accumulate, chord_unlock), 15 demo, 29 conformance + 1 qualified
@@ -121,23 +121,23 @@ static void test_tasks_names_unique_and_looked_up(void **state)
 
         assert_non_null(e->name);
         assert_non_null(e->run);
-        assert_ptr_equal(cc_task_lookup(e->name), e);
+        assert_ptr_equal(cc_taskrun_lookup(e->name), e);
         for (size_t j = i + 1; j < n; j++) {
             if (strcmp(e->name, cc_task_table[j]->name) == 0)
                 fail_msg("task %s registered twice", e->name);
         }
     }
-    assert_null(cc_task_lookup("app.nope"));
-    assert_null(cc_task_lookup(""));
-    assert_null(cc_task_lookup(NULL));
-    assert_null(cc_task_lookup("demo.ad"));
+    assert_null(cc_taskrun_lookup("app.nope"));
+    assert_null(cc_taskrun_lookup(""));
+    assert_null(cc_taskrun_lookup(NULL));
+    assert_null(cc_taskrun_lookup("demo.ad"));
 }
 
 static void test_tasks_every_signature_binds(void **state)
 {
     (void)state;
     /* Every entry has a signature: a wrong call must produce Python's TypeError. */
-    for (size_t i = 0; i < cc_task_count(); i++)
+    for (size_t i = 0; i < cc_taskrun_count(); i++)
         assert_non_null(cc_task_table[i]->signature);
 }
 
@@ -191,10 +191,10 @@ static void test_tasks_expected_names_registered(void **state)
 
     (void)state;
     for (size_t i = 0; i < CC_ARRAY_LEN(names); i++) {
-        if (cc_task_lookup(names[i]) == NULL)
+        if (cc_taskrun_lookup(names[i]) == NULL)
             fail_msg("%s is not registered", names[i]);
     }
-    assert_int_equal(cc_task_lookup("t.integration.tasks.add_ignore_result")->ignore_result,
+    assert_int_equal(cc_taskrun_lookup("t.integration.tasks.add_ignore_result")->ignore_result,
                      CC_YES);
 }
 
@@ -402,13 +402,13 @@ static void test_tasks_conf_request_fields(void **state)
 static void expect_retry(const char *name, int retries, const char *args, double countdown,
                          const char *exc_type)
 {
-    const struct cc_task_entry *e = cc_task_lookup(name);
+    const struct cc_task_entry *e = cc_taskrun_lookup(name);
     struct cc_task_request req = make_req(retries);
     json_t *a = fixture_json(args);
     struct cc_task_outcome o;
 
     assert_non_null(e);
-    if (cc_task_invoke(e, &req, a, NULL, &o) != CC_TASK_RETRY)
+    if (cc_taskrun_invoke(e, &req, a, NULL, &o) != CC_TASK_RETRY)
         fail_msg("%s: status %d %s", name, o.status, o.exc_repr != NULL ? o.exc_repr : "");
     if (countdown >= 0 && o.retry_countdown_s != countdown)
         fail_msg("%s: countdown %g, want %g", name, o.retry_countdown_s, countdown);
@@ -416,7 +416,7 @@ static void expect_retry(const char *name, int retries, const char *args, double
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), exc_type);
     else
         assert_true(json_is_null(o.exc));
-    cc_task_outcome_deinit(&o);
+    cc_taskrun_outcome_deinit(&o);
     json_decref(a);
 }
 
@@ -433,16 +433,16 @@ static void test_tasks_conf_retries(void **state)
     expect_ok_req(T "retry_once_priority", &req, "[]", NULL, "7");
     /* auto_retry_class_task: ValueError() -> retry with randrange(2 ** 0 + 1) seconds. */
     {
-        const struct cc_task_entry *e = cc_task_lookup("auto_retry_class_task");
+        const struct cc_task_entry *e = cc_taskrun_lookup("auto_retry_class_task");
         struct cc_task_request r0 = make_req(0);
         json_t *a = json_array();
         struct cc_task_outcome o;
 
-        assert_int_equal(cc_task_invoke(e, &r0, a, NULL, &o), CC_TASK_RETRY);
+        assert_int_equal(cc_taskrun_invoke(e, &r0, a, NULL, &o), CC_TASK_RETRY);
         assert_true(o.retry_countdown_s == 0 || o.retry_countdown_s == 1);
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")), "ValueError");
         assert_json(json_object_get(o.exc, "exc_message"), "[]");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         json_decref(a);
     }
     expect_ok_req("auto_retry_class_task", &req, "[]", NULL, "1");
@@ -450,17 +450,17 @@ static void test_tasks_conf_retries(void **state)
     expect_retry(T "retry", 0, "[]", 5, "ExpectedException");
     expect_retry(T "retry", 2, "[]", 5, "ExpectedException");
     {
-        const struct cc_task_entry *e = cc_task_lookup(T "retry");
+        const struct cc_task_entry *e = cc_taskrun_lookup(T "retry");
         struct cc_task_request r3 = make_req(3);
         json_t *a = json_array();
         struct cc_task_outcome o;
 
-        assert_int_equal(cc_task_invoke(e, &r3, a, NULL, &o), CC_TASK_FAILED);
+        assert_int_equal(cc_taskrun_invoke(e, &r3, a, NULL, &o), CC_TASK_FAILED);
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")),
                             "t.integration.tasks");
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")),
                             "ExpectedException");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         json_decref(a);
     }
     /* With a return value: three retries counted per process, then the value. */
@@ -505,16 +505,16 @@ static void test_tasks_conf_redis_errors(void **state)
     /* Nothing listens on port 1: ConnectionError from redis.exceptions. */
     setenv("TEST_REDIS_URL", "redis://127.0.0.1:1/0", 1);
     {
-        const struct cc_task_entry *e = cc_task_lookup(T "redis_count");
+        const struct cc_task_entry *e = cc_taskrun_lookup(T "redis_count");
         json_t *a = json_array();
         struct cc_task_outcome o;
 
-        assert_int_equal(cc_task_invoke(e, NULL, a, NULL, &o), CC_TASK_FAILED);
+        assert_int_equal(cc_taskrun_invoke(e, NULL, a, NULL, &o), CC_TASK_FAILED);
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_module")),
                             "redis.exceptions");
         assert_string_equal(json_string_value(json_object_get(o.exc, "exc_type")),
                             "ConnectionError");
-        cc_task_outcome_deinit(&o);
+        cc_taskrun_outcome_deinit(&o);
         json_decref(a);
     }
     unsetenv("TEST_REDIS_URL");
