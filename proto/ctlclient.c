@@ -150,7 +150,7 @@ static json_t *ctlc_convert(enum ctlc_type t, const char *s)
 }
 
 int cc_ctlclient_arguments(const char *method, int argc, const char *const *argv, json_t **out,
-                      struct cc_err *err)
+                           struct cc_err *err)
 {
     const struct ctlc_cmd *c = ctlc_find(method);
     json_t *o;
@@ -190,8 +190,8 @@ int cc_ctlclient_arguments(const char *method, int argc, const char *const *argv
 }
 
 json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const char *const *dest,
-                        size_t n_dest, const char *ticket, const char *reply_exchange,
-                        const char *reply_routing_key)
+                             size_t n_dest, const char *ticket, const char *reply_exchange,
+                             const char *reply_routing_key)
 {
     json_t *o = json_object();
     json_t *d = json_null();
@@ -352,7 +352,8 @@ static int ctlc_pretty(struct cc_strbuf *out, const json_t *n)
     return 1;
 }
 
-void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply, int show_body)
+void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply,
+                            int show_body)
 {
     struct cc_strbuf body = {0};
     int is_ok = ctlc_pretty(&body, reply);
@@ -427,7 +428,7 @@ static int ctlc_is_popped(const char *k, int is_task, int is_recv)
 }
 
 void cc_ctlclient_event_line(struct cc_strbuf *out, const json_t *ev, const char *task_label,
-                        char **new_label)
+                             char **new_label)
 {
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *host = json_string_value(json_object_get(ev, "hostname"));
@@ -737,7 +738,7 @@ int cc_ctlclient_result_is_ready(const json_t *meta)
 }
 
 int cc_ctlclient_result_say(struct cc_strbuf *out, struct cc_strbuf *err, const json_t *meta,
-                       int show_traceback)
+                            int show_traceback)
 {
     const char *st = json_string_value(json_object_get(meta, "status"));
     const json_t *v;

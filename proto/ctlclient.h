@@ -38,19 +38,20 @@ void cc_ctlclient_list(struct cc_strbuf *out, enum cc_ctlclient_kind kind);
  * taskinfoitems). Returns CC_OK and *out (owned) or CC_EUSAGE (too many arguments, bad number)
  * with the reason in err. */
 int cc_ctlclient_arguments(const char *method, int argc, const char *const *argv, json_t **out,
-                      struct cc_err *err) CC_MUST_USE;
+                           struct cc_err *err) CC_MUST_USE;
 
 /* The request body in kombu's key order: method, arguments, destination (list or null),
  * pattern, matcher (null), then ticket and reply_to {exchange, routing_key} when `ticket`
  * is non-NULL. `arguments` is borrowed (copied in). Returns an owned object or NULL. */
 json_t *cc_ctlclient_request(const char *method, const json_t *arguments, const char *const *dest,
-                        size_t n_dest, const char *ticket, const char *reply_exchange,
-                        const char *reply_routing_key);
+                             size_t n_dest, const char *ticket, const char *reply_exchange,
+                             const char *reply_routing_key);
 
 /* The `celery inspect`/`control` lines for one node's reply:
  *   "->  <node>: OK\n" then the reply pretty-printed and indented (show_body), or
  *   "->  <node>: ERROR\n" for {"error": ...}. As celery/bin/base.py pretty() without colour. */
-void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply, int show_body);
+void cc_ctlclient_say_reply(struct cc_strbuf *out, const char *node, const json_t *reply,
+                            int show_body);
 
 /* "\n<n> node(s) online.\n" */
 void cc_ctlclient_say_online(struct cc_strbuf *out, size_t n_nodes);
@@ -69,7 +70,7 @@ void cc_ctlclient_pystr(struct cc_strbuf *out, const json_t *v);
  * for task-received/task-sent, the label is built and also stored in *new_label (owned) when
  * new_label is non-NULL. */
 void cc_ctlclient_event_line(struct cc_strbuf *out, const json_t *ev, const char *task_label,
-                        char **new_label);
+                             char **new_label);
 
 /* ---- celery result -------------------------------------------------------------------- */
 
@@ -86,7 +87,7 @@ int cc_ctlclient_result_is_ready(const json_t *meta);
  *     rebuilt it (cc_ctlclient_client_exc_line) and a newline.
  * Returns the exit status (0 or 1). */
 int cc_ctlclient_result_say(struct cc_strbuf *out, struct cc_strbuf *err, const json_t *meta,
-                       int show_traceback);
+                            int show_traceback);
 
 /* The last traceback line Python prints for the stored exception dict `exc`
  * ({exc_type, exc_message, exc_module}) once the `celery` CLI (no app imported) rebuilt it with

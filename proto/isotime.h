@@ -38,8 +38,8 @@ char *cc_isotime_format(int64_t us, int with_offset, char *buf, size_t size);
 enum cc_isotime_span {
     CC_ISOTIME_SPAN_OK = 0,   /* finite, 0 <= s <= CC_ISOTIME_SPAN_MAX_S: *us = s * 1e6, rounded */
     CC_ISOTIME_SPAN_NEGATIVE, /* s < 0 (also -inf): *us = max(s * 1e6, -CC_ISOTIME_SPAN_MAX_US) */
-    CC_ISOTIME_SPAN_HUGE,     /* s > CC_ISOTIME_SPAN_MAX_S (also +inf): *us = CC_ISOTIME_SPAN_MAX_US */
-    CC_ISOTIME_SPAN_NAN,      /* not a number: *us = 0 */
+    CC_ISOTIME_SPAN_HUGE, /* s > CC_ISOTIME_SPAN_MAX_S (also +inf): *us = CC_ISOTIME_SPAN_MAX_US */
+    CC_ISOTIME_SPAN_NAN,  /* not a number: *us = 0 */
 };
 
 /* Seconds -> microseconds, rounded to the nearest (as timedelta(seconds=s)), with every

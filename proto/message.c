@@ -188,7 +188,8 @@ static int get_timelimit(const struct msg_src *s, struct cc_msg *m, struct cc_er
      * kills the 5.2.6 worker (§2.3a), so it is a bad message here. */
     if (!json_is_array(v) || json_array_size(v) != 2)
         return cc_err_set(err, CC_EBADMSG, "timelimit is not a 2-element list (%s of %zu)",
-                          cc_pyrepr_type_name(v), json_is_array(v) ? json_array_size(v) : (size_t)0);
+                          cc_pyrepr_type_name(v),
+                          json_is_array(v) ? json_array_size(v) : (size_t)0);
     for (size_t i = 0; i < 2; i++) {
         const json_t *e = json_array_get(v, i);
 
@@ -512,7 +513,8 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
             a = json_array_get(body, 0);
             k = json_array_get(body, 1);
             if (!json_is_array(a))
-                return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list", cc_pyrepr_type_name(a));
+                return cc_err_set(err, CC_EBADMSG, "args is a %s, not a list",
+                                  cc_pyrepr_type_name(a));
             if (!json_is_object(k))
                 return cc_err_set(err, CC_EBADMSG, "kwargs is a %s, not a dict",
                                   cc_pyrepr_type_name(k));
@@ -558,7 +560,7 @@ static int decode_body(const struct cc_msg_raw *raw, json_t *body, struct cc_msg
 }
 
 int cc_message_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
-                  struct cc_msg *out, struct cc_err *err)
+                      struct cc_msg *out, struct cc_err *err)
 {
     size_t max_body =
         limits && limits->max_body_bytes ? limits->max_body_bytes : CC_MSG_MAX_BODY_DEFAULT;
@@ -713,7 +715,7 @@ static json_t *limit_or_null(double s)
 }
 
 int cc_message_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
-                  struct cc_err *err)
+                      struct cc_err *err)
 {
     const char *keys[] = {"lang",     "task",       "id",      "shadow",
                           "eta",      "expires",    "group",   "group_index",

@@ -114,7 +114,7 @@ struct cc_msg {
  * cc_message_deinit(). The reason in `err` never quotes more than 60 bytes of a field. `limits`
  * may be NULL. */
 int cc_message_decode(const struct cc_msg_raw *raw, const struct cc_msg_limits *limits,
-                  struct cc_msg *out, struct cc_err *err) CC_MUST_USE;
+                      struct cc_msg *out, struct cc_err *err) CC_MUST_USE;
 
 /* Release everything `m` owns and zero it. NULL-safe; idempotent. */
 void cc_message_deinit(struct cc_msg *m);
@@ -143,7 +143,7 @@ struct cc_msg_out {
  * RabbitMQ refuses). Returns CC_OK, CC_EINVAL (no id or task) or CC_ENOMEM. */
 #define CC_MSG_EXPIRATION_MAX_MS 4294967295LL /* RabbitMQ's ?MAX_EXPIRY_TIMER */
 int cc_message_encode(const struct cc_msg *m, int64_t now_us, struct cc_msg_out *out,
-                  struct cc_err *err) CC_MUST_USE;
+                      struct cc_err *err) CC_MUST_USE;
 
 void cc_message_out_deinit(struct cc_msg_out *o);
 

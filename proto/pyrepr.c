@@ -191,7 +191,7 @@ static void sbuf_pystr(struct cc_strbuf *b, const json_t *v)
 }
 
 void cc_pyrepr_put_exc_str(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
-                       const json_t *exc_args)
+                           const json_t *exc_args)
 {
     /* OSError and its subclasses (builtins): OSError.__str__ with 2..5 args. */
     static const char *const oserrors[] = {"OSError",
@@ -265,7 +265,7 @@ void cc_pyrepr_put_exc_str(struct cc_strbuf *b, const char *exc_module, const ch
 }
 
 void cc_pyrepr_put_exc_line(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
-                        const json_t *exc_args)
+                            const json_t *exc_args)
 {
     const char *type = exc_type != NULL ? exc_type : "Exception";
     size_t mark;

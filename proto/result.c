@@ -66,9 +66,9 @@ int cc_result_encode(const struct cc_result *r, char **out, size_t *len, struct 
     put_key(&b, "children", 0);
     put_json(&b, r->children, "[]");
     put_key(&b, "date_done", 0);
-    put_str(&b, r->date_done_us != 0
-                    ? cc_isotime_format(r->date_done_us, r->date_done_with_offset, when, sizeof(when))
-                    : NULL);
+    put_str(&b, r->date_done_us != 0 ? cc_isotime_format(r->date_done_us, r->date_done_with_offset,
+                                                         when, sizeof(when))
+                                     : NULL);
     if (r->group_id != NULL) {
         put_key(&b, "group_id", 0);
         put_str(&b, r->group_id);

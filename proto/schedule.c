@@ -388,7 +388,8 @@ static int sch_part(const char *s, size_t n, int max_, int min_, uint64_t *bits,
     return CC_OK;
 }
 
-int cc_schedule_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits, struct cc_err *err)
+int cc_schedule_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits,
+                                 struct cc_err *err)
 {
     const char *p = spec;
 
@@ -423,8 +424,8 @@ int cc_schedule_interval(struct cc_schedule *s, int64_t every_us, struct cc_err 
 }
 
 int cc_schedule_crontab(struct cc_schedule *s, const char *minute, const char *hour,
-                     const char *day_of_week, const char *day_of_month, const char *month_of_year,
-                     struct cc_err *err)
+                        const char *day_of_week, const char *day_of_month,
+                        const char *month_of_year, struct cc_err *err)
 {
     static const struct {
         const char *name;
@@ -479,8 +480,8 @@ static int sch_min_above(uint64_t bits, int v) /* smallest > v, or -1 */
 }
 
 /* crontab._delta_to_next: the date of the next run, or -1 ("unable to rollover"). */
-static int sch_delta_to_next(const struct cc_schedule *s, const struct sch_tm *L, int64_t last_run_us,
-                             int64_t *oy, int *omo, int *od)
+static int sch_delta_to_next(const struct cc_schedule *s, const struct sch_tm *L,
+                             int64_t last_run_us, int64_t *oy, int *omo, int *od)
 {
     int doms[31], moys[12], ndom = 0, nmoy = 0, di, mi;
     int64_t year = L->y;
@@ -592,7 +593,7 @@ static int sch_cron_next(const struct cc_schedule *s, int64_t last_us, int64_t n
 }
 
 int cc_schedule_next(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
-                  const struct cc_tz *tz, int64_t *next_us, struct cc_err *err)
+                     const struct cc_tz *tz, int64_t *next_us, struct cc_err *err)
 {
     if (s->kind == CC_SCHEDULE_INTERVAL) {
         int32_t off_last = cc_schedule_tz_offset(tz, sch_floordiv(last_run_us, 1000000));
@@ -608,7 +609,7 @@ int cc_schedule_next(const struct cc_schedule *s, int64_t last_run_us, int64_t n
 }
 
 int cc_schedule_is_due(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
-                    const struct cc_tz *tz, int *due, int64_t *next_check_us, struct cc_err *err)
+                       const struct cc_tz *tz, int *due, int64_t *next_check_us, struct cc_err *err)
 {
     int64_t next;
     int rc = cc_schedule_next(s, last_run_us, now_us, tz, &next, err);

@@ -24,7 +24,8 @@ struct cc_tz {
  * transition keep the last offset, as pytz (Celery 5.2's zone library) does; the POSIX footer is
  * not used. Returns CC_OK, CC_EINVAL (malformed: err says why) or CC_ENOMEM. On failure *tz is
  * zeroed (safe to _deinit). */
-int cc_schedule_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz, struct cc_err *err) CC_MUST_USE;
+int cc_schedule_tz_parse(const uint8_t *data, size_t size, struct cc_tz *tz,
+                         struct cc_err *err) CC_MUST_USE;
 /* The fixed UTC zone (no allocation). */
 void cc_schedule_tz_utc(struct cc_tz *tz);
 void cc_schedule_tz_deinit(struct cc_tz *tz);
@@ -51,25 +52,25 @@ int cc_schedule_interval(struct cc_schedule *s, int64_t every_us, struct cc_err 
 /* A crontab schedule from Celery's five fields (NULL means "*"). Returns CC_OK or CC_EINVAL with
  * the field and Celery's message in err (e.g. "hour: Invalid end range: 24 > 23."). */
 int cc_schedule_crontab(struct cc_schedule *s, const char *minute, const char *hour,
-                     const char *day_of_week, const char *day_of_month, const char *month_of_year,
-                     struct cc_err *err) CC_MUST_USE;
+                        const char *day_of_week, const char *day_of_month,
+                        const char *month_of_year, struct cc_err *err) CC_MUST_USE;
 
 /* Parse one crontab field into a bitset of values in [min_, min_+max_-1] as
  * celery.schedules.crontab_parser(max_, min_).parse() does. */
 int cc_schedule_cron_parse_field(const char *spec, int max_, int min_, uint64_t *bits,
-                        struct cc_err *err) CC_MUST_USE;
+                                 struct cc_err *err) CC_MUST_USE;
 
 /* The instant at which Celery's remaining_estimate(last_run) reaches zero when evaluated at
  * `now_us`, i.e. *next_us = now_us + remaining_estimate (may be <= now_us: due). Returns CC_OK, or
  * CC_EINVAL when the crontab can never fire (Celery's "unable to rollover" RuntimeError).
  * tz NULL means UTC. */
 int cc_schedule_next(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
-                  const struct cc_tz *tz, int64_t *next_us, struct cc_err *err) CC_MUST_USE;
+                     const struct cc_tz *tz, int64_t *next_us, struct cc_err *err) CC_MUST_USE;
 
 /* Celery's is_due(last_run) at `now_us`: *due and *next_check_us (microseconds until the next
  * check, Celery's schedstate.next * 1e6). */
 int cc_schedule_is_due(const struct cc_schedule *s, int64_t last_run_us, int64_t now_us,
-                    const struct cc_tz *tz, int *due, int64_t *next_check_us,
-                    struct cc_err *err) CC_MUST_USE;
+                       const struct cc_tz *tz, int *due, int64_t *next_check_us,
+                       struct cc_err *err) CC_MUST_USE;
 
 #endif

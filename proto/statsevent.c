@@ -23,7 +23,8 @@
  * of one or two bytes have exact sets of their own. Measured on 981 real browser user agents
  * (134 bytes on average, none a robot): 0.6 us each with a filter on the first two bytes
  * ("Mozilla", "AppleWebKit", "KHTML" start like patterns), much less with three.
- * The matcher is immutable after cc_statsevent_robots_new, so one instance can be shared by threads.
+ * The matcher is immutable after cc_statsevent_robots_new, so one instance can be shared by
+ * threads.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "statsevent.h"
@@ -156,7 +157,8 @@ static void sev_reset(struct cc_statsevent *ev)
 }
 
 /* Validate the members and copy them into ev's store. */
-static int sev_fill(struct cc_statsevent *ev, const struct sev_val vals[F_N], char *why, size_t why_size)
+static int sev_fill(struct cc_statsevent *ev, const struct sev_val vals[F_N], char *why,
+                    size_t why_size)
 {
     const char **dst[F_N] = {NULL,         &ev->type,       &ev->object_id,  &ev->unique_id,
                              &ev->user_id, &ev->session_id, &ev->ip_address, &ev->user_agent};
@@ -350,8 +352,8 @@ out:
     return rc;
 }
 
-static int sev_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size,
-                     bool fast)
+static int sev_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why,
+                     size_t why_size, bool fast)
 {
     int rc = CC_EINVAL;
 
@@ -382,12 +384,14 @@ out:
     return rc;
 }
 
-int cc_statsevent_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size)
+int cc_statsevent_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why,
+                        size_t why_size)
 {
     return sev_parse(ev, body, len, why, why_size, true);
 }
 
-int cc_statsevent_parse_full(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size)
+int cc_statsevent_parse_full(struct cc_statsevent *ev, const char *body, size_t len, char *why,
+                             size_t why_size)
 {
     return sev_parse(ev, body, len, why, why_size, false);
 }
@@ -466,8 +470,9 @@ static void sev_hmac_end(SHA256_CTX *c, const uint8_t salt[CC_STATSEVENT_SALT_LE
     memcpy(out, md, CC_STATSEVENT_ID_LEN);
 }
 
-void cc_statsevent_visitor_hash(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN],
-                         uint8_t out[CC_STATSEVENT_ID_LEN])
+void cc_statsevent_visitor_hash(const struct cc_statsevent *ev,
+                                const uint8_t salt[CC_STATSEVENT_SALT_LEN],
+                                uint8_t out[CC_STATSEVENT_ID_LEN])
 {
     SHA256_CTX c;
 
@@ -477,8 +482,9 @@ void cc_statsevent_visitor_hash(const struct cc_statsevent *ev, const uint8_t sa
     sev_hmac_end(&c, salt, out);
 }
 
-void cc_statsevent_event_id(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN], int64_t window_s,
-                     uint8_t out[CC_STATSEVENT_ID_LEN])
+void cc_statsevent_event_id(const struct cc_statsevent *ev,
+                            const uint8_t salt[CC_STATSEVENT_SALT_LEN], int64_t window_s,
+                            uint8_t out[CC_STATSEVENT_ID_LEN])
 {
     SHA256_CTX c;
 
@@ -512,7 +518,8 @@ void cc_statsevent_event_id(const struct cc_statsevent *ev, const uint8_t salt[C
     }
 }
 
-char *cc_statsevent_hex(const uint8_t id[CC_STATSEVENT_ID_LEN], char out[2 * CC_STATSEVENT_ID_LEN + 1])
+char *cc_statsevent_hex(const uint8_t id[CC_STATSEVENT_ID_LEN],
+                        char out[2 * CC_STATSEVENT_ID_LEN + 1])
 {
     static const char digits[] = "0123456789abcdef";
 
@@ -650,7 +657,8 @@ size_t cc_statsevent_robots_count(const struct cc_statsevent_robots *r)
 }
 
 /* Does a pattern that starts with `pair` match at s (whose first two bytes are that pair)? */
-static bool sev_match_at(const struct cc_statsevent_robots *r, unsigned pair, const unsigned char *s)
+static bool sev_match_at(const struct cc_statsevent_robots *r, unsigned pair,
+                         const unsigned char *s)
 {
     size_t lo = 0, hi = r->npats;
 

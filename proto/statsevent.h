@@ -12,8 +12,8 @@
  *      "ip_address": "192.0.2.7",
  *      "user_agent": "Mozilla/5.0 ..."}           (optional; robots are told by it)
  * Other members are ignored. Strings are UTF-8 (jansson checks), at most
- * CC_STATSEVENT_FIELD_MAX bytes each, without NUL characters; user_id may be a JSON integer (read as
- * its decimal text). A member that is null is absent; an optional member that is "" is absent
+ * CC_STATSEVENT_FIELD_MAX bytes each, without NUL characters; user_id may be a JSON integer (read
+ * as its decimal text). A member that is null is absent; an optional member that is "" is absent
  * too (an empty visitor field would lump visitors together); type and object_id must be
  * non-empty. The whole body is at most CC_STATSEVENT_BODY_MAX bytes.
  *
@@ -43,7 +43,8 @@
 #define CC_STATSEVENT_BODY_MAX  65536 /* longest accepted event body, bytes */
 
 /* One parsed event. String pointers point into the caller's `body`-derived storage held by
- * the struct itself (`store`), valid until cc_statsevent_clear() / the next cc_statsevent_parse(). */
+ * the struct itself (`store`), valid until cc_statsevent_clear() / the next cc_statsevent_parse().
+ */
 struct cc_statsevent {
     int64_t ts_us; /* timestamp, microseconds since the epoch, UTC */
     int32_t day;   /* days since 1970-01-01 (UTC date of ts_us); may be negative */
@@ -65,11 +66,13 @@ struct cc_statsevent {
  * "no visitor field (user_id, session_id or ip_address)", "field 'object_id' longer than
  * 1024 bytes"), or CC_ENOMEM if its store cannot grow. Never reads beyond len. `ev` must be
  * zero-initialised before first use; after a failure its string fields are NULL. */
-int cc_statsevent_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size);
+int cc_statsevent_parse(struct cc_statsevent *ev, const char *body, size_t len, char *why,
+                        size_t why_size);
 
 /* cc_statsevent_parse without its allocation-free fast path: jansson reads every body. Same results
  * (the fuzz target checks it); for tests and comparisons. */
-int cc_statsevent_parse_full(struct cc_statsevent *ev, const char *body, size_t len, char *why, size_t why_size);
+int cc_statsevent_parse_full(struct cc_statsevent *ev, const char *body, size_t len, char *why,
+                             size_t why_size);
 
 /* Free what cc_statsevent_parse allocated (ev may be reused after). */
 void cc_statsevent_clear(struct cc_statsevent *ev);
@@ -79,18 +82,20 @@ void cc_statsevent_clear(struct cc_statsevent *ev);
 size_t cc_statsevent_visitor_key(const struct cc_statsevent *ev, char *buf, size_t size);
 
 /* The anonymised visitor: HMAC(salt, "v\0" visitor_key), CC_STATSEVENT_ID_LEN bytes. */
-void cc_statsevent_visitor_hash(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN],
-                         uint8_t out[CC_STATSEVENT_ID_LEN]);
+void cc_statsevent_visitor_hash(const struct cc_statsevent *ev,
+                                const uint8_t salt[CC_STATSEVENT_SALT_LEN],
+                                uint8_t out[CC_STATSEVENT_ID_LEN]);
 
 /* The deterministic event id (explicit or derived, as above); window_s >= 1. */
-void cc_statsevent_event_id(const struct cc_statsevent *ev, const uint8_t salt[CC_STATSEVENT_SALT_LEN], int64_t window_s,
-                     uint8_t out[CC_STATSEVENT_ID_LEN]);
+void cc_statsevent_event_id(const struct cc_statsevent *ev,
+                            const uint8_t salt[CC_STATSEVENT_SALT_LEN], int64_t window_s,
+                            uint8_t out[CC_STATSEVENT_ID_LEN]);
 
 /* ---- Robots ------------------------------------------------------------------------------
  * A list of user-agent patterns, one per line; blank lines and lines starting with '#' are
  * ignored; matching is a case-insensitive (ASCII) substring test. The list celeryc ships is
- * deploy/stats/robots.txt, compiled into the binary (cc_statsevent_robots_builtin). An event with no
- * user_agent is not a robot. */
+ * deploy/stats/robots.txt, compiled into the binary (cc_statsevent_robots_builtin). An event with
+ * no user_agent is not a robot. */
 struct cc_statsevent_robots;
 
 /* Build a matcher from the text of a list (len bytes; leading and trailing blanks of a line
@@ -107,6 +112,7 @@ bool cc_statsevent_robots_match(const struct cc_statsevent_robots *r, const char
 void cc_statsevent_robots_free(struct cc_statsevent_robots *r);
 
 /* Hex of an id (2*CC_STATSEVENT_ID_LEN + 1 bytes). Returns out. */
-char *cc_statsevent_hex(const uint8_t id[CC_STATSEVENT_ID_LEN], char out[2 * CC_STATSEVENT_ID_LEN + 1]);
+char *cc_statsevent_hex(const uint8_t id[CC_STATSEVENT_ID_LEN],
+                        char out[2 * CC_STATSEVENT_ID_LEN + 1]);
 
 #endif

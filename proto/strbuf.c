@@ -326,7 +326,8 @@ void cc_strbuf_json_str(struct cc_strbuf *b, const char *s, size_t n)
     cc_strbuf_putc(b, '"');
 }
 
-void cc_strbuf_value(struct cc_strbuf *b, const json_t *v, const struct cc_strbuf_style *st, int as_tuple)
+void cc_strbuf_value(struct cc_strbuf *b, const json_t *v, const struct cc_strbuf_style *st,
+                     int as_tuple)
 {
     char tmp[40];
 

@@ -47,7 +47,7 @@ struct cc_strbuf_style {
 /* Walk `v` writing it in `st`'s spelling with Python's ", " / ": " separators; `as_tuple`
  * renders a top-level array as a tuple ("(1,)"). Stops early once `b` is truncated. */
 void cc_strbuf_value(struct cc_strbuf *b, const json_t *v, const struct cc_strbuf_style *st,
-                   int as_tuple);
+                     int as_tuple);
 
 /* json.dumps(v) with separators (", ", ": ") and ensure_ascii=True, keys in insertion order. */
 void cc_strbuf_json(struct cc_strbuf *b, const json_t *v);
@@ -62,13 +62,13 @@ void cc_pyrepr_put(struct cc_strbuf *b, const json_t *v, int as_tuple);
  * one value, or NULL): the args' str, with the __str__ of the classes Celery users meet
  * (KeyError, OSError and its subclasses, billiard's time limits). */
 void cc_pyrepr_put_exc_str(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
-                       const json_t *exc_args);
+                           const json_t *exc_args);
 /* The last line of Python's traceback for that exception, without the newline
  * (traceback.format_exception_only): "ValueError: boom", "app.CustomError: ('x', 42)",
  * "billiard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded()", "celery.exceptions.Ignore".
  */
 void cc_pyrepr_put_exc_line(struct cc_strbuf *b, const char *exc_module, const char *exc_type,
-                        const json_t *exc_args);
+                            const json_t *exc_args);
 
 /* Length of the valid UTF-8 prefix of s[0..n): n when it is all valid (no overlongs, no
  * surrogates, nothing above U+10FFFF). */

@@ -715,7 +715,7 @@ static int stats_take(struct stats_run *r, const amqp_envelope_t *env, struct cc
     if (env->message.body.len > CC_STATSEVENT_BODY_MAX) {
         snprintf(why, sizeof why, "event larger than %d bytes", CC_STATSEVENT_BODY_MAX);
     } else if ((rc = cc_statsevent_parse(ev, env->message.body.bytes, env->message.body.len, why,
-                                  sizeof why)) == CC_OK) {
+                                         sizeof why)) == CC_OK) {
         if (r->oldest_age_s < 0)
             r->oldest_age_s = (double)(r->now_us - ev->ts_us) / 1e6;
         if (strcmp(ev->type, r->type) != 0)

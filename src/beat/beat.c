@@ -549,8 +549,9 @@ static int store_ensure(struct beat *bt)
          * beat frozen mid-transaction): well before the lease it holds expires. Kept for
          * every reconnect. */
         if (rc == CC_OK)
-            rc = cc_jobstore_set_timeouts(bt->st, (int)(bt->ttl_ms / 10 > 20 ? bt->ttl_ms / 10 : 20),
-                                       (int)(bt->ttl_ms / 4 > 100 ? bt->ttl_ms / 4 : 100), &err);
+            rc =
+                cc_jobstore_set_timeouts(bt->st, (int)(bt->ttl_ms / 10 > 20 ? bt->ttl_ms / 10 : 20),
+                                         (int)(bt->ttl_ms / 4 > 100 ? bt->ttl_ms / 4 : 100), &err);
     } else {
         rc = cc_jobstore_reconnect(bt->st, &err);
     }
@@ -639,7 +640,7 @@ static void lease_tick(struct beat *bt)
     }
     undo_pending(bt);
     if (cc_jobstore_lease(bt->st, BEAT_LEASE_NAME, bt->holder, (int)bt->ttl_ms, &epoch, &leader,
-                       &err) != CC_OK) {
+                          &err) != CC_OK) {
         if (err.code == CC_ETIMEDOUT) /* a frozen leader's fenced write: gone within ttl/4 */
             cc_warn("beat: %s", err.msg);
         else
@@ -1372,7 +1373,7 @@ static int dispatch_file(struct beat *bt, struct beat_entry *e)
         cc_uuid4(e->claimed_task_id);
         if (store_mode(bt)) {
             rc = cc_jobstore_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
-                                      e->claimed_task_id, &err);
+                                         e->claimed_task_id, &err);
             if (rc == CC_EAGAIN && is_lease_lost(&err)) {
                 step_down(bt, err.msg);
                 return DISPATCH_STOP;
@@ -1494,7 +1495,7 @@ static int dispatch_job(struct beat *bt, struct beat_entry *e)
     }
     /* Record the slot (entry state for the next leader); "exists" is fine. */
     if (cc_jobstore_entry_claim(bt->st, e->name, e->slot_us, bt->epoch, BEAT_LEASE_NAME,
-                             slot_task_id[0] ? slot_task_id : NULL, &err) != CC_OK) {
+                                slot_task_id[0] ? slot_task_id : NULL, &err) != CC_OK) {
         if (is_lease_lost(&err)) {
             step_down(bt, err.msg);
             json_decref(run);
@@ -1712,7 +1713,8 @@ static int beat_run(struct beat *bt)
         return 1;
     }
     if (!store_mode(bt)) {
-        if (cc_beat_sched_state_load(bt->cfg->beat_state_file, state_file_entry, bt, &err) != CC_OK) {
+        if (cc_beat_sched_state_load(bt->cfg->beat_state_file, state_file_entry, bt, &err) !=
+            CC_OK) {
             cc_crit("beat: %s", err.msg);
             return BEAT_EX_CONFIG;
         }

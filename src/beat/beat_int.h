@@ -24,8 +24,9 @@ enum beat_missed {
 };
 
 /* Memory: the beat holds one per entry (100,000 schedule-file entries in < 60 MiB): what many
- * entries share is interned (cc_beat_sched_intern: task, queue, exchange, routing key, zone name, and a
- * file entry's args/kwargs as compact JSON text, parsed at each send by cc_beat_sched_entry_args). */
+ * entries share is interned (cc_beat_sched_intern: task, queue, exchange, routing key, zone name,
+ * and a file entry's args/kwargs as compact JSON text, parsed at each send by
+ * cc_beat_sched_entry_args). */
 struct beat_entry {
     char *name;              /* "NAME" (file) or "job:<uuid>" (job store); the key everywhere */
     bool is_job;             /* from the job store */
@@ -73,32 +74,34 @@ void cc_beat_sched_caches_free(void);
 /* Fill `e` from a schedule-file entry (name, JSON object) or a job row. default_tz: the beat's
  * `timezone` option. Errors name the entry: "entry 'x': schedule: ...". */
 int cc_beat_sched_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
-                         const char *default_tz, struct cc_err *err) CC_MUST_USE;
-int cc_beat_sched_entry_from_job(struct beat_entry *e, const json_t *job, struct cc_err *err) CC_MUST_USE;
+                                  const char *default_tz, struct cc_err *err) CC_MUST_USE;
+int cc_beat_sched_entry_from_job(struct beat_entry *e, const json_t *job,
+                                 struct cc_err *err) CC_MUST_USE;
 void cc_beat_sched_entry_deinit(struct beat_entry *e);
 /* The entry's args and kwargs as new references (file entries: parsed from their text). */
-int cc_beat_sched_entry_args(const struct beat_entry *e, json_t **args, json_t **kwargs) CC_MUST_USE;
+int cc_beat_sched_entry_args(const struct beat_entry *e, json_t **args,
+                             json_t **kwargs) CC_MUST_USE;
 void cc_beat_sched_entry_free(struct beat_entry *e);
 
 /* Read a schedule file: {"entries": {NAME: {...}}}. *out: array of owned entries. */
-int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
-                   struct cc_err *err) CC_MUST_USE;
+int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out,
+                            size_t *n, struct cc_err *err) CC_MUST_USE;
 
 /* The first slot strictly after instant t_us. */
 int cc_beat_sched_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
-                    struct cc_err *err) CC_MUST_USE;
+                             struct cc_err *err) CC_MUST_USE;
 
 /* (Re)compute the entry's next slot at `now_us` from last_us, applying the missed-run policy
  * to slots that came due while no beat dispatched them (at start, takeover, reload). Sets
  * slot_us, wake_us, is_catchup; may advance last_us over skipped slots. *n_missed: how many
  * slots were missed (0: none). Logs the decision at info level. */
 int cc_beat_sched_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
-                    struct cc_err *err) CC_MUST_USE;
+                             struct cc_err *err) CC_MUST_USE;
 
 /* The entry's slot_us was dispatched (`is_sent`) or given up (skipped, or sent by another
  * beat): last_us = slot_us (total_run_count + 1 when sent), and slot_us = wake_us = the next
- * slot after it (cc_beat_sched_next_after). On an error (a crontab that can never fire again) slot_us
- * is left as it was and the caller disables the entry. */
+ * slot after it (cc_beat_sched_next_after). On an error (a crontab that can never fire again)
+ * slot_us is left as it was and the caller disables the entry. */
 int cc_beat_sched_entry_step(struct beat_entry *e, bool is_sent, struct cc_err *err) CC_MUST_USE;
 
 /* When the loop finds the entry due (slot_us <= now): move slot_us forward to the latest slot
@@ -130,7 +133,8 @@ struct beat_index {
     size_t nb, n;
 };
 struct beat_entry *cc_beat_sched_index_get(const struct beat_index *ix, const char *name);
-void cc_beat_sched_index_put(struct beat_index *ix, struct beat_entry *e); /* name not yet present */
+void cc_beat_sched_index_put(struct beat_index *ix,
+                             struct beat_entry *e); /* name not yet present */
 void cc_beat_sched_index_del(struct beat_index *ix, struct beat_entry *e);
 void cc_beat_sched_index_deinit(struct beat_index *ix);
 
@@ -145,11 +149,12 @@ void cc_beat_sched_index_deinit(struct beat_index *ix);
  * the journal is emptied; replaying a journal over a newer snapshot is harmless (the latest
  * slot wins). */
 typedef void (*beat_state_fn)(const char *name, int64_t last_us, int64_t total, void *arg);
-int cc_beat_sched_state_load(const char *path, beat_state_fn fn, void *arg, struct cc_err *err) CC_MUST_USE;
+int cc_beat_sched_state_load(const char *path, beat_state_fn fn, void *arg,
+                             struct cc_err *err) CC_MUST_USE;
 int cc_beat_sched_state_append(const char *path, struct beat_entry *const *entries, size_t n,
-                      struct cc_err *err) CC_MUST_USE;
+                               struct cc_err *err) CC_MUST_USE;
 int cc_beat_sched_state_save(const char *path, struct beat_entry *const *entries, size_t n,
-                    struct cc_err *err) CC_MUST_USE;
+                             struct cc_err *err) CC_MUST_USE;
 
 /* The same writes off the dispatch loop: a thread that appends journal lines and writes
  * snapshots in the order they were queued (so a snapshot empties the journal only of the lines
@@ -160,12 +165,12 @@ int cc_beat_sched_state_save(const char *path, struct beat_entry *const *entries
  * slots are sent again after the restart). */
 struct beat_state_writer;
 int cc_beat_sched_state_writer_start(struct beat_state_writer **w, const char *path,
-                            struct cc_err *err) CC_MUST_USE;
-void cc_beat_sched_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
-                              size_t n);
+                                     struct cc_err *err) CC_MUST_USE;
+void cc_beat_sched_state_writer_append(struct beat_state_writer *w,
+                                       struct beat_entry *const *entries, size_t n);
 /* false: a snapshot is still queued (nothing done). */
-bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
-                                size_t n);
+bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w,
+                                         struct beat_entry *const *entries, size_t n);
 /* Whether an append failed since the last call (the caller then asks for a snapshot). */
 bool cc_beat_sched_state_writer_take_failed(struct beat_state_writer *w);
 /* Finish every queued write, then stop the thread and free `w` (NULL: nothing). */

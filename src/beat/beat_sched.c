@@ -360,7 +360,7 @@ static int entry_fill(struct beat_entry *e, const char *what, const json_t *spec
 }
 
 int cc_beat_sched_entry_from_file(struct beat_entry *e, const char *name, const json_t *spec,
-                         const char *default_tz, struct cc_err *err)
+                                  const char *default_tz, struct cc_err *err)
 {
     char what[200];
     const char *tz;
@@ -704,8 +704,8 @@ static int file_entry(const char *name, json_t *spec, void *arg, struct cc_err *
     return CC_OK;
 }
 
-int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out, size_t *n,
-                   struct cc_err *err)
+int cc_beat_sched_file_load(const char *path, const char *default_tz, struct beat_entry ***out,
+                            size_t *n, struct cc_err *err)
 {
     struct file_load fl = {.path = path, .default_tz = default_tz};
     struct cc_err sub = {0};
@@ -749,7 +749,8 @@ static int64_t floordiv64(int64_t a, int64_t b)
 /* The local date (days since the epoch) of instant t_us in zone tz. */
 static int64_t local_day(const struct cc_tz *tz, int64_t t_us)
 {
-    return floordiv64(t_us + cc_schedule_tz_offset(tz, floordiv64(t_us, 1000000)) * 1000000LL, DAY_US);
+    return floordiv64(t_us + cc_schedule_tz_offset(tz, floordiv64(t_us, 1000000)) * 1000000LL,
+                      DAY_US);
 }
 
 /* The first instant after at_us at which Celery's remaining_estimate(last) may change: the
@@ -786,7 +787,8 @@ static int64_t next_break(const struct cc_tz *tz, int64_t last_us, int64_t at_us
     return b;
 }
 
-int cc_beat_sched_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us, struct cc_err *err)
+int cc_beat_sched_next_after(const struct beat_entry *e, int64_t t_us, int64_t *out_us,
+                             struct cc_err *err)
 {
     int64_t at = t_us;
 
@@ -854,7 +856,8 @@ static void fmt_us(int64_t us, char *buf, size_t size)
     cc_isotime_format(us, 1, buf, size);
 }
 
-int cc_beat_sched_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed, struct cc_err *err)
+int cc_beat_sched_entry_plan(struct beat_entry *e, int64_t now_us, int64_t *n_missed,
+                             struct cc_err *err)
 {
     int64_t first, last_due, count = 0;
     int rc;
@@ -1217,7 +1220,7 @@ out:
 }
 
 int cc_beat_sched_state_append(const char *path, struct beat_entry *const *entries, size_t n,
-                      struct cc_err *err)
+                               struct cc_err *err)
 {
     struct cc_strbuf b;
     int rc;
@@ -1325,7 +1328,7 @@ static struct state_row *state_rows(struct beat_entry *const *entries, size_t n,
 }
 
 int cc_beat_sched_state_save(const char *path, struct beat_entry *const *entries, size_t n,
-                    struct cc_err *err)
+                             struct cc_err *err)
 {
     size_t k;
     struct state_row *rows = state_rows(entries, n, &k);
@@ -1436,7 +1439,8 @@ static void *sw_main(void *arg)
     return NULL;
 }
 
-int cc_beat_sched_state_writer_start(struct beat_state_writer **out, const char *path, struct cc_err *err)
+int cc_beat_sched_state_writer_start(struct beat_state_writer **out, const char *path,
+                                     struct cc_err *err)
 {
     struct beat_state_writer *w = cc_xcalloc(1, sizeof(*w));
     int e;
@@ -1468,8 +1472,8 @@ static void sw_queue(struct beat_state_writer *w, struct sw_job *j)
     pthread_mutex_unlock(&w->mu);
 }
 
-void cc_beat_sched_state_writer_append(struct beat_state_writer *w, struct beat_entry *const *entries,
-                              size_t n)
+void cc_beat_sched_state_writer_append(struct beat_state_writer *w,
+                                       struct beat_entry *const *entries, size_t n)
 {
     struct sw_job *j;
     struct cc_strbuf b;
@@ -1491,8 +1495,8 @@ void cc_beat_sched_state_writer_append(struct beat_state_writer *w, struct beat_
     sw_queue(w, j);
 }
 
-bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w, struct beat_entry *const *entries,
-                                size_t n)
+bool cc_beat_sched_state_writer_snapshot(struct beat_state_writer *w,
+                                         struct beat_entry *const *entries, size_t n)
 {
     struct sw_job *j;
 

@@ -107,7 +107,8 @@ static void cli_usage(FILE *out, const char *cmd)
     struct cc_strbuf list = {0};
 
     if (strcmp(cmd, "inspect") == 0 || strcmp(cmd, "control") == 0) {
-        cc_ctlclient_list(&list, strcmp(cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
+        cc_ctlclient_list(&list, strcmp(cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT
+                                                             : CC_CTLCLIENT_CONTROL);
         fprintf(out,
                 "Usage: celeryc %s [OPTIONS] COMMAND [ARGS]...\n\n"
                 "%s\n\nCommands:\n%s\n",
@@ -585,7 +586,8 @@ static int cli_broadcast(const struct cli_opts *o, const char *method, const jso
         cc_broker_close(&b);
         return CLI_EX_SOFTWARE;
     }
-    req = cc_ctlclient_request(method, arguments, o->dest, o->n_dest, ticket, CLI_REPLY_EXCHANGE, oid);
+    req = cc_ctlclient_request(method, arguments, o->dest, o->n_dest, ticket, CLI_REPLY_EXCHANGE,
+                               oid);
     headers =
         json_pack("{s:i,s:f}", "clock", 1, "expires", (double)cc_now_us() / 1e6 + o->timeout_s);
     rc = cli_publish_json(&b, CLI_PIDBOX_EXCHANGE, "", req, headers, 2);
@@ -656,7 +658,8 @@ static void cli_print_json(const json_t *v)
 static int cli_remote(const struct cli_opts *o)
 {
     int is_status = strcmp(o->cmd, "status") == 0;
-    enum cc_ctlclient_kind want = strcmp(o->cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL;
+    enum cc_ctlclient_kind want =
+        strcmp(o->cmd, "inspect") == 0 ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL;
     const char *method = is_status ? "ping" : (o->n_pos ? o->pos[0] : NULL);
     json_t *arguments = NULL, *replies = NULL;
     struct cc_err err = {0};
@@ -673,8 +676,8 @@ static int cli_remote(const struct cli_opts *o)
                     o->cmd, method, o->cmd, o->cmd);
             return CLI_EX_USAGE;
         }
-        if (cc_ctlclient_arguments(method, o->n_pos - 1, (const char *const *)(o->pos + 1), &arguments,
-                              &err) != CC_OK)
+        if (cc_ctlclient_arguments(method, o->n_pos - 1, (const char *const *)(o->pos + 1),
+                                   &arguments, &err) != CC_OK)
             return cli_usage_error(o->cmd, err.msg, NULL);
     } else if (o->n_pos) {
         return cli_usage_error(o->cmd, "unexpected argument: ", o->pos[0]);

@@ -374,8 +374,8 @@ static int pg_store(struct cc_backend *b, const char *task_id, const char *meta_
     }
     if (pb->conn == NULL && (rc = pg_connect(pb, err)) != CC_OK)
         goto out;
-    res = PQexecPrepared(pb->conn, is_ext ? "cc_jobstore_ext" : "cc_jobstore", is_ext ? 11 : 5, vals,
-                         lens, fmts, 0);
+    res = PQexecPrepared(pb->conn, is_ext ? "cc_jobstore_ext" : "cc_jobstore", is_ext ? 11 : 5,
+                         vals, lens, fmts, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 

@@ -872,7 +872,8 @@ static void cfg_env_name(const struct cfg_opt *o, char *out, size_t outsz)
         out[i] = (char)toupper((unsigned char)out[i]);
 }
 
-static int cfg_load_env(struct cc_config *cfg, enum cc_config_cmd cmd, char **env, struct cc_err *err)
+static int cfg_load_env(struct cc_config *cfg, enum cc_config_cmd cmd, char **env,
+                        struct cc_err *err)
 {
     for (size_t i = 0; i < CFG_N_OPTIONS; i++) {
         const struct cfg_opt *o = &cfg_options[i];
@@ -1094,7 +1095,7 @@ static int cfg_finish(struct cc_config *cfg, char **env, struct cc_err *err)
 }
 
 int cc_config_load(struct cc_config *cfg, enum cc_config_cmd cmd, int argc, char **argv, char **env,
-                struct cc_err *err)
+                   struct cc_err *err)
 {
     struct cfg_arg *args = NULL;
     size_t n_args = 0;

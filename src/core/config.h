@@ -141,7 +141,7 @@ enum cc_config_cmd {
  * exits 0. `env` is the environment to read (NULL-terminated "K=V" strings), usually
  * `environ`; tests pass their own. */
 int cc_config_load(struct cc_config *cfg, enum cc_config_cmd cmd, int argc, char **argv, char **env,
-                struct cc_err *err) CC_MUST_USE;
+                   struct cc_err *err) CC_MUST_USE;
 
 void cc_config_deinit(struct cc_config *cfg);
 

@@ -1,4 +1,5 @@
-/* Zone files: read /usr/share/zoneinfo/<name>, parse with cc_schedule_tz_parse (proto/schedule.c). */
+/* Zone files: read /usr/share/zoneinfo/<name>, parse with cc_schedule_tz_parse (proto/schedule.c).
+ */
 #include "tzload.h"
 
 #include <errno.h>

@@ -9,6 +9,7 @@
  * zoneinfo root, NULL for /usr/share/zoneinfo. Names with "..", a leading '/', or characters
  * outside [A-Za-z0-9/_+-] are refused. Returns CC_OK, CC_EINVAL (unknown or malformed zone:
  * err says which) or CC_ENOMEM. */
-int cc_tzload_zone(const char *name, const char *dir, struct cc_tz *tz, struct cc_err *err) CC_MUST_USE;
+int cc_tzload_zone(const char *name, const char *dir, struct cc_tz *tz,
+                   struct cc_err *err) CC_MUST_USE;
 
 #endif

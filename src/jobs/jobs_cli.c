@@ -1254,8 +1254,8 @@ static int db_debug(struct jcli *c, struct cc_jobstore *s)
     } else if (strcmp(op, "finish") == 0) { /* TASK_ID STATUS [MESSAGE [PROCESSED ERRORED]] */
         NEED(2);
         rc = cc_jobstore_run_finish(s, a[0], a[1][0], na > 2 ? a[2] : NULL,
-                                 na > 3 ? strtoll(a[3], NULL, 10) : -1,
-                                 na > 4 ? strtoll(a[4], NULL, 10) : -1, NULL, &err);
+                                    na > 3 ? strtoll(a[3], NULL, 10) : -1,
+                                    na > 4 ? strtoll(a[4], NULL, 10) : -1, NULL, &err);
     } else if (strcmp(op, "heartbeat") == 0) { /* TASK_ID... */
         rc = cc_jobstore_runs_heartbeat(s, a, (size_t)(na > 0 ? na : 0), &err);
     } else if (strcmp(op, "logs-add") == 0) { /* TASK_ID... --count N: N lines per task id */
@@ -1459,7 +1459,8 @@ int cc_jobs_cli_db_main(int argc, char **argv)
             rc = jcli_fail(&c, r, &err);
             rc = rc == JCLI_REFUSED ? JCLI_SOFTWARE : rc;
         } else if (c.is_json) {
-            json_t *o = json_pack("{s:i,s:i}", "version", from, "latest", cc_jobstore_schema_latest());
+            json_t *o =
+                json_pack("{s:i,s:i}", "version", from, "latest", cc_jobstore_schema_latest());
             print_json(o);
             json_decref(o);
         } else {
@@ -1467,7 +1468,7 @@ int cc_jobs_cli_db_main(int argc, char **argv)
                    cc_jobstore_schema_latest(),
                    from < cc_jobstore_schema_latest()   ? ": run `celeryc db upgrade`"
                    : from > cc_jobstore_schema_latest() ? ": newer than this celeryc"
-                                                     : "");
+                                                        : "");
         }
     }
 out:

@@ -69,7 +69,8 @@ static void store_notice_ignore(void *arg, const char *message)
 /* libpq's message for a failed result (or the connection's) into err, whole: cc_err_set
  * folds libpq's hint lines onto the one line and marks what does not fit (issue #14: a
  * fixed 160-byte copy cut it at "accepting TCP/IP connecti"). */
-static int store_fail(struct cc_jobstore *s, const PGresult *res, const char *what, struct cc_err *err)
+static int store_fail(struct cc_jobstore *s, const PGresult *res, const char *what,
+                      struct cc_err *err)
 {
     const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -142,14 +143,15 @@ static int store_setup(struct cc_jobstore *s, struct cc_err *err)
 }
 
 int cc_jobstore_set_timeouts(struct cc_jobstore *s, int lock_timeout_ms, int idle_tx_timeout_ms,
-                          struct cc_err *err)
+                             struct cc_err *err)
 {
     s->lock_timeout_ms = lock_timeout_ms > 0 ? lock_timeout_ms : 0;
     s->idle_tx_ms = idle_tx_timeout_ms > 0 ? idle_tx_timeout_ms : 0;
     return store_setup(s, err);
 }
 
-int cc_jobstore_open(const char *url, int connect_timeout_s, struct cc_jobstore **out, struct cc_err *err)
+int cc_jobstore_open(const char *url, int connect_timeout_s, struct cc_jobstore **out,
+                     struct cc_err *err)
 {
     struct cc_jobstore *s;
     int rc;
@@ -445,7 +447,8 @@ int cc_jobstore_upgrade(struct cc_jobstore *s, int *from, int *to, struct cc_err
     return cc_jobstore_upgrade_to(s, cc_jobstore_schema_latest(), from, to, err);
 }
 
-int cc_jobstore_upgrade_to(struct cc_jobstore *s, int target, int *from, int *to, struct cc_err *err)
+int cc_jobstore_upgrade_to(struct cc_jobstore *s, int target, int *from, int *to,
+                           struct cc_err *err)
 {
     int v = 0, latest = cc_jobstore_schema_latest(), rc;
 
@@ -782,7 +785,7 @@ int cc_jobstore_job_validate(const json_t *fields, bool is_create, struct cc_err
 /* ---- Runs: what a user may give ---------------------------------------------------------- */
 
 int cc_jobstore_run_args_validate(const json_t *args, const json_t *kwargs, const char *queue,
-                               struct cc_err *err)
+                                  struct cc_err *err)
 {
     if (args != NULL && !json_is_array(args))
         return cc_err_set(err, CC_EINVAL, "--args must be a JSON array (got %s)",
@@ -848,7 +851,8 @@ static void sql_append(char **sql, size_t *len, size_t *cap, const char *fmt, ..
     *len += (size_t)n;
 }
 
-int cc_jobstore_job_create(struct cc_jobstore *s, const json_t *fields, json_t **out, struct cc_err *err)
+int cc_jobstore_job_create(struct cc_jobstore *s, const json_t *fields, json_t **out,
+                           struct cc_err *err)
 {
     char id[37], *vals[CC_ARRAY_LEN(job_cols)];
     size_t cap = 512, len = 0, n = 0;
@@ -893,8 +897,8 @@ int cc_jobstore_job_create(struct cc_jobstore *s, const json_t *fields, json_t *
     return rc;
 }
 
-int cc_jobstore_job_update(struct cc_jobstore *s, const char *id, const json_t *fields, json_t **out,
-                        struct cc_err *err)
+int cc_jobstore_job_update(struct cc_jobstore *s, const char *id, const json_t *fields,
+                           json_t **out, struct cc_err *err)
 {
     char *vals[CC_ARRAY_LEN(job_cols) + 1];
     size_t cap = 512, len = 0, n = 1;
@@ -1066,8 +1070,8 @@ const char *cc_jobstore_status_name(char status)
     }
 }
 
-int cc_jobstore_kwargs_since(struct cc_jobstore *s, const json_t *job, const json_t *kwargs, json_t **out,
-                          struct cc_err *err)
+int cc_jobstore_kwargs_since(struct cc_jobstore *s, const json_t *job, const json_t *kwargs,
+                             json_t **out, struct cc_err *err)
 {
     const char *sk = json_string_value(json_object_get(job, "since_kwarg"));
     const char *job_id = json_string_value(json_object_get(job, "id"));
@@ -1111,7 +1115,7 @@ static int run_rerun_source(struct cc_jobstore *s, const char *id, json_t **out,
 }
 
 int cc_jobstore_run_create(struct cc_jobstore *s, const struct cc_run_new *rn, json_t **out,
-                        json_t **cancelled, struct cc_err *err)
+                           json_t **cancelled, struct cc_err *err)
 {
     char run_id[37], task_id[37], sched[24], notb[24], ep[24], att[16];
     const char *job_id = rn->job_id, *queue = rn->queue;
@@ -1308,8 +1312,8 @@ int cc_jobstore_run_mark_sent(struct cc_jobstore *s, const char *id, struct cc_e
     return rc;
 }
 
-int cc_jobstore_run_send_claim(struct cc_jobstore *s, const char *id, int64_t epoch, const char *lease,
-                            struct cc_err *err)
+int cc_jobstore_run_send_claim(struct cc_jobstore *s, const char *id, int64_t epoch,
+                               const char *lease, struct cc_err *err)
 {
     char ep[24];
     const char *vals[3] = {id, ep, lease};
@@ -1350,7 +1354,7 @@ int cc_jobstore_run_send_claim(struct cc_jobstore *s, const char *id, int64_t ep
 }
 
 int cc_jobstore_run_send_undo(struct cc_jobstore *s, const char *id, int64_t epoch, bool is_notify,
-                           struct cc_err *err)
+                              struct cc_err *err)
 {
     char ep[24];
     const char *vals[3] = {id, ep, is_notify ? "t" : "f"};
@@ -1369,7 +1373,7 @@ int cc_jobstore_run_send_undo(struct cc_jobstore *s, const char *id, int64_t epo
 }
 
 int cc_jobstore_runs_unsent(struct cc_jobstore *s, int older_than_s, int limit, json_t **out,
-                         struct cc_err *err)
+                            struct cc_err *err)
 {
     char age[16], lim[16];
     const char *vals[2] = {age, lim};
@@ -1386,7 +1390,8 @@ int cc_jobstore_runs_unsent(struct cc_jobstore *s, int older_than_s, int limit, 
     return rc;
 }
 
-int cc_jobstore_run_fail(struct cc_jobstore *s, const char *id, const char *message, struct cc_err *err)
+int cc_jobstore_run_fail(struct cc_jobstore *s, const char *id, const char *message,
+                         struct cc_err *err)
 {
     const char *vals[2] = {id, message};
     int rows, rc = check_uuid(id, "run", err);
@@ -1402,7 +1407,7 @@ int cc_jobstore_run_fail(struct cc_jobstore *s, const char *id, const char *mess
 }
 
 int cc_jobstore_run_start(struct cc_jobstore *s, const char *task_id, const char *hostname,
-                       struct cc_err *err)
+                          struct cc_err *err)
 {
     const char *vals[2] = {task_id, hostname};
     char st = '\0';
@@ -1440,9 +1445,9 @@ int cc_jobstore_run_start(struct cc_jobstore *s, const char *task_id, const char
     return rc;
 }
 
-int cc_jobstore_run_finish(struct cc_jobstore *s, const char *task_id, char status, const char *message,
-                        int64_t processed, int64_t errored, const json_t *summary,
-                        struct cc_err *err)
+int cc_jobstore_run_finish(struct cc_jobstore *s, const char *task_id, char status,
+                           const char *message, int64_t processed, int64_t errored,
+                           const json_t *summary, struct cc_err *err)
 {
     char st[2] = {status, '\0'}, pr[24], er[24];
     char *sum = summary != NULL ? json_dumps(summary, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -1476,7 +1481,7 @@ int cc_jobstore_run_finish(struct cc_jobstore *s, const char *task_id, char stat
 }
 
 int cc_jobstore_run_progress(struct cc_jobstore *s, const char *task_id, int64_t processed,
-                          int64_t errored, struct cc_err *err)
+                             int64_t errored, struct cc_err *err)
 {
     char pr[24], er[24];
     const char *vals[3] = {task_id, pr, er};
@@ -1495,7 +1500,7 @@ int cc_jobstore_run_progress(struct cc_jobstore *s, const char *task_id, int64_t
 }
 
 int cc_jobstore_runs_heartbeat(struct cc_jobstore *s, const char *const *task_ids, size_t n,
-                            struct cc_err *err)
+                               struct cc_err *err)
 {
     size_t len, cap;
     char *arr;
@@ -1518,7 +1523,7 @@ int cc_jobstore_runs_heartbeat(struct cc_jobstore *s, const char *const *task_id
 }
 
 int cc_jobstore_run_logs_add(struct cc_jobstore *s, const struct cc_run_log *lines, size_t n,
-                          struct cc_err *err)
+                             struct cc_err *err)
 {
     size_t len[4], cap[4];
     char *arr[4];
@@ -1554,8 +1559,8 @@ int cc_jobstore_run_logs_add(struct cc_jobstore *s, const struct cc_run_log *lin
     return rc;
 }
 
-int cc_jobstore_run_cancel(struct cc_jobstore *s, const char *id, char task_id[64], char *new_status,
-                        struct cc_err *err)
+int cc_jobstore_run_cancel(struct cc_jobstore *s, const char *id, char task_id[64],
+                           char *new_status, struct cc_err *err)
 {
     const char *vals[1] = {id};
     PGresult *res;
@@ -1598,7 +1603,7 @@ int cc_jobstore_run_get(struct cc_jobstore *s, const char *id, json_t **out, str
 }
 
 int cc_jobstore_runs_list(struct cc_jobstore *s, const char *job_id, int limit, json_t **out,
-                       struct cc_err *err)
+                          struct cc_err *err)
 {
     char lim[16];
     const char *vals[2] = {job_id, lim};
@@ -1622,7 +1627,7 @@ int cc_jobstore_runs_list(struct cc_jobstore *s, const char *job_id, int limit, 
 }
 
 int cc_jobstore_run_logs_get(struct cc_jobstore *s, const char *id, int64_t after_id, int limit,
-                          json_t **out, struct cc_err *err)
+                             json_t **out, struct cc_err *err)
 {
     char after[24], lim[16];
     const char *vals[3] = {id, after, lim};
@@ -1648,7 +1653,7 @@ int cc_jobstore_run_logs_get(struct cc_jobstore *s, const char *id, int64_t afte
 }
 
 int cc_jobstore_job_last_success(struct cc_jobstore *s, const char *job_id, int64_t *started_us,
-                              struct cc_err *err)
+                                 struct cc_err *err)
 {
     const char *vals[1] = {job_id};
     PGresult *res;
@@ -1699,7 +1704,7 @@ int cc_jobstore_reap(struct cc_jobstore *s, int timeout_s, int *n, struct cc_err
 }
 
 int cc_jobstore_runs_retry(struct cc_jobstore *s, int64_t epoch, const char *lease, json_t **out,
-                        struct cc_err *err)
+                           struct cc_err *err)
 {
     char ep[24];
     const char *vals[2] = {ep, lease};
@@ -1758,7 +1763,7 @@ int cc_jobstore_runs_retry(struct cc_jobstore *s, int64_t epoch, const char *lea
 /* ---- Lease and entries ------------------------------------------------------------------ */
 
 int cc_jobstore_lease(struct cc_jobstore *s, const char *name, const char *holder, int ttl_ms,
-                   int64_t *epoch, bool *is_leader, struct cc_err *err)
+                      int64_t *epoch, bool *is_leader, struct cc_err *err)
 {
     char ttl[16];
     const char *vals[3] = {name, holder, ttl};
@@ -1816,7 +1821,7 @@ int cc_jobstore_lease(struct cc_jobstore *s, const char *name, const char *holde
 }
 
 int cc_jobstore_lease_release(struct cc_jobstore *s, const char *name, const char *holder,
-                           struct cc_err *err)
+                              struct cc_err *err)
 {
     const char *vals[2] = {name, holder};
     int rows;
@@ -1827,8 +1832,9 @@ int cc_jobstore_lease_release(struct cc_jobstore *s, const char *name, const cha
                       2, vals, &rows, err);
 }
 
-int cc_jobstore_entry_claim(struct cc_jobstore *s, const char *entry, int64_t slot_us, int64_t epoch,
-                         const char *lease, const char *task_id, struct cc_err *err)
+int cc_jobstore_entry_claim(struct cc_jobstore *s, const char *entry, int64_t slot_us,
+                            int64_t epoch, const char *lease, const char *task_id,
+                            struct cc_err *err)
 {
     char slot[24], ep[24];
     const char *vals[5] = {entry, slot, task_id, ep, lease};
@@ -1890,8 +1896,8 @@ int cc_jobstore_listen(struct cc_jobstore *s, struct cc_err *err)
 }
 
 int cc_jobstore_notifications(struct cc_jobstore *s,
-                           void (*fn)(const char *channel, const char *payload, void *arg),
-                           void *arg, struct cc_err *err)
+                              void (*fn)(const char *channel, const char *payload, void *arg),
+                              void *arg, struct cc_err *err)
 {
     PGnotify *nt;
     int count = 0;

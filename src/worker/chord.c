@@ -718,8 +718,8 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
 }
 
 int cc_chord_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
-                       const struct cc_task_request *req, bool store, const json_t *exc,
-                       const char *traceback, cc_chain_part_fn part, void *ud)
+                             const struct cc_task_request *req, bool store, const json_t *exc,
+                             const char *traceback, cc_chain_part_fn part, void *ud)
 {
     const json_t *chain = req->embed != NULL ? json_object_get(req->embed, "chain") : NULL;
     const json_t *elem;

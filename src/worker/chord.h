@@ -126,8 +126,8 @@ int cc_chord_done(struct cc_backend *be, const char *group_id, struct cc_err *er
  * a store failed (logged; the other steps are still tried). */
 typedef void (*cc_chain_part_fn)(void *ud, const struct cc_task_request *step, const json_t *exc);
 int cc_chord_chain_fail_rest(struct cc_backend *be, const struct cc_config *cfg,
-                       const struct cc_task_request *req, bool store, const json_t *exc,
-                       const char *traceback, cc_chain_part_fn part, void *ud);
+                             const struct cc_task_request *req, bool store, const json_t *exc,
+                             const char *traceback, cc_chain_part_fn part, void *ud);
 
 /* Fail a chord body as Celery's chord_error_from_stack does: store FAILURE ChordError(text)
  * on body.options.task_id and apply the body's link_error signatures into `plan` (group with

@@ -196,7 +196,8 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
     r->track_started = consumer_tristate(e->track_started, c->cfg->track_started);
     r->received_us = cc_now_us();
     if (cc_log_enabled(CC_LOG_INFO))
-        cc_info("Task %s[%s] received", cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
+        cc_info("Task %s[%s] received", cc_log_str(cc_consumer_request_name(r)),
+                cc_log_str(r->msg.id));
     *out = r;
     rc = CC_OK;
 out:
@@ -205,7 +206,8 @@ out:
     return rc;
 }
 
-void cc_consumer_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out)
+void cc_consumer_request_view(const struct cc_request *r, const char *hostname,
+                              struct cc_task_request *out)
 {
     const struct cc_msg *m = &r->msg;
 

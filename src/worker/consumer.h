@@ -62,7 +62,8 @@ int cc_consumer_on_delivery(struct cc_consumer *c, const amqp_envelope_t *env,
 
 /* Borrowed view of `r` as the task API's request (hostname: this worker's nodename). Valid
  * while `r` lives. */
-void cc_consumer_request_view(const struct cc_request *r, const char *hostname, struct cc_task_request *out);
+void cc_consumer_request_view(const struct cc_request *r, const char *hostname,
+                              struct cc_task_request *out);
 
 /* Display name in logs: shadow if set, else the task name. */
 const char *cc_consumer_request_name(const struct cc_request *r);

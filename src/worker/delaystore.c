@@ -137,8 +137,8 @@ static int delay_put_headers(struct delay_buf *b, const amqp_table_t *t, struct 
 }
 
 int cc_delaystore_encode(amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                    const amqp_basic_properties_t *p, amqp_bytes_t body, char **out,
-                    size_t *out_len, struct cc_err *err)
+                         const amqp_basic_properties_t *p, amqp_bytes_t body, char **out,
+                         size_t *out_len, struct cc_err *err)
 {
     struct delay_buf b = {0};
     amqp_flags_t fl = p->_flags;
@@ -249,7 +249,8 @@ static char *delay_cstr(amqp_bytes_t s)
     return c;
 }
 
-int cc_delaystore_decode(const char *rec, size_t len, struct cc_delaystore_rec *out, struct cc_err *err)
+int cc_delaystore_decode(const char *rec, size_t len, struct cc_delaystore_rec *out,
+                         struct cc_err *err)
 {
     struct delay_rd r = {(const uint8_t *)rec, len, 0, false};
     amqp_basic_properties_t *p = &out->props;
@@ -324,7 +325,8 @@ void cc_delaystore_rec_deinit(struct cc_delaystore_rec *r)
 
 /* ---- The store ----------------------------------------------------------------------- */
 
-void cc_delaystore_init(struct cc_delaystore *d, const struct cc_config *cfg, struct cc_redeliver_kv *kv)
+void cc_delaystore_init(struct cc_delaystore *d, const struct cc_config *cfg,
+                        struct cc_redeliver_kv *kv)
 {
     const char *key =
         cfg->delay_store_key && cfg->delay_store_key[0] ? cfg->delay_store_key : "celeryc-delayed";
@@ -405,7 +407,7 @@ int cc_delaystore_offer(struct cc_delaystore *d, const amqp_envelope_t *env, str
     char *rec = NULL;
     size_t len = 0;
     int rc = cc_delaystore_encode(env->exchange, env->routing_key, &env->message.properties,
-                             env->message.body, &rec, &len, &err);
+                                  env->message.body, &rec, &len, &err);
 
     if (rc != CC_OK) {
         cc_warn("Task %s[%s]: cannot encode it for the delay store (%s); holding it",
@@ -454,8 +456,9 @@ int cc_delaystore_retry(struct cc_delaystore *d, struct cc_request *r, int64_t n
     }
     rc = delay_zadd(d, r->delay_rec, r->delay_rec_len, r->msg.eta_us, &err);
     if (rc == CC_OK)
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_consumer_request_name(r)),
-                cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
+        cc_info("Task %s[%s] due at %s moved to the delay store",
+                cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+                r->msg.eta ? r->msg.eta : "?");
     return rc;
 }
 

@@ -38,7 +38,8 @@ struct cc_delaystore {
 /* Resolve worker_eta_horizon (-1: CC_DELAYSTORE_DEFAULT_HORIZON_S when `kv` is not NULL, else 0)
  * and warn when a horizon was set explicitly but no Redis is configured. `kv` is borrowed
  * (cc_redeliver_state_kv). Never fails. */
-void cc_delaystore_init(struct cc_delaystore *d, const struct cc_config *cfg, struct cc_redeliver_kv *kv);
+void cc_delaystore_init(struct cc_delaystore *d, const struct cc_config *cfg,
+                        struct cc_redeliver_kv *kv);
 void cc_delaystore_deinit(struct cc_delaystore *d);
 
 /* Whether a message due at eta_us belongs in the store (enabled, eta_us - now_us > horizon). */
@@ -65,7 +66,8 @@ int cc_delaystore_retry(struct cc_delaystore *d, struct cc_request *r, int64_t n
  * them to their exchange/routing key, sync with the broker, then delete the claims.
  * Returns CC_OK (Redis trouble is logged and retried later) or a broker error (fatal for
  * the caller; the claims stay leased and are republished after CC_DELAYSTORE_LEASE_MS). */
-int cc_delaystore_tick(struct cc_delaystore *d, struct cc_broker *b, struct cc_err *err) CC_MUST_USE;
+int cc_delaystore_tick(struct cc_delaystore *d, struct cc_broker *b,
+                       struct cc_err *err) CC_MUST_USE;
 
 /* Milliseconds until cc_delaystore_tick wants to run (for the poll timeout), or `cap`. */
 int64_t cc_delaystore_due_in_ms(const struct cc_delaystore *d, int64_t cap);
@@ -92,13 +94,13 @@ struct cc_delaystore_rec {
 
 /* Encode. Returns CC_OK and *out (malloc'd, *out_len bytes), CC_ENOMEM or CC_ETOOBIG. */
 int cc_delaystore_encode(amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                    const amqp_basic_properties_t *props, amqp_bytes_t body, char **out,
-                    size_t *out_len, struct cc_err *err) CC_MUST_USE;
+                         const amqp_basic_properties_t *props, amqp_bytes_t body, char **out,
+                         size_t *out_len, struct cc_err *err) CC_MUST_USE;
 
 /* Decode `rec` (borrowed: must outlive `out`). Returns CC_OK, CC_EBADMSG or CC_ENOMEM; call
  * cc_delaystore_rec_deinit either way. */
 int cc_delaystore_decode(const char *rec, size_t len, struct cc_delaystore_rec *out,
-                    struct cc_err *err) CC_MUST_USE;
+                         struct cc_err *err) CC_MUST_USE;
 void cc_delaystore_rec_deinit(struct cc_delaystore_rec *r);
 
 #endif

@@ -612,7 +612,8 @@ void cc_events_task_failed_exc(struct cc_events *ev, const struct cc_request *r,
     if (!ev->is_task_on)
         return;
     repr = cc_pyrepr_exc(exc_type, exc_args);
-    tb = cc_taskrun_traceback(cc_consumer_request_name(r), NULL, 0, NULL, exc_module, exc_type, exc_args);
+    tb = cc_taskrun_traceback(cc_consumer_request_name(r), NULL, 0, NULL, exc_module, exc_type,
+                              exc_args);
     h = events_head(ev);
     json = cc_event_task_failed(&h, "task-failed", r->msg.id, repr != NULL ? repr : "Exception()",
                                 tb, &len);

@@ -143,8 +143,8 @@ static int jobrun_do(struct cc_jobstore *s, enum jobrun_op op, const struct jobr
     case OP_START:
         return cc_jobstore_run_start(s, a->task_id, a->hostname, err);
     case OP_FINISH:
-        return cc_jobstore_run_finish(s, a->task_id, a->status, a->message, a->processed, a->errored,
-                                   a->summary, err);
+        return cc_jobstore_run_finish(s, a->task_id, a->status, a->message, a->processed,
+                                      a->errored, a->summary, err);
     case OP_LOGS:
         return cc_jobstore_run_logs_add(s, a->lines, a->n, err);
     case OP_HEARTBEAT:

@@ -673,7 +673,7 @@ static void pool_on_failure(struct pool_child_state *cs, const struct cc_task_re
         struct pool_chain_part pp = {.cs = cs, .rep = rep};
 
         if (cc_chord_chain_fail_rest(cs->be, cfg, req, store_errors, out->exc, out->traceback,
-                               pool_chain_part, &pp) != CC_OK)
+                                     pool_chain_part, &pp) != CC_OK)
             rep->store_failed = 1;
     }
     if (pool_json_nonempty(req->embed, "errbacks"))
@@ -1564,8 +1564,8 @@ static void pool_hard_timeout(struct cc_pool *p, int slot)
     char lim[40];
 
     pool_limit_repr(k->hard_s, k->is_hard_int, lim, sizeof(lim));
-    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim, cc_log_str(cc_consumer_request_name(k->req)),
-             cc_log_str(k->req->msg.id));
+    cc_error("Hard time limit (%ss) exceeded for %s[%s]", lim,
+             cc_log_str(cc_consumer_request_name(k->req)), cc_log_str(k->req->msg.id));
     if (k->pid > 0)
         kill(k->pid, SIGKILL);
     /* Never give this process another job; cc_pool_reap replaces it. */
@@ -1651,8 +1651,8 @@ void cc_pool_store_time_limit(struct cc_pool *p, const struct cc_request *r,
     /* Celery's on_timeout stores no traceback (mark_as_failure outside an except block). */
     if (cc_backend_store_state(p->o.backend, cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE", exc,
                                NULL, NULL, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_consumer_request_name(r)),
-                 cc_log_str(r->msg.id), err.msg);
+        cc_error("Task %s[%s]: could not store FAILURE: %s",
+                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), err.msg);
     json_decref(exc);
 }
 

@@ -478,7 +478,8 @@ static void rl_list_warn_unknown(void *ud, const char *name, double per_s)
     cc_warn("task_rate_limits: no task named '%s' in this worker", name);
 }
 
-int cc_ratelimit_from_config(const struct cc_config *cfg, struct cc_ratelimit **out, struct cc_err *err)
+int cc_ratelimit_from_config(const struct cc_config *cfg, struct cc_ratelimit **out,
+                             struct cc_err *err)
 {
     struct cc_ratelimit *rl = cc_ratelimit_new();
     struct rl_lookup star = {.name = "*"};

@@ -60,7 +60,8 @@ void cc_ratelimit_set(struct cc_ratelimit *rl, const char *name, double per_s);
 /* Apply a "name=rate,name=rate" list (blanks around items ignored, empty items skipped);
  * "*=rate" limits every task (set_list records it; see cc_ratelimit_star). Returns CC_OK or
  * CC_ECONFIG naming the bad item, with nothing applied. */
-int cc_ratelimit_set_list(struct cc_ratelimit *rl, const char *list, struct cc_err *err) CC_MUST_USE;
+int cc_ratelimit_set_list(struct cc_ratelimit *rl, const char *list,
+                          struct cc_err *err) CC_MUST_USE;
 
 /* The "*" rate given to cc_ratelimit_set_list (0 when none). */
 double cc_ratelimit_star(const struct cc_ratelimit *rl);
@@ -73,7 +74,8 @@ size_t cc_ratelimit_count(const struct cc_ratelimit *rl);
 
 /* Share the limits through Redis at `url` (redis://, rediss://, unix://), replacing any
  * earlier one. Nothing is contacted yet. Returns CC_OK, or CC_EURL (then per worker). */
-int cc_ratelimit_fleet_open(struct cc_ratelimit *rl, const char *url, struct cc_err *err) CC_MUST_USE;
+int cc_ratelimit_fleet_open(struct cc_ratelimit *rl, const char *url,
+                            struct cc_err *err) CC_MUST_USE;
 
 /* Reserve the next start slot for a request of `name`; returns the time it may start
  * (>= now_us, same clock). An unlimited name returns now_us and reserves nothing. With a
@@ -93,7 +95,8 @@ void *cc_ratelimit_pop_any(struct cc_ratelimit *rl);
 /* Earliest slot among held items, INT64_MAX when none. */
 int64_t cc_ratelimit_next_due_us(const struct cc_ratelimit *rl);
 
-/* Number of held items (0 for NULL), and the i-th (any order; i < cc_ratelimit_n_held) for inspection. */
+/* Number of held items (0 for NULL), and the i-th (any order; i < cc_ratelimit_n_held) for
+ * inspection. */
 size_t cc_ratelimit_n_held(const struct cc_ratelimit *rl);
 void *cc_ratelimit_held_get(const struct cc_ratelimit *rl, size_t i);
 
@@ -107,7 +110,7 @@ void *cc_ratelimit_held_get(const struct cc_ratelimit *rl, size_t i);
  * rate_limit does not parse; options are checked when loaded). */
 struct cc_config;
 int cc_ratelimit_from_config(const struct cc_config *cfg, struct cc_ratelimit **out,
-                      struct cc_err *err) CC_MUST_USE;
+                             struct cc_err *err) CC_MUST_USE;
 
 /* True while the fleet Redis is configured but unreachable (per-worker fallback). */
 bool cc_ratelimit_is_fleet_down(const struct cc_ratelimit *rl);

@@ -669,8 +669,8 @@ void cc_redeliver_chord_part_args(struct cc_redeliver *rd, const struct cc_reque
     if (exc == NULL || cc_chord_part_return(rd->backend, rd->cfg, view, state, exc, &ctx,
                                             &rd->chord_plan, &rd->chord_group, &err) != CC_OK)
         cc_error("Task %s[%s]: chord %s: could not return the member's part: %s",
-                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), cc_log_str(view->group),
-                 exc ? err.msg : "out of memory");
+                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+                 cc_log_str(view->group), exc ? err.msg : "out of memory");
     json_decref(exc);
 }
 
@@ -684,8 +684,8 @@ static void redeliver_store_failure(struct cc_redeliver *rd, const struct cc_req
     if (!(r->ignore_result && !rd->cfg->store_errors_even_if_ignored) &&
         cc_backend_store_exc(rd->backend, rd->cfg, &view, r->msg.args, r->msg.kwargs, "FAILURE",
                              "billiard.exceptions", "WorkerLostError", msg, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not store FAILURE: %s", cc_log_str(cc_consumer_request_name(r)),
-                 cc_log_str(r->msg.id), err.msg);
+        cc_error("Task %s[%s]: could not store FAILURE: %s",
+                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), err.msg);
     /* [canvas-chord] it never runs again: fail its chord instead of leaving it pending */
     cc_redeliver_chord_part(rd, r, &view, "FAILURE", "billiard.exceptions", "WorkerLostError", msg);
 }
@@ -846,8 +846,8 @@ enum cc_redeliver_gate cc_redeliver_gate(struct cc_redeliver *rd, struct cc_requ
         return CC_GATE_RUN;
     rd->n_dedup++;
     /* Celery's LOG_IGNORED with description 'Task already completed successfully.' */
-    cc_info("Task %s[%s] Task already completed successfully.", cc_log_str(cc_consumer_request_name(r)),
-            cc_log_str(r->msg.id));
+    cc_info("Task %s[%s] Task already completed successfully.",
+            cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
     return CC_GATE_DONE;
 }
 

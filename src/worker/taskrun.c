@@ -1305,7 +1305,7 @@ static char *traceback_text(const struct taskrun_loc *loc, const struct cc_task_
                             const char *last_line);
 
 char *cc_taskrun_traceback(const char *task_name, const char *file, int line, const char *func,
-                        const char *exc_module, const char *exc_type, const json_t *exc_args)
+                           const char *exc_module, const char *exc_type, const json_t *exc_args)
 {
     const struct taskrun_loc loc = {file, line, func};
     const struct cc_task_entry e = {.name = task_name != NULL ? task_name : "?"};
@@ -1400,7 +1400,7 @@ static void outcome_retry(struct taskrun_state *st, const struct cc_task_entry *
 }
 
 int cc_taskrun_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
-                   const json_t *args, const json_t *kwargs, struct cc_task_outcome *out)
+                      const json_t *args, const json_t *kwargs, struct cc_task_outcome *out)
 {
     static const struct cc_task_request empty_req = {.group_index = -1};
     struct taskrun_state st;

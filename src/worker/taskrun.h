@@ -81,7 +81,7 @@ size_t cc_taskrun_count(void);
  * positional argument: 'y'", "add() got an unexpected keyword argument 'z'"), run the task,
  * and fill `out` (caller's storage, fully overwritten). Returns out->status. */
 int cc_taskrun_invoke(const struct cc_task_entry *e, const struct cc_task_request *req,
-                   const json_t *args, const json_t *kwargs, struct cc_task_outcome *out);
+                      const json_t *args, const json_t *kwargs, struct cc_task_outcome *out);
 
 void cc_taskrun_outcome_deinit(struct cc_task_outcome *o);
 
@@ -90,7 +90,7 @@ void cc_taskrun_outcome_deinit(struct cc_task_outcome *o);
  * <func>, or File "<celeryc>", line 0, in <task_name> when `file` is NULL (the worker raised
  * on the task's behalf: time limits, lost executors), then Python's last line. Owned. */
 char *cc_taskrun_traceback(const char *task_name, const char *file, int line, const char *func,
-                        const char *exc_module, const char *exc_type, const json_t *exc_args);
+                           const char *exc_module, const char *exc_type, const json_t *exc_args);
 
 /* The soft-time-limit flag cc_taskrun_invoke() reads on the calling thread (NULL: none). The
  * executor sets it once per thread: a prefork child points it at the flag its SIGUSR1

@@ -100,10 +100,10 @@ struct worker {
     size_t n_eta, cap_eta;
     struct cc_request **running; /* by pool slot */
     uint32_t next_seq;
-    unsigned base_prefetch; /* concurrency x multiplier; 0 = no QoS */
-    size_t n_held;          /* requests with is_eta_held (each raises the QoS by one) */
-    bool is_qos_dirty;      /* n_held changed: worker_update_qos at the end of the pass */
-    struct cc_ratelimit *rl;       /* rate limits; requests waiting for their slot (ratelimit.c) */
+    unsigned base_prefetch;  /* concurrency x multiplier; 0 = no QoS */
+    size_t n_held;           /* requests with is_eta_held (each raises the QoS by one) */
+    bool is_qos_dirty;       /* n_held changed: worker_update_qos at the end of the pass */
+    struct cc_ratelimit *rl; /* rate limits; requests waiting for their slot (ratelimit.c) */
 
     uint64_t n_done, n_failed;
 
@@ -303,7 +303,8 @@ static void worker_broker_lost(struct worker *w, const struct cc_err *err)
             continue;
         }
         cc_info("Task %s[%s]: retry not published: the broker redelivers the original",
-                cc_log_str(cc_consumer_request_name(w->retries[i].r)), cc_log_str(w->retries[i].r->msg.id));
+                cc_log_str(cc_consumer_request_name(w->retries[i].r)),
+                cc_log_str(w->retries[i].r->msg.id));
         cc_consumer_request_free(w->retries[i].r);
         w->n_retries--;
     }
@@ -349,7 +350,8 @@ static uint64_t worker_lowest_held(const struct worker *w)
 
     if (w->n_ready + w->n_eta + cc_ratelimit_n_held(w->rl) > 256)
         return 0;
-    for (size_t i = 0; i < cc_ratelimit_n_held(w->rl); i++) { /* rate-limit hook: held unacked too */
+    for (size_t i = 0; i < cc_ratelimit_n_held(w->rl);
+         i++) { /* rate-limit hook: held unacked too */
         const struct cc_request *r = cc_ratelimit_held_get(w->rl, i);
 
         low = r->tag < low ? r->tag : low;
@@ -598,8 +600,8 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         return;
     }
     if (rc == CC_EAGAIN) { /* [blocked] dead-letter publish refused: back to the queue */
-        cc_warn("Task %s[%s]: requeued: %s", cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
-                err.msg);
+        cc_warn("Task %s[%s]: requeued: %s", cc_log_str(cc_consumer_request_name(r)),
+                cc_log_str(r->msg.id), err.msg);
         worker_reject(w, r, true);
         cc_consumer_request_free(r);
         return;
@@ -626,8 +628,9 @@ static void worker_on_delivery(struct worker *w, const amqp_envelope_t *env)
         /* [redisx] Due beyond the horizon: now durable in the delay store (delaystore.c),
          * so ack it instead of holding it; QoS is not raised. If the store failed, the
          * branch below holds it as before (worker_delay_retry moves it later). */
-        cc_info("Task %s[%s] due at %s moved to the delay store", cc_log_str(cc_consumer_request_name(r)),
-                cc_log_str(r->msg.id), r->msg.eta ? r->msg.eta : "?");
+        cc_info("Task %s[%s] due at %s moved to the delay store",
+                cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+                r->msg.eta ? r->msg.eta : "?");
         worker_ack(w, r);
         cc_consumer_request_free(r);
     } else if (r->msg.eta_us > now) {
@@ -818,8 +821,8 @@ static void worker_fail_chain(struct worker *w, const struct cc_request *r, cons
     exc = cc_result_exc_new(module, type, exc_args);
     if (exc != NULL)
         (void)cc_chord_chain_fail_rest(w->backend, w->cfg, &view,
-                                 !(r->ignore_result && !w->cfg->store_errors_even_if_ignored), exc,
-                                 NULL, worker_chain_part, &wp);
+                                       !(r->ignore_result && !w->cfg->store_errors_even_if_ignored),
+                                       exc, NULL, worker_chain_part, &wp);
     json_decref(exc);
 }
 
@@ -842,16 +845,17 @@ static void worker_errbacks(struct worker *w, const struct cc_request *r, const 
     exc = cc_result_exc_new(module, type, exc_args);
     cc_canvas_plan_init(&plan);
     if (exc == NULL || cc_pool_master_errbacks(&w->pool, r, exc, &plan, &err) != CC_OK)
-        cc_error("Task %s[%s]: could not apply its errbacks: %s", cc_log_str(cc_consumer_request_name(r)),
-                 cc_log_str(r->msg.id), exc ? err.msg : "out of memory");
+        cc_error("Task %s[%s]: could not apply its errbacks: %s",
+                 cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+                 exc ? err.msg : "out of memory");
     for (size_t i = 0; i < plan.n; i++) {
         const struct cc_canvas_step *st = &plan.steps[i];
 
         if (st->kind == CC_CANVAS_PUBLISH &&
             worker_publish(w, st->exchange, st->routing_key, &st->msg, &err) != CC_OK)
             cc_error("Task %s[%s]: could not publish errback %s[%s]: %s",
-                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id), cc_log_str(st->task),
-                     cc_log_str(st->task_id), err.msg);
+                     cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+                     cc_log_str(st->task), cc_log_str(st->task_id), err.msg);
     }
     cc_canvas_plan_deinit(&plan);
     json_decref(exc);
@@ -876,7 +880,8 @@ static int worker_publish_retry(struct worker *w, struct cc_request *r,
 
         /* [issue 14] A task's countdown may be any double (often one of its arguments):
          * negative or NaN = now, huge = the far end of cc_isotime_span_us, never an overflow. */
-        if (cc_isotime_span_us(rep->retry_countdown_s, &span_us) != CC_ISOTIME_SPAN_OK && span_us < 0)
+        if (cc_isotime_span_us(rep->retry_countdown_s, &span_us) != CC_ISOTIME_SPAN_OK &&
+            span_us < 0)
             span_us = 0;
         eta_us = cc_isotime_add_us(now, span_us);
         cc_isotime_format(eta_us, 1, eta, sizeof(eta));
@@ -926,8 +931,9 @@ static void worker_defer_retry(struct worker *w, struct cc_request *r,
         w->n_held++;
         w->is_qos_dirty = true;
     }
-    cc_info("Task %s[%s]: retry message waits for the broker to %s", cc_log_str(cc_consumer_request_name(r)),
-            cc_log_str(r->msg.id), w->is_blocked ? "unblock publishing" : "come back");
+    cc_info("Task %s[%s]: retry message waits for the broker to %s",
+            cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id),
+            w->is_blocked ? "unblock publishing" : "come back");
 }
 
 /* Publish the deferred retries on the new connection. Their originals were acked on the
@@ -1124,8 +1130,8 @@ static void worker_on_lost(void *ud, int slot, uint32_t seq, int wstatus)
      * off. Early-acked messages were acked when the task started. */
     if (r->acks_late && !r->is_acked &&
         cc_taskrun_reject_on_worker_lost(r->entry, w->cfg->reject_on_worker_lost)) {
-        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)", cc_log_str(cc_consumer_request_name(r)),
-                cc_log_str(r->msg.id));
+        cc_warn("Task %s[%s]: requeued (reject_on_worker_lost)",
+                cc_log_str(cc_consumer_request_name(r)), cc_log_str(r->msg.id));
         cc_events_task_rejected(&w->ev, r, true); /* [events] */
         worker_reject(w, r, true);
         worker_release(w, r, true);

@@ -1,6 +1,7 @@
 /* Fuzz target for the job and schedule-entry specs an operator or admin hands in: the JSON of
  * `celeryc jobs create/update` (cc_jobstore_job_validate) and of a schedule-file entry or a job
- * row as the beat reads it (cc_beat_sched_entry_from_file / cc_beat_sched_entry_from_job, then the next slot).
+ * row as the beat reads it (cc_beat_sched_entry_from_file / cc_beat_sched_entry_from_job, then the
+ * next slot).
  *
  * Input: JSON bytes. Properties checked: every call returns CC_OK or a negative code with a
  * message; an entry that was accepted has a task, args that are an array, kwargs that are an
@@ -29,8 +30,8 @@ static void fuzz_jobspec_entry(struct beat_entry *e)
     json_t *args = NULL, *kwargs = NULL;
 
     /* File entries keep their arguments as text (interned), jobs as JSON: both read back. */
-    if (e->task == NULL || cc_beat_sched_entry_args(e, &args, &kwargs) != CC_OK || !json_is_array(args) ||
-        !json_is_object(kwargs))
+    if (e->task == NULL || cc_beat_sched_entry_args(e, &args, &kwargs) != CC_OK ||
+        !json_is_array(args) || !json_is_object(kwargs))
         abort();
     json_decref(args);
     json_decref(kwargs);

@@ -3,12 +3,13 @@
  *
  * Input: any bytes, used twice: as an event body (cc_statsevent_parse), and as the text of a robots
  * list (cc_statsevent_robots_new). Properties checked:
- * - cc_statsevent_parse (fast path, then jansson) and cc_statsevent_parse_full (jansson only) agree: same
- *   status, same reason, same fields;
+ * - cc_statsevent_parse (fast path, then jansson) and cc_statsevent_parse_full (jansson only)
+ * agree: same status, same reason, same fields;
  * - parse returns CC_OK or CC_EINVAL/CC_ENOMEM with a non-empty, printable-ASCII reason;
  * - an accepted event has a non-empty type and object_id, a visitor field, no string longer
  *   than CC_STATSEVENT_FIELD_MAX, a day that holds its timestamp; its visitor key's length is what
- *   cc_statsevent_visitor_key says; hashes are deterministic; an explicit id ignores window and salt;
+ *   cc_statsevent_visitor_key says; hashes are deterministic; an explicit id ignores window and
+ * salt;
  * - the pair-indexed robots matcher agrees with a naive substring search over the same
  *   patterns, for the event's user agent and for the input itself as a user agent;
  * - the shipped list never crashes on the user agent. */
@@ -63,13 +64,14 @@ static bool fuzz_same_str(const char *a, const char *b)
 }
 
 /* The two parse paths give the same outcome. */
-static void fuzz_check_paths(const uint8_t *data, size_t size, int rc, const struct cc_statsevent *ev,
-                             const char *why)
+static void fuzz_check_paths(const uint8_t *data, size_t size, int rc,
+                             const struct cc_statsevent *ev, const char *why)
 {
     struct cc_statsevent full = {0};
     char why_full[160];
 
-    if (cc_statsevent_parse_full(&full, (const char *)data, size, why_full, sizeof(why_full)) != rc ||
+    if (cc_statsevent_parse_full(&full, (const char *)data, size, why_full, sizeof(why_full)) !=
+            rc ||
         strcmp(why, why_full) != 0 || full.ts_us != ev->ts_us || full.day != ev->day ||
         !fuzz_same_str(full.type, ev->type) || !fuzz_same_str(full.object_id, ev->object_id) ||
         !fuzz_same_str(full.unique_id, ev->unique_id) ||

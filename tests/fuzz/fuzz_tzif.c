@@ -2,8 +2,8 @@
  *
  * Input: the bytes of a zoneinfo file. Properties checked: a failure is CC_EINVAL with a
  * message (or CC_ENOMEM) and leaves the zone zeroed; a parsed zone has strictly ascending
- * transitions and offsets within a day; cc_schedule_tz_offset() agrees with a linear scan; a crontab's
- * next run can be computed in it; _deinit twice is harmless.
+ * transitions and offsets within a day; cc_schedule_tz_offset() agrees with a linear scan; a
+ * crontab's next run can be computed in it; _deinit twice is harmless.
  */
 #include <stdint.h>
 #include <stdio.h>

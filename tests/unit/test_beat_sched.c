@@ -133,7 +133,8 @@ static void test_beat_sched_file_load(void **state)
         cc_beat_sched_entry_free(arr[i]);
     free(arr);
     unlink(path);
-    assert_int_equal(cc_beat_sched_file_load("/nonexistent/x.json", "UTC", &arr, &n, &err), CC_EINVAL);
+    assert_int_equal(cc_beat_sched_file_load("/nonexistent/x.json", "UTC", &arr, &n, &err),
+                     CC_EINVAL);
     assert_non_null(strstr(err.msg, "/nonexistent/x.json"));
     cc_beat_sched_caches_free();
 }
@@ -379,8 +380,8 @@ static void test_beat_sched_dst_slots_as_celery(void **state)
             fmt_slots(bg, sizeof(bg), got, ng == SIZE_MAX ? 0 : (ng < 8 ? ng : 8));
             print_message("case %zu: %s %s from %s:%s\n  celery: %s\n  beat:   %s\n", i,
                           json_string_value(json_object_get(c, "tz")), sp,
-                          cc_isotime_format(start, 0, b0, sizeof(b0)), ng == SIZE_MAX ? err.msg : "",
-                          bw, bg);
+                          cc_isotime_format(start, 0, b0, sizeof(b0)),
+                          ng == SIZE_MAX ? err.msg : "", bw, bg);
             free(sp);
         }
         cc_beat_sched_entry_deinit(&e);

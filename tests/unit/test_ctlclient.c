@@ -70,21 +70,22 @@ static void check_fixture(const char *name)
         words[n++] = t;
     /* celery -A app KIND METHOD ARGS... [-d NODE] -j */
     is_inspect = strcmp(words[3], "inspect") == 0;
-    assert_int_equal(cc_ctlclient_kind(words[4]), is_inspect ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
+    assert_int_equal(cc_ctlclient_kind(words[4]),
+                     is_inspect ? CC_CTLCLIENT_INSPECT : CC_CTLCLIENT_CONTROL);
     first_arg = 5;
     last_arg = n - 1; /* -j */
     if (last_arg >= 2 && strcmp(words[last_arg - 2], "-d") == 0) {
         dest[n_dest++] = words[last_arg - 1];
         last_arg -= 2;
     }
-    if (cc_ctlclient_arguments(words[4], last_arg - first_arg, (const char *const *)(words + first_arg),
-                          &args, &err) != CC_OK)
+    if (cc_ctlclient_arguments(words[4], last_arg - first_arg,
+                               (const char *const *)(words + first_arg), &args, &err) != CC_OK)
         fail_msg("%s: %s", name, err.msg);
     body = json_object_get(json_object_get(root, "request"), "body_decoded");
     ticket = json_string_value(json_object_get(body, "ticket"));
     rk = json_string_value(json_object_get(json_object_get(body, "reply_to"), "routing_key"));
     req = cc_ctlclient_request(words[4], args, n_dest ? dest : NULL, n_dest, ticket,
-                          "reply.celery.pidbox", rk);
+                               "reply.celery.pidbox", rk);
     cc_strbuf_json(&s, req);
     cc_strbuf_putc(&s, '\0');
     if (strcmp(s.p, fixture_str(json_object_get(root, "request"), "body_raw")) != 0)

@@ -91,7 +91,8 @@ static void test_delaystore_roundtrip(void **state)
 
     (void)state;
     fixture_fill(&f, false);
-    assert_int_equal(cc_delaystore_encode(b("celery"), b("rk.x"), &f.p, body, &enc, &len, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("rk.x"), &f.p, body, &enc, &len, &err),
+                     CC_OK);
     assert_int_equal(cc_delaystore_decode(enc, len, &rec, &err), CC_OK);
     assert_string_equal(rec.exchange, "celery");
     assert_string_equal(rec.routing_key, "rk.x");
@@ -137,9 +138,12 @@ static void test_delaystore_canonical(void **state)
     (void)state;
     fixture_fill(&f1, false);
     fixture_fill(&f2, true);
-    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e1, &l1, &err), CC_OK);
-    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e2, &l2, &err), CC_OK);
-    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f2.p, body, &e3, &l3, &err), CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e1, &l1, &err),
+                     CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f1.p, body, &e2, &l2, &err),
+                     CC_OK);
+    assert_int_equal(cc_delaystore_encode(b("celery"), b("celery"), &f2.p, body, &e3, &l3, &err),
+                     CC_OK);
     assert_int_equal(l1, l2);
     assert_memory_equal(e1, e2, l1);
     assert_int_equal(l1, l3);

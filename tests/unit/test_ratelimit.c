@@ -196,7 +196,8 @@ static void test_ratelimit_held_fifo(void **state)
     /* pop_any drains whatever is left, and held_get sees every item. */
     cc_ratelimit_hold(rl, &items[0], 5);
     cc_ratelimit_hold(rl, &items[1], 3);
-    assert_true(cc_ratelimit_held_get(rl, 0) == &items[1] || cc_ratelimit_held_get(rl, 1) == &items[1]);
+    assert_true(cc_ratelimit_held_get(rl, 0) == &items[1] ||
+                cc_ratelimit_held_get(rl, 1) == &items[1]);
     assert_non_null(cc_ratelimit_pop_any(rl));
     assert_non_null(cc_ratelimit_pop_any(rl));
     assert_null(cc_ratelimit_pop_any(rl));

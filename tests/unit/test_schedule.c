@@ -93,14 +93,15 @@ static void test_schedule_celery_table(void **state)
             fail_msg("case %zu: zone %s not loaded by this test", i, tzn ? tzn : "(none)");
         if (strcmp(kind, "crontab") == 0) {
             assert_int_equal(cc_schedule_crontab(&s, field_or_null(spec, "minute"),
-                                              field_or_null(spec, "hour"),
-                                              field_or_null(spec, "day_of_week"),
-                                              field_or_null(spec, "day_of_month"),
-                                              field_or_null(spec, "month_of_year"), &err),
+                                                 field_or_null(spec, "hour"),
+                                                 field_or_null(spec, "day_of_week"),
+                                                 field_or_null(spec, "day_of_month"),
+                                                 field_or_null(spec, "month_of_year"), &err),
                              CC_OK);
         } else {
             assert_int_equal(
-                cc_schedule_interval(&s, (int64_t)(json_number_value(spec) * 1e6 + 0.5), &err), CC_OK);
+                cc_schedule_interval(&s, (int64_t)(json_number_value(spec) * 1e6 + 0.5), &err),
+                CC_OK);
         }
         rc = cc_schedule_next(&s, last, now, tz, &next, &err);
         if (json_object_get(c, "error")) {
@@ -156,8 +157,8 @@ static void test_schedule_parse_table(void **state)
         json_array_foreach(json_object_get(c, "values"), j, v) want |= 1ULL
                                                                        << json_integer_value(v);
         if (cc_schedule_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
-                                (int)json_integer_value(json_object_get(c, "min")), &bits,
-                                &err) != CC_OK ||
+                                         (int)json_integer_value(json_object_get(c, "min")), &bits,
+                                         &err) != CC_OK ||
             bits != want)
             fail_msg("spec '%s': %s bits %llx want %llx", spec, err.msg, (unsigned long long)bits,
                      (unsigned long long)want);
@@ -168,10 +169,10 @@ static void test_schedule_parse_table(void **state)
         struct cc_err err = {0};
         const char *spec = json_string_value(json_object_get(c, "spec"));
 
-        assert_int_equal(
-            cc_schedule_cron_parse_field(spec, (int)json_integer_value(json_object_get(c, "max")),
-                                (int)json_integer_value(json_object_get(c, "min")), &bits, &err),
-            CC_EINVAL);
+        assert_int_equal(cc_schedule_cron_parse_field(
+                             spec, (int)json_integer_value(json_object_get(c, "max")),
+                             (int)json_integer_value(json_object_get(c, "min")), &bits, &err),
+                         CC_EINVAL);
         assert_int_equal(bits, 0);
         assert_string_equal(err.msg, json_string_value(json_object_get(c, "error")));
     }

@@ -25,8 +25,8 @@
 #define DAY0 20793 /* 2026-12-06 */
 
 static const uint8_t SALT[CC_STATSEVENT_SALT_LEN] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
-                                              11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-                                              22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+                                                     11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                                     22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 
 /* Parse a NUL-terminated body from an exact-size heap copy, so ASan sees any read past len. */
 static int parse(struct cc_statsevent *ev, const char *body, char *why, size_t why_size)
@@ -344,8 +344,8 @@ static void test_statsevent_parse_malformed(void **state)
         assert_null(ev.type);
         /* The jansson-only path words it the same. */
         memset(why_full, 0, sizeof(why_full));
-        assert_int_equal(cc_statsevent_parse_full(&ev, cases[i].body, strlen(cases[i].body), why_full,
-                                           sizeof(why_full)),
+        assert_int_equal(cc_statsevent_parse_full(&ev, cases[i].body, strlen(cases[i].body),
+                                                  why_full, sizeof(why_full)),
                          CC_EINVAL);
         assert_string_equal(why, why_full);
     }
