@@ -191,7 +191,7 @@ static int conf_identity(struct cc_task_ctx *ctx, const json_t *args, const json
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_identity = {
+const struct cc_task_entry cc_task_conformance_identity = {
     .name = CONF_MODULE ".identity",
     .run = conf_identity,
     .signature = "x",
@@ -217,7 +217,7 @@ static int conf_add(struct cc_task_ctx *ctx, const json_t *args, const json_t *k
     return rc;
 }
 
-const struct cc_task_entry cc_task_conf_add = {
+const struct cc_task_entry cc_task_conformance_add = {
     .name = CONF_MODULE ".add",
     .run = conf_add,
     .signature = "x, y, z=None",
@@ -232,14 +232,14 @@ static int conf_add2(struct cc_task_ctx *ctx, const json_t *args, const json_t *
     return cc_pyops_add(ctx, cc_task_arg(ctx, 0), cc_task_arg(ctx, 1), result);
 }
 
-const struct cc_task_entry cc_task_conf_add_not_typed = {
+const struct cc_task_entry cc_task_conformance_add_not_typed = {
     .name = CONF_MODULE ".add_not_typed",
     .run = conf_add2,
     .signature = "x, y",
 };
 
 /* @shared_task(ignore_result=True) def add_ignore_result(x, y): return x + y */
-const struct cc_task_entry cc_task_conf_add_ignore_result = {
+const struct cc_task_entry cc_task_conformance_add_ignore_result = {
     .name = CONF_MODULE ".add_ignore_result",
     .run = conf_add2,
     .signature = "x, y",
@@ -256,7 +256,7 @@ static int conf_raise_error(struct cc_task_ctx *ctx, const json_t *args, const j
     return cc_task_raise(ctx, "builtins", "ValueError", "deliberate error");
 }
 
-const struct cc_task_entry cc_task_conf_raise_error = {
+const struct cc_task_entry cc_task_conformance_raise_error = {
     .name = CONF_MODULE ".raise_error",
     .run = conf_raise_error,
     .signature = "*args",
@@ -275,7 +275,7 @@ static int conf_fail(struct cc_task_ctx *ctx, const json_t *args, const json_t *
     return raise_expected(ctx, exc_args);
 }
 
-const struct cc_task_entry cc_task_conf_fail = {
+const struct cc_task_entry cc_task_conformance_fail = {
     .name = CONF_MODULE ".fail",
     .run = conf_fail,
     .signature = "*args",
@@ -296,7 +296,7 @@ static int conf_delayed_sum(struct cc_task_ctx *ctx, const json_t *args, const j
     return cc_pyops_sum(ctx, cc_task_arg(ctx, 0), result);
 }
 
-const struct cc_task_entry cc_task_conf_delayed_sum = {
+const struct cc_task_entry cc_task_conformance_delayed_sum = {
     .name = CONF_MODULE ".delayed_sum",
     .run = conf_delayed_sum,
     .signature = "numbers, pause_time=1",
@@ -329,7 +329,7 @@ static int conf_delayed_sum_guard(struct cc_task_ctx *ctx, const json_t *args, c
     return cc_pyops_sum(ctx, cc_task_arg(ctx, 0), result);
 }
 
-const struct cc_task_entry cc_task_conf_delayed_sum_with_soft_guard = {
+const struct cc_task_entry cc_task_conformance_delayed_sum_with_soft_guard = {
     .name = CONF_MODULE ".delayed_sum_with_soft_guard",
     .run = conf_delayed_sum_guard,
     .signature = "numbers, pause_time=1",
@@ -344,7 +344,7 @@ static int conf_tsum(struct cc_task_ctx *ctx, const json_t *args, const json_t *
     return cc_pyops_sum(ctx, cc_task_arg(ctx, 0), result);
 }
 
-const struct cc_task_entry cc_task_conf_tsum = {
+const struct cc_task_entry cc_task_conformance_tsum = {
     .name = CONF_MODULE ".tsum",
     .run = conf_tsum,
     .signature = "nums",
@@ -366,7 +366,7 @@ static int conf_sleeping(struct cc_task_ctx *ctx, const json_t *args, const json
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_sleeping = {
+const struct cc_task_entry cc_task_conformance_sleeping = {
     .name = CONF_MODULE ".sleeping",
     .run = conf_sleeping,
     .signature = "i, **_",
@@ -392,7 +392,7 @@ static int conf_print_unicode(struct cc_task_ctx *ctx, const json_t *args, const
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_print_unicode = {
+const struct cc_task_entry cc_task_conformance_print_unicode = {
     .name = CONF_MODULE ".print_unicode",
     .run = conf_print_unicode,
     .signature = "log_message=\"håå®ƒ valmuefrø\", print_message=\"hiöäüß\"",
@@ -410,7 +410,7 @@ static int conf_return_exception(struct cc_task_ctx *ctx, const json_t *args, co
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_return_exception = {
+const struct cc_task_entry cc_task_conformance_return_exception = {
     .name = CONF_MODULE ".return_exception",
     .run = conf_return_exception,
     .signature = "e",
@@ -426,7 +426,7 @@ static int conf_chord_error(struct cc_task_ctx *ctx, const json_t *args, const j
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_chord_error = {
+const struct cc_task_entry cc_task_conformance_chord_error = {
     .name = CONF_MODULE ".chord_error",
     .run = conf_chord_error,
     .signature = "*args",
@@ -505,7 +505,7 @@ static int conf_write_to_file(struct cc_task_ctx *ctx, const json_t *args, const
     return rc;
 }
 
-const struct cc_task_entry cc_task_conf_write_to_file_and_return_int = {
+const struct cc_task_entry cc_task_conformance_write_to_file_and_return_int = {
     .name = CONF_MODULE ".write_to_file_and_return_int",
     .run = conf_write_to_file,
     .signature = "file_name, i",
@@ -538,7 +538,7 @@ static int conf_redis_echo(struct cc_task_ctx *ctx, const json_t *args, const js
     return rc;
 }
 
-const struct cc_task_entry cc_task_conf_redis_echo = {
+const struct cc_task_entry cc_task_conformance_redis_echo = {
     .name = CONF_MODULE ".redis_echo",
     .run = conf_redis_echo,
     .signature = "message, redis_key=\"redis-echo\"",
@@ -555,7 +555,7 @@ static int conf_redis_count(struct cc_task_ctx *ctx, const json_t *args, const j
     return conf_kv_incr(ctx, cc_task_arg(ctx, 0));
 }
 
-const struct cc_task_entry cc_task_conf_redis_count = {
+const struct cc_task_entry cc_task_conformance_redis_count = {
     .name = CONF_MODULE ".redis_count",
     .run = conf_redis_count,
     .signature = "redis_key=\"redis-count\"",
@@ -578,7 +578,7 @@ static int conf_errback_old_style(struct cc_task_ctx *ctx, const json_t *args, c
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_errback_old_style = {
+const struct cc_task_entry cc_task_conformance_errback_old_style = {
     .name = CONF_MODULE ".errback_old_style",
     .run = conf_errback_old_style,
     .signature = "request_id",
@@ -608,7 +608,7 @@ static int conf_errback_new_style(struct cc_task_ctx *ctx, const json_t *args, c
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_errback_new_style = {
+const struct cc_task_entry cc_task_conformance_errback_new_style = {
     .name = CONF_MODULE ".errback_new_style",
     .run = conf_errback_new_style,
     .signature = "request, exc, tb",
@@ -656,7 +656,7 @@ static int conf_retry(struct cc_task_ctx *ctx, const json_t *args, const json_t 
     return cc_task_retry(ctx, &opts);
 }
 
-const struct cc_task_entry cc_task_conf_retry = {
+const struct cc_task_entry cc_task_conformance_retry = {
     .name = CONF_MODULE ".retry",
     .run = conf_retry,
     .signature = "self, return_value=None",
@@ -703,7 +703,7 @@ static int conf_retry_once(struct cc_task_ctx *ctx, const json_t *args, const js
     return retry_once_common(ctx);
 }
 
-const struct cc_task_entry cc_task_conf_retry_once = {
+const struct cc_task_entry cc_task_conformance_retry_once = {
     .name = CONF_MODULE ".retry_once",
     .run = conf_retry_once,
     .signature = "self, *args, expires=60.0, max_retries=1, countdown=0.1",
@@ -723,7 +723,7 @@ static int conf_retry_once_priority(struct cc_task_ctx *ctx, const json_t *args,
     return retry_once_common(ctx);
 }
 
-const struct cc_task_entry cc_task_conf_retry_once_priority = {
+const struct cc_task_entry cc_task_conformance_retry_once_priority = {
     .name = CONF_MODULE ".retry_once_priority",
     .run = conf_retry_once_priority,
     .signature = "self, *args, expires=60.0, max_retries=1, countdown=0.1",
@@ -754,7 +754,7 @@ static int conf_auto_retry(struct cc_task_ctx *ctx, const json_t *args, const js
 
 static const char *const conf_autoretry_value_error[] = {"builtins.ValueError", NULL};
 
-const struct cc_task_entry cc_task_conf_auto_retry_class_task = {
+const struct cc_task_entry cc_task_conformance_auto_retry_class_task = {
     .name = "auto_retry_class_task",
     .run = conf_auto_retry,
     .signature = "self",
@@ -765,7 +765,7 @@ const struct cc_task_entry cc_task_conf_auto_retry_class_task = {
 
 /* The same task under the module-qualified name the issue lists, for clients that address
  * every conformance task as t.integration.tasks.<name>. */
-const struct cc_task_entry cc_task_conf_auto_retry_class_task_qualified = {
+const struct cc_task_entry cc_task_conformance_auto_retry_class_task_qualified = {
     .name = CONF_MODULE ".auto_retry_class_task",
     .run = conf_auto_retry,
     .signature = "self",
@@ -787,7 +787,7 @@ static int conf_ids(struct cc_task_ctx *ctx, const json_t *args, const json_t *k
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_ids = {
+const struct cc_task_entry cc_task_conformance_ids = {
     .name = CONF_MODULE ".ids",
     .run = conf_ids,
     .signature = "self, i",
@@ -805,7 +805,7 @@ static int conf_collect_ids(struct cc_task_ctx *ctx, const json_t *args, const j
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_collect_ids = {
+const struct cc_task_entry cc_task_conformance_collect_ids = {
     .name = CONF_MODULE ".collect_ids",
     .run = conf_collect_ids,
     .signature = "self, res, i",
@@ -828,7 +828,7 @@ static int conf_return_priority(struct cc_task_ctx *ctx, const json_t *args, con
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_return_priority = {
+const struct cc_task_entry cc_task_conformance_return_priority = {
     .name = CONF_MODULE ".return_priority",
     .run = conf_return_priority,
     .signature = "self, *_args",
@@ -859,7 +859,7 @@ static int conf_return_properties(struct cc_task_ctx *ctx, const json_t *args, c
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_return_properties = {
+const struct cc_task_entry cc_task_conformance_return_properties = {
     .name = CONF_MODULE ".return_properties",
     .run = conf_return_properties,
     .signature = "self",
@@ -923,7 +923,7 @@ static int conf_build_chain(struct cc_task_ctx *ctx, const json_t *args, const j
     return CC_OK;
 }
 
-const struct cc_task_entry cc_task_conf_build_chain_inside_task = {
+const struct cc_task_entry cc_task_conformance_build_chain_inside_task = {
     .name = CONF_MODULE ".build_chain_inside_task",
     .run = conf_build_chain,
     .signature = "self",
@@ -944,7 +944,7 @@ static int conf_chain_add(struct cc_task_ctx *ctx, const json_t *args, const jso
                      NULL);
 }
 
-const struct cc_task_entry cc_task_conf_chain_add = {
+const struct cc_task_entry cc_task_conformance_chain_add = {
     .name = CONF_MODULE ".chain_add",
     .run = conf_chain_add,
     .signature = "x, y",
@@ -966,7 +966,7 @@ static int conf_chord_add(struct cc_task_ctx *ctx, const json_t *args, const jso
                      NULL);
 }
 
-const struct cc_task_entry cc_task_conf_chord_add = {
+const struct cc_task_entry cc_task_conformance_chord_add = {
     .name = CONF_MODULE ".chord_add",
     .run = conf_chord_add,
     .signature = "x, y",
